@@ -1,0 +1,115 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+
+/** The well-known Azurite development account (public, documented by Microsoft). */
+export const AZURITE_ACCOUNT = 'devstoreaccount1';
+export const AZURITE_KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
+
+export interface RunningAzurite {
+  connectionString: string;
+  blobUrl: string;
+  queueUrl: string;
+  tableUrl: string;
+  ports: { blob: number; queue: number; table: number };
+  process: ChildProcess;
+  stop(): Promise<void>;
+}
+
+export interface AzuriteOptions {
+  /** 0 (default) lets the OS choose free ports. */
+  blobPort?: number;
+  queuePort?: number;
+  tablePort?: number;
+  /** Memory cap for in-memory blob/queue content, in MB. */
+  extentMemoryLimitMb?: number;
+  startTimeoutMs?: number;
+  onLog?: (line: string) => void;
+}
+
+function azuriteEntry(): string {
+  const require = createRequire(import.meta.url);
+  return join(dirname(require.resolve('azurite/package.json')), 'dist', 'src', 'azurite.js');
+}
+
+export function azuriteConnectionString(blobUrl: string, queueUrl: string, tableUrl: string): string {
+  return [
+    'DefaultEndpointsProtocol=http',
+    `AccountName=${AZURITE_ACCOUNT}`,
+    `AccountKey=${AZURITE_KEY}`,
+    `BlobEndpoint=${blobUrl}`,
+    `QueueEndpoint=${queueUrl}`,
+    `TableEndpoint=${tableUrl}`,
+  ].join(';') + ';';
+}
+
+/** Starts Azurite from node_modules: queues, tables and blobs, in memory, on loopback. */
+export async function startAzurite(options: AzuriteOptions = {}): Promise<RunningAzurite> {
+  const args = [
+    azuriteEntry(),
+    '--inMemoryPersistence',
+    '--extentMemoryLimit', String(options.extentMemoryLimitMb ?? 1024),
+    '--skipApiVersionCheck',
+    '--disableTelemetry',
+    '--blobHost', '127.0.0.1', '--blobPort', String(options.blobPort ?? 0),
+    '--queueHost', '127.0.0.1', '--queuePort', String(options.queuePort ?? 0),
+    '--tableHost', '127.0.0.1', '--tablePort', String(options.tablePort ?? 0),
+  ];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const ports: Partial<Record<'blob' | 'queue' | 'table', number>> = {};
+
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`Azurite did not start within ${options.startTimeoutMs ?? 30_000} ms`));
+    }, options.startTimeoutMs ?? 30_000);
+    let buffered = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      let newline: number;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, newline).trim();
+        buffered = buffered.slice(newline + 1);
+        options.onLog?.(line);
+        const m = /Azurite (Blob|Queue|Table) service is successfully listening at http:\/\/[^:]+:(\d+)/.exec(line);
+        if (m) ports[m[1]!.toLowerCase() as 'blob' | 'queue' | 'table'] = Number(m[2]);
+        if (ports.blob && ports.queue && ports.table) {
+          clearTimeout(timer);
+          resolve();
+        }
+      }
+    });
+    child.stderr!.on('data', (chunk: Buffer) => options.onLog?.(chunk.toString().trim()));
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`Azurite exited during start-up (code ${code})`));
+    });
+  });
+  child.removeAllListeners('exit');
+
+  const blobUrl = `http://127.0.0.1:${ports.blob}/${AZURITE_ACCOUNT}`;
+  const queueUrl = `http://127.0.0.1:${ports.queue}/${AZURITE_ACCOUNT}`;
+  const tableUrl = `http://127.0.0.1:${ports.table}/${AZURITE_ACCOUNT}`;
+  return {
+    connectionString: azuriteConnectionString(blobUrl, queueUrl, tableUrl),
+    blobUrl,
+    queueUrl,
+    tableUrl,
+    ports: ports as RunningAzurite['ports'],
+    process: child,
+    stop: () => stopChild(child),
+  };
+}
+
+/** Stops a child process: SIGTERM, then SIGKILL if it lingers. */
+export function stopChild(child: ChildProcess, graceMs = 5_000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+    child.once('exit', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}

@@ -1,0 +1,110 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+
+/**
+ * The demo world `npm start` seeds: an MSSP ("Contoso SOC") whose relay reads two customer tenants,
+ * one in the application context (the customer's own app registration, secret in Key Vault) and one in
+ * the partner context (the MSSP's multi-tenant app, consented by the customer's admin). Every id and
+ * secret is new on each start: these are throwaway local values.
+ */
+export type TenantContext = 'application' | 'partner';
+
+export interface DemoTenant {
+  tenantId: string;
+  displayName: string;
+  context: TenantContext;
+  /** The app registration that reads this tenant's incidents. */
+  clientId: string;
+  /** The Key Vault secret holding that app's client secret. */
+  clientSecretName: string;
+  incidentCount: number;
+  seed: number;
+}
+
+export interface DemoApp {
+  name: string;
+  clientId: string;
+  clientSecret: string;
+  homeTenantId: string;
+  multiTenant: boolean;
+  consentedTenants: string[];
+  roles: string[];
+}
+
+export interface DemoUser {
+  tenantId: string;
+  userPrincipalName: string;
+  password: string;
+  displayName: string;
+}
+
+export interface DemoWorld {
+  provider: { tenantId: string; displayName: string };
+  tenants: DemoTenant[];
+  /** The identity the app uses where Azure would give it a managed identity. */
+  appIdentity: { tenantId: string; clientId: string; clientSecret: string };
+  apps: DemoApp[];
+  /** The relay's own API (audience of webhook and analyst tokens; also the on-behalf-of app). */
+  relayApi: { clientId: string; clientSecret: string; identifierUri: string; homeTenantId: string };
+  webhookClient: { tenantId: string; clientId: string; clientSecret: string; scope: string };
+  analyst: DemoUser;
+}
+
+export const DEFENDER_RESOURCE = 'https://api.security.microsoft.com';
+export const DEFENDER_APP_ROLES = ['Incident.Read.All', 'Incident.ReadWrite.All', 'AdvancedHunting.Read.All'];
+export const DEFENDER_DELEGATED_SCOPES = ['Incident.Read', 'Incident.ReadWrite', 'AdvancedHunting.Read'];
+export const RELAY_API_URI = 'api://defender-relay';
+export const RELAY_SUBMIT_ROLE = 'Incidents.Submit';
+export const RELAY_USER_SCOPE = 'access_as_user';
+
+const secret = () => randomBytes(24).toString('base64url');
+
+export function createDemoWorld(): DemoWorld {
+  const provider = { tenantId: randomUUID(), displayName: 'Contoso SOC (MSSP)' };
+  const fabrikam = { tenantId: randomUUID(), displayName: 'Fabrikam' };
+  const northwind = { tenantId: randomUUID(), displayName: 'Northwind Traders' };
+
+  const fabrikamApp: DemoApp = {
+    name: 'fabrikam-defender-reader',
+    clientId: randomUUID(),
+    clientSecret: secret(),
+    homeTenantId: fabrikam.tenantId,
+    multiTenant: false,
+    consentedTenants: [fabrikam.tenantId],
+    roles: DEFENDER_APP_ROLES,
+  };
+  const partnerApp: DemoApp = {
+    name: 'contoso-mssp-relay',
+    clientId: randomUUID(),
+    clientSecret: secret(),
+    homeTenantId: provider.tenantId,
+    multiTenant: true,
+    consentedTenants: [northwind.tenantId],
+    roles: DEFENDER_APP_ROLES,
+  };
+  const appIdentity = { tenantId: provider.tenantId, clientId: randomUUID(), clientSecret: secret() };
+  const relayApi = { clientId: randomUUID(), clientSecret: secret(), identifierUri: RELAY_API_URI, homeTenantId: provider.tenantId };
+  const webhookClient = {
+    tenantId: provider.tenantId,
+    clientId: randomUUID(),
+    clientSecret: secret(),
+    scope: `${RELAY_API_URI}/.default`,
+  };
+
+  return {
+    provider,
+    tenants: [
+      { ...fabrikam, context: 'application', clientId: fabrikamApp.clientId, clientSecretName: 'tenant-fabrikam-client-secret', incidentCount: 60, seed: 1 },
+      { ...northwind, context: 'partner', clientId: partnerApp.clientId, clientSecretName: 'partner-app-client-secret', incidentCount: 40, seed: 2 },
+    ],
+    appIdentity,
+    apps: [fabrikamApp, partnerApp],
+    relayApi,
+    webhookClient,
+    analyst: {
+      tenantId: fabrikam.tenantId,
+      userPrincipalName: 'analyst@fabrikam.example',
+      password: secret(),
+      displayName: 'Fabrikam SOC Analyst',
+    },
+  };
+}

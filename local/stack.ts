@@ -1,0 +1,232 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { QueueServiceClient } from '@azure/storage-queue';
+import { startAzurite, stopChild, type RunningAzurite } from './azurite.js';
+import { FaultBoard } from './common/faults.js';
+import { createLocalCa, writeCaCert } from './common/tls.js';
+import { startDefender, type DefenderStandIn } from './defender/server.js';
+import { generateIncidents } from './defender/generator.js';
+import {
+  createDemoWorld,
+  DEFENDER_DELEGATED_SCOPES,
+  DEFENDER_RESOURCE,
+  RELAY_SUBMIT_ROLE,
+  RELAY_USER_SCOPE,
+  type DemoWorld,
+} from './demo.js';
+import { startEntra, type EntraStandIn } from './entra/server.js';
+import { startKeyVault, type KeyVaultStandIn } from './keyvault/server.js';
+
+/** The queues the app uses; created up front so a person can watch them from the first second. */
+export const QUEUES = { pollRequests: 'poll-requests', incidents: 'incidents', poison: 'incidents-poison', routed: [] as string[] };
+
+/** `.local/stack.json`: how any program (tests, scripts, people) finds the running stack. */
+export interface StackInfo {
+  host: string;
+  caCertPath: string;
+  storage: { connectionString: string; queueUrl: string; tableUrl: string; blobUrl: string };
+  entra: { authorityHost: string; controlUrl: string };
+  keyVault: { url: string; tenantId: string };
+  defender: { url: string; controlUrl: string };
+  tenants: { tenantId: string; displayName: string; context: 'application' | 'partner'; clientId: string; clientSecretName: string }[];
+  appIdentity: { tenantId: string; clientId: string; clientSecret: string };
+  demoApps: { name: string; clientId: string; clientSecret: string; homeTenantId: string; multiTenant: boolean; consentedTenants: string[]; roles: string[] }[];
+  webhookClient: { tenantId: string; clientId: string; clientSecret: string; scope: string };
+  relayApi: { clientId: string; clientSecret: string; identifierUri: string; tenantId: string };
+  users: { tenantId: string; userPrincipalName: string; password: string; displayName: string; clientId: string; scope: string }[];
+  queues: typeof QUEUES;
+  appSettings: Record<string, string>;
+}
+
+export interface StackOptions {
+  /** Port of the local Functions host (7071 like `func start`; 0 for any free port). */
+  hostPort?: number;
+  /** Where stack.json, the CA certificate and local.settings.json are written. */
+  stateDir?: string;
+  /** Directory of the Functions app (its package.json `main` lists the functions). */
+  appDir?: string;
+  /** Start the Functions host (false: only Azurite and the stand-ins). */
+  startHost?: boolean;
+  log?: (line: string) => void;
+  /** Receives every line the host prints (its function logs). */
+  onHostLine?: (line: string) => void;
+}
+
+export interface RunningStack {
+  info: StackInfo;
+  world: DemoWorld;
+  entra: EntraStandIn;
+  keyVault: KeyVaultStandIn;
+  defender: DefenderStandIn;
+  faults: FaultBoard;
+  azurite: RunningAzurite;
+  hostProcess?: ChildProcess;
+  stop(): Promise<void>;
+}
+
+/** The app settings the Functions app reads, pointing it at the local stack. */
+function appSettingsFor(world: DemoWorld, azurite: RunningAzurite, entra: EntraStandIn, keyVault: KeyVaultStandIn, defender: DefenderStandIn) {
+  return {
+    FUNCTIONS_WORKER_RUNTIME: 'node',
+    AzureWebJobsStorage: azurite.connectionString,
+    KEY_VAULT_URL: keyVault.url,
+    KEY_VAULT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION: 'true',
+    ENTRA_AUTHORITY_HOST: entra.url,
+    ENTRA_DISABLE_INSTANCE_DISCOVERY: 'true',
+    DEFENDER_API_URL: defender.url,
+    AZURE_TENANT_ID: world.appIdentity.tenantId,
+    AZURE_CLIENT_ID: world.appIdentity.clientId,
+    AZURE_CLIENT_SECRET: world.appIdentity.clientSecret,
+    POLL_SCHEDULE: '0 */1 * * * *',
+  };
+}
+
+/** Registers the demo world in Entra, Key Vault and Defender. */
+export async function seedWorld(world: DemoWorld, entra: EntraStandIn, keyVault: KeyVaultStandIn, defender: DefenderStandIn): Promise<void> {
+  const { registry } = entra;
+  registry.addTenant(world.provider);
+  for (const tenant of world.tenants) registry.addTenant({ tenantId: tenant.tenantId, displayName: tenant.displayName });
+
+  registry.addApp({ clientId: world.appIdentity.clientId, displayName: 'defender-relay (app identity)', homeTenantId: world.appIdentity.tenantId, multiTenant: false, secrets: [world.appIdentity.clientSecret] });
+  keyVault.grant(registry.servicePrincipalId(world.appIdentity.tenantId, world.appIdentity.clientId)!, 'Key Vault Secrets User');
+
+  for (const app of world.apps) {
+    registry.addApp({ clientId: app.clientId, displayName: app.name, homeTenantId: app.homeTenantId, multiTenant: app.multiTenant, secrets: [app.clientSecret] });
+    for (const tenantId of app.consentedTenants) registry.grantAppPermissions(tenantId, app.clientId, DEFENDER_RESOURCE, app.roles);
+  }
+  for (const tenant of world.tenants) {
+    const app = world.apps.find((a) => a.clientId === tenant.clientId)!;
+    await keyVault.store.setSecret(tenant.clientSecretName, app.clientSecret, { contentType: 'client-secret' });
+  }
+
+  // The relay's own API: webhook callers get app tokens for it; analysts sign in to it and it acts for them (OBO).
+  const { relayApi, webhookClient, analyst } = world;
+  registry.addApp({
+    clientId: relayApi.clientId,
+    displayName: 'defender-relay API',
+    homeTenantId: relayApi.homeTenantId,
+    multiTenant: true,
+    secrets: [relayApi.clientSecret],
+    identifierUri: relayApi.identifierUri,
+    appRoles: [RELAY_SUBMIT_ROLE],
+    delegatedScopes: [RELAY_USER_SCOPE],
+  });
+  registry.addApp({ clientId: webhookClient.clientId, displayName: 'demo webhook sender', homeTenantId: webhookClient.tenantId, multiTenant: false, secrets: [webhookClient.clientSecret] });
+  registry.grantAppPermissions(webhookClient.tenantId, webhookClient.clientId, relayApi.identifierUri, [RELAY_SUBMIT_ROLE]);
+  registry.addUser(analyst);
+  registry.grantDelegatedPermissions(analyst.tenantId, relayApi.clientId, relayApi.identifierUri, [RELAY_USER_SCOPE]);
+  registry.grantDelegatedPermissions(analyst.tenantId, relayApi.clientId, DEFENDER_RESOURCE, DEFENDER_DELEGATED_SCOPES);
+
+  for (const tenant of world.tenants) {
+    defender.store.provisionTenant(tenant.tenantId, tenant.displayName);
+    defender.store.upsert(tenant.tenantId, generateIncidents({ tenantId: tenant.tenantId, count: tenant.incidentCount, seed: tenant.seed }));
+  }
+}
+
+function describeStack(world: DemoWorld, appSettings: Record<string, string>, parts: {
+  host: string; caCertPath: string; azurite: RunningAzurite; entra: EntraStandIn; keyVault: KeyVaultStandIn; defender: DefenderStandIn;
+}): StackInfo {
+  return {
+    host: parts.host,
+    caCertPath: parts.caCertPath,
+    storage: { connectionString: parts.azurite.connectionString, queueUrl: parts.azurite.queueUrl, tableUrl: parts.azurite.tableUrl, blobUrl: parts.azurite.blobUrl },
+    entra: { authorityHost: parts.entra.url, controlUrl: `${parts.entra.url}/_control` },
+    keyVault: { url: parts.keyVault.url, tenantId: parts.keyVault.tenantId },
+    defender: { url: parts.defender.url, controlUrl: parts.defender.controlUrl },
+    tenants: world.tenants.map(({ tenantId, displayName, context, clientId, clientSecretName }) => ({ tenantId, displayName, context, clientId, clientSecretName })),
+    appIdentity: world.appIdentity,
+    demoApps: world.apps,
+    webhookClient: world.webhookClient,
+    relayApi: { clientId: world.relayApi.clientId, clientSecret: world.relayApi.clientSecret, identifierUri: world.relayApi.identifierUri, tenantId: world.relayApi.homeTenantId },
+    users: [{ ...world.analyst, clientId: world.relayApi.clientId, scope: `${world.relayApi.identifierUri}/${RELAY_USER_SCOPE}` }],
+    queues: QUEUES,
+    appSettings,
+  };
+}
+
+/** Starts the Functions host as a child process and waits for its ready line. */
+function startHostProcess(appDir: string, port: number, env: NodeJS.ProcessEnv, onLine: (line: string) => void): Promise<{ child: ChildProcess; url: string }> {
+  const entry = resolve(appDir, 'dist', 'local', 'host', 'main.js');
+  const child = spawn(process.execPath, [entry, '--app', appDir, '--port', String(port)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => reject(new Error('The local Functions host did not become ready within 60 s')), 60_000);
+    let ready = false;
+    const onData = (chunk: Buffer) => {
+      for (const line of chunk.toString().split('\n')) {
+        if (!line.trim()) continue;
+        onLine(line);
+        const m = /Host ready: (http:\/\/\S+)/.exec(line);
+        if (m && !ready) {
+          ready = true;
+          clearTimeout(timer);
+          resolvePromise({ child, url: m[1]! });
+        }
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      if (!ready) reject(new Error(`The local Functions host exited during start-up (code ${code})`));
+    });
+  });
+}
+
+export async function startStack(options: StackOptions = {}): Promise<RunningStack> {
+  const log = options.log ?? (() => undefined);
+  const appDir = resolve(options.appDir ?? process.cwd());
+  const stateDir = resolve(options.stateDir ?? join(appDir, '.local'));
+  mkdirSync(stateDir, { recursive: true });
+
+  const ca = createLocalCa();
+  const caCertPath = writeCaCert(ca, join(stateDir, 'ca.pem'));
+  const tls = ca.issueServerCert();
+  const faults = new FaultBoard();
+  const world = createDemoWorld();
+
+  const cleanups: (() => Promise<void>)[] = [];
+  const stop = async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+  };
+  try {
+    const azurite = await startAzurite({ onLog: () => undefined });
+    cleanups.push(() => azurite.stop());
+    log(`Azurite       queues ${azurite.queueUrl}  tables ${azurite.tableUrl}  blobs ${azurite.blobUrl}`);
+
+    const entra = await startEntra({ tls, faults });
+    cleanups.push(() => entra.close());
+    log(`Entra ID      ${entra.url}  (authority host)`);
+    const keyVault = await startKeyVault({ tls, verifier: entra.verifier, tenantId: world.provider.tenantId, authorityHost: entra.url, faults });
+    cleanups.push(() => keyVault.close());
+    log(`Key Vault     ${keyVault.url}`);
+    const defender = await startDefender({ tls, verifier: entra.verifier, faults });
+    cleanups.push(() => defender.close());
+    log(`Defender API  ${defender.url}  (control ${defender.controlUrl})`);
+
+    await seedWorld(world, entra, keyVault, defender);
+    const queues = QueueServiceClient.fromConnectionString(azurite.connectionString);
+    for (const name of [QUEUES.pollRequests, QUEUES.incidents, QUEUES.poison, ...QUEUES.routed]) await queues.getQueueClient(name).createIfNotExists();
+
+    const appSettings = appSettingsFor(world, azurite, entra, keyVault, defender);
+    writeFileSync(join(stateDir, 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: appSettings }, null, 2));
+
+    let host = `http://localhost:${options.hostPort ?? 7071}`;
+    let hostProcess: ChildProcess | undefined;
+    if (options.startHost !== false) {
+      const env = { ...process.env, ...appSettings, NODE_EXTRA_CA_CERTS: caCertPath };
+      const started = await startHostProcess(appDir, options.hostPort ?? 7071, env, options.onHostLine ?? (() => undefined));
+      hostProcess = started.child;
+      host = started.url;
+      cleanups.push(() => stopChild(started.child, 10_000));
+      log(`Functions     ${host}/api`);
+    }
+
+    const info = describeStack(world, appSettings, { host, caCertPath, azurite, entra, keyVault, defender });
+    writeFileSync(join(stateDir, 'stack.json'), JSON.stringify(info, null, 2));
+    return { info, world, entra, keyVault, defender, faults, azurite, hostProcess, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

@@ -1,0 +1,17 @@
+import { ClientSecretCredential, ManagedIdentityCredential, type TokenCredential } from '@azure/identity';
+import type { AppConfig } from './config.js';
+
+/**
+ * The credential the app itself uses (Key Vault, Storage): the Function App's user-assigned managed
+ * identity in Azure; locally a client secret stands in for it (the Entra stand-in issues its tokens).
+ */
+export function createAppCredential(config: AppConfig): TokenCredential {
+  const { tenantId, clientId, clientSecret } = config.appIdentity;
+  if (clientSecret && tenantId && clientId) {
+    return new ClientSecretCredential(tenantId, clientId, clientSecret, {
+      authorityHost: config.entra.authorityHost,
+      disableInstanceDiscovery: config.entra.disableInstanceDiscovery,
+    });
+  }
+  return clientId ? new ManagedIdentityCredential({ clientId }) : new ManagedIdentityCredential();
+}

@@ -1,0 +1,155 @@
+import { z } from 'zod';
+
+/**
+ * Every app setting the code reads, validated once. A bad or missing setting fails with a message
+ * naming it. The Bicep sets exactly this set in Azure (a test compares the two).
+ */
+
+const KEY_VAULT_REFERENCE = '@Microsoft.KeyVault(';
+
+const httpsUrl = z
+  .string()
+  .url('must be a URL')
+  .refine((v) => v.startsWith('https://'), 'must be an https:// URL')
+  .transform((v) => v.replace(/\/+$/, ''));
+
+const booleanSetting = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no', 'True', 'False'], { message: 'must be true or false' })
+  .transform((v) => ['true', '1', 'yes'].includes(v.toLowerCase()));
+
+const guid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a GUID');
+
+// NCRONTAB with six fields (seconds first), as the Functions timer trigger reads it.
+const ncrontab = z
+  .string()
+  .refine((v) => v.trim().split(/\s+/).length === 6, 'must be an NCRONTAB expression with six fields ({second} {minute} {hour} {day} {month} {day-of-week})');
+
+export const settingsSchema = z.object({
+  /** Storage for queues, tables and claim-check blobs: a connection string locally... */
+  AzureWebJobsStorage: z.string().min(1).optional(),
+  /** ...or, in Azure, identity-based service URIs (the managed identity's client id in __clientId). */
+  AzureWebJobsStorage__queueServiceUri: httpsUrl.optional(),
+  AzureWebJobsStorage__tableServiceUri: httpsUrl.optional(),
+  AzureWebJobsStorage__blobServiceUri: httpsUrl.optional(),
+  AzureWebJobsStorage__clientId: guid.optional(),
+  AzureWebJobsStorage__credential: z.literal('managedidentity').optional(),
+
+  /** The vault holding tenant client secrets and certificates. */
+  KEY_VAULT_URL: httpsUrl,
+  /** Local only: the local vault is not on *.vault.azure.net, so the SDK's challenge check must be relaxed. */
+  KEY_VAULT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION: booleanSetting.default(false),
+
+  /** Entra ID authority host; the stand-in's URL locally. */
+  ENTRA_AUTHORITY_HOST: httpsUrl.default('https://login.microsoftonline.com'),
+  /** Skip MSAL's instance discovery (required for any authority that is not a Microsoft cloud). */
+  ENTRA_DISABLE_INSTANCE_DISCOVERY: booleanSetting.default(false),
+
+  /** Base URL of the Defender XDR API. */
+  DEFENDER_API_URL: httpsUrl.default('https://api.security.microsoft.com'),
+
+  /** The app's own identity: the user-assigned managed identity in Azure... */
+  AZURE_CLIENT_ID: guid.optional(),
+  AZURE_TENANT_ID: guid.optional(),
+  /** ...or, locally only, a client secret standing in for it. */
+  AZURE_CLIENT_SECRET: z.string().min(1).optional(),
+
+  /** When the poll timer fires (NCRONTAB; read by the timer binding as %POLL_SCHEDULE%). */
+  POLL_SCHEDULE: ncrontab.default('0 */5 * * * *'),
+});
+
+export type Settings = z.infer<typeof settingsSchema>;
+
+export interface StorageConfig {
+  connectionString?: string;
+  queueServiceUri?: string;
+  tableServiceUri?: string;
+  blobServiceUri?: string;
+  managedIdentityClientId?: string;
+}
+
+export interface AppConfig {
+  storage: StorageConfig;
+  keyVault: { url: string; disableChallengeResourceVerification: boolean };
+  entra: { authorityHost: string; disableInstanceDiscovery: boolean };
+  defender: { apiUrl: string; resource: string; scope: string };
+  appIdentity: { tenantId?: string; clientId?: string; clientSecret?: string };
+  pollSchedule: string;
+}
+
+/** The Defender API's resource id: tokens carry it as `aud` wherever the API is served from. */
+export const DEFENDER_RESOURCE = 'https://api.security.microsoft.com';
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`Invalid configuration:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** The names of every setting the app reads (the Bicep must set the same set). */
+export const SETTING_NAMES = Object.keys(settingsSchema.shape) as (keyof Settings)[];
+
+export function loadConfig(env: Record<string, string | undefined> = process.env): AppConfig {
+  const problems: string[] = [];
+  const raw: Record<string, string> = {};
+  const unresolved = new Set<string>();
+  for (const name of SETTING_NAMES) {
+    const value = env[name];
+    if (value === undefined || value === '') continue;
+    if (value.startsWith(KEY_VAULT_REFERENCE)) {
+      problems.push(
+        `${name} is an unresolved Key Vault reference (${value.slice(0, 120)}): the platform could not resolve it. ` +
+          `Check that the Function App's identity may read that secret and that the reference is spelled right.`,
+      );
+      unresolved.add(name);
+      continue;
+    }
+    raw[name] = value;
+  }
+
+  const parsed = settingsSchema.safeParse(raw);
+  if (!parsed.success) {
+    for (const issue of parsed.error.issues) {
+      const name = String(issue.path[0] ?? '(settings)');
+      if (unresolved.has(name)) continue;
+      const got = raw[name];
+      problems.push(got === undefined ? `${name} is required but not set` : `${name}: ${issue.message}`);
+    }
+  }
+  if (problems.length > 0 || !parsed.success) throw new ConfigError(problems);
+  const s = parsed.data;
+
+  if (!s.AzureWebJobsStorage && !s.AzureWebJobsStorage__queueServiceUri) {
+    problems.push('AzureWebJobsStorage is required: a connection string, or AzureWebJobsStorage__queueServiceUri, __tableServiceUri and __blobServiceUri with a managed identity');
+  }
+  if (!s.AzureWebJobsStorage && s.AzureWebJobsStorage__queueServiceUri && (!s.AzureWebJobsStorage__tableServiceUri || !s.AzureWebJobsStorage__blobServiceUri)) {
+    problems.push('AzureWebJobsStorage__tableServiceUri and AzureWebJobsStorage__blobServiceUri are required with AzureWebJobsStorage__queueServiceUri');
+  }
+  if (s.AZURE_CLIENT_SECRET && (!s.AZURE_TENANT_ID || !s.AZURE_CLIENT_ID)) {
+    problems.push('AZURE_CLIENT_SECRET needs AZURE_TENANT_ID and AZURE_CLIENT_ID');
+  }
+  if (problems.length > 0) throw new ConfigError(problems);
+
+  return {
+    storage: {
+      connectionString: s.AzureWebJobsStorage,
+      queueServiceUri: s.AzureWebJobsStorage__queueServiceUri,
+      tableServiceUri: s.AzureWebJobsStorage__tableServiceUri,
+      blobServiceUri: s.AzureWebJobsStorage__blobServiceUri,
+      managedIdentityClientId: s.AzureWebJobsStorage__clientId ?? s.AZURE_CLIENT_ID,
+    },
+    keyVault: { url: s.KEY_VAULT_URL, disableChallengeResourceVerification: s.KEY_VAULT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION },
+    entra: { authorityHost: s.ENTRA_AUTHORITY_HOST, disableInstanceDiscovery: s.ENTRA_DISABLE_INSTANCE_DISCOVERY },
+    defender: { apiUrl: s.DEFENDER_API_URL, resource: DEFENDER_RESOURCE, scope: `${DEFENDER_RESOURCE}/.default` },
+    appIdentity: { tenantId: s.AZURE_TENANT_ID, clientId: s.AZURE_CLIENT_ID, clientSecret: s.AZURE_CLIENT_SECRET },
+    pollSchedule: s.POLL_SCHEDULE,
+  };
+}
+
+let cached: AppConfig | undefined;
+
+/** The configuration of this process, read once. */
+export function getConfig(): AppConfig {
+  cached ??= loadConfig();
+  return cached;
+}

@@ -1,0 +1,98 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { StackInfo } from '../../local/stack.js';
+
+/** `npm start` seen from outside: a user's process, the stack file, the real SDK clients, Ctrl-C. */
+const repo = resolve(import.meta.dirname, '..', '..');
+
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((done) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => (socket.destroy(), done(true)));
+    socket.once('error', () => done(false));
+  });
+}
+
+describe('npm start', () => {
+  let stateDir: string;
+  let child: ChildProcess;
+  let output = '';
+  let readyMs = 0;
+  let info: StackInfo;
+
+  beforeAll(async () => {
+    stateDir = mkdtempSync(join(tmpdir(), 'defender-relay-e2e-'));
+    const started = Date.now();
+    child = spawn(process.execPath, ['dist/local/start.js', '--port', '0', '--state-dir', stateDir, '--quiet'], {
+      cwd: repo,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    await new Promise<void>((ready, fail) => {
+      const onData = (chunk: Buffer) => {
+        output += chunk.toString();
+        if (/Ready in [\d.]+ s/.test(output)) ready();
+      };
+      child.stdout!.on('data', onData);
+      child.stderr!.on('data', onData);
+      child.once('exit', (code) => fail(new Error(`npm start exited (${code}):\n${output}`)));
+    });
+    readyMs = Date.now() - started;
+    info = JSON.parse(readFileSync(join(stateDir, 'stack.json'), 'utf8')) as StackInfo;
+  }, 90_000);
+
+  afterAll(() => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    rmSync(stateDir, { recursive: true, force: true });
+  });
+
+  it('is ready within a minute and says where everything runs', () => {
+    expect(readyMs).toBeLessThan(60_000);
+    for (const url of [info.entra.authorityHost, info.keyVault.url, info.defender.url, info.host]) expect(output).toContain(url);
+    console.log(`npm start: ready in ${(readyMs / 1000).toFixed(1)} s`);
+  });
+
+  it('writes stack.json with two demo tenants, one per context, and a CA the stand-ins use', () => {
+    expect(info.tenants.map((t) => t.context).sort()).toEqual(['application', 'partner']);
+    expect(readFileSync(info.caCertPath, 'utf8')).toMatch(/^-----BEGIN CERTIFICATE-----/);
+    expect(info.entra.authorityHost).toMatch(/^https:\/\/localhost:\d+$/);
+    expect(info.keyVault.url).toMatch(/^https:/);
+    expect(info.defender.url).toMatch(/^https:/);
+    expect(info.queues).toMatchObject({ pollRequests: 'poll-requests', incidents: 'incidents', poison: 'incidents-poison' });
+    const partner = info.demoApps.find((a) => a.multiTenant);
+    expect(partner?.consentedTenants).toContain(info.tenants.find((t) => t.context === 'partner')!.tenantId);
+  });
+
+  it('answers GET /api/health with every check healthy', async () => {
+    const res = await fetch(`${info.host}/api/health`);
+    const body = (await res.json()) as { status: string; checks: { name: string; ok: boolean; detail: string }[] };
+    expect(res.status).toBe(200);
+    expect(body.status).toBe('healthy');
+    expect(body.checks.map((c) => c.name).sort()).toEqual(['keyVault', 'storage', 'token']);
+    const text = JSON.stringify(body);
+    for (const secret of [info.appIdentity.clientSecret, ...info.demoApps.map((a) => a.clientSecret)]) expect(text).not.toContain(secret);
+  });
+
+  it('lets the real SDK clients reach every demo tenant in every context using only stack.json', () => {
+    const run = spawnSync(process.execPath, ['dist/local/check-stack.js', '--stack', join(stateDir, 'stack.json'), '--json'], { cwd: repo, encoding: 'utf8' });
+    const results = JSON.parse(run.stdout.trim().split('\n').pop()!) as { check: string; ok: boolean; detail: string }[];
+    expect(results.filter((r) => !r.ok)).toEqual([]);
+    const names = results.map((r) => r.check).join('\n');
+    expect(names).toMatch(/\(application\): list incidents/);
+    expect(names).toMatch(/\(partner\): list incidents/);
+    expect(names).toMatch(/user context \(on-behalf-of/);
+    expect(names).toMatch(/tenant that did not consent/);
+    expect(run.status).toBe(0);
+  }, 60_000);
+
+  it('stops every process it started on Ctrl-C', async () => {
+    const ports = [new URL(info.host).port, new URL(info.storage.queueUrl).port, new URL(info.defender.url).port].map(Number);
+    const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
+    child.kill('SIGINT');
+    expect(await exited).toBe(0);
+    for (const port of ports) expect(await portOpen(port)).toBe(false);
+  }, 30_000);
+});

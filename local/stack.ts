@@ -4,7 +4,7 @@ import { join, resolve } from 'node:path';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { startAzurite, stopChild, type RunningAzurite } from './azurite.js';
 import { FaultBoard } from './common/faults.js';
-import { createLocalCa, writeCaCert } from './common/tls.js';
+import { createLocalCa, writeCaCert, type KeyAndCert } from './common/tls.js';
 import { startDefender, type DefenderStandIn } from './defender/server.js';
 import { generateIncidents } from './defender/generator.js';
 import {
@@ -66,10 +66,14 @@ export interface RunningStack {
 }
 
 /** The app settings the Functions app reads, pointing it at the local stack. */
-function appSettingsFor(world: DemoWorld, azurite: RunningAzurite, entra: EntraStandIn, keyVault: KeyVaultStandIn, defender: DefenderStandIn) {
+export function appSettingsFor(
+  world: DemoWorld,
+  storageConnectionString: string,
+  { entra, keyVault, defender }: Pick<StandIns, 'entra' | 'keyVault' | 'defender'>,
+): Record<string, string> {
   return {
     FUNCTIONS_WORKER_RUNTIME: 'node',
-    AzureWebJobsStorage: azurite.connectionString,
+    AzureWebJobsStorage: storageConnectionString,
     KEY_VAULT_URL: keyVault.url,
     KEY_VAULT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION: 'true',
     ENTRA_AUTHORITY_HOST: entra.url,
@@ -145,6 +149,35 @@ function describeStack(world: DemoWorld, appSettings: Record<string, string>, pa
   };
 }
 
+export interface StandIns {
+  entra: EntraStandIn;
+  keyVault: KeyVaultStandIn;
+  defender: DefenderStandIn;
+  close(): Promise<void>;
+}
+
+/** Starts the Entra ID, Key Vault and Defender stand-ins in this process and seeds the demo world. */
+export async function startStandIns(options: { tls: KeyAndCert; faults: FaultBoard; world: DemoWorld }): Promise<StandIns> {
+  const { tls, faults, world } = options;
+  const started: { close(): Promise<void> }[] = [];
+  const close = async () => {
+    await Promise.all(started.map((s) => s.close().catch(() => undefined)));
+  };
+  try {
+    const entra = await startEntra({ tls, faults });
+    started.push(entra);
+    const keyVault = await startKeyVault({ tls, verifier: entra.verifier, tenantId: world.provider.tenantId, authorityHost: entra.url, faults });
+    started.push(keyVault);
+    const defender = await startDefender({ tls, verifier: entra.verifier, faults });
+    started.push(defender);
+    await seedWorld(world, entra, keyVault, defender);
+    return { entra, keyVault, defender, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
 /** Starts the Functions host as a child process and waits for its ready line. */
 function startHostProcess(appDir: string, port: number, env: NodeJS.ProcessEnv, onLine: (line: string) => void): Promise<{ child: ChildProcess; url: string }> {
   const entry = resolve(appDir, 'dist', 'local', 'host', 'main.js');
@@ -194,21 +227,16 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     cleanups.push(() => azurite.stop());
     log(`Azurite       queues ${azurite.queueUrl}  tables ${azurite.tableUrl}  blobs ${azurite.blobUrl}`);
 
-    const entra = await startEntra({ tls, faults });
-    cleanups.push(() => entra.close());
+    const standIns = await startStandIns({ tls, faults, world });
+    cleanups.push(() => standIns.close());
+    const { entra, keyVault, defender } = standIns;
     log(`Entra ID      ${entra.url}  (authority host)`);
-    const keyVault = await startKeyVault({ tls, verifier: entra.verifier, tenantId: world.provider.tenantId, authorityHost: entra.url, faults });
-    cleanups.push(() => keyVault.close());
     log(`Key Vault     ${keyVault.url}`);
-    const defender = await startDefender({ tls, verifier: entra.verifier, faults });
-    cleanups.push(() => defender.close());
     log(`Defender API  ${defender.url}  (control ${defender.controlUrl})`);
-
-    await seedWorld(world, entra, keyVault, defender);
     const queues = QueueServiceClient.fromConnectionString(azurite.connectionString);
     for (const name of [QUEUES.pollRequests, QUEUES.incidents, QUEUES.poison, ...QUEUES.routed]) await queues.getQueueClient(name).createIfNotExists();
 
-    const appSettings = appSettingsFor(world, azurite, entra, keyVault, defender);
+    const appSettings = appSettingsFor(world, azurite.connectionString, standIns);
     writeFileSync(join(stateDir, 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: appSettings }, null, 2));
 
     let host = `http://localhost:${options.hostPort ?? 7071}`;

@@ -1,0 +1,139 @@
+import {
+  AuthenticationError,
+  ClientCertificateCredential,
+  ClientSecretCredential,
+  type AccessToken,
+  type TokenCredential,
+} from '@azure/identity';
+import type { AppConfig } from './config.js';
+import { isRetryable, PermanentError, RetryableError } from './errors.js';
+import type { SecretCache } from './secrets.js';
+import type { Tenant } from './tenants.js';
+
+/**
+ * Defender tokens for the application and partner contexts. A token is cached per (tenant, client,
+ * scope) and renewed a few minutes before it expires, so a tenant costs about one token request an
+ * hour. When Entra refuses the credential, the secret is re-read once (it may have been rotated)
+ * before the tenant is reported as failing.
+ */
+export interface DefenderTokenProviderOptions {
+  secrets: SecretCache;
+  entra: AppConfig['entra'];
+  /** The Function App's own identity, for tenants whose credential kind is `managedIdentity`. */
+  appCredential: TokenCredential;
+  scope: string;
+  /** Renew this long before expiry. */
+  refreshMarginMs?: number;
+  now?: () => number;
+}
+
+interface CachedToken {
+  token: AccessToken;
+  /** The secret the credential was built from, to tell whether a re-read found a new one. */
+  secretValue?: string;
+  credential: TokenCredential;
+}
+
+/** AADSTS codes meaning "the credential itself was refused" — a rotated secret may fix them. */
+const CREDENTIAL_REFUSED = new Set([7000215, 7000222, 700027, 700024, 700023]);
+
+const AADSTS_EXPLANATIONS: Record<number, string> = {
+  7000215: 'the client secret is wrong',
+  7000222: 'the client secret has expired',
+  700027: 'the certificate was not accepted',
+  700024: 'the client assertion has expired',
+  700016: 'the app is not known in this tenant: the tenant admin has not consented (send the admin-consent link) or the client id is wrong',
+  90002: 'the tenant does not exist',
+  500011: 'the Defender API is not available in this tenant',
+  65001: 'consent is missing for the requested permissions',
+};
+
+export class DefenderTokenProvider {
+  readonly #cache = new Map<string, CachedToken>();
+  /** Token requests sent to Entra (cache misses); the benchmark counts them per tenant. */
+  readonly requests = new Map<string, number>();
+
+  constructor(private readonly options: DefenderTokenProviderOptions) {}
+
+  #key(tenant: Tenant): string {
+    return `${tenant.tenantId}|${tenant.clientId}|${this.options.scope}`;
+  }
+
+  /** A valid bearer token for the tenant's Defender API. */
+  async getToken(tenant: Tenant): Promise<string> {
+    const now = (this.options.now ?? Date.now)();
+    const cached = this.#cache.get(this.#key(tenant));
+    if (cached && cached.token.expiresOnTimestamp - now > (this.options.refreshMarginMs ?? 5 * 60_000)) return cached.token.token;
+    return (await this.#acquire(tenant, false)).token.token;
+  }
+
+  /** Forget the tenant's token (e.g. after the API answered 401), so the next call gets a new one. */
+  invalidate(tenant: Tenant): void {
+    this.#cache.delete(this.#key(tenant));
+  }
+
+  async #acquire(tenant: Tenant, afterSecretRefresh: boolean): Promise<CachedToken> {
+    const key = this.#key(tenant);
+    const { credential, secretValue } = await this.#credentialFor(tenant, afterSecretRefresh);
+    this.requests.set(tenant.tenantId, (this.requests.get(tenant.tenantId) ?? 0) + 1);
+    try {
+      const token = await credential.getToken(this.options.scope, { tenantId: tenant.tenantId });
+      if (!token) throw new PermanentError('The credential returned no token', { tenantId: tenant.tenantId, operation: 'acquire Defender token' });
+      const entry = { token, secretValue, credential };
+      this.#cache.set(key, entry);
+      return entry;
+    } catch (err) {
+      const code = aadstsCode(err);
+      if (!afterSecretRefresh && code !== undefined && CREDENTIAL_REFUSED.has(code) && tenant.credential.kind !== 'managedIdentity') {
+        const fresh = await this.options.secrets.refresh(tenant.credential.secretName, { tenantId: tenant.tenantId });
+        if (fresh !== secretValue) return this.#acquire(tenant, true);
+      }
+      throw toTokenError(err, tenant);
+    }
+  }
+
+  async #credentialFor(tenant: Tenant, refreshed: boolean): Promise<{ credential: TokenCredential; secretValue?: string }> {
+    const authority = { authorityHost: this.options.entra.authorityHost, disableInstanceDiscovery: this.options.entra.disableInstanceDiscovery };
+    const cached = this.#cache.get(this.#key(tenant));
+    switch (tenant.credential.kind) {
+      case 'managedIdentity':
+        return { credential: this.options.appCredential };
+      case 'secret': {
+        const secret = await this.options.secrets.get(tenant.credential.secretName, { tenantId: tenant.tenantId });
+        // Reuse the credential (and MSAL's cache in it) while the secret is unchanged.
+        if (cached && cached.secretValue === secret && !refreshed) return cached;
+        return { credential: new ClientSecretCredential(tenant.tenantId, tenant.clientId, secret, authority), secretValue: secret };
+      }
+      case 'certificate': {
+        const pem = await this.options.secrets.get(tenant.credential.secretName, { tenantId: tenant.tenantId });
+        if (cached && cached.secretValue === pem && !refreshed) return cached;
+        return { credential: new ClientCertificateCredential(tenant.tenantId, tenant.clientId, { certificate: pem }, authority), secretValue: pem };
+      }
+    }
+  }
+}
+
+/** The AADSTS code of an Entra refusal, if there is one. */
+export function aadstsCode(err: unknown): number | undefined {
+  if (err instanceof AuthenticationError) {
+    const codes = err.errorResponse?.errorCodes;
+    if (codes?.[0] !== undefined) return Number(codes[0]);
+  }
+  const m = /AADSTS(\d+)/.exec(err instanceof Error ? err.message : String(err));
+  return m ? Number(m[1]) : undefined;
+}
+
+function toTokenError(err: unknown, tenant: Tenant): Error {
+  if (err instanceof PermanentError || err instanceof RetryableError) return err;
+  const code = aadstsCode(err);
+  const context = { tenantId: tenant.tenantId, operation: `acquire Defender token for client ${tenant.clientId}`, code: code ? `AADSTS${code}` : undefined };
+  if (code !== undefined) {
+    const why = AADSTS_EXPLANATIONS[code] ?? 'Entra ID refused the request';
+    return new PermanentError(`Entra ID refused the token request: AADSTS${code}, ${why}`, context, { cause: err });
+  }
+  const status = err instanceof AuthenticationError ? err.statusCode : undefined;
+  if (status === undefined || status >= 500 || isRetryable(err)) {
+    return new RetryableError('Entra ID could not be reached or failed', { ...context, status }, { cause: err });
+  }
+  return new PermanentError(`Entra ID refused the token request (HTTP ${status})`, { ...context, status }, { cause: err });
+}

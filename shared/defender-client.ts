@@ -1,0 +1,246 @@
+import { CallBudget } from './call-budget.js';
+import { isRetryable, PermanentError, RetryableError } from './errors.js';
+import { normalizeTimestamp } from './timestamps.js';
+import type { Tenant } from './tenants.js';
+
+/**
+ * The Defender XDR incidents API, as `defender-api.md` describes it: list with $filter/$top/$skip,
+ * get, update, advanced hunting. Retries 5xx and network errors with back-off and jitter, honours
+ * 429 (Retry-After header or the time in the body), renews the token once on 401, and spends the
+ * tenant's call budget. Every failure names the tenant and the call.
+ */
+
+/** An incident as Defender returns it; unknown fields are kept as they are. */
+export interface DefenderIncident {
+  incidentId: number;
+  lastUpdateTime: string;
+  createdTime?: string;
+  status?: string;
+  severity?: string;
+  redirectIncidentId?: number | null;
+  alerts?: unknown[];
+  [field: string]: unknown;
+}
+
+export interface IncidentUpdate {
+  status?: string;
+  assignedTo?: string;
+  classification?: string;
+  determination?: string;
+  tags?: string[];
+  comment?: string;
+}
+
+export interface HuntingResult {
+  Schema: { Name: string; Type: string }[];
+  Results: Record<string, unknown>[];
+  Stats?: unknown;
+}
+
+export interface TokenSource {
+  getToken(tenant: Tenant): Promise<string>;
+  invalidate(tenant: Tenant): void;
+}
+
+export interface DefenderClientOptions {
+  apiUrl: string;
+  tokens: TokenSource;
+  budget?: CallBudget;
+  /** Attempts after the first for retryable failures. */
+  maxRetries?: number;
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  timeoutMs?: number;
+  /** The longest wait for a 429 or the budget before giving the work back to the queue. */
+  maxWaitMs?: number;
+  sleep?: (ms: number) => Promise<void>;
+  random?: () => number;
+}
+
+export const PAGE_SIZE = 100; // the documented maximum of $top
+
+interface Call {
+  operation: string;
+  method: 'GET' | 'PATCH' | 'POST';
+  path: string;
+  query?: Record<string, string>;
+  body?: unknown;
+}
+
+export class DefenderClient {
+  readonly budget: CallBudget;
+  /** Calls sent (attempts included), by tenant: the benchmark's Defender calls. */
+  readonly calls = new Map<string, number>();
+  readonly #o: Required<Omit<DefenderClientOptions, 'budget'>>;
+
+  constructor(options: DefenderClientOptions) {
+    this.budget = options.budget ?? new CallBudget();
+    this.#o = {
+      maxRetries: 4,
+      baseDelayMs: 500,
+      maxDelayMs: 30_000,
+      timeoutMs: 30_000,
+      maxWaitMs: 60_000,
+      sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
+      random: Math.random,
+      ...options,
+      apiUrl: options.apiUrl.replace(/\/+$/, ''),
+    };
+  }
+
+  /** One page of incidents. */
+  async listIncidentsPage(tenant: Tenant, options: { filter?: string; top?: number; skip?: number }): Promise<DefenderIncident[]> {
+    const query: Record<string, string> = { $top: String(options.top ?? PAGE_SIZE) };
+    if (options.filter) query.$filter = options.filter;
+    if (options.skip) query.$skip = String(options.skip);
+    const body = await this.#send<{ value?: unknown }>(tenant, { operation: 'listIncidents', method: 'GET', path: '/api/incidents', query });
+    if (!Array.isArray(body.value)) {
+      throw new RetryableError('Defender answered the incident list without a value array', { tenantId: tenant.tenantId, operation: 'listIncidents' });
+    }
+    return body.value as DefenderIncident[];
+  }
+
+  /**
+   * Every incident updated at or after `since`, paging with $skip until a short page, at most
+   * `maxPages` pages. Results come in no guaranteed order, so they are deduplicated by
+   * (incidentId, lastUpdateTime) and sorted here; `complete` is false when the page bound cut it short.
+   */
+  async listIncidentsSince(
+    tenant: Tenant,
+    since: string,
+    options: { maxPages?: number; skip?: number } = {},
+  ): Promise<{ incidents: DefenderIncident[]; pages: number; complete: boolean; nextSkip: number }> {
+    const filter = `lastUpdateTime ge ${normalizeTimestamp(since)}`;
+    const seen = new Map<string, DefenderIncident>();
+    let skip = options.skip ?? 0;
+    let pages = 0;
+    for (;;) {
+      const page = await this.listIncidentsPage(tenant, { filter, top: PAGE_SIZE, skip });
+      pages += 1;
+      for (const incident of page) seen.set(`${incident.incidentId}|${incident.lastUpdateTime}`, incident);
+      skip += page.length;
+      if (page.length < PAGE_SIZE) return { incidents: sortByUpdate([...seen.values()]), pages, complete: true, nextSkip: skip };
+      if (options.maxPages !== undefined && pages >= options.maxPages) {
+        return { incidents: sortByUpdate([...seen.values()]), pages, complete: false, nextSkip: skip };
+      }
+    }
+  }
+
+  getIncident(tenant: Tenant, incidentId: number): Promise<DefenderIncident> {
+    return this.#send(tenant, { operation: `getIncident ${incidentId}`, method: 'GET', path: `/api/incidents/${incidentId}` });
+  }
+
+  updateIncident(tenant: Tenant, incidentId: number, update: IncidentUpdate): Promise<DefenderIncident> {
+    return this.#send(tenant, { operation: `updateIncident ${incidentId}`, method: 'PATCH', path: `/api/incidents/${incidentId}`, body: update });
+  }
+
+  runHuntingQuery(tenant: Tenant, query: string): Promise<HuntingResult> {
+    return this.#send(tenant, { operation: 'runHuntingQuery', method: 'POST', path: '/api/advancedhunting/run', body: { Query: query } });
+  }
+
+  async #send<T>(tenant: Tenant, call: Call): Promise<T> {
+    const context = { tenantId: tenant.tenantId, operation: call.operation };
+    let tokenRenewed = false;
+    for (let attempt = 0; ; attempt++) {
+      await this.budget.take(tenant.tenantId, this.#o.maxWaitMs);
+      let failure: RetryableError;
+      try {
+        return await this.#attempt<T>(tenant, call);
+      } catch (err) {
+        if (err instanceof UnauthorizedOnce && !tokenRenewed) {
+          // The token may have been revoked or the tenant's consent re-granted: one fresh token.
+          tokenRenewed = true;
+          this.#o.tokens.invalidate(tenant);
+          attempt -= 1;
+          continue;
+        }
+        if (err instanceof UnauthorizedOnce) throw new PermanentError(`Defender refused the token (401): ${err.message}`, { ...context, status: 401, code: 'Unauthorized' });
+        if (!(err instanceof RetryableError)) throw err;
+        failure = err;
+      }
+      if (attempt >= this.#o.maxRetries) throw failure;
+      const backoff = Math.min(this.#o.maxDelayMs, this.#o.baseDelayMs * 2 ** attempt);
+      const delay = failure.retryAfterMs ?? backoff / 2 + this.#o.random() * (backoff / 2);
+      if (delay > this.#o.maxWaitMs) throw failure;
+      await this.#o.sleep(delay);
+    }
+  }
+
+  async #attempt<T>(tenant: Tenant, call: Call): Promise<T> {
+    const context = { tenantId: tenant.tenantId, operation: call.operation };
+    const token = await this.#o.tokens.getToken(tenant);
+    const url = new URL(this.#o.apiUrl + call.path);
+    for (const [k, v] of Object.entries(call.query ?? {})) url.searchParams.set(k, v);
+    this.calls.set(tenant.tenantId, (this.calls.get(tenant.tenantId) ?? 0) + 1);
+
+    let response: Response;
+    let text: string;
+    try {
+      response = await fetch(url, {
+        method: call.method,
+        headers: { authorization: `Bearer ${token}`, accept: 'application/json', ...(call.body ? { 'content-type': 'application/json' } : {}) },
+        body: call.body ? JSON.stringify(call.body) : undefined,
+        signal: AbortSignal.timeout(this.#o.timeoutMs),
+      });
+      text = await response.text();
+    } catch (err) {
+      if (isRetryable(err) || (err as Error).name === 'TypeError') {
+        throw new RetryableError(`Defender could not be reached: ${(err as Error).message}`, context, { cause: err });
+      }
+      throw err;
+    }
+
+    if (response.ok) {
+      try {
+        return JSON.parse(text) as T;
+      } catch {
+        throw new RetryableError('Defender answered with a body that is not JSON', { ...context, status: response.status });
+      }
+    }
+    const error = parseError(text);
+    const detail = { ...context, status: response.status, code: error.code };
+    if (response.status === 401) throw new UnauthorizedOnce(error.message ?? 'Unauthorized');
+    if (response.status === 429) {
+      const retryAfterMs = retryAfter(response.headers.get('retry-after'), error.message);
+      throw new RetryableError(`Defender throttled the call (429): ${error.message ?? 'TooManyRequests'}`, { ...detail, retryAfterMs });
+    }
+    if (response.status === 408 || response.status >= 500) {
+      throw new RetryableError(`Defender failed (${response.status} ${error.code ?? ''})`.trim(), detail);
+    }
+    const why = response.status === 403 ? 'Defender denied the call (403), a permission is missing' : `Defender rejected the call (${response.status})`;
+    throw new PermanentError(`${why}: ${error.code ?? ''} ${error.message ?? ''}`.trim(), detail);
+  }
+}
+
+class UnauthorizedOnce extends Error {}
+
+function parseError(text: string): { code?: string; message?: string } {
+  try {
+    const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } };
+    return {
+      code: typeof body.error?.code === 'string' ? body.error.code : undefined,
+      message: typeof body.error?.message === 'string' ? body.error.message : undefined,
+    };
+  } catch {
+    return { message: text.slice(0, 200) || undefined };
+  }
+}
+
+/** 429: the Retry-After header (seconds or a date), else "Try again in N seconds" in the body. */
+export function retryAfter(header: string | null, message: string | undefined): number | undefined {
+  if (header) {
+    const seconds = Number(header);
+    if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
+    const date = Date.parse(header);
+    if (!Number.isNaN(date)) return Math.max(0, date - Date.now());
+  }
+  const m = /(\d+)\s*seconds?/i.exec(message ?? '');
+  return m ? Number(m[1]) * 1000 : undefined;
+}
+
+function sortByUpdate(incidents: DefenderIncident[]): DefenderIncident[] {
+  return incidents.sort((a, b) => {
+    const byTime = normalizeTimestamp(a.lastUpdateTime).localeCompare(normalizeTimestamp(b.lastUpdateTime));
+    return byTime !== 0 ? byTime : a.incidentId - b.incidentId;
+  });
+}

@@ -1,0 +1,24 @@
+/**
+ * Defender writes timestamps with up to seven fractional digits (`2020-09-06T14:46:57.0733333Z`).
+ * Normalised to exactly seven, they compare correctly as strings, with no precision lost to Date.
+ */
+const ISO = /^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(?:\.(\d{1,7}))?(Z|[+-]00:00)$/;
+
+export function normalizeTimestamp(value: string): string {
+  const m = ISO.exec(value);
+  if (!m) {
+    const parsed = new Date(value);
+    if (Number.isNaN(parsed.getTime())) throw new Error(`Not an ISO 8601 UTC timestamp: ${value}`);
+    return normalizeTimestamp(parsed.toISOString());
+  }
+  return `${m[1]}.${(m[2] ?? '').padEnd(7, '0')}Z`;
+}
+
+/** The timestamp moved back by `ms` milliseconds (sub-millisecond digits are kept as zeros). */
+export function minusMilliseconds(timestamp: string, ms: number): string {
+  return normalizeTimestamp(new Date(new Date(normalizeTimestamp(timestamp).slice(0, 23) + 'Z').getTime() - ms).toISOString());
+}
+
+export function laterOf(a: string | undefined, b: string): string {
+  return a === undefined || normalizeTimestamp(b) > normalizeTimestamp(a) ? normalizeTimestamp(b) : normalizeTimestamp(a);
+}

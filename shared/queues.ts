@@ -1,0 +1,76 @@
+import type { BlobServiceClient } from '@azure/storage-blob';
+import type { QueueServiceClient } from '@azure/storage-queue';
+import type { IncidentEnvelope } from './events.js';
+
+/** Queue names the app uses (the Bicep creates the same ones). */
+export const QUEUE_NAMES = { pollRequests: 'poll-requests', incidents: 'incidents', poison: 'incidents-poison' } as const;
+export const CLAIM_CHECK_CONTAINER = 'incident-payloads';
+
+/** A queue message holds 64 KiB of base64 text; leave room for the envelope around a claim-check. */
+const MAX_BASE64_MESSAGE = 60 * 1024;
+
+/** Encodes a message as the Functions queue trigger expects it by default (base64 of JSON). */
+export function encodeMessage(value: unknown): string {
+  return Buffer.from(JSON.stringify(value), 'utf8').toString('base64');
+}
+
+/**
+ * Sends JSON messages to Storage queues, base64-encoded; an incident event too big for a message goes
+ * to Blob storage and the message carries `incidentRef` instead (claim-check).
+ */
+export class MessageSender {
+  readonly #created = new Map<string, Promise<unknown>>();
+  /** Claim-checked events so far. */
+  claimChecked = 0;
+
+  constructor(
+    private readonly queues: QueueServiceClient,
+    private readonly blobs: BlobServiceClient,
+  ) {}
+
+  async send(queueName: string, value: unknown, options: { visibilityTimeoutSeconds?: number } = {}): Promise<void> {
+    const queue = this.queues.getQueueClient(queueName);
+    await this.#once(`queue:${queueName}`, () => queue.createIfNotExists());
+    await queue.sendMessage(encodeMessage(value), { visibilityTimeout: options.visibilityTimeoutSeconds, messageTimeToLive: -1 });
+  }
+
+  /** Sends an incident event, claim-checking the incident when the message would be too large. */
+  async sendEvent(queueName: string, envelope: IncidentEnvelope): Promise<{ claimChecked: boolean }> {
+    const encoded = encodeMessage(envelope);
+    if (encoded.length <= MAX_BASE64_MESSAGE || !envelope.incident) {
+      await this.send(queueName, envelope);
+      return { claimChecked: false };
+    }
+    const container = this.blobs.getContainerClient(CLAIM_CHECK_CONTAINER);
+    await this.#once(`container:${CLAIM_CHECK_CONTAINER}`, () => container.createIfNotExists());
+    const blob = container.getBlockBlobClient(`${envelope.tenantId}/${envelope.incidentId}/${envelope.lastUpdateTime.replace(/:/g, '')}.json`);
+    const body = JSON.stringify(envelope.incident);
+    await blob.upload(body, Buffer.byteLength(body), { blobHTTPHeaders: { blobContentType: 'application/json' } });
+    const { incident: _incident, ...rest } = envelope;
+    await this.send(queueName, { ...rest, incidentRef: { blobUrl: blob.url } });
+    this.claimChecked += 1;
+    return { claimChecked: true };
+  }
+
+  #once(key: string, create: () => Promise<unknown>): Promise<unknown> {
+    let pending = this.#created.get(key);
+    if (!pending) {
+      pending = create().catch((err: unknown) => {
+        this.#created.delete(key);
+        throw err;
+      });
+      this.#created.set(key, pending);
+    }
+    return pending;
+  }
+}
+
+/** Reads a claim-checked incident back (the URL must be in this app's storage account). */
+export async function readClaimCheck(blobs: BlobServiceClient, blobUrl: string): Promise<unknown> {
+  const serviceUrl = blobs.url.endsWith('/') ? blobs.url : `${blobs.url}/`;
+  if (!blobUrl.startsWith(serviceUrl)) throw new Error(`The claim-check ${blobUrl} is not in this app's storage account`);
+  const [container, ...name] = blobUrl.slice(serviceUrl.length).split('?')[0]!.split('/');
+  const blob = blobs.getContainerClient(container!).getBlobClient(decodeURIComponent(name.join('/')));
+  const buffer = await blob.downloadToBuffer();
+  return JSON.parse(buffer.toString('utf8')) as unknown;
+}

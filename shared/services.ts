@@ -1,9 +1,15 @@
 import type { TokenCredential } from '@azure/identity';
 import type { SecretClient } from '@azure/keyvault-secrets';
 import { createAppCredential } from './app-identity.js';
+import { CheckpointStore, CHECKPOINTS_TABLE } from './checkpoints.js';
 import { getConfig, type AppConfig } from './config.js';
+import { DefenderTokenProvider } from './credentials.js';
+import { DefenderClient } from './defender-client.js';
 import { createSecretClient } from './keyvault.js';
+import { MessageSender } from './queues.js';
+import { SecretCache } from './secrets.js';
 import { createStorageClients, type StorageClients } from './storage.js';
+import { TenantRegistry, TENANTS_TABLE } from './tenants.js';
 
 /** The process-wide clients, built once from configuration (the composition root of the app). */
 export interface Services {
@@ -11,20 +17,37 @@ export interface Services {
   appCredential: TokenCredential;
   storage: StorageClients;
   secrets: SecretClient;
+  secretCache: SecretCache;
+  tokens: DefenderTokenProvider;
+  defender: DefenderClient;
+  registry: TenantRegistry;
+  checkpoints: CheckpointStore;
+  sender: MessageSender;
 }
 
 let services: Services | undefined;
 
+export function createServices(config: AppConfig): Services {
+  const appCredential = createAppCredential(config);
+  const storage = createStorageClients(config.storage);
+  const secrets = createSecretClient(config, appCredential);
+  const secretCache = new SecretCache(secrets);
+  const tokens = new DefenderTokenProvider({ secrets: secretCache, entra: config.entra, appCredential, scope: config.defender.scope });
+  return {
+    config,
+    appCredential,
+    storage,
+    secrets,
+    secretCache,
+    tokens,
+    defender: new DefenderClient({ apiUrl: config.defender.apiUrl, tokens }),
+    registry: new TenantRegistry(storage.table(TENANTS_TABLE)),
+    checkpoints: new CheckpointStore(storage.table(CHECKPOINTS_TABLE)),
+    sender: new MessageSender(storage.queues, storage.blobs),
+  };
+}
+
 export function getServices(): Services {
-  if (!services) {
-    const config = getConfig();
-    const appCredential = createAppCredential(config);
-    services = {
-      config,
-      appCredential,
-      storage: createStorageClients(config.storage),
-      secrets: createSecretClient(config, appCredential),
-    };
-  }
+  services ??= createServices(getConfig());
   return services;
 }

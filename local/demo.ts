@@ -46,6 +46,8 @@ export interface DemoWorld {
   /** The relay's own API (audience of webhook and analyst tokens; also the on-behalf-of app). */
   relayApi: { clientId: string; clientSecret: string; identifierUri: string; homeTenantId: string };
   webhookClient: { tenantId: string; clientId: string; clientSecret: string; scope: string };
+  /** A public client (no secret, like a CLI or SPA) the analyst signs in with to call the relay API. */
+  analystClient: { clientId: string; homeTenantId: string };
   analyst: DemoUser;
 }
 
@@ -100,6 +102,7 @@ export function createDemoWorld(): DemoWorld {
     apps: [fabrikamApp, partnerApp],
     relayApi,
     webhookClient,
+    analystClient: { clientId: randomUUID(), homeTenantId: provider.tenantId },
     analyst: {
       tenantId: fabrikam.tenantId,
       userPrincipalName: 'analyst@fabrikam.example',

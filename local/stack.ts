@@ -1,7 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { TableClient } from '@azure/data-tables';
+import { BlobServiceClient } from '@azure/storage-blob';
 import { QueueServiceClient } from '@azure/storage-queue';
+import { pollRequest } from '../shared/ingest.js';
+import { MessageSender, QUEUE_NAMES } from '../shared/queues.js';
+import { TenantRegistry, TENANTS_TABLE } from '../shared/tenants.js';
 import { startAzurite, stopChild, type RunningAzurite } from './azurite.js';
 import { FaultBoard } from './common/faults.js';
 import { createLocalCa, writeCaCert, type KeyAndCert } from './common/tls.js';
@@ -19,7 +24,7 @@ import { startEntra, type EntraStandIn } from './entra/server.js';
 import { startKeyVault, type KeyVaultStandIn } from './keyvault/server.js';
 
 /** The queues the app uses; created up front so a person can watch them from the first second. */
-export const QUEUES = { pollRequests: 'poll-requests', incidents: 'incidents', poison: 'incidents-poison', routed: [] as string[] };
+export const QUEUES = { ...QUEUE_NAMES, routed: [] as string[] };
 
 /** `.local/stack.json`: how any program (tests, scripts, people) finds the running stack. */
 export interface StackInfo {
@@ -105,7 +110,7 @@ export async function seedWorld(world: DemoWorld, entra: EntraStandIn, keyVault:
   }
 
   // The relay's own API: webhook callers get app tokens for it; analysts sign in to it and it acts for them (OBO).
-  const { relayApi, webhookClient, analyst } = world;
+  const { relayApi, webhookClient, analyst, analystClient } = world;
   registry.addApp({
     clientId: relayApi.clientId,
     displayName: 'defender-relay API',
@@ -119,7 +124,8 @@ export async function seedWorld(world: DemoWorld, entra: EntraStandIn, keyVault:
   registry.addApp({ clientId: webhookClient.clientId, displayName: 'demo webhook sender', homeTenantId: webhookClient.tenantId, multiTenant: false, secrets: [webhookClient.clientSecret] });
   registry.grantAppPermissions(webhookClient.tenantId, webhookClient.clientId, relayApi.identifierUri, [RELAY_SUBMIT_ROLE]);
   registry.addUser(analyst);
-  registry.grantDelegatedPermissions(analyst.tenantId, relayApi.clientId, relayApi.identifierUri, [RELAY_USER_SCOPE]);
+  registry.addApp({ clientId: analystClient.clientId, displayName: 'defender-relay analyst client', homeTenantId: analystClient.homeTenantId, multiTenant: true });
+  registry.grantDelegatedPermissions(analyst.tenantId, analystClient.clientId, relayApi.identifierUri, [RELAY_USER_SCOPE]);
   registry.grantDelegatedPermissions(analyst.tenantId, relayApi.clientId, DEFENDER_RESOURCE, DEFENDER_DELEGATED_SCOPES);
 
   for (const tenant of world.tenants) {
@@ -143,7 +149,7 @@ function describeStack(world: DemoWorld, appSettings: Record<string, string>, pa
     demoApps: world.apps,
     webhookClient: world.webhookClient,
     relayApi: { clientId: world.relayApi.clientId, clientSecret: world.relayApi.clientSecret, identifierUri: world.relayApi.identifierUri, tenantId: world.relayApi.homeTenantId },
-    users: [{ ...world.analyst, clientId: world.relayApi.clientId, scope: `${world.relayApi.identifierUri}/${RELAY_USER_SCOPE}` }],
+    users: [{ ...world.analyst, clientId: world.analystClient.clientId, scope: `${world.relayApi.identifierUri}/${RELAY_USER_SCOPE}` }],
     queues: QUEUES,
     appSettings,
   };
@@ -175,6 +181,22 @@ export async function startStandIns(options: { tls: KeyAndCert; faults: FaultBoa
   } catch (err) {
     await close();
     throw err;
+  }
+}
+
+/** Adds the demo tenants to the app's tenant registry, as `npm run tenants -- add` would. */
+export async function registerDemoTenants(world: DemoWorld, storageConnectionString: string): Promise<void> {
+  const registry = new TenantRegistry(TableClient.fromConnectionString(storageConnectionString, TENANTS_TABLE, { allowInsecureConnection: true }));
+  for (const t of world.tenants) {
+    await registry.put({
+      tenantId: t.tenantId,
+      displayName: t.displayName,
+      context: t.context,
+      clientId: t.clientId,
+      credential: { kind: 'secret', secretName: t.clientSecretName },
+      // The generated incidents span the last 30 days: read them all on the first poll.
+      firstRunLookbackHours: 24 * 30,
+    });
   }
 }
 
@@ -236,6 +258,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     const queues = QueueServiceClient.fromConnectionString(azurite.connectionString);
     for (const name of [QUEUES.pollRequests, QUEUES.incidents, QUEUES.poison, ...QUEUES.routed]) await queues.getQueueClient(name).createIfNotExists();
 
+    await registerDemoTenants(world, azurite.connectionString);
     const appSettings = appSettingsFor(world, azurite.connectionString, standIns);
     writeFileSync(join(stateDir, 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: appSettings }, null, 2));
 
@@ -249,6 +272,10 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
       cleanups.push(() => stopChild(started.child, 10_000));
       log(`Functions     ${host}/api`);
     }
+
+    // Poll every demo tenant now rather than at the next timer tick, so incidents flow from the first seconds.
+    const sender = new MessageSender(queues, BlobServiceClient.fromConnectionString(azurite.connectionString));
+    for (const tenant of world.tenants) await sender.send(QUEUES.pollRequests, pollRequest(tenant.tenantId, 'manual'));
 
     const info = describeStack(world, appSettings, { host, caCertPath, azurite, entra, keyVault, defender });
     writeFileSync(join(stateDir, 'stack.json'), JSON.stringify(info, null, 2));

@@ -1,6 +1,8 @@
 import { relative } from 'node:path';
 import { parseArgs } from 'node:util';
+import { TableClient } from '@azure/data-tables';
 import { QueueServiceClient } from '@azure/storage-queue';
+import { TenantStatusStore, TENANT_STATUS_TABLE } from '../shared/tenant-status.js';
 import { startStack, type RunningStack } from './stack.js';
 
 /**
@@ -60,18 +62,25 @@ print(`Health:      curl ${info.host}/api/health`);
 print(`Stack file:  ${stackFile}  (endpoints, CA, demo credentials: throwaway local values)`);
 print(`Ready in ${((Date.now() - startedAt) / 1000).toFixed(1)} s. Ctrl-C stops everything.`);
 
-// Queue depths every few seconds, printed only when they change.
+// Per-tenant event counts and queue depths every few seconds, printed when they change.
 const queues = QueueServiceClient.fromConnectionString(info.storage.connectionString);
+const tenantStatus = new TenantStatusStore(TableClient.fromConnectionString(info.storage.connectionString, TENANT_STATUS_TABLE, { allowInsecureConnection: true }));
 const watched = [info.queues.pollRequests, info.queues.incidents, info.queues.poison, ...info.queues.routed];
 let last = '';
 setInterval(async () => {
   if (stopping) return;
   try {
+    const statuses = new Map((await tenantStatus.list()).map((s) => [s.tenantId, s]));
+    const perTenant = info.tenants.map((t) => {
+      const s = statuses.get(t.tenantId);
+      const problem = s?.lastOutcome === 'failed' || s?.lastOutcome === 'retrying' ? ` [${s.lastOutcome}: ${s.lastError}]` : '';
+      return `${t.displayName} ${s?.eventsEnqueued ?? 0}${problem}`;
+    });
     const depths = await Promise.all(
       watched.map(async (name) => `${name} ${(await queues.getQueueClient(name).getProperties()).approximateMessagesCount ?? 0}`),
     );
-    const line = `queues: ${depths.join(' · ')}`;
-    if (line !== last) print(`  ${line}`);
+    const line = `events in: ${perTenant.join(' · ')}  |  queues: ${depths.join(' · ')}`;
+    if (line !== last) print(`  ${new Date().toISOString().slice(11, 19)} ${line}`);
     last = line;
   } catch {
     // Azurite is stopping; the next tick or the shutdown will tell.

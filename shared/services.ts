@@ -9,6 +9,7 @@ import { createSecretClient } from './keyvault.js';
 import { MessageSender } from './queues.js';
 import { SecretCache } from './secrets.js';
 import { createStorageClients, type StorageClients } from './storage.js';
+import { TenantStatusStore, TENANT_STATUS_TABLE } from './tenant-status.js';
 import { TenantRegistry, TENANTS_TABLE } from './tenants.js';
 
 /** The process-wide clients, built once from configuration (the composition root of the app). */
@@ -22,6 +23,7 @@ export interface Services {
   defender: DefenderClient;
   registry: TenantRegistry;
   checkpoints: CheckpointStore;
+  tenantStatus: TenantStatusStore;
   sender: MessageSender;
 }
 
@@ -43,6 +45,7 @@ export function createServices(config: AppConfig): Services {
     defender: new DefenderClient({ apiUrl: config.defender.apiUrl, tokens }),
     registry: new TenantRegistry(storage.table(TENANTS_TABLE)),
     checkpoints: new CheckpointStore(storage.table(CHECKPOINTS_TABLE)),
+    tenantStatus: new TenantStatusStore(storage.table(TENANT_STATUS_TABLE)),
     sender: new MessageSender(storage.queues, storage.blobs),
   };
 }

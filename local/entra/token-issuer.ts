@@ -37,6 +37,16 @@ export interface TokenIssuer {
   jwks(): JSONWebKeySet;
   issuerFor(tenantId: string, version: 1 | 2): string;
   issueAccessToken(request: AccessTokenRequest): Promise<IssuedToken>;
+  /** An OpenID Connect id token (v2) for user sign-ins; MSAL builds the signed-in account from it. */
+  issueIdToken(request: IdTokenRequest): Promise<string>;
+}
+
+export interface IdTokenRequest {
+  tenantId: string;
+  /** The client the user signed in to: the id token's `aud`. */
+  clientId: string;
+  user: { objectId: string; upn: string; name: string };
+  lifetimeSeconds?: number;
 }
 
 export const DEFAULT_TOKEN_LIFETIME_SECONDS = 3599;
@@ -47,6 +57,8 @@ export function issuerFor(authorityHost: string, tenantId: string, version: 1 | 
 
 export async function createTokenIssuer(authorityHost: string): Promise<TokenIssuer> {
   const issuer = new OAuth2Issuer();
+  // buildToken refuses to sign without an issuer url; every token's `iss` is then set per tenant below.
+  issuer.url = authorityHost;
   await issuer.keys.generate('RS256');
   return {
     authorityHost,
@@ -86,6 +98,30 @@ export async function createTokenIssuer(authorityHost: string): Promise<TokenIss
         },
       });
       return { token, expiresIn: lifetime };
+    },
+    async issueIdToken(req) {
+      const lifetime = req.lifetimeSeconds ?? DEFAULT_TOKEN_LIFETIME_SECONDS;
+      return issuer.buildToken({
+        expiresIn: lifetime,
+        scopesOrTransform: (header, payload) => {
+          header.typ = 'JWT';
+          const now = Math.floor(Date.now() / 1000);
+          Object.assign(payload, {
+            iss: issuerFor(authorityHost, req.tenantId, 2),
+            aud: req.clientId,
+            tid: req.tenantId,
+            oid: req.user.objectId,
+            sub: req.user.objectId,
+            name: req.user.name,
+            preferred_username: req.user.upn,
+            ver: '2.0',
+            iat: now,
+            nbf: now,
+            exp: now + lifetime,
+          });
+          delete payload.scope;
+        },
+      });
     },
   };
 }

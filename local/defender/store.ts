@@ -1,0 +1,125 @@
+import { formatTimestamp, parseTimestamp, ticksFromMs } from './timestamps.js';
+import type { Incident } from './types.js';
+
+/**
+ * Incidents per tenant. A tenant must be provisioned before it has Defender data: the API answers
+ * 403 for a tenant that never was, as the real service does for a tenant without Defender.
+ * Incidents are stored as given (unknown fields kept) and handed out as copies, so callers can
+ * never change the stored data by accident.
+ */
+export interface TenantInfo {
+  tenantId: string;
+  displayName: string;
+  incidentCount: number;
+}
+
+interface TenantData {
+  displayName: string;
+  incidents: Map<number, Incident>;
+}
+
+export class IncidentStore {
+  readonly #tenants = new Map<string, TenantData>();
+  readonly #now: () => number;
+  /** The last lastUpdateTime written, so two updates in one millisecond still get distinct times. */
+  #lastBump = 0n;
+
+  constructor(now: () => number = Date.now) {
+    this.#now = now;
+  }
+
+  provisionTenant(tenantId: string, displayName?: string): TenantInfo {
+    const existing = this.#tenants.get(tenantId);
+    if (existing) {
+      if (displayName !== undefined) existing.displayName = displayName;
+    } else {
+      this.#tenants.set(tenantId, { displayName: displayName ?? tenantId, incidents: new Map() });
+    }
+    return this.tenant(tenantId) as TenantInfo;
+  }
+
+  hasTenant(tenantId: string): boolean {
+    return this.#tenants.has(tenantId);
+  }
+
+  tenant(tenantId: string): TenantInfo | undefined {
+    const data = this.#tenants.get(tenantId);
+    return data && { tenantId, displayName: data.displayName, incidentCount: data.incidents.size };
+  }
+
+  tenants(): TenantInfo[] {
+    return [...this.#tenants.keys()].map((tenantId) => this.tenant(tenantId) as TenantInfo);
+  }
+
+  /** Adds or replaces incidents by incidentId; returns their ids. The tenant must be provisioned. */
+  upsert(tenantId: string, incidents: readonly Incident[]): number[] {
+    const data = this.#require(tenantId);
+    for (const incident of incidents) data.incidents.set(incident.incidentId, structuredClone(incident));
+    return incidents.map((incident) => incident.incidentId);
+  }
+
+  /** One past the highest incident id, so newly generated incidents never collide with stored ones. */
+  nextIncidentId(tenantId: string): number {
+    const ids = [...this.#require(tenantId).incidents.keys()];
+    return ids.length === 0 ? 1 : Math.max(...ids) + 1;
+  }
+
+  /** All of the tenant's incidents sorted by incidentId (the stable order paging cuts on). */
+  list(tenantId: string): Incident[] {
+    return [...this.#require(tenantId).incidents.values()].sort((a, b) => a.incidentId - b.incidentId).map((incident) => structuredClone(incident));
+  }
+
+  /** The matching incidents in incidentId order, from `skip`, at most `top`: cheap for large tenants. */
+  find(tenantId: string, matches: (incident: Incident) => boolean, skip = 0, top = Infinity): Incident[] {
+    return [...this.#require(tenantId).incidents.values()]
+      .filter(matches)
+      .sort((a, b) => a.incidentId - b.incidentId)
+      .slice(skip, skip + top)
+      .map((incident) => structuredClone(incident));
+  }
+
+  get(tenantId: string, incidentId: number): Incident | undefined {
+    const incident = this.#require(tenantId).incidents.get(incidentId);
+    return incident && structuredClone(incident);
+  }
+
+  /**
+   * Applies changes to one incident and bumps lastUpdateTime (unless the changes set it), as any
+   * change in the portal or through the API does. Returns the updated incident, or undefined.
+   */
+  update(tenantId: string, incidentId: number, apply: (incident: Incident) => void): Incident | undefined {
+    const incident = this.#require(tenantId).incidents.get(incidentId);
+    if (!incident) return undefined;
+    const before = incident.lastUpdateTime;
+    apply(incident);
+    if (incident.lastUpdateTime === before) incident.lastUpdateTime = this.#nextUpdateTime(before);
+    return structuredClone(incident);
+  }
+
+  delete(tenantId: string, incidentId: number): boolean {
+    return this.#require(tenantId).incidents.delete(incidentId);
+  }
+
+  /** Now, but strictly later than the previous time and than any time the store handed out. */
+  #nextUpdateTime(previous: string): string {
+    let ticks = ticksFromMs(this.#now());
+    const previousTicks = parseTimestamp(previous);
+    if (previousTicks !== undefined && ticks <= previousTicks) ticks = previousTicks + 1n;
+    if (ticks <= this.#lastBump) ticks = this.#lastBump + 1n;
+    this.#lastBump = ticks;
+    return formatTimestamp(ticks);
+  }
+
+  #require(tenantId: string): TenantData {
+    const data = this.#tenants.get(tenantId);
+    if (!data) throw new UnknownTenantError(tenantId);
+    return data;
+  }
+}
+
+export class UnknownTenantError extends Error {
+  constructor(readonly tenantId: string) {
+    super(`Tenant ${tenantId} has no Defender data: provision it first (POST /_control/tenants/${tenantId}).`);
+    this.name = 'UnknownTenantError';
+  }
+}

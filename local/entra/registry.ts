@@ -1,0 +1,366 @@
+import { X509Certificate, randomUUID } from 'node:crypto';
+
+/**
+ * The Entra stand-in's directory: tenants, app registrations (with their credentials), service
+ * principals (one per tenant that consented to an app), the permissions granted to them, and users.
+ * In memory only; the stack seeds it at start and tests change it through the methods or `/_control/`.
+ */
+
+export interface Tenant {
+  tenantId: string;
+  displayName: string;
+}
+
+export interface RegisteredCertificate {
+  pem: string;
+  /** base64url SHA-1 of the DER certificate: the `x5t` header of a client assertion. */
+  x5t: string;
+  /** base64url SHA-256 of the DER certificate: the `x5t#S256` header. */
+  x5tS256: string;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+export interface AppRegistration {
+  clientId: string;
+  displayName: string;
+  homeTenantId: string;
+  multiTenant: boolean;
+  secrets: Set<string>;
+  certificates: RegisteredCertificate[];
+  /** Public client ("allow public client flows"): may use ROPC without a client credential. */
+  publicClient: boolean;
+  identifierUri?: string;
+  appRoles: string[];
+  delegatedScopes: string[];
+}
+
+export interface AddAppOptions {
+  clientId: string;
+  displayName: string;
+  homeTenantId: string;
+  multiTenant: boolean;
+  secrets?: string[];
+  /** PEM certificates (public part only is read). */
+  certificates?: string[];
+  /** e.g. `api://defender-relay`: makes the app a resource API others can request tokens for. */
+  identifierUri?: string;
+  /** Application permissions the app exposes as an API. */
+  appRoles?: string[];
+  /** Delegated permissions the app exposes as an API, e.g. `access_as_user`. */
+  delegatedScopes?: string[];
+  /** Defaults to true for an app registered without any secret or certificate (a native/public app). */
+  publicClient?: boolean;
+}
+
+export interface User {
+  tenantId: string;
+  userPrincipalName: string;
+  password: string;
+  displayName: string;
+  objectId: string;
+}
+
+/** A resource API tokens can be requested for: a Microsoft first-party API or an app with an identifier URI. */
+export interface ResourceApi {
+  /** The key grants are stored under: the URI of a Microsoft resource, the client id of a custom API. */
+  id: string;
+  displayName: string;
+  /** The `aud` of tokens for it: the resource URI (v1 tokens) or the API's client id (v2 tokens). */
+  audience: string;
+  /** The form scopes are written in (`<scopePrefix>/<scope>`). */
+  scopePrefix: string;
+  tokenVersion: 1 | 2;
+  appRoles: string[];
+  delegatedScopes: string[];
+  /** For a custom API: the app that exposes it (its service principal must exist in the token's tenant). */
+  apiClientId?: string;
+  /** Key Vault: app tokens need no grant, the vault applies its own RBAC. */
+  rbacOnly?: boolean;
+}
+
+export interface ServicePrincipal {
+  objectId: string;
+  tenantId: string;
+  clientId: string;
+  /** resource id → application permissions (`roles`). */
+  appPermissions: Map<string, Set<string>>;
+  /** resource id → delegated permissions (`scp`). */
+  delegatedPermissions: Map<string, Set<string>>;
+}
+
+/** Microsoft first-party resources the stack knows; tokens for them are v1 with `aud` = the URI. */
+export const DEFENDER_RESOURCE = 'https://api.security.microsoft.com';
+export const KEY_VAULT_RESOURCE = 'https://vault.azure.net';
+
+const MICROSOFT_RESOURCES: ReadonlyArray<ResourceApi & { aliases: string[] }> = [
+  {
+    id: DEFENDER_RESOURCE,
+    displayName: 'Microsoft Threat Protection',
+    audience: DEFENDER_RESOURCE,
+    scopePrefix: DEFENDER_RESOURCE,
+    tokenVersion: 1,
+    appRoles: ['Incident.Read.All', 'Incident.ReadWrite.All', 'AdvancedHunting.Read.All'],
+    delegatedScopes: ['Incident.Read', 'Incident.ReadWrite', 'AdvancedHunting.Read'],
+    // The app id of "Microsoft Threat Protection"; scopes may name a resource by its app id.
+    aliases: ['8ee8fdad-f234-4243-8f3b-15c294843740'],
+  },
+  {
+    id: KEY_VAULT_RESOURCE,
+    displayName: 'Azure Key Vault',
+    audience: KEY_VAULT_RESOURCE,
+    scopePrefix: KEY_VAULT_RESOURCE,
+    tokenVersion: 1,
+    appRoles: [],
+    delegatedScopes: ['user_impersonation'],
+    rbacOnly: true,
+    aliases: ['cfa8b339-82a2-471a-a3c9-0fc0be7a4093'],
+  },
+];
+
+function normalizeResourceName(name: string): string {
+  return name.trim().replace(/\/+$/, '').toLowerCase();
+}
+
+function thumbprints(pem: string): RegisteredCertificate {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(pem);
+  } catch {
+    throw new Error('The certificate is not a valid PEM X.509 certificate.');
+  }
+  const fingerprintToBase64Url = (hex: string) => Buffer.from(hex.replaceAll(':', ''), 'hex').toString('base64url');
+  return {
+    pem: cert.toString(),
+    x5t: fingerprintToBase64Url(cert.fingerprint),
+    x5tS256: fingerprintToBase64Url(cert.fingerprint256),
+    notBefore: new Date(cert.validFrom),
+    notAfter: new Date(cert.validTo),
+  };
+}
+
+export class EntraRegistry {
+  readonly #tenants = new Map<string, Tenant>();
+  readonly #apps = new Map<string, AppRegistration>();
+  /** `${tenantId}|${clientId}` → service principal. */
+  readonly #servicePrincipals = new Map<string, ServicePrincipal>();
+  /** `${tenantId}|${upn lower-case}` → user. */
+  readonly #users = new Map<string, User>();
+
+  addTenant(tenant: Tenant): Tenant {
+    const entry = { tenantId: tenant.tenantId.toLowerCase(), displayName: tenant.displayName };
+    this.#tenants.set(entry.tenantId, entry);
+    return { ...entry };
+  }
+
+  tenant(tenantId: string): Tenant | undefined {
+    return this.#tenants.get(tenantId.toLowerCase());
+  }
+
+  tenants(): Tenant[] {
+    return [...this.#tenants.values()].map((t) => ({ ...t }));
+  }
+
+  addApp(options: AddAppOptions): AppRegistration {
+    this.#requireTenant(options.homeTenantId);
+    const clientId = options.clientId.toLowerCase();
+    if (this.#apps.has(clientId)) throw new Error(`An app with client id ${clientId} is already registered.`);
+    if (options.identifierUri) {
+      const taken = this.#resolveGlobal(options.identifierUri);
+      if (taken) throw new Error(`The identifier URI ${options.identifierUri} is already used by ${taken.displayName}.`);
+    }
+    const secrets = options.secrets ?? [];
+    const certificates = (options.certificates ?? []).map(thumbprints);
+    const app: AppRegistration = {
+      clientId,
+      displayName: options.displayName,
+      homeTenantId: options.homeTenantId.toLowerCase(),
+      multiTenant: options.multiTenant,
+      secrets: new Set(secrets),
+      certificates,
+      publicClient: options.publicClient ?? (secrets.length === 0 && certificates.length === 0),
+      identifierUri: options.identifierUri,
+      appRoles: [...(options.appRoles ?? [])],
+      delegatedScopes: [...(options.delegatedScopes ?? [])],
+    };
+    this.#apps.set(clientId, app);
+    this.consent(app.homeTenantId, clientId);
+    return app;
+  }
+
+  app(clientId: string): AppRegistration | undefined {
+    return this.#apps.get(clientId.toLowerCase());
+  }
+
+  apps(): AppRegistration[] {
+    return [...this.#apps.values()];
+  }
+
+  addSecret(clientId: string, secret: string): void {
+    if (!secret) throw new Error('A client secret cannot be empty.');
+    this.#requireApp(clientId).secrets.add(secret);
+  }
+
+  removeSecret(clientId: string, secret: string): void {
+    const app = this.#requireApp(clientId);
+    if (!app.secrets.delete(secret)) throw new Error(`The app ${app.clientId} has no such secret.`);
+  }
+
+  addCertificate(clientId: string, pem: string): RegisteredCertificate {
+    const certificate = thumbprints(pem);
+    this.#requireApp(clientId).certificates.push(certificate);
+    return certificate;
+  }
+
+  /** Admin consent: creates the app's service principal in the tenant (idempotent). */
+  consent(tenantId: string, clientId: string): ServicePrincipal {
+    const tenant = this.#requireTenant(tenantId);
+    const app = this.#requireApp(clientId);
+    if (!app.multiTenant && app.homeTenantId !== tenant.tenantId) {
+      throw new Error(
+        `The app ${app.displayName} (${app.clientId}) is single-tenant: it cannot be consented to in tenant ${tenant.tenantId}.`,
+      );
+    }
+    const key = `${tenant.tenantId}|${app.clientId}`;
+    let sp = this.#servicePrincipals.get(key);
+    if (!sp) {
+      sp = {
+        objectId: randomUUID(),
+        tenantId: tenant.tenantId,
+        clientId: app.clientId,
+        appPermissions: new Map(),
+        delegatedPermissions: new Map(),
+      };
+      this.#servicePrincipals.set(key, sp);
+    }
+    return sp;
+  }
+
+  /** Deletes the service principal (and with it every grant) from the tenant. */
+  revokeConsent(tenantId: string, clientId: string): void {
+    if (!this.#servicePrincipals.delete(`${tenantId.toLowerCase()}|${clientId.toLowerCase()}`)) {
+      throw new Error(`The app ${clientId} has no service principal in tenant ${tenantId}.`);
+    }
+  }
+
+  servicePrincipal(tenantId: string, clientId: string): ServicePrincipal | undefined {
+    return this.#servicePrincipals.get(`${tenantId.toLowerCase()}|${clientId.toLowerCase()}`);
+  }
+
+  servicePrincipalId(tenantId: string, clientId: string): string | undefined {
+    return this.servicePrincipal(tenantId, clientId)?.objectId;
+  }
+
+  servicePrincipals(): ServicePrincipal[] {
+    return [...this.#servicePrincipals.values()];
+  }
+
+  /** Grants application permissions (`roles`) and consents; refuses a role the resource does not expose. */
+  grantAppPermissions(tenantId: string, clientId: string, resource: string, roles: string[]): void {
+    const api = this.#requireResource(resource);
+    const unknown = roles.filter((role) => !api.appRoles.includes(role));
+    if (unknown.length) {
+      throw new Error(
+        `${api.displayName} (${api.id}) exposes no application permission ${unknown.map((r) => `'${r}'`).join(', ')}; ` +
+          `it exposes: ${api.appRoles.join(', ') || 'none'}.`,
+      );
+    }
+    const sp = this.consent(tenantId, clientId);
+    const granted = sp.appPermissions.get(api.id) ?? new Set<string>();
+    roles.forEach((role) => granted.add(role));
+    sp.appPermissions.set(api.id, granted);
+  }
+
+  /** Grants delegated permissions (`scp`) and consents; refuses a scope the resource does not expose. */
+  grantDelegatedPermissions(tenantId: string, clientId: string, resource: string, scopes: string[]): void {
+    const api = this.#requireResource(resource);
+    const unknown = scopes.filter((scope) => !api.delegatedScopes.includes(scope));
+    if (unknown.length) {
+      throw new Error(
+        `${api.displayName} (${api.id}) exposes no delegated permission ${unknown.map((s) => `'${s}'`).join(', ')}; ` +
+          `it exposes: ${api.delegatedScopes.join(', ') || 'none'}.`,
+      );
+    }
+    const sp = this.consent(tenantId, clientId);
+    const granted = sp.delegatedPermissions.get(api.id) ?? new Set<string>();
+    scopes.forEach((scope) => granted.add(scope));
+    sp.delegatedPermissions.set(api.id, granted);
+  }
+
+  addUser(options: { tenantId: string; userPrincipalName: string; password: string; displayName: string; objectId?: string }): User {
+    const tenant = this.#requireTenant(options.tenantId);
+    const user: User = {
+      tenantId: tenant.tenantId,
+      userPrincipalName: options.userPrincipalName,
+      password: options.password,
+      displayName: options.displayName,
+      objectId: options.objectId ?? randomUUID(),
+    };
+    this.#users.set(`${tenant.tenantId}|${user.userPrincipalName.toLowerCase()}`, user);
+    return { ...user };
+  }
+
+  /** The user with this UPN; in `tenantId` when given, else in whichever tenant holds it. */
+  user(userPrincipalName: string, tenantId?: string): User | undefined {
+    const upn = userPrincipalName.toLowerCase();
+    if (tenantId) return this.#users.get(`${tenantId.toLowerCase()}|${upn}`);
+    return [...this.#users.values()].find((u) => u.userPrincipalName.toLowerCase() === upn);
+  }
+
+  users(): User[] {
+    return [...this.#users.values()];
+  }
+
+  /**
+   * The resource a scope names (`https://api.security.microsoft.com`, `api://defender-relay`, or an app id),
+   * as seen from a tenant: a custom API exists there only where its service principal does.
+   */
+  resolveResource(name: string, tenantId: string): ResourceApi | undefined {
+    const api = this.#resolveGlobal(name);
+    if (api?.apiClientId && !this.servicePrincipal(tenantId, api.apiClientId)) return undefined;
+    return api;
+  }
+
+  #resolveGlobal(name: string): ResourceApi | undefined {
+    const wanted = normalizeResourceName(name);
+    const microsoft = MICROSOFT_RESOURCES.find(
+      (r) => normalizeResourceName(r.id) === wanted || r.aliases.includes(wanted),
+    );
+    if (microsoft) {
+      const { aliases: _aliases, ...api } = microsoft;
+      return api;
+    }
+    const app = [...this.#apps.values()].find(
+      (a) => a.identifierUri && (normalizeResourceName(a.identifierUri) === wanted || a.clientId === wanted),
+    );
+    if (!app?.identifierUri) return undefined;
+    return {
+      id: app.clientId,
+      displayName: app.displayName,
+      audience: app.clientId,
+      scopePrefix: app.identifierUri,
+      tokenVersion: 2,
+      appRoles: app.appRoles,
+      delegatedScopes: app.delegatedScopes,
+      apiClientId: app.clientId,
+    };
+  }
+
+  #requireResource(name: string): ResourceApi {
+    const api = this.#resolveGlobal(name);
+    if (!api) throw new Error(`No resource API is named ${name}.`);
+    return api;
+  }
+
+  #requireTenant(tenantId: string): Tenant {
+    const tenant = this.tenant(tenantId);
+    if (!tenant) throw new Error(`No tenant ${tenantId} is registered.`);
+    return tenant;
+  }
+
+  #requireApp(clientId: string): AppRegistration {
+    const app = this.app(clientId);
+    if (!app) throw new Error(`No app with client id ${clientId} is registered.`);
+    return app;
+  }
+}

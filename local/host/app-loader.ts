@@ -1,0 +1,134 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { resolveAppSettings } from './app-settings.js';
+import type { CoreRegistry, RegisteredFunction } from './core-api.js';
+import { expandGlob } from './glob.js';
+import { parseRouteTemplate, type RouteTemplate } from './routes.js';
+import type { RpcBindingInfo } from './worker-contract.js';
+
+export interface HttpFunction extends RegisteredFunction {
+  trigger: 'http';
+  route: RouteTemplate;
+  /** Upper-case; empty means every method. */
+  methods: string[];
+  authLevel: string;
+}
+export interface QueueFunction extends RegisteredFunction {
+  trigger: 'queue';
+  queueName: string;
+  /** The app setting that holds the connection string. */
+  connectionSetting: string;
+}
+export interface TimerFunction extends RegisteredFunction {
+  trigger: 'timer';
+  schedule: string;
+  runOnStartup: boolean;
+  useMonitor: boolean;
+}
+export type HostedFunction = HttpFunction | QueueFunction | TimerFunction;
+
+/** The files package.json `main` names: the Node worker's entry point(s). */
+export function entryPointFiles(appDir: string): string[] {
+  const packagePath = join(appDir, 'package.json');
+  if (!existsSync(packagePath)) throw new Error(`No package.json in ${appDir}.`);
+  const main = (JSON.parse(readFileSync(packagePath, 'utf8')) as { main?: unknown }).main;
+  if (typeof main !== 'string' || main === '') {
+    throw new Error(`package.json in ${appDir} has no 'main': it must name the function files (e.g. "dist/functions/*.js").`);
+  }
+  const files = /[*?]/.test(main) ? expandGlob(appDir, main) : [main].filter((file) => existsSync(join(appDir, file)));
+  if (files.length === 0) throw new Error(`package.json 'main' ('${main}') matches no file in ${appDir}. Did you build?`);
+  return files.map((file) => resolve(appDir, file));
+}
+
+/** Imports every entry point; the `app.*` calls they make are the only list of functions. */
+export async function importEntryPoints(files: string[]): Promise<void> {
+  for (const file of files) {
+    try {
+      await import(pathToFileURL(file).href);
+    } catch (error) {
+      throw new Error(`Worker was unable to load entry point "${file}": ${(error as Error).message}`, { cause: error });
+    }
+  }
+}
+
+function stringProperty(binding: RpcBindingInfo, property: string, functionName: string, required: boolean): string | undefined {
+  const value = binding[property];
+  if (value === undefined || value === null) {
+    if (required) throw new Error(`Function '${functionName}': the trigger has no '${property}'.`);
+    return undefined;
+  }
+  if (typeof value !== 'string') throw new Error(`Function '${functionName}': '${property}' must be a string.`);
+  return resolveAppSettings(value, functionName, property);
+}
+
+/**
+ * Turns one registration into what this host runs, or refuses it clearly. Only the trigger (and,
+ * for HTTP, its `$return` http output) are supported: the app talks to storage through SDKs.
+ */
+export function describeFunction(fn: RegisteredFunction): HostedFunction {
+  const { metadata } = fn;
+  const name = metadata.name;
+  const entries = Object.entries(metadata.bindings);
+  const triggers = entries.filter(([, b]) => /trigger$/i.test(b.type ?? ''));
+  if (triggers.length !== 1) throw new Error(`Function '${name}' must have exactly one trigger (has ${triggers.length}).`);
+  const [triggerName, trigger] = triggers[0]!;
+  const type = (trigger.type ?? '').toLowerCase();
+
+  for (const [bindingName, binding] of entries) {
+    if (bindingName === triggerName) continue;
+    const isHttpReturn = type === 'httptrigger' && bindingName === '$return' && binding.type?.toLowerCase() === 'http';
+    if (!isHttpReturn) {
+      throw new Error(`Function '${name}': binding '${bindingName}' (${binding.type}, ${binding.direction}) is not supported by the local host; use the Azure SDK in the handler instead.`);
+    }
+  }
+  if (metadata.retryOptions) throw new Error(`Function '${name}': retry policies are not supported by the local host.`);
+
+  switch (type) {
+    case 'httptrigger': {
+      const route = stringProperty(trigger, 'route', name, false) ?? name;
+      const methods = Array.isArray(trigger.methods) ? trigger.methods.map((m) => String(m).toUpperCase()) : [];
+      let template: RouteTemplate;
+      try {
+        template = parseRouteTemplate(route);
+      } catch (error) {
+        throw new Error(`Function '${name}': ${(error as Error).message}`);
+      }
+      return { ...fn, trigger: 'http', route: template, methods, authLevel: String(trigger.authLevel ?? 'anonymous').toLowerCase() };
+    }
+    case 'queuetrigger': {
+      const queueName = stringProperty(trigger, 'queueName', name, true)!;
+      // Queue names: 3–63 lower-case letters, digits and single hyphens (Storage rule).
+      if (!/^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/.test(queueName)) {
+        throw new Error(`Function '${name}': '${queueName}' is not a valid queue name.`);
+      }
+      const connectionSetting = stringProperty(trigger, 'connection', name, false) || 'AzureWebJobsStorage';
+      return { ...fn, trigger: 'queue', queueName, connectionSetting };
+    }
+    case 'timertrigger': {
+      const schedule = stringProperty(trigger, 'schedule', name, true)!;
+      return {
+        ...fn,
+        trigger: 'timer',
+        schedule,
+        runOnStartup: trigger.runOnStartup === true,
+        useMonitor: trigger.useMonitor !== false,
+      };
+    }
+    default:
+      throw new Error(`Function '${name}': trigger type '${trigger.type}' is not supported by the local host (HTTP, queue and timer are).`);
+  }
+}
+
+/** Loads the app: imports the entry points and describes every registration. */
+export async function loadApp(appDir: string, registry: CoreRegistry): Promise<HostedFunction[]> {
+  await importEntryPoints(entryPointFiles(appDir));
+  if (registry.functions.size === 0) throw new Error(`No functions were registered by the files package.json 'main' names in ${appDir}.`);
+  const model = registry.programmingModel();
+  if (model?.getCapabilities) {
+    // The worker asks for capabilities once the app is loaded; this also locks app.setup().
+    const capabilities = await model.getCapabilities({});
+    if (capabilities.HttpUri) throw new Error('app.setup({ enableHttpStream: true }) is not supported by the local host.');
+  }
+  return [...registry.functions.values()].map(describeFunction);
+}

@@ -1,0 +1,94 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseTimeSpan } from './timespan.js';
+
+/** The host.json options the real host applies to the triggers this host runs. */
+export interface QueueOptions {
+  batchSize: number;
+  newBatchThreshold: number;
+  maxPollingIntervalMs: number;
+  visibilityTimeoutMs: number;
+  maxDequeueCount: number;
+  messageEncoding: 'base64' | 'none';
+}
+
+export interface HostConfig {
+  routePrefix: string;
+  functionTimeoutMs: number | undefined;
+  queues: QueueOptions;
+}
+
+/** Core Tools (and the Consumption plan) default to 5 minutes; `-1` in host.json means unbounded. */
+const DEFAULT_FUNCTION_TIMEOUT_MS = 5 * 60_000;
+
+function asObject(value: unknown, where: string): Record<string, unknown> {
+  if (value === undefined) return {};
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new Error(`host.json: '${where}' must be an object.`);
+  }
+  return value as Record<string, unknown>;
+}
+
+function positiveInt(value: unknown, where: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0) {
+    throw new Error(`host.json: '${where}' must be a non-negative integer.`);
+  }
+  return value;
+}
+
+function timeSpan(value: unknown, where: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'string') throw new Error(`host.json: '${where}' must be a TimeSpan string (hh:mm:ss).`);
+  try {
+    return parseTimeSpan(value);
+  } catch (error) {
+    throw new Error(`host.json: '${where}': ${(error as Error).message}`);
+  }
+}
+
+export function parseHostConfig(json: unknown): HostConfig {
+  const root = asObject(json, '(root)');
+  const extensions = asObject(root.extensions, 'extensions');
+  const http = asObject(extensions.http, 'extensions.http');
+  const queues = asObject(extensions.queues, 'extensions.queues');
+
+  const routePrefix = http.routePrefix === undefined ? 'api' : http.routePrefix;
+  if (typeof routePrefix !== 'string') throw new Error(`host.json: 'extensions.http.routePrefix' must be a string.`);
+
+  const batchSize = positiveInt(queues.batchSize, 'extensions.queues.batchSize', 16);
+  if (batchSize < 1 || batchSize > 32) throw new Error(`host.json: 'extensions.queues.batchSize' must be 1–32 (a Storage limit).`);
+  const encoding = queues.messageEncoding === undefined ? 'base64' : String(queues.messageEncoding).toLowerCase();
+  if (encoding !== 'base64' && encoding !== 'none') {
+    throw new Error(`host.json: 'extensions.queues.messageEncoding' must be 'base64' or 'none'.`);
+  }
+
+  let functionTimeoutMs: number | undefined = DEFAULT_FUNCTION_TIMEOUT_MS;
+  if (root.functionTimeout === '-1' || root.functionTimeout === null) functionTimeoutMs = undefined;
+  else functionTimeoutMs = timeSpan(root.functionTimeout, 'functionTimeout', DEFAULT_FUNCTION_TIMEOUT_MS);
+
+  return {
+    routePrefix: routePrefix.replace(/^\/+|\/+$/g, ''),
+    functionTimeoutMs,
+    queues: {
+      batchSize,
+      newBatchThreshold: positiveInt(queues.newBatchThreshold, 'extensions.queues.newBatchThreshold', Math.floor(batchSize / 2)),
+      maxPollingIntervalMs: timeSpan(queues.maxPollingInterval, 'extensions.queues.maxPollingInterval', 60_000),
+      visibilityTimeoutMs: timeSpan(queues.visibilityTimeout, 'extensions.queues.visibilityTimeout', 0),
+      maxDequeueCount: Math.max(1, positiveInt(queues.maxDequeueCount, 'extensions.queues.maxDequeueCount', 5)),
+      messageEncoding: encoding,
+    },
+  };
+}
+
+export function readHostConfig(appDir: string): HostConfig {
+  const path = join(appDir, 'host.json');
+  if (!existsSync(path)) throw new Error(`No host.json in ${appDir}: the Functions host needs one.`);
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (error) {
+    throw new Error(`host.json is not valid JSON: ${(error as Error).message}`);
+  }
+  return parseHostConfig(json);
+}

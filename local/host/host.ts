@@ -1,0 +1,124 @@
+import { resolve } from 'node:path';
+import { loadApp, type HostedFunction } from './app-loader.js';
+import { applyLocalSettings } from './app-settings.js';
+import { installCoreApi } from './core-api.js';
+import { readHostConfig } from './host-config.js';
+import { startHttpServer, type AdminInvokeResult, type RunningHttpServer } from './http-server.js';
+import { Invoker } from './invoker.js';
+import { QueueListener } from './queue-listener.js';
+import { TimerTrigger } from './timer-trigger.js';
+
+export interface HostOptions {
+  appDir: string;
+  /** Default 7071, like `func start`; 0 picks a free port. */
+  port?: number;
+  log?: (line: string) => void;
+  /** How long close() waits for in-flight invocations. */
+  drainTimeoutMs?: number;
+}
+
+export interface RunningHost {
+  url: string;
+  functions: { name: string; trigger: string; detail: string }[];
+  close(): Promise<void>;
+}
+
+function describe(fn: HostedFunction, routePrefix: string, url: string, timers: Map<string, TimerTrigger>): { name: string; trigger: string; detail: string } {
+  const name = fn.metadata.name;
+  switch (fn.trigger) {
+    case 'http': {
+      const path = [routePrefix, fn.route.template.replace(/^\/+/, '')].filter(Boolean).join('/');
+      const methods = fn.methods.length > 0 ? fn.methods.join(',') : 'ALL';
+      return { name, trigger: 'httpTrigger', detail: `[${methods}] ${url}/${path}` };
+    }
+    case 'queue':
+      return { name, trigger: 'queueTrigger', detail: `queue '${fn.queueName}' (connection ${fn.connectionSetting})` };
+    case 'timer':
+      return { name, trigger: 'timerTrigger', detail: `schedule '${timers.get(name)?.schedule.describe ?? fn.schedule}'${fn.runOnStartup ? ', runOnStartup' : ''}` };
+  }
+}
+
+/**
+ * Starts the local Functions host for the app in `appDir`: loads the app through the
+ * `@azure/functions-core` seam, then serves its HTTP, queue and timer triggers. One per process,
+ * like the worker (the library keeps its registrations per process).
+ */
+export async function startHost(options: HostOptions): Promise<RunningHost> {
+  const appDir = resolve(options.appDir);
+  const log = options.log ?? ((line: string) => console.log(line));
+  applyLocalSettings(appDir);
+  const config = readHostConfig(appDir);
+  const registry = installCoreApi();
+  registry.onLog = (level, category, message) => {
+    const prefix = category === 'system' ? `[${level}] ` : '';
+    log(`${prefix}${message}`);
+  };
+  const functions = await loadApp(appDir, registry);
+  const invoker = new Invoker(registry, log, config.functionTimeoutMs);
+  for (const fn of functions) {
+    if (fn.trigger === 'http' && fn.authLevel !== 'anonymous') {
+      log(`Function '${fn.metadata.name}' has authLevel '${fn.authLevel}': keys are not enforced by the local host (as with Core Tools).`);
+    }
+  }
+
+  const byName = new Map(functions.map((fn) => [fn.metadata.name.toLowerCase(), fn]));
+  const timers = new Map<string, TimerTrigger>();
+  const queues = new Map<string, QueueListener>();
+  // Build every trigger before starting any, so a bad schedule or missing connection fails start-up cleanly.
+  for (const fn of functions) {
+    if (fn.trigger === 'timer') timers.set(fn.metadata.name, new TimerTrigger(fn, invoker));
+    if (fn.trigger === 'queue') queues.set(fn.metadata.name, new QueueListener(fn, config.queues, invoker, log));
+  }
+
+  let accepting = true;
+  const adminInvoke = (name: string, input: string): AdminInvokeResult => {
+    const fn = byName.get(name.toLowerCase());
+    if (!fn) return { status: 404, message: `Function '${name}' does not exist.` };
+    if (fn.trigger === 'http') return { status: 400, message: `'${fn.metadata.name}' is an HTTP function: call its route instead.` };
+    if (fn.trigger === 'timer') timers.get(fn.metadata.name)!.invokeNow();
+    else queues.get(fn.metadata.name)!.invokeWithText(input);
+    return { status: 202 };
+  };
+
+  await invoker.runAppHooks('appStart', { functionAppDirectory: appDir });
+  let http: RunningHttpServer | undefined;
+  try {
+    await Promise.all([...queues.values()].map((listener) => listener.start()));
+    http = await startHttpServer({
+      functions: functions.filter((fn) => fn.trigger === 'http'),
+      routePrefix: config.routePrefix,
+      invoker,
+      adminInvoke,
+      accepting: () => accepting,
+      log,
+    }, options.port ?? 7071);
+  } catch (error) {
+    await Promise.allSettled([...queues.values()].map((listener) => listener.stop()));
+    throw error;
+  }
+  for (const timer of timers.values()) timer.start();
+
+  const url = `http://localhost:${http.port}`;
+  const server = http;
+  let closing: Promise<void> | undefined;
+  return {
+    url,
+    functions: functions.map((fn) => describe(fn, config.routePrefix, url, timers)),
+    close: () => {
+      closing ??= (async () => {
+        accepting = false;
+        const drainMs = options.drainTimeoutMs ?? 30_000;
+        const stopped = Promise.all([
+          ...[...queues.values()].map((listener) => listener.stop()),
+          ...[...timers.values()].map((timer) => timer.stop()),
+        ]);
+        const drained = await invoker.drain(drainMs);
+        if (!drained) log(`[warning] ${invoker.inFlightCount} invocation(s) still running after ${drainMs} ms; stopping anyway.`);
+        else await stopped;
+        await server.close();
+        await invoker.runAppHooks('appTerminate');
+      })();
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,161 @@
+import { randomUUID } from 'node:crypto';
+import type { CoreRegistry, RegisteredFunction } from './core-api.js';
+import type { CoreInvocationContext, RpcInvocationResponse, RpcTypedData } from './worker-contract.js';
+
+export interface InvocationInput {
+  /** Why the host runs it, as the real host words it in the 'Executing' line. */
+  reason: string;
+  data: RpcTypedData;
+  triggerMetadata?: Record<string, RpcTypedData>;
+}
+
+export type InvocationOutcome =
+  | { succeeded: true; invocationId: string; response: RpcInvocationResponse }
+  | { succeeded: false; invocationId: string; error: Error };
+
+export class FunctionTimeoutError extends Error {}
+
+function formatTimeSpan(ms: number): string {
+  const total = Math.floor(ms / 1000);
+  const pad = (n: number): string => String(n).padStart(2, '0');
+  return `${pad(Math.floor(total / 3600))}:${pad(Math.floor(total / 60) % 60)}:${pad(total % 60)}`;
+}
+
+function asError(value: unknown): Error {
+  return value instanceof Error ? value : new Error(String(value));
+}
+
+/**
+ * Runs functions the way the Node worker does: the programming model builds the context and the
+ * inputs from an RPC InvocationRequest, pre/post-invocation hooks run around the handler, and the
+ * model converts the result back to an RPC response.
+ */
+export class Invoker {
+  readonly #registry: CoreRegistry;
+  readonly #log: (line: string) => void;
+  readonly #timeoutMs: number | undefined;
+  readonly #inFlight = new Set<Promise<unknown>>();
+  readonly #appHookData: Record<string, unknown> = {};
+
+  constructor(registry: CoreRegistry, log: (line: string) => void, timeoutMs: number | undefined) {
+    this.#registry = registry;
+    this.#log = log;
+    this.#timeoutMs = timeoutMs;
+  }
+
+  get inFlightCount(): number {
+    return this.#inFlight.size;
+  }
+
+  async runAppHooks(name: 'appStart' | 'appTerminate', extra: Record<string, unknown> = {}): Promise<void> {
+    for (const hook of this.#registry.hooks(name)) {
+      await hook({ hookData: {}, appHookData: this.#appHookData, ...extra });
+    }
+  }
+
+  invoke(fn: RegisteredFunction, input: InvocationInput): Promise<InvocationOutcome> {
+    const run = this.#run(fn, input);
+    this.#inFlight.add(run);
+    void run.finally(() => this.#inFlight.delete(run));
+    return run;
+  }
+
+  /** Waits for in-flight invocations, at most `timeoutMs`; true when all finished. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs); });
+    const finished = (async () => {
+      while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
+      return true as const;
+    })();
+    try {
+      return await Promise.race([finished, timedOut]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async #run(fn: RegisteredFunction, input: InvocationInput): Promise<InvocationOutcome> {
+    const { metadata, handler } = fn;
+    const invocationId = randomUUID();
+    const started = Date.now();
+    this.#log(`Executing 'Functions.${metadata.name}' (Reason='${input.reason}', Id=${invocationId})`);
+    const triggerName = Object.entries(metadata.bindings).find(([, b]) => /trigger$/i.test(b.type ?? ''))?.[0];
+    const coreContext: CoreInvocationContext = {
+      invocationId,
+      metadata,
+      state: undefined,
+      request: {
+        invocationId,
+        functionId: metadata.name,
+        inputData: [{ name: triggerName ?? '', data: input.data }],
+        triggerMetadata: input.triggerMetadata ?? {},
+      },
+      log: (level, category, message) => {
+        const prefix = category === 'system' ? `[${level}] ` : level === 'error' || level === 'critical' ? '[error] ' : '';
+        this.#log(`${prefix}${message}`);
+      },
+    };
+
+    let outcome: InvocationOutcome;
+    try {
+      const work = this.#invokeThroughModel(coreContext, handler);
+      const response = this.#timeoutMs === undefined ? await work : await this.#withTimeout(work, metadata.name, invocationId);
+      outcome = { succeeded: true, invocationId, response };
+    } catch (error) {
+      outcome = { succeeded: false, invocationId, error: asError(error) };
+    }
+
+    const duration = Date.now() - started;
+    if (outcome.succeeded) {
+      this.#log(`Executed 'Functions.${metadata.name}' (Succeeded, Id=${invocationId}, Duration=${duration}ms)`);
+    } else {
+      // The stack goes to the log only; HTTP callers never see it.
+      this.#log(`Executed 'Functions.${metadata.name}' (Failed, Id=${invocationId}, Duration=${duration}ms)`);
+      this.#log(`[error] ${outcome.error.stack ?? outcome.error.message}`);
+    }
+    return outcome;
+  }
+
+  async #invokeThroughModel(coreContext: CoreInvocationContext, handler: RegisteredFunction['handler']): Promise<RpcInvocationResponse> {
+    const model = this.#registry.programmingModel();
+    if (!model) throw new Error('@azure/functions never set its programming model.');
+    const invocationModel = model.getInvocationModel(coreContext);
+    const { context, inputs } = await invocationModel.getArguments();
+
+    const hookData: Record<string, unknown> = {};
+    coreContext.state = 'preInvocationHooks';
+    const pre = { hookData, appHookData: this.#appHookData, invocationContext: context, inputs, functionCallback: handler };
+    for (const hook of this.#registry.hooks('preInvocation')) await hook(pre);
+
+    coreContext.state = 'invocation';
+    let result: unknown;
+    let error: unknown;
+    try {
+      result = await invocationModel.invokeFunction(context, pre.inputs, pre.functionCallback);
+    } catch (thrown) {
+      error = thrown;
+    }
+
+    coreContext.state = 'postInvocationHooks';
+    const post = { hookData, appHookData: this.#appHookData, invocationContext: context, inputs: pre.inputs, result, error };
+    for (const hook of this.#registry.hooks('postInvocation')) await hook(post);
+    coreContext.state = undefined;
+    if (post.error !== undefined && post.error !== null) throw post.error;
+    return invocationModel.getResponse(context, post.result);
+  }
+
+  async #withTimeout<T>(work: Promise<T>, name: string, invocationId: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(new FunctionTimeoutError(
+        `Timeout value of ${formatTimeSpan(this.#timeoutMs!)} exceeded by function 'Functions.${name}' (Id: '${invocationId}'). Initiating cancellation.`,
+      )), this.#timeoutMs);
+    });
+    try {
+      return await Promise.race([work, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+}

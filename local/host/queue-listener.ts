@@ -1,0 +1,206 @@
+import { randomUUID } from 'node:crypto';
+import { QueueServiceClient, type QueueClient, type DequeuedMessageItem } from '@azure/storage-queue';
+import type { QueueFunction } from './app-loader.js';
+import type { QueueOptions } from './host-config.js';
+import type { Invoker } from './invoker.js';
+import type { RpcTypedData } from './worker-contract.js';
+
+/** The extension's lease on a message it is processing; renewed at half-time while it runs. */
+const LEASE_SECONDS = 10 * 60;
+/** The extension's fastest polling interval, used again as soon as messages arrive. */
+const MIN_POLLING_INTERVAL_MS = 100;
+
+/** Strict base64 (whitespace allowed, as .NET's decoder allows it); undefined when it is not. */
+export function decodeBase64Message(text: string): string | undefined {
+  const compact = text.replace(/\s+/g, '');
+  if (compact.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(compact)) return undefined;
+  return Buffer.from(compact, 'base64').toString('utf8');
+}
+
+function connectionString(settingName: string, functionName: string): string {
+  const value = process.env[settingName];
+  if (!value) {
+    throw new Error(`Function '${functionName}': Storage account connection string '${settingName}' does not exist. Make sure that it is a defined App Setting.`);
+  }
+  return value;
+}
+
+
+/**
+ * One queue trigger, with the Storage Queues extension's semantics: batches with a lease,
+ * concurrent processing, a new batch when in-flight drops to newBatchThreshold, exponential
+ * back-off when idle, delete on success, visibility back-off on failure and `<queue>-poison`
+ * after maxDequeueCount.
+ */
+export class QueueListener {
+  readonly #fn: QueueFunction;
+  readonly #options: QueueOptions;
+  readonly #invoker: Invoker;
+  readonly #log: (line: string) => void;
+  readonly #queue: QueueClient;
+  readonly #poison: QueueClient;
+  readonly #inFlight = new Set<Promise<void>>();
+  readonly #stop = new AbortController();
+  #loop: Promise<void> | undefined;
+  #poisonCreated = false;
+  /** Ends the current pause early: called when an invocation finishes and on stop. */
+  #wake: () => void = () => undefined;
+
+  constructor(fn: QueueFunction, options: QueueOptions, invoker: Invoker, log: (line: string) => void) {
+    this.#fn = fn;
+    this.#options = options;
+    this.#invoker = invoker;
+    this.#log = log;
+    const service = QueueServiceClient.fromConnectionString(connectionString(fn.connectionSetting, fn.metadata.name));
+    this.#queue = service.getQueueClient(fn.queueName);
+    this.#poison = service.getQueueClient(`${fn.queueName}-poison`);
+  }
+
+  get queueName(): string {
+    return this.#fn.queueName;
+  }
+
+  async start(): Promise<void> {
+    await this.#queue.createIfNotExists();
+    this.#loop = this.#poll();
+  }
+
+  /** Stops fetching and waits for the messages already fetched to finish (bounded by the caller). */
+  async stop(): Promise<void> {
+    this.#stop.abort();
+    this.#wake();
+    await this.#loop;
+    await Promise.allSettled([...this.#inFlight]);
+  }
+
+  /** Runs the function with `input` as the message text, as the admin API does; no queue message involved. */
+  invokeWithText(text: string): void {
+    const now = new Date();
+    void this.#invoker.invoke(this.#fn, {
+      reason: 'This function was programmatically called via the host APIs.',
+      data: { string: text },
+      triggerMetadata: this.#triggerMetadata({
+        messageId: randomUUID(), popReceipt: '', dequeueCount: 1, messageText: text,
+        insertedOn: now, expiresOn: new Date(now.getTime() + 7 * 86_400_000), nextVisibleOn: now,
+      }, text),
+    });
+  }
+
+  /** Waits `ms`, or less if woken (an invocation finished, or stop). */
+  #pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      if (this.#stop.signal.aborted) return resolve();
+      const timer = setTimeout(() => this.#wake(), ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        this.#wake = () => undefined;
+        resolve();
+      };
+    });
+  }
+
+  async #poll(): Promise<void> {
+    let delay = MIN_POLLING_INTERVAL_MS;
+    const signal = this.#stop.signal;
+    while (!signal.aborted) {
+      if (this.#inFlight.size > this.#options.newBatchThreshold) {
+        await this.#pause(60_000);
+        continue;
+      }
+      let messages: DequeuedMessageItem[] = [];
+      try {
+        const response = await this.#queue.receiveMessages({ numberOfMessages: this.#options.batchSize, visibilityTimeout: LEASE_SECONDS });
+        messages = response.receivedMessageItems;
+      } catch (error) {
+        this.#log(`[warning] Polling queue '${this.queueName}' failed: ${(error as Error).message}`);
+      }
+      if (signal.aborted && messages.length > 0) {
+        // Fetched while stopping: hand them back at once instead of holding them for the lease.
+        await Promise.allSettled(messages.map((m) => this.#queue.updateMessage(m.messageId, m.popReceipt, undefined, 0)));
+        break;
+      }
+      if (messages.length === 0) {
+        await this.#pause(delay);
+        delay = Math.min(delay * 2, Math.max(this.#options.maxPollingIntervalMs, MIN_POLLING_INTERVAL_MS));
+        continue;
+      }
+      delay = MIN_POLLING_INTERVAL_MS;
+      for (const message of messages) {
+        const work = this.#process(message).catch((error: unknown) => {
+          this.#log(`[error] Queue '${this.queueName}', message '${message.messageId}': ${(error as Error).message}`);
+        });
+        this.#inFlight.add(work);
+        void work.finally(() => {
+          this.#inFlight.delete(work);
+          this.#wake();
+        });
+      }
+    }
+  }
+
+  #triggerMetadata(message: Pick<DequeuedMessageItem, 'messageId' | 'popReceipt' | 'dequeueCount' | 'insertedOn' | 'expiresOn' | 'nextVisibleOn' | 'messageText'>, text: string): Record<string, RpcTypedData> {
+    const json = (value: unknown): RpcTypedData => ({ json: JSON.stringify(value) });
+    return {
+      QueueTrigger: { string: text },
+      Id: { string: message.messageId },
+      PopReceipt: { string: message.popReceipt },
+      DequeueCount: { int: message.dequeueCount },
+      InsertionTime: json(message.insertedOn),
+      ExpirationTime: json(message.expiresOn),
+      NextVisibleTime: json(message.nextVisibleOn),
+      sys: json({ MethodName: this.#fn.metadata.name, UtcNow: new Date().toISOString(), RandGuid: randomUUID() }),
+    };
+  }
+
+  async #process(message: DequeuedMessageItem): Promise<void> {
+    const lease = { popReceipt: message.popReceipt };
+    const text = this.#options.messageEncoding === 'base64' ? decodeBase64Message(message.messageText) : message.messageText;
+    if (text === undefined) {
+      this.#log(`[warning] Message '${message.messageId}' on queue '${this.queueName}' is not valid base64 (messageEncoding is base64) and cannot be decoded. Moving message to queue '${this.queueName}-poison'.`);
+      await this.#moveToPoison(message, lease.popReceipt);
+      return;
+    }
+    // Already beyond the limit (e.g. the host died while processing it): poison without invoking.
+    if (message.dequeueCount > this.#options.maxDequeueCount) {
+      this.#log(`Message has reached MaxDequeueCount of ${this.#options.maxDequeueCount}. Moving message to queue '${this.queueName}-poison'.`);
+      await this.#moveToPoison(message, lease.popReceipt);
+      return;
+    }
+
+    const renewal = setInterval(() => {
+      this.#queue.updateMessage(message.messageId, lease.popReceipt, undefined, LEASE_SECONDS)
+        .then((renewed) => { lease.popReceipt = renewed.popReceipt ?? lease.popReceipt; })
+        .catch((error: unknown) => this.#log(`[warning] Could not renew the lease on message '${message.messageId}': ${(error as Error).message}`));
+    }, (LEASE_SECONDS / 2) * 1000);
+    let succeeded: boolean;
+    try {
+      const outcome = await this.#invoker.invoke(this.#fn, {
+        reason: `New queue message detected on '${this.queueName}'.`,
+        data: { string: text },
+        triggerMetadata: this.#triggerMetadata(message, text),
+      });
+      succeeded = outcome.succeeded;
+    } finally {
+      clearInterval(renewal);
+    }
+
+    if (succeeded) {
+      await this.#queue.deleteMessage(message.messageId, lease.popReceipt);
+    } else if (message.dequeueCount >= this.#options.maxDequeueCount) {
+      this.#log(`Message has reached MaxDequeueCount of ${this.#options.maxDequeueCount}. Moving message to queue '${this.queueName}-poison'.`);
+      await this.#moveToPoison(message, lease.popReceipt);
+    } else {
+      await this.#queue.updateMessage(message.messageId, lease.popReceipt, undefined, Math.round(this.#options.visibilityTimeoutMs / 1000));
+    }
+  }
+
+  /** Copies the message as stored (still encoded) to `<queue>-poison`, then deletes the original. */
+  async #moveToPoison(message: DequeuedMessageItem, popReceipt: string): Promise<void> {
+    if (!this.#poisonCreated) {
+      await this.#poison.createIfNotExists();
+      this.#poisonCreated = true;
+    }
+    await this.#poison.sendMessage(message.messageText);
+    await this.#queue.deleteMessage(message.messageId, popReceipt);
+  }
+}

@@ -1,0 +1,60 @@
+import { isRetryable } from './errors.js';
+import { pollRequest, pollRequestSchema, pollTenant, schedulePolls, type PollOutcome } from './ingest.js';
+import { redactingLogger, type Logger } from './logging.js';
+import { QUEUE_NAMES } from './queues.js';
+import { describeError } from './redact.js';
+import type { Services } from './services.js';
+import { TenantNotFoundError } from './tenants.js';
+
+/** The queue of poll requests that could not be read, kept with the reason. */
+export const POLL_DEADLETTER_QUEUE = `${QUEUE_NAMES.pollRequests}-deadletter`;
+
+/** Timer: one poll request per enabled tenant. */
+export async function handlePollSchedule(services: Services, log: Logger): Promise<string[]> {
+  const tenants = await schedulePolls(services);
+  redactingLogger(log).info(`pollSchedule: poll requested for ${tenants.length} tenant(s)`);
+  return tenants;
+}
+
+/** HTTP: a poll of one tenant now. */
+export async function requestPoll(tenantId: string, services: Services): Promise<void> {
+  await services.registry.get(tenantId);
+  await services.sender.send(QUEUE_NAMES.pollRequests, pollRequest(tenantId, 'manual'));
+}
+
+/**
+ * Queue: polls one tenant. A retryable failure is rethrown so the host retries it with back-off (and
+ * moves it to the poison queue in the end); a permanent one (wrong secret, no consent, missing
+ * permission) is recorded on the tenant's status and logged, not retried: the next schedule tries again.
+ */
+export async function handlePollRequest(message: unknown, services: Services, logger: Logger): Promise<PollOutcome | undefined> {
+  const log = redactingLogger(logger);
+  const parsed = pollRequestSchema.safeParse(message);
+  if (!parsed.success) {
+    const reason = parsed.error.issues.map((i) => `${i.path.join('.') || '(message)'}: ${i.message}`).join('; ');
+    log.error(`pollTenant: invalid poll request dead-lettered (${reason})`);
+    await services.sender.send(POLL_DEADLETTER_QUEUE, { reason, message, failedAt: new Date().toISOString() });
+    return undefined;
+  }
+  const { tenantId } = parsed.data;
+  try {
+    const outcome = await pollTenant(parsed.data, services);
+    await services.tenantStatus.recordPoll(tenantId, { outcome: outcome.status, eventsEnqueued: outcome.enqueued, checkpoint: outcome.checkpoint });
+    log.info(
+      `pollTenant ${tenantId}: ${outcome.status}, ${outcome.enqueued} event(s) enqueued` +
+        ` (${outcome.fetched} listed in ${outcome.pages} page(s), ${outcome.duplicates} already delivered, ${outcome.claimChecked} claim-checked)`,
+    );
+    return outcome;
+  } catch (err) {
+    if (err instanceof TenantNotFoundError) {
+      log.warn(`pollTenant: ${err.message}; request dropped`);
+      return undefined;
+    }
+    const retryable = isRetryable(err);
+    const cause = describeError(err);
+    await services.tenantStatus.recordPoll(tenantId, { outcome: retryable ? 'retrying' : 'failed', error: cause, eventsEnqueued: 0 }).catch(() => undefined);
+    log.error(`pollTenant ${tenantId} ${retryable ? 'failed, will be retried' : 'failed (not retried)'}: ${cause}`);
+    if (retryable) throw err;
+    return undefined;
+  }
+}

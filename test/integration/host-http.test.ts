@@ -1,0 +1,130 @@
+import { request as httpRequest } from 'node:http';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { spawnHost, spawnHostExpectingFailure, uniqueName, type HostProcess } from '../fixtures/host-app/harness.js';
+
+const storage = inject('storage');
+const baseEnv = {
+  AzureWebJobsStorage: storage.connectionString,
+  FIXTURE_QUEUE: uniqueName('host-http-in'),
+  FIXTURE_RESULTS_QUEUE: uniqueName('host-http-results'),
+  // Once a year: the timer must not fire during these tests.
+  FIXTURE_SCHEDULE: '0 0 0 1 1 *',
+  FIXTURE_ROUTE: 'fixture',
+  FIXTURE_OVERRIDDEN: 'from the environment',
+};
+
+let host: HostProcess;
+beforeAll(async () => {
+  host = await spawnHost({ env: baseEnv });
+});
+afterAll(async () => {
+  await host?.stop();
+});
+
+describe('local host: HTTP triggers', () => {
+  it('lists every function the app registered, once it listens', async () => {
+    // Entry points load in sorted order (http.js, queue.js, timer.js), so 'tick' is listed last.
+    await host.waitForLine(/^ {2}tick: timerTrigger/);
+    const listing = host.lines.slice(host.lines.findIndex((l) => l.startsWith('Host ready:')) + 1).filter((l) => /^ {2}\w+: /.test(l));
+    expect(listing.map((l) => l.trim().split(':')[0]).sort()).toEqual(
+      ['boom', 'echo', 'getItem', 'greet', 'itemByName', 'recordMessage', 'settingRoute', 'slow', 'tick'],
+    );
+    expect(host.lines.join('\n')).toContain(`getItem: httpTrigger [GET] ${host.url}/api/items/{id:int}/{*rest}`);
+    expect(host.lines.filter((l) => /authLevel 'function': keys are not enforced/.test(l))).toHaveLength(1);
+  });
+
+  it('routes by template: params, constraints, catch-all, query', async () => {
+    const response = await fetch(`${host.url}/api/items/42/a/b%20c?q=x&tag=1&tag=2`);
+    expect(response.status).toBe(200);
+    expect(await response.json()).toEqual({
+      id: '42', rest: 'a/b c', q: 'x', tags: '1,2', method: 'GET', url: `${host.url}/api/items/42/a/b%20c?q=x&tag=1&tag=2`,
+    });
+    // {id:int} does not take 'abc', so the plain {name} route does; an int goes to the constrained one.
+    expect(await (await fetch(`${host.url}/api/items/abc`)).json()).toEqual({ name: 'abc' });
+    expect(await (await fetch(`${host.url}/api/items/7`)).json()).toMatchObject({ id: '7', rest: null });
+    expect(await (await fetch(`${host.url}/api/greet`)).json()).toMatchObject({ name: null });
+    expect(await (await fetch(`${host.url}/api/GREET/bob`)).json()).toMatchObject({ name: 'bob' });
+  });
+
+  it('matches methods case-insensitively and answers 404 otherwise', async () => {
+    expect((await fetch(`${host.url}/api/echo`, { method: 'POST', body: 'x' })).status).toBe(201);
+    expect((await fetch(`${host.url}/api/echo`, { method: 'PUT', body: 'x' })).status).toBe(201);
+    expect((await fetch(`${host.url}/api/echo`, { method: 'DELETE' })).status).toBe(404);
+    expect((await fetch(`${host.url}/api/echo`)).status).toBe(404);
+    expect((await fetch(`${host.url}/api/nothing-here`)).status).toBe(404);
+    expect((await fetch(`${host.url}/items/42`)).status).toBe(404);
+  });
+
+  it('passes the body through as bytes and returns status, headers and cookies', async () => {
+    const payload = Buffer.from([0, 1, 2, 250, 251, 252]);
+    const response = await fetch(`${host.url}/api/echo`, { method: 'POST', body: payload, headers: { 'content-type': 'application/octet-stream' } });
+    expect(response.status).toBe(201);
+    expect(response.headers.get('x-echo-content-type')).toBe('application/octet-stream');
+    expect(response.headers.get('x-echo-length')).toBe('6');
+    expect(response.headers.get('set-cookie')).toBe('seen=yes; Path=/; HttpOnly');
+    expect(Buffer.from(await response.arrayBuffer())).toEqual(payload);
+  });
+
+  it('answers 500 without the error or stack when the handler throws, and logs it', async () => {
+    const after = host.lines.length;
+    const response = await fetch(`${host.url}/api/boom`);
+    expect(response.status).toBe(500);
+    expect(await response.text()).toBe('');
+    await host.waitForLine(/Executed 'Functions\.boom' \(Failed, Id=[0-9a-f-]+, Duration=\d+ms\)/, { after });
+    await host.waitForLine(/Error: kaboom: this message and its stack must not reach the caller/, { after });
+  });
+
+  it('rejects a body over 100 MB with 413 before reading it', async () => {
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest(`${host.url}/api/echo`, { method: 'POST', headers: { 'content-length': String(100 * 1024 * 1024 + 1) } }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      });
+      req.on('error', reject);
+      req.write('only a little');
+    });
+    expect(status).toBe(413);
+  });
+
+  it('resolves %SETTING% in routes and applies local.settings.json under the environment', async () => {
+    expect(await (await fetch(`${host.url}/api/fixture/ping`)).text()).toBe('pong');
+    expect(await (await fetch(`${host.url}/api/greet`)).json()).toEqual({
+      name: null, greeting: 'hello from local.settings.json', overridden: 'from the environment',
+    });
+  });
+
+  it('fails an invocation that exceeds host.json functionTimeout', async () => {
+    const after = host.lines.length;
+    const started = Date.now();
+    const response = await fetch(`${host.url}/api/slow?ms=6000`);
+    expect(response.status).toBe(500);
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2900);
+    expect(Date.now() - started).toBeLessThan(5500);
+    await host.waitForLine(/Timeout value of 00:00:03 exceeded by function 'Functions\.slow'/, { after });
+  });
+
+  it('runs only non-HTTP functions through the admin API, and reports its status', async () => {
+    expect(await (await fetch(`${host.url}/admin/host/status`)).json()).toMatchObject({ state: 'Running' });
+    expect((await fetch(`${host.url}/admin/functions/getItem`, { method: 'POST', body: '{}' })).status).toBe(400);
+    expect((await fetch(`${host.url}/admin/functions/nope`, { method: 'POST', body: '{}' })).status).toBe(404);
+  });
+
+  it('refuses to start when a %SETTING% is missing, naming the function and setting', async () => {
+    const { code, output } = await spawnHostExpectingFailure({ env: { ...baseEnv, FIXTURE_SCHEDULE: undefined } });
+    expect(code).toBe(1);
+    expect(output).toContain("Function 'tick': 'schedule' refers to app setting 'FIXTURE_SCHEDULE' (%FIXTURE_SCHEDULE%), which is not set.");
+  });
+
+  it('on SIGTERM finishes in-flight invocations, refuses new ones and exits 0', async () => {
+    const after = host.lines.length;
+    const inFlight = fetch(`${host.url}/api/slow?ms=1500`);
+    await host.waitForLine(/Executing 'Functions\.slow' \(Reason='This function was programmatically called via the host APIs\.'/, { after });
+    const exit = host.stop('SIGTERM');
+    await host.waitForLine(/SIGTERM received/, { after });
+    expect((await fetch(`${host.url}/api/greet`)).status).toBe(503);
+    const response = await inFlight;
+    expect(response.status).toBe(200);
+    expect(await response.text()).toBe('done');
+    expect(await exit).toBe(0);
+  });
+});

@@ -49,7 +49,13 @@ export interface DemoWorld {
   /** A public client (no secret, like a CLI or SPA) the analyst signs in with to call the relay API. */
   analystClient: { clientId: string; homeTenantId: string };
   analyst: DemoUser;
+  /** Shared key for callers that sign webhook pushes with HMAC instead of sending a token. */
+  webhookHmacKey: string;
 }
+
+/** Key Vault secret names the demo stores (the app reads them by these names from its settings). */
+export const RELAY_API_SECRET_NAME = 'relay-api-client-secret';
+export const WEBHOOK_HMAC_SECRET_NAME = 'webhook-hmac-key';
 
 export const DEFENDER_RESOURCE = 'https://api.security.microsoft.com';
 export const DEFENDER_APP_ROLES = ['Incident.Read.All', 'Incident.ReadWrite.All', 'AdvancedHunting.Read.All'];
@@ -103,6 +109,7 @@ export function createDemoWorld(): DemoWorld {
     relayApi,
     webhookClient,
     analystClient: { clientId: randomUUID(), homeTenantId: provider.tenantId },
+    webhookHmacKey: secret(),
     analyst: {
       tenantId: fabrikam.tenantId,
       userPrincipalName: 'analyst@fabrikam.example',

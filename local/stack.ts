@@ -16,7 +16,9 @@ import {
   createDemoWorld,
   DEFENDER_DELEGATED_SCOPES,
   DEFENDER_RESOURCE,
+  RELAY_API_SECRET_NAME,
   RELAY_SUBMIT_ROLE,
+  WEBHOOK_HMAC_SECRET_NAME,
   RELAY_USER_SCOPE,
   type DemoWorld,
 } from './demo.js';
@@ -38,6 +40,8 @@ export interface StackInfo {
   appIdentity: { tenantId: string; clientId: string; clientSecret: string };
   demoApps: { name: string; clientId: string; clientSecret: string; homeTenantId: string; multiTenant: boolean; consentedTenants: string[]; roles: string[] }[];
   webhookClient: { tenantId: string; clientId: string; clientSecret: string; scope: string };
+  /** The HMAC key for signed webhook pushes (throwaway, like every value here). */
+  webhookHmacKey: string;
   relayApi: { clientId: string; clientSecret: string; identifierUri: string; tenantId: string };
   users: { tenantId: string; userPrincipalName: string; password: string; displayName: string; clientId: string; scope: string }[];
   queues: typeof QUEUES;
@@ -88,6 +92,13 @@ export function appSettingsFor(
     AZURE_CLIENT_ID: world.appIdentity.clientId,
     AZURE_CLIENT_SECRET: world.appIdentity.clientSecret,
     POLL_SCHEDULE: '0 */1 * * * *',
+    RELAY_API_CLIENT_ID: world.relayApi.clientId,
+    RELAY_API_URI: world.relayApi.identifierUri,
+    RELAY_API_SECRET_NAME,
+    WEBHOOK_ALLOWED_TENANT_IDS: world.webhookClient.tenantId,
+    WEBHOOK_HMAC_SECRET_NAME,
+    DESTINATION_ALLOWED_HOSTS: 'localhost',
+    DESTINATION_ALLOW_LOOPBACK: 'true',
   };
 }
 
@@ -108,6 +119,8 @@ export async function seedWorld(world: DemoWorld, entra: EntraStandIn, keyVault:
     const app = world.apps.find((a) => a.clientId === tenant.clientId)!;
     await keyVault.store.setSecret(tenant.clientSecretName, app.clientSecret, { contentType: 'client-secret' });
   }
+  await keyVault.store.setSecret(RELAY_API_SECRET_NAME, world.relayApi.clientSecret, { contentType: 'client-secret' });
+  await keyVault.store.setSecret(WEBHOOK_HMAC_SECRET_NAME, world.webhookHmacKey, { contentType: 'hmac-key' });
 
   // The relay's own API: webhook callers get app tokens for it; analysts sign in to it and it acts for them (OBO).
   const { relayApi, webhookClient, analyst, analystClient } = world;
@@ -148,6 +161,7 @@ function describeStack(world: DemoWorld, appSettings: Record<string, string>, pa
     appIdentity: world.appIdentity,
     demoApps: world.apps,
     webhookClient: world.webhookClient,
+    webhookHmacKey: world.webhookHmacKey,
     relayApi: { clientId: world.relayApi.clientId, clientSecret: world.relayApi.clientSecret, identifierUri: world.relayApi.identifierUri, tenantId: world.relayApi.homeTenantId },
     users: [{ ...world.analyst, clientId: world.analystClient.clientId, scope: `${world.relayApi.identifierUri}/${RELAY_USER_SCOPE}` }],
     queues: QUEUES,

@@ -24,6 +24,23 @@ const ncrontab = z
   .string()
   .refine((v) => v.trim().split(/\s+/).length === 6, 'must be an NCRONTAB expression with six fields ({second} {minute} {hour} {day} {month} {day-of-week})');
 
+const positiveInt = z
+  .string()
+  .regex(/^\d+$/, 'must be a whole number')
+  .transform(Number)
+  .refine((n) => n > 0, 'must be greater than 0');
+
+const secretName = z.string().regex(/^[0-9a-zA-Z-]{1,127}$/, 'must be a Key Vault secret name (letters, digits and dashes)');
+
+const commaList = (item: z.ZodString, what: string) =>
+  z
+    .string()
+    .transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean))
+    .refine((items) => items.every((x) => item.safeParse(x).success), `must be a comma-separated list of ${what}`);
+
+const guidList = commaList(guid, 'GUIDs').transform((ids) => ids.map((id) => id.toLowerCase()));
+const hostList = commaList(z.string().regex(/^(\*\.)?[a-z0-9.-]+(:\d+)?$/i), 'host names').transform((hosts) => hosts.map((h) => h.toLowerCase()));
+
 export const settingsSchema = z.object({
   /** Storage for queues, tables and claim-check blobs: a connection string locally... */
   AzureWebJobsStorage: z.string().min(1).optional(),
@@ -55,6 +72,32 @@ export const settingsSchema = z.object({
 
   /** When the poll timer fires (NCRONTAB; read by the timer binding as %POLL_SCHEDULE%). */
   POLL_SCHEDULE: ncrontab.default('0 */5 * * * *'),
+  /** Pages of 100 incidents one poll run reads before handing over to a follow-up request. */
+  POLL_MAX_PAGES_PER_RUN: positiveInt.default(20),
+
+  /** The relay's own API registration: audience of webhook and analyst tokens, and the on-behalf-of client. */
+  RELAY_API_CLIENT_ID: guid.optional(),
+  RELAY_API_URI: z.string().min(1).default('api://defender-relay'),
+  /** Key Vault secret holding the relay API's client secret (for on-behalf-of). */
+  RELAY_API_SECRET_NAME: secretName.optional(),
+
+  /** Tenants whose Entra tokens may push incidents to POST /api/incidents (comma-separated GUIDs). */
+  WEBHOOK_ALLOWED_TENANT_IDS: guidList.optional(),
+  /** App role a pushing caller's token must carry. */
+  WEBHOOK_REQUIRED_ROLE: z.string().min(1).default('Incidents.Submit'),
+  /** Key Vault secret holding the HMAC key for callers that sign instead of sending a token. */
+  WEBHOOK_HMAC_SECRET_NAME: secretName.optional(),
+  /** How old a signed request's timestamp may be (and how long its signature is remembered). */
+  WEBHOOK_HMAC_TOLERANCE_SECONDS: positiveInt.default(300),
+  WEBHOOK_MAX_BODY_BYTES: positiveInt.default(1_048_576),
+
+  /** The routing rules file (JSON), relative to the app's directory or absolute. */
+  ROUTES_FILE: z.string().min(1).default('routes.json'),
+  /** Hosts that webhook destinations may point at (comma-separated; SSRF guard). */
+  DESTINATION_ALLOWED_HOSTS: hostList.default([]),
+  DESTINATION_TIMEOUT_MS: positiveInt.default(10_000),
+  /** Local only: lets webhook destinations resolve to loopback (the demo's local receivers). Never in Azure. */
+  DESTINATION_ALLOW_LOOPBACK: booleanSetting.default(false),
 });
 
 export type Settings = z.infer<typeof settingsSchema>;
@@ -74,6 +117,16 @@ export interface AppConfig {
   defender: { apiUrl: string; resource: string; scope: string };
   appIdentity: { tenantId?: string; clientId?: string; clientSecret?: string };
   pollSchedule: string;
+  pollMaxPagesPerRun: number;
+  relayApi: { clientId?: string; uri: string; secretName?: string };
+  webhook: {
+    allowedTenantIds: string[];
+    requiredRole: string;
+    hmacSecretName?: string;
+    hmacToleranceSeconds: number;
+    maxBodyBytes: number;
+  };
+  routing: { routesFile: string; allowedHosts: string[]; timeoutMs: number; allowLoopback: boolean };
 }
 
 /** The Defender API's resource id: tokens carry it as `aud` wherever the API is served from. */
@@ -143,6 +196,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     defender: { apiUrl: s.DEFENDER_API_URL, resource: DEFENDER_RESOURCE, scope: `${DEFENDER_RESOURCE}/.default` },
     appIdentity: { tenantId: s.AZURE_TENANT_ID, clientId: s.AZURE_CLIENT_ID, clientSecret: s.AZURE_CLIENT_SECRET },
     pollSchedule: s.POLL_SCHEDULE,
+    pollMaxPagesPerRun: s.POLL_MAX_PAGES_PER_RUN,
+    relayApi: { clientId: s.RELAY_API_CLIENT_ID, uri: s.RELAY_API_URI, secretName: s.RELAY_API_SECRET_NAME },
+    webhook: {
+      allowedTenantIds: s.WEBHOOK_ALLOWED_TENANT_IDS ?? [],
+      requiredRole: s.WEBHOOK_REQUIRED_ROLE,
+      hmacSecretName: s.WEBHOOK_HMAC_SECRET_NAME,
+      hmacToleranceSeconds: s.WEBHOOK_HMAC_TOLERANCE_SECONDS,
+      maxBodyBytes: s.WEBHOOK_MAX_BODY_BYTES,
+    },
+    routing: { routesFile: s.ROUTES_FILE, allowedHosts: s.DESTINATION_ALLOWED_HOSTS, timeoutMs: s.DESTINATION_TIMEOUT_MS, allowLoopback: s.DESTINATION_ALLOW_LOOPBACK },
   };
 }
 

@@ -38,7 +38,7 @@ export async function handlePollRequest(message: unknown, services: Services, lo
   }
   const { tenantId } = parsed.data;
   try {
-    const outcome = await pollTenant(parsed.data, services);
+    const outcome = await pollTenant(parsed.data, { ...services, maxPagesPerRun: services.config.pollMaxPagesPerRun });
     await services.tenantStatus.recordPoll(tenantId, { outcome: outcome.status, eventsEnqueued: outcome.enqueued, checkpoint: outcome.checkpoint });
     log.info(
       `pollTenant ${tenantId}: ${outcome.status}, ${outcome.enqueued} event(s) enqueued` +

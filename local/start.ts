@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { TableClient } from '@azure/data-tables';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { TenantStatusStore, TENANT_STATUS_TABLE } from '../shared/tenant-status.js';
+import { simulateSocActivity } from './demo-activity.js';
 import { startStack, type RunningStack } from './stack.js';
 
 /**
@@ -16,6 +17,8 @@ const { values } = parseArgs({
     quiet: { type: 'boolean', default: false },
     // Run only Azurite and the stand-ins, e.g. to host the app with `func start` instead.
     'no-host': { type: 'boolean', default: false },
+    // No simulated SOC activity in the demo tenants after the first poll.
+    'no-activity': { type: 'boolean', default: false },
   },
 });
 
@@ -53,6 +56,7 @@ try {
 }
 
 const { info } = stack;
+if (!values['no-activity']) simulateSocActivity(stack.defender.store, info.tenants.map((t) => t.tenantId));
 const stackFile = relative(process.cwd(), `${values['state-dir'] ?? '.local'}/stack.json`);
 print('');
 print('Demo tenants:');

@@ -1,3 +1,4 @@
+import { deadLetter } from './dead-letter.js';
 import { isRetryable } from './errors.js';
 import { pollRequest, pollRequestSchema, pollTenant, schedulePolls, type PollOutcome } from './ingest.js';
 import { redactingLogger, type Logger } from './logging.js';
@@ -6,8 +7,6 @@ import { describeError } from './redact.js';
 import type { Services } from './services.js';
 import { TenantNotFoundError } from './tenants.js';
 
-/** The queue of poll requests that could not be read, kept with the reason. */
-export const POLL_DEADLETTER_QUEUE = `${QUEUE_NAMES.pollRequests}-deadletter`;
 
 /** Timer: one poll request per enabled tenant. */
 export async function handlePollSchedule(services: Services, log: Logger): Promise<string[]> {
@@ -33,7 +32,7 @@ export async function handlePollRequest(message: unknown, services: Services, lo
   if (!parsed.success) {
     const reason = parsed.error.issues.map((i) => `${i.path.join('.') || '(message)'}: ${i.message}`).join('; ');
     log.error(`pollTenant: invalid poll request dead-lettered (${reason})`);
-    await services.sender.send(POLL_DEADLETTER_QUEUE, { reason, message, failedAt: new Date().toISOString() });
+    await deadLetter(services.sender, QUEUE_NAMES.pollRequests, message, reason);
     return undefined;
   }
   const { tenantId } = parsed.data;

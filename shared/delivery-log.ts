@@ -1,0 +1,72 @@
+import { RestError, type TableClient } from '@azure/data-tables';
+
+/**
+ * What the enricher has delivered, so an event is routed once however often the queue delivers it.
+ * Each destination's delivery is recorded as it succeeds (a retry after a partial fan-out skips the
+ * destinations already served), and the event as a whole once every destination has it.
+ */
+export const DELIVERY_LOG_TABLE = 'deliveries';
+
+interface DeliveryEntity {
+  partitionKey: string;
+  rowKey: string;
+  deliveredAt: string;
+  routes?: string;
+}
+
+/** Table keys may not contain / \ # ? or control characters; event ids are tenant:incident:timestamp. */
+function rowKeyOf(eventId: string, destination?: string): string {
+  const safe = (s: string) => encodeURIComponent(s).replace(/%/g, '~');
+  return destination ? `${safe(eventId)}|${safe(destination)}` : safe(eventId);
+}
+
+function partitionOf(eventId: string): string {
+  return eventId.split(':')[0] || 'unknown';
+}
+
+export class DeliveryLog {
+  #tableReady: Promise<void> | undefined;
+
+  constructor(private readonly table: TableClient) {}
+
+  #ensureTable(): Promise<void> {
+    this.#tableReady ??= this.table.createTable().catch((err: unknown) => {
+      this.#tableReady = undefined;
+      throw err;
+    });
+    return this.#tableReady;
+  }
+
+  async #exists(partitionKey: string, rowKey: string): Promise<boolean> {
+    await this.#ensureTable();
+    try {
+      await this.table.getEntity(partitionKey, rowKey, { queryOptions: { select: ['PartitionKey'] } });
+      return true;
+    } catch (err) {
+      if (err instanceof RestError && err.statusCode === 404) return false;
+      throw err;
+    }
+  }
+
+  /** Whether the whole event was routed already. */
+  isRouted(eventId: string): Promise<boolean> {
+    return this.#exists(partitionOf(eventId), rowKeyOf(eventId));
+  }
+
+  isDelivered(eventId: string, destination: string): Promise<boolean> {
+    return this.#exists(partitionOf(eventId), rowKeyOf(eventId, destination));
+  }
+
+  async recordDelivery(eventId: string, destination: string, at = new Date()): Promise<void> {
+    await this.#ensureTable();
+    await this.table.upsertEntity<DeliveryEntity>({ partitionKey: partitionOf(eventId), rowKey: rowKeyOf(eventId, destination), deliveredAt: at.toISOString() }, 'Replace');
+  }
+
+  async recordRouted(eventId: string, routes: string[], at = new Date()): Promise<void> {
+    await this.#ensureTable();
+    await this.table.upsertEntity<DeliveryEntity>(
+      { partitionKey: partitionOf(eventId), rowKey: rowKeyOf(eventId), deliveredAt: at.toISOString(), routes: routes.join(',') },
+      'Replace',
+    );
+  }
+}

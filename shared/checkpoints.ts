@@ -1,4 +1,5 @@
 import { RestError, type TableClient } from '@azure/data-tables';
+import { LazyTable } from './table.js';
 
 /**
  * Per-tenant poll checkpoints in Table storage. A checkpoint advances only with the ETag it was read
@@ -36,32 +37,21 @@ export class CheckpointConflictError extends Error {
 const MAX_BOUNDARY_IDS = 300;
 
 export class CheckpointStore {
-  #tableReady: Promise<void> | undefined;
+  readonly #table: LazyTable;
 
-  constructor(private readonly table: TableClient) {}
-
-  #ensureTable(): Promise<void> {
-    this.#tableReady ??= this.table.createTable().catch((err: unknown) => {
-      this.#tableReady = undefined;
-      throw err;
-    });
-    return this.#tableReady;
+  constructor(table: TableClient) {
+    this.#table = new LazyTable(table);
   }
 
   async get(tenantId: string): Promise<Checkpoint> {
-    await this.#ensureTable();
-    try {
-      const e = await this.table.getEntity<CheckpointEntity>(PARTITION, tenantId);
-      return { tenantId, lastUpdateTime: e.lastUpdateTime, boundaryEventIds: JSON.parse(e.boundaryEventIds) as string[], etag: e.etag };
-    } catch (err) {
-      if (err instanceof RestError && err.statusCode === 404) return { tenantId, boundaryEventIds: [] };
-      throw err;
-    }
+    const e = await this.#table.find<CheckpointEntity>(PARTITION, tenantId);
+    if (!e) return { tenantId, boundaryEventIds: [] };
+    return { tenantId, lastUpdateTime: e.lastUpdateTime, boundaryEventIds: JSON.parse(e.boundaryEventIds) as string[], etag: e.etag };
   }
 
   /** Advances the checkpoint read as `previous`; throws CheckpointConflictError if someone else moved it first. */
   async advance(previous: Checkpoint, next: { lastUpdateTime: string; boundaryEventIds: string[] }): Promise<void> {
-    await this.#ensureTable();
+    const table = await this.#table.ready();
     const entity: CheckpointEntity = {
       partitionKey: PARTITION,
       rowKey: previous.tenantId,
@@ -69,8 +59,8 @@ export class CheckpointStore {
       boundaryEventIds: JSON.stringify(next.boundaryEventIds.slice(-MAX_BOUNDARY_IDS)),
     };
     try {
-      if (previous.etag) await this.table.updateEntity(entity, 'Replace', { etag: previous.etag });
-      else await this.table.createEntity(entity);
+      if (previous.etag) await table.updateEntity(entity, 'Replace', { etag: previous.etag });
+      else await table.createEntity(entity);
     } catch (err) {
       if (err instanceof RestError && (err.statusCode === 412 || err.statusCode === 409)) throw new CheckpointConflictError(previous.tenantId);
       throw err;

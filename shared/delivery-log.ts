@@ -1,4 +1,5 @@
-import { RestError, type TableClient } from '@azure/data-tables';
+import type { TableClient } from '@azure/data-tables';
+import { LazyTable } from './table.js';
 
 /**
  * What the enricher has delivered, so an event is routed once however often the queue delivers it.
@@ -25,27 +26,14 @@ function partitionOf(eventId: string): string {
 }
 
 export class DeliveryLog {
-  #tableReady: Promise<void> | undefined;
+  readonly #table: LazyTable;
 
-  constructor(private readonly table: TableClient) {}
-
-  #ensureTable(): Promise<void> {
-    this.#tableReady ??= this.table.createTable().catch((err: unknown) => {
-      this.#tableReady = undefined;
-      throw err;
-    });
-    return this.#tableReady;
+  constructor(table: TableClient) {
+    this.#table = new LazyTable(table);
   }
 
   async #exists(partitionKey: string, rowKey: string): Promise<boolean> {
-    await this.#ensureTable();
-    try {
-      await this.table.getEntity(partitionKey, rowKey, { queryOptions: { select: ['PartitionKey'] } });
-      return true;
-    } catch (err) {
-      if (err instanceof RestError && err.statusCode === 404) return false;
-      throw err;
-    }
+    return (await this.#table.find(partitionKey, rowKey)) !== undefined;
   }
 
   /** Whether the whole event was routed already. */
@@ -58,13 +46,11 @@ export class DeliveryLog {
   }
 
   async recordDelivery(eventId: string, destination: string, at = new Date()): Promise<void> {
-    await this.#ensureTable();
-    await this.table.upsertEntity<DeliveryEntity>({ partitionKey: partitionOf(eventId), rowKey: rowKeyOf(eventId, destination), deliveredAt: at.toISOString() }, 'Replace');
+    await (await this.#table.ready()).upsertEntity<DeliveryEntity>({ partitionKey: partitionOf(eventId), rowKey: rowKeyOf(eventId, destination), deliveredAt: at.toISOString() }, 'Replace');
   }
 
   async recordRouted(eventId: string, routes: string[], at = new Date()): Promise<void> {
-    await this.#ensureTable();
-    await this.table.upsertEntity<DeliveryEntity>(
+    await (await this.#table.ready()).upsertEntity<DeliveryEntity>(
       { partitionKey: partitionOf(eventId), rowKey: rowKeyOf(eventId), deliveredAt: at.toISOString(), routes: routes.join(',') },
       'Replace',
     );

@@ -1,4 +1,5 @@
-import { RestError, type TableClient } from '@azure/data-tables';
+import type { TableClient } from '@azure/data-tables';
+import { LazyTable } from './table.js';
 
 /**
  * What the last poll of each tenant did: when, with what outcome, and the cause when it failed.
@@ -28,39 +29,28 @@ interface StatusEntity {
 }
 
 export class TenantStatusStore {
-  #tableReady: Promise<void> | undefined;
+  readonly #table: LazyTable;
 
-  constructor(private readonly table: TableClient) {}
-
-  #ensureTable(): Promise<void> {
-    this.#tableReady ??= this.table.createTable().catch((err: unknown) => {
-      this.#tableReady = undefined;
-      throw err;
-    });
-    return this.#tableReady;
+  constructor(table: TableClient) {
+    this.#table = new LazyTable(table);
   }
 
   async get(tenantId: string): Promise<TenantStatus> {
-    await this.#ensureTable();
-    try {
-      return fromEntity(await this.table.getEntity<StatusEntity>(PARTITION, tenantId));
-    } catch (err) {
-      if (err instanceof RestError && err.statusCode === 404) return { tenantId, eventsEnqueued: 0 };
-      throw err;
-    }
+    const e = await this.#table.find<StatusEntity>(PARTITION, tenantId);
+    return e ? fromEntity(e) : { tenantId, eventsEnqueued: 0 };
   }
 
   async list(): Promise<TenantStatus[]> {
-    await this.#ensureTable();
+    const table = await this.#table.ready();
     const all: TenantStatus[] = [];
-    for await (const e of this.table.listEntities<StatusEntity>({ queryOptions: { filter: `PartitionKey eq '${PARTITION}'` } })) all.push(fromEntity(e));
+    for await (const e of table.listEntities<StatusEntity>({ queryOptions: { filter: `PartitionKey eq '${PARTITION}'` } })) all.push(fromEntity(e));
     return all;
   }
 
   /** Records a poll; the event count is added to the running total (a lost race costs only a count). */
   async recordPoll(tenantId: string, poll: { outcome: string; error?: string; eventsEnqueued: number; checkpoint?: string }, at = new Date()): Promise<void> {
     const current = await this.get(tenantId);
-    await this.table.upsertEntity<StatusEntity>(
+    await (await this.#table.ready()).upsertEntity<StatusEntity>(
       {
         partitionKey: PARTITION,
         rowKey: tenantId,

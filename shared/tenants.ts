@@ -1,5 +1,6 @@
-import { RestError, type TableClient } from '@azure/data-tables';
+import type { TableClient } from '@azure/data-tables';
 import { z } from 'zod';
+import { LazyTable } from './table.js';
 
 /**
  * The tenant registry: which Defender tenants the relay reads, in which context and with which
@@ -101,40 +102,29 @@ function fromEntity(e: TenantEntity): Tenant {
 }
 
 export class TenantRegistry {
-  #tableReady: Promise<void> | undefined;
+  readonly #table: LazyTable;
 
-  constructor(private readonly table: TableClient) {}
-
-  #ensureTable(): Promise<void> {
-    this.#tableReady ??= this.table.createTable().catch((err: unknown) => {
-      this.#tableReady = undefined;
-      throw err;
-    });
-    return this.#tableReady;
+  constructor(table: TableClient) {
+    this.#table = new LazyTable(table);
   }
 
   /** Adds or replaces a tenant. */
   async put(input: unknown): Promise<Tenant> {
     const tenant = parseTenant(input);
-    await this.#ensureTable();
-    await this.table.upsertEntity(toEntity(tenant), 'Replace');
+    await (await this.#table.ready()).upsertEntity(toEntity(tenant), 'Replace');
     return tenant;
   }
 
   async get(tenantId: string): Promise<Tenant> {
-    await this.#ensureTable();
-    try {
-      return fromEntity(await this.table.getEntity<TenantEntity>(PARTITION, tenantId.toLowerCase()));
-    } catch (err) {
-      if (err instanceof RestError && err.statusCode === 404) throw new TenantNotFoundError(tenantId);
-      throw err;
-    }
+    const entity = await this.#table.find<TenantEntity>(PARTITION, tenantId.toLowerCase());
+    if (!entity) throw new TenantNotFoundError(tenantId);
+    return fromEntity(entity);
   }
 
   async list(options: { enabledOnly?: boolean } = {}): Promise<Tenant[]> {
-    await this.#ensureTable();
+    const table = await this.#table.ready();
     const tenants: Tenant[] = [];
-    for await (const entity of this.table.listEntities<TenantEntity>({ queryOptions: { filter: `PartitionKey eq '${PARTITION}'` } })) {
+    for await (const entity of table.listEntities<TenantEntity>({ queryOptions: { filter: `PartitionKey eq '${PARTITION}'` } })) {
       const tenant = fromEntity(entity);
       if (!options.enabledOnly || tenant.enabled) tenants.push(tenant);
     }
@@ -148,7 +138,7 @@ export class TenantRegistry {
 
   async remove(tenantId: string): Promise<void> {
     await this.get(tenantId);
-    await this.table.deleteEntity(PARTITION, tenantId.toLowerCase());
+    await (await this.#table.ready()).deleteEntity(PARTITION, tenantId.toLowerCase());
   }
 }
 

@@ -15,6 +15,12 @@ interface DeliveryEntity {
   routes?: string;
 }
 
+interface FingerprintEntity {
+  partitionKey: string;
+  rowKey: string;
+  fingerprint: string;
+}
+
 /** Table keys may not contain / \ # ? or control characters; event ids are tenant:incident:timestamp. */
 function rowKeyOf(eventId: string, destination?: string): string {
   const safe = (s: string) => encodeURIComponent(s).replace(/%/g, '~');
@@ -54,5 +60,14 @@ export class DeliveryLog {
       { partitionKey: partitionOf(eventId), rowKey: rowKeyOf(eventId), deliveredAt: at.toISOString(), routes: routes.join(',') },
       'Replace',
     );
+  }
+
+  /** The content fingerprint of the incident version last routed (see write-back.ts). */
+  async lastRoutedFingerprint(tenantId: string, incidentId: number): Promise<string | undefined> {
+    return (await this.#table.find<FingerprintEntity>(tenantId, `incident-${incidentId}`))?.fingerprint;
+  }
+
+  async recordRoutedFingerprint(tenantId: string, incidentId: number, fingerprint: string): Promise<void> {
+    await (await this.#table.ready()).upsertEntity<FingerprintEntity>({ partitionKey: tenantId, rowKey: `incident-${incidentId}`, fingerprint }, 'Replace');
   }
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { IncidentUpdate } from './defender-client.js';
+import { INCIDENT_STATUSES } from './incident-types.js';
 import { normalizeTimestamp } from './timestamps.js';
 
 /**
@@ -8,7 +9,6 @@ import { normalizeTimestamp } from './timestamps.js';
  * Every value that ends up in an OData `$filter` is either from a closed list or quoted and escaped.
  */
 
-export const INCIDENT_STATUSES = ['Active', 'InProgress', 'Resolved', 'Redirected'] as const;
 export const CLASSIFICATIONS = ['Unknown', 'FalsePositive', 'TruePositive', 'InformationalExpectedActivity'] as const;
 /** The documented determinations and the names seen in payloads (the two disagree). */
 export const DETERMINATIONS = [
@@ -54,12 +54,9 @@ const listQuerySchema = z
   .object({
     status: z.enum(INCIDENT_STATUSES, { message: `must be one of ${INCIDENT_STATUSES.join(', ')}` }).optional(),
     assignedTo: assignee.optional(),
-    updatedSince: z
-      .string()
-      .datetime({ offset: true, message: 'must be an ISO 8601 date-time with a time zone, e.g. 2026-01-31T08:00:00Z' })
-      .optional(),
-    top: wholeNumber(1, 100).default('50'),
-    skip: wholeNumber(0).default('0'),
+    updatedSince: z.iso.datetime({ offset: true, message: 'must be an ISO 8601 date-time with a time zone, e.g. 2026-01-31T08:00:00Z' }).optional(),
+    top: wholeNumber(1, 100).default(50),
+    skip: wholeNumber(0).default(0),
   })
   .strict();
 

@@ -11,6 +11,9 @@ import { SecretCache } from './secrets.js';
 import { createStorageClients, type StorageClients } from './storage.js';
 import { TenantStatusStore, TENANT_STATUS_TABLE } from './tenant-status.js';
 import { TenantRegistry, TENANTS_TABLE } from './tenants.js';
+import { createWebhookAuthenticator, type WebhookAuthenticator } from './webhook-auth.js';
+import { ReplayGuard, WEBHOOK_REPLAY_TABLE } from './replay-guard.js';
+import { UserContext } from './user-context.js';
 
 /** The process-wide clients, built once from configuration (the composition root of the app). */
 export interface Services {
@@ -25,6 +28,12 @@ export interface Services {
   checkpoints: CheckpointStore;
   tenantStatus: TenantStatusStore;
   sender: MessageSender;
+  /** Who may push incidents to POST /api/incidents (Entra token with the app role, or HMAC signature). */
+  webhookAuth: WebhookAuthenticator;
+  /** Signed pushes already accepted, across instances. */
+  replayGuard: ReplayGuard;
+  /** Acts for signed-in analysts (on-behalf-of); holds their Defender credentials between calls. */
+  userContext: UserContext;
 }
 
 let services: Services | undefined;
@@ -35,6 +44,8 @@ export function createServices(config: AppConfig): Services {
   const secrets = createSecretClient(config, appCredential);
   const secretCache = new SecretCache(secrets);
   const tokens = new DefenderTokenProvider({ secrets: secretCache, entra: config.entra, appCredential, scope: config.defender.scope });
+  const defender = new DefenderClient({ apiUrl: config.defender.apiUrl, tokens });
+  const registry = new TenantRegistry(storage.table(TENANTS_TABLE));
   return {
     config,
     appCredential,
@@ -42,11 +53,14 @@ export function createServices(config: AppConfig): Services {
     secrets,
     secretCache,
     tokens,
-    defender: new DefenderClient({ apiUrl: config.defender.apiUrl, tokens }),
-    registry: new TenantRegistry(storage.table(TENANTS_TABLE)),
+    defender,
+    registry,
     checkpoints: new CheckpointStore(storage.table(CHECKPOINTS_TABLE)),
     tenantStatus: new TenantStatusStore(storage.table(TENANT_STATUS_TABLE)),
     sender: new MessageSender(storage.queues, storage.blobs),
+    webhookAuth: createWebhookAuthenticator(config, secretCache),
+    replayGuard: new ReplayGuard(storage.table(WEBHOOK_REPLAY_TABLE), { windowSeconds: config.webhook.hmacToleranceSeconds }),
+    userContext: new UserContext({ config, secrets: secretCache, registry, budget: defender.budget }),
   };
 }
 

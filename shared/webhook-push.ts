@@ -1,0 +1,274 @@
+import type { ReadableStream } from 'node:stream/web';
+import type { AppConfig } from './config.js';
+import { envelopeFor, type IncidentEnvelope } from './events.js';
+import { redactingLogger, type Logger } from './logging.js';
+import { QUEUE_NAMES, type MessageSender } from './queues.js';
+import { describeError } from './redact.js';
+import type { ReplayGuard } from './replay-guard.js';
+import type { Services } from './services.js';
+import { TenantNotFoundError, type TenantRegistry } from './tenants.js';
+import { WebhookAuthError, type SignedCaller, type WebhookAuthenticator, type WebhookCaller } from './webhook-auth.js';
+import { readIncidentBatch, type IncidentProblem } from './webhook-incidents.js';
+import { SIGNATURE_HEADER } from './webhook-signature.js';
+
+/**
+ * POST /api/incidents: incidents pushed by Logic Apps, Sentinel automation or a partner system.
+ * Authenticate (Entra token with the app role, or HMAC signature), read and check the body, resolve
+ * the tenant, then enqueue one event per incident version on `incidents`, all or nothing: an
+ * invalid incident means nothing is enqueued, and a storage failure is answered 503 with what did go.
+ */
+export interface PushRequest {
+  headers: { get(name: string): string | null };
+  query: { get(name: string): string | null };
+  body: ReadableStream<Uint8Array> | null;
+}
+
+export interface PushResponse {
+  status: number;
+  jsonBody: unknown;
+  headers?: Record<string, string>;
+}
+
+export interface WebhookPushDeps {
+  webhook: AppConfig['webhook'];
+  auth: WebhookAuthenticator;
+  replayGuard: Pick<ReplayGuard, 'remember' | 'forget' | 'pruneExpired'>;
+  registry: Pick<TenantRegistry, 'get'>;
+  sender: Pick<MessageSender, 'sendEvent'>;
+  logger: Logger;
+  now?: () => Date;
+}
+
+/** The dependencies from the app's services (what the function passes). */
+export function webhookPushDeps(services: Pick<Services, 'config' | 'webhookAuth' | 'replayGuard' | 'registry' | 'sender'>, logger: Logger): WebhookPushDeps {
+  return {
+    webhook: services.config.webhook,
+    auth: services.webhookAuth,
+    replayGuard: services.replayGuard,
+    registry: services.registry,
+    sender: services.sender,
+    logger: redactingLogger(logger),
+  };
+}
+
+/** Sends of one request in flight at once: a batch of 100 goes out quickly without flooding the queue. */
+const SEND_CONCURRENCY = 8;
+const TENANT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const NO_STORE = { 'Cache-Control': 'no-store' };
+
+/** A request not accepted (refused, or failed on the relay's side): what to answer; the message is the log line's reason. */
+class Refusal extends Error {
+  constructor(
+    readonly status: number,
+    readonly jsonBody: Record<string, unknown>,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(typeof jsonBody.error === 'string' ? jsonBody.error : `${status}`);
+  }
+}
+
+const refuse = (status: number, error: string, headers?: Record<string, string>) => new Refusal(status, { error }, headers);
+
+export async function pushIncidents(request: PushRequest, deps: WebhookPushDeps): Promise<PushResponse> {
+  const seen: RequestSummary = {};
+  const logLine = (outcome: string) =>
+    `webhook push: tenant=${seen.tenant ?? '-'} caller=${seen.caller ?? '-'} incidents=${seen.count ?? '-'} outcome=${outcome}`;
+  try {
+    const response = await accept(request, deps, seen);
+    deps.logger.info(logLine(`${response.status} ${(response.jsonBody as { accepted: number }).accepted} enqueued`));
+    return { ...response, headers: { ...NO_STORE, ...response.headers } };
+  } catch (err) {
+    const refusal = asRefusal(err);
+    if (err instanceof WebhookAuthError && err.clientId) seen.caller = err.clientId;
+    const detail = refusal.status >= 500 && refusal.cause ? ` (${describeError(refusal.cause)})` : '';
+    const line = logLine(`${refusal.status} ${refusal.message}${detail}`);
+    if (refusal.status >= 500) deps.logger.error(line);
+    else deps.logger.warn(line);
+    return { status: refusal.status, jsonBody: refusal.jsonBody, headers: { ...NO_STORE, ...refusal.headers } };
+  }
+}
+
+/** What the log line says about the request; filled in as the request is understood. */
+interface RequestSummary {
+  tenant?: string;
+  /** The calling application's client id, or `hmac`. */
+  caller?: string;
+  count?: number;
+}
+
+async function accept(request: PushRequest, deps: WebhookPushDeps, seen: RequestSummary): Promise<PushResponse> {
+  const { webhook, auth } = deps;
+  const kind = auth.credentialKind(request.headers, SIGNATURE_HEADER);
+  seen.caller = kind === 'hmac' ? 'hmac' : undefined;
+  checkContentType(request.headers.get('content-type'));
+  checkDeclaredLength(request.headers.get('content-length'), webhook.maxBodyBytes);
+
+  // A token is checked before the body is read; a signature can only be checked over the body.
+  let caller: WebhookCaller | undefined;
+  if (kind === 'bearer') {
+    caller = await auth.authenticateBearer(request.headers.get('authorization')!);
+    seen.caller = caller.clientId;
+  }
+  const body = await readBody(request.body, webhook.maxBodyBytes);
+  if (kind === 'hmac') caller = await auth.authenticateSignature(request.headers.get(SIGNATURE_HEADER)!, body);
+  if (!caller) throw refuse(401, 'Authentication required');
+
+  const batch = readIncidentBatch(parseJson(body));
+  if (!batch.ok) throw invalidIncidents(batch.problems);
+  seen.count = batch.incidents.length;
+
+  const tenantId = resolveTenantId(request.query.get('tenantId'), caller);
+  seen.tenant = tenantId;
+  await requireEnabledTenant(tenantId, deps.registry);
+
+  // An incident version sent twice in one request is one event.
+  const now = deps.now?.() ?? new Date();
+  const envelopes = [...new Map(batch.incidents.map((i) => envelopeFor(tenantId, i, 'webhook', now)).map((e) => [e.eventId, e])).values()];
+
+  if (caller.kind === 'hmac') await rememberSignature(caller, deps);
+  const { enqueued, failure } = await enqueueAll(envelopes, deps.sender);
+  if (enqueued.length < envelopes.length) {
+    // Let the sender retry the identical request: what did get through is deduplicated downstream by eventId.
+    if (caller.kind === 'hmac') await deps.replayGuard.forget(caller.signature, caller.timestamp).catch(() => undefined);
+    const refusal = new Refusal(503, {
+      error: `Storage did not take every incident (${enqueued.length} of ${envelopes.length} enqueued): retry the whole request; incidents already enqueued are not delivered twice`,
+      accepted: enqueued.length,
+      eventIds: enqueued,
+      notEnqueued: envelopes.map((e) => e.eventId).filter((id) => !enqueued.includes(id)),
+    }, { 'Retry-After': '10' });
+    refusal.cause = failure;
+    throw refusal;
+  }
+  return { status: 202, jsonBody: { tenantId, accepted: enqueued.length, eventIds: enqueued } };
+}
+
+function checkContentType(contentType: string | null): void {
+  const [mediaType, ...params] = (contentType ?? '').split(';').map((p) => p.trim().toLowerCase());
+  const charset = params.find((p) => p.startsWith('charset='))?.slice('charset='.length).replace(/"/g, '');
+  if (mediaType !== 'application/json' || (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8')) {
+    throw refuse(415, `Content-Type must be application/json (UTF-8); got ${contentType ? `'${contentType.slice(0, 100)}'` : 'none'}`);
+  }
+}
+
+function checkDeclaredLength(contentLength: string | null, maxBytes: number): void {
+  if (contentLength !== null && /^\d+$/.test(contentLength.trim()) && Number(contentLength) > maxBytes) {
+    throw tooLarge(maxBytes);
+  }
+}
+
+const tooLarge = (maxBytes: number) => refuse(413, `The body is larger than ${maxBytes} bytes (WEBHOOK_MAX_BODY_BYTES): send fewer incidents per request`);
+
+/** Reads the body, stopping as soon as it passes the cap whatever Content-Length said. */
+async function readBody(stream: ReadableStream<Uint8Array> | null, maxBytes: number): Promise<Buffer> {
+  if (!stream) return Buffer.alloc(0);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const reader = stream.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > maxBytes) {
+      await reader.cancel().catch(() => undefined);
+      throw tooLarge(maxBytes);
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks, total);
+}
+
+function parseJson(body: Buffer): unknown {
+  if (body.length === 0) throw refuse(400, 'The body is empty: send an incident, an array of incidents or { "value": [ … ] } as JSON');
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true }).decode(body);
+  } catch {
+    throw refuse(400, 'The body is not valid UTF-8');
+  }
+  try {
+    return JSON.parse(text) as unknown;
+  } catch (err) {
+    throw refuse(400, `The body is not valid JSON: ${(err as Error).message.slice(0, 200)}`);
+  }
+}
+
+function invalidIncidents(problems: IncidentProblem[]): Refusal {
+  const incidents = new Set(problems.map((p) => p.index)).size;
+  const refusal = new Refusal(400, { errors: problems });
+  refusal.message = `${problems.length} problem(s) in ${incidents} incident(s), nothing enqueued`;
+  return refusal;
+}
+
+/** The `tenantId` query parameter, else (token callers only) the token's tenant. */
+function resolveTenantId(fromQuery: string | null, caller: WebhookCaller): string {
+  if (fromQuery !== null) {
+    if (!TENANT_ID.test(fromQuery.trim())) throw refuse(400, 'The tenantId query parameter must be a tenant GUID');
+    return fromQuery.trim().toLowerCase();
+  }
+  if (caller.kind === 'hmac') throw refuse(400, 'Signed requests must name the tenant the incidents belong to: add ?tenantId=<tenant GUID>');
+  return caller.tenantId;
+}
+
+async function requireEnabledTenant(tenantId: string, registry: Pick<TenantRegistry, 'get'>): Promise<void> {
+  try {
+    const tenant = await registry.get(tenantId);
+    if (!tenant.enabled) throw refuse(403, `Tenant ${tenantId} (${tenant.displayName}) is disabled in the relay: incidents for it are not accepted`);
+  } catch (err) {
+    if (err instanceof Refusal) throw err;
+    if (err instanceof TenantNotFoundError) {
+      throw refuse(404, `Tenant ${tenantId} is not registered with the relay: register it, or name the incidents' tenant with ?tenantId=<tenant GUID>`);
+    }
+    throw unavailable('The tenant registry could not be read: retry the request', err);
+  }
+}
+
+async function rememberSignature(caller: SignedCaller, deps: WebhookPushDeps): Promise<void> {
+  let first: boolean;
+  try {
+    first = await deps.replayGuard.remember(caller.signature, caller.timestamp);
+  } catch (err) {
+    throw unavailable('The replay guard could not be consulted: retry the request', err);
+  }
+  if (!first) throw refuse(401, 'This signed request was already accepted (replayed): sign each request anew, with a fresh timestamp');
+  await deps.replayGuard.pruneExpired().catch((err: unknown) => deps.logger.warn(`webhook push: pruning old signatures failed: ${describeError(err)}`));
+}
+
+function unavailable(message: string, cause: unknown): Refusal {
+  const refusal = refuse(503, message, { 'Retry-After': '10' });
+  refusal.cause = cause;
+  return refusal;
+}
+
+/** Sends every event; on a failure starts no more, lets the ones in flight finish, and says which went. */
+async function enqueueAll(envelopes: IncidentEnvelope[], sender: Pick<MessageSender, 'sendEvent'>): Promise<{ enqueued: string[]; failure?: unknown }> {
+  const sent = new Array<boolean>(envelopes.length).fill(false);
+  let failed = false;
+  let failure: unknown;
+  let next = 0;
+  const worker = async () => {
+    while (!failed && next < envelopes.length) {
+      const index = next++;
+      try {
+        await sender.sendEvent(QUEUE_NAMES.incidents, envelopes[index]!);
+        sent[index] = true;
+      } catch (err) {
+        if (!failed) failure = err;
+        failed = true;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(SEND_CONCURRENCY, envelopes.length) }, worker));
+  return { enqueued: envelopes.filter((_, i) => sent[i]).map((e) => e.eventId), ...(failed ? { failure } : {}) };
+}
+
+function asRefusal(err: unknown): Refusal {
+  if (err instanceof Refusal) return err;
+  if (err instanceof WebhookAuthError) {
+    const refusal = refuse(err.status, err.message, err.headers);
+    refusal.cause = err.cause;
+    return refusal;
+  }
+  const refusal = refuse(500, 'The relay failed to take the incidents: retry later');
+  refusal.cause = err;
+  return refusal;
+}

@@ -1,0 +1,449 @@
+import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
+import { HttpRequest } from '@azure/functions';
+import { ClientSecretCredential } from '@azure/identity';
+import { TableClient } from '@azure/data-tables';
+import { QueueServiceClient } from '@azure/storage-queue';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { startAzurite, type RunningAzurite } from '../../local/azurite.js';
+import { generateIncidents } from '../../local/defender/generator.js';
+import { RELAY_SUBMIT_ROLE } from '../../local/demo.js';
+import { appSettingsFor, registerDemoTenants } from '../../local/stack.js';
+import { loadConfig } from '../../shared/config.js';
+import { envelopeSchema, type IncidentEnvelope } from '../../shared/events.js';
+import { QUEUE_NAMES } from '../../shared/queues.js';
+import { ReplayGuard, WEBHOOK_REPLAY_TABLE } from '../../shared/replay-guard.js';
+import { createServices, type Services } from '../../shared/services.js';
+import { normalizeTimestamp } from '../../shared/timestamps.js';
+import { pushIncidents, webhookPushDeps, type PushResponse, type WebhookPushDeps } from '../../shared/webhook-push.js';
+import { signatureHeader } from '../../shared/webhook-signature.js';
+import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
+import { DEFENDER_DOCS_LIST_EXAMPLE } from '../support/webhook-payloads.js';
+
+/**
+ * POST /api/incidents end to end: real Entra tokens from the stand-in (ClientSecretCredential), the
+ * HMAC key from the Key Vault stand-in, the tenant registry, replay guard and `incidents` queue in an
+ * Azurite of this file's own (the app's real queue names). Every refusal is checked for its answer
+ * and for leaving the queue empty; every log line for carrying no token, signature or key.
+ */
+describe('webhook push: POST /api/incidents', () => {
+  let stack: TestStandIns;
+  let azurite: RunningAzurite;
+  let settings: Record<string, string>;
+  let services: Services;
+  let queues: QueueServiceClient;
+  let validToken: string;
+  const logs: { level: string; line: string }[] = [];
+  /** Everything that must never reach a log line. */
+  const secrets: string[] = [];
+
+  const world = () => stack.world;
+  const fabrikam = () => world().tenants.find((t) => t.context === 'application')!;
+  const northwind = () => world().tenants.find((t) => t.context === 'partner')!;
+  const authority = () => ({ authorityHost: stack.entra.url, disableInstanceDiscovery: true });
+  const logger = {
+    info: (line: string) => logs.push({ level: 'info', line }),
+    warn: (line: string) => logs.push({ level: 'warn', line }),
+    error: (line: string) => logs.push({ level: 'error', line }),
+  };
+
+  async function tokenFor(clientId: string, clientSecret: string, scope = world().webhookClient.scope, tenantId = world().webhookClient.tenantId): Promise<string> {
+    const { token } = await new ClientSecretCredential(tenantId, clientId, clientSecret, authority()).getToken(scope);
+    secrets.push(token);
+    return token;
+  }
+
+  beforeAll(async () => {
+    [stack, azurite] = await Promise.all([startTestStandIns(), startAzurite({ extentMemoryLimitMb: 128 })]);
+    await registerDemoTenants(stack.world, azurite.connectionString);
+    settings = appSettingsFor(stack.world, azurite.connectionString, stack);
+    services = createServices(loadConfig(settings));
+    queues = QueueServiceClient.fromConnectionString(azurite.connectionString);
+    secrets.push(stack.world.webhookHmacKey);
+    validToken = await tokenFor(world().webhookClient.clientId, world().webhookClient.clientSecret);
+  }, 60_000);
+  afterAll(async () => {
+    await Promise.all([stack?.close(), azurite?.stop()]);
+  });
+  beforeEach(async () => {
+    await drainEvents();
+  });
+
+  /** Takes every message off `incidents`, decoding base64 JSON as the Functions trigger does. */
+  async function drainEvents(): Promise<IncidentEnvelope[]> {
+    const queue = queues.getQueueClient(QUEUE_NAMES.incidents);
+    await queue.createIfNotExists();
+    const out: IncidentEnvelope[] = [];
+    for (;;) {
+      const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: 32 });
+      if (receivedMessageItems.length === 0) return out;
+      for (const m of receivedMessageItems) {
+        out.push(JSON.parse(Buffer.from(m.messageText, 'base64').toString('utf8')) as IncidentEnvelope);
+        await queue.deleteMessage(m.messageId, m.popReceipt);
+      }
+    }
+  }
+
+  interface Push {
+    body?: string;
+    token?: string;
+    /** Sign the body with this key (the demo key unless given). */
+    sign?: boolean | { key?: string; timestamp?: number };
+    signature?: string;
+    tenantId?: string | null;
+    contentType?: string | null;
+    headers?: Record<string, string>;
+  }
+
+  function request(p: Push): HttpRequest {
+    const body = p.body ?? '{}';
+    const headers: Record<string, string> = {};
+    if (p.contentType !== null) headers['content-type'] = p.contentType ?? 'application/json';
+    if (p.token) headers.authorization = `Bearer ${p.token}`;
+    if (p.sign) {
+      const { key = world().webhookHmacKey, timestamp = Math.floor(Date.now() / 1000) } = p.sign === true ? {} : p.sign;
+      headers['x-relay-signature'] = signatureHeader(key, body, timestamp);
+      secrets.push(headers['x-relay-signature'].split('v1=')[1]!);
+    }
+    if (p.signature) headers['x-relay-signature'] = p.signature;
+    Object.assign(headers, p.headers);
+    const tenantId = p.tenantId === undefined ? fabrikam().tenantId : p.tenantId;
+    const url = `http://localhost/api/incidents${tenantId === null ? '' : `?tenantId=${tenantId}`}`;
+    // Bytes, not a string: a string body would make the request default to text/plain.
+    return new HttpRequest({ method: 'POST', url, headers, body: { bytes: Buffer.from(body) } });
+  }
+
+  const push = (p: Push, deps: Partial<WebhookPushDeps> = {}, svc: Services = services): Promise<PushResponse> =>
+    pushIncidents(request(p), { ...webhookPushDeps(svc, logger), ...deps });
+
+  const bodyOf = (r: PushResponse) => r.jsonBody as Record<string, unknown>;
+  const incidents = (count: number, seed = randomUUID()) =>
+    generateIncidents({ tenantId: fabrikam().tenantId, count, seed, since: new Date(Date.now() - 86_400_000) }) as unknown as Record<string, unknown>[];
+
+  async function expectRefused(response: PushResponse, status: number, message: RegExp) {
+    expect(response.status).toBe(status);
+    expect(String(bodyOf(response).error)).toMatch(message);
+    expect(await drainEvents()).toEqual([]);
+  }
+
+  /** The events on the queue are exactly these incidents, unmodified, for this tenant. */
+  async function expectEnqueued(response: PushResponse, sent: Record<string, unknown>[], tenantId = fabrikam().tenantId) {
+    expect(response.status).toBe(202);
+    const events = await drainEvents();
+    const ids = sent.map((i) => `${tenantId}:${i.incidentId as number}:${normalizeTimestamp(i.lastUpdateTime as string)}`);
+    expect(bodyOf(response)).toEqual({ tenantId, accepted: sent.length, eventIds: ids });
+    expect(events.map((e) => e.eventId).sort()).toEqual([...ids].sort());
+    for (const event of events) {
+      expect(envelopeSchema.safeParse(event).success).toBe(true);
+      expect(event).toMatchObject({ tenantId, source: 'webhook' });
+      expect(event.incident).toEqual(sent.find((i) => i.incidentId === event.incidentId));
+    }
+    return events;
+  }
+
+  describe('with an Entra token carrying the app role', () => {
+    it('accepts one incident and enqueues it unmodified', async () => {
+      const [incident] = incidents(1);
+      const response = await push({ token: validToken, body: JSON.stringify(incident) });
+      await expectEnqueued(response, [incident!]);
+      expect(logs.at(-1)).toEqual({
+        level: 'info',
+        line: `webhook push: tenant=${fabrikam().tenantId} caller=${world().webhookClient.clientId} incidents=1 outcome=202 1 enqueued`,
+      });
+    });
+
+    it('accepts a batch (an array), for the tenant named in the query', async () => {
+      const batch = incidents(12);
+      const response = await push({ token: validToken, body: JSON.stringify(batch), tenantId: northwind().tenantId });
+      await expectEnqueued(response, batch, northwind().tenantId);
+    });
+
+    it("accepts Microsoft's documented list example ({ value: [ … ] }) as is, claim-checking nothing it need not", async () => {
+      const sent = (JSON.parse(DEFENDER_DOCS_LIST_EXAMPLE) as { value: Record<string, unknown>[] }).value;
+      const response = await push({ token: validToken, body: DEFENDER_DOCS_LIST_EXAMPLE });
+      const events = await expectEnqueued(response, sent);
+      expect(events.find((e) => e.incidentId === 924565)!.eventId).toBe(`${fabrikam().tenantId}:924565:2020-09-06T14:46:57.2900000Z`);
+    });
+
+    it('keeps fields it does not know, and claim-checks an incident too big for a queue message', async () => {
+      const [incident] = incidents(1);
+      const big = { ...incident!, vendorExtension: { notes: 'x'.repeat(80_000) } };
+      const response = await push({ token: validToken, body: JSON.stringify(big) });
+      expect(response.status).toBe(202);
+      const [event] = await drainEvents();
+      expect(event!.incident).toBeUndefined();
+      expect(event!.incidentRef?.blobUrl).toContain('incident-payloads');
+    });
+
+    it('enqueues an incident version sent twice in one request once', async () => {
+      const [incident] = incidents(1);
+      const response = await push({ token: validToken, body: JSON.stringify([incident, incident]) });
+      await expectEnqueued(response, [incident!]);
+    });
+
+    it('uses the token’s tenant when no tenantId is given (404 here: the provider tenant is not a registered Defender tenant)', async () => {
+      const response = await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId: null });
+      await expectRefused(response, 404, new RegExp(`Tenant ${world().provider.tenantId} is not registered`));
+    });
+  });
+
+  describe('refuses callers it cannot trust, enqueuing nothing', () => {
+    const body = () => JSON.stringify(incidents(2));
+    const forge = (header: object, payload: object, signature = '') =>
+      [header, payload].map((part) => Buffer.from(JSON.stringify(part)).toString('base64url')).join('.') + `.${signature}`;
+    const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+
+    it('no credentials: 401 asking for a bearer token', async () => {
+      const response = await push({ body: body() });
+      await expectRefused(response, 401, /Authentication required/);
+      expect(response.headers?.['WWW-Authenticate']).toBe('Bearer');
+    });
+
+    it('an expired token: 401', async () => {
+      const { token } = await stack.entra.issuer.issueAccessToken({
+        tenantId: world().provider.tenantId, audience: world().relayApi.clientId, clientId: world().webhookClient.clientId,
+        objectId: randomUUID(), roles: [RELAY_SUBMIT_ROLE], version: 2, lifetimeSeconds: -120,
+      });
+      secrets.push(token);
+      await expectRefused(await push({ token, body: body() }), 401, /expired/);
+    });
+
+    it('a token for another audience (Defender’s): 401', async () => {
+      const token = await tokenFor(world().webhookClient.clientId, world().webhookClient.clientSecret, 'https://api.security.microsoft.com/.default');
+      await expectRefused(await push({ token, body: body() }), 401, /another audience/);
+    });
+
+    it('a token issued in a tenant not allowed to push: 403', async () => {
+      const { token } = await stack.entra.issuer.issueAccessToken({
+        tenantId: fabrikam().tenantId, audience: world().relayApi.clientId, clientId: randomUUID(), objectId: randomUUID(), roles: [RELAY_SUBMIT_ROLE], version: 2,
+      });
+      secrets.push(token);
+      await expectRefused(await push({ token, body: body() }), 403, new RegExp(`tenant ${fabrikam().tenantId} are not accepted`));
+    });
+
+    it('a token whose issuer is not its tenant’s: 401', async () => {
+      // Signed by the real keys for the allowed tenant, but minted as if another tenant issued it.
+      const { token } = await stack.entra.issuer.issueAccessToken({
+        tenantId: northwind().tenantId, audience: world().relayApi.clientId, clientId: randomUUID(), objectId: randomUUID(), roles: [RELAY_SUBMIT_ROLE], version: 2,
+      });
+      const [header, , signature] = token.split('.');
+      const forged = `${header}.${Buffer.from(JSON.stringify({ ...claimsOf(token), tid: world().provider.tenantId })).toString('base64url')}.${signature}`;
+      secrets.push(token, forged);
+      await expectRefused(await push({ token: forged, body: body() }), 401, /signature is not valid|not issued by/);
+    });
+
+    it('an unsigned token (alg: none): 401', async () => {
+      const token = forge({ alg: 'none', typ: 'JWT' }, { ...claimsOf(validToken) });
+      await expectRefused(await push({ token, body: body() }), 401, /not signed with RS256|could not be verified/);
+    });
+
+    it('a token signed by someone else’s key: 401', async () => {
+      const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      const { SignJWT, importPKCS8 } = await import('jose');
+      const key = await importPKCS8(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), 'RS256');
+      const token = await new SignJWT(claimsOf(validToken)).setProtectedHeader({ alg: 'RS256', kid: 'attacker' }).sign(key);
+      secrets.push(token);
+      await expectRefused(await push({ token, body: body() }), 401, /signature is not valid|could not be verified/);
+    });
+
+    it('a tampered token (role added after signing): 401', async () => {
+      const [header, , signature] = validToken.split('.');
+      const tampered = `${header}.${Buffer.from(JSON.stringify({ ...claimsOf(validToken), roles: ['Incidents.Submit', 'Admin'] })).toString('base64url')}.${signature}`;
+      secrets.push(tampered);
+      await expectRefused(await push({ token: tampered, body: body() }), 401, /signature is not valid/);
+    });
+
+    it('a valid token without the app role: 403 naming the role', async () => {
+      const clientId = randomUUID();
+      const clientSecret = randomBytes(24).toString('base64url');
+      stack.entra.registry.addApp({ clientId, displayName: 'app without the role', homeTenantId: world().provider.tenantId, multiTenant: false, secrets: [clientSecret] });
+      secrets.push(clientSecret);
+      const token = await tokenFor(clientId, clientSecret);
+      expect(claimsOf(token).roles).toBeUndefined();
+      const response = await push({ token, body: body() });
+      await expectRefused(response, 403, new RegExp(`application ${clientId} does not carry the app role '${RELAY_SUBMIT_ROLE}'`));
+      expect(logs.at(-1)!.line).toContain(`caller=${clientId}`);
+    });
+
+    it('both a token and a signature: 401', async () => {
+      await expectRefused(await push({ token: validToken, sign: true, body: body() }), 401, /not both/);
+    });
+  });
+
+  describe('the tenant', () => {
+    it('unknown: 404', async () => {
+      const tenantId = randomUUID();
+      await expectRefused(await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId }), 404, new RegExp(`Tenant ${tenantId} is not registered`));
+    });
+
+    it('disabled: 403', async () => {
+      const tenantId = randomUUID();
+      await services.registry.put({ tenantId, displayName: 'Paused Ltd', context: 'partner', clientId: randomUUID(), credential: { kind: 'secret', secretName: 'unused' }, enabled: false });
+      await expectRefused(await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId }), 403, /Paused Ltd\) is disabled/);
+    });
+
+    it('not a GUID: 400', async () => {
+      await expectRefused(await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId: 'fabrikam' }), 400, /tenantId query parameter must be a tenant GUID/);
+    });
+  });
+
+  describe('with an HMAC signature', () => {
+    it('accepts a signed batch', async () => {
+      const batch = incidents(3);
+      const response = await push({ sign: true, body: JSON.stringify({ value: batch }) });
+      await expectEnqueued(response, batch);
+      expect(logs.at(-1)!.line).toContain('caller=hmac incidents=3 outcome=202');
+    });
+
+    it('refuses a replay, on this instance and on another one', async () => {
+      const body = JSON.stringify(incidents(1));
+      const timestamp = Math.floor(Date.now() / 1000);
+      expect((await push({ sign: { timestamp }, body })).status).toBe(202);
+      await drainEvents();
+      await expectRefused(await push({ sign: { timestamp }, body }), 401, /already accepted \(replayed\)/);
+      const otherInstance = createServices(loadConfig(settings));
+      await expectRefused(await push({ sign: { timestamp }, body }, {}, otherInstance), 401, /replayed/);
+      // The same incident signed anew is a new request.
+      expect((await push({ sign: { timestamp: timestamp + 1 }, body })).status).toBe(202);
+    });
+
+    it('refuses a signature made with another key', async () => {
+      await expectRefused(await push({ sign: { key: 'not-the-key' }, body: JSON.stringify(incidents(1)) }), 401, /does not match the body/);
+    });
+
+    it('refuses a tampered body', async () => {
+      const original = JSON.stringify(incidents(1));
+      const signature = signatureHeader(world().webhookHmacKey, original);
+      secrets.push(signature.split('v1=')[1]!);
+      await expectRefused(await push({ signature, body: original.replace('"incidentId":', '"incidentId":9') }), 401, /does not match the body/);
+    });
+
+    it('refuses a stale timestamp and one too far in the future', async () => {
+      const now = Math.floor(Date.now() / 1000);
+      await expectRefused(await push({ sign: { timestamp: now - 301 }, body: JSON.stringify(incidents(1)) }), 401, /s old; at most 300 s/);
+      await expectRefused(await push({ sign: { timestamp: now + 301 }, body: JSON.stringify(incidents(1)) }), 401, /in the future/);
+    });
+
+    it('refuses a malformed header', async () => {
+      await expectRefused(await push({ signature: 'sha256=abc', body: JSON.stringify(incidents(1)) }), 401, /must look like t=<unix seconds>,v1=/);
+    });
+
+    it('requires the tenantId query parameter', async () => {
+      await expectRefused(await push({ sign: true, body: JSON.stringify(incidents(1)), tenantId: null }), 400, /add \?tenantId=/);
+    });
+
+    it('says so when no HMAC key is configured', async () => {
+      const { WEBHOOK_HMAC_SECRET_NAME: _unset, ...withoutHmac } = settings;
+      const unsignedOnly = createServices(loadConfig(withoutHmac));
+      await expectRefused(await push({ sign: true, body: JSON.stringify(incidents(1)) }, {}, unsignedOnly), 401, /not accepted here \(no HMAC key is configured/);
+    });
+  });
+
+  describe('the body', () => {
+    it('wrong content type: 415', async () => {
+      await expectRefused(await push({ token: validToken, contentType: 'text/plain', body: JSON.stringify(incidents(1)) }), 415, /must be application\/json/);
+      await expectRefused(await push({ token: validToken, contentType: null, body: JSON.stringify(incidents(1)) }), 415, /got none/);
+      const ok = await push({ token: validToken, contentType: 'application/json; charset=utf-8', body: JSON.stringify(incidents(1)) });
+      expect(ok.status).toBe(202);
+      await drainEvents();
+    });
+
+    it('oversized: 413, whether Content-Length says so or only the bytes do', async () => {
+      const max = services.config.webhook.maxBodyBytes;
+      const big = JSON.stringify({ value: [], padding: 'x'.repeat(max) });
+      await expectRefused(await push({ token: validToken, body: '{}', headers: { 'content-length': String(max + 1) } }), 413, new RegExp(`larger than ${max} bytes`));
+      await expectRefused(await push({ token: validToken, body: big }), 413, /larger than/);
+      await expectRefused(await push({ sign: true, body: big }), 413, /larger than/);
+    });
+
+    it('malformed JSON: 400', async () => {
+      await expectRefused(await push({ token: validToken, body: '{"incidentId": 1,' }), 400, /not valid JSON/);
+      await expectRefused(await push({ token: validToken, body: '' }), 400, /body is empty/);
+    });
+
+    it('an invalid incident in a batch: 400 listing every problem, and nothing of the batch enqueued', async () => {
+      const batch = incidents(3);
+      batch[1] = { ...batch[1]!, severity: 'Critical', lastUpdateTime: '2020-09-06 14:46' };
+      batch[2]!.alerts = [{ alertId: 'da637349914833441527_393341063', severity: 'Severe' }];
+      delete batch[2]!.incidentId;
+      const response = await push({ token: validToken, body: JSON.stringify(batch) });
+      expect(response.status).toBe(400);
+      const errors = bodyOf(response).errors as { index: number; path: string; message: string }[];
+      expect(errors.map(({ index, path }) => ({ index, path }))).toEqual(expect.arrayContaining([
+        { index: 1, path: 'severity' },
+        { index: 1, path: 'lastUpdateTime' },
+        { index: 2, path: 'incidentId' },
+        { index: 2, path: 'alerts.0.severity' },
+      ]));
+      expect(errors).toHaveLength(4);
+      expect(errors.find((e) => e.path === 'incidentId')!.message).toBe('is required');
+      expect(errors.find((e) => e.path === 'severity')!.message).toMatch(/must be one of UnSpecified, Informational, Low, Medium, High/);
+      expect(await drainEvents()).toEqual([]);
+      expect(logs.at(-1)!.line).toMatch(/outcome=400 4 problem\(s\) in 2 incident\(s\), nothing enqueued/);
+    });
+
+    it('more than 100 incidents: 400', async () => {
+      const response = await push({ token: validToken, body: JSON.stringify(incidents(101)) });
+      expect(response.status).toBe(400);
+      expect(bodyOf(response).errors).toEqual([{ index: 100, path: '', message: expect.stringMatching(/at most 100 incidents per request \(got 101\)/) }]);
+      expect(await drainEvents()).toEqual([]);
+    });
+  });
+
+  describe('when storage fails', () => {
+    it('answers 503 saying what was enqueued, and the identical signed retry is then accepted', async () => {
+      const batch = incidents(5);
+      const body = JSON.stringify(batch);
+      const timestamp = Math.floor(Date.now() / 1000);
+      const failing = batch[2]!.incidentId as number;
+      const flakySender = {
+        sendEvent: (queue: string, envelope: IncidentEnvelope) =>
+          envelope.incidentId === failing ? Promise.reject(Object.assign(new Error('Server busy'), { statusCode: 503 })) : services.sender.sendEvent(queue, envelope),
+      };
+      const failed = await push({ sign: { timestamp }, body }, { sender: flakySender });
+      expect(failed.status).toBe(503);
+      expect(failed.headers?.['Retry-After']).toBe('10');
+      expect(bodyOf(failed)).toMatchObject({ accepted: 4, notEnqueued: [expect.stringContaining(`:${failing}:`)] });
+      expect(await drainEvents()).toHaveLength(4);
+      expect(logs.at(-1)).toMatchObject({ level: 'error', line: expect.stringContaining('outcome=503 Storage did not take every incident (4 of 5 enqueued)') });
+
+      const retried = await push({ sign: { timestamp }, body });
+      await expectEnqueued(retried, batch);
+    });
+
+    it('answers 503 when the tenant registry cannot be read', async () => {
+      const registry = { get: () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })) };
+      await expectRefused(await push({ token: validToken, body: JSON.stringify(incidents(1)) }, { registry }), 503, /registry could not be read/);
+    });
+  });
+
+  it('the replay guard forgets a signature only once its timestamp can no longer be accepted', async () => {
+    const startMs = Date.now();
+    let nowMs = startMs;
+    const table = TableClient.fromConnectionString(azurite.connectionString, WEBHOOK_REPLAY_TABLE, { allowInsecureConnection: true });
+    const guard = new ReplayGuard(table, { windowSeconds: 300, now: () => nowMs });
+    const signature = randomBytes(32);
+    const signedAt = Math.floor(startMs / 1000);
+    expect(await guard.remember(signature, signedAt)).toBe(true);
+
+    nowMs = startMs + 300_000; // still acceptable at the edge of the tolerance
+    await guard.pruneExpired();
+    expect(await guard.remember(signature, signedAt)).toBe(false);
+
+    nowMs = startMs + 601_000; // past the tolerance: the timestamp is refused anyway, the row may go
+    expect(await guard.pruneExpired()).toBeGreaterThanOrEqual(1);
+    expect(await guard.pruneExpired()).toBe(0); // at most one pass per window
+    const rows = [];
+    for await (const row of table.listEntities()) rows.push(row);
+    expect(rows.filter((r) => r.partitionKey! <= String(Math.floor(signedAt / 300)).padStart(12, '0'))).toEqual([]);
+    // The table holds a hash of each signature, never the signature itself.
+    expect(JSON.stringify(rows)).not.toContain(signature.toString('hex'));
+  });
+
+  it('never logs a token, a signature or the HMAC key', () => {
+    expect(logs.length).toBeGreaterThan(30);
+    for (const { line } of logs) {
+      expect(line).not.toMatch(/eyJ[\w-]+\./);
+      for (const secret of secrets) expect(line).not.toContain(secret.length > 40 ? secret.slice(-32) : secret);
+    }
+  });
+});

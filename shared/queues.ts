@@ -26,27 +26,38 @@ export class MessageSender {
   constructor(
     private readonly queues: QueueServiceClient,
     private readonly blobs: BlobServiceClient,
+    /** False for another team's account, where the app may only send (the owner creates queues and containers). */
+    private readonly options: { createMissing?: boolean } = {},
   ) {}
 
   async send(queueName: string, value: unknown, options: { visibilityTimeoutSeconds?: number } = {}): Promise<void> {
     const queue = this.queues.getQueueClient(queueName);
-    await this.#once(`queue:${queueName}`, () => queue.createIfNotExists());
+    if (this.options.createMissing !== false) await this.#once(`queue:${queueName}`, () => queue.createIfNotExists());
     await queue.sendMessage(encodeMessage(value), { visibilityTimeout: options.visibilityTimeoutSeconds, messageTimeToLive: -1 });
   }
 
   /** Sends an incident event, claim-checking the incident when the message would be too large. */
   async sendEvent(queueName: string, envelope: IncidentEnvelope): Promise<{ claimChecked: boolean }> {
-    const encoded = encodeMessage(envelope);
-    if (encoded.length <= MAX_BASE64_MESSAGE || !envelope.incident) {
-      await this.send(queueName, envelope);
+    const blobName = `${envelope.tenantId}/${envelope.incidentId}/${envelope.lastUpdateTime.replace(/:/g, '')}.json`;
+    return this.sendWithClaimCheck(queueName, envelope, { container: CLAIM_CHECK_CONTAINER, blobName });
+  }
+
+  /**
+   * Sends any message with an `incident` field; when the message would be too large, the incident goes
+   * to `container/blobName` in Blob storage and the message carries `incidentRef: { blobUrl }` instead.
+   */
+  async sendWithClaimCheck(queueName: string, message: { incident?: unknown }, place: { container: string; blobName: string }): Promise<{ claimChecked: boolean }> {
+    const encoded = encodeMessage(message);
+    if (encoded.length <= MAX_BASE64_MESSAGE || !message.incident) {
+      await this.send(queueName, message);
       return { claimChecked: false };
     }
-    const container = this.blobs.getContainerClient(CLAIM_CHECK_CONTAINER);
-    await this.#once(`container:${CLAIM_CHECK_CONTAINER}`, () => container.createIfNotExists());
-    const blob = container.getBlockBlobClient(`${envelope.tenantId}/${envelope.incidentId}/${envelope.lastUpdateTime.replace(/:/g, '')}.json`);
-    const body = JSON.stringify(envelope.incident);
+    const container = this.blobs.getContainerClient(place.container);
+    if (this.options.createMissing !== false) await this.#once(`container:${place.container}`, () => container.createIfNotExists());
+    const blob = container.getBlockBlobClient(place.blobName);
+    const body = JSON.stringify(message.incident);
     await blob.upload(body, Buffer.byteLength(body), { blobHTTPHeaders: { blobContentType: 'application/json' } });
-    const { incident: _incident, ...rest } = envelope;
+    const { incident: _incident, ...rest } = message;
     await this.send(queueName, { ...rest, incidentRef: { blobUrl: blob.url } });
     this.claimChecked += 1;
     return { claimChecked: true };

@@ -1,0 +1,357 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { INCIDENT_STATUSES, isRecord as isObject, SEVERITIES } from './incident-types.js';
+import { checkDestinationUrl, DestinationBlockedError, type DestinationPolicy } from './ssrf.js';
+
+/**
+ * Routing rules: which destinations an enriched incident event goes to. The file is validated as a
+ * whole and every problem is reported at once, naming the rule (or destination) and the field.
+ * Matching is pure: `selectRoutes` reads only the event.
+ */
+
+export const CLASSIFICATIONS = ['Unknown', 'FalsePositive', 'TruePositive', 'InformationalExpectedActivity'] as const;
+/** The documentation's names and the ones seen in practice; both spellings of a pair match each other. */
+export const DETERMINATIONS = [
+  'NotAvailable', 'Apt', 'MultiStagedAttack', 'MaliciousUserActivity', 'Malware', 'Phishing', 'UnwantedSoftware',
+  'SecurityTesting', 'SecurityPersonnel', 'LineOfBusinessApplication', 'ConfirmedUserActivity', 'ConfirmedActivity',
+  'CompromisedUser', 'CompromisedAccount', 'Clean', 'NotMalicious', 'InsufficientData', 'NotEnoughDataToValidate', 'Other',
+] as const;
+const DETERMINATION_SYNONYMS: string[][] = [
+  ['confirmeduseractivity', 'confirmedactivity'],
+  ['compromiseduser', 'compromisedaccount'],
+  ['clean', 'notmalicious'],
+  ['insufficientdata', 'notenoughdatatovalidate'],
+];
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$/;
+const nameSchema = z.string().regex(NAME, 'must be 1-80 letters, digits, dots, dashes, colons or underscores, starting with a letter or digit');
+
+/** Azure queue names: 3-63 characters, lowercase letters, digits and single dashes, starting and ending with a letter or digit. */
+export const QUEUE_NAME = /^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$/;
+const queueName = z.string().regex(QUEUE_NAME, 'must be an Azure queue name: 3-63 lowercase letters, digits and single dashes, starting and ending with a letter or digit');
+const secretName = z.string().regex(/^[0-9a-zA-Z-]{1,127}$/, 'must be a Key Vault secret name (letters, digits and dashes)');
+const httpsUrl = z.string().refine((v) => URL.canParse(v) && v.startsWith('https://'), 'must be an https:// URL');
+
+const oneOf = <T extends readonly [string, ...string[]]>(values: T) => z.enum(values, { message: `must be one of ${values.join(', ')}` });
+const nonEmptyList = <T extends z.ZodType>(item: T) => z.array(item).min(1, 'must list at least one value');
+
+/** A webhook-style destination's URL: in the file, or (since Teams and Slack URLs are secrets) in Key Vault. */
+const urlFields = { url: httpsUrl.optional(), urlSecretName: secretName.optional() };
+
+const destinationSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('queue'), queueName, accountUrl: httpsUrl.optional() }),
+  z.strictObject({ type: z.literal('webhook'), ...urlFields, hmacSecretName: secretName.optional() }),
+  z.strictObject({ type: z.literal('teams'), ...urlFields }),
+  z.strictObject({ type: z.literal('slack'), ...urlFields }),
+  z.strictObject({ type: z.literal('drop') }),
+], { message: 'must be one of queue, webhook, teams, slack, drop' });
+
+const mitrePattern = z.string().regex(/^T[0-9*?]{1,4}(\.[0-9*?]{1,3}|\*)?$/i, 'must be a MITRE technique id like T1003 or T1059.001, or a glob like T1059.*');
+
+const matchSchema = z.strictObject({
+  tenant: nonEmptyList(z.string().min(1, 'must not be empty')).optional(),
+  severity: nonEmptyList(oneOf(SEVERITIES)).optional(),
+  status: nonEmptyList(oneOf(INCIDENT_STATUSES)).optional(),
+  classification: nonEmptyList(oneOf(CLASSIFICATIONS)).optional(),
+  determination: nonEmptyList(oneOf(DETERMINATIONS)).optional(),
+  serviceSource: nonEmptyList(z.string().min(1, 'must not be empty')).optional(),
+  tags: nonEmptyList(z.string().min(1, 'must not be empty')).optional(),
+  mitreTechnique: nonEmptyList(mitrePattern).optional(),
+  minPriority: z.number({ message: 'must be a number' }).min(0, 'must be between 0 and 100').max(100, 'must be between 0 and 100').optional(),
+});
+
+const writeBackSchema = z.union([
+  z.strictObject({ tag: z.string().min(1).max(100, 'must be at most 100 characters') }),
+  z.strictObject({ comment: z.string().min(1).max(1000, 'must be at most 1000 characters') }),
+], { message: 'must be { "tag": "…" } or { "comment": "…" }' });
+
+const huntingSchema = z.strictObject({ name: nameSchema, query: z.string().min(1, 'must not be empty').max(10_000, 'must be at most 10000 characters') });
+
+const routeFields = {
+  destinations: z.array(nameSchema, { message: 'must be a list of destination names' }).min(1, 'must name at least one destination'),
+  writeBack: writeBackSchema.optional(),
+  hunting: z.array(huntingSchema).optional(),
+};
+
+const ruleSchema = z.strictObject({
+  name: nameSchema,
+  match: matchSchema.default({}),
+  mode: z.enum(['first-match', 'fan-out'], { message: 'must be first-match or fan-out' }).default('first-match'),
+  ...routeFields,
+});
+
+const defaultRouteSchema = z.strictObject(routeFields);
+
+export type Destination = z.infer<typeof destinationSchema>;
+export type DestinationType = Destination['type'];
+export type RuleMatch = z.infer<typeof matchSchema>;
+export type WriteBack = z.infer<typeof writeBackSchema>;
+export type HuntingQuery = z.infer<typeof huntingSchema>;
+export type RoutingRule = z.infer<typeof ruleSchema>;
+
+/** A destination with its name, as deliveries and errors refer to it. */
+export type NamedDestination = Destination & { name: string };
+
+export const DEFAULT_ROUTE_NAME = 'default';
+
+export interface RoutingTable {
+  destinations: ReadonlyMap<string, NamedDestination>;
+  rules: readonly RoutingRule[];
+  defaultRoute: { destinations: string[]; writeBack?: WriteBack; hunting?: HuntingQuery[] };
+  /** Where the table came from (a file path, or `(inline)`), for messages. */
+  source: string;
+}
+
+export interface MatchedRoute {
+  /** The rule's name, or `default` when no rule matched. */
+  name: string;
+  destinations: string[];
+  writeBack?: WriteBack;
+  hunting?: HuntingQuery[];
+}
+
+export class RoutingConfigError extends Error {
+  constructor(
+    readonly source: string,
+    readonly problems: string[],
+  ) {
+    super(`Invalid routing rules in ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'RoutingConfigError';
+  }
+}
+
+function formatPath(path: readonly PropertyKey[]): string {
+  return path.reduce<string>((text, key) => (typeof key === 'number' ? `${text}[${key}]` : text ? `${text}.${String(key)}` : String(key)), '');
+}
+
+function issuesOf(error: z.ZodError, where: string): string[] {
+  return error.issues.map((issue) => {
+    const field = formatPath(issue.path);
+    const message =
+      issue.code === 'unrecognized_keys'
+        ? `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`
+        : issue.code === 'invalid_type' && issue.message.endsWith('received undefined')
+          ? 'is required'
+          : issue.message;
+    return field ? `${where}: ${field}: ${message}` : `${where}: ${message}`;
+  });
+}
+
+/**
+ * Reads and validates routing rules (a path to a JSON file, or the parsed object) and compiles them.
+ * Webhook, Teams and Slack URLs written in the file must be on the allow-list (checked again at send time).
+ * Throws `RoutingConfigError` listing every problem.
+ */
+export function loadRoutingRules(input: string | unknown, policy: Pick<DestinationPolicy, 'allowedHosts'> & Partial<DestinationPolicy>): RoutingTable {
+  const source = typeof input === 'string' ? input : '(inline)';
+  let raw: unknown = input;
+  if (typeof input === 'string') {
+    let text: string;
+    try {
+      text = readFileSync(input, 'utf8');
+    } catch (err) {
+      throw new RoutingConfigError(source, [`cannot read the file (${(err as NodeJS.ErrnoException).code ?? String(err)}); set ROUTES_FILE to the routing rules' path`]);
+    }
+    try {
+      raw = JSON.parse(text) as unknown;
+    } catch (err) {
+      throw new RoutingConfigError(source, [`not valid JSON: ${(err as Error).message}`]);
+    }
+  }
+  return compile(raw, source, { allowedHosts: policy.allowedHosts, allowLoopback: policy.allowLoopback ?? false });
+}
+
+function compile(raw: unknown, source: string, policy: DestinationPolicy): RoutingTable {
+  const problems: string[] = [];
+  if (!isObject(raw)) throw new RoutingConfigError(source, ['must be a JSON object with "destinations", "rules" and "defaultRoute"']);
+
+  const unknownKeys = Object.keys(raw).filter((k) => !['destinations', 'rules', 'defaultRoute', '$schema', 'description'].includes(k));
+  if (unknownKeys.length > 0) problems.push(`unknown top-level field${unknownKeys.length > 1 ? 's' : ''} ${unknownKeys.map((k) => `"${k}"`).join(', ')}`);
+
+  const destinations = new Map<string, NamedDestination>();
+  if (!isObject(raw.destinations)) problems.push('destinations: must be an object mapping destination names to destinations');
+  else {
+    for (const [name, value] of Object.entries(raw.destinations)) {
+      const where = `destinations "${name}"`;
+      if (!NAME.test(name)) problems.push(`${where}: the name must be 1-80 letters, digits, dots, dashes, colons or underscores`);
+      const parsed = destinationSchema.safeParse(value);
+      if (!parsed.success) {
+        problems.push(...issuesOf(parsed.error, where));
+        continue;
+      }
+      const destination = parsed.data;
+      if (destination.type === 'webhook' || destination.type === 'teams' || destination.type === 'slack') {
+        if ((destination.url === undefined) === (destination.urlSecretName === undefined)) {
+          problems.push(`${where}: give exactly one of url and urlSecretName`);
+        }
+        if (destination.url !== undefined) {
+          try {
+            checkDestinationUrl(destination.url, policy);
+          } catch (err) {
+            if (!(err instanceof DestinationBlockedError)) throw err;
+            problems.push(`${where}: url: ${err.reason} (host ${err.host})`);
+          }
+        }
+      }
+      destinations.set(name, { ...destination, name });
+    }
+  }
+
+  const rules: RoutingRule[] = [];
+  if (!Array.isArray(raw.rules)) problems.push('rules: must be a list of rules (it may be empty)');
+  else {
+    const seen = new Map<string, number>();
+    raw.rules.forEach((value: unknown, index) => {
+      const name = isObject(value) && typeof value.name === 'string' ? value.name : undefined;
+      const where = name === undefined ? `rules[${index}]` : `rules[${index}] "${name}"`;
+      const parsed = ruleSchema.safeParse(value);
+      if (!parsed.success) {
+        problems.push(...issuesOf(parsed.error, where));
+        return;
+      }
+      const rule = parsed.data;
+      if (rule.name === DEFAULT_ROUTE_NAME) problems.push(`${where}: name: "${DEFAULT_ROUTE_NAME}" is reserved for defaultRoute`);
+      const earlier = seen.get(rule.name);
+      if (earlier !== undefined) problems.push(`${where}: name: already used by rules[${earlier}]`);
+      seen.set(rule.name, index);
+      problems.push(...unknownDestinations(rule.destinations, destinations, raw.destinations, where));
+      rules.push(rule);
+    });
+  }
+
+  let defaultRoute: RoutingTable['defaultRoute'] | undefined;
+  if (raw.defaultRoute === undefined) problems.push('defaultRoute: is required (use a "drop" destination to discard unmatched events)');
+  else {
+    const parsed = defaultRouteSchema.safeParse(raw.defaultRoute);
+    if (!parsed.success) problems.push(...issuesOf(parsed.error, 'defaultRoute'));
+    else {
+      defaultRoute = parsed.data;
+      problems.push(...unknownDestinations(parsed.data.destinations, destinations, raw.destinations, 'defaultRoute'));
+    }
+  }
+
+  if (problems.length > 0 || !defaultRoute) throw new RoutingConfigError(source, problems);
+  return { destinations, rules, defaultRoute, source };
+}
+
+function unknownDestinations(names: string[], valid: Map<string, NamedDestination>, declared: unknown, where: string): string[] {
+  return names.flatMap((name, i) => {
+    if (valid.has(name)) return [];
+    // A destination that is declared but invalid has its own error already.
+    if (isObject(declared) && name in declared) return [];
+    return [`${where}: destinations[${i}]: no destination named "${name}" (declared: ${[...valid.keys()].join(', ') || 'none'})`];
+  });
+}
+
+/** The queue names a table sends to in the app's own storage account (to create them up front). */
+export function queueNamesOf(table: RoutingTable): string[] {
+  return [...table.destinations.values()].flatMap((d) => (d.type === 'queue' && !d.accountUrl ? [d.queueName] : []));
+}
+
+/** What routing reads from an enriched event. */
+export interface RoutableEvent {
+  tenantId: string;
+  incident: Record<string, unknown>;
+  enrichment: {
+    priority: number;
+    tenantDisplayName?: string;
+    serviceSources?: string[];
+    mitre?: { techniques?: string[] };
+    [key: string]: unknown;
+  };
+}
+
+const lower = (value: unknown): string | undefined => (typeof value === 'string' ? value.toLowerCase() : undefined);
+const strings = (value: unknown): string[] => (Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : []);
+
+function canonicalDetermination(value: string): string {
+  const v = value.toLowerCase();
+  return DETERMINATION_SYNONYMS.find((group) => group.includes(v))?.[0] ?? v;
+}
+
+function globToRegExp(glob: string): RegExp {
+  const body = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  return new RegExp(`^${body}$`, 'i');
+}
+
+const globCache = new Map<string, RegExp>();
+function matchesGlob(value: string, glob: string): boolean {
+  let re = globCache.get(glob);
+  if (!re) {
+    re = globToRegExp(glob);
+    globCache.set(glob, re);
+  }
+  return re.test(value);
+}
+
+/** Values of a field across the incident's alerts (when enrichment did not provide them). */
+function fromAlerts(incident: Record<string, unknown>, field: string): string[] {
+  const alerts = Array.isArray(incident.alerts) ? (incident.alerts as unknown[]) : [];
+  return alerts.flatMap((alert) => (isObject(alert) ? (Array.isArray(alert[field]) ? strings(alert[field]) : strings([alert[field]])) : []));
+}
+
+/** Whether every field of `match` holds for the event (fields AND, values within a field OR; case-insensitive). */
+export function ruleMatches(match: RuleMatch, event: RoutableEvent): boolean {
+  const { incident, enrichment } = event;
+  const anyOf = (wanted: readonly string[] | undefined, actual: string[]) => {
+    if (!wanted) return true;
+    const have = new Set(actual.map((a) => a.toLowerCase()));
+    return wanted.some((w) => have.has(w.toLowerCase()));
+  };
+  const scalar = (value: unknown) => (lower(value) === undefined ? [] : [value as string]);
+
+  if (!anyOf(match.tenant, [event.tenantId, ...(enrichment.tenantDisplayName ? [enrichment.tenantDisplayName] : [])])) return false;
+  if (!anyOf(match.severity, scalar(incident.severity))) return false;
+  if (!anyOf(match.status, scalar(incident.status))) return false;
+  if (!anyOf(match.classification, scalar(incident.classification))) return false;
+  if (match.determination) {
+    const actual = lower(incident.determination);
+    if (actual === undefined || !match.determination.some((d) => canonicalDetermination(d) === canonicalDetermination(actual))) return false;
+  }
+  if (!anyOf(match.serviceSource, enrichment.serviceSources ?? fromAlerts(incident, 'serviceSource'))) return false;
+  if (!anyOf(match.tags, strings(incident.tags))) return false;
+  if (match.mitreTechnique) {
+    const techniques = enrichment.mitre?.techniques ?? fromAlerts(incident, 'mitreTechniques');
+    if (!match.mitreTechnique.some((glob) => techniques.some((t) => matchesGlob(t, glob)))) return false;
+  }
+  if (match.minPriority !== undefined && !(enrichment.priority >= match.minPriority)) return false;
+  return true;
+}
+
+/**
+ * The routes an event takes: rules in order; a matching `first-match` rule ends the evaluation, a
+ * matching `fan-out` rule adds its destinations and evaluation goes on; nothing matched → the default route.
+ */
+export function selectRoutes(table: RoutingTable, event: RoutableEvent): MatchedRoute[] {
+  const matched: MatchedRoute[] = [];
+  for (const rule of table.rules) {
+    if (!ruleMatches(rule.match, event)) continue;
+    matched.push(routeOf(rule.name, rule));
+    if (rule.mode === 'first-match') break;
+  }
+  return matched.length > 0 ? matched : [routeOf(DEFAULT_ROUTE_NAME, table.defaultRoute)];
+}
+
+function routeOf(name: string, route: { destinations: string[]; writeBack?: WriteBack; hunting?: HuntingQuery[] }): MatchedRoute {
+  return {
+    name,
+    destinations: [...route.destinations],
+    ...(route.writeBack && { writeBack: route.writeBack }),
+    ...(route.hunting && { hunting: route.hunting }),
+  };
+}
+
+/**
+ * One delivery per destination: when two matched rules name the same destination, the first rule
+ * that named it owns the delivery, so a destination receives an event once.
+ */
+export function plannedDeliveries(routes: readonly MatchedRoute[]): { route: MatchedRoute; destination: string }[] {
+  const seen = new Set<string>();
+  return routes.flatMap((route) =>
+    route.destinations.flatMap((destination) => {
+      if (seen.has(destination)) return [];
+      seen.add(destination);
+      return [{ route, destination }];
+    }),
+  );
+}

@@ -1,0 +1,284 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { loadRoutingRules, plannedDeliveries, queueNamesOf, RoutingConfigError, ruleMatches, selectRoutes, type RoutableEvent, type RuleMatch } from '../../shared/routing.js';
+
+const policy = { allowedHosts: ['hooks.example.com', '*.webhook.office.com', 'localhost'] };
+const TENANT = '6f1c1c1e-1b5c-4c59-9a8e-0d5d1e2a3b4c';
+
+function event(overrides: { incident?: Record<string, unknown>; enrichment?: Partial<RoutableEvent['enrichment']>; tenantId?: string } = {}): RoutableEvent {
+  return {
+    tenantId: overrides.tenantId ?? TENANT,
+    incident: {
+      incidentId: 7,
+      severity: 'High',
+      status: 'Active',
+      classification: 'TruePositive',
+      determination: 'CompromisedAccount',
+      tags: ['VIP', 'Finance'],
+      alerts: [{ serviceSource: 'MicrosoftDefenderForEndpoint', mitreTechniques: ['T1003.001', 'T1059.001'] }],
+      ...overrides.incident,
+    },
+    enrichment: { priority: 75, tenantDisplayName: 'Fabrikam', serviceSources: ['MicrosoftDefenderForEndpoint'], mitre: { techniques: ['T1003.001', 'T1059.001'] }, ...overrides.enrichment },
+  };
+}
+
+function problemsOf(raw: unknown): string[] {
+  try {
+    loadRoutingRules(raw, policy);
+  } catch (err) {
+    expect(err).toBeInstanceOf(RoutingConfigError);
+    return (err as RoutingConfigError).problems;
+  }
+  throw new Error('expected the rules to be refused');
+}
+
+const base = {
+  destinations: {
+    'soc-queue': { type: 'queue', queueName: 'routed-high' },
+    archive: { type: 'queue', queueName: 'routed-archive' },
+    teams: { type: 'teams', url: 'https://contoso.webhook.office.com/webhookb2/abc' },
+    siem: { type: 'webhook', url: 'https://hooks.example.com/in', hmacSecretName: 'siem-hmac-key' },
+    nowhere: { type: 'drop' },
+  },
+  rules: [] as unknown[],
+  defaultRoute: { destinations: ['archive'] },
+};
+const withRules = (...rules: unknown[]) => ({ ...base, rules });
+
+describe('loading routing rules', () => {
+  it('loads the example and demo files shipped with the app', () => {
+    const example = loadRoutingRules(join(import.meta.dirname, '../../routes.example.json'), { allowedHosts: ['siem.contoso.com'] });
+    expect(example.rules.map((r) => r.name)).toEqual(['ignore-false-positives', 'credential-theft', 'high-to-soc', 'vip-tenants']);
+    expect(queueNamesOf(example)).toEqual(['routed-high']);
+    const demo = loadRoutingRules(join(import.meta.dirname, '../../local/demo-routes.json'), { allowedHosts: ['localhost'] });
+    expect(queueNamesOf(demo).sort()).toEqual(['routed-archive', 'routed-high']);
+  });
+
+  it('routes the demo world as the demo file says', () => {
+    const demo = loadRoutingRules(join(import.meta.dirname, '../../local/demo-routes.json'), { allowedHosts: ['localhost'] });
+    const northwind = { tenantDisplayName: 'Northwind Traders', mitre: { techniques: ['T1003'] } };
+    expect(selectRoutes(demo, event()).map((r) => [r.name, r.destinations])).toEqual([['high-to-soc', ['soc-queue', 'teams', 'siem']]]);
+    expect(selectRoutes(demo, event({ enrichment: northwind })).map((r) => r.name)).toEqual(['northwind-credential-access', 'high-to-soc']);
+    expect(selectRoutes(demo, event({ incident: { status: 'Resolved' } })).map((r) => r.name)).toEqual(['closed-drop']);
+    expect(selectRoutes(demo, event({ incident: { severity: 'Medium' }, enrichment: { priority: 70 } })).map((r) => r.name)).toEqual(['risky-medium']);
+    expect(selectRoutes(demo, event({ incident: { severity: 'Low' }, enrichment: { priority: 27 } }))).toEqual([{ name: 'default', destinations: ['archive', 'siem'] }]);
+  });
+
+  it('applies defaults: mode first-match, an empty match that matches everything', () => {
+    const table = loadRoutingRules(withRules({ name: 'all', destinations: ['siem'] }), policy);
+    expect(table.rules[0]).toMatchObject({ name: 'all', mode: 'first-match', match: {} });
+    expect(selectRoutes(table, event())).toEqual([{ name: 'all', destinations: ['siem'] }]);
+  });
+
+  it('names the rule and the field of each problem, and lists every problem at once', () => {
+    const problems = problemsOf(
+      withRules(
+        { name: 'ok', destinations: ['siem'] },
+        { name: 'bad-severity', match: { severity: ['Critical'] }, destinations: ['siem'] },
+        { name: 'teams-high', match: { severity: ['High'], status: ['Open'] }, destinations: ['teams', 'pager'] },
+        { match: { minPriority: 150 }, destinations: ['siem'] },
+        { name: 'typo', match: { severty: ['High'] }, destinations: ['siem'], mode: 'fanout' },
+      ),
+    );
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        'rules[1] "bad-severity": match.severity[0]: must be one of UnSpecified, Informational, Low, Medium, High',
+        'rules[2] "teams-high": match.status[0]: must be one of Active, InProgress, Resolved, Redirected',
+        expect.stringMatching(/^rules\[3\]: name: /),
+        'rules[3]: match.minPriority: must be between 0 and 100',
+        'rules[4] "typo": match: unknown field "severty"',
+        'rules[4] "typo": mode: must be first-match or fan-out',
+      ]),
+    );
+    // The unknown destination of rule 2 is reported once its fields are valid.
+    expect(problemsOf(withRules({ name: 'teams-high', destinations: ['teams', 'pager'] }))).toEqual([
+      'rules[0] "teams-high": destinations[1]: no destination named "pager" (declared: soc-queue, archive, teams, siem, nowhere)',
+    ]);
+  });
+
+  it('validates every match operator value', () => {
+    const problems = problemsOf(
+      withRules({
+        name: 'r',
+        match: { classification: ['Bad'], determination: ['Evil'], mitreTechnique: ['X1003'], tenant: [], tags: [''], minPriority: 'high' },
+        destinations: ['siem'],
+      }),
+    );
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^rules\[0\] "r": match\.classification\[0\]: must be one of Unknown, FalsePositive, TruePositive/),
+        expect.stringMatching(/^rules\[0\] "r": match\.determination\[0\]: must be one of NotAvailable/),
+        'rules[0] "r": match.mitreTechnique[0]: must be a MITRE technique id like T1003 or T1059.001, or a glob like T1059.*',
+        'rules[0] "r": match.tenant: must list at least one value',
+        'rules[0] "r": match.tags[0]: must not be empty',
+        'rules[0] "r": match.minPriority: must be a number',
+      ]),
+    );
+  });
+
+  it('validates destinations: queue names, https, the host allow-list, exactly one URL source, unknown types', () => {
+    const problems = problemsOf({
+      destinations: {
+        upper: { type: 'queue', queueName: 'Routed_High' },
+        short: { type: 'queue', queueName: 'ab' },
+        dashes: { type: 'queue', queueName: 'a--b' },
+        plain: { type: 'webhook', url: 'http://hooks.example.com/in' },
+        elsewhere: { type: 'webhook', url: 'https://evil.example.net/in' },
+        apex: { type: 'teams', url: 'https://webhook.office.com/x' },
+        both: { type: 'slack', url: 'https://hooks.example.com/s', urlSecretName: 'slack-url' },
+        neither: { type: 'slack' },
+        pager: { type: 'pagerduty' },
+        extra: { type: 'drop', url: 'https://hooks.example.com' },
+      },
+      rules: [],
+      defaultRoute: { destinations: ['upper'] },
+    });
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^destinations "upper": queueName: must be an Azure queue name/),
+        expect.stringMatching(/^destinations "short": queueName: must be an Azure queue name/),
+        expect.stringMatching(/^destinations "dashes": queueName: must be an Azure queue name/),
+        'destinations "plain": url: must be an https:// URL',
+        'destinations "elsewhere": url: the host is not on DESTINATION_ALLOWED_HOSTS (host evil.example.net)',
+        'destinations "apex": url: the host is not on DESTINATION_ALLOWED_HOSTS (host webhook.office.com)',
+        'destinations "both": give exactly one of url and urlSecretName',
+        'destinations "neither": give exactly one of url and urlSecretName',
+        'destinations "pager": type: must be one of queue, webhook, teams, slack, drop',
+        'destinations "extra": unknown field "url"',
+      ]),
+    );
+    // The default route names an invalid destination: reported once, at the destination.
+    expect(problems.filter((p) => p.startsWith('defaultRoute'))).toEqual([]);
+  });
+
+  it('requires a default route and rule names that are unique', () => {
+    const problems = problemsOf({ destinations: base.destinations, rules: [{ name: 'a', destinations: ['siem'] }, { name: 'a', destinations: ['siem'] }, { name: 'default', destinations: ['siem'] }] });
+    expect(problems).toEqual([
+      'rules[1] "a": name: already used by rules[0]',
+      'rules[2] "default": name: "default" is reserved for defaultRoute',
+      'defaultRoute: is required (use a "drop" destination to discard unmatched events)',
+    ]);
+    expect(problemsOf({ ...base, defaultRoute: { destinations: ['gone'] } })).toEqual([
+      'defaultRoute: destinations[0]: no destination named "gone" (declared: soc-queue, archive, teams, siem, nowhere)',
+    ]);
+  });
+
+  it('validates write-back and hunting', () => {
+    expect(problemsOf(withRules({ name: 'w', destinations: ['siem'], writeBack: { tag: 'x', comment: 'y' }, hunting: [{ name: 'q' }] }))).toEqual([
+      'rules[0] "w": writeBack: must be { "tag": "…" } or { "comment": "…" }',
+      'rules[0] "w": hunting[0].query: is required',
+    ]);
+  });
+
+  it('reports an unreadable or malformed file by its path', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'routes-'));
+    const broken = join(dir, 'routes.json');
+    writeFileSync(broken, '{ "rules": [');
+    expect(() => loadRoutingRules(broken, policy)).toThrow(new RegExp(`Invalid routing rules in ${broken.replace(/[\\/.]/g, '.')}:\\n  - not valid JSON`));
+    expect(() => loadRoutingRules(join(dir, 'missing.json'), policy)).toThrow(/cannot read the file \(ENOENT\); set ROUTES_FILE/);
+  });
+});
+
+describe('matching', () => {
+  const matches = (match: RuleMatch, e = event()) => ruleMatches(match, e);
+
+  it('tenant: by id or display name, case-insensitive', () => {
+    expect(matches({ tenant: [TENANT.toUpperCase()] })).toBe(true);
+    expect(matches({ tenant: ['fabrikam'] })).toBe(true);
+    expect(matches({ tenant: ['Northwind Traders'] })).toBe(false);
+  });
+
+  it('severity, status, classification: any of the listed values', () => {
+    expect(matches({ severity: ['Medium', 'High'] })).toBe(true);
+    expect(matches({ severity: ['Low'] })).toBe(false);
+    expect(matches({ status: ['Active'] })).toBe(true);
+    expect(matches({ status: ['Resolved'] })).toBe(false);
+    expect(matches({ classification: ['TruePositive'] })).toBe(true);
+    expect(matches({ classification: ['FalsePositive'] })).toBe(false);
+    expect(matches({ severity: ['High'] }, event({ incident: { severity: undefined } }))).toBe(false);
+  });
+
+  it('determination: either spelling of a renamed value matches', () => {
+    expect(matches({ determination: ['CompromisedUser'] })).toBe(true);
+    expect(matches({ determination: ['CompromisedAccount'] })).toBe(true);
+    expect(matches({ determination: ['Clean'] }, event({ incident: { determination: 'NotMalicious' } }))).toBe(true);
+    expect(matches({ determination: ['Malware'] })).toBe(false);
+  });
+
+  it('serviceSource: from the enrichment, else from the alerts', () => {
+    expect(matches({ serviceSource: ['MicrosoftDefenderForEndpoint'] })).toBe(true);
+    expect(matches({ serviceSource: ['MicrosoftDefenderForOffice'] })).toBe(false);
+    expect(matches({ serviceSource: ['microsoftdefenderforendpoint'] }, event({ enrichment: { serviceSources: undefined } }))).toBe(true);
+  });
+
+  it('tags: any of', () => {
+    expect(matches({ tags: ['vip', 'Board'] })).toBe(true);
+    expect(matches({ tags: ['Board'] })).toBe(false);
+    expect(matches({ tags: ['VIP'] }, event({ incident: { tags: null } }))).toBe(false);
+  });
+
+  it('mitreTechnique: exact ids and globs', () => {
+    expect(matches({ mitreTechnique: ['T1003.001'] })).toBe(true);
+    expect(matches({ mitreTechnique: ['T1003'] })).toBe(false);
+    expect(matches({ mitreTechnique: ['T1059.*'] })).toBe(true);
+    expect(matches({ mitreTechnique: ['T1059*'] }, event({ enrichment: { mitre: { techniques: ['T1059'] } } }))).toBe(true);
+    expect(matches({ mitreTechnique: ['T1059.*'] }, event({ enrichment: { mitre: { techniques: ['T1059'] } } }))).toBe(false);
+    expect(matches({ mitreTechnique: ['T15??'] })).toBe(false);
+    expect(matches({ mitreTechnique: ['t1003.*'] }, event({ enrichment: { mitre: undefined } }))).toBe(true);
+  });
+
+  it('minPriority: at least N', () => {
+    expect(matches({ minPriority: 75 })).toBe(true);
+    expect(matches({ minPriority: 76 })).toBe(false);
+    expect(matches({ minPriority: 0 }, event({ enrichment: { priority: 0 } }))).toBe(true);
+  });
+
+  it('ANDs fields', () => {
+    expect(matches({ severity: ['High'], tenant: ['Fabrikam'], minPriority: 70 })).toBe(true);
+    expect(matches({ severity: ['High'], tenant: ['Fabrikam'], minPriority: 80 })).toBe(false);
+  });
+});
+
+describe('selecting routes', () => {
+  const table = loadRoutingRules(
+    withRules(
+      { name: 'everything-to-siem', mode: 'fan-out', destinations: ['siem'] },
+      { name: 'fp-drop', match: { classification: ['FalsePositive'] }, destinations: ['nowhere'] },
+      { name: 'high', match: { severity: ['High'] }, destinations: ['soc-queue', 'teams'], writeBack: { tag: 'relayed:high' }, hunting: [{ name: 'logons', query: 'DeviceLogonEvents | take 5' }] },
+      { name: 'also-high', match: { severity: ['High'] }, destinations: ['archive'] },
+      { name: 'vip-fanout', mode: 'fan-out', match: { tags: ['VIP'] }, destinations: ['teams', 'archive'] },
+    ),
+    policy,
+  );
+  const names = (e: RoutableEvent) => selectRoutes(table, e).map((r) => r.name);
+
+  it('a fan-out rule adds its destinations and evaluation goes on; the first first-match rule stops it', () => {
+    const routes = selectRoutes(table, event());
+    expect(routes).toEqual([
+      { name: 'everything-to-siem', destinations: ['siem'] },
+      { name: 'high', destinations: ['soc-queue', 'teams'], writeBack: { tag: 'relayed:high' }, hunting: [{ name: 'logons', query: 'DeviceLogonEvents | take 5' }] },
+    ]);
+    expect(names(event({ incident: { classification: 'FalsePositive' } }))).toEqual(['everything-to-siem', 'fp-drop']);
+  });
+
+  it('fan-out rules after the last first-match rule all apply', () => {
+    expect(names(event({ incident: { severity: 'Low' } }))).toEqual(['everything-to-siem', 'vip-fanout']);
+  });
+
+  it('uses the default route only when no rule matched', () => {
+    const onlyHigh = loadRoutingRules(withRules({ name: 'high', match: { severity: ['High'] }, destinations: ['soc-queue'] }), policy);
+    expect(selectRoutes(onlyHigh, event({ incident: { severity: 'Low' } }))).toEqual([{ name: 'default', destinations: ['archive'] }]);
+    const dropping = loadRoutingRules({ ...base, defaultRoute: { destinations: ['nowhere'] } }, policy);
+    expect(selectRoutes(dropping, event())).toEqual([{ name: 'default', destinations: ['nowhere'] }]);
+  });
+
+  it('plans one delivery per destination, owned by the first route naming it', () => {
+    const routes = [
+      { name: 'a', destinations: ['siem', 'teams'] },
+      { name: 'b', destinations: ['teams', 'archive'] },
+    ];
+    expect(plannedDeliveries(routes).map((d) => `${d.route.name}→${d.destination}`)).toEqual(['a→siem', 'a→teams', 'b→archive']);
+  });
+});

@@ -387,14 +387,19 @@ export function huntingSpecProblems(spec: unknown): string[] {
   if (typeof spec.query !== 'string' || spec.query.trim() === '') problems.push('query: must be a non-empty KQL string');
   else {
     if (spec.query.length > MAX_QUERY_LENGTH) problems.push(`query: must be at most ${MAX_QUERY_LENGTH} characters`);
-    for (const name of placeholdersIn(spec.query)) {
-      if (!Object.hasOwn(HUNTING_PLACEHOLDERS, name)) problems.push(`query: unknown placeholder {${name}} (known: ${Object.keys(HUNTING_PLACEHOLDERS).map((p) => `{${p}}`).join(', ')})`);
-    }
+    problems.push(...unknownPlaceholderProblems(spec.query).map((p) => `query: ${p}`));
   }
   if (spec.maxRows !== undefined && !(Number.isInteger(spec.maxRows) && (spec.maxRows as number) >= 1 && (spec.maxRows as number) <= HUNTING_MAX_ROWS_LIMIT)) {
     problems.push(`maxRows: must be an integer from 1 to ${HUNTING_MAX_ROWS_LIMIT}`);
   }
   return problems;
+}
+
+/** One problem per {placeholder} in the query that enrichment cannot fill. */
+export function unknownPlaceholderProblems(query: string): string[] {
+  return placeholdersIn(query)
+    .filter((name) => !Object.hasOwn(HUNTING_PLACEHOLDERS, name))
+    .map((name) => `unknown placeholder {${name}} (known: ${Object.keys(HUNTING_PLACEHOLDERS).map((p) => `{${p}}`).join(', ')})`);
 }
 
 function placeholdersIn(query: string): string[] {

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
+import { HUNTING_MAX_ROWS_LIMIT, unknownPlaceholderProblems } from './enrichment.js';
 import { INCIDENT_STATUSES, isRecord as isObject, SEVERITIES } from './incident-types.js';
 import { checkDestinationUrl, DestinationBlockedError, type DestinationPolicy } from './ssrf.js';
 
@@ -65,7 +66,16 @@ const writeBackSchema = z.union([
   z.strictObject({ comment: z.string().min(1).max(1000, 'must be at most 1000 characters') }),
 ], { message: 'must be { "tag": "…" } or { "comment": "…" }' });
 
-const huntingSchema = z.strictObject({ name: nameSchema, query: z.string().min(1, 'must not be empty').max(10_000, 'must be at most 10000 characters') });
+const huntingSchema = z
+  .strictObject({
+    name: nameSchema,
+    query: z.string().min(1, 'must not be empty').max(10_000, 'must be at most 10000 characters'),
+    maxRows: z.number().int().min(1).max(HUNTING_MAX_ROWS_LIMIT).optional(),
+  })
+  // Unknown {placeholders} fail when the file loads, not as a note on every event.
+  .superRefine((spec, ctx) => {
+    for (const message of unknownPlaceholderProblems(spec.query)) ctx.addIssue({ code: 'custom', path: ['query'], message });
+  });
 
 const routeFields = {
   destinations: z.array(nameSchema, { message: 'must be a list of destination names' }).min(1, 'must name at least one destination'),
@@ -254,7 +264,7 @@ export interface RoutableEvent {
   incident: Record<string, unknown>;
   enrichment: {
     priority: number;
-    tenantDisplayName?: string;
+    tenantDisplayName?: string | null;
     serviceSources?: string[];
     mitre?: { techniques?: string[] };
     [key: string]: unknown;

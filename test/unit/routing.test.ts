@@ -170,6 +170,10 @@ describe('loading routing rules', () => {
       'rules[0] "w": writeBack: must be { "tag": "…" } or { "comment": "…" }',
       'rules[0] "w": hunting[0].query: is required',
     ]);
+    const problems = problemsOf(withRules({ name: 'h', destinations: ['siem'], hunting: [{ name: 'q', query: 'DeviceInfo | where DeviceName in ({hosts})', maxRows: 5000 }] }));
+    expect(problems).toHaveLength(2);
+    expect(problems[0]).toMatch(/^rules\[0\] "h": hunting\[0\]\.maxRows: /);
+    expect(problems[1]).toMatch(/^rules\[0\] "h": hunting\[0\]\.query: unknown placeholder \{hosts\} \(known: \{deviceNames\}/);
   });
 
   it('reports an unreadable or malformed file by its path', () => {

@@ -1,0 +1,140 @@
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { startAzurite, type RunningAzurite } from '../../local/azurite.js';
+import { appSettingsFor, registerDemoTenants } from '../../local/stack.js';
+import type { TenantCheck } from '../../shared/doctor.js';
+import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
+
+/**
+ * The compiled command-line tools (`dist/cli/*.js`, built by `npm run build`), run as a person runs
+ * them, against a settings file pointing at the stand-ins and an Azurite of this file's own.
+ */
+const CLI_DIR = resolve('dist/cli');
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+describe('command-line tools: tenants and doctor', () => {
+  let stack: TestStandIns;
+  let azurite: RunningAzurite;
+  let dir: string;
+  let settingsFile: string;
+  const outputs: string[] = [];
+
+  beforeAll(async () => {
+    if (!existsSync(join(CLI_DIR, 'tenants.js'))) throw new Error(`${CLI_DIR}/tenants.js is missing: run npm run build (tsconfig.json must include cli/**/*.ts)`);
+    [stack, azurite] = await Promise.all([startTestStandIns(), startAzurite({ extentMemoryLimitMb: 64 })]);
+    await registerDemoTenants(stack.world, azurite.connectionString);
+    dir = mkdtempSync(join(tmpdir(), 'relay-cli-'));
+    settingsFile = join(dir, 'settings.json');
+    writeFileSync(settingsFile, JSON.stringify({ IsEncrypted: false, Values: appSettingsFor(stack.world, azurite.connectionString, stack) }));
+  }, 60_000);
+  afterAll(async () => {
+    await Promise.all([stack?.close(), azurite?.stop()]);
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** Runs a tool without blocking this process: the stand-ins it talks to run here. */
+  function run(tool: 'tenants' | 'doctor', args: string[], options: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<Run> {
+    return new Promise((done) => {
+      const env = options.env ?? { ...process.env, NODE_EXTRA_CA_CERTS: inject('tls').caCertPath };
+      execFile(process.execPath, [join(CLI_DIR, `${tool}.js`), ...args], { cwd: options.cwd ?? dir, env, timeout: 25_000 }, (error, stdout, stderr) => {
+        outputs.push(stdout, stderr);
+        done({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
+      });
+    });
+  }
+  const withSettings = (...args: string[]) => [...args, '--settings', settingsFile];
+  const partner = () => stack.world.tenants.find((t) => t.context === 'partner')!;
+  const addArgs = (tenantId: string) => [
+    'add', '--tenant-id', tenantId, '--name', 'Adatum', '--context', 'partner',
+    '--client-id', partner().clientId, '--secret-name', partner().clientSecretName, '--lookback-hours', '48',
+  ];
+
+  it('refuses a bad tenant id before touching anything, naming --tenant-id', async () => {
+    const result = await run('tenants', withSettings(...addArgs('adatum.onmicrosoft.com')));
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("error: --tenant-id: must be a GUID (got 'adatum.onmicrosoft.com')");
+    expect(result.stdout).toBe('');
+  });
+
+  it('adds a partner tenant, lists it, prints its consent link, and doctor names the missing consent', { timeout: 60_000 }, async () => {
+    const adatum = randomUUID();
+    stack.entra.registry.addTenant({ tenantId: adatum, displayName: 'Adatum' });
+    stack.defender.store.provisionTenant(adatum, 'Adatum');
+
+    const added = await run('tenants', withSettings(...addArgs(adatum)));
+    expect(added.code).toBe(0);
+    expect(added.stderr).toContain("Settings: ./settings.json (--settings)");
+    expect(added.stdout).toContain(`Registered Adatum (${adatum}): partner context, client ${partner().clientId}, secret '${partner().clientSecretName}', enabled, first poll looks back 48 h.`);
+    expect(added.stdout).toContain(`npm run tenants -- consent-link ${adatum}`);
+    expect((await run('tenants', withSettings(...addArgs(adatum)))).stdout).toMatch(/^Replaced Adatum/);
+
+    const listed = await run('tenants', withSettings('list'));
+    expect(listed.code).toBe(0);
+    const header = listed.stdout.split('\n')[0]!;
+    expect(header.split(/\s{2,}/)).toEqual(['NAME', 'TENANT ID', 'CONTEXT', 'CLIENT ID', 'CREDENTIAL', 'ENABLED', 'LAST POLL', 'EVENTS']);
+    const row = listed.stdout.split('\n').find((l) => l.includes(adatum))!;
+    expect(row.split(/\s{2,}/)).toEqual(['Adatum', adatum, 'partner', partner().clientId, `secret '${partner().clientSecretName}'`, 'yes', 'never', '0']);
+    for (const t of stack.world.tenants) expect(listed.stdout).toContain(t.tenantId);
+
+    const link = await run('tenants', withSettings('consent-link', adatum));
+    expect(link.code).toBe(0);
+    expect(link.stdout).toContain(`${stack.entra.url}/common/oauth2/authorize?prompt=consent&client_id=${partner().clientId}&response_type=code`);
+    expect(link.stdout).toMatch(/1\. Send the link to a Global Administrator/);
+    expect(link.stdout).toContain(`npm run doctor -- --tenant ${adatum}`);
+
+    const doctor = await run('doctor', withSettings('--json'));
+    expect(doctor.code).toBe(1);
+    const report = JSON.parse(doctor.stdout) as { ok: boolean; tenants: TenantCheck[] };
+    expect(report.ok).toBe(false);
+    const rows = new Map(report.tenants.map((r) => [r.tenantId, r]));
+    for (const t of stack.world.tenants) expect(rows.get(t.tenantId)).toMatchObject({ ok: true });
+    expect(rows.get(adatum)!.cause).toMatch(/^AADSTS700016: the app .* is not consented in this tenant — send the admin-consent link/);
+
+    // The table: one row per tenant, the cause on the failing one.
+    const table = await run('doctor', withSettings());
+    expect(table.code).toBe(1);
+    expect(table.stdout.split('\n').find((l) => l.startsWith('Adatum'))).toMatch(/FAILED .*AADSTS700016/);
+    expect(table.stdout).toContain(`${stack.world.tenants.length} tenant(s) ok, 1 failed`);
+
+    // Disabled while waiting for consent: the default run passes, an explicit --tenant still checks it.
+    expect((await run('tenants', withSettings('disable', adatum))).code).toBe(0);
+    expect((await run('doctor', withSettings())).code).toBe(0);
+    expect((await run('doctor', withSettings('--tenant', adatum))).code).toBe(1);
+
+    const removed = await run('tenants', withSettings('remove', adatum));
+    expect(removed).toMatchObject({ code: 0, stdout: expect.stringContaining(`Removed Adatum (${adatum})`) });
+    const gone = await run('tenants', withSettings('enable', adatum));
+    expect(gone).toMatchObject({ code: 1, stderr: expect.stringContaining(`Tenant ${adatum} is not registered`) });
+  });
+
+  it('finds .local/local.settings.json on its own and trusts the local CA next to it', async () => {
+    const project = mkdtempSync(join(dir, 'project-'));
+    mkdirSync(join(project, '.local'));
+    writeFileSync(join(project, '.local', 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: appSettingsFor(stack.world, azurite.connectionString, stack) }));
+    writeFileSync(join(project, '.local', 'ca.pem'), inject('tls').caCertPem);
+    // No NODE_EXTRA_CA_CERTS: the tool must re-run itself with the CA it found, or every HTTPS call fails.
+    const env = { ...process.env };
+    delete env.NODE_EXTRA_CA_CERTS;
+    const doctor = await run('doctor', ['--json', '--tenant', partner().tenantId], { cwd: project, env });
+    expect(doctor.stderr).toContain('Settings: ./.local/local.settings.json');
+    expect(doctor.code).toBe(0);
+    expect(JSON.parse(doctor.stdout)).toMatchObject({ ok: true, tenants: [{ tenantId: partner().tenantId, ok: true }] });
+  });
+
+  it('prints no secret and no token in any output', () => {
+    const all = outputs.join('\n');
+    expect(all.length).toBeGreaterThan(0);
+    for (const secret of [stack.world.appIdentity.clientSecret, ...stack.world.apps.map((a) => a.clientSecret)]) expect(all).not.toContain(secret);
+    expect(all).not.toMatch(/eyJ[\w-]+\.[\w-]+/);
+    expect(all).not.toContain('AccountKey=');
+  });
+});

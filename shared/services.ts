@@ -14,6 +14,7 @@ import { TenantRegistry, TENANTS_TABLE } from './tenants.js';
 import { createWebhookAuthenticator, type WebhookAuthenticator } from './webhook-auth.js';
 import { ReplayGuard, WEBHOOK_REPLAY_TABLE } from './replay-guard.js';
 import { UserContext } from './user-context.js';
+import { DeliveryLog, DELIVERY_LOG_TABLE } from './delivery-log.js';
 
 /** The process-wide clients, built once from configuration (the composition root of the app). */
 export interface Services {
@@ -28,6 +29,8 @@ export interface Services {
   checkpoints: CheckpointStore;
   tenantStatus: TenantStatusStore;
   sender: MessageSender;
+  /** What the enricher has delivered, per event and destination. */
+  deliveryLog: DeliveryLog;
   /** Who may push incidents to POST /api/incidents (Entra token with the app role, or HMAC signature). */
   webhookAuth: WebhookAuthenticator;
   /** Signed pushes already accepted, across instances. */
@@ -58,6 +61,7 @@ export function createServices(config: AppConfig): Services {
     checkpoints: new CheckpointStore(storage.table(CHECKPOINTS_TABLE)),
     tenantStatus: new TenantStatusStore(storage.table(TENANT_STATUS_TABLE)),
     sender: new MessageSender(storage.queues, storage.blobs),
+    deliveryLog: new DeliveryLog(storage.table(DELIVERY_LOG_TABLE)),
     webhookAuth: createWebhookAuthenticator(config, secretCache),
     replayGuard: new ReplayGuard(storage.table(WEBHOOK_REPLAY_TABLE), { windowSeconds: config.webhook.hmacToleranceSeconds }),
     userContext: new UserContext({ config, secrets: secretCache, registry, budget: defender.budget }),

@@ -65,7 +65,7 @@ export function incidentFacts(message: RoutedMessage): IncidentFacts {
       { name: 'Users', value: few(usersOf(message)) },
       { name: 'Incident', value: `${message.incidentId} (route ${message.route.name})` },
     ],
-    portalUrl: enrichment.portalUrl,
+    portalUrl: enrichment.portalUrl ?? `https://security.microsoft.com/incidents/${message.incidentId}?tid=${encodeURIComponent(message.tenantId)}`,
   };
 }
 

@@ -9,8 +9,8 @@ import type { Agent } from 'node:https';
  */
 export interface RoutedEnrichment {
   priority: number;
-  portalUrl: string;
-  tenantDisplayName?: string;
+  portalUrl: string | null;
+  tenantDisplayName?: string | null;
   serviceSources: string[];
   mitre?: { techniques?: string[]; tactics?: string[] };
   [field: string]: unknown;

@@ -1,0 +1,204 @@
+import { resolve } from 'node:path';
+import type { BlobServiceClient } from '@azure/storage-blob';
+import { deadLetter } from './dead-letter.js';
+import type { DefenderClient } from './defender-client.js';
+import type { DeliveryLog } from './delivery-log.js';
+import { createDeliveryDeps, deliver, describeDestination, routedMessageFor, type DeliveryDeps } from './destinations/index.js';
+import { deriveEnrichment, enrichWithApi, type Enrichment } from './enrichment.js';
+import { isRetryable, PermanentError, RetryableError } from './errors.js';
+import { envelopeSchema, type IncidentEnvelope } from './events.js';
+import { isRecord } from './incident-types.js';
+import { redactingLogger, type Logger } from './logging.js';
+import { QUEUE_NAMES, readClaimCheck, type MessageSender } from './queues.js';
+import { describeError } from './redact.js';
+import { loadRoutingRules, plannedDeliveries, selectRoutes, type MatchedRoute, type RoutingTable } from './routing.js';
+import type { Services } from './services.js';
+import { TenantNotFoundError, type Tenant, type TenantRegistry } from './tenants.js';
+import { contentFingerprint, writeBack } from './write-back.js';
+
+/**
+ * The enricher: one incident event from `incidents` → validated, deduplicated, enriched, routed.
+ * Exactly-once in effect: each destination's delivery is recorded as it succeeds and the event once
+ * all are done, so a redelivered or replayed event skips what it already did. A retryable failure is
+ * rethrown (the host retries, then moves the message to `incidents-poison`); a permanent one goes to
+ * `incidents-deadletter` at once with its reason.
+ */
+export interface EnrichDependencies {
+  registry: TenantRegistry;
+  defender: DefenderClient;
+  deliveryLog: DeliveryLog;
+  sender: MessageSender;
+  blobs: BlobServiceClient;
+  routing: () => RoutingTable;
+  deliveryDeps: DeliveryDeps;
+}
+
+export type EnrichOutcome =
+  | { status: 'routed'; eventId: string; routes: string[]; destinations: string[]; apiCalls: number; enrichment: Enrichment }
+  | { status: 'duplicate' | 'echo'; eventId: string }
+  | { status: 'dead-lettered'; eventId?: string; reason: string };
+
+/** The routing table from ROUTES_FILE, read once per process; a broken file fails every event loudly (and is retried). */
+export function routingFromConfig(services: Pick<Services, 'config'>): () => RoutingTable {
+  let table: RoutingTable | undefined;
+  return () => {
+    table ??= loadRoutingRules(resolve(services.config.routing.routesFile), services.config.routing);
+    return table;
+  };
+}
+
+export function enrichDependencies(services: Services): EnrichDependencies {
+  return {
+    registry: services.registry,
+    defender: services.defender,
+    deliveryLog: services.deliveryLog,
+    sender: services.sender,
+    blobs: services.storage.blobs,
+    routing: routingFromConfig(services),
+    deliveryDeps: createDeliveryDeps(services),
+  };
+}
+
+class DeadLetterReason extends Error {}
+
+export async function handleIncidentEvent(message: unknown, deps: EnrichDependencies, logger: Logger): Promise<EnrichOutcome> {
+  const log = redactingLogger(logger);
+  const parsed = envelopeSchema.safeParse(message);
+  if (!parsed.success) {
+    const reason = `invalid event: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(event)'}: ${i.message}`).join('; ')}`;
+    return deadLettered(deps, message, undefined, reason, log);
+  }
+  const envelope = parsed.data;
+  const { eventId } = envelope;
+  try {
+    if (await deps.deliveryLog.isRouted(eventId)) {
+      log.info(`enrichIncident ${eventId}: already routed, dropped as a duplicate delivery`);
+      return { status: 'duplicate', eventId };
+    }
+    const tenant = await tenantOf(envelope, deps);
+    const incident = await incidentOf(envelope, deps);
+    const fingerprint = contentFingerprint(incident);
+    if ((await deps.deliveryLog.lastRoutedFingerprint(tenant.tenantId, envelope.incidentId)) === fingerprint) {
+      // Only the relay's own write-back changed since the last routed version.
+      await deps.deliveryLog.recordRouted(eventId, ['(echo of write-back)']);
+      log.info(`enrichIncident ${eventId}: only the relay's write-back changed, not routed again`);
+      return { status: 'echo', eventId };
+    }
+
+    const table = deps.routing();
+    let enrichment = deriveEnrichment(incident, { tenantId: tenant.tenantId, tenantDisplayName: tenant.displayName });
+    let apiCalls = 0;
+    let fullIncident: unknown = incident;
+    if (enrichment.needsFullIncident) {
+      const full = await enrichWithApi({ incident, tenant }, { defender: deps.defender });
+      ({ enrichment } = full);
+      fullIncident = full.fetchedIncident ?? incident;
+      apiCalls += full.calls;
+    }
+    const routes = selectRoutes(table, { tenantId: tenant.tenantId, incident, enrichment });
+    const hunting = routes.flatMap((r) => r.hunting ?? []);
+    if (hunting.length > 0) {
+      const hunted = await enrichWithApi({ incident: fullIncident, tenant, hunting }, { defender: deps.defender });
+      enrichment = { ...enrichment, hunting: hunted.enrichment.hunting, notes: [...enrichment.notes, ...hunted.notes] };
+      apiCalls += hunted.calls;
+    }
+
+    const destinations = await deliverAll(envelope, incident, enrichment, routes, table, deps, log);
+    await writeBackAll(envelope, tenant, incident, routes, deps, log);
+    await deps.deliveryLog.recordRoutedFingerprint(tenant.tenantId, envelope.incidentId, fingerprint);
+    await deps.deliveryLog.recordRouted(eventId, routes.map((r) => r.name));
+    if (envelope.incidentRef) await deleteClaimCheck(deps.blobs, envelope.incidentRef.blobUrl, log);
+    log.info(
+      `enrichIncident ${eventId}: routed by ${routes.map((r) => r.name).join(', ')} to ${destinations.join(', ') || '(nothing)'}` +
+        ` (priority ${enrichment.priority}, ${apiCalls} API call(s)${enrichment.notes.length ? `; notes: ${enrichment.notes.join(' | ')}` : ''})`,
+    );
+    return { status: 'routed', eventId, routes: routes.map((r) => r.name), destinations, apiCalls, enrichment };
+  } catch (err) {
+    if (err instanceof DeadLetterReason || err instanceof TenantNotFoundError || (err instanceof PermanentError && !isRetryable(err))) {
+      return deadLettered(deps, message, eventId, err.message, log);
+    }
+    log.error(`enrichIncident ${eventId} failed, will be retried: ${describeError(err)}`);
+    throw err;
+  }
+}
+
+async function tenantOf(envelope: IncidentEnvelope, deps: EnrichDependencies): Promise<Tenant> {
+  const tenant = await deps.registry.get(envelope.tenantId);
+  if (!tenant.enabled) throw new DeadLetterReason(`tenant ${envelope.tenantId} is disabled`);
+  return tenant;
+}
+
+async function incidentOf(envelope: IncidentEnvelope, deps: EnrichDependencies): Promise<Record<string, unknown>> {
+  if (envelope.incident) return envelope.incident;
+  let incident: unknown;
+  try {
+    incident = await readClaimCheck(deps.blobs, envelope.incidentRef!.blobUrl);
+  } catch (err) {
+    if ((err as { statusCode?: number }).statusCode === 404) throw new DeadLetterReason(`the claim-checked incident ${envelope.incidentRef!.blobUrl} no longer exists`);
+    if (err instanceof Error && !isRetryable(err) && !(err as { statusCode?: number }).statusCode) throw new DeadLetterReason(`the claim-check reference is unusable: ${err.message}`);
+    throw new RetryableError(`the claim-checked incident could not be read: ${describeError(err)}`, { tenantId: envelope.tenantId, operation: 'read claim-check' }, { cause: err });
+  }
+  if (!isRecord(incident)) throw new DeadLetterReason('the claim-checked incident is not a JSON object');
+  return incident;
+}
+
+/** Every planned delivery not yet made; each success is recorded before the next is tried. */
+async function deliverAll(
+  envelope: IncidentEnvelope,
+  incident: Record<string, unknown>,
+  enrichment: Enrichment,
+  routes: MatchedRoute[],
+  table: RoutingTable,
+  deps: EnrichDependencies,
+  log: Logger,
+): Promise<string[]> {
+  const delivered: string[] = [];
+  for (const { route, destination } of plannedDeliveries(routes)) {
+    if (await deps.deliveryLog.isDelivered(envelope.eventId, destination)) {
+      delivered.push(destination);
+      continue;
+    }
+    try {
+      await deliver(table, destination, routedMessageFor(envelope, incident, enrichment, route, destination), deps.deliveryDeps);
+    } catch (err) {
+      const where = `route ${route.name} → ${describeDestination(table, destination)}`;
+      if (isRetryable(err)) throw new RetryableError(`${where}: ${describeError(err)}`, { tenantId: envelope.tenantId, operation: 'deliver', retryAfterMs: (err as RetryableError).retryAfterMs }, { cause: err });
+      throw new DeadLetterReason(`${where}: ${describeError(err)}`);
+    }
+    await deps.deliveryLog.recordDelivery(envelope.eventId, destination);
+    delivered.push(destination);
+  }
+  return delivered;
+}
+
+/** Tags or comments the incident as routes ask; a missing permission is logged, not fatal. */
+async function writeBackAll(envelope: IncidentEnvelope, tenant: Tenant, incident: Record<string, unknown>, routes: MatchedRoute[], deps: EnrichDependencies, log: Logger) {
+  for (const route of routes) {
+    if (!route.writeBack) continue;
+    const marker = `write-back:${route.name}`;
+    if (await deps.deliveryLog.isDelivered(envelope.eventId, marker)) continue;
+    try {
+      await writeBack(deps.defender, tenant, { incidentId: envelope.incidentId, tags: incident.tags }, route.writeBack);
+      await deps.deliveryLog.recordDelivery(envelope.eventId, marker);
+    } catch (err) {
+      if (isRetryable(err)) throw err;
+      log.warn(`enrichIncident ${envelope.eventId}: write-back for route ${route.name} skipped: ${describeError(err)}`);
+    }
+  }
+}
+
+async function deleteClaimCheck(blobs: BlobServiceClient, blobUrl: string, log: Logger) {
+  try {
+    const serviceUrl = blobs.url.endsWith('/') ? blobs.url : `${blobs.url}/`;
+    const [container, ...name] = blobUrl.slice(serviceUrl.length).split('/');
+    await blobs.getContainerClient(container!).getBlobClient(decodeURIComponent(name.join('/'))).deleteIfExists();
+  } catch (err) {
+    log.warn(`enrichIncident: the claim-check blob could not be deleted (it will linger, harmlessly): ${describeError(err)}`);
+  }
+}
+
+async function deadLettered(deps: EnrichDependencies, message: unknown, eventId: string | undefined, reason: string, log: Logger): Promise<EnrichOutcome> {
+  await deadLetter(deps.sender, QUEUE_NAMES.incidents, message, reason);
+  log.error(`enrichIncident ${eventId ?? '(unreadable event)'} dead-lettered: ${reason}`);
+  return { status: 'dead-lettered', eventId, reason };
+}

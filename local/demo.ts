@@ -51,6 +51,8 @@ export interface DemoWorld {
   analyst: DemoUser;
   /** Shared key for callers that sign webhook pushes with HMAC instead of sending a token. */
   webhookHmacKey: string;
+  /** The key the relay signs its deliveries to the demo SIEM webhook with. */
+  siemHmacKey: string;
 }
 
 /** Key Vault secret names the demo stores (the app reads them by these names from its settings). */
@@ -110,6 +112,7 @@ export function createDemoWorld(): DemoWorld {
     webhookClient,
     analystClient: { clientId: randomUUID(), homeTenantId: provider.tenantId },
     webhookHmacKey: secret(),
+    siemHmacKey: secret(),
     analyst: {
       tenantId: fabrikam.tenantId,
       userPrincipalName: 'analyst@fabrikam.example',

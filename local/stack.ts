@@ -1,12 +1,15 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { TableClient } from '@azure/data-tables';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { pollRequest } from '../shared/ingest.js';
 import { MessageSender, QUEUE_NAMES } from '../shared/queues.js';
+import { loadRoutingRules, queueNamesOf } from '../shared/routing.js';
 import { TenantRegistry, TENANTS_TABLE } from '../shared/tenants.js';
+import { startReceiver, withReceiverUrls, type RunningReceiver } from './receiver.js';
 import { startAzurite, stopChild, type RunningAzurite } from './azurite.js';
 import { FaultBoard } from './common/faults.js';
 import { createLocalCa, writeCaCert, type KeyAndCert } from './common/tls.js';
@@ -28,6 +31,10 @@ import { startKeyVault, type KeyVaultStandIn } from './keyvault/server.js';
 /** The queues the app uses; created up front so a person can watch them from the first second. */
 export const QUEUES = { ...QUEUE_NAMES, routed: [] as string[] };
 
+/** Where the demo's routing rules come from (a template whose webhook URLs point at the local receivers). */
+export const DEMO_ROUTES_TEMPLATE = 'local/demo-routes.json';
+export const SIEM_HMAC_SECRET_NAME = 'siem-hmac-key';
+
 /** `.local/stack.json`: how any program (tests, scripts, people) finds the running stack. */
 export interface StackInfo {
   host: string;
@@ -45,6 +52,8 @@ export interface StackInfo {
   relayApi: { clientId: string; clientSecret: string; identifierUri: string; tenantId: string };
   users: { tenantId: string; userPrincipalName: string; password: string; displayName: string; clientId: string; scope: string }[];
   queues: typeof QUEUES;
+  /** The local HTTPS receivers the demo routes' webhook destinations point at. */
+  receivers: { siem: string; teams: string; slack: string };
   appSettings: Record<string, string>;
 }
 
@@ -70,6 +79,7 @@ export interface RunningStack {
   defender: DefenderStandIn;
   faults: FaultBoard;
   azurite: RunningAzurite;
+  receivers: StandIns['receivers'];
   hostProcess?: ChildProcess;
   stop(): Promise<void>;
 }
@@ -78,7 +88,7 @@ export interface RunningStack {
 export function appSettingsFor(
   world: DemoWorld,
   storageConnectionString: string,
-  { entra, keyVault, defender }: Pick<StandIns, 'entra' | 'keyVault' | 'defender'>,
+  { entra, keyVault, defender, routesFile }: Pick<StandIns, 'entra' | 'keyVault' | 'defender' | 'routesFile'>,
 ): Record<string, string> {
   return {
     FUNCTIONS_WORKER_RUNTIME: 'node',
@@ -97,6 +107,7 @@ export function appSettingsFor(
     RELAY_API_SECRET_NAME,
     WEBHOOK_ALLOWED_TENANT_IDS: world.webhookClient.tenantId,
     WEBHOOK_HMAC_SECRET_NAME,
+    ROUTES_FILE: routesFile,
     DESTINATION_ALLOWED_HOSTS: 'localhost',
     DESTINATION_ALLOW_LOOPBACK: 'true',
   };
@@ -149,6 +160,7 @@ export async function seedWorld(world: DemoWorld, entra: EntraStandIn, keyVault:
 
 function describeStack(world: DemoWorld, appSettings: Record<string, string>, parts: {
   host: string; caCertPath: string; azurite: RunningAzurite; entra: EntraStandIn; keyVault: KeyVaultStandIn; defender: DefenderStandIn;
+  queues: StackInfo['queues']; receivers: StandIns['receivers'];
 }): StackInfo {
   return {
     host: parts.host,
@@ -164,7 +176,8 @@ function describeStack(world: DemoWorld, appSettings: Record<string, string>, pa
     webhookHmacKey: world.webhookHmacKey,
     relayApi: { clientId: world.relayApi.clientId, clientSecret: world.relayApi.clientSecret, identifierUri: world.relayApi.identifierUri, tenantId: world.relayApi.homeTenantId },
     users: [{ ...world.analyst, clientId: world.analystClient.clientId, scope: `${world.relayApi.identifierUri}/${RELAY_USER_SCOPE}` }],
-    queues: QUEUES,
+    queues: parts.queues,
+    receivers: { siem: parts.receivers.siem.url, teams: parts.receivers.teams.url, slack: parts.receivers.slack.url },
     appSettings,
   };
 }
@@ -173,12 +186,20 @@ export interface StandIns {
   entra: EntraStandIn;
   keyVault: KeyVaultStandIn;
   defender: DefenderStandIn;
+  /** Local HTTPS receivers standing in for the SIEM, Teams and Slack webhooks of the demo routes. */
+  receivers: { siem: RunningReceiver; teams: RunningReceiver; slack: RunningReceiver };
+  /** The demo routing file, written with the receivers' URLs. */
+  routesFile: string;
+  /** The queues the routes send to in the app's own account. */
+  routedQueues: string[];
   close(): Promise<void>;
 }
 
 /** Starts the Entra ID, Key Vault and Defender stand-ins in this process and seeds the demo world. */
-export async function startStandIns(options: { tls: KeyAndCert; faults: FaultBoard; world: DemoWorld }): Promise<StandIns> {
+export async function startStandIns(options: { tls: KeyAndCert; faults: FaultBoard; world: DemoWorld; appDir?: string; stateDir?: string }): Promise<StandIns> {
   const { tls, faults, world } = options;
+  const appDir = resolve(options.appDir ?? process.cwd());
+  const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), 'defender-relay-routes-'));
   const started: { close(): Promise<void> }[] = [];
   const close = async () => {
     await Promise.all(started.map((s) => s.close().catch(() => undefined)));
@@ -190,8 +211,20 @@ export async function startStandIns(options: { tls: KeyAndCert; faults: FaultBoa
     started.push(keyVault);
     const defender = await startDefender({ tls, verifier: entra.verifier, faults });
     started.push(defender);
+    const receivers = {
+      siem: await startReceiver({ tls, hmacKey: world.siemHmacKey }),
+      teams: await startReceiver({ tls }),
+      slack: await startReceiver({ tls }),
+    };
+    started.push(...Object.values(receivers));
     await seedWorld(world, entra, keyVault, defender);
-    return { entra, keyVault, defender, close };
+    await keyVault.store.setSecret(SIEM_HMAC_SECRET_NAME, world.siemHmacKey, { contentType: 'hmac-key' });
+
+    const template = JSON.parse(readFileSync(join(appDir, DEMO_ROUTES_TEMPLATE), 'utf8')) as Parameters<typeof withReceiverUrls>[0];
+    const routesFile = join(stateDir, 'routes.json');
+    writeFileSync(routesFile, JSON.stringify(withReceiverUrls(template, { siem: receivers.siem.url, teams: receivers.teams.url, slack: receivers.slack.url }), null, 2));
+    const routedQueues = queueNamesOf(loadRoutingRules(routesFile, { allowedHosts: ['localhost'], allowLoopback: true }));
+    return { entra, keyVault, defender, receivers, routesFile, routedQueues, close };
   } catch (err) {
     await close();
     throw err;
@@ -263,14 +296,15 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     cleanups.push(() => azurite.stop());
     log(`Azurite       queues ${azurite.queueUrl}  tables ${azurite.tableUrl}  blobs ${azurite.blobUrl}`);
 
-    const standIns = await startStandIns({ tls, faults, world });
+    const standIns = await startStandIns({ tls, faults, world, appDir, stateDir });
     cleanups.push(() => standIns.close());
     const { entra, keyVault, defender } = standIns;
     log(`Entra ID      ${entra.url}  (authority host)`);
     log(`Key Vault     ${keyVault.url}`);
     log(`Defender API  ${defender.url}  (control ${defender.controlUrl})`);
     const queues = QueueServiceClient.fromConnectionString(azurite.connectionString);
-    for (const name of [QUEUES.pollRequests, QUEUES.incidents, QUEUES.poison, ...QUEUES.routed]) await queues.getQueueClient(name).createIfNotExists();
+    const queueNames = { ...QUEUES, routed: standIns.routedQueues };
+    for (const name of [queueNames.pollRequests, queueNames.incidents, queueNames.poison, ...queueNames.routed]) await queues.getQueueClient(name).createIfNotExists();
 
     await registerDemoTenants(world, azurite.connectionString);
     const appSettings = appSettingsFor(world, azurite.connectionString, standIns);
@@ -291,9 +325,9 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     const sender = new MessageSender(queues, BlobServiceClient.fromConnectionString(azurite.connectionString));
     for (const tenant of world.tenants) await sender.send(QUEUES.pollRequests, pollRequest(tenant.tenantId, 'manual'));
 
-    const info = describeStack(world, appSettings, { host, caCertPath, azurite, entra, keyVault, defender });
+    const info = describeStack(world, appSettings, { host, caCertPath, azurite, entra, keyVault, defender, queues: queueNames, receivers: standIns.receivers });
     writeFileSync(join(stateDir, 'stack.json'), JSON.stringify(info, null, 2));
-    return { info, world, entra, keyVault, defender, faults, azurite, hostProcess, stop };
+    return { info, world, entra, keyVault, defender, faults, azurite, receivers: standIns.receivers, hostProcess, stop };
   } catch (err) {
     await stop();
     throw err;

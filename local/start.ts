@@ -1,7 +1,9 @@
-import { relative } from 'node:path';
+import { relative, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { TableClient } from '@azure/data-tables';
 import { QueueServiceClient } from '@azure/storage-queue';
+import { deadLetterQueueOf } from '../shared/dead-letter.js';
+import { DELIVERY_LOG_TABLE } from '../shared/delivery-log.js';
 import { TenantStatusStore, TENANT_STATUS_TABLE } from '../shared/tenant-status.js';
 import { simulateSocActivity } from './demo-activity.js';
 import { startStack, type RunningStack } from './stack.js';
@@ -57,7 +59,8 @@ try {
 
 const { info } = stack;
 if (!values['no-activity']) simulateSocActivity(stack.defender.store, info.tenants.map((t) => t.tenantId));
-const stackFile = relative(process.cwd(), `${values['state-dir'] ?? '.local'}/stack.json`);
+const stackPath = resolve(values['state-dir'] ?? '.local', 'stack.json');
+const stackFile = relative(process.cwd(), stackPath).startsWith('..') ? stackPath : relative(process.cwd(), stackPath);
 print('');
 print('Demo tenants:');
 for (const t of info.tenants) print(`  ${t.displayName.padEnd(20)} ${t.tenantId}  ${t.context}`);
@@ -66,27 +69,54 @@ print(`Health:      curl ${info.host}/api/health`);
 print(`Stack file:  ${stackFile}  (endpoints, CA, demo credentials: throwaway local values)`);
 print(`Ready in ${((Date.now() - startedAt) / 1000).toFixed(1)} s. Ctrl-C stops everything.`);
 
-// Per-tenant event counts and queue depths every few seconds, printed when they change.
-const queues = QueueServiceClient.fromConnectionString(info.storage.connectionString);
-const tenantStatus = new TenantStatusStore(TableClient.fromConnectionString(info.storage.connectionString, TENANT_STATUS_TABLE, { allowInsecureConnection: true }));
-const watched = [info.queues.pollRequests, info.queues.incidents, info.queues.poison, ...info.queues.routed];
+// Events in per tenant, events out per route, and queue depths every few seconds, printed when they change.
+const storage = info.storage.connectionString;
+const queues = QueueServiceClient.fromConnectionString(storage);
+const tenantStatus = new TenantStatusStore(TableClient.fromConnectionString(storage, TENANT_STATUS_TABLE, { allowInsecureConnection: true }));
+const deliveries = TableClient.fromConnectionString(storage, DELIVERY_LOG_TABLE, { allowInsecureConnection: true });
+const watched = [info.queues.incidents, info.queues.poison, deadLetterQueueOf(info.queues.incidents), ...info.queues.routed];
 let last = '';
+
+/** Events routed, and how many each route took (fan-out rules add to several). Echoes of write-back have no route. */
+async function routedCounts(): Promise<{ events: number; byRoute: Map<string, number> }> {
+  const byRoute = new Map<string, number>();
+  let events = 0;
+  try {
+    for await (const row of deliveries.listEntities<{ routes?: string }>({ queryOptions: { filter: "routes gt ''", select: ['routes'] } })) {
+      events += 1;
+      for (const route of (row.routes ?? '').split(',').filter(Boolean)) byRoute.set(route, (byRoute.get(route) ?? 0) + 1);
+    }
+  } catch {
+    // The table appears with the first routed event.
+  }
+  return { events, byRoute };
+}
+
+async function depthOf(queue: string): Promise<number> {
+  try {
+    return (await queues.getQueueClient(queue).getProperties()).approximateMessagesCount ?? 0;
+  } catch {
+    return 0; // not created yet
+  }
+}
+
 setInterval(async () => {
   if (stopping) return;
   try {
     const statuses = new Map((await tenantStatus.list()).map((s) => [s.tenantId, s]));
-    const perTenant = info.tenants.map((t) => {
+    const eventsIn = info.tenants.map((t) => {
       const s = statuses.get(t.tenantId);
       const problem = s?.lastOutcome === 'failed' || s?.lastOutcome === 'retrying' ? ` [${s.lastOutcome}: ${s.lastError}]` : '';
       return `${t.displayName} ${s?.eventsEnqueued ?? 0}${problem}`;
     });
-    const depths = await Promise.all(
-      watched.map(async (name) => `${name} ${(await queues.getQueueClient(name).getProperties()).approximateMessagesCount ?? 0}`),
-    );
-    const line = `events in: ${perTenant.join(' · ')}  |  queues: ${depths.join(' · ')}`;
+    const counts = await routedCounts();
+    const byRoute = [...counts.byRoute].sort(([a], [b]) => a.localeCompare(b)).map(([route, n]) => `${route} ${n}`);
+    const depths = await Promise.all(watched.map(async (name) => `${name} ${await depthOf(name)}`));
+    const webhooks = Object.entries(stack!.receivers).map(([name, r]) => `${name} ${r.accepted().length}`);
+    const line = [`in: ${eventsIn.join(' · ')}`, `routed: ${counts.events} (${byRoute.join(' · ') || 'none yet'})`, `webhooks: ${webhooks.join(' · ')}`, `queues: ${depths.join(' · ')}`].join('  |  ');
     if (line !== last) print(`  ${new Date().toISOString().slice(11, 19)} ${line}`);
     last = line;
-  } catch {
-    // Azurite is stopping; the next tick or the shutdown will tell.
+  } catch (err) {
+    if (!stopping) print(`  (progress unavailable: ${err instanceof Error ? err.message.split('\n')[0] : String(err)})`);
   }
 }, 3_000).unref();

@@ -80,7 +80,7 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
     const fingerprint = contentFingerprint(incident);
     if ((await deps.deliveryLog.lastRoutedFingerprint(tenant.tenantId, envelope.incidentId)) === fingerprint) {
       // Only the relay's own write-back changed since the last routed version.
-      await deps.deliveryLog.recordRouted(eventId, ['(echo of write-back)']);
+      await deps.deliveryLog.recordRouted(eventId, []);
       log.info(`enrichIncident ${eventId}: only the relay's write-back changed, not routed again`);
       return { status: 'echo', eventId };
     }

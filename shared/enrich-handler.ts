@@ -177,6 +177,11 @@ async function writeBackAll(envelope: IncidentEnvelope, tenant: Tenant, incident
     if (!route.writeBack) continue;
     const marker = `write-back:${route.name}`;
     if (await deps.deliveryLog.isDelivered(envelope.eventId, marker)) continue;
+    // Write-back is a courtesy to the analysts: it never waits for, or spends the last of, the tenant's budget.
+    if (deps.defender.budget.waitTime(tenant.tenantId) > 0) {
+      log.warn(`enrichIncident ${envelope.eventId}: write-back for route ${route.name} skipped: the tenant's API budget is spent`);
+      continue;
+    }
     try {
       await writeBack(deps.defender, tenant, { incidentId: envelope.incidentId, tags: incident.tags }, route.writeBack);
       await deps.deliveryLog.recordDelivery(envelope.eventId, marker);

@@ -4,7 +4,11 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TableClient } from '@azure/data-tables';
+import { QueueServiceClient } from '@azure/storage-queue';
 import type { StackInfo } from '../../local/stack.js';
+import { DELIVERY_LOG_TABLE } from '../../shared/delivery-log.js';
+import { TenantStatusStore, TENANT_STATUS_TABLE } from '../../shared/tenant-status.js';
 
 /** `npm start` seen from outside: a user's process, the stack file, the real SDK clients, Ctrl-C. */
 const repo = resolve(import.meta.dirname, '..', '..');
@@ -27,7 +31,7 @@ describe('npm start', () => {
   beforeAll(async () => {
     stateDir = mkdtempSync(join(tmpdir(), 'defender-relay-e2e-'));
     const started = Date.now();
-    child = spawn(process.execPath, ['dist/local/start.js', '--port', '0', '--state-dir', stateDir, '--quiet'], {
+    child = spawn(process.execPath, ['dist/local/start.js', '--port', '0', '--state-dir', stateDir, '--quiet', '--no-activity'], {
       cwd: repo,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -86,6 +90,26 @@ describe('npm start', () => {
     expect(names).toMatch(/user context \(on-behalf-of/);
     expect(names).toMatch(/tenant that did not consent/);
     expect(run.status).toBe(0);
+  }, 60_000);
+
+  it('routes every incident event of both demo tenants: events in = events routed + dead-lettered', async () => {
+    const cs = info.storage.connectionString;
+    const status = new TenantStatusStore(TableClient.fromConnectionString(cs, TENANT_STATUS_TABLE, { allowInsecureConnection: true }));
+    const deliveries = TableClient.fromConnectionString(cs, DELIVERY_LOG_TABLE, { allowInsecureConnection: true });
+    const queues = QueueServiceClient.fromConnectionString(cs);
+    const depth = async (q: string) => ((await queues.getQueueClient(q).exists()) ? ((await queues.getQueueClient(q).getProperties()).approximateMessagesCount ?? 0) : 0);
+    let tally = { eventsIn: 0, processed: 0, deadLettered: 0, pending: -1 };
+    for (const started = Date.now(); Date.now() - started < 45_000; await new Promise((r) => setTimeout(r, 1_000))) {
+      const eventsIn = (await status.list()).filter((s) => info.tenants.some((t) => t.tenantId === s.tenantId)).reduce((n, s) => n + s.eventsEnqueued, 0);
+      let processed = 0;
+      for await (const _row of deliveries.listEntities({ queryOptions: { filter: "routes ge ''", select: ['routes'] } })) processed += 1;
+      tally = { eventsIn, processed, deadLettered: await depth('incidents-deadletter'), pending: await depth('incidents') };
+      if (eventsIn >= 100 && tally.pending === 0 && eventsIn === processed + tally.deadLettered) break;
+    }
+    expect(tally.eventsIn).toBeGreaterThanOrEqual(100); // 60 Fabrikam + 40 Northwind on the first poll
+    expect(tally.processed + tally.deadLettered).toBe(tally.eventsIn);
+    expect(await depth('incidents-poison')).toBe(0);
+    for (const q of info.queues.routed) expect(await depth(q), q).toBeGreaterThan(0);
   }, 60_000);
 
   it('stops every process it started on Ctrl-C', async () => {

@@ -103,7 +103,7 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
       apiCalls += hunted.calls;
     }
 
-    const destinations = await deliverAll(envelope, incident, enrichment, routes, table, deps, log);
+    const destinations = await deliverAll(envelope, incident, enrichment, routes, table, deps);
     await writeBackAll(envelope, tenant, incident, routes, deps, log);
     await deps.deliveryLog.recordRoutedFingerprint(tenant.tenantId, envelope.incidentId, fingerprint);
     await deps.deliveryLog.recordRouted(eventId, routes.map((r) => r.name));
@@ -150,7 +150,6 @@ async function deliverAll(
   routes: MatchedRoute[],
   table: RoutingTable,
   deps: EnrichDependencies,
-  log: Logger,
 ): Promise<string[]> {
   const delivered: string[] = [];
   for (const { route, destination } of plannedDeliveries(routes)) {

@@ -82,16 +82,20 @@ export function firstSyntaxProblem(root: Node): SyntaxProblem | undefined {
   return visit(root);
 }
 
-const at = (node: Node) => `line ${node.startPosition.row + 1}`;
-
 // ---- declarations ----------------------------------------------------------------------------
+
+/** A node's named children without comments (the grammar lets a comment appear anywhere). */
+export function parts(node: Node): Node[] {
+  return node.namedChildren.filter((n) => n.type !== 'comment');
+}
 
 /** The decorators written above a declaration (`@description('…')` → name `description`). */
 export function decoratorsOf(decl: Node): Map<string, Node[]> {
   const found = new Map<string, Node[]>();
-  const block = decl.previousNamedSibling;
+  let block = decl.previousNamedSibling;
+  while (block?.type === 'comment') block = block.previousNamedSibling;
   if (block?.type !== 'decorators') return found;
-  for (const decorator of block.namedChildren) {
+  for (const decorator of parts(block)) {
     const call = decorator.namedChildren[0];
     if (call?.type !== 'call_expression') continue;
     const fn = call.childForFieldName('function')?.text ?? '';
@@ -115,7 +119,7 @@ export function params(file: BicepFile): ParamDecl[] {
   return file.root.namedChildren
     .filter((n) => n.type === 'parameter_declaration')
     .map((node) => {
-      const [id, type, value] = node.namedChildren;
+      const [id, type, value] = parts(node);
       const description = decoratorsOf(node).get('description')?.[0];
       return {
         name: id!.text,
@@ -131,7 +135,7 @@ export function params(file: BicepFile): ParamDecl[] {
 export function vars(file: BicepFile): Map<string, Node> {
   const found = new Map<string, Node>();
   for (const node of file.root.namedChildren.filter((n) => n.type === 'variable_declaration')) {
-    const [id, value] = node.namedChildren;
+    const [id, value] = parts(node);
     found.set(id!.text, value!);
   }
   return found;
@@ -140,7 +144,7 @@ export function vars(file: BicepFile): Map<string, Node> {
 export function outputs(file: BicepFile): Map<string, Node> {
   const found = new Map<string, Node>();
   for (const node of file.root.namedChildren.filter((n) => n.type === 'output_declaration')) {
-    const [id, , value] = node.namedChildren;
+    const [id, , value] = parts(node);
     found.set(id!.text, value!);
   }
   return found;
@@ -164,13 +168,13 @@ export interface ResourceDecl {
 /** The object a resource or module declaration assigns, and its condition or loop. */
 function declarationBody(value: Node): { body: Node; condition?: Node; loop?: { item: string; collection: Node } } {
   if (value.type === 'if_statement') {
-    const [condition, body] = value.namedChildren;
+    const [condition, body] = parts(value);
     return { body: body!, condition };
   }
   if (value.type === 'for_statement') {
     const body = value.childForFieldName('body')!;
     const item = value.childForFieldName('initializer')!;
-    const collection = value.namedChildren.filter((n) => n.id !== body.id && n.id !== item.id).at(-1)!;
+    const collection = parts(value).filter((n) => n.id !== body.id && n.id !== item.id).at(-1)!;
     const inner = body.type === 'if_statement' ? declarationBody(body) : { body };
     return { ...inner, loop: { item: item.text, collection } };
   }
@@ -183,8 +187,8 @@ export function resources(file: BicepFile): ResourceDecl[] {
     for (const child of container.namedChildren) {
       const node = child.type === 'object_property' ? child.namedChildren[0] : child;
       if (node?.type !== 'resource_declaration') continue;
-      const [id, typeString] = node.namedChildren;
-      const value = node.namedChildren.at(-1)!;
+      const [id, typeString] = parts(node);
+      const value = parts(node).at(-1)!;
       const [typeName, apiVersion = ''] = stringLiteral(typeString!)!.split('@');
       const type = parent && !typeName!.includes('/') ? `${parent.type}/${typeName}` : typeName!;
       const decl: ResourceDecl = {
@@ -219,8 +223,8 @@ export function modules(file: BicepFile): ModuleDecl[] {
   return file.root.namedChildren
     .filter((n) => n.type === 'module_declaration')
     .map((node) => {
-      const [id, source] = node.namedChildren;
-      const value = node.namedChildren.at(-1)!;
+      const [id, source] = parts(node);
+      const value = parts(node).at(-1)!;
       const path = stringLiteral(source!)!;
       const local = !/^(br|ts)[:/]/.test(path);
       return { symbol: id!.text, source: path, path: local ? resolve(dirname(file.path), path) : undefined, ...declarationBody(value), node };
@@ -240,7 +244,7 @@ export function properties(object: Node): Map<string, Node> {
   const found = new Map<string, Node>();
   if (object.type !== 'object') return found;
   for (const property of object.namedChildren.filter((n) => n.type === 'object_property')) {
-    const value = property.namedChildren[1];
+    const value = parts(property)[1];
     if (value && value.type !== 'resource_declaration') found.set(propertyKey(property), value);
   }
   return found;
@@ -289,14 +293,14 @@ export function evaluate(node: Node, file: BicepFile, seen = new Set<string>()):
     case 'null':
       return null;
     case 'array':
-      return node.namedChildren.filter((n) => n.type !== 'comment').map((n) => evaluate(n, file, seen));
+      return parts(node).map((n) => evaluate(n, file, seen));
     case 'object': {
       const result: Record<string, Value> = {};
       for (const [key, value] of properties(node)) result[key] = evaluate(value, file, seen);
       return result;
     }
     case 'parenthesized_expression':
-      return evaluate(node.namedChildren[0]!, file, seen);
+      return evaluate(parts(node)[0]!, file, seen);
     case 'identifier': {
       if (seen.has(node.text)) return UNKNOWN;
       const next = new Set(seen).add(node.text);
@@ -307,7 +311,8 @@ export function evaluate(node: Node, file: BicepFile, seen = new Set<string>()):
     }
     case 'call_expression': {
       const fn = node.childForFieldName('function')?.text;
-      const args = (node.childForFieldName('arguments')?.namedChildren ?? []).map((a) => evaluate(a, file, seen));
+      const argumentList = node.childForFieldName('arguments');
+      const args = argumentList ? parts(argumentList).map((a) => evaluate(a, file, seen)) : [];
       if (args.includes(UNKNOWN)) return UNKNOWN;
       if ((fn === 'union' || fn === 'concat') && args.every(Array.isArray)) {
         const items = (args as Value[][]).flat();
@@ -333,11 +338,6 @@ export function outputReference(node: Node): { symbol: string; output: string } 
   const symbol = object.childForFieldName('object');
   if (symbol?.type !== 'identifier') return undefined;
   return { symbol: symbol.text, output: node.childForFieldName('property')!.text };
-}
-
-/** A short description of where a node is, for assertion messages. */
-export function where(file: BicepFile, node: Node): string {
-  return `${file.name} ${at(node)}`;
 }
 
 // ---- the project's infra/ -------------------------------------------------------------------

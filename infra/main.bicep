@@ -1,0 +1,270 @@
+// defender-relay in one deployment: a resource group holding the Function App (Flex Consumption),
+// its managed identity, storage, Key Vault and monitoring, with least-privilege role assignments.
+// `azd up` deploys it with main.parameters.json; see infra/README.md for `az deployment sub create`.
+targetScope = 'subscription'
+
+@description('Required. Name of the environment (azd: AZURE_ENV_NAME). With the subscription and location it seeds the token that makes resource names unique.')
+@minLength(1)
+@maxLength(64)
+param environmentName string
+
+@description('Required. Azure region of every resource; it must offer the Flex Consumption plan (az functionapp list-flexconsumption-locations).')
+@minLength(1)
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Optional. Object id of the person deploying (azd: AZURE_PRINCIPAL_ID), granted Key Vault Secrets Officer and Storage Table Data Contributor to onboard tenants. Empty: no assignment.')
+param principalId string = ''
+
+@description('Optional. Kind of principal principalId is.')
+@allowed([
+  'User'
+  'Group'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
+@description('Optional. Name of the resource group. Default: rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@description('Optional. Most instances the Function App scales out to.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Optional. Memory of each Function App instance, in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Optional. Whether the Key Vault is reachable from public networks.')
+@allowed([
+  'Enabled'
+  'Disabled'
+])
+param keyVaultPublicNetworkAccess string = 'Enabled'
+
+@description('Optional. Days a deleted vault or secret can be recovered (purge protection keeps it that long).')
+@minValue(7)
+@maxValue(90)
+param keyVaultSoftDeleteRetentionInDays int = 90
+
+@description('Optional. Days Log Analytics keeps logs.')
+@minValue(30)
+@maxValue(730)
+param logRetentionInDays int = 30
+
+@description('Optional. Queues in the app\'s storage account that routing rules deliver to (destinations of type "queue" without accountUrl).')
+param routedQueueNames array = [
+  'routed-high'
+  'routed-archive'
+]
+
+@description('Optional. DEFENDER_API_URL: base URL of the Defender XDR API (a regional endpoint, or a government cloud\'s).')
+param defenderApiUrl string = 'https://api.security.microsoft.com'
+
+@description('Optional. POLL_SCHEDULE: when the poll timer fires (NCRONTAB with six fields, seconds first).')
+param pollSchedule string = '0 */5 * * * *'
+
+@description('Optional. POLL_MAX_PAGES_PER_RUN: pages of 100 incidents one poll run reads before handing over to a follow-up request.')
+@minValue(1)
+param pollMaxPagesPerRun int = 20
+
+@description('Optional. RELAY_API_CLIENT_ID: client id of the relay API\'s app registration (audience of webhook and analyst tokens, and the on-behalf-of client). Set it before pushing incidents or using the analyst endpoints.')
+param relayApiClientId string = ''
+
+@description('Optional. RELAY_API_URI: application id URI of the relay API.')
+param relayApiUri string = 'api://defender-relay'
+
+@description('Optional. RELAY_API_SECRET_NAME: Key Vault secret holding the relay API\'s client secret (for on-behalf-of calls).')
+param relayApiSecretName string = ''
+
+@description('Optional. WEBHOOK_ALLOWED_TENANT_IDS: tenants whose tokens may push incidents to POST /api/incidents.')
+param webhookAllowedTenantIds array = []
+
+@description('Optional. WEBHOOK_REQUIRED_ROLE: app role a pushing caller\'s token must carry.')
+param webhookRequiredRole string = 'Incidents.Submit'
+
+@description('Optional. WEBHOOK_HMAC_SECRET_NAME: Key Vault secret holding the HMAC key for callers that sign instead of sending a token.')
+param webhookHmacSecretName string = ''
+
+@description('Optional. WEBHOOK_HMAC_TOLERANCE_SECONDS: how old a signed request\'s timestamp may be.')
+@minValue(1)
+param webhookHmacToleranceSeconds int = 300
+
+@description('Optional. WEBHOOK_MAX_BODY_BYTES: largest accepted push body.')
+@minValue(1)
+param webhookMaxBodyBytes int = 1048576
+
+@description('Optional. ROUTES_FILE: the routing rules file, relative to the deployed app\'s folder.')
+param routesFile string = 'routes.json'
+
+@description('Optional. DESTINATION_ALLOWED_HOSTS: hosts webhook destinations may point at (SSRF guard).')
+param destinationAllowedHosts array = []
+
+@description('Optional. DESTINATION_TIMEOUT_MS: timeout of one delivery to a webhook destination.')
+@minValue(1)
+param destinationTimeoutMs int = 10000
+
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = 'func-${resourceToken}'
+var deploymentStorageContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
+
+// Work queues with their dead-letter queues (written by the app with the reason) and poison queues
+// (written by the host after maxDequeueCount): shared/queues.ts and shared/dead-letter.ts.
+var appQueueNames = [
+  'poll-requests'
+  'poll-requests-deadletter'
+  'poll-requests-poison'
+  'incidents'
+  'incidents-deadletter'
+  'incidents-poison'
+]
+
+// shared/tenants.ts, checkpoints.ts, tenant-status.ts, delivery-log.ts, replay-guard.ts.
+var tableNames = [
+  'tenants'
+  'checkpoints'
+  'tenantstatus'
+  'deliveries'
+  'webhookreplay'
+]
+
+// The deployment package, and claim-checked incidents too large for a queue message
+// (shared/queues.ts, shared/destinations/queue.ts).
+var containerNames = [
+  deploymentStorageContainerName
+  'incident-payloads'
+  'routed-payloads'
+]
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'core/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: 'id-func-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'core/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: 'st${resourceToken}'
+    location: location
+    tags: tags
+    queueNames: union(appQueueNames, routedQueueNames)
+    tableNames: tableNames
+    containerNames: containerNames
+  }
+}
+
+module monitoring 'core/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: 'log-${resourceToken}'
+    applicationInsightsName: 'appi-${resourceToken}'
+    location: location
+    tags: tags
+    retentionInDays: logRetentionInDays
+  }
+}
+
+module keyVault 'core/key-vault.bicep' = {
+  name: 'keyVault'
+  scope: rg
+  params: {
+    name: 'kv-${resourceToken}'
+    location: location
+    tags: tags
+    publicNetworkAccess: keyVaultPublicNetworkAccess
+    softDeleteRetentionInDays: keyVaultSoftDeleteRetentionInDays
+    logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    storageAccountName: storage.outputs.name
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    identityPrincipalId: identity.outputs.principalId
+    userPrincipalId: principalId
+    userPrincipalType: principalType
+  }
+}
+
+module api 'app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: 'plan-${resourceToken}'
+    location: location
+    tags: union(tags, {
+      'azd-service-name': 'api'
+    })
+    identityResourceId: identity.outputs.resourceId
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentStorageContainerName: deploymentStorageContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    // Exactly what shared/config.ts reads in Azure (a test compares the two); api.bicep adds host
+    // storage, AZURE_CLIENT_ID and telemetry. Empty values count as unset.
+    appSettings: {
+      KEY_VAULT_URL: keyVault.outputs.uri
+      ENTRA_AUTHORITY_HOST: environment().authentication.loginEndpoint
+      DEFENDER_API_URL: defenderApiUrl
+      AZURE_TENANT_ID: tenant().tenantId
+      POLL_SCHEDULE: pollSchedule
+      POLL_MAX_PAGES_PER_RUN: string(pollMaxPagesPerRun)
+      RELAY_API_CLIENT_ID: relayApiClientId
+      RELAY_API_URI: relayApiUri
+      RELAY_API_SECRET_NAME: relayApiSecretName
+      WEBHOOK_ALLOWED_TENANT_IDS: join(webhookAllowedTenantIds, ',')
+      WEBHOOK_REQUIRED_ROLE: webhookRequiredRole
+      WEBHOOK_HMAC_SECRET_NAME: webhookHmacSecretName
+      WEBHOOK_HMAC_TOLERANCE_SECONDS: string(webhookHmacToleranceSeconds)
+      WEBHOOK_MAX_BODY_BYTES: string(webhookMaxBodyBytes)
+      ROUTES_FILE: routesFile
+      DESTINATION_ALLOWED_HOSTS: join(destinationAllowedHosts, ',')
+      DESTINATION_TIMEOUT_MS: string(destinationTimeoutMs)
+    }
+  }
+}
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_FUNCTION_APP_NAME string = api.outputs.name
+output AZURE_FUNCTION_APP_URL string = api.outputs.uri
+output SERVICE_API_NAME string = api.outputs.name
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_URL string = keyVault.outputs.uri
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString

@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, join, relative, resolve } from 'node:path';
 import { ConfigError, loadConfig } from '../shared/config.js';
 import { redact } from '../shared/redact.js';
+import { createAppCredential } from '../shared/app-identity.js';
 import { createServices, type Services } from '../shared/services.js';
 
 /**
@@ -123,7 +124,8 @@ export function bootstrap(settingsFile: string | undefined): CliContext {
     }
   }
   process.stderr.write(`Settings: ${settings.source}\n`);
-  return { services: createServices(loadConfig(settings.values)), settings };
+  const config = loadConfig(settings.values);
+  return { services: createServices(config, { appCredential: createAppCredential(config, { developerSignIn: true }) }), settings };
 }
 
 /** Prints what went wrong in a way a person can act on, and the exit code for it. */

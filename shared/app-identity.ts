@@ -1,11 +1,18 @@
-import { ClientSecretCredential, ManagedIdentityCredential, type TokenCredential } from '@azure/identity';
+import {
+  AzureCliCredential,
+  AzureDeveloperCliCredential,
+  ChainedTokenCredential,
+  ClientSecretCredential,
+  ManagedIdentityCredential,
+  type TokenCredential,
+} from '@azure/identity';
 import type { AppConfig } from './config.js';
 
 /**
  * The credential the app itself uses (Key Vault, Storage): the Function App's user-assigned managed
  * identity in Azure; locally a client secret stands in for it (the Entra stand-in issues its tokens).
  */
-export function createAppCredential(config: AppConfig): TokenCredential {
+export function createAppCredential(config: AppConfig, options: { developerSignIn?: boolean } = {}): TokenCredential {
   const { tenantId, clientId, clientSecret } = config.appIdentity;
   if (clientSecret && tenantId && clientId) {
     return new ClientSecretCredential(tenantId, clientId, clientSecret, {
@@ -13,5 +20,7 @@ export function createAppCredential(config: AppConfig): TokenCredential {
       disableInstanceDiscovery: config.entra.disableInstanceDiscovery,
     });
   }
+  // The CLI on a workstation has no managed identity: it acts as the signed-in operator (az or azd login).
+  if (options.developerSignIn) return new ChainedTokenCredential(new AzureCliCredential({ tenantId }), new AzureDeveloperCliCredential({ tenantId }));
   return clientId ? new ManagedIdentityCredential({ clientId }) : new ManagedIdentityCredential();
 }

@@ -41,9 +41,10 @@ export interface Services {
 
 let services: Services | undefined;
 
-export function createServices(config: AppConfig): Services {
-  const appCredential = createAppCredential(config);
-  const storage = createStorageClients(config.storage);
+/** `appCredential` overrides the app's own identity (the CLI signs in as the operator). */
+export function createServices(config: AppConfig, overrides: { appCredential?: TokenCredential } = {}): Services {
+  const appCredential = overrides.appCredential ?? createAppCredential(config);
+  const storage = createStorageClients(config.storage, appCredential);
   const secrets = createSecretClient(config, appCredential);
   const secretCache = new SecretCache(secrets);
   const tokens = new DefenderTokenProvider({ secrets: secretCache, entra: config.entra, appCredential, scope: config.defender.scope });

@@ -1,5 +1,4 @@
 import type { TokenCredential } from '@azure/identity';
-import { ManagedIdentityCredential } from '@azure/identity';
 import { TableClient } from '@azure/data-tables';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { QueueServiceClient } from '@azure/storage-queue';
@@ -17,7 +16,8 @@ function isLocalEmulator(connectionString: string): boolean {
   return connectionString.includes('UseDevelopmentStorage=true') || connectionString.includes('=http://');
 }
 
-export function createStorageClients(storage: StorageConfig): StorageClients {
+/** Clients from a connection string, or from the service URIs with the given credential (identity-based). */
+export function createStorageClients(storage: StorageConfig, credential: TokenCredential): StorageClients {
   if (storage.connectionString) {
     const cs = storage.connectionString;
     return {
@@ -26,9 +26,6 @@ export function createStorageClients(storage: StorageConfig): StorageClients {
       table: (name) => TableClient.fromConnectionString(cs, name, { allowInsecureConnection: isLocalEmulator(cs) }),
     };
   }
-  const credential: TokenCredential = new ManagedIdentityCredential(
-    storage.managedIdentityClientId ? { clientId: storage.managedIdentityClientId } : {},
-  );
   return {
     queues: new QueueServiceClient(storage.queueServiceUri!, credential),
     blobs: new BlobServiceClient(storage.blobServiceUri!, credential),

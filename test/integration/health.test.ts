@@ -17,7 +17,7 @@ describe('health check', () => {
   async function healthWith(overrides: Record<string, string> = {}, timeoutMs = 5_000): Promise<HealthReport> {
     const config = loadConfig({ ...stack.appSettings, ...overrides });
     const appCredential = createAppCredential(config);
-    return checkHealth({ queues: createStorageClients(config.storage).queues, secrets: createSecretClient(config, appCredential), appCredential }, timeoutMs);
+    return checkHealth({ queues: createStorageClients(config.storage, appCredential).queues, secrets: createSecretClient(config, appCredential), appCredential }, timeoutMs);
   }
   const check = (report: HealthReport, name: string) => report.checks.find((c) => c.name === name)!;
   const secretsOf = () => [stack.world.appIdentity.clientSecret, ...stack.world.apps.map((a) => a.clientSecret)];

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAzurite, type RunningAzurite } from '../../local/azurite.js';
+import { createSelfSignedCert } from '../../local/common/tls.js';
 import { generateIncidents } from '../../local/defender/generator.js';
 import { DEFENDER_APP_ROLES, DEFENDER_RESOURCE } from '../../local/demo.js';
 import { appSettingsFor, registerDemoTenants } from '../../local/stack.js';
@@ -178,6 +179,39 @@ describe('ingest: polling tenants into the incidents queue', () => {
       expect(logs.join('\n')).not.toContain(secret);
     }
   }, 60_000);
+
+  it('polls a tenant whose app authenticates with a certificate kept in Key Vault', async () => {
+    const tenantId = randomUUID();
+    const clientId = randomUUID();
+    const { key, cert } = createSelfSignedCert('tailspin-defender-reader');
+    stack.entra.registry.addTenant({ tenantId, displayName: 'Tailspin Toys' });
+    stack.entra.registry.addApp({ clientId, displayName: 'tailspin-defender-reader', homeTenantId: tenantId, multiTenant: false, certificates: [cert] });
+    stack.entra.registry.grantAppPermissions(tenantId, clientId, DEFENDER_RESOURCE, DEFENDER_APP_ROLES);
+    await stack.keyVault.store.setSecret('tenant-tailspin-certificate', `${key}\n${cert}`);
+    stack.defender.store.provisionTenant(tenantId, 'Tailspin Toys');
+    stack.defender.store.upsert(tenantId, generateIncidents({ tenantId, count: 12, seed: 'tailspin', since: new Date(Date.now() - 86_400_000) }));
+    await services.registry.put({ tenantId, displayName: 'Tailspin Toys', context: 'application', clientId, credential: { kind: 'certificate', secretName: 'tenant-tailspin-certificate' } });
+    await drainEvents();
+    expect(await handlePollRequest(pollRequest(tenantId, 'manual'), services, log)).toMatchObject({ status: 'polled', enqueued: 12 });
+    expect((await drainEvents()).every((e) => e.tenantId === tenantId)).toBe(true);
+    await services.registry.setEnabled(tenantId, false);
+  });
+
+  it('names a missing Defender permission, and other tenants are unaffected', async () => {
+    const tenantId = randomUUID();
+    const clientId = randomUUID();
+    stack.entra.registry.addTenant({ tenantId, displayName: 'Limited' });
+    stack.entra.registry.addApp({ clientId, displayName: 'hunting-only', homeTenantId: tenantId, multiTenant: false, secrets: ['limited-secret-value'] });
+    stack.entra.registry.grantAppPermissions(tenantId, clientId, DEFENDER_RESOURCE, ['AdvancedHunting.Read.All']);
+    await stack.keyVault.store.setSecret('tenant-limited-client-secret', 'limited-secret-value');
+    stack.defender.store.provisionTenant(tenantId, 'Limited');
+    await services.registry.put({ tenantId, displayName: 'Limited', context: 'application', clientId, credential: { kind: 'secret', secretName: 'tenant-limited-client-secret' } });
+    logs.length = 0;
+    expect(await handlePollRequest(pollRequest(tenantId, 'manual'), services, log)).toBeUndefined();
+    expect(await services.tenantStatus.get(tenantId)).toMatchObject({ lastOutcome: 'failed', lastError: expect.stringMatching(/403.*Incident\.Read\.All/) });
+    expect(await handlePollRequest(pollRequest(tenant('partner').tenantId, 'manual'), services, log)).toMatchObject({ status: 'polled' });
+    await services.registry.setEnabled(tenantId, false);
+  });
 
   it('picks up a rotated secret after one refused token request', async () => {
     const t = tenant('application');

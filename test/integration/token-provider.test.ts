@@ -1,0 +1,48 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../shared/config.js';
+import { DefenderTokenProvider } from '../../shared/credentials.js';
+import { createServices, type Services } from '../../shared/services.js';
+import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
+import { decodeJwt } from 'jose';
+
+describe('Defender tokens per (tenant, client, scope)', () => {
+  let stack: TestStandIns;
+  let services: Services;
+  beforeAll(async () => {
+    stack = await startTestStandIns();
+    services = createServices(loadConfig(stack.appSettings));
+  });
+  afterAll(() => stack.close());
+
+  const tenantRecord = (context: 'application' | 'partner') => {
+    const t = stack.world.tenants.find((x) => x.context === context)!;
+    return { tenantId: t.tenantId, displayName: t.displayName, context, clientId: t.clientId, credential: { kind: 'secret' as const, secretName: t.clientSecretName }, enabled: true, firstRunLookbackHours: 24 };
+  };
+
+  it('reuses a token until shortly before it expires, then renews it', async () => {
+    let now = Date.now();
+    const provider = new DefenderTokenProvider({ secrets: services.secretCache, entra: services.config.entra, appCredential: services.appCredential, scope: services.config.defender.scope, now: () => now });
+    const fabrikam = tenantRecord('application');
+    const first = await provider.getToken(fabrikam);
+    expect(await provider.getToken(fabrikam)).toBe(first);
+    expect(provider.requests.get(fabrikam.tenantId)).toBe(1);
+    expect(decodeJwt(first)).toMatchObject({ tid: fabrikam.tenantId, aud: 'https://api.security.microsoft.com' });
+
+    now += 50 * 60_000; // still more than 5 minutes left
+    await provider.getToken(fabrikam);
+    expect(provider.requests.get(fabrikam.tenantId)).toBe(1);
+    now += 6 * 60_000; // within the renewal margin
+    await provider.getToken(fabrikam);
+    expect(provider.requests.get(fabrikam.tenantId)).toBe(2);
+  });
+
+  it('keeps tenants apart: a partner token carries its customer tenant id', async () => {
+    const provider = services.tokens;
+    const northwind = tenantRecord('partner');
+    const fabrikam = tenantRecord('application');
+    const [a, b] = await Promise.all([provider.getToken(northwind), provider.getToken(fabrikam)]);
+    expect(decodeJwt(a).tid).toBe(northwind.tenantId);
+    expect(decodeJwt(b).tid).toBe(fabrikam.tenantId);
+    expect(decodeJwt(a).roles).toEqual(expect.arrayContaining(['Incident.Read.All']));
+  });
+});

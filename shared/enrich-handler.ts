@@ -61,7 +61,10 @@ export function enrichDependencies(services: Services): EnrichDependencies {
 
 class DeadLetterReason extends Error {}
 
-export async function handleIncidentEvent(message: unknown, deps: EnrichDependencies, logger: Logger): Promise<EnrichOutcome> {
+/** host.json `extensions.queues.maxDequeueCount`: after this many attempts the host moves a message to `<queue>-poison`. */
+export const MAX_DEQUEUE_COUNT = 5;
+
+export async function handleIncidentEvent(message: unknown, deps: EnrichDependencies, logger: Logger, attempt: { dequeueCount?: number } = {}): Promise<EnrichOutcome> {
   const log = redactingLogger(logger);
   const parsed = envelopeSchema.safeParse(message);
   if (!parsed.success) {
@@ -117,7 +120,9 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
     if (err instanceof DeadLetterReason || err instanceof TenantNotFoundError || (err instanceof PermanentError && !isRetryable(err))) {
       return deadLettered(deps, message, eventId, err.message, log);
     }
-    log.error(`enrichIncident ${eventId} failed, will be retried: ${describeError(err)}`);
+    const last = (attempt.dequeueCount ?? 1) >= MAX_DEQUEUE_COUNT;
+    // The poison queue keeps only the message: this line is where its reason is kept.
+    log.error(`enrichIncident ${eventId} failed${last ? ` on attempt ${attempt.dequeueCount}, moving to ${QUEUE_NAMES.poison}` : ', will be retried'}: ${describeError(err)}`);
     throw err;
   }
 }

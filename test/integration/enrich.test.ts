@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startAzurite, type RunningAzurite } from '../../local/azurite.js';
@@ -7,7 +8,7 @@ import { appSettingsFor, registerDemoTenants } from '../../local/stack.js';
 import { CallBudget } from '../../shared/call-budget.js';
 import { loadConfig } from '../../shared/config.js';
 import { DefenderClient } from '../../shared/defender-client.js';
-import { enrichDependencies, handleIncidentEvent, type EnrichDependencies } from '../../shared/enrich-handler.js';
+import { enrichDependencies, handleIncidentEvent, MAX_DEQUEUE_COUNT, type EnrichDependencies } from '../../shared/enrich-handler.js';
 import { RetryableError } from '../../shared/errors.js';
 import { envelopeFor, type IncidentEnvelope } from '../../shared/events.js';
 import { QUEUE_NAMES } from '../../shared/queues.js';
@@ -135,8 +136,12 @@ describe('enrichIncident: enrich and route, exactly once', () => {
   it('keeps failing (for the host to retry and finally poison) while a destination fails forever', async () => {
     const { envelope } = seedIncident(highRisk);
     stack.receivers.siem.setFailures(Infinity, 500);
-    for (let attempt = 0; attempt < 3; attempt++) await expect(handleIncidentEvent(envelope, deps, log)).rejects.toThrow(/route high-to-soc → siem/);
+    for (let attempt = 1; attempt <= MAX_DEQUEUE_COUNT; attempt++) {
+      await expect(handleIncidentEvent(envelope, deps, log, { dequeueCount: attempt })).rejects.toThrow(/route high-to-soc → siem/);
+    }
     expect(await deps.deliveryLog.isRouted(envelope.eventId)).toBe(false);
+    // The poison queue keeps only the message; the log keeps why.
+    expect(logs.at(-1)).toMatch(new RegExp(`enrichIncident ${envelope.eventId} failed on attempt 5, moving to incidents-poison: .*siem.*500`));
   });
 
   it('dead-letters a permanent failure with its reason, and replay delivers what is missing, once', async () => {
@@ -222,6 +227,11 @@ describe('enrichIncident: enrich and route, exactly once', () => {
     const dead = (await drain('incidents-deadletter')) as { reason: string }[];
     expect(dead.map((d) => d.reason)).toHaveLength(2);
     expect(logs.filter((l) => l.includes('dead-lettered'))).toHaveLength(2);
+  });
+
+  it('knows the maxDequeueCount host.json sets', () => {
+    const hostJson = JSON.parse(readFileSync(new URL('../../host.json', import.meta.url), 'utf8')) as { extensions: { queues: { maxDequeueCount: number } } };
+    expect(hostJson.extensions.queues.maxDequeueCount).toBe(MAX_DEQUEUE_COUNT);
   });
 
   it('never logs a secret or a token', () => {

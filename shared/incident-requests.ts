@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { IncidentUpdate } from './defender-client.js';
-import { INCIDENT_STATUSES } from './incident-types.js';
+import { CLASSIFICATIONS, DETERMINATIONS, INCIDENT_STATUSES } from './incident-types.js';
 import { normalizeTimestamp } from './timestamps.js';
 
 /**
@@ -9,28 +9,6 @@ import { normalizeTimestamp } from './timestamps.js';
  * Every value that ends up in an OData `$filter` is either from a closed list or quoted and escaped.
  */
 
-export const CLASSIFICATIONS = ['Unknown', 'FalsePositive', 'TruePositive', 'InformationalExpectedActivity'] as const;
-/** The documented determinations and the names seen in payloads (the two disagree). */
-export const DETERMINATIONS = [
-  'NotAvailable',
-  'Apt',
-  'MultiStagedAttack',
-  'MaliciousUserActivity',
-  'Malware',
-  'Phishing',
-  'UnwantedSoftware',
-  'SecurityTesting',
-  'SecurityPersonnel',
-  'LineOfBusinessApplication',
-  'ConfirmedUserActivity',
-  'ConfirmedActivity',
-  'CompromisedUser',
-  'CompromisedAccount',
-  'Clean',
-  'NotMalicious',
-  'InsufficientData',
-  'Other',
-] as const;
 
 /** `assignedTo: "me"` means the signed-in analyst. */
 export const ME = 'me';

@@ -10,6 +10,14 @@ export const SEVERITIES = ['UnSpecified', 'Informational', 'Low', 'Medium', 'Hig
 export type Severity = (typeof SEVERITIES)[number];
 
 export const INCIDENT_STATUSES = ['Active', 'InProgress', 'Resolved', 'Redirected'] as const;
+/** Current names, and InformationalExpectedActivity from older payloads. */
+export const CLASSIFICATIONS = ['Unknown', 'FalsePositive', 'TruePositive', 'InformationalExpectedActivity'] as const;
+/** The documentation's names and those seen in practice (the two disagree; both are accepted). */
+export const DETERMINATIONS = [
+  'NotAvailable', 'Apt', 'MultiStagedAttack', 'MaliciousUserActivity', 'Malware', 'Phishing', 'UnwantedSoftware',
+  'SecurityTesting', 'SecurityPersonnel', 'LineOfBusinessApplication', 'ConfirmedUserActivity', 'ConfirmedActivity',
+  'CompromisedUser', 'CompromisedAccount', 'Clean', 'NotMalicious', 'InsufficientData', 'NotEnoughDataToValidate', 'Other',
+] as const;
 export type IncidentStatus = (typeof INCIDENT_STATUSES)[number];
 
 /** Alert status: New and InProgress are the active ones. */

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { HUNTING_MAX_ROWS_LIMIT, unknownPlaceholderProblems } from './enrichment.js';
-import { INCIDENT_STATUSES, isRecord as isObject, SEVERITIES } from './incident-types.js';
+import { CLASSIFICATIONS, DETERMINATIONS, INCIDENT_STATUSES, isRecord as isObject, SEVERITIES } from './incident-types.js';
 import { checkDestinationUrl, DestinationBlockedError, type DestinationPolicy } from './ssrf.js';
 
 /**
@@ -10,13 +10,6 @@ import { checkDestinationUrl, DestinationBlockedError, type DestinationPolicy } 
  * Matching is pure: `selectRoutes` reads only the event.
  */
 
-export const CLASSIFICATIONS = ['Unknown', 'FalsePositive', 'TruePositive', 'InformationalExpectedActivity'] as const;
-/** The documentation's names and the ones seen in practice; both spellings of a pair match each other. */
-export const DETERMINATIONS = [
-  'NotAvailable', 'Apt', 'MultiStagedAttack', 'MaliciousUserActivity', 'Malware', 'Phishing', 'UnwantedSoftware',
-  'SecurityTesting', 'SecurityPersonnel', 'LineOfBusinessApplication', 'ConfirmedUserActivity', 'ConfirmedActivity',
-  'CompromisedUser', 'CompromisedAccount', 'Clean', 'NotMalicious', 'InsufficientData', 'NotEnoughDataToValidate', 'Other',
-] as const;
 const DETERMINATION_SYNONYMS: string[][] = [
   ['confirmeduseractivity', 'confirmedactivity'],
   ['compromiseduser', 'compromisedaccount'],

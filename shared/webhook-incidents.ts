@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { CLASSIFICATIONS, DETERMINATIONS, SEVERITIES } from './incident-types.js';
 
 /**
  * What a pushed body must hold: one Defender XDR incident, an array of them, or Defender's list
@@ -22,15 +23,6 @@ function isUtcTimestamp(value: string): boolean {
 
 const INCIDENT_STATUSES = ['Active', 'InProgress', 'Resolved', 'Redirected'] as const;
 const ALERT_STATUSES = ['Unknown', 'New', 'Active', 'InProgress', 'Resolved'] as const;
-const SEVERITIES = ['UnSpecified', 'Informational', 'Low', 'Medium', 'High'] as const;
-/** Current names, and InformationalExpectedActivity from older payloads. */
-const CLASSIFICATIONS = ['Unknown', 'FalsePositive', 'TruePositive', 'InformationalExpectedActivity'] as const;
-/** The documentation's names and those seen in practice (the two disagree; both are accepted). */
-const DETERMINATIONS = [
-  'NotAvailable', 'Apt', 'MultiStagedAttack', 'MaliciousUserActivity', 'Malware', 'Phishing', 'UnwantedSoftware',
-  'SecurityTesting', 'SecurityPersonnel', 'LineOfBusinessApplication', 'ConfirmedUserActivity', 'ConfirmedActivity',
-  'CompromisedUser', 'CompromisedAccount', 'Clean', 'NotMalicious', 'InsufficientData', 'Other',
-] as const;
 
 const id = z
   .number()

@@ -15,6 +15,7 @@ import { QUEUE_NAMES } from '../../shared/queues.js';
 import { replayIncidents, replayRequestSchema } from '../../shared/replay.js';
 import { loadRoutingRules } from '../../shared/routing.js';
 import { createServices, type Services } from '../../shared/services.js';
+import { drainQueue } from '../support/queues.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
 
 /**
@@ -49,19 +50,7 @@ describe('enrichIncident: enrich and route, exactly once', () => {
 
   const fabrikam = () => stack.world.tenants.find((t) => t.context === 'application')!;
 
-  async function drain(queueName: string): Promise<unknown[]> {
-    const queue = queues.getQueueClient(queueName);
-    await queue.createIfNotExists();
-    const out: unknown[] = [];
-    for (;;) {
-      const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: 32 });
-      if (receivedMessageItems.length === 0) return out;
-      for (const m of receivedMessageItems) {
-        out.push(JSON.parse(Buffer.from(m.messageText, 'base64').toString('utf8')));
-        await queue.deleteMessage(m.messageId, m.popReceipt);
-      }
-    }
-  }
+  const drain = (queueName: string) => drainQueue(queues, queueName);
 
   /** A new incident in the Defender stand-in, shaped by `shape`, and its event as polling would send it. */
   function seedIncident(shape: (i: Incident) => void, tenantId = fabrikam().tenantId): { incident: Incident; envelope: IncidentEnvelope } {

@@ -12,6 +12,7 @@ import { handlePollRequest } from '../../shared/ingest-handlers.js';
 import { pollRequest, pollTenant, pollRequestSchema, type PollRequest } from '../../shared/ingest.js';
 import { QUEUE_NAMES } from '../../shared/queues.js';
 import { createServices, type Services } from '../../shared/services.js';
+import { drainQueue } from '../support/queues.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
 
 /**
@@ -38,20 +39,7 @@ describe('ingest: polling tenants into the incidents queue', () => {
 
   const tenant = (context: 'application' | 'partner') => stack.world.tenants.find((t) => t.context === context)!;
 
-  /** Takes every message off a queue, decoding base64 JSON as the Functions trigger does. */
-  async function drain(queueName: string): Promise<unknown[]> {
-    const queue = queues.getQueueClient(queueName);
-    await queue.createIfNotExists();
-    const out: unknown[] = [];
-    for (;;) {
-      const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: 32 });
-      if (receivedMessageItems.length === 0) return out;
-      for (const m of receivedMessageItems) {
-        out.push(JSON.parse(Buffer.from(m.messageText, 'base64').toString('utf8')));
-        await queue.deleteMessage(m.messageId, m.popReceipt);
-      }
-    }
-  }
+  const drain = (queueName: string) => drainQueue(queues, queueName);
   const drainEvents = async () => (await drain(QUEUE_NAMES.incidents)) as IncidentEnvelope[];
 
   /** Runs a poll request and every follow-up it hands over, as the queue trigger would. */

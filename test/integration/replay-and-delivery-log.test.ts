@@ -7,6 +7,7 @@ import { deadLetter, deadLetterQueueOf, poisonQueueOf } from '../../shared/dead-
 import { DeliveryLog } from '../../shared/delivery-log.js';
 import { encodeMessage, MessageSender } from '../../shared/queues.js';
 import { replayIncidents, replayRequestSchema } from '../../shared/replay.js';
+import { drainQueue } from '../support/queues.js';
 
 const unique = (prefix: string) => `${prefix}${randomUUID().replace(/-/g, '').slice(0, 12)}`;
 
@@ -15,18 +16,7 @@ function storage() {
   return { queues: QueueServiceClient.fromConnectionString(cs), blobs: BlobServiceClient.fromConnectionString(cs), cs };
 }
 
-async function drain(queues: QueueServiceClient, name: string): Promise<unknown[]> {
-  const q = queues.getQueueClient(name);
-  const out: unknown[] = [];
-  for (;;) {
-    const { receivedMessageItems } = await q.receiveMessages({ numberOfMessages: 32 });
-    if (!receivedMessageItems.length) return out;
-    for (const m of receivedMessageItems) {
-      out.push(JSON.parse(Buffer.from(m.messageText, 'base64').toString('utf8')));
-      await q.deleteMessage(m.messageId, m.popReceipt);
-    }
-  }
-}
+const drain = drainQueue;
 
 describe('replay of dead-lettered and poisoned events', () => {
   it('moves everything back, or only what the filter selects, and reports the counts', async () => {

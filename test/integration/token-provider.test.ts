@@ -46,3 +46,30 @@ describe('Defender tokens per (tenant, client, scope)', () => {
     expect(decodeJwt(a).roles).toEqual(expect.arrayContaining(['Incident.Read.All']));
   });
 });
+
+describe('the Defender client and a refused token', () => {
+  let stack: TestStandIns;
+  let services: Services;
+  beforeAll(async () => {
+    stack = await startTestStandIns();
+    services = createServices(loadConfig(stack.appSettings));
+  });
+  afterAll(() => stack.close());
+
+  it('renews the token once on 401 and carries on', async () => {
+    const t = stack.world.tenants.find((x) => x.context === 'application')!;
+    const tenant = { tenantId: t.tenantId, displayName: t.displayName, context: 'application' as const, clientId: t.clientId, credential: { kind: 'secret' as const, secretName: t.clientSecretName }, enabled: true, firstRunLookbackHours: 24 };
+    await services.defender.listIncidentsPage(tenant, { top: 1 });
+    const requests = services.tokens.requests.get(t.tenantId);
+    stack.faults.add('defender', { kind: 'status', status: 401 }, 1);
+    expect(await services.defender.listIncidentsPage(tenant, { top: 1 })).toHaveLength(1);
+    expect(services.tokens.requests.get(t.tenantId)).toBe(requests! + 1);
+  });
+
+  it('reports a token refused twice as a permanent failure naming the tenant and call', async () => {
+    const t = stack.world.tenants.find((x) => x.context === 'partner')!;
+    const tenant = { tenantId: t.tenantId, displayName: t.displayName, context: 'partner' as const, clientId: t.clientId, credential: { kind: 'secret' as const, secretName: t.clientSecretName }, enabled: true, firstRunLookbackHours: 24 };
+    stack.faults.add('defender', { kind: 'status', status: 401 }, 2);
+    await expect(services.defender.listIncidentsPage(tenant, { top: 1 })).rejects.toThrow(new RegExp(`Defender refused the token \\(401\\).*tenant ${t.tenantId}, listIncidents`));
+  });
+});

@@ -1,4 +1,4 @@
-import type { TableClient } from '@azure/data-tables';
+import { RestError, type TableClient } from '@azure/data-tables';
 import { LazyTable } from './table.js';
 
 /**
@@ -14,6 +14,20 @@ interface DeliveryEntity {
   deliveredAt: string;
   routes?: string;
 }
+
+interface ClaimEntity {
+  partitionKey: string;
+  rowKey: string;
+  claimedAt: string;
+}
+
+/** Held by the one invocation routing an event; a claim older than its lease is taken over (a crashed invocation). */
+export interface EventClaim {
+  eventId: string;
+  etag: string;
+}
+
+const CLAIM_SUFFIX = '|~claim';
 
 interface FingerprintEntity {
   partitionKey: string;
@@ -40,6 +54,39 @@ export class DeliveryLog {
 
   async #exists(partitionKey: string, rowKey: string): Promise<boolean> {
     return (await this.#table.find(partitionKey, rowKey)) !== undefined;
+  }
+
+  /**
+   * Claims the event for this invocation, so that two deliveries of the same message running at once
+   * (the queue delivers at least once) never both route it. Undefined when another invocation holds it.
+   */
+  async claim(eventId: string, leaseMs = 2 * 60_000, now = new Date()): Promise<EventClaim | undefined> {
+    const table = await this.#table.ready();
+    const entity: ClaimEntity = { partitionKey: partitionOf(eventId), rowKey: rowKeyOf(eventId) + CLAIM_SUFFIX, claimedAt: now.toISOString() };
+    try {
+      const created = await table.createEntity(entity);
+      return { eventId, etag: created.etag! };
+    } catch (err) {
+      if (!(err instanceof RestError && err.statusCode === 409)) throw err;
+    }
+    const held = await this.#table.find<ClaimEntity>(entity.partitionKey, entity.rowKey);
+    if (held && now.getTime() - Date.parse(held.claimedAt) < leaseMs) return undefined;
+    try {
+      const taken = held ? await table.updateEntity(entity, 'Replace', { etag: held.etag }) : await table.createEntity(entity);
+      return { eventId, etag: taken.etag! };
+    } catch (err) {
+      if (err instanceof RestError && (err.statusCode === 409 || err.statusCode === 412)) return undefined;
+      throw err;
+    }
+  }
+
+  /** Gives the claim up (done, or failed and to be retried). */
+  async release(claim: EventClaim): Promise<void> {
+    try {
+      await (await this.#table.ready()).deleteEntity(partitionOf(claim.eventId), rowKeyOf(claim.eventId) + CLAIM_SUFFIX, { etag: claim.etag });
+    } catch (err) {
+      if (!(err instanceof RestError && (err.statusCode === 404 || err.statusCode === 412))) throw err;
+    }
   }
 
   /** Whether the whole event was routed already. */

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import type { BlobServiceClient } from '@azure/storage-blob';
 import { deadLetter } from './dead-letter.js';
 import type { DefenderClient } from './defender-client.js';
-import type { DeliveryLog } from './delivery-log.js';
+import type { DeliveryLog, EventClaim } from './delivery-log.js';
 import { createDeliveryDeps, deliver, describeDestination, routedMessageFor, type DeliveryDeps } from './destinations/index.js';
 import { deriveEnrichment, enrichWithApi, type Enrichment } from './enrichment.js';
 import { isRetryable, PermanentError, RetryableError } from './errors.js';
@@ -61,6 +61,9 @@ export function enrichDependencies(services: Services): EnrichDependencies {
 
 class DeadLetterReason extends Error {}
 
+/** Another invocation is routing the same event right now; this delivery looks again later (and finds it routed). */
+class EventBusy extends RetryableError {}
+
 /** host.json `extensions.queues.maxDequeueCount`: after this many attempts the host moves a message to `<queue>-poison`. */
 export const MAX_DEQUEUE_COUNT = 5;
 
@@ -73,11 +76,14 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
   }
   const envelope = parsed.data;
   const { eventId } = envelope;
+  let claim: EventClaim | undefined;
   try {
     if (await deps.deliveryLog.isRouted(eventId)) {
       log.info(`enrichIncident ${eventId}: already routed, dropped as a duplicate delivery`);
       return { status: 'duplicate', eventId };
     }
+    claim = await deps.deliveryLog.claim(eventId);
+    if (!claim) throw new EventBusy('another invocation is routing this event now', { tenantId: envelope.tenantId, operation: 'claim event' });
     const tenant = await tenantOf(envelope, deps);
     const incident = await incidentOf(envelope, deps);
     const fingerprint = contentFingerprint(incident);
@@ -117,6 +123,10 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
     );
     return { status: 'routed', eventId, routes: routes.map((r) => r.name), destinations, apiCalls, enrichment };
   } catch (err) {
+    if (err instanceof EventBusy) {
+      log.info(`enrichIncident ${eventId}: another invocation is routing this event now; this delivery will look again`);
+      throw err;
+    }
     if (err instanceof DeadLetterReason || err instanceof TenantNotFoundError || (err instanceof PermanentError && !isRetryable(err))) {
       return deadLettered(deps, message, eventId, err.message, log);
     }
@@ -124,6 +134,8 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
     // The poison queue keeps only the message: this line is where its reason is kept.
     log.error(`enrichIncident ${eventId} failed${last ? ` on attempt ${attempt.dequeueCount}, moving to ${QUEUE_NAMES.poison}` : ', will be retried'}: ${describeError(err)}`);
     throw err;
+  } finally {
+    if (claim) await deps.deliveryLog.release(claim);
   }
 }
 

@@ -9,6 +9,9 @@ import { QueueServiceClient } from '@azure/storage-queue';
 import type { StackInfo } from '../../local/stack.js';
 import { DELIVERY_LOG_TABLE } from '../../shared/delivery-log.js';
 import { TenantStatusStore, TENANT_STATUS_TABLE } from '../../shared/tenant-status.js';
+import { signatureHeader } from '../../shared/webhook-signature.js';
+import { drainQueue } from '../support/queues.js';
+import { DEFENDER_DOCS_LIST_EXAMPLE } from '../support/webhook-payloads.js';
 
 /** `npm start` seen from outside: a user's process, the stack file, the real SDK clients, Ctrl-C. */
 const repo = resolve(import.meta.dirname, '..', '..');
@@ -110,6 +113,52 @@ describe('npm start', () => {
     expect(tally.processed + tally.deadLettered).toBe(tally.eventsIn);
     expect(await depth('incidents-poison')).toBe(0);
     for (const q of info.queues.routed) expect(await depth(q), q).toBeGreaterThan(0);
+  }, 60_000);
+
+  it('routes incidents pushed to the webhook (Microsoft\'s documented example), exactly once even when pushed twice', async () => {
+    const tenantId = info.tenants.find((t) => t.context === 'application')!.tenantId;
+    const push = (timestamp: number) =>
+      fetch(`${info.host}/api/incidents?tenantId=${tenantId}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-relay-signature': signatureHeader(info.webhookHmacKey, DEFENDER_DOCS_LIST_EXAMPLE, timestamp) },
+        body: DEFENDER_DOCS_LIST_EXAMPLE,
+      });
+    const now = Math.floor(Date.now() / 1000);
+    const first = await push(now);
+    expect(first.status).toBe(202);
+    const { eventIds } = (await first.json()) as { eventIds: string[] };
+    expect(eventIds).toHaveLength(3);
+    expect((await push(now)).status).toBe(401); // the same signature twice is a replay
+    expect((await push(now - 1)).status).toBe(202); // signed again: accepted, and the enricher drops the repeats
+
+    const cs = info.storage.connectionString;
+    const deliveries = TableClient.fromConnectionString(cs, DELIVERY_LOG_TABLE, { allowInsecureConnection: true });
+    const queues = QueueServiceClient.fromConnectionString(cs);
+    const routesOf = async () => {
+      const found = new Map<string, string>();
+      for await (const row of deliveries.listEntities<{ routes?: string }>({ queryOptions: { filter: `PartitionKey eq '${tenantId}' and routes ge ''` } })) {
+        found.set(decodeURIComponent(row.rowKey!.replace(/~/g, '%')), row.routes ?? '');
+      }
+      return found;
+    };
+    let routed = new Map<string, string>();
+    for (const started = Date.now(); Date.now() - started < 30_000; await new Promise((r) => setTimeout(r, 500))) {
+      routed = await routesOf();
+      const pending = (await queues.getQueueClient('incidents').getProperties()).approximateMessagesCount ?? 0;
+      if (eventIds.every((id) => routed.has(id)) && pending === 0) break;
+    }
+    for (const id of eventIds) expect(routed.get(id), id).toBeTruthy();
+
+    // Every routed queue holds each pushed event at most once, with the incident as Microsoft documents it.
+    const documented = (JSON.parse(DEFENDER_DOCS_LIST_EXAMPLE) as { value: { incidentId: number }[] }).value;
+    for (const q of info.queues.routed) {
+      const messages = (await drainQueue(queues, q)) as { eventId: string; incident: { incidentId: number } }[];
+      for (const id of eventIds) {
+        const copies = messages.filter((m) => m.eventId === id);
+        expect(copies.length, `${id} in ${q}`).toBeLessThanOrEqual(1);
+        if (copies[0]) expect(copies[0].incident).toEqual(documented.find((i) => i.incidentId === copies[0]!.incident.incidentId));
+      }
+    }
   }, 60_000);
 
   it('stops every process it started on Ctrl-C', async () => {

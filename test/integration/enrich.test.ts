@@ -109,6 +109,20 @@ describe('enrichIncident: enrich and route, exactly once', () => {
     expect(await handleIncidentEvent(envelopeFor(envelope.tenantId, changed, 'poll'), deps, log)).toMatchObject({ status: 'routed' });
   });
 
+  it('routes an event once when two deliveries of it run at the same time', async () => {
+    const { envelope } = seedIncident(highRisk);
+    const siemBefore = stack.receivers.siem.accepted().length;
+    const results = await Promise.allSettled([handleIncidentEvent(envelope, deps, log), handleIncidentEvent(envelope, deps, log)]);
+    expect(results.filter((r) => r.status === 'fulfilled' && r.value.status === 'routed')).toHaveLength(1);
+    const other = results.find((r) => !(r.status === 'fulfilled' && r.value.status === 'routed'))!;
+    // The other one either lost the race for the claim (retried later) or found the event already routed.
+    if (other.status === 'rejected') expect(other.reason).toBeInstanceOf(RetryableError);
+    else expect(other.value.status).toBe('duplicate');
+    expect(await handleIncidentEvent(envelope, deps, log)).toMatchObject({ status: 'duplicate' });
+    expect(await drain('routed-high')).toHaveLength(1);
+    expect(stack.receivers.siem.accepted().length - siemBefore).toBe(1);
+  });
+
   it('survives a destination that fails twice, delivering each destination exactly once', async () => {
     const { envelope } = seedIncident(highRisk);
     stack.receivers.siem.setFailures(2, 503);

@@ -62,4 +62,20 @@ describe('delivery log', () => {
     await log.recordRouted(eventId, ['high-to-soc']);
     expect(await log.isRouted(eventId)).toBe(true);
   });
+
+  it('lets one invocation at a time claim an event, and takes over a claim whose lease ran out', async () => {
+    const log = new DeliveryLog(TableClient.fromConnectionString(storage().cs, unique('deliveries'), { allowInsecureConnection: true }));
+    const eventId = `${randomUUID()}:1:2020-09-06T14:46:57.2900000Z`;
+    const [a, b] = await Promise.all([log.claim(eventId), log.claim(eventId)]);
+    expect([a, b].filter(Boolean)).toHaveLength(1);
+    expect(await log.claim(eventId)).toBeUndefined();
+    // An invocation that crashed never releases: after the lease, another one takes over.
+    const later = new Date(Date.now() + 3 * 60_000);
+    const takenOver = await log.claim(eventId, 2 * 60_000, later);
+    expect(takenOver).toBeDefined();
+    await log.release((a ?? b)!); // the stale holder's release no longer removes the new claim
+    expect(await log.claim(eventId, 2 * 60_000, later)).toBeUndefined();
+    await log.release(takenOver!);
+    expect(await log.claim(eventId)).toBeDefined();
+  });
 });

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, SETTING_NAMES } from '../../shared/config.js';
 
@@ -84,6 +85,14 @@ describe('configuration', () => {
   it('never echoes a setting value in its problems', () => {
     const problems = problemsOf({ ...valid, AZURE_CLIENT_SECRET: 'do-not-print-me', AZURE_TENANT_ID: 'nope' });
     expect(problems.join('\n')).not.toContain('do-not-print-me');
+  });
+
+  it('documents every setting in local.settings.example.json, and nothing it does not read', () => {
+    const example = JSON.parse(readFileSync(new URL('../../local.settings.example.json', import.meta.url), 'utf8')) as { Values: Record<string, string> };
+    const documented = Object.keys(example.Values).filter((k) => k !== 'FUNCTIONS_WORKER_RUNTIME');
+    // Identity-based storage settings are for Azure; locally the connection string stands for them.
+    const expected = SETTING_NAMES.filter((name) => !name.startsWith('AzureWebJobsStorage__'));
+    expect(documented.sort()).toEqual([...expected].sort());
   });
 
   it('lists every setting it reads', () => {

@@ -38,6 +38,7 @@ export interface EntraTokenValidatorOptions {
   clockToleranceSeconds?: number;
 }
 
+const MAX_CACHED_TENANTS = 1_000;
 const TENANT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export class EntraTokenValidator {
@@ -94,6 +95,8 @@ export class EntraTokenValidator {
   #keySet(tenantId: string) {
     let keys = this.#keySets.get(tenantId);
     if (!keys) {
+      // Bounded: tokens naming ever new tenants must not grow this map without end.
+      if (this.#keySets.size >= MAX_CACHED_TENANTS) this.#keySets.delete(this.#keySets.keys().next().value!);
       keys = createRemoteJWKSet(new URL(`${this.#authorityHost}/${tenantId}/discovery/v2.0/keys`), { cooldownDuration: 30_000, cacheMaxAge: 3_600_000 });
       this.#keySets.set(tenantId, keys);
     }

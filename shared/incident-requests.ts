@@ -34,7 +34,7 @@ const listQuerySchema = z
     assignedTo: assignee.optional(),
     updatedSince: z.iso.datetime({ offset: true, message: 'must be an ISO 8601 date-time with a time zone, e.g. 2026-01-31T08:00:00Z' }).optional(),
     top: wholeNumber(1, 100).default(50),
-    skip: wholeNumber(0).default(0),
+    skip: wholeNumber(0, 100_000).default(0),
   })
   .strict();
 
@@ -62,7 +62,8 @@ function problemsOf(error: z.ZodError, unrecognized: (keys: string[]) => string)
 
 /** The list query from URL parameters; a parameter given twice or not known is a problem, not a guess. */
 export function parseListQuery(params: URLSearchParams, callerUpn: string | undefined): IncidentListQuery {
-  const raw: Record<string, string> = {};
+  // No prototype: a parameter named __proto__ must be seen (and refused) like any other unknown one.
+  const raw = Object.create(null) as Record<string, string>;
   const problems: string[] = [];
   for (const name of new Set(params.keys())) {
     const values = params.getAll(name);

@@ -51,9 +51,14 @@ export async function getTenantView(tenantId: string, services: Pick<Services, '
   return { ...tenant, lastPoll: lastPollOf(await services.tenantStatus.get(tenant.tenantId)) };
 }
 
+/** Long input is cut in messages: an answer should not echo a 200 KB route parameter back. */
+function shorten(value: string, max = 80): string {
+  return value.length > max ? `${value.slice(0, max)}… (${value.length} characters)` : value;
+}
+
 export class InvalidTenantIdError extends Error {
   constructor(readonly value: string) {
-    super(`'${value}' is not a tenant id: a tenant id is a GUID (the directory's Tenant ID in Entra ID)`);
+    super(`'${shorten(value)}' is not a tenant id: a tenant id is a GUID (the directory's Tenant ID in Entra ID)`);
     this.name = 'InvalidTenantIdError';
   }
 }

@@ -61,7 +61,7 @@ export class TenantValidationError extends Error {
 
 export class TenantNotFoundError extends Error {
   constructor(readonly tenantId: string) {
-    super(`Tenant ${tenantId} is not registered`);
+    super(`Tenant ${tenantId.length > 80 ? `${tenantId.slice(0, 80)}…` : tenantId} is not registered`);
     this.name = 'TenantNotFoundError';
   }
 }

@@ -96,6 +96,7 @@ export function readIncidentBatch(body: unknown): IncidentBatch {
   } else if (isObject(body)) items = [body];
   else return rejected(0, '', 'the body must be an incident object, an array of incidents or { "value": [ … ] }');
 
+  if (items.length === 0) return rejected(0, '', 'the batch holds no incidents: send at least one');
   if (items.length > MAX_INCIDENTS_PER_REQUEST) {
     return rejected(MAX_INCIDENTS_PER_REQUEST, '', `at most ${MAX_INCIDENTS_PER_REQUEST} incidents per request (got ${items.length}): split the batch`);
   }

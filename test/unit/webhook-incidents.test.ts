@@ -22,7 +22,8 @@ describe('pushed incident bodies', () => {
     const list = JSON.parse(DEFENDER_DOCS_LIST_EXAMPLE) as { value: unknown[] };
     const fromList = readIncidentBatch(list);
     expect(fromList.ok && fromList.incidents).toEqual(list.value);
-    expect(readIncidentBatch({ value: [] })).toEqual({ ok: true, incidents: [] });
+    expect(readIncidentBatch({ value: [] })).toEqual({ ok: false, problems: [{ index: 0, path: '', message: 'the batch holds no incidents: send at least one' }] });
+    expect(readIncidentBatch([]).ok).toBe(false);
   });
 
   it('keeps fields it does not know, at every level', () => {

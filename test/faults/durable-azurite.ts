@@ -1,0 +1,88 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { AZURITE_ACCOUNT, azuriteConnectionString, stopChild } from '../../local/azurite.js';
+
+/**
+ * An Azurite that keeps its data on disk, so it can be stopped and started again on the same ports
+ * with its queues, tables and blobs intact — what a storage service restart looks like to the app.
+ * (`local/azurite.ts` runs in memory: restarting that one would be a wiped account, not a restart.)
+ */
+export interface DurableAzurite {
+  connectionString: string;
+  queueUrl: string;
+  /** Stops the service (SIGTERM: Azurite saves its data and closes its listeners). */
+  stop(): Promise<void>;
+  /** Starts it again on the same ports over the same data. */
+  start(): Promise<void>;
+  /** Stops it and deletes its data. */
+  dispose(): Promise<void>;
+}
+
+type Ports = { blob: number; queue: number; table: number };
+
+function azuriteEntry(): string {
+  const require = createRequire(import.meta.url);
+  return join(dirname(require.resolve('azurite/package.json')), 'dist', 'src', 'azurite.js');
+}
+
+function spawnAzurite(location: string, ports: Ports): Promise<{ child: ChildProcess; ports: Ports }> {
+  const args = [
+    azuriteEntry(),
+    '--location', location,
+    '--skipApiVersionCheck',
+    '--disableTelemetry',
+    '--blobHost', '127.0.0.1', '--blobPort', String(ports.blob),
+    '--queueHost', '127.0.0.1', '--queuePort', String(ports.queue),
+    '--tableHost', '127.0.0.1', '--tablePort', String(ports.table),
+  ];
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const seen: Partial<Ports> = {};
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error('Azurite (on disk) did not start within 30 s'));
+    }, 30_000);
+    let buffered = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      buffered += chunk.toString();
+      for (const m of buffered.matchAll(/Azurite (Blob|Queue|Table) service is successfully listening at http:\/\/[^:]+:(\d+)/g)) {
+        seen[m[1]!.toLowerCase() as keyof Ports] = Number(m[2]);
+      }
+      if (seen.blob && seen.queue && seen.table) {
+        clearTimeout(timer);
+        child.stdout!.removeAllListeners('data');
+        child.stdout!.resume();
+        child.removeAllListeners('exit');
+        resolve({ child, ports: seen as Ports });
+      }
+    });
+    child.stderr!.resume();
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`Azurite (on disk) exited during start-up (code ${code})`));
+    });
+  });
+}
+
+export async function startDurableAzurite(): Promise<DurableAzurite> {
+  const location = mkdtempSync(join(tmpdir(), 'defender-relay-faults-azurite-'));
+  let { child, ports } = await spawnAzurite(location, { blob: 0, queue: 0, table: 0 });
+  const url = (port: number) => `http://127.0.0.1:${port}/${AZURITE_ACCOUNT}`;
+  const queueUrl = url(ports.queue);
+  const stop = () => stopChild(child, 10_000);
+  return {
+    connectionString: azuriteConnectionString(url(ports.blob), queueUrl, url(ports.table)),
+    queueUrl,
+    stop,
+    async start() {
+      ({ child, ports } = await spawnAzurite(location, ports));
+    },
+    async dispose() {
+      await stop();
+      rmSync(location, { recursive: true, force: true });
+    },
+  };
+}

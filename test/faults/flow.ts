@@ -1,0 +1,336 @@
+import { setTimeout as sleep } from 'node:timers/promises';
+import { QueueServiceClient, type DequeuedMessageItem, type QueueClient } from '@azure/storage-queue';
+import { inject } from 'vitest';
+import { AZURITE_KEY } from '../../local/azurite.js';
+import { FaultBoard } from '../../local/common/faults.js';
+import { createDemoWorld, type DemoWorld } from '../../local/demo.js';
+import { appSettingsFor, registerDemoTenants, startStandIns, type StandIns } from '../../local/stack.js';
+import { loadConfig } from '../../shared/config.js';
+import type { DeadLetter } from '../../shared/dead-letter.js';
+import { EVENT_ID_HEADER } from '../../shared/destinations/index.js';
+import { enrichDependencies, handleIncidentEvent, type EnrichDependencies, type EnrichOutcome } from '../../shared/enrich-handler.js';
+import { eventIdOf } from '../../shared/events.js';
+import { handlePollRequest, handlePollSchedule } from '../../shared/ingest-handlers.js';
+import type { Logger } from '../../shared/logging.js';
+import { QUEUE_NAMES } from '../../shared/queues.js';
+import { createServices, type Services } from '../../shared/services.js';
+import { startDurableAzurite, type DurableAzurite } from './durable-azurite.js';
+
+/**
+ * The whole flow in one process with the real SDKs, for the fault suite: the stand-ins with the demo
+ * world, an Azurite of its own (on disk, so it can be restarted), the app's services, and a small
+ * queue host with the Storage Queues extension's semantics (batches of 16 processed concurrently, a
+ * lease while a message runs, a failed message made visible again after a short back-off, and
+ * `<queue>-poison` once it has failed maxDequeueCount times). The timer is a `tick()`.
+ *
+ * The accounting at the end is from outside the app: the incident versions Defender held when the
+ * run started, against what reached the destinations (routed queues and webhook receivers, counted
+ * per eventId), the dead letters with their reasons, and the poisoned messages.
+ */
+
+/** Thrown by a test's wrapper to play a process that died mid-message: the message is neither deleted nor released, its lease runs out. */
+export class SimulatedCrash extends Error {}
+
+export interface FlowOptions {
+  /** App instances sharing the queues (two = two pollers and two enrichers racing). */
+  instances?: number;
+  /** How long a received message stays invisible (a crashed instance's messages come back after it). */
+  leaseSeconds?: number;
+  /** The back-off before a failed message is visible again. */
+  retryDelaySeconds?: number;
+  maxDequeueCount?: number;
+  batchSize?: number;
+}
+
+export interface AppInstance {
+  services: Services;
+  deps: EnrichDependencies;
+}
+
+export interface FlowReport {
+  incidents: number;
+  routed: number;
+  deadLettered: number;
+  poisoned: number;
+  /** Deliveries of an event to a destination beyond the first. */
+  duplicates: number;
+  lost: number;
+  /** Every dead letter's reason (all non-empty). */
+  reasons: string[];
+  /** Routed events whose outcome named a destination that holds no delivery of them. */
+  missingDeliveries: string[];
+  lostIds: string[];
+  duplicateIds: string[];
+}
+
+/** Where the demo routes' destinations can be read back: the routed queues and the three receivers. */
+const QUEUE_DESTINATIONS: Record<string, string> = { 'soc-queue': 'routed-high', archive: 'routed-archive' };
+const RECEIVER_DESTINATIONS = ['siem', 'teams', 'slack'] as const;
+const DROP_DESTINATIONS = new Set(['nowhere']);
+
+const decode = (text: string): unknown => {
+  try {
+    return JSON.parse(Buffer.from(text, 'base64').toString('utf8')) as unknown;
+  } catch {
+    return text;
+  }
+};
+
+export class Flow {
+  readonly instances: AppInstance[] = [];
+  /** The incident versions Defender held when the run started: eventId → tenant. */
+  readonly seeded = new Map<string, string>();
+  /** Every outcome the enricher returned, by eventId. */
+  readonly outcomes = new Map<string, EnrichOutcome[]>();
+  /** Every log line any instance wrote (for the secret scan). */
+  readonly logs: string[] = [];
+  /** Failed invocations seen by the queue host, per queue. */
+  readonly failures = { [QUEUE_NAMES.pollRequests]: 0, [QUEUE_NAMES.incidents]: 0 } as Record<string, number>;
+  readonly options: Required<FlowOptions>;
+  readonly queues: QueueServiceClient;
+  readonly logger: Logger = {
+    info: (m: string) => void this.logs.push(m),
+    warn: (m: string) => void this.logs.push(m),
+    error: (m: string) => void this.logs.push(m),
+  };
+
+  private constructor(
+    readonly world: DemoWorld,
+    readonly faults: FaultBoard,
+    readonly standIns: StandIns,
+    readonly azurite: DurableAzurite,
+    options: FlowOptions,
+  ) {
+    this.options = { instances: 1, leaseSeconds: 120, retryDelaySeconds: 1, maxDequeueCount: 5, batchSize: 16, ...options };
+    this.queues = QueueServiceClient.fromConnectionString(azurite.connectionString);
+  }
+
+  static async start(options: FlowOptions = {}): Promise<Flow> {
+    const world = createDemoWorld();
+    const faults = new FaultBoard();
+    const [standIns, azurite] = await Promise.all([startStandIns({ tls: inject('tls'), faults, world }), startDurableAzurite()]);
+    const flow = new Flow(world, faults, standIns, azurite, options);
+    try {
+      await registerDemoTenants(world, azurite.connectionString);
+      const settings = appSettingsFor(world, azurite.connectionString, standIns);
+      for (let i = 0; i < flow.options.instances; i++) {
+        const services = createServices(loadConfig(settings));
+        flow.instances.push({ services, deps: enrichDependencies(services) });
+      }
+      for (const name of [QUEUE_NAMES.pollRequests, QUEUE_NAMES.incidents, ...standIns.routedQueues]) await flow.queues.getQueueClient(name).createIfNotExists();
+      for (const tenant of world.tenants) {
+        for (const incident of standIns.defender.store.list(tenant.tenantId)) {
+          flow.seeded.set(eventIdOf(tenant.tenantId, incident.incidentId, incident.lastUpdateTime), tenant.tenantId);
+        }
+      }
+    } catch (err) {
+      await flow.stop();
+      throw err;
+    }
+    return flow;
+  }
+
+  async stop(): Promise<void> {
+    await Promise.all([this.standIns.close(), this.azurite.dispose()]);
+  }
+
+  /** Every secret value the run holds (the scan for leaks in the logs). */
+  secrets(): string[] {
+    const w = this.world;
+    return [w.appIdentity.clientSecret, w.relayApi.clientSecret, w.webhookClient.clientSecret, w.webhookHmacKey, w.siemHmacKey, w.analyst.password, AZURITE_KEY, ...w.apps.map((a) => a.clientSecret)];
+  }
+
+  /** The poll timer fires on each instance at once. */
+  async tick(): Promise<void> {
+    await Promise.all(this.instances.map((i) => handlePollSchedule(i.services, this.logger)));
+  }
+
+  /** Ticks and runs until the queues are quiet, until every seeded version is accounted for or `maxTicks` ran. */
+  async settle(maxTicks = 3, timeoutMs = 90_000): Promise<void> {
+    for (let tick = 0; tick < maxTicks; tick++) {
+      await this.tick();
+      await this.runUntilQuiet(timeoutMs);
+      if ((await this.accountedFor()) >= this.seeded.size) return;
+    }
+  }
+
+  /** Runs the queue host on every instance until poll-requests and incidents hold no message, visible or not. */
+  async runUntilQuiet(timeoutMs = 90_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const handled = await Promise.all(this.instances.map((instance) => this.step(instance)));
+      if (handled.some((n) => n > 0)) continue;
+      if (await this.#quiet()) return;
+      if (Date.now() > deadline) throw new Error(`The flow did not go quiet within ${timeoutMs} ms (queue host failures: ${JSON.stringify(this.failures)})`);
+      await sleep(100);
+    }
+  }
+
+  /** One batch from each queue on one instance; returns how many messages it took. */
+  async step(instance: AppInstance): Promise<number> {
+    const [polls, events] = await Promise.all([
+      this.#batch(QUEUE_NAMES.pollRequests, (m) => handlePollRequest(m, instance.services, this.logger)),
+      this.#batch(QUEUE_NAMES.incidents, async (m, dequeueCount) => {
+        const outcome = await handleIncidentEvent(m, instance.deps, this.logger, { dequeueCount });
+        const eventId = outcome.eventId ?? '(unreadable)';
+        this.outcomes.set(eventId, [...(this.outcomes.get(eventId) ?? []), outcome]);
+      }),
+    ]);
+    return polls + events;
+  }
+
+  /** Polls until `poll-requests` is quiet, leaving the events it enqueued on `incidents` (a backlog). */
+  async runPollsUntilQuiet(timeoutMs = 60_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const polls = this.queues.getQueueClient(QUEUE_NAMES.pollRequests);
+    for (;;) {
+      const handled = await Promise.all(this.instances.map((i) => this.#batch(QUEUE_NAMES.pollRequests, (m) => handlePollRequest(m, i.services, this.logger))));
+      if (handled.every((n) => n === 0) && (await polls.getProperties()).approximateMessagesCount === 0) return;
+      if (Date.now() > deadline) throw new Error(`poll-requests did not go quiet within ${timeoutMs} ms`);
+    }
+  }
+
+  /** Puts every message on `incidents` there twice, each copy next to its original (as a redelivering queue would). */
+  async duplicateBacklog(): Promise<number> {
+    const queue = this.queues.getQueueClient(QUEUE_NAMES.incidents);
+    const texts: string[] = [];
+    for (;;) {
+      const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: 32, visibilityTimeout: 60 });
+      if (receivedMessageItems.length === 0) break;
+      for (const m of receivedMessageItems) {
+        texts.push(m.messageText);
+        await queue.deleteMessage(m.messageId, m.popReceipt);
+      }
+    }
+    for (const text of texts) {
+      await queue.sendMessage(text, { messageTimeToLive: -1 });
+      await queue.sendMessage(text, { messageTimeToLive: -1 });
+    }
+    return texts.length;
+  }
+
+  async #batch(queueName: string, handle: (message: unknown, dequeueCount: number) => Promise<unknown>): Promise<number> {
+    const queue = this.queues.getQueueClient(queueName);
+    let messages: DequeuedMessageItem[];
+    try {
+      ({ receivedMessageItems: messages } = await queue.receiveMessages({ numberOfMessages: this.options.batchSize, visibilityTimeout: this.options.leaseSeconds }));
+    } catch {
+      return 0; // storage unreachable: the host logs it and polls again
+    }
+    await Promise.all(messages.map((m) => this.#process(queue, m, handle)));
+    return messages.length;
+  }
+
+  async #process(queue: QueueClient, message: DequeuedMessageItem, handle: (message: unknown, dequeueCount: number) => Promise<unknown>): Promise<void> {
+    try {
+      await handle(decode(message.messageText), message.dequeueCount);
+    } catch (err) {
+      this.failures[queue.name] = (this.failures[queue.name] ?? 0) + 1;
+      if (err instanceof SimulatedCrash) return;
+      await this.#release(queue, message).catch(() => undefined);
+      return;
+    }
+    // A delete lost to a storage outage leaves the message to come back: the handlers must take it twice.
+    await queue.deleteMessage(message.messageId, message.popReceipt).catch(() => undefined);
+  }
+
+  async #release(queue: QueueClient, message: DequeuedMessageItem): Promise<void> {
+    if (message.dequeueCount >= this.options.maxDequeueCount) {
+      const poison = this.queues.getQueueClient(`${queue.name}-poison`);
+      await poison.createIfNotExists();
+      await poison.sendMessage(message.messageText, { messageTimeToLive: -1 });
+      await queue.deleteMessage(message.messageId, message.popReceipt);
+      return;
+    }
+    await queue.updateMessage(message.messageId, message.popReceipt, undefined, this.options.retryDelaySeconds);
+  }
+
+  async #quiet(): Promise<boolean> {
+    try {
+      for (const name of [QUEUE_NAMES.pollRequests, QUEUE_NAMES.incidents]) {
+        if ((await this.queues.getQueueClient(name).getProperties()).approximateMessagesCount !== 0) return false;
+      }
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  async #count(queueName: string): Promise<number> {
+    const queue = this.queues.getQueueClient(queueName);
+    if (!(await queue.exists())) return 0;
+    return (await queue.getProperties()).approximateMessagesCount ?? 0;
+  }
+
+  /** Seeded versions routed, plus every dead letter and poisoned event (an approximation for "go on ticking?"). */
+  async accountedFor(): Promise<number> {
+    const routed = [...this.seeded.keys()].filter((id) => this.outcomes.get(id)?.some((o) => o.status === 'routed')).length;
+    return routed + (await this.#count('incidents-deadletter')) + (await this.#count(QUEUE_NAMES.poison));
+  }
+
+  async #drain(queueName: string): Promise<unknown[]> {
+    const queue = this.queues.getQueueClient(queueName);
+    if (!(await queue.exists())) return [];
+    const out: unknown[] = [];
+    for (;;) {
+      const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: 32, visibilityTimeout: 60 });
+      if (receivedMessageItems.length === 0) return out;
+      for (const m of receivedMessageItems) {
+        out.push(decode(m.messageText));
+        await queue.deleteMessage(m.messageId, m.popReceipt);
+      }
+    }
+  }
+
+  /** Deliveries per destination and eventId, read from the routed queues and the receivers. */
+  async deliveries(): Promise<Map<string, number>> {
+    const tally = new Map<string, number>();
+    const add = (destination: string, eventId: unknown) => {
+      const key = `${destination}|${String(eventId)}`;
+      tally.set(key, (tally.get(key) ?? 0) + 1);
+    };
+    for (const [destination, queueName] of Object.entries(QUEUE_DESTINATIONS)) {
+      for (const message of (await this.#drain(queueName)) as { eventId?: string }[]) add(destination, message.eventId);
+    }
+    for (const name of RECEIVER_DESTINATIONS) {
+      for (const request of this.standIns.receivers[name].accepted()) add(name, request.headers[EVENT_ID_HEADER.toLowerCase()]);
+    }
+    return tally;
+  }
+
+  /** The final accounting (reads the destinations, dead-letter and poison queues: call once, at the end). */
+  async report(): Promise<FlowReport> {
+    const deadLetters = (await this.#drain('incidents-deadletter')) as DeadLetter[];
+    const poisoned = (await this.#drain(QUEUE_NAMES.poison)) as { eventId?: string }[];
+    const deadIds = new Set(deadLetters.map((d) => (d.message as { eventId?: string } | undefined)?.eventId));
+    const poisonIds = new Set(poisoned.map((p) => p.eventId));
+    const deliveries = await this.deliveries();
+
+    const routedIds = new Set<string>();
+    const missingDeliveries: string[] = [];
+    const deliveryLog = this.instances[0]!.services.deliveryLog;
+    for (const eventId of this.seeded.keys()) {
+      const routed = this.outcomes.get(eventId)?.filter((o) => o.status === 'routed') ?? [];
+      if (routed.length === 0 || !(await deliveryLog.isRouted(eventId))) continue;
+      routedIds.add(eventId);
+      for (const destination of routed.at(-1)!.destinations) {
+        if (DROP_DESTINATIONS.has(destination)) continue;
+        if (!deliveries.has(`${destination}|${eventId}`)) missingDeliveries.push(`${eventId} → ${destination}`);
+      }
+    }
+    const lostIds = [...this.seeded.keys()].filter((id) => !routedIds.has(id) && !deadIds.has(id) && !poisonIds.has(id));
+    const duplicateIds = [...deliveries].filter(([, n]) => n > 1).map(([key, n]) => `${key} ×${n}`);
+    return {
+      incidents: this.seeded.size,
+      routed: routedIds.size,
+      deadLettered: [...this.seeded.keys()].filter((id) => deadIds.has(id) && !routedIds.has(id)).length,
+      poisoned: [...this.seeded.keys()].filter((id) => poisonIds.has(id) && !routedIds.has(id) && !deadIds.has(id)).length,
+      duplicates: [...deliveries.values()].reduce((sum, n) => sum + Math.max(0, n - 1), 0),
+      lost: lostIds.length,
+      reasons: deadLetters.map((d) => d.reason),
+      missingDeliveries,
+      lostIds,
+      duplicateIds,
+    };
+  }
+}

@@ -1,0 +1,173 @@
+import { resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import type { KeyAndCert } from '../local/common/tls.js';
+import { measureColdStart } from './cold-start.js';
+import { measureBacklog, type BacklogMemory } from './memory.js';
+import { runEnrich, runIngestRound, SEND_CONCURRENCY, QUEUE_BATCH, type EnrichRun, type IngestRound } from './pipeline.js';
+import { describeMachine, figure, formatTable, writeReport, type BenchReport, type Figure } from './report.js';
+import { runSchedule, type ScheduleResult } from './schedule.js';
+import { median, ratio, renewalIntervalMs } from './stats.js';
+import { startBenchWorld } from './world.js';
+
+/**
+ * `npm run bench`, the measuring process (bench/run.ts starts it with the stand-ins' CA trusted and
+ * hands it their TLS key over IPC). Every figure is a ratio against a reference measured in this
+ * same run, with the absolute numbers beside it. It reports; it does not gate: the exit code is 0
+ * whatever the verdicts, 1 only when something could not be measured.
+ */
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    out: { type: 'string', default: 'bench/results.json' },
+  },
+});
+
+const PLAN = args.quick
+  ? { incidents: 1_050, rounds: 1, enrichEvents: 512, enrichChunk: 128, tenants: 100, hourTenants: 20, backlogs: [1_000, 10_000] as const, coldStartRuns: 3 }
+  : { incidents: 2_000, rounds: 3, enrichEvents: 1_024, enrichChunk: 128, tenants: 500, hourTenants: 50, backlogs: [1_000, 10_000] as const, coldStartRuns: 7 };
+
+const log = (line: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}`);
+const n = (value: number) => Math.round(value).toLocaleString('en-US');
+const mb = (bytes: number) => (bytes / 2 ** 20).toFixed(0);
+const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
+
+function receiveTls(): Promise<KeyAndCert> {
+  if (!process.send) {
+    console.error('Start the benchmark with `npm run bench` (node dist/bench/run.js): it needs the CA that launcher creates.');
+    process.exit(2);
+  }
+  return new Promise((resolvePromise) =>
+    process.once('message', (message: { tls: KeyAndCert }) => {
+      // Let go of the launcher's channel (after this tick: Node dislikes a disconnect inside its own message handler).
+      setImmediate(() => process.disconnect?.());
+      resolvePromise(message.tls);
+    }),
+  );
+}
+
+function pipelineFigures(rounds: IngestRound[], enrichRun: EnrichRun, maxPagesPerRun: number): Figure[] {
+  const ingest = median(rounds.map((r) => r.ingest.perSecond));
+  const rawSend = median(rounds.map((r) => r.rawSend.perSecond));
+  const size = median(rounds.map((r) => r.messageBytes.mean));
+  const { enrich, rawReceiveSendDelete: rawRsd } = enrichRun;
+  const enqueued = sum(rounds.map((r) => r.ingest.enqueued));
+  const listCalls = sum(rounds.map((r) => r.calls.client));
+  return [
+    figure('ingest-throughput', 'Ingest throughput vs raw sendMessage', ratio(ingest, rawSend), '×', { atLeast: 0.85 },
+      `poll → incidents ${n(ingest)}/s vs raw sendMessage ${n(rawSend)}/s (medians of ${rounds.length} round(s) of ${n(rounds[0]!.incidents)} messages, mean ${(size / 1024).toFixed(1)} KB base64, ${SEND_CONCURRENCY} in flight, raw sends before and after each poll)`),
+    figure('enrich-throughput', 'Enrich-and-route throughput vs raw receive+send+delete', ratio(enrich.perSecond, rawRsd.perSecond), '×', { atLeast: 0.7 },
+      `enrich+route ${n(enrich.perSecond)}/s vs raw receive+send+delete ${n(rawRsd.perSecond)}/s (${n(enrichRun.events)} events in ${enrichRun.chunks} alternating chunks, batches of ${QUEUE_BATCH}, routes: everything → one queue)`),
+    figure('extra-calls-per-event', 'Extra Defender calls per enriched event', enrichRun.calls.client / enrich.routed, '', { equals: 0 },
+      `${enrichRun.calls.client} call(s) for ${n(enrich.routed)} routed events, ${n(enrich.withAlerts)} holding their alerts (stand-in saw ${enrichRun.calls.standIn})`),
+    figure('calls-per-100-incidents', 'Defender calls per 100 new incidents', (listCalls * 100) / enqueued, '', { atMost: 1.05 },
+      `${listCalls} list calls (stand-in saw ${sum(rounds.map((r) => r.calls.standIn))}) for ${n(enqueued)} new incidents, runs of ≤ ${maxPagesPerRun} pages of 100`),
+  ];
+}
+
+function scheduleFigures(s: ScheduleResult): Figure[] {
+  const after = (values: number[]) => values.slice(1);
+  const hourly = s.tokenRenewalMinutes ? 60 / s.tokenRenewalMinutes : 1;
+  const hourTenants = s.polled[s.polled.length - 1]!;
+  // The provider renews within 5 minutes of expiry (DefenderTokenProvider's default margin).
+  const azureHourly = (lifetimeMinutes: number) => 60 / (renewalIntervalMs(lifetimeMinutes * 60_000, 5 * 60_000, s.cycleMinutes * 60_000) / 60_000);
+  const full = s.polled.filter((p) => p === s.tenants).length;
+  return [
+    figure('key-vault-reads-per-cycle', 'Key Vault reads per poll cycle after warm-up', sum(after(s.keyVaultReads)) / (s.cycles - 1), '', { equals: 0 },
+      `reads per cycle over a simulated hour: ${s.keyVaultReads.join(' ')} (all tenants share one secret, read when a token is acquired)`),
+    figure('token-requests-per-tenant-hour', 'Token requests per tenant per hour (steady state)', hourly, '', { atMost: 1 },
+      (s.tokenRenewalMinutes
+        ? `renewed after ${s.tokenRenewalMinutes} min (stand-in tokens live 3599 s; renewed within 5 min of expiry)`
+        : 'no renewal within the simulated hour') +
+        `; first simulated hour: ${s.tokenRequestsPerHourTenant} per tenant (${hourTenants} tenants); with Entra's 60-90 min tokens: ${azureHourly(90).toFixed(2)}-${azureHourly(60).toFixed(2)} per hour`),
+    figure('throttled-steady-state', `429s in steady state, ${s.tenants} tenants on the default schedule`, sum(after(s.throttled)), '', { equals: 0 },
+      `${full} cycles of ${s.cycleMinutes} min with all ${s.tenants} tenants, then ${hourTenants} to the end of a simulated hour; ${n(sum(s.calls))} calls, 429s per cycle: ${s.throttled.join(' ')}`),
+    figure('schedule-cycle-seconds', `Real time of one poll cycle of ${s.tenants} tenants`, median(s.cycleSeconds.slice(1, full)), 's', undefined,
+      `steady-state cycles (first: ${s.cycleSeconds[0]!.toFixed(1)} s), of the ${s.cycleMinutes * 60} s between cycles; ${n(s.calls[1]! / s.tenants)} Defender call per tenant per cycle`),
+  ];
+}
+
+function memoryFigure(small: BacklogMemory, large: BacklogMemory, oneRun: BacklogMemory): Figure {
+  return figure('backlog-memory', `Peak memory, ${n(large.incidents)} vs ${n(small.incidents)} incident backlog`, ratio(large.peakRssBytes, small.peakRssBytes), '×', { atMost: 1.3 },
+    `peak RSS ${mb(large.peakRssBytes)} MB vs ${mb(small.peakRssBytes)} MB (idle ${mb(small.idleRssBytes)} MB; peak heap ${mb(large.peakHeapUsedBytes)} vs ${mb(small.peakHeapUsedBytes)} MB; ${large.runs} vs ${small.runs} poll run(s)); ` +
+      `one full run of ${n(oneRun.incidents)}: ${mb(oneRun.peakRssBytes)} MB RSS, ${mb(oneRun.peakHeapUsedBytes)} MB heap`);
+}
+
+async function main(): Promise<void> {
+  const tls = await receiveTls();
+  const startedAt = new Date();
+  const details: Record<string, unknown> = { plan: PLAN };
+  const figures: Figure[] = [];
+
+  log('starting Azurite and the Entra ID, Key Vault and Defender stand-ins');
+  const bench = await startBenchWorld(tls);
+  // Interrupted: stop Azurite (a child process) rather than leave it running.
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      log(`${signal}: stopping`);
+      void bench.close().finally(() => process.exit(130));
+    });
+  }
+  try {
+    const rounds: IngestRound[] = [];
+    for (let i = 1; i <= PLAN.rounds; i++) {
+      log(`figure 1, round ${i}/${PLAN.rounds}: ${n(PLAN.incidents)} incidents polled between raw sends`);
+      await bench.renewStorage();
+      rounds.push(await runIngestRound(bench, `round-${i}`, PLAN.incidents));
+    }
+    log(`figure 2: ${n(PLAN.enrichEvents)} events through the enricher, alternating with raw receive+send+delete`);
+    await bench.renewStorage();
+    const enrichRun = await runEnrich(bench, PLAN.enrichEvents, PLAN.enrichChunk);
+    details.ingestRounds = rounds;
+    details.enrich = enrichRun;
+    figures.push(...pipelineFigures(rounds, enrichRun, bench.services.config.pollMaxPagesPerRun));
+
+    log(`figure 4: ${PLAN.tenants} tenants on the default schedule (3 cycles), ${PLAN.hourTenants} of them for a simulated hour`);
+    await bench.renewStorage();
+    const schedule = await runSchedule(bench, { tenants: PLAN.tenants, fullCycles: 3, hourTenants: PLAN.hourTenants, concurrency: QUEUE_BATCH });
+    details.schedule = schedule;
+    figures.push(...scheduleFigures(schedule));
+
+    // A run holds at most maxPagesPerRun pages: the backlog of one full run shows what a run costs.
+    const sizes = { small: PLAN.backlogs[0], large: PLAN.backlogs[1], oneRun: bench.services.config.pollMaxPagesPerRun * 100 };
+    const backlogs: Record<keyof typeof sizes, BacklogMemory> = {} as Record<keyof typeof sizes, BacklogMemory>;
+    for (const key of ['small', 'oneRun', 'large'] as const) {
+      log(`figure 5: peak memory polling a ${n(sizes[key])} incident backlog in a fresh process`);
+      await bench.renewStorage();
+      backlogs[key] = await measureBacklog(bench, sizes[key]);
+    }
+    details.backlogs = backlogs;
+    figures.push(memoryFigure(backlogs.small, backlogs.large, backlogs.oneRun));
+  } finally {
+    await bench.close();
+  }
+
+  log(`figure 6: cold start, median of ${PLAN.coldStartRuns} runs`);
+  const cold = measureColdStart(process.cwd(), PLAN.coldStartRuns);
+  details.coldStart = cold;
+  figures.push(
+    figure('cold-start', 'Cold start: import the built app vs bare node', ratio(cold.medianAppMs, cold.medianBareMs), '×', undefined,
+      `${n(cold.medianAppMs)} ms to start node and import ${cold.files} function files vs ${n(cold.medianBareMs)} ms for node -e 0`),
+  );
+
+  const report: BenchReport = {
+    date: startedAt.toISOString(),
+    command: `npm run bench${args.quick ? ' -- --quick' : ''}`,
+    mode: args.quick ? 'quick' : 'full',
+    durationSeconds: Math.round((Date.now() - startedAt.getTime()) / 1000),
+    machine: describeMachine(),
+    figures,
+    details,
+  };
+  const out = resolve(args.out!);
+  writeReport(out, report);
+  console.log(formatTable(report));
+  console.log(`\nWritten to ${out}`);
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(`The benchmark could not measure: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    process.exit(1);
+  },
+);

@@ -1,0 +1,251 @@
+import { randomUUID } from 'node:crypto';
+import type { QueueClient } from '@azure/storage-queue';
+import { enrichDependencies, handleIncidentEvent } from '../shared/enrich-handler.js';
+import { envelopeFor } from '../shared/events.js';
+import { handlePollRequest } from '../shared/ingest-handlers.js';
+import { pollRequest, type PollOutcome } from '../shared/ingest.js';
+import type { Logger } from '../shared/logging.js';
+import { encodeMessage, QUEUE_NAMES } from '../shared/queues.js';
+import { forEachLimited, perSecond } from './stats.js';
+import { addPartnerTenant, BENCH_ROUTED_QUEUE, clearQueue, type BenchWorld } from './world.js';
+
+/**
+ * Figures 1 and 2 and the call counts of figure 3, each side of a ratio on the same client and the
+ * same (fresh) Azurite:
+ *   - figure 1: raw `sendMessage` of the very messages the poller will send, the poll, raw again;
+ *   - figure 2: raw receive+send+delete and the enricher, chunk by chunk, on the same messages.
+ */
+export const SEND_CONCURRENCY = 16; // the poller's default sendConcurrency
+export const QUEUE_BATCH = 16; // host.json extensions.queues.batchSize
+const RAW_IN = 'bench-raw-in';
+const RAW_OUT = 'bench-raw-out';
+
+export interface IngestRound {
+  incidents: number;
+  messageBytes: { mean: number; max: number };
+  /** Raw sends of the same messages into the same empty queue just before and just after the poll (A-B-A). */
+  rawSend: { elapsedMs: number[]; perSecond: number };
+  ingest: { elapsedMs: number; perSecond: number; enqueued: number; pages: number; runs: number };
+  /** Defender calls the poll made (the client's count, and what the stand-in saw). */
+  calls: { client: number; standIn: number };
+}
+
+export interface EnrichRun {
+  events: number;
+  chunks: number;
+  rawReceiveSendDelete: { elapsedMs: number; perSecond: number };
+  enrich: { elapsedMs: number; perSecond: number; routed: number; other: Record<string, number>; withAlerts: number };
+  /** Defender calls the enricher made for these events. */
+  calls: { client: number; standIn: number };
+}
+
+/** A logger that keeps nothing but counts what went wrong (a benchmark run must not drown in log lines). */
+export function countingLogger(): Logger & { warnings: number; errors: number; lastError?: string } {
+  const logger = {
+    warnings: 0,
+    errors: 0,
+    lastError: undefined as string | undefined,
+    info: () => undefined,
+    warn: () => void (logger.warnings += 1),
+    error: (m: string) => {
+      logger.errors += 1;
+      logger.lastError = m;
+    },
+  };
+  return logger;
+}
+
+const decode = (text: string): unknown => JSON.parse(Buffer.from(text, 'base64').toString('utf8'));
+
+/**
+ * Takes `count` messages off a queue in batches of QUEUE_BATCH, as the Functions host does, runs
+ * `handle` on each message of a batch in parallel and deletes it once handled.
+ */
+async function consume(queue: QueueClient, count: number, handle: (messageText: string) => Promise<void>): Promise<void> {
+  let done = 0;
+  let idle = 0;
+  while (done < count) {
+    const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: Math.min(QUEUE_BATCH, count - done), visibilityTimeout: 300 });
+    if (receivedMessageItems.length === 0) {
+      if (++idle > 20) throw new Error(`Queue ${queue.name} ran dry after ${done} of ${count} messages`);
+      await new Promise((r) => setTimeout(r, 50));
+      continue;
+    }
+    idle = 0;
+    await Promise.all(
+      receivedMessageItems.map(async (m) => {
+        await handle(m.messageText);
+        await queue.deleteMessage(m.messageId, m.popReceipt);
+      }),
+    );
+    done += receivedMessageItems.length;
+  }
+}
+
+/** The poll request and every continuation it hands over, through the app's queue handler. */
+async function pollToTheEnd(bench: BenchWorld, tenantId: string, logger: Logger): Promise<{ enqueued: number; pages: number; runs: number }> {
+  const requests = bench.services.storage.queues.getQueueClient(QUEUE_NAMES.pollRequests);
+  const total = { enqueued: 0, pages: 0, runs: 0 };
+  let outcome: PollOutcome | undefined = await handlePollRequest(pollRequest(tenantId, 'manual'), bench.services, logger);
+  for (;;) {
+    if (!outcome) throw new Error(`The poll of benchmark tenant ${tenantId} failed: ${(logger as ReturnType<typeof countingLogger>).lastError ?? 'no outcome'}`);
+    total.enqueued += outcome.enqueued;
+    total.pages += outcome.pages;
+    total.runs += 1;
+    if (outcome.status !== 'continued') return total;
+    const { receivedMessageItems } = await requests.receiveMessages({ numberOfMessages: 1 });
+    const next = receivedMessageItems[0];
+    if (!next) throw new Error(`The poll of tenant ${tenantId} handed over a continuation that is not on ${QUEUE_NAMES.pollRequests}`);
+    outcome = await handlePollRequest(decode(next.messageText), bench.services, logger);
+    await requests.deleteMessage(next.messageId, next.popReceipt);
+  }
+}
+
+/**
+ * Warms a fresh Azurite and fresh services (connections, tables, token, JIT) with a small poll and
+ * raw sends, so that neither side of a ratio pays for being first.
+ */
+async function warmUp(bench: BenchWorld, logger: Logger): Promise<void> {
+  const tenantId = randomUUID();
+  await addPartnerTenant(bench, { tenantId, displayName: 'Bench warm-up', incidents: 64, seed: `warm-up-${tenantId}` });
+  const queues = bench.services.storage.queues;
+  const payloads = bench.defender.store.list(tenantId).map((incident) => encodeMessage(envelopeFor(tenantId, incident, 'poll')));
+  for (const name of [QUEUE_NAMES.incidents, RAW_IN]) {
+    const queue = queues.getQueueClient(name);
+    await queue.createIfNotExists();
+    await forEachLimited(payloads, SEND_CONCURRENCY, async (text) => void (await queue.sendMessage(text, { messageTimeToLive: -1 })));
+  }
+  await pollToTheEnd(bench, tenantId, logger);
+  for (const name of [QUEUE_NAMES.incidents, QUEUE_NAMES.pollRequests, RAW_IN]) await clearQueue(queues, name);
+}
+
+/** Figure 1 (and the list calls of figure 3): one new tenant's N incidents, polled between two raw sends of the same messages. */
+export async function runIngestRound(bench: BenchWorld, round: string, incidents: number): Promise<IngestRound> {
+  const { services, defender, partnerApp } = bench;
+  const logger = countingLogger();
+  await warmUp(bench, logger);
+  const tenantId = randomUUID();
+  await addPartnerTenant(bench, { tenantId, displayName: `Bench ${round}`, incidents, seed: `bench-${round}` });
+  await services.tokens.getToken(await services.registry.get(tenantId)); // steady state: the token is cached for the hour
+  const standInCalls = () => defender.stats.for(tenantId, partnerApp.clientId).calls;
+
+  // The messages the poller will send, byte for byte but for receivedAt.
+  const payloads = defender.store.list(tenantId).map((incident) => encodeMessage(envelopeFor(tenantId, incident, 'poll')));
+  const sizes = payloads.map((p) => p.length);
+  const queues = services.storage.queues;
+  for (const name of [QUEUE_NAMES.incidents, QUEUE_NAMES.pollRequests]) await clearQueue(queues, name);
+  const rawSend = async (queueName: string) => {
+    const queue = queues.getQueueClient(queueName);
+    const started = performance.now();
+    await forEachLimited(payloads, SEND_CONCURRENCY, async (text) => void (await queue.sendMessage(text, { messageTimeToLive: -1 })));
+    return performance.now() - started;
+  };
+
+  const before = await rawSend(QUEUE_NAMES.incidents);
+  await clearQueue(queues, QUEUE_NAMES.incidents);
+  const clientBefore = services.defender.calls.get(tenantId) ?? 0;
+  const standInBefore = standInCalls();
+  const started = performance.now();
+  const polled = await pollToTheEnd(bench, tenantId, logger);
+  const ingestMs = performance.now() - started;
+  if (polled.enqueued !== incidents) throw new Error(`The poll enqueued ${polled.enqueued} events for ${incidents} incidents`);
+  const calls = { client: (services.defender.calls.get(tenantId) ?? 0) - clientBefore, standIn: standInCalls() - standInBefore };
+  await clearQueue(queues, QUEUE_NAMES.incidents);
+  const after = await rawSend(QUEUE_NAMES.incidents);
+  await clearQueue(queues, QUEUE_NAMES.incidents);
+
+  return {
+    incidents,
+    messageBytes: { mean: sizes.reduce((a, b) => a + b, 0) / sizes.length, max: Math.max(...sizes) },
+    rawSend: { elapsedMs: [before, after], perSecond: perSecond(2 * incidents, before + after) },
+    ingest: { elapsedMs: ingestMs, perSecond: perSecond(incidents, ingestMs), ...polled },
+    calls,
+  };
+}
+
+/**
+ * Figure 2 (and the extra calls of figure 3): a polled tenant's events through the enricher
+ * (receive a batch → handle → delete, from `incidents`), against raw receive+send+delete of the
+ * same messages. Both run chunk by chunk, alternating which goes first, and each chunk's messages
+ * are enqueued (untimed) just before: Azurite's delete slows down with every message it holds, so
+ * both sides see the same small queues and the same machine load.
+ */
+export async function runEnrich(bench: BenchWorld, events: number, chunk: number): Promise<EnrichRun> {
+  const { services, defender, partnerApp } = bench;
+  const deps = enrichDependencies(services);
+  deps.routing(); // the routing file is read once per process, before the first event
+  await warmUp(bench, countingLogger());
+  // The tenant's incidents hold their alerts (none is a redirect): enrichment needs no API call.
+  const warmUpEvents = QUEUE_BATCH * 2;
+  const tenantId = randomUUID();
+  await addPartnerTenant(bench, { tenantId, displayName: 'Bench enrich', incidents: events + warmUpEvents, seed: `enrich-${tenantId}` });
+  const all = defender.store.list(tenantId).map((incident) => encodeMessage(envelopeFor(tenantId, incident, 'poll')));
+  const payloads = all.slice(warmUpEvents);
+  const logger = countingLogger();
+  const queues = services.storage.queues;
+  const incidentsQueue = queues.getQueueClient(QUEUE_NAMES.incidents);
+  const rawIn = queues.getQueueClient(RAW_IN);
+  const rawOut = queues.getQueueClient(RAW_OUT);
+  for (const name of [QUEUE_NAMES.incidents, RAW_IN, RAW_OUT, BENCH_ROUTED_QUEUE]) await clearQueue(queues, name);
+  const standInCalls = () => defender.stats.for(tenantId, partnerApp.clientId).calls;
+  const enqueue = (queue: QueueClient, texts: string[]) =>
+    forEachLimited(texts, SEND_CONCURRENCY, async (text) => void (await queue.sendMessage(text, { messageTimeToLive: -1 })));
+
+  const statuses: Record<string, number> = {};
+  let withAlerts = 0;
+  let rawMs = 0;
+  let enrichMs = 0;
+  let chunks = 0;
+  const raw = async (count: number) => {
+    const started = performance.now();
+    await consume(rawIn, count, async (text) => void (await rawOut.sendMessage(text, { messageTimeToLive: -1 })));
+    rawMs += performance.now() - started;
+  };
+  const enrich = async (count: number) => {
+    const started = performance.now();
+    await consume(incidentsQueue, count, async (text) => {
+      const message = decode(text) as { incident?: { alerts?: unknown[] } };
+      if ((message.incident?.alerts?.length ?? 0) > 0) withAlerts += 1;
+      const outcome = await handleIncidentEvent(message, deps, logger);
+      statuses[outcome.status] = (statuses[outcome.status] ?? 0) + 1;
+    });
+    enrichMs += performance.now() - started;
+  };
+
+  // One untimed chunk of each first, then the figures.
+  await enqueue(rawIn, all.slice(0, warmUpEvents));
+  await enqueue(incidentsQueue, all.slice(0, warmUpEvents));
+  await raw(warmUpEvents);
+  await enrich(warmUpEvents);
+  rawMs = 0;
+  enrichMs = 0;
+  withAlerts = 0;
+  for (const key of Object.keys(statuses)) delete statuses[key];
+
+  const clientBefore = services.defender.calls.get(tenantId) ?? 0;
+  const standInBefore = standInCalls();
+  for (let done = 0; done < events; done += chunk) {
+    const texts = payloads.slice(done, done + chunk);
+    await enqueue(rawIn, texts);
+    await enqueue(incidentsQueue, texts);
+    if (chunks % 2 === 0) {
+      await raw(texts.length);
+      await enrich(texts.length);
+    } else {
+      await enrich(texts.length);
+      await raw(texts.length);
+    }
+    chunks += 1;
+    for (const name of [RAW_OUT, BENCH_ROUTED_QUEUE]) await clearQueue(queues, name);
+  }
+  const calls = { client: (services.defender.calls.get(tenantId) ?? 0) - clientBefore, standIn: standInCalls() - standInBefore };
+  const { routed = 0, ...other } = statuses;
+  if (routed !== events) throw new Error(`The enricher routed ${routed} of ${events} events (${JSON.stringify(other)}; last error: ${logger.lastError ?? 'none'})`);
+  return {
+    events,
+    chunks,
+    rawReceiveSendDelete: { elapsedMs: rawMs, perSecond: perSecond(events, rawMs) },
+    enrich: { elapsedMs: enrichMs, perSecond: perSecond(events, enrichMs), routed, other, withAlerts },
+    calls,
+  };
+}

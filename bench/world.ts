@@ -1,0 +1,152 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { QueueServiceClient } from '@azure/storage-queue';
+import { startAzurite, type RunningAzurite } from '../local/azurite.js';
+import { FaultBoard } from '../local/common/faults.js';
+import type { KeyAndCert } from '../local/common/tls.js';
+import { generateIncidents } from '../local/defender/generator.js';
+import { startDefender, type DefenderStandIn } from '../local/defender/server.js';
+import { createDemoWorld, DEFENDER_APP_ROLES, DEFENDER_RESOURCE, type DemoApp, type DemoWorld } from '../local/demo.js';
+import { startEntra, type EntraStandIn } from '../local/entra/server.js';
+import { startKeyVault, type KeyVaultStandIn } from '../local/keyvault/server.js';
+import { appSettingsFor, seedWorld } from '../local/stack.js';
+import { loadConfig } from '../shared/config.js';
+import { createServices, type Services } from '../shared/services.js';
+
+/**
+ * What every figure runs against: Azurite, the Entra ID, Key Vault and Defender stand-ins (over HTTPS,
+ * in this process) with the demo world seeded, and the app's services pointed at them. The Defender
+ * stand-in's rate limits are raised so that the throughput figures measure the relay, not the quota;
+ * the schedule figure starts a stand-in of its own with the documented limits.
+ */
+export const BENCH_ROUTED_QUEUE = 'bench-routed';
+
+/** Far above anything a figure sends, so that only the figures that are about the quota meet it. */
+export const UNLIMITED = { perMinute: 1_000_000, perHour: 10_000_000 };
+
+export interface BenchWorld {
+  tls: KeyAndCert;
+  world: DemoWorld;
+  azurite: RunningAzurite;
+  entra: EntraStandIn;
+  keyVault: KeyVaultStandIn;
+  defender: DefenderStandIn;
+  faults: FaultBoard;
+  /** The multi-tenant app every benchmark tenant has consented to (partner context). */
+  partnerApp: DemoApp;
+  partnerSecretName: string;
+  appSettings: Record<string, string>;
+  services: Services;
+  queues: QueueServiceClient;
+  /**
+   * Replaces Azurite (and the services that use it) with a fresh, empty one. Each figure starts on
+   * its own and stays well under a minute on it: Azurite's queue garbage collector, every 60 s,
+   * takes time quadratic in the messages cleared since the last, and stalls everything for minutes
+   * once a few thousand have been (an emulator artefact that Azure Storage does not share).
+   */
+  renewStorage(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function startBenchWorld(tls: KeyAndCert): Promise<BenchWorld> {
+  const cleanups: (() => Promise<unknown>)[] = [];
+  const close = async () => {
+    for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
+  };
+  try {
+    const faults = new FaultBoard();
+    const world = createDemoWorld();
+    const azurite = await startAzurite({ extentMemoryLimitMb: 1024 });
+    cleanups.push(() => azurite.stop());
+    const entra = await startEntra({ tls, faults });
+    cleanups.push(() => entra.close());
+    const keyVault = await startKeyVault({ tls, verifier: entra.verifier, tenantId: world.provider.tenantId, authorityHost: entra.url, faults });
+    cleanups.push(() => keyVault.close());
+    const defender = await startDefender({ tls, verifier: entra.verifier, faults, limits: UNLIMITED });
+    cleanups.push(() => defender.close());
+    await seedWorld(world, entra, keyVault, defender);
+
+    const dir = mkdtempSync(join(tmpdir(), 'defender-relay-bench-'));
+    cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
+    // Every event goes to one queue: the figure is the pipeline's cost, not a webhook's.
+    const routesFile = join(dir, 'routes.json');
+    writeFileSync(
+      routesFile,
+      JSON.stringify({ destinations: { out: { type: 'queue', queueName: BENCH_ROUTED_QUEUE } }, rules: [], defaultRoute: { destinations: ['out'] } }, null, 2),
+    );
+    const partnerApp = world.apps.find((a) => a.multiTenant);
+    const partnerTenant = world.tenants.find((t) => t.context === 'partner');
+    if (!partnerApp || !partnerTenant) throw new Error('The demo world has no partner-context app and tenant to model benchmark tenants on');
+
+    const storageFor = (running: RunningAzurite) => {
+      const appSettings = appSettingsFor(world, running.connectionString, { entra, keyVault, defender, routesFile });
+      return { azurite: running, appSettings, services: createServices(loadConfig(appSettings)), queues: QueueServiceClient.fromConnectionString(running.connectionString) };
+    };
+    const bench: BenchWorld = {
+      tls,
+      world,
+      ...storageFor(azurite),
+      entra,
+      keyVault,
+      defender,
+      faults,
+      partnerApp,
+      partnerSecretName: partnerTenant.clientSecretName,
+      async renewStorage() {
+        await bench.azurite.stop();
+        Object.assign(bench, storageFor(await startAzurite({ extentMemoryLimitMb: 1024 })));
+      },
+      close,
+    };
+    // Whichever Azurite is current when the run ends.
+    cleanups[0] = () => bench.azurite.stop();
+    return bench;
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+/**
+ * A customer tenant read in the partner context: known to Entra, consented to the partner app,
+ * provisioned in the Defender stand-in (with `incidents` updated in the last hours) and registered in the relay.
+ */
+export async function addPartnerTenant(
+  bench: BenchWorld,
+  options: { tenantId: string; displayName: string; incidents: number; seed: string; defender?: DefenderStandIn; now?: number; redirectedShare?: number },
+): Promise<void> {
+  const defender = options.defender ?? bench.defender;
+  const now = options.now ?? Date.now();
+  bench.entra.registry.addTenant({ tenantId: options.tenantId, displayName: options.displayName });
+  bench.entra.registry.grantAppPermissions(options.tenantId, bench.partnerApp.clientId, DEFENDER_RESOURCE, DEFENDER_APP_ROLES);
+  defender.store.provisionTenant(options.tenantId, options.displayName);
+  if (options.incidents > 0) {
+    defender.store.upsert(
+      options.tenantId,
+      generateIncidents({
+        tenantId: options.tenantId,
+        count: options.incidents,
+        seed: options.seed,
+        since: new Date(now - 12 * 3_600_000),
+        until: new Date(now - 60_000),
+        redirectedShare: options.redirectedShare ?? 0,
+      }),
+    );
+  }
+  await bench.services.registry.put({
+    tenantId: options.tenantId,
+    displayName: options.displayName,
+    context: 'partner',
+    clientId: bench.partnerApp.clientId,
+    credential: { kind: 'secret', secretName: bench.partnerSecretName },
+    firstRunLookbackHours: 24,
+  });
+}
+
+/** Empties a queue (creating it if needed) so the next figure starts from the same state. */
+export async function clearQueue(queues: QueueServiceClient, name: string): Promise<void> {
+  const queue = queues.getQueueClient(name);
+  await queue.createIfNotExists();
+  await queue.clearMessages();
+}

@@ -1,120 +1,179 @@
-import { RestError, type TableClient } from '@azure/data-tables';
+import { RestError, type TableClient, type TransactionAction } from '@azure/data-tables';
+import { RetryableError } from './errors.js';
 import { LazyTable } from './table.js';
+import { TableWriteBatcher } from './table-batch.js';
 
 /**
  * What the enricher has delivered, so an event is routed once however often the queue delivers it.
- * Each destination's delivery is recorded as it succeeds (a retry after a partial fan-out skips the
- * destinations already served), and the event as a whole once every destination has it.
+ * One row per event holds its state: claimed by the invocation routing it (with a lease, so a crashed
+ * invocation's claim is taken over), the destinations already served (a retry after a partial
+ * fan-out skips them), and finally routed. A new event costs two writes, the claim and the commit,
+ * and concurrent invocations' writes share transactions (table-batch.ts).
  */
 export const DELIVERY_LOG_TABLE = 'deliveries';
 
-interface DeliveryEntity {
+// Type aliases, not interfaces: a transaction takes them as plain records.
+type EventEntity = {
   partitionKey: string;
   rowKey: string;
-  deliveredAt: string;
-  routes?: string;
-}
-
-interface ClaimEntity {
-  partitionKey: string;
-  rowKey: string;
+  state: 'claimed' | 'routed';
+  /** When the lease of a claim started (renewed with every recorded delivery); the epoch once released. */
   claimedAt: string;
-}
+  /** JSON array of the destinations (and write-back markers) already served. */
+  delivered: string;
+  routes?: string;
+  routedAt?: string;
+};
 
-/** Held by the one invocation routing an event; a claim older than its lease is taken over (a crashed invocation). */
-export interface EventClaim {
-  eventId: string;
-  etag: string;
-}
-
-const CLAIM_SUFFIX = '|~claim';
-
-interface FingerprintEntity {
+type FingerprintEntity = {
   partitionKey: string;
   rowKey: string;
   fingerprint: string;
+};
+
+/** Held by the one invocation routing an event. */
+export interface EventClaim {
+  eventId: string;
+  etag: string;
+  /** Served by an earlier attempt or by this one. */
+  readonly delivered: Set<string>;
 }
+
+export type ClaimResult = { status: 'claimed'; claim: EventClaim } | { status: 'routed' } | { status: 'busy' };
+
+/** The claim was taken over (this invocation outlived its lease): the holder finishes the event. */
+export class ClaimLostError extends RetryableError {}
+
+const RELEASED = new Date(0).toISOString();
 
 /** Table keys may not contain / \ # ? or control characters; event ids are tenant:incident:timestamp. */
-function rowKeyOf(eventId: string, destination?: string): string {
-  const safe = (s: string) => encodeURIComponent(s).replace(/%/g, '~');
-  return destination ? `${safe(eventId)}|${safe(destination)}` : safe(eventId);
+function rowKeyOf(eventId: string): string {
+  return encodeURIComponent(eventId).replace(/%/g, '~');
 }
 
+/** The tenant, so that an event's row and its incident's fingerprint share a partition (one transaction). */
 function partitionOf(eventId: string): string {
-  return eventId.split(':')[0] || 'unknown';
+  return eventId.split(':')[0]?.toLowerCase() || 'unknown';
 }
+
+const isStatus = (err: unknown, ...codes: number[]) => err instanceof RestError && codes.includes(err.statusCode ?? 0);
 
 export class DeliveryLog {
   readonly #table: LazyTable;
+  readonly #writes: TableWriteBatcher;
 
   constructor(table: TableClient) {
     this.#table = new LazyTable(table);
-  }
-
-  async #exists(partitionKey: string, rowKey: string): Promise<boolean> {
-    return (await this.#table.find(partitionKey, rowKey)) !== undefined;
+    this.#writes = new TableWriteBatcher(() => this.#table.ready(), 15);
   }
 
   /**
    * Claims the event for this invocation, so that two deliveries of the same message running at once
-   * (the queue delivers at least once) never both route it. Undefined when another invocation holds it.
+   * (the queue delivers at least once) never both route it. `busy` while another invocation holds a
+   * live lease; `routed` once the event is done.
    */
-  async claim(eventId: string, leaseMs = 2 * 60_000, now = new Date()): Promise<EventClaim | undefined> {
-    const table = await this.#table.ready();
-    const entity: ClaimEntity = { partitionKey: partitionOf(eventId), rowKey: rowKeyOf(eventId) + CLAIM_SUFFIX, claimedAt: now.toISOString() };
+  async claim(eventId: string, leaseMs = 2 * 60_000, now = new Date()): Promise<ClaimResult> {
+    const entity: EventEntity = { partitionKey: partitionOf(eventId), rowKey: rowKeyOf(eventId), state: 'claimed', claimedAt: now.toISOString(), delivered: '[]' };
     try {
-      const created = await table.createEntity(entity);
-      return { eventId, etag: created.etag! };
+      const [etag] = await this.#writes.submit([['create', entity]]);
+      return { status: 'claimed', claim: { eventId, etag: etag!, delivered: new Set() } };
     } catch (err) {
-      if (!(err instanceof RestError && err.statusCode === 409)) throw err;
+      if (!isStatus(err, 409)) throw err;
     }
-    const held = await this.#table.find<ClaimEntity>(entity.partitionKey, entity.rowKey);
-    if (held && now.getTime() - Date.parse(held.claimedAt) < leaseMs) return undefined;
+    const held = await this.#table.find<EventEntity>(entity.partitionKey, entity.rowKey);
+    if (!held) return { status: 'busy' };
+    if (held.state === 'routed') return { status: 'routed' };
+    if (now.getTime() - Date.parse(held.claimedAt) < leaseMs) return { status: 'busy' };
+    const delivered = parseDelivered(held.delivered);
     try {
-      const taken = held ? await table.updateEntity(entity, 'Replace', { etag: held.etag }) : await table.createEntity(entity);
-      return { eventId, etag: taken.etag! };
+      const taken = await (await this.#table.ready()).updateEntity({ ...entity, delivered: JSON.stringify([...delivered]) }, 'Replace', { etag: held.etag });
+      return { status: 'claimed', claim: { eventId, etag: taken.etag!, delivered } };
     } catch (err) {
-      if (err instanceof RestError && (err.statusCode === 409 || err.statusCode === 412)) return undefined;
+      if (isStatus(err, 404, 412)) return { status: 'busy' };
       throw err;
     }
   }
 
-  /** Gives the claim up (done, or failed and to be retried). */
+  /** Records one destination served (and renews the lease), before the next is tried. */
+  async recordDelivery(claim: EventClaim, destination: string, now = new Date()): Promise<void> {
+    claim.delivered.add(destination);
+    await this.#update(claim, { claimedAt: now.toISOString(), delivered: JSON.stringify([...claim.delivered]) });
+  }
+
+  /**
+   * Marks the event routed, with the destinations served last; with `fingerprint`, records the
+   * incident's content fingerprint in the same transaction.
+   */
+  async complete(claim: EventClaim, routes: string[], options: { delivered?: string[]; fingerprint?: { incidentId: number; value: string } } = {}, now = new Date()): Promise<void> {
+    for (const destination of options.delivered ?? []) claim.delivered.add(destination);
+    const row: EventEntity = {
+      partitionKey: partitionOf(claim.eventId),
+      rowKey: rowKeyOf(claim.eventId),
+      state: 'routed',
+      claimedAt: now.toISOString(),
+      delivered: JSON.stringify([...claim.delivered]),
+      routes: routes.join(','),
+      routedAt: now.toISOString(),
+    };
+    const actions: TransactionAction[] = [['update', row, 'Replace', { etag: claim.etag }]];
+    if (options.fingerprint) {
+      const fingerprint: FingerprintEntity = { partitionKey: row.partitionKey, rowKey: fingerprintKey(options.fingerprint.incidentId), fingerprint: options.fingerprint.value };
+      actions.push(['upsert', fingerprint, 'Replace']);
+    }
+    try {
+      await this.#writes.submit(actions);
+    } catch (err) {
+      throw this.#lost(err, claim);
+    }
+  }
+
+  /** Gives the claim up after a failure, keeping what was delivered, so the retry may start at once. */
   async release(claim: EventClaim): Promise<void> {
     try {
-      await (await this.#table.ready()).deleteEntity(partitionOf(claim.eventId), rowKeyOf(claim.eventId) + CLAIM_SUFFIX, { etag: claim.etag });
+      await this.#update(claim, { claimedAt: RELEASED });
     } catch (err) {
-      if (!(err instanceof RestError && (err.statusCode === 404 || err.statusCode === 412))) throw err;
+      if (!(err instanceof ClaimLostError || isStatus(err, 404))) throw err;
     }
   }
 
   /** Whether the whole event was routed already. */
-  isRouted(eventId: string): Promise<boolean> {
-    return this.#exists(partitionOf(eventId), rowKeyOf(eventId));
-  }
-
-  isDelivered(eventId: string, destination: string): Promise<boolean> {
-    return this.#exists(partitionOf(eventId), rowKeyOf(eventId, destination));
-  }
-
-  async recordDelivery(eventId: string, destination: string, at = new Date()): Promise<void> {
-    await (await this.#table.ready()).upsertEntity<DeliveryEntity>({ partitionKey: partitionOf(eventId), rowKey: rowKeyOf(eventId, destination), deliveredAt: at.toISOString() }, 'Replace');
-  }
-
-  async recordRouted(eventId: string, routes: string[], at = new Date()): Promise<void> {
-    await (await this.#table.ready()).upsertEntity<DeliveryEntity>(
-      { partitionKey: partitionOf(eventId), rowKey: rowKeyOf(eventId), deliveredAt: at.toISOString(), routes: routes.join(',') },
-      'Replace',
-    );
+  async isRouted(eventId: string): Promise<boolean> {
+    return (await this.#table.find<EventEntity>(partitionOf(eventId), rowKeyOf(eventId)))?.state === 'routed';
   }
 
   /** The content fingerprint of the incident version last routed (see write-back.ts). */
   async lastRoutedFingerprint(tenantId: string, incidentId: number): Promise<string | undefined> {
-    return (await this.#table.find<FingerprintEntity>(tenantId, `incident-${incidentId}`))?.fingerprint;
+    return (await this.#table.find<FingerprintEntity>(tenantId.toLowerCase(), fingerprintKey(incidentId)))?.fingerprint;
   }
 
-  async recordRoutedFingerprint(tenantId: string, incidentId: number, fingerprint: string): Promise<void> {
-    await (await this.#table.ready()).upsertEntity<FingerprintEntity>({ partitionKey: tenantId, rowKey: `incident-${incidentId}`, fingerprint }, 'Replace');
+  async #update(claim: EventClaim, fields: Partial<EventEntity>): Promise<void> {
+    try {
+      const [etag] = await this.#writes.submit([['update', { partitionKey: partitionOf(claim.eventId), rowKey: rowKeyOf(claim.eventId), ...fields }, 'Merge', { etag: claim.etag }]]);
+      claim.etag = etag!;
+    } catch (err) {
+      throw this.#lost(err, claim);
+    }
+  }
+
+  #lost(err: unknown, claim: EventClaim): unknown {
+    // A transaction reports the failed action's status on the error (412: the row changed under us).
+    if (!isStatus(err, 412) && (err as { code?: string }).code !== 'UpdateConditionNotSatisfied') return err;
+    return new ClaimLostError(`the claim on event ${claim.eventId} was taken over by another invocation after its lease ran out`, {
+      tenantId: partitionOf(claim.eventId),
+      operation: 'record delivery',
+    });
+  }
+}
+
+function fingerprintKey(incidentId: number): string {
+  return `incident-${incidentId}`;
+}
+
+function parseDelivered(text: string | undefined): Set<string> {
+  try {
+    const list: unknown = JSON.parse(text ?? '[]');
+    return new Set(Array.isArray(list) ? list.filter((d): d is string => typeof d === 'string') : []);
+  } catch {
+    return new Set();
   }
 }

@@ -13,18 +13,20 @@ import { QUEUE_NAMES, readClaimCheck, type MessageSender } from './queues.js';
 import { describeError } from './redact.js';
 import { loadRoutingRules, plannedDeliveries, selectRoutes, type MatchedRoute, type RoutingTable } from './routing.js';
 import type { Services } from './services.js';
-import { TenantNotFoundError, type Tenant, type TenantRegistry } from './tenants.js';
-import { contentFingerprint, writeBack } from './write-back.js';
+import { CachedTenantLookup, TenantNotFoundError, type Tenant, type TenantRegistry } from './tenants.js';
+import { carriesWriteBack, contentFingerprint, writeBack } from './write-back.js';
 
 /**
  * The enricher: one incident event from `incidents` → validated, deduplicated, enriched, routed.
- * Exactly-once in effect: each destination's delivery is recorded as it succeeds and the event once
- * all are done, so a redelivered or replayed event skips what it already did. A retryable failure is
+ * Exactly-once in effect: the event is claimed first, each destination's delivery is recorded before
+ * the next is tried and the event once all are done, so a redelivered or replayed event skips what it
+ * already did. A new event with one destination costs three storage operations besides its own
+ * delivery (claim, commit and the host's delete); the tenant is read from a short cache. A retryable failure is
  * rethrown (the host retries, then moves the message to `incidents-poison`); a permanent one goes to
  * `incidents-deadletter` at once with its reason.
  */
 export interface EnrichDependencies {
-  registry: TenantRegistry;
+  registry: Pick<TenantRegistry, 'get'>;
   defender: DefenderClient;
   deliveryLog: DeliveryLog;
   sender: MessageSender;
@@ -49,7 +51,7 @@ export function routingFromConfig(services: Pick<Services, 'config'>): () => Rou
 
 export function enrichDependencies(services: Services): EnrichDependencies {
   return {
-    registry: services.registry,
+    registry: new CachedTenantLookup(services.registry),
     defender: services.defender,
     deliveryLog: services.deliveryLog,
     sender: services.sender,
@@ -78,18 +80,20 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
   const { eventId } = envelope;
   let claim: EventClaim | undefined;
   try {
-    if (await deps.deliveryLog.isRouted(eventId)) {
+    const claimed = await deps.deliveryLog.claim(eventId);
+    if (claimed.status === 'routed') {
       log.info(`enrichIncident ${eventId}: already routed, dropped as a duplicate delivery`);
       return { status: 'duplicate', eventId };
     }
-    claim = await deps.deliveryLog.claim(eventId);
-    if (!claim) throw new EventBusy('another invocation is routing this event now', { tenantId: envelope.tenantId, operation: 'claim event' });
+    if (claimed.status === 'busy') throw new EventBusy('another invocation is routing this event now', { tenantId: envelope.tenantId, operation: 'claim event' });
+    claim = claimed.claim;
     const tenant = await tenantOf(envelope, deps);
     const incident = await incidentOf(envelope, deps);
-    const fingerprint = contentFingerprint(incident);
-    if ((await deps.deliveryLog.lastRoutedFingerprint(tenant.tenantId, envelope.incidentId)) === fingerprint) {
-      // Only the relay's own write-back changed since the last routed version.
-      await deps.deliveryLog.recordRouted(eventId, []);
+    // Only a version holding the relay's tag or comment can be the echo of its write-back.
+    const mayBeEcho = carriesWriteBack(incident);
+    if (mayBeEcho && (await deps.deliveryLog.lastRoutedFingerprint(tenant.tenantId, envelope.incidentId)) === contentFingerprint(incident)) {
+      await deps.deliveryLog.complete(claim, []);
+      claim = undefined;
       log.info(`enrichIncident ${eventId}: only the relay's write-back changed, not routed again`);
       return { status: 'echo', eventId };
     }
@@ -112,10 +116,13 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
       apiCalls += hunted.calls;
     }
 
-    const destinations = await deliverAll(envelope, incident, enrichment, routes, table, deps);
-    await writeBackAll(envelope, tenant, incident, routes, deps, log);
-    await deps.deliveryLog.recordRoutedFingerprint(tenant.tenantId, envelope.incidentId, fingerprint);
-    await deps.deliveryLog.recordRouted(eventId, routes.map((r) => r.name));
+    const writesBack = routes.some((r) => r.writeBack);
+    const { destinations, unrecorded } = await deliverAll(claim, envelope, incident, enrichment, routes, table, deps, writesBack);
+    await writeBackAll(claim, envelope, tenant, incident, routes, deps, log);
+    // The fingerprint matters only where an echo can follow: after a write-back, or once the incident holds one.
+    const fingerprint = writesBack || mayBeEcho ? { incidentId: envelope.incidentId, value: contentFingerprint(incident) } : undefined;
+    await deps.deliveryLog.complete(claim, routes.map((r) => r.name), { delivered: unrecorded, fingerprint });
+    claim = undefined;
     if (envelope.incidentRef) await deleteClaimCheck(deps.blobs, envelope.incidentRef.blobUrl, log);
     log.info(
       `enrichIncident ${eventId}: routed by ${routes.map((r) => r.name).join(', ')} to ${destinations.join(', ') || '(nothing)'}` +
@@ -135,7 +142,8 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
     log.error(`enrichIncident ${eventId} failed${last ? ` on attempt ${attempt.dequeueCount}, moving to ${QUEUE_NAMES.poison}` : ', will be retried'}: ${describeError(err)}`);
     throw err;
   } finally {
-    if (claim) await deps.deliveryLog.release(claim);
+    // Not done: give the claim up so that a retry or replay need not wait for its lease (what was delivered stays recorded).
+    if (claim) await deps.deliveryLog.release(claim).catch((err: unknown) => log.warn(`enrichIncident ${eventId}: the claim could not be released (its lease will lapse): ${describeError(err)}`));
   }
 }
 
@@ -159,21 +167,26 @@ async function incidentOf(envelope: IncidentEnvelope, deps: EnrichDependencies):
   return incident;
 }
 
-/** Every planned delivery not yet made; each success is recorded before the next is tried. */
+/**
+ * Every planned delivery not yet made. Each success is recorded before the next is tried; the last one
+ * is left to the commit (`unrecorded`), unless more work that can fail follows it (`recordLast`).
+ */
 async function deliverAll(
+  claim: EventClaim,
   envelope: IncidentEnvelope,
   incident: Record<string, unknown>,
   enrichment: Enrichment,
   routes: MatchedRoute[],
   table: RoutingTable,
   deps: EnrichDependencies,
-): Promise<string[]> {
-  const delivered: string[] = [];
-  for (const { route, destination } of plannedDeliveries(routes)) {
-    if (await deps.deliveryLog.isDelivered(envelope.eventId, destination)) {
-      delivered.push(destination);
-      continue;
-    }
+  recordLast: boolean,
+): Promise<{ destinations: string[]; unrecorded: string[] }> {
+  const planned = plannedDeliveries(routes);
+  const destinations: string[] = [];
+  const unrecorded: string[] = [];
+  for (const [index, { route, destination }] of planned.entries()) {
+    destinations.push(destination);
+    if (claim.delivered.has(destination)) continue;
     try {
       await deliver(table, destination, routedMessageFor(envelope, incident, enrichment, route, destination), deps.deliveryDeps);
     } catch (err) {
@@ -181,18 +194,18 @@ async function deliverAll(
       if (isRetryable(err)) throw new RetryableError(`${where}: ${describeError(err)}`, { tenantId: envelope.tenantId, operation: 'deliver', retryAfterMs: (err as RetryableError).retryAfterMs }, { cause: err });
       throw new DeadLetterReason(`${where}: ${describeError(err)}`);
     }
-    await deps.deliveryLog.recordDelivery(envelope.eventId, destination);
-    delivered.push(destination);
+    if (index < planned.length - 1 || recordLast) await deps.deliveryLog.recordDelivery(claim, destination);
+    else unrecorded.push(destination);
   }
-  return delivered;
+  return { destinations, unrecorded };
 }
 
 /** Tags or comments the incident as routes ask; a missing permission is logged, not fatal. */
-async function writeBackAll(envelope: IncidentEnvelope, tenant: Tenant, incident: Record<string, unknown>, routes: MatchedRoute[], deps: EnrichDependencies, log: Logger) {
+async function writeBackAll(claim: EventClaim, envelope: IncidentEnvelope, tenant: Tenant, incident: Record<string, unknown>, routes: MatchedRoute[], deps: EnrichDependencies, log: Logger) {
   for (const route of routes) {
     if (!route.writeBack) continue;
     const marker = `write-back:${route.name}`;
-    if (await deps.deliveryLog.isDelivered(envelope.eventId, marker)) continue;
+    if (claim.delivered.has(marker)) continue;
     // Write-back is a courtesy to the analysts: it never waits for, or spends the last of, the tenant's budget.
     if (deps.defender.budget.waitTime(tenant.tenantId) > 0) {
       log.warn(`enrichIncident ${envelope.eventId}: write-back for route ${route.name} skipped: the tenant's API budget is spent`);
@@ -200,7 +213,7 @@ async function writeBackAll(envelope: IncidentEnvelope, tenant: Tenant, incident
     }
     try {
       await writeBack(deps.defender, tenant, { incidentId: envelope.incidentId, tags: incident.tags }, route.writeBack);
-      await deps.deliveryLog.recordDelivery(envelope.eventId, marker);
+      await deps.deliveryLog.recordDelivery(claim, marker);
     } catch (err) {
       if (isRetryable(err)) throw err;
       log.warn(`enrichIncident ${envelope.eventId}: write-back for route ${route.name} skipped: ${describeError(err)}`);

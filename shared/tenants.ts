@@ -142,6 +142,33 @@ export class TenantRegistry {
   }
 }
 
+/**
+ * Tenant lookups on the enricher's hot path, kept for `ttlMs`: a change made through the admin API
+ * (disable, rename) reaches it within that time, and a batch of one tenant's events costs one read.
+ */
+export class CachedTenantLookup {
+  readonly #entries = new Map<string, { tenant: Promise<Tenant>; at: number }>();
+
+  constructor(
+    private readonly registry: Pick<TenantRegistry, 'get'>,
+    private readonly ttlMs = 30_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  get(tenantId: string): Promise<Tenant> {
+    const key = tenantId.toLowerCase();
+    const entry = this.#entries.get(key);
+    if (entry && this.now() - entry.at < this.ttlMs) return entry.tenant;
+    // Concurrent lookups share one read; a failed one is not kept.
+    const tenant = this.registry.get(tenantId);
+    this.#entries.set(key, { tenant, at: this.now() });
+    tenant.catch(() => {
+      if (this.#entries.get(key)?.tenant === tenant) this.#entries.delete(key);
+    });
+    return tenant;
+  }
+}
+
 /** The partner admin-consent link a customer's Global Administrator opens to consent to the multi-tenant app. */
 export function adminConsentLink(clientId: string, authorityHost = 'https://login.microsoftonline.com'): string {
   const url = new URL('/common/oauth2/authorize', authorityHost);

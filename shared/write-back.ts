@@ -17,10 +17,20 @@ function isOwnComment(comment: unknown): boolean {
   return typeof (comment as { comment?: unknown })?.comment === 'string' && (comment as { comment: string }).comment.startsWith(WRITE_BACK_MARKER);
 }
 
+const isOwnTag = (tag: unknown) => typeof tag === 'string' && tag.startsWith(RELAYED_TAG_PREFIX);
+
+/**
+ * Whether the incident holds a tag or comment of the relay's write-back. Only such a version can be
+ * the echo of a write-back (which adds one), so only it needs the last routed fingerprint looked up.
+ */
+export function carriesWriteBack(incident: Record<string, unknown>): boolean {
+  return (Array.isArray(incident.tags) && incident.tags.some(isOwnTag)) || (Array.isArray(incident.comments) && incident.comments.some(isOwnComment));
+}
+
 /** A hash of what an analyst could have changed: everything but lastUpdateTime and the relay's own tags and comments. */
 export function contentFingerprint(incident: Record<string, unknown>): string {
   const { lastUpdateTime: _ignored, ...rest } = incident;
-  const tags = Array.isArray(rest.tags) ? rest.tags.filter((t) => !(typeof t === 'string' && t.startsWith(RELAYED_TAG_PREFIX))) : rest.tags;
+  const tags = Array.isArray(rest.tags) ? rest.tags.filter((t) => !isOwnTag(t)) : rest.tags;
   const comments = Array.isArray(rest.comments) ? rest.comments.filter((c) => !isOwnComment(c)) : rest.comments;
   return createHash('sha256').update(stableStringify({ ...rest, tags, comments })).digest('hex');
 }

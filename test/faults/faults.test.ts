@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { DefenderClient } from '../../shared/defender-client.js';
-import type { DeliveryLog } from '../../shared/delivery-log.js';
+import type { DeliveryLog, EventClaim } from '../../shared/delivery-log.js';
 import type { MessageSender } from '../../shared/queues.js';
 import { Flow, SimulatedCrash, type FlowOptions, type FlowReport } from './flow.js';
 
@@ -186,12 +186,12 @@ describe('fault suite: the whole flow under each fault, nothing lost, nothing ro
       // that line runs (not even the claim's release), the message comes back when its lease runs out.
       instance.deps.deliveryLog = interceptDeliveryLog(log, {
         claim: (eventId: string, _leaseMs?: number, now?: Date) => log.claim(eventId, 2_000, now),
-        recordDelivery: async (eventId: string, destination: string, at?: Date) => {
-          await log.recordDelivery(eventId, destination, at);
-          if (crashed.size < 6 && !crashed.has(eventId)) {
-            crashed.add(eventId);
-            dead.add(eventId);
-            throw new SimulatedCrash(`crash after the first delivery of ${eventId}`);
+        recordDelivery: async (claim: EventClaim, destination: string, at?: Date) => {
+          await log.recordDelivery(claim, destination, at);
+          if (crashed.size < 6 && !crashed.has(claim.eventId)) {
+            crashed.add(claim.eventId);
+            dead.add(claim.eventId);
+            throw new SimulatedCrash(`crash after the first delivery of ${claim.eventId}`);
           }
         },
         release: async (claim) => {

@@ -4,7 +4,7 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { describe, expect, inject, it } from 'vitest';
 import { deadLetter, deadLetterQueueOf, poisonQueueOf } from '../../shared/dead-letter.js';
-import { DeliveryLog } from '../../shared/delivery-log.js';
+import { ClaimLostError, DeliveryLog, type ClaimResult } from '../../shared/delivery-log.js';
 import { encodeMessage, MessageSender } from '../../shared/queues.js';
 import { replayIncidents, replayRequestSchema } from '../../shared/replay.js';
 import { drainQueue } from '../support/queues.js';
@@ -50,32 +50,57 @@ describe('replay of dead-lettered and poisoned events', () => {
 });
 
 describe('delivery log', () => {
-  it('records deliveries per destination and the routed event, idempotently', async () => {
-    const log = new DeliveryLog(TableClient.fromConnectionString(storage().cs, unique('deliveries'), { allowInsecureConnection: true }));
+  const newLog = () => new DeliveryLog(TableClient.fromConnectionString(storage().cs, unique('deliveries'), { allowInsecureConnection: true }));
+  const claimOf = (result: ClaimResult) => {
+    if (result.status !== 'claimed') throw new Error(`expected a claim, got ${result.status}`);
+    return result.claim;
+  };
+
+  it('keeps the destinations served across a released claim, and the routed event for good', async () => {
+    const log = newLog();
     const eventId = `${randomUUID()}:924565:2020-09-06T14:46:57.2900000Z`;
+    const first = claimOf(await log.claim(eventId));
+    expect(first.delivered).toEqual(new Set());
+    await log.recordDelivery(first, 'soc-queue');
+    await log.recordDelivery(first, 'soc-queue');
     expect(await log.isRouted(eventId)).toBe(false);
-    await log.recordDelivery(eventId, 'soc-queue');
-    await log.recordDelivery(eventId, 'soc-queue');
-    expect(await log.isDelivered(eventId, 'soc-queue')).toBe(true);
-    expect(await log.isDelivered(eventId, 'teams')).toBe(false);
-    expect(await log.isRouted(eventId)).toBe(false);
-    await log.recordRouted(eventId, ['high-to-soc']);
+    await log.release(first); // a retryable failure after the first destination
+
+    const retry = claimOf(await log.claim(eventId));
+    expect(retry.delivered).toEqual(new Set(['soc-queue']));
+    await log.complete(retry, ['high-to-soc'], { delivered: ['teams'] });
     expect(await log.isRouted(eventId)).toBe(true);
+    expect(await log.claim(eventId)).toEqual({ status: 'routed' });
+  });
+
+  it('records the incident fingerprint with the commit, in the tenant partition whatever the case of its id', async () => {
+    const log = newLog();
+    const tenantId = randomUUID();
+    const claim = claimOf(await log.claim(`${tenantId.toUpperCase()}:7:2020-09-06T14:46:57.2900000Z`));
+    await log.complete(claim, ['default'], { fingerprint: { incidentId: 7, value: 'abc' } });
+    expect(await log.lastRoutedFingerprint(tenantId, 7)).toBe('abc');
+    expect(await log.lastRoutedFingerprint(tenantId, 8)).toBeUndefined();
   });
 
   it('lets one invocation at a time claim an event, and takes over a claim whose lease ran out', async () => {
-    const log = new DeliveryLog(TableClient.fromConnectionString(storage().cs, unique('deliveries'), { allowInsecureConnection: true }));
+    const log = newLog();
     const eventId = `${randomUUID()}:1:2020-09-06T14:46:57.2900000Z`;
     const [a, b] = await Promise.all([log.claim(eventId), log.claim(eventId)]);
-    expect([a, b].filter(Boolean)).toHaveLength(1);
-    expect(await log.claim(eventId)).toBeUndefined();
-    // An invocation that crashed never releases: after the lease, another one takes over.
+    expect([a.status, b.status].sort()).toEqual(['busy', 'claimed']);
+    const stale = claimOf(a.status === 'claimed' ? a : b);
+    await log.recordDelivery(stale, 'siem');
+    expect(await log.claim(eventId)).toEqual({ status: 'busy' });
+    // An invocation that crashed never releases: after the lease, another one takes over, with what it delivered.
     const later = new Date(Date.now() + 3 * 60_000);
-    const takenOver = await log.claim(eventId, 2 * 60_000, later);
-    expect(takenOver).toBeDefined();
-    await log.release((a ?? b)!); // the stale holder's release no longer removes the new claim
-    expect(await log.claim(eventId, 2 * 60_000, later)).toBeUndefined();
-    await log.release(takenOver!);
-    expect(await log.claim(eventId)).toBeDefined();
+    const takenOver = claimOf(await log.claim(eventId, 2 * 60_000, later));
+    expect(takenOver.delivered).toEqual(new Set(['siem']));
+    // The stale holder can neither record, nor commit, nor release the new claim.
+    await expect(log.recordDelivery(stale, 'teams')).rejects.toBeInstanceOf(ClaimLostError);
+    await expect(log.complete(stale, ['x'], { fingerprint: { incidentId: 1, value: 'f' } })).rejects.toBeInstanceOf(ClaimLostError);
+    await log.release(stale);
+    expect(await log.claim(eventId, 2 * 60_000, later)).toEqual({ status: 'busy' });
+    expect(await log.isRouted(eventId)).toBe(false);
+    await log.release(takenOver);
+    expect((await log.claim(eventId)).status).toBe('claimed');
   });
 });

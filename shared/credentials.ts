@@ -12,9 +12,10 @@ import type { Tenant } from './tenants.js';
 
 /**
  * Defender tokens for the application and partner contexts. A token is cached per (tenant, client,
- * scope) and renewed a few minutes before it expires, so a tenant costs about one token request an
- * hour. When Entra refuses the credential, the secret is re-read once (it may have been rotated)
- * before the tenant is reported as failing.
+ * scope) and renewed shortly before it expires, so a tenant costs one token request per token
+ * lifetime. The credential built from the tenant's secret is kept across renewals, so a renewal reads
+ * nothing from Key Vault; when Entra refuses the credential, the secret is re-read once (it may have
+ * been rotated) before the tenant is reported as failing.
  */
 export interface DefenderTokenProviderOptions {
   secrets: SecretCache;
@@ -22,16 +23,25 @@ export interface DefenderTokenProviderOptions {
   /** The Function App's own identity, for tenants whose credential kind is `managedIdentity`. */
   appCredential: TokenCredential;
   scope: string;
-  /** Renew this long before expiry. */
+  /** Renew this long before expiry (default TOKEN_REFRESH_MARGIN_MS). */
   refreshMarginMs?: number;
   now?: () => number;
 }
+
+/**
+ * Every call asks the provider for its token, so a token need only outlive the call it is sent with
+ * (the client's timeout is 30 s) plus clock skew. A wider margin would renew an hour's token a poll
+ * cycle early, and cost more than one request per lifetime.
+ */
+export const TOKEN_REFRESH_MARGIN_MS = 2 * 60_000;
 
 interface CachedToken {
   token: AccessToken;
   /** The secret the credential was built from, to tell whether a re-read found a new one. */
   secretValue?: string;
   credential: TokenCredential;
+  /** Which credential of the tenant's it is (kind and secret name): a changed registration builds a new one. */
+  source: string;
 }
 
 /** AADSTS codes meaning "the credential itself was refused" — a rotated secret may fix them. */
@@ -63,7 +73,7 @@ export class DefenderTokenProvider {
   async getToken(tenant: Tenant): Promise<string> {
     const now = (this.options.now ?? Date.now)();
     const cached = this.#cache.get(this.#key(tenant));
-    if (cached && cached.token.expiresOnTimestamp - now > (this.options.refreshMarginMs ?? 5 * 60_000)) return cached.token.token;
+    if (cached && cached.token.expiresOnTimestamp - now > (this.options.refreshMarginMs ?? TOKEN_REFRESH_MARGIN_MS)) return cached.token.token;
     return (await this.#acquire(tenant, false)).token.token;
   }
 
@@ -79,7 +89,7 @@ export class DefenderTokenProvider {
     try {
       const token = await credential.getToken(this.options.scope, { tenantId: tenant.tenantId });
       if (!token) throw new PermanentError('The credential returned no token', { tenantId: tenant.tenantId, operation: 'acquire Defender token' });
-      const entry = { token, secretValue, credential };
+      const entry = { token, secretValue, credential, source: sourceOf(tenant) };
       this.#cache.set(key, entry);
       return entry;
     } catch (err) {
@@ -95,22 +105,25 @@ export class DefenderTokenProvider {
   async #credentialFor(tenant: Tenant, refreshed: boolean): Promise<{ credential: TokenCredential; secretValue?: string }> {
     const authority = { authorityHost: this.options.entra.authorityHost, disableInstanceDiscovery: this.options.entra.disableInstanceDiscovery };
     const cached = this.#cache.get(this.#key(tenant));
+    // A renewal reuses the credential (and MSAL's cache in it); only a refusal makes it read the secret again.
+    if (cached && cached.source === sourceOf(tenant) && !refreshed) return cached;
     switch (tenant.credential.kind) {
       case 'managedIdentity':
         return { credential: this.options.appCredential };
       case 'secret': {
         const secret = await this.options.secrets.get(tenant.credential.secretName, { tenantId: tenant.tenantId });
-        // Reuse the credential (and MSAL's cache in it) while the secret is unchanged.
-        if (cached && cached.secretValue === secret && !refreshed) return cached;
         return { credential: new ClientSecretCredential(tenant.tenantId, tenant.clientId, secret, authority), secretValue: secret };
       }
       case 'certificate': {
         const pem = await this.options.secrets.get(tenant.credential.secretName, { tenantId: tenant.tenantId });
-        if (cached && cached.secretValue === pem && !refreshed) return cached;
         return { credential: new ClientCertificateCredential(tenant.tenantId, tenant.clientId, { certificate: pem }, authority), secretValue: pem };
       }
     }
   }
+}
+
+function sourceOf(tenant: Tenant): string {
+  return tenant.credential.kind === 'managedIdentity' ? 'managedIdentity' : `${tenant.credential.kind}:${tenant.credential.secretName}`;
 }
 
 /** The AADSTS code of an Entra refusal, if there is one. */

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../shared/config.js';
-import { DefenderTokenProvider } from '../../shared/credentials.js';
+import { DefenderTokenProvider, TOKEN_REFRESH_MARGIN_MS } from '../../shared/credentials.js';
 import { createServices, type Services } from '../../shared/services.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
 import { decodeJwt } from 'jose';
@@ -28,12 +28,29 @@ describe('Defender tokens per (tenant, client, scope)', () => {
     expect(provider.requests.get(fabrikam.tenantId)).toBe(1);
     expect(decodeJwt(first)).toMatchObject({ tid: fabrikam.tenantId, aud: 'https://api.security.microsoft.com' });
 
-    now += 50 * 60_000; // still more than 5 minutes left
-    await provider.getToken(fabrikam);
+    const expiresAt = decodeJwt(first).exp! * 1000;
+    const keyVaultReads = services.secretCache.reads;
+    now = expiresAt - TOKEN_REFRESH_MARGIN_MS - 60_000; // a poll cycle before the margin: still the same token
+    expect(await provider.getToken(fabrikam)).toBe(first);
     expect(provider.requests.get(fabrikam.tenantId)).toBe(1);
-    now += 6 * 60_000; // within the renewal margin
+    now = expiresAt - TOKEN_REFRESH_MARGIN_MS + 10_000; // within the renewal margin
     await provider.getToken(fabrikam);
     expect(provider.requests.get(fabrikam.tenantId)).toBe(2);
+    // The renewal reused the credential built from the secret: nothing was read from Key Vault.
+    expect(services.secretCache.reads).toBe(keyVaultReads);
+  });
+
+  it('builds a new credential from Key Vault at renewal when the tenant\'s registration names another secret', async () => {
+    let now = Date.now();
+    const provider = new DefenderTokenProvider({ secrets: services.secretCache, entra: services.config.entra, appCredential: services.appCredential, scope: services.config.defender.scope, now: () => now });
+    const fabrikam = tenantRecord('application');
+    const first = await provider.getToken(fabrikam);
+    const renamed = `${fabrikam.credential.secretName}-renamed`;
+    stack.keyVault.store.setSecret(renamed, await services.secretCache.get(fabrikam.credential.secretName));
+    const reads = services.secretCache.reads;
+    now = decodeJwt(first).exp! * 1000 - TOKEN_REFRESH_MARGIN_MS + 10_000;
+    await provider.getToken({ ...fabrikam, credential: { kind: 'secret', secretName: renamed } });
+    expect(services.secretCache.reads).toBe(reads + 1);
   });
 
   it('keeps tenants apart: a partner token carries its customer tenant id', async () => {

@@ -36,8 +36,10 @@ describe('benchmark statistics', () => {
   });
 
   it('knows when a token is renewed on a schedule: the first poll with less than the margin left', () => {
-    // Entra stand-in tokens live 3599 s, the provider renews within 5 minutes of expiry, polls every 5 minutes.
+    // Entra stand-in tokens live 3599 s, polls every 5 minutes: a 5-minute margin renews a cycle early.
     expect(renewalIntervalMs(3_599_000, 300_000, 300_000)).toBe(55 * 60_000);
+    // With the provider's 2-minute margin the same token serves the whole hour.
+    expect(renewalIntervalMs(3_599_000, 120_000, 300_000)).toBe(60 * 60_000);
     // Azure's usual 60-90 minute tokens.
     expect(renewalIntervalMs(75 * 60_000, 300_000, 300_000)).toBe(70 * 60_000);
     expect(renewalIntervalMs(60_000, 300_000, 300_000)).toBe(300_000);

@@ -1,5 +1,5 @@
 import type { BlobServiceClient } from '@azure/storage-blob';
-import type { QueueServiceClient } from '@azure/storage-queue';
+import type { QueueClient, QueueServiceClient } from '@azure/storage-queue';
 import type { IncidentEnvelope } from './events.js';
 
 /** Queue names the app uses (the Bicep creates the same ones). */
@@ -20,6 +20,8 @@ export function encodeMessage(value: unknown): string {
  */
 export class MessageSender {
   readonly #created = new Map<string, Promise<unknown>>();
+  /** One client per queue: building one costs a request pipeline, which a hot path should not pay per message. */
+  readonly #clients = new Map<string, QueueClient>();
   /** Claim-checked events so far. */
   claimChecked = 0;
 
@@ -30,10 +32,18 @@ export class MessageSender {
     private readonly options: { createMissing?: boolean } = {},
   ) {}
 
-  async send(queueName: string, value: unknown, options: { visibilityTimeoutSeconds?: number } = {}): Promise<void> {
-    const queue = this.queues.getQueueClient(queueName);
+  send(queueName: string, value: unknown, options: { visibilityTimeoutSeconds?: number } = {}): Promise<void> {
+    return this.#sendEncoded(queueName, encodeMessage(value), options);
+  }
+
+  async #sendEncoded(queueName: string, text: string, options: { visibilityTimeoutSeconds?: number } = {}): Promise<void> {
+    let queue = this.#clients.get(queueName);
+    if (!queue) {
+      queue = this.queues.getQueueClient(queueName);
+      this.#clients.set(queueName, queue);
+    }
     if (this.options.createMissing !== false) await this.#once(`queue:${queueName}`, () => queue.createIfNotExists());
-    await queue.sendMessage(encodeMessage(value), { visibilityTimeout: options.visibilityTimeoutSeconds, messageTimeToLive: -1 });
+    await queue.sendMessage(text, { visibilityTimeout: options.visibilityTimeoutSeconds, messageTimeToLive: -1 });
   }
 
   /** Sends an incident event, claim-checking the incident when the message would be too large. */
@@ -49,7 +59,7 @@ export class MessageSender {
   async sendWithClaimCheck(queueName: string, message: { incident?: unknown }, place: { container: string; blobName: string }): Promise<{ claimChecked: boolean }> {
     const encoded = encodeMessage(message);
     if (encoded.length <= MAX_BASE64_MESSAGE || !message.incident) {
-      await this.send(queueName, message);
+      await this.#sendEncoded(queueName, encoded);
       return { claimChecked: false };
     }
     const container = this.blobs.getContainerClient(place.container);

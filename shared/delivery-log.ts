@@ -64,7 +64,7 @@ export class DeliveryLog {
 
   constructor(table: TableClient) {
     this.#table = new LazyTable(table);
-    this.#writes = new TableWriteBatcher(() => this.#table.ready(), 15);
+    this.#writes = new TableWriteBatcher(() => this.#table.ready());
   }
 
   /**

@@ -27,11 +27,7 @@ const keysOf = (action: TransactionAction) => action[1] as { partitionKey: strin
 export class TableWriteBatcher {
   readonly #pending = new Map<string, PendingBatch>();
 
-  /** @param lingerMs how long a batch waits for more writes after the first (0: the rest of this turn of the event loop). */
-  constructor(
-    private readonly table: () => Promise<TableClient>,
-    private readonly lingerMs = 0,
-  ) {}
+  constructor(private readonly table: () => Promise<TableClient>) {}
 
   /** Applies the actions (one partition, atomically) and answers each entity's new ETag, in order. */
   submit(actions: TransactionAction[]): Promise<(string | undefined)[]> {
@@ -48,9 +44,8 @@ export class TableWriteBatcher {
       if (!batch) {
         batch = { groups: [], rowKeys: new Set(), size: 0 };
         this.#pending.set(partitionKey, batch);
-        const flushIfCurrent = () => this.#pending.get(partitionKey) === batch && this.#flush(partitionKey);
-        if (this.lingerMs > 0) setTimeout(flushIfCurrent, this.lingerMs);
-        else setImmediate(flushIfCurrent);
+        // Everything the current turn of the event loop writes to this partition joins the batch.
+        setImmediate(() => this.#pending.get(partitionKey) === batch && this.#flush(partitionKey));
       }
       batch.groups.push(group);
       batch.size += actions.length;

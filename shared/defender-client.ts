@@ -59,6 +59,15 @@ export interface DefenderClientOptions {
 
 export const PAGE_SIZE = 100; // the documented maximum of $top
 
+/** One page of a listing, less the versions its earlier pages already held. */
+export interface IncidentPage {
+  incidents: DefenderIncident[];
+  /** The $skip the listing reached: where its next page starts. */
+  nextSkip: number;
+  /** A short page: the listing is complete. */
+  last: boolean;
+}
+
 interface Call {
   operation: string;
   method: 'GET' | 'PATCH' | 'POST';
@@ -101,28 +110,27 @@ export class DefenderClient {
   }
 
   /**
-   * Every incident updated at or after `since`, paging with $skip until a short page, at most
-   * `maxPages` pages. Results come in no guaranteed order, so they are deduplicated by
-   * (incidentId, lastUpdateTime) and sorted here; `complete` is false when the page bound cut it short.
+   * The incidents updated at or after `since`, page by page as they arrive: $skip paging until a short
+   * page, at most `maxPages` pages. Defender's order is not guaranteed, so a version listed twice in
+   * one listing (an update shifting the pages) is yielded once; the caller needs no order. When the
+   * page bound ends the listing, its last page has `last` false and `nextSkip` is where to go on.
    */
-  async listIncidentsSince(
-    tenant: Tenant,
-    since: string,
-    options: { maxPages?: number; skip?: number } = {},
-  ): Promise<{ incidents: DefenderIncident[]; pages: number; complete: boolean; nextSkip: number }> {
+  async *incidentPagesSince(tenant: Tenant, since: string, options: { maxPages?: number; skip?: number } = {}): AsyncGenerator<IncidentPage, void, undefined> {
     const filter = `lastUpdateTime ge ${normalizeTimestamp(since)}`;
-    const seen = new Map<string, DefenderIncident>();
+    const listed = new Set<string>();
     let skip = options.skip ?? 0;
-    let pages = 0;
-    for (;;) {
+    for (let pages = 0; options.maxPages === undefined || pages < options.maxPages; pages++) {
       const page = await this.listIncidentsPage(tenant, { filter, top: PAGE_SIZE, skip });
-      pages += 1;
-      for (const incident of page) seen.set(`${incident.incidentId}|${incident.lastUpdateTime}`, incident);
       skip += page.length;
-      if (page.length < PAGE_SIZE) return { incidents: sortByUpdate([...seen.values()]), pages, complete: true, nextSkip: skip };
-      if (options.maxPages !== undefined && pages >= options.maxPages) {
-        return { incidents: sortByUpdate([...seen.values()]), pages, complete: false, nextSkip: skip };
-      }
+      const incidents = page.filter((incident) => {
+        const version = `${incident.incidentId}|${normalizeTimestamp(incident.lastUpdateTime)}`;
+        if (listed.has(version)) return false;
+        listed.add(version);
+        return true;
+      });
+      const last = page.length < PAGE_SIZE;
+      yield { incidents, nextSkip: skip, last };
+      if (last) return;
     }
   }
 
@@ -236,11 +244,4 @@ export function retryAfter(header: string | null, message: string | undefined): 
   }
   const m = /(\d+)\s*seconds?/i.exec(message ?? '');
   return m ? Number(m[1]) * 1000 : undefined;
-}
-
-function sortByUpdate(incidents: DefenderIncident[]): DefenderIncident[] {
-  return incidents.sort((a, b) => {
-    const byTime = normalizeTimestamp(a.lastUpdateTime).localeCompare(normalizeTimestamp(b.lastUpdateTime));
-    return byTime !== 0 ? byTime : a.incidentId - b.incidentId;
-  });
 }

@@ -25,6 +25,8 @@ export async function requestPoll(tenantId: string, services: Services): Promise
  * Queue: polls one tenant. A retryable failure is rethrown so the host retries it with back-off (and
  * moves it to the poison queue in the end); a permanent one (wrong secret, no consent, missing
  * permission) is recorded on the tenant's status and logged, not retried: the next schedule tries again.
+ * A retryable listing failure after whole pages were enqueued is not rethrown: pollTenant has queued a
+ * follow-up request from the failed page (status `retrying`), so the host's retry would only redo them.
  */
 export async function handlePollRequest(message: unknown, services: Services, logger: Logger): Promise<PollOutcome | undefined> {
   const log = redactingLogger(logger);
@@ -38,11 +40,13 @@ export async function handlePollRequest(message: unknown, services: Services, lo
   const { tenantId } = parsed.data;
   try {
     const outcome = await pollTenant(parsed.data, { ...services, maxPagesPerRun: services.config.pollMaxPagesPerRun });
-    await services.tenantStatus.recordPoll(tenantId, { outcome: outcome.status, eventsEnqueued: outcome.enqueued, checkpoint: outcome.checkpoint });
-    log.info(
+    const cause = outcome.status === 'retrying' ? describeError(outcome.failure) : undefined;
+    await services.tenantStatus.recordPoll(tenantId, { outcome: outcome.status, error: cause, eventsEnqueued: outcome.enqueued, checkpoint: outcome.checkpoint });
+    const summary =
       `pollTenant ${tenantId}: ${outcome.status}, ${outcome.enqueued} event(s) enqueued` +
-        ` (${outcome.fetched} listed in ${outcome.pages} page(s), ${outcome.duplicates} already delivered, ${outcome.claimChecked} claim-checked)`,
-    );
+      ` (${outcome.fetched} listed in ${outcome.pages} page(s), ${outcome.duplicates} already delivered, ${outcome.claimChecked} claim-checked)`;
+    if (cause) log.warn(`${summary}; the listing failed, a follow-up request goes on from the failed page: ${cause}`);
+    else log.info(summary);
     return outcome;
   } catch (err) {
     if (err instanceof TenantNotFoundError) {

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { CheckpointConflictError, type CheckpointStore } from './checkpoints.js';
 import type { DefenderClient } from './defender-client.js';
+import { isRetryable, RetryableError } from './errors.js';
 import { envelopeFor, eventIdOf } from './events.js';
 import { QUEUE_NAMES, type MessageSender } from './queues.js';
 import type { TenantRegistry } from './tenants.js';
@@ -42,13 +43,16 @@ export interface IngestDependencies {
 
 export interface PollOutcome {
   tenantId: string;
-  status: 'polled' | 'continued' | 'disabled' | 'conflict';
+  /** `retrying`: a retryable failure cut the listing short after whole pages were enqueued; a continuation from the failed page is queued. */
+  status: 'polled' | 'continued' | 'retrying' | 'disabled' | 'conflict';
   fetched: number;
   enqueued: number;
   duplicates: number;
   pages: number;
   claimChecked: number;
   checkpoint?: string;
+  /** What interrupted a `retrying` run. */
+  failure?: unknown;
 }
 
 export function pollRequest(tenantId: string, reason: PollRequest['reason'], now = new Date()): PollRequest {
@@ -76,36 +80,59 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
     (checkpoint.lastUpdateTime
       ? minusMilliseconds(checkpoint.lastUpdateTime, overlapMs)
       : normalizeTimestamp(new Date(now.getTime() - tenant.firstRunLookbackHours * 3_600_000).toISOString()));
-
-  const listed = await deps.defender.listIncidentsSince(tenant, since, { maxPages: deps.maxPagesPerRun ?? 20, skip: request.continuation?.skip });
   const alreadyDelivered = new Set(checkpoint.boundaryEventIds);
-  const fresh = listed.incidents.filter((i) => !alreadyDelivered.has(eventIdOf(tenant.tenantId, i.incidentId, i.lastUpdateTime)));
-  outcome.pages = listed.pages;
-  outcome.fetched = listed.incidents.length;
-  outcome.duplicates = listed.incidents.length - fresh.length;
-
-  await forEachLimited(fresh, deps.sendConcurrency ?? 16, async (incident) => {
-    const { claimChecked } = await deps.sender.sendEvent(QUEUE_NAMES.incidents, envelopeFor(tenant.tenantId, incident, 'poll', now));
-    outcome.enqueued += 1;
-    if (claimChecked) outcome.claimChecked += 1;
-  });
-
+  // The new checkpoint's overlap window starts no earlier than this, whatever the listing holds.
+  const earliestWindowStart = minusMilliseconds(laterOf(checkpoint.lastUpdateTime ?? since, minusMilliseconds(now.toISOString(), overlapMs)), overlapMs);
+  const freshInWindow: string[] = [];
   let maxSeen = request.continuation?.maxSeen;
-  for (const incident of listed.incidents) maxSeen = laterOf(maxSeen, incident.lastUpdateTime);
+  let listedTo = request.continuation?.skip ?? 0;
+  let complete = false;
 
-  if (!listed.complete) {
-    const next: PollRequest = { ...pollRequest(tenant.tenantId, 'continuation', now), continuation: { since, skip: listed.nextSkip, maxSeen } };
-    await deps.sender.send(QUEUE_NAMES.pollRequests, next);
+  // One send window across all pages, and the next page downloading while this one is sent.
+  const sends = new SendWindow(deps.sendConcurrency ?? 16);
+  const pages = prefetched(deps.defender.incidentPagesSince(tenant, since, { maxPages: deps.maxPagesPerRun ?? 20, skip: listedTo }));
+  try {
+    for await (const page of pages) {
+      outcome.pages += 1;
+      outcome.fetched += page.incidents.length;
+      for (const incident of page.incidents) {
+        maxSeen = laterOf(maxSeen, incident.lastUpdateTime);
+        const eventId = eventIdOf(tenant.tenantId, incident.incidentId, incident.lastUpdateTime);
+        if (alreadyDelivered.has(eventId)) {
+          outcome.duplicates += 1;
+          continue;
+        }
+        if (timestampOf(eventId) >= earliestWindowStart) freshInWindow.push(eventId);
+        await sends.add(async () => {
+          const { claimChecked } = await deps.sender.sendEvent(QUEUE_NAMES.incidents, envelopeFor(tenant.tenantId, incident, 'poll', now));
+          outcome.enqueued += 1;
+          if (claimChecked) outcome.claimChecked += 1;
+        });
+      }
+      listedTo = page.nextSkip;
+      complete = page.last;
+    }
+    await sends.settle();
+  } catch (err) {
+    await sends.settle(); // a failed send is rethrown as it is: the host retries the run from its start
+    // A retryable listing failure once whole pages are enqueued: a follow-up goes on from the failed page (if that page fails first, it is rethrown) rather than the host redoing every page.
+    if (!isRetryable(err) || outcome.pages === 0) throw err;
+    const resumeInMs = (err instanceof RetryableError && err.retryAfterMs) || RESUME_AFTER_FAILURE_MS;
+    await deps.sender.send(QUEUE_NAMES.pollRequests, continuationOf(tenant.tenantId, since, listedTo, maxSeen, now), { visibilityTimeoutSeconds: Math.ceil(resumeInMs / 1000) });
+    return { ...outcome, status: 'retrying', failure: err };
+  }
+
+  if (!complete) {
+    await deps.sender.send(QUEUE_NAMES.pollRequests, continuationOf(tenant.tenantId, since, listedTo, maxSeen, now));
     return { ...outcome, status: 'continued' };
   }
 
   // Nothing newer than the query's start minus the overlap can have been missed: the cursor advances even on an empty poll.
   const advancedTo = laterOf(laterOf(maxSeen, checkpoint.lastUpdateTime ?? since), minusMilliseconds(now.toISOString(), overlapMs));
   const windowStart = minusMilliseconds(advancedTo, overlapMs);
-  const boundaryEventIds = [
-    ...checkpoint.boundaryEventIds.filter((id) => timestampOf(id) >= windowStart),
-    ...fresh.filter((i) => normalizeTimestamp(i.lastUpdateTime) >= windowStart).map((i) => eventIdOf(tenant.tenantId, i.incidentId, i.lastUpdateTime)),
-  ];
+  const boundaryEventIds = [...checkpoint.boundaryEventIds, ...freshInWindow]
+    .filter((id) => timestampOf(id) >= windowStart)
+    .sort((a, b) => timestampOf(a).localeCompare(timestampOf(b))); // oldest first: a trimmed list keeps the newest
   try {
     await deps.checkpoints.advance(checkpoint, { lastUpdateTime: advancedTo, boundaryEventIds });
   } catch (err) {
@@ -115,16 +142,56 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
   return { ...outcome, checkpoint: advancedTo };
 }
 
+/** When a run interrupted by a listing failure goes on, if Defender did not say. */
+const RESUME_AFTER_FAILURE_MS = 30_000;
+
+function continuationOf(tenantId: string, since: string, skip: number, maxSeen: string | undefined, now: Date): PollRequest {
+  return { ...pollRequest(tenantId, 'continuation', now), continuation: { since, skip, maxSeen } };
+}
+
 function timestampOf(eventId: string): string {
   // eventId = <tenantId>:<incidentId>:<lastUpdateTime>; the timestamp itself contains colons.
   const parts = eventId.split(':');
   return parts.slice(2).join(':');
 }
 
-async function forEachLimited<T>(items: T[], limit: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
-    while (next < items.length) await work(items[next++]!);
-  });
-  await Promise.all(workers);
+/** Yields what `source` yields, asking for the next item as soon as it hands one out. */
+async function* prefetched<T>(source: AsyncIterator<T>): AsyncGenerator<T, void, undefined> {
+  let next = source.next();
+  for (;;) {
+    const result = await next;
+    if (result.done) return;
+    next = source.next();
+    next.catch(() => undefined); // its failure is thrown when it is awaited, once this item is handled
+    yield result.value;
+  }
+}
+
+/**
+ * At most `limit` sends in flight. `add` waits for a free slot, and throws once a send has failed;
+ * `settle` waits for every send and throws the first failure.
+ */
+class SendWindow {
+  readonly #inFlight = new Set<Promise<void>>();
+  #failure: { error: unknown } | undefined;
+
+  constructor(private readonly limit: number) {}
+
+  async add(send: () => Promise<void>): Promise<void> {
+    while (this.#inFlight.size >= this.limit) await Promise.race(this.#inFlight);
+    this.#throwIfFailed();
+    const sending: Promise<void> = send()
+      .catch((error: unknown) => void (this.#failure ??= { error }))
+      .finally(() => this.#inFlight.delete(sending));
+    this.#inFlight.add(sending);
+  }
+
+  async settle(): Promise<void> {
+    await Promise.all(this.#inFlight);
+    this.#throwIfFailed();
+  }
+
+  #throwIfFailed(): void {
+    if (this.#failure) throw this.#failure.error;
+  }
 }

@@ -1,17 +1,19 @@
 import { randomUUID } from 'node:crypto';
 import { QueueServiceClient } from '@azure/storage-queue';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { startAzurite, type RunningAzurite } from '../../local/azurite.js';
 import { createSelfSignedCert } from '../../local/common/tls.js';
 import { generateIncidents } from '../../local/defender/generator.js';
 import { DEFENDER_APP_ROLES, DEFENDER_RESOURCE } from '../../local/demo.js';
 import { appSettingsFor, registerDemoTenants } from '../../local/stack.js';
 import { loadConfig } from '../../shared/config.js';
-import { envelopeSchema, type IncidentEnvelope } from '../../shared/events.js';
+import { DefenderClient } from '../../shared/defender-client.js';
+import { envelopeSchema, eventIdOf, type IncidentEnvelope } from '../../shared/events.js';
 import { handlePollRequest } from '../../shared/ingest-handlers.js';
 import { pollRequest, pollTenant, pollRequestSchema, type PollRequest } from '../../shared/ingest.js';
 import { QUEUE_NAMES } from '../../shared/queues.js';
 import { createServices, type Services } from '../../shared/services.js';
+import { normalizeTimestamp } from '../../shared/timestamps.js';
 import { drainQueue } from '../support/queues.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
 
@@ -26,6 +28,7 @@ describe('ingest: polling tenants into the incidents queue', () => {
   let queues: QueueServiceClient;
   const logs: string[] = [];
   const log = { info: (m: string) => logs.push(m), warn: (m: string) => logs.push(m), error: (m: string) => logs.push(m) };
+  const realFetch = globalThis.fetch;
 
   beforeAll(async () => {
     [stack, azurite] = await Promise.all([startTestStandIns(), startAzurite({ extentMemoryLimitMb: 256 })]);
@@ -36,11 +39,63 @@ describe('ingest: polling tenants into the incidents queue', () => {
   afterAll(async () => {
     await Promise.all([stack?.close(), azurite?.stop()]);
   });
+  afterEach(() => void vi.restoreAllMocks());
 
   const tenant = (context: 'application' | 'partner') => stack.world.tenants.find((t) => t.context === context)!;
 
   const drain = (queueName: string) => drainQueue(queues, queueName);
   const drainEvents = async () => (await drain(QUEUE_NAMES.incidents)) as IncidentEnvelope[];
+
+  /** A partner-context tenant holding `count` incidents updated in the last day, in no order. */
+  async function addBulkTenant(count: number, seed: string): Promise<string> {
+    const tenantId = randomUUID();
+    const partnerApp = stack.world.apps.find((a) => a.multiTenant)!;
+    stack.entra.registry.addTenant({ tenantId, displayName: `Bulk ${seed}` });
+    stack.entra.registry.grantAppPermissions(tenantId, partnerApp.clientId, DEFENDER_RESOURCE, DEFENDER_APP_ROLES);
+    stack.defender.store.provisionTenant(tenantId, `Bulk ${seed}`);
+    stack.defender.store.upsert(tenantId, generateIncidents({ tenantId, count, seed, since: new Date(Date.now() - 86_400_000) }));
+    await services.registry.put({ tenantId, displayName: `Bulk ${seed}`, context: 'partner', clientId: partnerApp.clientId, credential: { kind: 'secret', secretName: 'partner-app-client-secret' } });
+    return tenantId;
+  }
+
+  /**
+   * Stands between the relay and Defender's incident list: `answer` gets each page's $skip and the
+   * stand-in's real answer, and returns what the relay receives instead.
+   */
+  function interceptListPages(answer: (skip: number, real: () => Promise<Response>) => Promise<Response> | Response): void {
+    vi.spyOn(globalThis, 'fetch').mockImplementation((input, init) => {
+      const url = new URL(input instanceof Request ? input.url : input.toString());
+      const real = () => realFetch(input, init);
+      return url.pathname.endsWith('/api/incidents') ? Promise.resolve(answer(Number(url.searchParams.get('$skip') ?? 0), real)) : real();
+    });
+  }
+
+  /** Defender answering one list page with an error, once (as after the client's retries). */
+  function failListPageOnce(failedSkip: number, status: number, headers: Record<string, string> = {}): void {
+    let failed = false;
+    interceptListPages((skip, real) => {
+      if (skip !== failedSkip || failed) return real();
+      failed = true;
+      return Response.json({ error: { code: status === 429 ? 'TooManyRequests' : 'Failed', message: `Injected ${status}`, target: randomUUID() } }, { status, headers });
+    });
+  }
+
+  /** The app's services with a Defender client that gives up at the first failure, so a failed page reaches the poller at once. */
+  const withoutRetries = (): Services => ({ ...services, defender: new DefenderClient({ apiUrl: services.config.defender.apiUrl, tokens: services.tokens, maxRetries: 0 }) });
+
+  /** Poll requests on the queue, visible or not. */
+  const pendingPollRequests = async () => (await queues.getQueueClient(QUEUE_NAMES.pollRequests).getProperties()).approximateMessagesCount ?? 0;
+
+  async function waitForPollRequest(timeoutMs: number): Promise<PollRequest> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const [request, ...others] = (await drain(QUEUE_NAMES.pollRequests)) as PollRequest[];
+      expect(others).toEqual([]);
+      if (request) return request;
+      if (Date.now() > deadline) throw new Error(`No poll request became visible within ${timeoutMs} ms`);
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
 
   /** Runs a poll request and every follow-up it hands over, as the queue trigger would. */
   async function pollToTheEnd(first: PollRequest, options: { maxPagesPerRun?: number } = {}) {
@@ -82,26 +137,91 @@ describe('ingest: polling tenants into the incidents queue', () => {
     expect(news[0]!.incident!.assignedTo).toBe('tier2@contoso.example');
   });
 
-  it('pages through 1,050 incidents in bounded runs with follow-up requests, losing and repeating nothing', async () => {
-    const t = tenant('application');
-    const bulkTenant = randomUUID();
-    stack.entra.registry.addTenant({ tenantId: bulkTenant, displayName: 'Bulk' });
-    const app = stack.world.apps.find((a) => a.clientId === t.clientId)!;
-    const partnerApp = stack.world.apps.find((a) => a.multiTenant)!;
-    stack.entra.registry.grantAppPermissions(bulkTenant, partnerApp.clientId, DEFENDER_RESOURCE, DEFENDER_APP_ROLES);
-    stack.defender.store.provisionTenant(bulkTenant, 'Bulk');
-    stack.defender.store.upsert(bulkTenant, generateIncidents({ tenantId: bulkTenant, count: 1050, seed: 'bulk', since: new Date(Date.now() - 86_400_000) }));
-    await services.registry.put({ tenantId: bulkTenant, displayName: 'Bulk', context: 'partner', clientId: partnerApp.clientId, credential: { kind: 'secret', secretName: 'partner-app-client-secret' } });
-    expect(app).toBeDefined();
-
+  it.each([
+    { maxPagesPerRun: 3, statuses: ['continued', 'continued', 'continued', 'polled'] },
+    { maxPagesPerRun: 20, statuses: ['polled'] },
+  ])('pages through 1,050 unordered incidents in runs of $maxPagesPerRun pages, losing and repeating nothing', async ({ maxPagesPerRun, statuses }) => {
+    const tenantId = await addBulkTenant(1050, `bulk-${maxPagesPerRun}`);
     await drainEvents();
-    const outcomes = await pollToTheEnd(pollRequest(bulkTenant, 'manual'), { maxPagesPerRun: 3 });
+    const outcomes = await pollToTheEnd(pollRequest(tenantId, 'manual'), { maxPagesPerRun });
     const events = await drainEvents();
-    expect(outcomes.map((o) => o.status)).toEqual(['continued', 'continued', 'continued', 'polled']);
+    expect(outcomes.map((o) => o.status)).toEqual(statuses);
+    expect(outcomes.reduce((pages, o) => pages + o.pages, 0)).toBe(11);
     expect(events).toHaveLength(1050);
     expect(new Set(events.map((e) => e.eventId)).size).toBe(1050);
-    expect((await services.checkpoints.get(bulkTenant)).lastUpdateTime).toBeDefined();
+    // The checkpoint passes the newest version of any page of any run.
+    const newest = stack.defender.store.list(tenantId).map((i) => normalizeTimestamp(i.lastUpdateTime)).sort().at(-1)!;
+    expect((await services.checkpoints.get(tenantId)).lastUpdateTime! >= newest).toBe(true);
   }, 60_000);
+
+  it('enqueues a version Defender lists on two pages of one listing once', async () => {
+    const tenantId = await addBulkTenant(250, 'repeats');
+    const firstPage: unknown[] = [];
+    // The order shifts between two calls, as Defender's may: page 2 begins with ten of page 1's incidents.
+    interceptListPages(async (skip, real) => {
+      const page = (await (await real()).json()) as { value: unknown[] };
+      if (skip === 0) firstPage.push(...page.value.slice(0, 10));
+      if (skip === 100) page.value.splice(0, 10, ...firstPage);
+      return Response.json(page);
+    });
+    await drainEvents();
+    const [outcome] = await pollToTheEnd(pollRequest(tenantId, 'manual'));
+    const events = await drainEvents();
+    expect(outcome).toMatchObject({ status: 'polled', fetched: 240, enqueued: 240, pages: 3 });
+    expect(new Set(events.map((e) => e.eventId)).size).toBe(240);
+    expect(events).toHaveLength(240);
+  });
+
+  it('goes on from the failed page when Defender fails mid-run, losing nothing and sending no page twice', async () => {
+    const tenantId = await addBulkTenant(550, 'mid-run');
+    const app = withoutRetries();
+    await drainEvents();
+    await drain(QUEUE_NAMES.pollRequests);
+    failListPageOnce(300, 429, { 'retry-after': '1' });
+    logs.length = 0;
+    const interrupted = await handlePollRequest(pollRequest(tenantId, 'manual'), app, log);
+    expect(interrupted).toMatchObject({ status: 'retrying', pages: 3, enqueued: 300 });
+    expect(await services.tenantStatus.get(tenantId)).toMatchObject({ lastOutcome: 'retrying', lastError: expect.stringMatching(/429/), eventsEnqueued: 300 });
+    expect(logs.join('\n')).toMatch(new RegExp(`pollTenant ${tenantId}: retrying, 300 event\\(s\\) enqueued.*from the failed page.*429`));
+    expect((await services.checkpoints.get(tenantId)).lastUpdateTime).toBeUndefined();
+    // The follow-up waits for Defender's Retry-After, then starts at the failed page.
+    expect(await drain(QUEUE_NAMES.pollRequests)).toEqual([]);
+    const followUp = await waitForPollRequest(5_000);
+    expect(followUp).toMatchObject({ tenantId, reason: 'continuation', continuation: { skip: 300 } });
+    expect(await handlePollRequest(followUp, app, log)).toMatchObject({ status: 'polled', pages: 3, enqueued: 250 });
+    const events = await drainEvents();
+    expect(events).toHaveLength(550);
+    expect(new Set(events.map((e) => e.eventId))).toEqual(new Set(stack.defender.store.list(tenantId).map((i) => eventIdOf(tenantId, i.incidentId, i.lastUpdateTime))));
+    expect((await services.checkpoints.get(tenantId)).lastUpdateTime).toBeDefined();
+  }, 30_000);
+
+  it('leaves a failure of the first page to the host to retry, and fails the tenant on a permanent one mid-run', async () => {
+    const tenantId = await addBulkTenant(350, 'failures');
+    const app = withoutRetries();
+    await drainEvents();
+    await drain(QUEUE_NAMES.pollRequests);
+
+    // Nothing enqueued yet: the error goes back to the host, which retries the request as it is.
+    failListPageOnce(0, 503);
+    await expect(handlePollRequest(pollRequest(tenantId, 'manual'), app, log)).rejects.toThrow(/503/);
+    expect(await services.tenantStatus.get(tenantId)).toMatchObject({ lastOutcome: 'retrying', lastError: expect.stringMatching(/503/) });
+    expect(await drainEvents()).toEqual([]);
+    expect(await pendingPollRequests()).toBe(0);
+
+    // A permanent failure after two pages: the tenant fails, no follow-up; the next poll starts again from the checkpoint.
+    failListPageOnce(200, 403);
+    expect(await handlePollRequest(pollRequest(tenantId, 'manual'), app, log)).toBeUndefined();
+    expect(await services.tenantStatus.get(tenantId)).toMatchObject({ lastOutcome: 'failed', lastError: expect.stringMatching(/403/) });
+    expect(await pendingPollRequests()).toBe(0);
+    const partial = await drainEvents();
+    expect(partial).toHaveLength(200);
+    expect(await handlePollRequest(pollRequest(tenantId, 'manual'), app, log)).toMatchObject({ status: 'polled', enqueued: 350 });
+    // The 200 sent before the failure come again: the enricher drops them by eventId.
+    const again = await drainEvents();
+    expect(again).toHaveLength(350);
+    expect(new Set(again.map((e) => e.eventId)).size).toBe(350);
+    expect(partial.every((e) => again.some((a) => a.eventId === e.eventId))).toBe(true);
+  }, 30_000);
 
   it('rides out a 429 storm and 5xx bursts with nothing lost', async () => {
     const t = tenant('partner');

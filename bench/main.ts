@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { KeyAndCert } from '../local/common/tls.js';
 import { measureColdStart } from './cold-start.js';
-import { measureBacklog, type BacklogMemory } from './memory.js';
+import { instanceHeapMb, measureBacklog, type BacklogMemory } from './memory.js';
 import { runEnrich, runIngestRound, SEND_CONCURRENCY, QUEUE_BATCH, type EnrichRun, type IngestRound } from './pipeline.js';
 import { describeMachine, figure, formatTable, writeReport, type BenchReport, type Figure } from './report.js';
 import { runSchedule, type ScheduleResult } from './schedule.js';
@@ -57,7 +57,7 @@ function pipelineFigures(rounds: IngestRound[], enrichRun: EnrichRun, maxPagesPe
     figure('ingest-throughput', 'Ingest throughput vs raw sendMessage', ratio(ingest, rawSend), '×', { atLeast: 0.85 },
       `poll → incidents ${n(ingest)}/s vs raw sendMessage ${n(rawSend)}/s (medians of ${rounds.length} round(s) of ${n(rounds[0]!.incidents)} messages, mean ${(size / 1024).toFixed(1)} KB base64, ${SEND_CONCURRENCY} in flight, raw sends before and after each poll)`),
     figure('enrich-throughput', 'Enrich-and-route throughput vs raw receive+send+delete', ratio(enrich.perSecond, rawRsd.perSecond), '×', { atLeast: 0.7 },
-      `enrich+route ${n(enrich.perSecond)}/s vs raw receive+send+delete ${n(rawRsd.perSecond)}/s (${n(enrichRun.events)} events in ${enrichRun.chunks} alternating chunks, batches of ${QUEUE_BATCH}, routes: everything → one queue)`),
+      `enrich+route ${n(enrich.perSecond)}/s vs raw receive+send+delete ${n(rawRsd.perSecond)}/s (${n(enrichRun.events)} events in ${enrichRun.chunks} alternating chunks, consumed as host.json's batchSize ${QUEUE_BATCH} and newBatchThreshold say, routes: everything → one queue)`),
     figure('extra-calls-per-event', 'Extra Defender calls per enriched event', enrichRun.calls.client / enrich.routed, '', { equals: 0 },
       `${enrichRun.calls.client} call(s) for ${n(enrich.routed)} routed events, ${n(enrich.withAlerts)} holding their alerts (stand-in saw ${enrichRun.calls.standIn})`),
     figure('calls-per-100-incidents', 'Defender calls per 100 new incidents', (listCalls * 100) / enqueued, '', { atMost: 1.05 },
@@ -87,10 +87,12 @@ function scheduleFigures(s: ScheduleResult): Figure[] {
   ];
 }
 
-function memoryFigure(small: BacklogMemory, large: BacklogMemory, oneRun: BacklogMemory): Figure {
+function memoryFigure(b: Record<'small' | 'oneRun' | 'large' | 'smallDefaultHeap' | 'largeDefaultHeap', BacklogMemory>, instanceMemoryMb: number): Figure {
+  const { small, large, oneRun } = b;
   return figure('backlog-memory', `Peak memory, ${n(large.incidents)} vs ${n(small.incidents)} incident backlog`, ratio(large.peakRssBytes, small.peakRssBytes), '×', { atMost: 1.3 },
-    `peak RSS ${mb(large.peakRssBytes)} MB vs ${mb(small.peakRssBytes)} MB (idle ${mb(small.idleRssBytes)} MB; peak heap ${mb(large.peakHeapUsedBytes)} vs ${mb(small.peakHeapUsedBytes)} MB; ${large.runs} vs ${small.runs} poll run(s)); ` +
-      `one full run of ${n(oneRun.incidents)}: ${mb(oneRun.peakRssBytes)} MB RSS, ${mb(oneRun.peakHeapUsedBytes)} MB heap`);
+    `peak RSS ${mb(large.peakRssBytes)} MB vs ${mb(small.peakRssBytes)} MB with the heap of a ${instanceMemoryMb} MB instance (--max-old-space-size=${small.maxOldSpaceMb}; idle ${mb(small.idleRssBytes)} MB; ` +
+      `peak heap ${mb(large.peakHeapUsedBytes)} vs ${mb(small.peakHeapUsedBytes)} MB; ${large.runs} vs ${small.runs} poll run(s)); one full run of ${n(oneRun.incidents)}: ${mb(oneRun.peakRssBytes)} MB RSS; ` +
+      `with this machine's default heap: ${mb(b.largeDefaultHeap.peakRssBytes)} vs ${mb(b.smallDefaultHeap.peakRssBytes)} MB (${ratio(b.largeDefaultHeap.peakRssBytes, b.smallDefaultHeap.peakRssBytes).toFixed(2)}×)`);
 }
 
 async function main(): Promise<void> {
@@ -129,15 +131,23 @@ async function main(): Promise<void> {
     figures.push(...scheduleFigures(schedule));
 
     // A run holds at most maxPagesPerRun pages: the backlog of one full run shows what a run costs.
-    const sizes = { small: PLAN.backlogs[0], large: PLAN.backlogs[1], oneRun: bench.services.config.pollMaxPagesPerRun * 100 };
-    const backlogs: Record<keyof typeof sizes, BacklogMemory> = {} as Record<keyof typeof sizes, BacklogMemory>;
-    for (const key of ['small', 'oneRun', 'large'] as const) {
-      log(`figure 5: peak memory polling a ${n(sizes[key])} incident backlog in a fresh process`);
+    const { instanceMemoryMb, heapMb } = instanceHeapMb();
+    const [small, large] = PLAN.backlogs;
+    const jobs = {
+      small: [small, heapMb],
+      oneRun: [bench.services.config.pollMaxPagesPerRun * 100, heapMb],
+      large: [large, heapMb],
+      smallDefaultHeap: [small, undefined],
+      largeDefaultHeap: [large, undefined],
+    } as const;
+    const backlogs = {} as Record<keyof typeof jobs, BacklogMemory>;
+    for (const [key, [incidents, maxOldSpaceMb]] of Object.entries(jobs) as [keyof typeof jobs, (typeof jobs)[keyof typeof jobs]][]) {
+      log(`figure 5: peak memory polling a ${n(incidents)} incident backlog in a fresh process (${maxOldSpaceMb ? `${maxOldSpaceMb} MB heap` : "this machine's default heap"})`);
       await bench.renewStorage();
-      backlogs[key] = await measureBacklog(bench, sizes[key]);
+      backlogs[key] = await measureBacklog(bench, incidents, maxOldSpaceMb);
     }
     details.backlogs = backlogs;
-    figures.push(memoryFigure(backlogs.small, backlogs.large, backlogs.oneRun));
+    figures.push(memoryFigure(backlogs, instanceMemoryMb));
   } finally {
     await bench.close();
   }

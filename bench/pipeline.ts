@@ -1,5 +1,8 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import type { QueueClient } from '@azure/storage-queue';
+import { parseHostConfig } from '../local/host/host-config.js';
 import { enrichDependencies, handleIncidentEvent } from '../shared/enrich-handler.js';
 import { envelopeFor } from '../shared/events.js';
 import { handlePollRequest } from '../shared/ingest-handlers.js';
@@ -16,7 +19,9 @@ import { addPartnerTenant, BENCH_ROUTED_QUEUE, clearQueue, type BenchWorld } fro
  *   - figure 2: raw receive+send+delete and the enricher, chunk by chunk, on the same messages.
  */
 export const SEND_CONCURRENCY = 16; // the poller's default sendConcurrency
-export const QUEUE_BATCH = 16; // host.json extensions.queues.batchSize
+/** host.json's queue batching, which both sides of figure 2 are consumed with. */
+const HOST_QUEUES = parseHostConfig(JSON.parse(readFileSync(resolve('host.json'), 'utf8'))).queues;
+export const QUEUE_BATCH = HOST_QUEUES.batchSize;
 const RAW_IN = 'bench-raw-in';
 const RAW_OUT = 'bench-raw-out';
 
@@ -58,28 +63,41 @@ export function countingLogger(): Logger & { warnings: number; errors: number; l
 const decode = (text: string): unknown => JSON.parse(Buffer.from(text, 'base64').toString('utf8'));
 
 /**
- * Takes `count` messages off a queue in batches of QUEUE_BATCH, as the Functions host does, runs
- * `handle` on each message of a batch in parallel and deletes it once handled.
+ * Takes `count` messages off a queue as the Functions host does: a batch of `batchSize` handled
+ * concurrently, the next batch fetched once no more than `newBatchThreshold` are still in flight;
+ * `handle` runs on each message, which is deleted once handled.
  */
 async function consume(queue: QueueClient, count: number, handle: (messageText: string) => Promise<void>): Promise<void> {
-  let done = 0;
+  const { batchSize, newBatchThreshold } = HOST_QUEUES;
+  const inFlight = new Set<Promise<void>>();
+  let fetched = 0;
   let idle = 0;
-  while (done < count) {
-    const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: Math.min(QUEUE_BATCH, count - done), visibilityTimeout: 300 });
+  let failure: unknown;
+  while (fetched < count) {
+    while (inFlight.size > newBatchThreshold) await Promise.race(inFlight);
+    if (failure) throw failure;
+    const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: Math.min(batchSize, count - fetched), visibilityTimeout: 300 });
     if (receivedMessageItems.length === 0) {
-      if (++idle > 20) throw new Error(`Queue ${queue.name} ran dry after ${done} of ${count} messages`);
-      await new Promise((r) => setTimeout(r, 50));
+      // The rest may be in flight still, or Azurite slow to show what was sent.
+      if (++idle > 20) throw new Error(`Queue ${queue.name} ran dry after ${fetched} of ${count} messages`);
+      await (inFlight.size > 0 ? Promise.race(inFlight) : new Promise((r) => setTimeout(r, 50)));
       continue;
     }
     idle = 0;
-    await Promise.all(
-      receivedMessageItems.map(async (m) => {
-        await handle(m.messageText);
-        await queue.deleteMessage(m.messageId, m.popReceipt);
-      }),
-    );
-    done += receivedMessageItems.length;
+    fetched += receivedMessageItems.length;
+    for (const m of receivedMessageItems) {
+      const work: Promise<void> = handle(m.messageText)
+        .then(() => queue.deleteMessage(m.messageId, m.popReceipt))
+        .then(
+          () => undefined,
+          (err: unknown) => void (failure ??= err),
+        )
+        .finally(() => inFlight.delete(work));
+      inFlight.add(work);
+    }
   }
+  await Promise.all(inFlight);
+  if (failure) throw failure;
 }
 
 /** The poll request and every continuation it hands over, through the app's queue handler. */

@@ -46,6 +46,9 @@ export class ClaimLostError extends RetryableError {}
 
 const RELEASED = new Date(0).toISOString();
 
+/** Measured against Azurite: 4 ms gathers most of a queue batch's commits into a transaction or two. */
+const COMMIT_LINGER_MS = 4;
+
 /** Table keys may not contain / \ # ? or control characters; event ids are tenant:incident:timestamp. */
 function rowKeyOf(eventId: string): string {
   return encodeURIComponent(eventId).replace(/%/g, '~');
@@ -60,11 +63,14 @@ const isStatus = (err: unknown, ...codes: number[]) => err instanceof RestError 
 
 export class DeliveryLog {
   readonly #table: LazyTable;
+  /** A batch's claims come in one turn of the event loop; its commits as each delivery returns, a few ms apart. */
+  readonly #claims: TableWriteBatcher;
   readonly #writes: TableWriteBatcher;
 
   constructor(table: TableClient) {
     this.#table = new LazyTable(table);
-    this.#writes = new TableWriteBatcher(() => this.#table.ready());
+    this.#claims = new TableWriteBatcher(() => this.#table.ready());
+    this.#writes = new TableWriteBatcher(() => this.#table.ready(), COMMIT_LINGER_MS);
   }
 
   /**
@@ -75,7 +81,7 @@ export class DeliveryLog {
   async claim(eventId: string, leaseMs = 2 * 60_000, now = new Date()): Promise<ClaimResult> {
     const entity: EventEntity = { partitionKey: partitionOf(eventId), rowKey: rowKeyOf(eventId), state: 'claimed', claimedAt: now.toISOString(), delivered: '[]' };
     try {
-      const [etag] = await this.#writes.submit([['create', entity]]);
+      const [etag] = await this.#claims.submit([['create', entity]]);
       return { status: 'claimed', claim: { eventId, etag: etag!, delivered: new Set() } };
     } catch (err) {
       if (!isStatus(err, 409)) throw err;

@@ -27,7 +27,15 @@ const keysOf = (action: TransactionAction) => action[1] as { partitionKey: strin
 export class TableWriteBatcher {
   readonly #pending = new Map<string, PendingBatch>();
 
-  constructor(private readonly table: () => Promise<TableClient>) {}
+  /**
+   * @param lingerMs how long a batch waits for more writes after its first: 0 for writes issued in
+   *   the same turn of the event loop; a few milliseconds for writes that follow I/O finishing at
+   *   slightly different moments.
+   */
+  constructor(
+    private readonly table: () => Promise<TableClient>,
+    private readonly lingerMs = 0,
+  ) {}
 
   /** Applies the actions (one partition, atomically) and answers each entity's new ETag, in order. */
   submit(actions: TransactionAction[]): Promise<(string | undefined)[]> {
@@ -44,8 +52,9 @@ export class TableWriteBatcher {
       if (!batch) {
         batch = { groups: [], rowKeys: new Set(), size: 0 };
         this.#pending.set(partitionKey, batch);
-        // Everything the current turn of the event loop writes to this partition joins the batch.
-        setImmediate(() => this.#pending.get(partitionKey) === batch && this.#flush(partitionKey));
+        const flushIfCurrent = () => this.#pending.get(partitionKey) === batch && this.#flush(partitionKey);
+        if (this.lingerMs > 0) setTimeout(flushIfCurrent, this.lingerMs);
+        else setImmediate(flushIfCurrent);
       }
       batch.groups.push(group);
       batch.size += actions.length;

@@ -4,7 +4,7 @@ import { describe, expect, inject, it } from 'vitest';
 import { TableWriteBatcher } from '../../shared/table-batch.js';
 
 /** A table on Azurite, with every request the batcher sends counted by kind. */
-async function countedTable() {
+async function countedTable(lingerMs = 0) {
   const client = TableClient.fromConnectionString(inject('storage').connectionString, `batch${randomUUID().replace(/-/g, '').slice(0, 12)}`, { allowInsecureConnection: true });
   await client.createTable();
   const requests = { transactions: 0, single: 0 };
@@ -16,7 +16,7 @@ async function countedTable() {
   client.submitTransaction = count(client.submitTransaction.bind(client), 'transactions');
   client.createEntity = count(client.createEntity.bind(client), 'single');
   client.updateEntity = count(client.updateEntity.bind(client), 'single');
-  return { client, requests, batcher: new TableWriteBatcher(async () => client) };
+  return { client, requests, batcher: new TableWriteBatcher(async () => client, lingerMs) };
 }
 
 describe('table write batcher (group commit)', () => {
@@ -29,6 +29,19 @@ describe('table write batcher (group commit)', () => {
     const [etag] = etags[3]!;
     await client.updateEntity({ partitionKey: 'tenant-a', rowKey: 'event-3', state: 'routed' }, 'Merge', { etag });
     expect((await client.getEntity<{ state: string }>('tenant-a', 'event-3')).state).toBe('routed');
+  });
+
+  it('with a linger, gathers writes that come a few milliseconds apart; without, sends them as they come', async () => {
+    const write = async (batcher: TableWriteBatcher, rowKey: string, delayMs: number) => {
+      await new Promise((r) => setTimeout(r, delayMs));
+      return batcher.submit([['create', { partitionKey: 'p', rowKey }]]);
+    };
+    const lingering = await countedTable(20);
+    await Promise.all([write(lingering.batcher, 'a', 0), write(lingering.batcher, 'b', 3), write(lingering.batcher, 'c', 6)]);
+    expect(lingering.requests).toEqual({ transactions: 1, single: 0 });
+    const eager = await countedTable();
+    await Promise.all([write(eager.batcher, 'a', 0), write(eager.batcher, 'b', 30), write(eager.batcher, 'c', 60)]);
+    expect(eager.requests).toEqual({ transactions: 0, single: 3 });
   });
 
   it('keeps partitions apart and writes a lone entity with a plain request', async () => {

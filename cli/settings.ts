@@ -108,14 +108,15 @@ export interface CliContext {
 
 /**
  * Resolves the settings and builds the app's services. When the settings point at the local stack
- * and Node does not trust its CA yet, the process runs itself again with NODE_EXTRA_CA_CERTS set
- * (Node reads it only at start-up) and exits with that run's code.
+ * and Node does not trust its CA yet, the process runs itself again with NODE_EXTRA_CA_CERTS set to
+ * it (Node reads it only at start-up; a value already set, such as a corporate CA bundle, names
+ * another file and is replaced for this run) and exits with that run's code.
  */
 export function bootstrap(settingsFile: string | undefined): CliContext {
   const settings = resolveSettings({ settingsFile, cwd: process.cwd(), env: process.env });
-  if (settings.file && !process.env.NODE_EXTRA_CA_CERTS && pointsAtLocalStack(settings.values)) {
+  if (settings.file && pointsAtLocalStack(settings.values)) {
     const ca = localCaFor(settings.file);
-    if (ca) {
+    if (ca && process.env.NODE_EXTRA_CA_CERTS !== ca) {
       const rerun = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
         stdio: 'inherit',
         env: { ...process.env, NODE_EXTRA_CA_CERTS: ca },

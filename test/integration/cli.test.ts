@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startAzurite, type RunningAzurite } from '../../local/azurite.js';
+import { createLocalCa } from '../../local/common/tls.js';
 import { appSettingsFor, registerDemoTenants } from '../../local/stack.js';
 import type { TenantCheck } from '../../shared/doctor.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
@@ -121,13 +122,18 @@ describe('command-line tools: tenants and doctor', () => {
     mkdirSync(join(project, '.local'));
     writeFileSync(join(project, '.local', 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: appSettingsFor(stack.world, azurite.connectionString, stack) }));
     writeFileSync(join(project, '.local', 'ca.pem'), inject('tls').caCertPem);
-    // No NODE_EXTRA_CA_CERTS: the tool must re-run itself with the CA it found, or every HTTPS call fails.
-    const env = { ...process.env };
-    delete env.NODE_EXTRA_CA_CERTS;
-    const doctor = await run('doctor', ['--json', '--tenant', partner().tenantId], { cwd: project, env });
-    expect(doctor.stderr).toContain('Settings: ./.local/local.settings.json');
-    expect(doctor.code).toBe(0);
-    expect(JSON.parse(doctor.stdout)).toMatchObject({ ok: true, tenants: [{ tenantId: partner().tenantId, ok: true }] });
+    // Without NODE_EXTRA_CA_CERTS, or with it naming another bundle (a machine's or a company's CAs),
+    // the tool must re-run itself with the CA it found, or every HTTPS call fails.
+    const otherBundle = join(project, 'corporate-ca.pem');
+    writeFileSync(otherBundle, createLocalCa('Some corporate CA').caCertPem);
+    for (const extraCa of [undefined, otherBundle]) {
+      const env = { ...process.env, NODE_EXTRA_CA_CERTS: extraCa };
+      if (!extraCa) delete env.NODE_EXTRA_CA_CERTS;
+      const doctor = await run('doctor', ['--json', '--tenant', partner().tenantId], { cwd: project, env });
+      expect(doctor.stderr).toContain('Settings: ./.local/local.settings.json');
+      expect(doctor.code, doctor.stderr).toBe(0);
+      expect(JSON.parse(doctor.stdout)).toMatchObject({ ok: true, tenants: [{ tenantId: partner().tenantId, ok: true }] });
+    }
   });
 
   it('prints no secret and no token in any output', () => {

@@ -93,12 +93,31 @@ export class DefenderTokenProvider {
       this.#cache.set(key, entry);
       return entry;
     } catch (err) {
-      const code = aadstsCode(err);
+      const code = aadstsCode(err) ?? (await this.#tenantRefusal(err, tenant));
       if (!afterSecretRefresh && code !== undefined && CREDENTIAL_REFUSED.has(code) && tenant.credential.kind !== 'managedIdentity') {
         const fresh = await this.options.secrets.refresh(tenant.credential.secretName, { tenantId: tenant.tenantId });
         if (fresh !== secretValue) return this.#acquire(tenant, true);
       }
-      throw toTokenError(err, tenant);
+      throw toTokenError(err, tenant, code);
+    }
+  }
+
+  /**
+   * MSAL reports a tenant that Entra does not know only as "endpoints cannot be resolved", as it
+   * would an unreachable Entra. Entra's own answer for the tenant's OpenID metadata tells them apart
+   * (AADSTS90002 for an unknown tenant), so a wrong tenant id is named, and not retried.
+   */
+  async #tenantRefusal(err: unknown, tenant: Tenant): Promise<number | undefined> {
+    if (!String((err as Error)?.message).includes('endpoints_resolution_error') || tenant.credential.kind === 'managedIdentity') return undefined;
+    const metadata = new URL(`${encodeURIComponent(tenant.tenantId)}/v2.0/.well-known/openid-configuration`, this.options.entra.authorityHost.replace(/\/?$/, '/'));
+    try {
+      const response = await fetch(metadata, { signal: AbortSignal.timeout(5_000) });
+      if (response.ok || response.status >= 500) return undefined;
+      const body = (await response.json()) as { error_codes?: unknown };
+      const [code] = Array.isArray(body.error_codes) ? body.error_codes : [];
+      return typeof code === 'number' ? code : undefined;
+    } catch {
+      return undefined; // unreachable indeed: the caller reports it as such
     }
   }
 
@@ -136,9 +155,8 @@ export function aadstsCode(err: unknown): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-function toTokenError(err: unknown, tenant: Tenant): Error {
+function toTokenError(err: unknown, tenant: Tenant, code = aadstsCode(err)): Error {
   if (err instanceof PermanentError || err instanceof RetryableError) return err;
-  const code = aadstsCode(err);
   const context = { tenantId: tenant.tenantId, operation: `acquire Defender token for client ${tenant.clientId}`, code: code ? `AADSTS${code}` : undefined };
   if (code !== undefined) {
     const why = AADSTS_EXPLANATIONS[code] ?? 'Entra ID refused the request';

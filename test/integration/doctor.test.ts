@@ -78,13 +78,15 @@ describe('doctor: the per-tenant onboarding check', () => {
     // A certificate credential pointing at a secret that holds a client secret, not a PEM with its key.
     const fabrikamSecretName = stack.world.tenants.find((t) => t.context === 'application')!.clientSecretName;
     const notAPem = parseTenant({ ...demoTenant('application'), tenantId: randomUUID(), displayName: 'Cert Mixup', credential: { kind: 'certificate', secretName: fabrikamSecretName } });
+    // A tenant id Entra does not know (a typo): MSAL says only that endpoints cannot be resolved.
+    const typo = parseTenant({ ...northwind, tenantId: randomUUID(), displayName: 'Typo Tenant' });
 
     const rows = await runDoctor(
-      [wrongSecret, demoTenant('application'), missingSecret, unconsented, huntingOnly, noDefender, readOnly, northwind, notAPem],
+      [wrongSecret, demoTenant('application'), missingSecret, unconsented, huntingOnly, noDefender, readOnly, northwind, notAPem, typo],
       deps,
       { concurrency: 3 },
     );
-    const [wrong, fabrikam, missing, adatum, hunting, forbidden, reader, partner, mixup] = rows;
+    const [wrong, fabrikam, missing, adatum, hunting, forbidden, reader, partner, mixup, mistyped] = rows;
 
     expect(statuses(wrong!)).toEqual({ secret: 'ok', token: 'failed', permissions: 'skipped', api: 'skipped' });
     expect(wrong!.cause).toMatch(/^AADSTS7000215: Entra ID refused the client secret in Key Vault secret 'tenant-wrong-secret-ltd-/);
@@ -111,8 +113,11 @@ describe('doctor: the per-tenant onboarding check', () => {
     expect(statuses(mixup!)).toEqual({ secret: 'failed', token: 'skipped', permissions: 'skipped', api: 'skipped' });
     expect(mixup!.cause).toMatch(/^Key Vault secret 'tenant-fabrikam-client-secret' holds no PEM private key — store the certificate as PEM with its private key/);
 
+    expect(statuses(mistyped!)).toMatchObject({ secret: 'ok', token: 'failed' });
+    expect(mistyped!.cause).toBe(`AADSTS90002: Entra ID knows no tenant ${typo.tenantId} — check the tenant id`);
+
     for (const ok of [fabrikam!, partner!]) expect([ok.ok, ok.cause]).toEqual([true, undefined]);
-    expect(rows.filter((r) => !r.ok).map((r) => r.displayName)).toEqual(['Wrong Secret Ltd', 'Missing Secret Inc', 'Adatum', 'Hunting Only Corp', 'No Defender GmbH', 'Cert Mixup']);
+    expect(rows.filter((r) => !r.ok).map((r) => r.displayName)).toEqual(['Wrong Secret Ltd', 'Missing Secret Inc', 'Adatum', 'Hunting Only Corp', 'No Defender GmbH', 'Cert Mixup', 'Typo Tenant']);
     expectNoSecrets(rows);
   });
 

@@ -166,7 +166,7 @@ export class DeliveryLog {
     if (!isStatus(err, 412) && (err as { code?: string }).code !== 'UpdateConditionNotSatisfied') return err;
     return new ClaimLostError(`the claim on event ${claim.eventId} was taken over by another invocation after its lease ran out`, {
       tenantId: partitionOf(claim.eventId),
-      operation: 'record delivery',
+      operation: 'record the event in the delivery log',
     });
   }
 }

@@ -20,10 +20,10 @@ import { carriesWriteBack, contentFingerprint, writeBack } from './write-back.js
  * The enricher: one incident event from `incidents` → validated, deduplicated, enriched, routed.
  * Exactly-once in effect: the event is claimed first, each destination's delivery is recorded before
  * the next is tried and the event once all are done, so a redelivered or replayed event skips what it
- * already did. A new event with one destination costs three storage operations besides its own
- * delivery (claim, commit and the host's delete); the tenant is read from a short cache. A retryable failure is
- * rethrown (the host retries, then moves the message to `incidents-poison`); a permanent one goes to
- * `incidents-deadletter` at once with its reason.
+ * already did. Besides its delivery, a new event with one destination costs a claim and a commit
+ * (shared with concurrent invocations, see delivery-log.ts); the tenant comes from a short cache.
+ * A retryable failure is rethrown (the host retries, then moves the message to `incidents-poison`);
+ * a permanent one goes to `incidents-deadletter` at once with its reason.
  */
 export interface EnrichDependencies {
   registry: Pick<TenantRegistry, 'get'>;

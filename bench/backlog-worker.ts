@@ -2,9 +2,8 @@ import { CallBudget } from '../shared/call-budget.js';
 import { loadConfig } from '../shared/config.js';
 import { DefenderClient } from '../shared/defender-client.js';
 import { handlePollRequest } from '../shared/ingest-handlers.js';
-import { pollRequest, type PollOutcome } from '../shared/ingest.js';
-import { QUEUE_NAMES } from '../shared/queues.js';
 import { createServices } from '../shared/services.js';
+import { pollToTheEnd } from './poll-chain.js';
 
 /**
  * Figure 5's measured process: polls one tenant's whole backlog into `incidents` through the app's
@@ -36,9 +35,7 @@ async function run(job: BacklogJob): Promise<BacklogResult> {
   // The quota is figure 4's subject; here it would only add waiting.
   const defender = new DefenderClient({ apiUrl: services.config.defender.apiUrl, tokens: services.tokens, budget: new CallBudget({ perMinute: 1_000_000, perHour: 10_000_000 }) });
   const app = { ...services, defender, config: { ...services.config, pollMaxPagesPerRun: job.maxPagesPerRun } };
-  const requests = services.storage.queues.getQueueClient(QUEUE_NAMES.pollRequests);
-  let lastError = '';
-  const logger = { info: () => undefined, warn: () => undefined, error: (m: string) => void (lastError = m) };
+  const logger = { lastError: undefined as string | undefined, info: () => undefined, warn: () => undefined, error: (m: string) => void (logger.lastError = m) };
 
   const idleRssBytes = process.memoryUsage().rss;
   let peakRssBytes = idleRssBytes;
@@ -51,8 +48,6 @@ async function run(job: BacklogJob): Promise<BacklogResult> {
   const sampler = setInterval(sample, 10);
 
   const started = performance.now();
-  let enqueued = 0;
-  let runs = 0;
   const runMs: number[] = [];
   const timed = async (message: unknown) => {
     const runStarted = performance.now();
@@ -62,18 +57,7 @@ async function run(job: BacklogJob): Promise<BacklogResult> {
       runMs.push(Math.round(performance.now() - runStarted));
     }
   };
-  let outcome: PollOutcome | undefined = await timed(pollRequest(job.tenantId, 'manual'));
-  for (;;) {
-    if (!outcome) throw new Error(`The poll of tenant ${job.tenantId} failed: ${lastError || 'no outcome'}`);
-    enqueued += outcome.enqueued;
-    runs += 1;
-    if (outcome.status !== 'continued') break;
-    const { receivedMessageItems } = await requests.receiveMessages({ numberOfMessages: 1 });
-    const next = receivedMessageItems[0];
-    if (!next) throw new Error(`The continuation of tenant ${job.tenantId}'s poll is not on ${QUEUE_NAMES.pollRequests}`);
-    outcome = await timed(JSON.parse(Buffer.from(next.messageText, 'base64').toString('utf8')));
-    await requests.deleteMessage(next.messageId, next.popReceipt);
-  }
+  const { enqueued, runs } = await pollToTheEnd(app, job.tenantId, logger, timed);
   const elapsedMs = performance.now() - started;
   clearInterval(sampler);
   sample();

@@ -5,10 +5,9 @@ import type { QueueClient } from '@azure/storage-queue';
 import { parseHostConfig } from '../local/host/host-config.js';
 import { enrichDependencies, handleIncidentEvent } from '../shared/enrich-handler.js';
 import { envelopeFor } from '../shared/events.js';
-import { handlePollRequest } from '../shared/ingest-handlers.js';
-import { pollRequest, type PollOutcome } from '../shared/ingest.js';
 import type { Logger } from '../shared/logging.js';
 import { encodeMessage, QUEUE_NAMES } from '../shared/queues.js';
+import { pollToTheEnd } from './poll-chain.js';
 import { forEachLimited, perSecond } from './stats.js';
 import { addPartnerTenant, BENCH_ROUTED_QUEUE, clearQueue, type BenchWorld } from './world.js';
 
@@ -100,25 +99,6 @@ async function consume(queue: QueueClient, count: number, handle: (messageText: 
   if (failure) throw failure;
 }
 
-/** The poll request and every continuation it hands over, through the app's queue handler. */
-async function pollToTheEnd(bench: BenchWorld, tenantId: string, logger: Logger): Promise<{ enqueued: number; pages: number; runs: number }> {
-  const requests = bench.services.storage.queues.getQueueClient(QUEUE_NAMES.pollRequests);
-  const total = { enqueued: 0, pages: 0, runs: 0 };
-  let outcome: PollOutcome | undefined = await handlePollRequest(pollRequest(tenantId, 'manual'), bench.services, logger);
-  for (;;) {
-    if (!outcome) throw new Error(`The poll of benchmark tenant ${tenantId} failed: ${(logger as ReturnType<typeof countingLogger>).lastError ?? 'no outcome'}`);
-    total.enqueued += outcome.enqueued;
-    total.pages += outcome.pages;
-    total.runs += 1;
-    if (outcome.status !== 'continued') return total;
-    const { receivedMessageItems } = await requests.receiveMessages({ numberOfMessages: 1 });
-    const next = receivedMessageItems[0];
-    if (!next) throw new Error(`The poll of tenant ${tenantId} handed over a continuation that is not on ${QUEUE_NAMES.pollRequests}`);
-    outcome = await handlePollRequest(decode(next.messageText), bench.services, logger);
-    await requests.deleteMessage(next.messageId, next.popReceipt);
-  }
-}
-
 /**
  * Warms a fresh Azurite and fresh services (connections, tables, token, JIT) with a small poll and
  * raw sends, so that neither side of a ratio pays for being first.
@@ -133,7 +113,7 @@ async function warmUp(bench: BenchWorld, logger: Logger): Promise<void> {
     await queue.createIfNotExists();
     await forEachLimited(payloads, SEND_CONCURRENCY, async (text) => void (await queue.sendMessage(text, { messageTimeToLive: -1 })));
   }
-  await pollToTheEnd(bench, tenantId, logger);
+  await pollToTheEnd(bench.services, tenantId, logger);
   for (const name of [QUEUE_NAMES.incidents, QUEUE_NAMES.pollRequests, RAW_IN]) await clearQueue(queues, name);
 }
 
@@ -164,7 +144,7 @@ export async function runIngestRound(bench: BenchWorld, round: string, incidents
   const clientBefore = services.defender.calls.get(tenantId) ?? 0;
   const standInBefore = standInCalls();
   const started = performance.now();
-  const polled = await pollToTheEnd(bench, tenantId, logger);
+  const polled = await pollToTheEnd(bench.services, tenantId, logger);
   const ingestMs = performance.now() - started;
   if (polled.enqueued !== incidents) throw new Error(`The poll enqueued ${polled.enqueued} events for ${incidents} incidents`);
   const calls = { client: (services.defender.calls.get(tenantId) ?? 0) - clientBefore, standIn: standInCalls() - standInBefore };

@@ -81,8 +81,10 @@ export const settingsSchema = z.object({
   /** Key Vault secret holding the relay API's client secret (for on-behalf-of). */
   RELAY_API_SECRET_NAME: secretName.optional(),
 
-  /** Tenants whose Entra tokens may push incidents to POST /api/incidents (comma-separated GUIDs). */
+  /** Tenants whose Entra tokens may push incidents to POST /api/incidents for themselves (comma-separated GUIDs). */
   WEBHOOK_ALLOWED_TENANT_IDS: guidList.optional(),
+  /** Who may push for whom beyond that: callers granted other tenants, HMAC keys and their tenants (JSON; see webhook-access.ts). */
+  WEBHOOK_ACCESS_FILE: z.string().min(1).optional(),
   /** App role a pushing caller's token must carry. */
   WEBHOOK_REQUIRED_ROLE: z.string().min(1).default('Incidents.Submit'),
   /** Key Vault secret holding the HMAC key for callers that sign instead of sending a token. */
@@ -121,6 +123,8 @@ export interface AppConfig {
   relayApi: { clientId?: string; uri: string; secretName?: string };
   webhook: {
     allowedTenantIds: string[];
+    /** The webhook access file, when one is set (relative to the app's directory or absolute). */
+    accessFile?: string;
     requiredRole: string;
     hmacSecretName?: string;
     hmacToleranceSeconds: number;
@@ -200,6 +204,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     relayApi: { clientId: s.RELAY_API_CLIENT_ID, uri: s.RELAY_API_URI, secretName: s.RELAY_API_SECRET_NAME },
     webhook: {
       allowedTenantIds: s.WEBHOOK_ALLOWED_TENANT_IDS ?? [],
+      accessFile: s.WEBHOOK_ACCESS_FILE,
       requiredRole: s.WEBHOOK_REQUIRED_ROLE,
       hmacSecretName: s.WEBHOOK_HMAC_SECRET_NAME,
       hmacToleranceSeconds: s.WEBHOOK_HMAC_TOLERANCE_SECONDS,

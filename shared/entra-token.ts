@@ -22,12 +22,23 @@ export class TokenValidationError extends Error {
   constructor(
     /** 401: not authenticated (missing, malformed, expired, forged); 403: authenticated but not allowed. */
     readonly status: 401 | 403,
+    /** What the caller is told. */
     message: string,
+    /** What the log says, when it says more than the caller may learn. */
+    readonly detail: string = message,
   ) {
     super(message);
     this.name = 'TokenValidationError';
   }
 }
+
+/**
+ * The one answer to every token refused before its signature is verified (malformed, no tenant, a
+ * tenant not accepted, a forged signature): what differs is logged, never answered, so a caller
+ * without a valid token cannot learn which tenants the relay accepts.
+ */
+export const UNVERIFIED_TOKEN_MESSAGE = 'The bearer token is not valid for this API';
+const unverified = (detail: string) => new TokenValidationError(401, UNVERIFIED_TOKEN_MESSAGE, detail);
 
 export interface EntraTokenValidatorOptions {
   authorityHost: string;
@@ -52,20 +63,20 @@ export class EntraTokenValidator {
   async validate(authorization: string | null | undefined): Promise<EntraPrincipal> {
     if (!authorization) throw new TokenValidationError(401, 'No bearer token: send Authorization: Bearer <token>');
     const match = /^Bearer\s+([\w-]+\.[\w-]+\.[\w-]*)$/i.exec(authorization.trim());
-    if (!match) throw new TokenValidationError(401, 'The Authorization header is not a bearer JWT');
+    if (!match) throw unverified('the Authorization header is not a bearer JWT');
     const token = match[1]!;
 
     // The tenant picks the keys and issuer to check against; nothing from the token is trusted before that check.
-    let unverified: JWTPayload;
+    let claimed: JWTPayload;
     try {
-      unverified = decodeJwt(token);
+      claimed = decodeJwt(token);
     } catch {
-      throw new TokenValidationError(401, 'The bearer token is not a valid JWT');
+      throw unverified('the bearer token is not a valid JWT');
     }
-    const tenantId = typeof unverified.tid === 'string' ? unverified.tid.toLowerCase() : '';
-    if (!TENANT_ID.test(tenantId)) throw new TokenValidationError(401, 'The token has no valid tid claim');
+    const tenantId = typeof claimed.tid === 'string' ? claimed.tid.toLowerCase() : '';
+    if (!TENANT_ID.test(tenantId)) throw unverified('the token has no valid tid claim');
     if (this.options.allowedTenantIds && !this.options.allowedTenantIds.includes(tenantId)) {
-      throw new TokenValidationError(403, `Tokens from tenant ${tenantId} are not accepted here`);
+      throw unverified(`tokens from tenant ${tenantId} are not accepted here`);
     }
 
     let claims: JWTPayload;
@@ -78,7 +89,9 @@ export class EntraTokenValidator {
         requiredClaims: ['exp'],
       }));
     } catch (err) {
-      throw new TokenValidationError(401, describeJoseError(err));
+      // jose checks claims only once the signature verified: only then may the answer say more.
+      if (err instanceof errors.JWTExpired || err instanceof errors.JWTClaimValidationFailed) throw new TokenValidationError(401, describeJoseError(err));
+      throw unverified(describeJoseError(err));
     }
     return {
       tenantId,

@@ -13,6 +13,7 @@ import { TenantStatusStore, TENANT_STATUS_TABLE } from './tenant-status.js';
 import { TenantRegistry, TENANTS_TABLE } from './tenants.js';
 import { createWebhookAuthenticator, type WebhookAuthenticator } from './webhook-auth.js';
 import { ReplayGuard, WEBHOOK_REPLAY_TABLE } from './replay-guard.js';
+import { loadWebhookAccess, type WebhookAccess } from './webhook-access.js';
 import { UserContext } from './user-context.js';
 import { DeliveryLog, DELIVERY_LOG_TABLE } from './delivery-log.js';
 
@@ -31,6 +32,8 @@ export interface Services {
   sender: MessageSender;
   /** What the enricher has delivered, per event and destination. */
   deliveryLog: DeliveryLog;
+  /** Who may push incidents for which tenant (WEBHOOK_ALLOWED_TENANT_IDS and the webhook access file), read once. */
+  webhookAccess: () => WebhookAccess;
   /** Who may push incidents to POST /api/incidents (Entra token with the app role, or HMAC signature). */
   webhookAuth: WebhookAuthenticator;
   /** Signed pushes already accepted, across instances. */
@@ -50,6 +53,9 @@ export function createServices(config: AppConfig, overrides: { appCredential?: T
   const tokens = new DefenderTokenProvider({ secrets: secretCache, entra: config.entra, appCredential, scope: config.defender.scope });
   const defender = new DefenderClient({ apiUrl: config.defender.apiUrl, tokens });
   const registry = new TenantRegistry(storage.table(TENANTS_TABLE));
+  let access: WebhookAccess | undefined;
+  // Read when a push first needs it: a broken file fails pushes (and the start-up check), not the pollers.
+  const webhookAccess = () => (access ??= loadWebhookAccess(config.webhook));
   return {
     config,
     appCredential,
@@ -63,7 +69,8 @@ export function createServices(config: AppConfig, overrides: { appCredential?: T
     tenantStatus: new TenantStatusStore(storage.table(TENANT_STATUS_TABLE)),
     sender: new MessageSender(storage.queues, storage.blobs),
     deliveryLog: new DeliveryLog(storage.table(DELIVERY_LOG_TABLE)),
-    webhookAuth: createWebhookAuthenticator(config, secretCache),
+    webhookAccess,
+    webhookAuth: createWebhookAuthenticator(config, secretCache, webhookAccess),
     replayGuard: new ReplayGuard(storage.table(WEBHOOK_REPLAY_TABLE), { windowSeconds: config.webhook.hmacToleranceSeconds }),
     userContext: new UserContext({ config, secrets: secretCache, registry, budget: defender.budget }),
   };

@@ -1,25 +1,30 @@
 import type { AppConfig } from './config.js';
 import { EntraTokenValidator, TokenValidationError, type EntraPrincipal } from './entra-token.js';
 import { RelayError } from './errors.js';
-import { checkTimestamp, parseSignatureHeader, signatureMatches, SignatureError, computeSignature } from './webhook-signature.js';
+import type { HmacKeyGrant, WebhookAccess } from './webhook-access.js';
+import { checkTimestamp, computePushSignature, parseSignatureHeader, pushSignatureMatches, SignatureError, type SignedRequest } from './webhook-signature.js';
 
 /**
  * Who may push incidents: an Entra application whose token carries the required app role, or a
- * system holding the shared HMAC key (Key Vault) that signs each request. Errors carry the HTTP
- * status to answer and a message safe to return: never the token, signature or key.
+ * system holding an HMAC key (Key Vault) that signs each request; `WebhookAccess` then says for which
+ * tenants. Errors carry the HTTP status to answer and a message safe to return: never the token,
+ * signature or key, and, before a credential is verified, nothing that depends on the tenant.
  */
 export class WebhookAuthError extends Error {
   /** The calling application, when its token was valid but not enough (for the log line). */
   readonly clientId?: string;
+  /** What the log line says, when it says more than the caller may learn. */
+  readonly detail: string;
 
   constructor(
     readonly status: 401 | 403 | 500 | 503,
     message: string,
     readonly headers: Record<string, string> = {},
-    options?: { cause?: unknown; clientId?: string },
+    options?: { cause?: unknown; clientId?: string; detail?: string },
   ) {
     super(message, options);
     this.clientId = options?.clientId;
+    this.detail = options?.detail ?? message;
     this.name = 'WebhookAuthError';
   }
 }
@@ -32,6 +37,8 @@ export interface BearerCaller {
 }
 export interface SignedCaller {
   kind: 'hmac';
+  /** The access file's name of the key that signed. */
+  keyName: string;
   timestamp: number;
   /** The signature the relay computed (what the replay guard remembers). */
   signature: Buffer;
@@ -47,11 +54,21 @@ export interface HmacKeySource {
 }
 
 export interface WebhookAuthenticatorOptions {
-  tokens: EntraTokenValidator;
+  tokens: Pick<EntraTokenValidator, 'validate'>;
   requiredRole: string;
-  hmac: { keys: HmacKeySource; secretName?: string; toleranceSeconds: number };
+  /** Who may push for whom (the webhook access file); read when first needed. */
+  access: () => WebhookAccess;
+  hmac: { keys: HmacKeySource; toleranceSeconds: number };
   now?: () => number;
 }
+
+/**
+ * The one answer to every signed request refused before a key verified it (malformed header, no key
+ * for that tenant, a signature that does not match), so that it says nothing about which tenants
+ * have keys.
+ */
+export const UNVERIFIED_SIGNATURE_MESSAGE =
+  'The X-Relay-Signature is not valid for this request: sign "<t>.<tenant id>.POST /api/incidents.<raw body>" with HMAC-SHA256 and a key granted that tenant, and send t=<t>,v2=<hex>';
 
 /** A rotated key is re-read after a mismatch, but at most this often (forged requests must not hammer Key Vault). */
 const KEY_REFRESH_INTERVAL_MS = 60_000;
@@ -83,7 +100,7 @@ export class WebhookAuthenticator {
       principal = await this.options.tokens.validate(authorization);
     } catch (err) {
       if (err instanceof TokenValidationError) {
-        throw new WebhookAuthError(err.status, err.message, err.status === 401 ? { 'WWW-Authenticate': `Bearer error="invalid_token"` } : {});
+        throw new WebhookAuthError(err.status, err.message, err.status === 401 ? { 'WWW-Authenticate': `Bearer error="invalid_token"` } : {}, { detail: err.detail });
       }
       throw err;
     }
@@ -100,32 +117,60 @@ export class WebhookAuthenticator {
     return { kind: 'bearer', tenantId: principal.tenantId, clientId, principal };
   }
 
+  /** Whether a verified token may push for `tenantId`; 403 naming the grant to add when not. */
+  authorizeBearer(caller: BearerCaller, tenantId: string): void {
+    if (this.options.access().tokenMayPushFor(caller.principal, tenantId)) return;
+    throw new WebhookAuthError(
+      403,
+      `Application ${caller.clientId} of tenant ${caller.tenantId} may not push incidents for tenant ${tenantId}: ` +
+        `a token pushes for its own tenant (WEBHOOK_ALLOWED_TENANT_IDS), or for the tenants its caller entry lists in WEBHOOK_ACCESS_FILE (callers[].mayPushFor)`,
+      {},
+      { clientId: caller.clientId },
+    );
+  }
+
   /**
-   * Verifies X-Relay-Signature over the raw body: well-formed, HMAC matches the key from Key Vault
-   * (re-read once if it may have rotated), timestamp within the tolerance.
+   * Verifies a v2 X-Relay-Signature over the request (tenant, method, path) and raw body with the keys
+   * granted that tenant (re-read once if one may have rotated), then the timestamp. Every failure
+   * before a key matches gets the same answer; the log line says which it was.
    */
-  async authenticateSignature(header: string, body: Uint8Array): Promise<SignedCaller> {
-    const { secretName, toleranceSeconds } = this.options.hmac;
-    if (!secretName) {
-      throw new WebhookAuthError(401, 'Signed requests are not accepted here (no HMAC key is configured: WEBHOOK_HMAC_SECRET_NAME): send an Entra bearer token');
-    }
+  async authenticateSignature(header: string, body: Uint8Array, request: SignedRequest): Promise<SignedCaller> {
+    const { toleranceSeconds } = this.options.hmac;
+    let parsed;
     try {
-      const parsed = parseSignatureHeader(header);
-      let key = await this.#key(secretName);
-      let matches = signatureMatches(parsed, key, body);
-      if (!matches && this.#now() - this.#lastKeyRefreshAt >= KEY_REFRESH_INTERVAL_MS) {
-        this.#lastKeyRefreshAt = this.#now();
-        key = await this.#key(secretName, true);
-        matches = signatureMatches(parsed, key, body);
-      }
-      if (!matches) throw new SignatureError('The X-Relay-Signature does not match the body: sign "<t>.<raw body bytes>" with HMAC-SHA256 and the shared key');
-      checkTimestamp(parsed.timestamp, Math.floor(this.#now() / 1000), toleranceSeconds);
-      // The guard remembers what the relay computed, so padding the header with other v1 values is no way around it.
-      return { kind: 'hmac', timestamp: parsed.timestamp, signature: computeSignature(key, parsed.timestamp, body) };
+      parsed = parseSignatureHeader(header, 'v2');
     } catch (err) {
       if (err instanceof SignatureError) throw new WebhookAuthError(401, err.message);
       throw err;
     }
+    const grants = this.options.access().hmacKeysFor(request.tenantId);
+    if (grants.length === 0) {
+      // Spend the time a key's check costs, so the answer's timing does not say the tenant has no key either.
+      computePushSignature(UNUSED_KEY, parsed.timestamp, request, body);
+      throw new WebhookAuthError(401, UNVERIFIED_SIGNATURE_MESSAGE, {}, { detail: `no HMAC key may sign for tenant ${request.tenantId}` });
+    }
+    let matched = await this.#matchingKey(grants, (key) => pushSignatureMatches(parsed, key, request, body));
+    if (!matched && this.#now() - this.#lastKeyRefreshAt >= KEY_REFRESH_INTERVAL_MS) {
+      this.#lastKeyRefreshAt = this.#now();
+      matched = await this.#matchingKey(grants, (key) => pushSignatureMatches(parsed, key, request, body), true);
+    }
+    if (!matched) throw new WebhookAuthError(401, UNVERIFIED_SIGNATURE_MESSAGE, {}, { detail: `the signature does not match any key granted tenant ${request.tenantId}` });
+    try {
+      checkTimestamp(parsed.timestamp, Math.floor(this.#now() / 1000), toleranceSeconds);
+    } catch (err) {
+      if (err instanceof SignatureError) throw new WebhookAuthError(401, err.message);
+      throw err;
+    }
+    // The guard remembers what the relay computed, so padding the header with other v2 values is no way around it.
+    return { kind: 'hmac', keyName: matched.grant.name, timestamp: parsed.timestamp, signature: computePushSignature(matched.key, parsed.timestamp, request, body) };
+  }
+
+  async #matchingKey(grants: HmacKeyGrant[], matches: (key: string) => boolean, fresh = false): Promise<{ grant: HmacKeyGrant; key: string } | undefined> {
+    for (const grant of grants) {
+      const key = await this.#key(grant.secretName, fresh);
+      if (matches(key)) return { grant, key };
+    }
+    return undefined;
   }
 
   async #key(secretName: string, fresh = false): Promise<string> {
@@ -140,12 +185,19 @@ export class WebhookAuthenticator {
   }
 }
 
-/** The authenticator the app uses: tokens for the relay API from the allowed tenants, the HMAC key from Key Vault. */
-export function createWebhookAuthenticator(config: AppConfig, keys: HmacKeySource): WebhookAuthenticator {
+/** Never a real key: what a request for a tenant without keys is checked against, for the time it takes. */
+const UNUSED_KEY = 'no key is granted this tenant';
+
+/** The authenticator the app uses: tokens for the relay API from the tenants the access allows, HMAC keys from Key Vault. */
+export function createWebhookAuthenticator(config: AppConfig, keys: HmacKeySource, access: () => WebhookAccess): WebhookAuthenticator {
   const audiences = [config.relayApi.clientId, config.relayApi.uri].filter((a): a is string => Boolean(a));
+  let tokens: EntraTokenValidator | undefined;
+  const validator = () =>
+    (tokens ??= new EntraTokenValidator({ authorityHost: config.entra.authorityHost, audiences, allowedTenantIds: access().tokenTenantIds() }));
   return new WebhookAuthenticator({
-    tokens: new EntraTokenValidator({ authorityHost: config.entra.authorityHost, audiences, allowedTenantIds: config.webhook.allowedTenantIds }),
+    tokens: { validate: (authorization) => validator().validate(authorization) },
     requiredRole: config.webhook.requiredRole,
-    hmac: { keys, secretName: config.webhook.hmacSecretName, toleranceSeconds: config.webhook.hmacToleranceSeconds },
+    access,
+    hmac: { keys, toleranceSeconds: config.webhook.hmacToleranceSeconds },
   });
 }

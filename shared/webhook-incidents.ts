@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { CLASSIFICATIONS, DETERMINATIONS, SEVERITIES } from './incident-types.js';
+import { findStructureViolation, INCIDENT_LIMITS } from './json-limits.js';
 
 /**
  * What a pushed body must hold: one Defender XDR incident, an array of them, or Defender's list
@@ -105,6 +106,12 @@ export function readIncidentBatch(body: unknown): IncidentBatch {
   items.forEach((item, index) => {
     if (!isObject(item)) {
       problems.push({ index, path: '', message: 'must be an incident object' });
+      return;
+    }
+    // Before the schema (or anything else) walks it: a structure this deep or wide is refused unread.
+    const tooDeep = findStructureViolation(item, INCIDENT_LIMITS);
+    if (tooDeep) {
+      problems.push({ index, path: tooDeep.path, message: tooDeep.message });
       return;
     }
     const parsed = pushedIncidentSchema.safeParse(item, { error: plainMessage });

@@ -18,6 +18,9 @@ import { SIGNATURE_HEADER } from './webhook-signature.js';
  * invalid incident means nothing is enqueued, and a storage failure is answered 503 with what did go.
  */
 export interface PushRequest {
+  method: string;
+  /** The request's URL: its path is part of what an HMAC signature covers. */
+  url: string;
   headers: { get(name: string): string | null };
   query: { get(name: string): string | null };
   body: ReadableStream<Uint8Array> | null;
@@ -80,8 +83,10 @@ export async function pushIncidents(request: PushRequest, deps: WebhookPushDeps)
   } catch (err) {
     const refusal = asRefusal(err);
     if (err instanceof WebhookAuthError && err.clientId) seen.caller = err.clientId;
+    // The log may say what the answer must not (why a credential was refused before it was verified).
+    const reason = err instanceof WebhookAuthError ? err.detail : refusal.message;
     const detail = refusal.status >= 500 && refusal.cause ? ` (${describeError(refusal.cause)})` : '';
-    const line = logLine(`${refusal.status} ${refusal.message}${detail}`);
+    const line = logLine(`${refusal.status} ${reason}${detail}`);
     if (refusal.status >= 500) deps.logger.error(line);
     else deps.logger.warn(line);
     return { status: refusal.status, jsonBody: refusal.jsonBody, headers: { ...NO_STORE, ...refusal.headers } };
@@ -103,22 +108,31 @@ async function accept(request: PushRequest, deps: WebhookPushDeps, seen: Request
   checkContentType(request.headers.get('content-type'));
   checkDeclaredLength(request.headers.get('content-length'), webhook.maxBodyBytes);
 
-  // A token is checked before the body is read; a signature can only be checked over the body.
-  let caller: WebhookCaller | undefined;
+  // A token is checked before the body is read; a signature can only be checked over the body. Either
+  // way, whom the caller may push for is settled before the body is parsed or the registry is read.
+  let caller: WebhookCaller;
+  let tenantId: string;
+  let body: Buffer;
   if (kind === 'bearer') {
-    caller = await auth.authenticateBearer(request.headers.get('authorization')!);
-    seen.caller = caller.clientId;
+    const bearer = await auth.authenticateBearer(request.headers.get('authorization')!);
+    seen.caller = bearer.clientId;
+    tenantId = seen.tenant = tenantFromQuery(request.query.get('tenantId')) ?? bearer.tenantId;
+    auth.authorizeBearer(bearer, tenantId);
+    caller = bearer;
+    body = await readBody(request.body, webhook.maxBodyBytes);
+  } else {
+    const fromQuery = tenantFromQuery(request.query.get('tenantId'));
+    if (!fromQuery) throw refuse(400, 'Signed requests must name the tenant the incidents belong to: add ?tenantId=<tenant GUID>');
+    tenantId = seen.tenant = fromQuery;
+    body = await readBody(request.body, webhook.maxBodyBytes);
+    const signed = await auth.authenticateSignature(request.headers.get(SIGNATURE_HEADER)!, body, { tenantId, method: request.method.toUpperCase(), path: new URL(request.url).pathname });
+    seen.caller = `hmac:${signed.keyName}`;
+    caller = signed;
   }
-  const body = await readBody(request.body, webhook.maxBodyBytes);
-  if (kind === 'hmac') caller = await auth.authenticateSignature(request.headers.get(SIGNATURE_HEADER)!, body);
-  if (!caller) throw refuse(401, 'Authentication required');
 
   const batch = readIncidentBatch(parseJson(body));
   if (!batch.ok) throw invalidIncidents(batch.problems);
   seen.count = batch.incidents.length;
-
-  const tenantId = resolveTenantId(request.query.get('tenantId'), caller);
-  seen.tenant = tenantId;
   await requireEnabledTenant(tenantId, deps.registry);
 
   // An incident version sent twice in one request is one event.
@@ -199,14 +213,11 @@ function invalidIncidents(problems: IncidentProblem[]): Refusal {
   return refusal;
 }
 
-/** The `tenantId` query parameter, else (token callers only) the token's tenant. */
-function resolveTenantId(fromQuery: string | null, caller: WebhookCaller): string {
-  if (fromQuery !== null) {
-    if (!TENANT_ID.test(fromQuery.trim())) throw refuse(400, 'The tenantId query parameter must be a tenant GUID');
-    return fromQuery.trim().toLowerCase();
-  }
-  if (caller.kind === 'hmac') throw refuse(400, 'Signed requests must name the tenant the incidents belong to: add ?tenantId=<tenant GUID>');
-  return caller.tenantId;
+/** The `tenantId` query parameter, lower-cased; undefined when absent. */
+function tenantFromQuery(fromQuery: string | null): string | undefined {
+  if (fromQuery === null) return undefined;
+  if (!TENANT_ID.test(fromQuery.trim())) throw refuse(400, 'The tenantId query parameter must be a tenant GUID');
+  return fromQuery.trim().toLowerCase();
 }
 
 async function requireEnabledTenant(tenantId: string, registry: Pick<TenantRegistry, 'get'>): Promise<void> {

@@ -1,4 +1,7 @@
-import { generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
+import { createHmac, generateKeyPairSync, randomBytes, randomUUID } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { HttpRequest } from '@azure/functions';
 import { ClientSecretCredential } from '@azure/identity';
 import { TableClient } from '@azure/data-tables';
@@ -15,7 +18,9 @@ import { ReplayGuard, WEBHOOK_REPLAY_TABLE } from '../../shared/replay-guard.js'
 import { createServices, type Services } from '../../shared/services.js';
 import { normalizeTimestamp } from '../../shared/timestamps.js';
 import { pushIncidents, webhookPushDeps, type PushResponse, type WebhookPushDeps } from '../../shared/webhook-push.js';
-import { signatureHeader } from '../../shared/webhook-signature.js';
+import { UNVERIFIED_TOKEN_MESSAGE } from '../../shared/entra-token.js';
+import { UNVERIFIED_SIGNATURE_MESSAGE } from '../../shared/webhook-auth.js';
+import { pushSignatureHeader } from '../../shared/webhook-signature.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
 import { DEFENDER_DOCS_LIST_EXAMPLE } from '../support/webhook-payloads.js';
 
@@ -99,17 +104,30 @@ describe('webhook push: POST /api/incidents', () => {
     const headers: Record<string, string> = {};
     if (p.contentType !== null) headers['content-type'] = p.contentType ?? 'application/json';
     if (p.token) headers.authorization = `Bearer ${p.token}`;
+    const tenantId = p.tenantId === undefined ? fabrikam().tenantId : p.tenantId;
     if (p.sign) {
       const { key = world().webhookHmacKey, timestamp = Math.floor(Date.now() / 1000) } = p.sign === true ? {} : p.sign;
-      headers['x-relay-signature'] = signatureHeader(key, body, timestamp);
-      secrets.push(headers['x-relay-signature'].split('v1=')[1]!);
+      headers['x-relay-signature'] = signed(key, body, tenantId ?? '', timestamp);
     }
     if (p.signature) headers['x-relay-signature'] = p.signature;
     Object.assign(headers, p.headers);
-    const tenantId = p.tenantId === undefined ? fabrikam().tenantId : p.tenantId;
     const url = `http://localhost/api/incidents${tenantId === null ? '' : `?tenantId=${tenantId}`}`;
     // Bytes, not a string: a string body would make the request default to text/plain.
     return new HttpRequest({ method: 'POST', url, headers, body: { bytes: Buffer.from(body) } });
+  }
+
+  /** A v2 signature of a push to `tenantId`, remembered as a secret. */
+  function signed(key: string, body: string, tenantId: string, timestamp = Math.floor(Date.now() / 1000)): string {
+    const header = pushSignatureHeader(key, { tenantId, method: 'POST', path: '/api/incidents' }, body, timestamp);
+    secrets.push(header.split('v2=')[1]!);
+    return header;
+  }
+
+  /** Services whose webhook access file is `access` (written to a file of its own). */
+  function servicesWithAccess(access: object): Services {
+    const file = join(mkdtempSync(join(tmpdir(), 'relay-access-')), 'webhook-access.json');
+    writeFileSync(file, JSON.stringify(access));
+    return createServices(loadConfig({ ...settings, WEBHOOK_ACCESS_FILE: file }));
   }
 
   const push = (p: Push, deps: Partial<WebhookPushDeps> = {}, svc: Services = services): Promise<PushResponse> =>
@@ -212,12 +230,15 @@ describe('webhook push: POST /api/incidents', () => {
       await expectRefused(await push({ token, body: body() }), 401, /another audience/);
     });
 
-    it('a token issued in a tenant not allowed to push: 403', async () => {
+    it('a token issued in a tenant not allowed to push: 401, the answer any unverified token gets (the log says why)', async () => {
       const { token } = await stack.entra.issuer.issueAccessToken({
         tenantId: fabrikam().tenantId, audience: world().relayApi.clientId, clientId: randomUUID(), objectId: randomUUID(), roles: [RELAY_SUBMIT_ROLE], version: 2,
       });
       secrets.push(token);
-      await expectRefused(await push({ token, body: body() }), 403, new RegExp(`tenant ${fabrikam().tenantId} are not accepted`));
+      const response = await push({ token, body: body() });
+      expect(bodyOf(response).error).toBe(UNVERIFIED_TOKEN_MESSAGE);
+      await expectRefused(response, 401, /not valid for this API/);
+      expect(logs.at(-1)!.line).toContain(`tokens from tenant ${fabrikam().tenantId} are not accepted`);
     });
 
     it('a token whose issuer is not its tenant’s: 401', async () => {
@@ -228,12 +249,13 @@ describe('webhook push: POST /api/incidents', () => {
       const [header, , signature] = token.split('.');
       const forged = `${header}.${Buffer.from(JSON.stringify({ ...claimsOf(token), tid: world().provider.tenantId })).toString('base64url')}.${signature}`;
       secrets.push(token, forged);
-      await expectRefused(await push({ token: forged, body: body() }), 401, /signature is not valid|not issued by/);
+      await expectRefused(await push({ token: forged, body: body() }), 401, /not valid for this API/);
     });
 
     it('an unsigned token (alg: none): 401', async () => {
       const token = forge({ alg: 'none', typ: 'JWT' }, { ...claimsOf(validToken) });
-      await expectRefused(await push({ token, body: body() }), 401, /not signed with RS256|could not be verified/);
+      await expectRefused(await push({ token, body: body() }), 401, /not valid for this API/);
+      expect(logs.at(-1)!.line).toContain('not signed with RS256');
     });
 
     it('a token signed by someone else’s key: 401', async () => {
@@ -242,14 +264,15 @@ describe('webhook push: POST /api/incidents', () => {
       const key = await importPKCS8(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), 'RS256');
       const token = await new SignJWT(claimsOf(validToken)).setProtectedHeader({ alg: 'RS256', kid: 'attacker' }).sign(key);
       secrets.push(token);
-      await expectRefused(await push({ token, body: body() }), 401, /signature is not valid|could not be verified/);
+      await expectRefused(await push({ token, body: body() }), 401, /not valid for this API/);
     });
 
     it('a tampered token (role added after signing): 401', async () => {
       const [header, , signature] = validToken.split('.');
       const tampered = `${header}.${Buffer.from(JSON.stringify({ ...claimsOf(validToken), roles: ['Incidents.Submit', 'Admin'] })).toString('base64url')}.${signature}`;
       secrets.push(tampered);
-      await expectRefused(await push({ token: tampered, body: body() }), 401, /signature is not valid/);
+      await expectRefused(await push({ token: tampered, body: body() }), 401, /not valid for this API/);
+      expect(logs.at(-1)!.line).toContain('signature is not valid');
     });
 
     it('a valid token without the app role: 403 naming the role', async () => {
@@ -270,15 +293,25 @@ describe('webhook push: POST /api/incidents', () => {
   });
 
   describe('the tenant', () => {
-    it('unknown: 404', async () => {
-      const tenantId = randomUUID();
-      await expectRefused(await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId }), 404, new RegExp(`Tenant ${tenantId} is not registered`));
+    it('one the caller is not granted: 403 naming the grant, whether or not the tenant is registered', async () => {
+      for (const tenantId of [randomUUID(), fabrikam().tenantId]) {
+        const grantless = servicesWithAccess({ callers: [] });
+        const response = await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId }, {}, grantless);
+        await expectRefused(response, 403, new RegExp(`may not push incidents for tenant ${tenantId}: .*WEBHOOK_ACCESS_FILE`));
+      }
     });
 
-    it('disabled: 403', async () => {
+    it('granted but unknown: 404', async () => {
+      const tenantId = randomUUID();
+      const granted = servicesWithAccess({ callers: [{ name: 'automation', tenantId: world().webhookClient.tenantId, appId: world().webhookClient.clientId, mayPushFor: [tenantId] }] });
+      await expectRefused(await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId }, {}, granted), 404, new RegExp(`Tenant ${tenantId} is not registered`));
+    });
+
+    it('granted but disabled: 403', async () => {
       const tenantId = randomUUID();
       await services.registry.put({ tenantId, displayName: 'Paused Ltd', context: 'partner', clientId: randomUUID(), credential: { kind: 'secret', secretName: 'unused' }, enabled: false });
-      await expectRefused(await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId }), 403, /Paused Ltd\) is disabled/);
+      const granted = servicesWithAccess({ callers: [{ name: 'automation', tenantId: world().webhookClient.tenantId, appId: world().webhookClient.clientId, mayPushFor: [tenantId] }] });
+      await expectRefused(await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId }, {}, granted), 403, /Paused Ltd\) is disabled/);
     });
 
     it('not a GUID: 400', async () => {
@@ -291,7 +324,7 @@ describe('webhook push: POST /api/incidents', () => {
       const batch = incidents(3);
       const response = await push({ sign: true, body: JSON.stringify({ value: batch }) });
       await expectEnqueued(response, batch);
-      expect(logs.at(-1)!.line).toContain('caller=hmac incidents=3 outcome=202');
+      expect(logs.at(-1)!.line).toContain('caller=hmac:fabrikam-siem incidents=3 outcome=202');
     });
 
     it('refuses a replay, on this instance and on another one', async () => {
@@ -307,14 +340,15 @@ describe('webhook push: POST /api/incidents', () => {
     });
 
     it('refuses a signature made with another key', async () => {
-      await expectRefused(await push({ sign: { key: 'not-the-key' }, body: JSON.stringify(incidents(1)) }), 401, /does not match the body/);
+      const response = await push({ sign: { key: 'not-the-key' }, body: JSON.stringify(incidents(1)) });
+      expect(bodyOf(response).error).toBe(UNVERIFIED_SIGNATURE_MESSAGE);
+      await expectRefused(response, 401, /not valid for this request/);
     });
 
     it('refuses a tampered body', async () => {
       const original = JSON.stringify(incidents(1));
-      const signature = signatureHeader(world().webhookHmacKey, original);
-      secrets.push(signature.split('v1=')[1]!);
-      await expectRefused(await push({ signature, body: original.replace('"incidentId":', '"incidentId":9') }), 401, /does not match the body/);
+      const signature = signed(world().webhookHmacKey, original, fabrikam().tenantId);
+      await expectRefused(await push({ signature, body: original.replace('"incidentId":', '"incidentId":9') }), 401, /not valid for this request/);
     });
 
     it('refuses a stale timestamp and one too far in the future', async () => {
@@ -324,17 +358,31 @@ describe('webhook push: POST /api/incidents', () => {
     });
 
     it('refuses a malformed header', async () => {
-      await expectRefused(await push({ signature: 'sha256=abc', body: JSON.stringify(incidents(1)) }), 401, /must look like t=<unix seconds>,v1=/);
+      await expectRefused(await push({ signature: 'sha256=abc', body: JSON.stringify(incidents(1)) }), 401, /must look like t=<unix seconds>,v2=/);
     });
 
     it('requires the tenantId query parameter', async () => {
       await expectRefused(await push({ sign: true, body: JSON.stringify(incidents(1)), tenantId: null }), 400, /add \?tenantId=/);
     });
 
-    it('says so when no HMAC key is configured', async () => {
-      const { WEBHOOK_HMAC_SECRET_NAME: _unset, ...withoutHmac } = settings;
-      const unsignedOnly = createServices(loadConfig(withoutHmac));
-      await expectRefused(await push({ sign: true, body: JSON.stringify(incidents(1)) }, {}, unsignedOnly), 401, /not accepted here \(no HMAC key is configured/);
+    it('refuses a key for a tenant it is not granted, with the answer a wrong key gets', async () => {
+      // The demo key signs for Fabrikam only; correctly signed for Northwind, it is still refused.
+      const response = await push({ sign: true, body: JSON.stringify(incidents(1)), tenantId: northwind().tenantId });
+      expect(bodyOf(response).error).toBe(UNVERIFIED_SIGNATURE_MESSAGE);
+      await expectRefused(response, 401, /not valid for this request/);
+      const { WEBHOOK_ACCESS_FILE: _unset, ...withoutAccess } = settings;
+      const unsignedOnly = createServices(loadConfig(withoutAccess));
+      const noKeys = await push({ sign: true, body: JSON.stringify(incidents(1)) }, {}, unsignedOnly);
+      expect(bodyOf(noKeys).error).toBe(UNVERIFIED_SIGNATURE_MESSAGE);
+      await expectRefused(noKeys, 401, /not valid for this request/);
+    });
+
+    it('tells a sender still signing the old way (v1, without the tenant) what changed', async () => {
+      const body = JSON.stringify(incidents(1));
+      const t = Math.floor(Date.now() / 1000);
+      const v1 = `t=${t},v1=${createHmac('sha256', world().webhookHmacKey).update(`${t}.${body}`).digest('hex')}`;
+      secrets.push(v1.split('v1=')[1]!);
+      await expectRefused(await push({ signature: v1, body }), 401, /signed with v2, which covers the tenant/);
     });
   });
 

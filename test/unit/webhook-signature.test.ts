@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { checkTimestamp, computeSignature, parseSignatureHeader, signatureHeader, signatureMatches, SignatureError } from '../../shared/webhook-signature.js';
+import { checkTimestamp, computePushSignature, computeSignature, parseSignatureHeader, pushSignatureHeader, pushSignatureMatches, signatureHeader, signatureMatches, SignatureError } from '../../shared/webhook-signature.js';
 
 /** Vectors computed independently with `printf '%s' "<t>.<body>" | openssl dgst -sha256 -hmac "$KEY"`. */
 const KEY = 'relay-test-key';
@@ -56,5 +56,36 @@ describe('webhook signature', () => {
     expect(() => checkTimestamp(T, T - 300, 300)).not.toThrow();
     expect(() => checkTimestamp(T, T + 301, 300)).toThrow(/301 s old; at most 300 s/);
     expect(() => checkTimestamp(T, T - 301, 300)).toThrow(/301 s in the future/);
+  });
+
+  describe('v2, the signature of a pushed request', () => {
+    /** Computed independently: `{ printf '%s.%s.POST /api/incidents.' "$T" "$TENANT"; printf '%s' "$BODY"; } | openssl dgst -sha256 -hmac "$KEY"`. */
+    const TENANT = '6f1c2a4e-0b5d-4c3e-9a7f-2d8e1b4c5a6f';
+    const OTHER_TENANT = '0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d';
+    const PUSH_SIGNATURE = '51c7d7149c58ae30c0ca079e3dcd213d5f7f1cf33eef444b0bc80c6d51b1aace';
+    const OTHER_TENANT_SIGNATURE = '142f8eb57402360dd1ef7c61532cf24e58d60ff0e3e2b8d42533249b6a837c96';
+    const request = { tenantId: TENANT, method: 'POST', path: '/api/incidents' };
+
+    it('signs "<t>.<tenant>.<METHOD> <path>.<raw body>" as openssl does', () => {
+      expect(computePushSignature(KEY, T, request, Buffer.from(BODY)).toString('hex')).toBe(PUSH_SIGNATURE);
+      expect(computePushSignature(KEY, T, { ...request, tenantId: OTHER_TENANT }, Buffer.from(BODY)).toString('hex')).toBe(OTHER_TENANT_SIGNATURE);
+      expect(pushSignatureHeader(KEY, request, BODY, T)).toBe(`t=${T},v2=${PUSH_SIGNATURE}`);
+    });
+
+    it('is valid for exactly one tenant and one request line', () => {
+      const parsed = parseSignatureHeader(`t=${T},v2=${PUSH_SIGNATURE}`, 'v2');
+      expect(pushSignatureMatches(parsed, KEY, request, Buffer.from(BODY))).toBe(true);
+      expect(pushSignatureMatches(parsed, KEY, { ...request, tenantId: OTHER_TENANT }, Buffer.from(BODY))).toBe(false);
+      expect(pushSignatureMatches(parsed, KEY, { ...request, path: '/api/incidents/x' }, Buffer.from(BODY))).toBe(false);
+      expect(pushSignatureMatches(parsed, KEY, { ...request, method: 'PUT' }, Buffer.from(BODY))).toBe(false);
+      // The body's v1 signature (no tenant in it) is not a v2 signature.
+      expect(pushSignatureMatches(parseSignatureHeader(`t=${T},v2=${BODY_SIGNATURE}`, 'v2'), KEY, request, Buffer.from(BODY))).toBe(false);
+    });
+
+    it('tells a sender still signing v1 what changed, and reads only v2 values', () => {
+      expect(() => parseSignatureHeader(`t=${T},v1=${BODY_SIGNATURE}`, 'v2')).toThrow(/signed with v2, which covers the tenant/);
+      expect(parseSignatureHeader(`t=${T},v1=${BODY_SIGNATURE},v2=${PUSH_SIGNATURE}`, 'v2').signatures.map((s) => s.toString('hex'))).toEqual([PUSH_SIGNATURE]);
+      expect(() => parseSignatureHeader(`t=${T},v2=xyz`, 'v2')).toThrow('t=<unix seconds>,v2=');
+    });
   });
 });

@@ -18,6 +18,7 @@ export async function replayIncidents(request: HttpRequest, context: InvocationC
   }
   const result = await replay(parsed.data, getServices().storage.queues);
   context.info(`replay: ${result.moved} event(s) moved back to incidents (${result.bySource.deadletter} dead-lettered, ${result.bySource.poison} poisoned), ${result.skipped} left in place`);
+  for (const { eventId, reason } of result.refused) context.warn(`replay: ${eventId ?? '(no event id)'} left in place, it cannot be replayed: ${reason}`);
   return { status: 200, jsonBody: result };
 }
 

@@ -44,7 +44,9 @@ export async function handlePollRequest(message: unknown, services: Services, lo
     await services.tenantStatus.recordPoll(tenantId, { outcome: outcome.status, error: cause, eventsEnqueued: outcome.enqueued, checkpoint: outcome.checkpoint });
     const summary =
       `pollTenant ${tenantId}: ${outcome.status}, ${outcome.enqueued} event(s) enqueued` +
-      ` (${outcome.fetched} listed in ${outcome.pages} page(s), ${outcome.duplicates} already delivered, ${outcome.claimChecked} claim-checked)`;
+      ` (${outcome.fetched} listed in ${outcome.pages} page(s), ${outcome.duplicates} already delivered, ${outcome.claimChecked} claim-checked` +
+      `${outcome.refused.length ? `, ${outcome.refused.length} refused and dead-lettered` : ''})`;
+    for (const { eventId, reason } of outcome.refused) log.error(`pollTenant ${tenantId}: ${eventId} dead-lettered: ${reason}`);
     if (cause) log.warn(`${summary}; the listing failed, a follow-up request goes on from the failed page: ${cause}`);
     else log.info(summary);
     return outcome;

@@ -2,7 +2,9 @@ import { z } from 'zod';
 import { CheckpointConflictError, type CheckpointStore } from './checkpoints.js';
 import type { DefenderClient } from './defender-client.js';
 import { isRetryable, RetryableError } from './errors.js';
+import { deadLetter } from './dead-letter.js';
 import { envelopeFor, eventIdOf } from './events.js';
+import { describeViolation, findStructureViolation, INCIDENT_LIMITS } from './json-limits.js';
 import { QUEUE_NAMES, type MessageSender } from './queues.js';
 import type { TenantRegistry } from './tenants.js';
 import { laterOf, minusMilliseconds, normalizeTimestamp } from './timestamps.js';
@@ -50,6 +52,8 @@ export interface PollOutcome {
   duplicates: number;
   pages: number;
   claimChecked: number;
+  /** Incidents too deep or wide to enqueue: dead-lettered with the reason and their event id, not sent on. */
+  refused: { eventId: string; reason: string }[];
   checkpoint?: string;
   /** What interrupted a `retrying` run. */
   failure?: unknown;
@@ -71,7 +75,7 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
   const now = deps.now?.() ?? new Date();
   const overlapMs = deps.overlapMs ?? 5 * 60_000;
   const tenant = await deps.registry.get(request.tenantId);
-  const outcome: PollOutcome = { tenantId: tenant.tenantId, status: 'polled', fetched: 0, enqueued: 0, duplicates: 0, pages: 0, claimChecked: 0 };
+  const outcome: PollOutcome = { tenantId: tenant.tenantId, status: 'polled', fetched: 0, enqueued: 0, duplicates: 0, pages: 0, claimChecked: 0, refused: [] };
   if (!tenant.enabled) return { ...outcome, status: 'disabled' };
 
   const checkpoint = await deps.checkpoints.get(tenant.tenantId);
@@ -103,6 +107,14 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
           continue;
         }
         if (timestampOf(eventId) >= earliestWindowStart) freshInWindow.push(eventId);
+        // Before anything recursive (the queue message's JSON.stringify, the trigger's conversion) meets it.
+        const violation = findStructureViolation(incident, INCIDENT_LIMITS);
+        if (violation) {
+          const reason = `the incident as Defender listed it is refused: ${describeViolation(violation)}`;
+          outcome.refused.push({ eventId, reason });
+          await sends.add(() => deadLetter(deps.sender, QUEUE_NAMES.incidents, refusedEvent(tenant.tenantId, incident), reason));
+          continue;
+        }
         await sends.add(async () => {
           const { claimChecked } = await deps.sender.sendEvent(QUEUE_NAMES.incidents, envelopeFor(tenant.tenantId, incident, 'poll', now));
           outcome.enqueued += 1;
@@ -140,6 +152,12 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
     throw err;
   }
   return { ...outcome, checkpoint: advancedTo };
+}
+
+/** What a dead letter keeps of a refused incident: its identity, not the structure that was refused (Defender still holds it). */
+function refusedEvent(tenantId: string, incident: { incidentId: number; lastUpdateTime: string }) {
+  const { incident: _refused, ...identity } = envelopeFor(tenantId, { incidentId: incident.incidentId, lastUpdateTime: incident.lastUpdateTime }, 'poll');
+  return identity;
 }
 
 /** When a run interrupted by a listing failure goes on, if Defender did not say. */

@@ -1,6 +1,7 @@
 import type { QueueServiceClient } from '@azure/storage-queue';
 import { z } from 'zod';
 import { deadLetterQueueOf, poisonQueueOf, type DeadLetter } from './dead-letter.js';
+import { describeViolation, findStructureViolation, MESSAGE_LIMITS } from './json-limits.js';
 import { encodeMessage, QUEUE_NAMES } from './queues.js';
 
 /**
@@ -24,6 +25,8 @@ export interface ReplayResult {
   /** Messages looked at that did not match the filter; they stay where they were. */
   skipped: number;
   bySource: { deadletter: number; poison: number };
+  /** Messages too deep or wide to put back (they stay where they were): their event id and why. */
+  refused: { eventId?: string; reason: string }[];
 }
 
 function decode(text: string): unknown {
@@ -35,7 +38,7 @@ function decode(text: string): unknown {
 }
 
 export async function replayIncidents(request: ReplayRequest, queues: QueueServiceClient, targetQueue: string = QUEUE_NAMES.incidents): Promise<ReplayResult> {
-  const result: ReplayResult = { moved: 0, skipped: 0, bySource: { deadletter: 0, poison: 0 } };
+  const result: ReplayResult = { moved: 0, skipped: 0, bySource: { deadletter: 0, poison: 0 }, refused: [] };
   const target = queues.getQueueClient(targetQueue);
   await target.createIfNotExists();
   const sources = request.source === 'all' ? (['deadletter', 'poison'] as const) : ([request.source] as const);
@@ -57,6 +60,14 @@ export async function replayIncidents(request: ReplayRequest, queues: QueueServi
           (!request.reasonContains || (entry?.reason ?? '').includes(request.reasonContains)) &&
           (source === 'poison' || entry?.message !== undefined);
         if (!matches || result.moved >= request.max) {
+          skipped.push({ messageId: m.messageId, popReceipt: m.popReceipt });
+          continue;
+        }
+        // Put back only what the enricher can read: the trigger's own conversion of a deeper message overflows the stack.
+        const violation = findStructureViolation(event, MESSAGE_LIMITS);
+        if (violation) {
+          const eventId = (event as { eventId?: unknown }).eventId;
+          result.refused.push({ ...(typeof eventId === 'string' ? { eventId: eventId.slice(0, 200) } : {}), reason: describeViolation(violation) });
           skipped.push({ messageId: m.messageId, popReceipt: m.popReceipt });
           continue;
         }

@@ -9,7 +9,7 @@ import { QueueServiceClient } from '@azure/storage-queue';
 import type { StackInfo } from '../../local/stack.js';
 import { DELIVERY_LOG_TABLE } from '../../shared/delivery-log.js';
 import { TenantStatusStore, TENANT_STATUS_TABLE } from '../../shared/tenant-status.js';
-import { signatureHeader } from '../../shared/webhook-signature.js';
+import { pushSignatureHeader } from '../../shared/webhook-signature.js';
 import { drainQueue } from '../support/queues.js';
 import { DEFENDER_DOCS_LIST_EXAMPLE } from '../support/webhook-payloads.js';
 
@@ -120,7 +120,7 @@ describe('npm start', () => {
     const push = (timestamp: number) =>
       fetch(`${info.host}/api/incidents?tenantId=${tenantId}`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-relay-signature': signatureHeader(info.webhookHmacKey, DEFENDER_DOCS_LIST_EXAMPLE, timestamp) },
+        headers: { 'content-type': 'application/json', 'x-relay-signature': pushSignatureHeader(info.webhookHmacKey, { tenantId, method: 'POST', path: '/api/incidents' }, DEFENDER_DOCS_LIST_EXAMPLE, timestamp) },
         body: DEFENDER_DOCS_LIST_EXAMPLE,
       });
     const now = Math.floor(Date.now() / 1000);

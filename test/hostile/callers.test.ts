@@ -9,7 +9,7 @@ import { generateIncidents } from '../../local/defender/generator.js';
 import { RELAY_SUBMIT_ROLE, RELAY_USER_SCOPE } from '../../local/demo.js';
 import { QUEUE_NAMES } from '../../shared/queues.js';
 import { readIncidentBatch } from '../../shared/webhook-incidents.js';
-import { signatureHeader } from '../../shared/webhook-signature.js';
+import { pushSignatureHeader } from '../../shared/webhook-signature.js';
 import { bentGuid, brokenBody, CONTENT_TYPES, fuzzValue, hostileString, hugeBody, POLLUTING_KEYS, queryPart, Rng } from './fuzz.js';
 import { expectHostileAnswers, HostileStage, type HostileCase } from './harness.js';
 
@@ -94,7 +94,7 @@ describe('hostile input: webhook push and analyst endpoints', () => {
     const [incident] = generateIncidents({ tenantId: fabrikam().tenantId, count: 1, seed: 'hostile' });
     validIncident = JSON.parse(JSON.stringify(incident)) as Record<string, unknown>;
     const body = JSON.stringify(validIncident);
-    accepted = { body, signature: stage.remember('accepted signature', signatureHeader(world.webhookHmacKey, body)) };
+    accepted = { body, signature: stage.remember('accepted signature', sign(world.webhookHmacKey, body)) };
     const first = await stage.call(pushIncidents, signedCase('setup', body, accepted.signature, fabrikam().tenantId));
     expect(first.status).toBe(202);
     const queue = QueueServiceClient.fromConnectionString(stage.azurite.connectionString).getQueueClient(QUEUE_NAMES.incidents);
@@ -105,6 +105,9 @@ describe('hostile input: webhook push and analyst endpoints', () => {
   });
 
   const is4xx = (status: number) => status >= 400 && status < 500;
+  /** A v2 signature of a push of `body` to `tenantId` (Fabrikam unless given). */
+  const sign = (key: string, body: string, timestamp?: number, tenantId = fabrikam().tenantId) =>
+    pushSignatureHeader(key, { tenantId: tenantId.trim().toLowerCase(), method: 'POST', path: '/api/incidents' }, body, timestamp);
   const defenderIncidents = () => stage.standIns.defender.store.list(fabrikam().tenantId);
 
   function signedCase(note: string, body: string, signature: string, tenantId?: string, headers: Record<string, string> = {}): HostileCase {
@@ -191,20 +194,21 @@ describe('hostile input: webhook push and analyst endpoints', () => {
           return { note: 'valid token, hostile body or query', method: 'POST', path, headers: headers({ authorization: `Bearer ${webhookToken}` }), body: asBody(hostileBatch(rng)) };
         case 4: {
           const body = hostileBatch(rng);
-          return { note: 'valid signature, hostile body or query', method: 'POST', path, headers: headers({ 'x-relay-signature': signatureHeader(world.webhookHmacKey, body) }), body: asBody(body) };
+          return { note: 'valid signature, hostile body or query', method: 'POST', path, headers: headers({ 'x-relay-signature': typeof body === 'string' ? sign(world.webhookHmacKey, body, undefined, tenantQuery ?? fabrikam().tenantId) : 't=1,v2=00' }), body: asBody(body) };
         }
         case 5: {
           const body = JSON.stringify(validIncident);
           const signature = rng.pick([
             () => accepted.signature,
-            () => signatureHeader(world.webhookHmacKey, body, now - 3_600),
-            () => signatureHeader(world.webhookHmacKey, body, now + 3_600),
-            () => signatureHeader(world.webhookHmacKey, body, 0),
-            () => signatureHeader(world.webhookHmacKey, `${body} `),
-            () => signatureHeader(world.siemHmacKey, body),
-            () => signatureHeader('', body),
+            () => sign(world.webhookHmacKey, body, now - 3_600),
+            () => sign(world.webhookHmacKey, body, now + 3_600),
+            () => sign(world.webhookHmacKey, body, 0),
+            () => sign(world.webhookHmacKey, `${body} `),
+            () => sign(world.siemHmacKey, body),
+            () => sign('', body),
+            () => sign(world.webhookHmacKey, body, now, stage.world.tenants.find((t) => t.context === 'partner')!.tenantId),
             () => `t=${now},v1=${'0'.repeat(64)}`,
-            () => `t=${now},v1=${signatureHeader(world.webhookHmacKey, body).split('v1=')[1]!.toUpperCase().replace(/^./, 'g')}`,
+            () => `t=${now},v2=${sign(world.webhookHmacKey, body).split('v2=')[1]!.toUpperCase().replace(/^./, 'g')}`,
             () => hostileString(rng).slice(0, 1_000),
             () => `${accepted.signature},v1=${'f'.repeat(64)}`,
             () => `t=${now};v1=abc`,

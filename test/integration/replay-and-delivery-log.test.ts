@@ -31,7 +31,7 @@ describe('replay of dead-lettered and poisoned events', () => {
     await poison.sendMessage(encodeMessage({ eventId: `${a}:3:t`, tenantId: a }));
 
     const onlyA = await replayIncidents(replayRequestSchema.parse({ tenantId: a }), queues, target);
-    expect(onlyA).toEqual({ moved: 2, skipped: 1, bySource: { deadletter: 1, poison: 1 } });
+    expect(onlyA).toEqual({ moved: 2, skipped: 1, bySource: { deadletter: 1, poison: 1 }, refused: [] });
     expect(((await drain(queues, target)) as { eventId: string }[]).map((e) => e.eventId).sort()).toEqual([`${a}:1:t`, `${a}:3:t`]);
 
     // The skipped dead letter is still there, visible, and a reason filter finds it.
@@ -39,6 +39,24 @@ describe('replay of dead-lettered and poisoned events', () => {
     expect(byReason.moved).toBe(1);
     expect(await drain(queues, target)).toEqual([{ eventId: `${b}:2:t`, tenantId: b }]);
     expect(await drain(queues, deadLetterQueueOf(target))).toEqual([]);
+  });
+
+  it('leaves a message too deep for the enricher where it is, naming its event id and why', async () => {
+    const { queues } = storage();
+    const target = unique('incidents');
+    const poison = queues.getQueueClient(poisonQueueOf(target));
+    await poison.createIfNotExists();
+    const tenantId = randomUUID();
+    // 3,500 levels: what the Functions library's conversion of a trigger payload cannot take (and JSON.stringify barely can).
+    const deep = `{"eventId":"${tenantId}:7:t","tenantId":"${tenantId}","incident":{"incidentId":7,"x":${'['.repeat(3_500)}${']'.repeat(3_500)}}}`;
+    await poison.sendMessage(Buffer.from(deep).toString('base64'));
+    await poison.sendMessage(encodeMessage({ eventId: `${tenantId}:8:t`, tenantId }));
+
+    const result = await replayIncidents(replayRequestSchema.parse({ source: 'poison' }), queues, target);
+    expect(result.moved).toBe(1);
+    expect(result.refused).toEqual([{ eventId: `${tenantId}:7:t`, reason: expect.stringMatching(/^structure: incident\.x(\.0)+: nested deeper than 36 levels$/) }]);
+    expect(((await drain(queues, target)) as { eventId: string }[]).map((e) => e.eventId)).toEqual([`${tenantId}:8:t`]);
+    expect((await poison.peekMessages()).peekedMessageItems).toHaveLength(1);
   });
 
   it('validates the request', () => {

@@ -4,63 +4,136 @@ import { RetryableError } from './errors.js';
  * A per-tenant budget of Defender API calls that keeps a steady state under the documented limits
  * (50 calls a minute, 1500 an hour, per tenant and app). It is a courtesy of this instance, not a
  * guarantee across instances: 429 answers are still honoured wherever they come from.
+ *
+ * The budget has three classes of calls, so that no kind of traffic can starve another:
+ * - `analyst`: the analyst endpoints, on-behalf-of a signed-in analyst. They have a reservation
+ *   (`ANALYST_RESERVE`) that no other class may use, and may also use whatever of the rest is free.
+ * - `push`: the enrichment of pushed incidents (envelope `source: 'webhook'`). Capped (`PUSH_CAP`),
+ *   within the shared rest: whoever can push cannot spend the tenant's budget.
+ * - `poll`: the poller and the enrichment of polled incidents. The shared rest: the total less the
+ *   analysts' reservation, less what pushes took of it.
+ * Every class also stays within the total. Each limit is a sliding window (a minute and an hour).
  */
-export interface BudgetLimits {
+export type BudgetClass = 'poll' | 'analyst' | 'push';
+
+export interface BudgetRate {
   perMinute: number;
   perHour: number;
 }
 
+export interface BudgetShares {
+  /** Calls only analysts may make: polling and pushes together stay within the total less this. */
+  analystReserve: BudgetRate;
+  /** The most calls the enrichment of pushed incidents may make, taken from the shared rest. */
+  pushCap: BudgetRate;
+}
+
+/** The total per tenant; without `shares`, every class takes from it alike (one window, as before the classes). */
+export interface BudgetLimits extends BudgetRate {
+  shares?: BudgetShares;
+}
+
+/** An analyst is a person waiting on a page: 10 a minute serves a busy analyst's clicks whatever the poller and pushers do. */
+export const ANALYST_RESERVE: BudgetRate = { perMinute: 10, perHour: 300 };
+/** Pushes come from outside and can come in storms: at most 10 fetches a minute for them, the poller finds the rest anyway. */
+export const PUSH_CAP: BudgetRate = { perMinute: 10, perHour: 150 };
+
 /** A little under the documented limits, leaving room for other instances and clocks that disagree. */
-export const DEFAULT_BUDGET: BudgetLimits = { perMinute: 45, perHour: 1400 };
+export const DEFAULT_BUDGET: BudgetLimits = { perMinute: 45, perHour: 1400, shares: { analystReserve: ANALYST_RESERVE, pushCap: PUSH_CAP } };
+
+/** The budget of a class is spent for longer than the caller would wait; `budgetClass` says which. */
+export class BudgetSpentError extends RetryableError {
+  constructor(
+    message: string,
+    readonly budgetClass: BudgetClass,
+    context: { tenantId: string; retryAfterMs: number },
+  ) {
+    super(message, context);
+  }
+}
+
+interface Window {
+  /** The classes whose calls count against this window's limits. */
+  counts: ReadonlySet<BudgetClass>;
+  rate: BudgetRate;
+}
+
+interface Recorded {
+  at: number;
+  budgetClass: BudgetClass;
+}
+
+const ALL: ReadonlySet<BudgetClass> = new Set(['poll', 'analyst', 'push']);
+const NOT_ANALYST: ReadonlySet<BudgetClass> = new Set(['poll', 'push']);
+const PUSH: ReadonlySet<BudgetClass> = new Set(['push']);
 
 export class CallBudget {
-  readonly #calls = new Map<string, number[]>();
+  readonly #calls = new Map<string, Recorded[]>();
+  /** The windows each class must fit in. */
+  readonly #windows: Record<BudgetClass, Window[]>;
 
   constructor(
     private readonly limits: BudgetLimits = DEFAULT_BUDGET,
     private readonly now: () => number = Date.now,
     private readonly sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
-  ) {}
+  ) {
+    const total: Window = { counts: ALL, rate: limits };
+    const shares = limits.shares;
+    if (!shares) {
+      this.#windows = { poll: [total], analyst: [total], push: [total] };
+      return;
+    }
+    const { analystReserve, pushCap } = shares;
+    if (analystReserve.perMinute >= limits.perMinute || analystReserve.perHour >= limits.perHour) {
+      throw new Error(`The analysts' reservation (${analystReserve.perMinute}/min, ${analystReserve.perHour}/h) must leave polling some of the total (${limits.perMinute}/min, ${limits.perHour}/h)`);
+    }
+    const sharedRest: Window = { counts: NOT_ANALYST, rate: { perMinute: limits.perMinute - analystReserve.perMinute, perHour: limits.perHour - analystReserve.perHour } };
+    this.#windows = { analyst: [total], poll: [total, sharedRest], push: [total, sharedRest, { counts: PUSH, rate: pushCap }] };
+  }
 
-  /** Milliseconds until the tenant may make another call (0: now). */
-  waitTime(tenantId: string): number {
+  /** Milliseconds until the tenant may make another call of the class (0: now). */
+  waitTime(tenantId: string, budgetClass: BudgetClass = 'poll'): number {
     const now = this.now();
     const calls = this.#recent(tenantId, now);
-    const inMinute = calls.filter((t) => t > now - 60_000);
     let wait = 0;
-    if (inMinute.length >= this.limits.perMinute) wait = Math.max(wait, inMinute[inMinute.length - this.limits.perMinute]! + 60_000 - now);
-    if (calls.length >= this.limits.perHour) wait = Math.max(wait, calls[calls.length - this.limits.perHour]! + 3_600_000 - now);
+    for (const { counts, rate } of this.#windows[budgetClass]) {
+      const inHour = calls.filter((c) => counts.has(c.budgetClass)).map((c) => c.at);
+      const inMinute = inHour.filter((t) => t > now - 60_000);
+      if (inMinute.length >= rate.perMinute) wait = Math.max(wait, (inMinute[inMinute.length - rate.perMinute] ?? now) + 60_000 - now);
+      if (inHour.length >= rate.perHour) wait = Math.max(wait, (inHour[inHour.length - rate.perHour] ?? now) + 3_600_000 - now);
+    }
     return wait;
   }
 
-  /** Takes a call from the budget if one is free now; false when it is spent (optional calls are skipped). */
-  tryTake(tenantId: string): boolean {
-    if (this.waitTime(tenantId) > 0) return false;
-    this.#record(tenantId);
+  /** Takes a call of the class from the budget if one is free now; false when it is spent (optional calls are skipped). */
+  tryTake(tenantId: string, budgetClass: BudgetClass = 'poll'): boolean {
+    if (this.waitTime(tenantId, budgetClass) > 0) return false;
+    this.#record(tenantId, budgetClass);
     return true;
   }
 
-  /** Waits (at most `maxWaitMs`) for a call; past that, a retryable error so the work resumes later. */
-  async take(tenantId: string, maxWaitMs = 20_000): Promise<void> {
+  /** Waits (at most `maxWaitMs`) for a call of the class; past that, a `BudgetSpentError` (retryable) so the work resumes later. */
+  async take(tenantId: string, maxWaitMs = 20_000, budgetClass: BudgetClass = 'poll'): Promise<void> {
     for (;;) {
-      const wait = this.waitTime(tenantId);
-      if (wait === 0) return this.#record(tenantId);
+      const wait = this.waitTime(tenantId, budgetClass);
+      if (wait === 0) return this.#record(tenantId, budgetClass);
       if (wait > maxWaitMs) {
-        throw new RetryableError(`The tenant's Defender API call budget is spent for the next ${Math.ceil(wait / 1000)} s`, { tenantId, retryAfterMs: wait });
+        const which = budgetClass === 'poll' ? "The tenant's Defender API call budget" : `The tenant's Defender API call budget for ${budgetClass === 'push' ? 'pushed incidents' : 'analysts'}`;
+        throw new BudgetSpentError(`${which} is spent for the next ${Math.ceil(wait / 1000)} s`, budgetClass, { tenantId, retryAfterMs: wait });
       }
       await this.sleep(wait);
     }
   }
 
-  #recent(tenantId: string, now: number): number[] {
-    const calls = (this.#calls.get(tenantId) ?? []).filter((t) => t > now - 3_600_000);
+  #recent(tenantId: string, now: number): Recorded[] {
+    const calls = (this.#calls.get(tenantId) ?? []).filter((c) => c.at > now - 3_600_000);
     this.#calls.set(tenantId, calls);
     return calls;
   }
 
-  #record(tenantId: string): void {
+  #record(tenantId: string, budgetClass: BudgetClass): void {
     const calls = this.#calls.get(tenantId) ?? [];
-    calls.push(this.now());
+    calls.push({ at: this.now(), budgetClass });
     this.#calls.set(tenantId, calls);
   }
 }

@@ -1,4 +1,4 @@
-import { CallBudget } from './call-budget.js';
+import { CallBudget, type BudgetClass } from './call-budget.js';
 import { isRetryable, PermanentError, RetryableError } from './errors.js';
 import { normalizeTimestamp } from './timestamps.js';
 import type { Tenant } from './tenants.js';
@@ -7,7 +7,9 @@ import type { Tenant } from './tenants.js';
  * The Defender XDR incidents API, as `defender-api.md` describes it: list with $filter/$top/$skip,
  * get, update, advanced hunting. Retries 5xx and network errors with back-off and jitter, honours
  * 429 (Retry-After header or the time in the body), renews the token once on 401, and spends the
- * tenant's call budget. Every failure names the tenant and the call.
+ * tenant's call budget under the client's budget class (see call-budget.ts): `withBudgetClass` gives
+ * a view of the same client, sharing budget, tokens and call counters, that spends another class.
+ * Every failure names the tenant and the call.
  */
 
 /** An incident as Defender returns it; unknown fields are kept as they are. */
@@ -46,6 +48,8 @@ export interface DefenderClientOptions {
   apiUrl: string;
   tokens: TokenSource;
   budget?: CallBudget;
+  /** Whose share of the budget the calls spend (default `poll`). A `push` call never waits for the budget: it fails at once with a `BudgetSpentError`. */
+  budgetClass?: BudgetClass;
   /** Attempts after the first for retryable failures. */
   maxRetries?: number;
   baseDelayMs?: number;
@@ -78,12 +82,16 @@ interface Call {
 
 export class DefenderClient {
   readonly budget: CallBudget;
-  /** Calls sent (attempts included), by tenant: the benchmark's Defender calls. */
-  readonly calls = new Map<string, number>();
-  readonly #o: Required<Omit<DefenderClientOptions, 'budget'>>;
+  readonly budgetClass: BudgetClass;
+  #calls = new Map<string, number>();
+  /** This client and its views, one per budget class, shared by all of them. */
+  #views = new Map<BudgetClass, DefenderClient>();
+  readonly #o: Required<Omit<DefenderClientOptions, 'budget' | 'budgetClass'>>;
 
   constructor(options: DefenderClientOptions) {
     this.budget = options.budget ?? new CallBudget();
+    this.budgetClass = options.budgetClass ?? 'poll';
+    this.#views.set(this.budgetClass, this);
     this.#o = {
       maxRetries: 4,
       baseDelayMs: 500,
@@ -95,6 +103,23 @@ export class DefenderClient {
       ...options,
       apiUrl: options.apiUrl.replace(/\/+$/, ''),
     };
+  }
+
+  /** Calls sent (attempts included), by tenant, by this client and its views: the benchmark's Defender calls. */
+  get calls(): Map<string, number> {
+    return this.#calls;
+  }
+
+  /** This client spending another class of the same budget (same tokens, settings and call counters); views are kept, so this is cheap. */
+  withBudgetClass(budgetClass: BudgetClass): DefenderClient {
+    let view = this.#views.get(budgetClass);
+    if (!view) {
+      view = new DefenderClient({ ...this.#o, budget: this.budget, budgetClass });
+      view.#calls = this.#calls;
+      view.#views = this.#views;
+      this.#views.set(budgetClass, view);
+    }
+    return view;
   }
 
   /** One page of incidents. */
@@ -150,7 +175,8 @@ export class DefenderClient {
     const context = { tenantId: tenant.tenantId, operation: call.operation };
     let tokenRenewed = false;
     for (let attempt = 0; ; attempt++) {
-      await this.budget.take(tenant.tenantId, this.#o.maxWaitMs);
+      // A push-triggered call is optional enrichment: it never waits for the budget (its caller notes what it skipped).
+      await this.budget.take(tenant.tenantId, this.budgetClass === 'push' ? 0 : this.#o.maxWaitMs, this.budgetClass);
       let failure: RetryableError;
       try {
         return await this.#attempt<T>(tenant, call);

@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import type { BlobServiceClient } from '@azure/storage-blob';
+import { BudgetSpentError, type BudgetClass } from './call-budget.js';
 import { deadLetter } from './dead-letter.js';
 import type { DefenderClient } from './defender-client.js';
 import type { DeliveryLog, EventClaim } from './delivery-log.js';
@@ -8,6 +9,7 @@ import { deriveEnrichment, enrichWithApi, type Enrichment } from './enrichment.j
 import { isRetryable, PermanentError, RetryableError } from './errors.js';
 import { envelopeSchema, type IncidentEnvelope } from './events.js';
 import { isRecord } from './incident-types.js';
+import { describeViolation, findStructureViolation, INCIDENT_LIMITS, MESSAGE_LIMITS } from './json-limits.js';
 import { redactingLogger, type Logger } from './logging.js';
 import { QUEUE_NAMES, readClaimCheck, type MessageSender } from './queues.js';
 import { describeError } from './redact.js';
@@ -71,6 +73,12 @@ export const MAX_DEQUEUE_COUNT = 5;
 
 export async function handleIncidentEvent(message: unknown, deps: EnrichDependencies, logger: Logger, attempt: { dequeueCount?: number } = {}): Promise<EnrichOutcome> {
   const log = redactingLogger(logger);
+  // A message too deep or wide is refused before anything recursive reads it; the dead letter keeps its identity only.
+  const tooDeep = findStructureViolation(message, MESSAGE_LIMITS);
+  if (tooDeep) {
+    const identity = identityOf(message);
+    return deadLettered(deps, identity, typeof identity.eventId === 'string' ? identity.eventId : undefined, describeViolation(tooDeep), log);
+  }
   const parsed = envelopeSchema.safeParse(message);
   if (!parsed.success) {
     const reason = `invalid event: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(event)'}: ${i.message}`).join('; ')}`;
@@ -99,11 +107,12 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
     }
 
     const table = deps.routing();
+    const defender = deps.defender.withBudgetClass(budgetClassOf(envelope));
     let enrichment = deriveEnrichment(incident, { tenantId: tenant.tenantId, tenantDisplayName: tenant.displayName });
     let apiCalls = 0;
     let fullIncident: unknown = incident;
     if (enrichment.needsFullIncident) {
-      const full = await enrichWithApi({ incident, tenant }, { defender: deps.defender });
+      const full = await enrichWithApi({ incident, tenant }, { defender });
       ({ enrichment } = full);
       fullIncident = full.fetchedIncident ?? incident;
       apiCalls += full.calls;
@@ -111,7 +120,7 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
     const routes = selectRoutes(table, { tenantId: tenant.tenantId, incident, enrichment });
     const hunting = routes.flatMap((r) => r.hunting ?? []);
     if (hunting.length > 0) {
-      const hunted = await enrichWithApi({ incident: fullIncident, tenant, hunting }, { defender: deps.defender });
+      const hunted = await enrichWithApi({ incident: fullIncident, tenant, hunting }, { defender });
       enrichment = { ...enrichment, hunting: hunted.enrichment.hunting, notes: [...enrichment.notes, ...hunted.notes] };
       apiCalls += hunted.calls;
     }
@@ -147,6 +156,14 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
   }
 }
 
+/**
+ * Whose share of the tenant's Defender budget an event's API calls spend: a pushed incident's the push
+ * share (capped, and never waited for), so whoever can push cannot spend the analysts' or the poller's.
+ */
+function budgetClassOf(envelope: IncidentEnvelope): BudgetClass {
+  return envelope.source === 'webhook' ? 'push' : 'poll';
+}
+
 async function tenantOf(envelope: IncidentEnvelope, deps: EnrichDependencies): Promise<Tenant> {
   const tenant = await deps.registry.get(envelope.tenantId);
   if (!tenant.enabled) throw new DeadLetterReason(`tenant ${envelope.tenantId} is disabled`);
@@ -164,6 +181,8 @@ async function incidentOf(envelope: IncidentEnvelope, deps: EnrichDependencies):
     throw new RetryableError(`the claim-checked incident could not be read: ${describeError(err)}`, { tenantId: envelope.tenantId, operation: 'read claim-check' }, { cause: err });
   }
   if (!isRecord(incident)) throw new DeadLetterReason('the claim-checked incident is not a JSON object');
+  const tooDeep = findStructureViolation(incident, INCIDENT_LIMITS);
+  if (tooDeep) throw new DeadLetterReason(`the claim-checked incident is refused: ${describeViolation(tooDeep)}`);
   return incident;
 }
 
@@ -206,16 +225,19 @@ async function writeBackAll(claim: EventClaim, envelope: IncidentEnvelope, tenan
     if (!route.writeBack) continue;
     const marker = `write-back:${route.name}`;
     if (claim.delivered.has(marker)) continue;
-    // Write-back is a courtesy to the analysts: it never waits for, or spends the last of, the tenant's budget.
-    if (deps.defender.budget.waitTime(tenant.tenantId) > 0) {
-      log.warn(`enrichIncident ${envelope.eventId}: write-back for route ${route.name} skipped: the tenant's API budget is spent`);
+    // Write-back is a courtesy to the analysts: it never waits for, or spends the last of, the tenant's budget (the event's share of it).
+    const defender = deps.defender.withBudgetClass(budgetClassOf(envelope));
+    if (defender.budget.waitTime(tenant.tenantId, defender.budgetClass) > 0) {
+      const share = defender.budgetClass === 'push' ? 'budget for pushed incidents' : 'API budget';
+      log.warn(`enrichIncident ${envelope.eventId}: write-back for route ${route.name} skipped: the tenant's ${share} is spent`);
       continue;
     }
     try {
-      await writeBack(deps.defender, tenant, { incidentId: envelope.incidentId, tags: incident.tags }, route.writeBack);
+      await writeBack(defender, tenant, { incidentId: envelope.incidentId, tags: incident.tags }, route.writeBack);
       await deps.deliveryLog.recordDelivery(claim, marker);
     } catch (err) {
-      if (isRetryable(err)) throw err;
+      // A push-triggered call does not wait for its share: spent between attempts, the write-back is skipped like above.
+      if (isRetryable(err) && !(err instanceof BudgetSpentError && err.budgetClass === 'push')) throw err;
       log.warn(`enrichIncident ${envelope.eventId}: write-back for route ${route.name} skipped: ${describeError(err)}`);
     }
   }
@@ -229,6 +251,12 @@ async function deleteClaimCheck(blobs: BlobServiceClient, blobUrl: string, log: 
   } catch (err) {
     log.warn(`enrichIncident: the claim-check blob could not be deleted (it will linger, harmlessly): ${describeError(err)}`);
   }
+}
+
+/** The envelope's top-level scalar fields (eventId, tenantId, …): what can be kept of a message refused for its structure. */
+function identityOf(message: unknown): Record<string, unknown> {
+  if (!isRecord(message)) return {};
+  return Object.fromEntries(Object.entries(message).filter(([, v]) => v === null || typeof v !== 'object').map(([k, v]) => [k, typeof v === 'string' ? v.slice(0, 200) : v]));
 }
 
 async function deadLettered(deps: EnrichDependencies, message: unknown, eventId: string | undefined, reason: string, log: Logger): Promise<EnrichOutcome> {

@@ -1,3 +1,4 @@
+import { BudgetSpentError, type BudgetClass } from './call-budget.js';
 import type { DefenderClient, HuntingResult } from './defender-client.js';
 import { describeError } from './redact.js';
 import { PermanentError, RetryableError } from './errors.js';
@@ -446,7 +447,13 @@ export interface ApiEnrichmentInput {
 }
 
 export interface ApiEnrichmentDeps {
-  defender: Pick<DefenderClient, 'getIncident' | 'runHuntingQuery' | 'budget'>;
+  /** Its `budgetClass` (default `poll`) says whose share the calls spend: `push` for a pushed incident. */
+  defender: Pick<DefenderClient, 'getIncident' | 'runHuntingQuery' | 'budget'> & Partial<Pick<DefenderClient, 'budgetClass'>>;
+}
+
+/** The note for a call not made because the class's share of the tenant's budget is spent. */
+function budgetSpent(budgetClass: BudgetClass): string {
+  return budgetClass === 'push' ? "the tenant's budget for pushed incidents is spent" : "the tenant's API budget is spent";
 }
 
 export interface ApiEnrichmentResult {
@@ -464,9 +471,12 @@ export interface ApiEnrichmentResult {
  * The derived enrichment plus what needs the API. The full incident is fetched only when the event
  * holds no alerts (a merged incident: its merge target): that call is required, so a retryable
  * failure is thrown for the host to retry the event, while a permanent one (404, 403) becomes a
- * note. Hunting queries are optional: each is skipped with a note when the tenant's call budget is
- * spent right now, and any failure becomes a note. An incident that holds its alerts and asks for
- * no hunting costs no call at all.
+ * note. A pushed incident's fetch (`budgetClass` `push`) is the exception: when the push share of
+ * the budget is spent it is not made, and the incident is enriched from what it holds, with a note,
+ * so a pusher can neither spend the tenant's budget nor hold its events waiting for it. Hunting
+ * queries are optional: each is skipped with a note when the class's share of the tenant's call
+ * budget is spent right now, and any failure becomes a note. An incident that holds its alerts and
+ * asks for no hunting costs no call at all.
  */
 export async function enrichWithApi(input: ApiEnrichmentInput, deps: ApiEnrichmentDeps): Promise<ApiEnrichmentResult> {
   const { incident, tenant } = input;
@@ -517,6 +527,12 @@ async function fetchFullIncident(
     try {
       fetched = await deps.defender.getIncident(tenant, id);
     } catch (err) {
+      if (err instanceof BudgetSpentError && err.budgetClass === 'push') {
+        // The client does not wait for the push share: the operation was not made (or not retried). Routed with what the event (or the last hop) holds.
+        calls -= 1;
+        notes.push(`the full incident${fetched === undefined ? '' : ` ${id}`} was not fetched: ${budgetSpent('push')}`);
+        return fetched === undefined ? { calls } : { incident: fetched, calls };
+      }
       if (err instanceof PermanentError) {
         notes.push(`the full incident ${id} could not be fetched, enriched from what the event holds: ${describeError(err)}`);
         return { calls };
@@ -572,8 +588,9 @@ async function runHunting(spec: HuntingQuerySpec, enrichment: Enrichment, tenant
   }
   // The client takes the call from the budget itself (and would wait for it): checking that a call
   // is free now, rather than taking one here, keeps an optional query from waiting or counting twice.
-  if (deps.defender.budget.waitTime(tenant.tenantId) > 0) {
-    notes.push(`${label} skipped: the tenant's API budget is spent`);
+  const budgetClass = deps.defender.budgetClass ?? 'poll';
+  if (deps.defender.budget.waitTime(tenant.tenantId, budgetClass) > 0) {
+    notes.push(`${label} skipped: ${budgetSpent(budgetClass)}`);
     return { called: false };
   }
   let result: HuntingResult;

@@ -54,7 +54,7 @@ export interface UserContextOptions {
   config: Pick<AppConfig, 'relayApi' | 'entra' | 'defender'>;
   secrets: SecretCache;
   registry: TenantRegistry;
-  /** The Defender call budget the pollers use: an analyst's calls count against the same tenant limits. */
+  /** The Defender call budget the pollers use: an analyst's calls count against the same tenant limits, in the analysts' share. */
   budget: CallBudget;
   /** Users whose on-behalf-of credentials are kept (least recently used dropped first). */
   maxCachedUsers?: number;
@@ -146,6 +146,7 @@ export class UserContext {
       apiUrl: this.options.config.defender.apiUrl,
       tokens,
       budget: this.options.budget,
+      budgetClass: 'analyst',
       maxRetries: 2,
       maxWaitMs: 10_000,
       timeoutMs: 20_000,

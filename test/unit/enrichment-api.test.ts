@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CallBudget } from '../../shared/call-budget.js';
+import { BudgetSpentError, CallBudget, DEFAULT_BUDGET } from '../../shared/call-budget.js';
 import type { HuntingResult } from '../../shared/defender-client.js';
 import { enrichWithApi, MAX_REDIRECT_HOPS, type ApiEnrichmentDeps, type HuntingQuerySpec } from '../../shared/enrichment.js';
 import { PermanentError, RetryableError } from '../../shared/errors.js';
@@ -171,5 +171,46 @@ describe('enrichWithApi', () => {
     expect(result.notes).toEqual([expect.stringMatching(note)]);
     expect(result.enrichment.hunting).toEqual({});
     expect(result.calls).toBe(1);
+  });
+});
+
+describe('enrichWithApi for a pushed incident (budget class push)', () => {
+  const pushSpent = () => new BudgetSpentError("The tenant's Defender API call budget for pushed incidents is spent for the next 42 s", 'push', { tenantId: tenant.tenantId, retryAfterMs: 42_000 });
+  const NOT_FETCHED = "the full incident was not fetched: the tenant's budget for pushed incidents is spent";
+
+  it('routes a pushed incident without alerts with a note when the push share is spent, instead of failing or waiting', async () => {
+    const { defender, log } = scriptedDefender({ incidents: { 30: pushSpent() } });
+    const result = await enrichWithApi({ incident: { incidentId: 30, status: 'Active', severity: 'Medium', alerts: [] }, tenant }, { defender: { ...defender, budgetClass: 'push' } });
+    expect(log).toEqual(['getIncident 30']);
+    expect(result.notes).toEqual([NOT_FETCHED]);
+    expect(result.enrichment).toMatchObject({ incidentId: 30, needsFullIncident: true, notes: [NOT_FETCHED] });
+    expect(result.fetchedIncident).toBeUndefined();
+    expect(result.calls).toBe(0);
+  });
+
+  it('keeps what an earlier hop of a merge chain fetched, and names the merge target it did not fetch', async () => {
+    const { defender } = scriptedDefender({ incidents: { 20: { incidentId: 20, status: 'Redirected', redirectIncidentId: 21, alerts: [] }, 21: pushSpent() } });
+    const result = await enrichWithApi({ incident: { incidentId: 11, redirectIncidentId: 20, alerts: [] }, tenant }, { defender: { ...defender, budgetClass: 'push' } });
+    expect(result.notes).toEqual(["the full incident 21 was not fetched: the tenant's budget for pushed incidents is spent"]);
+    expect(result.fetchedIncident).toMatchObject({ incidentId: 20 });
+    expect(result.calls).toBe(1);
+  });
+
+  it('a polled incident still needs its fetch: a spent budget is a retryable failure, as before', async () => {
+    const pollSpent = new BudgetSpentError("The tenant's Defender API call budget is spent for the next 42 s", 'poll', { tenantId: tenant.tenantId, retryAfterMs: 42_000 });
+    const { defender } = scriptedDefender({ incidents: { 30: pollSpent } });
+    await expect(enrichWithApi({ incident: { incidentId: 30, alerts: [] }, tenant }, { defender })).rejects.toBe(pollSpent);
+  });
+
+  it('skips hunting with a note naming the push share when it is spent, though polling could still call', async () => {
+    const budget = new CallBudget(DEFAULT_BUDGET);
+    while (budget.tryTake(tenant.tenantId, 'push'));
+    const { defender, log } = scriptedDefender({ budget });
+    const result = await enrichWithApi({ incident: withAlerts(12), tenant, hunting: [logons] }, { defender: { ...defender, budgetClass: 'push' } });
+    expect(log).toEqual([]);
+    expect(result.notes).toEqual(["advanced hunting 'recent-logons' skipped: the tenant's budget for pushed incidents is spent"]);
+    const polled = await enrichWithApi({ incident: withAlerts(12), tenant, hunting: [logons] }, { defender });
+    expect(polled.notes).toEqual([]);
+    expect(log).toHaveLength(1);
   });
 });

@@ -16,6 +16,8 @@ export interface DemoTenant {
   clientId: string;
   /** The Key Vault secret holding that app's client secret. */
   clientSecretName: string;
+  /** The HMAC key this tenant's own systems sign pushes with: granted this tenant alone. */
+  pushKey: { secretName: string; key: string };
   incidentCount: number;
   seed: number;
 }
@@ -49,7 +51,7 @@ export interface DemoWorld {
   /** A public client (no secret, like a CLI or SPA) the analyst signs in with to call the relay API. */
   analystClient: { clientId: string; homeTenantId: string };
   analyst: DemoUser;
-  /** Shared key for callers that sign webhook pushes with HMAC instead of sending a token. */
+  /** Fabrikam's push key (its `pushKey.key`), for callers that sign webhook pushes with HMAC instead of sending a token. */
   webhookHmacKey: string;
   /** The key the relay signs its deliveries to the demo SIEM webhook with. */
   siemHmacKey: string;
@@ -100,18 +102,19 @@ export function createDemoWorld(): DemoWorld {
     scope: `${RELAY_API_URI}/.default`,
   };
 
+  const webhookHmacKey = secret();
   return {
     provider,
     tenants: [
-      { ...fabrikam, context: 'application', clientId: fabrikamApp.clientId, clientSecretName: 'tenant-fabrikam-client-secret', incidentCount: 60, seed: 1 },
-      { ...northwind, context: 'partner', clientId: partnerApp.clientId, clientSecretName: 'partner-app-client-secret', incidentCount: 40, seed: 2 },
+      { ...fabrikam, context: 'application', clientId: fabrikamApp.clientId, clientSecretName: 'tenant-fabrikam-client-secret', pushKey: { secretName: WEBHOOK_HMAC_SECRET_NAME, key: webhookHmacKey }, incidentCount: 60, seed: 1 },
+      { ...northwind, context: 'partner', clientId: partnerApp.clientId, clientSecretName: 'partner-app-client-secret', pushKey: { secretName: 'northwind-push-hmac-key', key: secret() }, incidentCount: 40, seed: 2 },
     ],
     appIdentity,
     apps: [fabrikamApp, partnerApp],
     relayApi,
     webhookClient,
     analystClient: { clientId: randomUUID(), homeTenantId: provider.tenantId },
-    webhookHmacKey: secret(),
+    webhookHmacKey,
     siemHmacKey: secret(),
     analyst: {
       tenantId: fabrikam.tenantId,

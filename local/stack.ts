@@ -5,10 +5,12 @@ import { join, resolve } from 'node:path';
 import { TableClient } from '@azure/data-tables';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { QueueServiceClient } from '@azure/storage-queue';
+import { TENANT_CREDENTIAL_TAGS } from '../shared/credential-fence.js';
 import { pollRequest } from '../shared/ingest.js';
 import { MessageSender, QUEUE_NAMES } from '../shared/queues.js';
 import { loadRoutingRules, queueNamesOf } from '../shared/routing.js';
 import { TenantRegistry, TENANTS_TABLE } from '../shared/tenants.js';
+import type { WebhookAccessFile } from '../shared/webhook-access.js';
 import { startReceiver, withReceiverUrls, type RunningReceiver } from './receiver.js';
 import { startAzurite, stopChild, type RunningAzurite } from './azurite.js';
 import { FaultBoard } from './common/faults.js';
@@ -43,7 +45,15 @@ export interface StackInfo {
   entra: { authorityHost: string; controlUrl: string };
   keyVault: { url: string; tenantId: string };
   defender: { url: string; controlUrl: string };
-  tenants: { tenantId: string; displayName: string; context: 'application' | 'partner'; clientId: string; clientSecretName: string }[];
+  tenants: {
+    tenantId: string;
+    displayName: string;
+    context: 'application' | 'partner';
+    clientId: string;
+    clientSecretName: string;
+    /** The tenant's push key (HMAC): signs pushes for this tenant alone. */
+    pushKey: string;
+  }[];
   appIdentity: { tenantId: string; clientId: string; clientSecret: string };
   demoApps: { name: string; clientId: string; clientSecret: string; homeTenantId: string; multiTenant: boolean; consentedTenants: string[]; roles: string[] }[];
   webhookClient: { tenantId: string; clientId: string; clientSecret: string; scope: string };
@@ -88,7 +98,7 @@ export interface RunningStack {
 export function appSettingsFor(
   world: DemoWorld,
   storageConnectionString: string,
-  { entra, keyVault, defender, routesFile }: Pick<StandIns, 'entra' | 'keyVault' | 'defender' | 'routesFile'>,
+  { entra, keyVault, defender, routesFile, webhookAccessFile }: Pick<StandIns, 'entra' | 'keyVault' | 'defender' | 'routesFile'> & Partial<Pick<StandIns, 'webhookAccessFile'>>,
 ): Record<string, string> {
   return {
     FUNCTIONS_WORKER_RUNTIME: 'node',
@@ -107,6 +117,7 @@ export function appSettingsFor(
     RELAY_API_SECRET_NAME,
     WEBHOOK_ALLOWED_TENANT_IDS: world.webhookClient.tenantId,
     WEBHOOK_HMAC_SECRET_NAME,
+    ...(webhookAccessFile ? { WEBHOOK_ACCESS_FILE: webhookAccessFile } : {}),
     ROUTES_FILE: routesFile,
     DESTINATION_ALLOWED_HOSTS: 'localhost',
     DESTINATION_ALLOW_LOOPBACK: 'true',
@@ -128,10 +139,12 @@ export async function seedWorld(world: DemoWorld, entra: EntraStandIn, keyVault:
   }
   for (const tenant of world.tenants) {
     const app = world.apps.find((a) => a.clientId === tenant.clientId)!;
-    await keyVault.store.setSecret(tenant.clientSecretName, app.clientSecret, { contentType: 'client-secret' });
+    // Tagged as a tenant credential, as the onboarding steps store them; the relay's own secrets below are not.
+    await keyVault.store.setSecret(tenant.clientSecretName, app.clientSecret, { contentType: 'client-secret', tags: { ...TENANT_CREDENTIAL_TAGS } });
   }
   await keyVault.store.setSecret(RELAY_API_SECRET_NAME, world.relayApi.clientSecret, { contentType: 'client-secret' });
-  await keyVault.store.setSecret(WEBHOOK_HMAC_SECRET_NAME, world.webhookHmacKey, { contentType: 'hmac-key' });
+  // Push keys are the relay's own secrets: never tagged as tenant credentials.
+  for (const tenant of world.tenants) await keyVault.store.setSecret(tenant.pushKey.secretName, tenant.pushKey.key, { contentType: 'hmac-key' });
 
   // The relay's own API: webhook callers get app tokens for it; analysts sign in to it and it acts for them (OBO).
   const { relayApi, webhookClient, analyst, analystClient } = world;
@@ -169,7 +182,7 @@ function describeStack(world: DemoWorld, appSettings: Record<string, string>, pa
     entra: { authorityHost: parts.entra.url, controlUrl: `${parts.entra.url}/_control` },
     keyVault: { url: parts.keyVault.url, tenantId: parts.keyVault.tenantId },
     defender: { url: parts.defender.url, controlUrl: parts.defender.controlUrl },
-    tenants: world.tenants.map(({ tenantId, displayName, context, clientId, clientSecretName }) => ({ tenantId, displayName, context, clientId, clientSecretName })),
+    tenants: world.tenants.map(({ tenantId, displayName, context, clientId, clientSecretName, pushKey }) => ({ tenantId, displayName, context, clientId, clientSecretName, pushKey: pushKey.key })),
     appIdentity: world.appIdentity,
     demoApps: world.apps,
     webhookClient: world.webhookClient,
@@ -190,6 +203,8 @@ export interface StandIns {
   receivers: { siem: RunningReceiver; teams: RunningReceiver; slack: RunningReceiver };
   /** The demo routing file, written with the receivers' URLs. */
   routesFile: string;
+  /** The demo's webhook access file: who may push for which demo tenant. */
+  webhookAccessFile: string;
   /** The queues the routes send to in the app's own account. */
   routedQueues: string[];
   close(): Promise<void>;
@@ -224,11 +239,25 @@ export async function startStandIns(options: { tls: KeyAndCert; faults: FaultBoa
     const routesFile = join(stateDir, 'routes.json');
     writeFileSync(routesFile, JSON.stringify(withReceiverUrls(template, { siem: receivers.siem.url, teams: receivers.teams.url, slack: receivers.slack.url }), null, 2));
     const routedQueues = queueNamesOf(loadRoutingRules(routesFile, { allowedHosts: ['localhost'], allowLoopback: true }));
-    return { entra, keyVault, defender, receivers, routesFile, routedQueues, close };
+    const webhookAccessFile = join(stateDir, 'webhook-access.json');
+    writeFileSync(webhookAccessFile, JSON.stringify(demoWebhookAccess(world), null, 2));
+    return { entra, keyVault, defender, receivers, routesFile, webhookAccessFile, routedQueues, close };
   } catch (err) {
     await close();
     throw err;
   }
+}
+
+/**
+ * Who may push for whom in the demo: the MSSP's automation app (in the provider's tenant) for every
+ * customer, and each customer's own push key (its SIEM signing its own incidents) for that customer alone.
+ */
+export function demoWebhookAccess(world: DemoWorld): WebhookAccessFile {
+  return {
+    description: 'The local demo: generated by npm start',
+    callers: [{ name: 'contoso-soc-automation', tenantId: world.webhookClient.tenantId, appId: world.webhookClient.clientId, mayPushFor: world.tenants.map((t) => t.tenantId) }],
+    hmacKeys: world.tenants.map((t) => ({ name: `${t.displayName.toLowerCase().replace(/[^a-z0-9]+/g, '-')}-siem`, secretName: t.pushKey.secretName, mayPushFor: [t.tenantId] })),
+  };
 }
 
 /** Adds the demo tenants to the app's tenant registry, as `npm run tenants -- add` would. */

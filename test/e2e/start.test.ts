@@ -161,6 +161,37 @@ describe('npm start', () => {
     }
   }, 60_000);
 
+  it('keeps two tenants apart: each tenant\'s push key pushes for its own tenant, never for the other', async () => {
+    const [a, b] = info.tenants;
+    const pushAs = (signer: typeof a, target: typeof a, incidentId: number) => {
+      const body = JSON.stringify({ ...(JSON.parse(DEFENDER_DOCS_LIST_EXAMPLE) as { value: object[] }).value[0], incidentId, lastUpdateTime: new Date().toISOString() });
+      const signature = pushSignatureHeader(signer!.pushKey, { tenantId: target!.tenantId, method: 'POST', path: '/api/incidents' }, body);
+      return fetch(`${info.host}/api/incidents?tenantId=${target!.tenantId}`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-relay-signature': signature }, body });
+    };
+    // A signature made with one tenant's key, for the other tenant: refused, whichever way round.
+    const crossed = [await pushAs(a, b, 990_001), await pushAs(b, a, 990_002)];
+    expect(crossed.map((r) => r.status)).toEqual([401, 401]);
+    // Each for itself: accepted.
+    const own = [await pushAs(a, a, 990_003), await pushAs(b, b, 990_004)];
+    expect(own.map((r) => r.status)).toEqual([202, 202]);
+    const ownIds = (await Promise.all(own.map(async (r) => ((await r.json()) as { eventIds: string[] }).eventIds))).flat();
+
+    const deliveries = TableClient.fromConnectionString(info.storage.connectionString, DELIVERY_LOG_TABLE, { allowInsecureConnection: true });
+    const logged = async () => {
+      const ids: string[] = [];
+      for await (const row of deliveries.listEntities({ queryOptions: { select: ['RowKey'] } })) ids.push(decodeURIComponent(row.rowKey!.replace(/~/g, '%')));
+      return ids;
+    };
+    let ids: string[] = [];
+    for (const started = Date.now(); Date.now() - started < 30_000; await new Promise((r) => setTimeout(r, 500))) {
+      ids = await logged();
+      if (ownIds.every((id) => ids.includes(id))) break;
+    }
+    expect(ownIds.every((id) => ids.includes(id))).toBe(true);
+    // Once the accepted pushes are through, nothing of the crossed ones exists under either tenant.
+    expect(ids.filter((id) => /:99000[12]:/.test(id))).toEqual([]);
+  }, 60_000);
+
   it('stops every process it started on Ctrl-C', async () => {
     const ports = [new URL(info.host).port, new URL(info.storage.queueUrl).port, new URL(info.defender.url).port].map(Number);
     const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));

@@ -65,6 +65,7 @@ export class HostileStage {
       ['relay API secret', w.relayApi.clientSecret],
       ['webhook client secret', w.webhookClient.clientSecret],
       ['webhook HMAC key', w.webhookHmacKey],
+      ...w.tenants.map((t): [string, string] => [`${t.displayName} push key`, t.pushKey.key]),
       ['SIEM HMAC key', w.siemHmacKey],
       ['analyst password', w.analyst.password],
       ['Azurite account key', AZURITE_KEY],

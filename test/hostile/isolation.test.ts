@@ -185,7 +185,8 @@ describe('hostile input: tenant isolation of pushes, and structures built to ove
     ];
     const statuses: Record<number, number> = {};
     for (const [what, body] of bodies) {
-      for (const headers of [{ authorization: `Bearer ${automation.token}` }, { 'x-relay-signature': stage.remember(`sig ${what}`, pushSignatureHeader(stage.world.webhookHmacKey, { tenantId: fabrikam, method: 'POST', path: '/api/incidents' }, body)) }]) {
+      const credentials: Record<string, string>[] = [{ authorization: `Bearer ${automation.token}` }, { 'x-relay-signature': stage.remember(`sig ${what}`, pushSignatureHeader(stage.world.webhookHmacKey, { tenantId: fabrikam, method: 'POST', path: '/api/incidents' }, body)) }];
+      for (const headers of credentials) {
         const answer = await stage.call(handler, pushCase(what, fabrikam, headers, body));
         statuses[answer.status] = (statuses[answer.status] ?? 0) + 1;
         expect(answer.status, `${what}: ${answer.text.slice(0, 300)}`).toBe(400);

@@ -86,7 +86,7 @@ param relayApiUri string = 'api://defender-relay'
 @description('Optional. RELAY_API_SECRET_NAME: Key Vault secret holding the relay API\'s client secret (for on-behalf-of calls).')
 param relayApiSecretName string = ''
 
-@description('Optional. WEBHOOK_ALLOWED_TENANT_IDS: tenants whose tokens may push incidents to POST /api/incidents.')
+@description('Optional. WEBHOOK_ALLOWED_TENANT_IDS: tenants whose tokens may push incidents to POST /api/incidents for themselves.')
 param webhookAllowedTenantIds array = []
 
 @description('Optional. WEBHOOK_REQUIRED_ROLE: app role a pushing caller\'s token must carry.')
@@ -102,6 +102,9 @@ param webhookHmacToleranceSeconds int = 300
 @description('Optional. WEBHOOK_MAX_BODY_BYTES: largest accepted push body.')
 @minValue(1)
 param webhookMaxBodyBytes int = 1048576
+
+@description('Optional. WEBHOOK_ACCESS_FILE: who may push for whom (callers granted other tenants, HMAC keys and their tenants), relative to the deployed app\'s folder; empty: tokens push for their own tenant only, no HMAC key.')
+param webhookAccessFile string = ''
 
 @description('Optional. ROUTES_FILE: the routing rules file, relative to the deployed app\'s folder.')
 param routesFile string = 'routes.json'
@@ -249,6 +252,7 @@ module api 'app/api.bicep' = {
       WEBHOOK_HMAC_SECRET_NAME: webhookHmacSecretName
       WEBHOOK_HMAC_TOLERANCE_SECONDS: string(webhookHmacToleranceSeconds)
       WEBHOOK_MAX_BODY_BYTES: string(webhookMaxBodyBytes)
+      WEBHOOK_ACCESS_FILE: webhookAccessFile
       ROUTES_FILE: routesFile
       DESTINATION_ALLOWED_HOSTS: join(destinationAllowedHosts, ',')
       DESTINATION_TIMEOUT_MS: string(destinationTimeoutMs)

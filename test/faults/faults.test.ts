@@ -1,10 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
+import { HttpRequest } from '@azure/functions';
+import { generateIncidents } from '../../local/defender/generator.js';
 import { DefenderClient } from '../../shared/defender-client.js';
+import { eventIdOf } from '../../shared/events.js';
+import { pushIncidents, webhookPushDeps } from '../../shared/webhook-push.js';
+import { pushSignatureHeader } from '../../shared/webhook-signature.js';
 import type { DeliveryLog, EventClaim } from '../../shared/delivery-log.js';
 import type { MessageSender } from '../../shared/queues.js';
 import { Flow, SimulatedCrash, type FlowOptions, type FlowReport } from './flow.js';
+import { TENANT_CREDENTIAL_TAGS } from '../../shared/credential-fence.js';
 
 /**
  * The fault suite (`npm run test:faults`): for each fault the whole flow runs — poll both demo
@@ -152,7 +158,8 @@ describe('fault suite: the whole flow under each fault, nothing lost, nothing ro
       const app = flow.world.apps.find((a) => a.clientId === fabrikam.clientId)!;
       const rotated = `rotated-${randomUUID()}`;
       flow.standIns.entra.registry.addSecret(app.clientId, rotated);
-      await flow.standIns.keyVault.store.setSecret(fabrikam.clientSecretName, rotated);
+      // A rotated tenant secret is a new version: it needs the tenant-credential tag again, as in Key Vault.
+      await flow.standIns.keyVault.store.setSecret(fabrikam.clientSecretName, rotated, { tags: TENANT_CREDENTIAL_TAGS });
       flow.standIns.entra.registry.removeSecret(app.clientId, app.clientSecret);
       // The cached token expires too: the next call needs the new secret.
       for (const { services } of flow.instances) services.tokens.invalidate(await services.registry.get(fabrikam.tenantId));
@@ -231,6 +238,40 @@ describe('fault suite: the whole flow under each fault, nothing lost, nothing ro
       // The race happened: a poller lost the checkpoint after enqueueing, or an event came twice.
       const raced = flow.logs.some((l) => /: conflict, [1-9]\d* event/.test(l)) || [...flow.outcomes.values()].flat().some((o) => o.status === 'duplicate');
       expect(raced, 'the two pollers raced').toBe(true);
+    });
+  });
+
+  it('cross-tenant pushes from each tenant\'s own caller, and structures built to overflow the stack, during the run', async () => {
+    await withFault('cross-tenant and deep pushes', {}, async (flow) => {
+      await flow.tick();
+      const [a, b] = flow.world.tenants as [(typeof flow.world.tenants)[0], (typeof flow.world.tenants)[0]];
+      const services = flow.instances[0]!.services;
+      const push = (signer: typeof a, target: typeof a, body: string) => {
+        const signature = pushSignatureHeader(signer.pushKey.key, { tenantId: target.tenantId, method: 'POST', path: '/api/incidents' }, body);
+        const request = new HttpRequest({ method: 'POST', url: `http://localhost:7071/api/incidents?tenantId=${target.tenantId}`, headers: { 'content-type': 'application/json', 'x-relay-signature': signature }, body: { string: body } });
+        return pushIncidents(request, webhookPushDeps(services, flow.logger));
+      };
+      const statuses: Record<string, number> = {};
+      const tally = (what: string) => (r: { status: number }) => void (statuses[`${what} ${r.status}`] = (statuses[`${what} ${r.status}`] ?? 0) + 1);
+      const pushedIds: string[] = [];
+      const runs: Promise<void>[] = [];
+      for (let i = 0; i < 20; i++) {
+        for (const [signer, target] of [[a, b], [b, a]] as const) {
+          const [incident] = generateIncidents({ tenantId: target.tenantId, count: 1, seed: `cross-${i}` });
+          const forged = { ...incident!, incidentId: 880_000 + i, severity: 'High' };
+          pushedIds.push(eventIdOf(target.tenantId, forged.incidentId, forged.lastUpdateTime), eventIdOf(signer.tenantId, 890_000 + i, forged.lastUpdateTime));
+          const deep = JSON.stringify({ ...forged, incidentId: 890_000 + i, alerts: [{ alertId: 'x', entities: [{ entityType: 'File', nested: '__DEEP__' }] }] }).replace('"__DEEP__"', `${'['.repeat(5_000)}${']'.repeat(5_000)}`);
+          runs.push(
+            push(signer, target, JSON.stringify(forged)).then(tally('cross-tenant')),
+            push(signer, signer, deep).then(tally('deep')),
+          );
+        }
+      }
+      await Promise.all(runs);
+      await flow.runUntilQuiet();
+      expect(statuses).toEqual({ 'cross-tenant 401': 40, 'deep 400': 40 });
+      // Nothing of them was enqueued: no event of theirs exists for either tenant.
+      for (const eventId of pushedIds) expect(await services.deliveryLog.isRouted(eventId), eventId).toBe(false);
     });
   });
 });

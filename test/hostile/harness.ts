@@ -212,6 +212,8 @@ export async function expectHostileAnswers(
   const before = await stage.snapshot();
   const outsideBefore = JSON.stringify(unchanged());
   const { failures, answers, statuses } = await stage.run(handler, cases, acceptable);
+  const serverErrors = Object.entries(statuses).filter(([status]) => Number(status) >= 500).reduce((n, [, count]) => n + count, 0);
+  process.stdout.write(`hostile: ${name}: ${answers.length} generated requests, answers ${JSON.stringify(statuses)}, 5xx ${serverErrors}\n`);
   expect(failures, `${name}: answers that are not what a hostile request should get (statuses ${JSON.stringify(statuses)})`).toEqual([]);
   expect(answers).toHaveLength(cases.length);
   const leaks = answers.flatMap((a, i) => stage.leaksIn(a.text).map((secret) => `answer ${i}: ${secret}`));

@@ -2,7 +2,7 @@ import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { describeCredential } from '../shared/doctor.js';
 import type { Services } from '../shared/services.js';
 import { consentInstructions, listTenantViews, parseTenantId, putTenant, InvalidTenantIdError } from '../shared/tenant-admin.js';
-import { tenantSchema, type TenantInput } from '../shared/tenants.js';
+import { tenantSchema, TenantValidationError, type TenantInput } from '../shared/tenants.js';
 import { formatConsentInstructions, formatTenantList } from './format.js';
 import { UsageError } from './settings.js';
 
@@ -157,11 +157,19 @@ function tenantFromFlags(values: Record<string, string | boolean | undefined>): 
   return input as TenantInput;
 }
 
+function secretFlagOf(tenant: TenantInput): string {
+  return tenant.credential.kind === 'certificate' ? '--certificate-secret-name' : '--secret-name';
+}
+
 /** Runs a parsed command; returns what to print on stdout. */
 export async function runTenantsCommand(command: Exclude<TenantsCommand, { command: 'help' }>, services: Services): Promise<string> {
   switch (command.command) {
     case 'add': {
-      const { tenant, created } = await putTenant(command.tenant, services);
+      const { tenant, created, warnings } = await putTenant(command.tenant, services).catch((err: unknown) => {
+        // A refused credential names its flag, like every other problem with the arguments.
+        if (err instanceof TenantValidationError) throw new UsageError(err.problems.map((p) => p.replace(/^credential\.secretName:/, `${secretFlagOf(command.tenant)}:`)));
+        throw err;
+      });
       const next =
         tenant.context === 'partner'
           ? [
@@ -170,6 +178,7 @@ export async function runTenantsCommand(command: Exclude<TenantsCommand, { comma
             ]
           : [`Next: check the tenant: npm run doctor -- --tenant ${tenant.tenantId}`];
       return [
+        ...warnings.map((w) => `Warning: ${w}`),
         `${created ? 'Registered' : 'Replaced'} ${tenant.displayName} (${tenant.tenantId}): ${tenant.context} context, client ${tenant.clientId}, ${describeCredential(tenant.credential)}, ` +
           `${tenant.enabled ? 'enabled' : 'disabled'}, first poll looks back ${tenant.firstRunLookbackHours} h.`,
         ...next,

@@ -7,6 +7,7 @@ import { ClientSecretCredential, OnBehalfOfCredential, UsernamePasswordCredentia
 import { SecretClient } from '@azure/keyvault-secrets';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { decodeJwt } from 'jose';
+import { isTenantCredential, TENANT_CREDENTIAL_TAG_ARGUMENT } from '../shared/credential-fence.js';
 import type { StackInfo } from './stack.js';
 
 /**
@@ -83,7 +84,8 @@ for (const tenant of info.tenants) {
     const secrets = new SecretClient(info.keyVault.url, appIdentity, { disableChallengeResourceVerification: true });
     const secret = await secrets.getSecret(tenant.clientSecretName);
     if (secret.value !== app.clientSecret) throw new Error('the secret read does not match the app registration');
-    return `${tenant.clientSecretName} read (value not shown)`;
+    if (!isTenantCredential(secret.properties.tags)) throw new Error(`the secret is not tagged ${TENANT_CREDENTIAL_TAG_ARGUMENT}: the relay will refuse it`);
+    return `${tenant.clientSecretName} read (value not shown), tagged ${TENANT_CREDENTIAL_TAG_ARGUMENT}`;
   });
 }
 

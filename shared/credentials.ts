@@ -95,7 +95,7 @@ export class DefenderTokenProvider {
     } catch (err) {
       const code = aadstsCode(err) ?? (await this.#tenantRefusal(err, tenant));
       if (!afterSecretRefresh && code !== undefined && CREDENTIAL_REFUSED.has(code) && tenant.credential.kind !== 'managedIdentity') {
-        const fresh = await this.options.secrets.refresh(tenant.credential.secretName, { tenantId: tenant.tenantId });
+        const fresh = await this.options.secrets.refreshTenantCredential(tenant.credential.secretName, { tenantId: tenant.tenantId });
         if (fresh !== secretValue) return this.#acquire(tenant, true);
       }
       throw toTokenError(err, tenant, code);
@@ -126,15 +126,17 @@ export class DefenderTokenProvider {
     const cached = this.#cache.get(this.#key(tenant));
     // A renewal reuses the credential (and MSAL's cache in it); only a refusal makes it read the secret again.
     if (cached && cached.source === sourceOf(tenant) && !refreshed) return cached;
+    // Only a secret tagged as a tenant credential is read for one: a tenant naming the relay's own HMAC
+    // key is refused here, before its value could reach Entra ID (credential-fence.ts).
     switch (tenant.credential.kind) {
       case 'managedIdentity':
         return { credential: this.options.appCredential };
       case 'secret': {
-        const secret = await this.options.secrets.get(tenant.credential.secretName, { tenantId: tenant.tenantId });
+        const secret = await this.options.secrets.getTenantCredential(tenant.credential.secretName, { tenantId: tenant.tenantId });
         return { credential: new ClientSecretCredential(tenant.tenantId, tenant.clientId, secret, authority), secretValue: secret };
       }
       case 'certificate': {
-        const pem = await this.options.secrets.get(tenant.credential.secretName, { tenantId: tenant.tenantId });
+        const pem = await this.options.secrets.getTenantCredential(tenant.credential.secretName, { tenantId: tenant.tenantId });
         return { credential: new ClientCertificateCredential(tenant.tenantId, tenant.clientId, { certificate: pem }, authority), secretValue: pem };
       }
     }

@@ -2,6 +2,7 @@ import { decodeJwt } from 'jose';
 import type { AppConfig } from './config.js';
 import type { DefenderTokenProvider } from './credentials.js';
 import { DefenderClient } from './defender-client.js';
+import { NotTenantCredentialError } from './credential-fence.js';
 import { RelayError } from './errors.js';
 import { describeError, redact } from './redact.js';
 import type { SecretCache } from './secrets.js';
@@ -182,7 +183,7 @@ async function readCredentialSecret(tenant: Tenant, deps: DoctorDependencies): P
   const credential = tenant.credential;
   if (credential.kind === 'managedIdentity') return undefined;
   // Read from Key Vault now, not from the cache: the check is about what the vault holds.
-  const value = await deps.secretCache.refresh(credential.secretName, { tenantId: tenant.tenantId });
+  const value = await deps.secretCache.refreshTenantCredential(credential.secretName, { tenantId: tenant.tenantId });
   if (credential.kind === 'certificate' && !/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(value)) {
     throw new CheckFailure(
       `Key Vault secret '${credential.secretName}' holds no PEM private key — store the certificate as PEM with its private key (certificate and key in one secret)`,
@@ -198,6 +199,8 @@ function secretCause(err: unknown, tenant: Tenant): string {
   if (e.code === 'SecretNotFound') {
     return `Key Vault has no secret named '${name}' — store the app's ${tenant.credential.kind === 'certificate' ? 'certificate (PEM)' : 'client secret'} under that name, or correct the tenant's secret name`;
   }
+  // The message names the tag and the command that sets it.
+  if (err instanceof NotTenantCredentialError) return err.reason;
   if (e.status === 403) return `the app's identity may not read Key Vault secret '${name}' (403) — give it the 'Key Vault Secrets User' role on the vault`;
   if (e instanceof RelayError && e.retryable) return `Key Vault did not answer (${e.status ?? e.code ?? 'network error'}) — try again; if it persists check KEY_VAULT_URL and the vault's network rules`;
   return `Key Vault refused to return secret '${name}': ${stripContext(err)}`;

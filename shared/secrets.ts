@@ -1,13 +1,26 @@
 import type { SecretClient } from '@azure/keyvault-secrets';
+import { isTenantCredential, NotTenantCredentialError } from './credential-fence.js';
 import { isRetryable, PermanentError, RetryableError } from './errors.js';
+
+interface CachedSecret {
+  value: string;
+  /** The version's tags: whether it is a tenant credential is decided from them, without another read. */
+  tags?: Record<string, string>;
+  fetchedAt: number;
+}
+
+/** How long a secret found without the tenant-credential tag is trusted to still lack it. */
+export const UNTAGGED_RECHECK_MS = 60_000;
 
 /**
  * Key Vault secrets with a TTL cache: a poll cycle reads no secret after warm-up, and a rotated
  * secret is picked up either when the TTL lapses or at once through `refresh` after an auth failure.
+ * A tenant's credential is read through `getTenantCredential`, which also requires the secret's
+ * tenant-credential tag (cached with the value, so the check costs no read).
  */
 export class SecretCache {
-  readonly #entries = new Map<string, { value: string; fetchedAt: number }>();
-  readonly #inFlight = new Map<string, Promise<string>>();
+  readonly #entries = new Map<string, CachedSecret>();
+  readonly #inFlight = new Map<string, Promise<CachedSecret>>();
   /** Key Vault reads made so far (the benchmark counts them). */
   reads = 0;
 
@@ -19,13 +32,44 @@ export class SecretCache {
 
   /** The secret's current value, from the cache while it is fresh. */
   async get(name: string, context: { tenantId?: string } = {}): Promise<string> {
-    const entry = this.#entries.get(name);
-    if (entry && this.now() - entry.fetchedAt < this.ttlMs) return entry.value;
-    return this.refresh(name, context);
+    return (await this.#current(name, context)).value;
   }
 
   /** Reads the secret from Key Vault now (e.g. after the credential it holds was refused: it may have rotated). */
-  refresh(name: string, context: { tenantId?: string } = {}): Promise<string> {
+  async refresh(name: string, context: { tenantId?: string } = {}): Promise<string> {
+    return (await this.#fresh(name, context)).value;
+  }
+
+  /**
+   * A tenant's credential: as `get`, but only from a secret tagged as a tenant credential
+   * (`credential-fence.ts`); any other secret, such as the relay's own HMAC key, is refused with
+   * `NotTenantCredentialError` and its value is not returned. The tag is cached with the value.
+   */
+  async getTenantCredential(name: string, context: { tenantId?: string } = {}): Promise<string> {
+    // An untagged secret is looked at again sooner, so tagging it takes effect within a minute (at
+    // one read a minute per such secret); a tagged one is read once per TTL like any other.
+    const cached = this.#entries.get(name);
+    const maxAgeMs = cached && !isTenantCredential(cached.tags) ? Math.min(this.ttlMs, UNTAGGED_RECHECK_MS) : this.ttlMs;
+    return this.#asTenantCredential(name, await this.#current(name, context, maxAgeMs), context);
+  }
+
+  /** As `refresh`, for a tenant's credential (see `getTenantCredential`). */
+  async refreshTenantCredential(name: string, context: { tenantId?: string } = {}): Promise<string> {
+    return this.#asTenantCredential(name, await this.#fresh(name, context), context);
+  }
+
+  #asTenantCredential(name: string, secret: CachedSecret, context: { tenantId?: string }): string {
+    if (!isTenantCredential(secret.tags)) throw new NotTenantCredentialError(name, this.client.vaultUrl, { ...context, operation: `read tenant credential '${name}'` });
+    return secret.value;
+  }
+
+  #current(name: string, context: { tenantId?: string }, maxAgeMs = this.ttlMs): CachedSecret | Promise<CachedSecret> {
+    const entry = this.#entries.get(name);
+    if (entry && this.now() - entry.fetchedAt < maxAgeMs) return entry;
+    return this.#fresh(name, context);
+  }
+
+  #fresh(name: string, context: { tenantId?: string }): Promise<CachedSecret> {
     // Concurrent callers share one read.
     let pending = this.#inFlight.get(name);
     if (!pending) {
@@ -35,14 +79,15 @@ export class SecretCache {
     return pending;
   }
 
-  async #read(name: string, context: { tenantId?: string }): Promise<string> {
+  async #read(name: string, context: { tenantId?: string }): Promise<CachedSecret> {
     this.reads += 1;
     const operation = `read Key Vault secret '${name}'`;
     try {
       const secret = await this.client.getSecret(name);
       if (secret.value === undefined) throw new PermanentError('The Key Vault secret has no value', { ...context, operation });
-      this.#entries.set(name, { value: secret.value, fetchedAt: this.now() });
-      return secret.value;
+      const entry = { value: secret.value, tags: secret.properties.tags, fetchedAt: this.now() };
+      this.#entries.set(name, entry);
+      return entry;
     } catch (err) {
       if (err instanceof PermanentError) throw err;
       const e = err as { code?: string; statusCode?: number; message?: string };

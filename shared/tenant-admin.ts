@@ -1,6 +1,10 @@
+import { resolve } from 'node:path';
 import { z } from 'zod';
+import { NotTenantCredentialError, relaySecretNamed, relaySecretNames, TENANT_CREDENTIAL_TAG_ARGUMENT, type RelaySecretSources } from './credential-fence.js';
 import { checkTenant, doctorDependencies, type TenantCheck } from './doctor.js';
+import { RelayError } from './errors.js';
 import { describeError } from './redact.js';
+import { loadRoutingRules, type RoutingTable } from './routing.js';
 import type { Logger } from './logging.js';
 import type { Services } from './services.js';
 import type { TenantStatus } from './tenant-status.js';
@@ -172,9 +176,16 @@ export async function answerAdmin(log: Logger, operation: string, run: () => Pro
   }
 }
 
-/** Adds a tenant or replaces the registered one with that id; says which it was. */
-export async function putTenant(input: unknown, services: Pick<Services, 'registry'>): Promise<{ tenant: Tenant; created: boolean }> {
+/** What `putTenant` needs: the registry, and the settings and Key Vault to check the credential against. */
+export type PutTenantServices = Pick<Services, 'registry' | 'config' | 'secretCache' | 'webhookAccess'>;
+
+/**
+ * Adds a tenant or replaces the registered one with that id; says which it was, with warnings about
+ * its credential that do not stop the registration (a secret not stored yet).
+ */
+export async function putTenant(input: unknown, services: PutTenantServices): Promise<{ tenant: Tenant; created: boolean; warnings: string[] }> {
   const tenant = parseTenant(input);
+  const warnings = await checkTenantCredential(tenant, services);
   const existed = await services.registry.get(tenant.tenantId).then(
     () => true,
     (err: unknown) => {
@@ -182,5 +193,61 @@ export async function putTenant(input: unknown, services: Pick<Services, 'regist
       throw err;
     },
   );
-  return { tenant: await services.registry.put(tenant), created: !existed };
+  return { tenant: await services.registry.put(tenant), created: !existed, warnings };
+}
+
+/**
+ * A tenant's credential must name a tenant credential (credential-fence.ts): never one of the
+ * relay's own secrets (by the names its settings and routing rules give them), and, when the secret
+ * is in Key Vault, one tagged as a tenant credential; either is a `TenantValidationError` (400).
+ * A secret not stored yet is accepted with a warning, since onboarding may register a tenant
+ * (disabled) before its secret exists: the poll and doctor refuse it until it is stored with the tag.
+ */
+export async function checkTenantCredential(tenant: Tenant, services: Pick<Services, 'config' | 'secretCache' | 'webhookAccess'>): Promise<string[]> {
+  const credential = tenant.credential;
+  if (credential.kind === 'managedIdentity') return [];
+  const name = credential.secretName;
+  const own = relaySecretNamed(
+    name,
+    relaySecretNames(services.config, { routes: routingTableIfItLoads(services.config), hmacKeys: accessFileHmacKeys(services) }),
+  );
+  if (own) {
+    throw new TenantValidationError([
+      `credential.secretName: '${name}' is the relay's own secret (named by ${own.namedBy}), not a tenant credential: ` +
+        `store the tenant's ${credential.kind === 'certificate' ? 'certificate' : 'client secret'} under a name of its own, tagged ${TENANT_CREDENTIAL_TAG_ARGUMENT}`,
+    ]);
+  }
+  try {
+    // Read now, not from the cache: the operator may have just stored or tagged it.
+    await services.secretCache.refreshTenantCredential(name, { tenantId: tenant.tenantId });
+    return [];
+  } catch (err) {
+    if (err instanceof NotTenantCredentialError) throw new TenantValidationError([`credential.secretName: ${err.reason}`]);
+    const what = credential.kind === 'certificate' ? 'certificate (PEM with its private key)' : 'client secret';
+    if (err instanceof RelayError && err.code === 'SecretNotFound') {
+      return [
+        `Key Vault has no secret '${name}' yet: store the tenant's ${what} under that name with --tags ${TENANT_CREDENTIAL_TAG_ARGUMENT} ` +
+          `before the tenant is polled (npm run doctor -- --tenant ${tenant.tenantId} checks it)`,
+      ];
+    }
+    return [`the tag of Key Vault secret '${name}' could not be checked (${describeError(err)}): the tenant is polled only once it is tagged ${TENANT_CREDENTIAL_TAG_ARGUMENT}; npm run doctor -- --tenant ${tenant.tenantId} checks it`];
+  }
+}
+
+/** The HMAC keys the webhook access file names; none when it does not load (pushes report that). */
+function accessFileHmacKeys(services: Pick<Services, 'config' | 'webhookAccess'>): RelaySecretSources['hmacKeys'] {
+  try {
+    return { secretNames: services.webhookAccess().hmacSecretNames(), namedBy: `WEBHOOK_ACCESS_FILE (hmacKeys) ${services.config.webhook.accessFile ?? ''}`.trim() };
+  } catch {
+    return undefined;
+  }
+}
+
+/** The routing rules, for the secret names their destinations use; none when the file does not load (the enricher reports that). */
+function routingTableIfItLoads(config: Services['config']): RoutingTable | undefined {
+  try {
+    return loadRoutingRules(resolve(config.routing.routesFile), config.routing);
+  } catch {
+    return undefined;
+  }
 }

@@ -12,6 +12,8 @@ import { tenantsList } from '../../functions/tenantsList.js';
 import { tenantUpdate } from '../../functions/tenantUpdate.js';
 import { replayRequestSchema } from '../../shared/replay.js';
 import { tenantSchema } from '../../shared/tenants.js';
+import { RELAY_API_SECRET_NAME, WEBHOOK_HMAC_SECRET_NAME } from '../../local/demo.js';
+import { SIEM_HMAC_SECRET_NAME } from '../../local/stack.js';
 import { bentGuid, brokenBody, CONTENT_TYPES, fuzzValue, hostileString, hugeBody, POLLUTING_KEYS, queryPart, Rng } from './fuzz.js';
 import { expectHostileAnswers, HostileStage, type Handler, type HostileCase } from './harness.js';
 
@@ -123,6 +125,35 @@ describe('hostile input: admin and operations endpoints', () => {
       body: body(rng, ['tenantId', 'displayName', 'context', 'clientId', 'credential', 'enabled', 'firstRunLookbackHours'], () => brokenTenant(rng)),
     }));
     await expectHostileRun('tenantsAdd', tenantsAdd, all);
+  });
+
+  it("POST /api/tenants refuses a credential naming one of the relay's own secrets (issue 10, finding 6)", async () => {
+    const partner = stage.world.tenants.find((t) => t.context === 'partner')!;
+    // The webhook HMAC key and the relay API secret (named in its settings), a tenant's push key (named
+    // in the webhook access file), a destination's HMAC key (named in the routes), in Key Vault's
+    // case-insensitive spelling too; as a new tenant and as a replacement of a registered one.
+    const pushKeys = stage.world.tenants.map((t) => t.pushKey.secretName).filter((name) => name !== WEBHOOK_HMAC_SECRET_NAME);
+    expect(pushKeys.length).toBeGreaterThan(0);
+    const own = [WEBHOOK_HMAC_SECRET_NAME, RELAY_API_SECRET_NAME, ...pushKeys, SIEM_HMAC_SECRET_NAME, WEBHOOK_HMAC_SECRET_NAME.toUpperCase()];
+    const all: HostileCase[] = own.flatMap((secretName) =>
+      (['secret', 'certificate'] as const).flatMap((kind) =>
+        [randomUUID(), partner.tenantId].map((tenantId) => ({
+          note: `credential naming the relay's own secret ${secretName}`,
+          method: 'POST',
+          path: '/api/tenants',
+          headers: { 'content-type': 'application/json' },
+          body: { string: JSON.stringify({ tenantId, displayName: 'Contoso Pharma', context: 'partner', clientId: partner.clientId, credential: { kind, secretName } }) },
+        })),
+      ),
+    );
+    await expectHostileRun('tenantsAdd naming relay secrets', tenantsAdd, all, (status) => status === 400);
+    for (const c of all.filter((_, i) => i % 4 === 0)) {
+      const answer = await stage.call(tenantsAdd, c);
+      const secretName = (JSON.parse((c.body as { string: string }).string) as { credential: { secretName: string } }).credential.secretName;
+      expect(answer.status).toBe(400);
+      expect(answer.text).toContain(secretName);
+      expect(answer.text).toContain(`'${secretName}' is the relay's own secret (named by `);
+    }
   });
 
   it('PATCH /api/tenants/{tenantId} (tenantUpdate)', async () => {

@@ -6,6 +6,7 @@ import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { startAzurite, type RunningAzurite } from '../../local/azurite.js';
 import { createLocalCa } from '../../local/common/tls.js';
+import { RELAY_API_SECRET_NAME, WEBHOOK_HMAC_SECRET_NAME } from '../../local/demo.js';
 import { appSettingsFor, registerDemoTenants } from '../../local/stack.js';
 import type { TenantCheck } from '../../shared/doctor.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
@@ -115,6 +116,35 @@ describe('command-line tools: tenants and doctor', () => {
     expect(removed).toMatchObject({ code: 0, stdout: expect.stringContaining(`Removed Adatum (${adatum})`) });
     const gone = await run('tenants', withSettings('enable', adatum));
     expect(gone).toMatchObject({ code: 1, stderr: expect.stringContaining(`Tenant ${adatum} is not registered`) });
+  });
+
+  it("refuses to add a tenant whose credential is one of the relay's own secrets or a secret not tagged as a tenant credential, naming the flag and the fix", async () => {
+    const tenantId = randomUUID();
+    const args = (flag: string, secretName: string, ...more: string[]) => [
+      'add', '--tenant-id', tenantId, '--name', 'Adatum', '--context', 'partner', '--client-id', partner().clientId, flag, secretName, ...more,
+    ];
+    const hmac = await run('tenants', withSettings(...args('--secret-name', WEBHOOK_HMAC_SECRET_NAME)));
+    expect(hmac).toMatchObject({ code: 2, stdout: '' });
+    expect(hmac.stderr).toContain(`error: --secret-name: '${WEBHOOK_HMAC_SECRET_NAME}' is the relay's own secret (named by WEBHOOK_HMAC_SECRET_NAME), not a tenant credential`);
+    const relayApi = await run('tenants', withSettings(...args('--certificate-secret-name', RELAY_API_SECRET_NAME)));
+    expect(relayApi).toMatchObject({ code: 2, stdout: '' });
+    expect(relayApi.stderr).toContain(`error: --certificate-secret-name: '${RELAY_API_SECRET_NAME}' is the relay's own secret (named by RELAY_API_SECRET_NAME)`);
+
+    const untagged = `adatum-untagged-${tenantId.slice(0, 8)}`;
+    stack.keyVault.store.setSecret(untagged, 'adatum-untagged-value');
+    const refused = await run('tenants', withSettings(...args('--secret-name', untagged)));
+    expect(refused).toMatchObject({ code: 2, stdout: '' });
+    expect(refused.stderr).toContain(`error: --secret-name: Key Vault secret '${untagged}' is not tagged as a tenant credential`);
+    expect(refused.stderr).toContain(`az keyvault secret set-attributes --vault-name <vault-name> --name ${untagged} --tags defender-relay=tenant-credential`);
+    expect(refused.stderr).not.toContain('adatum-untagged-value');
+    expect((await run('tenants', withSettings('list'))).stdout).not.toContain(tenantId);
+
+    // A secret not stored yet: registered (disabled, as onboarding does), with what to do about it.
+    const later = await run('tenants', withSettings(...args('--secret-name', `adatum-later-${tenantId.slice(0, 8)}`, '--disabled')));
+    expect(later.code, later.stderr).toBe(0);
+    expect(later.stdout).toMatch(/^Warning: Key Vault has no secret 'adatum-later-[0-9a-f]{8}' yet: store the tenant's client secret under that name with --tags defender-relay=tenant-credential/);
+    expect(later.stdout).toContain(`Registered Adatum (${tenantId})`);
+    expect((await run('tenants', withSettings('remove', tenantId))).code).toBe(0);
   });
 
   it('finds .local/local.settings.json on its own and trusts the local CA next to it', async () => {

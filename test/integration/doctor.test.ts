@@ -6,6 +6,7 @@ import { doctorDependencies, runDoctor, type DoctorDependencies, type TenantChec
 import { createServices } from '../../shared/services.js';
 import { parseTenant, type Tenant } from '../../shared/tenants.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
+import { TENANT_CREDENTIAL_TAGS } from '../../shared/credential-fence.js';
 
 /**
  * `doctor` against the stand-ins with the real SDK clients: each onboarding mistake a person makes is
@@ -39,7 +40,7 @@ describe('doctor: the per-tenant onboarding check', () => {
     stack.entra.registry.addApp({ clientId, displayName: `${name} reader`, homeTenantId: tenantId, multiTenant: false, secrets: [secret] });
     const roles = options.roles ?? ['Incident.Read.All', 'Incident.ReadWrite.All', 'AdvancedHunting.Read.All'];
     if (roles.length) stack.entra.registry.grantAppPermissions(tenantId, clientId, DEFENDER_RESOURCE, roles);
-    if (options.vaultValue !== null) await stack.keyVault.store.setSecret(secretName, options.vaultValue ?? secret);
+    if (options.vaultValue !== null) await stack.keyVault.store.setSecret(secretName, options.vaultValue ?? secret, { tags: TENANT_CREDENTIAL_TAGS });
     if (options.defender !== false) stack.defender.store.provisionTenant(tenantId, name);
     return parseTenant({ tenantId, displayName: name, context: 'application', clientId, credential: { kind: 'secret', secretName } });
   }

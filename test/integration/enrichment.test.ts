@@ -10,6 +10,7 @@ import { RetryableError } from '../../shared/errors.js';
 import { createServices, type Services } from '../../shared/services.js';
 import type { Tenant } from '../../shared/tenants.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
+import { TENANT_CREDENTIAL_TAGS } from '../../shared/credential-fence.js';
 
 /**
  * `enrichWithApi` against the Defender stand-in with the app's real client and real tokens: the calls
@@ -126,7 +127,7 @@ describe('enrichment with the Defender API', () => {
     stack.entra.registry.addTenant({ tenantId: limited.tenantId, displayName: limited.displayName });
     stack.entra.registry.addApp({ clientId: limited.clientId, displayName: 'limited reader', homeTenantId: limited.tenantId, multiTenant: false, secrets: [secret] });
     stack.entra.registry.grantAppPermissions(limited.tenantId, limited.clientId, DEFENDER_RESOURCE, ['Incident.Read.All']);
-    await stack.keyVault.store.setSecret('limited-client-secret', secret, { contentType: 'client-secret' });
+    await stack.keyVault.store.setSecret('limited-client-secret', secret, { contentType: 'client-secret', tags: TENANT_CREDENTIAL_TAGS });
     stack.defender.store.provisionTenant(limited.tenantId, limited.displayName);
     const incident = generateIncidents({ tenantId: limited.tenantId, count: 30, seed: 'limited', redirectedShare: 0 }).find((i) => i.alerts.some((a) => a.devices.length > 0));
     stack.defender.store.upsert(limited.tenantId, [incident!]);

@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest
 import { startAzurite, type RunningAzurite } from '../../local/azurite.js';
 import { createSelfSignedCert } from '../../local/common/tls.js';
 import { generateIncidents } from '../../local/defender/generator.js';
-import { DEFENDER_APP_ROLES, DEFENDER_RESOURCE } from '../../local/demo.js';
+import { DEFENDER_APP_ROLES, DEFENDER_RESOURCE, WEBHOOK_HMAC_SECRET_NAME } from '../../local/demo.js';
 import { appSettingsFor, registerDemoTenants } from '../../local/stack.js';
 import { loadConfig } from '../../shared/config.js';
 import { DefenderClient } from '../../shared/defender-client.js';
@@ -13,9 +13,11 @@ import { handlePollRequest } from '../../shared/ingest-handlers.js';
 import { pollRequest, pollTenant, pollRequestSchema, type PollRequest } from '../../shared/ingest.js';
 import { QUEUE_NAMES } from '../../shared/queues.js';
 import { createServices, type Services } from '../../shared/services.js';
+import { checkRegisteredTenant } from '../../shared/tenant-admin.js';
 import { normalizeTimestamp } from '../../shared/timestamps.js';
 import { drainQueue } from '../support/queues.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
+import { TENANT_CREDENTIAL_TAGS } from '../../shared/credential-fence.js';
 
 /**
  * Ingest end to end against Azurite and the stand-ins with the real SDK clients: poll → events on the
@@ -254,10 +256,10 @@ describe('ingest: polling tenants into the incidents queue', () => {
       {
         name: 'wrong secret in Key Vault',
         breakIt: async () => {
-          await stack.keyVault.store.setSecret(app.clientSecretName, 'not-the-secret');
+          await stack.keyVault.store.setSecret(app.clientSecretName, 'not-the-secret', { tags: TENANT_CREDENTIAL_TAGS });
           await services.secretCache.refresh(app.clientSecretName);
         },
-        mendIt: async () => void (await stack.keyVault.store.setSecret(app.clientSecretName, stack.world.apps.find((a) => a.clientId === app.clientId)!.clientSecret)),
+        mendIt: async () => void (await stack.keyVault.store.setSecret(app.clientSecretName, stack.world.apps.find((a) => a.clientId === app.clientId)!.clientSecret, { tags: TENANT_CREDENTIAL_TAGS })),
         expected: /AADSTS7000215/,
       },
       {
@@ -295,7 +297,7 @@ describe('ingest: polling tenants into the incidents queue', () => {
     stack.entra.registry.addTenant({ tenantId, displayName: 'Tailspin Toys' });
     stack.entra.registry.addApp({ clientId, displayName: 'tailspin-defender-reader', homeTenantId: tenantId, multiTenant: false, certificates: [cert] });
     stack.entra.registry.grantAppPermissions(tenantId, clientId, DEFENDER_RESOURCE, DEFENDER_APP_ROLES);
-    await stack.keyVault.store.setSecret('tenant-tailspin-certificate', `${key}\n${cert}`);
+    await stack.keyVault.store.setSecret('tenant-tailspin-certificate', `${key}\n${cert}`, { tags: TENANT_CREDENTIAL_TAGS });
     stack.defender.store.provisionTenant(tenantId, 'Tailspin Toys');
     stack.defender.store.upsert(tenantId, generateIncidents({ tenantId, count: 12, seed: 'tailspin', since: new Date(Date.now() - 86_400_000) }));
     await services.registry.put({ tenantId, displayName: 'Tailspin Toys', context: 'application', clientId, credential: { kind: 'certificate', secretName: 'tenant-tailspin-certificate' } });
@@ -311,13 +313,68 @@ describe('ingest: polling tenants into the incidents queue', () => {
     stack.entra.registry.addTenant({ tenantId, displayName: 'Limited' });
     stack.entra.registry.addApp({ clientId, displayName: 'hunting-only', homeTenantId: tenantId, multiTenant: false, secrets: ['limited-secret-value'] });
     stack.entra.registry.grantAppPermissions(tenantId, clientId, DEFENDER_RESOURCE, ['AdvancedHunting.Read.All']);
-    await stack.keyVault.store.setSecret('tenant-limited-client-secret', 'limited-secret-value');
+    await stack.keyVault.store.setSecret('tenant-limited-client-secret', 'limited-secret-value', { tags: TENANT_CREDENTIAL_TAGS });
     stack.defender.store.provisionTenant(tenantId, 'Limited');
     await services.registry.put({ tenantId, displayName: 'Limited', context: 'application', clientId, credential: { kind: 'secret', secretName: 'tenant-limited-client-secret' } });
     logs.length = 0;
     expect(await handlePollRequest(pollRequest(tenantId, 'manual'), services, log)).toBeUndefined();
     expect(await services.tenantStatus.get(tenantId)).toMatchObject({ lastOutcome: 'failed', lastError: expect.stringMatching(/403.*Incident\.Read\.All/) });
     expect(await handlePollRequest(pollRequest(tenant('partner').tenantId, 'manual'), services, log)).toMatchObject({ status: 'polled' });
+    await services.registry.setEnabled(tenantId, false);
+  });
+
+  it("refuses a tenant whose credential names a secret not tagged as a tenant credential, before anything reaches Entra; tagging it fixes it (issue 10, finding 6)", async () => {
+    const tenantId = randomUUID();
+    const partnerApp = stack.world.apps.find((a) => a.multiTenant)!;
+    stack.entra.registry.addTenant({ tenantId, displayName: 'Misnamed' });
+    stack.entra.registry.grantAppPermissions(tenantId, partnerApp.clientId, DEFENDER_RESOURCE, DEFENDER_APP_ROLES);
+    stack.defender.store.provisionTenant(tenantId, 'Misnamed');
+    stack.defender.store.upsert(tenantId, generateIncidents({ tenantId, count: 5, seed: 'misnamed', since: new Date(Date.now() - 86_400_000) }));
+    // Every request the Entra stand-in receives passes its fault board: record the paths (they name the tenant).
+    const entraPaths: string[] = [];
+    const take = stack.faults.take.bind(stack.faults);
+    vi.spyOn(stack.faults, 'take').mockImplementation((target, path) => {
+      if (target === 'entra') entraPaths.push(path);
+      return take(target, path);
+    });
+    const register = (secretName: string) =>
+      services.registry.put({ tenantId, displayName: 'Misnamed', context: 'partner', clientId: partnerApp.clientId, credential: { kind: 'secret', secretName } });
+    const pollRefused = async (secretName: string) => {
+      logs.length = 0;
+      expect(await handlePollRequest(pollRequest(tenantId, 'manual'), services, log)).toBeUndefined();
+      expect(await services.tenantStatus.get(tenantId)).toMatchObject({
+        lastOutcome: 'failed',
+        lastError: expect.stringContaining(`Key Vault secret '${secretName}' is not tagged as a tenant credential`),
+      });
+      expect(logs.join('\n')).toContain(`--name ${secretName} --tags defender-relay=tenant-credential`);
+      expect(entraPaths.filter((p) => p.includes(tenantId)), 'requests to Entra for the tenant').toEqual([]);
+    };
+
+    // Registered straight into the table (past the admin API's check), naming the relay's webhook HMAC key.
+    await register(WEBHOOK_HMAC_SECRET_NAME);
+    await pollRefused(WEBHOOK_HMAC_SECRET_NAME);
+    const reads = services.secretCache.reads;
+    await pollRefused(WEBHOOK_HMAC_SECRET_NAME); // refused again from the cache
+    expect(services.secretCache.reads).toBe(reads);
+    expect(logs.join('\n')).not.toContain(stack.world.webhookHmacKey);
+
+    // The partner app's secret under a name of its own, stored without the tag: refused the same way.
+    const secretName = `tenant-misnamed-${tenantId.slice(0, 8)}`;
+    await stack.keyVault.store.setSecret(secretName, partnerApp.clientSecret);
+    await register(secretName);
+    await pollRefused(secretName);
+    expect((await checkRegisteredTenant(tenantId, services)).steps[0]).toMatchObject({
+      name: 'secret',
+      status: 'failed',
+      detail: expect.stringMatching(new RegExp(`not tagged as a tenant credential .*az keyvault secret set-attributes --vault-name \\S+ --name ${secretName} --tags defender-relay=tenant-credential`)),
+    });
+    expect(entraPaths.filter((p) => p.includes(tenantId))).toEqual([]);
+
+    // Tagged (az keyvault secret set-attributes … --tags defender-relay=tenant-credential): the check passes and the tenant is polled.
+    stack.keyVault.store.updateProperties(secretName, undefined, { tags: TENANT_CREDENTIAL_TAGS });
+    expect(await checkRegisteredTenant(tenantId, services)).toMatchObject({ ok: true });
+    expect(await handlePollRequest(pollRequest(tenantId, 'manual'), services, log)).toMatchObject({ status: 'polled', enqueued: 5 });
+    expect((await drainEvents()).filter((e) => e.tenantId === tenantId)).toHaveLength(5);
     await services.registry.setEnabled(tenantId, false);
   });
 
@@ -329,7 +386,7 @@ describe('ingest: polling tenants into the incidents queue', () => {
     const rotated = `rotated-${randomUUID()}`;
     stack.entra.registry.addSecret(appReg.clientId, rotated);
     stack.entra.registry.removeSecret(appReg.clientId, appReg.clientSecret);
-    await stack.keyVault.store.setSecret(t.clientSecretName, rotated);
+    await stack.keyVault.store.setSecret(t.clientSecretName, rotated, { tags: TENANT_CREDENTIAL_TAGS });
     services.tokens.invalidate(tenantRecord);
     const reads = services.secretCache.reads;
     expect(await services.tokens.getToken(tenantRecord)).toMatch(/^eyJ/);
@@ -343,5 +400,27 @@ describe('ingest: polling tenants into the incidents queue', () => {
     const [dead] = (await drain('poll-requests-deadletter')) as { reason: string; message: unknown }[];
     expect(dead).toMatchObject({ message: { tenant: 'x' }, reason: expect.stringMatching(/tenantId/) });
     expect(pollRequestSchema.safeParse(pollRequest('t', 'schedule')).success).toBe(true);
+  });
+
+  it('dead-letters an incident Defender lists too deep to enqueue, with its event id and reason, and enqueues the rest (issue 10, finding 2)', async () => {
+    const tenantId = await addBulkTenant(5, 'deep');
+    const [victim] = stack.defender.store.list(tenantId);
+    // Deeper than an incident may be, yet shallow enough for the stand-in to serve.
+    let deep: unknown = 'bottom';
+    for (let i = 0; i < 200; i++) deep = [deep];
+    stack.defender.store.upsert(tenantId, [{ ...victim!, alerts: [{ alertId: 'da1', entities: [{ entityType: 'File', nested: deep }] }] } as typeof victim & object]);
+    const updated = stack.defender.store.list(tenantId).find((i) => i.incidentId === victim!.incidentId)!;
+    const eventId = eventIdOf(tenantId, updated.incidentId, updated.lastUpdateTime);
+    await drain('incidents-deadletter');
+
+    const outcome = await handlePollRequest(pollRequest(tenantId, 'manual'), services, log);
+    expect(outcome).toMatchObject({ status: 'polled', enqueued: 4, refused: [{ eventId, reason: expect.stringMatching(/structure: alerts\.0\.entities\.0\.nested(\.0)+: nested deeper than 32 levels/) }] });
+    expect(outcome!.checkpoint).toBeDefined();
+    expect((await drainEvents()).filter((e) => e.tenantId === tenantId).map((e) => e.eventId)).not.toContain(eventId);
+    const [dead] = (await drain('incidents-deadletter')) as { reason: string; message: Record<string, unknown> }[];
+    expect(dead).toMatchObject({ reason: expect.stringContaining('structure: alerts.0.entities.0.nested'), message: { eventId, tenantId, incidentId: updated.incidentId } });
+    expect(dead!.message.incident).toBeUndefined();
+    expect(logs.some((l) => l.includes(eventId) && l.includes('dead-lettered') && l.includes('nested deeper than 32 levels'))).toBe(true);
+    await services.registry.setEnabled(tenantId, false);
   });
 });

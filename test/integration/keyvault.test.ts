@@ -293,6 +293,24 @@ describe('Key Vault stand-in with the real SecretClient', () => {
     });
   });
 
+  it('keeps tags per version, as Key Vault does: a new version has only the tags it was set with; an update tags that version', async () => {
+    // Set Secret creates a new version with the request's tags; Update Secret changes one version's
+    // properties (https://learn.microsoft.com/rest/api/keyvault/secrets/set-secret/set-secret,
+    // …/update-secret/update-secret); a SecretBundle carries `tags`. The relay's tenant-credential fence relies on it.
+    const { client } = principal('Key Vault Secrets Officer');
+    const tagged = await client.setSecret('tagged-per-version', 'v1', { tags: { 'defender-relay': 'tenant-credential' } });
+    expect((await client.getSecret('tagged-per-version')).properties.tags).toEqual({ 'defender-relay': 'tenant-credential' });
+    const rotated = await client.setSecret('tagged-per-version', 'v2');
+    expect((await client.getSecret('tagged-per-version')).properties.tags ?? {}).toEqual({});
+    expect((await client.getSecret('tagged-per-version', { version: tagged.properties.version })).properties.tags).toEqual({ 'defender-relay': 'tenant-credential' });
+    await client.updateSecretProperties('tagged-per-version', rotated.properties.version!, { tags: { 'defender-relay': 'tenant-credential' } });
+    const latest = await client.getSecret('tagged-per-version');
+    expect(latest).toMatchObject({ value: 'v2', properties: { tags: { 'defender-relay': 'tenant-credential' } } });
+    // A Secrets User (the relay's identity) reads the tags with the value.
+    const reader = principal('Key Vault Secrets User');
+    expect((await reader.client.getSecret('tagged-per-version')).properties.tags).toEqual({ 'defender-relay': 'tenant-credential' });
+  });
+
   it('answers odd input with a 4xx in Key Vault\'s error shape, never a 500', async () => {
     const officer = principal('Key Vault Secrets Officer');
     const auth = { authorization: `Bearer ${await tokenFor({ objectId: officer.identity.objectId })}` };

@@ -10,6 +10,7 @@ import { tenantsList } from '../../functions/tenantsList.js';
 import { tenantUpdate } from '../../functions/tenantUpdate.js';
 import { startAzurite, type RunningAzurite } from '../../local/azurite.js';
 import { appSettingsFor, registerDemoTenants } from '../../local/stack.js';
+import { TENANT_CREDENTIAL_TAGS } from '../../shared/credential-fence.js';
 import type { TenantCheck } from '../../shared/doctor.js';
 import { getServices } from '../../shared/services.js';
 import type { TenantView } from '../../shared/tenant-admin.js';
@@ -111,6 +112,37 @@ describe('tenant admin endpoints', () => {
     expect(await call(tenantsAdd, 'POST', 'tenants', { body: '{"tenantId":' })).toMatchObject({ status: 400, jsonBody: { error: expect.stringMatching(/not valid JSON/) } });
     expect(await call(tenantsAdd, 'POST', 'tenants', { body: '' })).toMatchObject({ status: 400, jsonBody: { error: expect.stringMatching(/body is empty/) } });
     expect((await getServices().registry.list()).length).toBe(before);
+  });
+
+  it('accepts a credential only when it names a tenant credential: an untagged secret is refused (400), a secret not stored yet is accepted with a warning', async () => {
+    const before = (await getServices().registry.list()).length;
+    const untagged = `tenant-untagged-${randomUUID().slice(0, 8)}`;
+    stack.keyVault.store.setSecret(untagged, 'a-client-secret-value-untagged');
+    const refused = await call(tenantsAdd, 'POST', 'tenants', { body: { ...newTenant(), credential: { kind: 'certificate', secretName: untagged } } });
+    expect(refused).toMatchObject({ status: 400, jsonBody: { error: 'The tenant is not valid' } });
+    expect(refused.jsonBody!.problems).toEqual([
+      expect.stringMatching(
+        new RegExp(`^credential.secretName: Key Vault secret '${untagged}' is not tagged as a tenant credential .*az keyvault secret set-attributes --vault-name \\S+ --name ${untagged} --tags defender-relay=tenant-credential`),
+      ),
+    ]);
+    expect(JSON.stringify(refused)).not.toContain('a-client-secret-value-untagged');
+    expect((await getServices().registry.list()).length).toBe(before);
+
+    // Tagged, it is accepted with no warning.
+    stack.keyVault.store.updateProperties(untagged, undefined, { tags: TENANT_CREDENTIAL_TAGS });
+    const tagged = await call(tenantsAdd, 'POST', 'tenants', { body: { ...newTenant(), credential: { kind: 'certificate', secretName: untagged } } });
+    expect(tagged.status).toBe(201);
+    expect(tagged.jsonBody).not.toHaveProperty('warnings');
+
+    // Not in Key Vault yet (onboarding registers the tenant first): accepted, with what to do.
+    const missing = `tenant-later-${randomUUID().slice(0, 8)}`;
+    const input = { ...newTenant(), enabled: false, credential: { kind: 'secret', secretName: missing } };
+    const accepted = await call(tenantsAdd, 'POST', 'tenants', { body: input });
+    expect(accepted).toMatchObject({ status: 201, jsonBody: { tenantId: input.tenantId, enabled: false } });
+    expect((accepted.jsonBody as { warnings?: string[] }).warnings).toEqual([
+      expect.stringMatching(new RegExp(`^Key Vault has no secret '${missing}' yet: store the tenant's client secret under that name with --tags defender-relay=tenant-credential`)),
+    ]);
+    expectNoSecret(accepted);
   });
 
   it('disables, renames and re-enables a tenant with PATCH, validating the change', async () => {

@@ -4,6 +4,7 @@ import { DefenderTokenProvider, TOKEN_REFRESH_MARGIN_MS } from '../../shared/cre
 import { createServices, type Services } from '../../shared/services.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
 import { decodeJwt } from 'jose';
+import { TENANT_CREDENTIAL_TAGS } from '../../shared/credential-fence.js';
 
 describe('Defender tokens per (tenant, client, scope)', () => {
   let stack: TestStandIns;
@@ -46,7 +47,7 @@ describe('Defender tokens per (tenant, client, scope)', () => {
     const fabrikam = tenantRecord('application');
     const first = await provider.getToken(fabrikam);
     const renamed = `${fabrikam.credential.secretName}-renamed`;
-    stack.keyVault.store.setSecret(renamed, await services.secretCache.get(fabrikam.credential.secretName));
+    stack.keyVault.store.setSecret(renamed, await services.secretCache.get(fabrikam.credential.secretName), { tags: TENANT_CREDENTIAL_TAGS });
     const reads = services.secretCache.reads;
     now = decodeJwt(first).exp! * 1000 - TOKEN_REFRESH_MARGIN_MS + 10_000;
     await provider.getToken({ ...fabrikam, credential: { kind: 'secret', secretName: renamed } });

@@ -1,18 +1,25 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
-import { checkHealth, healthReport, type HealthReport } from '../shared/health.js';
+import { checkHealth, configurationHealth, healthReport, type HealthCheck } from '../shared/health.js';
 import { describeError } from '../shared/redact.js';
-import { getServices } from '../shared/services.js';
+import { getServices, type Services } from '../shared/services.js';
+import { CONFIGURATION_FILES, configurationProblems } from '../shared/startup-check.js';
 
-/** GET /api/health: storage, token acquisition and Key Vault, each with its latency; never a secret. */
+/**
+ * GET /api/health: the configuration (the start-up check's answer: settings and configuration files,
+ * each problem with its file, line and field), then storage, token acquisition and Key Vault, each
+ * with its latency; 503 when one fails; never a secret.
+ */
 export async function health(_request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
-  let report: HealthReport;
+  const checks: HealthCheck[] = [configurationHealth(configurationProblems(), CONFIGURATION_FILES.map((f) => f.setting))];
+  let services: Services | undefined;
   try {
-    const { storage, secrets, appCredential } = getServices();
-    report = await checkHealth({ queues: storage.queues, secrets, appCredential });
+    services = getServices();
   } catch (err) {
-    // Configuration errors name the setting; they never carry a secret value.
-    report = healthReport([{ name: 'configuration', ok: false, latencyMs: 0, detail: describeError(err) }]);
+    // Settings that do not load: the configuration check names them (never a secret value).
+    if (checks[0]!.ok) checks[0] = { name: 'configuration', ok: false, latencyMs: 0, detail: describeError(err) };
   }
+  if (services) checks.push(...(await checkHealth({ queues: services.storage.queues, secrets: services.secrets, appCredential: services.appCredential })).checks);
+  const report = healthReport(checks);
   if (report.status !== 'healthy') context.warn(`health: ${report.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`).join('; ')}`);
   return { status: report.status === 'healthy' ? 200 : 503, jsonBody: report, headers: { 'cache-control': 'no-store' } };
 }

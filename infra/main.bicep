@@ -92,9 +92,6 @@ param webhookAllowedTenantIds array = []
 @description('Optional. WEBHOOK_REQUIRED_ROLE: app role a pushing caller\'s token must carry.')
 param webhookRequiredRole string = 'Incidents.Submit'
 
-@description('Optional. WEBHOOK_HMAC_SECRET_NAME: Key Vault secret holding the HMAC key for callers that sign instead of sending a token.')
-param webhookHmacSecretName string = ''
-
 @description('Optional. WEBHOOK_HMAC_TOLERANCE_SECONDS: how old a signed request\'s timestamp may be.')
 @minValue(1)
 param webhookHmacToleranceSeconds int = 300
@@ -249,7 +246,6 @@ module api 'app/api.bicep' = {
       RELAY_API_SECRET_NAME: relayApiSecretName
       WEBHOOK_ALLOWED_TENANT_IDS: join(webhookAllowedTenantIds, ',')
       WEBHOOK_REQUIRED_ROLE: webhookRequiredRole
-      WEBHOOK_HMAC_SECRET_NAME: webhookHmacSecretName
       WEBHOOK_HMAC_TOLERANCE_SECONDS: string(webhookHmacToleranceSeconds)
       WEBHOOK_MAX_BODY_BYTES: string(webhookMaxBodyBytes)
       WEBHOOK_ACCESS_FILE: webhookAccessFile

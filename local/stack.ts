@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { TableClient } from '@azure/data-tables';
@@ -8,7 +8,8 @@ import { QueueServiceClient } from '@azure/storage-queue';
 import { TENANT_CREDENTIAL_TAGS } from '../shared/credential-fence.js';
 import { pollRequest } from '../shared/ingest.js';
 import { MessageSender, QUEUE_NAMES } from '../shared/queues.js';
-import { loadRoutingRules, queueNamesOf } from '../shared/routing.js';
+import { readJsonConfigFile } from '../shared/config-file.js';
+import { loadRoutingRules, queueNamesOf, RoutingConfigError } from '../shared/routing.js';
 import { TenantRegistry, TENANTS_TABLE } from '../shared/tenants.js';
 import type { WebhookAccessFile } from '../shared/webhook-access.js';
 import { startReceiver, withReceiverUrls, type RunningReceiver } from './receiver.js';
@@ -23,7 +24,6 @@ import {
   DEFENDER_RESOURCE,
   RELAY_API_SECRET_NAME,
   RELAY_SUBMIT_ROLE,
-  WEBHOOK_HMAC_SECRET_NAME,
   RELAY_USER_SCOPE,
   type DemoWorld,
 } from './demo.js';
@@ -79,6 +79,8 @@ export interface StackOptions {
   log?: (line: string) => void;
   /** Receives every line the host prints (its function logs). */
   onHostLine?: (line: string) => void;
+  /** Routing rules to run with instead of the demo's (used as they are; the host's start-up check judges them). */
+  routesFile?: string;
 }
 
 export interface RunningStack {
@@ -116,7 +118,6 @@ export function appSettingsFor(
     RELAY_API_URI: world.relayApi.identifierUri,
     RELAY_API_SECRET_NAME,
     WEBHOOK_ALLOWED_TENANT_IDS: world.webhookClient.tenantId,
-    WEBHOOK_HMAC_SECRET_NAME,
     ...(webhookAccessFile ? { WEBHOOK_ACCESS_FILE: webhookAccessFile } : {}),
     ROUTES_FILE: routesFile,
     DESTINATION_ALLOWED_HOSTS: 'localhost',
@@ -211,7 +212,7 @@ export interface StandIns {
 }
 
 /** Starts the Entra ID, Key Vault and Defender stand-ins in this process and seeds the demo world. */
-export async function startStandIns(options: { tls: KeyAndCert; faults: FaultBoard; world: DemoWorld; appDir?: string; stateDir?: string }): Promise<StandIns> {
+export async function startStandIns(options: { tls: KeyAndCert; faults: FaultBoard; world: DemoWorld; appDir?: string; stateDir?: string; routesFile?: string }): Promise<StandIns> {
   const { tls, faults, world } = options;
   const appDir = resolve(options.appDir ?? process.cwd());
   const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), 'defender-relay-routes-'));
@@ -235,10 +236,7 @@ export async function startStandIns(options: { tls: KeyAndCert; faults: FaultBoa
     await seedWorld(world, entra, keyVault, defender);
     await keyVault.store.setSecret(SIEM_HMAC_SECRET_NAME, world.siemHmacKey, { contentType: 'hmac-key' });
 
-    const template = JSON.parse(readFileSync(join(appDir, DEMO_ROUTES_TEMPLATE), 'utf8')) as Parameters<typeof withReceiverUrls>[0];
-    const routesFile = join(stateDir, 'routes.json');
-    writeFileSync(routesFile, JSON.stringify(withReceiverUrls(template, { siem: receivers.siem.url, teams: receivers.teams.url, slack: receivers.slack.url }), null, 2));
-    const routedQueues = queueNamesOf(loadRoutingRules(routesFile, { allowedHosts: ['localhost'], allowLoopback: true }));
+    const { routesFile, routedQueues } = options.routesFile ? givenRoutes(options.routesFile) : demoRoutes(appDir, stateDir, receivers);
     const webhookAccessFile = join(stateDir, 'webhook-access.json');
     writeFileSync(webhookAccessFile, JSON.stringify(demoWebhookAccess(world), null, 2));
     return { entra, keyVault, defender, receivers, routesFile, webhookAccessFile, routedQueues, close };
@@ -258,6 +256,32 @@ export function demoWebhookAccess(world: DemoWorld): WebhookAccessFile {
     callers: [{ name: 'contoso-soc-automation', tenantId: world.webhookClient.tenantId, appId: world.webhookClient.clientId, mayPushFor: world.tenants.map((t) => t.tenantId) }],
     hmacKeys: world.tenants.map((t) => ({ name: `${t.displayName.toLowerCase().replace(/[^a-z0-9]+/g, '-')}-siem`, secretName: t.pushKey.secretName, mayPushFor: [t.tenantId] })),
   };
+}
+
+const LOCAL_DESTINATIONS = { allowedHosts: ['localhost'], allowLoopback: true };
+
+/**
+ * The demo routes, written with the receivers' URLs. The template is checked first, so that a mistake
+ * in it is reported at its own line (the written copy is laid out differently).
+ */
+function demoRoutes(appDir: string, stateDir: string, receivers: StandIns['receivers']): { routesFile: string; routedQueues: string[] } {
+  const templateFile = join(appDir, DEMO_ROUTES_TEMPLATE);
+  loadRoutingRules(templateFile, LOCAL_DESTINATIONS);
+  const template = readJsonConfigFile(templateFile, 'ROUTES_FILE').value as Parameters<typeof withReceiverUrls>[0];
+  const routesFile = join(stateDir, 'routes.json');
+  writeFileSync(routesFile, JSON.stringify(withReceiverUrls(template, { siem: receivers.siem.url, teams: receivers.teams.url, slack: receivers.slack.url }), null, 2));
+  return { routesFile, routedQueues: queueNamesOf(loadRoutingRules(routesFile, LOCAL_DESTINATIONS)) };
+}
+
+/** Routes the user gave (`npm start -- --routes FILE`): used as they are. Rules that do not load are the host's to refuse. */
+function givenRoutes(file: string): { routesFile: string; routedQueues: string[] } {
+  const routesFile = resolve(file);
+  try {
+    return { routesFile, routedQueues: queueNamesOf(loadRoutingRules(routesFile, LOCAL_DESTINATIONS)) };
+  } catch (err) {
+    if (!(err instanceof RoutingConfigError)) throw err;
+    return { routesFile, routedQueues: [] };
+  }
 }
 
 /** Adds the demo tenants to the app's tenant registry, as `npm run tenants -- add` would. */
@@ -283,10 +307,13 @@ function startHostProcess(appDir: string, port: number, env: NodeJS.ProcessEnv, 
   return new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => reject(new Error('The local Functions host did not become ready within 60 s')), 60_000);
     let ready = false;
+    // What the host said last: why it stopped, when it stops before it is ready.
+    const said: string[] = [];
     const onData = (chunk: Buffer) => {
       for (const line of chunk.toString().split('\n')) {
         if (!line.trim()) continue;
         onLine(line);
+        if (!ready) said.splice(0, Math.max(0, said.push(line) - 40));
         const m = /Host ready: (http:\/\/\S+)/.exec(line);
         if (m && !ready) {
           ready = true;
@@ -299,7 +326,10 @@ function startHostProcess(appDir: string, port: number, env: NodeJS.ProcessEnv, 
     child.stderr!.on('data', onData);
     child.once('exit', (code) => {
       clearTimeout(timer);
-      if (!ready) reject(new Error(`The local Functions host exited during start-up (code ${code})`));
+      if (ready) return;
+      const failed = said.findIndex((line) => line.startsWith('Host failed to start:'));
+      const why = failed >= 0 ? said.slice(failed) : said.slice(-10);
+      reject(new Error(`The local Functions host exited during start-up (code ${code})${why.length > 0 ? `:\n${why.join('\n')}` : ''}`));
     });
   });
 }
@@ -325,7 +355,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     cleanups.push(() => azurite.stop());
     log(`Azurite       queues ${azurite.queueUrl}  tables ${azurite.tableUrl}  blobs ${azurite.blobUrl}`);
 
-    const standIns = await startStandIns({ tls, faults, world, appDir, stateDir });
+    const standIns = await startStandIns({ tls, faults, world, appDir, stateDir, routesFile: options.routesFile });
     cleanups.push(() => standIns.close());
     const { entra, keyVault, defender } = standIns;
     log(`Entra ID      ${entra.url}  (authority host)`);

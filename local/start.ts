@@ -21,6 +21,8 @@ const { values } = parseArgs({
     'no-host': { type: 'boolean', default: false },
     // No simulated SOC activity in the demo tenants after the first poll.
     'no-activity': { type: 'boolean', default: false },
+    // Your routing rules instead of the demo's, used as they are (the host refuses rules that do not load).
+    routes: { type: 'string' },
   },
 });
 
@@ -47,6 +49,7 @@ try {
     hostPort: Number(values.port),
     stateDir: values['state-dir'],
     startHost: !values['no-host'],
+    routesFile: values.routes,
     log: (line) => print(`  ${line}`),
     onHostLine: (line) => {
       if (!values.quiet) print(`  [functions] ${line}`);

@@ -87,8 +87,6 @@ export const settingsSchema = z.object({
   WEBHOOK_ACCESS_FILE: z.string().min(1).optional(),
   /** App role a pushing caller's token must carry. */
   WEBHOOK_REQUIRED_ROLE: z.string().min(1).default('Incidents.Submit'),
-  /** Key Vault secret holding the HMAC key for callers that sign instead of sending a token. */
-  WEBHOOK_HMAC_SECRET_NAME: secretName.optional(),
   /** How old a signed request's timestamp may be (and how long its signature is remembered). */
   WEBHOOK_HMAC_TOLERANCE_SECONDS: positiveInt.default(300),
   WEBHOOK_MAX_BODY_BYTES: positiveInt.default(1_048_576),
@@ -126,7 +124,6 @@ export interface AppConfig {
     /** The webhook access file, when one is set (relative to the app's directory or absolute). */
     accessFile?: string;
     requiredRole: string;
-    hmacSecretName?: string;
     hmacToleranceSeconds: number;
     maxBodyBytes: number;
   };
@@ -143,6 +140,13 @@ export class ConfigError extends Error {
   }
 }
 
+/** Settings the app once read, and what replaced them: set, they fail the start rather than be ignored. */
+const RETIRED_SETTINGS: Record<string, string> = {
+  WEBHOOK_HMAC_SECRET_NAME:
+    'an HMAC key now belongs to the tenants it may push for. List it in the webhook access file (WEBHOOK_ACCESS_FILE) as ' +
+    'hmacKeys: [{ "name": "…", "secretName": "<this secret>", "mayPushFor": ["<tenant id>", …] }], and have its senders sign v2 (README, Pushing incidents)',
+};
+
 /** The names of every setting the app reads (the Bicep must set the same set). */
 export const SETTING_NAMES = Object.keys(settingsSchema.shape) as (keyof Settings)[];
 
@@ -150,6 +154,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const problems: string[] = [];
   const raw: Record<string, string> = {};
   const unresolved = new Set<string>();
+  for (const [name, instead] of Object.entries(RETIRED_SETTINGS)) {
+    if (env[name]) problems.push(`${name} is no longer read: ${instead}`);
+  }
   for (const name of SETTING_NAMES) {
     const value = env[name];
     if (value === undefined || value === '') continue;
@@ -206,7 +213,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       allowedTenantIds: s.WEBHOOK_ALLOWED_TENANT_IDS ?? [],
       accessFile: s.WEBHOOK_ACCESS_FILE,
       requiredRole: s.WEBHOOK_REQUIRED_ROLE,
-      hmacSecretName: s.WEBHOOK_HMAC_SECRET_NAME,
       hmacToleranceSeconds: s.WEBHOOK_HMAC_TOLERANCE_SECONDS,
       maxBodyBytes: s.WEBHOOK_MAX_BODY_BYTES,
     },

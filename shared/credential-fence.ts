@@ -91,7 +91,6 @@ export interface RelaySecretSources {
 export function relaySecretNames(config: Pick<AppConfig, 'relayApi' | 'webhook'>, sources: RelaySecretSources = {}): RelaySecret[] {
   const secrets: RelaySecret[] = [];
   if (config.relayApi.secretName) secrets.push({ name: config.relayApi.secretName, namedBy: 'RELAY_API_SECRET_NAME' });
-  if (config.webhook.hmacSecretName) secrets.push({ name: config.webhook.hmacSecretName, namedBy: 'WEBHOOK_HMAC_SECRET_NAME' });
   for (const name of sources.hmacKeys?.secretNames ?? []) secrets.push({ name, namedBy: sources.hmacKeys!.namedBy });
   const { routes } = sources;
   for (const destination of routes?.destinations.values() ?? []) {

@@ -1,4 +1,3 @@
-import { resolve } from 'node:path';
 import type { BlobServiceClient } from '@azure/storage-blob';
 import { BudgetSpentError, type BudgetClass } from './call-budget.js';
 import { deadLetter } from './dead-letter.js';
@@ -13,7 +12,8 @@ import { describeViolation, findStructureViolation, INCIDENT_LIMITS, MESSAGE_LIM
 import { redactingLogger, type Logger } from './logging.js';
 import { QUEUE_NAMES, readClaimCheck, type MessageSender } from './queues.js';
 import { describeError } from './redact.js';
-import { loadRoutingRules, plannedDeliveries, selectRoutes, type MatchedRoute, type RoutingTable } from './routing.js';
+import { ConfigFileError } from './config-file.js';
+import { plannedDeliveries, routingTableFor, selectRoutes, type MatchedRoute, type RoutingTable } from './routing.js';
 import type { Services } from './services.js';
 import { CachedTenantLookup, TenantNotFoundError, type Tenant, type TenantRegistry } from './tenants.js';
 import { carriesWriteBack, contentFingerprint, writeBack } from './write-back.js';
@@ -42,13 +42,14 @@ export type EnrichOutcome =
   | { status: 'duplicate' | 'echo'; eventId: string }
   | { status: 'dead-lettered'; eventId?: string; reason: string };
 
-/** The routing table from ROUTES_FILE, read once per process; a broken file fails every event loudly (and is retried). */
+/**
+ * The routing table from ROUTES_FILE: the one the start-up check loaded (read once per process). A
+ * file that does not load stops the app at start (functions/startupCheck.ts), so the enricher never
+ * takes an event off the queue with it; should one reach it anyway, the event is dead-lettered with
+ * the file, line and field, unclaimed, for replay once the file is fixed.
+ */
 export function routingFromConfig(services: Pick<Services, 'config'>): () => RoutingTable {
-  let table: RoutingTable | undefined;
-  return () => {
-    table ??= loadRoutingRules(resolve(services.config.routing.routesFile), services.config.routing);
-    return table;
-  };
+  return () => routingTableFor(services.config.routing);
 }
 
 export function enrichDependencies(services: Services): EnrichDependencies {
@@ -86,6 +87,14 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
   }
   const envelope = parsed.data;
   const { eventId } = envelope;
+  let table: RoutingTable;
+  try {
+    table = deps.routing();
+  } catch (err) {
+    // Before the claim and any Defender call: retrying cannot help until the file is fixed (and the app restarted).
+    if (!(err instanceof ConfigFileError)) throw err;
+    return deadLettered(deps, message, eventId, `the routing rules cannot load (fix ${err.setting ?? 'them'}, restart, then replay the dead letters): ${err.lines().join('; ')}`, log);
+  }
   let claim: EventClaim | undefined;
   try {
     const claimed = await deps.deliveryLog.claim(eventId);
@@ -106,7 +115,6 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
       return { status: 'echo', eventId };
     }
 
-    const table = deps.routing();
     const defender = deps.defender.withBudgetClass(budgetClassOf(envelope));
     let enrichment = deriveEnrichment(incident, { tenantId: tenant.tenantId, tenantDisplayName: tenant.displayName });
     let apiCalls = 0;

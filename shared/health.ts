@@ -2,6 +2,7 @@ import type { TokenCredential } from '@azure/identity';
 import type { SecretClient } from '@azure/keyvault-secrets';
 import type { QueueServiceClient } from '@azure/storage-queue';
 import { describeError } from './redact.js';
+import { describeConfigurationProblem, type ConfigurationProblem } from './startup-check.js';
 
 export type HealthCheckName = 'configuration' | 'storage' | 'token' | 'keyVault';
 
@@ -11,6 +12,8 @@ export interface HealthCheck {
   latencyMs: number;
   /** What was checked and what came back; never a secret or token. */
   detail: string;
+  /** The configuration check's problems: setting, file, line, column and field of each. */
+  problems?: ConfigurationProblem[];
 }
 
 export interface HealthReport {
@@ -64,6 +67,15 @@ export async function checkHealth(deps: HealthDependencies, timeoutMs = 5_000): 
     }),
   ]);
   return healthReport(checks);
+}
+
+/**
+ * The configuration check: the start-up check's answer (settings and configuration files, with file,
+ * line and field of each problem). Cheap: the caller passes what the process checked once.
+ */
+export function configurationHealth(problems: readonly ConfigurationProblem[], files: readonly string[]): HealthCheck {
+  if (problems.length === 0) return { name: 'configuration', ok: true, latencyMs: 0, detail: `settings valid; configuration files load (${files.join(', ')}, those set)` };
+  return { name: 'configuration', ok: false, latencyMs: 0, detail: problems.map(describeConfigurationProblem).join('; '), problems: problems.map((p) => ({ ...p })) };
 }
 
 export function healthReport(checks: HealthCheck[]): HealthReport {

@@ -1,12 +1,15 @@
-import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { z } from 'zod';
+import type { AppConfig } from './config.js';
+import { ConfigFileError, fieldProblemsError, formatFieldPath, inlineProblemsError, readJsonConfigFile, zodFieldProblems, type FieldPath, type FieldProblem, type JsonConfigFile } from './config-file.js';
 import { HUNTING_MAX_ROWS_LIMIT, unknownPlaceholderProblems } from './enrichment.js';
 import { CLASSIFICATIONS, DETERMINATIONS, INCIDENT_STATUSES, isRecord as isObject, SEVERITIES } from './incident-types.js';
 import { checkDestinationUrl, DestinationBlockedError, type DestinationPolicy } from './ssrf.js';
 
 /**
  * Routing rules: which destinations an enriched incident event goes to. The file is validated as a
- * whole and every problem is reported at once, naming the rule (or destination) and the field.
+ * whole and every problem is reported at once, naming the file, the line, the rule (or destination)
+ * and the field: `ROUTES_FILE /abs/routes.json:12:5: rules[2] "teams-high": match.severity[0]: must be one of …`.
  * Matching is pure: `selectRoutes` reads only the event.
  */
 
@@ -113,86 +116,101 @@ export interface MatchedRoute {
   hunting?: HuntingQuery[];
 }
 
-export class RoutingConfigError extends Error {
-  constructor(
-    readonly source: string,
-    readonly problems: string[],
-  ) {
-    super(`Invalid routing rules in ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+/**
+ * Routing rules that cannot be used. `problems` name the line (for a file), the field and what is
+ * wrong; the message holds one line per problem (see config-file.ts).
+ */
+export class RoutingConfigError extends ConfigFileError {
+  constructor(error: ConfigFileError) {
+    super(error.file, error.problems, error.setting);
     this.name = 'RoutingConfigError';
+  }
+
+  /** Where the rules came from (a file path, or `(inline)`). */
+  get source(): string {
+    return this.file;
   }
 }
 
-function formatPath(path: readonly PropertyKey[]): string {
-  return path.reduce<string>((text, key) => (typeof key === 'number' ? `${text}[${key}]` : text ? `${text}.${String(key)}` : String(key)), '');
-}
+export const ROUTES_SETTING = 'ROUTES_FILE';
 
-function issuesOf(error: z.ZodError, where: string): string[] {
-  return error.issues.map((issue) => {
-    const field = formatPath(issue.path);
-    const message =
-      issue.code === 'unrecognized_keys'
-        ? `unknown field${issue.keys.length > 1 ? 's' : ''} ${issue.keys.map((k) => `"${k}"`).join(', ')}`
-        : issue.code === 'invalid_type' && issue.message.endsWith('received undefined')
-          ? 'is required'
-          : issue.message;
-    return field ? `${where}: ${field}: ${message}` : `${where}: ${message}`;
-  });
+/** Names a problem inside a rule or destination: `rules[2] "teams-high": match.severity[0]`. */
+function labelled(where: string): (path: FieldPath) => string {
+  return (path) => (path.length > 0 ? `${where}: ${formatFieldPath(path)}` : where);
 }
 
 /**
  * Reads and validates routing rules (a path to a JSON file, or the parsed object) and compiles them.
  * Webhook, Teams and Slack URLs written in the file must be on the allow-list (checked again at send time).
- * Throws `RoutingConfigError` listing every problem.
+ * Throws `RoutingConfigError` listing every problem, with its line when the rules come from a file.
  */
 export function loadRoutingRules(input: string | unknown, policy: Pick<DestinationPolicy, 'allowedHosts'> & Partial<DestinationPolicy>): RoutingTable {
-  const source = typeof input === 'string' ? input : '(inline)';
-  let raw: unknown = input;
+  let file: JsonConfigFile | undefined;
   if (typeof input === 'string') {
-    let text: string;
     try {
-      text = readFileSync(input, 'utf8');
+      file = readJsonConfigFile(input, ROUTES_SETTING);
     } catch (err) {
-      throw new RoutingConfigError(source, [`cannot read the file (${(err as NodeJS.ErrnoException).code ?? String(err)}); set ROUTES_FILE to the routing rules' path`]);
-    }
-    try {
-      raw = JSON.parse(text) as unknown;
-    } catch (err) {
-      throw new RoutingConfigError(source, [`not valid JSON: ${(err as Error).message}`]);
+      throw err instanceof ConfigFileError ? new RoutingConfigError(err) : err;
     }
   }
-  return compile(raw, source, { allowedHosts: policy.allowedHosts, allowLoopback: policy.allowLoopback ?? false });
+  const source = file?.path ?? '(inline)';
+  const problems: FieldProblem[] = [];
+  const table = compile(file ? file.value : input, source, { allowedHosts: policy.allowedHosts, allowLoopback: policy.allowLoopback ?? false }, problems);
+  if (problems.length > 0 || !table) throw new RoutingConfigError(file ? fieldProblemsError(file, problems) : inlineProblemsError(source, problems));
+  return table;
 }
 
-function compile(raw: unknown, source: string, policy: DestinationPolicy): RoutingTable {
-  const problems: string[] = [];
-  if (!isObject(raw)) throw new RoutingConfigError(source, ['must be a JSON object with "destinations", "rules" and "defaultRoute"']);
+const tables = new Map<string, RoutingTable>();
+
+/**
+ * The routing table of this process: `ROUTES_FILE` (resolved against the working directory, the app's
+ * directory) read and compiled once, on first use; the start-up check, the health check and the
+ * enricher share it. A file that fails is not remembered, so each caller reports it afresh.
+ */
+export function routingTableFor(routing: AppConfig['routing']): RoutingTable {
+  const path = resolve(routing.routesFile);
+  const key = JSON.stringify([path, routing.allowedHosts, routing.allowLoopback]);
+  let table = tables.get(key);
+  if (!table) {
+    table = loadRoutingRules(path, routing);
+    tables.set(key, table);
+  }
+  return table;
+}
+
+function compile(raw: unknown, source: string, policy: DestinationPolicy, problems: FieldProblem[]): RoutingTable | undefined {
+  const problem = (path: FieldPath, field: string | undefined, message: string) => problems.push({ path, ...(field !== undefined && { field }), message });
+  if (!isObject(raw)) {
+    problem([], undefined, 'must be a JSON object with "destinations", "rules" and "defaultRoute"');
+    return undefined;
+  }
 
   const unknownKeys = Object.keys(raw).filter((k) => !['destinations', 'rules', 'defaultRoute', '$schema', 'description'].includes(k));
-  if (unknownKeys.length > 0) problems.push(`unknown top-level field${unknownKeys.length > 1 ? 's' : ''} ${unknownKeys.map((k) => `"${k}"`).join(', ')}`);
+  if (unknownKeys.length > 0) problem([unknownKeys[0]!], undefined, `unknown top-level field${unknownKeys.length > 1 ? 's' : ''} ${unknownKeys.map((k) => `"${k}"`).join(', ')}`);
 
   const destinations = new Map<string, NamedDestination>();
-  if (!isObject(raw.destinations)) problems.push('destinations: must be an object mapping destination names to destinations');
+  if (!isObject(raw.destinations)) problem(['destinations'], 'destinations', 'must be an object mapping destination names to destinations');
   else {
     for (const [name, value] of Object.entries(raw.destinations)) {
       const where = `destinations "${name}"`;
-      if (!NAME.test(name)) problems.push(`${where}: the name must be 1-80 letters, digits, dots, dashes, colons or underscores`);
+      const at: FieldPath = ['destinations', name];
+      if (!NAME.test(name)) problem(at, where, 'the name must be 1-80 letters, digits, dots, dashes, colons or underscores');
       const parsed = destinationSchema.safeParse(value);
       if (!parsed.success) {
-        problems.push(...issuesOf(parsed.error, where));
+        problems.push(...zodFieldProblems(parsed.error, at, labelled(where)));
         continue;
       }
       const destination = parsed.data;
       if (destination.type === 'webhook' || destination.type === 'teams' || destination.type === 'slack') {
         if ((destination.url === undefined) === (destination.urlSecretName === undefined)) {
-          problems.push(`${where}: give exactly one of url and urlSecretName`);
+          problem(at, where, 'give exactly one of url and urlSecretName');
         }
         if (destination.url !== undefined) {
           try {
             checkDestinationUrl(destination.url, policy);
           } catch (err) {
             if (!(err instanceof DestinationBlockedError)) throw err;
-            problems.push(`${where}: url: ${err.reason} (host ${err.host})`);
+            problem([...at, 'url'], `${where}: url`, `${err.reason} (host ${err.host})`);
           }
         }
       }
@@ -201,48 +219,49 @@ function compile(raw: unknown, source: string, policy: DestinationPolicy): Routi
   }
 
   const rules: RoutingRule[] = [];
-  if (!Array.isArray(raw.rules)) problems.push('rules: must be a list of rules (it may be empty)');
+  if (!Array.isArray(raw.rules)) problem(['rules'], 'rules', 'must be a list of rules (it may be empty)');
   else {
     const seen = new Map<string, number>();
     raw.rules.forEach((value: unknown, index) => {
       const name = isObject(value) && typeof value.name === 'string' ? value.name : undefined;
       const where = name === undefined ? `rules[${index}]` : `rules[${index}] "${name}"`;
+      const at: FieldPath = ['rules', index];
       const parsed = ruleSchema.safeParse(value);
       if (!parsed.success) {
-        problems.push(...issuesOf(parsed.error, where));
+        problems.push(...zodFieldProblems(parsed.error, at, labelled(where)));
         return;
       }
       const rule = parsed.data;
-      if (rule.name === DEFAULT_ROUTE_NAME) problems.push(`${where}: name: "${DEFAULT_ROUTE_NAME}" is reserved for defaultRoute`);
+      if (rule.name === DEFAULT_ROUTE_NAME) problem([...at, 'name'], `${where}: name`, `"${DEFAULT_ROUTE_NAME}" is reserved for defaultRoute`);
       const earlier = seen.get(rule.name);
-      if (earlier !== undefined) problems.push(`${where}: name: already used by rules[${earlier}]`);
+      if (earlier !== undefined) problem([...at, 'name'], `${where}: name`, `already used by rules[${earlier}]`);
       seen.set(rule.name, index);
-      problems.push(...unknownDestinations(rule.destinations, destinations, raw.destinations, where));
+      problems.push(...unknownDestinations(rule.destinations, destinations, raw.destinations, at, where));
       rules.push(rule);
     });
   }
 
   let defaultRoute: RoutingTable['defaultRoute'] | undefined;
-  if (raw.defaultRoute === undefined) problems.push('defaultRoute: is required (use a "drop" destination to discard unmatched events)');
+  if (raw.defaultRoute === undefined) problem(['defaultRoute'], 'defaultRoute', 'is required (use a "drop" destination to discard unmatched events)');
   else {
     const parsed = defaultRouteSchema.safeParse(raw.defaultRoute);
-    if (!parsed.success) problems.push(...issuesOf(parsed.error, 'defaultRoute'));
+    if (!parsed.success) problems.push(...zodFieldProblems(parsed.error, ['defaultRoute'], labelled('defaultRoute')));
     else {
       defaultRoute = parsed.data;
-      problems.push(...unknownDestinations(parsed.data.destinations, destinations, raw.destinations, 'defaultRoute'));
+      problems.push(...unknownDestinations(parsed.data.destinations, destinations, raw.destinations, ['defaultRoute'], 'defaultRoute'));
     }
   }
 
-  if (problems.length > 0 || !defaultRoute) throw new RoutingConfigError(source, problems);
+  if (problems.length > 0 || !defaultRoute) return undefined;
   return { destinations, rules, defaultRoute, source };
 }
 
-function unknownDestinations(names: string[], valid: Map<string, NamedDestination>, declared: unknown, where: string): string[] {
+function unknownDestinations(names: string[], valid: Map<string, NamedDestination>, declared: unknown, at: FieldPath, where: string): FieldProblem[] {
   return names.flatMap((name, i) => {
     if (valid.has(name)) return [];
     // A destination that is declared but invalid has its own error already.
     if (isObject(declared) && name in declared) return [];
-    return [`${where}: destinations[${i}]: no destination named "${name}" (declared: ${[...valid.keys()].join(', ') || 'none'})`];
+    return [{ path: [...at, 'destinations', i], field: `${where}: destinations[${i}]`, message: `no destination named "${name}" (declared: ${[...valid.keys()].join(', ') || 'none'})` }];
   });
 }
 

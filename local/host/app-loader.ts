@@ -120,9 +120,14 @@ export function describeFunction(fn: RegisteredFunction): HostedFunction {
   }
 }
 
-/** Loads the app: imports the entry points and describes every registration. */
-export async function loadApp(appDir: string, registry: CoreRegistry): Promise<HostedFunction[]> {
+/**
+ * Loads the app: imports the entry points, runs `afterImport` (the appStart hooks: the worker's
+ * `startApp` runs them right after loading the entry points, before the host asks for capabilities
+ * or function metadata) and describes every registration.
+ */
+export async function loadApp(appDir: string, registry: CoreRegistry, afterImport: () => Promise<void> = async () => undefined): Promise<HostedFunction[]> {
   await importEntryPoints(entryPointFiles(appDir));
+  await afterImport();
   if (registry.functions.size === 0) throw new Error(`No functions were registered by the files package.json 'main' names in ${appDir}.`);
   const model = registry.programmingModel();
   if (model?.getCapabilities) {

@@ -39,6 +39,22 @@ function describe(fn: HostedFunction, routePrefix: string, url: string, timers: 
 }
 
 /**
+ * Runs the app's appStart hooks as the Node.js worker does, before any trigger is built or started.
+ * A hook that throws fails the worker's init in Azure (src/startApp.ts `startApp` has no catch;
+ * src/setupEventStream.ts `handleMessage` answers the host's WorkerInitRequest with status Failure and
+ * the error's message), and the host logs "Initializing worker process failed", restarts the worker a
+ * few times and then stops, running no function. Here the host refuses to start at once, with the
+ * same message: a configuration error would only fail again on each restart.
+ */
+async function runAppStartHooks(invoker: Invoker, appDir: string): Promise<void> {
+  try {
+    await invoker.runAppHooks('appStart', { functionAppDirectory: appDir });
+  } catch (error) {
+    throw new Error(`Initializing worker process failed: an appStart hook threw: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
+}
+
+/**
  * Starts the local Functions host for the app in `appDir`: loads the app through the
  * `@azure/functions-core` seam, then serves its HTTP, queue and timer triggers. One per process,
  * like the worker (the library keeps its registrations per process).
@@ -53,8 +69,8 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
     const prefix = category === 'system' ? `[${level}] ` : '';
     log(`${prefix}${message}`);
   };
-  const functions = await loadApp(appDir, registry);
   const invoker = new Invoker(registry, log, config.functionTimeoutMs);
+  const functions = await loadApp(appDir, registry, () => runAppStartHooks(invoker, appDir));
   for (const fn of functions) {
     if (fn.trigger === 'http' && fn.authLevel !== 'anonymous') {
       log(`Function '${fn.metadata.name}' has authLevel '${fn.authLevel}': keys are not enforced by the local host (as with Core Tools).`);
@@ -80,7 +96,6 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
     return { status: 202 };
   };
 
-  await invoker.runAppHooks('appStart', { functionAppDirectory: appDir });
   let http: RunningHttpServer | undefined;
   try {
     await Promise.all([...queues.values()].map((listener) => listener.start()));

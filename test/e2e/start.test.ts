@@ -78,7 +78,7 @@ describe('npm start', () => {
     const body = (await res.json()) as { status: string; checks: { name: string; ok: boolean; detail: string }[] };
     expect(res.status).toBe(200);
     expect(body.status).toBe('healthy');
-    expect(body.checks.map((c) => c.name).sort()).toEqual(['keyVault', 'storage', 'token']);
+    expect(body.checks.map((c) => c.name).sort()).toEqual(['configuration', 'keyVault', 'storage', 'token']);
     const text = JSON.stringify(body);
     for (const secret of [info.appIdentity.clientSecret, ...info.demoApps.map((a) => a.clientSecret)]) expect(text).not.toContain(secret);
   });

@@ -125,7 +125,7 @@ describe('command-line tools: tenants and doctor', () => {
     ];
     const hmac = await run('tenants', withSettings(...args('--secret-name', WEBHOOK_HMAC_SECRET_NAME)));
     expect(hmac).toMatchObject({ code: 2, stdout: '' });
-    expect(hmac.stderr).toContain(`error: --secret-name: '${WEBHOOK_HMAC_SECRET_NAME}' is the relay's own secret (named by WEBHOOK_HMAC_SECRET_NAME), not a tenant credential`);
+    expect(hmac.stderr).toContain(`error: --secret-name: '${WEBHOOK_HMAC_SECRET_NAME}' is the relay's own secret (named by WEBHOOK_ACCESS_FILE (hmacKeys)`);
     const relayApi = await run('tenants', withSettings(...args('--certificate-secret-name', RELAY_API_SECRET_NAME)));
     expect(relayApi).toMatchObject({ code: 2, stdout: '' });
     expect(relayApi.stderr).toContain(`error: --certificate-secret-name: '${RELAY_API_SECRET_NAME}' is the relay's own secret (named by RELAY_API_SECRET_NAME)`);

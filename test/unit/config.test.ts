@@ -54,6 +54,12 @@ describe('configuration', () => {
     expect(problems).toContain('ENTRA_DISABLE_INSTANCE_DISCOVERY: must be true or false');
   });
 
+  it('refuses a retired setting rather than ignore it, saying what replaced it', () => {
+    const problems = problemsOf({ ...valid, WEBHOOK_HMAC_SECRET_NAME: 'webhook-hmac-key' });
+    expect(problems).toEqual([expect.stringMatching(/^WEBHOOK_HMAC_SECRET_NAME is no longer read: an HMAC key now belongs to the tenants it may push for\. List it in the webhook access file \(WEBHOOK_ACCESS_FILE\)/)]);
+    expect(problems[0]).not.toContain('webhook-hmac-key');
+  });
+
   it('reports an unresolved Key Vault reference as such', () => {
     const problems = problemsOf({ ...valid, KEY_VAULT_URL: '@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/url/)' });
     expect(problems).toHaveLength(1);

@@ -58,11 +58,11 @@ describe('the tenant-credential fence', () => {
       { allowedHosts: ['siem.example.com'] },
     );
     const own = relaySecretNames(
-      { relayApi: { uri: 'api://defender-relay', secretName: 'relay-api-client-secret' }, webhook: { hmacSecretName: 'webhook-hmac-key' } as never },
-      { routes, hmacKeys: { secretNames: ['fabrikam-siem-hmac'], namedBy: 'the webhook access file (hmacKeys)' } },
+      { relayApi: { uri: 'api://defender-relay', secretName: 'relay-api-client-secret' }, webhook: {} as never },
+      { routes, hmacKeys: { secretNames: ['webhook-hmac-key', 'fabrikam-siem-hmac'], namedBy: 'WEBHOOK_ACCESS_FILE (hmacKeys)' } },
     );
     expect(own.map((s) => s.name)).toEqual(['relay-api-client-secret', 'webhook-hmac-key', 'fabrikam-siem-hmac', 'siem-hmac-key', 'teams-webhook-url']);
-    expect(relaySecretNamed('WEBHOOK-HMAC-KEY', own)).toMatchObject({ namedBy: 'WEBHOOK_HMAC_SECRET_NAME' });
+    expect(relaySecretNamed('WEBHOOK-HMAC-KEY', own)).toMatchObject({ namedBy: 'WEBHOOK_ACCESS_FILE (hmacKeys)' });
     expect(relaySecretNamed('siem-hmac-key', own)?.namedBy).toMatch(/destination 'siem' in \(inline\) \(hmacSecretName\)/);
     expect(relaySecretNamed('partner-app-client-secret', own)).toBeUndefined();
     expect(relaySecretNames({ relayApi: { uri: 'api://x' }, webhook: {} as never })).toEqual([]);

@@ -1,4 +1,4 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -29,7 +29,7 @@ function problemsOf(raw: unknown): string[] {
     loadRoutingRules(raw, policy);
   } catch (err) {
     expect(err).toBeInstanceOf(RoutingConfigError);
-    return (err as RoutingConfigError).problems;
+    return (err as RoutingConfigError).problems.map((p) => (p.field ? `${p.field}: ${p.message}` : p.message));
   }
   throw new Error('expected the rules to be refused');
 }
@@ -180,8 +180,36 @@ describe('loading routing rules', () => {
     const dir = mkdtempSync(join(tmpdir(), 'routes-'));
     const broken = join(dir, 'routes.json');
     writeFileSync(broken, '{ "rules": [');
-    expect(() => loadRoutingRules(broken, policy)).toThrow(new RegExp(`Invalid routing rules in ${broken.replace(/[\\/.]/g, '.')}:\\n  - not valid JSON`));
-    expect(() => loadRoutingRules(join(dir, 'missing.json'), policy)).toThrow(/cannot read the file \(ENOENT\); set ROUTES_FILE/);
+    expect(() => loadRoutingRules(broken, policy)).toThrow(`ROUTES_FILE ${broken}:1:13: not valid JSON: a closing ] was expected (the file ends here)`);
+    expect(() => loadRoutingRules(join(dir, 'missing.json'), policy)).toThrow(`ROUTES_FILE ${join(dir, 'missing.json')}: cannot read the file (ENOENT: it does not exist); set ROUTES_FILE`);
+  });
+
+  it('names the file, the line and column, and the field of each problem in a file', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'routes-'));
+    const file = join(dir, 'routes.json');
+    writeFileSync(file, JSON.stringify(withRules({ name: 'ok', destinations: ['siem'] }, { name: 'teams-high', match: { severity: ['Critical'] }, destinations: ['teams', 'pager'] }), null, 2));
+    const lines = readFileSync(file, 'utf8').split('\n');
+    const lineOf = (text: string, after = 0) => lines.findIndex((l, i) => i >= after && l.includes(text)) + 1;
+    const rule = lineOf('"teams-high"');
+    let error: RoutingConfigError | undefined;
+    try {
+      loadRoutingRules(file, policy);
+    } catch (err) {
+      error = err as RoutingConfigError;
+    }
+    expect(error).toBeInstanceOf(RoutingConfigError);
+    expect(error!.file).toBe(file);
+    expect(error!.problems).toEqual([
+      { line: lineOf('"Critical"', rule), column: 11, field: 'rules[1] "teams-high": match.severity[0]', message: 'must be one of UnSpecified, Informational, Low, Medium, High' },
+    ]);
+    expect(error!.message).toBe(`ROUTES_FILE ${file}:${lineOf('"Critical"', rule)}:11: rules[1] "teams-high": match.severity[0]: must be one of UnSpecified, Informational, Low, Medium, High`);
+
+    // Once the fields are valid, the unknown destination is found, at its place in the list.
+    writeFileSync(file, JSON.stringify(withRules({ name: 'teams-high', destinations: ['teams', 'pager'] }), null, 2));
+    const again = readFileSync(file, 'utf8').split('\n');
+    expect(() => loadRoutingRules(file, policy)).toThrow(
+      `ROUTES_FILE ${file}:${again.findIndex((l) => l.includes('"pager"')) + 1}:9: rules[0] "teams-high": destinations[1]: no destination named "pager"`,
+    );
   });
 });
 

@@ -2,7 +2,7 @@ import { ConfigError, loadConfig, SETTING_NAMES, type AppConfig } from './config
 import { ConfigFileError, formatConfigFileProblem } from './config-file.js';
 import { describeError, redact } from './redact.js';
 import { ROUTES_SETTING, routingTableFor } from './routing.js';
-import { loadWebhookAccess } from './webhook-access.js';
+import { loadWebhookAccess, WEBHOOK_ACCESS_SETTING } from './webhook-access.js';
 
 /**
  * The start-up configuration check: every setting (shared/config.ts) and every configuration file
@@ -38,7 +38,7 @@ export interface ConfigurationFile {
 /** Every configuration file the start-up check loads. A new file is one line here. */
 export const CONFIGURATION_FILES: readonly ConfigurationFile[] = [
   { setting: ROUTES_SETTING, load: (config) => routingTableFor(config.routing) },
-  { setting: 'WEBHOOK_ACCESS_FILE', load: (config) => loadWebhookAccess(config.webhook) },
+  { setting: WEBHOOK_ACCESS_SETTING, load: (config) => loadWebhookAccess(config.webhook) },
 ];
 
 /** The problems of the configuration in `env`: the settings first; the files when the settings are valid (they name them). */

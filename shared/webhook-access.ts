@@ -1,6 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
 import { z } from 'zod';
+import { fieldProblemsError, readJsonConfigFile, zodFieldProblems, type FieldProblem } from './config-file.js';
 
 /**
  * Who may push incidents for which tenant (POST /api/incidents). By default an Entra token may push
@@ -48,21 +47,18 @@ export const webhookAccessSchema = z.strictObject({
 export type WebhookAccessFile = z.infer<typeof webhookAccessSchema>;
 export type HmacKeyGrant = WebhookAccessFile['hmacKeys'][number];
 
-/** A problem in the access file, with the path of the field (`callers.0.mayPushFor.2`). */
-export interface AccessProblem {
-  path: (string | number)[];
-  message: string;
-}
+/** The setting that names the webhook access file. */
+export const WEBHOOK_ACCESS_SETTING = 'WEBHOOK_ACCESS_FILE';
 
-/** Validates the file's content; every problem is listed, with its field. */
-export function parseWebhookAccess(raw: unknown): { ok: true; access: WebhookAccessFile } | { ok: false; problems: AccessProblem[] } {
+/** Validates the file's content; every problem is listed, with the path of its field (`callers.0.mayPushFor.2`). */
+export function parseWebhookAccess(raw: unknown): { ok: true; access: WebhookAccessFile } | { ok: false; problems: FieldProblem[] } {
   const parsed = webhookAccessSchema.safeParse(raw);
-  if (!parsed.success) return { ok: false, problems: parsed.error.issues.map((i) => ({ path: i.path.map((p) => (typeof p === 'number' ? p : String(p))), message: i.message })) };
-  const problems: AccessProblem[] = [];
+  if (!parsed.success) return { ok: false, problems: zodFieldProblems(parsed.error) };
+  const problems: FieldProblem[] = [];
   const seen = new Map<string, string>();
   const unique = (kind: string, value: string, path: (string | number)[]) => {
     const key = `${kind}:${value}`;
-    if (seen.has(key)) problems.push({ path, message: `the same ${kind} as ${seen.get(key)}` });
+    if (seen.has(key)) problems.push({ path, field: path.join('.'), message: `the same ${kind} as ${seen.get(key)}` });
     else seen.set(key, path.join('.'));
   };
   parsed.data.callers.forEach((c, i) => {
@@ -132,27 +128,14 @@ export class WebhookAccess {
   }
 }
 
-export class WebhookAccessError extends Error {
-  constructor(
-    readonly file: string,
-    readonly problems: string[],
-  ) {
-    super(`WEBHOOK_ACCESS_FILE ${file}: ${problems.join('; ')}`);
-    this.name = 'WebhookAccessError';
-  }
-}
-
-/** The access the configuration gives: the file when WEBHOOK_ACCESS_FILE is set (it must load), else own-tenant tokens only. */
+/**
+ * The access the configuration gives: the file when WEBHOOK_ACCESS_FILE is set (it must load; every
+ * problem names file, line and field), else own-tenant tokens only and no HMAC key.
+ */
 export function loadWebhookAccess(webhook: { accessFile?: string; allowedTenantIds: readonly string[] }): WebhookAccess {
   if (!webhook.accessFile) return WebhookAccess.none(webhook.allowedTenantIds);
-  const file = resolve(webhook.accessFile);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(readFileSync(file, 'utf8')) as unknown;
-  } catch (err) {
-    throw new WebhookAccessError(file, [(err as NodeJS.ErrnoException).code ? `cannot read the file (${(err as NodeJS.ErrnoException).code})` : `not valid JSON: ${(err as Error).message}`]);
-  }
-  const parsed = parseWebhookAccess(raw);
-  if (!parsed.ok) throw new WebhookAccessError(file, parsed.problems.map((p) => `${p.path.join('.') || '(file)'}: ${p.message}`));
+  const file = readJsonConfigFile(webhook.accessFile, WEBHOOK_ACCESS_SETTING);
+  const parsed = parseWebhookAccess(file.value);
+  if (!parsed.ok) throw fieldProblemsError(file, parsed.problems);
   return new WebhookAccess(parsed.access, webhook.allowedTenantIds);
 }

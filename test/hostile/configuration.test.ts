@@ -51,9 +51,9 @@ describe('hostile configuration: a routes file that cannot load', () => {
   }
 
   /** GET /api/health through the real handler, in a fresh module graph (the app reads its settings once per process). */
-  async function healthWith(routesFile: string): Promise<{ status: number; body: HealthBody; text: string }> {
-    const before = process.env.ROUTES_FILE;
-    process.env.ROUTES_FILE = routesFile;
+  async function healthWith(routesFile: string, setting = 'ROUTES_FILE'): Promise<{ status: number; body: HealthBody; text: string }> {
+    const before = process.env[setting];
+    process.env[setting] = routesFile;
     try {
       vi.resetModules();
       const { health } = (await import('../../functions/health.js')) as typeof import('../../functions/health.js');
@@ -64,7 +64,7 @@ describe('hostile configuration: a routes file that cannot load', () => {
       expect(stage.leaksIn(text)).toEqual([]);
       return { status: response.status ?? 200, body: response.jsonBody as HealthBody, text };
     } finally {
-      process.env.ROUTES_FILE = before;
+      process.env[setting] = before;
     }
   }
 
@@ -128,5 +128,16 @@ describe('hostile configuration: a routes file that cannot load', () => {
 
     const [deadLettered] = (await drainQueue(stage.queues, deadLetterQueueOf(QUEUE_NAMES.incidents))) as { reason: string; message: { eventId: string } }[];
     expect(deadLettered).toMatchObject({ reason: expect.stringContaining(`${file}:${line}:`), message: { eventId: envelope.eventId } });
+  });
+
+  it('health answers 503 naming file, line and field when the webhook access file grants something it cannot', async () => {
+    const access = JSON.parse(readFileSync(stage.settings.WEBHOOK_ACCESS_FILE!, 'utf8')) as { callers: { mayPushFor: string[] }[] };
+    access.callers[0]!.mayPushFor.push('*');
+    const file = join(dir, 'webhook-access.json');
+    writeFileSync(file, JSON.stringify(access, null, 2));
+    const line = JSON.stringify(access, null, 2).split('\n').findIndex((l) => l.includes('"*"')) + 1;
+    const { status, body } = await healthWith(file, 'WEBHOOK_ACCESS_FILE');
+    expect(status).toBe(503);
+    expect(configuration(body)).toMatchObject({ ok: false, problems: [{ setting: 'WEBHOOK_ACCESS_FILE', file, line, field: 'callers[0].mayPushFor[2]', message: 'must be a GUID' }] });
   });
 });

@@ -1,6 +1,9 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseWebhookAccess, WebhookAccess } from '../../shared/webhook-access.js';
+import { ConfigFileError } from '../../shared/config-file.js';
+import { loadWebhookAccess, parseWebhookAccess, WebhookAccess } from '../../shared/webhook-access.js';
 
 const MSSP = '11111111-1111-1111-1111-111111111111';
 const AUTOMATION = '22222222-2222-2222-2222-222222222222';
@@ -66,5 +69,25 @@ describe('webhook access: who may push for whom', () => {
     const a = access(JSON.parse(readFileSync('webhook-access.example.json', 'utf8')));
     expect(a.hmacKeysFor(FABRIKAM).map((k) => k.name)).toEqual(['fabrikam-siem']);
     expect(a.tokenMayPushFor({ tenantId: MSSP, clientId: AUTOMATION }, NORTHWIND)).toBe(true);
+  });
+
+  it('loads the file WEBHOOK_ACCESS_FILE names, and names file, line and field of every problem', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'relay-access-'));
+    const file = join(dir, 'webhook-access.json');
+    writeFileSync(file, `{\n  "callers": [\n    { "name": "x", "tenantId": "${MSSP}", "appId": "${AUTOMATION}",\n      "mayPushFor": ["${FABRIKAM}", "everyone"] }\n  ]\n}\n`);
+    let error: unknown;
+    try {
+      loadWebhookAccess({ accessFile: file, allowedTenantIds: [] });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ConfigFileError);
+    expect((error as Error).message).toContain(`WEBHOOK_ACCESS_FILE ${file}:4:`);
+    expect((error as Error).message).toContain('callers[0].mayPushFor[1]: must be a GUID');
+    expect(() => loadWebhookAccess({ accessFile: join(dir, 'missing.json'), allowedTenantIds: [] })).toThrow(/WEBHOOK_ACCESS_FILE .*missing\.json: cannot read the file \(ENOENT/);
+    // Not set: tokens push for their own (allowed) tenant only, and no key signs for anyone.
+    const none = loadWebhookAccess({ allowedTenantIds: [FABRIKAM] });
+    expect(none.tokenTenantIds()).toEqual([FABRIKAM]);
+    expect(none.hmacKeysFor(FABRIKAM)).toEqual([]);
   });
 });

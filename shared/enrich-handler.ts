@@ -49,7 +49,9 @@ export type EnrichOutcome =
  * the file, line and field, unclaimed, for replay once the file is fixed.
  */
 export function routingFromConfig(services: Pick<Services, 'config'>): () => RoutingTable {
-  return () => routingTableFor(services.config.routing);
+  // Kept once loaded: the hot path pays no path resolution or cache key per event.
+  let table: RoutingTable | undefined;
+  return () => (table ??= routingTableFor(services.config.routing));
 }
 
 export function enrichDependencies(services: Services): EnrichDependencies {

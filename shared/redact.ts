@@ -5,7 +5,7 @@
 const PATTERNS: [RegExp, string][] = [
   [/eyJ[\w-]+\.[\w-]+\.[\w-]*/g, '[redacted-jwt]'],
   [/(client_secret|client_assertion|assertion|password|refresh_token|access_token)=([^&\s"']+)/gi, '$1=[redacted]'],
-  [/("(?:client_secret|clientSecret|password|access_token|accessToken|secret|value)"\s*:\s*")[^"]*"/gi, '$1[redacted]"'],
+  [/("(?:client_secret|clientSecret|password|access_token|accessToken|secret|value)"\s*:\s*")(?:[^"\\]|\\.)*"/gi, '$1[redacted]"'],
   [/(AccountKey|SharedAccessKey|SharedAccessSignature)=([^;\s]+)/gi, '$1=[redacted]'],
   [/([?&]sig=)[^&\s"']+/gi, '$1[redacted]'],
   [/(Bearer\s+)[\w.~+/=-]+/gi, '$1[redacted]'],

@@ -72,4 +72,60 @@ describe('incident events on the queue', () => {
     expect(envelopeSchema.safeParse(decoded).success).toBe(true);
     expect(await readClaimCheck(blobs, decoded.incidentRef.blobUrl)).toEqual(bigIncident);
   });
+
+  describe('at the edge of what a message holds', () => {
+    /** A queue message holds 64 KiB of text; the relay sends an event inline up to 60 KiB of base64, leaving room to spare. */
+    const QUEUE_MESSAGE_LIMIT = 64 * 1024;
+    const INLINE_LIMIT = 60 * 1024;
+
+    /** An event whose message (base64 of its JSON) is exactly `base64Length` characters, or whose JSON is `jsonBytes` bytes. */
+    function eventOfSize(size: { jsonBytes: number } | { base64Length: number }) {
+      const jsonBytes = 'jsonBytes' in size ? size.jsonBytes : (size.base64Length / 4) * 3;
+      const incident = { incidentId: 9, lastUpdateTime: '2026-11-23T10:00:00Z', alerts: [], comments: [{ comment: '' }] };
+      const bare = Buffer.byteLength(JSON.stringify(envelopeFor(randomUUID(), incident, 'poll')));
+      incident.comments[0]!.comment = 'x'.repeat(jsonBytes - bare);
+      const envelope = envelopeFor(randomUUID(), incident, 'poll');
+      expect(Buffer.byteLength(JSON.stringify(envelope))).toBe(jsonBytes);
+      return { incident, envelope };
+    }
+
+    async function received(queue: string) {
+      const { queues } = storage();
+      const [message, ...more] = (await queues.getQueueClient(queue).receiveMessages({ numberOfMessages: 32 })).receivedMessageItems;
+      expect(more).toEqual([]);
+      expect(message!.messageText.length).toBeLessThanOrEqual(QUEUE_MESSAGE_LIMIT);
+      return { text: message!.messageText, decoded: JSON.parse(Buffer.from(message!.messageText, 'base64').toString('utf8')) };
+    }
+
+    it('claim-checks an event whose JSON would fit in a message but whose base64 would not', async () => {
+      const { queues, blobs } = storage();
+      const queue = unique('q');
+      const { incident, envelope } = eventOfSize({ jsonBytes: 60_000 });
+      expect(Buffer.from(JSON.stringify(envelope)).toString('base64').length).toBeGreaterThan(QUEUE_MESSAGE_LIMIT);
+      expect(await new MessageSender(queues, blobs).sendEvent(queue, envelope)).toEqual({ claimChecked: true });
+      const { decoded } = await received(queue);
+      expect(decoded.eventId).toBe(envelope.eventId);
+      expect(decoded.incident).toBeUndefined();
+      expect(await readClaimCheck(blobs, decoded.incidentRef.blobUrl)).toEqual(incident);
+    });
+
+    it('sends an event whose base64 just fits inline, and claim-checks one a byte larger', async () => {
+      const { queues, blobs } = storage();
+      const queue = unique('q');
+      const sender = new MessageSender(queues, blobs);
+
+      const fits = eventOfSize({ base64Length: INLINE_LIMIT });
+      expect(await sender.sendEvent(queue, fits.envelope)).toEqual({ claimChecked: false });
+      const inline = await received(queue);
+      expect(inline.text.length).toBe(INLINE_LIMIT);
+      expect(inline.decoded).toEqual(fits.envelope);
+      await queues.getQueueClient(queue).clearMessages();
+
+      const over = eventOfSize({ jsonBytes: (INLINE_LIMIT / 4) * 3 + 1 });
+      expect(await sender.sendEvent(queue, over.envelope)).toEqual({ claimChecked: true });
+      const checked = await received(queue);
+      expect(checked.decoded.incident).toBeUndefined();
+      expect(await readClaimCheck(blobs, checked.decoded.incidentRef.blobUrl)).toEqual(over.incident);
+    });
+  });
 });

@@ -17,6 +17,7 @@ import { loadRoutingRules } from '../../shared/routing.js';
 import { createServices, type Services } from '../../shared/services.js';
 import { drainQueue } from '../support/queues.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
+import { startThrottlingStorage } from '../support/throttling-storage.js';
 
 /**
  * The enricher end to end with the demo routes: five outcomes per path — what it returns, the state it
@@ -145,6 +146,30 @@ describe('enrichIncident: enrich and route, exactly once', () => {
     expect(await deps.deliveryLog.isRouted(envelope.eventId)).toBe(false);
     // The poison queue keeps only the message; the log keeps why.
     expect(logs.at(-1)).toMatch(new RegExp(`enrichIncident ${envelope.eventId} failed on attempt 5, moving to incidents-poison: .*siem.*500`));
+  });
+
+  it('retries an event while Storage throttles (429) its queue destination, then routes it once; nothing is dead-lettered', async () => {
+    const { envelope } = seedIncident(highRisk);
+    const storage = await startThrottlingStorage(azurite.connectionString);
+    try {
+      const app = enrichDependencies(createServices(loadConfig(appSettingsFor(stack.world, storage.connectionString, stack))));
+      // The demo's soc-queue destination is the routed-high queue of the app's own account.
+      storage.throttle(({ service, path }) => service === 'queue' && /^\/devstoreaccount1\/routed-high(\/messages)?$/.test(path));
+      for (let attempt = 1; attempt <= 2; attempt++) {
+        await expect(handleIncidentEvent(envelope, app, log, { dequeueCount: attempt })).rejects.toThrow(/route high-to-soc → soc-queue.*429/);
+      }
+      expect(storage.throttled).toBeGreaterThanOrEqual(2);
+      expect(logs.filter((l) => l.startsWith(`enrichIncident ${envelope.eventId} failed, will be retried`))).toHaveLength(2);
+      expect(await drain('incidents-deadletter')).toEqual([]);
+      expect(await deps.deliveryLog.isRouted(envelope.eventId)).toBe(false);
+
+      storage.throttle(() => false);
+      expect(await handleIncidentEvent(envelope, app, log, { dequeueCount: 3 })).toMatchObject({ status: 'routed', destinations: ['soc-queue', 'teams', 'siem'] });
+      expect((await drain('routed-high')) as { eventId: string }[]).toMatchObject([{ eventId: envelope.eventId }]);
+      expect(await drain('incidents-deadletter')).toEqual([]);
+    } finally {
+      await storage.close();
+    }
   });
 
   it('dead-letters a permanent failure with its reason, and replay delivers what is missing, once', async () => {

@@ -7,6 +7,7 @@ import { generateIncidents } from '../../local/defender/generator.js';
 import { DEFENDER_APP_ROLES, DEFENDER_RESOURCE, WEBHOOK_HMAC_SECRET_NAME } from '../../local/demo.js';
 import { appSettingsFor, registerDemoTenants } from '../../local/stack.js';
 import { loadConfig } from '../../shared/config.js';
+import { deadLetterQueueOf } from '../../shared/dead-letter.js';
 import { DefenderClient } from '../../shared/defender-client.js';
 import { envelopeSchema, eventIdOf, type IncidentEnvelope } from '../../shared/events.js';
 import { handlePollRequest } from '../../shared/ingest-handlers.js';
@@ -16,6 +17,7 @@ import { createServices, type Services } from '../../shared/services.js';
 import { checkRegisteredTenant } from '../../shared/tenant-admin.js';
 import { normalizeTimestamp } from '../../shared/timestamps.js';
 import { drainQueue } from '../support/queues.js';
+import { startThrottlingStorage } from '../support/throttling-storage.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
 import { TENANT_CREDENTIAL_TAGS } from '../../shared/credential-fence.js';
 
@@ -174,6 +176,34 @@ describe('ingest: polling tenants into the incidents queue', () => {
     expect(events).toHaveLength(240);
   });
 
+  it('enqueues a version listed in the overlap windows of several successive polls once', async () => {
+    // Each poll looks back 5 minutes before its checkpoint (late-indexed updates), so a version just
+    // before the checkpoint is listed again by the next polls, until the checkpoint has passed it by 5 minutes.
+    const tenantId = await addBulkTenant(3, 'overlap');
+    const store = stack.defender.store;
+    const [older, boundary, busy] = store.list(tenantId);
+    const t0 = Date.now() - 3_600_000;
+    const minute = 60_000;
+    const updateAt = (incidentId: number, ms: number) =>
+      store.update(tenantId, incidentId, (i) => void (i.lastUpdateTime = normalizeTimestamp(new Date(ms).toISOString())))!;
+    updateAt(older!.incidentId, t0 - 120 * minute);
+    updateAt(busy!.incidentId, t0 - 60 * minute);
+    const v = updateAt(boundary!.incidentId, t0);
+    const poll = (atMs: number) => pollTenant(pollRequest(tenantId, 'schedule'), { ...services, overlapMs: 5 * minute, now: () => new Date(atMs) });
+    await drainEvents();
+
+    expect(await poll(t0 + minute)).toMatchObject({ status: 'polled', enqueued: 3 });
+    expect((await drainEvents()).map((e) => e.eventId)).toContain(eventIdOf(tenantId, v.incidentId, v.lastUpdateTime));
+
+    // A poll a minute, each seeing one new version of another incident: V stays inside every window.
+    for (const at of [2, 3, 4, 5]) {
+      const news = updateAt(busy!.incidentId, t0 + (at - 0.5) * minute);
+      const outcome = await poll(t0 + at * minute);
+      expect(outcome.fetched).toBe(2); // V listed again, with the new version
+      expect((await drainEvents()).map((e) => e.eventId)).toEqual([eventIdOf(tenantId, news.incidentId, news.lastUpdateTime)]);
+    }
+  });
+
   it('goes on from the failed page when Defender fails mid-run, losing nothing and sending no page twice', async () => {
     const tenantId = await addBulkTenant(550, 'mid-run');
     const app = withoutRetries();
@@ -305,6 +335,78 @@ describe('ingest: polling tenants into the incidents queue', () => {
     expect(await handlePollRequest(pollRequest(tenantId, 'manual'), services, log)).toMatchObject({ status: 'polled', enqueued: 12 });
     expect((await drainEvents()).every((e) => e.tenantId === tenantId)).toBe(true);
     await services.registry.setEnabled(tenantId, false);
+  });
+
+  it('retries a poll while Key Vault throttles (429) reading the tenant\'s secret, and the retry delivers it', async () => {
+    const tenantId = randomUUID();
+    const clientId = randomUUID();
+    const secretName = `tenant-throttled-${tenantId.slice(0, 8)}`;
+    stack.entra.registry.addTenant({ tenantId, displayName: 'Throttled' });
+    stack.entra.registry.addApp({ clientId, displayName: 'throttled-reader', homeTenantId: tenantId, multiTenant: false, secrets: ['throttled-secret-value'] });
+    stack.entra.registry.grantAppPermissions(tenantId, clientId, DEFENDER_RESOURCE, DEFENDER_APP_ROLES);
+    await stack.keyVault.store.setSecret(secretName, 'throttled-secret-value', { tags: TENANT_CREDENTIAL_TAGS });
+    stack.defender.store.provisionTenant(tenantId, 'Throttled');
+    stack.defender.store.upsert(tenantId, generateIncidents({ tenantId, count: 7, seed: 'kv-throttled', since: new Date(Date.now() - 86_400_000) }));
+    await services.registry.put({ tenantId, displayName: 'Throttled', context: 'application', clientId, credential: { kind: 'secret', secretName } });
+    await drainEvents();
+    const deadLettered = deadLetterQueueOf(QUEUE_NAMES.pollRequests);
+    await drain(deadLettered);
+
+    // Key Vault throttles that secret for longer than the SDK's own retries last.
+    stack.faults.add('keyvault', { kind: 'status', status: 429, retryAfterSeconds: 0 }, Infinity, `/secrets/${secretName}`);
+    logs.length = 0;
+    try {
+      // (The Defender client's own retries of a retryable failure are left out, so the failure reaches the host at once.)
+      await expect(handlePollRequest(pollRequest(tenantId, 'manual'), withoutRetries(), log)).rejects.toThrow(/Key Vault/);
+    } finally {
+      stack.faults.clear('keyvault');
+    }
+    expect(await services.tenantStatus.get(tenantId)).toMatchObject({ lastOutcome: 'retrying', lastError: expect.stringMatching(/429/) });
+    expect(logs.join('\n')).toContain(`pollTenant ${tenantId} failed, will be retried`);
+    expect(await drain(deadLettered)).toEqual([]);
+    expect(await drainEvents()).toEqual([]);
+
+    // The host's retry, once Key Vault answers again.
+    expect(await handlePollRequest(pollRequest(tenantId, 'manual'), services, log)).toMatchObject({ status: 'polled', enqueued: 7 });
+    expect(await drainEvents()).toHaveLength(7);
+    await services.registry.setEnabled(tenantId, false);
+  });
+
+  it('retries a poll while Storage throttles (429) the incidents queue or the tenant table, and the retry delivers every incident', async () => {
+    const tenantId = await addBulkTenant(40, 'storage-throttled');
+    const storage = await startThrottlingStorage(azurite.connectionString);
+    try {
+      const app = createServices(loadConfig(appSettingsFor(stack.world, storage.connectionString, stack)));
+      const deadLettered = deadLetterQueueOf(QUEUE_NAMES.pollRequests);
+      await drainEvents();
+      await drain(deadLettered);
+      const refusedNow = async () => {
+        const before = storage.throttled;
+        logs.length = 0;
+        await expect(handlePollRequest(pollRequest(tenantId, 'manual'), app, log)).rejects.toMatchObject({ statusCode: 429 });
+        expect(storage.throttled).toBeGreaterThan(before);
+        expect(await services.tenantStatus.get(tenantId)).toMatchObject({ lastOutcome: 'retrying', lastError: expect.stringMatching(/429/) });
+        expect(logs.join('\n')).toContain(`pollTenant ${tenantId} failed, will be retried`);
+        expect(await drain(deadLettered)).toEqual([]);
+        expect((await services.checkpoints.get(tenantId)).lastUpdateTime).toBeUndefined();
+      };
+
+      // Queue Storage throttles the incidents queue (the SDK's RestError from @azure/storage-queue).
+      storage.throttle(({ service, path }) => service === 'queue' && /^\/devstoreaccount1\/incidents(\/messages)?$/.test(path));
+      await refusedNow();
+      expect(await drainEvents()).toEqual([]);
+
+      // Table storage throttles the tenant registry (the SDK's RestError from @azure/data-tables).
+      storage.throttle(({ service, path }) => service === 'table' && /^\/devstoreaccount1\/tenants\(/.test(path));
+      await refusedNow();
+
+      // The host's retry, once Storage takes requests again.
+      storage.throttle(() => false);
+      expect(await handlePollRequest(pollRequest(tenantId, 'manual'), app, log)).toMatchObject({ status: 'polled', enqueued: 40 });
+      expect(new Set((await drainEvents()).map((e) => e.eventId))).toEqual(new Set(stack.defender.store.list(tenantId).map((i) => eventIdOf(tenantId, i.incidentId, i.lastUpdateTime))));
+    } finally {
+      await storage.close();
+    }
   });
 
   it('names a missing Defender permission, and other tenants are unaffected', async () => {

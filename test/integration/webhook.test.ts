@@ -339,6 +339,27 @@ describe('webhook push: POST /api/incidents', () => {
       expect((await push({ sign: { timestamp: timestamp + 1 }, body })).status).toBe(202);
     });
 
+    it('with several v2 values in the header, remembers the one that verified: a reordered or padded replay is refused', async () => {
+      // A sender rotating keys may send several v2 values; whichever verified is what was used.
+      const body = JSON.stringify(incidents(1));
+      const timestamp = Math.floor(Date.now() / 1000);
+      const t = `t=${timestamp}`;
+      const valid = signed(world().webhookHmacKey, body, fabrikam().tenantId, timestamp).split(',')[1]!;
+      const oldKey = signed('the key being rotated out', body, fabrikam().tenantId, timestamp).split(',')[1]!;
+      const other = () => `v2=${randomBytes(32).toString('hex')}`;
+
+      // Accepted once, with the valid value after another one.
+      expect((await push({ signature: [t, oldKey, valid].join(','), body })).status).toBe(202);
+      expect(await drainEvents()).toHaveLength(1);
+
+      // The same request again, however its header is arranged, is a replay: here and on another instance.
+      const otherInstance = createServices(loadConfig(settings));
+      for (const header of [[t, valid], [t, valid, oldKey], [t, other(), valid], [valid, other(), t, other()], [t, oldKey, other(), valid]]) {
+        await expectRefused(await push({ signature: header.join(','), body }), 401, /already accepted \(replayed\)/);
+        await expectRefused(await push({ signature: header.join(','), body }, {}, otherInstance), 401, /replayed/);
+      }
+    });
+
     it('refuses a signature made with another key', async () => {
       const response = await push({ sign: { key: 'not-the-key' }, body: JSON.stringify(incidents(1)) });
       expect(bodyOf(response).error).toBe(UNVERIFIED_SIGNATURE_MESSAGE);

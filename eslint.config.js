@@ -4,7 +4,7 @@ import tseslint from 'typescript-eslint';
 import globals from 'globals';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.local/**', 'coverage/**'] },
+  { ignores: ['dist/**', 'node_modules/**', '.local/**', 'coverage/**', '.stryker-tmp/**', 'reports/**', 'stryker-setup-*.js'] },
   eslint.configs.recommended,
   ...tseslint.configs.recommended,
   {

@@ -15,7 +15,7 @@ import { tenantSchema } from '../../shared/tenants.js';
 import { RELAY_API_SECRET_NAME, WEBHOOK_HMAC_SECRET_NAME } from '../../local/demo.js';
 import { SIEM_HMAC_SECRET_NAME } from '../../local/stack.js';
 import { bentGuid, brokenBody, CONTENT_TYPES, fuzzValue, hostileString, hugeBody, POLLUTING_KEYS, queryPart, Rng } from './fuzz.js';
-import { expectHostileAnswers, HostileStage, type Handler, type HostileCase } from './harness.js';
+import { expectHostileAnswers, generatedRequests, HostileStage, type Handler, type HostileCase } from './harness.js';
 
 /**
  * The admin and operations endpoints under hostile input, 1,000 generated requests each, called as
@@ -23,7 +23,7 @@ import { expectHostileAnswers, HostileStage, type Handler, type HostileCase } fr
  * checked here is the handler behind it: malformed ids, bodies and headers get a 4xx naming the
  * problem, never a 5xx; nothing is enqueued; no table changes; no secret in any answer or log line.
  */
-const REQUESTS = 1_000;
+const REQUESTS = generatedRequests(1_000);
 const SEED = 0x51ee1;
 
 describe('hostile input: admin and operations endpoints', () => {

@@ -11,7 +11,7 @@ import { QUEUE_NAMES } from '../../shared/queues.js';
 import { readIncidentBatch } from '../../shared/webhook-incidents.js';
 import { pushSignatureHeader } from '../../shared/webhook-signature.js';
 import { bentGuid, brokenBody, CONTENT_TYPES, fuzzValue, hostileString, hugeBody, POLLUTING_KEYS, queryPart, Rng } from './fuzz.js';
-import { expectHostileAnswers, HostileStage, type HostileCase } from './harness.js';
+import { expectHostileAnswers, generatedRequests, HostileStage, type HostileCase } from './harness.js';
 
 /**
  * The endpoints callers reach without a function key — webhook push and the analyst endpoints —
@@ -21,7 +21,7 @@ import { expectHostileAnswers, HostileStage, type HostileCase } from './harness.
  * Every answer must be a 4xx; nothing may be enqueued, stored or changed in Defender; no secret or
  * token minted here may appear in an answer or a log line.
  */
-const REQUESTS = 1_000;
+const REQUESTS = generatedRequests(1_000);
 const SEED = 0xca11e5;
 
 describe('hostile input: webhook push and analyst endpoints', () => {

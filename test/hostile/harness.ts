@@ -14,6 +14,14 @@ import { appSettingsFor, registerDemoTenants, startStandIns, type StandIns } fro
  * the handlers and anything else in the process write. Requests are made by calling the handlers
  * with constructed `HttpRequest`s, as the host would, many at a time.
  */
+/**
+ * How many generated requests a suite sends: all of them, or a quarter under the mutation run (Stryker
+ * sets STRYKER_MUTATOR_WORKER), which runs the suite once per mutant it covers: enough for every kind of case to come up.
+ */
+export function generatedRequests(count: number): number {
+  return process.env.STRYKER_MUTATOR_WORKER === undefined ? count : Math.ceil(count / 4);
+}
+
 /** A hostile request is refused at once; one still running after this counts as a failure (a hang, or retries of a doomed call). */
 const ANSWER_TIMEOUT_MS = 3_000;
 

@@ -3,7 +3,7 @@ import { app } from '@azure/functions';
 import { replayIncidents as replay, replayRequestSchema } from '../shared/replay.js';
 import { getServices } from '../shared/services.js';
 
-/** POST /api/admin/replay: dead-lettered and poisoned incident events back onto `incidents` (all, or by filter). */
+/** POST /api/replay: dead-lettered and poisoned incident events back onto `incidents` (all, or by filter). */
 export async function replayIncidents(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
   const text = await request.text();
   let body: unknown;
@@ -22,4 +22,4 @@ export async function replayIncidents(request: HttpRequest, context: InvocationC
   return { status: 200, jsonBody: result };
 }
 
-app.http('replayIncidents', { methods: ['POST'], authLevel: 'function', route: 'admin/replay', handler: replayIncidents });
+app.http('replayIncidents', { methods: ['POST'], authLevel: 'function', route: 'replay', handler: replayIncidents });

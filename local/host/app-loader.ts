@@ -28,6 +28,12 @@ export interface TimerFunction extends RegisteredFunction {
 }
 export type HostedFunction = HttpFunction | QueueFunction | TimerFunction;
 
+/** A function the host refused as the real host does: it is "in error" and does not run; the others do. */
+export interface FunctionError {
+  name: string;
+  message: string;
+}
+
 /** The files package.json `main` names: the Node worker's entry point(s). */
 export function entryPointFiles(appDir: string): string[] {
   const packagePath = join(appDir, 'package.json');
@@ -121,11 +127,47 @@ export function describeFunction(fn: RegisteredFunction): HostedFunction {
 }
 
 /**
+ * The real host's checks of each HTTP function against the routes before it, in registration order
+ * (azure-functions-host src/WebJobs.Script/Host/ScriptHost.cs `ValidateHttpFunction` and
+ * `HttpRoutesConflict`): a route starting with `admin` or `runtime` (its own `/admin/...` and
+ * `/runtime/...` APIs; a plain prefix test, so `administration` too), or the same route
+ * (case-insensitive, slashes trimmed) with an overlapping method (no methods means all), puts that
+ * function in error. The host logs "The '<name>' function is in error: <message>" and runs the others.
+ */
+export function checkHttpRoutes(functions: HostedFunction[]): { functions: HostedFunction[]; errors: FunctionError[] } {
+  const accepted: HostedFunction[] = [];
+  const errors: FunctionError[] = [];
+  const http: HttpFunction[] = [];
+  const routeOf = (fn: HttpFunction) => fn.route.template.replace(/^\/+|\/+$/g, '').toLowerCase();
+  for (const fn of functions) {
+    if (fn.trigger !== 'http') {
+      accepted.push(fn);
+      continue;
+    }
+    const route = routeOf(fn);
+    const name = fn.metadata.name;
+    if (route.startsWith('admin') || route.startsWith('runtime')) {
+      errors.push({ name, message: 'The specified route conflicts with one or more built in routes.' });
+      continue;
+    }
+    const clash = http.find((other) => routeOf(other) === route
+      && (fn.methods.length === 0 || other.methods.length === 0 || fn.methods.some((m) => other.methods.includes(m))));
+    if (clash) {
+      errors.push({ name, message: `The route specified conflicts with the route defined by function '${clash.metadata.name}'.` });
+      continue;
+    }
+    http.push(fn);
+    accepted.push(fn);
+  }
+  return { functions: accepted, errors };
+}
+
+/**
  * Loads the app: imports the entry points, runs `afterImport` (the appStart hooks: the worker's
  * `startApp` runs them right after loading the entry points, before the host asks for capabilities
  * or function metadata) and describes every registration.
  */
-export async function loadApp(appDir: string, registry: CoreRegistry, afterImport: () => Promise<void> = async () => undefined): Promise<HostedFunction[]> {
+export async function loadApp(appDir: string, registry: CoreRegistry, afterImport: () => Promise<void> = async () => undefined): Promise<{ functions: HostedFunction[]; errors: FunctionError[] }> {
   await importEntryPoints(entryPointFiles(appDir));
   await afterImport();
   if (registry.functions.size === 0) throw new Error(`No functions were registered by the files package.json 'main' names in ${appDir}.`);
@@ -135,5 +177,5 @@ export async function loadApp(appDir: string, registry: CoreRegistry, afterImpor
     const capabilities = await model.getCapabilities({});
     if (capabilities.HttpUri) throw new Error('app.setup({ enableHttpStream: true }) is not supported by the local host.');
   }
-  return [...registry.functions.values()].map(describeFunction);
+  return checkHttpRoutes([...registry.functions.values()].map(describeFunction));
 }

@@ -1,5 +1,5 @@
 import { resolve } from 'node:path';
-import { loadApp, type HostedFunction } from './app-loader.js';
+import { loadApp, type FunctionError, type HostedFunction } from './app-loader.js';
 import { applyLocalSettings } from './app-settings.js';
 import { installCoreApi } from './core-api.js';
 import { readHostConfig } from './host-config.js';
@@ -20,6 +20,8 @@ export interface HostOptions {
 export interface RunningHost {
   url: string;
   functions: { name: string; trigger: string; detail: string }[];
+  /** Functions in error (the real host's route checks): they do not run; the others do. */
+  errors: FunctionError[];
   close(): Promise<void>;
 }
 
@@ -70,7 +72,8 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
     log(`${prefix}${message}`);
   };
   const invoker = new Invoker(registry, log, config.functionTimeoutMs);
-  const functions = await loadApp(appDir, registry, () => runAppStartHooks(invoker, appDir));
+  const { functions, errors } = await loadApp(appDir, registry, () => runAppStartHooks(invoker, appDir));
+  for (const error of errors) log(`[error] The '${error.name}' function is in error: ${error.message}`);
   for (const fn of functions) {
     if (fn.trigger === 'http' && fn.authLevel !== 'anonymous') {
       log(`Function '${fn.metadata.name}' has authLevel '${fn.authLevel}': keys are not enforced by the local host (as with Core Tools).`);
@@ -119,6 +122,7 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
   return {
     url,
     functions: functions.map((fn) => describe(fn, config.routePrefix, url, timers)),
+    errors,
     close: () => {
       closing ??= (async () => {
         accepting = false;

@@ -19,6 +19,7 @@ async function main(): Promise<void> {
   const host = await startHost({ appDir: values.app!, port, log: timestamped });
   console.log(`Host ready: ${host.url}`);
   for (const fn of host.functions) console.log(`  ${fn.name}: ${fn.trigger} ${fn.detail}`);
+  for (const error of host.errors) console.log(`  ${error.name}: in error: ${error.message}`);
 
   let stopping = false;
   const shutdown = (signal: string): void => {

@@ -191,12 +191,12 @@ describe('hostile input: admin and operations endpoints', () => {
     });
   }
 
-  it('POST /api/admin/replay (replayIncidents)', async () => {
+  it('POST /api/replay (replayIncidents)', async () => {
     const fields = ['source', 'tenantId', 'reasonContains', 'max'];
     const all = cases(SEED + 3, (rng) => ({
       note: 'replay filter',
       method: 'POST',
-      path: '/api/admin/replay',
+      path: '/api/replay',
       headers: junkHeaders(rng),
       body: body(rng, fields, () => ({ source: rng.pick(['deadletter', 'poison', 'all']), max: rng.pick([0, -1, 10_001, 1.5, '5']), tenantId: bentGuid(rng) })),
     }));

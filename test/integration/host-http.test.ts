@@ -25,12 +25,34 @@ describe('local host: HTTP triggers', () => {
   it('lists every function the app registered, once it listens', async () => {
     // Entry points load in sorted order (http.js, queue.js, timer.js), so 'tick' is listed last.
     await host.waitForLine(/^ {2}tick: timerTrigger/);
-    const listing = host.lines.slice(host.lines.findIndex((l) => l.startsWith('Host ready:')) + 1).filter((l) => /^ {2}\w+: /.test(l));
+    const listing = host.lines.slice(host.lines.findIndex((l) => l.startsWith('Host ready:')) + 1).filter((l) => /^ {2}\w+: \w+Trigger /.test(l));
     expect(listing.map((l) => l.trim().split(':')[0]).sort()).toEqual(
-      ['boom', 'echo', 'getItem', 'greet', 'itemByName', 'recordMessage', 'settingRoute', 'slow', 'tick'],
+      ['boom', 'deleteItemByName', 'echo', 'getItem', 'greet', 'itemByName', 'recordMessage', 'settingRoute', 'slow', 'tick'],
     );
     expect(host.lines.join('\n')).toContain(`getItem: httpTrigger [GET] ${host.url}/api/items/{id:int}/{*rest}`);
     expect(host.lines.filter((l) => /authLevel 'function': keys are not enforced/.test(l))).toHaveLength(1);
+  });
+
+  it('puts a function whose route the real host refuses in error, and runs the others', async () => {
+    await host.waitForLine(/^ {2}tick: timerTrigger/);
+    const inError = (name: string) => host.lines.find((l) => l.includes(`The '${name}' function is in error: `))?.replace(/^.*function is in error: /, '');
+    const builtIn = 'The specified route conflicts with one or more built in routes.';
+    expect(inError('adminRoute')).toBe(builtIn);
+    expect(inError('administrationRoute')).toBe(builtIn);
+    expect(inError('runtimeRoute')).toBe(builtIn);
+    expect(inError('echoClash')).toBe("The route specified conflicts with the route defined by function 'echo'.");
+    expect(inError('allMethodsClash')).toBe("The route specified conflicts with the route defined by function 'boom'.");
+    expect(host.lines).toContain(`  adminRoute: in error: ${builtIn}`);
+    expect(inError('deleteItemByName')).toBeUndefined();
+
+    expect((await fetch(`${host.url}/api/admin/replay`, { method: 'POST' })).status).toBe(404);
+    expect((await fetch(`${host.url}/api/administration`)).status).toBe(404);
+    expect((await fetch(`${host.url}/api/runtime/status`)).status).toBe(404);
+    // The functions registered first keep their routes; the same route with other methods is served.
+    expect((await fetch(`${host.url}/api/echo`, { method: 'PUT', body: 'x' })).status).toBe(201);
+    expect((await fetch(`${host.url}/api/boom`)).status).toBe(500);
+    expect(await (await fetch(`${host.url}/api/items/widget`, { method: 'DELETE' })).json()).toEqual({ deleted: 'widget' });
+    expect(await (await fetch(`${host.url}/api/items/widget`)).json()).toEqual({ name: 'widget' });
   });
 
   it('routes by template: params, constraints, catch-all, query', async () => {

@@ -1,8 +1,8 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { describe, expect, inject, it } from 'vitest';
-import { spawnHostExpectingFailure, uniqueName } from '../fixtures/host-app/harness.js';
+import { spawnHost, spawnHostExpectingFailure, uniqueName } from '../fixtures/host-app/harness.js';
 
 /**
  * Start-up failures of the local host: an appStart hook that throws stops the host before any
@@ -50,6 +50,22 @@ describe('local host: start-up', () => {
       writeFileSync(file, lines.join('\n'));
       return { file, line: index + 1 };
     }
+
+    it('starts the app with every function running: no route the real host would refuse', async () => {
+      const host = await spawnHost({ appDir: REPO, env: appEnv(join(REPO, 'local/demo-routes.json')) });
+      try {
+        // Entry points load in sorted order: updateIncident is listed last.
+        await host.waitForLine(/^ {2}updateIncident: /);
+        const listed = host.lines.filter((l) => /^ {2}\w+: \w+Trigger /.test(l));
+        expect(host.lines.filter((l) => /function is in error|: in error: /.test(l))).toEqual([]);
+        expect(listed.find((l) => l.startsWith('  replayIncidents:'))).toBe(`  replayIncidents: httpTrigger [POST] ${host.url}/api/replay`);
+        // Each file in functions/ registers the function it is named after (startupCheck is an appStart hook).
+        const files = readdirSync(join(REPO, 'functions')).filter((f) => f.endsWith('.ts') && f !== 'startupCheck.ts').map((f) => f.replace(/\.ts$/, ''));
+        expect(listed.map((l) => l.trim().split(':')[0]).sort()).toEqual(files.sort());
+      } finally {
+        await host.stop();
+      }
+    });
 
     it('refuses a routes file with a field that is not allowed, naming the file, line and field', async () => {
       const { file, line } = withLine('field.json', /"severity": \["High"\]/, (l) => l.replace('"High"', '"Critical"'));

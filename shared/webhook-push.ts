@@ -106,6 +106,7 @@ async function accept(request: PushRequest, deps: WebhookPushDeps, seen: Request
   const kind = auth.credentialKind(request.headers, SIGNATURE_HEADER);
   seen.caller = kind === 'hmac' ? 'hmac' : undefined;
   checkContentType(request.headers.get('content-type'));
+  checkLengthDeclared(request.headers.get('content-length'));
   checkDeclaredLength(request.headers.get('content-length'), webhook.maxBodyBytes);
 
   // A token is checked before the body is read; a signature can only be checked over the body. Either
@@ -161,6 +162,17 @@ function checkContentType(contentType: string | null): void {
   const charset = params.find((p) => p.startsWith('charset='))?.slice('charset='.length).replace(/"/g, '');
   if (mediaType !== 'application/json' || (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8')) {
     throw refuse(415, `Content-Type must be application/json (UTF-8); got ${contentType ? `'${contentType.slice(0, 100)}'` : 'none'}`);
+  }
+}
+
+/**
+ * The Functions host forwards a request body only when Content-Length is > 0 (azure-functions-host
+ * GrpcMessageConversionExtensions.ToRpcHttp): a body sent chunked, without one, arrives empty. Say so,
+ * rather than answer that the body is empty.
+ */
+function checkLengthDeclared(contentLength: string | null): void {
+  if (contentLength === null) {
+    throw refuse(411, 'Send the body with a Content-Length header: the Functions host passes on no body sent without one (Transfer-Encoding: chunked)');
   }
 }
 

@@ -26,11 +26,22 @@ export interface RunningHttpServer { server: Server; port: number; close(): Prom
 
 class BodyTooLargeError extends Error {}
 
+/**
+ * The body the host forwards to the worker: only when Content-Length is > 0 (azure-functions-host
+ * GrpcMessageConversionExtensions.ToRpcHttp, `request.ContentLength > 0`). A chunked body is read and
+ * dropped: the function sees an empty body (and the Transfer-Encoding header).
+ */
 function readBody(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > MAX_REQUEST_BODY_BYTES) {
       reject(new BodyTooLargeError());
+      return;
+    }
+    if (!(declared > 0)) {
+      req.on('end', () => resolve(Buffer.alloc(0)));
+      req.on('error', reject);
+      req.resume();
       return;
     }
     const chunks: Buffer[] = [];

@@ -11,6 +11,7 @@ import type { DeliveryLog, EventClaim } from '../../shared/delivery-log.js';
 import type { MessageSender } from '../../shared/queues.js';
 import { Flow, SimulatedCrash, type FlowOptions, type FlowReport } from './flow.js';
 import { TENANT_CREDENTIAL_TAGS } from '../../shared/credential-fence.js';
+import { deliveredRequest } from '../support/host-request.js';
 
 /**
  * The fault suite (`npm run test:faults`): for each fault the whole flow runs — poll both demo
@@ -248,7 +249,7 @@ describe('fault suite: the whole flow under each fault, nothing lost, nothing ro
       const services = flow.instances[0]!.services;
       const push = (signer: typeof a, target: typeof a, body: string) => {
         const signature = pushSignatureHeader(signer.pushKey.key, { tenantId: target.tenantId, method: 'POST', path: '/api/incidents' }, body);
-        const request = new HttpRequest({ method: 'POST', url: `http://localhost:7071/api/incidents?tenantId=${target.tenantId}`, headers: { 'content-type': 'application/json', 'x-relay-signature': signature }, body: { string: body } });
+        const request = deliveredRequest({ method: 'POST', url: `http://localhost:7071/api/incidents?tenantId=${target.tenantId}`, headers: { 'content-type': 'application/json', 'x-relay-signature': signature }, body: { string: body } });
         return pushIncidents(request, webhookPushDeps(services, flow.logger));
       };
       const statuses: Record<string, number> = {};

@@ -7,6 +7,7 @@ import { AZURITE_KEY, startAzurite, type RunningAzurite } from '../../local/azur
 import { FaultBoard } from '../../local/common/faults.js';
 import { createDemoWorld, type DemoWorld } from '../../local/demo.js';
 import { appSettingsFor, registerDemoTenants, startStandIns, type StandIns } from '../../local/stack.js';
+import { hostHttpRequest } from '../support/host-request.js';
 
 /**
  * The hostile-input suite's stage: the stand-ins with the demo world, an Azurite of its own (the app's
@@ -120,7 +121,8 @@ export class HostileStage {
   }
 
   async call(handler: Handler, c: HostileCase): Promise<Answer> {
-    const request = new HttpRequest({ method: c.method, url: `http://localhost:7071${c.path}`, headers: wireHeaders(c.headers ?? {}), params: c.params ?? {}, body: c.body });
+    const request = hostHttpRequest({ method: c.method, url: `http://localhost:7071${c.path}`, headers: wireHeaders(c.headers ?? {}), params: c.params ?? {}, body: c.body });
+    if (!(request instanceof HttpRequest)) return { status: request.refused, text: 'refused by the host before any function runs: Content-Length is not a number' };
     const context = new InvocationContext({
       functionName: 'hostile',
       logHandler: (level, ...args) => void this.logs.push(`${level}: ${args.map((a) => (typeof a === 'string' ? a : inspect(a, { depth: 6 }))).join(' ')}`),

@@ -17,6 +17,7 @@ import { pushSignatureHeader } from '../../shared/webhook-signature.js';
 import { drainQueue } from '../support/queues.js';
 import { Rng } from './fuzz.js';
 import { generatedRequests, HostileStage, type Handler, type HostileCase } from './harness.js';
+import { deliveredRequest } from '../support/host-request.js';
 
 /**
  * Tenant isolation (issue 10): every caller pushes for the tenants granted to it and no other; a
@@ -218,7 +219,7 @@ describe('hostile input: tenant isolation of pushes, and structures built to ove
 
   it('answers the push of an ordinary incident by the MSSP automation (the grant works)', async () => {
     const automation = callers.find((c) => c.name.startsWith('MSSP automation'))!;
-    const request = new HttpRequest({ method: 'POST', url: `http://localhost:7071/api/incidents?tenantId=${tenants().northwind}`, headers: { 'content-type': 'application/json', authorization: `Bearer ${automation.token}` }, body: { string: incidentBody(tenants().northwind, 'ok') } });
+    const request = deliveredRequest({ method: 'POST', url: `http://localhost:7071/api/incidents?tenantId=${tenants().northwind}`, headers: { 'content-type': 'application/json', authorization: `Bearer ${automation.token}` }, body: { string: incidentBody(tenants().northwind, 'ok') } });
     const response = await handler(request, new InvocationContext({ functionName: 'push' }));
     expect(response.status).toBe(202);
     const events = (await drainQueue(stage.queues, QUEUE_NAMES.incidents)) as IncidentEnvelope[];

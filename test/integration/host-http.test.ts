@@ -87,6 +87,21 @@ describe('local host: HTTP triggers', () => {
     expect(Buffer.from(await response.arrayBuffer())).toEqual(payload);
   });
 
+  it('forwards a body only when Content-Length declares it: a chunked body arrives empty, as in Azure', async () => {
+    const chunked = await new Promise<{ status: number; length: string | undefined }>((resolve, reject) => {
+      const req = httpRequest(`${host.url}/api/echo`, { method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, length: res.headers['x-echo-length'] as string | undefined }));
+      });
+      req.on('error', reject);
+      req.write('{"id":');
+      req.end('1}');
+    });
+    expect(chunked).toEqual({ status: 201, length: '0' });
+    const declared = await fetch(`${host.url}/api/echo`, { method: 'POST', body: '{"id":1}', headers: { 'content-type': 'application/json' } });
+    expect(declared.headers.get('x-echo-length')).toBe('8');
+  });
+
   it('answers 500 without the error or stack when the handler throws, and logs it', async () => {
     const after = host.lines.length;
     const response = await fetch(`${host.url}/api/boom`);

@@ -15,6 +15,7 @@ import type { TenantCheck } from '../../shared/doctor.js';
 import { getServices } from '../../shared/services.js';
 import type { TenantView } from '../../shared/tenant-admin.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
+import { deliveredRequest } from '../support/host-request.js';
 
 /**
  * The tenant admin endpoints, called as the host calls them (HttpRequest → handler → plain response),
@@ -45,7 +46,7 @@ describe('tenant admin endpoints', () => {
   type Handler = (request: HttpRequest, context: InvocationContext) => Promise<HttpResponseInit>;
   async function call(handler: Handler, method: string, path: string, options: { params?: Record<string, string>; body?: unknown } = {}) {
     const body = options.body === undefined ? undefined : { string: typeof options.body === 'string' ? options.body : JSON.stringify(options.body) };
-    const request = new HttpRequest({ method, url: `http://localhost:7071/api/${path}`, params: options.params ?? {}, body, headers: body ? { 'content-type': 'application/json' } : {} });
+    const request = deliveredRequest({ method, url: `http://localhost:7071/api/${path}`, params: options.params ?? {}, body, headers: body ? { 'content-type': 'application/json' } : {} });
     const context = new InvocationContext({ logHandler: (_level, ...args) => logs.push(args.join(' ')) });
     const response = await handler(request, context);
     return response as { status: number; jsonBody?: AnswerBody; headers?: Record<string, string> };

@@ -23,6 +23,7 @@ import { UNVERIFIED_SIGNATURE_MESSAGE } from '../../shared/webhook-auth.js';
 import { pushSignatureHeader } from '../../shared/webhook-signature.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
 import { DEFENDER_DOCS_LIST_EXAMPLE } from '../support/webhook-payloads.js';
+import { deliveredRequest } from '../support/host-request.js';
 
 /**
  * POST /api/incidents end to end: real Entra tokens from the stand-in (ClientSecretCredential), the
@@ -97,6 +98,8 @@ describe('webhook push: POST /api/incidents', () => {
     tenantId?: string | null;
     contentType?: string | null;
     headers?: Record<string, string>;
+    /** Send the body chunked, without Content-Length. */
+    chunked?: boolean;
   }
 
   function request(p: Push): HttpRequest {
@@ -113,7 +116,7 @@ describe('webhook push: POST /api/incidents', () => {
     Object.assign(headers, p.headers);
     const url = `http://localhost/api/incidents${tenantId === null ? '' : `?tenantId=${tenantId}`}`;
     // Bytes, not a string: a string body would make the request default to text/plain.
-    return new HttpRequest({ method: 'POST', url, headers, body: { bytes: Buffer.from(body) } });
+    return deliveredRequest({ method: 'POST', url, headers, body: { bytes: Buffer.from(body) } }, { chunked: p.chunked });
   }
 
   /** A v2 signature of a push to `tenantId`, remembered as a secret. */
@@ -422,6 +425,15 @@ describe('webhook push: POST /api/incidents', () => {
       await expectRefused(await push({ token: validToken, body: '{}', headers: { 'content-length': String(max + 1) } }), 413, new RegExp(`larger than ${max} bytes`));
       await expectRefused(await push({ token: validToken, body: big }), 413, /larger than/);
       await expectRefused(await push({ sign: true, body: big }), 413, /larger than/);
+      // More bytes than Content-Length declares: the cap holds on what is read, not on what was declared.
+      await expectRefused(await push({ token: validToken, body: big, headers: { 'content-length': String(max) } }), 413, /larger than/);
+    });
+
+    it('a chunked body (no Content-Length), which the Functions host passes on empty: 411 saying to send Content-Length', async () => {
+      const body = JSON.stringify(incidents(1));
+      await expectRefused(await push({ token: validToken, body, chunked: true }), 411, /Content-Length header: the Functions host passes on no body sent without one/);
+      await expectRefused(await push({ sign: true, body, chunked: true }), 411, /Content-Length/);
+      await expectRefused(await push({ token: validToken, body: '' }), 400, /body is empty/);
     });
 
     it('malformed JSON: 400', async () => {

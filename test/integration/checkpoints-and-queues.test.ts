@@ -6,6 +6,7 @@ import { describe, expect, inject, it } from 'vitest';
 import { CheckpointConflictError, CheckpointStore } from '../../shared/checkpoints.js';
 import { envelopeFor, envelopeSchema } from '../../shared/events.js';
 import { MessageSender, readClaimCheck } from '../../shared/queues.js';
+import { startThrottlingStorage } from '../support/throttling-storage.js';
 
 const unique = (prefix: string) => `${prefix}${randomUUID().replace(/-/g, '').slice(0, 12)}`;
 
@@ -36,6 +37,43 @@ describe('checkpoints (Table storage, ETag concurrency)', () => {
       expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
       const rejected = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
       expect(rejected.reason).toBeInstanceOf(CheckpointConflictError);
+      expect((rejected.reason as Error).message).toContain(tenantId);
+    }
+  });
+
+  it('keeps the newest 300 boundary event ids of a burst, and still advances', async () => {
+    const checkpoints = store();
+    const tenantId = randomUUID();
+    // Oldest first, as the poller passes them; 1,000 ids of this size would not fit a table property.
+    const ids = Array.from({ length: 1000 }, (_, i) => `${tenantId}:${100_000 + i}:2026-11-23T10:${String(Math.floor(i / 60)).padStart(2, '0')}:${String(i % 60).padStart(2, '0')}.0000000Z`);
+    await checkpoints.advance(await checkpoints.get(tenantId), { lastUpdateTime: '2026-11-23T10:16:39.0000000Z', boundaryEventIds: ids });
+    const advanced = await checkpoints.get(tenantId);
+    expect(advanced.lastUpdateTime).toBe('2026-11-23T10:16:39.0000000Z');
+    expect(advanced.boundaryEventIds).toEqual(ids.slice(-300));
+  });
+
+  it('reports a write Storage refuses as the storage error, not as another poller, and leaves the checkpoint as it was', async () => {
+    const storage = await startThrottlingStorage(inject('storage').connectionString);
+    try {
+      const table = unique('cp');
+      const checkpoints = new CheckpointStore(TableClient.fromConnectionString(storage.connectionString, table, { allowInsecureConnection: true }));
+      const tenantId = randomUUID();
+      const next = (hour: number) => ({ lastUpdateTime: `2026-11-23T1${hour}:00:00.0000000Z`, boundaryEventIds: [`${tenantId}:1:2026-11-23T1${hour}:00:00.0000000Z`] });
+      for (const hour of [0, 1]) {
+        const read = await checkpoints.get(tenantId); // first none yet (an insert), then one to update with its ETag
+        // 429 to this table's inserts and updates (the SDK's RestError): the poll is retried, not taken as raced.
+        storage.throttle((r) => r.service === 'table' && r.method !== 'GET' && r.path.startsWith(`/devstoreaccount1/${table}`));
+        const refused = await checkpoints.advance(read, next(hour)).then(() => undefined, (err: unknown) => err);
+        storage.throttle(() => false);
+        expect(refused).not.toBeInstanceOf(CheckpointConflictError);
+        expect(refused).toMatchObject({ statusCode: 429 });
+        expect(await checkpoints.get(tenantId)).toEqual(read);
+        // Once Storage takes writes again, the same checkpoint advances: no one else moved it.
+        await checkpoints.advance(read, next(hour));
+        expect(await checkpoints.get(tenantId)).toMatchObject(next(hour));
+      }
+    } finally {
+      await storage.close();
     }
   });
 });

@@ -15,6 +15,17 @@ describe('webhook signature', () => {
     expect(signatureHeader(KEY, BODY, T)).toBe(`t=${T},v1=${BODY_SIGNATURE}`);
   });
 
+  it('signs with the current time when not given one, so a receiver checking the timestamp accepts the header', () => {
+    const now = Math.floor(Date.now() / 1000);
+    const v1 = parseSignatureHeader(signatureHeader(KEY, BODY));
+    expect(() => checkTimestamp(v1.timestamp, now, 5)).not.toThrow();
+    expect(signatureMatches(v1, KEY, Buffer.from(BODY))).toBe(true);
+    const request = { tenantId: '6f1c2a4e-0b5d-4c3e-9a7f-2d8e1b4c5a6f', method: 'POST', path: '/api/incidents' };
+    const v2 = parseSignatureHeader(pushSignatureHeader(KEY, request, BODY), 'v2');
+    expect(() => checkTimestamp(v2.timestamp, now, 5)).not.toThrow();
+    expect(pushSignatureMatches(v2, KEY, request, Buffer.from(BODY))).toBe(true);
+  });
+
   it('parses the header in any order, with spaces, upper-case hex and extra v1 values (key rotation)', () => {
     const parsed = parseSignatureHeader(` v1=${BODY_SIGNATURE.toUpperCase()} , t=${T},v1=${EMPTY_SIGNATURE},v0=ignored`);
     expect(parsed.timestamp).toBe(T);
@@ -32,6 +43,8 @@ describe('webhook signature', () => {
     ['base64 signature', `t=${T},v1=${Buffer.from(BODY_SIGNATURE, 'hex').toString('base64')}`],
     ['not key=value', `${T};${BODY_SIGNATURE}`],
     ['sha256= prefix (GitHub style)', `sha256=${BODY_SIGNATURE}`],
+    // Only a pushed request (v2) is told about v2: a v1 receiver gets the v1 form.
+    ['only a v2 signature', `t=${T},v2=${BODY_SIGNATURE}`],
   ])('refuses a malformed header (%s) without echoing it', (_case, header) => {
     expect(() => parseSignatureHeader(header)).toThrow(SignatureError);
     try {
@@ -54,8 +67,8 @@ describe('webhook signature', () => {
   it('accepts a timestamp within the tolerance either way and refuses one beyond it, saying which way', () => {
     expect(() => checkTimestamp(T, T + 300, 300)).not.toThrow();
     expect(() => checkTimestamp(T, T - 300, 300)).not.toThrow();
-    expect(() => checkTimestamp(T, T + 301, 300)).toThrow(/301 s old; at most 300 s/);
-    expect(() => checkTimestamp(T, T - 301, 300)).toThrow(/301 s in the future/);
+    expect(() => checkTimestamp(T, T + 301, 300)).toThrow(/timestamp is 301 s old; at most 300 s/);
+    expect(() => checkTimestamp(T, T - 301, 300)).toThrow(/timestamp is 301 s in the future; at most 300 s/);
   });
 
   describe('v2, the signature of a pushed request', () => {
@@ -86,6 +99,19 @@ describe('webhook signature', () => {
       expect(() => parseSignatureHeader(`t=${T},v1=${BODY_SIGNATURE}`, 'v2')).toThrow(/signed with v2, which covers the tenant/);
       expect(parseSignatureHeader(`t=${T},v1=${BODY_SIGNATURE},v2=${PUSH_SIGNATURE}`, 'v2').signatures.map((s) => s.toString('hex'))).toEqual([PUSH_SIGNATURE]);
       expect(() => parseSignatureHeader(`t=${T},v2=xyz`, 'v2')).toThrow('t=<unix seconds>,v2=');
+    });
+
+    it.each([
+      ['v1', true],
+      ['v3', true],
+      ['v10', true],
+      ['sha256', false],
+      ['v1-sha256', false],
+      ['hmac-v1', false],
+    ])('with only a %s= value, says v2 is what changed only if that is another signature version (%s)', (key, anotherVersion) => {
+      const header = `t=${T},${key}=${BODY_SIGNATURE}`;
+      expect(() => parseSignatureHeader(header, 'v2')).toThrow(SignatureError);
+      expect(() => parseSignatureHeader(header, 'v2')).toThrow(anotherVersion ? /^Pushed requests are signed with v2, which covers the tenant/ : /^X-Relay-Signature must look like t=<unix seconds>,v2=/);
     });
   });
 });

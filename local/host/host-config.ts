@@ -1,4 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { parseTimeSpan } from './timespan.js';
 
@@ -47,7 +48,24 @@ function timeSpan(value: unknown, where: string, fallback: number): number {
   }
 }
 
-export function parseHostConfig(json: unknown): HostConfig {
+/** What the queue options' defaults depend on: the instance's processors, and the plan (WEBSITE_SKU). */
+export interface HostEnvironment {
+  processorCount: number;
+  sku: string | undefined;
+}
+
+const thisMachine = (): HostEnvironment => ({ processorCount: availableParallelism(), sku: process.env.WEBSITE_SKU });
+
+/**
+ * The Storage Queues extension counts one processor on the Consumption plan (WEBSITE_SKU "Dynamic",
+ * any case) and the machine's processors elsewhere, Flex Consumption included (azure-sdk-for-net
+ * sdk/storage/Microsoft.Azure.WebJobs.Extensions.Storage.Common/src/SkuUtility.cs).
+ */
+function effectiveProcessorCount(environment: HostEnvironment): number {
+  return environment.sku?.toLowerCase() === 'dynamic' ? 1 : environment.processorCount;
+}
+
+export function parseHostConfig(json: unknown, environment: HostEnvironment = thisMachine()): HostConfig {
   const root = asObject(json, '(root)');
   const extensions = asObject(root.extensions, 'extensions');
   const http = asObject(extensions.http, 'extensions.http');
@@ -63,6 +81,14 @@ export function parseHostConfig(json: unknown): HostConfig {
     throw new Error(`host.json: 'extensions.queues.messageEncoding' must be 'base64' or 'none'.`);
   }
 
+  // QueuesOptions refuses these at start-up (azure-sdk-for-net
+  // sdk/storage/Microsoft.Azure.WebJobs.Extensions.Storage.Queues/src/Config/QueuesOptions.cs).
+  if (batchSize < 1) throw new Error(`host.json: 'extensions.queues.batchSize' must be 1–32 (a Storage limit).`);
+  const maxDequeueCount = positiveInt(queues.maxDequeueCount, 'extensions.queues.maxDequeueCount', 5);
+  if (maxDequeueCount < 1) throw new Error(`host.json: 'extensions.queues.maxDequeueCount': MaxDequeueCount must not be less than 1.`);
+  const maxPollingIntervalMs = timeSpan(queues.maxPollingInterval, 'extensions.queues.maxPollingInterval', 60_000);
+  if (maxPollingIntervalMs < 100) throw new Error(`host.json: 'extensions.queues.maxPollingInterval': MaxPollingInterval must not be less than 00:00:00.1000000.`);
+
   let functionTimeoutMs: number | undefined = DEFAULT_FUNCTION_TIMEOUT_MS;
   if (root.functionTimeout === '-1' || root.functionTimeout === null) functionTimeoutMs = undefined;
   else functionTimeoutMs = timeSpan(root.functionTimeout, 'functionTimeout', DEFAULT_FUNCTION_TIMEOUT_MS);
@@ -72,10 +98,11 @@ export function parseHostConfig(json: unknown): HostConfig {
     functionTimeoutMs,
     queues: {
       batchSize,
-      newBatchThreshold: positiveInt(queues.newBatchThreshold, 'extensions.queues.newBatchThreshold', Math.floor(batchSize / 2)),
-      maxPollingIntervalMs: timeSpan(queues.maxPollingInterval, 'extensions.queues.maxPollingInterval', 60_000),
+      // QueuesOptions.NewBatchThreshold: unset, it is (batchSize / 2) × processors (integer division).
+      newBatchThreshold: positiveInt(queues.newBatchThreshold, 'extensions.queues.newBatchThreshold', Math.floor(batchSize / 2) * effectiveProcessorCount(environment)),
+      maxPollingIntervalMs,
       visibilityTimeoutMs: timeSpan(queues.visibilityTimeout, 'extensions.queues.visibilityTimeout', 0),
-      maxDequeueCount: Math.max(1, positiveInt(queues.maxDequeueCount, 'extensions.queues.maxDequeueCount', 5)),
+      maxDequeueCount,
       messageEncoding: encoding,
     },
   };

@@ -62,18 +62,36 @@ describe('glob', () => {
 
 describe('host.json and settings', () => {
   it('applies the Storage Queues extension defaults', () => {
-    expect(parseHostConfig({ version: '2.0' })).toEqual({
+    expect(parseHostConfig({ version: '2.0' }, { processorCount: 1, sku: undefined })).toEqual({
       routePrefix: 'api',
       functionTimeoutMs: 300_000,
       queues: { batchSize: 16, newBatchThreshold: 8, maxPollingIntervalMs: 60_000, visibilityTimeoutMs: 0, maxDequeueCount: 5, messageEncoding: 'base64' },
     });
   });
 
+  it('defaults newBatchThreshold to (batchSize / 2) × processors, one processor on the Consumption plan', () => {
+    const threshold = (queues: Record<string, unknown>, processorCount: number, sku?: string) =>
+      parseHostConfig({ extensions: { queues } }, { processorCount, sku }).queues.newBatchThreshold;
+    expect(threshold({}, 4)).toBe(32);
+    expect(threshold({ batchSize: 32 }, 2, 'FlexConsumption')).toBe(32);
+    expect(threshold({ batchSize: 5 }, 2)).toBe(4);
+    expect(threshold({ batchSize: 32 }, 4, 'Dynamic')).toBe(16);
+    expect(threshold({ batchSize: 32 }, 4, 'dynamic')).toBe(16);
+    expect(threshold({ batchSize: 32, newBatchThreshold: 16 }, 4)).toBe(16);
+  });
+
+  it('refuses the queue options the extension refuses at start-up', () => {
+    expect(() => parseHostConfig({ extensions: { queues: { maxDequeueCount: 0 } } })).toThrow("'extensions.queues.maxDequeueCount': MaxDequeueCount must not be less than 1.");
+    expect(() => parseHostConfig({ extensions: { queues: { batchSize: 0 } } })).toThrow(/batchSize' must be 1–32/);
+    expect(() => parseHostConfig({ extensions: { queues: { maxPollingInterval: '00:00:00.05' } } })).toThrow(/MaxPollingInterval must not be less than 00:00:00.1000000/);
+    expect(parseHostConfig({ extensions: { queues: { maxDequeueCount: 1, maxPollingInterval: '00:00:00.1' } } }).queues).toMatchObject({ maxDequeueCount: 1, maxPollingIntervalMs: 100 });
+  });
+
   it('reads the repository host.json options and rejects bad values', () => {
     const config = parseHostConfig({
       functionTimeout: '00:10:00',
       extensions: { http: { routePrefix: '' }, queues: { batchSize: 4, maxPollingInterval: '00:00:02', visibilityTimeout: '00:00:05', messageEncoding: 'None' } },
-    });
+    }, { processorCount: 1, sku: undefined });
     expect(config).toMatchObject({ routePrefix: '', functionTimeoutMs: 600_000, queues: { batchSize: 4, newBatchThreshold: 2, maxPollingIntervalMs: 2000, visibilityTimeoutMs: 5000, messageEncoding: 'none' } });
     expect(() => parseHostConfig({ extensions: { queues: { batchSize: 64 } } })).toThrow(/batchSize/);
     expect(() => parseHostConfig({ extensions: { queues: { visibilityTimeout: 5 } } })).toThrow(/visibilityTimeout/);

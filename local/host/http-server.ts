@@ -103,9 +103,10 @@ function toSetCookie(cookie: RpcHttpCookie): string {
 }
 
 function writeResponse(res: ServerResponse, http: RpcHttpData | null | undefined): void {
-  // A handler that returns nothing gets 204, as the host answers a null http output.
+  // A handler that returns nothing sets no response: the host answers 200 with no body
+  // (azure-functions-host src/WebJobs.Script.WebHost/Middleware/FunctionInvocationMiddleware.cs: `new OkResult()`).
   if (!http) {
-    res.writeHead(204).end();
+    sendEmpty(res, 200);
     return;
   }
   const status = Number(http.statusCode ?? 200) || 200;

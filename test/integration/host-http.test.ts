@@ -27,7 +27,7 @@ describe('local host: HTTP triggers', () => {
     await host.waitForLine(/^ {2}tick: timerTrigger/);
     const listing = host.lines.slice(host.lines.findIndex((l) => l.startsWith('Host ready:')) + 1).filter((l) => /^ {2}\w+: \w+Trigger /.test(l));
     expect(listing.map((l) => l.trim().split(':')[0]).sort()).toEqual(
-      ['boom', 'deleteItemByName', 'echo', 'getItem', 'greet', 'itemByName', 'recordMessage', 'settingRoute', 'slow', 'tick'],
+      ['boom', 'deleteItemByName', 'echo', 'getItem', 'greet', 'itemByName', 'nothing', 'recordMessage', 'settingRoute', 'slow', 'tick'],
     );
     expect(host.lines.join('\n')).toContain(`getItem: httpTrigger [GET] ${host.url}/api/items/{id:int}/{*rest}`);
     expect(host.lines.filter((l) => /authLevel 'function': keys are not enforced/.test(l))).toHaveLength(1);
@@ -100,6 +100,13 @@ describe('local host: HTTP triggers', () => {
     expect(chunked).toEqual({ status: 201, length: '0' });
     const declared = await fetch(`${host.url}/api/echo`, { method: 'POST', body: '{"id":1}', headers: { 'content-type': 'application/json' } });
     expect(declared.headers.get('x-echo-length')).toBe('8');
+  });
+
+  it('answers 200 with an empty body when the handler returns nothing, as the real host does', async () => {
+    const response = await fetch(`${host.url}/api/nothing`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get('content-length')).toBe('0');
+    expect(await response.text()).toBe('');
   });
 
   it('answers 500 without the error or stack when the handler throws, and logs it', async () => {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { fieldProblemsError, readJsonConfigFile, zodFieldProblems, type FieldProblem } from './config-file.js';
+import { fieldProblemsError, formatFieldPath, readJsonConfigFile, zodFieldProblems, type FieldProblem } from './config-file.js';
 
 /**
  * Who may push incidents for which tenant (POST /api/incidents). By default an Entra token may push
@@ -58,8 +58,9 @@ export function parseWebhookAccess(raw: unknown): { ok: true; access: WebhookAcc
   const seen = new Map<string, string>();
   const unique = (kind: string, value: string, path: (string | number)[]) => {
     const key = `${kind}:${value}`;
-    if (seen.has(key)) problems.push({ path, field: path.join('.'), message: `the same ${kind} as ${seen.get(key)}` });
-    else seen.set(key, path.join('.'));
+    // Fields are named as everywhere else in the file's problems: callers[1].name.
+    if (seen.has(key)) problems.push({ path, message: `the same ${kind} as ${seen.get(key)}` });
+    else seen.set(key, formatFieldPath(path));
   };
   parsed.data.callers.forEach((c, i) => {
     unique('name', c.name, ['callers', i, 'name']);
@@ -91,7 +92,7 @@ export class WebhookAccess {
     this.#ownTenantIds = new Set(ownTenantIds.map((t) => t.toLowerCase()));
   }
 
-  static none(ownTenantIds: readonly string[] = []): WebhookAccess {
+  static none(ownTenantIds: readonly string[]): WebhookAccess {
     return new WebhookAccess({ callers: [], hmacKeys: [] }, ownTenantIds);
   }
 

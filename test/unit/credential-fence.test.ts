@@ -42,6 +42,8 @@ describe('the tenant-credential fence', () => {
     expect(vaultNameOf('https://kv-x.vault.azure.cn/')).toBe('kv-x');
     expect(vaultNameOf('https://localhost:8443')).toBe('<vault-name>');
     expect(vaultNameOf(undefined)).toBe('<vault-name>');
+    // A vault's host is <name>.vault.<cloud>: with more in front, the first label is not the vault's name.
+    expect(vaultNameOf('https://eu.kv-relay-prod.vault.azure.net')).toBe('<vault-name>');
   });
 
   it("lists the relay's own secrets from its settings and routing rules, matched case-insensitively", () => {
@@ -64,6 +66,9 @@ describe('the tenant-credential fence', () => {
     expect(own.map((s) => s.name)).toEqual(['relay-api-client-secret', 'webhook-hmac-key', 'fabrikam-siem-hmac', 'siem-hmac-key', 'teams-webhook-url']);
     expect(relaySecretNamed('WEBHOOK-HMAC-KEY', own)).toMatchObject({ namedBy: 'WEBHOOK_ACCESS_FILE (hmacKeys)' });
     expect(relaySecretNamed('siem-hmac-key', own)?.namedBy).toMatch(/destination 'siem' in \(inline\) \(hmacSecretName\)/);
+    // Where each is named: what to look at when a tenant registration names one of them.
+    expect(relaySecretNamed('relay-api-client-secret', own)?.namedBy).toBe('RELAY_API_SECRET_NAME');
+    expect(relaySecretNamed('teams-webhook-url', own)?.namedBy).toBe("destination 'teams' in (inline) (urlSecretName)");
     expect(relaySecretNamed('partner-app-client-secret', own)).toBeUndefined();
     expect(relaySecretNames({ relayApi: { uri: 'api://x' }, webhook: {} as never })).toEqual([]);
   });
@@ -97,6 +102,8 @@ describe('SecretCache: tenant credentials', () => {
     const message = (err as Error).message;
     expect(message).toContain("Key Vault secret 'webhook-hmac-key' is not tagged as a tenant credential");
     expect(message).toContain('az keyvault secret set-attributes --vault-name kv-relay-prod --name webhook-hmac-key --tags defender-relay=tenant-credential');
+    // Tagging holds for one version only, and the secret may simply be the wrong one: both are said.
+    expect(message).toContain('(a new version written with az keyvault secret set needs --tags again); otherwise correct the tenant\'s secret name');
     expect(message).not.toContain('hmac-key-value');
     // The check used the cached read: the tag came with the value.
     expect(vault.reads).toBe(1);

@@ -58,13 +58,19 @@ export function ensureError(err: unknown): Error {
 
 const RETRYABLE_NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ENOTFOUND', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'REQUEST_SEND_ERROR']);
 
-/** Whether a failure is worth retrying: typed errors say so; otherwise HTTP 408/429/5xx and network errors are. */
+/** Whether a failure is worth retrying: typed errors say so; otherwise HTTP 408/429/5xx and network errors are, or a failure they caused. */
 export function isRetryable(err: unknown): boolean {
+  return retryable(err, new Set());
+}
+
+/** `seen`: the failures already looked at along the `cause` chain, which may loop. */
+function retryable(err: unknown, seen: Set<unknown>): boolean {
   if (err instanceof RelayError) return err.retryable;
   const e = err as { statusCode?: unknown; status?: unknown; code?: unknown; cause?: unknown; name?: unknown } | undefined;
   const status = typeof e?.statusCode === 'number' ? e.statusCode : typeof e?.status === 'number' ? e.status : undefined;
   if (status !== undefined) return status === 408 || status === 429 || status >= 500;
   if (typeof e?.code === 'string' && RETRYABLE_NETWORK_CODES.has(e.code)) return true;
   if (e?.name === 'AbortError' || e?.name === 'TimeoutError') return true;
-  return e?.cause !== undefined && e.cause !== err ? isRetryable(e.cause) : false;
+  seen.add(err);
+  return e?.cause !== undefined && !seen.has(e.cause) ? retryable(e.cause, seen) : false;
 }

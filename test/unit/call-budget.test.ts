@@ -40,6 +40,57 @@ describe('per-tenant call budget', () => {
     expect((error as RetryableError).retryAfterMs).toBe(60_000);
     expect((error as RetryableError).tenantId).toBe('t1');
   });
+
+  it('serves a caller who will wait exactly as long as the budget needs', async () => {
+    const c = clock();
+    const budget = new CallBudget({ perMinute: 1, perHour: 10 }, c.now, c.sleep);
+    await budget.take('t1');
+    await budget.take('t1', 60_000);
+    expect(c.now()).toBe(1_060_000);
+  });
+
+  it('frees a call when the minute or the hour since it has passed, to the millisecond, and forgets calls an hour old', () => {
+    const c = clock();
+    const budget = new CallBudget({ perMinute: 2, perHour: 3 }, c.now, c.sleep);
+    expect(budget.tryTake('t1')).toBe(true);
+    expect(budget.tryTake('t1')).toBe(true);
+    c.advance(59_999);
+    expect(budget.waitTime('t1')).toBe(1);
+    c.advance(1);
+    expect(budget.tryTake('t1')).toBe(true); // the minute's two calls are a minute old: free
+    // The hour is full (3): the next call waits until the first two are an hour old.
+    expect(budget.tryTake('t1')).toBe(false);
+    expect(budget.waitTime('t1')).toBe(3_540_000);
+    c.advance(3_539_999);
+    expect(budget.waitTime('t1')).toBe(1);
+    c.advance(1);
+    expect(budget.tryTake('t1')).toBe(true);
+    expect(budget.tryTake('t1')).toBe(true); // both calls of the first minute are forgotten
+    // Now the third call (made at minute 1) is the oldest of the hour: it frees the next in a minute.
+    expect(budget.waitTime('t1')).toBe(60_000);
+  });
+
+  it('waits on a timer by default: the event loop stays free while a call waits for the budget', async () => {
+    vi.useFakeTimers({ now: 1_000_000 });
+    try {
+      let reads = 0;
+      const now = () => {
+        if (++reads > 100) throw new Error('the budget reads the clock in a loop instead of sleeping');
+        return Date.now();
+      };
+      const budget = new CallBudget({ perMinute: 1, perHour: 10 }, now);
+      await budget.take('t1');
+      let served = false;
+      const second = budget.take('t1', 60_000).then(() => void (served = true));
+      await vi.advanceTimersByTimeAsync(59_999);
+      expect(served).toBe(false);
+      await vi.advanceTimersByTimeAsync(1);
+      await second;
+      expect(served).toBe(true);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
 });
 
 describe('budget classes: poll, analyst and push shares of one tenant budget', () => {
@@ -141,6 +192,25 @@ describe('budget classes: poll, analyst and push shares of one tenant budget', (
     await budget.take('t1', 0, 'analyst'); // the analysts are served at once
   });
 
+  it('tells the operator whose share is spent and for how many seconds, rounded up', async () => {
+    const c = clock();
+    const budget = new CallBudget(DEFAULT_BUDGET, c.now, c.sleep);
+    const refusal = async (cls: BudgetClass) => (await budget.take('t1', 0, cls).catch((e: unknown) => e)) as BudgetSpentError;
+    takeAll(budget, 'push'); // 10 pushes at t0
+    c.advance(30_999); // each share frees 29.001 s from now, when the pushes are a minute old
+    let error = await refusal('push');
+    expect(error.message).toBe("The tenant's Defender API call budget for pushed incidents is spent for the next 30 s (tenant t1)");
+    expect(error.retryAfterMs).toBe(29_001);
+    takeAll(budget, 'poll');
+    error = await refusal('poll');
+    expect(error.message).toBe("The tenant's Defender API call budget is spent for the next 30 s (tenant t1)");
+    expect(error.budgetClass).toBe('poll');
+    takeAll(budget, 'analyst');
+    error = await refusal('analyst');
+    expect(error.message).toBe("The tenant's Defender API call budget for analysts is spent for the next 30 s (tenant t1)");
+    expect(error.budgetClass).toBe('analyst');
+  });
+
   it('with plain limits and no shares, every class takes from one window, as before', () => {
     const c = clock();
     const budget = new CallBudget({ perMinute: 3, perHour: 10 }, c.now, c.sleep);
@@ -148,6 +218,9 @@ describe('budget classes: poll, analyst and push shares of one tenant budget', (
     expect(budget.tryTake('t1', 'poll')).toBe(true);
     expect(budget.tryTake('t1', 'analyst')).toBe(true);
     expect(budget.tryTake('t1', 'analyst')).toBe(false);
+    expect(budget.tryTake('t1', 'push')).toBe(false);
+    expect(budget.tryTake('t1', 'poll')).toBe(false);
+    for (const cls of ['poll', 'analyst', 'push'] as const) expect(budget.waitTime('t1', cls)).toBe(60_000);
   });
 
   it('refuses shares that leave polling nothing', () => {

@@ -43,4 +43,14 @@ describe('structural limits', () => {
     const v = findStructureViolation({ ['k'.repeat(10_000)]: nested(40) })!;
     expect(v.path.length).toBeLessThan(200);
   });
+
+  it('keeps the first 40 characters of a cut key and marks the cut; a key of 40 is shown whole', () => {
+    const v = findStructureViolation({ [`${'k'.repeat(40)}X`]: { ['j'.repeat(40)]: nested(40) } })!;
+    expect(v.path).toBe([`${'k'.repeat(40)}…`, 'j'.repeat(40), ...Array(INCIDENT_LIMITS.maxDepth - 2).fill('0')].join('.'));
+  });
+
+  it('names the value itself as the top level when it breaks a limit', () => {
+    const v = findStructureViolation(Array.from({ length: INCIDENT_LIMITS.maxItems + 1 }, () => 0))!;
+    expect(describeViolation(v)).toBe('structure: (top level): holds 10001 items; at most 10000 per array');
+  });
 });

@@ -42,3 +42,38 @@ describe('a 429 from Key Vault or Storage is retried', () => {
     expect(await cache.get('tenant-secret')).toBe('the-value');
   });
 });
+
+/**
+ * Whether the host retries a queue message or records it as failed: throttling, timeouts, 5xx and
+ * network failures are retried, wherever in the `cause` chain they are; anything else fails once.
+ */
+describe('which failures are retried', () => {
+  it('by HTTP status: 408, 429 and every 5xx are; other 4xx are not', () => {
+    for (const status of [408, 429, 500, 502, 503, 504]) expect(isRetryable({ statusCode: status }), String(status)).toBe(true);
+    for (const status of [400, 401, 403, 404, 409, 413, 499]) expect(isRetryable({ statusCode: status }), String(status)).toBe(false);
+    expect(isRetryable(Object.assign(new Error('Request Timeout'), { status: 408 }))).toBe(true); // fetch-style `status`
+  });
+
+  it('an aborted or timed-out request is, a plain error is not', () => {
+    expect(isRetryable(new DOMException('This operation was aborted', 'AbortError'))).toBe(true);
+    expect(isRetryable(new DOMException('The operation was aborted due to timeout', 'TimeoutError'))).toBe(true);
+    expect(isRetryable(new Error('Unexpected token < in JSON'))).toBe(false);
+    expect(isRetryable(new TypeError('Cannot read properties of undefined'))).toBe(false);
+  });
+
+  it('follows the cause: fetch\'s "fetch failed" over a reset socket is, over a plain error is not', () => {
+    const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+    expect(isRetryable(new TypeError('fetch failed', { cause: reset }))).toBe(true);
+    expect(isRetryable(new Error('delivery failed', { cause: new TypeError('fetch failed', { cause: reset }) }))).toBe(true);
+    expect(isRetryable(new TypeError('fetch failed', { cause: new Error('invalid onRequestStart method') }))).toBe(false);
+  });
+
+  it('a chain of causes that loops is classified (not retried), without overflowing the stack', () => {
+    const loop = new Error('wraps itself');
+    (loop as { cause?: unknown }).cause = loop;
+    expect(isRetryable(loop)).toBe(false);
+    const first = new Error('first');
+    (first as { cause?: unknown }).cause = new Error('second', { cause: first });
+    expect(isRetryable(first)).toBe(false);
+  });
+});

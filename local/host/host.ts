@@ -6,7 +6,8 @@ import { readHostConfig } from './host-config.js';
 import { startHttpServer, type AdminInvokeResult, type RunningHttpServer } from './http-server.js';
 import { Invoker } from './invoker.js';
 import { QueueListener } from './queue-listener.js';
-import { TimerTrigger } from './timer-trigger.js';
+import { BlobScheduleMonitor, localHostId } from './schedule-monitor.js';
+import { TimerTrigger, type ScheduleMonitor } from './timer-trigger.js';
 
 export interface HostOptions {
   appDir: string;
@@ -38,6 +39,19 @@ function describe(fn: HostedFunction, routePrefix: string, url: string, timers: 
     case 'timer':
       return { name, trigger: 'timerTrigger', detail: `schedule '${timers.get(name)?.schedule.describe ?? fn.schedule}'${fn.runOnStartup ? ', runOnStartup' : ''}` };
   }
+}
+
+/**
+ * Where timers keep their schedule status: AzureWebJobsStorage, as the real host does (it needs that
+ * setting for timers). Without it, timers run unmonitored (no past-due check), and the host says so.
+ */
+function scheduleMonitor(appDir: string, log: (line: string) => void): ScheduleMonitor | undefined {
+  const connection = process.env.AzureWebJobsStorage;
+  if (!connection) {
+    log('[warning] AzureWebJobsStorage is not set: timers run without their schedule status (no past-due runs after a restart).');
+    return undefined;
+  }
+  return new BlobScheduleMonitor(connection, localHostId(appDir));
 }
 
 /**
@@ -82,10 +96,11 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
 
   const byName = new Map(functions.map((fn) => [fn.metadata.name.toLowerCase(), fn]));
   const timers = new Map<string, TimerTrigger>();
+  const monitor = functions.some((fn) => fn.trigger === 'timer') ? scheduleMonitor(appDir, log) : undefined;
   const queues = new Map<string, QueueListener>();
   // Build every trigger before starting any, so a bad schedule or missing connection fails start-up cleanly.
   for (const fn of functions) {
-    if (fn.trigger === 'timer') timers.set(fn.metadata.name, new TimerTrigger(fn, invoker));
+    if (fn.trigger === 'timer') timers.set(fn.metadata.name, new TimerTrigger(fn, invoker, { monitor, log }));
     if (fn.trigger === 'queue') queues.set(fn.metadata.name, new QueueListener(fn, config.queues, invoker, log));
   }
 
@@ -114,7 +129,7 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
     await Promise.allSettled([...queues.values()].map((listener) => listener.stop()));
     throw error;
   }
-  for (const timer of timers.values()) timer.start();
+  await Promise.all([...timers.values()].map((timer) => timer.start()));
 
   const url = `http://localhost:${http.port}`;
   const server = http;

@@ -40,38 +40,137 @@ export function parseSchedule(expression: string, functionName: string): TimerSc
 }
 
 /** .NET's DateTime.MinValue, which the host reports as Last/LastUpdated before any run. */
-const NEVER = '0001-01-01T00:00:00';
+export const NEVER = '0001-01-01T00:00:00';
 /** setTimeout's limit; longer waits are re-armed. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** The extension's ScheduleStatus (azure-webjobs-sdk-extensions …/Timers/ScheduleStatus.cs), ISO times. */
+export interface ScheduleStatus {
+  Last: string;
+  Next: string;
+  LastUpdated: string;
+}
+
+/** Where a timer's status is kept between runs and restarts (the extension's ScheduleMonitor). */
+export interface ScheduleMonitor {
+  /** The recorded status, or undefined before the first one. */
+  getStatus(timerName: string): Promise<ScheduleStatus | undefined>;
+  updateStatus(timerName: string, status: ScheduleStatus): Promise<void>;
+}
+
+const time = (iso: string): number => (iso === NEVER ? Number.NEGATIVE_INFINITY : Date.parse(iso));
+
 /**
- * One timer trigger: fires at each occurrence, never overlaps itself (an occurrence that passes
- * while the function runs is skipped, the next one is computed when it finishes), and passes the
- * host's TimerInfo JSON (PascalCase; the library camel-cases it).
+ * UseMonitor is turned off for schedules that fire more than once a minute (azure-webjobs-sdk-extensions
+ * src/WebJobs.Extensions/Extensions/Timers/Scheduling/TimerSchedule.cs, `Create` and
+ * `ShouldDisableScheduleMonitor`): a TimeSpan under a minute, or a cron expression whose minute and
+ * larger fields are all `*` with more than one occurrence in the next minute.
+ */
+export function monitorsSchedule(expression: string, schedule: TimerSchedule, now = new Date()): boolean {
+  const fields = expression.trim().split(/\s+/);
+  if (!schedule.adjustForDst) return schedule.next(now).getTime() - now.getTime() >= 60_000;
+  if (fields.length === 6 && fields.slice(1).every((f) => f === '*')) {
+    const first = schedule.next(now);
+    return schedule.next(first).getTime() > now.getTime() + 60_000;
+  }
+  return true;
+}
+
+/**
+ * Whether the recorded status says an occurrence was missed while the app was not running, fixing up a
+ * status the schedule no longer explains; a port of the extension's ScheduleMonitor.CheckPastDueAsync
+ * (…/Timers/Scheduling/ScheduleMonitor.cs). Returns the status to keep and whether it is past due.
+ */
+export async function checkPastDue(
+  monitor: ScheduleMonitor, timerName: string, now: Date, schedule: TimerSchedule, last: ScheduleStatus | undefined,
+): Promise<{ status: ScheduleStatus; pastDue: boolean }> {
+  let status: ScheduleStatus;
+  if (last === undefined) {
+    // A new timer: record its first occurrence now, so that one cannot be missed either.
+    status = { Last: NEVER, Next: schedule.next(now).toISOString(), LastUpdated: now.toISOString() };
+    await monitor.updateStatus(timerName, status);
+  } else {
+    status = { ...last };
+    let basis: Date;
+    if (last.Last !== NEVER) basis = new Date(last.Last);
+    else if (last.LastUpdated !== NEVER) basis = new Date(last.LastUpdated);
+    else basis = now;
+    let expectedNext = schedule.next(basis);
+    // The schedule changed since the status was written: start from it afresh, not as past due.
+    if (time(last.Next) !== expectedNext.getTime()) {
+      if (now.getTime() > expectedNext.getTime()) {
+        expectedNext = schedule.next(now);
+        basis = now;
+      }
+      status = { Last: NEVER, Next: expectedNext.toISOString(), LastUpdated: basis.toISOString() };
+      await monitor.updateStatus(timerName, status);
+    }
+  }
+  return { status, pastDue: now.getTime() > time(status.Next) };
+}
+
+/** How an invocation came about: the listener words and flags each differently. */
+type Firing = { kind: 'scheduled' } | { kind: 'pastDue' } | { kind: 'runOnStartup' };
+
+/**
+ * One timer trigger, as the extension's TimerListener runs it (…/Timers/Listener/TimerListener.cs):
+ * - the next occurrence is computed from the time an invocation started (moved forward to the
+ *   scheduled time if it fired early), not from when it finished; an occurrence that passes while the
+ *   function runs fires as soon as it finishes (once), and a timer never overlaps itself;
+ * - with UseMonitor (the default, off for sub-minute schedules) the status is kept in a ScheduleMonitor
+ *   (Blob storage, as the real host keeps it), passed to the function as ScheduleStatus (Last = the
+ *   previous run, Next = this occurrence), and at start-up an occurrence missed while the app was
+ *   stopped runs at once with IsPastDue: true ("past due" wins over runOnStartup);
+ * - the TimerInfo JSON is PascalCase; the library camel-cases it.
  */
 export class TimerTrigger {
   readonly #fn: TimerFunction;
   readonly #schedule: TimerSchedule;
   readonly #invoker: Invoker;
+  readonly #monitor: ScheduleMonitor | undefined;
+  readonly #timerName: string;
+  readonly #log: (line: string) => void;
   #timer: NodeJS.Timeout | undefined;
   #stopped = false;
   #chain: Promise<void> = Promise.resolve();
-  #last: string = NEVER;
-  #lastUpdated: string = NEVER;
+  #status: ScheduleStatus = { Last: NEVER, Next: NEVER, LastUpdated: NEVER };
 
-  constructor(fn: TimerFunction, invoker: Invoker) {
+  constructor(fn: TimerFunction, invoker: Invoker, options: { monitor?: ScheduleMonitor; log?: (line: string) => void } = {}) {
     this.#fn = fn;
     this.#schedule = parseSchedule(fn.schedule, fn.metadata.name);
     this.#invoker = invoker;
+    this.#monitor = fn.useMonitor && monitorsSchedule(fn.schedule, this.#schedule) ? options.monitor : undefined;
+    // The extension's timer name: the method's declaring type and name, Host.Functions.<name> for the script host.
+    this.#timerName = `Host.Functions.${fn.metadata.name}`;
+    this.#log = options.log ?? (() => undefined);
   }
 
   get schedule(): TimerSchedule {
     return this.#schedule;
   }
 
-  start(): void {
-    if (this.#fn.runOnStartup) this.#enqueue('Timer fired at startup (runOnStartup).', new Date());
-    this.#chain = this.#chain.then(() => this.#arm());
+  get monitored(): boolean {
+    return this.#monitor !== undefined;
+  }
+
+  async start(): Promise<void> {
+    const now = new Date();
+    let pastDue = false;
+    if (this.#monitor) {
+      const checked = await checkPastDue(this.#monitor, this.#timerName, now, this.#schedule, await this.#monitor.getStatus(this.#timerName));
+      this.#status = checked.status;
+      pastDue = checked.pastDue;
+    } else {
+      this.#status = { Last: NEVER, Next: this.#schedule.next(now).toISOString(), LastUpdated: NEVER };
+    }
+    if (pastDue) {
+      this.#log(`Function 'Functions.${this.#fn.metadata.name}' is past due on startup. Executing now.`);
+      this.#fire({ kind: 'pastDue' });
+    } else if (this.#fn.runOnStartup) {
+      this.#fire({ kind: 'runOnStartup' });
+    } else {
+      this.#arm();
+    }
   }
 
   async stop(): Promise<void> {
@@ -80,38 +179,58 @@ export class TimerTrigger {
     await this.#chain;
   }
 
-  /** Runs now (admin API); queued behind a running invocation, since a timer never overlaps itself. */
+  /**
+   * Runs now, as the admin API does: straight to the function with the current status (the binding's
+   * BindAsync), outside the listener: it neither waits for a running invocation nor updates the status.
+   */
   invokeNow(): void {
-    this.#enqueue('This function was programmatically called via the host APIs.', new Date());
+    void this.#invoker.invoke(this.#fn, {
+      reason: 'This function was programmatically called via the host APIs.',
+      data: { json: JSON.stringify(this.#timerInfo(false)) },
+    });
   }
 
+  /** Waits for the recorded next occurrence (at once if it has passed), then fires. */
   #arm(): void {
     if (this.#stopped) return;
-    const occurrence = this.#schedule.next(new Date());
+    const due = time(this.#status.Next);
     const wait = (): void => {
-      const remaining = occurrence.getTime() - Date.now();
+      const remaining = due - Date.now();
       if (remaining > 0) {
         this.#timer = setTimeout(wait, Math.min(remaining, MAX_TIMER_MS));
         return;
       }
-      this.#enqueue('Timer fired at ' + occurrence.toISOString(), occurrence);
-      this.#chain = this.#chain.then(() => this.#arm());
+      this.#fire({ kind: 'scheduled' });
     };
-    this.#timer = setTimeout(wait, Math.min(Math.max(occurrence.getTime() - Date.now(), 0), MAX_TIMER_MS));
+    wait();
   }
 
-  #enqueue(reason: string, occurrence: Date): void {
+  #timerInfo(isPastDue: boolean): Record<string, unknown> {
+    return {
+      Schedule: { AdjustForDST: this.#schedule.adjustForDst },
+      ScheduleStatus: this.#monitor ? { ...this.#status } : null,
+      IsPastDue: isPastDue,
+    };
+  }
+
+  #fire(firing: Firing): void {
     this.#chain = this.#chain.then(async () => {
       if (this.#stopped) return;
-      const next = this.#schedule.next(new Date(Math.max(occurrence.getTime(), Date.now())));
-      const timerInfo = {
-        Schedule: { AdjustForDST: this.#schedule.adjustForDst },
-        ScheduleStatus: this.#fn.useMonitor ? { Last: this.#last, Next: next.toISOString(), LastUpdated: this.#lastUpdated } : null,
-        IsPastDue: false,
-      };
-      await this.#invoker.invoke(this.#fn, { reason, data: { json: JSON.stringify(timerInfo) } });
-      this.#last = occurrence.toISOString();
-      this.#lastUpdated = new Date().toISOString();
+      const invokedAt = new Date();
+      const reason = firing.kind === 'scheduled' ? `Timer fired at ${invokedAt.toISOString()}`
+        : firing.kind === 'pastDue' ? 'Timer is past due.' : 'Timer fired at startup (runOnStartup).';
+      await this.#invoker.invoke(this.#fn, { reason, data: { json: JSON.stringify(this.#timerInfo(firing.kind === 'pastDue')) } });
+      // Fired a moment early (clock granularity): count it as the scheduled time, or the same Next
+      // would be computed twice.
+      const next = time(this.#status.Next);
+      const basis = firing.kind === 'scheduled' && next > invokedAt.getTime() ? new Date(next) : invokedAt;
+      this.#status = { Last: basis.toISOString(), Next: this.#schedule.next(basis).toISOString(), LastUpdated: basis.toISOString() };
+      if (this.#monitor) {
+        await this.#monitor.updateStatus(this.#timerName, this.#status).catch((error: unknown) => {
+          this.#log(`[error] Function '${this.#timerName}' failed to update the timer trigger status: ${(error as Error).message}`);
+        });
+      }
+      this.#arm();
     });
   }
 }

@@ -1,10 +1,11 @@
+import { BlobServiceClient } from '@azure/storage-blob';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { ResultsReader, queueClient, spawnHost, uniqueName, type HostProcess } from '../fixtures/host-app/harness.js';
 
 interface Recorded {
   kind: string;
   message?: unknown;
-  timer?: { schedule: { adjustForDST: boolean }; scheduleStatus: { last: string; next: string; lastUpdated: string }; isPastDue: boolean };
+  timer?: { schedule: { adjustForDST: boolean }; scheduleStatus: { last: string; next: string; lastUpdated: string } | null; isPastDue: boolean };
   startedAt: number;
   finishedAt: number;
 }
@@ -24,37 +25,64 @@ const env = {
 let host: HostProcess;
 beforeAll(async () => {
   await resultsQueue.create();
-  // Every second, but each run takes 1.5 s: occurrences that pass while it runs must be skipped.
-  host = await spawnHost({ env: { ...env, FIXTURE_SCHEDULE: '*/1 * * * * *', FIXTURE_TIMER_SLEEP_MS: '1500' } });
+  // Every second, but each run takes 1.5 s: the occurrence that passes while it runs fires as soon as it ends.
+  host = await spawnHost({ env: { ...env, FIXTURE_SCHEDULE: '*/1 * * * * *', FIXTURE_TIMER_SLEEP_MS: '1500', AzureFunctionsWebHost__hostid: uniqueName('timer-host') } });
 });
 afterAll(async () => {
   await host?.stop();
 });
 
+/** The status blob the real host keeps for a timer: azure-webjobs-hosts/timers/{hostId}/Host.Functions.{name}/status. */
+function statusBlob(hostId: string, functionName = 'tick') {
+  return BlobServiceClient.fromConnectionString(storage.connectionString).getContainerClient('azure-webjobs-hosts').getBlockBlobClient(`timers/${hostId}/Host.Functions.${functionName}/status`);
+}
+async function readStatus(hostId: string): Promise<{ Last: string; Next: string; LastUpdated: string } | undefined> {
+  try {
+    return JSON.parse((await statusBlob(hostId).downloadToBuffer()).toString('utf8')) as { Last: string; Next: string; LastUpdated: string };
+  } catch {
+    return undefined;
+  }
+}
+async function writeStatus(hostId: string, status: { Last: string; Next: string; LastUpdated: string }): Promise<void> {
+  await BlobServiceClient.fromConnectionString(storage.connectionString).getContainerClient('azure-webjobs-hosts').createIfNotExists();
+  const body = JSON.stringify(status);
+  await statusBlob(hostId).upload(body, body.length);
+}
+
+/** Starts a host whose timer runs every five minutes (monitored) with its own host id and results queue. */
+async function fiveMinuteHost(hostId: string, extra: Record<string, string> = {}) {
+  const queueName = uniqueName('host-timer-monitored');
+  await queueClient(storage.connectionString, queueName).create();
+  const reader = new ResultsReader<Recorded>(queueClient(storage.connectionString, queueName));
+  const process = await spawnHost({ env: { ...env, FIXTURE_RESULTS_QUEUE: queueName, FIXTURE_SCHEDULE: '0 */5 * * * *', AzureFunctionsWebHost__hostid: hostId, ...extra } });
+  return { process, reader };
+}
+
+const fiveMinutes = 5 * 60_000;
+const nextFiveMinuteMark = (t: number) => Math.floor(t / fiveMinutes) * fiveMinutes + fiveMinutes;
+/** These tests must not straddle a five-minute mark, where the schedule itself would fire. */
+async function clearOfFiveMinuteMark(): Promise<void> {
+  const untilMark = nextFiveMinuteMark(Date.now()) - Date.now();
+  if (untilMark < 20_000) await new Promise((r) => setTimeout(r, untilMark + 1_000));
+}
+
 describe('local host: timer triggers', () => {
-  it('fires on an NCRONTAB schedule with seconds and passes the TimerInfo shape', async () => {
-    await results.waitFor(() => timerRuns().length >= 3, 15_000);
-    const [first, second, third] = timerRuns();
-    expect(first!.timer).toEqual({
-      schedule: { adjustForDST: true },
-      scheduleStatus: { last: '0001-01-01T00:00:00', next: expect.stringMatching(/\.000Z$/), lastUpdated: '0001-01-01T00:00:00' },
-      isPastDue: false,
-    });
-    // Each run reports the previous occurrence as `last`, and `next` is a whole second after its own occurrence.
-    expect(Date.parse(second!.timer!.scheduleStatus.last)).toBe(Date.parse(first!.timer!.scheduleStatus.next) - 1000);
-    expect(Date.parse(third!.timer!.scheduleStatus.last) % 1000).toBe(0);
-    await host.waitForLine(/Executing 'Functions\.tick' \(Reason='Timer fired at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z', Id=[0-9a-f-]+\)/);
+  it('fires on an NCRONTAB schedule with seconds and passes the TimerInfo shape (no status for a sub-minute schedule)', async () => {
+    await results.waitFor(() => timerRuns().length >= 2, 15_000);
+    const [first] = timerRuns();
+    // The extension turns UseMonitor off for schedules that fire more than once a minute.
+    expect(first!.timer).toEqual({ schedule: { adjustForDST: true }, scheduleStatus: null, isPastDue: false });
+    await host.waitForLine(/Executing 'Functions\.tick' \(Reason='Timer fired at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z', Id=[0-9a-f-]+\)/);
   });
 
-  it('never overlaps itself: the next run starts after the previous one finished', async () => {
+  it('never overlaps itself, and an occurrence that passed during a run fires as soon as the run ends', async () => {
     await results.waitFor(() => timerRuns().length >= 3, 15_000);
     const runs = timerRuns();
     for (let i = 1; i < runs.length; i++) {
       expect(runs[i]!.startedAt).toBeGreaterThanOrEqual(runs[i - 1]!.finishedAt);
-      // The occurrence due during the 1.5 s run was skipped, not queued: the next run starts on the
-      // following whole second (2 s after the previous start), not right after the previous run.
-      expect(runs[i]!.startedAt - runs[i - 1]!.startedAt).toBeGreaterThanOrEqual(1900);
-      expect(runs[i]!.startedAt % 1000).toBeLessThan(400);
+      // The next occurrence is computed from when the run started (TimerListener.InvokeJobFunction), so
+      // the one due during the 1.5 s run is already past when it ends: it fires at once, not a second later.
+      expect(runs[i]!.startedAt - runs[i - 1]!.finishedAt).toBeLessThan(500);
     }
   });
 
@@ -70,18 +98,60 @@ describe('local host: timer triggers', () => {
     expect(results.entries.find((e) => e.kind === 'queue')).toMatchObject({ message: { tag: 'admin' } });
   });
 
-  it('runs once at start-up with runOnStartup', async () => {
-    const startupResults = uniqueName('host-timer-startup');
-    const reader = new ResultsReader<Recorded>(queueClient(storage.connectionString, startupResults));
-    await queueClient(storage.connectionString, startupResults).create();
+  it('runs once at start-up with runOnStartup, with the status the real host keeps in Blob storage', async () => {
+    await clearOfFiveMinuteMark();
+    const hostId = uniqueName('timer-startup');
     const started = Date.now();
-    const onStartup = await spawnHost({ env: { ...env, FIXTURE_RESULTS_QUEUE: startupResults, FIXTURE_SCHEDULE: '0 0 0 1 1 *', FIXTURE_RUN_ON_STARTUP: 'true' } });
+    const { process: onStartup, reader } = await fiveMinuteHost(hostId, { FIXTURE_RUN_ON_STARTUP: 'true' });
     try {
       await reader.waitFor((entries) => entries.length === 1, 10_000);
       expect(reader.entries[0]!.startedAt - started).toBeLessThan(8_000);
-      expect(reader.entries[0]!.timer).toMatchObject({ isPastDue: false, scheduleStatus: { next: expect.stringMatching(/-01-01T00:00:00\.000Z$/) } });
+      // A new timer: its first occurrence was recorded at start-up, before this run.
+      expect(reader.entries[0]!.timer).toEqual({
+        schedule: { adjustForDST: true },
+        scheduleStatus: { last: '0001-01-01T00:00:00', next: new Date(nextFiveMinuteMark(started)).toISOString(), lastUpdated: expect.any(String) },
+        isPastDue: false,
+      });
+      // After the run: Last is when it ran, Next the following occurrence.
+      await expect.poll(async () => (await readStatus(hostId))?.Last, { timeout: 5_000 }).not.toBe('0001-01-01T00:00:00');
+      const status = (await readStatus(hostId))!;
+      expect(Date.parse(status.Last)).toBeGreaterThanOrEqual(started);
+      expect(status.Next).toBe(new Date(nextFiveMinuteMark(Date.parse(status.Last))).toISOString());
     } finally {
       await onStartup.stop();
+    }
+  });
+
+  it('runs an occurrence missed while the app was stopped at once, with isPastDue, and records the run', async () => {
+    await clearOfFiveMinuteMark();
+    const hostId = uniqueName('timer-pastdue');
+    // Last ran an hour ago; the occurrence five minutes later never ran.
+    const last = nextFiveMinuteMark(Date.now() - 3_600_000);
+    const missed = { Last: new Date(last).toISOString(), Next: new Date(last + fiveMinutes).toISOString(), LastUpdated: new Date(last).toISOString() };
+    await writeStatus(hostId, missed);
+    const started = Date.now();
+    const { process: restarted, reader } = await fiveMinuteHost(hostId);
+    try {
+      await reader.waitFor((entries) => entries.length === 1, 10_000);
+      expect(reader.entries[0]!.startedAt - started).toBeLessThan(8_000);
+      expect(reader.entries[0]!.timer).toEqual({
+        schedule: { adjustForDST: true },
+        scheduleStatus: { last: missed.Last, next: missed.Next, lastUpdated: missed.LastUpdated },
+        isPastDue: true,
+      });
+      await restarted.waitForLine(/Function 'Functions\.tick' is past due on startup\. Executing now\./);
+      await expect.poll(async () => (await readStatus(hostId))?.Last, { timeout: 5_000 }).not.toBe(missed.Last);
+      expect((await readStatus(hostId))!.Next).toBe(new Date(nextFiveMinuteMark(Date.parse((await readStatus(hostId))!.Last))).toISOString());
+    } finally {
+      await restarted.stop();
+    }
+    // Started again before the next occurrence: nothing is past due, nothing runs.
+    const { process: again, reader: quiet } = await fiveMinuteHost(hostId);
+    try {
+      await new Promise((r) => setTimeout(r, 2_000));
+      expect(await quiet.waitFor(() => true)).toEqual([]);
+    } finally {
+      await again.stop();
     }
   });
 });

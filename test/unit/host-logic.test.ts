@@ -7,8 +7,9 @@ import { expandGlob, globToRegExp } from '../../local/host/glob.js';
 import { parseHostConfig } from '../../local/host/host-config.js';
 import { decodeBase64Message } from '../../local/host/queue-listener.js';
 import { compareRoutePrecedence, matchRoute, parseRouteTemplate } from '../../local/host/routes.js';
-import { parseSchedule } from '../../local/host/timer-trigger.js';
+import { checkPastDue, monitorsSchedule, NEVER, parseSchedule, type ScheduleStatus } from '../../local/host/timer-trigger.js';
 import { parseTimeSpan } from '../../local/host/timespan.js';
+import { localHostId } from '../../local/host/schedule-monitor.js';
 
 describe('route templates', () => {
   const match = (template: string, path: string) => matchRoute(parseRouteTemplate(template), path);
@@ -131,6 +132,65 @@ describe('timer schedules', () => {
     const schedule = parseSchedule('30 */5 * * * *', 'fn');
     expect(schedule.next(new Date('2026-01-01T10:02:00Z')).toISOString()).toBe('2026-01-01T10:05:30.000Z');
     expect(parseSchedule('0 0 9 * * 1-5', 'fn').next(new Date('2026-01-03T12:00:00Z')).toISOString()).toBe('2026-01-05T09:00:00.000Z');
+  });
+
+  it('monitors schedules that fire at most once a minute, as the extension decides', () => {
+    const monitored = (expression: string) => monitorsSchedule(expression, parseSchedule(expression, 'fn'), new Date('2026-01-01T10:00:30Z'));
+    expect(monitored('0 */5 * * * *')).toBe(true);
+    expect(monitored('0 * * * * *')).toBe(true);
+    expect(monitored('*/10 * * * * *')).toBe(false);
+    expect(monitored('* * * * * *')).toBe(false);
+    expect(monitored('*/10 5 * * * *')).toBe(true);
+    expect(monitored('00:01:00')).toBe(true);
+    expect(monitored('00:00:30')).toBe(false);
+  });
+
+  describe('past due at start-up (ScheduleMonitor.CheckPastDueAsync)', () => {
+    const schedule = parseSchedule('0 */5 * * * *', 'fn');
+    const now = new Date('2026-01-01T10:07:00Z');
+    function memoryMonitor() {
+      const writes: ScheduleStatus[] = [];
+      return { writes, monitor: { getStatus: async () => undefined, updateStatus: async (_name: string, status: ScheduleStatus) => void writes.push(status) } };
+    }
+
+    it('records a new timer\'s first occurrence and is not past due', async () => {
+      const { writes, monitor } = memoryMonitor();
+      const result = await checkPastDue(monitor, 'Host.Functions.fn', now, schedule, undefined);
+      expect(result).toEqual({ pastDue: false, status: { Last: NEVER, Next: '2026-01-01T10:10:00.000Z', LastUpdated: now.toISOString() } });
+      expect(writes).toEqual([result.status]);
+    });
+
+    it('is past due when the recorded next occurrence has passed', async () => {
+      const { writes, monitor } = memoryMonitor();
+      const last = { Last: '2026-01-01T09:00:00.000Z', Next: '2026-01-01T09:05:00.000Z', LastUpdated: '2026-01-01T09:00:00.000Z' };
+      expect(await checkPastDue(monitor, 'Host.Functions.fn', now, schedule, last)).toEqual({ pastDue: true, status: last });
+      expect(writes).toEqual([]);
+    });
+
+    it('is not past due before the recorded next occurrence', async () => {
+      const { monitor } = memoryMonitor();
+      const last = { Last: '2026-01-01T10:05:00.000Z', Next: '2026-01-01T10:10:00.000Z', LastUpdated: '2026-01-01T10:05:00.000Z' };
+      expect((await checkPastDue(monitor, 'Host.Functions.fn', now, schedule, last)).pastDue).toBe(false);
+    });
+
+    it('starts afresh, not past due, when the schedule changed since the status was written', async () => {
+      const { writes, monitor } = memoryMonitor();
+      // Written by an hourly schedule: the five-minute one would have had 09:05 after 09:00.
+      const last = { Last: '2026-01-01T09:00:00.000Z', Next: '2026-01-01T10:00:00.000Z', LastUpdated: '2026-01-01T09:00:00.000Z' };
+      const result = await checkPastDue(monitor, 'Host.Functions.fn', now, schedule, last);
+      expect(result).toEqual({ pastDue: false, status: { Last: NEVER, Next: '2026-01-01T10:10:00.000Z', LastUpdated: now.toISOString() } });
+      expect(writes).toEqual([result.status]);
+    });
+  });
+
+  it('names the host as the real host does when run locally: machine name and a hash of the app folder', () => {
+    // .NET's unchecked int arithmetic, computed independently with BigInt.
+    const dotnetHash = (text: string) => [...text].reduce((h, c) => BigInt.asIntN(32, h * 31n + BigInt(c.charCodeAt(0))), 23n);
+    expect(dotnetHash('ab')).toBe(25208n);
+    const path = '/home/soc/defender-relay-with-a-long-folder-name/dist';
+    expect(localHostId(path, {}, 'SOC-Laptop_07.corp')).toBe(`soclaptop07corp-${(dotnetHash(path) < 0n ? -dotnetHash(path) : dotnetHash(path)).toString()}`.slice(0, 32));
+    expect(localHostId('/app', {}, 'a-very-long-machine-name-that-fills-it')).toBe('averylongmachinenamethatfillsit'); // cut at 32, the trailing '-' trimmed
+    expect(localHostId('/app', { AzureFunctionsWebHost__hostid: 'relay-prod' }, 'x')).toBe('relay-prod');
   });
 
   it('reads TimeSpan intervals and refuses nonsense naming the function', () => {

@@ -144,7 +144,11 @@ async function accept(request: PushRequest, deps: WebhookPushDeps, seen: Request
   const { enqueued, failure } = await enqueueAll(envelopes, deps.sender);
   if (enqueued.length < envelopes.length) {
     // Let the sender retry the identical request: what did get through is deduplicated downstream by eventId.
-    if (caller.kind === 'hmac') await deps.replayGuard.forget(caller.signature, caller.timestamp).catch(() => undefined);
+    if (caller.kind === 'hmac') {
+      // If the signature stays remembered, the retry this answer asks for is refused as a replay: say so.
+      await deps.replayGuard.forget(caller.signature, caller.timestamp).catch((err: unknown) =>
+        deps.logger.warn(`webhook push: tenant ${tenantId}: could not forget the signature of a request not fully enqueued, so its retry will be refused as a replay (re-sign it with a new timestamp): ${describeError(err)}`));
+    }
     const refusal = new Refusal(503, {
       error: `Storage did not take every incident (${enqueued.length} of ${envelopes.length} enqueued): retry the whole request; incidents already enqueued are not delivered twice`,
       accepted: enqueued.length,

@@ -491,6 +491,26 @@ describe('webhook push: POST /api/incidents', () => {
       await expectEnqueued(retried, batch);
     });
 
+    it('says in the log when a failed request\'s signature cannot be forgotten, so its retry would be refused as a replay', async () => {
+      const batch = incidents(2);
+      const body = JSON.stringify(batch);
+      const failing = batch[1]!.incidentId as number;
+      const flakySender = {
+        sendEvent: (queue: string, envelope: IncidentEnvelope) =>
+          envelope.incidentId === failing ? Promise.reject(Object.assign(new Error('Server busy'), { statusCode: 503 })) : services.sender.sendEvent(queue, envelope),
+      };
+      const guard = services.replayGuard;
+      const stuckGuard = {
+        remember: guard.remember.bind(guard),
+        pruneExpired: guard.pruneExpired.bind(guard),
+        forget: () => Promise.reject(Object.assign(new Error('Server busy'), { statusCode: 503 })),
+      };
+      const failed = await push({ sign: true, body }, { sender: flakySender, replayGuard: stuckGuard });
+      expect(failed.status).toBe(503);
+      expect(await drainEvents()).toHaveLength(1);
+      expect(logs.some((l) => l.level === 'warn' && /could not forget the signature .* its retry will be refused as a replay \(re-sign it with a new timestamp\)/.test(l.line))).toBe(true);
+    });
+
     it('answers 503 when the tenant registry cannot be read', async () => {
       const registry = { get: () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })) };
       await expectRefused(await push({ token: validToken, body: JSON.stringify(incidents(1)) }, { registry }), 503, /registry could not be read/);

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { IncidentUpdate } from './defender-client.js';
-import { CLASSIFICATIONS, DETERMINATIONS, INCIDENT_STATUSES } from './incident-types.js';
+import { CLASSIFICATIONS, determinationFits, determinationsFor, INCIDENT_STATUSES, SETTABLE_DETERMINATIONS } from './incident-types.js';
 import { normalizeTimestamp } from './timestamps.js';
 
 /**
@@ -107,7 +107,7 @@ const updateSchema = z
     status: z.enum(INCIDENT_STATUSES, { message: `must be one of ${INCIDENT_STATUSES.join(', ')}` }).optional(),
     assignedTo: assignee.optional(),
     classification: z.enum(CLASSIFICATIONS, { message: `must be one of ${CLASSIFICATIONS.join(', ')}` }).optional(),
-    determination: z.enum(DETERMINATIONS, { message: `must be one of ${DETERMINATIONS.join(', ')}` }).optional(),
+    determination: z.enum(SETTABLE_DETERMINATIONS as [string, ...string[]], { message: `must be one of ${SETTABLE_DETERMINATIONS.join(', ')}` }).optional(),
     tags: z.array(z.string().trim().min(1, 'a tag must not be empty').max(128, 'a tag must be at most 128 characters'), { message: 'must be an array of strings' }).max(100, 'at most 100 tags').optional(),
     comment: z.string({ message: 'must be a string' }).trim().min(1, 'must not be empty').max(MAX_COMMENT_LENGTH, `must be at most ${MAX_COMMENT_LENGTH} characters`).optional(),
   }, { message: 'the body must be a JSON object' })
@@ -117,12 +117,12 @@ const updateSchema = z
       ctx.addIssue({ code: 'custom', message: 'set at least one of status, assignedTo, classification, determination, tags, comment' });
     }
     // Defender judges a determination against the classification the incident will have; when the
-    // body itself sets another classification the answer is already known.
-    if (update.determination && update.determination !== 'NotAvailable' && update.classification && update.classification !== 'TruePositive') {
+    // body sets both, the answer is already known here.
+    if (update.determination && update.classification && !determinationFits(update.determination, update.classification)) {
       ctx.addIssue({
         code: 'custom',
         path: ['determination'],
-        message: `a determination (${update.determination}) goes only with classification TruePositive, not ${update.classification}`,
+        message: `${update.determination} does not go with classification ${update.classification}: ${determinationsFor(update.classification)}`,
       });
     }
   });

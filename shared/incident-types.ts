@@ -16,8 +16,38 @@ export const CLASSIFICATIONS = ['Unknown', 'FalsePositive', 'TruePositive', 'Inf
 export const DETERMINATIONS = [
   'NotAvailable', 'Apt', 'MultiStagedAttack', 'MaliciousUserActivity', 'Malware', 'Phishing', 'UnwantedSoftware',
   'SecurityTesting', 'SecurityPersonnel', 'LineOfBusinessApplication', 'ConfirmedUserActivity', 'ConfirmedActivity',
-  'CompromisedUser', 'CompromisedAccount', 'Clean', 'NotMalicious', 'InsufficientData', 'NotEnoughDataToValidate', 'Other',
+  'CompromisedUser', 'CompromisedAccount', 'Clean', 'NotMalicious', 'InsufficientData', 'NoEnoughDataToValidate', 'NotEnoughDataToValidate', 'Other',
 ] as const;
+
+/**
+ * The determinations an update may set, paired with the classification the incident will have, as
+ * the update page's table gives them (MicrosoftDocs/defender-docs defender-xdr/api-update-incidents.md,
+ * "Request body"; `NoEnoughDataToValidate` is spelled as there). The same page's constraint line
+ * ("determination only if classification is TruePositive") contradicts its own table: the table is
+ * taken. `NotAvailable` clears a determination with any classification.
+ */
+export const DETERMINATIONS_BY_CLASSIFICATION = {
+  TruePositive: ['MultiStagedAttack', 'MaliciousUserActivity', 'CompromisedAccount', 'Malware', 'Phishing', 'UnwantedSoftware', 'Other'],
+  InformationalExpectedActivity: ['SecurityTesting', 'LineOfBusinessApplication', 'ConfirmedActivity', 'Other'],
+  FalsePositive: ['Clean', 'NoEnoughDataToValidate', 'Other'],
+} as const satisfies Partial<Record<(typeof CLASSIFICATIONS)[number], readonly string[]>>;
+export const SETTABLE_DETERMINATIONS = [
+  'NotAvailable',
+  ...new Set(Object.values(DETERMINATIONS_BY_CLASSIFICATION).flat()),
+] as readonly (typeof DETERMINATIONS)[number][];
+
+/** Whether `determination` may be set on an incident whose classification will be `classification`. */
+export function determinationFits(determination: string, classification: string | null | undefined): boolean {
+  if (determination === 'NotAvailable') return true;
+  const allowed = (DETERMINATIONS_BY_CLASSIFICATION as Record<string, readonly string[]>)[classification ?? ''];
+  return allowed?.includes(determination) ?? false;
+}
+
+/** The determinations that go with `classification`, for an error message. */
+export function determinationsFor(classification: string | null | undefined): string {
+  const allowed = (DETERMINATIONS_BY_CLASSIFICATION as Record<string, readonly string[]>)[classification ?? ''];
+  return allowed ? `with ${classification} it is one of ${allowed.join(', ')} (or NotAvailable)` : `with ${classification ?? 'no classification'} only NotAvailable`;
+}
 export type IncidentStatus = (typeof INCIDENT_STATUSES)[number];
 
 /** Alert status: New and InProgress are the active ones. */

@@ -1,5 +1,5 @@
 import { DefenderApiError } from './errors.js';
-import { CLASSIFICATIONS, DETERMINATIONS, INCIDENT_STATUSES, type Classification, type Determination, type Incident, type IncidentStatus } from './types.js';
+import { CLASSIFICATIONS, DETERMINATIONS_BY_CLASSIFICATION, INCIDENT_STATUSES, SETTABLE_DETERMINATIONS, type Classification, type Determination, type Incident, type IncidentStatus } from './types.js';
 
 /**
  * The body of `PATCH /api/incidents/{id}`: any of status, assignedTo, classification,
@@ -40,7 +40,7 @@ export function parseIncidentUpdate(body: unknown): IncidentUpdate {
   const update: IncidentUpdate = {};
   if ('status' in record) update.status = oneOf('status', record.status, INCIDENT_STATUSES);
   if ('classification' in record) update.classification = oneOf('classification', record.classification, CLASSIFICATIONS);
-  if ('determination' in record) update.determination = oneOf('determination', record.determination, DETERMINATIONS);
+  if ('determination' in record) update.determination = oneOf('determination', record.determination, SETTABLE_DETERMINATIONS);
   if ('assignedTo' in record) {
     if (typeof record.assignedTo !== 'string') throw invalidBody(`'assignedTo' must be a string; got ${JSON.stringify(record.assignedTo)}.`);
     update.assignedTo = record.assignedTo;
@@ -56,25 +56,29 @@ export function parseIncidentUpdate(body: unknown): IncidentUpdate {
   return update;
 }
 
+const fits = (determination: Determination, classification: Classification | null | undefined): boolean =>
+  determination === 'NotAvailable' || (DETERMINATIONS_BY_CLASSIFICATION[classification ?? 'Unknown']?.includes(determination) ?? false);
+
 /**
- * Checks the update against the incident (a determination only goes with TruePositive, judged on
- * the classification the incident will have) and applies it.
+ * Checks the update against the incident (a determination must be one the update page's table pairs
+ * with the classification the incident will have) and applies it.
  */
 export function applyIncidentUpdate(incident: Incident, update: IncidentUpdate, author: string, nowIso: string): void {
   const classification = update.classification ?? incident.classification;
-  if (update.determination !== undefined && update.determination !== 'NotAvailable' && classification !== 'TruePositive') {
+  if (update.determination !== undefined && !fits(update.determination, classification)) {
+    const allowed = DETERMINATIONS_BY_CLASSIFICATION[classification ?? 'Unknown'];
     throw new DefenderApiError(
       400,
       'InvalidInput',
-      `Determination '${update.determination}' is only valid with classification 'TruePositive'; the incident's classification would be '${classification}'.`,
+      `Determination '${update.determination}' is not valid with classification '${classification}'${allowed ? `; valid: ${allowed.join(', ')}` : ''}.`,
     );
   }
   if (update.status !== undefined) incident.status = update.status;
   if (update.assignedTo !== undefined) incident.assignedTo = update.assignedTo;
   if (update.classification !== undefined) {
     incident.classification = update.classification;
-    // A true-positive determination cannot outlive a change of classification away from TruePositive.
-    if (update.classification !== 'TruePositive' && update.determination === undefined) incident.determination = 'NotAvailable';
+    // A determination that does not go with the new classification is recalculated: cleared.
+    if (update.determination === undefined && incident.determination && !fits(incident.determination, update.classification)) incident.determination = 'NotAvailable';
   }
   if (update.determination !== undefined) incident.determination = update.determination;
   if (update.tags !== undefined) incident.tags = [...update.tags];

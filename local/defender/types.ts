@@ -32,9 +32,24 @@ export const DETERMINATIONS = [
   'Clean',
   'NotMalicious',
   'InsufficientData',
+  'NoEnoughDataToValidate',
   'Other',
 ] as const;
 export type Determination = (typeof DETERMINATIONS)[number];
+
+/**
+ * What an update may set, by the classification the incident will have: the update page's table
+ * (MicrosoftDocs/defender-docs defender-xdr/api-update-incidents.md, "Request body", which spells
+ * `NoEnoughDataToValidate` so; its constraint line "only with TruePositive" contradicts the table,
+ * and the table is taken). Apt and SecurityPersonnel were retired from the API in August 2022.
+ * `NotAvailable` clears a determination.
+ */
+export const DETERMINATIONS_BY_CLASSIFICATION: Partial<Record<Classification, readonly Determination[]>> = {
+  TruePositive: ['MultiStagedAttack', 'MaliciousUserActivity', 'CompromisedAccount', 'Malware', 'Phishing', 'UnwantedSoftware', 'Other'],
+  InformationalExpectedActivity: ['SecurityTesting', 'LineOfBusinessApplication', 'ConfirmedActivity', 'Other'],
+  FalsePositive: ['Clean', 'NoEnoughDataToValidate', 'Other'],
+};
+export const SETTABLE_DETERMINATIONS: readonly Determination[] = ['NotAvailable', ...new Set(Object.values(DETERMINATIONS_BY_CLASSIFICATION).flat())];
 
 export const SERVICE_SOURCES = [
   'MicrosoftDefenderForEndpoint',

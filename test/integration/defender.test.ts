@@ -294,12 +294,33 @@ describe('GET and PATCH /api/incidents/{id}', () => {
     expect((await call(`/api/incidents/${before.incidentId}`, { token })).json).toEqual(after);
   });
 
-  it('refuses a determination without TruePositive and leaves the incident unchanged', async () => {
+  it('refuses a determination the update page does not pair with the classification, and leaves the incident unchanged', async () => {
     const token = await appToken();
     const before = await someIncident(TENANT_A, (i) => i.classification === 'Unknown');
     const answer = await call(`/api/incidents/${before.incidentId}`, { token, method: 'PATCH', body: { classification: 'FalsePositive', determination: 'Malware', status: 'Resolved' } });
-    expectDefenderError(answer, 400, 'InvalidInput', /TruePositive/);
+    expectDefenderError(answer, 400, 'InvalidInput', /'Malware' is not valid with classification 'FalsePositive'; valid: Clean, NoEnoughDataToValidate, Other/);
+    const unclassified = await call(`/api/incidents/${before.incidentId}`, { token, method: 'PATCH', body: { determination: 'Other' } });
+    expectDefenderError(unclassified, 400, 'InvalidInput', /not valid with classification 'Unknown'/);
+    const retired = await call(`/api/incidents/${before.incidentId}`, { token, method: 'PATCH', body: { classification: 'TruePositive', determination: 'Apt' } });
+    expectDefenderError(retired, 400, 'InvalidRequestBody', /determination/);
     expect(await someIncident(TENANT_A, (i) => i.incidentId === before.incidentId)).toEqual(before);
+  });
+
+  it('takes each classification with its own determinations, and clears a determination the new classification does not take', async () => {
+    const token = await appToken();
+    const target = await someIncident(TENANT_B, (i) => i.classification === 'Unknown');
+    const patch = async (body: Record<string, unknown>) => {
+      const answer = await call(`/api/incidents/${target.incidentId}`, { token, method: 'PATCH', body });
+      expect(answer.status, answer.text).toBe(200);
+      return answer.json as { classification: string; determination: string };
+    };
+    expect(await patch({ classification: 'FalsePositive', determination: 'NoEnoughDataToValidate' })).toMatchObject({ classification: 'FalsePositive', determination: 'NoEnoughDataToValidate' });
+    expect(await patch({ classification: 'InformationalExpectedActivity', determination: 'SecurityTesting' })).toMatchObject({ determination: 'SecurityTesting' });
+    expect(await patch({ determination: 'Other' })).toMatchObject({ classification: 'InformationalExpectedActivity', determination: 'Other' });
+    // Other goes with every classification and stays; SecurityTesting would not have.
+    expect(await patch({ classification: 'TruePositive' })).toMatchObject({ classification: 'TruePositive', determination: 'Other' });
+    expect(await patch({ determination: 'Malware' })).toMatchObject({ determination: 'Malware' });
+    expect(await patch({ classification: 'FalsePositive' })).toMatchObject({ classification: 'FalsePositive', determination: 'NotAvailable' });
   });
 
   it.each([

@@ -175,7 +175,16 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
     expectNoTokenLogged();
   });
 
-  it('refuses a determination without TruePositive (400) and leaves the incident unchanged', async () => {
+  it('passes on an update the update page allows: FalsePositive with Clean', async () => {
+    const token = await signIn();
+    const tenantId = fabrikam().tenantId;
+    const target = stack.defender.store.list(tenantId).find((i) => i.classification !== 'TruePositive' && i.status !== 'Resolved')!;
+    const answer = await patch(token, tenantId, target.incidentId, { classification: 'FalsePositive', determination: 'Clean', status: 'Resolved' });
+    expect(answer.status).toBe(200);
+    expect(stack.defender.store.get(tenantId, target.incidentId)).toMatchObject({ classification: 'FalsePositive', determination: 'Clean', status: 'Resolved' });
+  });
+
+  it('refuses a determination that does not go with the classification (400) and leaves the incident unchanged', async () => {
     const token = await signIn();
     const tenantId = fabrikam().tenantId;
     const target = stack.defender.store.list(tenantId).find((i) => i.classification !== 'TruePositive')!;
@@ -183,12 +192,12 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
 
     const local = await patch(token, tenantId, target.incidentId, { classification: 'FalsePositive', determination: 'Malware' });
     expect(local.status).toBe(400);
-    expect(JSON.stringify(bodyOf(local))).toContain('TruePositive');
+    expect(JSON.stringify(bodyOf(local))).toContain('Malware does not go with classification FalsePositive');
 
     // Without a classification in the body, Defender judges against the incident's own, and its 400 is passed on.
     const remote = await patch(token, tenantId, target.incidentId, { determination: 'Malware' });
     expect(remote.status).toBe(400);
-    expect(String(bodyOf(remote).error)).toContain('TruePositive');
+    expect(String(bodyOf(remote).error)).toContain(`'Malware' is not valid with classification '${target.classification}'`);
     expect(stack.defender.store.get(tenantId, target.incidentId)).toEqual(before);
   });
 

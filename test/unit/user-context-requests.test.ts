@@ -74,11 +74,26 @@ describe('the incident update body', () => {
     expect(parseIncidentUpdate({ comment: 'x'.repeat(1000) }, UPN).comment).toHaveLength(1000);
   });
 
-  it('refuses a determination with a classification other than TruePositive', () => {
-    expect(problemsOf(() => parseIncidentUpdate({ classification: 'FalsePositive', determination: 'Malware' }, UPN))[0]).toMatch(
-      /determination: .*only with classification TruePositive, not FalsePositive/,
-    );
-    expect(parseIncidentUpdate({ classification: 'FalsePositive', determination: 'NotAvailable' }, UPN)).toEqual({ classification: 'FalsePositive', determination: 'NotAvailable' });
+  it('takes the determinations the update page pairs with each classification, and refuses the others naming the valid ones', () => {
+    for (const [classification, determination] of [
+      ['TruePositive', 'Malware'], ['TruePositive', 'CompromisedAccount'], ['TruePositive', 'Other'],
+      ['FalsePositive', 'Clean'], ['FalsePositive', 'NoEnoughDataToValidate'], ['FalsePositive', 'Other'],
+      ['InformationalExpectedActivity', 'SecurityTesting'], ['InformationalExpectedActivity', 'ConfirmedActivity'], ['InformationalExpectedActivity', 'Other'],
+      ['FalsePositive', 'NotAvailable'], ['Unknown', 'NotAvailable'],
+    ]) {
+      expect(parseIncidentUpdate({ classification, determination }, UPN)).toEqual({ classification, determination });
+    }
+    expect(problemsOf(() => parseIncidentUpdate({ classification: 'FalsePositive', determination: 'Malware' }, UPN))).toEqual([
+      'determination: Malware does not go with classification FalsePositive: with FalsePositive it is one of Clean, NoEnoughDataToValidate, Other (or NotAvailable)',
+    ]);
+    expect(problemsOf(() => parseIncidentUpdate({ classification: 'TruePositive', determination: 'Clean' }, UPN))[0]).toMatch(/Clean does not go with classification TruePositive: with TruePositive it is one of MultiStagedAttack, /);
+    expect(problemsOf(() => parseIncidentUpdate({ classification: 'Unknown', determination: 'Other' }, UPN))[0]).toMatch(/with Unknown only NotAvailable/);
+    // Only what the update page lists may be set: names seen in payloads, or retired, are refused.
+    for (const determination of ['NotEnoughDataToValidate', 'Apt', 'SecurityPersonnel', 'CompromisedUser', 'NotMalicious']) {
+      expect(problemsOf(() => parseIncidentUpdate({ determination }, UPN))[0]).toMatch(/^determination: must be one of NotAvailable, MultiStagedAttack, /);
+    }
+    // Without a classification in the body, the incident's own decides: Defender judges it.
+    expect(parseIncidentUpdate({ determination: 'Clean' }, UPN)).toEqual({ determination: 'Clean' });
   });
 });
 

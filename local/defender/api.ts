@@ -226,13 +226,22 @@ function requirePermission(permission: Permission) {
   };
 }
 
+/**
+ * An OData query the service cannot take (a bad `$filter`, an unsupported or repeated option, a `$top`
+ * or `$skip` that is not a whole number) is a 400 with code ODataError (defender-api.md, "Errors";
+ * MicrosoftDocs/defender-docs defender-xdr/api-error-codes.md).
+ */
+function odataError(message: string): DefenderApiError {
+  return new DefenderApiError(400, 'ODataError', `Invalid OData URI query: ${message}`);
+}
+
 function parseListQuery(req: Request): { filter: FilterClause[]; top: number; skip: number } {
   const params = new URL(req.originalUrl, 'https://localhost').searchParams;
   const unsupported = [...new Set(params.keys())].filter((key) => key.startsWith('$') && !['$filter', '$top', '$skip'].includes(key));
-  if (unsupported.length > 0) throw invalidInput(`Query option(s) ${unsupported.join(', ')} are not supported: use $filter, $top and $skip.`);
+  if (unsupported.length > 0) throw odataError(`Query option(s) ${unsupported.join(', ')} are not supported: use $filter, $top and $skip.`);
   const single = (name: string): string | undefined => {
     const values = params.getAll(name);
-    if (values.length > 1) throw invalidInput(`Query option ${name} was given ${values.length} times.`);
+    if (values.length > 1) throw odataError(`Query option ${name} was given ${values.length} times.`);
     return values[0];
   };
   const filterText = single('$filter');
@@ -241,7 +250,7 @@ function parseListQuery(req: Request): { filter: FilterClause[]; top: number; sk
     try {
       filter = parseIncidentFilter(filterText);
     } catch (err) {
-      if (err instanceof FilterSyntaxError) throw invalidInput(`Invalid $filter: ${err.message}`);
+      if (err instanceof FilterSyntaxError) throw odataError(`Invalid $filter: ${err.message}`);
       throw err;
     }
   }
@@ -253,7 +262,7 @@ function parseListQuery(req: Request): { filter: FilterClause[]; top: number; sk
 
 function wholeNumber(name: string, text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
-  if (!/^\d{1,9}$/.test(text.trim())) throw invalidInput(`${name} must be a non-negative whole number; got '${text}'.`);
+  if (!/^\d{1,9}$/.test(text.trim())) throw odataError(`${name} must be a non-negative whole number; got '${text}'.`);
   return Number(text);
 }
 

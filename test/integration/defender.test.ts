@@ -169,9 +169,9 @@ describe('GET /api/incidents', () => {
     ['$skip=1.5', /\$skip/],
     ['$top=10&$top=20', /\$top/],
     ['$orderby=lastUpdateTime desc', /\$orderby/],
-  ])('refuses %s with 400 InvalidInput saying what is wrong', async (query, message) => {
+  ])('refuses %s with 400 ODataError saying what is wrong', async (query, message) => {
     const url = `/api/incidents?${query.split('&').map((pair) => pair.split('=').map(encodeURIComponent).join('=')).join('&')}`;
-    expectDefenderError(await call(url, { token: await appToken() }), 400, 'InvalidInput', message);
+    expectDefenderError(await call(url, { token: await appToken() }), 400, 'ODataError', message);
   });
 });
 
@@ -461,11 +461,11 @@ describe('malformed requests', () => {
     ['path outside the API', 'GET', '/nothing/here', undefined, 404, 'ResourceNotFound'],
     ['wrong method', 'DELETE', '/api/incidents/1', undefined, 405, 'MethodNotAllowed'],
     ['oversized body', 'PATCH', '/api/incidents/1', JSON.stringify({ comment: 'x'.repeat(1_100_000) }), 413, 'RequestEntityTooLarge'],
-    ['bad percent-encoding in the filter', 'GET', '/api/incidents?$filter=%E0%A4%A', undefined, 400, 'InvalidInput'],
+    ['bad percent-encoding in the filter', 'GET', '/api/incidents?$filter=%E0%A4%A', undefined, 400, 'ODataError'],
     ['bad percent-encoding in the path', 'GET', '/api/incidents/%ZZ', undefined, 400, 'BadRequest'],
-    ['huge $skip', 'GET', '/api/incidents?$skip=99999999999999999999', undefined, 400, 'InvalidInput'],
+    ['huge $skip', 'GET', '/api/incidents?$skip=99999999999999999999', undefined, 400, 'ODataError'],
     ['huge incident id', 'GET', '/api/incidents/99999999999999999999', undefined, 400, 'InvalidInput'],
-    ['unicode in the filter', 'GET', `/api/incidents?$filter=${encodeURIComponent("assignedTo eq 'ü' and ☃")}`, undefined, 400, 'InvalidInput'],
+    ['unicode in the filter', 'GET', `/api/incidents?$filter=${encodeURIComponent("assignedTo eq 'ü' and ☃")}`, undefined, 400, 'ODataError'],
   ])('answers %s (%s %s) in the error shape, never a 500', async (_name, method, path, body, status, code) => {
     const answer = await call(path, { token: await appToken(), method, body });
     expectDefenderError(answer, status, code);

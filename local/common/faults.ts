@@ -5,8 +5,12 @@
 export type FaultTarget = 'entra' | 'keyvault' | 'defender';
 
 export type FaultSpec =
-  /** Answer with this HTTP status (e.g. 429, 500, 503) in the service's own error shape. */
-  | { kind: 'status'; status: number; retryAfterSeconds?: number }
+  /**
+   * Answer with this HTTP status (e.g. 429, 500, 503) in the service's own error shape. Defender's
+   * 429 says the wait in its body; `retryAfterHeader: false` leaves out the Retry-After header, as
+   * the API documents it ("The response body indicates the time when you can begin making new calls").
+   */
+  | { kind: 'status'; status: number; retryAfterSeconds?: number; retryAfterHeader?: boolean }
   /** Delay the answer by `ms` milliseconds, then answer normally. */
   | { kind: 'delay'; ms: number }
   /** Answer 200 with a body that is not valid JSON. */

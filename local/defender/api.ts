@@ -161,7 +161,7 @@ function applyFault(deps: ApiDependencies) {
         return;
       case 'status': {
         const status = fault.status;
-        if (status === 429) throw tooManyRequests(fault.retryAfterSeconds ?? 1);
+        if (status === 429) throw tooManyRequests(fault.retryAfterSeconds ?? 1, fault.retryAfterHeader !== false);
         const headers: Record<string, string> = fault.retryAfterSeconds === undefined ? {} : { 'Retry-After': String(fault.retryAfterSeconds) };
         throw new DefenderApiError(status, codeForStatus(status), faultMessage(status), headers);
       }

@@ -57,7 +57,7 @@ const explicitSeed = z.strictObject({ incidents: z.array(explicitIncident).min(1
 const incidentChanges = z.looseObject({ lastUpdateTime: timestamp.optional() }).refine((changes) => !('incidentId' in changes), 'incidentId cannot be changed');
 
 const faultSpec = z.discriminatedUnion('kind', [
-  z.strictObject({ kind: z.literal('status'), status: z.number().int().min(400).max(599), retryAfterSeconds: z.number().int().min(0).optional() }),
+  z.strictObject({ kind: z.literal('status'), status: z.number().int().min(400).max(599), retryAfterSeconds: z.number().int().min(0).optional(), retryAfterHeader: z.boolean().optional() }),
   z.strictObject({ kind: z.literal('delay'), ms: z.number().int().min(0).max(600_000) }),
   z.strictObject({ kind: z.literal('malformed') }),
   z.strictObject({ kind: z.literal('outage') }),

@@ -14,10 +14,10 @@ export class DefenderApiError extends Error {
   }
 }
 
-export function tooManyRequests(retryAfterSeconds: number): DefenderApiError {
-  return new DefenderApiError(429, 'TooManyRequests', `Rate limit is exceeded. Try again in ${retryAfterSeconds} seconds.`, {
-    'Retry-After': String(retryAfterSeconds),
-  });
+/** 429 TooManyRequests: the wait in the message, and in Retry-After unless `withHeader` is false. */
+export function tooManyRequests(retryAfterSeconds: number, withHeader = true): DefenderApiError {
+  return new DefenderApiError(429, 'TooManyRequests', `Rate limit is exceeded. Try again in ${retryAfterSeconds} seconds.`,
+    withHeader ? { 'Retry-After': String(retryAfterSeconds) } : {});
 }
 
 /** The code Defender uses for a status when a fault asks for that status. */

@@ -425,6 +425,13 @@ describe('faults', () => {
     expect(answer.headers.get('retry-after')).toBe('7');
   });
 
+  it('answers an injected 429 that says the wait only in its body, as the API documents it', async () => {
+    await addFault({ target: 'defender', spec: { kind: 'status', status: 429, retryAfterSeconds: 4, retryAfterHeader: false }, times: 1 });
+    const answer = await call('/api/incidents?$top=1', { token: await appToken() });
+    expectDefenderError(answer, 429, 'TooManyRequests', /Try again in 4 seconds/);
+    expect(answer.headers.get('retry-after')).toBeNull();
+  });
+
   it('delays, answers a truncated body, and resets the connection', async () => {
     const token = await appToken();
     await addFault({ target: 'defender', spec: { kind: 'delay', ms: 300 }, times: 1 });

@@ -259,10 +259,14 @@ describe('ingest: polling tenants into the incidents queue', () => {
     const t = tenant('partner');
     await services.checkpoints.get(t.tenantId); // warm
     const changed = stack.defender.store.update(t.tenantId, stack.defender.store.list(t.tenantId)[0]!.incidentId, (i) => void (i.tags = ['storm']))!;
-    stack.faults.add('defender', { kind: 'status', status: 429, retryAfterSeconds: 1 }, 2);
+    stack.faults.add('defender', { kind: 'status', status: 429, retryAfterSeconds: 1 }, 1);
+    // Defender's documented 429 says the wait only in its body: the relay waits that long too.
+    stack.faults.add('defender', { kind: 'status', status: 429, retryAfterSeconds: 2, retryAfterHeader: false }, 1);
     stack.faults.add('defender', { kind: 'status', status: 503 }, 2);
     await drainEvents();
+    const started = Date.now();
     const [outcome] = await pollToTheEnd(pollRequest(t.tenantId, 'manual'));
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_000 + 2_000 - 100);
     expect(outcome!.status).toBe('polled');
     expect((await drainEvents()).map((e) => e.eventId)).toContain(`${t.tenantId}:${changed.incidentId}:${changed.lastUpdateTime}`);
     expect(stack.faults.list()).toEqual([]);

@@ -83,6 +83,9 @@ export interface HuntingOutcome {
   truncated: boolean;
 }
 
+/** An ATT&CK enterprise tactic: `{ id: 'TA0001', name: 'Initial Access' }`. */
+export type MitreTactic = { id: string; name: string };
+
 /** A type, not an interface, so it fits records typed `{ [key: string]: unknown }` (routing reads it so). */
 export type Enrichment = {
   tenantId: string;
@@ -98,7 +101,13 @@ export type Enrichment = {
   highestSeverity: Severity | null;
   serviceSources: string[];
   detectionSources: string[];
-  mitre: { techniques: string[]; tactics: string[] };
+  /**
+   * Techniques: distinct ids, sorted. Tactics: the alert categories that are ATT&CK tactics, once
+   * each, in the matrix's order (Reconnaissance first, Impact last).
+   */
+  mitre: { techniques: string[]; tactics: MitreTactic[] };
+  /** The alert categories that are not ATT&CK tactics (Malware, SuspiciousActivity…), sorted, once each; `None` is no category. */
+  categories: string[];
   entities: EntitySummary;
   /** Earliest alert firstActivity / latest alert lastActivity, with seven fractional digits. */
   firstActivity: string | null;
@@ -138,7 +147,7 @@ export function deriveEnrichment(incident: unknown, context: EnrichmentContext):
   const serviceSources = new Set<string>();
   const detectionSources = new Set<string>();
   const techniques = new Set<string>();
-  const tactics = new Set<string>();
+  const categories = new CategoryCollector();
   let activeAlertCount = 0;
   let firstActivity: string | undefined;
   let lastActivity: string | undefined;
@@ -151,7 +160,7 @@ export function deriveEnrichment(incident: unknown, context: EnrichmentContext):
     if (severity) severities.add(severity);
     addText(serviceSources, alert.serviceSource);
     addText(detectionSources, alert.detectionSource);
-    addText(tactics, alert.category);
+    categories.add(alert.category);
     for (const technique of techniquesOf(alert.mitreTechniques)) techniques.add(technique);
     const first = timestampOf(alert.firstActivity);
     if (first && (firstActivity === undefined || first < firstActivity)) firstActivity = first;
@@ -183,7 +192,8 @@ export function deriveEnrichment(incident: unknown, context: EnrichmentContext):
     highestSeverity,
     serviceSources: sorted(serviceSources),
     detectionSources: sorted(detectionSources),
-    mitre: { techniques: sorted(techniques), tactics: sorted(tactics) },
+    mitre: { techniques: sorted(techniques), tactics: categories.tactics() },
+    categories: categories.others(),
     entities: entities.summary(),
     firstActivity: firstActivity ?? null,
     lastActivity: lastActivity ?? null,
@@ -203,6 +213,86 @@ function addText(set: Set<string>, value: unknown): void {
 
 function sorted(set: Set<string>): string[] {
   return [...set].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/**
+ * The ATT&CK enterprise tactics, in the matrix's order, each with the spelling of Defender's alert
+ * `category` that names it. Defender documents its categories as "aligned to the MITRE ATT&CK
+ * framework" but mixes tactics with other kinds (Malware, SuspiciousActivity…):
+ * - Defender XDR, List incidents API, alert `category` (example: Impact):
+ *   https://learn.microsoft.com/defender-xdr/api-list-incidents
+ * - Defender for Endpoint, Create alert API, the `category` values: General, CommandAndControl,
+ *   Collection, CredentialAccess, DefenseEvasion, Discovery, Exfiltration, Exploit, Execution,
+ *   InitialAccess, LateralMovement, Malware, Persistence, PrivilegeEscalation, Ransomware,
+ *   SuspiciousActivity: https://learn.microsoft.com/defender-endpoint/api/create-alert-by-reference
+ * - ATT&CK's tactic ids, names and order: github.com/mitre/cti, enterprise-attack/x-mitre-tactic/*.json
+ *   and x-mitre-matrix/x-mitre-matrix--eafc1b4c-5e56-4965-bd4e-66a6a89c88cc.json (tactic_refs), at
+ *   commit 8543c5b05bd9bbcace9fc37f30bba96b675b6f33; https://attack.mitre.org/tactics/enterprise/
+ * In 2026 ATT&CK renamed TA0005 "Stealth" and split "Defense Impairment" (TA0112) off it. Defender's
+ * DefenseEvasion predates the split and covers both, so TA0005 keeps the name Defender means, and
+ * the ATT&CK spellings are recognised too.
+ */
+const TACTICS: readonly (MitreTactic & { categories: readonly string[] })[] = [
+  { id: 'TA0043', name: 'Reconnaissance', categories: ['Reconnaissance'] },
+  { id: 'TA0042', name: 'Resource Development', categories: ['ResourceDevelopment'] },
+  { id: 'TA0001', name: 'Initial Access', categories: ['InitialAccess'] },
+  { id: 'TA0002', name: 'Execution', categories: ['Execution'] },
+  { id: 'TA0003', name: 'Persistence', categories: ['Persistence'] },
+  { id: 'TA0004', name: 'Privilege Escalation', categories: ['PrivilegeEscalation'] },
+  { id: 'TA0005', name: 'Defense Evasion', categories: ['DefenseEvasion', 'Stealth'] },
+  { id: 'TA0112', name: 'Defense Impairment', categories: ['DefenseImpairment'] },
+  { id: 'TA0006', name: 'Credential Access', categories: ['CredentialAccess'] },
+  { id: 'TA0007', name: 'Discovery', categories: ['Discovery'] },
+  { id: 'TA0008', name: 'Lateral Movement', categories: ['LateralMovement'] },
+  { id: 'TA0009', name: 'Collection', categories: ['Collection'] },
+  { id: 'TA0011', name: 'Command and Control', categories: ['CommandAndControl'] },
+  { id: 'TA0010', name: 'Exfiltration', categories: ['Exfiltration'] },
+  { id: 'TA0040', name: 'Impact', categories: ['Impact'] },
+];
+
+/** Categories that are not tactics, in Defender's spelling: the Create alert API's, and UnwantedSoftware (not in that list; Defender's spelling of it as a determination). */
+const OTHER_CATEGORIES = ['General', 'Exploit', 'Malware', 'Ransomware', 'SuspiciousActivity', 'UnwantedSoftware'];
+
+/** Case, spaces, dashes and underscores aside: `Initial Access`, `initial-access` and `INITIALACCESS` are one key. */
+const categoryKey = (text: string) => text.toLowerCase().replace(/[\s_-]+/g, '');
+
+/** A Map, not an object: a category such as `constructor` must not find anything inherited. */
+const TACTIC_BY_KEY = new Map<string, number>(
+  TACTICS.flatMap((tactic, rank) => [tactic.id, tactic.name, ...tactic.categories].map((spelling) => [categoryKey(spelling), rank] as const)),
+);
+const OTHER_BY_KEY = new Map(OTHER_CATEGORIES.map((category) => [categoryKey(category), category]));
+
+/** Alert categories split into ATT&CK tactics and the rest. */
+class CategoryCollector {
+  readonly #tactics = new Set<number>();
+  /** Case-folded category → the spelling kept. */
+  readonly #others = new Map<string, string>();
+
+  add(value: unknown): void {
+    const text = textOf(value);
+    if (text === undefined) return;
+    const key = categoryKey(text);
+    const tactic = TACTIC_BY_KEY.get(key);
+    if (tactic !== undefined) {
+      this.#tactics.add(tactic);
+      return;
+    }
+    const folded = text.toLowerCase();
+    if (folded === 'none') return; // Defender's "no category"
+    const spelling = OTHER_BY_KEY.get(key) ?? text;
+    const kept = this.#others.get(folded);
+    // Of two spellings of an unknown category, the smaller one, so alert order does not change the message.
+    if (kept === undefined || spelling < kept) this.#others.set(folded, spelling);
+  }
+
+  /** Fresh objects each time: a message's tactics are its own. */
+  tactics(): MitreTactic[] {
+    return [...this.#tactics].sort((a, b) => a - b).map((rank) => ({ id: TACTICS[rank]!.id, name: TACTICS[rank]!.name }));
+  }
+
+  others(): string[] {
+    return sorted(new Set(this.#others.values()));
+  }
 }
 
 const TECHNIQUE = /^T\d{4}(?:\.\d{3})?$/i;

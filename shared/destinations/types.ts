@@ -12,7 +12,7 @@ export interface RoutedEnrichment {
   portalUrl: string | null;
   tenantDisplayName?: string | null;
   serviceSources: string[];
-  mitre?: { techniques?: string[]; tactics?: string[] };
+  mitre?: { techniques?: string[]; tactics?: { id: string; name: string }[] };
   [field: string]: unknown;
 }
 

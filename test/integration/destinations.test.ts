@@ -65,7 +65,8 @@ function message(route = 'high-to-soc', destination = 'siem', incidentOverrides:
     portalUrl: `https://security.microsoft.com/incidents/924565?tid=${tenantId}`,
     tenantDisplayName: 'Fabrikam',
     serviceSources: ['MicrosoftDefenderForEndpoint'],
-    mitre: { techniques: ['T1003.001'], tactics: ['CredentialAccess'] },
+    mitre: { techniques: ['T1003.001'], tactics: [{ id: 'TA0006', name: 'Credential Access' }] },
+    categories: [],
     alertCount: 1,
   };
   return routedMessageFor(envelope, incident, enrichment, { name: route }, destination);

@@ -41,7 +41,8 @@ describe("deriveEnrichment on Microsoft's documented example incidents", () => {
       highestSeverity: 'Medium',
       serviceSources: ['MicrosoftCloudAppSecurity'],
       detectionSources: ['MCAS'],
-      mitre: { techniques: [], tactics: ['Impact'] },
+      mitre: { techniques: [], tactics: [{ id: 'TA0040', name: 'Impact' }] },
+      categories: [],
       entities: {
         users: [{ accountName: 'testUser2', domainName: 'europe.corp.contoso', userPrincipalName: 'testUser2@contoso.com', aadUserId: 'fc8f7484-f813-4db2-afab-bc1507913fb6' }],
         devices: [],
@@ -72,7 +73,8 @@ describe("deriveEnrichment on Microsoft's documented example incidents", () => {
     expect(enrichment).toMatchObject({
       serviceSources: ['MicrosoftDefenderATP'],
       detectionSources: ['WindowsDefenderAv'],
-      mitre: { techniques: [], tactics: ['Malware'] },
+      mitre: { techniques: [], tactics: [] },
+      categories: ['Malware'],
       severities: ['Low'],
       firstActivity: '2020-09-06T12:15:07.7272048Z',
       priority: 15 + 25 + 2 + 10,
@@ -90,7 +92,7 @@ describe("deriveEnrichment on Microsoft's documented example incidents", () => {
         { mailboxAddress: 'test.User4@contoso.com', mailboxDisplayName: 'test User4' },
       ],
     });
-    expect(enrichment).toMatchObject({ activeAlertCount: 1, severities: ['Informational'], priority: 5 + 2 + 10, serviceSources: ['OfficeATP'], mitre: { tactics: ['InitialAccess'] } });
+    expect(enrichment).toMatchObject({ activeAlertCount: 1, severities: ['Informational'], priority: 5 + 2 + 10, serviceSources: ['OfficeATP'], mitre: { tactics: [{ id: 'TA0001', name: 'Initial Access' }] }, categories: [] });
   });
 });
 
@@ -111,7 +113,11 @@ describe('deriveEnrichment on generated incidents', () => {
       expect(e.highestSeverity).toBe(incident.severity); // the generator sets the incident's to its worst alert's
       expect(e.serviceSources).toEqual(distinct(alerts.map((a) => a.serviceSource)).sort());
       expect(e.mitre.techniques).toEqual(distinct(alerts.flatMap((a) => a.mitreTechniques)).sort());
-      expect(e.mitre.tactics).toEqual(distinct(alerts.map((a) => a.category)).sort());
+      // Every category is either a tactic (its ATT&CK name without spaces, any case) or kept in categories, never both.
+      const squash = (text: string) => text.replace(/ /g, '').toLowerCase();
+      const fromTactics = e.mitre.tactics.map((t) => squash(t.name));
+      expect([...fromTactics, ...e.categories.map(squash)].sort()).toEqual(distinct(alerts.map((a) => squash(a.category))).sort());
+      expect(e.categories.some((c) => fromTactics.includes(squash(c)))).toBe(false);
       const deviceIds = distinct(alerts.flatMap((a) => a.devices.map((d) => d.mdatpDeviceId)));
       expect(e.entities.devices.map((d) => d.mdatpDeviceId)).toEqual(deviceIds);
       if (alerts.length > 0) {
@@ -250,6 +256,119 @@ describe('deriveEnrichment: odd payloads never throw', () => {
   it('falls back to the worst alert severity when the incident has none', () => {
     const e = deriveEnrichment({ incidentId: 1, alerts: [alert({ severity: 'High' }), alert({ severity: 'Low' })] }, context);
     expect(e.priorityReasons[0]).toBe('highest alert severity High: +50');
+  });
+});
+
+describe('deriveEnrichment: alert categories and MITRE tactics', () => {
+  const withCategories = (...categories: unknown[]) => deriveEnrichment({ incidentId: 7, alerts: categories.map((category) => alert({ category })) }, context);
+  const ids = (e: ReturnType<typeof deriveEnrichment>) => e.mitre.tactics.map((t) => t.id);
+
+  it("gives the README's example: tactics as { id, name } in matrix order, the other categories apart", () => {
+    const e = deriveEnrichment(
+      {
+        incidentId: 7,
+        alerts: [
+          alert({ category: 'CredentialAccess', mitreTechniques: ['T1003.001'] }),
+          alert({ category: 'InitialAccess', mitreTechniques: ['T1566.002'] }),
+          alert({ category: 'Malware' }),
+          alert({ category: 'malware' }),
+          alert({ category: 'None' }),
+        ],
+      },
+      context,
+    );
+    expect({ mitre: e.mitre, categories: e.categories }).toEqual({
+      mitre: {
+        techniques: ['T1003.001', 'T1566.002'],
+        tactics: [
+          { id: 'TA0001', name: 'Initial Access' },
+          { id: 'TA0006', name: 'Credential Access' },
+        ],
+      },
+      categories: ['Malware'],
+    });
+  });
+
+  // The values Defender for Endpoint's Create alert API documents for `category`, plus the three ATT&CK
+  // tactics it does not list (Impact is in the List incidents example).
+  it.each([
+    ['Reconnaissance', { id: 'TA0043', name: 'Reconnaissance' }],
+    ['ResourceDevelopment', { id: 'TA0042', name: 'Resource Development' }],
+    ['InitialAccess', { id: 'TA0001', name: 'Initial Access' }],
+    ['Execution', { id: 'TA0002', name: 'Execution' }],
+    ['Persistence', { id: 'TA0003', name: 'Persistence' }],
+    ['PrivilegeEscalation', { id: 'TA0004', name: 'Privilege Escalation' }],
+    ['DefenseEvasion', { id: 'TA0005', name: 'Defense Evasion' }],
+    ['CredentialAccess', { id: 'TA0006', name: 'Credential Access' }],
+    ['Discovery', { id: 'TA0007', name: 'Discovery' }],
+    ['LateralMovement', { id: 'TA0008', name: 'Lateral Movement' }],
+    ['Collection', { id: 'TA0009', name: 'Collection' }],
+    ['CommandAndControl', { id: 'TA0011', name: 'Command and Control' }],
+    ['Exfiltration', { id: 'TA0010', name: 'Exfiltration' }],
+    ['Impact', { id: 'TA0040', name: 'Impact' }],
+  ])('the category %s is the ATT&CK tactic %o, and not a category', (category, tactic) => {
+    expect(withCategories(category)).toMatchObject({ mitre: { tactics: [tactic] }, categories: [] });
+  });
+
+  it.each(['General', 'Exploit', 'Malware', 'Ransomware', 'SuspiciousActivity', 'UnwantedSoftware'])('the category %s is not a tactic: it is kept in categories', (category) => {
+    expect(withCategories(category)).toMatchObject({ mitre: { tactics: [] }, categories: [category] });
+  });
+
+  it('lists tactics once each, in the order of the ATT&CK matrix (the last is the furthest stage), whatever the alert order', () => {
+    const categories = ['Impact', 'Exfiltration', 'InitialAccess', 'CommandAndControl', 'Reconnaissance', 'Impact', 'InitialAccess'];
+    const expected = ['TA0043', 'TA0001', 'TA0011', 'TA0010', 'TA0040'];
+    expect(ids(withCategories(...categories))).toEqual(expected);
+    expect(ids(withCategories(...[...categories].reverse()))).toEqual(expected);
+  });
+
+  it('recognises a tactic in any case and spelling Defender or ATT&CK uses (spaces, dashes, underscores, the TA id)', () => {
+    const e = withCategories('initialaccess', ' INITIAL_ACCESS ', 'Initial Access', 'initial-access', 'ta0001', 'command-and-control', 'Credential access');
+    expect(e.mitre.tactics).toEqual([
+      { id: 'TA0001', name: 'Initial Access' },
+      { id: 'TA0006', name: 'Credential Access' },
+      { id: 'TA0011', name: 'Command and Control' },
+    ]);
+    expect(e.categories).toEqual([]);
+  });
+
+  it("follows ATT&CK's 2026 split of TA0005: Stealth is TA0005, Defense Impairment is TA0112, both tactics", () => {
+    expect(withCategories('DefenseImpairment', 'Stealth', 'DefenseEvasion').mitre.tactics).toEqual([
+      { id: 'TA0005', name: 'Defense Evasion' },
+      { id: 'TA0112', name: 'Defense Impairment' },
+    ]);
+  });
+
+  it('keeps the other categories sorted, once each whatever their case, in the documented spelling when there is one', () => {
+    const e = withCategories('malware', 'SuspiciousActivity', 'MALWARE', ' suspiciousactivity', 'Malware', 'unwantedsoftware', 'ransomware', 'InitialAccess');
+    expect(e.categories).toEqual(['Malware', 'Ransomware', 'SuspiciousActivity', 'UnwantedSoftware']);
+    expect(ids(e)).toEqual(['TA0001']);
+  });
+
+  it('keeps an unknown category as Defender sent it (trimmed), with one spelling whatever the alert order', () => {
+    // Lower-casing the Turkish dotted İ leaves a combining dot: it is not Initial Access.
+    const unknown = ['ThreatManagement', 'threatmanagement', 'CredentialTheft', ' PreAttack ', 'TA9999', 'Initial', 'InitialAccessAttempt', 'İnitialAccess'];
+    const expected = ['CredentialTheft', 'Initial', 'InitialAccessAttempt', 'PreAttack', 'TA9999', 'ThreatManagement', 'İnitialAccess'];
+    expect(withCategories(...unknown)).toMatchObject({ mitre: { tactics: [] }, categories: expected });
+    expect(withCategories(...[...unknown].reverse()).categories).toEqual(expected);
+  });
+
+  it('treats None, empty and missing categories as no category', () => {
+    const e = deriveEnrichment({ incidentId: 7, alerts: [alert({ category: 'None' }), alert({ category: 'none' }), alert({ category: ' NONE ' }), alert({ category: '' }), alert({ category: '   ' }), alert({ category: null }), alert({})] }, context);
+    expect(e).toMatchObject({ alertCount: 7, mitre: { tactics: [] }, categories: [] });
+  });
+
+  it('ignores categories that are not strings, and names that only exist on Object.prototype', () => {
+    const e = withCategories(42, true, {}, { name: 'Impact' }, ['InitialAccess'], () => 'Impact', Symbol('x'), 10n, '__proto__', 'constructor', 'toString', 'hasOwnProperty');
+    expect(e.mitre.tactics).toEqual([]);
+    expect(e.categories).toEqual(['__proto__', 'constructor', 'hasOwnProperty', 'toString']);
+    expect(() => JSON.stringify(e)).not.toThrow();
+  });
+
+  it('gives each enrichment its own tactic objects: changing one message cannot change the next', () => {
+    const first = withCategories('InitialAccess');
+    first.mitre.tactics[0]!.name = 'changed';
+    first.mitre.tactics.push({ id: 'TA0000', name: 'bogus' });
+    expect(withCategories('InitialAccess').mitre.tactics).toEqual([{ id: 'TA0001', name: 'Initial Access' }]);
   });
 });
 

@@ -158,6 +158,9 @@ export async function seedWorld(world: DemoWorld, entra: EntraStandIn, keyVault:
     identifierUri: relayApi.identifierUri,
     appRoles: [RELAY_SUBMIT_ROLE],
     delegatedScopes: [RELAY_USER_SCOPE],
+    // Neither infra/ nor the README sets accessTokenAcceptedVersion, so the registration keeps Entra's default:
+    // v1.0 tokens (the README's "Token versions" says how to set 2).
+    accessTokenVersion: 1,
   });
   registry.addApp({ clientId: webhookClient.clientId, displayName: 'demo webhook sender', homeTenantId: webhookClient.tenantId, multiTenant: false, secrets: [webhookClient.clientSecret] });
   registry.grantAppPermissions(webhookClient.tenantId, webhookClient.clientId, relayApi.identifierUri, [RELAY_SUBMIT_ROLE]);

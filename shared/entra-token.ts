@@ -4,12 +4,26 @@ import { createRemoteJWKSet, decodeJwt, errors, jwtVerify, type JWTPayload } fro
  * Validates Entra ID bearer tokens sent to the relay's own endpoints (webhook push, analyst calls):
  * RS256 signature against the issuing tenant's published keys, issuer of that tenant, audience,
  * expiry, and the tenants allowed. What the caller may do (roles, scopes) is the endpoint's decision.
+ *
+ * Both access token versions are accepted, each on its own terms. The version is the relay API's
+ * registration's choice (`accessTokenAcceptedVersion`, null = 1), not the caller's endpoint:
+ * - v1.0 (`ver` "1.0"): `iss` = `https://sts.windows.net/{tid}/`, keys from `/{tid}/discovery/keys`,
+ *   the caller in `appid`, the user in `upn`; `aud` the App ID URI or the client id, as the caller's scope named it;
+ * - v2.0 (`ver` "2.0"): `iss` = `{authority}/{tid}/v2.0`, keys from `/{tid}/discovery/v2.0/keys`,
+ *   the caller in `azp`, the user in `preferred_username` (or `upn` if configured as an optional claim); `aud` the client id.
+ * A claim only the other version carries is never read (`appid` "only present in v1.0 tokens", `azp`
+ * "only present in v2.0 tokens").
+ * https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference#payload-claims
+ * https://learn.microsoft.com/entra/identity-platform/access-tokens#v10-and-v20-tokens
+ * https://learn.microsoft.com/entra/identity-platform/reference-app-manifest#accesstokenacceptedversion-attribute
  */
 export interface EntraPrincipal {
   tenantId: string;
   objectId?: string;
-  /** The calling application (`azp` in v2 tokens, `appid` in v1). */
-  clientId?: string;
+  /** The calling application: `appid` in v1.0 tokens, `azp` in v2.0 (never the other version's claim). */
+  clientId: string;
+  /** The token's version (`ver`), which decided the issuer, keys and claims read. */
+  version: AccessTokenVersion;
   roles: string[];
   scopes: string[];
   userPrincipalName?: string;
@@ -40,9 +54,18 @@ export class TokenValidationError extends Error {
 export const UNVERIFIED_TOKEN_MESSAGE = 'The bearer token is not valid for this API';
 const unverified = (detail: string) => new TokenValidationError(401, UNVERIFIED_TOKEN_MESSAGE, detail);
 
+/** `ver` 1.0 or 2.0. */
+export type AccessTokenVersion = 1 | 2;
+
+/** Entra's v1.0 issuer for a tenant: "If the token issued is a v2.0 token (see the ver claim), the URI ends in /v2.0". */
+export const V1_ISSUER_HOST = 'https://sts.windows.net';
+
 export interface EntraTokenValidatorOptions {
   authorityHost: string;
-  /** Accepted `aud` values (the API's client id and its application id URI). */
+  /**
+   * Accepted `aud` values, exactly: the API's client id (v2 tokens, and v1 tokens requested by it) and
+   * its App ID URI (v1 tokens requested by it). A form left out is refused, whichever version.
+   */
   audiences: string[];
   /** Tenants whose tokens are accepted; undefined accepts any tenant (the caller checks it). */
   allowedTenantIds?: string[];
@@ -78,13 +101,16 @@ export class EntraTokenValidator {
     if (this.options.allowedTenantIds && !this.options.allowedTenantIds.includes(tenantId)) {
       throw unverified(`tokens from tenant ${tenantId} are not accepted here`);
     }
+    // The version picks the one issuer and key set the token must match; the signature then binds it.
+    const version = claimed.ver === '1.0' ? 1 : claimed.ver === '2.0' ? 2 : undefined;
+    if (!version) throw unverified('the token has no ver claim of 1.0 or 2.0');
 
     let claims: JWTPayload;
     try {
-      ({ payload: claims } = await jwtVerify(token, this.#keySet(tenantId), {
+      ({ payload: claims } = await jwtVerify(token, this.#keySet(tenantId, version), {
         algorithms: ['RS256'],
         audience: this.options.audiences,
-        issuer: [`${this.#authorityHost}/${tenantId}/v2.0`, `https://sts.windows.net/${tenantId}/`],
+        issuer: this.issuerFor(tenantId, version),
         clockTolerance: this.options.clockToleranceSeconds ?? 60,
         requiredClaims: ['exp'],
       }));
@@ -93,25 +119,45 @@ export class EntraTokenValidator {
       if (err instanceof errors.JWTExpired || err instanceof errors.JWTClaimValidationFailed) throw new TokenValidationError(401, describeJoseError(err));
       throw unverified(describeJoseError(err));
     }
+    // The caller as its version names it; a token without that claim is no Entra token of that version.
+    const clientClaim = version === 1 ? 'appid' : 'azp';
+    const clientId = claims[clientClaim];
+    if (typeof clientId !== 'string' || !clientId) {
+      throw new TokenValidationError(401, `The v${version}.0 token names no calling application (${clientClaim})`);
+    }
+    const upn = typeof claims.upn === 'string' ? claims.upn : undefined;
+    const preferred = version === 2 && typeof claims.preferred_username === 'string' ? claims.preferred_username : undefined;
     return {
       tenantId,
+      version,
       objectId: typeof claims.oid === 'string' ? claims.oid : undefined,
-      clientId: typeof claims.azp === 'string' ? claims.azp : typeof claims.appid === 'string' ? claims.appid : undefined,
+      clientId,
       roles: Array.isArray(claims.roles) ? claims.roles.filter((r): r is string => typeof r === 'string') : [],
       scopes: typeof claims.scp === 'string' ? claims.scp.split(' ').filter(Boolean) : [],
-      userPrincipalName: typeof claims.upn === 'string' ? claims.upn : typeof claims.preferred_username === 'string' ? claims.preferred_username : undefined,
+      userPrincipalName: upn ?? preferred,
       token,
       claims,
     };
   }
 
-  #keySet(tenantId: string) {
-    let keys = this.#keySets.get(tenantId);
+  /** The one issuer a token of this tenant and version may carry. */
+  issuerFor(tenantId: string, version: AccessTokenVersion): string {
+    return version === 1 ? `${V1_ISSUER_HOST}/${tenantId}/` : `${this.#authorityHost}/${tenantId}/v2.0`;
+  }
+
+  /**
+   * The tenant's published keys for the version: the v2.0 metadata's jwks_uri, and for v1.0 tokens the
+   * same address without `/v2.0` ("Just remove the /v2.0 in the URL if you validate v1.0 tokens").
+   */
+  #keySet(tenantId: string, version: AccessTokenVersion) {
+    const cacheKey = `${version}|${tenantId}`;
+    let keys = this.#keySets.get(cacheKey);
     if (!keys) {
       // Bounded: tokens naming ever new tenants must not grow this map without end.
       if (this.#keySets.size >= MAX_CACHED_TENANTS) this.#keySets.delete(this.#keySets.keys().next().value!);
-      keys = createRemoteJWKSet(new URL(`${this.#authorityHost}/${tenantId}/discovery/v2.0/keys`), { cooldownDuration: 30_000, cacheMaxAge: 3_600_000 });
-      this.#keySets.set(tenantId, keys);
+      const path = version === 1 ? 'discovery/keys' : 'discovery/v2.0/keys';
+      keys = createRemoteJWKSet(new URL(`${this.#authorityHost}/${tenantId}/${path}`), { cooldownDuration: 30_000, cacheMaxAge: 3_600_000 });
+      this.#keySets.set(cacheKey, keys);
     }
     return keys;
   }
@@ -121,7 +167,7 @@ function describeJoseError(err: unknown): string {
   if (err instanceof errors.JWTExpired) return 'The token has expired';
   if (err instanceof errors.JWTClaimValidationFailed) {
     if (err.claim === 'aud') return 'The token was issued for another audience';
-    if (err.claim === 'iss') return 'The token was not issued by the tenant it names';
+    if (err.claim === 'iss') return "The token was not issued by the tenant it names, in the issuer form of its version (ver)";
     if (err.claim === 'nbf') return 'The token is not valid yet';
     return `The token's ${err.claim} claim is not acceptable`;
   }

@@ -104,7 +104,7 @@ export class WebhookAuthenticator {
       }
       throw err;
     }
-    const clientId = principal.clientId ?? 'unknown client';
+    const clientId = principal.clientId;
     if (!principal.roles.includes(this.options.requiredRole)) {
       throw new WebhookAuthError(
         403,

@@ -43,7 +43,10 @@ export interface TokenVerifier {
 
 /**
  * Builds a verifier over the Entra stand-in's key set. The issuer must be the one Entra writes for the
- * token's own `tid` (v1 or v2 form), so a token signed for one tenant cannot claim another.
+ * token's own `tid` in the token's own version (`ver` 1.0: sts.windows.net, 2.0: `/v2.0`), so a token
+ * signed for one tenant cannot claim another; the client is `appid` in v1 tokens, `azp` in v2, each
+ * "only present" in its version.
+ * https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference#payload-claims
  */
 export function createTokenVerifier(options: {
   jwks: () => JSONWebKeySet;
@@ -66,13 +69,19 @@ export function createTokenVerifier(options: {
       }
       const tid = typeof payload.tid === 'string' ? payload.tid : undefined;
       if (!tid) throw new TokenRejectedError('malformed', 'The token has no tid claim.');
-      if (payload.iss !== options.issuerFor(tid, 1) && payload.iss !== options.issuerFor(tid, 2)) {
-        throw new TokenRejectedError('wrong_issuer', `The token's issuer ${String(payload.iss)} is not the issuer of tenant ${tid}.`);
+      const version = payload.ver === '1.0' ? 1 : payload.ver === '2.0' ? 2 : undefined;
+      if (!version) throw new TokenRejectedError('malformed', 'The token has no ver claim of 1.0 or 2.0.');
+      if (payload.iss !== options.issuerFor(tid, version)) {
+        throw new TokenRejectedError('wrong_issuer', `The token's issuer ${String(payload.iss)} is not the issuer of tenant ${tid} for a v${version}.0 token.`);
       }
       const claims = payload as VerifiedToken['claims'];
+      const clientId = version === 1 ? claims.appid : claims.azp;
+      if (typeof clientId !== 'string' || !clientId) {
+        throw new TokenRejectedError('malformed', `The v${version}.0 token names no client (${version === 1 ? 'appid' : 'azp'}).`);
+      }
       return {
         claims,
-        clientId: claims.appid ?? claims.azp ?? '',
+        clientId,
         roles: Array.isArray(claims.roles) ? claims.roles : [],
         scopes: typeof claims.scp === 'string' ? claims.scp.split(' ').filter(Boolean) : [],
       };

@@ -2,6 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { decodeProtectedHeader, errors, jwtVerify } from 'jose';
 import { entraErrors } from './errors.js';
 import type { AppRegistration } from './registry.js';
+import type { ClientAuthenticationMethod } from './token-issuer.js';
 
 export const JWT_BEARER_ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
 
@@ -15,25 +16,26 @@ export interface ClientCredentialParams {
 /**
  * Authenticates the calling app as Entra does: a secret it holds, or a client assertion (RFC 7523)
  * signed with the key of one of its registered certificates, addressed to this token endpoint.
- * `allowPublicClient` lets a public client (ROPC) call with no credential at all.
+ * `allowPublicClient` lets a public client (ROPC) call with no credential at all. Returns how the
+ * client authenticated (the token's `appidacr`/`azpacr`).
  */
 export async function authenticateClient(
   app: AppRegistration,
   params: ClientCredentialParams,
   options: { tokenEndpoints: string[]; allowPublicClient: boolean },
-): Promise<void> {
+): Promise<ClientAuthenticationMethod> {
   if (params.clientAssertion !== undefined || params.clientAssertionType !== undefined) {
     if (!params.clientAssertionType) throw entraErrors.missingParameter('client_assertion_type');
     if (params.clientAssertionType !== JWT_BEARER_ASSERTION_TYPE) throw entraErrors.unsupportedAssertionType(params.clientAssertionType);
     if (!params.clientAssertion) throw entraErrors.missingParameter('client_assertion');
     await verifyClientAssertion(app, params.clientAssertion, options.tokenEndpoints);
-    return;
+    return 'certificate';
   }
   if (params.clientSecret !== undefined) {
     if (!app.secrets.has(params.clientSecret)) throw entraErrors.invalidClientSecret(app.clientId);
-    return;
+    return 'secret';
   }
-  if (options.allowPublicClient && app.publicClient) return;
+  if (options.allowPublicClient && app.publicClient) return 'public';
   throw entraErrors.clientCredentialRequired();
 }
 

@@ -25,7 +25,10 @@ const app = z.object({
   appRoles: z.array(id).optional(),
   delegatedScopes: z.array(id).optional(),
   publicClient: z.boolean().optional(),
+  /** The manifest's accessTokenAcceptedVersion (1 when left out, as in Entra). */
+  accessTokenVersion: z.union([z.literal(1), z.literal(2)]).optional(),
 });
+const tokenVersion = z.object({ clientId: id, accessTokenVersion: z.union([z.literal(1), z.literal(2)]) });
 const user = z.object({ tenantId: id, userPrincipalName: id, password: id, displayName: id, objectId: id.optional() });
 
 class BadRequest extends Error {}
@@ -61,6 +64,11 @@ export function controlRouter(registry: EntraRegistry): Router {
   router.post('/apps', handle((req, res) => {
     const added = registry.addApp(parse(app, req.body));
     res.status(201).json({ clientId: added.clientId, servicePrincipalId: registry.servicePrincipalId(added.homeTenantId, added.clientId) });
+  }));
+  router.post('/apps/access-token-version', handle((req, res) => {
+    const { clientId, accessTokenVersion } = parse(tokenVersion, req.body);
+    registry.setAccessTokenVersion(clientId, accessTokenVersion);
+    res.json({ clientId: clientId.toLowerCase(), accessTokenVersion });
   }));
   router.post('/users', handle((req, res) => {
     const { password: _password, ...added } = registry.addUser(parse(user, req.body));
@@ -118,6 +126,7 @@ export function registrySnapshot(registry: EntraRegistry) {
       identifierUri: a.identifierUri,
       appRoles: a.appRoles,
       delegatedScopes: a.delegatedScopes,
+      accessTokenVersion: a.accessTokenVersion,
       secretCount: a.secrets.size,
       certificates: a.certificates.map((c) => ({ x5t: c.x5t, x5tS256: c.x5tS256, notAfter: c.notAfter.toISOString() })),
     })),

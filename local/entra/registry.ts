@@ -33,7 +33,20 @@ export interface AppRegistration {
   identifierUri?: string;
   appRoles: string[];
   delegatedScopes: string[];
+  /**
+   * The access token version the app accepts as a resource: `accessTokenAcceptedVersion` in the app
+   * manifest (`api.requestedAccessTokenVersion` in the Microsoft Graph manifest). Null there means 1,
+   * whichever endpoint (v1 `/oauth2/token` or v2 `/oauth2/v2.0/token`) the client calls: the version
+   * is the resource's choice, never the client's.
+   * https://learn.microsoft.com/entra/identity-platform/reference-app-manifest#accesstokenacceptedversion-attribute
+   * https://learn.microsoft.com/graph/api/resources/apiapplication (requestedAccessTokenVersion)
+   * https://learn.microsoft.com/entra/identity-platform/access-tokens#token-formats
+   */
+  accessTokenVersion: AccessTokenVersion;
 }
+
+/** `ver` 1.0 or 2.0 of an access token. */
+export type AccessTokenVersion = 1 | 2;
 
 export interface AddAppOptions {
   clientId: string;
@@ -51,6 +64,8 @@ export interface AddAppOptions {
   delegatedScopes?: string[];
   /** Defaults to true for an app registered without any secret or certificate (a native/public app). */
   publicClient?: boolean;
+  /** `accessTokenAcceptedVersion`: 1 (Microsoft's default, when the manifest leaves it null) or 2. */
+  accessTokenVersion?: AccessTokenVersion;
 }
 
 export interface User {
@@ -66,11 +81,14 @@ export interface ResourceApi {
   /** The key grants are stored under: the URI of a Microsoft resource, the client id of a custom API. */
   id: string;
   displayName: string;
-  /** The `aud` of tokens for it: the resource URI (v1 tokens) or the API's client id (v2 tokens). */
-  audience: string;
+  /** The resource's application (client) id: the `aud` of its v2 tokens, and of v1 tokens requested by it. */
+  appId: string;
+  /** Its App ID URI (a Microsoft resource's URI): the `aud` of v1 tokens requested by it. */
+  identifierUri: string;
   /** The form scopes are written in (`<scopePrefix>/<scope>`). */
   scopePrefix: string;
-  tokenVersion: 1 | 2;
+  /** The version of the access tokens Entra issues for it (see `AppRegistration.accessTokenVersion`). */
+  accessTokenVersion: AccessTokenVersion;
   appRoles: string[];
   delegatedScopes: string[];
   /** For a custom API: the app that exposes it (its service principal must exist in the token's tenant). */
@@ -89,34 +107,48 @@ export interface ServicePrincipal {
   delegatedPermissions: Map<string, Set<string>>;
 }
 
-/** Microsoft first-party resources the stack knows; tokens for them are v1 with `aud` = the URI. */
+/**
+ * Microsoft first-party resources the stack knows. Their manifests leave the accepted token version
+ * at its default, so their tokens are v1, with `aud` = the URI (or the app id) the scope named.
+ */
 export const DEFENDER_RESOURCE = 'https://api.security.microsoft.com';
 export const KEY_VAULT_RESOURCE = 'https://vault.azure.net';
 
-const MICROSOFT_RESOURCES: ReadonlyArray<ResourceApi & { aliases: string[] }> = [
+const MICROSOFT_RESOURCES: readonly ResourceApi[] = [
   {
     id: DEFENDER_RESOURCE,
     displayName: 'Microsoft Threat Protection',
-    audience: DEFENDER_RESOURCE,
+    // The app id of "Microsoft Threat Protection"; scopes may name a resource by its app id.
+    appId: '8ee8fdad-f234-4243-8f3b-15c294843740',
+    identifierUri: DEFENDER_RESOURCE,
     scopePrefix: DEFENDER_RESOURCE,
-    tokenVersion: 1,
+    accessTokenVersion: 1,
     appRoles: ['Incident.Read.All', 'Incident.ReadWrite.All', 'AdvancedHunting.Read.All'],
     delegatedScopes: ['Incident.Read', 'Incident.ReadWrite', 'AdvancedHunting.Read'],
-    // The app id of "Microsoft Threat Protection"; scopes may name a resource by its app id.
-    aliases: ['8ee8fdad-f234-4243-8f3b-15c294843740'],
   },
   {
     id: KEY_VAULT_RESOURCE,
     displayName: 'Azure Key Vault',
-    audience: KEY_VAULT_RESOURCE,
+    appId: 'cfa8b339-82a2-471a-a3c9-0fc0be7a4093',
+    identifierUri: KEY_VAULT_RESOURCE,
     scopePrefix: KEY_VAULT_RESOURCE,
-    tokenVersion: 1,
+    accessTokenVersion: 1,
     appRoles: [],
     delegatedScopes: ['user_impersonation'],
     rbacOnly: true,
-    aliases: ['cfa8b339-82a2-471a-a3c9-0fc0be7a4093'],
   },
 ];
+
+/**
+ * The `aud` of an access token for `api`, requested with a scope naming it `requestedAs` (its App ID
+ * URI or its app id): "In v2.0 tokens, this value is always the client ID of the API. In v1.0 tokens,
+ * it can be the client ID or the resource URI used in the request."
+ * https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference#payload-claims
+ */
+export function audienceFor(api: ResourceApi, requestedAs: string): string {
+  if (api.accessTokenVersion === 2) return api.appId;
+  return normalizeResourceName(requestedAs) === api.appId ? api.appId : api.identifierUri.replace(/\/+$/, '');
+}
 
 function normalizeResourceName(name: string): string {
   return name.trim().replace(/\/+$/, '').toLowerCase();
@@ -182,6 +214,7 @@ export class EntraRegistry {
       identifierUri: options.identifierUri,
       appRoles: [...(options.appRoles ?? [])],
       delegatedScopes: [...(options.delegatedScopes ?? [])],
+      accessTokenVersion: options.accessTokenVersion ?? 1,
     };
     this.#apps.set(clientId, app);
     this.consent(app.homeTenantId, clientId);
@@ -194,6 +227,12 @@ export class EntraRegistry {
 
   apps(): AppRegistration[] {
     return [...this.#apps.values()];
+  }
+
+  /** Edits the manifest's `accessTokenAcceptedVersion`: tokens issued from now on for the app's API have this version. */
+  setAccessTokenVersion(clientId: string, version: AccessTokenVersion): void {
+    if (version !== 1 && version !== 2) throw new Error(`accessTokenAcceptedVersion is 1 or 2, not ${String(version)}.`);
+    this.#requireApp(clientId).accessTokenVersion = version;
   }
 
   addSecret(clientId: string, secret: string): void {
@@ -323,13 +362,8 @@ export class EntraRegistry {
 
   #resolveGlobal(name: string): ResourceApi | undefined {
     const wanted = normalizeResourceName(name);
-    const microsoft = MICROSOFT_RESOURCES.find(
-      (r) => normalizeResourceName(r.id) === wanted || r.aliases.includes(wanted),
-    );
-    if (microsoft) {
-      const { aliases: _aliases, ...api } = microsoft;
-      return api;
-    }
+    const microsoft = MICROSOFT_RESOURCES.find((r) => normalizeResourceName(r.id) === wanted || r.appId === wanted);
+    if (microsoft) return { ...microsoft };
     const app = [...this.#apps.values()].find(
       (a) => a.identifierUri && (normalizeResourceName(a.identifierUri) === wanted || a.clientId === wanted),
     );
@@ -337,9 +371,10 @@ export class EntraRegistry {
     return {
       id: app.clientId,
       displayName: app.displayName,
-      audience: app.clientId,
+      appId: app.clientId,
+      identifierUri: app.identifierUri,
       scopePrefix: app.identifierUri,
-      tokenVersion: 2,
+      accessTokenVersion: app.accessTokenVersion,
       appRoles: app.appRoles,
       delegatedScopes: app.delegatedScopes,
       apiClientId: app.clientId,

@@ -8,7 +8,7 @@ import type { KeyAndCert } from '../common/tls.js';
 import { consentPage } from './consent-page.js';
 import { controlRouter } from './control.js';
 import { EntraError, entraErrors, errorBody } from './errors.js';
-import { openIdConfiguration } from './metadata.js';
+import { openIdConfiguration, openIdConfigurationV1 } from './metadata.js';
 import { EntraRegistry } from './registry.js';
 import { handleTokenRequest, TENANT_ALIASES, type TokenParams } from './token-endpoint.js';
 import { createTokenIssuer, type TokenIssuer } from './token-issuer.js';
@@ -94,8 +94,17 @@ export async function startEntra(options: StartEntraOptions): Promise<EntraStand
     res.json(openIdConfiguration(url, req.params.tenant, tenant.tenantId));
   });
 
-  app.get('/:tenant/discovery/v2.0/keys', (req, res) => {
-    if (!knownTenant(req.params.tenant)) return sendError(req, res, tenantNotFoundForDiscovery(req.params.tenant));
+  // v1.0 metadata: what a resource validating v1.0 access tokens reads (its issuer is sts.windows.net).
+  app.get('/:tenant/.well-known/openid-configuration', (req, res) => {
+    const tenant = knownTenant(req.params.tenant);
+    if (!tenant) return sendError(req, res, tenantNotFoundForDiscovery(req.params.tenant));
+    res.json(openIdConfigurationV1(url, req.params.tenant, tenant.tenantId));
+  });
+
+  // The v2.0 and v1.0 key sets (Entra publishes both); the stand-in signs tokens of both versions with one key.
+  app.get(['/:tenant/discovery/v2.0/keys', '/:tenant/discovery/keys'], (req, res) => {
+    const segment = String(req.params.tenant);
+    if (!knownTenant(segment)) return sendError(req, res, tenantNotFoundForDiscovery(segment));
     res.json(issuer.jwks());
   });
 

@@ -1,12 +1,15 @@
 import { createLocalJWKSet, errors, jwtVerify, type JWTPayload } from 'jose';
 import { authenticateClient } from './client-auth.js';
 import { EntraError, entraErrors } from './errors.js';
-import type { AppRegistration, EntraRegistry, ResourceApi, ServicePrincipal, Tenant } from './registry.js';
-import type { TokenIssuer } from './token-issuer.js';
+import { audienceFor, type AppRegistration, type EntraRegistry, type ResourceApi, type ServicePrincipal, type Tenant } from './registry.js';
+import type { ClientAuthenticationMethod, TokenIssuer } from './token-issuer.js';
 
 /**
  * `POST /{tenant}/oauth2/v2.0/token`: the grants the relay's credentials use. HTTP-free: takes the
  * tenant path segment and the form parameters, returns the JSON answer or throws an `EntraError`.
+ * The access token's version is the resource's (`accessTokenAcceptedVersion`), whatever the endpoint:
+ * "The Microsoft identity platform supports issuing any token version from any version endpoint."
+ * https://learn.microsoft.com/entra/identity-platform/access-tokens#token-ownership
  */
 
 export const JWT_BEARER_GRANT = 'urn:ietf:params:oauth:grant-type:jwt-bearer';
@@ -84,10 +87,12 @@ function appInTenant(ctx: TokenEndpointContext, clientId: string, tenant: Tenant
   return { app, sp };
 }
 
-async function authenticate(ctx: TokenEndpointContext, app: AppRegistration, tenantSegment: string, tenant: Tenant, params: TokenParams, allowPublicClient: boolean) {
+async function authenticate(
+  ctx: TokenEndpointContext, app: AppRegistration, tenantSegment: string, tenant: Tenant, params: TokenParams, allowPublicClient: boolean,
+): Promise<ClientAuthenticationMethod> {
   const base = ctx.url.replace(/\/$/, '');
   const tokenEndpoints = [...new Set([tenantSegment, tenant.tenantId])].map((t) => `${base}/${t}/oauth2/v2.0/token`.toLowerCase());
-  await authenticateClient(
+  return authenticateClient(
     app,
     { clientSecret: params.client_secret, clientAssertion: params.client_assertion, clientAssertionType: params.client_assertion_type },
     { tokenEndpoints, allowPublicClient },
@@ -96,6 +101,8 @@ async function authenticate(ctx: TokenEndpointContext, app: AppRegistration, ten
 
 interface RequestedScopes {
   api: ResourceApi;
+  /** The token's `aud`: for a v1 resource, the URI or app id the scopes named it by. */
+  audience: string;
   /** The permission names requested; `.default` means "whatever was consented". */
   names: string[];
   oidc: string[];
@@ -119,7 +126,7 @@ function parseScopes(ctx: TokenEndpointContext, scopeParam: string, tenant: Tena
   const resource = parsed[0]!.resource;
   const api = ctx.registry.resolveResource(resource, tenant.tenantId);
   if (!api) throw entraErrors.resourceNotFound(resource, tenant.displayName);
-  return { api, names: parsed.map((p) => p.name), oidc };
+  return { api, audience: audienceFor(api, resource), names: parsed.map((p) => p.name), oidc };
 }
 
 /** Delegated permissions for the token: those consented to the client (all for `.default`, else the requested ones). */
@@ -136,23 +143,24 @@ async function clientCredentials(ctx: TokenEndpointContext, tenantSegment: strin
   const clientId = required(params, 'client_id');
   const scopeParam = required(params, 'scope');
   const { app, sp } = appInTenant(ctx, clientId, tenant);
-  await authenticate(ctx, app, tenantSegment, tenant, params, false);
+  const clientAuthentication = await authenticate(ctx, app, tenantSegment, tenant, params, false);
   const scopes = scopeParam.split(/\s+/).filter(Boolean);
   if (scopes.length !== 1 || !scopes[0]!.endsWith('/.default')) throw entraErrors.clientCredentialsNeedDefault(scopeParam);
-  const { api } = parseScopes(ctx, scopeParam, tenant);
+  const { api, audience } = parseScopes(ctx, scopeParam, tenant);
   // Faithful to Entra: no application permission granted is not an error; the token simply has no roles.
   const roles = [...(sp.appPermissions.get(api.id) ?? [])];
   const { token, expiresIn } = await ctx.issuer.issueAccessToken({
     tenantId: tenant.tenantId,
-    audience: api.audience,
+    audience,
     clientId: app.clientId,
     objectId: sp.objectId,
     roles,
-    version: api.tokenVersion,
+    version: api.accessTokenVersion,
+    clientAuthentication,
   });
   return {
     body: { token_type: 'Bearer' as const, expires_in: expiresIn, ext_expires_in: expiresIn, access_token: token },
-    summary: { grant: 'client_credentials', tenantId: tenant.tenantId, clientId: app.clientId, audience: api.audience, roles },
+    summary: { grant: 'client_credentials', tenantId: tenant.tenantId, clientId: app.clientId, audience, roles },
   };
 }
 
@@ -168,12 +176,12 @@ async function resourceOwnerPassword(ctx: TokenEndpointContext, tenantSegment: s
   if (!user) throw entraErrors.userNotFound(pathTenant?.displayName ?? tenantSegment);
   const tenant = ctx.registry.tenant(user.tenantId)!;
   const { app, sp } = appInTenant(ctx, clientId, tenant);
-  await authenticate(ctx, app, tenantSegment, tenant, params, true);
+  const clientAuthentication = await authenticate(ctx, app, tenantSegment, tenant, params, true);
   if (user.password !== password) throw entraErrors.wrongPassword();
   const requested = parseScopes(ctx, scopeParam, tenant);
   const scopes = delegatedScopes(sp, app, requested);
   const userClaims = { objectId: user.objectId, upn: user.userPrincipalName, name: user.displayName };
-  return userTokenResponse(ctx, 'password', tenant, app, requested, scopes, userClaims);
+  return userTokenResponse(ctx, 'password', tenant, app, clientAuthentication, requested, scopes, userClaims);
 }
 
 async function onBehalfOf(ctx: TokenEndpointContext, tenantSegment: string, params: TokenParams) {
@@ -184,16 +192,17 @@ async function onBehalfOf(ctx: TokenEndpointContext, tenantSegment: string, para
   const assertion = required(params, 'assertion');
   const scopeParam = required(params, 'scope');
   const { app, sp } = appInTenant(ctx, clientId, tenant);
-  await authenticate(ctx, app, tenantSegment, tenant, params, false);
+  const clientAuthentication = await authenticate(ctx, app, tenantSegment, tenant, params, false);
   const claims = await verifyUserAssertion(ctx, assertion, app, tenant);
   const requested = parseScopes(ctx, scopeParam, tenant);
   const scopes = delegatedScopes(sp, app, requested);
+  // The user as the assertion's version names them: upn in v1, preferred_username in v2.
   const userClaims = {
     objectId: String(claims.oid),
-    upn: String(claims.upn ?? claims.preferred_username ?? ''),
+    upn: String((claims.ver === '1.0' ? claims.upn : claims.preferred_username) ?? ''),
     name: String(claims.name ?? ''),
   };
-  return userTokenResponse(ctx, 'on_behalf_of', tenant, app, requested, scopes, userClaims);
+  return userTokenResponse(ctx, 'on_behalf_of', tenant, app, clientAuthentication, requested, scopes, userClaims);
 }
 
 /** The incoming user token must be one of ours, still valid, for this app (the middle tier), from this tenant. */
@@ -206,8 +215,9 @@ async function verifyUserAssertion(ctx: TokenEndpointContext, assertion: string,
     throw entraErrors.oboAssertionInvalid(err instanceof errors.JWKSNoMatchingKey ? 'The key was not found.' : 'The signature or the token is invalid.');
   }
   const tid = typeof payload.tid === 'string' ? payload.tid : '';
-  if (payload.iss !== ctx.issuer.issuerFor(tid, 1) && payload.iss !== ctx.issuer.issuerFor(tid, 2)) {
-    throw entraErrors.oboAssertionInvalid('The issuer is not the issuer of the token tenant.');
+  const version = payload.ver === '1.0' ? 1 : payload.ver === '2.0' ? 2 : undefined;
+  if (!version || payload.iss !== ctx.issuer.issuerFor(tid, version)) {
+    throw entraErrors.oboAssertionInvalid('The issuer is not the issuer of the token tenant and version.');
   }
   if (tid.toLowerCase() !== tenant.tenantId) throw entraErrors.oboWrongTenant();
   if (payload.idtyp !== 'user' || typeof payload.oid !== 'string') throw entraErrors.oboNotAUserToken();
@@ -222,18 +232,20 @@ async function userTokenResponse(
   grant: string,
   tenant: Tenant,
   app: AppRegistration,
+  clientAuthentication: ClientAuthenticationMethod,
   requested: RequestedScopes,
   scopes: string[],
   user: { objectId: string; upn: string; name: string },
 ) {
   const { token, expiresIn } = await ctx.issuer.issueAccessToken({
     tenantId: tenant.tenantId,
-    audience: requested.api.audience,
+    audience: requested.audience,
     clientId: app.clientId,
     objectId: user.objectId,
     scopes,
     user: { upn: user.upn, name: user.name },
-    version: requested.api.tokenVersion,
+    version: requested.api.accessTokenVersion,
+    clientAuthentication,
   });
   const body: TokenResponse = {
     token_type: 'Bearer',
@@ -249,6 +261,6 @@ async function userTokenResponse(
   }
   return {
     body,
-    summary: { grant, tenantId: tenant.tenantId, clientId: app.clientId, audience: requested.api.audience, scopes, user: user.objectId },
+    summary: { grant, tenantId: tenant.tenantId, clientId: app.clientId, audience: requested.audience, scopes, user: user.objectId },
   };
 }

@@ -3,14 +3,18 @@ import type { JSONWebKeySet } from 'jose';
 
 /**
  * Signs the Entra stand-in's tokens. The keys (RS256) and signing come from oauth2-mock-server;
- * this module only decides the claims, shaped as Entra shapes them:
- * - v1 tokens (Microsoft first-party resources such as Defender and Key Vault):
- *   `iss = https://sts.windows.net/{tid}/`, `ver: "1.0"`, `appid`;
- * - v2 tokens (the relay's own API): `iss = {authorityHost}/{tid}/v2.0`, `ver: "2.0"`, `azp`.
+ * this module only decides the claims, shaped as Entra shapes them. The version is the resource's
+ * (its manifest's `accessTokenAcceptedVersion`, default 1), not the endpoint's:
+ * - v1 (Defender, Key Vault, Graph, and any app registration that leaves the default):
+ *   `iss = https://sts.windows.net/{tid}/`, `ver: "1.0"`, `appid`, `appidacr`; a user's `upn`, `unique_name`;
+ * - v2 (an API whose manifest sets 2): `iss = {authorityHost}/{tid}/v2.0`, `ver: "2.0"`, `azp`, `azpacr`;
+ *   a user's `preferred_username` (`upn` only as an optional claim, which the stand-in does not configure).
+ * https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference
+ * https://learn.microsoft.com/entra/identity-platform/access-tokens#token-formats
  */
 export interface AccessTokenRequest {
   tenantId: string;
-  /** The `aud` claim: the resource from the requested scope (e.g. https://api.security.microsoft.com). */
+  /** The `aud` claim: for v1 the URI or app id the scope named (e.g. https://api.security.microsoft.com), for v2 the API's client id. */
   audience: string;
   /** The client (application) id the token was issued to. */
   clientId: string;
@@ -22,9 +26,15 @@ export interface AccessTokenRequest {
   scopes?: string[];
   /** Present for delegated tokens. */
   user?: { upn: string; name: string };
+  /** The resource's accepted version; 1 when not given (Microsoft's default). */
   version?: 1 | 2;
+  /** How the client authenticated (`appidacr`/`azpacr`): 0 public client, 1 secret, 2 certificate. */
+  clientAuthentication?: ClientAuthenticationMethod;
   lifetimeSeconds?: number;
 }
+
+export type ClientAuthenticationMethod = 'public' | 'secret' | 'certificate';
+const ACR: Record<ClientAuthenticationMethod, string> = { public: '0', secret: '1', certificate: '2' };
 
 export interface IssuedToken {
   token: string;
@@ -39,6 +49,11 @@ export interface TokenIssuer {
   issueAccessToken(request: AccessTokenRequest): Promise<IssuedToken>;
   /** An OpenID Connect id token (v2) for user sign-ins; MSAL builds the signed-in account from it. */
   issueIdToken(request: IdTokenRequest): Promise<string>;
+  /**
+   * Signs exactly these claims (RS256, the stand-in's key, `typ: JWT`): for tests of token shapes Entra
+   * never issues, such as a v1 token with a v2 issuer. Nothing in the stand-in's endpoints calls it.
+   */
+  signClaims(claims: Record<string, unknown>): Promise<string>;
 }
 
 export interface IdTokenRequest {
@@ -85,14 +100,17 @@ export async function createTokenIssuer(authorityHost: string): Promise<TokenIss
             exp: now + lifetime,
             uti: crypto.randomUUID(),
           });
-          if (version === 1) payload.appid = req.clientId;
-          else payload.azp = req.clientId;
+          const acr = req.clientAuthentication ? ACR[req.clientAuthentication] : undefined;
+          // appid/appidacr "only present in v1.0 tokens", azp/azpacr "only present in v2.0 tokens".
+          if (version === 1) Object.assign(payload, { appid: req.clientId }, acr && { appidacr: acr });
+          else Object.assign(payload, { azp: req.clientId }, acr && { azpacr: acr });
           if (req.roles?.length) payload.roles = [...req.roles];
           if (req.scopes?.length) payload.scp = req.scopes.join(' ');
           if (req.user) {
-            payload.upn = req.user.upn;
             payload.name = req.user.name;
-            payload.preferred_username = req.user.upn;
+            // upn and unique_name are v1 claims; preferred_username is "only present in v2.0 tokens".
+            if (version === 1) Object.assign(payload, { upn: req.user.upn, unique_name: req.user.upn });
+            else payload.preferred_username = req.user.upn;
           }
           delete payload.scope;
         },
@@ -120,6 +138,15 @@ export async function createTokenIssuer(authorityHost: string): Promise<TokenIss
             exp: now + lifetime,
           });
           delete payload.scope;
+        },
+      });
+    },
+    async signClaims(claims) {
+      return issuer.buildToken({
+        scopesOrTransform: (header, payload) => {
+          header.typ = 'JWT';
+          for (const key of Object.keys(payload)) delete payload[key];
+          Object.assign(payload, claims);
         },
       });
     },

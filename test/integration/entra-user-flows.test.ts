@@ -57,29 +57,117 @@ async function failure(promise: Promise<unknown>): Promise<Error> {
   );
 }
 
+/** A password grant on the wire (organizations), its JSON answer. */
+async function ropc(scope: string): Promise<Record<string, string>> {
+  const res = await fetch(`${entra.url}/organizations/oauth2/v2.0/token`, {
+    method: 'POST',
+    body: new URLSearchParams({ grant_type: 'password', client_id: analystCli.clientId, username: ana.userPrincipalName, password: ana.password, scope }),
+  });
+  expect(res.status).toBe(200);
+  return (await res.json()) as Record<string, string>;
+}
+
 const analystToken = async () =>
   (await new UsernamePasswordCredential(home.tenantId, analystCli.clientId, ana.userPrincipalName, ana.password, options()).getToken(
     `${RELAY_API}/access_as_user`,
   )).token;
 
 describe('ROPC: the analyst signs in (UsernamePasswordCredential)', () => {
-  it('issues a v2 token for the relay API: aud = the API client id, azp = the CLI, scp, the user claims', async () => {
+  it('issues a v1 token for an API whose manifest leaves accessTokenAcceptedVersion null, from the v2 endpoint: iss sts.windows.net, appid, aud = the App ID URI requested, upn', async () => {
+    expect(entra.registry.app(relayApi.clientId)!.accessTokenVersion).toBe(1);
     const claims = await verified(await analystToken());
     expect(claims).toMatchObject({
-      aud: relayApi.clientId,
-      iss: `${entra.url}/${home.tenantId}/v2.0`,
+      aud: RELAY_API,
+      iss: `https://sts.windows.net/${home.tenantId}/`,
       tid: home.tenantId,
-      azp: analystCli.clientId,
+      appid: analystCli.clientId,
+      appidacr: '0',
       scp: 'access_as_user',
       oid: ana.objectId,
       upn: ana.userPrincipalName,
+      unique_name: ana.userPrincipalName,
       name: ana.displayName,
       idtyp: 'user',
-      ver: '2.0',
+      ver: '1.0',
     });
-    expect(claims.appid).toBeUndefined();
+    // Claims "only present in v2.0 tokens" are not there.
+    for (const v2Only of ['azp', 'azpacr', 'preferred_username']) expect(claims[v2Only]).toBeUndefined();
     expect(claims.roles).toBeUndefined();
     expect(claims.exp - claims.iat).toBe(3599);
+  });
+
+  it('writes a v1 aud in the form the scope named the API: its client id when requested by it', async () => {
+    const { token } = await new UsernamePasswordCredential(home.tenantId, analystCli.clientId, ana.userPrincipalName, ana.password, options()).getToken(
+      `${relayApi.clientId}/access_as_user`,
+    );
+    expect(await verified(token)).toMatchObject({ aud: relayApi.clientId, ver: '1.0', iss: `https://sts.windows.net/${home.tenantId}/`, appid: analystCli.clientId });
+  });
+
+  it('issues v2 tokens once the manifest sets accessTokenAcceptedVersion 2, whichever form was requested: aud = the client id, azp, preferred_username, no upn', async () => {
+    entra.registry.setAccessTokenVersion(relayApi.clientId, 2);
+    try {
+      for (const scope of [`${RELAY_API}/access_as_user`, `${relayApi.clientId}/access_as_user`]) {
+        const { token } = await new UsernamePasswordCredential(home.tenantId, analystCli.clientId, ana.userPrincipalName, ana.password, options()).getToken(scope);
+        const claims = await verified(token);
+        expect(claims).toMatchObject({
+          aud: relayApi.clientId,
+          iss: `${entra.url}/${home.tenantId}/v2.0`,
+          azp: analystCli.clientId,
+          azpacr: '0',
+          preferred_username: ana.userPrincipalName,
+          name: ana.displayName,
+          scp: 'access_as_user',
+          ver: '2.0',
+        });
+        // Claims "only present in v1.0 tokens" (upn is a v2 optional claim, not configured here) are not there.
+        for (const v1Only of ['appid', 'appidacr', 'upn', 'unique_name']) expect(claims[v1Only]).toBeUndefined();
+      }
+    } finally {
+      entra.registry.setAccessTokenVersion(relayApi.clientId, 1);
+    }
+  });
+
+  it('sets the version through /_control/ too, and shows it in the registry; refuses a version Entra does not have', async () => {
+    const set = (accessTokenVersion: unknown) =>
+      fetch(`${entra.url}/_control/apps/access-token-version`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ clientId: relayApi.clientId, accessTokenVersion }) });
+    try {
+      expect((await set(2)).status).toBe(200);
+      const snapshot = (await (await fetch(`${entra.url}/_control/registry`)).json()) as { apps: { clientId: string; accessTokenVersion: number }[] };
+      expect(snapshot.apps.find((a) => a.clientId === relayApi.clientId)!.accessTokenVersion).toBe(2);
+      expect(decodeJwt(await analystToken()).ver).toBe('2.0');
+      expect((await set(3)).status).toBe(400);
+    } finally {
+      entra.registry.setAccessTokenVersion(relayApi.clientId, 1);
+    }
+  });
+
+  it('leaves id tokens as they were: v2, aud = the client signed in to, whatever the API version', async () => {
+    for (const version of [1, 2] as const) {
+      entra.registry.setAccessTokenVersion(relayApi.clientId, version);
+      try {
+        const body = await ropc(`${RELAY_API}/access_as_user openid profile`);
+        expect(decodeJwt(String(body.id_token))).toMatchObject({ aud: analystCli.clientId, iss: `${entra.url}/${home.tenantId}/v2.0`, ver: '2.0' });
+        expect(decodeJwt(String(body.access_token)).ver).toBe(`${version}.0`);
+      } finally {
+        entra.registry.setAccessTokenVersion(relayApi.clientId, 1);
+      }
+    }
+  });
+
+  it('serves the v1.0 metadata a v1 resource reads (issuer sts.windows.net, jwks_uri /common/discovery/keys), whose keys verify a v1 token', async () => {
+    const config = (await (await fetch(`${entra.url}/${home.tenantId}/.well-known/openid-configuration`)).json()) as Record<string, string>;
+    expect(config).toMatchObject({
+      issuer: `https://sts.windows.net/${home.tenantId}/`,
+      jwks_uri: `${entra.url}/common/discovery/keys`,
+      token_endpoint: `${entra.url}/${home.tenantId}/oauth2/token`,
+    });
+    const common = (await (await fetch(`${entra.url}/common/.well-known/openid-configuration`)).json()) as Record<string, string>;
+    expect(common.issuer).toBe('https://sts.windows.net/{tenantid}/');
+    for (const url of [config.jwks_uri!, `${entra.url}/${home.tenantId}/discovery/keys`]) {
+      const keys = (await (await fetch(url)).json()) as JSONWebKeySet;
+      const { payload } = await jwtVerify(await analystToken(), createLocalJWKSet(keys), { algorithms: ['RS256'], issuer: config.issuer });
+      expect(payload.ver).toBe('1.0');
+    }
   });
 
   it('is accepted by the shared verifier for the API client id', async () => {
@@ -88,19 +176,18 @@ describe('ROPC: the analyst signs in (UsernamePasswordCredential)', () => {
     expect(verifiedToken.clientId).toBe(analystCli.clientId);
   });
 
+  it('is refused by the shared verifier (Key Vault, Defender stand-ins) when its issuer or client claim is not its version\'s', async () => {
+    const claims = decodeJwt(await analystToken());
+    expect(claims.ver).toBe('1.0');
+    const audience = [relayApi.clientId, RELAY_API];
+    const v1WithV2Issuer = await entra.issuer.signClaims({ ...claims, iss: `${entra.url}/${home.tenantId}/v2.0` });
+    await expect(entra.verifier.verifyAuthorization(`Bearer ${v1WithV2Issuer}`, { audience })).rejects.toMatchObject({ reason: 'wrong_issuer' });
+    const v1WithAzp = await entra.issuer.signClaims({ ...claims, azp: claims.appid, appid: undefined });
+    await expect(entra.verifier.verifyAuthorization(`Bearer ${v1WithAzp}`, { audience })).rejects.toMatchObject({ reason: 'malformed', message: expect.stringContaining('appid') });
+  });
+
   it('answers like Entra on the wire: id_token and client_info for MSAL, no refresh token', async () => {
-    const res = await fetch(`${entra.url}/organizations/oauth2/v2.0/token`, {
-      method: 'POST',
-      body: new URLSearchParams({
-        grant_type: 'password',
-        client_id: analystCli.clientId,
-        username: ana.userPrincipalName,
-        password: ana.password,
-        scope: `${RELAY_API}/.default openid profile offline_access`,
-      }),
-    });
-    expect(res.status).toBe(200);
-    const body = (await res.json()) as Record<string, string>;
+    const body = await ropc(`${RELAY_API}/.default openid profile offline_access`);
     expect(body).toMatchObject({ token_type: 'Bearer', expires_in: 3599, ext_expires_in: 3599, scope: `${RELAY_API}/access_as_user openid profile` });
     expect(body.refresh_token).toBeUndefined();
     expect(decodeJwt(body.id_token!)).toMatchObject({ aud: analystCli.clientId, oid: ana.objectId, tid: home.tenantId, preferred_username: ana.userPrincipalName });
@@ -147,6 +234,7 @@ describe('OBO: the relay API acts for the analyst towards Defender (OnBehalfOfCr
       iss: `https://sts.windows.net/${home.tenantId}/`,
       tid: home.tenantId,
       appid: relayApi.clientId,
+      appidacr: '1',
       scp: 'Incident.Read Incident.ReadWrite',
       oid: ana.objectId,
       upn: ana.userPrincipalName,
@@ -181,7 +269,7 @@ describe('OBO: the relay API acts for the analyst towards Defender (OnBehalfOfCr
     entra.registry.addApp({ clientId: app.clientId, displayName: 'webhook pusher', homeTenantId: home.tenantId, multiTenant: false, secrets: [app.secret] });
     entra.registry.grantAppPermissions(home.tenantId, app.clientId, RELAY_API, ['Webhook.Push']);
     const { token: appToken } = await new ClientSecretCredential(home.tenantId, app.clientId, app.secret, options()).getToken(`${RELAY_API}/.default`);
-    expect(decodeJwt(appToken)).toMatchObject({ aud: relayApi.clientId, roles: ['Webhook.Push'], azp: app.clientId, idtyp: 'app' });
+    expect(decodeJwt(appToken)).toMatchObject({ aud: RELAY_API, roles: ['Webhook.Push'], appid: app.clientId, appidacr: '1', idtyp: 'app', ver: '1.0' });
     const err = await failure(obo(appToken).getToken(`${DEFENDER}/.default`));
     expect(err.message).toContain('AADSTS50013');
     expect(err.message).toContain('not a user token');
@@ -205,6 +293,31 @@ describe('OBO: the relay API acts for the analyst towards Defender (OnBehalfOfCr
     const forgedPayload = Buffer.from(JSON.stringify({ ...decodeJwt(genuine), oid: randomUUID() })).toString('base64url');
     const err = await failure(obo(`${header}.${forgedPayload}.${signature}`).getToken(`${DEFENDER}/.default`));
     expect(err.message).toContain('AADSTS50013');
+  });
+
+  it('exchanges a v2 assertion (the API set to accessTokenAcceptedVersion 2) for a v1 Defender token naming the user from preferred_username', async () => {
+    entra.registry.setAccessTokenVersion(relayApi.clientId, 2);
+    try {
+      const assertion = await analystToken();
+      expect(decodeJwt(assertion)).toMatchObject({ ver: '2.0', aud: relayApi.clientId, preferred_username: ana.userPrincipalName });
+      expect(decodeJwt(assertion).upn).toBeUndefined();
+      const claims = await verified((await obo(assertion).getToken(`${DEFENDER}/.default`)).token);
+      expect(claims).toMatchObject({ ver: '1.0', aud: DEFENDER, appid: relayApi.clientId, upn: ana.userPrincipalName, oid: ana.objectId });
+    } finally {
+      entra.registry.setAccessTokenVersion(relayApi.clientId, 1);
+    }
+  });
+
+  it('refuses an assertion whose issuer is not its version\'s (a v1 token with the v2 issuer, and the converse): AADSTS50013', async () => {
+    const claims = decodeJwt(await analystToken());
+    expect(claims.ver).toBe('1.0');
+    const v1WithV2Issuer = await entra.issuer.signClaims({ ...claims, iss: `${entra.url}/${home.tenantId}/v2.0` });
+    const v2WithV1Issuer = await entra.issuer.signClaims({ ...claims, ver: '2.0', azp: claims.appid, appid: undefined });
+    for (const assertion of [v1WithV2Issuer, v2WithV1Issuer]) {
+      const err = await failure(obo(assertion).getToken(`${DEFENDER}/.default`));
+      expect(err.message).toContain('AADSTS50013');
+      expect(err.message).toContain('issuer');
+    }
   });
 
   it('fails with the wrong client secret before looking at the assertion: AADSTS7000215', async () => {

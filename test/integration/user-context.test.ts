@@ -251,6 +251,83 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
     expectNoTokenLogged();
   });
 
+  describe('token versions: the relay API registration decides v1.0 (the default) or v2.0', () => {
+    const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+    /** The analyst's token as the stand-in issues it: v1.0, the registration leaving accessTokenAcceptedVersion null. */
+    async function genuineV1(): Promise<Record<string, unknown>> {
+      const claims = claimsOf(await signIn());
+      expect(claims).toMatchObject({
+        ver: '1.0',
+        iss: `https://sts.windows.net/${fabrikam().tenantId}/`,
+        aud: stack.world.relayApi.identifierUri,
+        appid: stack.world.analystClient.clientId,
+        upn: stack.world.analyst.userPrincipalName,
+      });
+      expect(claims.azp).toBeUndefined();
+      expect(claims.preferred_username).toBeUndefined();
+      return claims;
+    }
+    async function signed(claims: Record<string, unknown>): Promise<string> {
+      const token = await stack.entra.issuer.signClaims(claims);
+      issuedTokens.push(token);
+      return token;
+    }
+
+    it('refuses an analyst token carrying the issuer of the other version, validly signed (401)', async () => {
+      const claims = await genuineV1();
+      const tenantId = fabrikam().tenantId;
+      for (const token of [
+        await signed({ ...claims, iss: `${stack.entra.url}/${tenantId}/v2.0` }),
+        await signed({ ...claims, ver: '2.0', azp: claims.appid, appid: undefined, aud: stack.world.relayApi.clientId }),
+      ]) {
+        const response = await list(token);
+        expect(response.status).toBe(401);
+        expect(String(bodyOf(response).error)).toContain('issuer form of its version');
+      }
+      expectNoTokenLogged();
+    });
+
+    it('never takes the user of a v1.0 token from preferred_username (a v2.0 claim): without upn, "me" names nobody (400)', async () => {
+      const { upn: _upn, unique_name: _uniqueName, ...claims } = await genuineV1();
+      const token = await signed({ ...claims, preferred_username: 'someone-else@fabrikam.example' });
+      const response = await list(token, '?assignedTo=me');
+      expect(response.status).toBe(400);
+      expect(JSON.stringify(bodyOf(response))).toContain("'me' needs");
+    });
+
+    it('serves the analyst token as issued (v1.0): the user from upn, "me" resolved, Defender called on their behalf', async () => {
+      await genuineV1();
+      const tenantId = fabrikam().tenantId;
+      const [mine] = stack.defender.store.list(tenantId);
+      stack.defender.store.update(tenantId, mine!.incidentId, (i) => void (i.assignedTo = stack.world.analyst.userPrincipalName));
+      const response = await list(await signIn(), '?assignedTo=me&top=100');
+      expect(response.status).toBe(200);
+      expect(incidentsOf(response).map((i) => i.incidentId)).toContain(mine!.incidentId);
+      expect(incidentsOf(response).every((i) => i.assignedTo === stack.world.analyst.userPrincipalName)).toBe(true);
+    });
+
+    it('serves v2.0 analyst tokens once the registration sets accessTokenAcceptedVersion 2: aud = the client id, the user from preferred_username', async () => {
+      stack.entra.registry.setAccessTokenVersion(stack.world.relayApi.clientId, 2);
+      try {
+        const token = await signIn();
+        const claims = claimsOf(token);
+        expect(claims).toMatchObject({ ver: '2.0', aud: stack.world.relayApi.clientId, azp: stack.world.analystClient.clientId, preferred_username: stack.world.analyst.userPrincipalName });
+        expect(claims.upn).toBeUndefined();
+        const tenantId = fabrikam().tenantId;
+        const target = stack.defender.store.list(tenantId).find((i) => i.status === 'Active')!;
+        const response = await patch(token, tenantId, target.incidentId, { assignedTo: 'me' });
+        expect(response.status).toBe(200);
+        expect(stack.defender.store.get(tenantId, target.incidentId)!.assignedTo).toBe(stack.world.analyst.userPrincipalName);
+        const mine = await list(token, '?assignedTo=me&top=100');
+        expect(mine.status).toBe(200);
+        expect(incidentsOf(mine).map((i) => i.incidentId)).toContain(target.incidentId);
+      } finally {
+        stack.entra.registry.setAccessTokenVersion(stack.world.relayApi.clientId, 1);
+      }
+      expectNoTokenLogged();
+    });
+  });
+
   it('refuses an analyst of a tenant the relay does not serve (403)', async () => {
     const tenantId = randomUUID();
     stack.entra.registry.addTenant({ tenantId, displayName: 'Unregistered Ltd' });

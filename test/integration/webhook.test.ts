@@ -18,7 +18,7 @@ import { ReplayGuard, WEBHOOK_REPLAY_TABLE } from '../../shared/replay-guard.js'
 import { createServices, type Services } from '../../shared/services.js';
 import { normalizeTimestamp } from '../../shared/timestamps.js';
 import { pushIncidents, webhookPushDeps, type PushResponse, type WebhookPushDeps } from '../../shared/webhook-push.js';
-import { UNVERIFIED_TOKEN_MESSAGE } from '../../shared/entra-token.js';
+import { EntraTokenValidator, UNVERIFIED_TOKEN_MESSAGE } from '../../shared/entra-token.js';
 import { UNVERIFIED_SIGNATURE_MESSAGE } from '../../shared/webhook-auth.js';
 import { pushSignatureHeader } from '../../shared/webhook-signature.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
@@ -292,6 +292,149 @@ describe('webhook push: POST /api/incidents', () => {
 
     it('both a token and a signature: 401', async () => {
       await expectRefused(await push({ token: validToken, sign: true, body: body() }), 401, /not both/);
+    });
+  });
+
+  /**
+   * Entra issues the relay API's tokens in the version its registration accepts (accessTokenAcceptedVersion,
+   * null = 1), whichever endpoint the caller used; the relay checks each version on its own terms: the
+   * issuer form, the keys, and the caller from `appid` (v1) or `azp` (v2), never the other version's claim.
+   * https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference#payload-claims
+   */
+  describe('token versions: v1.0 and v2.0, each on its own terms', () => {
+    const body = () => JSON.stringify(incidents(1));
+    const claimsOfToken = (token: string) => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+    const v2Issuer = (tenantId: string) => `${stack.entra.url}/${tenantId}/v2.0`;
+    const v1Issuer = (tenantId: string) => `https://sts.windows.net/${tenantId}/`;
+    /** The demo caller's token as the stand-in issues it for the relay API: v1.0, the registration leaving the version at its default. */
+    function genuineV1(): Record<string, unknown> {
+      const claims = claimsOfToken(validToken);
+      expect(claims).toMatchObject({ ver: '1.0', iss: v1Issuer(world().webhookClient.tenantId), appid: world().webhookClient.clientId, aud: world().relayApi.identifierUri });
+      expect(claims.azp).toBeUndefined();
+      return claims;
+    }
+    /** These claims, validly signed with the stand-in's key: shapes Entra never issues. */
+    async function signed(claims: Record<string, unknown>): Promise<string> {
+      const token = await stack.entra.issuer.signClaims(claims);
+      secrets.push(token);
+      return token;
+    }
+    /** The relay API registration set to accessTokenAcceptedVersion 2 while `action` runs. */
+    async function withV2Registration(action: () => Promise<void>) {
+      stack.entra.registry.setAccessTokenVersion(world().relayApi.clientId, 2);
+      try {
+        await action();
+      } finally {
+        stack.entra.registry.setAccessTokenVersion(world().relayApi.clientId, 1);
+      }
+    }
+
+    it('refuses a v1.0 token carrying its tenant\'s v2.0 issuer, validly signed: 401', async () => {
+      const token = await signed({ ...genuineV1(), iss: v2Issuer(world().webhookClient.tenantId) });
+      await expectRefused(await push({ token, body: body() }), 401, /issuer form of its version/);
+    });
+
+    it('refuses a v2.0 token carrying its tenant\'s v1.0 issuer, validly signed: 401', async () => {
+      const { appid, ...claims } = genuineV1();
+      const token = await signed({ ...claims, ver: '2.0', azp: appid, aud: world().relayApi.clientId });
+      await expectRefused(await push({ token, body: body() }), 401, /issuer form of its version/);
+    });
+
+    it('refuses ver 1.0 naming its caller in azp without appid: 401, the caller is never read from the other version\'s claim', async () => {
+      const { appid, ...claims } = genuineV1();
+      const token = await signed({ ...claims, azp: appid });
+      await expectRefused(await push({ token, body: body() }), 401, /v1\.0 token names no calling application \(appid\)/);
+    });
+
+    it('refuses ver 2.0 naming its caller in appid without azp: 401', async () => {
+      const claims = genuineV1();
+      const token = await signed({ ...claims, ver: '2.0', iss: v2Issuer(world().webhookClient.tenantId), aud: world().relayApi.clientId });
+      await expectRefused(await push({ token, body: body() }), 401, /v2\.0 token names no calling application \(azp\)/);
+    });
+
+    it('refuses the issuer of another tenant, in either version\'s form: 401', async () => {
+      const claims = genuineV1();
+      const other = fabrikam().tenantId;
+      for (const token of [
+        await signed({ ...claims, iss: v1Issuer(other) }),
+        await signed({ ...claims, ver: '2.0', iss: v2Issuer(other), azp: claims.appid, appid: undefined, aud: world().relayApi.clientId }),
+      ]) {
+        await expectRefused(await push({ token, body: body() }), 401, /not issued by the tenant it names/);
+      }
+    });
+
+    it('refuses a token without ver, or with a ver Entra does not issue: 401, the answer any unverified token gets', async () => {
+      const claims = genuineV1();
+      for (const ver of [undefined, '3.0', 1]) {
+        const response = await push({ token: await signed({ ...claims, ver }), body: body() });
+        await expectRefused(response, 401, /not valid for this API/);
+        expect(logs.at(-1)!.line).toContain('no ver claim of 1.0 or 2.0');
+      }
+    });
+
+    it('refuses a v1.0 token whose aud is the client id when only the App ID URI is configured (RELAY_API_CLIENT_ID unset): 401', async () => {
+      const byClientId = await tokenFor(world().webhookClient.clientId, world().webhookClient.clientSecret, `${world().relayApi.clientId}/.default`);
+      expect(claimsOfToken(byClientId)).toMatchObject({ ver: '1.0', aud: world().relayApi.clientId, appid: world().webhookClient.clientId });
+      const { RELAY_API_CLIENT_ID: _unset, ...uriOnly } = settings;
+      const uriOnlyServices = createServices(loadConfig(uriOnly));
+      await expectRefused(await push({ token: byClientId, body: body() }, {}, uriOnlyServices), 401, /another audience/);
+      // The token the caller asked for by the URI passes there.
+      genuineV1();
+      const [incident] = incidents(1);
+      await expectEnqueued(await push({ token: validToken, body: JSON.stringify(incident) }, {}, uriOnlyServices), [incident!]);
+    });
+
+    it('refuses a v1.0 token whose aud is the App ID URI when only the client id is an accepted audience', async () => {
+      genuineV1();
+      const clientIdOnly = new EntraTokenValidator({ authorityHost: stack.entra.url, audiences: [world().relayApi.clientId] });
+      await expect(clientIdOnly.validate(`Bearer ${validToken}`)).rejects.toMatchObject({ status: 401, message: expect.stringMatching(/another audience/) });
+      const uriOnly = new EntraTokenValidator({ authorityHost: stack.entra.url, audiences: [world().relayApi.identifierUri] });
+      await expect(uriOnly.validate(`Bearer ${validToken}`)).resolves.toMatchObject({ version: 1, clientId: world().webhookClient.clientId });
+    });
+
+    it('refuses a v1.0 token signed with alg none: 401', async () => {
+      const b64 = (v: object) => Buffer.from(JSON.stringify(v)).toString('base64url');
+      const token = `${b64({ alg: 'none', typ: 'JWT' })}.${b64(genuineV1())}.`;
+      await expectRefused(await push({ token, body: body() }), 401, /not valid for this API/);
+      expect(logs.at(-1)!.line).toContain('not signed with RS256');
+    });
+
+    it('refuses a v1.0 token signed by someone else\'s key: 401', async () => {
+      const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
+      const { SignJWT, importPKCS8 } = await import('jose');
+      const key = await importPKCS8(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), 'RS256');
+      const token = await new SignJWT(genuineV1()).setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid: 'attacker' }).sign(key);
+      secrets.push(token);
+      await expectRefused(await push({ token, body: body() }), 401, /not valid for this API/);
+      expect(logs.at(-1)!.line).toContain('signature is not valid');
+    });
+
+    it('accepts the v1.0 token as issued (aud = the App ID URI), keys from the v1.0 key set, the caller from appid', async () => {
+      genuineV1();
+      const [incident] = incidents(1);
+      await expectEnqueued(await push({ token: validToken, body: JSON.stringify(incident) }), [incident!]);
+      expect(logs.at(-1)!.line).toContain(`caller=${world().webhookClient.clientId}`);
+    });
+
+    it('accepts a v1.0 token requested by the client id (aud = the GUID) when both forms are configured', async () => {
+      const token = await tokenFor(world().webhookClient.clientId, world().webhookClient.clientSecret, `${world().relayApi.clientId}/.default`);
+      expect(claimsOfToken(token)).toMatchObject({ ver: '1.0', aud: world().relayApi.clientId, iss: v1Issuer(world().webhookClient.tenantId) });
+      const [incident] = incidents(1);
+      await expectEnqueued(await push({ token, body: JSON.stringify(incident) }), [incident!]);
+    });
+
+    it('accepts v2.0 tokens once the registration sets accessTokenAcceptedVersion 2: aud = the client id, keys from the v2.0 key set, the caller from azp', async () => {
+      await withV2Registration(async () => {
+        for (const scope of [world().webhookClient.scope, `${world().relayApi.clientId}/.default`]) {
+          const token = await tokenFor(world().webhookClient.clientId, world().webhookClient.clientSecret, scope);
+          const claims = claimsOfToken(token);
+          expect(claims).toMatchObject({ ver: '2.0', aud: world().relayApi.clientId, iss: v2Issuer(world().webhookClient.tenantId), azp: world().webhookClient.clientId });
+          expect(claims.appid).toBeUndefined();
+          const [incident] = incidents(1);
+          await expectEnqueued(await push({ token, body: JSON.stringify(incident) }), [incident!]);
+          expect(logs.at(-1)!.line).toContain(`caller=${world().webhookClient.clientId}`);
+        }
+      });
     });
   });
 

@@ -35,7 +35,7 @@ export class CheckpointConflictError extends Error {
 }
 
 // A table property holds at most 64 KiB (32K UTF-16 characters): keep the boundary list well below.
-const MAX_BOUNDARY_IDS = 300;
+export const MAX_BOUNDARY_IDS = 300;
 
 export class CheckpointStore {
   readonly #table: LazyTable;

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import { CheckpointConflictError, type CheckpointStore } from './checkpoints.js';
-import type { DefenderClient } from './defender-client.js';
+import { CheckpointConflictError, MAX_BOUNDARY_IDS, type CheckpointStore } from './checkpoints.js';
+import { PAGE_SIZE, type DefenderClient } from './defender-client.js';
 import { isRetryable, RetryableError } from './errors.js';
 import { deadLetter } from './dead-letter.js';
 import { envelopeFor, eventIdOf } from './events.js';
@@ -24,6 +24,14 @@ export const pollRequestSchema = z.object({
       since: z.string(),
       skip: z.number().int().nonnegative(),
       maxSeen: z.string().optional(),
+      /**
+       * The versions on the last page enqueued. Defender lists newest first, so incidents changed
+       * while a tenant is paged jump to the top and push these onto the next page: they are not
+       * enqueued again (a shift of up to a page; beyond, the enricher's delivery log de-duplicates).
+       */
+      lastPage: z.array(z.string()).max(PAGE_SIZE).optional(),
+      /** The versions enqueued so far whose time falls in the next checkpoint's overlap window: the last run records them as its boundary. */
+      fresh: z.array(z.string()).max(MAX_BOUNDARY_IDS).optional(),
     })
     .optional(),
 });
@@ -84,12 +92,13 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
     (checkpoint.lastUpdateTime
       ? minusMilliseconds(checkpoint.lastUpdateTime, overlapMs)
       : normalizeTimestamp(new Date(now.getTime() - tenant.firstRunLookbackHours * 3_600_000).toISOString()));
-  const alreadyDelivered = new Set(checkpoint.boundaryEventIds);
+  const alreadyDelivered = new Set([...checkpoint.boundaryEventIds, ...(request.continuation?.lastPage ?? [])]);
   // The new checkpoint's overlap window starts no earlier than this, whatever the listing holds.
   const earliestWindowStart = minusMilliseconds(laterOf(checkpoint.lastUpdateTime ?? since, minusMilliseconds(now.toISOString(), overlapMs)), overlapMs);
-  const freshInWindow: string[] = [];
+  const freshInWindow: string[] = [...(request.continuation?.fresh ?? [])];
   let maxSeen = request.continuation?.maxSeen;
   let listedTo = request.continuation?.skip ?? 0;
+  let lastPage = request.continuation?.lastPage ?? [];
   let complete = false;
 
   // One send window across all pages, and the next page downloading while this one is sent.
@@ -122,6 +131,7 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
         });
       }
       listedTo = page.nextSkip;
+      lastPage = page.incidents.map((incident) => eventIdOf(tenant.tenantId, incident.incidentId, incident.lastUpdateTime));
       complete = page.last;
     }
     await sends.settle();
@@ -130,12 +140,12 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
     // A retryable listing failure once whole pages are enqueued: a follow-up goes on from the failed page (if that page fails first, it is rethrown) rather than the host redoing every page.
     if (!isRetryable(err) || outcome.pages === 0) throw err;
     const resumeInMs = (err instanceof RetryableError && err.retryAfterMs) || RESUME_AFTER_FAILURE_MS;
-    await deps.sender.send(QUEUE_NAMES.pollRequests, continuationOf(tenant.tenantId, since, listedTo, maxSeen, now), { visibilityTimeoutSeconds: Math.ceil(resumeInMs / 1000) });
+    await deps.sender.send(QUEUE_NAMES.pollRequests, continuationOf(tenant.tenantId, since, listedTo, maxSeen, lastPage, freshInWindow, now), { visibilityTimeoutSeconds: Math.ceil(resumeInMs / 1000) });
     return { ...outcome, status: 'retrying', failure: err };
   }
 
   if (!complete) {
-    await deps.sender.send(QUEUE_NAMES.pollRequests, continuationOf(tenant.tenantId, since, listedTo, maxSeen, now));
+    await deps.sender.send(QUEUE_NAMES.pollRequests, continuationOf(tenant.tenantId, since, listedTo, maxSeen, lastPage, freshInWindow, now));
     return { ...outcome, status: 'continued' };
   }
 
@@ -163,8 +173,10 @@ function refusedEvent(tenantId: string, incident: { incidentId: number; lastUpda
 /** When a run interrupted by a listing failure goes on, if Defender did not say. */
 const RESUME_AFTER_FAILURE_MS = 30_000;
 
-function continuationOf(tenantId: string, since: string, skip: number, maxSeen: string | undefined, now: Date): PollRequest {
-  return { ...pollRequest(tenantId, 'continuation', now), continuation: { since, skip, maxSeen } };
+function continuationOf(tenantId: string, since: string, skip: number, maxSeen: string | undefined, lastPage: string[], fresh: string[], now: Date): PollRequest {
+  // The newest boundary versions, as the checkpoint keeps them.
+  const newest = [...fresh].sort((a, b) => timestampOf(a).localeCompare(timestampOf(b))).slice(-MAX_BOUNDARY_IDS);
+  return { ...pollRequest(tenantId, 'continuation', now), continuation: { since, skip, maxSeen, lastPage, fresh: newest } };
 }
 
 function timestampOf(eventId: string): string {

@@ -59,7 +59,7 @@ export function createApiRouter(deps: ApiDependencies): express.Router {
   router.get('/incidents', limit(deps, 'incident'), requirePermission('read'), (req, res) => {
     const caller = callerOf(res);
     const { filter, top, skip } = parseListQuery(req);
-    const page = deps.store.find(caller.tenantId, (incident) => matchesFilter(incident, filter), skip, top);
+    const page = deps.store.listPage(caller.tenantId, (incident) => matchesFilter(incident, filter), skip, top);
     res.json({ '@odata.context': `${deps.baseUrl()}/api/$metadata#Incidents`, value: shuffle(page) });
   });
 

@@ -63,6 +63,7 @@ const faultSpec = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('outage') }),
 ]);
 const faultTarget = z.enum(['defender', 'entra', 'keyvault']);
+const pagingChurn = z.strictObject({ perPage: z.number().int().min(1).max(100), pages: z.number().int().min(1).max(1000) });
 const faultBody = z.strictObject({
   target: faultTarget,
   spec: faultSpec,
@@ -154,6 +155,23 @@ export function createControlRouter(deps: ControlDependencies): express.Router {
     const tenantId = String(req.params.tenantId);
     requireTenant(tenantId);
     if (!store.delete(tenantId, incidentIdOf(req))) throw new ControlError(404, 'NotFound', `Incident ${req.params.id} was not found in tenant ${tenantId}.`);
+    res.status(204).end();
+  });
+
+  // Incidents that change while a client pages: after each of the next `pages` list pages, `perPage`
+  // incidents the listing has not reached yet change (and move to the top). DELETE stops it.
+  router.post('/tenants/:tenantId/paging-churn', (req, res) => {
+    const tenantId = String(req.params.tenantId);
+    requireTenant(tenantId);
+    const churn = parse(pagingChurn, req.body, 'paging churn');
+    store.setPagingChurn(tenantId, churn);
+    res.status(201).json({ tenantId, ...churn });
+  });
+
+  router.delete('/tenants/:tenantId/paging-churn', (req, res) => {
+    const tenantId = String(req.params.tenantId);
+    requireTenant(tenantId);
+    store.setPagingChurn(tenantId, undefined);
     res.status(204).end();
   });
 

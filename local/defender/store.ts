@@ -18,11 +18,15 @@ interface TenantData {
   incidents: Map<number, Incident>;
 }
 
+const compareTicks = (a: bigint | undefined, b: bigint | undefined): number => (a === b ? 0 : (a ?? -1n) < (b ?? -1n) ? -1 : 1);
+
 export class IncidentStore {
   readonly #tenants = new Map<string, TenantData>();
   readonly #now: () => number;
   /** The last lastUpdateTime written, so two updates in one millisecond still get distinct times. */
   #lastBump = 0n;
+  /** Per tenant: incidents to change after each list page (see `setPagingChurn`). */
+  readonly #churn = new Map<string, { perPage: number; pages: number; changed: number[] }>();
 
   constructor(now: () => number = Date.now) {
     this.#now = now;
@@ -76,6 +80,47 @@ export class IncidentStore {
       .sort((a, b) => a.incidentId - b.incidentId)
       .slice(skip, skip + top)
       .map((incident) => structuredClone(incident));
+  }
+
+  /**
+   * One page of `GET /api/incidents`: the matching incidents newest first ("the most recent incidents
+   * are displayed at the top", MicrosoftDocs/defender-docs defender-xdr/api-list-incidents.md), by
+   * lastUpdateTime, so an incident changed while a client pages moves to the top and the rest shift
+   * down a place. With paging churn set for the tenant, that happens after the page is cut: the
+   * configured number of incidents not yet listed change at once, as a busy SOC's do.
+   */
+  listPage(tenantId: string, matches: (incident: Incident) => boolean, skip: number, top: number): Incident[] {
+    const ordered = [...this.#require(tenantId).incidents.values()]
+      .filter(matches)
+      .sort((a, b) => compareTicks(parseTimestamp(b.lastUpdateTime), parseTimestamp(a.lastUpdateTime)) || b.incidentId - a.incidentId);
+    const page = ordered.slice(skip, skip + top).map((incident) => structuredClone(incident));
+    const churn = this.#churn.get(tenantId);
+    if (churn && churn.pages > 0) {
+      churn.pages -= 1;
+      const notYetListed = ordered.slice(skip + top);
+      for (let i = 0; i < churn.perPage && i < notYetListed.length; i++) {
+        // Spread over what is left, so changes land on every later page.
+        const target = notYetListed[Math.floor((i * notYetListed.length) / churn.perPage)]!;
+        this.update(tenantId, target.incidentId, (incident) => void (incident.tags = [...new Set([...(incident.tags ?? []), 'changed-while-paging'])]));
+        churn.changed.push(target.incidentId);
+      }
+    }
+    return page;
+  }
+
+  /**
+   * From now on, each of the next `pages` list pages served for the tenant changes `perPage`
+   * incidents that the listing has not reached yet (see `listPage`). Returns the ids changed so far.
+   */
+  setPagingChurn(tenantId: string, churn: { perPage: number; pages: number } | undefined): { changed: number[] } {
+    this.#require(tenantId);
+    if (!churn) {
+      this.#churn.delete(tenantId);
+      return { changed: [] };
+    }
+    const state = { ...churn, changed: [] as number[] };
+    this.#churn.set(tenantId, state);
+    return state;
   }
 
   get(tenantId: string, incidentId: number): Incident | undefined {

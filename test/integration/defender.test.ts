@@ -117,6 +117,31 @@ describe('GET /api/incidents', () => {
     expect(pages.filter((page) => page.length > 1 && !sorted(page)).length).toBeGreaterThan(0);
   });
 
+  it('cuts pages newest first: an incident changed while a client pages moves to the top, and the rest shift down', async () => {
+    const tenant = '55555555-5555-4555-8555-555555555555';
+    expect((await control(`/tenants/${tenant}`, 'POST')).status).toBe(201);
+    expect((await control(`/tenants/${tenant}/incidents`, 'POST', { count: 250, seed: 'newest-first' })).status).toBe(201);
+    const tenantToken = await appToken({ tenantId: tenant });
+    const page = async (skip: number) => ((await call(`/api/incidents?$top=100&$skip=${skip}`, { token: tenantToken })).json as { value: Incident[] }).value;
+    const newest = (incidents: Incident[]) => incidents.map((i) => i.lastUpdateTime).sort().reverse();
+    const [first, second] = [await page(0), await page(100)];
+    // Every incident on the first page is at least as new as every one on the second.
+    expect(newest(first).at(-1)! >= newest(second)[0]!).toBe(true);
+
+    // After the next page, three incidents the listing has not reached change.
+    expect((await control(`/tenants/${tenant}/paging-churn`, 'POST', { perPage: 3, pages: 1 })).status).toBe(201);
+    const again = await page(0);
+    const changed = (await page(0)).filter((i) => i.tags.includes('changed-while-paging'));
+    expect(changed).toHaveLength(3);
+    expect(again.some((i) => i.tags.includes('changed-while-paging'))).toBe(false);
+    // They now head the list: the first page's last three were pushed onto the second.
+    const shifted = await page(100);
+    const wasFirstPage = new Set(again.map((i) => i.incidentId));
+    expect(shifted.filter((i) => wasFirstPage.has(i.incidentId))).toHaveLength(3);
+    expect((await control(`/tenants/${tenant}/paging-churn`, 'DELETE')).status).toBe(204);
+    expect((await control(`/tenants/${tenant}/paging-churn`, 'POST', { perPage: 0, pages: 1 })).status).toBe(400);
+  });
+
   it('answers the documented envelope, full incidents, and 100 per page by default', async () => {
     const answer = await call('/api/incidents', { token: await appToken() });
     expect(answer.status).toBe(200);

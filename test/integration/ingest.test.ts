@@ -178,7 +178,7 @@ describe('ingest: polling tenants into the incidents queue', () => {
     const current = stack.defender.store.list(tenantId).map((i) => `${tenantId}:${i.incidentId}:${i.lastUpdateTime}`);
     expect(current.filter((id) => !delivered.has(id))).toEqual([]);
     // The changed incidents arrive in their new version; the only other versions are the ones listed before they changed.
-    for (const id of churn.changed) expect(events.some((e) => e.incidentId === id && e.incident!.tags?.includes('changed-while-paging'))).toBe(true);
+    for (const id of churn.changed) expect(events.some((e) => e.incidentId === id && (e.incident as { tags?: string[] }).tags?.includes('changed-while-paging'))).toBe(true);
     expect(events.length).toBeLessThanOrEqual(650 + churn.changed.length);
   }, 60_000);
 

@@ -1,5 +1,6 @@
 import express, { type Request, type Response, type Router } from 'express';
 import { z } from 'zod';
+import type { ManagedIdentityEndpoint } from './managed-identity.js';
 import type { EntraRegistry } from './registry.js';
 
 /**
@@ -29,6 +30,15 @@ const app = z.object({
   accessTokenVersion: z.union([z.literal(1), z.literal(2)]).optional(),
 });
 const tokenVersion = z.object({ clientId: id, accessTokenVersion: z.union([z.literal(1), z.literal(2)]) });
+const managedIdentity = z.object({
+  name: id,
+  tenantId: id,
+  clientId: id.optional(),
+  principalId: id.optional(),
+  resourceId: id.optional(),
+  /** Assign it to the local Function App (its managed-identity endpoint serves it); true when left out. */
+  assignToApp: z.boolean().optional(),
+});
 const user = z.object({ tenantId: id, userPrincipalName: id, password: id, displayName: id, objectId: id.optional() });
 
 class BadRequest extends Error {}
@@ -54,7 +64,7 @@ function handle(action: (req: Request, res: Response) => void) {
   };
 }
 
-export function controlRouter(registry: EntraRegistry): Router {
+export function controlRouter(registry: EntraRegistry, msi?: ManagedIdentityEndpoint): Router {
   const router = express.Router();
   router.use(express.json({ limit: '1mb' }));
 
@@ -73,6 +83,15 @@ export function controlRouter(registry: EntraRegistry): Router {
   router.post('/users', handle((req, res) => {
     const { password: _password, ...added } = registry.addUser(parse(user, req.body));
     res.status(201).json(added);
+  }));
+  router.post('/managed-identities', handle((req, res) => {
+    const { assignToApp, ...options } = parse(managedIdentity, req.body);
+    const added = registry.addManagedIdentity(options);
+    if (assignToApp !== false) {
+      if (!msi) throw new Error('This Entra stand-in serves no managed-identity endpoint to assign the identity to.');
+      msi.assign(added.clientId);
+    }
+    res.status(201).json({ ...added, assignedToApp: assignToApp !== false });
   }));
   router.post('/consent', handle((req, res) => {
     const { tenantId, clientId } = parse(tenantApp, req.body);
@@ -101,7 +120,7 @@ export function controlRouter(registry: EntraRegistry): Router {
     res.status(204).end();
   }));
   router.get('/registry', (_req, res) => {
-    res.json(registrySnapshot(registry));
+    res.json(registrySnapshot(registry, msi));
   });
   router.use((_req: Request, res: Response) => {
     res.status(404).json({ error: { code: 'NotFound', message: 'No such control endpoint.' } });
@@ -114,7 +133,8 @@ export function controlRouter(registry: EntraRegistry): Router {
 }
 
 /** The registry as JSON, without secrets or passwords. */
-export function registrySnapshot(registry: EntraRegistry) {
+export function registrySnapshot(registry: EntraRegistry, msi?: ManagedIdentityEndpoint) {
+  const assigned = new Set(msi?.assigned().map((m) => m.clientId) ?? []);
   return {
     tenants: registry.tenants(),
     apps: registry.apps().map((a) => ({
@@ -138,5 +158,7 @@ export function registrySnapshot(registry: EntraRegistry) {
       delegatedPermissions: Object.fromEntries([...sp.delegatedPermissions].map(([resource, scopes]) => [resource, [...scopes]])),
     })),
     users: registry.users().map((u) => ({ tenantId: u.tenantId, userPrincipalName: u.userPrincipalName, displayName: u.displayName, objectId: u.objectId })),
+    // The identities and whether the local app has them; never the IDENTITY_HEADER.
+    managedIdentities: registry.managedIdentities().map((m) => ({ ...m, assignedToApp: assigned.has(m.clientId) })),
   };
 }

@@ -97,6 +97,34 @@ export interface ResourceApi {
   rbacOnly?: boolean;
 }
 
+/**
+ * A user-assigned managed identity (`Microsoft.ManagedIdentity/userAssignedIdentities`): a service
+ * principal with no app registration and no credential anyone holds; only the managed-identity endpoint
+ * of a resource it is assigned to can get tokens for it.
+ * https://learn.microsoft.com/entra/identity/managed-identities-azure-resources/overview
+ */
+export interface ManagedIdentity {
+  name: string;
+  tenantId: string;
+  /** `properties.clientId`: `appid` of its v1 tokens, `client_id` of the endpoint's query and answer. */
+  clientId: string;
+  /** `properties.principalId`: the object id of its service principal, its tokens' `oid`, the principal of role assignments. */
+  principalId: string;
+  /** Its ARM resource id: the endpoint's `mi_res_id`, its tokens' `xms_mirid`. */
+  resourceId: string;
+}
+
+export interface AddManagedIdentityOptions {
+  name: string;
+  tenantId: string;
+  clientId?: string;
+  principalId?: string;
+  /** Defaults to `/subscriptions/00000000-…/resourcegroups/local/providers/Microsoft.ManagedIdentity/userAssignedIdentities/{name}`. */
+  resourceId?: string;
+}
+
+export const LOCAL_SUBSCRIPTION_ID = '00000000-0000-0000-0000-000000000000';
+
 export interface ServicePrincipal {
   objectId: string;
   tenantId: string;
@@ -113,6 +141,7 @@ export interface ServicePrincipal {
  */
 export const DEFENDER_RESOURCE = 'https://api.security.microsoft.com';
 export const KEY_VAULT_RESOURCE = 'https://vault.azure.net';
+export const STORAGE_RESOURCE = 'https://storage.azure.com';
 
 const MICROSOFT_RESOURCES: readonly ResourceApi[] = [
   {
@@ -132,6 +161,19 @@ const MICROSOFT_RESOURCES: readonly ResourceApi[] = [
     appId: 'cfa8b339-82a2-471a-a3c9-0fc0be7a4093',
     identifierUri: KEY_VAULT_RESOURCE,
     scopePrefix: KEY_VAULT_RESOURCE,
+    accessTokenVersion: 1,
+    appRoles: [],
+    delegatedScopes: ['user_impersonation'],
+    rbacOnly: true,
+  },
+  {
+    // Blob, Queue and Table storage: data access is by Azure RBAC on the account, as for Key Vault.
+    // https://learn.microsoft.com/azure/storage/common/authorize-data-access (resource https://storage.azure.com/)
+    id: STORAGE_RESOURCE,
+    displayName: 'Azure Storage',
+    appId: 'e406a681-f3d4-42a8-90b6-c2b029497af1',
+    identifierUri: STORAGE_RESOURCE,
+    scopePrefix: STORAGE_RESOURCE,
     accessTokenVersion: 1,
     appRoles: [],
     delegatedScopes: ['user_impersonation'],
@@ -178,6 +220,8 @@ export class EntraRegistry {
   readonly #servicePrincipals = new Map<string, ServicePrincipal>();
   /** `${tenantId}|${upn lower-case}` → user. */
   readonly #users = new Map<string, User>();
+  /** client id → user-assigned managed identity. */
+  readonly #managedIdentities = new Map<string, ManagedIdentity>();
 
   addTenant(tenant: Tenant): Tenant {
     const entry = { tenantId: tenant.tenantId.toLowerCase(), displayName: tenant.displayName };
@@ -197,6 +241,7 @@ export class EntraRegistry {
     this.#requireTenant(options.homeTenantId);
     const clientId = options.clientId.toLowerCase();
     if (this.#apps.has(clientId)) throw new Error(`An app with client id ${clientId} is already registered.`);
+    if (this.#managedIdentities.has(clientId)) throw new Error(`The client id ${clientId} belongs to a managed identity.`);
     if (options.identifierUri) {
       const taken = this.#resolveGlobal(options.identifierUri);
       if (taken) throw new Error(`The identifier URI ${options.identifierUri} is already used by ${taken.displayName}.`);
@@ -348,6 +393,46 @@ export class EntraRegistry {
 
   users(): User[] {
     return [...this.#users.values()];
+  }
+
+  /** Creates a user-assigned managed identity (as `az identity create` does): ids are generated unless given. */
+  addManagedIdentity(options: AddManagedIdentityOptions): ManagedIdentity {
+    const tenant = this.#requireTenant(options.tenantId);
+    if (!/^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$/.test(options.name)) {
+      throw new Error(`'${options.name}' is not a valid managed identity name (3-128 letters, digits, '-' or '_', starting with a letter or digit).`);
+    }
+    const identity: ManagedIdentity = {
+      name: options.name,
+      tenantId: tenant.tenantId,
+      clientId: (options.clientId ?? randomUUID()).toLowerCase(),
+      principalId: (options.principalId ?? randomUUID()).toLowerCase(),
+      resourceId:
+        options.resourceId ??
+        `/subscriptions/${LOCAL_SUBSCRIPTION_ID}/resourcegroups/local/providers/Microsoft.ManagedIdentity/userAssignedIdentities/${options.name}`,
+    };
+    const clash = [...this.#managedIdentities.values()].find(
+      (m) => m.clientId === identity.clientId || m.principalId === identity.principalId || m.resourceId.toLowerCase() === identity.resourceId.toLowerCase(),
+    );
+    if (clash) throw new Error(`The managed identity ${clash.name} already has that client id, principal id or resource id.`);
+    if (this.#apps.has(identity.clientId)) throw new Error(`The client id ${identity.clientId} belongs to an app registration.`);
+    this.#managedIdentities.set(identity.clientId, identity);
+    return { ...identity };
+  }
+
+  /** The managed identity with this client id, principal (object) id or resource id (case-insensitive). */
+  managedIdentity(by: { clientId: string } | { principalId: string } | { resourceId: string }): ManagedIdentity | undefined {
+    const all = [...this.#managedIdentities.values()];
+    const found =
+      'clientId' in by
+        ? this.#managedIdentities.get(by.clientId.trim().toLowerCase())
+        : 'principalId' in by
+          ? all.find((m) => m.principalId === by.principalId.trim().toLowerCase())
+          : all.find((m) => m.resourceId.toLowerCase() === by.resourceId.trim().toLowerCase());
+    return found ? { ...found } : undefined;
+  }
+
+  managedIdentities(): ManagedIdentity[] {
+    return [...this.#managedIdentities.values()].map((m) => ({ ...m }));
   }
 
   /**

@@ -8,6 +8,7 @@ import type { KeyAndCert } from '../common/tls.js';
 import { consentPage } from './consent-page.js';
 import { controlRouter } from './control.js';
 import { EntraError, entraErrors, errorBody } from './errors.js';
+import { ManagedIdentityEndpoint, MSI_PATH } from './managed-identity.js';
 import { openIdConfiguration, openIdConfigurationV1 } from './metadata.js';
 import { EntraRegistry } from './registry.js';
 import { handleTokenRequest, TENANT_ALIASES, type TokenParams } from './token-endpoint.js';
@@ -20,6 +21,11 @@ export interface EntraStandIn {
   /** Verifies bearer tokens this stand-in issued (for the other stand-ins and the relay's API). */
   verifier: TokenVerifier;
   registry: EntraRegistry;
+  /**
+   * App Service's managed-identity endpoint for the local Function App (`IDENTITY_ENDPOINT` = `msi.endpoint`,
+   * `IDENTITY_HEADER` = `msi.header`): the identities assigned to it get tokens there, as in Azure.
+   */
+  msi: ManagedIdentityEndpoint;
   close(): Promise<void>;
 }
 
@@ -44,13 +50,14 @@ export async function startEntra(options: StartEntraOptions): Promise<EntraStand
   const url = running.url;
   const issuer = await createTokenIssuer(url);
   const log = options.log ?? (() => {});
+  const msi = new ManagedIdentityEndpoint(`${url}${MSI_PATH}`, registry, issuer);
 
   const sendError = (req: Request, res: Response, err: EntraError) => {
     log(`entra: ${req.method} ${req.path} → ${err.status} ${err.error} AADSTS${err.code}`);
     res.status(err.status).json(errorBody(err, url, req.get('client-request-id') ?? undefined));
   };
 
-  app.use('/_control', controlRouter(registry));
+  app.use('/_control', controlRouter(registry, msi));
 
   app.use((req, res, next) => {
     res.set('x-ms-request-id', randomUUID());
@@ -126,6 +133,14 @@ export async function startEntra(options: StartEntraOptions): Promise<EntraStand
   });
   app.all('/:tenant/oauth2/v2.0/token', (req, res) => sendError(req, res, entraErrors.postOnly(req.method)));
 
+  // App Service's managed-identity token service (see managed-identity.ts); any method, so a wrong one gets its answer.
+  app.all(MSI_PATH, async (req, res) => {
+    const query = new URL(req.originalUrl, url).searchParams;
+    const answer = await msi.handle(req.method, query, req.get('x-identity-header'));
+    log(`entra: msi ${req.method} ${req.path} ${answer.status} ${answer.summary}`);
+    res.status(answer.status).set(answer.headers).json(answer.body);
+  });
+
   // The partner admin-consent link (v1 `/oauth2/authorize` as the docs write it, and the v2 form).
   app.get(['/:tenant/oauth2/authorize', '/:tenant/oauth2/v2.0/authorize'], (req, res) => {
     const page = consentPage(registry, String(req.params.tenant), req.query);
@@ -149,6 +164,7 @@ export async function startEntra(options: StartEntraOptions): Promise<EntraStand
     issuer,
     verifier: createTokenVerifier({ jwks: issuer.jwks, issuerFor: issuer.issuerFor }),
     registry,
+    msi,
     close: running.close,
   };
 }

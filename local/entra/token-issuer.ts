@@ -31,6 +31,8 @@ export interface AccessTokenRequest {
   /** How the client authenticated (`appidacr`/`azpacr`): 0 public client, 1 secret, 2 certificate. */
   clientAuthentication?: ClientAuthenticationMethod;
   lifetimeSeconds?: number;
+  /** Claims of one kind of principal only, added as they are (a managed identity's `xms_mirid`). */
+  extraClaims?: Record<string, string>;
 }
 
 export type ClientAuthenticationMethod = 'public' | 'secret' | 'certificate';
@@ -87,7 +89,8 @@ export async function createTokenIssuer(authorityHost: string): Promise<TokenIss
         scopesOrTransform: (header, payload) => {
           header.typ = 'JWT';
           const now = Math.floor(Date.now() / 1000);
-          Object.assign(payload, {
+          // Extra claims first: none of them can replace a claim the token's shape decides.
+          Object.assign(payload, req.extraClaims, {
             iss: issuerFor(authorityHost, req.tenantId, version),
             aud: req.audience,
             tid: req.tenantId,

@@ -24,6 +24,8 @@ export default mergeConfig(
         'test/integration/cli.test.ts',
         'test/integration/host-*.test.ts',
         'test/hostile/configuration.test.ts',
+        // Runs the built stack:check in a child process.
+        'test/unit/local-stack.test.ts',
       ],
     },
   }),

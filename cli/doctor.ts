@@ -2,9 +2,9 @@ import { parseArgs } from 'node:util';
 import { doctorDependencies, runDoctor } from '../shared/doctor.js';
 import { InvalidTenantIdError, parseTenantId } from '../shared/tenant-admin.js';
 import { formatDoctorReport } from './format.js';
-import { bootstrap, exitAfterFlush, reportFailure, UsageError } from './settings.js';
+import { bootstrap, exitAfterFlush, reportFailure, settingsFileOf, UsageError } from './settings.js';
 
-const USAGE = `Usage: npm run doctor -- [--tenant <tenantId> | --all] [--json] [--settings <local.settings.json>]
+const USAGE = `Usage: npm run doctor -- [--tenant <tenantId> | --all] [--json] [--settings <local.settings.json> | --state-dir <dir>]
 
 For each enabled tenant (--all: disabled ones too; --tenant: that one, enabled or not): reads its
 credential from Key Vault, gets a Defender token, checks the token's tid and roles, and calls the
@@ -15,7 +15,7 @@ function parseDoctorArgs(args: string[]): { tenantId?: string; all: boolean; jso
   try {
     ({ values } = parseArgs({
       args,
-      options: { tenant: { type: 'string' }, all: { type: 'boolean' }, json: { type: 'boolean' }, settings: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: { tenant: { type: 'string' }, all: { type: 'boolean' }, json: { type: 'boolean' }, settings: { type: 'string' }, 'state-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
       strict: true,
     }));
   } catch (err) {
@@ -29,7 +29,7 @@ function parseDoctorArgs(args: string[]): { tenantId?: string; all: boolean; jso
     throw err;
   }
   if (tenantId && values.all) throw new UsageError(['--tenant and --all do not go together']);
-  return { tenantId, all: values.all === true, json: values.json === true, settingsFile: values.settings, help: values.help === true };
+  return { tenantId, all: values.all === true, json: values.json === true, settingsFile: settingsFileOf({ settings: values.settings, stateDir: values['state-dir'] }), help: values.help === true };
 }
 
 /** `npm run doctor`: the onboarding checks for every tenant (or one), as a table or JSON. */

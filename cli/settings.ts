@@ -1,6 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { basename, dirname, join, relative, resolve } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
+import { isTlsTrustFailure } from '../shared/tls-errors.js';
 import { ConfigError, loadConfig } from '../shared/config.js';
 import { redact } from '../shared/redact.js';
 import { createAppCredential } from '../shared/app-identity.js';
@@ -31,6 +32,20 @@ export class UsageError extends Error {
 
 export class SettingsError extends Error {
   override name = 'SettingsError';
+}
+
+/**
+ * `--settings FILE` or `--state-dir DIR` (the folder `npm start --state-dir DIR` wrote its
+ * local.settings.json to), at most one: the settings file it names, or undefined.
+ */
+export function settingsFileOf(options: { settings?: string; stateDir?: string }): string | undefined {
+  if (options.settings !== undefined && options.stateDir !== undefined) throw new UsageError(['--settings and --state-dir do not go together: give one']);
+  if (options.stateDir === undefined) return options.settings;
+  const file = join(resolve(options.stateDir), 'local.settings.json');
+  if (!existsSync(file)) {
+    throw new SettingsError(`--state-dir: no local stack's settings in ${resolve(options.stateDir)} (no local.settings.json): start the stack there with npm start -- --state-dir ${options.stateDir}, or name the folder it uses`);
+  }
+  return file;
 }
 
 /** The setting that tells the environment holds the app's settings (it has no default). */
@@ -94,11 +109,19 @@ export function pointsAtLocalStack(values: Record<string, string>): boolean {
   });
 }
 
-/** The local CA written by `npm start` next to the settings file (`.local/ca.pem`), if there is one. */
-export function localCaFor(settingsFile: string): string | undefined {
-  const dir = dirname(settingsFile);
-  const candidates = basename(dir) === '.local' ? [join(dir, 'ca.pem')] : [join(dir, '.local', 'ca.pem')];
-  return candidates.find((candidate) => existsSync(candidate));
+/**
+ * The CA the settings file names in `Values.NODE_EXTRA_CA_CERTS` (npm start writes its local CA there,
+ * as func start hands Values to the worker as its environment), resolved against the file's folder.
+ * A named file that does not exist is an error that says so.
+ */
+export function localCaFor(settings: ResolvedSettings): string | undefined {
+  const named = settings.values.NODE_EXTRA_CA_CERTS;
+  if (!settings.file || !named) return undefined;
+  const ca = resolve(dirname(settings.file), named);
+  if (!existsSync(ca)) {
+    throw new SettingsError(`${settings.file}: Values.NODE_EXTRA_CA_CERTS names ${ca}, which does not exist (is the local stack that wrote it still there? start it again with npm start)`);
+  }
+  return ca;
 }
 
 export interface CliContext {
@@ -115,7 +138,7 @@ export interface CliContext {
 export function bootstrap(settingsFile: string | undefined): CliContext {
   const settings = resolveSettings({ settingsFile, cwd: process.cwd(), env: process.env });
   if (settings.file && pointsAtLocalStack(settings.values)) {
-    const ca = localCaFor(settings.file);
+    const ca = localCaFor(settings);
     if (ca && process.env.NODE_EXTRA_CA_CERTS !== ca) {
       const rerun = spawnSync(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
         stdio: 'inherit',
@@ -141,8 +164,8 @@ export function reportFailure(err: unknown): number {
   }
   const message = redact(err instanceof Error ? err.message : String(err));
   process.stderr.write(`error: ${message.split('\n')[0]}\n`);
-  if (/self[- ]signed|unable to verify|certificate/i.test(message)) {
-    process.stderr.write('hint: the local stand-ins need their CA: set NODE_EXTRA_CA_CERTS to .local/ca.pem (written by npm start)\n');
+  if (isTlsTrustFailure(err)) {
+    process.stderr.write('hint: the server\'s certificate is not trusted. For the local stack, its CA is the file npm start names in Values.NODE_EXTRA_CA_CERTS of the settings it wrote (<state dir>/local.settings.json): run with those settings (--settings or --state-dir), or set NODE_EXTRA_CA_CERTS to that file.\n');
   }
   return 1;
 }

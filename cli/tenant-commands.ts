@@ -4,7 +4,7 @@ import type { Services } from '../shared/services.js';
 import { consentInstructions, listTenantViews, parseTenantId, putTenant, InvalidTenantIdError } from '../shared/tenant-admin.js';
 import { tenantSchema, TenantValidationError, type TenantInput } from '../shared/tenants.js';
 import { formatConsentInstructions, formatTenantList } from './format.js';
-import { UsageError } from './settings.js';
+import { settingsFileOf, UsageError } from './settings.js';
 
 /**
  * `npm run tenants -- <command>`: the tenant registry from the command line. Arguments are parsed
@@ -24,8 +24,9 @@ Commands:
   remove <tenantId>        remove the tenant from the registry
   consent-link <tenantId>  the admin-consent link of a partner tenant, and what to do with it
 
-Every command takes --settings <local.settings.json> (default: the environment, else
-./local.settings.json, else ./.local/local.settings.json written by npm start).`;
+Every command takes --settings <local.settings.json> or --state-dir <dir> (the folder npm start
+wrote its settings to; default: the environment, else ./local.settings.json, else
+./.local/local.settings.json written by npm start).`;
 
 export type TenantsCommand =
   | { command: 'add'; tenant: TenantInput }
@@ -52,6 +53,7 @@ const ADD_OPTIONS = {
 
 const COMMON_OPTIONS = {
   settings: { type: 'string' },
+  'state-dir': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } satisfies ParseArgsConfig['options'];
@@ -73,7 +75,7 @@ export function parseTenantsArgs(args: string[]): ParsedTenantsArgs {
     throw new UsageError([unknown ? `${command}: unknown option ${unknown} (see npm run tenants -- --help)` : `${command}: ${(err as Error).message.split('\n')[0]}`]);
   }
   const values = parsed.values as Record<string, string | boolean | undefined>;
-  const settingsFile = values.settings as string | undefined;
+  const settingsFile = settingsFileOf({ settings: values.settings as string | undefined, stateDir: values['state-dir'] as string | undefined });
   if (values.help) return { command: { command: 'help' }, settingsFile };
 
   if (command === 'add') {

@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ClientSecretCredential, OnBehalfOfCredential, UsernamePasswordCredential, type TokenCredential } from '@azure/identity';
@@ -23,9 +23,24 @@ interface CheckResult {
 
 const DEFENDER_SCOPE = 'https://api.security.microsoft.com/.default';
 
-const { values } = parseArgs({ options: { stack: { type: 'string', default: '.local/stack.json' }, json: { type: 'boolean', default: false } } });
-const stackPath = resolve(values.stack!);
-const info = JSON.parse(readFileSync(stackPath, 'utf8')) as StackInfo;
+const { values } = parseArgs({ options: { stack: { type: 'string' }, 'state-dir': { type: 'string' }, json: { type: 'boolean', default: false } } });
+if (values.stack !== undefined && values['state-dir'] !== undefined) fail('--stack and --state-dir do not go together: give one');
+const stackPath = resolve(values.stack ?? join(values['state-dir'] ?? '.local', 'stack.json'));
+if (!existsSync(stackPath)) {
+  fail(`No local stack found: ${stackPath} does not exist. Start one with npm start (or npm run start:stack); ` +
+    'if it runs with --state-dir <dir>, check it with npm run stack:check -- --state-dir <dir>.');
+}
+let info: StackInfo;
+try {
+  info = JSON.parse(readFileSync(stackPath, 'utf8')) as StackInfo;
+} catch (err) {
+  fail(`${stackPath} is not a stack file npm start wrote (${(err as Error).message.split('\n')[0]}): start the stack again with npm start.`);
+}
+
+function fail(message: string): never {
+  process.stderr.write(`error: ${message}\n`);
+  process.exit(2);
+}
 
 // The stand-ins' CA must be trusted from process start: re-run this script with it if needed.
 if (process.env.NODE_EXTRA_CA_CERTS !== info.caCertPath) {

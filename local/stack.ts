@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { TableClient } from '@azure/data-tables';
@@ -337,11 +338,71 @@ function startHostProcess(appDir: string, port: number, env: NodeJS.ProcessEnv, 
   });
 }
 
+/**
+ * One stack per state directory: a second `npm start` there would overwrite the running stack's CA,
+ * settings and stack file. The lock names the process holding it; a lock left by a process that is
+ * gone is taken over. Returns the release.
+ */
+export function lockStateDir(stateDir: string): () => void {
+  const lock = join(stateDir, 'stack.lock');
+  for (let attempt = 0; ; attempt++) {
+    try {
+      writeFileSync(lock, JSON.stringify({ pid: process.pid, startedAt: new Date().toISOString() }), { flag: 'wx' });
+      return () => rmSync(lock, { force: true });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw err;
+      let holder: { pid?: number; startedAt?: string } = {};
+      try {
+        holder = JSON.parse(readFileSync(lock, 'utf8')) as typeof holder;
+      } catch {
+        // Unreadable: treat as stale.
+      }
+      if (typeof holder.pid === 'number' && isAlive(holder.pid)) {
+        throw new Error(
+          `A local stack is already running from ${stateDir} (process ${holder.pid}, started ${holder.startedAt ?? 'at an unknown time'}): ` +
+            'stop it first (Ctrl-C where it runs), or start another one with --state-dir <another folder> (and --port <another port>).',
+        );
+      }
+      rmSync(lock, { force: true });
+    }
+  }
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Fails before anything starts when the host's port is taken, naming the port and how to choose another. */
+export async function ensurePortFree(port: number): Promise<void> {
+  if (port === 0) return;
+  await new Promise<void>((done, fail) => {
+    const probe = createServer();
+    probe.once('error', (err: NodeJS.ErrnoException) => {
+      fail(err.code === 'EADDRINUSE'
+        ? new Error(`Port ${port} is in use (another npm start, func start or app?): stop what holds it, or choose another port with npm start -- --port <port> (or FUNCTIONS_PORT).`)
+        : err);
+    });
+    probe.listen(port, '127.0.0.1', () => probe.close(() => done()));
+  });
+}
+
 export async function startStack(options: StackOptions = {}): Promise<RunningStack> {
   const log = options.log ?? (() => undefined);
   const appDir = resolve(options.appDir ?? process.cwd());
   const stateDir = resolve(options.stateDir ?? join(appDir, '.local'));
   mkdirSync(stateDir, { recursive: true });
+  const unlock = lockStateDir(stateDir);
+  try {
+    if (options.startHost !== false) await ensurePortFree(options.hostPort ?? 7071);
+  } catch (err) {
+    unlock();
+    throw err;
+  }
 
   const ca = createLocalCa();
   const caCertPath = writeCaCert(ca, join(stateDir, 'ca.pem'));
@@ -349,7 +410,7 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
   const faults = new FaultBoard();
   const world = createDemoWorld();
 
-  const cleanups: (() => Promise<void>)[] = [];
+  const cleanups: (() => Promise<void>)[] = [async () => unlock()];
   const stop = async () => {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
   };
@@ -370,7 +431,9 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
 
     await registerDemoTenants(world, azurite.connectionString);
     const appSettings = appSettingsFor(world, azurite.connectionString, standIns);
-    writeFileSync(join(stateDir, 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: appSettings }, null, 2));
+    // The settings name the CA that signs the stand-ins' HTTPS: func start passes Values to the worker as
+    // its environment, and the CLI trusts the CA the settings file names.
+    writeFileSync(join(stateDir, 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: { ...appSettings, NODE_EXTRA_CA_CERTS: caCertPath } }, null, 2));
 
     let host = `http://localhost:${options.hostPort ?? 7071}`;
     let hostProcess: ChildProcess | undefined;

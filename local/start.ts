@@ -68,7 +68,16 @@ print('');
 print('Demo tenants:');
 for (const t of info.tenants) print(`  ${t.displayName.padEnd(20)} ${t.tenantId}  ${t.context}`);
 print('');
-print(`Health:      curl ${info.host}/api/health`);
+const stateDir = resolve(values['state-dir'] ?? '.local');
+const settingsFile = relative(process.cwd(), resolve(stateDir, 'local.settings.json')) || resolve(stateDir, 'local.settings.json');
+if (values['no-host']) {
+  // No host here: say how to run the app against these stand-ins, not a health URL nothing serves.
+  print(`Functions:   not started (--no-host). Run the app against these stand-ins with func start and ${settingsFile}`);
+  print(`             (copy it to local.settings.json; its Values.NODE_EXTRA_CA_CERTS makes the worker trust the stand-ins' CA).`);
+} else {
+  print(`Health:      curl ${info.host}/api/health`);
+}
+print(`Settings:    ${settingsFile}  (the CLI: npm run tenants -- list${values['state-dir'] ? ` --state-dir ${values['state-dir']}` : ''})`);
 print(`Stack file:  ${stackFile}  (endpoints, CA, demo credentials: throwaway local values)`);
 print(`Ready in ${((Date.now() - startedAt) / 1000).toFixed(1)} s. Ctrl-C stops everything.`);
 

@@ -1,6 +1,7 @@
 import type { SecretClient } from '@azure/keyvault-secrets';
 import { isTenantCredential, NotTenantCredentialError } from './credential-fence.js';
 import { isRetryable, PermanentError, RetryableError } from './errors.js';
+import { untrustedCertificateCode, untrustedCertificateMessage } from './tls-errors.js';
 
 interface CachedSecret {
   value: string;
@@ -94,6 +95,8 @@ export class SecretCache {
       const detail = { ...context, operation, status: e.statusCode, code: e.code };
       if (e.code === 'SecretNotFound') throw new PermanentError(`Key Vault has no secret named '${name}'`, detail, { cause: err });
       if (e.statusCode === 403) throw new PermanentError(`The app's identity may not read Key Vault secret '${name}' (403 ${e.code ?? ''})`.trim(), detail, { cause: err });
+      const untrusted = untrustedCertificateCode(err);
+      if (untrusted) throw new PermanentError(untrustedCertificateMessage('Key Vault', untrusted), detail, { cause: err });
       if (isRetryable(err)) throw new RetryableError(`Key Vault did not answer (${e.statusCode ?? e.code ?? 'network error'})`, detail, { cause: err });
       throw new PermanentError(`Key Vault refused to return the secret: ${e.message?.split('\n')[0] ?? 'unknown error'}`, detail, { cause: err });
     }

@@ -147,23 +147,37 @@ describe('command-line tools: tenants and doctor', () => {
     expect((await run('tenants', withSettings('remove', tenantId))).code).toBe(0);
   });
 
-  it('finds .local/local.settings.json on its own and trusts the local CA next to it', async () => {
+  it('finds the stack npm start left (./.local, or --state-dir anywhere) and trusts the CA its settings name', async () => {
     const project = mkdtempSync(join(dir, 'project-'));
-    mkdirSync(join(project, '.local'));
-    writeFileSync(join(project, '.local', 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: appSettingsFor(stack.world, azurite.connectionString, stack) }));
-    writeFileSync(join(project, '.local', 'ca.pem'), inject('tls').caCertPem);
+    const settingsIn = (stateDir: string) => {
+      mkdirSync(join(project, stateDir), { recursive: true });
+      // As npm start writes them: the CA named in the Values, here relative to the settings file.
+      writeFileSync(join(project, stateDir, 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: { ...appSettingsFor(stack.world, azurite.connectionString, stack), NODE_EXTRA_CA_CERTS: 'ca.pem' } }));
+      writeFileSync(join(project, stateDir, 'ca.pem'), inject('tls').caCertPem);
+    };
+    settingsIn('.local');
+    settingsIn('stacks/demo');
     // Without NODE_EXTRA_CA_CERTS, or with it naming another bundle (a machine's or a company's CAs),
-    // the tool must re-run itself with the CA it found, or every HTTPS call fails.
+    // the tool must re-run itself with the CA the settings name, or every HTTPS call fails.
     const otherBundle = join(project, 'corporate-ca.pem');
     writeFileSync(otherBundle, createLocalCa('Some corporate CA').caCertPem);
-    for (const extraCa of [undefined, otherBundle]) {
+    for (const [extraCa, args, source] of [
+      [undefined, [], './.local/local.settings.json'],
+      [otherBundle, [], './.local/local.settings.json'],
+      [undefined, ['--state-dir', 'stacks/demo'], join(project, 'stacks', 'demo', 'local.settings.json')],
+    ] as const) {
       const env = { ...process.env, NODE_EXTRA_CA_CERTS: extraCa };
       if (!extraCa) delete env.NODE_EXTRA_CA_CERTS;
-      const doctor = await run('doctor', ['--json', '--tenant', partner().tenantId], { cwd: project, env });
-      expect(doctor.stderr).toContain('Settings: ./.local/local.settings.json');
+      const doctor = await run('doctor', ['--json', '--tenant', partner().tenantId, ...args], { cwd: project, env });
+      expect(doctor.stderr).toContain(`Settings: ${source.startsWith('/') ? `./${source.slice(project.length + 1)}` : source}`);
       expect(doctor.code, doctor.stderr).toBe(0);
       expect(JSON.parse(doctor.stdout)).toMatchObject({ ok: true, tenants: [{ tenantId: partner().tenantId, ok: true }] });
     }
+    const nowhere = await run('tenants', ['list', '--state-dir', 'no-such-stack'], { cwd: project });
+    expect(nowhere.code).toBe(1);
+    expect(nowhere.stderr).toBe(`error: --state-dir: no local stack's settings in ${join(project, 'no-such-stack')} (no local.settings.json): start the stack there with npm start -- --state-dir no-such-stack, or name the folder it uses\n`);
+    const both = await run('tenants', ['list', '--state-dir', 'stacks/demo', '--settings', 'x.json'], { cwd: project });
+    expect(both).toMatchObject({ code: 2, stderr: 'error: --settings and --state-dir do not go together: give one\n' });
   });
 
   it('prints no secret and no token in any output', () => {

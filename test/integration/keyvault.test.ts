@@ -6,6 +6,9 @@ import { createTokenVerifier } from '../../local/common/bearer.js';
 import { FaultBoard } from '../../local/common/faults.js';
 import { createTokenIssuer, type TokenIssuer } from '../../local/entra/token-issuer.js';
 import { startKeyVault, type KeyVaultStandIn } from '../../local/keyvault/server.js';
+import { createLocalCa } from '../../local/common/tls.js';
+import { PermanentError } from '../../shared/errors.js';
+import { SecretCache } from '../../shared/secrets.js';
 
 // Only a name here: the challenge points to it, and tokens for v2 issuers would carry it. Nothing connects to it.
 const AUTHORITY_HOST = 'https://localhost:9443';
@@ -82,6 +85,28 @@ describe('Key Vault stand-in with the real SecretClient', () => {
   });
   afterAll(() => vault?.close());
   beforeEach(() => faults.clear());
+
+  it('names a vault whose TLS certificate the process does not trust as such, not as a refusal', async () => {
+    // The same stand-in, but signed by a CA this process was not told to trust (as when NODE_EXTRA_CA_CERTS is missing).
+    const untrusted = await startKeyVault({
+      tls: createLocalCa('a CA nobody trusts').issueServerCert(),
+      verifier: createTokenVerifier({ jwks: () => issuer.jwks(), issuerFor: (tid, v) => issuer.issuerFor(tid, v) }),
+      tenantId: VAULT_TENANT,
+      authorityHost: AUTHORITY_HOST,
+      faults,
+      log: () => undefined,
+    });
+    try {
+      const identity = { clientId: randomUUID(), objectId: randomUUID(), homeTenantId: VAULT_TENANT };
+      const cache = new SecretCache(new SecretClient(untrusted.url, new IssuerCredential(issuer, identity), { ...LOCAL_CLIENT_OPTIONS, retryOptions: { maxRetries: 0 } }));
+      const failure = await cache.get('anything').then(() => undefined, (err: unknown) => err as Error);
+      expect(failure).toBeInstanceOf(PermanentError);
+      expect(failure!.message).toMatch(/^Key Vault's TLS certificate is not trusted \((SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY)\): for the local stack, NODE_EXTRA_CA_CERTS must name its CA/);
+      expect(failure!.message).not.toMatch(/refused/);
+    } finally {
+      await untrusted.close();
+    }
+  });
 
   it('answers the challenge, then sets, gets (latest and by version) and lists secrets', async () => {
     const { client, credential } = principal('Key Vault Secrets Officer');

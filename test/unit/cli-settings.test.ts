@@ -45,13 +45,17 @@ describe('command-line settings', () => {
     expect(() => resolveSettings({ settingsFile: 'number.json', cwd: dir, env: {} })).toThrow(/Values.POLL_MAX_PAGES_PER_RUN must be a string/);
   });
 
-  it('finds the local CA beside the settings npm start wrote, only for settings that point at loopback', () => {
-    const stackSettings = write('.local/local.settings.json', {});
-    const rootSettings = write('local.settings.json', {});
-    expect(localCaFor(stackSettings)).toBeUndefined();
+  it('trusts the CA the settings file names (Values.NODE_EXTRA_CA_CERTS, relative to the file), whatever its folder is called', () => {
+    const elsewhere = write('stacks/demo/local.settings.json', { NODE_EXTRA_CA_CERTS: 'ca.pem' });
+    const settings = resolveSettings({ settingsFile: elsewhere, cwd: dir, env: {} });
+    expect(() => localCaFor(settings)).toThrow(`Values.NODE_EXTRA_CA_CERTS names ${join(dir, 'stacks', 'demo', 'ca.pem')}, which does not exist`);
+    writeFileSync(join(dir, 'stacks', 'demo', 'ca.pem'), 'PEM');
+    expect(localCaFor(settings)).toBe(join(dir, 'stacks', 'demo', 'ca.pem'));
+    // A folder called .local with a ca.pem in it is not trusted unless the settings name it.
+    mkdirSync(join(dir, '.local'), { recursive: true });
     writeFileSync(join(dir, '.local', 'ca.pem'), 'PEM');
-    expect(localCaFor(stackSettings)).toBe(join(dir, '.local', 'ca.pem'));
-    expect(localCaFor(rootSettings)).toBe(join(dir, '.local', 'ca.pem'));
+    const unnamed = write('.local/local.settings.json', {});
+    expect(localCaFor(resolveSettings({ settingsFile: unnamed, cwd: dir, env: {} }))).toBeUndefined();
     expect(pointsAtLocalStack({ ENTRA_AUTHORITY_HOST: 'https://localhost:4443' })).toBe(true);
     expect(pointsAtLocalStack({ KEY_VAULT_URL: 'https://127.0.0.1:1234' })).toBe(true);
     expect(pointsAtLocalStack({ KEY_VAULT_URL: 'https://relay-kv.vault.azure.net', ENTRA_AUTHORITY_HOST: 'https://login.microsoftonline.com' })).toBe(false);

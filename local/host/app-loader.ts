@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { resolveAppSettings } from './app-settings.js';
+import { resolveAppSettings, UnresolvedSettingError } from './app-settings.js';
 import type { CoreRegistry, RegisteredFunction } from './core-api.js';
 import { expandGlob } from './glob.js';
 import { parseRouteTemplate, type RouteTemplate } from './routes.js';
@@ -177,5 +177,18 @@ export async function loadApp(appDir: string, registry: CoreRegistry, afterImpor
     const capabilities = await model.getCapabilities({});
     if (capabilities.HttpUri) throw new Error('app.setup({ enableHttpStream: true }) is not supported by the local host.');
   }
-  return checkHttpRoutes([...registry.functions.values()].map(describeFunction));
+  // A %SETTING% no app setting provides puts that function in error, as in Azure; anything else this
+  // host cannot run stops it.
+  const described: HostedFunction[] = [];
+  const unresolved: FunctionError[] = [];
+  for (const fn of registry.functions.values()) {
+    try {
+      described.push(describeFunction(fn));
+    } catch (error) {
+      if (!(error instanceof UnresolvedSettingError)) throw error;
+      unresolved.push({ name: fn.metadata.name, message: error.message });
+    }
+  }
+  const checked = checkHttpRoutes(described);
+  return { functions: checked.functions, errors: [...unresolved, ...checked.errors] };
 }

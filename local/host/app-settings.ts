@@ -28,12 +28,22 @@ export function applyLocalSettings(appDir: string, env: NodeJS.ProcessEnv = proc
  * Resolves `%NAME%` references in a binding string from app settings, as the host does for every
  * binding property. A missing setting is a start-up error naming the function and the setting.
  */
+/**
+ * A binding property's `%SETTING%` that no app setting provides: the real host fails that function's
+ * indexing with this message (azure-webjobs-sdk src/Microsoft.Azure.WebJobs.Host/NameResolverExtensions.cs,
+ * "'%X%' does not resolve to a value.") and puts only that function in error.
+ */
+export class UnresolvedSettingError extends Error {
+  constructor(readonly functionName: string, readonly setting: string, property: string) {
+    super(`Microsoft.Azure.WebJobs.Host: Error indexing method 'Functions.${functionName}'. Microsoft.Azure.WebJobs.Host: '%${setting}%' does not resolve to a value. ('${property}' refers to app setting '${setting}', which is not set.)`);
+    this.name = 'UnresolvedSettingError';
+  }
+}
+
 export function resolveAppSettings(value: string, functionName: string, property: string, env: NodeJS.ProcessEnv = process.env): string {
   return value.replace(/%([^%]+)%/g, (_whole, name: string) => {
     const setting = env[name];
-    if (setting === undefined) {
-      throw new Error(`Function '${functionName}': '${property}' refers to app setting '${name}' (%${name}%), which is not set.`);
-    }
+    if (setting === undefined) throw new UnresolvedSettingError(functionName, name, property);
     return setting;
   });
 }

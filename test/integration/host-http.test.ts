@@ -153,10 +153,17 @@ describe('local host: HTTP triggers', () => {
     expect((await fetch(`${host.url}/admin/functions/nope`, { method: 'POST', body: '{}' })).status).toBe(404);
   });
 
-  it('refuses to start when a %SETTING% is missing, naming the function and setting', async () => {
-    const { code, output } = await spawnHostExpectingFailure({ env: { ...baseEnv, FIXTURE_SCHEDULE: undefined } });
-    expect(code).toBe(1);
-    expect(output).toContain("Function 'tick': 'schedule' refers to app setting 'FIXTURE_SCHEDULE' (%FIXTURE_SCHEDULE%), which is not set.");
+  it('puts a function whose %SETTING% is missing in error, naming it and the setting, and runs the others', async () => {
+    const partial = await spawnHost({ env: { ...baseEnv, FIXTURE_SCHEDULE: undefined, FIXTURE_ROUTE: undefined } });
+    try {
+      await partial.waitForLine(/^ {2}tick: in error: /);
+      expect(partial.lines).toContain("  tick: in error: Microsoft.Azure.WebJobs.Host: Error indexing method 'Functions.tick'. Microsoft.Azure.WebJobs.Host: '%FIXTURE_SCHEDULE%' does not resolve to a value. ('schedule' refers to app setting 'FIXTURE_SCHEDULE', which is not set.)");
+      expect(partial.lines.some((l) => l.includes("The 'settingRoute' function is in error: ") && l.includes("'%FIXTURE_ROUTE%' does not resolve to a value."))).toBe(true);
+      expect((await fetch(`${partial.url}/api/greet`)).status).toBe(200);
+      expect((await fetch(`${partial.url}/admin/functions/tick`, { method: 'POST', body: '{}' })).status).toBe(404);
+    } finally {
+      await partial.stop();
+    }
   });
 
   it('on SIGTERM finishes in-flight invocations, refuses new ones and exits 0', async () => {

@@ -106,7 +106,9 @@ describe('host.json and settings', () => {
 
   it('resolves %SETTING% and names a missing one', () => {
     expect(resolveAppSettings('%A%-x-%B%', 'fn', 'queueName', { A: 'one', B: 'two' })).toBe('one-x-two');
-    expect(() => resolveAppSettings('%MISSING%', 'fn', 'schedule', {})).toThrow("Function 'fn': 'schedule' refers to app setting 'MISSING' (%MISSING%), which is not set.");
+    expect(() => resolveAppSettings('%MISSING%', 'fn', 'schedule', {})).toThrow(
+      "Microsoft.Azure.WebJobs.Host: Error indexing method 'Functions.fn'. Microsoft.Azure.WebJobs.Host: '%MISSING%' does not resolve to a value. ('schedule' refers to app setting 'MISSING', which is not set.)",
+    );
   });
 
   it('copies local.settings.json Values without overriding the environment', () => {

@@ -63,7 +63,7 @@ export async function startBenchWorld(tls: KeyAndCert): Promise<BenchWorld> {
     cleanups.push(() => entra.close());
     const keyVault = await startKeyVault({ tls, verifier: entra.verifier, tenantId: world.provider.tenantId, authorityHost: entra.url, faults });
     cleanups.push(() => keyVault.close());
-    const defender = await startDefender({ tls, verifier: entra.verifier, faults, limits: UNLIMITED });
+    const defender = await startDefender({ tls, verifier: entra.verifier, faults, limits: UNLIMITED, getIncidentLimits: UNLIMITED });
     cleanups.push(() => defender.close());
     await seedWorld(world, entra, keyVault, defender);
 

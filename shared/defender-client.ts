@@ -59,6 +59,7 @@ export interface DefenderClientOptions {
   maxWaitMs?: number;
   sleep?: (ms: number) => Promise<void>;
   random?: () => number;
+  now?: () => number;
 }
 
 export const PAGE_SIZE = 100; // the documented maximum of $top
@@ -78,12 +79,44 @@ interface Call {
   path: string;
   query?: Record<string, string>;
   body?: unknown;
+  /** false: a call this client timed out on is not sent again (the server may still be running it). */
+  retryTimeouts?: boolean;
+}
+
+/**
+ * Advanced hunting refused for the tenant for longer than the client waits: a 429 for its CPU quota
+ * ("blocked ... until after the next 15-minute cycle", api-advanced-hunting.md) or a call quota. The
+ * client remembers it and sends no query for the tenant until then (`sent` false): hunting is
+ * optional, and asking again would only spend the tenant's call budget on more 429s.
+ */
+export class HuntingRefusedError extends RetryableError {
+  constructor(
+    message: string,
+    /** Whether this call reached Defender (the 429 itself) or was not sent (remembered). */
+    readonly sent: boolean,
+    /** What is spent: `cpu` (the tenant's CPU quota) or `calls` (a call quota). */
+    readonly quota: 'cpu' | 'calls',
+    context: { tenantId: string; operation: string; retryAfterMs: number; status?: number; code?: string },
+  ) {
+    super(message, context);
+  }
+}
+
+/** A call the client gave up waiting for (its own `timeoutMs`). */
+class ClientTimeoutError extends RetryableError {}
+
+interface HuntingRefusal {
+  until: number;
+  quota: 'cpu' | 'calls';
+  said: string;
 }
 
 export class DefenderClient {
   readonly budget: CallBudget;
   readonly budgetClass: BudgetClass;
   #calls = new Map<string, number>();
+  /** Per tenant: advanced hunting refused until when, and why (shared by the views). */
+  #huntingRefused = new Map<string, HuntingRefusal>();
   /** This client and its views, one per budget class, shared by all of them. */
   #views = new Map<BudgetClass, DefenderClient>();
   readonly #o: Required<Omit<DefenderClientOptions, 'budget' | 'budgetClass'>>;
@@ -100,6 +133,7 @@ export class DefenderClient {
       maxWaitMs: 60_000,
       sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
       random: Math.random,
+      now: Date.now,
       ...options,
       apiUrl: options.apiUrl.replace(/\/+$/, ''),
     };
@@ -116,6 +150,7 @@ export class DefenderClient {
     if (!view) {
       view = new DefenderClient({ ...this.#o, budget: this.budget, budgetClass });
       view.#calls = this.#calls;
+      view.#huntingRefused = this.#huntingRefused;
       view.#views = this.#views;
       this.#views.set(budgetClass, view);
     }
@@ -167,8 +202,31 @@ export class DefenderClient {
     return this.#send(tenant, { operation: `updateIncident ${incidentId}`, method: 'PATCH', path: `/api/incidents/${incidentId}`, body: update });
   }
 
-  runHuntingQuery(tenant: Tenant, query: string): Promise<HuntingResult> {
-    return this.#send(tenant, { operation: 'runHuntingQuery', method: 'POST', path: '/api/advancedhunting/run', body: { Query: query } });
+  /**
+   * Runs an advanced hunting query. A query is optional work that costs the tenant CPU: one this client
+   * timed out on is not sent again, and once Defender refuses hunting for longer than the client waits
+   * (a `HuntingRefusedError`), no query for the tenant is sent until that time has passed.
+   */
+  async runHuntingQuery(tenant: Tenant, query: string): Promise<HuntingResult> {
+    const operation = 'runHuntingQuery';
+    const now = this.#o.now();
+    const refused = this.#huntingRefused.get(tenant.tenantId);
+    if (refused && refused.until > now) {
+      throw new HuntingRefusedError(`Defender refuses advanced hunting for the tenant until ${new Date(refused.until).toISOString()}: ${refused.said}`, false, refused.quota, {
+        tenantId: tenant.tenantId,
+        operation,
+        retryAfterMs: refused.until - now,
+      });
+    }
+    try {
+      return await this.#send(tenant, { operation, method: 'POST', path: '/api/advancedhunting/run', body: { Query: query }, retryTimeouts: false });
+    } catch (err) {
+      // #send gives a 429 back at once when its wait is longer than the client waits.
+      if (!(err instanceof RetryableError) || err.status !== 429 || err.retryAfterMs === undefined || err.retryAfterMs <= this.#o.maxWaitMs) throw err;
+      const refusal: HuntingRefusal = { until: this.#o.now() + err.retryAfterMs, quota: CPU_QUOTA_SPENT.test(err.message) ? 'cpu' : 'calls', said: err.message };
+      this.#huntingRefused.set(tenant.tenantId, refusal);
+      throw new HuntingRefusedError(err.message, true, refusal.quota, { tenantId: tenant.tenantId, operation, retryAfterMs: err.retryAfterMs, status: 429, code: err.code });
+    }
   }
 
   async #send<T>(tenant: Tenant, call: Call): Promise<T> {
@@ -190,6 +248,7 @@ export class DefenderClient {
         }
         if (err instanceof UnauthorizedOnce) throw new PermanentError(`Defender refused the token (401): ${err.message}`, { ...context, status: 401, code: 'Unauthorized' });
         if (!(err instanceof RetryableError)) throw err;
+        if (err instanceof ClientTimeoutError && call.retryTimeouts === false) throw err;
         failure = err;
       }
       if (attempt >= this.#o.maxRetries) throw failure;
@@ -218,6 +277,9 @@ export class DefenderClient {
       });
       text = await response.text();
     } catch (err) {
+      if ((err as Error).name === 'TimeoutError') {
+        throw new ClientTimeoutError(`Defender did not answer within ${this.#o.timeoutMs / 1000} s`, context, { cause: err });
+      }
       if (isRetryable(err) || (err as Error).name === 'TypeError') {
         throw new RetryableError(`Defender could not be reached: ${(err as Error).message}`, context, { cause: err });
       }
@@ -235,7 +297,7 @@ export class DefenderClient {
     const detail = { ...context, status: response.status, code: error.code };
     if (response.status === 401) throw new UnauthorizedOnce(error.message ?? 'Unauthorized');
     if (response.status === 429) {
-      const retryAfterMs = retryAfter(response.headers.get('retry-after'), error.message);
+      const retryAfterMs = retryAfter(response.headers.get('retry-after'), error.message) ?? cpuQuotaWait(error.message, this.#o.now());
       throw new RetryableError(`Defender throttled the call (429): ${error.message ?? 'TooManyRequests'}`, { ...detail, retryAfterMs });
     }
     if (response.status === 408 || response.status >= 500) {
@@ -260,7 +322,11 @@ function parseError(text: string): { code?: string; message?: string } {
   }
 }
 
-/** 429: the Retry-After header (seconds or a date), else "Try again in N seconds" in the body. */
+/**
+ * 429: the Retry-After header (seconds or a date), else the wait in the body: "Try again in N seconds"
+ * (the incidents API), or a TimeSpan after "in" ("You can run queries again in 00:14:59.", advanced
+ * hunting's CPU quota; `[d.]hh:mm:ss[.fffffff]`).
+ */
 export function retryAfter(header: string | null, message: string | undefined): number | undefined {
   if (header) {
     const seconds = Number(header);
@@ -269,5 +335,22 @@ export function retryAfter(header: string | null, message: string | undefined): 
     if (!Number.isNaN(date)) return Math.max(0, date - Date.now());
   }
   const m = /(\d+)\s*seconds?/i.exec(message ?? '');
-  return m ? Number(m[1]) * 1000 : undefined;
+  if (m) return Number(m[1]) * 1000;
+  const span = /\bin\s+(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.\d+)?/i.exec(message ?? '');
+  if (!span) return undefined;
+  const [, days, hours, minutes, seconds] = span.map(Number) as [number, number, number, number, number];
+  return ((Number.isNaN(days) ? 0 : days) * 86_400 + hours * 3600 + minutes * 60 + seconds) * 1000;
+}
+
+/** Advanced hunting's CPU-quota 429 (advanced-hunting-errors.md, "CPU throttling"). */
+const CPU_QUOTA_SPENT = /exceeded processing resources/i;
+const CPU_CYCLE_MS = 15 * 60_000;
+
+/**
+ * A CPU-quota 429 whose wait could not be read: "blocked ... until after the next 15-minute cycle"
+ * (api-advanced-hunting.md), so until the next quarter hour rather than a retry in seconds.
+ */
+function cpuQuotaWait(message: string | undefined, now: number): number | undefined {
+  if (!CPU_QUOTA_SPENT.test(message ?? '')) return undefined;
+  return (Math.floor(now / CPU_CYCLE_MS) + 1) * CPU_CYCLE_MS - now;
 }

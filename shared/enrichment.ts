@@ -1,5 +1,5 @@
 import { BudgetSpentError, type BudgetClass } from './call-budget.js';
-import type { DefenderClient, HuntingResult } from './defender-client.js';
+import { HuntingRefusedError, type DefenderClient, type HuntingResult } from './defender-client.js';
 import { describeError } from './redact.js';
 import { PermanentError, RetryableError } from './errors.js';
 import {
@@ -687,6 +687,12 @@ async function runHunting(spec: HuntingQuerySpec, enrichment: Enrichment, tenant
   try {
     result = await deps.defender.runHuntingQuery(tenant, filled.query);
   } catch (err) {
+    if (err instanceof HuntingRefusedError) {
+      // Blocked for minutes (the CPU quota until the next 15-minute cycle): routed without it, and not asked again until then.
+      const minutes = Math.max(1, Math.ceil((err.retryAfterMs ?? 0) / 60_000));
+      notes.push(`${label} skipped: Defender's advanced hunting ${err.quota === 'cpu' ? 'CPU' : 'call'} quota for the tenant is spent for the next ${minutes} min (${describeError(err)})`);
+      return { called: err.sent };
+    }
     const why = err instanceof RetryableError ? 'failed for now (not retried, the query is optional)' : err instanceof PermanentError ? 'failed' : 'failed unexpectedly';
     notes.push(`${label} ${why}: ${describeError(err)}`);
     return { called: true };

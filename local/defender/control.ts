@@ -2,6 +2,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { z } from 'zod';
 import type { FaultBoard } from '../common/faults.js';
 import { generateIncidents } from './generator.js';
+import type { HuntingQuota } from './hunting-quota.js';
 import type { RateLimiter } from './rate-limiter.js';
 import type { CallStats } from './stats.js';
 import type { IncidentStore } from './store.js';
@@ -17,6 +18,7 @@ export interface ControlDependencies {
   faults: FaultBoard;
   stats: CallStats;
   limiters: RateLimiter[];
+  hunting: HuntingQuota;
   now: () => number;
 }
 
@@ -62,6 +64,11 @@ const faultSpec = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('malformed') }),
   z.strictObject({ kind: z.literal('outage') }),
 ]);
+const huntingSettings = z.strictObject({
+  cpuSecondsPerCycle: z.number().positive().max(1_000_000).optional(),
+  quotaSpent: z.literal(true).optional(),
+  nextQueries: z.strictObject({ runSeconds: z.number().min(0).max(86_400), count: z.number().int().min(1).max(10_000).optional() }).optional(),
+});
 const faultTarget = z.enum(['defender', 'entra', 'keyvault']);
 const pagingChurn = z.strictObject({ perPage: z.number().int().min(1).max(100), pages: z.number().int().min(1).max(1000) });
 const faultBody = z.strictObject({
@@ -175,6 +182,27 @@ export function createControlRouter(deps: ControlDependencies): express.Router {
     res.status(204).end();
   });
 
+  // Advanced hunting's CPU quota and timeout per tenant (hunting-quota.ts): read the cycle's use; size the
+  // quota, mark it spent for this cycle, or make the next queries run long (PATCH); back to defaults (DELETE).
+  router.get('/tenants/:tenantId/hunting', (req, res) => {
+    const tenantId = String(req.params.tenantId);
+    requireTenant(tenantId);
+    res.json(deps.hunting.state(tenantId));
+  });
+
+  router.patch('/tenants/:tenantId/hunting', (req, res) => {
+    const tenantId = String(req.params.tenantId);
+    requireTenant(tenantId);
+    res.json(deps.hunting.configure(tenantId, parse(huntingSettings, req.body, 'hunting settings')));
+  });
+
+  router.delete('/tenants/:tenantId/hunting', (req, res) => {
+    const tenantId = String(req.params.tenantId);
+    requireTenant(tenantId);
+    deps.hunting.reset(tenantId);
+    res.status(204).end();
+  });
+
   router.post('/faults', (req, res) => {
     const { target, spec, times, pathContains } = parse(faultBody, req.body, 'fault');
     res.status(201).json(deps.faults.add(target, spec, times, pathContains));
@@ -201,6 +229,7 @@ export function createControlRouter(deps: ControlDependencies): express.Router {
 
   router.post('/limits/reset', (_req, res) => {
     for (const limiter of deps.limiters) limiter.reset();
+    deps.hunting.reset();
     res.status(204).end();
   });
 

@@ -26,8 +26,14 @@ export class RateLimiter {
 
   /** Admits and records the call, or says how many whole seconds until one would be admitted. */
   tryAcquire(key: string): RateDecision {
+    return acquireAll([this], key);
+  }
+
+  /** Milliseconds until this key's next call would be admitted (0: now); records nothing. */
+  waitMs(key: string): number {
     const now = this.#now();
     const times = (this.#admitted.get(key) ?? []).filter((t) => t > now - this.#longestMs);
+    this.#admitted.set(key, times);
     let waitMs = 0;
     for (const { limit, windowMs } of this.#windows) {
       const inWindow = times.filter((t) => t > now - windowMs);
@@ -37,16 +43,29 @@ export class RateLimiter {
         waitMs = Math.max(waitMs, mustExpire + windowMs - now);
       }
     }
-    if (waitMs > 0) {
-      this.#admitted.set(key, times);
-      return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil(waitMs / 1000)) };
-    }
-    times.push(now);
+    return waitMs;
+  }
+
+  /** Records an admitted call. */
+  record(key: string): void {
+    const times = this.#admitted.get(key) ?? [];
+    times.push(this.#now());
     this.#admitted.set(key, times);
-    return { allowed: true };
   }
 
   reset(): void {
     this.#admitted.clear();
   }
+}
+
+/**
+ * A call that several quotas count (get incident: the incidents API's shared one and its own) is
+ * admitted only when every one of them admits it, and is then recorded in each; refused, it is
+ * recorded in none, and the wait is the longest any of them asks.
+ */
+export function acquireAll(limiters: readonly RateLimiter[], key: string): RateDecision {
+  const waitMs = Math.max(0, ...limiters.map((limiter) => limiter.waitMs(key)));
+  if (waitMs > 0) return { allowed: false, retryAfterSeconds: Math.max(1, Math.ceil(waitMs / 1000)) };
+  for (const limiter of limiters) limiter.record(key);
+  return { allowed: true };
 }

@@ -220,6 +220,68 @@ describe('rate limits', () => {
     const stats = defender.stats.for(TENANT_A, clientId);
     expect(stats).toMatchObject({ calls: 52, throttled: 1, errors: 0, byEndpoint: { listIncidents: 52 } });
   });
+
+  it('counts get-incident calls against the shared 50 a minute as well (the shared quota binds first at the documented limits)', async () => {
+    const clientId = 'aaaaaaaa-0000-4000-8000-000000000053';
+    const token = await appToken({ clientId });
+    for (let i = 0; i < 50; i += 1) expect((await call('/api/incidents/1', { token })).status).toBe(200);
+    expectDefenderError(await call('/api/incidents/1', { token }), 429, 'TooManyRequests', /Try again in \d+ seconds/);
+    expectDefenderError(await call('/api/incidents?$top=1', { token }), 429, 'TooManyRequests');
+  });
+
+  describe('get incident has a quota of its own: 100 a minute and 1,500 an hour, on top of the shared one', () => {
+    // A stand-in whose shared quota is raised above get-incident's own, so that the own one shows.
+    let raised: DefenderStandIn;
+    let raisedOffsetMs = 0;
+    const raisedCall = async (path: string, token: string) => {
+      const response = await fetch(`${raised.url}${path}`, { headers: { authorization: `Bearer ${token}` } });
+      const text = await response.text();
+      return { status: response.status, headers: response.headers, text, json: JSON.parse(text) } as Answer;
+    };
+    beforeAll(async () => {
+      const verifier = createTokenVerifier({ jwks: () => issuer.jwks(), issuerFor: (tid, version) => issuer.issuerFor(tid, version) });
+      raised = await startDefender({ tls: inject('tls'), verifier, faults: new FaultBoard(), limits: { perMinute: 100_000, perHour: 1_000_000 }, now: () => Date.now() + raisedOffsetMs });
+      raised.store.provisionTenant(TENANT_A, 'Contoso');
+      await fetch(`${raised.controlUrl}/tenants/${TENANT_A}/incidents`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ count: 3, seed: 'own-quota' }) });
+    });
+    afterAll(async () => {
+      await raised?.close();
+    });
+
+    it('answers the 101st get in a minute 429 with the wait in the body, while listing still works, then recovers', async () => {
+      const clientId = 'aaaaaaaa-0000-4000-8000-000000000101';
+      const token = await appToken({ clientId });
+      for (let i = 0; i < 100; i += 1) expect((await raisedCall('/api/incidents/1', token)).status).toBe(200);
+      const throttled = await raisedCall('/api/incidents/1', token);
+      expectDefenderError(throttled, 429, 'TooManyRequests', /^Rate limit is exceeded\. Try again in \d+ seconds\.$/);
+      const wait = Number(/in (\d+) seconds/.exec(throttled.json.error.message)![1]);
+      expect(wait).toBeGreaterThanOrEqual(50);
+      expect(wait).toBeLessThanOrEqual(60);
+      // Only get incident is throttled: the shared quota has room, and another app has its own.
+      expect((await raisedCall('/api/incidents?$top=1', token)).status).toBe(200);
+      expect((await raisedCall('/api/incidents/1', await appToken({ clientId: 'aaaaaaaa-0000-4000-8000-000000000102' }))).status).toBe(200);
+      raisedOffsetMs += wait * 1000;
+      expect((await raisedCall('/api/incidents/1', token)).status).toBe(200);
+      expect(raised.stats.for(TENANT_A, clientId)).toMatchObject({ throttled: 1, byEndpoint: { getIncident: 102 } });
+    });
+
+    it('answers the 1,501st get in an hour 429 until the oldest call of the hour has left it', async () => {
+      const token = await appToken({ clientId: 'aaaaaaaa-0000-4000-8000-000000001500' });
+      const firstAt = Date.now() + raisedOffsetMs;
+      for (let minute = 0; minute < 15; minute += 1) {
+        for (let i = 0; i < 100; i += 1) expect((await raisedCall('/api/incidents/2', token)).status).toBe(200);
+        raisedOffsetMs += 61_000;
+      }
+      const throttled = await raisedCall('/api/incidents/2', token);
+      expectDefenderError(throttled, 429, 'TooManyRequests');
+      const wait = Number(/in (\d+) seconds/.exec(throttled.json.error.message)![1]);
+      // The first call of the hour leaves it an hour after it was made (15 minutes of the stand-in's clock ago, plus the real time the calls took).
+      const expected = (firstAt + 3_600_000 - (Date.now() + raisedOffsetMs)) / 1000;
+      expect(Math.abs(wait - expected)).toBeLessThan(3);
+      raisedOffsetMs += wait * 1000;
+      expect((await raisedCall('/api/incidents/2', token)).status).toBe(200);
+    }, 60_000);
+  });
 });
 
 describe('authentication and authorization', () => {
@@ -415,6 +477,95 @@ describe('POST /api/advancedhunting/run', () => {
     expectDefenderError(throttled, 429, 'TooManyRequests');
     expect(Number(throttled.headers.get('retry-after'))).toBeGreaterThan(0);
     expect((await call('/api/incidents?$top=1', { token })).status).toBe(200);
+  });
+
+  describe("the tenant's CPU quota and the 3-minute timeout", () => {
+    const TENANT_C = '55555555-5555-4555-8555-555555555555';
+    const huntC = async (query = 'AlertInfo | take 3') =>
+      call('/api/advancedhunting/run', { token: await appToken({ tenantId: TENANT_C, clientId: 'aaaaaaaa-0000-4000-8000-0000000000c0' }), method: 'POST', body: { Query: query } });
+    const state = async () => (await (await control(`/tenants/${TENANT_C}/hunting`)).json()) as { cpuSecondsPerCycle: number; cpuSecondsUsed: number; cycleEndsAt: string; blocked: boolean };
+    const cpuOf = (answer: Answer) => {
+      const [h, m, s] = String(answer.json.Stats.resource_usage.cpu['total cpu']).split(':').map(Number) as [number, number, number];
+      return h * 3600 + m * 60 + s;
+    };
+
+    beforeAll(async () => {
+      expect((await control(`/tenants/${TENANT_C}`, 'POST', { displayName: 'Tailspin' })).status).toBe(201);
+      expect((await control(`/tenants/${TENANT_C}/incidents`, 'POST', { count: 40, seed: 'cpu' })).status).toBe(201);
+    });
+    beforeEach(async () => {
+      // Start each test at the start of a 15-minute cycle, so that no cycle ends mid-test.
+      const { cycleEndsAt } = await state();
+      clockOffsetMs += Date.parse(cycleEndsAt) - (Date.now() + clockOffsetMs) + 1_000;
+    });
+
+    it('costs each query CPU deterministically from the rows it scans, and reports it in Stats', async () => {
+      const first = await huntC();
+      const second = await huntC();
+      expect(first.status, first.text).toBe(200);
+      expect(cpuOf(first)).toBeGreaterThan(0);
+      expect(cpuOf(second)).toBe(cpuOf(first));
+      expect(first.json.Stats.ExecutionTime).toBe(cpuOf(first));
+      expect((await state()).cpuSecondsUsed).toBeCloseTo(2 * cpuOf(first), 6);
+    });
+
+    it('blocks the tenant with 429 and the documented message once 100% of its CPU is used, until the next 15-minute cycle', async () => {
+      const cost = cpuOf(await huntC());
+      // A quota of 2.5 queries: the one that crosses 100% still runs, the next is blocked.
+      expect((await control(`/tenants/${TENANT_C}/hunting`, 'PATCH', { cpuSecondsPerCycle: 2.5 * cost })).status).toBe(200);
+      expect((await huntC()).status).toBe(200);
+      expect((await huntC()).status).toBe(200);
+      const blocked = await huntC();
+      expectDefenderError(blocked, 429, 'TooManyRequests', /^You have exceeded processing resources allocated to this tenant\. You can run queries again in \d{2}:\d{2}:\d{2}\.$/);
+      expect(blocked.headers.get('retry-after')).toBeNull();
+      const [h, m, s] = /in (\d{2}):(\d{2}):(\d{2})/.exec(blocked.json.error.message)!.slice(1).map(Number) as [number, number, number];
+      const wait = h * 3600 + m * 60 + s;
+      const { cycleEndsAt, blocked: isBlocked } = await state();
+      expect(isBlocked).toBe(true);
+      expect(Math.abs(wait * 1000 - (Date.parse(cycleEndsAt) - (Date.now() + clockOffsetMs)))).toBeLessThan(2_000);
+      expect(wait).toBeGreaterThan(14 * 60);
+
+      // Per tenant: another tenant runs queries; the incidents API is not affected.
+      expect((await hunt({ Query: 'AlertInfo | take 1' })).status).toBe(200);
+      expect((await call('/api/incidents?$top=1', { token: await appToken({ tenantId: TENANT_C }) })).status).toBe(200);
+
+      clockOffsetMs += (wait - 60) * 1000;
+      expect((await huntC()).status).toBe(429);
+      clockOffsetMs += 61_000;
+      expect((await huntC()).status).toBe(200);
+      expect((await state()).blocked).toBe(false);
+    });
+
+    it('can be marked spent for the current cycle from the control surface or in-process', async () => {
+      expect((await control(`/tenants/${TENANT_C}/hunting`, 'PATCH', { quotaSpent: true })).status).toBe(200);
+      expectDefenderError(await huntC(), 429, 'TooManyRequests', /exceeded processing resources/);
+      expect((await control(`/tenants/${TENANT_C}/hunting`, 'DELETE')).status).toBe(204);
+      expect((await huntC()).status).toBe(200);
+      defender.hunting.configure(TENANT_C, { quotaSpent: true });
+      expect((await huntC()).status).toBe(429);
+      defender.hunting.reset();
+      expect((await huntC()).status).toBe(200);
+    });
+
+    it('answers a query that runs over three minutes 400 "Query exceeded the timeout period." and charges the three minutes', async () => {
+      expect((await control(`/tenants/${TENANT_C}/hunting`, 'PATCH', { nextQueries: { runSeconds: 200 } })).status).toBe(200);
+      const timedOut = await huntC();
+      expectDefenderError(timedOut, 400, 'BadRequest', /^Query exceeded the timeout period\.$/);
+      expect((await state()).cpuSecondsUsed).toBeGreaterThanOrEqual(180);
+      // Only the next query was slow; one just under the limit completes, and says how long it ran.
+      defender.hunting.configure(TENANT_C, { nextQueries: { runSeconds: 179, count: 1 } });
+      const slow = await huntC();
+      expect(slow.status, slow.text).toBe(200);
+      expect(slow.json.Stats.ExecutionTime).toBe(179);
+      expect((await huntC()).json.Stats.ExecutionTime).toBeLessThan(179);
+    });
+
+    it('validates the control requests', async () => {
+      expect((await control(`/tenants/${TENANT_C}/hunting`, 'PATCH', { cpuSecondsPerCycle: 0 })).status).toBe(400);
+      expect((await control(`/tenants/${TENANT_C}/hunting`, 'PATCH', { nextQueries: { runSeconds: -1 } })).status).toBe(400);
+      expect((await control(`/tenants/${TENANT_C}/hunting`, 'PATCH', { spend: 'all' })).status).toBe(400);
+      expect((await control(`/tenants/${TENANT_UNPROVISIONED}/hunting`)).status).toBe(404);
+    });
   });
 
   it.each([

@@ -19,6 +19,12 @@ import { drainQueue } from '../support/queues.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
 import { startThrottlingStorage } from '../support/throttling-storage.js';
 
+/** The CPU quota resets every quarter hour: a test that marks it spent must not straddle the reset, so it starts well before one. */
+async function clearOfCycleEnd(defender: { hunting: { state(tenantId: string): { cycleEndsAt: string } } }, tenantId: string, marginMs = 45_000): Promise<void> {
+  const left = Date.parse(defender.hunting.state(tenantId).cycleEndsAt) - Date.now();
+  if (left < marginMs) await new Promise((resolve) => setTimeout(resolve, left + 1_000));
+}
+
 /**
  * The enricher end to end with the demo routes: five outcomes per path — what it returns, the state it
  * writes (delivery log, Defender write-back), the calls it makes (Defender, webhooks), the messages it
@@ -246,6 +252,30 @@ describe('enrichIncident: enrich and route, exactly once', () => {
     expect(outcome.apiCalls).toBe(0);
     expect(logs.join('\n')).toMatch(/write-back for route high-to-soc skipped: the tenant's API budget is spent/);
     expect(stack.defender.store.get(envelope.tenantId, envelope.incidentId)!.tags).not.toContain('relayed:high-to-soc');
+  });
+
+  it('routes incidents while the tenant’s advanced hunting CPU quota is spent: one 429, then hunting skipped without a call, each noted', { timeout: 90_000 }, async () => {
+    const tenantId = fabrikam().tenantId;
+    await clearOfCycleEnd(stack.defender, tenantId);
+    stack.defender.hunting.configure(tenantId, { quotaSpent: true });
+    try {
+      const defender = new DefenderClient({ apiUrl: stack.defender.url, tokens: services.tokens });
+      const outcomes = [];
+      for (let i = 0; i < 3; i += 1) outcomes.push(await handleIncidentEvent(seedIncident(highRisk).envelope, { ...deps, defender }, log));
+      for (const outcome of outcomes) {
+        expect(outcome).toMatchObject({ status: 'routed', routes: ['high-to-soc'] });
+        if (outcome.status !== 'routed') throw new Error('not routed');
+        expect(outcome.enrichment.notes.join('\n')).toMatch(/advanced hunting 'recent-logons' skipped: Defender's advanced hunting CPU quota for the tenant is spent for the next \d+ min \(.*You have exceeded processing resources allocated to this tenant/);
+      }
+      // Only the first event asked for hunting (the 429, not retried); each wrote back its tag.
+      expect(outcomes.map((o) => (o.status === 'routed' ? o.apiCalls : -1))).toEqual([1, 0, 0]);
+      expect(defender.calls.get(tenantId)).toBe(4);
+      const routed = (await drain('routed-high')) as { enrichment: { notes: string[] } }[];
+      expect(routed).toHaveLength(3);
+      expect(routed.every((r) => r.enrichment.notes.some((n) => n.includes('CPU quota')))).toBe(true);
+    } finally {
+      stack.defender.hunting.reset();
+    }
   });
 
   it('dead-letters what can never be routed: an invalid event, an unknown tenant', async () => {

@@ -1,6 +1,8 @@
 import { randomBytes, randomUUID } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, inject, it, vi } from 'vitest';
+import { FaultBoard } from '../../local/common/faults.js';
 import { generateIncidents, type Incident } from '../../local/defender/generator.js';
+import { startDefender } from '../../local/defender/server.js';
 import { DEFENDER_RESOURCE } from '../../local/demo.js';
 import { CallBudget } from '../../shared/call-budget.js';
 import { loadConfig } from '../../shared/config.js';
@@ -11,6 +13,12 @@ import { createServices, type Services } from '../../shared/services.js';
 import type { Tenant } from '../../shared/tenants.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
 import { TENANT_CREDENTIAL_TAGS } from '../../shared/credential-fence.js';
+
+/** The CPU quota resets every quarter hour: a test that marks it spent must not straddle the reset, so it starts well before one. */
+async function clearOfCycleEnd(defender: { hunting: { state(tenantId: string): { cycleEndsAt: string } } }, tenantId: string, marginMs = 45_000): Promise<void> {
+  const left = Date.parse(defender.hunting.state(tenantId).cycleEndsAt) - Date.now();
+  if (left < marginMs) await new Promise((resolve) => setTimeout(resolve, left + 1_000));
+}
 
 /**
  * `enrichWithApi` against the Defender stand-in with the app's real client and real tokens: the calls
@@ -29,7 +37,7 @@ describe('enrichment with the Defender API', () => {
   /** The stand-in counts a call when its answer has finished, which may be just after the client read it. */
   const expectStats = (t: Tenant, expected: object) => vi.waitFor(() => expect(statsFor(t)).toMatchObject(expected), { timeout: 2000, interval: 20 });
   /** A client of our own, for budgets and retries the shared one does not have. */
-  const clientWith = (options: { budget?: CallBudget; maxRetries?: number } = {}) =>
+  const clientWith = (options: { budget?: CallBudget; maxRetries?: number; timeoutMs?: number } = {}) =>
     new DefenderClient({ apiUrl: services.config.defender.apiUrl, tokens: services.tokens, baseDelayMs: 1, maxDelayMs: 5, ...options });
 
   beforeAll(async () => {
@@ -57,6 +65,7 @@ describe('enrichment with the Defender API', () => {
   });
   afterEach(() => {
     stack.faults.clear();
+    stack.defender.hunting.reset();
   });
 
   it('makes no Defender call for an incident that holds its alerts', async () => {
@@ -138,6 +147,78 @@ describe('enrichment with the Defender API', () => {
     expect(result.enrichment.hunting).toEqual({});
     expect(result.notes).toEqual([expect.stringMatching(/^advanced hunting 'recent-logons' failed: .*403.*AdvancedHunting\.Read\.All/)]);
     expect(result.enrichment.alertCount).toBe(incident!.alerts.length);
+  });
+
+  it('skips hunting without a call for the rest of the cycle once Defender says the tenant’s CPU quota is spent, and still enriches', { timeout: 90_000 }, async () => {
+    await clearOfCycleEnd(stack.defender, tenant.tenantId);
+    stack.defender.hunting.configure(tenant.tenantId, { quotaSpent: true });
+    const budget = new CallBudget();
+    const defender = clientWith({ budget });
+    const results = [];
+    for (let i = 0; i < 3; i += 1) results.push(await enrichWithApi({ incident: target, tenant, hunting: [recentLogons] }, { defender }));
+
+    // One call learns the quota is spent (no retries on it); the next incidents do not ask again.
+    await expectStats(tenant, { calls: 1, throttled: 1, byEndpoint: { advancedHunting: 1 } });
+    expect(defender.calls.get(tenant.tenantId)).toBe(1);
+    expect(results.map((r) => r.calls)).toEqual([1, 0, 0]);
+    expect(budget.waitTime(tenant.tenantId)).toBe(0);
+    for (const result of results) {
+      expect(result.enrichment).toMatchObject({ alertCount: target.alerts.length, hunting: {} });
+      expect(result.notes).toEqual([expect.stringMatching(/^advanced hunting 'recent-logons' skipped: Defender's advanced hunting CPU quota for the tenant is spent for the next (1[0-5]|[1-9]) min .*exceeded processing resources/)]);
+    }
+  });
+
+  it('notes a query Defender stopped at its 3-minute limit, without retrying it', async () => {
+    stack.defender.hunting.configure(tenant.tenantId, { nextQueries: { runSeconds: 240, count: 5 } });
+    const defender = clientWith();
+    const result = await enrichWithApi({ incident: target, tenant, hunting: [recentLogons] }, { defender });
+    expect(result.calls).toBe(1);
+    expect(defender.calls.get(tenant.tenantId)).toBe(1);
+    await expectStats(tenant, { calls: 1, errors: 1, byEndpoint: { advancedHunting: 1 } });
+    expect(result.enrichment).toMatchObject({ alertCount: target.alerts.length, hunting: {} });
+    expect(result.notes).toEqual([expect.stringMatching(/^advanced hunting 'recent-logons' failed: .*400.*Query exceeded the timeout period/)]);
+  });
+
+  it('does not retry a hunting query it timed out on itself: a retry would run the query again', async () => {
+    stack.faults.add('defender', { kind: 'delay', ms: 1_500 }, Infinity, '/api/advancedhunting/run');
+    const defender = clientWith({ timeoutMs: 200 });
+    const result = await enrichWithApi({ incident: target, tenant, hunting: [recentLogons] }, { defender });
+    expect(defender.calls.get(tenant.tenantId)).toBe(1);
+    expect(result.calls).toBe(1);
+    expect(result.enrichment).toMatchObject({ alertCount: target.alerts.length, hunting: {} });
+    expect(result.notes).toEqual([expect.stringMatching(/^advanced hunting 'recent-logons' failed for now \(not retried, the query is optional\): .*did not answer within 0\.2 s/)]);
+  });
+
+  it('waits out a get-incident 429 for the time it gives, then fetches the merge target', async () => {
+    // A stand-in of its own, with a clock the client's sleep moves, and the shared quota raised so get incident's own (100 a minute) shows.
+    let offsetMs = 0;
+    const own = await startDefender({ tls: inject('tls'), verifier: stack.entra.verifier, faults: new FaultBoard(), limits: { perMinute: 100_000, perHour: 1_000_000 }, now: () => Date.now() + offsetMs });
+    try {
+      own.store.provisionTenant(tenant.tenantId, tenant.displayName);
+      own.store.upsert(tenant.tenantId, [target, merged]);
+      const slept: number[] = [];
+      const defender = new DefenderClient({
+        apiUrl: own.url,
+        tokens: services.tokens,
+        budget: new CallBudget({ perMinute: 100_000, perHour: 1_000_000 }),
+        sleep: async (ms) => {
+          slept.push(ms);
+          offsetMs += ms;
+        },
+      });
+      for (let i = 0; i < 100; i += 1) await defender.getIncident(tenant, target.incidentId);
+      expect(slept).toEqual([]);
+
+      const result = await enrichWithApi({ incident: structuredClone(merged), tenant }, { defender });
+      expect(result.fetchedIncident).toMatchObject({ incidentId: target.incidentId });
+      expect(result.notes).toEqual([]);
+      expect(slept).toHaveLength(1);
+      expect(slept[0]).toBeGreaterThanOrEqual(50_000);
+      expect(slept[0]).toBeLessThanOrEqual(60_000);
+      await vi.waitFor(() => expect(own.stats.for(tenant.tenantId, tenant.clientId)).toMatchObject({ throttled: 1, byEndpoint: { getIncident: 102 } }), { timeout: 2000, interval: 20 });
+    } finally {
+      await own.close();
+    }
   });
 
   it('notes a merge target that no longer exists (404) and routes what the event holds', async () => {

@@ -262,6 +262,10 @@ describe('429 answers', () => {
     expect(retryAfter(null, 'Rate limit is exceeded. Try again in 12 seconds.')).toBe(12_000);
     expect(retryAfter(new Date(Date.now() + 30_000).toUTCString(), undefined)).toBeGreaterThan(25_000);
     expect(retryAfter(null, 'Too many requests')).toBeUndefined();
+    // Advanced hunting's CPU quota says its wait as a TimeSpan after "in"; a window length elsewhere is not a wait.
+    expect(retryAfter(null, 'You have exceeded processing resources allocated to this tenant. You can run queries again in 00:14:59.')).toBe(899_000);
+    expect(retryAfter(null, 'You can run queries again in 1.02:00:30.5000000.')).toBe((86_400 + 7_200 + 30) * 1000);
+    expect(retryAfter(null, 'API calls quota exceeded! maximum allowed 45 per 00:01:00')).toBeUndefined();
   });
 });
 

@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
-import { HttpRequest } from '@azure/functions';
 import { generateIncidents } from '../../local/defender/generator.js';
 import { DefenderClient } from '../../shared/defender-client.js';
 import { eventIdOf } from '../../shared/events.js';

@@ -1,6 +1,6 @@
 import { request as httpRequest } from 'node:http';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { spawnHost, spawnHostExpectingFailure, uniqueName, type HostProcess } from '../fixtures/host-app/harness.js';
+import { spawnHost, uniqueName, type HostProcess } from '../fixtures/host-app/harness.js';
 
 const storage = inject('storage');
 const baseEnv = {

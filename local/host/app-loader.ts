@@ -127,14 +127,25 @@ export function describeFunction(fn: RegisteredFunction): HostedFunction {
 }
 
 /**
- * The real host's checks of each HTTP function against the routes before it, in registration order
+ * The functions in the order the real host keeps them: by name, ordinal and case-insensitive
+ * (azure-functions-host src/WebJobs.Script/Host/FunctionMetadataManager.cs, `OrderBy(f => f.Name,
+ * StringComparer.OrdinalIgnoreCase)`). Route checks and HTTP matching follow this order.
+ */
+export function byFunctionName<T extends { metadata: { name: string } }>(functions: readonly T[]): T[] {
+  const key = (fn: T) => fn.metadata.name.toUpperCase();
+  return [...functions].sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
+}
+
+/**
+ * The real host's checks of each HTTP function against the routes before it, in function-name order
  * (azure-functions-host src/WebJobs.Script/Host/ScriptHost.cs `ValidateHttpFunction` and
  * `HttpRoutesConflict`): a route starting with `admin` or `runtime` (its own `/admin/...` and
  * `/runtime/...` APIs; a plain prefix test, so `administration` too), or the same route
  * (case-insensitive, slashes trimmed) with an overlapping method (no methods means all), puts that
  * function in error. The host logs "The '<name>' function is in error: <message>" and runs the others.
  */
-export function checkHttpRoutes(functions: HostedFunction[]): { functions: HostedFunction[]; errors: FunctionError[] } {
+export function checkHttpRoutes(registered: HostedFunction[]): { functions: HostedFunction[]; errors: FunctionError[] } {
+  const functions = byFunctionName(registered);
   const accepted: HostedFunction[] = [];
   const errors: FunctionError[] = [];
   const http: HttpFunction[] = [];

@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { HttpFunction } from './app-loader.js';
 import { HOST_VERSION } from './core-api.js';
 import type { Invoker } from './invoker.js';
-import { compareRoutePrecedence, matchRoute } from './routes.js';
+import { matchRoute } from './routes.js';
 import type { RpcHttpCookie, RpcHttpData, RpcTypedData } from './worker-contract.js';
 
 /** The Functions host's default request body limit (104857600 bytes). */
@@ -125,7 +125,11 @@ function sendEmpty(res: ServerResponse, status: number): void {
 }
 
 export async function startHttpServer(options: HttpServerOptions, port: number): Promise<RunningHttpServer> {
-  const routes = [...options.functions].sort((a, b) => compareRoutePrecedence(a.route, b.route));
+  // The real host adds one ASP.NET Route per function, in the order of the function names, to a
+  // RouteCollection, which takes the first route that matches (azure-webjobs-sdk-extensions
+  // src/WebJobs.Extensions.Http/Routing/WebJobsRouteBuilder.cs `Build`; azure-functions-host
+  // src/WebJobs.Script.WebHost/WebScriptHostHttpRoutesManager.cs): no precedence between templates.
+  const routes = options.functions;
   const prefix = options.routePrefix === '' ? '/' : `/${options.routePrefix}/`;
 
   const handleAdmin = async (req: IncomingMessage, res: ServerResponse, name: string): Promise<void> => {

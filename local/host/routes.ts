@@ -119,22 +119,3 @@ function safeDecode(part: string): string | undefined {
     return undefined;
   }
 }
-
-/**
- * Orders routes the way ASP.NET routing prefers them: literal before constrained parameter before
- * parameter before optional before catch-all, segment by segment.
- */
-export function compareRoutePrecedence(a: RouteTemplate, b: RouteTemplate): number {
-  const rank = (s: Segment | undefined): number => {
-    if (s === undefined) return 0;
-    if (s.kind === 'literal') return 1;
-    if (s.catchAll) return 5;
-    if (s.optional) return 4;
-    return s.constraints.length > 0 ? 2 : 3;
-  };
-  for (let i = 0; i < Math.max(a.segments.length, b.segments.length); i++) {
-    const diff = rank(a.segments[i]) - rank(b.segments[i]);
-    if (diff !== 0) return diff;
-  }
-  return 0;
-}

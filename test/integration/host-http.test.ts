@@ -27,7 +27,7 @@ describe('local host: HTTP triggers', () => {
     await host.waitForLine(/^ {2}tick: timerTrigger/);
     const listing = host.lines.slice(host.lines.findIndex((l) => l.startsWith('Host ready:')) + 1).filter((l) => /^ {2}\w+: \w+Trigger /.test(l));
     expect(listing.map((l) => l.trim().split(':')[0]).sort()).toEqual(
-      ['boom', 'deleteItemByName', 'echo', 'getItem', 'greet', 'itemByName', 'nothing', 'recordMessage', 'settingRoute', 'slow', 'tick'],
+      ['aCatchAll', 'boom', 'deleteItemByName', 'echo', 'getItem', 'greet', 'itemByName', 'nothing', 'recordMessage', 'settingRoute', 'slow', 'tick'],
     );
     expect(host.lines.join('\n')).toContain(`getItem: httpTrigger [GET] ${host.url}/api/items/{id:int}/{*rest}`);
     expect(host.lines.filter((l) => /authLevel 'function': keys are not enforced/.test(l))).toHaveLength(1);
@@ -41,7 +41,7 @@ describe('local host: HTTP triggers', () => {
     expect(inError('administrationRoute')).toBe(builtIn);
     expect(inError('runtimeRoute')).toBe(builtIn);
     expect(inError('echoClash')).toBe("The route specified conflicts with the route defined by function 'echo'.");
-    expect(inError('allMethodsClash')).toBe("The route specified conflicts with the route defined by function 'boom'.");
+    expect(inError('boomClash')).toBe("The route specified conflicts with the route defined by function 'boom'.");
     expect(host.lines).toContain(`  adminRoute: in error: ${builtIn}`);
     expect(inError('deleteItemByName')).toBeUndefined();
 
@@ -52,7 +52,7 @@ describe('local host: HTTP triggers', () => {
     expect((await fetch(`${host.url}/api/echo`, { method: 'PUT', body: 'x' })).status).toBe(201);
     expect((await fetch(`${host.url}/api/boom`)).status).toBe(500);
     expect(await (await fetch(`${host.url}/api/items/widget`, { method: 'DELETE' })).json()).toEqual({ deleted: 'widget' });
-    expect(await (await fetch(`${host.url}/api/items/widget`)).json()).toEqual({ name: 'widget' });
+    expect(await (await fetch(`${host.url}/api/items/w1dget`)).json()).toEqual({ name: 'w1dget' });
   });
 
   it('routes by template: params, constraints, catch-all, query', async () => {
@@ -62,7 +62,11 @@ describe('local host: HTTP triggers', () => {
       id: '42', rest: 'a/b c', q: 'x', tags: '1,2', method: 'GET', url: `${host.url}/api/items/42/a/b%20c?q=x&tag=1&tag=2`,
     });
     // {id:int} does not take 'abc', so the plain {name} route does; an int goes to the constrained one.
-    expect(await (await fetch(`${host.url}/api/items/abc`)).json()).toEqual({ name: 'abc' });
+    expect(await (await fetch(`${host.url}/api/items/abc-1`)).json()).toEqual({ name: 'abc-1' });
+    // Routes are tried in function-name order and the first match wins, as the real host's
+    // RouteCollection does: aCatchAll (items/{name:alpha}/{*rest}) comes before itemByName.
+    expect(await (await fetch(`${host.url}/api/items/abc`)).json()).toEqual({ caughtBy: 'aCatchAll', name: 'abc' });
+    expect(await (await fetch(`${host.url}/api/items/abc/d/e`)).json()).toEqual({ caughtBy: 'aCatchAll', name: 'abc' });
     expect(await (await fetch(`${host.url}/api/items/7`)).json()).toMatchObject({ id: '7', rest: null });
     expect(await (await fetch(`${host.url}/api/greet`)).json()).toMatchObject({ name: null });
     expect(await (await fetch(`${host.url}/api/GREET/bob`)).json()).toMatchObject({ name: 'bob' });

@@ -6,7 +6,7 @@ import { applyLocalSettings, resolveAppSettings } from '../../local/host/app-set
 import { expandGlob, globToRegExp } from '../../local/host/glob.js';
 import { parseHostConfig } from '../../local/host/host-config.js';
 import { decodeBase64Message } from '../../local/host/queue-listener.js';
-import { compareRoutePrecedence, matchRoute, parseRouteTemplate } from '../../local/host/routes.js';
+import { matchRoute, parseRouteTemplate } from '../../local/host/routes.js';
 import { checkPastDue, monitorsSchedule, NEVER, parseSchedule, type ScheduleStatus } from '../../local/host/timer-trigger.js';
 import { parseTimeSpan } from '../../local/host/timespan.js';
 import { localHostId } from '../../local/host/schedule-monitor.js';
@@ -38,10 +38,6 @@ describe('route templates', () => {
     expect(() => parseRouteTemplate('{a?}/x')).toThrow(/optional/);
   });
 
-  it('prefers literal over constrained over plain over catch-all', () => {
-    const routes = ['items/{*rest}', 'items/{name}', 'items/{id:int}', 'items/new'].map(parseRouteTemplate);
-    expect(routes.sort(compareRoutePrecedence).map((r) => r.template)).toEqual(['items/new', 'items/{id:int}', 'items/{name}', 'items/{*rest}']);
-  });
 });
 
 describe('glob', () => {

@@ -43,6 +43,8 @@ export class QueueListener {
   readonly #stop = new AbortController();
   #loop: Promise<void> | undefined;
   #poisonCreated = false;
+  #queueExists: boolean | undefined;
+  #saidMissing = false;
   /** Ends the current pause early: called when an invocation finishes and on stop. */
   #wake: () => void = () => undefined;
 
@@ -60,8 +62,13 @@ export class QueueListener {
     return this.#fn.queueName;
   }
 
+  /**
+   * Starts polling. The trigger queue is not created: like the extension's listener, it checks that
+   * the queue exists and polls with back-off until it does (azure-sdk-for-net
+   * sdk/storage/Microsoft.Azure.WebJobs.Extensions.Storage.Queues/src/Listeners/QueueListener.cs,
+   * `_queueExists`); in Azure the queues come from the deployment.
+   */
   async start(): Promise<void> {
-    await this.#queue.createIfNotExists();
     this.#loop = this.#poll();
   }
 
@@ -109,9 +116,20 @@ export class QueueListener {
       }
       let messages: DequeuedMessageItem[] = [];
       try {
-        const response = await this.#queue.receiveMessages({ numberOfMessages: this.#options.batchSize, visibilityTimeout: LEASE_SECONDS });
-        messages = response.receivedMessageItems;
+        // Checked until it exists, then no more (and again after any failure): the extension's steady state.
+        if (this.#queueExists !== true) {
+          this.#queueExists = await this.#queue.exists();
+          if (!this.#queueExists && !this.#saidMissing) {
+            this.#log(`[warning] Queue '${this.queueName}' does not exist: function '${this.#fn.metadata.name}' waits for it (create it, as the deployment does).`);
+            this.#saidMissing = true;
+          }
+        }
+        if (this.#queueExists) {
+          const response = await this.#queue.receiveMessages({ numberOfMessages: this.#options.batchSize, visibilityTimeout: LEASE_SECONDS });
+          messages = response.receivedMessageItems;
+        }
       } catch (error) {
+        this.#queueExists = undefined;
         this.#log(`[warning] Polling queue '${this.queueName}' failed: ${(error as Error).message}`);
       }
       if (signal.aborted && messages.length > 0) {

@@ -47,8 +47,16 @@ async function peekPoison(): Promise<string[]> {
 }
 
 describe('local host: queue triggers (host.json: batchSize 4, newBatchThreshold 2, visibilityTimeout 2 s, maxDequeueCount 3)', () => {
-  it('creates the queue, decodes base64 and hands the function the parsed JSON with trigger metadata; deletes on success', async () => {
-    expect(await inputQueue.exists()).toBe(true);
+  it('does not create its trigger queue, as in Azure, and takes messages once it exists', async () => {
+    await host.waitForLine(new RegExp(`Queue '${inputQueueName}' does not exist: function 'recordMessage' waits for it`));
+    expect(await inputQueue.exists()).toBe(false);
+    await inputQueue.create();
+    const sent = await send({ tag: 'first', n: 0 });
+    await results.waitFor(() => tagged('first').length === 1, 10_000);
+    expect(tagged('first')[0]!.metadata.id).toBe(sent.messageId);
+  });
+
+  it('decodes base64 and hands the function the parsed JSON with trigger metadata; deletes on success', async () => {
     const after = host.lines.length;
     const sent = await send({ tag: 'hello', n: 1 });
     const [entry] = await results.waitFor(() => tagged('hello').length === 1).then(() => tagged('hello'));
@@ -111,6 +119,7 @@ describe('local host: queue triggers (host.json: batchSize 4, newBatchThreshold 
 
   it('passes raw text through with messageEncoding none', async () => {
     const plainQueueName = uniqueName('host-q-plain');
+    await queueClient(storage.connectionString, plainQueueName).create();
     const plain = await spawnHost({
       appDir: join(FIXTURE_APP, 'plain-encoding'),
       env: { AzureWebJobsStorage: storage.connectionString, FIXTURE_QUEUE: plainQueueName, FIXTURE_RESULTS_QUEUE: resultsQueueName },

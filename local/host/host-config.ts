@@ -19,8 +19,15 @@ export interface HostConfig {
   queues: QueueOptions;
 }
 
-/** Core Tools (and the Consumption plan) default to 5 minutes; `-1` in host.json means unbounded. */
-const DEFAULT_FUNCTION_TIMEOUT_MS = 5 * 60_000;
+/**
+ * functionTimeout (azure-functions-host src/WebJobs.Script/Config/ScriptJobHostOptionsSetup.cs,
+ * `ConfigureFunctionTimeout`): unset, 5 minutes on the Consumption plan (WEBSITE_SKU Dynamic) and 30
+ * minutes elsewhere (Flex Consumption, Premium, Dedicated, Core Tools); `-1` is unbounded except on
+ * Consumption; a value must lie between 1 second and, on Consumption, 10 minutes.
+ */
+const CONSUMPTION_DEFAULT_TIMEOUT_MS = 5 * 60_000;
+const DEFAULT_FUNCTION_TIMEOUT_MS = 30 * 60_000;
+const CONSUMPTION_MAX_TIMEOUT_MS = 10 * 60_000;
 
 function asObject(value: unknown, where: string): Record<string, unknown> {
   if (value === undefined) return {};
@@ -61,6 +68,10 @@ const thisMachine = (): HostEnvironment => ({ processorCount: availableParalleli
  * any case) and the machine's processors elsewhere, Flex Consumption included (azure-sdk-for-net
  * sdk/storage/Microsoft.Azure.WebJobs.Extensions.Storage.Common/src/SkuUtility.cs).
  */
+function isConsumptionPlan(environment: HostEnvironment): boolean {
+  return environment.sku?.toLowerCase() === 'dynamic';
+}
+
 function effectiveProcessorCount(environment: HostEnvironment): number {
   return environment.sku?.toLowerCase() === 'dynamic' ? 1 : environment.processorCount;
 }
@@ -89,9 +100,18 @@ export function parseHostConfig(json: unknown, environment: HostEnvironment = th
   const maxPollingIntervalMs = timeSpan(queues.maxPollingInterval, 'extensions.queues.maxPollingInterval', 60_000);
   if (maxPollingIntervalMs < 100) throw new Error(`host.json: 'extensions.queues.maxPollingInterval': MaxPollingInterval must not be less than 00:00:00.1000000.`);
 
-  let functionTimeoutMs: number | undefined = DEFAULT_FUNCTION_TIMEOUT_MS;
-  if (root.functionTimeout === '-1' || root.functionTimeout === null) functionTimeoutMs = undefined;
-  else functionTimeoutMs = timeSpan(root.functionTimeout, 'functionTimeout', DEFAULT_FUNCTION_TIMEOUT_MS);
+  const consumption = isConsumptionPlan(environment);
+  let functionTimeoutMs: number | undefined;
+  if (root.functionTimeout === '-1' || root.functionTimeout === null) {
+    if (consumption) throw new Error(`host.json: 'functionTimeout': FunctionTimeout must be greater than 00:00:01 and less than 00:10:00.`);
+    functionTimeoutMs = undefined;
+  } else {
+    functionTimeoutMs = timeSpan(root.functionTimeout, 'functionTimeout', consumption ? CONSUMPTION_DEFAULT_TIMEOUT_MS : DEFAULT_FUNCTION_TIMEOUT_MS);
+    const max = consumption ? CONSUMPTION_MAX_TIMEOUT_MS : Number.POSITIVE_INFINITY;
+    if (functionTimeoutMs < 1_000 || functionTimeoutMs > max) {
+      throw new Error(`host.json: 'functionTimeout': FunctionTimeout must be greater than 00:00:01 and less than ${consumption ? '00:10:00' : '10675199.02:48:05.4775807'}.`);
+    }
+  }
 
   return {
     routePrefix: routePrefix.replace(/^\/+|\/+$/g, ''),

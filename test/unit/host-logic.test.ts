@@ -61,7 +61,7 @@ describe('host.json and settings', () => {
   it('applies the Storage Queues extension defaults', () => {
     expect(parseHostConfig({ version: '2.0' }, { processorCount: 1, sku: undefined })).toEqual({
       routePrefix: 'api',
-      functionTimeoutMs: 300_000,
+      functionTimeoutMs: 1_800_000,
       queues: { batchSize: 16, newBatchThreshold: 8, maxPollingIntervalMs: 60_000, visibilityTimeoutMs: 0, maxDequeueCount: 5, messageEncoding: 'base64' },
     });
   });
@@ -75,6 +75,19 @@ describe('host.json and settings', () => {
     expect(threshold({ batchSize: 32 }, 4, 'Dynamic')).toBe(16);
     expect(threshold({ batchSize: 32 }, 4, 'dynamic')).toBe(16);
     expect(threshold({ batchSize: 32, newBatchThreshold: 16 }, 4)).toBe(16);
+  });
+
+  it('defaults functionTimeout by plan and refuses what the plan does not allow', () => {
+    const timeout = (functionTimeout: string | undefined, sku?: string) => parseHostConfig({ functionTimeout }, { processorCount: 1, sku }).functionTimeoutMs;
+    expect(timeout(undefined)).toBe(30 * 60_000);
+    expect(timeout(undefined, 'FlexConsumption')).toBe(30 * 60_000);
+    expect(timeout(undefined, 'Dynamic')).toBe(5 * 60_000);
+    expect(timeout('-1')).toBeUndefined();
+    expect(timeout('01:30:00', 'FlexConsumption')).toBe(90 * 60_000);
+    expect(timeout('00:10:00', 'Dynamic')).toBe(10 * 60_000);
+    expect(() => timeout('-1', 'Dynamic')).toThrow("'functionTimeout': FunctionTimeout must be greater than 00:00:01 and less than 00:10:00.");
+    expect(() => timeout('00:15:00', 'Dynamic')).toThrow(/less than 00:10:00/);
+    expect(() => timeout('00:00:00.5')).toThrow(/greater than 00:00:01/);
   });
 
   it('refuses the queue options the extension refuses at start-up', () => {

@@ -123,24 +123,46 @@ export class Invoker {
     const invocationModel = model.getInvocationModel(coreContext);
     const { context, inputs } = await invocationModel.getArguments();
 
+    // The hook contexts as the worker builds them (azure-functions-nodejs-worker
+    // src/eventHandlers/InvocationHandler.ts): hookData, appHookData and invocationContext read-only,
+    // inputs and functionCallback replaceable before the call, result and error starting at null.
     const hookData: Record<string, unknown> = {};
+    const readOnly = (name: string): never => {
+      throw new Error(`Cannot assign to read only property '${name}'`);
+    };
+    const appHookData = this.#appHookData;
+    const shared = {
+      get hookData() { return hookData; },
+      set hookData(_value: unknown) { readOnly('hookData'); },
+      get appHookData() { return appHookData; },
+      set appHookData(_value: unknown) { readOnly('appHookData'); },
+      get invocationContext() { return context; },
+      set invocationContext(_value: unknown) { readOnly('invocationContext'); },
+    };
     coreContext.state = 'preInvocationHooks';
-    const pre = { hookData, appHookData: this.#appHookData, invocationContext: context, inputs, functionCallback: handler };
-    for (const hook of this.#registry.hooks('preInvocation')) await hook(pre);
-
-    coreContext.state = 'invocation';
-    let result: unknown;
-    let error: unknown;
+    const pre = Object.defineProperties({ inputs, functionCallback: handler }, Object.getOwnPropertyDescriptors(shared)) as typeof shared & { inputs: unknown[]; functionCallback: RegisteredFunction['handler'] };
     try {
-      result = await invocationModel.invokeFunction(context, pre.inputs, pre.functionCallback);
+      for (const hook of this.#registry.hooks('preInvocation')) await hook(pre);
+    } finally {
+      coreContext.state = undefined;
+    }
+
+    const post = Object.defineProperties({ inputs: pre.inputs, result: null as unknown, error: null as unknown }, Object.getOwnPropertyDescriptors(shared));
+    coreContext.state = 'invocation';
+    try {
+      post.result = await invocationModel.invokeFunction(context, pre.inputs, pre.functionCallback);
     } catch (thrown) {
-      error = thrown;
+      post.error = thrown;
+    } finally {
+      coreContext.state = undefined;
     }
 
     coreContext.state = 'postInvocationHooks';
-    const post = { hookData, appHookData: this.#appHookData, invocationContext: context, inputs: pre.inputs, result, error };
-    for (const hook of this.#registry.hooks('postInvocation')) await hook(post);
-    coreContext.state = undefined;
+    try {
+      for (const hook of this.#registry.hooks('postInvocation')) await hook(post);
+    } finally {
+      coreContext.state = undefined;
+    }
     if (post.error !== undefined && post.error !== null) throw post.error;
     return invocationModel.getResponse(context, post.result);
   }

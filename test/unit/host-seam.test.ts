@@ -125,11 +125,17 @@ describe('the @azure/functions-core seam', () => {
   it('runs pre- and post-invocation hooks registered through the library', async () => {
     const seen: string[] = [];
     const pre = app.hook.preInvocation((context) => { seen.push(`pre:${context.invocationContext.functionName}`); });
-    const post = app.hook.postInvocation((context) => { seen.push(`post:${String(context.error)}`); });
+    const post = app.hook.postInvocation((context) => {
+      seen.push(`post:${String(context.error)}:${String(context.result)}`);
+      // As in the worker: the hook data and the context cannot be replaced.
+      expect(() => Object.assign(context, { hookData: {} })).toThrow(/read only/);
+      expect(() => Object.assign(context, { invocationContext: {} })).toThrow(/read only/);
+    });
     await invoker.invoke(fn('onMessage'), { reason: 'test', data: { string: 'x' } });
     pre.dispose();
     post.dispose();
     await invoker.invoke(fn('onMessage'), { reason: 'test', data: { string: 'x' } });
-    expect(seen).toEqual(['pre:onMessage', 'post:undefined']);
+    // The worker starts error and result at null (InvocationHandler.ts); onMessage returns nothing.
+    expect(seen).toEqual(['pre:onMessage', 'post:null:undefined']);
   });
 });

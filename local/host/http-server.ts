@@ -6,6 +6,8 @@ import type { Invoker } from './invoker.js';
 import { matchRoute } from './routes.js';
 import type { RpcHttpCookie, RpcHttpData, RpcTypedData } from './worker-contract.js';
 
+const HOST_NOT_RUNNING = 'Function host is not running.';
+
 /** The Functions host's default request body limit (104857600 bytes). */
 export const MAX_REQUEST_BODY_BYTES = 100 * 1024 * 1024;
 
@@ -156,7 +158,11 @@ export async function startHttpServer(options: HttpServerOptions, port: number):
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }).end(body);
       return;
     }
-    if (!options.accepting()) return sendEmpty(res, 503);
+    // While stopping, as the host's availability check answers (HostAvailabilityCheckMiddleware.cs).
+    if (!options.accepting()) {
+      res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(HOST_NOT_RUNNING) }).end(HOST_NOT_RUNNING);
+      return;
+    }
     const admin = /^\/admin\/functions\/([^/]+)\/?$/i.exec(path);
     if (admin) return handleAdmin(req, res, admin[1]!);
 

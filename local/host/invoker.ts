@@ -36,6 +36,7 @@ export class Invoker {
   readonly #timeoutMs: number | undefined;
   readonly #inFlight = new Set<Promise<unknown>>();
   readonly #appHookData: Record<string, unknown> = {};
+  readonly #appLevelOnlyHookData: Record<string, unknown> = {};
 
   constructor(registry: CoreRegistry, log: (line: string) => void, timeoutMs: number | undefined) {
     this.#registry = registry;
@@ -47,9 +48,10 @@ export class Invoker {
     return this.#inFlight.size;
   }
 
+  /** appStart and appTerminate hooks share one app-level hookData (the worker's `appLevelOnlyHookData`, src/AppContext.ts). */
   async runAppHooks(name: 'appStart' | 'appTerminate', extra: Record<string, unknown> = {}): Promise<void> {
     for (const hook of this.#registry.hooks(name)) {
-      await hook({ hookData: {}, appHookData: this.#appHookData, ...extra });
+      await hook({ hookData: this.#appLevelOnlyHookData, appHookData: this.#appHookData, ...extra });
     }
   }
 

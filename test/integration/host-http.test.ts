@@ -176,7 +176,9 @@ describe('local host: HTTP triggers', () => {
     await host.waitForLine(/Executing 'Functions\.slow' \(Reason='This function was programmatically called via the host APIs\.'/, { after });
     const exit = host.stop('SIGTERM');
     await host.waitForLine(/SIGTERM received/, { after });
-    expect((await fetch(`${host.url}/api/greet`)).status).toBe(503);
+    const refused = await fetch(`${host.url}/api/greet`);
+    expect(refused.status).toBe(503);
+    expect(await refused.text()).toBe('Function host is not running.');
     const response = await inFlight;
     expect(response.status).toBe(200);
     expect(await response.text()).toBe('done');

@@ -122,6 +122,19 @@ describe('the @azure/functions-core seam', () => {
     expect(received).toEqual([{ schedule: { adjustForDST: true }, scheduleStatus: { last: 'a', next: 'b', lastUpdated: 'c' }, isPastDue: false }]);
   });
 
+  it('gives appStart and appTerminate hooks one app-level hookData, as the worker does', async () => {
+    const seen: unknown[] = [];
+    const start = app.hook.appStart((context) => { context.hookData.startedBy = 'appStart'; seen.push(context.hookData); });
+    const terminate = app.hook.appTerminate((context) => { seen.push(context.hookData); });
+    await invoker.runAppHooks('appStart');
+    await invoker.runAppHooks('appTerminate');
+    start.dispose();
+    terminate.dispose();
+    expect(seen).toHaveLength(2);
+    expect(seen[1]).toBe(seen[0]);
+    expect(seen[1]).toEqual({ startedBy: 'appStart' });
+  });
+
   it('runs pre- and post-invocation hooks registered through the library', async () => {
     const seen: string[] = [];
     const pre = app.hook.preInvocation((context) => { seen.push(`pre:${context.invocationContext.functionName}`); });

@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { cpus, freemem, platform, release, totalmem } from 'node:os';
 import { dirname } from 'node:path';
 import { describeGoal, round, verdict, type Goal, type Verdict } from './stats.js';
@@ -69,7 +69,14 @@ export function formatTable(report: BenchReport): string {
   ].join('\n');
 }
 
+/** Writes the report, keeping the latest mutation scores `npm run test:mutation` recorded in the same file. */
 export function writeReport(path: string, report: BenchReport): void {
   mkdirSync(dirname(path), { recursive: true });
-  writeFileSync(path, `${JSON.stringify(report, null, 2)}\n`);
+  let mutation: unknown;
+  try {
+    mutation = (JSON.parse(readFileSync(path, 'utf8')) as { mutation?: unknown }).mutation;
+  } catch {
+    // No earlier report.
+  }
+  writeFileSync(path, `${JSON.stringify(mutation === undefined ? report : { ...report, mutation }, null, 2)}\n`);
 }

@@ -57,6 +57,27 @@ async function main(): Promise<number> {
   }
 }
 
+/** The latest scores go into bench/results.json beside the benchmark's figures (the bench keeps them). */
+function recordScores(rows: ({ file: string } & ReturnType<typeof scoreOf>)[], all: ReturnType<typeof scoreOf>, seconds: number): void {
+  const path = join(repo, 'bench', 'results.json');
+  let results: Record<string, unknown> = {};
+  try {
+    results = JSON.parse(readFileSync(path, 'utf8')) as Record<string, unknown>;
+  } catch {
+    // No benchmark report yet: the scores start the file.
+  }
+  const score = (r: ReturnType<typeof scoreOf>) => ({ score: Number(r.score.toFixed(1)), killed: r.detected, valid: r.valid, survived: r.survived, noCoverage: r.noCoverage });
+  results.mutation = {
+    date: new Date().toISOString(),
+    command: `npm run test:mutation${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
+    durationSeconds: Math.round(seconds),
+    threshold: MODULE_THRESHOLD,
+    modules: Object.fromEntries(rows.map((r) => [r.file, score(r)])),
+    all: score(all),
+  };
+  writeFileSync(path, `${JSON.stringify(results, null, 2)}\n`);
+}
+
 function printScores(result: { files: Record<string, { mutants: MutantResult[] }> }, seconds: number): number {
   const rows = Object.entries(result.files)
     .map(([file, { mutants }]) => ({ file, ...scoreOf(mutants) }))
@@ -69,6 +90,7 @@ function printScores(result: { files: Record<string, { mutants: MutantResult[] }
   console.log(`${'module'.padEnd(width)}  score   killed / valid  survived  no coverage`);
   for (const r of rows) console.log(line(r.file, r, r.score >= MODULE_THRESHOLD ? '' : `below ${MODULE_THRESHOLD}%`));
   console.log(line('all', all, ''));
+  recordScores(rows, all, seconds);
   const below = rows.filter((r) => r.score < MODULE_THRESHOLD);
   if (below.length > 0) console.log(`\n${below.length} module(s) below ${MODULE_THRESHOLD}%: see the surviving mutants above (reports/mutation/mutation.json has them all).`);
   return below.length > 0 ? 1 : 0;

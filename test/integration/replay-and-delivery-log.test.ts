@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { TableClient } from '@azure/data-tables';
+import { AzureNamedKeyCredential, TableClient } from '@azure/data-tables';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { describe, expect, inject, it } from 'vitest';
@@ -8,6 +8,7 @@ import { ClaimLostError, DeliveryLog, type ClaimResult } from '../../shared/deli
 import { encodeMessage, MessageSender } from '../../shared/queues.js';
 import { replayIncidents, replayRequestSchema } from '../../shared/replay.js';
 import { drainQueue } from '../support/queues.js';
+import { startThrottlingStorage } from '../support/throttling-storage.js';
 
 const unique = (prefix: string) => `${prefix}${randomUUID().replace(/-/g, '').slice(0, 12)}`;
 
@@ -68,7 +69,8 @@ describe('replay of dead-lettered and poisoned events', () => {
 });
 
 describe('delivery log', () => {
-  const newLog = () => new DeliveryLog(TableClient.fromConnectionString(storage().cs, unique('deliveries'), { allowInsecureConnection: true }));
+  const newLogOn = (table: string) => new DeliveryLog(TableClient.fromConnectionString(storage().cs, table, { allowInsecureConnection: true }));
+  const newLog = () => newLogOn(unique('deliveries'));
   const claimOf = (result: ClaimResult) => {
     if (result.status !== 'claimed') throw new Error(`expected a claim, got ${result.status}`);
     return result.claim;
@@ -113,12 +115,84 @@ describe('delivery log', () => {
     const takenOver = claimOf(await log.claim(eventId, 2 * 60_000, later));
     expect(takenOver.delivered).toEqual(new Set(['siem']));
     // The stale holder can neither record, nor commit, nor release the new claim.
-    await expect(log.recordDelivery(stale, 'teams')).rejects.toBeInstanceOf(ClaimLostError);
+    const lost = await log.recordDelivery(stale, 'teams').then(() => undefined, (err: unknown) => err);
+    expect(lost).toBeInstanceOf(ClaimLostError);
+    // What the enricher logs: which event, whose tenant, that another invocation took it over, and in which store.
+    expect(lost).toMatchObject({ tenantId: eventId.split(':')[0], operation: expect.stringContaining('delivery log') });
+    expect((lost as Error).message).toContain(eventId);
+    expect((lost as Error).message).toContain('taken over');
     await expect(log.complete(stale, ['x'], { fingerprint: { incidentId: 1, value: 'f' } })).rejects.toBeInstanceOf(ClaimLostError);
     await log.release(stale);
     expect(await log.claim(eventId, 2 * 60_000, later)).toEqual({ status: 'busy' });
     expect(await log.isRouted(eventId)).toBe(false);
     await log.release(takenOver);
     expect((await log.claim(eventId)).status).toBe('claimed');
+  });
+
+  it('lets only one of two instances take over the same lapsed claim, when both read it before either writes', async () => {
+    const table = unique('deliveries');
+    const eventId = `${randomUUID()}:2:2020-09-06T14:46:57.2900000Z`;
+    claimOf(await newLogOn(table).claim(eventId)); // by an invocation that crashed
+    // After its lease, two instances get a redelivery at once; both see the lapsed claim before either takes it over.
+    let reads = 0;
+    let bothRead: () => void = () => undefined;
+    const barrier = new Promise<void>((resolve) => (bothRead = resolve));
+    class Racing extends TableClient {
+      override async getEntity<T extends object>(...args: Parameters<TableClient['getEntity']>) {
+        const entity = await super.getEntity<T>(...args);
+        if (++reads === 2) bothRead();
+        return entity;
+      }
+      override async updateEntity(...args: Parameters<TableClient['updateEntity']>) {
+        await barrier;
+        return super.updateEntity(...args);
+      }
+    }
+    const parts = new Map(storage().cs.split(';').filter(Boolean).map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
+    const credential = new AzureNamedKeyCredential(parts.get('AccountName')!, parts.get('AccountKey')!);
+    const instance = () => new DeliveryLog(new Racing(parts.get('TableEndpoint')!, table, credential, { allowInsecureConnection: true }));
+    const later = new Date(Date.now() + 3 * 60_000);
+    const results = await Promise.all([instance().claim(eventId, 2 * 60_000, later), instance().claim(eventId, 2 * 60_000, later)]);
+    expect(results.map((r) => r.status).sort()).toEqual(['busy', 'claimed']);
+  });
+
+  it('reports a write Storage refuses as the storage error, not as a lost claim or another holder, and keeps the claim', async () => {
+    const throttling = await startThrottlingStorage(storage().cs);
+    try {
+      const table = unique('deliveries');
+      const log = new DeliveryLog(TableClient.fromConnectionString(throttling.connectionString, table, { allowInsecureConnection: true, retryOptions: { maxRetries: 0 } }));
+      const eventId = `${randomUUID()}:3:2020-09-06T14:46:57.2900000Z`;
+      const writes = (r: { service: string; method: string; path: string }) => r.service === 'table' && r.method !== 'GET' && (r.path.startsWith(`/devstoreaccount1/${table}`) || r.path === '/devstoreaccount1/$batch');
+      const refused = (work: Promise<unknown>) => work.then((value) => ({ value }), (err: unknown) => err);
+
+      // 429 to the claim: the delivery fails and is retried; it does not pass for another invocation routing the event.
+      claimOf(await log.claim(`${randomUUID()}:0:t`)); // the table exists
+      throttling.throttle(writes);
+      expect(await refused(log.claim(eventId))).toMatchObject({ statusCode: 429 });
+      throttling.throttle(() => false);
+      const claim = claimOf(await log.claim(eventId));
+
+      // 429 to recording, committing and releasing: reported as such, and the claim is still this invocation's.
+      throttling.throttle(writes);
+      for (const attempt of [() => log.recordDelivery(claim, 'siem'), () => log.complete(claim, ['default'], { fingerprint: { incidentId: 3, value: 'f' } }), () => log.release(claim)]) {
+        const err = await refused(attempt());
+        expect(err).not.toBeInstanceOf(ClaimLostError);
+        expect(err).toMatchObject({ statusCode: 429 });
+      }
+      throttling.throttle(() => false);
+      await log.recordDelivery(claim, 'siem');
+      await log.complete(claim, ['default']);
+      expect(await log.claim(eventId)).toEqual({ status: 'routed' });
+
+      // 429 to taking over a lapsed claim: the storage error again, not "busy".
+      const crashed = `${randomUUID()}:4:2020-09-06T14:46:57.2900000Z`;
+      claimOf(await log.claim(crashed));
+      throttling.throttle((r) => writes(r) && r.method === 'PUT'); // the take-over, not the create that finds the row
+      expect(await refused(log.claim(crashed, 2 * 60_000, new Date(Date.now() + 3 * 60_000)))).toMatchObject({ statusCode: 429 });
+      throttling.throttle(() => false);
+      expect((await log.claim(crashed, 2 * 60_000, new Date(Date.now() + 3 * 60_000))).status).toBe('claimed');
+    } finally {
+      await throttling.close();
+    }
   });
 });

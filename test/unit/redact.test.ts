@@ -24,6 +24,12 @@ describe('redact', () => {
     const err = Object.assign(new Error('Failed\nclient_secret=hunter2 rejected'), { name: 'RestError', code: 'Forbidden', statusCode: 403 });
     expect(describeError(err)).toBe('RestError Forbidden HTTP 403: Failed client_secret=[redacted] rejected');
   });
+
+  it('describes a multi-line error (CRLF, blank and indented lines, as services answer) on one short line', () => {
+    const err = new Error('The request failed.\r\n\r\n    RequestId: 42\r\n    Time: 2026-11-23T10:00:00Z\r\n');
+    expect(describeError(err)).toBe('Error: The request failed. RequestId: 42 Time: 2026-11-23T10:00:00Z');
+    expect(describeError(new Error('x'.repeat(5_000))).length).toBeLessThanOrEqual(600);
+  });
 });
 
 describe('a Key Vault secret response in a log line', () => {

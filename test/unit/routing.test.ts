@@ -2,7 +2,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadRoutingRules, plannedDeliveries, queueNamesOf, RoutingConfigError, ruleMatches, selectRoutes, type RoutableEvent, type RuleMatch } from '../../shared/routing.js';
+import { loadRoutingRules, plannedDeliveries, queueNamesOf, RoutingConfigError, routingTableFor, ruleMatches, selectRoutes, type RoutableEvent, type RuleMatch } from '../../shared/routing.js';
 
 const policy = { allowedHosts: ['hooks.example.com', '*.webhook.office.com', 'localhost'] };
 const TENANT = '6f1c1c1e-1b5c-4c59-9a8e-0d5d1e2a3b4c';
@@ -95,6 +95,16 @@ describe('loading routing rules', () => {
     // The unknown destination of rule 2 is reported once its fields are valid.
     expect(problemsOf(withRules({ name: 'teams-high', destinations: ['teams', 'pager'] }))).toEqual([
       'rules[0] "teams-high": destinations[1]: no destination named "pager" (declared: soc-queue, archive, teams, siem, nowhere)',
+    ]);
+  });
+
+  it('refuses a file that is not an object, unknown top-level fields and destination names it cannot use', () => {
+    expect(problemsOf([])).toEqual(['must be a JSON object with "destinations", "rules" and "defaultRoute"']);
+    expect(problemsOf({ ...base, rule: [] })).toEqual(['rule: unknown top-level field "rule"']);
+    expect(problemsOf({ ...base, rule: [], default: {} })).toEqual(['rule: unknown top-level fields "rule", "default"']);
+    expect(loadRoutingRules({ $schema: './routes.schema.json', description: 'MSSP routes', ...base }, policy).rules).toEqual([]);
+    expect(problemsOf({ ...base, destinations: { ...base.destinations, _archive: { type: 'drop' } } })).toEqual([
+      'destinations "_archive": the name must be 1-80 letters, digits, dots, dashes, colons or underscores, starting with a letter or digit',
     ]);
   });
 
@@ -203,6 +213,8 @@ describe('loading routing rules', () => {
       { line: lineOf('"Critical"', rule), column: 11, field: 'rules[1] "teams-high": match.severity[0]', message: 'must be one of UnSpecified, Informational, Low, Medium, High' },
     ]);
     expect(error!.message).toBe(`ROUTES_FILE ${file}:${lineOf('"Critical"', rule)}:11: rules[1] "teams-high": match.severity[0]: must be one of UnSpecified, Informational, Low, Medium, High`);
+    // What a log line of the thrown error (and its exception type) shows.
+    expect(String(error)).toBe(`RoutingConfigError: ${error!.message}`);
 
     // Once the fields are valid, the unknown destination is found, at its place in the list.
     writeFileSync(file, JSON.stringify(withRules({ name: 'teams-high', destinations: ['teams', 'pager'] }), null, 2));
@@ -210,6 +222,55 @@ describe('loading routing rules', () => {
     expect(() => loadRoutingRules(file, policy)).toThrow(
       `ROUTES_FILE ${file}:${again.findIndex((l) => l.includes('"pager"')) + 1}:9: rules[0] "teams-high": destinations[1]: no destination named "pager"`,
     );
+  });
+
+  it('places structural, URL and rule-name problems in a file at their own field', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'routes-'));
+    const file = join(dir, 'routes.json');
+    const problemsIn = (content: unknown) => {
+      const lines = JSON.stringify(content, null, 2).split('\n');
+      writeFileSync(file, lines.join('\n'));
+      const at = (text: string, after = 0) => `${lines.findIndex((l, i) => i >= after && l.includes(text)) + 1}:${lines.find((l, i) => i >= after && l.includes(text))!.indexOf('"') + 1}`;
+      try {
+        loadRoutingRules(file, policy);
+      } catch (err) {
+        return { at, problems: (err as RoutingConfigError).problems.map((p) => `${p.line}:${p.column} ${p.field}: ${p.message}`) };
+      }
+      throw new Error('expected the rules to be refused');
+    };
+
+    const shapes = problemsIn({ destinations: [], rules: {}, defaultRoute: { destinations: [] } });
+    expect(shapes.problems).toEqual([
+      `${shapes.at('"destinations"')} destinations: must be an object mapping destination names to destinations`,
+      `${shapes.at('"rules"')} rules: must be a list of rules (it may be empty)`,
+      `${shapes.at('"destinations"', 3)} defaultRoute: destinations: must name at least one destination`,
+    ]);
+
+    const named = problemsIn({
+      destinations: { ...base.destinations, elsewhere: { type: 'webhook', url: 'https://evil.example.net/in' } },
+      rules: [{ name: 'a', destinations: ['siem'] }, { name: 'a', destinations: ['siem'] }, { name: 'default', destinations: ['siem'] }],
+      defaultRoute: base.defaultRoute,
+    });
+    const rules = named.at('"rules"');
+    const afterRules = Number(rules.split(':')[0]);
+    expect(named.problems).toEqual([
+      `${named.at('"url": "https://evil')} destinations "elsewhere": url: the host is not on DESTINATION_ALLOWED_HOSTS (host evil.example.net)`,
+      `${named.at('"name": "a"', afterRules + 5)} rules[1] "a": name: already used by rules[0]`,
+      `${named.at('"name": "default"')} rules[2] "default": name: "default" is reserved for defaultRoute`,
+    ]);
+  });
+
+  it('reads ROUTES_FILE once per process: a later edit does not change the table, a file that failed is read again', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'routes-'));
+    const routesFile = join(dir, 'routes.json');
+    const routing = { routesFile, allowedHosts: policy.allowedHosts, timeoutMs: 10_000, allowLoopback: false };
+    writeFileSync(routesFile, '{ "rules": [');
+    expect(() => routingTableFor(routing)).toThrow(RoutingConfigError);
+    writeFileSync(routesFile, JSON.stringify(withRules({ name: 'all', destinations: ['siem'] })));
+    const table = routingTableFor(routing);
+    expect(table.rules.map((r) => r.name)).toEqual(['all']);
+    writeFileSync(routesFile, '{ "rules": [');
+    expect(routingTableFor(routing)).toBe(table);
   });
 });
 
@@ -237,6 +298,8 @@ describe('matching', () => {
     expect(matches({ determination: ['CompromisedAccount'] })).toBe(true);
     expect(matches({ determination: ['Clean'] }, event({ incident: { determination: 'NotMalicious' } }))).toBe(true);
     expect(matches({ determination: ['Malware'] })).toBe(false);
+    expect(matches({ determination: ['Malware', 'CompromisedUser'] })).toBe(true);
+    expect(matches({ determination: ['CompromisedUser'] }, event({ incident: { determination: undefined } }))).toBe(false);
   });
 
   it('serviceSource: from the enrichment, else from the alerts', () => {
@@ -258,6 +321,7 @@ describe('matching', () => {
     expect(matches({ mitreTechnique: ['T1059*'] }, event({ enrichment: { mitre: { techniques: ['T1059'] } } }))).toBe(true);
     expect(matches({ mitreTechnique: ['T1059.*'] }, event({ enrichment: { mitre: { techniques: ['T1059'] } } }))).toBe(false);
     expect(matches({ mitreTechnique: ['T15??'] })).toBe(false);
+    expect(matches({ mitreTechnique: ['T100?.00?'] })).toBe(true);
     expect(matches({ mitreTechnique: ['t1003.*'] }, event({ enrichment: { mitre: undefined } }))).toBe(true);
   });
 
@@ -265,6 +329,18 @@ describe('matching', () => {
     expect(matches({ minPriority: 75 })).toBe(true);
     expect(matches({ minPriority: 76 })).toBe(false);
     expect(matches({ minPriority: 0 }, event({ enrichment: { priority: 0 } }))).toBe(true);
+  });
+
+  it('ignores values of the wrong type in the incident instead of failing', () => {
+    const odd = event({
+      incident: { tags: ['VIP', 42, null], alerts: [null, 'alert', {}, { serviceSource: 'MicrosoftDefenderForOffice', mitreTechniques: [7, 'T1566'] }] },
+      enrichment: { tenantDisplayName: null, serviceSources: undefined, mitre: undefined },
+    });
+    expect(matches({ tags: ['vip'] }, odd)).toBe(true);
+    expect(matches({ serviceSource: ['MicrosoftDefenderForOffice'] }, odd)).toBe(true);
+    expect(matches({ mitreTechnique: ['T1566'] }, odd)).toBe(true);
+    expect(matches({ tenant: [TENANT] }, odd)).toBe(true);
+    expect(matches({ tenant: ['Fabrikam'] }, odd)).toBe(false);
   });
 
   it('ANDs fields', () => {

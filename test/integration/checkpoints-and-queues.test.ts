@@ -109,6 +109,16 @@ describe('incident events on the queue', () => {
     expect(decoded.incident).toBeUndefined();
     expect(envelopeSchema.safeParse(decoded).success).toBe(true);
     expect(await readClaimCheck(blobs, decoded.incidentRef.blobUrl)).toEqual(bigIncident);
+    // A consumer of a routed queue fetches incidentRef itself: the blob says it is JSON.
+    const url = new URL(decoded.incidentRef.blobUrl);
+    const [, , container, ...name] = url.pathname.split('/');
+    expect((await blobs.getContainerClient(container!).getBlobClient(decodeURIComponent(name.join('/'))).getProperties()).contentType).toBe('application/json');
+    // Also with the service URL as Azure gives it, ending in a slash.
+    expect(await readClaimCheck(new BlobServiceClient(`${blobs.url}/`, blobs.credential), decoded.incidentRef.blobUrl)).toEqual(bigIncident);
+    // A claim-check in another account (here one whose name is as long as ours) is refused, not read from ours.
+    const account = url.pathname.split('/')[1]!;
+    const foreign = decoded.incidentRef.blobUrl.replace(`/${account}/`, `/${'x'.repeat(account.length)}/`);
+    await expect(readClaimCheck(blobs, foreign)).rejects.toThrow(/not in this app's storage account/);
   });
 
   describe('at the edge of what a message holds', () => {

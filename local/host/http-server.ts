@@ -64,9 +64,11 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
 
 function toRpcRequest(req: IncomingMessage, body: Buffer, params: Record<string, string>): RpcHttpData {
   const url = new URL(req.url ?? '/', `http://${req.headers.host ?? 'localhost'}`);
+  // A repeated header arrives as its values joined by ',' (ASP.NET's StringValues.ToString(), which
+  // GrpcMessageConversionExtensions.ToRpcHttp hands the worker), not Node's ', '.
   const headers: Record<string, string> = {};
-  for (const [name, value] of Object.entries(req.headers)) {
-    if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value;
+  for (const [name, values] of Object.entries(req.headersDistinct)) {
+    if (values !== undefined) headers[name] = values.join(',');
   }
   // Repeated query keys arrive comma-joined, as ASP.NET's StringValues.ToString() gives them to the worker.
   const query: Record<string, string> = {};

@@ -91,6 +91,20 @@ describe('local host: HTTP triggers', () => {
     expect(Buffer.from(await response.arrayBuffer())).toEqual(payload);
   });
 
+  it('hands over a repeated header as its values joined by a comma, as ASP.NET does', async () => {
+    const echoed = await new Promise<string | undefined>((resolve, reject) => {
+      const req = httpRequest(`${host.url}/api/echo`, { method: 'POST', headers: { 'content-length': '0' } }, (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.headers['x-echo-tag'] as string | undefined));
+      });
+      // Two header lines with the same name.
+      req.setHeader('x-tag', ['first', 'second']);
+      req.on('error', reject);
+      req.end();
+    });
+    expect(echoed).toBe('first,second');
+  });
+
   it('forwards a body only when Content-Length declares it: a chunked body arrives empty, as in Azure', async () => {
     const chunked = await new Promise<{ status: number; length: string | undefined }>((resolve, reject) => {
       const req = httpRequest(`${host.url}/api/echo`, { method: 'POST', headers: { 'content-type': 'application/json', 'transfer-encoding': 'chunked' } }, (res) => {

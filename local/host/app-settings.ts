@@ -3,7 +3,9 @@ import { join } from 'node:path';
 
 /**
  * Copies `Values` from local.settings.json into the environment, as `func start` does: a variable
- * already set in the environment wins. Returns the names it set.
+ * already set in the environment wins, unless it is empty, which counts as unset
+ * (azure-functions-core-tools StartHostAction.cs `UpdateEnvironmentVariables`: `string.IsNullOrEmpty`).
+ * Returns the names it set.
  */
 export function applyLocalSettings(appDir: string, env: NodeJS.ProcessEnv = process.env): string[] {
   const path = join(appDir, 'local.settings.json');
@@ -17,7 +19,7 @@ export function applyLocalSettings(appDir: string, env: NodeJS.ProcessEnv = proc
   if (json.IsEncrypted === true) throw new Error('local.settings.json is encrypted; this host reads only plain settings.');
   const applied: string[] = [];
   for (const [name, value] of Object.entries(json.Values ?? {})) {
-    if (env[name] !== undefined) continue;
+    if (env[name] !== undefined && env[name] !== '') continue;
     env[name] = typeof value === 'string' ? value : JSON.stringify(value);
     applied.push(name);
   }

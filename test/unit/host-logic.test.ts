@@ -122,10 +122,11 @@ describe('host.json and settings', () => {
 
   it('copies local.settings.json Values without overriding the environment', () => {
     const dir = mkdtempSync(join(tmpdir(), 'host-settings-'));
-    writeFileSync(join(dir, 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: { A: 'file', B: 'file' } }));
-    const env: NodeJS.ProcessEnv = { A: 'env' };
-    expect(applyLocalSettings(dir, env)).toEqual(['B']);
-    expect(env).toEqual({ A: 'env', B: 'file' });
+    writeFileSync(join(dir, 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: { A: 'file', B: 'file', C: 'file' } }));
+    // An empty variable counts as unset, as Core Tools treats it.
+    const env: NodeJS.ProcessEnv = { A: 'env', C: '' };
+    expect(applyLocalSettings(dir, env)).toEqual(['B', 'C']);
+    expect(env).toEqual({ A: 'env', B: 'file', C: 'file' });
     rmSync(dir, { recursive: true, force: true });
   });
 });

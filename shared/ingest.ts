@@ -154,7 +154,7 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
   const windowStart = minusMilliseconds(advancedTo, overlapMs);
   const boundaryEventIds = [...checkpoint.boundaryEventIds, ...freshInWindow]
     .filter((id) => timestampOf(id) >= windowStart)
-    .sort((a, b) => timestampOf(a).localeCompare(timestampOf(b))); // oldest first: a trimmed list keeps the newest
+    .sort(byVersionTime); // oldest first: a trimmed list keeps the newest
   try {
     await deps.checkpoints.advance(checkpoint, { lastUpdateTime: advancedTo, boundaryEventIds });
   } catch (err) {
@@ -175,8 +175,13 @@ const RESUME_AFTER_FAILURE_MS = 30_000;
 
 function continuationOf(tenantId: string, since: string, skip: number, maxSeen: string | undefined, lastPage: string[], fresh: string[], now: Date): PollRequest {
   // The newest boundary versions, as the checkpoint keeps them.
-  const newest = [...fresh].sort((a, b) => timestampOf(a).localeCompare(timestampOf(b))).slice(-MAX_BOUNDARY_IDS);
+  const newest = [...fresh].sort(byVersionTime).slice(-MAX_BOUNDARY_IDS);
   return { ...pollRequest(tenantId, 'continuation', now), continuation: { since, skip, maxSeen, lastPage, fresh: newest } };
+}
+
+/** Orders event ids oldest version first. */
+function byVersionTime(a: string, b: string): number {
+  return timestampOf(a).localeCompare(timestampOf(b));
 }
 
 function timestampOf(eventId: string): string {

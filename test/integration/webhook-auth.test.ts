@@ -1,0 +1,132 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { ClientSecretCredential } from '@azure/identity';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { RELAY_SUBMIT_ROLE, WEBHOOK_HMAC_SECRET_NAME } from '../../local/demo.js';
+import { loadConfig } from '../../shared/config.js';
+import { createServices, type Services } from '../../shared/services.js';
+import { UNVERIFIED_SIGNATURE_MESSAGE } from '../../shared/webhook-auth.js';
+import { pushIncidents, webhookPushDeps, type PushResponse } from '../../shared/webhook-push.js';
+import { pushSignatureHeader } from '../../shared/webhook-signature.js';
+import { deliveredRequest } from '../support/host-request.js';
+import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
+
+/**
+ * How POST /api/incidents answers a credential it refuses, and what its log line says, against the
+ * Entra ID and Key Vault stand-ins: the challenge a refused token gets, what a caller without the app
+ * role is told, why a signature was refused (in the log only), and a Key Vault that cannot give the
+ * HMAC key. Every request here is refused before storage is touched.
+ */
+describe('webhook push: refused credentials, answered and logged', () => {
+  let stack: TestStandIns;
+  let services: Services;
+  const logs: { level: string; line: string }[] = [];
+  const logger = {
+    info: (line: string) => logs.push({ level: 'info', line }),
+    warn: (line: string) => logs.push({ level: 'warn', line }),
+    error: (line: string) => logs.push({ level: 'error', line }),
+  };
+
+  const world = () => stack.world;
+  const fabrikam = () => world().tenants.find((t) => t.context === 'application')!;
+  const body = JSON.stringify({ incidentId: 924565, lastUpdateTime: '2020-09-06T14:46:57.29Z' });
+
+  beforeAll(async () => {
+    stack = await startTestStandIns();
+    services = createServices(loadConfig(stack.appSettings));
+  }, 60_000);
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  async function tokenFor(clientId: string, clientSecret: string, scope = world().webhookClient.scope): Promise<string> {
+    const credential = new ClientSecretCredential(world().webhookClient.tenantId, clientId, clientSecret, { authorityHost: stack.entra.url, disableInstanceDiscovery: true });
+    return (await credential.getToken(scope)).token;
+  }
+
+  function push(headers: Record<string, string>, tenantId = fabrikam().tenantId, svc = services): Promise<PushResponse> {
+    const request = deliveredRequest({
+      method: 'POST',
+      url: `http://localhost/api/incidents?tenantId=${tenantId}`,
+      headers: { 'content-type': 'application/json', ...headers },
+      body: { bytes: Buffer.from(body) },
+    });
+    return pushIncidents(request, webhookPushDeps(svc, logger));
+  }
+
+  const signed = (key: string, tenantId = fabrikam().tenantId) => ({
+    'x-relay-signature': pushSignatureHeader(key, { tenantId, method: 'POST', path: '/api/incidents' }, body),
+  });
+  const errorOf = (response: PushResponse) => String((response.jsonBody as { error?: unknown }).error);
+
+  describe('with an Entra token', () => {
+    it('a refused token: 401 with the bearer challenge error="invalid_token" (RFC 6750), so the client gets a new token', async () => {
+      const expired = (await stack.entra.issuer.issueAccessToken({
+        tenantId: world().provider.tenantId, audience: world().relayApi.clientId, clientId: world().webhookClient.clientId,
+        objectId: randomUUID(), roles: [RELAY_SUBMIT_ROLE], version: 2, lifetimeSeconds: -120,
+      })).token;
+      const otherAudience = await tokenFor(world().webhookClient.clientId, world().webhookClient.clientSecret, 'https://api.security.microsoft.com/.default');
+      const valid = await tokenFor(world().webhookClient.clientId, world().webhookClient.clientSecret);
+      const [header, payload] = valid.split('.');
+      const forged = `${header}.${payload}.${randomBytes(256).toString('base64url')}`;
+      for (const [token, error] of [[expired, /expired/], [otherAudience, /another audience/], [forged, /not valid for this API/]] as const) {
+        const response = await push({ authorization: `Bearer ${token}` });
+        expect(response.status).toBe(401);
+        expect(errorOf(response)).toMatch(error);
+        expect(response.headers?.['WWW-Authenticate']).toBe('Bearer error="invalid_token"');
+      }
+    });
+
+    it('a valid token without the app role: 403 saying which role to assign and to get a new token', async () => {
+      const clientId = randomUUID();
+      const clientSecret = randomBytes(24).toString('base64url');
+      stack.entra.registry.addApp({ clientId, displayName: 'app without the role', homeTenantId: world().provider.tenantId, multiTenant: false, secrets: [clientSecret] });
+      const response = await push({ authorization: `Bearer ${await tokenFor(clientId, clientSecret)}` });
+      expect(response.status).toBe(403);
+      expect(errorOf(response)).toBe(
+        `The token of application ${clientId} does not carry the app role '${RELAY_SUBMIT_ROLE}': assign that role of the relay API to the application (admin consent), then get a new token`,
+      );
+      expect(response.headers?.['WWW-Authenticate']).toBeUndefined();
+    });
+  });
+
+  describe('with an HMAC signature', () => {
+    it('answers every unverified signature alike; the log says whether no key may sign for the tenant or none matched', async () => {
+      const mismatched = await push(signed('not the key'));
+      expect(mismatched.status).toBe(401);
+      expect(errorOf(mismatched)).toBe(UNVERIFIED_SIGNATURE_MESSAGE);
+      expect(logs.at(-1)).toEqual({ level: 'warn', line: expect.stringMatching(new RegExp(`outcome=401 the signature does not match any key granted tenant ${fabrikam().tenantId}$`)) });
+
+      const keyless = randomUUID();
+      const unkeyed = await push(signed(world().webhookHmacKey, keyless), keyless);
+      expect(unkeyed.status).toBe(401);
+      expect(errorOf(unkeyed)).toBe(UNVERIFIED_SIGNATURE_MESSAGE);
+      expect(logs.at(-1)).toEqual({ level: 'warn', line: expect.stringMatching(new RegExp(`outcome=401 no HMAC key may sign for tenant ${keyless}$`)) });
+    });
+
+    /** A push signed with the demo key, by an instance that has not read the key yet, while Key Vault answers its read of the key with `status`. */
+    async function pushWhileKeyVaultAnswers(status: number): Promise<PushResponse> {
+      stack.faults.add('keyvault', { kind: 'status', status, retryAfterSeconds: 0 }, Infinity, `/secrets/${WEBHOOK_HMAC_SECRET_NAME}`);
+      try {
+        return await push(signed(world().webhookHmacKey), fabrikam().tenantId, createServices(loadConfig(stack.appSettings)));
+      } finally {
+        stack.faults.clear('keyvault');
+      }
+    }
+
+    it('Key Vault throttling the key: 503 with Retry-After asking to retry; the log says what Key Vault answered', async () => {
+      const response = await pushWhileKeyVaultAnswers(429);
+      expect(response.status).toBe(503);
+      expect(errorOf(response)).toBe('The relay could not read its HMAC key just now: retry the request');
+      expect(response.headers?.['Retry-After']).toBe('10');
+      expect(logs.at(-1)).toEqual({ level: 'error', line: expect.stringContaining(`Key Vault did not answer (429)`) });
+    });
+
+    it('Key Vault refusing the relay the key: 500 saying the operator must fix it, without Retry-After; the log says why', async () => {
+      const response = await pushWhileKeyVaultAnswers(403);
+      expect(response.status).toBe(500);
+      expect(errorOf(response)).toBe('The relay could not read its HMAC key: its operator must fix the Key Vault secret');
+      expect(response.headers?.['Retry-After']).toBeUndefined();
+      expect(logs.at(-1)).toEqual({ level: 'error', line: expect.stringContaining(`may not read Key Vault secret '${WEBHOOK_HMAC_SECRET_NAME}'`) });
+    });
+  });
+});

@@ -91,6 +91,8 @@ describe('webhook push: POST /api/incidents', () => {
 
   interface Push {
     body?: string;
+    /** The body as these bytes (instead of `body` as UTF-8). */
+    bytes?: Buffer;
     token?: string;
     /** Sign the body with this key (the demo key unless given). */
     sign?: boolean | { key?: string; timestamp?: number };
@@ -116,7 +118,7 @@ describe('webhook push: POST /api/incidents', () => {
     Object.assign(headers, p.headers);
     const url = `http://localhost/api/incidents${tenantId === null ? '' : `?tenantId=${tenantId}`}`;
     // Bytes, not a string: a string body would make the request default to text/plain.
-    return deliveredRequest({ method: 'POST', url, headers, body: { bytes: Buffer.from(body) } }, { chunked: p.chunked });
+    return deliveredRequest({ method: 'POST', url, headers, body: { bytes: p.bytes ?? Buffer.from(body) } }, { chunked: p.chunked });
   }
 
   /** A v2 signature of a push to `tenantId`, remembered as a secret. */
@@ -554,12 +556,46 @@ describe('webhook push: POST /api/incidents', () => {
   });
 
   describe('the body', () => {
-    it('wrong content type: 415', async () => {
-      await expectRefused(await push({ token: validToken, contentType: 'text/plain', body: JSON.stringify(incidents(1)) }), 415, /must be application\/json/);
+    it('wrong content type: 415 naming the type it got', async () => {
+      await expectRefused(await push({ token: validToken, contentType: 'text/plain', body: JSON.stringify(incidents(1)) }), 415, /must be application\/json \(UTF-8\); got 'text\/plain'$/);
       await expectRefused(await push({ token: validToken, contentType: null, body: JSON.stringify(incidents(1)) }), 415, /got none/);
       const ok = await push({ token: validToken, contentType: 'application/json; charset=utf-8', body: JSON.stringify(incidents(1)) });
       expect(ok.status).toBe(202);
       await drainEvents();
+    });
+
+    it('a charset other than UTF-8: 415', async () => {
+      for (const contentType of ['application/json; charset=iso-8859-1', 'application/json; charset=utf-16', 'application/json;odata=nometadata;charset=windows-1252']) {
+        await expectRefused(await push({ token: validToken, contentType, body: JSON.stringify(incidents(1)) }), 415, /must be application\/json \(UTF-8\)/);
+      }
+    });
+
+    it('accepts UTF-8 however the charset is spelled, and media type parameters other than charset', async () => {
+      for (const contentType of [
+        'application/json; charset=utf8',
+        'application/json; charset="UTF-8"',
+        'application/json;odata=nometadata',
+        'Application/JSON; odata.metadata=minimal; charset=utf-8',
+      ]) {
+        const [incident] = incidents(1);
+        await expectEnqueued(await push({ token: validToken, contentType, body: JSON.stringify(incident) }), [incident!]);
+      }
+    });
+
+    it('quotes at most 100 characters of a wrong content type back', async () => {
+      const contentType = `text/plain; boundary=${'x'.repeat(4_000)}`;
+      const response = await push({ token: validToken, contentType, body: JSON.stringify(incidents(1)) });
+      await expectRefused(response, 415, new RegExp(`got '${contentType.slice(0, 100)}'$`));
+      expect(logs.at(-1)!.line.length).toBeLessThan(400);
+    });
+
+    it('accepts a body of exactly WEBHOOK_MAX_BODY_BYTES', async () => {
+      const max = services.config.webhook.maxBodyBytes;
+      const [incident] = incidents(1);
+      const json = JSON.stringify(incident);
+      const body = json + ' '.repeat(max - Buffer.byteLength(json));
+      expect(Buffer.byteLength(body)).toBe(max);
+      await expectEnqueued(await push({ token: validToken, body }), [incident!]);
     });
 
     it('oversized: 413, whether Content-Length says so or only the bytes do', async () => {
@@ -577,6 +613,12 @@ describe('webhook push: POST /api/incidents', () => {
       await expectRefused(await push({ token: validToken, body, chunked: true }), 411, /Content-Length header: the Functions host passes on no body sent without one/);
       await expectRefused(await push({ sign: true, body, chunked: true }), 411, /Content-Length/);
       await expectRefused(await push({ token: validToken, body: '' }), 400, /body is empty/);
+    });
+
+    it('a body not in UTF-8 (here Latin-1): 400, nothing enqueued', async () => {
+      const [incident] = incidents(1);
+      const bytes = Buffer.from(JSON.stringify({ ...incident!, title: 'Accès suspect à la boîte de réception' }), 'latin1');
+      await expectRefused(await push({ token: validToken, bytes }), 400, /^The body is not valid UTF-8$/);
     });
 
     it('malformed JSON: 400', async () => {

@@ -63,14 +63,15 @@ const NO_STORE = { 'Cache-Control': 'no-store' };
 class Refusal extends Error {
   constructor(
     readonly status: number,
+    message: string,
     readonly jsonBody: Record<string, unknown>,
     readonly headers: Record<string, string> = {},
   ) {
-    super(typeof jsonBody.error === 'string' ? jsonBody.error : `${status}`);
+    super(message);
   }
 }
 
-const refuse = (status: number, error: string, headers?: Record<string, string>) => new Refusal(status, { error }, headers);
+const refuse = (status: number, error: string, headers?: Record<string, string>) => new Refusal(status, error, { error }, headers);
 
 export async function pushIncidents(request: PushRequest, deps: WebhookPushDeps): Promise<PushResponse> {
   const seen: RequestSummary = {};
@@ -85,7 +86,8 @@ export async function pushIncidents(request: PushRequest, deps: WebhookPushDeps)
     if (err instanceof WebhookAuthError && err.clientId) seen.caller = err.clientId;
     // The log may say what the answer must not (why a credential was refused before it was verified).
     const reason = err instanceof WebhookAuthError ? err.detail : refusal.message;
-    const detail = refusal.status >= 500 && refusal.cause ? ` (${describeError(refusal.cause)})` : '';
+    // Only failures on the relay's side (5xx) carry a cause.
+    const detail = refusal.cause ? ` (${describeError(refusal.cause)})` : '';
     const line = logLine(`${refusal.status} ${reason}${detail}`);
     if (refusal.status >= 500) deps.logger.error(line);
     else deps.logger.warn(line);
@@ -148,8 +150,9 @@ async function accept(request: PushRequest, deps: WebhookPushDeps, seen: Request
       await deps.replayGuard.forget(caller.signature, caller.timestamp).catch((err: unknown) =>
         deps.logger.warn(`webhook push: tenant ${tenantId}: could not forget the signature of a request not fully enqueued, so its retry will be refused as a replay (re-sign it with a new timestamp): ${describeError(err)}`));
     }
-    const refusal = new Refusal(503, {
-      error: `Storage did not take every incident (${enqueued.length} of ${envelopes.length} enqueued): retry the whole request; incidents already enqueued are not delivered twice`,
+    const error = `Storage did not take every incident (${enqueued.length} of ${envelopes.length} enqueued): retry the whole request; incidents already enqueued are not delivered twice`;
+    const refusal = new Refusal(503, error, {
+      error,
       accepted: enqueued.length,
       eventIds: enqueued,
       notEnqueued: envelopes.map((e) => e.eventId).filter((id) => !enqueued.includes(id)),
@@ -223,9 +226,7 @@ function parseJson(body: Buffer): unknown {
 
 function invalidIncidents(problems: IncidentProblem[]): Refusal {
   const incidents = new Set(problems.map((p) => p.index)).size;
-  const refusal = new Refusal(400, { errors: problems });
-  refusal.message = `${problems.length} problem(s) in ${incidents} incident(s), nothing enqueued`;
-  return refusal;
+  return new Refusal(400, `${problems.length} problem(s) in ${incidents} incident(s), nothing enqueued`, { errors: problems });
 }
 
 /** The `tenantId` query parameter, lower-cased; undefined when absent. */
@@ -278,7 +279,8 @@ async function enqueueAll(envelopes: IncidentEnvelope[], sender: Pick<MessageSen
         await sender.sendEvent(QUEUE_NAMES.incidents, envelopes[index]!);
         sent[index] = true;
       } catch (err) {
-        if (!failed) failure = err;
+        // The first failure is the one the log names.
+        failure ??= err;
         failed = true;
       }
     }

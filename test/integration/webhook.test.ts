@@ -19,7 +19,7 @@ import { createServices, type Services } from '../../shared/services.js';
 import { normalizeTimestamp } from '../../shared/timestamps.js';
 import { pushIncidents, webhookPushDeps, type PushResponse, type WebhookPushDeps } from '../../shared/webhook-push.js';
 import { EntraTokenValidator, UNVERIFIED_TOKEN_MESSAGE } from '../../shared/entra-token.js';
-import { UNVERIFIED_SIGNATURE_MESSAGE } from '../../shared/webhook-auth.js';
+import { UNVERIFIED_SIGNATURE_MESSAGE, type WebhookAuthenticator } from '../../shared/webhook-auth.js';
 import { pushSignatureHeader } from '../../shared/webhook-signature.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
 import { DEFENDER_DOCS_LIST_EXAMPLE } from '../support/webhook-payloads.js';
@@ -671,6 +671,8 @@ describe('webhook push: POST /api/incidents', () => {
       expect(bodyOf(failed)).toMatchObject({ accepted: 4, notEnqueued: [expect.stringContaining(`:${failing}:`)] });
       expect(await drainEvents()).toHaveLength(4);
       expect(logs.at(-1)).toMatchObject({ level: 'error', line: expect.stringContaining('outcome=503 Storage did not take every incident (4 of 5 enqueued)') });
+      // The operator learns what storage said.
+      expect(logs.at(-1)!.line).toMatch(/enqueued\): .*\(Error HTTP 503: Server busy\)$/);
 
       const retried = await push({ sign: { timestamp }, body });
       await expectEnqueued(retried, batch);
@@ -696,9 +698,49 @@ describe('webhook push: POST /api/incidents', () => {
       expect(logs.some((l) => l.level === 'warn' && /could not forget the signature .* its retry will be refused as a replay \(re-sign it with a new timestamp\)/.test(l.line))).toBe(true);
     });
 
-    it('answers 503 when the tenant registry cannot be read', async () => {
+    it('answers 503 with Retry-After when the tenant registry cannot be read; the log names the cause', async () => {
       const registry = { get: () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })) };
-      await expectRefused(await push({ token: validToken, body: JSON.stringify(incidents(1)) }, { registry }), 503, /registry could not be read/);
+      const response = await push({ token: validToken, body: JSON.stringify(incidents(1)) }, { registry });
+      await expectRefused(response, 503, /registry could not be read/);
+      expect(response.headers?.['Retry-After']).toBe('10');
+      expect(logs.at(-1)).toEqual({ level: 'error', line: expect.stringMatching(/outcome=503 The tenant registry could not be read: retry the request \(Error ECONNREFUSED: connect ECONNREFUSED\)$/) });
+    });
+
+    it('answers 503 with Retry-After when the replay guard cannot be consulted, enqueuing nothing', async () => {
+      const guard = services.replayGuard;
+      const unreachableGuard = {
+        remember: () => Promise.reject(Object.assign(new Error('Server busy'), { statusCode: 503 })),
+        forget: guard.forget.bind(guard),
+        pruneExpired: guard.pruneExpired.bind(guard),
+      };
+      const response = await push({ sign: true, body: JSON.stringify(incidents(1)) }, { replayGuard: unreachableGuard });
+      await expectRefused(response, 503, /^The replay guard could not be consulted: retry the request$/);
+      expect(response.headers?.['Retry-After']).toBe('10');
+      expect(logs.at(-1)).toEqual({ level: 'error', line: expect.stringContaining('(Error HTTP 503: Server busy)') });
+    });
+
+    it('accepts a signed push when pruning old signatures fails, and warns', async () => {
+      const guard = services.replayGuard;
+      const unprunableGuard = {
+        remember: guard.remember.bind(guard),
+        forget: guard.forget.bind(guard),
+        pruneExpired: () => Promise.reject(Object.assign(new Error('Server busy'), { statusCode: 503 })),
+      };
+      const [incident] = incidents(1);
+      await expectEnqueued(await push({ sign: true, body: JSON.stringify(incident) }, { replayGuard: unprunableGuard }), [incident!]);
+      expect(logs).toContainEqual({ level: 'warn', line: 'webhook push: pruning old signatures failed: Error HTTP 503: Server busy' });
+    });
+
+    it('answers 500 to a failure it did not expect, asking to retry later; the log names the cause as an error', async () => {
+      const brokenAuth = Object.assign(Object.create(services.webhookAuth) as WebhookAuthenticator, {
+        authenticateBearer: () => Promise.reject(new TypeError("Cannot read properties of undefined (reading 'roles')")),
+      });
+      const response = await push({ token: validToken, body: JSON.stringify(incidents(1)) }, { auth: brokenAuth });
+      await expectRefused(response, 500, /^The relay failed to take the incidents: retry later$/);
+      expect(logs.at(-1)).toEqual({
+        level: 'error',
+        line: "webhook push: tenant=- caller=- incidents=- outcome=500 The relay failed to take the incidents: retry later (TypeError: Cannot read properties of undefined (reading 'roles'))",
+      });
     });
   });
 
@@ -723,6 +765,12 @@ describe('webhook push: POST /api/incidents', () => {
     expect(rows.filter((r) => r.partitionKey! <= String(Math.floor(signedAt / 300)).padStart(12, '0'))).toEqual([]);
     // The table holds a hash of each signature, never the signature itself.
     expect(JSON.stringify(rows)).not.toContain(signature.toString('hex'));
+  });
+
+  it('logs a refusal as a warning saying what was known of the request ("-" for the rest), and nothing after the reason', async () => {
+    const response = await push({ body: JSON.stringify(incidents(1)) });
+    expect(response.status).toBe(401);
+    expect(logs.at(-1)).toEqual({ level: 'warn', line: `webhook push: tenant=- caller=- incidents=- outcome=401 ${String(bodyOf(response).error)}` });
   });
 
   it('never logs a token, a signature or the HMAC key', () => {

@@ -147,6 +147,8 @@ export function bootstrap(settingsFile: string | undefined): CliContext {
       process.exit(rerun.status ?? 1);
     }
   }
+  // The managed-identity endpoint the local stack's settings name: the CLI acts as the app's identity there.
+  for (const name of ['IDENTITY_ENDPOINT', 'IDENTITY_HEADER']) if (settings.values[name] && !process.env[name]) process.env[name] = settings.values[name];
   process.stderr.write(`Settings: ${settings.source}\n`);
   const config = loadConfig(settings.values);
   return { services: createServices(config, { appCredential: createAppCredential(config, { developerSignIn: true }) }), settings };

@@ -25,6 +25,14 @@ export interface AzuriteOptions {
   extentMemoryLimitMb?: number;
   startTimeoutMs?: number;
   onLog?: (line: string) => void;
+  /**
+   * Serve HTTPS with this certificate (PEM files) and accept Entra bearer tokens (`--oauth basic`), as
+   * an identity-based app reaches Storage in Azure. Azurite takes a bearer token only over HTTPS; its
+   * basic check reads the token's lifetime, issuer (`https://sts.windows.net/…`) and audience
+   * (`https://storage.azure.com` or the account's endpoint), not its signature or role assignments.
+   * Source: Azurite README ("HTTPS setup", "OAuth configuration"); `src/queue/authentication/QueueTokenAuthenticator.ts`.
+   */
+  https?: { certPath: string; keyPath: string };
 }
 
 function azuriteEntry(): string {
@@ -34,7 +42,7 @@ function azuriteEntry(): string {
 
 export function azuriteConnectionString(blobUrl: string, queueUrl: string, tableUrl: string): string {
   return [
-    'DefaultEndpointsProtocol=http',
+    `DefaultEndpointsProtocol=${new URL(queueUrl).protocol.replace(':', '')}`,
     `AccountName=${AZURITE_ACCOUNT}`,
     `AccountKey=${AZURITE_KEY}`,
     `BlobEndpoint=${blobUrl}`,
@@ -54,6 +62,7 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Runnin
     '--blobHost', '127.0.0.1', '--blobPort', String(options.blobPort ?? 0),
     '--queueHost', '127.0.0.1', '--queuePort', String(options.queuePort ?? 0),
     '--tableHost', '127.0.0.1', '--tablePort', String(options.tablePort ?? 0),
+    ...(options.https ? ['--cert', options.https.certPath, '--key', options.https.keyPath, '--oauth', 'basic'] : []),
   ];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const ports: Partial<Record<'blob' | 'queue' | 'table', number>> = {};
@@ -71,7 +80,7 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Runnin
         const line = buffered.slice(0, newline).trim();
         buffered = buffered.slice(newline + 1);
         options.onLog?.(line);
-        const m = /Azurite (Blob|Queue|Table) service is successfully listening at http:\/\/[^:]+:(\d+)/.exec(line);
+        const m = /Azurite (Blob|Queue|Table) service is successfully listening at https?:\/\/[^:]+:(\d+)/.exec(line);
         if (m) ports[m[1]!.toLowerCase() as 'blob' | 'queue' | 'table'] = Number(m[2]);
         if (ports.blob && ports.queue && ports.table) {
           clearTimeout(timer);
@@ -87,9 +96,11 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Runnin
   });
   child.removeAllListeners('exit');
 
-  const blobUrl = `http://127.0.0.1:${ports.blob}/${AZURITE_ACCOUNT}`;
-  const queueUrl = `http://127.0.0.1:${ports.queue}/${AZURITE_ACCOUNT}`;
-  const tableUrl = `http://127.0.0.1:${ports.table}/${AZURITE_ACCOUNT}`;
+  // Path-style URLs (the account in the path), as the SDKs read them for an IP host.
+  const scheme = options.https ? 'https' : 'http';
+  const blobUrl = `${scheme}://127.0.0.1:${ports.blob}/${AZURITE_ACCOUNT}`;
+  const queueUrl = `${scheme}://127.0.0.1:${ports.queue}/${AZURITE_ACCOUNT}`;
+  const tableUrl = `${scheme}://127.0.0.1:${ports.table}/${AZURITE_ACCOUNT}`;
   return {
     connectionString: azuriteConnectionString(blobUrl, queueUrl, tableUrl),
     blobUrl,

@@ -15,8 +15,9 @@ import { TenantRegistry, TENANTS_TABLE } from '../shared/tenants.js';
 import type { WebhookAccessFile } from '../shared/webhook-access.js';
 import { startReceiver, withReceiverUrls, type RunningReceiver } from './receiver.js';
 import { startAzurite, stopChild, type RunningAzurite } from './azurite.js';
+import type { StackTls } from './stack-tls.js';
 import { FaultBoard } from './common/faults.js';
-import { createLocalCa, writeCaCert, type KeyAndCert } from './common/tls.js';
+import type { KeyAndCert } from './common/tls.js';
 import { startDefender, type DefenderStandIn } from './defender/server.js';
 import { generateIncidents } from './defender/generator.js';
 import {
@@ -69,6 +70,8 @@ export interface StackInfo {
 }
 
 export interface StackOptions {
+  /** The CA and server certificate every HTTPS part of the stack serves (this process must trust the CA). */
+  tls: StackTls;
   /** Port of the local Functions host (7071 like `func start`; 0 for any free port). */
   hostPort?: number;
   /** Where stack.json, the CA certificate and local.settings.json are written. */
@@ -97,23 +100,54 @@ export interface RunningStack {
   stop(): Promise<void>;
 }
 
+/**
+ * Identity-based storage, as `infra/app/api.bicep` configures the app in Azure: service URIs and the
+ * app's user-assigned managed identity, no connection string and no client secret.
+ */
+export interface IdentityBasedStorage {
+  blobUrl: string;
+  queueUrl: string;
+  tableUrl: string;
+  managedIdentityClientId: string;
+}
+
+/** In-process tests: a connection string, and a client secret standing in for the managed identity. */
+function sharedKeySettings(world: DemoWorld, connectionString: string): Record<string, string> {
+  return {
+    AzureWebJobsStorage: connectionString,
+    AZURE_TENANT_ID: world.appIdentity.tenantId,
+    AZURE_CLIENT_ID: world.appIdentity.clientId,
+    AZURE_CLIENT_SECRET: world.appIdentity.clientSecret,
+  };
+}
+
+/** The names and meaning of `platformSettings` in infra/app/api.bicep (a test holds them equal). */
+function identitySettings(world: DemoWorld, storage: IdentityBasedStorage): Record<string, string> {
+  return {
+    AzureWebJobsStorage__credential: 'managedidentity',
+    AzureWebJobsStorage__clientId: storage.managedIdentityClientId,
+    AzureWebJobsStorage__blobServiceUri: storage.blobUrl,
+    AzureWebJobsStorage__queueServiceUri: storage.queueUrl,
+    AzureWebJobsStorage__tableServiceUri: storage.tableUrl,
+    AZURE_TENANT_ID: world.provider.tenantId,
+    AZURE_CLIENT_ID: storage.managedIdentityClientId,
+  };
+}
+
 /** The app settings the Functions app reads, pointing it at the local stack. */
 export function appSettingsFor(
   world: DemoWorld,
-  storageConnectionString: string,
+  storage: string | IdentityBasedStorage,
   { entra, keyVault, defender, routesFile, webhookAccessFile }: Pick<StandIns, 'entra' | 'keyVault' | 'defender' | 'routesFile'> & Partial<Pick<StandIns, 'webhookAccessFile'>>,
 ): Record<string, string> {
   return {
     FUNCTIONS_WORKER_RUNTIME: 'node',
-    AzureWebJobsStorage: storageConnectionString,
+    ...(typeof storage === 'string' ? sharedKeySettings(world, storage) : identitySettings(world, storage)),
     KEY_VAULT_URL: keyVault.url,
     KEY_VAULT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION: 'true',
     ENTRA_AUTHORITY_HOST: entra.url,
     ENTRA_DISABLE_INSTANCE_DISCOVERY: 'true',
     DEFENDER_API_URL: defender.url,
-    AZURE_TENANT_ID: world.appIdentity.tenantId,
-    AZURE_CLIENT_ID: world.appIdentity.clientId,
-    AZURE_CLIENT_SECRET: world.appIdentity.clientSecret,
     POLL_SCHEDULE: '0 */1 * * * *',
     RELAY_API_CLIENT_ID: world.relayApi.clientId,
     RELAY_API_URI: world.relayApi.identifierUri,
@@ -391,7 +425,19 @@ export async function ensurePortFree(port: number): Promise<void> {
   });
 }
 
-export async function startStack(options: StackOptions = {}): Promise<RunningStack> {
+/**
+ * The Function App's user-assigned managed identity, assigned to the local app as `infra/` assigns it,
+ * with the vault role `infra/` grants it. Storage roles are not checked locally (Azurite's OAuth check
+ * reads the token's issuer, audience and lifetime only).
+ */
+export function assignAppIdentity(world: DemoWorld, entra: EntraStandIn, keyVault: KeyVaultStandIn): { clientId: string; principalId: string } {
+  const identity = entra.registry.addManagedIdentity({ name: 'id-defender-relay', tenantId: world.provider.tenantId });
+  entra.msi.assign(identity.clientId);
+  keyVault.grant(identity.principalId, 'Key Vault Secrets User');
+  return { clientId: identity.clientId, principalId: identity.principalId };
+}
+
+export async function startStack(options: StackOptions): Promise<RunningStack> {
   const log = options.log ?? (() => undefined);
   const appDir = resolve(options.appDir ?? process.cwd());
   const stateDir = resolve(options.stateDir ?? join(appDir, '.local'));
@@ -404,9 +450,9 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     throw err;
   }
 
-  const ca = createLocalCa();
-  const caCertPath = writeCaCert(ca, join(stateDir, 'ca.pem'));
-  const tls = ca.issueServerCert();
+  const { tls } = options;
+  const caCertPath = join(stateDir, 'ca.pem');
+  writeFileSync(caCertPath, tls.caCertPem);
   const faults = new FaultBoard();
   const world = createDemoWorld();
 
@@ -415,7 +461,8 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
   };
   try {
-    const azurite = await startAzurite({ onLog: () => undefined });
+    // HTTPS with bearer tokens, as the app reaches Storage in Azure; the stack itself and tools use the account key.
+    const azurite = await startAzurite({ onLog: () => undefined, https: { certPath: tls.certPath, keyPath: tls.keyPath } });
     cleanups.push(() => azurite.stop());
     log(`Azurite       queues ${azurite.queueUrl}  tables ${azurite.tableUrl}  blobs ${azurite.blobUrl}`);
 
@@ -430,15 +477,18 @@ export async function startStack(options: StackOptions = {}): Promise<RunningSta
     for (const name of [queueNames.pollRequests, queueNames.incidents, queueNames.poison, ...queueNames.routed]) await queues.getQueueClient(name).createIfNotExists();
 
     await registerDemoTenants(world, azurite.connectionString);
-    const appSettings = appSettingsFor(world, azurite.connectionString, standIns);
-    // The settings name the CA that signs the stand-ins' HTTPS: func start passes Values to the worker as
-    // its environment, and the CLI trusts the CA the settings file names.
-    writeFileSync(join(stateDir, 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: { ...appSettings, NODE_EXTRA_CA_CERTS: caCertPath } }, null, 2));
+    const identity = assignAppIdentity(world, entra, keyVault);
+    const appSettings = appSettingsFor(world, { blobUrl: azurite.blobUrl, queueUrl: azurite.queueUrl, tableUrl: azurite.tableUrl, managedIdentityClientId: identity.clientId }, standIns);
+    // What App Service puts in the app's environment for its managed identity (not app settings).
+    const platform = { IDENTITY_ENDPOINT: entra.msi.endpoint, IDENTITY_HEADER: entra.msi.header };
+    // The settings name the CA that signs the stand-ins' HTTPS and the identity endpoint: func start passes
+    // Values to the worker as its environment, and the CLI uses both.
+    writeFileSync(join(stateDir, 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: { ...appSettings, ...platform, NODE_EXTRA_CA_CERTS: caCertPath } }, null, 2));
 
     let host = `http://localhost:${options.hostPort ?? 7071}`;
     let hostProcess: ChildProcess | undefined;
     if (options.startHost !== false) {
-      const env = { ...process.env, ...appSettings, NODE_EXTRA_CA_CERTS: caCertPath };
+      const env = { ...process.env, ...appSettings, ...platform, NODE_EXTRA_CA_CERTS: caCertPath };
       const started = await startHostProcess(appDir, options.hostPort ?? 7071, env, options.onHostLine ?? (() => undefined));
       hostProcess = started.child;
       host = started.url;

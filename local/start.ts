@@ -7,6 +7,7 @@ import { DELIVERY_LOG_TABLE } from '../shared/delivery-log.js';
 import { TenantStatusStore, TENANT_STATUS_TABLE } from '../shared/tenant-status.js';
 import { simulateSocActivity } from './demo-activity.js';
 import { startStack, type RunningStack } from './stack.js';
+import { stackTlsOrRerun } from './stack-tls.js';
 
 /**
  * `npm start`: brings up Azurite, the Entra ID, Key Vault and Defender stand-ins and the local Functions
@@ -27,6 +28,8 @@ const { values } = parseArgs({
 });
 
 const startedAt = Date.now();
+// Before anything prints: this process may run itself again, trusting the stack's CA.
+const tls = await stackTlsOrRerun();
 const print = (line: string) => console.log(line);
 print('defender-relay local stack: starting…');
 
@@ -46,6 +49,7 @@ process.on('SIGTERM', () => void shutdown('SIGTERM'));
 
 try {
   stack = await startStack({
+    tls,
     hostPort: Number(values.port),
     stateDir: values['state-dir'],
     startHost: !values['no-host'],

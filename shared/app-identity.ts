@@ -20,7 +20,8 @@ export function createAppCredential(config: AppConfig, options: { developerSignI
       disableInstanceDiscovery: config.entra.disableInstanceDiscovery,
     });
   }
-  // The CLI on a workstation has no managed identity: it acts as the signed-in operator (az or azd login).
-  if (options.developerSignIn) return new ChainedTokenCredential(new AzureCliCredential({ tenantId }), new AzureDeveloperCliCredential({ tenantId }));
+  // The CLI on a workstation has no managed identity: it acts as the signed-in operator (az or azd login),
+  // unless a managed-identity endpoint is at hand (the local stack's settings name one).
+  if (options.developerSignIn && !process.env.IDENTITY_ENDPOINT) return new ChainedTokenCredential(new AzureCliCredential({ tenantId }), new AzureDeveloperCliCredential({ tenantId }));
   return clientId ? new ManagedIdentityCredential({ clientId }) : new ManagedIdentityCredential();
 }

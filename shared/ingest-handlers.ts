@@ -41,13 +41,17 @@ export async function handlePollRequest(message: unknown, services: Services, lo
   try {
     const outcome = await pollTenant(parsed.data, { ...services, maxPagesPerRun: services.config.pollMaxPagesPerRun });
     const cause = outcome.status === 'retrying' ? describeError(outcome.failure) : undefined;
-    await services.tenantStatus.recordPoll(tenantId, { outcome: outcome.status, error: cause, eventsEnqueued: outcome.enqueued, checkpoint: outcome.checkpoint });
+    // A poll that lost the checkpoint race enqueued what the winner enqueued too (the enricher skips the
+    // copies): the tenant's count of events in takes the winner's alone.
+    const counted = outcome.status === 'conflict' ? 0 : outcome.enqueued;
+    await services.tenantStatus.recordPoll(tenantId, { outcome: outcome.status, error: cause, eventsEnqueued: counted, checkpoint: outcome.checkpoint });
     const summary =
       `pollTenant ${tenantId}: ${outcome.status}, ${outcome.enqueued} event(s) enqueued` +
       ` (${outcome.fetched} listed in ${outcome.pages} page(s), ${outcome.duplicates} already delivered, ${outcome.claimChecked} claim-checked` +
       `${outcome.refused.length ? `, ${outcome.refused.length} refused and dead-lettered` : ''})`;
     for (const { eventId, reason } of outcome.refused) log.error(`pollTenant ${tenantId}: ${eventId} dead-lettered: ${reason}`);
-    if (cause) log.warn(`${summary}; the listing failed, a follow-up request goes on from the failed page: ${cause}`);
+    if (outcome.status === 'conflict') log.info(`${summary}; another poll of this tenant advanced the checkpoint first: these events are copies the enricher skips`);
+    else if (cause) log.warn(`${summary}; the listing failed, a follow-up request goes on from the failed page: ${cause}`);
     else log.info(summary);
     return outcome;
   } catch (err) {

@@ -7,6 +7,7 @@ import { startHttpServer, type AdminInvokeResult, type RunningHttpServer } from 
 import { Invoker } from './invoker.js';
 import { QueueListener } from './queue-listener.js';
 import { BlobScheduleMonitor, localHostId } from './schedule-monitor.js';
+import { MissingConnectionError, resolveStorageConnection } from './storage-connection.js';
 import { TimerTrigger, type ScheduleMonitor } from './timer-trigger.js';
 
 export interface HostOptions {
@@ -46,12 +47,15 @@ function describe(fn: HostedFunction, routePrefix: string, url: string, timers: 
  * setting for timers). Without it, timers run unmonitored (no past-due check), and the host says so.
  */
 function scheduleMonitor(appDir: string, log: (line: string) => void): ScheduleMonitor | undefined {
-  const connection = process.env.AzureWebJobsStorage;
-  if (!connection) {
+  let connection;
+  try {
+    connection = resolveStorageConnection('AzureWebJobsStorage');
+  } catch (err) {
+    if (!(err instanceof MissingConnectionError)) throw err;
     log('[warning] AzureWebJobsStorage is not set: timers run without their schedule status (no past-due runs after a restart).');
     return undefined;
   }
-  return new BlobScheduleMonitor(connection, localHostId(appDir));
+  return new BlobScheduleMonitor(connection.blobs(), localHostId(appDir));
 }
 
 /**

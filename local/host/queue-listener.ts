@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
-import { QueueServiceClient, type QueueClient, type DequeuedMessageItem } from '@azure/storage-queue';
+import type { QueueServiceClient, QueueClient, DequeuedMessageItem } from '@azure/storage-queue';
 import type { QueueFunction } from './app-loader.js';
 import type { QueueOptions } from './host-config.js';
 import type { Invoker } from './invoker.js';
+import { resolveStorageConnection } from './storage-connection.js';
 import type { RpcTypedData } from './worker-contract.js';
 
 /** The extension's lease on a message it is processing; renewed at half-time while it runs. */
@@ -17,14 +18,13 @@ export function decodeBase64Message(text: string): string | undefined {
   return Buffer.from(compact, 'base64').toString('utf8');
 }
 
-function connectionString(settingName: string, functionName: string): string {
-  const value = process.env[settingName];
-  if (!value) {
-    throw new Error(`Function '${functionName}': Storage account connection string '${settingName}' does not exist. Make sure that it is a defined App Setting.`);
+function queueService(settingName: string, functionName: string): QueueServiceClient {
+  try {
+    return resolveStorageConnection(settingName).queues();
+  } catch (err) {
+    throw new Error(`Function '${functionName}': ${(err as Error).message}`);
   }
-  return value;
 }
-
 
 /**
  * One queue trigger, with the Storage Queues extension's semantics: batches with a lease,
@@ -53,7 +53,7 @@ export class QueueListener {
     this.#options = options;
     this.#invoker = invoker;
     this.#log = log;
-    const service = QueueServiceClient.fromConnectionString(connectionString(fn.connectionSetting, fn.metadata.name));
+    const service = queueService(fn.connectionSetting, fn.metadata.name);
     this.#queue = service.getQueueClient(fn.queueName);
     this.#poison = service.getQueueClient(`${fn.queueName}-poison`);
   }

@@ -1,5 +1,5 @@
 import { hostname } from 'node:os';
-import { BlobServiceClient, RestError } from '@azure/storage-blob';
+import { RestError, type BlobServiceClient } from '@azure/storage-blob';
 import type { ScheduleMonitor, ScheduleStatus } from './timer-trigger.js';
 
 /** The container the host keeps its own state in (timer status, locks) in AzureWebJobsStorage. */
@@ -37,8 +37,8 @@ export class BlobScheduleMonitor implements ScheduleMonitor {
   readonly #hostId: string;
   #containerReady: Promise<unknown> | undefined;
 
-  constructor(connectionString: string, hostId: string) {
-    this.#service = BlobServiceClient.fromConnectionString(connectionString);
+  constructor(service: BlobServiceClient, hostId: string) {
+    this.#service = service;
     this.#hostId = hostId;
   }
 

@@ -3,10 +3,11 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { TableClient } from '@azure/data-tables';
 import { QueueServiceClient } from '@azure/storage-queue';
 import type { StackInfo } from '../../local/stack.js';
+import { stackTlsEnv, writeStackTls } from '../../local/stack-tls.js';
 import { DELIVERY_LOG_TABLE } from '../../shared/delivery-log.js';
 import { TenantStatusStore, TENANT_STATUS_TABLE } from '../../shared/tenant-status.js';
 import { pushSignatureHeader } from '../../shared/webhook-signature.js';
@@ -26,6 +27,7 @@ function portOpen(port: number): Promise<boolean> {
 
 describe('npm start', () => {
   let stateDir: string;
+  let tlsDir: string;
   let child: ChildProcess;
   let output = '';
   let readyMs = 0;
@@ -34,9 +36,13 @@ describe('npm start', () => {
   beforeAll(async () => {
     stateDir = mkdtempSync(join(tmpdir(), 'defender-relay-e2e-'));
     const started = Date.now();
+    // The stack serves the test run's certificate, so that this process (trusting the run's CA) reaches Azurite's HTTPS.
+    tlsDir = mkdtempSync(join(tmpdir(), 'defender-relay-e2e-tls-'));
+    writeStackTls(tlsDir, inject('tls'));
     child = spawn(process.execPath, ['dist/local/start.js', '--port', '0', '--state-dir', stateDir, '--quiet', '--no-activity'], {
       cwd: repo,
       stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, ...stackTlsEnv(tlsDir) },
     });
     await new Promise<void>((ready, fail) => {
       const onData = (chunk: Buffer) => {
@@ -54,6 +60,21 @@ describe('npm start', () => {
   afterAll(() => {
     if (child.exitCode === null) child.kill('SIGKILL');
     rmSync(stateDir, { recursive: true, force: true });
+    rmSync(tlsDir, { recursive: true, force: true });
+  });
+
+  it('runs the app as Azure does: Storage through its managed identity, no connection string, no client secret', async () => {
+    const settings = info.appSettings;
+    expect(settings.AzureWebJobsStorage).toBeUndefined();
+    expect(settings.AZURE_CLIENT_SECRET).toBeUndefined();
+    expect(settings).toMatchObject({ AzureWebJobsStorage__credential: 'managedidentity', AzureWebJobsStorage__clientId: settings.AZURE_CLIENT_ID });
+    for (const service of ['queue', 'table', 'blob']) expect(settings[`AzureWebJobsStorage__${service}ServiceUri`]).toMatch(/^https:\/\/127\.0\.0\.1:\d+\/devstoreaccount1$/);
+    // The service URIs take no anonymous caller: the host and the app reach them only with the identity's tokens.
+    const anonymous = await fetch(`${settings.AzureWebJobsStorage__queueServiceUri}/poll-requests/messages?peekonly=true`);
+    expect(anonymous.status).toBe(403);
+    const local = JSON.parse(readFileSync(join(stateDir, 'local.settings.json'), 'utf8')) as { Values: Record<string, string> };
+    expect(local.Values.IDENTITY_ENDPOINT).toMatch(/^https:\/\/localhost:\d+\/msi\/token$/);
+    expect(local.Values.IDENTITY_HEADER).toBeTruthy();
   });
 
   it('is ready within a minute and says where everything runs', () => {

@@ -1,6 +1,9 @@
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { createDemoWorld } from '../../local/demo.js';
+import { appSettingsFor } from '../../local/stack.js';
 import { CHECKPOINTS_TABLE } from '../../shared/checkpoints.js';
 import { settingsSchema, SETTING_NAMES } from '../../shared/config.js';
 import { deadLetterQueueOf, poisonQueueOf } from '../../shared/dead-letter.js';
@@ -96,6 +99,9 @@ const LOCAL_ONLY_SETTINGS = [
   'ENTRA_DISABLE_INSTANCE_DISCOVERY',
 ];
 
+/** Settings Azure sets that the demo leaves at their defaults (each has one in shared/config.ts). */
+const OPTIONAL_SETTINGS_LEFT_UNSET_LOCALLY = ['POLL_MAX_PAGES_PER_RUN', 'WEBHOOK_REQUIRED_ROLE', 'WEBHOOK_HMAC_TOLERANCE_SECONDS', 'WEBHOOK_MAX_BODY_BYTES', 'DESTINATION_TIMEOUT_MS'];
+
 /** Flex Consumption rejects these: the runtime is in functionAppConfig. */
 const REJECTED_ON_FLEX = ['FUNCTIONS_WORKER_RUNTIME', 'WEBSITE_NODE_DEFAULT_VERSION', 'FUNCTIONS_EXTENSION_VERSION', 'WEBSITE_RUN_FROM_PACKAGE', 'WEBSITE_CONTENTAZUREFILECONNECTIONSTRING', 'WEBSITE_CONTENTSHARE'];
 
@@ -159,6 +165,20 @@ describe('app settings', () => {
     expect(byName.get('APPLICATIONINSIGHTS_AUTHENTICATION_STRING')?.value.text).toBe("'ClientId=${identityClientId};Authorization=AAD'");
     expect(byName.get('KEY_VAULT_URL')?.value.text).toBe('keyVault.outputs.uri');
     expect(prop(infra.mainModule('app/api.bicep').body, 'params.identityClientId')?.text).toBe('identity.outputs.clientId');
+  });
+
+  it('are the settings the local stack runs the app with (npm start): identity-based storage, no secret', () => {
+    const local = appSettingsFor(
+      createDemoWorld(),
+      { blobUrl: 'https://127.0.0.1:1/devstoreaccount1', queueUrl: 'https://127.0.0.1:2/devstoreaccount1', tableUrl: 'https://127.0.0.1:3/devstoreaccount1', managedIdentityClientId: randomUUID() },
+      { entra: { url: 'https://localhost:4' }, keyVault: { url: 'https://localhost:5' }, defender: { url: 'https://localhost:6' }, routesFile: 'routes.json', webhookAccessFile: 'webhook-access.json' } as unknown as Parameters<typeof appSettingsFor>[2],
+    );
+    const inAzure = appSettings().map((s) => s.name).filter((n) => !PLATFORM_SETTINGS.includes(n));
+    const runsLocally = Object.keys(local);
+    expect(inAzure.filter((n) => !runsLocally.includes(n) && !OPTIONAL_SETTINGS_LEFT_UNSET_LOCALLY.includes(n)), 'settings Azure gives the app that npm start does not').toEqual([]);
+    expect(runsLocally.filter((n) => !inAzure.includes(n) && !LOCAL_ONLY_SETTINGS.includes(n) && !REJECTED_ON_FLEX.includes(n)), 'settings npm start gives the app that Azure does not').toEqual([]);
+    expect(runsLocally.filter((n) => ['AzureWebJobsStorage', 'AZURE_CLIENT_SECRET'].includes(n)), 'a connection string or secret npm start should not need').toEqual([]);
+    expect(local.AzureWebJobsStorage__clientId).toBe(local.AZURE_CLIENT_ID);
   });
 
   it("every value known before deployment passes the code's own validation of that setting", () => {

@@ -306,6 +306,20 @@ describe('ingest: polling tenants into the incidents queue', () => {
     for (const c of changedIds) expect(delivered.has(`${t.tenantId}:${c.incidentId}:${c.lastUpdateTime}`)).toBe(true);
   });
 
+  it("counts a raced poll's events once in the tenant's status: the loser's copies are duplicates the enricher skips", async () => {
+    const t = tenant('application');
+    for (const i of stack.defender.store.list(t.tenantId).slice(0, 3)) stack.defender.store.update(t.tenantId, i.incidentId, (x) => void (x.tags = ['race-count']));
+    await drainEvents();
+    const before = (await services.tenantStatus.get(t.tenantId)).eventsEnqueued;
+    const quiet = { info: () => undefined, warn: () => undefined, error: () => undefined };
+    const outcomes = await Promise.all([handlePollRequest(pollRequest(t.tenantId, 'manual'), services, quiet), handlePollRequest(pollRequest(t.tenantId, 'manual'), services, quiet)]);
+    expect(outcomes.map((o) => o?.status).sort()).toEqual(['conflict', 'polled']);
+    const winner = outcomes.find((o) => o?.status === 'polled')!;
+    expect(winner.enqueued).toBeGreaterThanOrEqual(3);
+    expect((await services.tenantStatus.get(t.tenantId)).eventsEnqueued - before).toBe(winner.enqueued);
+    await drainEvents();
+  });
+
   it('names the cause when a tenant fails, and other tenants are unaffected', async () => {
     const app = tenant('application');
     const partner = tenant('partner');

@@ -94,7 +94,7 @@ export class WebhookAuthenticator {
     });
   }
 
-  /** Validates the Entra token (issuer, audience, expiry, tenant) and requires the app role. */
+  /** Validates the Entra token (issuer, audience, expiry, tenant) and requires an application's token (not a user's) with the app role. */
   async authenticateBearer(authorization: string): Promise<BearerCaller> {
     let principal: EntraPrincipal;
     try {
@@ -107,6 +107,17 @@ export class WebhookAuthenticator {
       throw err;
     }
     const clientId = principal.clientId;
+    // Pushing is for applications. A signed-in user's token (delegated: it has scp, and idtyp "user" where
+    // Entra adds it) is refused even when the user holds the app role, as the analyst endpoints refuse app tokens.
+    if (isDelegated(principal)) {
+      throw new WebhookAuthError(
+        403,
+        `The token is a signed-in user's (delegated): incidents are pushed by applications. Get a token for the application itself ` +
+          `(client credentials or a managed identity) with the app role '${this.options.requiredRole}'`,
+        {},
+        { clientId, detail: `refused a signed-in user's (delegated) token: ${delegation(principal)}; pushing takes an application's token` },
+      );
+    }
     if (!principal.roles.includes(this.options.requiredRole)) {
       throw new WebhookAuthError(
         403,
@@ -184,6 +195,17 @@ export class WebhookAuthenticator {
         : 'The relay could not read its HMAC key: its operator must fix the Key Vault secret', retryable ? { 'Retry-After': '10' } : {}, { cause: err });
     }
   }
+}
+
+/** Whether the token acts for a signed-in user: `scp` is in delegated tokens only, `idtyp` (an optional claim) says "user" for them. */
+function isDelegated(principal: EntraPrincipal): boolean {
+  return principal.claims.scp !== undefined || principal.claims.idtyp === 'user';
+}
+
+/** What made the token a user's, for the log line (never the user's name). */
+function delegation(principal: EntraPrincipal): string {
+  const { scp, idtyp } = principal.claims;
+  return [scp !== undefined && `scp ${JSON.stringify(scp)}`, idtyp !== undefined && `idtyp ${JSON.stringify(idtyp)}`].filter(Boolean).join(', ');
 }
 
 /** Never a real key: what a request for a tenant without keys is checked against, for the time it takes. */

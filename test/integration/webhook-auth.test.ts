@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { ClientSecretCredential } from '@azure/identity';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { RELAY_SUBMIT_ROLE, WEBHOOK_HMAC_SECRET_NAME } from '../../local/demo.js';
+import { RELAY_SUBMIT_ROLE, RELAY_USER_SCOPE, WEBHOOK_HMAC_SECRET_NAME } from '../../local/demo.js';
 import { loadConfig } from '../../shared/config.js';
 import { createServices, type Services } from '../../shared/services.js';
 import { UNVERIFIED_SIGNATURE_MESSAGE } from '../../shared/webhook-auth.js';
@@ -86,6 +86,33 @@ describe('webhook push: refused credentials, answered and logged', () => {
         `The token of application ${clientId} does not carry the app role '${RELAY_SUBMIT_ROLE}': assign that role of the relay API to the application (admin consent), then get a new token`,
       );
       expect(response.headers?.['WWW-Authenticate']).toBeUndefined();
+    });
+
+    it.each([1, 2] as const)("a signed-in user's (delegated) v%i.0 token, even one carrying the app role: 403 saying pushing takes an application's token; the log says it was a user's", async (version) => {
+      const user = { upn: world().analyst.userPrincipalName, name: world().analyst.displayName };
+      // Everything else about them would let them push: the pushing app's client id (its caller entry grants Fabrikam), the role, the allowed tenant.
+      const delegated = {
+        tenantId: world().webhookClient.tenantId, audience: version === 1 ? world().relayApi.identifierUri : world().relayApi.clientId,
+        clientId: world().webhookClient.clientId, objectId: randomUUID(), roles: [RELAY_SUBMIT_ROLE], version,
+      };
+      const tokens = {
+        'scp, user claims': await stack.entra.issuer.issueAccessToken({ ...delegated, scopes: [RELAY_USER_SCOPE], user }),
+        'scp only': await stack.entra.issuer.issueAccessToken({ ...delegated, scopes: [RELAY_USER_SCOPE] }),
+        'idtyp user, no scp': await stack.entra.issuer.issueAccessToken({ ...delegated, user }),
+      };
+      for (const [why, { token }] of Object.entries(tokens)) {
+        const response = await push({ authorization: `Bearer ${token}` });
+        expect(response.status, why).toBe(403);
+        expect(errorOf(response), why).toBe(
+          `The token is a signed-in user's (delegated): incidents are pushed by applications. Get a token for the application itself ` +
+            `(client credentials or a managed identity) with the app role '${RELAY_SUBMIT_ROLE}'`,
+        );
+        expect(response.headers?.['WWW-Authenticate'], why).toBeUndefined();
+        expect(logs.at(-1), why).toEqual({
+          level: 'warn',
+          line: expect.stringMatching(new RegExp(`caller=${world().webhookClient.clientId} .*outcome=403 refused a signed-in user's \\(delegated\\) token`)),
+        });
+      }
     });
   });
 

@@ -1,9 +1,11 @@
-import { createRemoteJWKSet, decodeJwt, errors, jwtVerify, type JWTPayload } from 'jose';
+import { createRemoteJWKSet, customFetch, decodeJwt, errors, jwtVerify, type FetchImplementation, type JWTPayload } from 'jose';
 
 /**
  * Validates Entra ID bearer tokens sent to the relay's own endpoints (webhook push, analyst calls):
  * RS256 signature against the issuing tenant's published keys, issuer of that tenant, audience,
  * expiry, and the tenants allowed. What the caller may do (roles, scopes) is the endpoint's decision.
+ * When the keys cannot be fetched (Entra unreachable), that is `SigningKeysUnavailableError`, not an
+ * invalid token: the endpoints answer 503 with Retry-After.
  *
  * Both access token versions are accepted, each on its own terms. The version is the relay API's
  * registration's choice (`accessTokenAcceptedVersion`, null = 1), not the caller's endpoint:
@@ -54,6 +56,28 @@ export class TokenValidationError extends Error {
 export const UNVERIFIED_TOKEN_MESSAGE = 'The bearer token is not valid for this API';
 const unverified = (detail: string) => new TokenValidationError(401, UNVERIFIED_TOKEN_MESSAGE, detail);
 
+/**
+ * Entra ID's signing keys for the token's tenant could not be fetched (no answer, a 5xx or 429, a timeout,
+ * or a 200 that is no key set): the token is neither valid nor invalid yet. The endpoints answer 503
+ * with Retry-After and log this error's message; a key set that was fetched but lacks the token's key,
+ * or Entra refusing the keys of a tenant it does not know (4xx), is an invalid token (401) as before.
+ */
+export class SigningKeysUnavailableError extends Error {
+  constructor(
+    /** The key set's address. */
+    readonly url: string,
+    /** What went wrong, for the log. */
+    reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`Entra ID's signing keys could not be fetched from ${url}: ${reason}`, options);
+    this.name = 'SigningKeysUnavailableError';
+  }
+}
+
+/** What the caller is told when Entra's keys could not be fetched (the same for every tenant). */
+export const SIGNING_KEYS_UNAVAILABLE_MESSAGE = 'The relay could not reach Entra ID to verify the token just now: retry the request';
+
 /** `ver` 1.0 or 2.0. */
 export type AccessTokenVersion = 1 | 2;
 
@@ -70,6 +94,8 @@ export interface EntraTokenValidatorOptions {
   /** Tenants whose tokens are accepted; undefined accepts any tenant (the caller checks it). */
   allowedTenantIds?: string[];
   clockToleranceSeconds?: number;
+  /** How long a fetch of a tenant's keys may take (default 5 s, jose's); longer is an outage (503). */
+  keysTimeoutMs?: number;
 }
 
 const MAX_CACHED_TENANTS = 1_000;
@@ -106,8 +132,9 @@ export class EntraTokenValidator {
     if (!version) throw unverified('the token has no ver claim of 1.0 or 2.0');
 
     let claims: JWTPayload;
+    const keysUrl = this.keysUrlFor(tenantId, version);
     try {
-      ({ payload: claims } = await jwtVerify(token, this.#keySet(tenantId, version), {
+      ({ payload: claims } = await jwtVerify(token, this.#keySet(keysUrl), {
         algorithms: ['RS256'],
         audience: this.options.audiences,
         issuer: this.issuerFor(tenantId, version),
@@ -115,6 +142,10 @@ export class EntraTokenValidator {
         requiredClaims: ['exp'],
       }));
     } catch (err) {
+      // Entra could not give the keys: nothing is known about the token yet, so it is not called invalid.
+      if (err instanceof SigningKeysUnavailableError) throw err;
+      if (err instanceof KeysRefusedError) throw unverified(`Entra ID refused the signing keys of tenant ${tenantId} (HTTP ${err.status} from ${keysUrl}): it does not know the tenant`);
+      if (err instanceof errors.JWKSTimeout) throw new SigningKeysUnavailableError(keysUrl, `no answer within ${this.options.keysTimeoutMs ?? KEYS_TIMEOUT_MS} ms`, { cause: err });
       // jose checks claims only once the signature verified: only then may the answer say more.
       if (err instanceof errors.JWTExpired || err instanceof errors.JWTClaimValidationFailed) throw new TokenValidationError(401, describeJoseError(err));
       throw unverified(describeJoseError(err));
@@ -149,18 +180,75 @@ export class EntraTokenValidator {
    * The tenant's published keys for the version: the v2.0 metadata's jwks_uri, and for v1.0 tokens the
    * same address without `/v2.0` ("Just remove the /v2.0 in the URL if you validate v1.0 tokens").
    */
-  #keySet(tenantId: string, version: AccessTokenVersion) {
-    const cacheKey = `${version}|${tenantId}`;
-    let keys = this.#keySets.get(cacheKey);
+  keysUrlFor(tenantId: string, version: AccessTokenVersion): string {
+    return `${this.#authorityHost}/${tenantId}/${version === 1 ? 'discovery/keys' : 'discovery/v2.0/keys'}`;
+  }
+
+  #keySet(url: string) {
+    let keys = this.#keySets.get(url);
     if (!keys) {
       // Bounded: tokens naming ever new tenants must not grow this map without end.
       if (this.#keySets.size >= MAX_CACHED_TENANTS) this.#keySets.delete(this.#keySets.keys().next().value!);
-      const path = version === 1 ? 'discovery/keys' : 'discovery/v2.0/keys';
-      keys = createRemoteJWKSet(new URL(`${this.#authorityHost}/${tenantId}/${path}`), { cooldownDuration: 30_000, cacheMaxAge: 3_600_000 });
-      this.#keySets.set(cacheKey, keys);
+      keys = createRemoteJWKSet(new URL(url), {
+        cooldownDuration: 30_000,
+        cacheMaxAge: 3_600_000,
+        timeoutDuration: this.options.keysTimeoutMs ?? KEYS_TIMEOUT_MS,
+        [customFetch]: fetchKeys,
+      });
+      this.#keySets.set(url, keys);
     }
     return keys;
   }
+}
+
+/** Entra answered a request for a tenant's keys with a status that is no outage (400 for a tenant it does not know). */
+class KeysRefusedError extends Error {
+  constructor(readonly status: number) {
+    super(`Entra ID refused the signing keys (HTTP ${status})`);
+    this.name = 'KeysRefusedError';
+  }
+}
+
+/** jose's default: a key set not fetched within this is an outage. */
+const KEYS_TIMEOUT_MS = 5_000;
+
+/**
+ * Fetches a key set as jose would, telling Entra being unavailable (no answer, 408, 429, 5xx, a 200 that
+ * is no JSON key set) apart from Entra refusing the keys (another status: jose refuses it, and the token
+ * is invalid). jose turns its own timeout (a TimeoutError) into JWKSTimeout.
+ */
+const fetchKeys: FetchImplementation = async (url, options) => {
+  const unavailable = (reason: string, cause?: unknown) => new SigningKeysUnavailableError(url, reason, { cause });
+  let response: Response;
+  let text: string;
+  try {
+    response = await fetch(url, options);
+    if (response.status !== 200) {
+      await response.body?.cancel().catch(() => undefined);
+      if (response.status >= 500 || response.status === 408 || response.status === 429) throw unavailable(`HTTP ${response.status}`);
+      throw new KeysRefusedError(response.status);
+    }
+    text = await response.text();
+  } catch (err) {
+    if (err instanceof SigningKeysUnavailableError || err instanceof KeysRefusedError || (err as Error | undefined)?.name === 'TimeoutError') throw err;
+    throw unavailable(`no answer (${fetchFailure(err)})`, err);
+  }
+  let keys: unknown;
+  try {
+    keys = (JSON.parse(text) as { keys?: unknown } | null)?.keys;
+  } catch {
+    keys = undefined;
+  }
+  if (!Array.isArray(keys)) throw unavailable('the answer (HTTP 200) is not a JSON key set');
+  return new Response(text, { status: 200, headers: { 'content-type': 'application/json' } });
+};
+
+/** The network error behind a failed fetch: undici's `fetch failed` names it in its cause (ECONNREFUSED, ECONNRESET, a TLS code). */
+function fetchFailure(err: unknown): string {
+  const cause = (err as { cause?: { code?: unknown; message?: unknown } } | undefined)?.cause;
+  const code = typeof cause?.code === 'string' ? cause.code : undefined;
+  const message = typeof cause?.message === 'string' ? cause.message : err instanceof Error ? err.message : String(err);
+  return code && !message.includes(code) ? `${code}: ${message}` : message;
 }
 
 function describeJoseError(err: unknown): string {

@@ -5,7 +5,7 @@ import type { CallBudget } from './call-budget.js';
 import type { AppConfig } from './config.js';
 import { aadstsCode } from './credentials.js';
 import { DefenderClient, type DefenderClientOptions, type TokenSource } from './defender-client.js';
-import { EntraTokenValidator, TokenValidationError } from './entra-token.js';
+import { EntraTokenValidator, SIGNING_KEYS_UNAVAILABLE_MESSAGE, SigningKeysUnavailableError, TokenValidationError } from './entra-token.js';
 import { isRetryable, PermanentError, RetryableError } from './errors.js';
 import type { SecretCache } from './secrets.js';
 import { TenantNotFoundError, type Tenant, type TenantRegistry } from './tenants.js';
@@ -32,6 +32,8 @@ export class UserContextError extends Error {
     readonly status: 400 | 401 | 403 | 404 | 413 | 415 | 500 | 502 | 503,
     message: string,
     readonly retryAfterSeconds?: number,
+    /** What the log line says, when it says more than the caller may learn. */
+    readonly detail: string = message,
   ) {
     super(message);
     this.name = 'UserContextError';
@@ -93,7 +95,8 @@ export class UserContext {
 
   /**
    * The analyst behind an `Authorization` header: 401 when the token is not a valid relay API token,
-   * 403 when it is an app's token, lacks `access_as_user`, or comes from a tenant the relay does not serve.
+   * 403 when it is an app's token, lacks `access_as_user`, or comes from a tenant the relay does not serve;
+   * 503 (retry) when Entra ID's signing keys could not be fetched to check it.
    */
   async authenticate(authorization: string | null | undefined): Promise<Analyst> {
     const { clientId, uri } = this.#relayApi();
@@ -103,6 +106,8 @@ export class UserContext {
       principal = await this.#validator.validate(authorization);
     } catch (err) {
       if (err instanceof TokenValidationError) throw new UserContextError(err.status, err.message);
+      // Not a bad token: Entra could not give the keys to check it with (503, as for the exchange).
+      if (err instanceof SigningKeysUnavailableError) throw new UserContextError(503, SIGNING_KEYS_UNAVAILABLE_MESSAGE, 10, `the token could not be verified: ${err.message}`);
       throw err;
     }
     if (principal.scopes.length === 0) {

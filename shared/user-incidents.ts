@@ -85,7 +85,7 @@ async function readJsonBody(request: AnalystRequest): Promise<unknown> {
 function refusal(err: unknown, operation: string, log: Logger): AnalystResponse {
   if (err instanceof RequestValidationError) return { status: 400, jsonBody: { error: 'The request is not valid', problems: err.problems } };
   if (err instanceof UserContextError) {
-    if (err.status >= 500) log.error(`${operation}: ${err.message}`);
+    if (err.status >= 500) log.error(`${operation}: ${err.detail}`);
     return answer(err.status, err.message, err.retryAfterSeconds);
   }
   if (err instanceof RetryableError) {

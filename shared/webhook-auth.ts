@@ -1,5 +1,5 @@
 import type { AppConfig } from './config.js';
-import { EntraTokenValidator, TokenValidationError, type EntraPrincipal } from './entra-token.js';
+import { EntraTokenValidator, SIGNING_KEYS_UNAVAILABLE_MESSAGE, SigningKeysUnavailableError, TokenValidationError, type EntraPrincipal } from './entra-token.js';
 import { RelayError } from './errors.js';
 import type { HmacKeyGrant, WebhookAccess } from './webhook-access.js';
 import { checkTimestamp, computePushSignature, parseSignatureHeader, pushSignatureMatches, SignatureError, type SignedRequest } from './webhook-signature.js';
@@ -103,6 +103,10 @@ export class WebhookAuthenticator {
       if (err instanceof TokenValidationError) {
         // Stryker disable next-line ConditionalExpression: equivalent for `true`: the validator (entra-token.ts) refuses only with 401, so the challenge is always sent; `false` is held by test/integration/webhook-auth.test.ts
         throw new WebhookAuthError(err.status, err.message, err.status === 401 ? { 'WWW-Authenticate': `Bearer error="invalid_token"` } : {}, { detail: err.detail });
+      }
+      // Not a bad token: Entra could not give the keys to check it with. Retryable, as Key Vault trouble is.
+      if (err instanceof SigningKeysUnavailableError) {
+        throw new WebhookAuthError(503, SIGNING_KEYS_UNAVAILABLE_MESSAGE, { 'Retry-After': '10' }, { cause: err, detail: 'the token could not be verified' });
       }
       throw err;
     }

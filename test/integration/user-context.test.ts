@@ -6,6 +6,7 @@ import { generateIncidents } from '../../local/defender/generator.js';
 import { DEFENDER_RESOURCE, RELAY_USER_SCOPE } from '../../local/demo.js';
 import { registerDemoTenants } from '../../local/stack.js';
 import { loadConfig } from '../../shared/config.js';
+import { SIGNING_KEYS_UNAVAILABLE_MESSAGE } from '../../shared/entra-token.js';
 import { createServices, type Services } from '../../shared/services.js';
 import { listIncidentsForAnalyst, updateIncidentForAnalyst, type AnalystResponse } from '../../shared/user-incidents.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
@@ -400,6 +401,38 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
       stack.faults.clear();
     }
     expect((await list(token)).status).toBe(200);
+  });
+
+  it("answers 503 with Retry-After, not 401, when Entra ID's signing keys cannot be fetched to verify the analyst's token; the log says so", async () => {
+    const token = await signIn();
+    // An instance that has not fetched the keys yet.
+    const cold = createServices(loadConfig(stack.appSettings));
+    const listOn = () => listIncidentsForAnalyst(new HttpRequest({ method: 'GET', url: 'http://localhost/api/incidents', headers: { authorization: `Bearer ${token}` } }), cold.userContext, context());
+    for (const [fault, reason] of [[{ kind: 'outage' }, /no answer/], [{ kind: 'status', status: 503, retryAfterSeconds: 0 }, /HTTP 503/]] as const) {
+      stack.faults.add('entra', fault, Infinity, '/discovery/');
+      try {
+        logs = [];
+        const response = await listOn();
+        expect(response.status).toBe(503);
+        expect(bodyOf(response).error).toBe(SIGNING_KEYS_UNAVAILABLE_MESSAGE);
+        expect(response.headers).toEqual({ 'Retry-After': '10' });
+        expect(logs.join('\n')).toContain(`Entra ID's signing keys could not be fetched from ${stack.entra.url}/${fabrikam().tenantId}/discovery/keys`);
+        expect(logs.join('\n')).toMatch(reason);
+      } finally {
+        stack.faults.clear();
+      }
+    }
+    expect((await listOn()).status).toBe(200);
+  });
+
+  it("answers 401 to a token of a tenant Entra ID does not know (its keys are refused, not unavailable)", async () => {
+    const stranger = await stack.entra.issuer.issueAccessToken({
+      tenantId: randomUUID(), audience: stack.world.relayApi.identifierUri, clientId: stack.world.analystClient.clientId, objectId: randomUUID(),
+      scopes: [RELAY_USER_SCOPE], user: { upn: 'someone@elsewhere.example', name: 'Someone' },
+    });
+    const response = await list(stranger.token);
+    expect(response.status).toBe(401);
+    expect(response.headers).toBeUndefined();
   });
 
   it('exchanges a user’s token once and reuses the Defender token for later calls', async () => {

@@ -1,8 +1,11 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { ClientSecretCredential } from '@azure/identity';
+import { decodeJwt, generateKeyPair, SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { FaultSpec } from '../../local/common/faults.js';
 import { RELAY_SUBMIT_ROLE, RELAY_USER_SCOPE, WEBHOOK_HMAC_SECRET_NAME } from '../../local/demo.js';
 import { loadConfig } from '../../shared/config.js';
+import { EntraTokenValidator, SIGNING_KEYS_UNAVAILABLE_MESSAGE, SigningKeysUnavailableError } from '../../shared/entra-token.js';
 import { createServices, type Services } from '../../shared/services.js';
 import { UNVERIFIED_SIGNATURE_MESSAGE } from '../../shared/webhook-auth.js';
 import { pushIncidents, webhookPushDeps, type PushResponse } from '../../shared/webhook-push.js';
@@ -113,6 +116,59 @@ describe('webhook push: refused credentials, answered and logged', () => {
           line: expect.stringMatching(new RegExp(`caller=${world().webhookClient.clientId} .*outcome=403 refused a signed-in user's \\(delegated\\) token`)),
         });
       }
+    });
+  });
+
+  describe('when Entra ID cannot give its signing keys', () => {
+    /** A push with `token` by an instance that has not fetched Entra's keys yet, while Entra answers requests for its keys with `fault`. */
+    async function pushWhileEntraKeysAnswer(fault: FaultSpec, token: string): Promise<PushResponse> {
+      stack.faults.add('entra', fault, Infinity, '/discovery/');
+      try {
+        return await push({ authorization: `Bearer ${token}` }, fabrikam().tenantId, createServices(loadConfig(stack.appSettings)));
+      } finally {
+        stack.faults.clear('entra');
+      }
+    }
+
+    it.each([
+      ['unreachable (connections reset)', { kind: 'outage' }, /no answer/],
+      ['answering 503', { kind: 'status', status: 503, retryAfterSeconds: 0 }, /HTTP 503/],
+      ['answering 500', { kind: 'status', status: 500 }, /HTTP 500/],
+      ['answering 200 with no key set', { kind: 'malformed' }, /not a JSON key set/],
+    ] as [string, FaultSpec, RegExp][])('Entra %s: a valid token gets 503 with Retry-After, not 401; the log says Entra\'s keys could not be fetched', async (_why, fault, reason) => {
+      const token = await tokenFor(world().webhookClient.clientId, world().webhookClient.clientSecret);
+      const response = await pushWhileEntraKeysAnswer(fault, token);
+      expect(response.status).toBe(503);
+      expect(errorOf(response)).toBe(SIGNING_KEYS_UNAVAILABLE_MESSAGE);
+      expect(response.headers?.['Retry-After']).toBe('10');
+      expect(response.headers?.['WWW-Authenticate']).toBeUndefined();
+      const line = logs.at(-1)!;
+      expect(line.level).toBe('error');
+      expect(line.line).toContain(`Entra ID's signing keys could not be fetched from ${stack.entra.url}/${world().webhookClient.tenantId}/discovery/keys`);
+      expect(line.line).toMatch(reason);
+    });
+
+    it('a key set not fetched in time is an outage too, not an invalid token', async () => {
+      const token = await tokenFor(world().webhookClient.clientId, world().webhookClient.clientSecret);
+      const validator = new EntraTokenValidator({ authorityHost: stack.entra.url, audiences: [world().relayApi.identifierUri], keysTimeoutMs: 200 });
+      stack.faults.add('entra', { kind: 'delay', ms: 1_000 }, 1, '/discovery/');
+      try {
+        const err = await validator.validate(`Bearer ${token}`).then(() => undefined, (e: unknown) => e);
+        expect(err).toBeInstanceOf(SigningKeysUnavailableError);
+        expect((err as Error).message).toBe(`Entra ID's signing keys could not be fetched from ${stack.entra.url}/${world().webhookClient.tenantId}/discovery/keys: no answer within 200 ms`);
+      } finally {
+        stack.faults.clear('entra');
+      }
+    });
+
+    it('a token whose key is not in the key set Entra did give: still 401', async () => {
+      const valid = await tokenFor(world().webhookClient.clientId, world().webhookClient.clientSecret);
+      const foreignKey = (await generateKeyPair('RS256')).privateKey;
+      const token = await new SignJWT(decodeJwt(valid)).setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid: 'not-entras' }).sign(foreignKey);
+      const response = await push({ authorization: `Bearer ${token}` }, fabrikam().tenantId, createServices(loadConfig(stack.appSettings)));
+      expect(response.status).toBe(401);
+      expect(response.headers?.['WWW-Authenticate']).toBe('Bearer error="invalid_token"');
+      expect(logs.at(-1)).toEqual({ level: 'warn', line: expect.stringContaining('outcome=401 The token signature is not valid') });
     });
   });
 

@@ -71,12 +71,17 @@ export interface WebhookAuthenticatorOptions {
 export const UNVERIFIED_SIGNATURE_MESSAGE =
   'The X-Relay-Signature is not valid for this request: sign "<t>.<tenant id>.POST /api/incidents.<raw body>" with HMAC-SHA256 and a key granted that tenant, and send t=<t>,v2=<hex>';
 
-/** A rotated key is re-read after a mismatch, but at most this often (forged requests must not hammer Key Vault). */
+/**
+ * A rotated key is re-read after a mismatch, but at most this often per key (forged requests must not
+ * hammer Key Vault). Per key, so that one tenant's forgeries never spend the re-read another tenant's
+ * rotated key needs.
+ */
 const KEY_REFRESH_INTERVAL_MS = 60_000;
 
 export class WebhookAuthenticator {
   readonly #now: () => number;
-  #lastKeyRefreshAt = 0;
+  /** When each key (Key Vault secret name) was last re-read after a mismatch; as many entries as the access file has keys. */
+  readonly #keyRefreshedAt = new Map<string, number>();
 
   constructor(private readonly options: WebhookAuthenticatorOptions) {
     this.#now = options.now ?? Date.now;
@@ -147,8 +152,8 @@ export class WebhookAuthenticator {
 
   /**
    * Verifies a v2 X-Relay-Signature over the request (tenant, method, path) and raw body with the keys
-   * granted that tenant (re-read once if one may have rotated), then the timestamp. Every failure
-   * before a key matches gets the same answer; the log line says which it was.
+   * granted that tenant (after a mismatch, each re-read if it may have rotated, at most once a minute per
+   * key), then the timestamp. Every failure before a key matches gets the same answer; the log line says which it was.
    */
   async authenticateSignature(header: string, body: Uint8Array, request: SignedRequest): Promise<SignedCaller> {
     const { toleranceSeconds } = this.options.hmac;
@@ -165,10 +170,14 @@ export class WebhookAuthenticator {
       computePushSignature(UNUSED_KEY, parsed.timestamp, request, body);
       throw new WebhookAuthError(401, UNVERIFIED_SIGNATURE_MESSAGE, {}, { detail: `no HMAC key may sign for tenant ${request.tenantId}` });
     }
-    let matched = await this.#matchingKey(grants, (key) => pushSignatureMatches(parsed, key, request, body));
-    if (!matched && this.#now() - this.#lastKeyRefreshAt >= KEY_REFRESH_INTERVAL_MS) {
-      this.#lastKeyRefreshAt = this.#now();
-      matched = await this.#matchingKey(grants, (key) => pushSignatureMatches(parsed, key, request, body), true);
+    const matches = (key: string) => pushSignatureMatches(parsed, key, request, body);
+    let matched = await this.#matchingKey(grants, matches);
+    if (!matched) {
+      // Only the keys whose own re-read slot is free are read again.
+      const now = this.#now();
+      const due = grants.filter((g) => now - (this.#keyRefreshedAt.get(g.secretName) ?? -Infinity) >= KEY_REFRESH_INTERVAL_MS);
+      for (const grant of due) this.#keyRefreshedAt.set(grant.secretName, now);
+      matched = await this.#matchingKey(due, matches, true);
     }
     if (!matched) throw new WebhookAuthError(401, UNVERIFIED_SIGNATURE_MESSAGE, {}, { detail: `the signature does not match any key granted tenant ${request.tenantId}` });
     try {

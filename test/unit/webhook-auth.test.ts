@@ -27,8 +27,12 @@ class Vault implements HmacKeySource {
   }
 }
 
-function authenticator(vault: Vault, clock: { now: number }): WebhookAuthenticator {
-  const parsed = parseWebhookAccess({ hmacKeys: [{ name: 'fabrikam-siem', secretName: SECRET_NAME, mayPushFor: [FABRIKAM] }] });
+function authenticator(
+  vault: HmacKeySource,
+  clock: { now: number },
+  hmacKeys: { name: string; secretName: string; mayPushFor: string[] }[] = [{ name: 'fabrikam-siem', secretName: SECRET_NAME, mayPushFor: [FABRIKAM] }],
+): WebhookAuthenticator {
+  const parsed = parseWebhookAccess({ hmacKeys });
   if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
   const access = new WebhookAccess(parsed.access, []);
   return new WebhookAuthenticator({
@@ -40,8 +44,8 @@ function authenticator(vault: Vault, clock: { now: number }): WebhookAuthenticat
   });
 }
 
-/** A push signed now (by the authenticator's clock) with `key`. */
-const signedWith = (key: string, clock: { now: number }) => pushSignatureHeader(key, REQUEST, BODY, Math.floor(clock.now / 1000));
+/** A push signed now (by the authenticator's clock) with `key`, for Fabrikam unless `request` says otherwise. */
+const signedWith = (key: string, clock: { now: number }, request = REQUEST) => pushSignatureHeader(key, request, BODY, Math.floor(clock.now / 1000));
 
 async function refusal(attempt: Promise<unknown>): Promise<WebhookAuthError> {
   const err = await attempt.then(() => undefined, (e: unknown) => e);
@@ -83,5 +87,31 @@ describe('webhook auth: HMAC keys rotated in Key Vault', () => {
     clock.now = lastRead + 60_000;
     await expect(auth.authenticateSignature(signedWith('the rotated key', clock), BODY, REQUEST)).resolves.toMatchObject({ kind: 'hmac', keyName: 'fabrikam-siem' });
     expect(vault.reads).toBe(3);
+  });
+
+  it("a tenant's forged signatures never hold up another tenant's rotated key: each key has its own re-read slot", async () => {
+    const NORTHWIND = '0b7a1c55-3e2d-4f6a-8b9c-1d2e3f4a5b6c';
+    const NORTHWIND_REQUEST: SignedRequest = { ...REQUEST, tenantId: NORTHWIND };
+    const vaults: Record<string, Vault> = { [SECRET_NAME]: new Vault('fabrikam key'), 'northwind-push-hmac-key': new Vault('northwind key') };
+    const keys: HmacKeySource = { get: (name) => vaults[name]!.get(), refresh: (name) => vaults[name]!.refresh() };
+    const clock = { now: START };
+    const auth = authenticator(keys, clock, [
+      { name: 'fabrikam-siem', secretName: SECRET_NAME, mayPushFor: [FABRIKAM] },
+      { name: 'northwind-siem', secretName: 'northwind-push-hmac-key', mayPushFor: [NORTHWIND] },
+    ]);
+    await expect(auth.authenticateSignature(signedWith('northwind key', clock, NORTHWIND_REQUEST), BODY, NORTHWIND_REQUEST)).resolves.toMatchObject({ keyName: 'northwind-siem' });
+
+    // Anyone sends a forged request for Fabrikam once a minute, each one just before Northwind's sender pushes.
+    for (let minute = 1; minute <= 10; minute++) {
+      clock.now = START + minute * 60_000;
+      expect((await refusal(auth.authenticateSignature(signedWith('a guessed key', clock), BODY, REQUEST))).status).toBe(401);
+      if (minute === 3) vaults['northwind-push-hmac-key']!.current = 'northwind key, rotated';
+      clock.now += 1_000;
+      const northwindKey = minute >= 3 ? 'northwind key, rotated' : 'northwind key';
+      await expect(auth.authenticateSignature(signedWith(northwindKey, clock, NORTHWIND_REQUEST), BODY, NORTHWIND_REQUEST), `minute ${minute}`).resolves.toMatchObject({ keyName: 'northwind-siem' });
+    }
+    // Northwind's key was read when first needed and once after its rotation; Fabrikam's when first needed, then once a minute for the forgeries.
+    expect(vaults['northwind-push-hmac-key']!.reads).toBe(2);
+    expect(vaults[SECRET_NAME]!.reads).toBe(11);
   });
 });

@@ -1,9 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { AZURITE_ACCOUNT, azuriteConnectionString, stopChild } from '../../local/azurite.js';
+import type { KeyAndCert } from '../../local/common/tls.js';
+import { readStackTls, writeStackTls } from '../../local/stack-tls.js';
 
 /**
  * An Azurite that keeps its data on disk, so it can be stopped and started again on the same ports
@@ -11,8 +13,11 @@ import { AZURITE_ACCOUNT, azuriteConnectionString, stopChild } from '../../local
  * (`local/azurite.ts` runs in memory: restarting that one would be a wiped account, not a restart.)
  */
 export interface DurableAzurite {
+  /** The account key's connection string: the test's own view of the account. */
   connectionString: string;
   queueUrl: string;
+  tableUrl: string;
+  blobUrl: string;
   /** Stops the service (SIGTERM: Azurite saves its data and closes its listeners). */
   stop(): Promise<void>;
   /** Starts it again on the same ports over the same data. */
@@ -28,10 +33,12 @@ function azuriteEntry(): string {
   return join(dirname(require.resolve('azurite/package.json')), 'dist', 'src', 'azurite.js');
 }
 
-function spawnAzurite(location: string, ports: Ports): Promise<{ child: ChildProcess; ports: Ports }> {
+/** HTTPS with bearer tokens, as the app reaches Storage in Azure (see local/azurite.ts `https`). */
+function spawnAzurite(location: string, ports: Ports, tls: { certPath: string; keyPath: string }): Promise<{ child: ChildProcess; ports: Ports }> {
   const args = [
     azuriteEntry(),
     '--location', location,
+    '--cert', tls.certPath, '--key', tls.keyPath, '--oauth', 'basic',
     '--skipApiVersionCheck',
     '--disableTelemetry',
     '--blobHost', '127.0.0.1', '--blobPort', String(ports.blob),
@@ -48,7 +55,7 @@ function spawnAzurite(location: string, ports: Ports): Promise<{ child: ChildPro
     let buffered = '';
     child.stdout!.on('data', (chunk: Buffer) => {
       buffered += chunk.toString();
-      for (const m of buffered.matchAll(/Azurite (Blob|Queue|Table) service is successfully listening at http:\/\/[^:]+:(\d+)/g)) {
+      for (const m of buffered.matchAll(/Azurite (Blob|Queue|Table) service is successfully listening at https:\/\/[^:]+:(\d+)/g)) {
         seen[m[1]!.toLowerCase() as keyof Ports] = Number(m[2]);
       }
       if (seen.blob && seen.queue && seen.table) {
@@ -67,18 +74,25 @@ function spawnAzurite(location: string, ports: Ports): Promise<{ child: ChildPro
   });
 }
 
-export async function startDurableAzurite(): Promise<DurableAzurite> {
+/** `tls`: a server certificate for 127.0.0.1 whose CA this process trusts. */
+export async function startDurableAzurite(tls: { caCertPem: string } & KeyAndCert): Promise<DurableAzurite> {
   const location = mkdtempSync(join(tmpdir(), 'defender-relay-faults-azurite-'));
-  let { child, ports } = await spawnAzurite(location, { blob: 0, queue: 0, table: 0 });
-  const url = (port: number) => `http://127.0.0.1:${port}/${AZURITE_ACCOUNT}`;
-  const queueUrl = url(ports.queue);
+  const tlsDir = join(location, 'tls');
+  mkdirSync(tlsDir);
+  writeStackTls(tlsDir, tls);
+  const files = readStackTls(tlsDir);
+  let { child, ports } = await spawnAzurite(location, { blob: 0, queue: 0, table: 0 }, files);
+  const url = (port: number) => `https://127.0.0.1:${port}/${AZURITE_ACCOUNT}`;
+  const [blobUrl, queueUrl, tableUrl] = [url(ports.blob), url(ports.queue), url(ports.table)];
   const stop = () => stopChild(child, 10_000);
   return {
-    connectionString: azuriteConnectionString(url(ports.blob), queueUrl, url(ports.table)),
+    connectionString: azuriteConnectionString(blobUrl, queueUrl, tableUrl),
     queueUrl,
+    tableUrl,
+    blobUrl,
     stop,
     async start() {
-      ({ child, ports } = await spawnAzurite(location, ports));
+      ({ child, ports } = await spawnAzurite(location, ports, files));
     },
     async dispose() {
       await stop();

@@ -4,7 +4,7 @@ import { inject } from 'vitest';
 import { AZURITE_KEY } from '../../local/azurite.js';
 import { FaultBoard } from '../../local/common/faults.js';
 import { createDemoWorld, type DemoWorld } from '../../local/demo.js';
-import { appSettingsFor, registerDemoTenants, startStandIns, type StandIns } from '../../local/stack.js';
+import { appSettingsFor, assignAppIdentity, registerDemoTenants, startStandIns, type StandIns } from '../../local/stack.js';
 import { loadConfig } from '../../shared/config.js';
 import type { DeadLetter } from '../../shared/dead-letter.js';
 import { EVENT_ID_HEADER } from '../../shared/destinations/index.js';
@@ -14,6 +14,7 @@ import { handlePollRequest, handlePollSchedule } from '../../shared/ingest-handl
 import type { Logger } from '../../shared/logging.js';
 import { QUEUE_NAMES } from '../../shared/queues.js';
 import { createServices, type Services } from '../../shared/services.js';
+import { useIdentityEndpoint } from '../support/identity-endpoint.js';
 import { startDurableAzurite, type DurableAzurite } from './durable-azurite.js';
 
 /**
@@ -108,11 +109,14 @@ export class Flow {
   static async start(options: FlowOptions = {}): Promise<Flow> {
     const world = createDemoWorld();
     const faults = new FaultBoard();
-    const [standIns, azurite] = await Promise.all([startStandIns({ tls: inject('tls'), faults, world }), startDurableAzurite()]);
+    const [standIns, azurite] = await Promise.all([startStandIns({ tls: inject('tls'), faults, world }), startDurableAzurite(inject('tls'))]);
     const flow = new Flow(world, faults, standIns, azurite, options);
     try {
       await registerDemoTenants(world, azurite.connectionString);
-      const settings = appSettingsFor(world, azurite.connectionString, standIns);
+      // The app as Azure runs it: identity-based storage with its managed identity (the test itself uses the account key).
+      const identity = assignAppIdentity(world, standIns.entra, standIns.keyVault);
+      await useIdentityEndpoint({ endpoint: standIns.entra.msi.endpoint, header: standIns.entra.msi.header });
+      const settings = appSettingsFor(world, { blobUrl: azurite.blobUrl, queueUrl: azurite.queueUrl, tableUrl: azurite.tableUrl, managedIdentityClientId: identity.clientId }, standIns);
       for (let i = 0; i < flow.options.instances; i++) {
         const services = createServices(loadConfig(settings));
         flow.instances.push({ services, deps: enrichDependencies(services) });

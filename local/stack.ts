@@ -461,8 +461,12 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
     for (const cleanup of cleanups.reverse()) await cleanup().catch(() => undefined);
   };
   try {
-    // HTTPS with bearer tokens, as the app reaches Storage in Azure; the stack itself and tools use the account key.
-    const azurite = await startAzurite({ onLog: () => undefined, https: { certPath: tls.certPath, keyPath: tls.keyPath } });
+    // The local host runs the configuration Azure runs: Storage over HTTPS with the managed identity's
+    // tokens (the stack itself and tools use the account key). Without it (--no-host, for func start),
+    // the .NET host, which trusts only the system's CAs, gets Azurite on HTTP and a connection string,
+    // the local configuration of Core Tools' own templates.
+    const asInAzure = options.startHost !== false;
+    const azurite = await startAzurite({ onLog: () => undefined, ...(asInAzure ? { https: { certPath: tls.certPath, keyPath: tls.keyPath } } : {}) });
     cleanups.push(() => azurite.stop());
     log(`Azurite       queues ${azurite.queueUrl}  tables ${azurite.tableUrl}  blobs ${azurite.blobUrl}`);
 
@@ -478,9 +482,10 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
 
     await registerDemoTenants(world, azurite.connectionString);
     const identity = assignAppIdentity(world, entra, keyVault);
-    const appSettings = appSettingsFor(world, { blobUrl: azurite.blobUrl, queueUrl: azurite.queueUrl, tableUrl: azurite.tableUrl, managedIdentityClientId: identity.clientId }, standIns);
+    const storage = asInAzure ? { blobUrl: azurite.blobUrl, queueUrl: azurite.queueUrl, tableUrl: azurite.tableUrl, managedIdentityClientId: identity.clientId } : azurite.connectionString;
+    const appSettings = appSettingsFor(world, storage, standIns);
     // What App Service puts in the app's environment for its managed identity (not app settings).
-    const platform = { IDENTITY_ENDPOINT: entra.msi.endpoint, IDENTITY_HEADER: entra.msi.header };
+    const platform: Record<string, string> = asInAzure ? { IDENTITY_ENDPOINT: entra.msi.endpoint, IDENTITY_HEADER: entra.msi.header } : {};
     // The settings name the CA that signs the stand-ins' HTTPS and the identity endpoint: func start passes
     // Values to the worker as its environment, and the CLI uses both.
     writeFileSync(join(stateDir, 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: { ...appSettings, ...platform, NODE_EXTRA_CA_CERTS: caCertPath } }, null, 2));

@@ -174,7 +174,9 @@ export class QueueListener {
     const lease = { popReceipt: message.popReceipt };
     const text = this.#options.messageEncoding === 'base64' ? decodeBase64Message(message.messageText) : message.messageText;
     if (text === undefined) {
-      this.#log(`[warning] Message '${message.messageId}' on queue '${this.queueName}' is not valid base64 (messageEncoding is base64) and cannot be decoded. Moving message to queue '${this.queueName}-poison'.`);
+      // The extension's decoding-failed handler, then its poison path with that path's own line.
+      this.#log(`[warning] Message decoding has failed! Check MessageEncoding settings. MessageId=${message.messageId}.`);
+      this.#log(`Message has reached MaxDequeueCount of ${this.#options.maxDequeueCount}. Moving message to queue '${this.queueName}-poison'.`);
       await this.#moveToPoison(message, lease.popReceipt);
       return;
     }

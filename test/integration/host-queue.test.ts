@@ -103,7 +103,9 @@ describe('local host: queue triggers (host.json: batchSize 4, newBatchThreshold 
     const after = host.lines.length;
     await inputQueue.sendMessage('not base64 at all!');
     await expect.poll(peekPoison, { timeout: 10_000, interval: 200 }).toContain('not base64 at all!');
-    await host.waitForLine(/is not valid base64 \(messageEncoding is base64\) and cannot be decoded/, { after });
+    // The extension's words: the decoding failure, then its poison path's line (which names MaxDequeueCount even here).
+    await host.waitForLine(/Message decoding has failed! Check MessageEncoding settings\. MessageId=[\w-]+\./, { after });
+    await host.waitForLine(/Message has reached MaxDequeueCount of \d+\. Moving message to queue '[\w-]+-poison'\./, { after });
     await results.drain();
     expect(results.entries.filter((e) => e.message === 'not base64 at all!')).toEqual([]);
   });

@@ -15,10 +15,15 @@ export type InvocationOutcome =
 
 export class FunctionTimeoutError extends Error {}
 
-function formatTimeSpan(ms: number): string {
-  const total = Math.floor(ms / 1000);
+/** .NET's `TimeSpan.ToString()` (the "c" format): `[d.]hh:mm:ss[.fffffff]`, days and fraction only when not zero. */
+export function formatTimeSpan(ms: number): string {
+  const ticks = Math.round(ms * 10_000);
+  const totalSeconds = Math.floor(ticks / 10_000_000);
+  const fraction = ticks % 10_000_000;
+  const days = Math.floor(totalSeconds / 86_400);
   const pad = (n: number): string => String(n).padStart(2, '0');
-  return `${pad(Math.floor(total / 3600))}:${pad(Math.floor(total / 60) % 60)}:${pad(total % 60)}`;
+  const clock = `${pad(Math.floor(totalSeconds / 3600) % 24)}:${pad(Math.floor(totalSeconds / 60) % 60)}:${pad(totalSeconds % 60)}`;
+  return `${days > 0 ? `${days}.` : ''}${clock}${fraction > 0 ? `.${String(fraction).padStart(7, '0')}` : ''}`;
 }
 
 function asError(value: unknown): Error {

@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { applyLocalSettings, resolveAppSettings } from '../../local/host/app-settings.js';
 import { expandGlob, globToRegExp } from '../../local/host/glob.js';
 import { parseHostConfig } from '../../local/host/host-config.js';
+import { formatTimeSpan } from '../../local/host/invoker.js';
 import { decodeBase64Message } from '../../local/host/queue-listener.js';
 import { matchRoute, parseRouteTemplate } from '../../local/host/routes.js';
 import { checkPastDue, monitorsSchedule, NEVER, parseSchedule, type ScheduleStatus } from '../../local/host/timer-trigger.js';
@@ -209,5 +210,16 @@ describe('timer schedules', () => {
     expect(parseSchedule('00:00:10', 'fn').next(new Date(0)).getTime()).toBe(10_000);
     expect(() => parseSchedule('every minute', 'tick')).toThrow(/Function 'tick'/);
     expect(() => parseSchedule('99 * * * * *', 'tick')).toThrow(/Function 'tick': invalid NCRONTAB/);
+  });
+});
+
+describe('the timeout log line', () => {
+  // .NET's TimeSpan.ToString() ("c" format), which FunctionExecutor writes into
+  // "Timeout value of {timeout} exceeded by function '…' (Id: '…'). Initiating cancellation."
+  it('writes the timeout as TimeSpan.ToString() does: days and a 7-digit fraction only when not zero', () => {
+    expect(formatTimeSpan(10 * 60_000)).toBe('00:10:00');
+    expect(formatTimeSpan(2_500)).toBe('00:00:02.5000000');
+    expect(formatTimeSpan(26 * 3_600_000)).toBe('1.02:00:00');
+    expect(formatTimeSpan(0.5)).toBe('00:00:00.0005000');
   });
 });

@@ -188,6 +188,8 @@ export async function loadApp(appDir: string, registry: CoreRegistry, afterImpor
     const capabilities = await model.getCapabilities({});
     if (capabilities.HttpUri) throw new Error('app.setup({ enableHttpStream: true }) is not supported by the local host.');
   }
+  // The host asks for the function metadata now: the worker refuses registrations from here on.
+  registry.lockIndexing();
   // A %SETTING% no app setting provides puts that function in error, as in Azure; anything else this
   // host cannot run stops it.
   const described: HostedFunction[] = [];

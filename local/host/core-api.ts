@@ -24,6 +24,8 @@ export interface CoreRegistry {
   hooks(name: HookName): HookCallback[];
   /** Where `log(level, category, message)` calls from the library go. */
   onLog: (level: RpcLogLevel, category: RpcLogCategory, message: string) => void;
+  /** The host has asked for the function metadata: registering (or disposing) a function is refused from now on. */
+  lockIndexing(): void;
 }
 
 /** The object `require('@azure/functions-core')` returns: the worker's API surface. */
@@ -51,12 +53,14 @@ export function createCoreApi(): { api: CoreApi; registry: CoreRegistry } {
   const functions = new Map<string, RegisteredFunction>();
   const hooks = new Map<string, HookCallback[]>();
   let model: ProgrammingModel | undefined;
+  let indexingLocked = false;
 
   const registry: CoreRegistry = {
     functions,
     programmingModel: () => model,
     hooks: (name) => [...(hooks.get(name) ?? [])],
     onLog: () => undefined,
+    lockIndexing: () => void (indexingLocked = true),
   };
 
   const api: CoreApi = {
@@ -67,13 +71,17 @@ export function createCoreApi(): { api: CoreApi; registry: CoreRegistry } {
       if (!model) throw new Error('No programming model has been set.');
       return model;
     },
+    // As the worker does (azure-functions-nodejs-worker src/coreApi/registerFunction.ts): keyed by
+    // functionId, else the name (case-sensitive), and only while the app starts.
     registerFunction(metadata, handler) {
-      // The real worker rejects a second function of the same name the same way.
-      if (functions.has(metadata.name.toLowerCase())) {
-        throw new Error(`A function with the name "${metadata.name}" has already been registered.`);
-      }
-      functions.set(metadata.name.toLowerCase(), { metadata, handler });
-      return new CallbackDisposable(() => functions.delete(metadata.name.toLowerCase()));
+      if (indexingLocked) throw new Error('A function can only be registered during app startup.');
+      const functionId = metadata.functionId || metadata.name;
+      if (functions.has(functionId)) throw new Error(`A function with id "${functionId}" has already been registered.`);
+      functions.set(functionId, { metadata, handler });
+      return new CallbackDisposable(() => {
+        if (indexingLocked) throw new Error('A function can only be disposed during app startup.');
+        functions.delete(functionId);
+      });
     },
     registerHook(name, callback) {
       const list = hooks.get(name) ?? [];

@@ -46,6 +46,8 @@ export interface RpcBindingInfo {
 
 export interface FunctionMetadata {
   name: string;
+  /** Optional in @azure/functions-core; the worker keys registrations by it, else by the name. */
+  functionId?: string;
   bindings: Record<string, RpcBindingInfo>;
   retryOptions?: unknown;
 }

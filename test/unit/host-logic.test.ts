@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { applyLocalSettings, resolveAppSettings } from '../../local/host/app-settings.js';
 import { expandGlob, globToRegExp } from '../../local/host/glob.js';
 import { parseHostConfig } from '../../local/host/host-config.js';
+import { createCoreApi } from '../../local/host/core-api.js';
 import { formatTimeSpan } from '../../local/host/invoker.js';
 import { decodeBase64Message } from '../../local/host/queue-listener.js';
 import { matchRoute, parseRouteTemplate } from '../../local/host/routes.js';
@@ -221,5 +222,24 @@ describe('the timeout log line', () => {
     expect(formatTimeSpan(2_500)).toBe('00:00:02.5000000');
     expect(formatTimeSpan(26 * 3_600_000)).toBe('1.02:00:00');
     expect(formatTimeSpan(0.5)).toBe('00:00:00.0005000');
+  });
+});
+
+describe('function registration, as the Node worker keeps it', () => {
+  const http = { name: 'hello', bindings: { req: { type: 'httpTrigger', direction: 'in' as const } } };
+  it('refuses a second function with the same id (the name when no functionId is given), in the worker\'s words', () => {
+    const { api } = createCoreApi();
+    api.registerFunction(http, () => undefined);
+    expect(() => api.registerFunction(http, () => undefined)).toThrow('A function with id "hello" has already been registered.');
+    expect(() => api.registerFunction({ ...http, functionId: 'hello-2' }, () => undefined)).not.toThrow();
+  });
+
+  it('refuses registering or disposing a function once the host has asked for the metadata', () => {
+    const { api, registry } = createCoreApi();
+    const registered = api.registerFunction(http, () => undefined);
+    registry.lockIndexing();
+    expect(() => api.registerFunction({ ...http, name: 'late' }, () => undefined)).toThrow('A function can only be registered during app startup.');
+    expect(() => registered.dispose()).toThrow('A function can only be disposed during app startup.');
+    expect([...registry.functions.keys()]).toEqual(['hello']);
   });
 });

@@ -41,7 +41,7 @@ app.storageQueue('withOutput', {
 });
 
 const fn = (name: string) => {
-  const found = registry.functions.get(name.toLowerCase());
+  const found = registry.functions.get(name);
   if (!found) throw new Error(`${name} was not registered`);
   return found;
 };

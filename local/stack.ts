@@ -484,6 +484,9 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
     const identity = assignAppIdentity(world, entra, keyVault);
     const storage = asInAzure ? { blobUrl: azurite.blobUrl, queueUrl: azurite.queueUrl, tableUrl: azurite.tableUrl, managedIdentityClientId: identity.clientId } : azurite.connectionString;
     const appSettings = appSettingsFor(world, storage, standIns);
+    log(asInAzure
+      ? `App identity  managed identity ${identity.clientId} (identity endpoint ${entra.msi.endpoint}); Storage identity-based, as in Azure`
+      : `App identity  client secret of app registration ${world.appIdentity.clientId}; Storage by connection string (for func start)`);
     // What App Service puts in the app's environment for its managed identity (not app settings).
     const platform: Record<string, string> = asInAzure ? { IDENTITY_ENDPOINT: entra.msi.endpoint, IDENTITY_HEADER: entra.msi.header } : {};
     // The settings name the CA that signs the stand-ins' HTTPS and the identity endpoint: func start passes

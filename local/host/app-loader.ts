@@ -5,6 +5,7 @@ import { resolveAppSettings, UnresolvedSettingError } from './app-settings.js';
 import type { CoreRegistry, RegisteredFunction } from './core-api.js';
 import { expandGlob } from './glob.js';
 import { parseRouteTemplate, type RouteTemplate } from './routes.js';
+import { DEFAULT_CONNECTION } from './storage-connection.js';
 import type { RpcBindingInfo } from './worker-contract.js';
 
 export interface HttpFunction extends RegisteredFunction {
@@ -108,7 +109,7 @@ export function describeFunction(fn: RegisteredFunction): HostedFunction {
       if (!/^[a-z0-9](?!.*--)[a-z0-9-]{1,61}[a-z0-9]$/.test(queueName)) {
         throw new Error(`Function '${name}': '${queueName}' is not a valid queue name.`);
       }
-      const connectionSetting = stringProperty(trigger, 'connection', name, false) || 'AzureWebJobsStorage';
+      const connectionSetting = stringProperty(trigger, 'connection', name, false) || DEFAULT_CONNECTION;
       return { ...fn, trigger: 'queue', queueName, connectionSetting };
     }
     case 'timertrigger': {

@@ -7,7 +7,7 @@ import { startHttpServer, type AdminInvokeResult, type RunningHttpServer } from 
 import { Invoker } from './invoker.js';
 import { QueueListener } from './queue-listener.js';
 import { BlobScheduleMonitor, localHostId } from './schedule-monitor.js';
-import { MissingConnectionError, resolveStorageConnection } from './storage-connection.js';
+import { DEFAULT_CONNECTION, MissingConnectionError, resolveStorageConnection } from './storage-connection.js';
 import { TimerTrigger, type ScheduleMonitor } from './timer-trigger.js';
 
 export interface HostOptions {
@@ -49,7 +49,7 @@ function describe(fn: HostedFunction, routePrefix: string, url: string, timers: 
 function scheduleMonitor(appDir: string, log: (line: string) => void): ScheduleMonitor | undefined {
   let connection;
   try {
-    connection = resolveStorageConnection('AzureWebJobsStorage');
+    connection = resolveStorageConnection(DEFAULT_CONNECTION);
   } catch (err) {
     if (!(err instanceof MissingConnectionError)) throw err;
     log('[warning] AzureWebJobsStorage is not set: timers run without their schedule status (no past-due runs after a restart).');
@@ -90,7 +90,20 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
     log(`${prefix}${message}`);
   };
   const invoker = new Invoker(registry, log, config.functionTimeoutMs);
-  const { functions, errors } = await loadApp(appDir, registry, () => runAppStartHooks(invoker, appDir));
+  const loaded = await loadApp(appDir, registry, () => runAppStartHooks(invoker, appDir));
+  const errors = [...loaded.errors];
+  // A queue trigger whose connection is missing fails indexing, as in the real host: it is in error, the others run.
+  const queues = new Map<string, QueueListener>();
+  for (const fn of loaded.functions) {
+    if (fn.trigger !== 'queue') continue;
+    try {
+      queues.set(fn.metadata.name, new QueueListener(fn, config.queues, invoker, log));
+    } catch (error) {
+      if (!(error instanceof MissingConnectionError)) throw error;
+      errors.push({ name: fn.metadata.name, message: `Microsoft.Azure.WebJobs.Host: Error indexing method 'Functions.${fn.metadata.name}'. Microsoft.Azure.WebJobs.Host.Storage: ${error.message}` });
+    }
+  }
+  const functions = loaded.functions.filter((fn) => !errors.some((e) => e.name === fn.metadata.name));
   for (const error of errors) log(`[error] The '${error.name}' function is in error: ${error.message}`);
   for (const fn of functions) {
     if (fn.trigger === 'http' && fn.authLevel !== 'anonymous') {
@@ -101,11 +114,9 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
   const byName = new Map(functions.map((fn) => [fn.metadata.name.toLowerCase(), fn]));
   const timers = new Map<string, TimerTrigger>();
   const monitor = functions.some((fn) => fn.trigger === 'timer') ? scheduleMonitor(appDir, log) : undefined;
-  const queues = new Map<string, QueueListener>();
-  // Build every trigger before starting any, so a bad schedule or missing connection fails start-up cleanly.
+  // Build every timer before starting any trigger, so a bad schedule fails start-up cleanly.
   for (const fn of functions) {
     if (fn.trigger === 'timer') timers.set(fn.metadata.name, new TimerTrigger(fn, invoker, { monitor, log }));
-    if (fn.trigger === 'queue') queues.set(fn.metadata.name, new QueueListener(fn, config.queues, invoker, log));
   }
 
   let accepting = true;

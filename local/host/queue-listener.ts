@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { QueueServiceClient, QueueClient, DequeuedMessageItem } from '@azure/storage-queue';
+import type { QueueClient, DequeuedMessageItem } from '@azure/storage-queue';
 import type { QueueFunction } from './app-loader.js';
 import type { QueueOptions } from './host-config.js';
 import type { Invoker } from './invoker.js';
@@ -18,13 +18,6 @@ export function decodeBase64Message(text: string): string | undefined {
   return Buffer.from(compact, 'base64').toString('utf8');
 }
 
-function queueService(settingName: string, functionName: string): QueueServiceClient {
-  try {
-    return resolveStorageConnection(settingName).queues();
-  } catch (err) {
-    throw new Error(`Function '${functionName}': ${(err as Error).message}`);
-  }
-}
 
 /**
  * One queue trigger, with the Storage Queues extension's semantics: batches with a lease,
@@ -53,7 +46,7 @@ export class QueueListener {
     this.#options = options;
     this.#invoker = invoker;
     this.#log = log;
-    const service = queueService(fn.connectionSetting, fn.metadata.name);
+    const service = resolveStorageConnection(fn.connectionSetting).queues();
     this.#queue = service.getQueueClient(fn.queueName);
     this.#poison = service.getQueueClient(`${fn.queueName}-poison`);
   }

@@ -3,7 +3,7 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import { QueueServiceClient } from '@azure/storage-queue';
 
 /**
- * A Storage connection named by a trigger's `connection` (default `AzureWebJobsStorage`), resolved from
+ * A Storage connection named by a trigger's `connection` (default `Storage`, read as `AzureWebJobsStorage`), resolved from
  * app settings as the host does (azure-webjobs-sdk src/Microsoft.Azure.WebJobs.Host.Storage/
  * StorageClientProvider.cs, through Microsoft.Extensions.Azure's AzureComponentFactory):
  * - the setting itself holds a connection string (shared key), or
@@ -12,19 +12,26 @@ import { QueueServiceClient } from '@azure/storage-queue';
  *   `managedidentity` and `__clientId` choosing a user-assigned identity; without `__credential` the
  *   host uses DefaultAzureCredential (Microsoft Learn, azure-functions/functions-reference,
  *   "Connecting to host storage with an identity" and "Common properties for identity-based connections").
- * Neither: the host's message, naming the setting.
+ * Neither: the host's message, naming the prefixed setting; the function is then in error (indexing
+ * fails for it alone: azure-webjobs-sdk `Indexers/FunctionIndexer.cs` with `AllowPartialHostStartup`).
  */
 export interface StorageConnection {
   queues(): QueueServiceClient;
   blobs(): BlobServiceClient;
 }
 
+/** The message names the prefixed setting, as the host does (so `connection: 'AzureWebJobsStorage'` reads 'AzureWebJobsAzureWebJobsStorage'). */
 export class MissingConnectionError extends Error {
-  constructor(settingName: string) {
-    super(`Storage account connection string '${settingName}' does not exist. Make sure that it is a defined App Setting.`);
+  constructor(connection: string) {
+    super(`Storage account connection string '${PREFIX}${connection}' does not exist. Make sure that it is a defined App Setting.`);
     this.name = 'MissingConnectionError';
   }
 }
+
+/** azure-webjobs-sdk IConfigurationExtensions.cs: `GetPrefixedConnectionStringName` and `GetWebJobsConnectionSection`. */
+const PREFIX = 'AzureWebJobs';
+/** The connection a trigger without one uses (`ConnectionStringNames.Storage`), i.e. `AzureWebJobsStorage`. */
+export const DEFAULT_CONNECTION = 'Storage';
 
 /** The setting, or any key of its section (`<name>__…`); empty values count as unset. */
 function section(settingName: string, env: NodeJS.ProcessEnv): { value?: string; get(key: string): string | undefined; exists: boolean } {
@@ -49,9 +56,13 @@ function serviceUri(get: (key: string) => string | undefined, service: 'queue' |
   throw new Error(`Storage connection '${settingName}' has no ${service} endpoint: set ${settingName}__${service}ServiceUri (or ${settingName}__accountName).`);
 }
 
-export function resolveStorageConnection(settingName: string, env: NodeJS.ProcessEnv = process.env): StorageConnection {
-  const { value, get, exists } = section(settingName, env);
-  if (!exists) throw new MissingConnectionError(settingName);
+/** The `AzureWebJobs<connection>` section first, else `<connection>` itself. */
+export function resolveStorageConnection(connection: string, env: NodeJS.ProcessEnv = process.env): StorageConnection {
+  const name = connection.trim() || DEFAULT_CONNECTION;
+  const prefixed = section(`${PREFIX}${name}`, env);
+  const settingName = prefixed.exists ? `${PREFIX}${name}` : name;
+  const { value, get, exists } = prefixed.exists ? prefixed : section(name, env);
+  if (!exists) throw new MissingConnectionError(name);
   if (value) return { queues: () => QueueServiceClient.fromConnectionString(value), blobs: () => BlobServiceClient.fromConnectionString(value) };
   const credential = credentialOf(get);
   return {

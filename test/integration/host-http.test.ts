@@ -184,6 +184,21 @@ describe('local host: HTTP triggers', () => {
     }
   });
 
+  it('puts a queue function whose connection is missing in error, in the host\'s words, and runs the others', async () => {
+    const partial = await spawnHost({ env: { ...baseEnv, AzureWebJobsStorage: undefined } });
+    try {
+      await partial.waitForLine(/^ {2}recordMessage: in error: /);
+      expect(partial.lines).toContain(
+        "  recordMessage: in error: Microsoft.Azure.WebJobs.Host: Error indexing method 'Functions.recordMessage'. Microsoft.Azure.WebJobs.Host.Storage: " +
+          "Storage account connection string 'AzureWebJobsAzureWebJobsStorage' does not exist. Make sure that it is a defined App Setting.",
+      );
+      expect((await fetch(`${partial.url}/api/greet`)).status).toBe(200);
+      expect((await fetch(`${partial.url}/admin/functions/recordMessage`, { method: 'POST', body: '{}' })).status).toBe(404);
+    } finally {
+      await partial.stop();
+    }
+  });
+
   it('on SIGTERM finishes in-flight invocations, refuses new ones and exits 0', async () => {
     const after = host.lines.length;
     const inFlight = fetch(`${host.url}/api/slow?ms=1500`);

@@ -85,9 +85,15 @@ describe('identity-based storage', () => {
     expect(res.status).toBe(403);
   });
 
-  it("says which setting is missing, in the host's words, and which endpoint a connection lacks", () => {
+  it("looks for AzureWebJobs<connection> first, says which setting is missing in the host's words, and which endpoint a connection lacks", () => {
     expect(() => resolveStorageConnection('OtherStorage', hostSettings(storage.managedIdentityClientId))).toThrow(MissingConnectionError);
-    expect(() => resolveStorageConnection('OtherStorage', {})).toThrow("Storage account connection string 'OtherStorage' does not exist. Make sure that it is a defined App Setting.");
+    // The host names the prefixed setting, which it looks for first: 'AzureWebJobsAzureWebJobsStorage' for connection 'AzureWebJobsStorage'.
+    expect(() => resolveStorageConnection('OtherStorage', {})).toThrow("Storage account connection string 'AzureWebJobsOtherStorage' does not exist. Make sure that it is a defined App Setting.");
+    expect(() => resolveStorageConnection('AzureWebJobsStorage', {})).toThrow("Storage account connection string 'AzureWebJobsAzureWebJobsStorage' does not exist.");
+    expect(resolveStorageConnection('MyStorage', { AzureWebJobsMyStorage__accountName: 'prefixed', MyStorage__accountName: 'plain' }).queues().url).toBe('https://prefixed.queue.core.windows.net');
+    expect(resolveStorageConnection('MyStorage', { MyStorage__accountName: 'plain' }).queues().url).toBe('https://plain.queue.core.windows.net');
+    // No connection named: the host's storage, AzureWebJobsStorage.
+    expect(resolveStorageConnection('', { AzureWebJobsStorage__accountName: 'hoststore' }).blobs().url).toBe('https://hoststore.blob.core.windows.net/');
     // An empty value counts as unset, as everywhere in the host.
     expect(() => resolveStorageConnection('AzureWebJobsStorage', { AzureWebJobsStorage: '' })).toThrow(MissingConnectionError);
     const queueOnly = resolveStorageConnection('AzureWebJobsStorage', { AzureWebJobsStorage__queueServiceUri: storage.queueUrl, AzureWebJobsStorage__credential: 'managedidentity' });

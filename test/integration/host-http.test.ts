@@ -199,7 +199,7 @@ describe('local host: HTTP triggers', () => {
     }
   });
 
-  it('on SIGTERM finishes in-flight invocations, refuses new ones and exits 0', async () => {
+  it('on SIGTERM finishes in-flight invocations, refuses new ones, runs the appTerminate hooks and exits 0', async () => {
     const after = host.lines.length;
     const inFlight = fetch(`${host.url}/api/slow?ms=1500`);
     await host.waitForLine(/Executing 'Functions\.slow' \(Reason='This function was programmatically called via the host APIs\.'/, { after });
@@ -212,5 +212,10 @@ describe('local host: HTTP triggers', () => {
     expect(response.status).toBe(200);
     expect(await response.text()).toBe('done');
     expect(await exit).toBe(0);
+    // appTerminate hooks run last, after the in-flight invocation, with the hookData appStart hooks left.
+    const finished = host.lines.findIndex((l, i) => i >= after && /Executed 'Functions\.slow' \(Succeeded/.test(l));
+    const terminated = host.lines.findIndex((l, i) => i >= after && l.includes('fixture appTerminate hook ran: startedBy=appStart'));
+    expect(finished).toBeGreaterThan(-1);
+    expect(terminated).toBeGreaterThan(finished);
   });
 });

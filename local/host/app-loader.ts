@@ -1,5 +1,5 @@
 import { existsSync, readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { resolveAppSettings, UnresolvedSettingError } from './app-settings.js';
 import type { CoreRegistry, RegisteredFunction } from './core-api.js';
@@ -48,13 +48,17 @@ export function entryPointFiles(appDir: string): string[] {
   return files.map((file) => resolve(appDir, file));
 }
 
-/** Imports every entry point; the `app.*` calls they make are the only list of functions. */
-export async function importEntryPoints(files: string[]): Promise<void> {
+/**
+ * Imports every entry point; the `app.*` calls they make are the only list of functions. One that
+ * fails stops the app, named as the worker names it: the path as `main`'s pattern matched it, relative
+ * to the app (azure-functions-nodejs-worker src/startApp.ts `loadEntryPointFile`; blocking from Node 20).
+ */
+export async function importEntryPoints(appDir: string, files: string[]): Promise<void> {
   for (const file of files) {
     try {
       await import(pathToFileURL(file).href);
     } catch (error) {
-      throw new Error(`Worker was unable to load entry point "${file}": ${(error as Error).message}`, { cause: error });
+      throw new Error(`Worker was unable to load entry point "${relative(appDir, file)}": ${(error as Error).message}`, { cause: error });
     }
   }
 }
@@ -180,7 +184,7 @@ export function checkHttpRoutes(registered: HostedFunction[]): { functions: Host
  * or function metadata) and describes every registration.
  */
 export async function loadApp(appDir: string, registry: CoreRegistry, afterImport: () => Promise<void> = async () => undefined): Promise<{ functions: HostedFunction[]; errors: FunctionError[] }> {
-  await importEntryPoints(entryPointFiles(appDir));
+  await importEntryPoints(appDir, entryPointFiles(appDir));
   await afterImport();
   if (registry.functions.size === 0) throw new Error(`No functions were registered by the files package.json 'main' names in ${appDir}.`);
   const model = registry.programmingModel();

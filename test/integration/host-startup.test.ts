@@ -14,6 +14,14 @@ const storage = inject('storage');
 const REPO = resolve(import.meta.dirname, '../..');
 
 describe('local host: start-up', () => {
+  it('refuses to start when an entry point fails to load, naming the file as the worker does', async () => {
+    const { code, output } = await spawnHostExpectingFailure({
+      env: { AzureWebJobsStorage: storage.connectionString, FIXTURE_QUEUE: uniqueName('host-import-in'), FIXTURE_SCHEDULE: '0 0 0 1 1 *', FIXTURE_ROUTE: 'fixture', FIXTURE_IMPORT_THROWS: 'broken at import' },
+    });
+    expect(code).toBe(1);
+    expect(output).toContain('Host failed to start: Worker was unable to load entry point "functions/hooks.js": broken at import');
+  });
+
   it('refuses to start when an appStart hook throws, with the hook\'s message, before any trigger runs', async () => {
     const { code, output } = await spawnHostExpectingFailure({
       env: {

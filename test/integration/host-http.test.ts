@@ -208,6 +208,8 @@ describe('local host: HTTP triggers', () => {
     const refused = await fetch(`${host.url}/api/greet`);
     expect(refused.status).toBe(503);
     expect(await refused.text()).toBe('Function host is not running.');
+    // The admin API still answers while the host drains, saying so.
+    expect(((await (await fetch(`${host.url}/admin/host/status`)).json()) as { state: string }).state).toBe('Stopping');
     const response = await inFlight;
     expect(response.status).toBe(200);
     expect(await response.text()).toBe('done');

@@ -68,6 +68,10 @@ describe('local host: queue triggers (host.json: batchSize 4, newBatchThreshold 
     });
     expect(new Date(entry!.metadata.insertionTime).toISOString()).toBe(entry!.metadata.insertionTime);
     expect(Date.parse(entry!.metadata.expirationTime)).toBeGreaterThan(Date.parse(entry!.metadata.insertionTime));
+    // Received with the extension's 10-minute lease (invisible to other instances meanwhile).
+    const leaseMs = Date.parse(entry!.metadata.nextVisibleTime) - Date.parse(entry!.metadata.insertionTime);
+    expect(leaseMs).toBeGreaterThan(9.5 * 60_000);
+    expect(leaseMs).toBeLessThanOrEqual(10 * 60_000 + 5_000);
     await host.waitForLine(new RegExp(`Executing 'Functions\\.recordMessage' \\(Reason='New queue message detected on '${inputQueueName}'\\.', Id=[0-9a-f-]+\\)`), { after });
     await host.waitForLine(/Executed 'Functions\.recordMessage' \(Succeeded, Id=[0-9a-f-]+, Duration=\d+ms\)/, { after });
     await expect.poll(async () => (await inputQueue.getProperties()).approximateMessagesCount, { timeout: 5_000 }).toBe(0);
@@ -97,6 +101,27 @@ describe('local host: queue triggers (host.json: batchSize 4, newBatchThreshold 
     expect(tagged('poison').map((e) => e.dequeueCount)).toEqual([1, 2, 3]);
     await host.waitForLine(new RegExp(`Message has reached MaxDequeueCount of 3\\. Moving message to queue '${inputQueueName}-poison'\\.`), { after });
     expect((await inputQueue.getProperties()).approximateMessagesCount).toBe(0);
+  });
+
+  it('sends a message already dequeued more than maxDequeueCount times (its host died mid-run) to poison without running it', async () => {
+    const queueName = uniqueName('host-q-overdue');
+    const queue = queueClient(storage.connectionString, queueName);
+    await queue.create();
+    await queue.sendMessage(base64(JSON.stringify({ tag: 'overdue' })));
+    // Four receives that never finish, as four crashed hosts would leave it (maxDequeueCount is 3).
+    for (let i = 0; i < 4; i++) {
+      await expect.poll(async () => (await queue.receiveMessages({ visibilityTimeout: 1 })).receivedMessageItems.length, { timeout: 5_000, interval: 100 }).toBe(1);
+    }
+    const second = await spawnHost({ env: { AzureWebJobsStorage: storage.connectionString, FIXTURE_QUEUE: queueName, FIXTURE_RESULTS_QUEUE: resultsQueueName, FIXTURE_SCHEDULE: '0 0 0 1 1 *', FIXTURE_ROUTE: 'fixture' } });
+    try {
+      await second.waitForLine(new RegExp(`Message has reached MaxDequeueCount of 3\\. Moving message to queue '${queueName}-poison'\\.`));
+      const poisoned = queueClient(storage.connectionString, `${queueName}-poison`);
+      await expect.poll(async () => (await poisoned.peekMessages()).peekedMessageItems.map((m) => m.messageText), { timeout: 5_000 }).toEqual([base64(JSON.stringify({ tag: 'overdue' }))]);
+      expect(second.lines.some((l) => l.includes("Executing 'Functions.recordMessage'"))).toBe(false);
+      expect(tagged('overdue')).toEqual([]);
+    } finally {
+      await second.stop();
+    }
   });
 
   it('sends a message that is not base64 straight to poison, saying why', async () => {

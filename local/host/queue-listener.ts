@@ -11,6 +11,40 @@ const LEASE_SECONDS = 10 * 60;
 /** The extension's fastest polling interval, used again as soon as messages arrive. */
 const MIN_POLLING_INTERVAL_MS = 100;
 
+/**
+ * The extension's back-off for an empty queue (azure-sdk-for-net
+ * sdk/storage/Microsoft.Azure.WebJobs.Extensions.Storage.Common/src/Shared/Timers/RandomizedExponentialBackoffStrategy.cs,
+ * created with the minimum as the delta): each empty poll waits min + r · 2^(n-1) · min, r uniform in
+ * [0.8, 1.2), up to the maximum (100 ms, ~200, ~300, ~500, ~900 …); a poll that finds messages goes back to the minimum.
+ */
+export class RandomizedExponentialBackoff {
+  static readonly RANDOMIZATION_FACTOR = 0.2;
+  #current = 0;
+  #exponent = 0;
+
+  constructor(private readonly minimumMs: number, private readonly maximumMs: number, private readonly random: () => number = Math.random) {}
+
+  nextDelay(executionSucceeded: boolean): number {
+    if (executionSucceeded) {
+      this.#current = this.minimumMs;
+      this.#exponent = 1;
+    } else if (this.#current !== this.maximumMs) {
+      let interval = this.minimumMs;
+      if (this.#exponent > 0) {
+        const factor = 1 - RandomizedExponentialBackoff.RANDOMIZATION_FACTOR + this.random() * 2 * RandomizedExponentialBackoff.RANDOMIZATION_FACTOR;
+        interval += factor * 2 ** (this.#exponent - 1) * this.minimumMs;
+      }
+      if (interval < this.maximumMs) {
+        this.#current = interval;
+        this.#exponent += 1;
+      } else {
+        this.#current = this.maximumMs;
+      }
+    }
+    return this.#current;
+  }
+}
+
 /** Strict base64 (whitespace allowed, as .NET's decoder allows it); undefined when it is not. */
 export function decodeBase64Message(text: string): string | undefined {
   const compact = text.replace(/\s+/g, '');
@@ -38,8 +72,9 @@ export class QueueListener {
   #poisonCreated = false;
   #queueExists: boolean | undefined;
   #saidMissing = false;
-  /** Ends the current pause early: called when an invocation finishes and on stop. */
+  /** Ends the current pause early: on stop, and when an invocation finishes while the listener waits for capacity. */
   #wake: () => void = () => undefined;
+  #waitingForCapacity = false;
 
   constructor(fn: QueueFunction, options: QueueOptions, invoker: Invoker, log: (line: string) => void) {
     this.#fn = fn;
@@ -100,11 +135,15 @@ export class QueueListener {
   }
 
   async #poll(): Promise<void> {
-    let delay = MIN_POLLING_INTERVAL_MS;
+    const backoff = new RandomizedExponentialBackoff(MIN_POLLING_INTERVAL_MS, Math.max(this.#options.maxPollingIntervalMs, MIN_POLLING_INTERVAL_MS));
+    // As QueueListener.cs: the first empty poll after messages were found waits the minimum again.
+    let foundSinceLastDelay = false;
     const signal = this.#stop.signal;
     while (!signal.aborted) {
       if (this.#inFlight.size > this.#options.newBatchThreshold) {
+        this.#waitingForCapacity = true;
         await this.#pause(60_000);
+        this.#waitingForCapacity = false;
         continue;
       }
       let messages: DequeuedMessageItem[] = [];
@@ -131,11 +170,14 @@ export class QueueListener {
         break;
       }
       if (messages.length === 0) {
+        // Only stop ends this wait early: the extension wakes it only for a message its own output bindings
+        // write (QueueListener.cs, `CreateDelayWithNotificationTask`), which this app does not use.
+        const delay = backoff.nextDelay(foundSinceLastDelay);
+        foundSinceLastDelay = false;
         await this.#pause(delay);
-        delay = Math.min(delay * 2, Math.max(this.#options.maxPollingIntervalMs, MIN_POLLING_INTERVAL_MS));
         continue;
       }
-      delay = MIN_POLLING_INTERVAL_MS;
+      foundSinceLastDelay = true;
       for (const message of messages) {
         const work = this.#process(message).catch((error: unknown) => {
           this.#log(`[error] Queue '${this.queueName}', message '${message.messageId}': ${(error as Error).message}`);
@@ -143,7 +185,7 @@ export class QueueListener {
         this.#inFlight.add(work);
         void work.finally(() => {
           this.#inFlight.delete(work);
-          this.#wake();
+          if (this.#waitingForCapacity) this.#wake();
         });
       }
     }

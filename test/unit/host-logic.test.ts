@@ -7,7 +7,7 @@ import { expandGlob, globToRegExp } from '../../local/host/glob.js';
 import { parseHostConfig } from '../../local/host/host-config.js';
 import { createCoreApi } from '../../local/host/core-api.js';
 import { formatTimeSpan } from '../../local/host/invoker.js';
-import { decodeBase64Message } from '../../local/host/queue-listener.js';
+import { decodeBase64Message, RandomizedExponentialBackoff } from '../../local/host/queue-listener.js';
 import { matchRoute, parseRouteTemplate } from '../../local/host/routes.js';
 import { checkPastDue, monitorsSchedule, NEVER, parseSchedule, type ScheduleStatus } from '../../local/host/timer-trigger.js';
 import { parseTimeSpan } from '../../local/host/timespan.js';
@@ -241,5 +241,20 @@ describe('function registration, as the Node worker keeps it', () => {
     expect(() => api.registerFunction({ ...http, name: 'late' }, () => undefined)).toThrow('A function can only be registered during app startup.');
     expect(() => registered.dispose()).toThrow('A function can only be disposed during app startup.');
     expect([...registry.functions.keys()]).toEqual(['hello']);
+  });
+});
+
+describe("the queue listener's back-off on an empty queue", () => {
+  // RandomizedExponentialBackoffStrategy as the Storage extension creates it: minimum 100 ms, delta = minimum.
+  it('waits min + r·2^(n-1)·min with r in [0.8, 1.2), up to the maximum, and the minimum again after messages', () => {
+    const middle = new RandomizedExponentialBackoff(100, 2_000, () => 0.5);
+    expect([1, 2, 3, 4, 5, 6, 7].map(() => middle.nextDelay(false))).toEqual([100, 200, 300, 500, 900, 1_700, 2_000]);
+    expect(middle.nextDelay(false)).toBe(2_000);
+    expect(middle.nextDelay(true)).toBe(100);
+    expect(middle.nextDelay(false)).toBe(200);
+    const low = new RandomizedExponentialBackoff(100, 60_000, () => 0);
+    const high = new RandomizedExponentialBackoff(100, 60_000, () => 0.999_999);
+    expect([1, 2, 3].map(() => low.nextDelay(false))).toEqual([100, 180, 260]);
+    expect([1, 2, 3].map(() => Math.round(high.nextDelay(false)))).toEqual([100, 220, 340]);
   });
 });

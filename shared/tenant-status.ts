@@ -1,4 +1,4 @@
-import type { TableClient } from '@azure/data-tables';
+import { RestError, type TableClient } from '@azure/data-tables';
 import { LazyTable } from './table.js';
 
 /**
@@ -47,11 +47,16 @@ export class TenantStatusStore {
     return all;
   }
 
-  /** Records a poll; the event count is added to the running total (a lost race costs only a count). */
+  /**
+   * Records a poll; the event count is added to the running total. Instances record concurrently, so
+   * the row is replaced only if unchanged since read (ETag), else read again: no count is lost.
+   */
   async recordPoll(tenantId: string, poll: { outcome: string; error?: string; eventsEnqueued: number; checkpoint?: string }, at = new Date()): Promise<void> {
-    const current = await this.get(tenantId);
-    await (await this.#table.ready()).upsertEntity<StatusEntity>(
-      {
+    const table = await this.#table.ready();
+    for (let attempt = 1; ; attempt++) {
+      const found = await this.#table.find<StatusEntity>(PARTITION, tenantId);
+      const current = found ? fromEntity(found) : { tenantId, eventsEnqueued: 0, checkpoint: undefined };
+      const entity: StatusEntity = {
         partitionKey: PARTITION,
         rowKey: tenantId,
         lastPollAt: at.toISOString(),
@@ -59,11 +64,22 @@ export class TenantStatusStore {
         lastError: poll.error ?? '',
         eventsEnqueued: current.eventsEnqueued + poll.eventsEnqueued,
         checkpoint: poll.checkpoint ?? current.checkpoint ?? '',
-      },
-      'Replace',
-    );
+      };
+      try {
+        if (found) await table.updateEntity(entity, 'Replace', { etag: found.etag });
+        else await table.createEntity(entity);
+        return;
+      } catch (err) {
+        // 412: changed since read; 409: created meanwhile. Both mean another instance recorded first.
+        const raced = err instanceof RestError && (err.statusCode === 412 || err.statusCode === 409);
+        if (!raced || attempt >= MAX_RECORD_ATTEMPTS) throw err;
+      }
+    }
   }
 }
+
+/** Concurrent records of one tenant's polls are a handful at most (one per instance polling it). */
+const MAX_RECORD_ATTEMPTS = 10;
 
 function fromEntity(e: StatusEntity): TenantStatus {
   return {

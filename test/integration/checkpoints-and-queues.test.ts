@@ -6,6 +6,7 @@ import { describe, expect, inject, it } from 'vitest';
 import { CheckpointConflictError, CheckpointStore } from '../../shared/checkpoints.js';
 import { envelopeFor, envelopeSchema } from '../../shared/events.js';
 import { MessageSender, readClaimCheck } from '../../shared/queues.js';
+import { TenantStatusStore } from '../../shared/tenant-status.js';
 import { startThrottlingStorage } from '../support/throttling-storage.js';
 
 const unique = (prefix: string) => `${prefix}${randomUUID().replace(/-/g, '').slice(0, 12)}`;
@@ -175,5 +176,14 @@ describe('incident events on the queue', () => {
       expect(checked.decoded.incident).toBeUndefined();
       expect(await readClaimCheck(blobs, checked.decoded.incidentRef.blobUrl)).toEqual(over.incident);
     });
+  });
+});
+
+describe('tenant status (Table storage, ETag concurrency)', () => {
+  it('loses no count when instances record polls of one tenant at once', async () => {
+    const status = new TenantStatusStore(TableClient.fromConnectionString(inject('storage').connectionString, unique('ts'), { allowInsecureConnection: true }));
+    await Promise.all(Array.from({ length: 8 }, (_, i) => status.recordPoll('tenant-a', { outcome: 'polled', eventsEnqueued: i + 1 })));
+    expect((await status.get('tenant-a')).eventsEnqueued).toBe(36);
+    expect((await status.get('tenant-a')).lastOutcome).toBe('polled');
   });
 });

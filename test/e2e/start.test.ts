@@ -8,7 +8,12 @@ import { TableClient } from '@azure/data-tables';
 import { QueueServiceClient } from '@azure/storage-queue';
 import type { StackInfo } from '../../local/stack.js';
 import { stackTlsEnv, writeStackTls } from '../../local/stack-tls.js';
+import { BlobServiceClient } from '@azure/storage-blob';
+import { deadLetter } from '../../shared/dead-letter.js';
 import { DELIVERY_LOG_TABLE } from '../../shared/delivery-log.js';
+import type { RoutedMessage } from '../../shared/destinations/types.js';
+import { envelopeFor } from '../../shared/events.js';
+import { MessageSender } from '../../shared/queues.js';
 import { TenantStatusStore, TENANT_STATUS_TABLE } from '../../shared/tenant-status.js';
 import { pushSignatureHeader } from '../../shared/webhook-signature.js';
 import { drainQueue } from '../support/queues.js';
@@ -135,6 +140,25 @@ describe('npm start', () => {
     expect(await depth('incidents-poison')).toBe(0);
     for (const q of info.queues.routed) expect(await depth(q), q).toBeGreaterThan(0);
   }, 60_000);
+
+  it('replays a dead-lettered event through POST /api/replay, routing nothing twice', async () => {
+    const cs = info.storage.connectionString;
+    const queues = QueueServiceClient.fromConnectionString(cs);
+    const depth = async (q: string) => (await queues.getQueueClient(q).getProperties()).approximateMessagesCount ?? 0;
+    // An event already routed, dead-lettered as a destination outage would have left it.
+    const [peeked] = (await queues.getQueueClient('routed-archive').peekMessages()).peekedMessageItems;
+    const routed = JSON.parse(Buffer.from(peeked!.messageText, 'base64').toString('utf8')) as RoutedMessage;
+    const event = envelopeFor(routed.tenantId, routed.incident as { incidentId: number; lastUpdateTime: string }, 'poll');
+    await deadLetter(new MessageSender(queues, BlobServiceClient.fromConnectionString(cs)), 'incidents', event, 'e2e: a destination was down');
+    const routedBefore = await Promise.all(info.queues.routed.map(depth));
+
+    const res = await fetch(`${info.host}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ source: 'deadletter', tenantId: routed.tenantId }) });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toMatchObject({ moved: 1, refused: [] });
+    await expect.poll(async () => (await depth('incidents')) + (await depth('incidents-deadletter')), { timeout: 20_000, interval: 500 }).toBe(0);
+    // Already delivered: the enricher finds it in the delivery log and routes it nowhere again.
+    expect(await Promise.all(info.queues.routed.map(depth))).toEqual(routedBefore);
+  }, 40_000);
 
   it('routes incidents pushed to the webhook (Microsoft\'s documented example), exactly once even when pushed twice', async () => {
     const tenantId = info.tenants.find((t) => t.context === 'application')!.tenantId;

@@ -45,6 +45,27 @@ export class RandomizedExponentialBackoff {
   }
 }
 
+/**
+ * The lease renewal's schedule (…Storage.Common/src/Shared/Timers/LinearSpeedupStrategy.cs, as
+ * QueueListener.cs `CreateUpdateMessageVisibilityTimer` creates it): every half lease; after a failed
+ * renewal, half the last wait, never less than the minimum (1 minute); after a success, back to normal.
+ */
+export class LinearSpeedup {
+  #current: number;
+
+  constructor(private readonly normalMs: number, private readonly minimumMs: number, private readonly divisor = 2) {
+    this.#current = normalMs;
+  }
+
+  nextDelay(executionSucceeded: boolean): number {
+    this.#current = executionSucceeded ? this.normalMs : Math.max(this.#current / this.divisor, this.minimumMs);
+    return this.#current;
+  }
+}
+
+/** QueueListener.cs `MinimumVisibilityRenewalInterval`. */
+const MINIMUM_RENEWAL_INTERVAL_MS = 60_000;
+
 /** Strict base64 (whitespace allowed, as .NET's decoder allows it); undefined when it is not. */
 export function decodeBase64Message(text: string): string | undefined {
   const compact = text.replace(/\s+/g, '');
@@ -222,11 +243,27 @@ export class QueueListener {
       return;
     }
 
-    const renewal = setInterval(() => {
-      this.#queue.updateMessage(message.messageId, lease.popReceipt, undefined, LEASE_SECONDS)
-        .then((renewed) => { lease.popReceipt = renewed.popReceipt ?? lease.popReceipt; })
-        .catch((error: unknown) => this.#log(`[warning] Could not renew the lease on message '${message.messageId}': ${(error as Error).message}`));
-    }, (LEASE_SECONDS / 2) * 1000);
+    // First renewal at half the lease, then as the speed-up strategy says after each attempt.
+    const schedule = new LinearSpeedup((LEASE_SECONDS / 2) * 1000, MINIMUM_RENEWAL_INTERVAL_MS);
+    let renewal: NodeJS.Timeout | undefined;
+    let finished = false;
+    const renewLater = (ms: number) => {
+      renewal = setTimeout(() => {
+        this.#queue.updateMessage(message.messageId, lease.popReceipt, undefined, LEASE_SECONDS)
+          .then((renewed) => {
+            lease.popReceipt = renewed.popReceipt ?? lease.popReceipt;
+            return true;
+          })
+          .catch((error: unknown) => {
+            this.#log(`[warning] Could not renew the lease on message '${message.messageId}': ${(error as Error).message}`);
+            return false;
+          })
+          .then((renewed) => {
+            if (!finished) renewLater(schedule.nextDelay(renewed));
+          });
+      }, ms);
+    };
+    renewLater((LEASE_SECONDS / 2) * 1000);
     let succeeded: boolean;
     try {
       const outcome = await this.#invoker.invoke(this.#fn, {
@@ -236,7 +273,8 @@ export class QueueListener {
       });
       succeeded = outcome.succeeded;
     } finally {
-      clearInterval(renewal);
+      finished = true;
+      clearTimeout(renewal);
     }
 
     if (succeeded) {

@@ -7,7 +7,7 @@ import { expandGlob, globToRegExp } from '../../local/host/glob.js';
 import { parseHostConfig } from '../../local/host/host-config.js';
 import { createCoreApi } from '../../local/host/core-api.js';
 import { formatTimeSpan } from '../../local/host/invoker.js';
-import { decodeBase64Message, RandomizedExponentialBackoff } from '../../local/host/queue-listener.js';
+import { decodeBase64Message, LinearSpeedup, RandomizedExponentialBackoff } from '../../local/host/queue-listener.js';
 import { matchRoute, parseRouteTemplate } from '../../local/host/routes.js';
 import { checkPastDue, monitorsSchedule, NEVER, parseSchedule, type ScheduleStatus } from '../../local/host/timer-trigger.js';
 import { parseTimeSpan } from '../../local/host/timespan.js';
@@ -256,5 +256,14 @@ describe("the queue listener's back-off on an empty queue", () => {
     const high = new RandomizedExponentialBackoff(100, 60_000, () => 0.999_999);
     expect([1, 2, 3].map(() => low.nextDelay(false))).toEqual([100, 180, 260]);
     expect([1, 2, 3].map(() => Math.round(high.nextDelay(false)))).toEqual([100, 220, 340]);
+  });
+});
+
+describe("the queue listener's lease renewal", () => {
+  // LinearSpeedupStrategy as QueueListener.cs creates it: every half lease (5 minutes), 1 minute at the least.
+  it('renews every half lease, halves the wait after each failed renewal down to a minute, and goes back after a success', () => {
+    const schedule = new LinearSpeedup(300_000, 60_000);
+    expect([false, false, false, false].map((ok) => schedule.nextDelay(ok))).toEqual([150_000, 75_000, 60_000, 60_000]);
+    expect(schedule.nextDelay(true)).toBe(300_000);
   });
 });

@@ -145,8 +145,14 @@ export class Flow {
   }
 
   /** The poll timer fires on each instance at once. */
+  /**
+   * The poll timer on every instance. A failed run (e.g. no managed-identity token while Entra is down)
+   * is counted, as the host logs a failed timer invocation, and the next tick runs as usual.
+   */
   async tick(): Promise<void> {
-    await Promise.all(this.instances.map((i) => handlePollSchedule(i.services, this.logger)));
+    await Promise.all(this.instances.map((i) => handlePollSchedule(i.services, this.logger).catch(() => {
+      this.failures.pollSchedule = (this.failures.pollSchedule ?? 0) + 1;
+    })));
   }
 
   /** Ticks and runs until the queues are quiet, until every seeded version is accounted for or `maxTicks` ran. */

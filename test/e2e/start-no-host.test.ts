@@ -1,30 +1,20 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QueueServiceClient } from '@azure/storage-queue';
+import { startLocalStack } from '../support/start-process.js';
 
 /** `npm run start:stack` (--no-host): the stand-ins for an app run by func start, whose .NET host trusts only the system's CAs. */
-const repo = resolve(import.meta.dirname, '..', '..');
 
 describe('npm run start:stack (no host, for func start)', () => {
   let stateDir: string;
   let child: ChildProcess;
-  let output = '';
 
   beforeAll(async () => {
     stateDir = mkdtempSync(join(tmpdir(), 'defender-relay-e2e-nohost-'));
-    child = spawn(process.execPath, ['dist/local/start.js', '--no-host', '--state-dir', stateDir, '--quiet', '--no-activity'], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
-    await new Promise<void>((ready, fail) => {
-      const onData = (chunk: Buffer) => {
-        output += chunk.toString();
-        if (/Ready in [\d.]+ s/.test(output)) ready();
-      };
-      child.stdout!.on('data', onData);
-      child.stderr!.on('data', onData);
-      child.once('exit', (code) => fail(new Error(`start:stack exited (${code}):\n${output}`)));
-    });
+    ({ child } = await startLocalStack(['--no-host', '--state-dir', stateDir, '--quiet', '--no-activity']));
   }, 90_000);
 
   afterAll(async () => {

@@ -1,4 +1,4 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -17,6 +17,7 @@ import { MessageSender } from '../../shared/queues.js';
 import { TenantStatusStore, TENANT_STATUS_TABLE } from '../../shared/tenant-status.js';
 import { pushSignatureHeader } from '../../shared/webhook-signature.js';
 import { drainQueue } from '../support/queues.js';
+import { startLocalStack, type StartedStack } from '../support/start-process.js';
 import { DEFENDER_DOCS_LIST_EXAMPLE } from '../support/webhook-payloads.js';
 
 /** `npm start` seen from outside: a user's process, the stack file, the real SDK clients, Ctrl-C. */
@@ -34,7 +35,7 @@ describe('npm start', () => {
   let stateDir: string;
   let tlsDir: string;
   let child: ChildProcess;
-  let output = '';
+  let stack: StartedStack;
   let readyMs = 0;
   let info: StackInfo;
 
@@ -44,20 +45,8 @@ describe('npm start', () => {
     // The stack serves the test run's certificate, so that this process (trusting the run's CA) reaches Azurite's HTTPS.
     tlsDir = mkdtempSync(join(tmpdir(), 'defender-relay-e2e-tls-'));
     writeStackTls(tlsDir, inject('tls'));
-    child = spawn(process.execPath, ['dist/local/start.js', '--port', '0', '--state-dir', stateDir, '--quiet', '--no-activity'], {
-      cwd: repo,
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, ...stackTlsEnv(tlsDir) },
-    });
-    await new Promise<void>((ready, fail) => {
-      const onData = (chunk: Buffer) => {
-        output += chunk.toString();
-        if (/Ready in [\d.]+ s/.test(output)) ready();
-      };
-      child.stdout!.on('data', onData);
-      child.stderr!.on('data', onData);
-      child.once('exit', (code) => fail(new Error(`npm start exited (${code}):\n${output}`)));
-    });
+    stack = await startLocalStack(['--port', '0', '--state-dir', stateDir, '--quiet', '--no-activity'], { ...process.env, ...stackTlsEnv(tlsDir) });
+    child = stack.child;
     readyMs = Date.now() - started;
     info = JSON.parse(readFileSync(join(stateDir, 'stack.json'), 'utf8')) as StackInfo;
   }, 90_000);
@@ -84,7 +73,7 @@ describe('npm start', () => {
 
   it('is ready within a minute and says where everything runs', () => {
     expect(readyMs).toBeLessThan(60_000);
-    for (const url of [info.entra.authorityHost, info.keyVault.url, info.defender.url, info.host]) expect(output).toContain(url);
+    for (const url of [info.entra.authorityHost, info.keyVault.url, info.defender.url, info.host]) expect(stack.output).toContain(url);
     console.log(`npm start: ready in ${(readyMs / 1000).toFixed(1)} s`);
   });
 

@@ -35,6 +35,14 @@ export interface AzuriteOptions {
   https?: { certPath: string; keyPath: string };
 }
 
+/** Azurite's arguments for HTTPS with Entra bearer tokens (see `AzuriteOptions.https`). */
+export function azuriteHttpsArgs(https: { certPath: string; keyPath: string }): string[] {
+  return ['--cert', https.certPath, '--key', https.keyPath, '--oauth', 'basic'];
+}
+
+/** The line Azurite prints once a service listens, with the service and its port. */
+export const AZURITE_LISTENING = /Azurite (Blob|Queue|Table) service is successfully listening at https?:\/\/[^:]+:(\d+)/g;
+
 function azuriteEntry(): string {
   const require = createRequire(import.meta.url);
   return join(dirname(require.resolve('azurite/package.json')), 'dist', 'src', 'azurite.js');
@@ -62,7 +70,7 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Runnin
     '--blobHost', '127.0.0.1', '--blobPort', String(options.blobPort ?? 0),
     '--queueHost', '127.0.0.1', '--queuePort', String(options.queuePort ?? 0),
     '--tableHost', '127.0.0.1', '--tablePort', String(options.tablePort ?? 0),
-    ...(options.https ? ['--cert', options.https.certPath, '--key', options.https.keyPath, '--oauth', 'basic'] : []),
+    ...(options.https ? azuriteHttpsArgs(options.https) : []),
   ];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const ports: Partial<Record<'blob' | 'queue' | 'table', number>> = {};
@@ -80,8 +88,7 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Runnin
         const line = buffered.slice(0, newline).trim();
         buffered = buffered.slice(newline + 1);
         options.onLog?.(line);
-        const m = /Azurite (Blob|Queue|Table) service is successfully listening at https?:\/\/[^:]+:(\d+)/.exec(line);
-        if (m) ports[m[1]!.toLowerCase() as 'blob' | 'queue' | 'table'] = Number(m[2]);
+        for (const m of line.matchAll(AZURITE_LISTENING)) ports[m[1]!.toLowerCase() as 'blob' | 'queue' | 'table'] = Number(m[2]);
         if (ports.blob && ports.queue && ports.table) {
           clearTimeout(timer);
           resolve();

@@ -263,7 +263,7 @@ export class QueueListener {
           });
       }, ms);
     };
-    renewLater((LEASE_SECONDS / 2) * 1000);
+    renewLater(schedule.nextDelay(true));
     let succeeded: boolean;
     try {
       const outcome = await this.#invoker.invoke(this.#fn, {

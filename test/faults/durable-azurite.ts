@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { AZURITE_ACCOUNT, azuriteConnectionString, stopChild } from '../../local/azurite.js';
+import { AZURITE_ACCOUNT, AZURITE_LISTENING, azuriteConnectionString, azuriteHttpsArgs, stopChild } from '../../local/azurite.js';
 import type { KeyAndCert } from '../../local/common/tls.js';
 import { readStackTls, writeStackTls } from '../../local/stack-tls.js';
 
@@ -38,7 +38,7 @@ function spawnAzurite(location: string, ports: Ports, tls: { certPath: string; k
   const args = [
     azuriteEntry(),
     '--location', location,
-    '--cert', tls.certPath, '--key', tls.keyPath, '--oauth', 'basic',
+    ...azuriteHttpsArgs(tls),
     '--skipApiVersionCheck',
     '--disableTelemetry',
     '--blobHost', '127.0.0.1', '--blobPort', String(ports.blob),
@@ -55,7 +55,7 @@ function spawnAzurite(location: string, ports: Ports, tls: { certPath: string; k
     let buffered = '';
     child.stdout!.on('data', (chunk: Buffer) => {
       buffered += chunk.toString();
-      for (const m of buffered.matchAll(/Azurite (Blob|Queue|Table) service is successfully listening at https:\/\/[^:]+:(\d+)/g)) {
+      for (const m of buffered.matchAll(AZURITE_LISTENING)) {
         seen[m[1]!.toLowerCase() as keyof Ports] = Number(m[2]);
       }
       if (seen.blob && seen.queue && seen.table) {

@@ -2,26 +2,28 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { resolveAppSettings, UnresolvedSettingError } from './app-settings.js';
-import type { CoreRegistry, RegisteredFunction } from './core-api.js';
 import { expandGlob } from './glob.js';
 import { parseRouteTemplate, type RouteTemplate } from './routes.js';
 import { DEFAULT_CONNECTION } from './storage-connection.js';
-import type { RpcBindingInfo } from './worker-contract.js';
+import type { FunctionMetadata, RpcBindingInfo } from './worker-contract.js';
 
-export interface HttpFunction extends RegisteredFunction {
+/** A function as the worker describes it to the host (its FunctionMetadataResponse). */
+export interface IndexedFunction { metadata: FunctionMetadata }
+
+export interface HttpFunction extends IndexedFunction {
   trigger: 'http';
   route: RouteTemplate;
   /** Upper-case; empty means every method. */
   methods: string[];
   authLevel: string;
 }
-export interface QueueFunction extends RegisteredFunction {
+export interface QueueFunction extends IndexedFunction {
   trigger: 'queue';
   queueName: string;
   /** The app setting that holds the connection string. */
   connectionSetting: string;
 }
-export interface TimerFunction extends RegisteredFunction {
+export interface TimerFunction extends IndexedFunction {
   trigger: 'timer';
   schedule: string;
   runOnStartup: boolean;
@@ -77,7 +79,7 @@ function stringProperty(binding: RpcBindingInfo, property: string, functionName:
  * Turns one registration into what this host runs, or refuses it clearly. Only the trigger (and,
  * for HTTP, its `$return` http output) are supported: the app talks to storage through SDKs.
  */
-export function describeFunction(fn: RegisteredFunction): HostedFunction {
+export function describeFunction(fn: IndexedFunction): HostedFunction {
   const { metadata } = fn;
   const name = metadata.name;
   const entries = Object.entries(metadata.bindings);
@@ -179,32 +181,22 @@ export function checkHttpRoutes(registered: HostedFunction[]): { functions: Host
 }
 
 /**
- * Loads the app: imports the entry points, runs `afterImport` (the appStart hooks: the worker's
- * `startApp` runs them right after loading the entry points, before the host asks for capabilities
- * or function metadata) and describes every registration.
+ * What the host makes of the worker's function metadata, once the worker has loaded the app and run
+ * its appStart hooks (the worker's `startApp`, before the host asks for capabilities and metadata).
+ * A %SETTING% no app setting provides puts that function in error, as in Azure; anything else this
+ * host cannot run stops it.
  */
-export async function loadApp(appDir: string, registry: CoreRegistry, afterImport: () => Promise<void> = async () => undefined): Promise<{ functions: HostedFunction[]; errors: FunctionError[] }> {
-  await importEntryPoints(appDir, entryPointFiles(appDir));
-  await afterImport();
-  if (registry.functions.size === 0) throw new Error(`No functions were registered by the files package.json 'main' names in ${appDir}.`);
-  const model = registry.programmingModel();
-  if (model?.getCapabilities) {
-    // The worker asks for capabilities once the app is loaded; this also locks app.setup().
-    const capabilities = await model.getCapabilities({});
-    if (capabilities.HttpUri) throw new Error('app.setup({ enableHttpStream: true }) is not supported by the local host.');
-  }
-  // The host asks for the function metadata now: the worker refuses registrations from here on.
-  registry.lockIndexing();
-  // A %SETTING% no app setting provides puts that function in error, as in Azure; anything else this
-  // host cannot run stops it.
+export function indexFunctions(appDir: string, worker: { functions: FunctionMetadata[]; capabilities: Record<string, string> }): { functions: HostedFunction[]; errors: FunctionError[] } {
+  if (worker.functions.length === 0) throw new Error(`No functions were registered by the files package.json 'main' names in ${appDir}.`);
+  if (worker.capabilities.HttpUri) throw new Error('app.setup({ enableHttpStream: true }) is not supported by the local host.');
   const described: HostedFunction[] = [];
   const unresolved: FunctionError[] = [];
-  for (const fn of registry.functions.values()) {
+  for (const metadata of worker.functions) {
     try {
-      described.push(describeFunction(fn));
+      described.push(describeFunction({ metadata }));
     } catch (error) {
       if (!(error instanceof UnresolvedSettingError)) throw error;
-      unresolved.push({ name: fn.metadata.name, message: error.message });
+      unresolved.push({ name: metadata.name, message: error.message });
     }
   }
   const checked = checkHttpRoutes(described);

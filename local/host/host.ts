@@ -1,7 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
-import { loadApp, type FunctionError, type HostedFunction } from './app-loader.js';
+import { indexFunctions, type FunctionError, type HostedFunction } from './app-loader.js';
 import { applyLocalSettings } from './app-settings.js';
-import { installCoreApi } from './core-api.js';
 import { readHostConfig } from './host-config.js';
 import { startHttpServer, type AdminInvokeResult, type RunningHttpServer } from './http-server.js';
 import { Invoker } from './invoker.js';
@@ -9,6 +9,8 @@ import { QueueListener } from './queue-listener.js';
 import { BlobScheduleMonitor, localHostId } from './schedule-monitor.js';
 import { DEFAULT_CONNECTION, MissingConnectionError, resolveStorageConnection } from './storage-connection.js';
 import { TimerTrigger, type ScheduleMonitor } from './timer-trigger.js';
+import type { WorkerLog } from './worker-channel.js';
+import { WorkerDispatcher } from './worker-dispatcher.js';
 
 export interface HostOptions {
   appDir: string;
@@ -24,6 +26,8 @@ export interface RunningHost {
   functions: { name: string; trigger: string; detail: string }[];
   /** Functions in error (the real host's route checks): they do not run; the others do. */
   errors: FunctionError[];
+  /** Resolves when the host stops itself (its worker kept dying), with the reason. */
+  fatal: Promise<string>;
   close(): Promise<void>;
 }
 
@@ -59,38 +63,36 @@ function scheduleMonitor(appDir: string, log: (line: string) => void): ScheduleM
 }
 
 /**
- * Runs the app's appStart hooks as the Node.js worker does, before any trigger is built or started.
- * A hook that throws fails the worker's init in Azure (src/startApp.ts `startApp` has no catch;
- * src/setupEventStream.ts `handleMessage` answers the host's WorkerInitRequest with status Failure and
- * the error's message), and the host logs "Initializing worker process failed", restarts the worker a
- * few times and then stops, running no function. Here the host refuses to start at once, with the
- * same message: a configuration error would only fail again on each restart.
- */
-async function runAppStartHooks(invoker: Invoker, appDir: string): Promise<void> {
-  try {
-    await invoker.runAppHooks('appStart', { functionAppDirectory: appDir });
-  } catch (error) {
-    throw new Error(`Initializing worker process failed: an appStart hook threw: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
-  }
-}
-
-/**
- * Starts the local Functions host for the app in `appDir`: loads the app through the
- * `@azure/functions-core` seam, then serves its HTTP, queue and timer triggers. One per process,
- * like the worker (the library keeps its registrations per process).
+ * Starts the local Functions host for the app in `appDir`: starts the language worker (a child
+ * process that loads the app through the `@azure/functions-core` seam and runs its appStart hooks),
+ * indexes the functions it reports, then serves their HTTP, queue and timer triggers.
+ *
+ * A worker whose app fails to load (an entry point or an appStart hook throws) fails its init in
+ * Azure too (src/startApp.ts has no catch; the worker answers WorkerInitRequest with Failure), and
+ * the host logs "Initializing worker process failed", retries a few times and stops, running no
+ * function. Here the host refuses to start at once, with the worker's message: a configuration
+ * error would only fail again on each restart.
  */
 export async function startHost(options: HostOptions): Promise<RunningHost> {
   const appDir = resolve(options.appDir);
   const log = options.log ?? ((line: string) => console.log(line));
   applyLocalSettings(appDir);
   const config = readHostConfig(appDir);
-  const registry = installCoreApi();
-  registry.onLog = (level, category, message) => {
-    const prefix = category === 'system' ? `[${level}] ` : '';
+  const workerLog: WorkerLog = (level, category, message) => {
+    const prefix = category === 'system' ? `[${level}] ` : level === 'error' || level === 'critical' ? '[error] ' : '';
     log(`${prefix}${message}`);
   };
-  const invoker = new Invoker(registry, log, config.functionTimeoutMs);
-  const loaded = await loadApp(appDir, registry, () => runAppStartHooks(invoker, appDir));
+  let reportFatal: (reason: string) => void = () => undefined;
+  const fatal = new Promise<string>((resolveFatal) => { reportFatal = resolveFatal; });
+  const { dispatcher, ready } = await WorkerDispatcher.start(appDir, { log, workerLog, onFatal: (reason) => reportFatal(reason) });
+  let loaded: ReturnType<typeof indexFunctions>;
+  try {
+    loaded = indexFunctions(appDir, ready);
+  } catch (error) {
+    await dispatcher.terminate();
+    throw error;
+  }
+  const invoker = new Invoker(dispatcher, log, config.functionTimeoutMs);
   const errors = [...loaded.errors];
   // A queue trigger whose connection is missing fails indexing, as in the real host: it is in error, the others run.
   const queues = new Map<string, QueueListener>();
@@ -123,7 +125,16 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
   const adminInvoke = (name: string, input: string): AdminInvokeResult => {
     const fn = byName.get(name.toLowerCase());
     if (!fn) return { status: 404, message: `Function '${name}' does not exist.` };
-    if (fn.trigger === 'http') return { status: 400, message: `'${fn.metadata.name}' is an HTTP function: call its route instead.` };
+    if (fn.trigger === 'http') {
+      // Accepted, then the call fails binding its trigger before the function starts (no 'Executing'
+      // line): the HTTP trigger binds only an HttpRequest (FunctionsController.Invoke answers 202 and
+      // calls in the background; HttpTriggerAttributeBindingProvider.BindAsync; FunctionExecutor
+      // binds before LogFunctionStarted).
+      const triggerName = Object.keys(fn.metadata.bindings).find((binding) => /trigger$/i.test(fn.metadata.bindings[binding]!.type ?? '')) ?? '';
+      log(`Executed 'Functions.${fn.metadata.name}' (Failed, Id=${randomUUID()}, Duration=0ms)`);
+      log(`[error] Microsoft.Azure.WebJobs.Host: Exception binding parameter '${triggerName}'. Microsoft.Azure.WebJobs.Extensions.Http: An HttpRequest is required.`);
+      return { status: 202 };
+    }
     if (fn.trigger === 'timer') timers.get(fn.metadata.name)!.invokeNow();
     else queues.get(fn.metadata.name)!.invokeWithText(input);
     return { status: 202 };
@@ -142,6 +153,7 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
     }, options.port ?? 7071);
   } catch (error) {
     await Promise.allSettled([...queues.values()].map((listener) => listener.stop()));
+    await dispatcher.terminate();
     throw error;
   }
   await Promise.all([...timers.values()].map((timer) => timer.start()));
@@ -153,6 +165,7 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
     url,
     functions: functions.map((fn) => describe(fn, config.routePrefix, url, timers)),
     errors,
+    fatal,
     close: () => {
       closing ??= (async () => {
         accepting = false;
@@ -165,7 +178,7 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
         if (!drained) log(`[warning] ${invoker.inFlightCount} invocation(s) still running after ${drainMs} ms; stopping anyway.`);
         else await stopped;
         await server.close();
-        await invoker.runAppHooks('appTerminate');
+        await dispatcher.terminate();
       })();
       return closing;
     },

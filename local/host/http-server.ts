@@ -17,7 +17,7 @@ export interface HttpServerOptions {
   functions: HttpFunction[];
   routePrefix: string;
   invoker: Invoker;
-  /** Runs a non-HTTP function now: `POST /admin/functions/{name}`. */
+  /** Calls a function now with its trigger input: `POST /admin/functions/{name}` with `{ "input": … }`. */
   adminInvoke: (name: string, input: string) => AdminInvokeResult;
   /** False while the host shuts down: new requests get 503. */
   accepting: () => boolean;
@@ -140,8 +140,9 @@ export async function startHttpServer(options: HttpServerOptions, port: number):
     if (req.method !== 'POST') return sendEmpty(res, 405);
     let input = '';
     try {
-      const text = (await readBody(req)).toString('utf8');
-      const json = text.trim() === '' ? {} : (JSON.parse(text) as { input?: unknown });
+      // An empty body binds no FunctionInvocation, which the controller answers 400 before looking up the function.
+      const json = JSON.parse((await readBody(req)).toString('utf8')) as { input?: unknown } | null;
+      if (json === null || typeof json !== 'object') throw new Error('not an object');
       input = json.input === undefined || json.input === null ? '' : typeof json.input === 'string' ? json.input : JSON.stringify(json.input);
     } catch {
       res.writeHead(400, { 'content-type': 'text/plain' }).end('The body must be JSON: { "input": "..." }');

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import type { CoreRegistry, RegisteredFunction } from './core-api.js';
-import type { CoreInvocationContext, RpcInvocationResponse, RpcTypedData } from './worker-contract.js';
+import type { HostedFunction } from './app-loader.js';
+import type { RpcInvocationRequest, RpcInvocationResponse, RpcTypedData } from './worker-contract.js';
+import type { WorkerDispatcher } from './worker-dispatcher.js';
 
 export interface InvocationInput {
   /** Why the host runs it, as the real host words it in the 'Executing' line. */
@@ -14,6 +15,9 @@ export type InvocationOutcome =
   | { succeeded: false; invocationId: string; error: Error };
 
 export class FunctionTimeoutError extends Error {}
+
+/** How long a timed-out function may still finish before its worker is restarted (TimeoutAttribute.GracePeriod). */
+export const TIMEOUT_GRACE_MS = 2_000;
 
 /** .NET's `TimeSpan.ToString()` (the "c" format): `[d.]hh:mm:ss[.fffffff]`, days and fraction only when not zero. */
 export function formatTimeSpan(ms: number): string {
@@ -31,20 +35,21 @@ function asError(value: unknown): Error {
 }
 
 /**
- * Runs functions the way the Node worker does: the programming model builds the context and the
- * inputs from an RPC InvocationRequest, pre/post-invocation hooks run around the handler, and the
- * model converts the result back to an RPC response.
+ * The host's function executor (azure-webjobs-sdk FunctionExecutor): logs each invocation, sends it
+ * to the worker process and enforces `functionTimeout`. A timed-out invocation fails and is logged
+ * at once; the host then gives the handler the grace period and, if it is still running, restarts
+ * the worker (ending everything in it) before the trigger sees the failure: a queue message is
+ * released only after that (FunctionExecutor.TryExecuteAsync awaits HandleExceptionAsync;
+ * azure-functions-host WebScriptHostExceptionHandler.OnTimeoutExceptionAsync).
  */
 export class Invoker {
-  readonly #registry: CoreRegistry;
+  readonly #dispatcher: WorkerDispatcher;
   readonly #log: (line: string) => void;
   readonly #timeoutMs: number | undefined;
   readonly #inFlight = new Set<Promise<unknown>>();
-  readonly #appHookData: Record<string, unknown> = {};
-  readonly #appLevelOnlyHookData: Record<string, unknown> = {};
 
-  constructor(registry: CoreRegistry, log: (line: string) => void, timeoutMs: number | undefined) {
-    this.#registry = registry;
+  constructor(dispatcher: WorkerDispatcher, log: (line: string) => void, timeoutMs: number | undefined) {
+    this.#dispatcher = dispatcher;
     this.#log = log;
     this.#timeoutMs = timeoutMs;
   }
@@ -53,14 +58,7 @@ export class Invoker {
     return this.#inFlight.size;
   }
 
-  /** appStart and appTerminate hooks share one app-level hookData (the worker's `appLevelOnlyHookData`, src/AppContext.ts). */
-  async runAppHooks(name: 'appStart' | 'appTerminate', extra: Record<string, unknown> = {}): Promise<void> {
-    for (const hook of this.#registry.hooks(name)) {
-      await hook({ hookData: this.#appLevelOnlyHookData, appHookData: this.#appHookData, ...extra });
-    }
-  }
-
-  invoke(fn: RegisteredFunction, input: InvocationInput): Promise<InvocationOutcome> {
+  invoke(fn: HostedFunction, input: InvocationInput): Promise<InvocationOutcome> {
     const run = this.#run(fn, input);
     this.#inFlight.add(run);
     void run.finally(() => this.#inFlight.delete(run));
@@ -82,31 +80,22 @@ export class Invoker {
     }
   }
 
-  async #run(fn: RegisteredFunction, input: InvocationInput): Promise<InvocationOutcome> {
-    const { metadata, handler } = fn;
+  async #run(fn: HostedFunction, input: InvocationInput): Promise<InvocationOutcome> {
+    const { metadata } = fn;
     const invocationId = randomUUID();
     const started = Date.now();
     this.#log(`Executing 'Functions.${metadata.name}' (Reason='${input.reason}', Id=${invocationId})`);
     const triggerName = Object.entries(metadata.bindings).find(([, b]) => /trigger$/i.test(b.type ?? ''))?.[0];
-    const coreContext: CoreInvocationContext = {
+    const request: RpcInvocationRequest = {
       invocationId,
-      metadata,
-      state: undefined,
-      request: {
-        invocationId,
-        functionId: metadata.name,
-        inputData: [{ name: triggerName ?? '', data: input.data }],
-        triggerMetadata: input.triggerMetadata ?? {},
-      },
-      log: (level, category, message) => {
-        const prefix = category === 'system' ? `[${level}] ` : level === 'error' || level === 'critical' ? '[error] ' : '';
-        this.#log(`${prefix}${message}`);
-      },
+      functionId: metadata.functionId ?? metadata.name,
+      inputData: [{ name: triggerName ?? '', data: input.data }],
+      triggerMetadata: input.triggerMetadata ?? {},
     };
 
+    const work = this.#dispatcher.invoke(request);
     let outcome: InvocationOutcome;
     try {
-      const work = this.#invokeThroughModel(coreContext, handler);
       const response = this.#timeoutMs === undefined ? await work : await this.#withTimeout(work, metadata.name, invocationId);
       outcome = { succeeded: true, invocationId, response };
     } catch (error) {
@@ -120,71 +109,39 @@ export class Invoker {
       // The stack goes to the log only; HTTP callers never see it.
       this.#log(`Executed 'Functions.${metadata.name}' (Failed, Id=${invocationId}, Duration=${duration}ms)`);
       this.#log(`[error] ${outcome.error.stack ?? outcome.error.message}`);
+      if (outcome.error instanceof FunctionTimeoutError) await this.#onTimeout(work, invocationId);
     }
     return outcome;
-  }
-
-  async #invokeThroughModel(coreContext: CoreInvocationContext, handler: RegisteredFunction['handler']): Promise<RpcInvocationResponse> {
-    const model = this.#registry.programmingModel();
-    if (!model) throw new Error('@azure/functions never set its programming model.');
-    const invocationModel = model.getInvocationModel(coreContext);
-    const { context, inputs } = await invocationModel.getArguments();
-
-    // The hook contexts as the worker builds them (azure-functions-nodejs-worker
-    // src/eventHandlers/InvocationHandler.ts): hookData, appHookData and invocationContext read-only,
-    // inputs and functionCallback replaceable before the call, result and error starting at null.
-    const hookData: Record<string, unknown> = {};
-    const readOnly = (name: string): never => {
-      throw new Error(`Cannot assign to read only property '${name}'`);
-    };
-    const appHookData = this.#appHookData;
-    const shared = {
-      get hookData() { return hookData; },
-      set hookData(_value: unknown) { readOnly('hookData'); },
-      get appHookData() { return appHookData; },
-      set appHookData(_value: unknown) { readOnly('appHookData'); },
-      get invocationContext() { return context; },
-      set invocationContext(_value: unknown) { readOnly('invocationContext'); },
-    };
-    coreContext.state = 'preInvocationHooks';
-    const pre = Object.defineProperties({ inputs, functionCallback: handler }, Object.getOwnPropertyDescriptors(shared)) as typeof shared & { inputs: unknown[]; functionCallback: RegisteredFunction['handler'] };
-    try {
-      for (const hook of this.#registry.hooks('preInvocation')) await hook(pre);
-    } finally {
-      coreContext.state = undefined;
-    }
-
-    const post = Object.defineProperties({ inputs: pre.inputs, result: null as unknown, error: null as unknown }, Object.getOwnPropertyDescriptors(shared));
-    coreContext.state = 'invocation';
-    try {
-      post.result = await invocationModel.invokeFunction(context, pre.inputs, pre.functionCallback);
-    } catch (thrown) {
-      post.error = thrown;
-    } finally {
-      coreContext.state = undefined;
-    }
-
-    coreContext.state = 'postInvocationHooks';
-    try {
-      for (const hook of this.#registry.hooks('postInvocation')) await hook(post);
-    } finally {
-      coreContext.state = undefined;
-    }
-    if (post.error !== undefined && post.error !== null) throw post.error;
-    return invocationModel.getResponse(context, post.result);
   }
 
   async #withTimeout<T>(work: Promise<T>, name: string, invocationId: string): Promise<T> {
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_resolve, reject) => {
-      timer = setTimeout(() => reject(new FunctionTimeoutError(
-        `Timeout value of ${formatTimeSpan(this.#timeoutMs!)} exceeded by function 'Functions.${name}' (Id: '${invocationId}'). Initiating cancellation.`,
-      )), this.#timeoutMs);
+      timer = setTimeout(() => {
+        const message = `Timeout value of ${formatTimeSpan(this.#timeoutMs!)} exceeded by function 'Functions.${name}' (Id: '${invocationId}'). Initiating cancellation.`;
+        // FunctionExecutor.OnFunctionTimeout logs this the moment the timeout fires.
+        this.#log(`[error] ${message}`);
+        reject(new FunctionTimeoutError(message));
+      }, this.#timeoutMs);
     });
     try {
       return await Promise.race([work, timeout]);
     } finally {
       clearTimeout(timer);
     }
+  }
+
+  /** OnTimeoutExceptionAsync: wait the grace period for the handler, then restart the worker running it. */
+  async #onTimeout(work: Promise<unknown>, invocationId: string): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    const finished = await Promise.race([
+      work.then(() => true, () => true),
+      new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), TIMEOUT_GRACE_MS); }),
+    ]);
+    clearTimeout(timer);
+    if (finished) return;
+    this.#log(`[warning] A function timeout has occurred. Restarting worker process executing invocationId '${invocationId}'.`);
+    await this.#dispatcher.restartWorkerWithInvocationId(invocationId);
+    this.#log('[warning] Restart of language worker process(es) completed.');
   }
 }

@@ -34,6 +34,13 @@ async function main(): Promise<void> {
       },
     );
   };
+  // The host stopped itself (StopApplication in Azure, which then starts a fresh host).
+  void host.fatal.then((reason) => {
+    if (stopping) return;
+    stopping = true;
+    console.error(`Host stopped: ${reason}.`);
+    void host.close().finally(() => process.exit(1));
+  });
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
 }

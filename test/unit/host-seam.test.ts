@@ -2,7 +2,8 @@ import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import { describeFunction } from '../../local/host/app-loader.js';
 import { installCoreApi } from '../../local/host/core-api.js';
-import { Invoker } from '../../local/host/invoker.js';
+import type { RpcTypedData } from '../../local/host/worker-contract.js';
+import { WorkerInvoker } from '../../local/host/worker-invoker.js';
 
 /**
  * Pins the worker contract of @azure/functions@4.16.5: what it hands `registerFunction`, and how
@@ -83,21 +84,25 @@ describe('the @azure/functions-core seam', () => {
     expect(describeFunction(fn('onMessage'))).toMatchObject({ trigger: 'queue', queueName: 'work-items', connectionSetting: 'MyStorage' });
   });
 
-  const invoker = new Invoker(registry, () => undefined, 5_000);
+  // What the worker process does with the host's InvocationRequest (local/host/worker-process.ts).
+  const invoker = new WorkerInvoker(registry);
+  let invocations = 0;
+  const invoke = async (name: string, input: { data: RpcTypedData; triggerMetadata?: Record<string, RpcTypedData> }) => {
+    const triggerName = Object.keys(fn(name).metadata.bindings).find((binding) => /trigger/i.test(fn(name).metadata.bindings[binding]!.type ?? ''))!;
+    const request = { invocationId: `test-${++invocations}`, functionId: name, inputData: [{ name: triggerName, data: input.data }], triggerMetadata: input.triggerMetadata ?? {} };
+    return invoker.invoke(request, () => undefined);
+  };
 
   it('turns an RPC http request into HttpRequest and the response back into RPC http', async () => {
     received.length = 0;
-    const outcome = await invoker.invoke(fn('getThing'), {
-      reason: 'test',
-      data: { http: {
-        method: 'POST', url: 'http://localhost:7071/api/things/7?q=x',
-        headers: { 'x-test': 'yes', 'content-type': 'text/plain' }, query: { q: 'x' }, params: { id: '7' },
-        body: { bytes: Buffer.from('payload') },
-      } },
-    });
+    // Bytes cross the host's IPC channel as Uint8Array (structured clone), as protobuf bytes do.
+    const response = await invoke('getThing', { data: { http: {
+      method: 'POST', url: 'http://localhost:7071/api/things/7?q=x',
+      headers: { 'x-test': 'yes', 'content-type': 'text/plain' }, query: { q: 'x' }, params: { id: '7' },
+      body: { bytes: new Uint8Array(Buffer.from('payload')) },
+    } } });
     expect(received).toEqual([{ params: { id: '7' }, q: 'x', body: 'payload', header: 'yes', name: 'getThing' }]);
-    expect(outcome.succeeded).toBe(true);
-    const http = outcome.succeeded ? outcome.response.returnValue?.http : undefined;
+    const http = response.returnValue?.http;
     expect(http).toMatchObject({ statusCode: '201', headers: { 'x-out': '1', 'content-type': 'application/json' } });
     expect(http?.cookies).toEqual([expect.objectContaining({ name: 'c', value: 'v', sameSite: 'lax' })]);
     expect(Buffer.from(http!.body!.bytes!).toString()).toBe('{"ok":true}');
@@ -105,8 +110,7 @@ describe('the @azure/functions-core seam', () => {
 
   it('JSON-parses a queue message string and camel-cases trigger metadata', async () => {
     received.length = 0;
-    await invoker.invoke(fn('onMessage'), {
-      reason: 'test',
+    await invoke('onMessage', {
       data: { string: '{"a":1}' },
       triggerMetadata: { DequeueCount: { int: 2 }, Id: { string: 'm1' }, InsertionTime: { json: '"2026-01-01T00:00:00Z"' } },
     });
@@ -115,8 +119,7 @@ describe('the @azure/functions-core seam', () => {
 
   it('camel-cases the PascalCase timer payload the host sends', async () => {
     received.length = 0;
-    await invoker.invoke(fn('onTick'), {
-      reason: 'test',
+    await invoke('onTick', {
       data: { json: JSON.stringify({ Schedule: { AdjustForDST: true }, ScheduleStatus: { Last: 'a', Next: 'b', LastUpdated: 'c' }, IsPastDue: false }) },
     });
     expect(received).toEqual([{ schedule: { adjustForDST: true }, scheduleStatus: { last: 'a', next: 'b', lastUpdated: 'c' }, isPastDue: false }]);
@@ -144,10 +147,10 @@ describe('the @azure/functions-core seam', () => {
       expect(() => Object.assign(context, { hookData: {} })).toThrow(/read only/);
       expect(() => Object.assign(context, { invocationContext: {} })).toThrow(/read only/);
     });
-    await invoker.invoke(fn('onMessage'), { reason: 'test', data: { string: 'x' } });
+    await invoke('onMessage', { data: { string: 'x' } });
     pre.dispose();
     post.dispose();
-    await invoker.invoke(fn('onMessage'), { reason: 'test', data: { string: 'x' } });
+    await invoke('onMessage', { data: { string: 'x' } });
     // The worker starts error and result at null (InvocationHandler.ts); onMessage returns nothing.
     expect(seen).toEqual(['pre:onMessage', 'post:null:undefined']);
   });

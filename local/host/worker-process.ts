@@ -28,6 +28,8 @@ process.on('uncaughtException', (error: unknown) => {
 
 // The host went away (its IPC channel closed): so does the worker, as the Node worker ends with its gRPC stream.
 process.on('disconnect', () => process.exit(0));
+// Ctrl-C reaches the whole process group: the host stops the worker itself, after its in-flight work.
+process.on('SIGINT', () => undefined);
 
 async function main(appDir: string): Promise<void> {
   const registry = installCoreApi();

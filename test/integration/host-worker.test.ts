@@ -126,3 +126,23 @@ describe('local host: a worker that dies is restarted, three times at most', () 
     expect(await host.stop()).toBe(1);
   });
 });
+
+describe('local host: Ctrl-C', () => {
+  it('reaches the worker too, yet the host finishes in-flight work, runs appTerminate in the worker and exits 0', async () => {
+    const host = await spawnHost({ env: env(uniqueName('host-int'), uniqueName('host-int-results')), detached: true });
+    try {
+      const call = fetch(`${host.url}/api/slow?ms=1500`);
+      await host.waitForLine(/Executing 'Functions\.slow'/);
+      // A terminal sends SIGINT to its whole foreground process group: the host and its worker.
+      process.kill(-host.child.pid!, 'SIGINT');
+      const response = await call;
+      expect(response.status).toBe(200);
+      expect(await response.text()).toBe('done');
+      expect(await host.stop()).toBe(0);
+      expect(host.lines.some((l) => l.includes('fixture appTerminate hook ran: startedBy=appStart'))).toBe(true);
+      expect(host.lines.some((l) => l.includes('Language Worker Process exited'))).toBe(false);
+    } finally {
+      await host.stop();
+    }
+  });
+});

@@ -10,6 +10,11 @@ import type { FunctionMetadata, RpcBindingInfo } from './worker-contract.js';
 /** A function as the worker describes it to the host (its FunctionMetadataResponse). */
 export interface IndexedFunction { metadata: FunctionMetadata }
 
+/** The name of the function's trigger binding (the parameter the host binds the trigger input to). */
+export function triggerBindingName(metadata: FunctionMetadata): string {
+  return Object.entries(metadata.bindings).find(([, binding]) => /trigger$/i.test(binding.type ?? ''))?.[0] ?? '';
+}
+
 export interface HttpFunction extends IndexedFunction {
   trigger: 'http';
   route: RouteTemplate;

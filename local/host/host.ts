@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
-import { indexFunctions, type FunctionError, type HostedFunction } from './app-loader.js';
+import { indexFunctions, triggerBindingName, type FunctionError, type HostedFunction } from './app-loader.js';
 import { applyLocalSettings } from './app-settings.js';
 import { readHostConfig } from './host-config.js';
 import { startHttpServer, type AdminInvokeResult, type RunningHttpServer } from './http-server.js';
@@ -130,9 +130,8 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
       // line): the HTTP trigger binds only an HttpRequest (FunctionsController.Invoke answers 202 and
       // calls in the background; HttpTriggerAttributeBindingProvider.BindAsync; FunctionExecutor
       // binds before LogFunctionStarted).
-      const triggerName = Object.keys(fn.metadata.bindings).find((binding) => /trigger$/i.test(fn.metadata.bindings[binding]!.type ?? '')) ?? '';
       log(`Executed 'Functions.${fn.metadata.name}' (Failed, Id=${randomUUID()}, Duration=0ms)`);
-      log(`[error] Microsoft.Azure.WebJobs.Host: Exception binding parameter '${triggerName}'. Microsoft.Azure.WebJobs.Extensions.Http: An HttpRequest is required.`);
+      log(`[error] Microsoft.Azure.WebJobs.Host: Exception binding parameter '${triggerBindingName(fn.metadata)}'. Microsoft.Azure.WebJobs.Extensions.Http: An HttpRequest is required.`);
       return { status: 202 };
     }
     if (fn.trigger === 'timer') timers.get(fn.metadata.name)!.invokeNow();

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { HostedFunction } from './app-loader.js';
+import { triggerBindingName, type HostedFunction } from './app-loader.js';
 import type { RpcInvocationRequest, RpcInvocationResponse, RpcTypedData } from './worker-contract.js';
 import type { WorkerDispatcher } from './worker-dispatcher.js';
 
@@ -85,11 +85,10 @@ export class Invoker {
     const invocationId = randomUUID();
     const started = Date.now();
     this.#log(`Executing 'Functions.${metadata.name}' (Reason='${input.reason}', Id=${invocationId})`);
-    const triggerName = Object.entries(metadata.bindings).find(([, b]) => /trigger$/i.test(b.type ?? ''))?.[0];
     const request: RpcInvocationRequest = {
       invocationId,
       functionId: metadata.functionId ?? metadata.name,
-      inputData: [{ name: triggerName ?? '', data: input.data }],
+      inputData: [{ name: triggerBindingName(metadata), data: input.data }],
       triggerMetadata: input.triggerMetadata ?? {},
     };
 

@@ -8,8 +8,44 @@ targetScope = 'subscription'
 @maxLength(64)
 param environmentName string
 
-@description('Required. Azure region of every resource; it must offer the Flex Consumption plan (az functionapp list-flexconsumption-locations).')
+@description('Required. Azure region of every resource: one that offers the Flex Consumption plan.')
 @minLength(1)
+// The regions of the Flex Consumption quickstart (Azure-Samples/functions-quickstart-typescript-azd,
+// infra/main.bicep at cba3922, February 2026) less eastus2euap, a canary region open only to enrolled
+// subscriptions. Microsoft's current list: az functionapp list-flexconsumption-locations.
+@allowed([
+  'australiaeast'
+  'australiasoutheast'
+  'brazilsouth'
+  'canadacentral'
+  'centralindia'
+  'centralus'
+  'eastasia'
+  'eastus'
+  'eastus2'
+  'francecentral'
+  'germanywestcentral'
+  'italynorth'
+  'japaneast'
+  'koreacentral'
+  'northcentralus'
+  'northeurope'
+  'norwayeast'
+  'southafricanorth'
+  'southcentralus'
+  'southeastasia'
+  'southindia'
+  'spaincentral'
+  'swedencentral'
+  'uaenorth'
+  'uksouth'
+  'ukwest'
+  'westcentralus'
+  'westeurope'
+  'westus'
+  'westus2'
+  'westus3'
+])
 @metadata({
   azd: {
     type: 'location'
@@ -20,7 +56,7 @@ param location string
 @description('Optional. Object id of the person deploying (azd: AZURE_PRINCIPAL_ID), granted Key Vault Secrets Officer and Storage Table Data Contributor to onboard tenants. Empty: no assignment.')
 param principalId string = ''
 
-@description('Optional. Kind of principal principalId is.')
+@description('Optional. Kind of principal principalId is (azd: AZURE_PRINCIPAL_TYPE, User or ServicePrincipal as azd is signed in). A mismatch fails the role assignments with UnmatchedPrincipalType.')
 @allowed([
   'User'
   'Group'
@@ -44,10 +80,9 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
-@description('Optional. Whether the Key Vault is reachable from public networks.')
+@description('Optional. Whether the Key Vault is reachable from public networks. Only Enabled: this template creates no private endpoint and no VNet integration, so with Disabled the app could not reach its vault (infra/README.md).')
 @allowed([
   'Enabled'
-  'Disabled'
 ])
 param keyVaultPublicNetworkAccess string = 'Enabled'
 
@@ -61,8 +96,15 @@ param keyVaultSoftDeleteRetentionInDays int = 90
 @maxValue(730)
 param logRetentionInDays int = 30
 
+@description('Optional. Node.js major version the Function App runs: 22 (supported on Azure Functions until April 2027), or 24 where the region offers it (az functionapp list-flexconsumption-runtimes).')
+@allowed([
+  '22'
+  '24'
+])
+param nodeVersion string = '22'
+
 @description('Optional. Queues in the app\'s storage account that routing rules deliver to (destinations of type "queue" without accountUrl).')
-param routedQueueNames array = [
+param routedQueueNames string[] = [
   'routed-high'
   'routed-archive'
 ]
@@ -87,7 +129,7 @@ param relayApiUri string = 'api://defender-relay'
 param relayApiSecretName string = ''
 
 @description('Optional. WEBHOOK_ALLOWED_TENANT_IDS: tenants whose tokens may push incidents to POST /api/incidents for themselves.')
-param webhookAllowedTenantIds array = []
+param webhookAllowedTenantIds string[] = []
 
 @description('Optional. WEBHOOK_REQUIRED_ROLE: app role a pushing caller\'s token must carry.')
 param webhookRequiredRole string = 'Incidents.Submit'
@@ -107,7 +149,7 @@ param webhookAccessFile string = ''
 param routesFile string = 'routes.json'
 
 @description('Optional. DESTINATION_ALLOWED_HOSTS: hosts webhook destinations may point at (SSRF guard).')
-param destinationAllowedHosts array = []
+param destinationAllowedHosts string[] = []
 
 @description('Optional. DESTINATION_TIMEOUT_MS: timeout of one delivery to a webhook destination.')
 @minValue(1)
@@ -118,6 +160,12 @@ var tags = {
   'azd-env-name': environmentName
 }
 var functionAppName = 'func-${resourceToken}'
+// Names known when the deployment starts, so that what-if sees the resources other modules refer to.
+var identityName = 'id-func-${resourceToken}'
+var storageAccountName = 'st${resourceToken}'
+var keyVaultName = 'kv-${resourceToken}'
+var logAnalyticsName = 'log-${resourceToken}'
+var applicationInsightsName = 'appi-${resourceToken}'
 var deploymentStorageContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
 
 // Work queues with their dead-letter queues (written by the app with the reason) and poison queues
@@ -148,7 +196,7 @@ var containerNames = [
   'routed-payloads'
 ]
 
-resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+resource rg 'Microsoft.Resources/resourceGroups@2025-04-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : 'rg-${environmentName}'
   location: location
   tags: tags
@@ -158,7 +206,7 @@ module identity 'core/identity.bicep' = {
   name: 'identity'
   scope: rg
   params: {
-    name: 'id-func-${resourceToken}'
+    name: identityName
     location: location
     tags: tags
   }
@@ -168,7 +216,7 @@ module storage 'core/storage.bicep' = {
   name: 'storage'
   scope: rg
   params: {
-    name: 'st${resourceToken}'
+    name: storageAccountName
     location: location
     tags: tags
     queueNames: union(appQueueNames, routedQueueNames)
@@ -181,8 +229,8 @@ module monitoring 'core/monitoring.bicep' = {
   name: 'monitoring'
   scope: rg
   params: {
-    logAnalyticsName: 'log-${resourceToken}'
-    applicationInsightsName: 'appi-${resourceToken}'
+    logAnalyticsName: logAnalyticsName
+    applicationInsightsName: applicationInsightsName
     location: location
     tags: tags
     retentionInDays: logRetentionInDays
@@ -193,7 +241,7 @@ module keyVault 'core/key-vault.bicep' = {
   name: 'keyVault'
   scope: rg
   params: {
-    name: 'kv-${resourceToken}'
+    name: keyVaultName
     location: location
     tags: tags
     publicNetworkAccess: keyVaultPublicNetworkAccess
@@ -206,13 +254,22 @@ module rbac 'app/rbac.bicep' = {
   name: 'rbac'
   scope: rg
   params: {
-    storageAccountName: storage.outputs.name
-    keyVaultName: keyVault.outputs.name
-    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    storageAccountName: storageAccountName
+    keyVaultName: keyVaultName
+    applicationInsightsName: applicationInsightsName
+    // The assignments' names are keyed by the principal, as in the Flex Consumption quickstart's
+    // rbac.bicep: new names for the same principal, role and scope would fail with
+    // RoleAssignmentExists on an environment deployed before. what-if shows them as unknown.
+    #disable-next-line what-if-short-circuiting
     identityPrincipalId: identity.outputs.principalId
     userPrincipalId: principalId
     userPrincipalType: principalType
   }
+  dependsOn: [
+    storage
+    keyVault
+    monitoring
+  ]
 }
 
 module api 'app/api.bicep' = {
@@ -222,14 +279,14 @@ module api 'app/api.bicep' = {
     name: functionAppName
     planName: 'plan-${resourceToken}'
     location: location
-    tags: union(tags, {
-      'azd-service-name': 'api'
-    })
+    tags: tags
+    serviceName: 'api'
     identityResourceId: identity.outputs.resourceId
     identityClientId: identity.outputs.clientId
-    storageAccountName: storage.outputs.name
+    storageAccountName: storageAccountName
     deploymentStorageContainerName: deploymentStorageContainerName
-    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    applicationInsightsName: applicationInsightsName
+    nodeVersion: nodeVersion
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     // Exactly what shared/config.ts reads in Azure (a test compares the two); api.bicep adds host
@@ -254,17 +311,43 @@ module api 'app/api.bicep' = {
       DESTINATION_TIMEOUT_MS: string(destinationTimeoutMs)
     }
   }
+  dependsOn: [
+    storage
+  ]
 }
 
+@description('The region of every resource.')
 output AZURE_LOCATION string = location
+
+@description('The tenant of the subscription.')
 output AZURE_TENANT_ID string = tenant().tenantId
+
+@description('The resource group holding everything.')
 output AZURE_RESOURCE_GROUP string = rg.name
+
+@description('The Function App\'s name.')
 output AZURE_FUNCTION_APP_NAME string = api.outputs.name
+
+@description('The Function App\'s base URL (Flex Consumption host names are not always <app>.azurewebsites.net).')
 output AZURE_FUNCTION_APP_URL string = api.outputs.uri
+
+@description('The Function App\'s name, as azd names the api service\'s resource.')
 output SERVICE_API_NAME string = api.outputs.name
+
+@description('The vault\'s name (az keyvault secret set --vault-name).')
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+
+@description('The vault\'s URI: the app\'s KEY_VAULT_URL.')
 output AZURE_KEY_VAULT_URL string = keyVault.outputs.uri
+
+@description('The storage account\'s name.')
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+
+@description('The client id of the app\'s managed identity.')
 output AZURE_MANAGED_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+
+@description('The object id of the app\'s managed identity.')
 output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+
+@description('The Application Insights connection string (it holds no secret: ingestion needs an Entra token).')
 output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString

@@ -10,8 +10,13 @@ param planName string
 @description('Required. Azure region of the plan and the app.')
 param location string
 
-@description('Optional. Tags applied to the plan and the app (the app\'s must carry azd-service-name for azd deploy).')
-param tags object = {}
+@description('Optional. Tags applied to the plan and the app.')
+param tags { *: string } = {}
+
+// azd deploy finds the app by this tag, and only the app may carry it: azd before 1.23.4 fails with
+// "expecting only '1' resource tagged" when the plan has it too (Azure/azure-dev#5152, #6674).
+@description('Required. The azd service (azure.yaml) deployed to the app: its azd-service-name tag.')
+param serviceName string
 
 @description('Required. Resource id of the user-assigned managed identity the app runs as.')
 param identityResourceId string
@@ -29,14 +34,16 @@ param deploymentStorageContainerName string
 param applicationInsightsName string
 
 @description('Required. The app\'s own settings (what shared/config.ts reads); host storage, identity and telemetry settings are added here.')
-param appSettings object
+param appSettings { *: string }
 
+// Node 20 left support on Azure Functions in April 2026; 22 is supported until April 2027
+// (learn.microsoft.com/azure/azure-functions/supported-languages).
 @description('Optional. Node.js major version.')
 @allowed([
-  '20'
   '22'
+  '24'
 ])
-param runtimeVersion string = '20'
+param nodeVersion string = '22'
 
 @description('Optional. Most instances the app scales out to.')
 @minValue(1)
@@ -51,7 +58,7 @@ param maximumInstanceCount int = 40
 ])
 param instanceMemoryMB int = 2048
 
-resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
+resource storageAccount 'Microsoft.Storage/storageAccounts@2026-09-01' existing = {
   name: storageAccountName
 }
 
@@ -59,7 +66,7 @@ resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing
   name: applicationInsightsName
 }
 
-resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+resource plan 'Microsoft.Web/serverfarms@2025-03-01' = {
   name: planName
   location: location
   tags: tags
@@ -85,10 +92,10 @@ var platformSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 }
 
-resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+resource functionApp 'Microsoft.Web/sites@2025-03-01' = {
   name: name
   location: location
-  tags: tags
+  tags: union(tags, { 'azd-service-name': serviceName })
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'
@@ -103,7 +110,8 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
+      // No ftpsState: Flex Consumption rejects SiteConfig.FtpsState (ARM error 51021) where it
+      // validates it; FTP is off through the ftp basicPublishingCredentialsPolicies below.
       http20Enabled: true
     }
     functionAppConfig: {
@@ -123,7 +131,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       }
       runtime: {
         name: 'node'
-        version: runtimeVersion
+        version: nodeVersion
       }
     }
   }

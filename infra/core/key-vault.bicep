@@ -10,12 +10,11 @@ param name string
 param location string
 
 @description('Optional. Tags applied to the vault.')
-param tags object = {}
+param tags { *: string } = {}
 
-@description('Optional. Whether the vault is reachable from public networks. Disabled needs private endpoints and VNet integration for the Function App.')
+@description('Optional. Whether the vault is reachable from public networks. Only Enabled: Disabled would need a private endpoint for the vault and VNet integration for the Function App, which this template does not create.')
 @allowed([
   'Enabled'
-  'Disabled'
 ])
 param publicNetworkAccess string = 'Enabled'
 
@@ -24,10 +23,10 @@ param publicNetworkAccess string = 'Enabled'
 @maxValue(90)
 param softDeleteRetentionInDays int = 90
 
-@description('Optional. Log Analytics workspace receiving the vault\'s audit log (who read which secret). Empty: no diagnostic setting.')
-param logAnalyticsWorkspaceId string = ''
+@description('Required. Resource id of the Log Analytics workspace receiving the vault\'s audit log (who read which secret).')
+param logAnalyticsWorkspaceId string
 
-resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+resource vault 'Microsoft.KeyVault/vaults@2026-05-15' = {
   name: name
   location: location
   tags: tags
@@ -47,12 +46,15 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     publicNetworkAccess: publicNetworkAccess
     networkAcls: {
       bypass: 'AzureServices'
-      defaultAction: publicNetworkAccess == 'Enabled' ? 'Allow' : 'Deny'
+      defaultAction: 'Allow'
     }
   }
 }
 
-resource auditLog 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = if (!empty(logAnalyticsWorkspaceId)) {
+// The newest version with categoryGroup, as Azure Verified Modules use (avm/res/key-vault/vault);
+// the only stable one, 2016-09-01, is the older diagnostic settings shape without it.
+#disable-next-line use-recent-api-versions
+resource auditLog 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'audit-to-log-analytics'
   scope: vault
   properties: {

@@ -11,14 +11,14 @@ param applicationInsightsName string
 param location string
 
 @description('Optional. Tags applied to both.')
-param tags object = {}
+param tags { *: string } = {}
 
 @description('Optional. Days the workspace keeps logs.')
 @minValue(30)
 @maxValue(730)
 param retentionInDays int = 30
 
-resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+resource workspace 'Microsoft.OperationalInsights/workspaces@2026-03-01' = {
   name: logAnalyticsName
   location: location
   tags: tags

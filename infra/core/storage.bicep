@@ -10,7 +10,7 @@ param name string
 param location string
 
 @description('Optional. Tags applied to the storage account.')
-param tags object = {}
+param tags { *: string } = {}
 
 @description('Optional. Redundancy of the storage account.')
 @allowed([
@@ -22,20 +22,20 @@ param tags object = {}
 param skuName string = 'Standard_LRS'
 
 @description('Required. Queues to create.')
-param queueNames array
+param queueNames string[]
 
 @description('Required. Tables to create.')
-param tableNames array
+param tableNames string[]
 
 @description('Required. Blob containers to create (all private).')
-param containerNames array
+param containerNames string[]
 
 @description('Optional. Days a deleted blob or container can be restored.')
 @minValue(1)
 @maxValue(365)
 param deleteRetentionDays int = 7
 
-resource storageAccount 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+resource storageAccount 'Microsoft.Storage/storageAccounts@2026-09-01' = {
   name: name
   location: location
   tags: tags

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { evaluate, loadInfra, modules, prop, properties, PROJECT_ROOT, resources, vars, type BicepFile, type Infra, type Node, type ResourceDecl } from '../support/bicep.js';
+import { decoratorsOf, evaluate, loadInfra, modules, params, prop, properties, PROJECT_ROOT, resources, vars, type BicepFile, type Infra, type Node, type ResourceDecl } from '../support/bicep.js';
 
 /** The security properties a reviewer checks first, read from the syntax tree. */
 
@@ -55,10 +55,15 @@ describe('Key Vault', () => {
     expectAt(type, 'properties.softDeleteRetentionInDays').toBeGreaterThanOrEqual(7);
   });
 
-  it('takes public network access from a parameter, enabled by default', () => {
-    const { resource } = created(type);
+  it('is open to public networks only: the template creates no private endpoint, so a closed vault would lock the app out', () => {
+    const { file, resource } = created(type);
     expect(prop(resource.body, 'properties.publicNetworkAccess')?.type).toBe('identifier');
     expectAt(type, 'properties.publicNetworkAccess').toBe('Enabled');
+    expectAt(type, 'properties.networkAcls.defaultAction').toBe('Allow');
+    for (const [where, name] of [[file, 'publicNetworkAccess'], [infra.main, 'keyVaultPublicNetworkAccess']] as const) {
+      const param = params(where).find((p) => p.name === name)!;
+      expect(decoratorsOf(param.node).get('allowed')?.map((n) => evaluate(n, where)), `${where.name}: ${name} @allowed`).toEqual([['Enabled']]);
+    }
   });
 });
 
@@ -84,10 +89,10 @@ describe('Function App', () => {
     expect(prop(created(site).resource.body, 'properties.serverFarmId')?.text).toBe(`${created(plan).resource.symbol}.id`);
   });
 
-  it('is HTTPS only with TLS 1.2, FTPS and basic publishing credentials off', () => {
+  it('is HTTPS only with TLS 1.2, FTP and basic publishing credentials off through the policies (no ftpsState: Flex Consumption rejects it)', () => {
     expectAt(site, 'properties.httpsOnly').toBe(true);
     expectAt(site, 'properties.siteConfig.minTlsVersion').toBe('1.2');
-    expectAt(site, 'properties.siteConfig.ftpsState').toBe('Disabled');
+    expect(prop(created(site).resource.body, 'properties.siteConfig.ftpsState'), 'siteConfig.ftpsState (ARM error 51021 on Flex Consumption)').toBeUndefined();
     const policies = infra.files.flatMap((f) => resources(f)).filter((r) => r.type === `${site}/basicPublishingCredentialsPolicies`);
     expect(policies.map((p) => [evaluate(prop(p.body, 'name')!, infra.main), evaluate(prop(p.body, 'properties.allow')!, infra.main)]).sort()).toEqual([
       ['ftp', false],
@@ -99,8 +104,7 @@ describe('Function App', () => {
     const { file, resource } = created(site);
     const config = prop(resource.body, 'properties.functionAppConfig')!;
     expect(evaluate(prop(config, 'runtime.name')!, file)).toBe('node');
-    const engines = (JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { engines: { node: string } }).engines.node;
-    expect(engines, 'the runtime version matches package.json engines').toContain(`>=${String(evaluate(prop(config, 'runtime.version')!, file))}`);
+    expect(prop(config, 'runtime.version')?.text).toBe('nodeVersion');
     expect(evaluate(prop(config, 'scaleAndConcurrency.maximumInstanceCount')!, file)).toBeGreaterThan(0);
     expect([512, 2048, 4096]).toContain(evaluate(prop(config, 'scaleAndConcurrency.instanceMemoryMB')!, file));
 
@@ -115,6 +119,24 @@ describe('Function App', () => {
     expect(prop(api.body, 'params.deploymentStorageContainerName')?.text).toBe('deploymentStorageContainerName');
     expect(prop(infra.mainModule('core/storage.bicep').body, 'params.containerNames')?.text).toBe('containerNames');
     expect(vars(infra.main).get('containerNames')?.namedChildren.map((n) => n.text)).toContain('deploymentStorageContainerName');
+  });
+
+  it('runs Node 22 unless told 24, and package.json engines admits it and the Node 20 these machines test on', () => {
+    const { file } = created(site);
+    const inAzure = evaluate(prop(infra.mainModule('app/api.bicep').body, 'params.nodeVersion')!, infra.main);
+    expect(inAzure, "main.bicep's default").toBe('22');
+    for (const [where, name] of [[file, 'nodeVersion'], [infra.main, 'nodeVersion']] as const) {
+      const param = params(where).find((p) => p.name === name)!;
+      expect(decoratorsOf(param.node).get('allowed')?.map((n) => evaluate(n, where)), `${where.name}: ${name} @allowed`).toEqual([['22', '24']]);
+    }
+    const engines = (JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { engines: { node: string } }).engines.node;
+    const minimum = /^>=(\d+)\.(\d+)$/.exec(engines);
+    expect(minimum, `engines.node is a plain minimum (${engines})`).not.toBeNull();
+    const [major, minor] = [Number(minimum![1]), Number(minimum![2])];
+    expect(major, 'engines admits the runtime Azure runs').toBeLessThanOrEqual(Number(inAzure));
+    const [here, hereMinor] = process.versions.node.split('.').map(Number);
+    expect(here! > major || (here === major && hereMinor! >= minor), `engines ${engines} admits this Node ${process.versions.node}`).toBe(true);
+    expect(major, 'engines still admits Node 20, which these machines and CI run').toBeLessThanOrEqual(20);
   });
 
   it('runs as the user-assigned managed identity only', () => {

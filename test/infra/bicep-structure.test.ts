@@ -2,6 +2,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
 import {
+  decoratorsOf,
   evaluate,
   firstSyntaxProblem,
   INFRA_DIR,
@@ -131,6 +132,15 @@ describe('parameters (Azure Verified Modules style)', () => {
     expect(file.parameters.principalId?.value).toBe('${AZURE_PRINCIPAL_ID}');
   });
 
+  it("passes azd's principal type, so a pipeline signed in as a service principal gets its roles (no UnmatchedPrincipalType)", () => {
+    const file = JSON.parse(readFileSync(join(INFRA_DIR, 'main.parameters.json'), 'utf8')) as { parameters: Record<string, { value: unknown }> };
+    expect(file.parameters.principalType?.value).toBe('${AZURE_PRINCIPAL_TYPE}');
+    const param = params(infra.main).find((p) => p.name === 'principalType')!;
+    // azd substitutes 'User' or 'ServicePrincipal' (Azure/azure-dev, pkg/infra/provisioning/current_principal_id_provider.go).
+    expect(decoratorsOf(param.node).get('allowed')?.map((n) => evaluate(n, infra.main))[0]).toEqual(expect.arrayContaining(['User', 'ServicePrincipal']));
+    expect(prop(infra.mainModule('app/rbac.bicep').body, 'params.userPrincipalType')?.text).toBe('principalType');
+  });
+
   it('outputs what azd and the README use', () => {
     const names = [...outputs(infra.main).keys()];
     expect(names).toEqual(expect.arrayContaining(['AZURE_LOCATION', 'AZURE_TENANT_ID', 'AZURE_RESOURCE_GROUP', 'AZURE_FUNCTION_APP_NAME', 'AZURE_FUNCTION_APP_URL', 'AZURE_KEY_VAULT_NAME', 'AZURE_KEY_VAULT_URL', 'AZURE_STORAGE_ACCOUNT_NAME', 'AZURE_MANAGED_IDENTITY_PRINCIPAL_ID']));
@@ -146,12 +156,17 @@ describe('azure.yaml', () => {
     expect(yaml).toMatch(/^services:\n {2}api:\n {4}project: \.\n {4}language: ts\n {4}host: function$/m);
   });
 
-  it("tags the Function App with the service's name, so azd deploy finds it", () => {
+  it("tags the Function App, and only it, with the service's name, so azd deploy finds one resource", () => {
     const service = yaml.match(/^services:\n {2}([\w-]+):$/m)?.[1];
     const api = infra.mainModule('app/api.bicep');
-    const tags = evaluate(prop(api.body, 'params.tags')!, infra.main);
-    expect(tags).toMatchObject({ 'azd-service-name': service });
-    const site = resources(infra.file('app/api.bicep')).find((r) => r.type === 'Microsoft.Web/sites')!;
-    expect(prop(site.body, 'tags')?.text, 'the site must carry the tags main.bicep passes').toBe('tags');
+    expect(evaluate(prop(api.body, 'params.serviceName')!, infra.main)).toBe(service);
+    expect(evaluate(prop(api.body, 'params.tags')!, infra.main), 'the tags every resource gets').not.toHaveProperty('azd-service-name');
+    const apiResources = resources(infra.file('app/api.bicep'));
+    const site = apiResources.find((r) => r.type === 'Microsoft.Web/sites')!;
+    expect(prop(site.body, 'tags')?.text).toBe("union(tags, { 'azd-service-name': serviceName })");
+    // azd before 1.23.4 fails deploy when the plan carries the tag too ("expecting only '1' resource tagged").
+    const plan = apiResources.find((r) => r.type === 'Microsoft.Web/serverfarms')!;
+    expect(prop(plan.body, 'tags')?.text).toBe('tags');
+    expect(infra.files.filter((f) => f.text.includes("'azd-service-name'")).map((f) => f.name)).toEqual(['app/api.bicep']);
   });
 });

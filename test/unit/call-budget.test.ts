@@ -226,6 +226,14 @@ describe('budget classes: poll, analyst and push shares of one tenant budget', (
   it('refuses shares that leave polling nothing', () => {
     expect(() => new CallBudget({ perMinute: 45, perHour: 1400, shares: { analystReserve: { perMinute: 45, perHour: 300 }, pushCap: PUSH_CAP } })).toThrow(/reserv/);
   });
+
+  it('refuses a reservation that leaves polling nothing in the hour, though some in the minute, saying what it must leave', () => {
+    expect(() => new CallBudget({ perMinute: 45, perHour: 1400, shares: { analystReserve: { perMinute: 10, perHour: 1400 }, pushCap: PUSH_CAP } })).toThrow(
+      "The analysts' reservation (10/min, 1400/h) must leave polling some of the total (45/min, 1400/h)",
+    );
+    // One call an hour left is some.
+    expect(() => new CallBudget({ perMinute: 45, perHour: 1400, shares: { analystReserve: { perMinute: 10, perHour: 1399 }, pushCap: PUSH_CAP } })).not.toThrow();
+  });
 });
 
 describe('DefenderClient budget classes', () => {

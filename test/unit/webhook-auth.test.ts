@@ -1,5 +1,7 @@
+import type { JWTPayload } from 'jose';
 import { describe, expect, it } from 'vitest';
-import { WebhookAuthenticator, WebhookAuthError, type HmacKeySource } from '../../shared/webhook-auth.js';
+import { SIGNING_KEYS_UNAVAILABLE_MESSAGE, SigningKeysUnavailableError, type EntraPrincipal } from '../../shared/entra-token.js';
+import { WebhookAuthenticator, WebhookAuthError, type HmacKeySource, type WebhookAuthenticatorOptions } from '../../shared/webhook-auth.js';
 import { parseWebhookAccess, WebhookAccess } from '../../shared/webhook-access.js';
 import { pushSignatureHeader, type SignedRequest } from '../../shared/webhook-signature.js';
 
@@ -31,12 +33,13 @@ function authenticator(
   vault: HmacKeySource,
   clock: { now: number },
   hmacKeys: { name: string; secretName: string; mayPushFor: string[] }[] = [{ name: 'fabrikam-siem', secretName: SECRET_NAME, mayPushFor: [FABRIKAM] }],
+  tokens: WebhookAuthenticatorOptions['tokens'] = { validate: () => Promise.reject(new Error('no token in these tests')) },
 ): WebhookAuthenticator {
   const parsed = parseWebhookAccess({ hmacKeys });
   if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
   const access = new WebhookAccess(parsed.access, []);
   return new WebhookAuthenticator({
-    tokens: { validate: () => Promise.reject(new Error('no token in these tests')) },
+    tokens,
     requiredRole: 'Incidents.Submit',
     access: () => access,
     hmac: { keys: vault, toleranceSeconds: 300 },
@@ -113,5 +116,39 @@ describe('webhook auth: HMAC keys rotated in Key Vault', () => {
     // Northwind's key was read when first needed and once after its rotation; Fabrikam's when first needed, then once a minute for the forgeries.
     expect(vaults['northwind-push-hmac-key']!.reads).toBe(2);
     expect(vaults[SECRET_NAME]!.reads).toBe(11);
+  });
+});
+
+describe('webhook auth: Entra tokens, as the validator hands them over', () => {
+  const APP_ID = '3b5f0c2e-8d4a-4e6f-9b1c-7a2d5e8f0c3b';
+  /** An authenticator whose token validator answers every token with `validate`. */
+  const withTokens = (validate: () => Promise<EntraPrincipal>) => authenticator(new Vault('unused'), { now: START }, [], { validate });
+  /** A verified token of the pushing application, carrying the app role and `claims`. */
+  const principal = (claims: JWTPayload): EntraPrincipal => ({
+    tenantId: FABRIKAM, clientId: APP_ID, version: 2, roles: ['Incidents.Submit'], scopes: [], token: 'eyJ.the.token', claims: { tid: FABRIKAM, azp: APP_ID, ...claims },
+  });
+
+  it("Entra ID's signing keys out of reach: 503 with Retry-After asking to retry; the log says the token could not be verified, and why (the cause)", async () => {
+    const unreachable = new SigningKeysUnavailableError(`https://login.microsoftonline.com/${FABRIKAM}/discovery/v2.0/keys`, 'HTTP 503');
+    const err = await refusal(withTokens(() => Promise.reject(unreachable)).authenticateBearer('Bearer eyJ.the.token'));
+    expect(err).toMatchObject({ status: 503, message: SIGNING_KEYS_UNAVAILABLE_MESSAGE, headers: { 'Retry-After': '10' }, detail: 'the token could not be verified', cause: unreachable });
+  });
+
+  it('a failure of the validator itself is passed on as it is (the push answers 500), never as Entra ID being out of reach', async () => {
+    const bug = new TypeError("Cannot read properties of undefined (reading 'kid')");
+    await expect(withTokens(() => Promise.reject(bug)).authenticateBearer('Bearer eyJ.the.token')).rejects.toBe(bug);
+  });
+
+  it.each([
+    ['scp and idtyp', { scp: 'access_as_user', idtyp: 'user' }, 'scp "access_as_user", idtyp "user"'],
+    ['scp only (idtyp is an optional claim)', { scp: 'access_as_user' }, 'scp "access_as_user"'],
+    ['idtyp "user" only', { idtyp: 'user' }, 'idtyp "user"'],
+  ])("a signed-in user's token (%s): 403; the log names the application and the claims that made it a user's, never the user", async (_why, claims, named) => {
+    const user = { upn: 'adele.vance@fabrikam.example', name: 'Adele Vance', oid: '9c1e2f4a-6b8d-4a0c-8e2f-1b3d5f7a9c0e' };
+    const err = await refusal(withTokens(async () => ({ ...principal({ ...claims, ...user }), userPrincipalName: user.upn })).authenticateBearer('Bearer eyJ.the.token'));
+    expect(err.status).toBe(403);
+    expect(err.clientId).toBe(APP_ID);
+    expect(err.detail).toBe(`refused a signed-in user's (delegated) token: ${named}; pushing takes an application's token`);
+    for (const value of Object.values(user)) expect(err.detail).not.toContain(value);
   });
 });

@@ -41,6 +41,16 @@ export const PUSH_CAP: BudgetRate = { perMinute: 10, perHour: 150 };
 /** A little under the documented limits, leaving room for other instances and clocks that disagree. */
 export const DEFAULT_BUDGET: BudgetLimits = { perMinute: 45, perHour: 1400, shares: { analystReserve: ANALYST_RESERVE, pushCap: PUSH_CAP } };
 
+/** What the Defender client spends its calls from: this instance's budget (`CallBudget`) or the one all instances share (`SharedCallBudget`). */
+export interface DefenderCallBudget {
+  /** Milliseconds until the tenant may make another call of the class (0: now) to `api` (a Defender API, e.g. `listIncidents`), as far as this instance knows. */
+  waitTime(tenantId: string, budgetClass?: BudgetClass, api?: string): number;
+  /** Waits (at most `maxWaitMs`) for a call of the class to `api`, else throws a `BudgetSpentError`. */
+  take(tenantId: string, maxWaitMs?: number, budgetClass?: BudgetClass, api?: string): Promise<void>;
+  /** Defender answered 429 to a call of `api` for the tenant: hold those calls for `retryAfterMs` (the shared budget tells every instance). */
+  throttled?(tenantId: string, retryAfterMs: number, api: string): Promise<void>;
+}
+
 /** The budget of a class is spent for longer than the caller would wait; `budgetClass` says which. */
 export class BudgetSpentError extends RetryableError {
   constructor(
@@ -58,7 +68,7 @@ interface Window {
   rate: BudgetRate;
 }
 
-interface Recorded {
+export interface Recorded {
   at: number;
   budgetClass: BudgetClass;
 }
@@ -67,7 +77,7 @@ const ALL: ReadonlySet<BudgetClass> = new Set(['poll', 'analyst', 'push']);
 const NOT_ANALYST: ReadonlySet<BudgetClass> = new Set(['poll', 'push']);
 const PUSH: ReadonlySet<BudgetClass> = new Set(['push']);
 
-export class CallBudget {
+export class CallBudget implements DefenderCallBudget {
   readonly #calls = new Map<string, Recorded[]>();
   /** The windows each class must fit in. */
   readonly #windows: Record<BudgetClass, Window[]>;
@@ -124,6 +134,11 @@ export class CallBudget {
       }
       await this.sleep(wait);
     }
+  }
+
+  /** Replaces what the budget knows of the tenant's calls (oldest first): the shared budget applies these rules to the counts of every instance. */
+  load(tenantId: string, calls: readonly Recorded[]): void {
+    this.#calls.set(tenantId, [...calls]);
   }
 
   #recent(tenantId: string, now: number): Recorded[] {

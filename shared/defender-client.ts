@@ -1,4 +1,4 @@
-import { CallBudget, type BudgetClass } from './call-budget.js';
+import { CallBudget, type BudgetClass, type DefenderCallBudget } from './call-budget.js';
 import { isRetryable, PermanentError, RetryableError } from './errors.js';
 import { normalizeTimestamp } from './timestamps.js';
 import type { Tenant } from './tenants.js';
@@ -47,7 +47,7 @@ export interface TokenSource {
 export interface DefenderClientOptions {
   apiUrl: string;
   tokens: TokenSource;
-  budget?: CallBudget;
+  budget?: DefenderCallBudget;
   /** Whose share of the budget the calls spend (default `poll`). A `push` call never waits for the budget: it fails at once with a `BudgetSpentError`. */
   budgetClass?: BudgetClass;
   /** Attempts after the first for retryable failures. */
@@ -63,6 +63,11 @@ export interface DefenderClientOptions {
 }
 
 export const PAGE_SIZE = 100; // the documented maximum of $top
+
+/** Which Defender API a call is to (its operation's first word: `listIncidents`, `getIncident`, …): each has limits of its own. */
+function apiOf(call: { operation: string }): string {
+  return call.operation.split(' ')[0]!;
+}
 
 /** One page of a listing, less the versions its earlier pages already held. */
 export interface IncidentPage {
@@ -112,7 +117,7 @@ interface HuntingRefusal {
 }
 
 export class DefenderClient {
-  readonly budget: CallBudget;
+  readonly budget: DefenderCallBudget;
   readonly budgetClass: BudgetClass;
   #calls = new Map<string, number>();
   /** Per tenant: advanced hunting refused until when, and why (shared by the views). */
@@ -234,7 +239,7 @@ export class DefenderClient {
     let tokenRenewed = false;
     for (let attempt = 0; ; attempt++) {
       // A push-triggered call is optional enrichment: it never waits for the budget (its caller notes what it skipped).
-      await this.budget.take(tenant.tenantId, this.budgetClass === 'push' ? 0 : this.#o.maxWaitMs, this.budgetClass);
+      await this.budget.take(tenant.tenantId, this.budgetClass === 'push' ? 0 : this.#o.maxWaitMs, this.budgetClass, apiOf(call));
       let failure: RetryableError;
       try {
         return await this.#attempt<T>(tenant, call);
@@ -248,6 +253,7 @@ export class DefenderClient {
         }
         if (err instanceof UnauthorizedOnce) throw new PermanentError(`Defender refused the token (401): ${err.message}`, { ...context, status: 401, code: 'Unauthorized' });
         if (!(err instanceof RetryableError)) throw err;
+        if (err.status === 429 && err.retryAfterMs !== undefined) await this.#tellBudget(tenant, err.retryAfterMs, apiOf(call));
         if (err instanceof ClientTimeoutError && call.retryTimeouts === false) throw err;
         failure = err;
       }
@@ -256,6 +262,15 @@ export class DefenderClient {
       const delay = failure.retryAfterMs ?? backoff / 2 + this.#o.random() * (backoff / 2);
       if (delay > this.#o.maxWaitMs) throw failure;
       await this.#o.sleep(delay);
+    }
+  }
+
+  /** A 429 holds the tenant's calls on every instance sharing the budget; failing to record it only loses that courtesy. */
+  async #tellBudget(tenant: Tenant, retryAfterMs: number, api: string): Promise<void> {
+    try {
+      await this.budget.throttled?.(tenant.tenantId, retryAfterMs, api);
+    } catch {
+      // The client still waits out the Retry-After itself.
     }
   }
 

@@ -679,7 +679,7 @@ async function runHunting(spec: HuntingQuerySpec, enrichment: Enrichment, tenant
   // The client takes the call from the budget itself (and would wait for it): checking that a call
   // is free now, rather than taking one here, keeps an optional query from waiting or counting twice.
   const budgetClass = deps.defender.budgetClass ?? 'poll';
-  if (deps.defender.budget.waitTime(tenant.tenantId, budgetClass) > 0) {
+  if (deps.defender.budget.waitTime(tenant.tenantId, budgetClass, 'runHuntingQuery') > 0) {
     notes.push(`${label} skipped: ${budgetSpent(budgetClass)}`);
     return { called: false };
   }

@@ -16,6 +16,7 @@ import { ReplayGuard, WEBHOOK_REPLAY_TABLE } from './replay-guard.js';
 import { loadWebhookAccess, type WebhookAccess } from './webhook-access.js';
 import { UserContext } from './user-context.js';
 import { DeliveryLog, DELIVERY_LOG_TABLE } from './delivery-log.js';
+import { CALL_BUDGET_TABLE, SharedCallBudget } from './shared-budget.js';
 
 /** The process-wide clients, built once from configuration (the composition root of the app). */
 export interface Services {
@@ -51,7 +52,8 @@ export function createServices(config: AppConfig, overrides: { appCredential?: T
   const secrets = createSecretClient(config, appCredential);
   const secretCache = new SecretCache(secrets);
   const tokens = new DefenderTokenProvider({ secrets: secretCache, entra: config.entra, appCredential, scope: config.defender.scope });
-  const defender = new DefenderClient({ apiUrl: config.defender.apiUrl, tokens });
+  // One budget per tenant across every instance of the app (Flex Consumption scales out).
+  const defender = new DefenderClient({ apiUrl: config.defender.apiUrl, tokens, budget: new SharedCallBudget(storage.table(CALL_BUDGET_TABLE)) });
   const registry = new TenantRegistry(storage.table(TENANTS_TABLE));
   let access: WebhookAccess | undefined;
   // Read when a push first needs it: a broken file fails pushes (and the start-up check), not the pollers.

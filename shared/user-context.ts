@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { OnBehalfOfCredential, type AccessToken, type OnBehalfOfCredentialOptions } from '@azure/identity';
 import { decodeJwt } from 'jose';
-import type { CallBudget } from './call-budget.js';
+import type { DefenderCallBudget } from './call-budget.js';
 import type { AppConfig } from './config.js';
 import { aadstsCode } from './credentials.js';
 import { DefenderClient, type DefenderClientOptions, type TokenSource } from './defender-client.js';
@@ -57,7 +57,7 @@ export interface UserContextOptions {
   secrets: SecretCache;
   registry: TenantRegistry;
   /** The Defender call budget the pollers use: an analyst's calls count against the same tenant limits, in the analysts' share. */
-  budget: CallBudget;
+  budget: DefenderCallBudget;
   /** Users whose on-behalf-of credentials are kept (least recently used dropped first). */
   maxCachedUsers?: number;
   /** Retry tuning for Defender calls; an analyst is waiting, so the defaults are shorter than the pollers'. */

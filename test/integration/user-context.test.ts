@@ -383,10 +383,23 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
     expect(incidentsOf(recovered)).toHaveLength(5);
     expect(stack.faults.list()).toEqual([]);
 
+    // On a tenant of its own: the 429 holds that tenant's incident list for two minutes.
+    const held = await tenantGranting(['Incident.Read']);
+    const heldToken = await signIn(held.user);
+    expect((await list(heldToken, '?top=1')).status).toBe(200);
     stack.faults.add('defender', { kind: 'status', status: 429, retryAfterSeconds: 120 }, 1, '/api/incidents');
-    const throttled = await list(token, '?top=5');
+    const throttled = await list(heldToken, '?top=5');
     expect(throttled.status).toBe(503);
     expect(throttled.headers).toEqual({ 'Retry-After': '120' });
+    // The next click within the Retry-After is answered without calling Defender (every instance knows).
+    const listedBefore = stack.defender.stats.for(held.tenantId, stack.world.relayApi.clientId).byEndpoint.listIncidents;
+    expect(listedBefore).toBeGreaterThanOrEqual(2);
+    const again = await list(heldToken, '?top=5');
+    expect(again.status).toBe(503);
+    expect(Number(again.headers?.['Retry-After'])).toBeGreaterThan(100);
+    expect(stack.defender.stats.for(held.tenantId, stack.world.relayApi.clientId).byEndpoint.listIncidents).toBe(listedBefore);
+    // Another tenant's analysts are not held back.
+    expect((await list(token, '?top=1')).status).toBe(200);
     expectNoTokenLogged();
   });
 

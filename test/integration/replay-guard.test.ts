@@ -33,8 +33,8 @@ describe('replay guard (Table storage)', () => {
   };
 
   /** An instance's guard on `name`, whose clock the test sets. */
-  function instance(name: string, clock: { nowMs: number }) {
-    return new ReplayGuard(tableOf(name), { windowSeconds: WINDOW, now: () => clock.nowMs });
+  function instance(name: string, clock: { nowMs: number }, windowSeconds = WINDOW) {
+    return new ReplayGuard(tableOf(name), { windowSeconds, now: () => clock.nowMs });
   }
 
   it('accepts a signature once across instances racing on a new table', async () => {
@@ -163,5 +163,58 @@ describe('replay guard (Table storage)', () => {
     clock.nowMs += WINDOW * 1000;
     expect(await guard.pruneExpired()).toBe(3);
     expect(await rowsOf(name)).toEqual([]);
+  });
+
+  it('prunes at most once a window per instance: the pushes in between cost no Storage request, and rows expired meanwhile wait for the next pass', async () => {
+    const name = newTableName();
+    // Timestamps in seconds, from the start of a window.
+    const k = Math.floor(Date.now() / 1000 / WINDOW);
+    const clock = { nowMs: k * WINDOW * 1000 };
+    const guard = instance(name, clock);
+    const [old, edge] = [randomBytes(32), randomBytes(32)];
+    expect(await guard.remember(old, (k - 1) * WINDOW)).toBe(true);
+    expect(await guard.remember(edge, k * WINDOW + 1)).toBe(true);
+
+    clock.nowMs = (k * WINDOW + WINDOW + 1) * 1000; // `edge` is exactly as old as the tolerance: still acceptable
+    expect(await guard.pruneExpired()).toBe(1);
+    expect(await guard.remember(edge, k * WINDOW + 1)).toBe(false);
+
+    // A second short of a window later, `edge`'s whole window has expired too; but the last pass was less than a window ago.
+    clock.nowMs += (WINDOW - 1) * 1000;
+    storage.throttle((r) => r.service === 'table' && r.path.startsWith(`/devstoreaccount1/${name}`));
+    try {
+      expect(await guard.pruneExpired()).toBe(0);
+    } finally {
+      refuseNothing();
+    }
+    expect(await rowsOf(name)).toHaveLength(1);
+
+    clock.nowMs += 1_000; // a window after the last pass
+    expect(await guard.pruneExpired()).toBe(1);
+    expect(await rowsOf(name)).toEqual([]);
+  });
+
+  // Partition keys are compared as text: were they not all as long, window 1000000 would sort before
+  // 999999 and the pass would delete the newest rows, forgetting signatures whose timestamps are still accepted.
+  it.each([
+    [1800, 1_000_000, 'January 2027'],
+    [300, 10_000_000, 'January 2065'],
+    [1000, 1_000_000, 'September 2001'],
+  ])('never forgets a signature still acceptable when the window number gains a digit (%i s tolerance, window %i, %s)', async (windowSeconds, window, _when) => {
+    const name = newTableName();
+    const boundary = window * windowSeconds; // the first second of the window with one digit more
+    const nowSeconds = boundary + windowSeconds / 2;
+    const clock = { nowMs: nowSeconds * 1000 };
+    const guard = instance(name, clock, windowSeconds);
+    const expired = { signature: randomBytes(32), at: boundary - 2 * windowSeconds };
+    const oldestAcceptable = { signature: randomBytes(32), at: nowSeconds - windowSeconds };
+    const justSigned = { signature: randomBytes(32), at: nowSeconds };
+    for (const { signature, at } of [expired, oldestAcceptable, justSigned]) expect(await guard.remember(signature, at)).toBe(true);
+
+    expect(await guard.pruneExpired()).toBe(1);
+    // Replays of the two still acceptable are refused; the expired one's row is gone.
+    expect(await guard.remember(justSigned.signature, justSigned.at)).toBe(false);
+    expect(await guard.remember(oldestAcceptable.signature, oldestAcceptable.at)).toBe(false);
+    expect(await rowsOf(name)).toHaveLength(2);
   });
 });

@@ -24,8 +24,21 @@ const { values: args } = parseArgs({
 });
 
 const PLAN = args.quick
-  ? { incidents: 1_050, rounds: 1, enrichEvents: 512, enrichChunk: 128, tenants: 100, hourTenants: 20, backlogs: [1_000, 10_000] as const, coldStartRuns: 3 }
-  : { incidents: 2_000, rounds: 3, enrichEvents: 1_024, enrichChunk: 128, tenants: 500, hourTenants: 50, backlogs: [1_000, 10_000] as const, coldStartRuns: 7 };
+  ? { incidents: 1_050, rounds: 1, latencyRounds: 1, enrichEvents: 512, enrichChunk: 128, tenants: 100, hourTenants: 20, backlogs: [1_000, 10_000] as const, coldStartRuns: 3 }
+  : { incidents: 2_000, rounds: 3, latencyRounds: 2, enrichEvents: 1_024, enrichChunk: 128, tenants: 500, hourTenants: 50, backlogs: [1_000, 10_000] as const, coldStartRuns: 7 };
+
+/**
+ * Storage latency, added by a TCP proxy in front of Azurite for the relay and the raw reference
+ * alike (bench/latency-proxy.ts). In-region: the network between an Azure region's availability
+ * zones, "a round-trip latency of less than 2 ms" (Microsoft Learn, reliability/availability-zones-
+ * overview); Azure Storage's own server time comes on top and is not modelled (Azurite's stands for
+ * it). Waiting: a 20 ms round trip, where this 2-core machine waits on storage rather than computes,
+ * as an instance that does not run Azurite beside itself does.
+ */
+const LATENCIES = [
+  { id: 'in-region', label: 'in-region storage latency (2 ms round trip)', oneWayMs: 1, goals: { ingest: undefined, enrich: undefined } },
+  { id: 'latency', label: 'storage latency that dominates (20 ms round trip)', oneWayMs: 10, goals: { ingest: { atLeast: 0.9 }, enrich: { atLeast: 0.7 } } },
+] as const;
 
 const log = (line: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}`);
 const n = (value: number) => Math.round(value).toLocaleString('en-US');
@@ -62,6 +75,19 @@ function pipelineFigures(rounds: IngestRound[], enrichRun: EnrichRun, maxPagesPe
       `${enrichRun.calls.client} call(s) for ${n(enrich.routed)} routed events, ${n(enrich.withAlerts)} holding their alerts (stand-in saw ${enrichRun.calls.standIn})`),
     figure('calls-per-100-incidents', 'Defender calls per 100 new incidents', (listCalls * 100) / enqueued, '', { atMost: 1.05 },
       `${listCalls} list calls (stand-in saw ${sum(rounds.map((r) => r.calls.standIn))}) for ${n(enqueued)} new incidents, runs of ≤ ${maxPagesPerRun} pages of 100`),
+  ];
+}
+
+/** Throughput with storage latency: the same two ratios as figures 1 and 2, behind the latency proxy. */
+function latencyFigures(setting: (typeof LATENCIES)[number], rounds: IngestRound[], enrichRun: EnrichRun): Figure[] {
+  const ingest = median(rounds.map((r) => r.ingest.perSecond));
+  const rawSend = median(rounds.map((r) => r.rawSend.perSecond));
+  const { enrich, rawReceiveSendDelete: rawRsd } = enrichRun;
+  return [
+    figure(`ingest-throughput-${setting.id}`, `Ingest throughput vs raw sendMessage, ${setting.label}`, ratio(ingest, rawSend), '×', setting.goals.ingest,
+      `poll → incidents ${n(ingest)}/s vs raw sendMessage ${n(rawSend)}/s (medians of ${rounds.length} round(s) of ${n(rounds[0]!.incidents)} messages; ${setting.oneWayMs} ms added each way)`),
+    figure(`enrich-throughput-${setting.id}`, `Enrich-and-route throughput vs raw receive+send+delete, ${setting.label}`, ratio(enrich.perSecond, rawRsd.perSecond), '×', setting.goals.enrich,
+      `enrich+route ${n(enrich.perSecond)}/s vs raw receive+send+delete ${n(rawRsd.perSecond)}/s (${n(enrichRun.events)} events; ${setting.oneWayMs} ms added each way)`),
   ];
 }
 
@@ -123,6 +149,22 @@ async function main(): Promise<void> {
     details.ingestRounds = rounds;
     details.enrich = enrichRun;
     figures.push(...pipelineFigures(rounds, enrichRun, bench.services.config.pollMaxPagesPerRun));
+
+    const withLatency: Record<string, { rounds: IngestRound[]; enrich: EnrichRun }> = {};
+    for (const setting of LATENCIES) {
+      const latencyRounds: IngestRound[] = [];
+      for (let i = 1; i <= PLAN.latencyRounds; i++) {
+        log(`figure 3 (${setting.label}), round ${i}/${PLAN.latencyRounds}: ${n(PLAN.incidents)} incidents polled between raw sends`);
+        await bench.renewStorage({ oneWayLatencyMs: setting.oneWayMs });
+        latencyRounds.push(await runIngestRound(bench, `${setting.id}-${i}`, PLAN.incidents));
+      }
+      log(`figure 3 (${setting.label}): ${n(PLAN.enrichEvents)} events through the enricher, alternating with raw receive+send+delete`);
+      await bench.renewStorage({ oneWayLatencyMs: setting.oneWayMs });
+      const latencyEnrich = await runEnrich(bench, PLAN.enrichEvents, PLAN.enrichChunk);
+      withLatency[setting.id] = { rounds: latencyRounds, enrich: latencyEnrich };
+      figures.push(...latencyFigures(setting, latencyRounds, latencyEnrich));
+    }
+    details.withLatency = withLatency;
 
     log(`figure 4: ${PLAN.tenants} tenants on the default schedule (3 cycles), ${PLAN.hourTenants} of them for a simulated hour`);
     await bench.renewStorage();

@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { QueueServiceClient } from '@azure/storage-queue';
-import { startAzurite, type RunningAzurite } from '../local/azurite.js';
+import { azuriteConnectionString, startAzurite, type RunningAzurite } from '../local/azurite.js';
 import { FaultBoard } from '../local/common/faults.js';
 import type { KeyAndCert } from '../local/common/tls.js';
 import { generateIncidents } from '../local/defender/generator.js';
@@ -13,6 +13,7 @@ import { startKeyVault, type KeyVaultStandIn } from '../local/keyvault/server.js
 import { appSettingsFor, seedWorld } from '../local/stack.js';
 import { loadConfig } from '../shared/config.js';
 import { createServices, type Services } from '../shared/services.js';
+import { startLatencyProxy } from './latency-proxy.js';
 
 /**
  * What every figure runs against: Azurite, the Entra ID, Key Vault and Defender stand-ins (over HTTPS,
@@ -45,7 +46,7 @@ export interface BenchWorld {
    * takes time quadratic in the messages cleared since the last, and stalls everything for minutes
    * once a few thousand have been (an emulator artefact that Azure Storage does not share).
    */
-  renewStorage(): Promise<void>;
+  renewStorage(options?: { oneWayLatencyMs?: number }): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -93,9 +94,10 @@ export async function startBenchWorld(tls: KeyAndCert): Promise<BenchWorld> {
       faults,
       partnerApp,
       partnerSecretName: partnerTenant.clientSecretName,
-      async renewStorage() {
+      async renewStorage({ oneWayLatencyMs = 0 } = {}) {
         await bench.azurite.stop();
-        Object.assign(bench, storageFor(await startAzurite({ extentMemoryLimitMb: 1024 })));
+        const fresh = await startAzurite({ extentMemoryLimitMb: 1024 });
+        Object.assign(bench, storageFor(oneWayLatencyMs > 0 ? await behindLatency(fresh, oneWayLatencyMs) : fresh));
       },
       close,
     };
@@ -106,6 +108,31 @@ export async function startBenchWorld(tls: KeyAndCert): Promise<BenchWorld> {
     await close();
     throw err;
   }
+}
+
+/** The same Azurite, reached through a latency proxy per service (the relay and the raw reference alike). */
+async function behindLatency(azurite: RunningAzurite, oneWayMs: number): Promise<RunningAzurite> {
+  const [blob, queue, table] = await Promise.all([azurite.ports.blob, azurite.ports.queue, azurite.ports.table].map((port) => startLatencyProxy(port, oneWayMs)));
+  const url = (original: string, port: number) => {
+    const proxied = new URL(original);
+    proxied.port = String(port);
+    return proxied.toString().replace(/\/$/, '');
+  };
+  const blobUrl = url(azurite.blobUrl, blob!.port);
+  const queueUrl = url(azurite.queueUrl, queue!.port);
+  const tableUrl = url(azurite.tableUrl, table!.port);
+  return {
+    ...azurite,
+    blobUrl,
+    queueUrl,
+    tableUrl,
+    connectionString: azuriteConnectionString(blobUrl, queueUrl, tableUrl),
+    ports: { blob: blob!.port, queue: queue!.port, table: table!.port },
+    stop: async () => {
+      await Promise.all([blob, queue, table].map((proxy) => proxy!.close()));
+      await azurite.stop();
+    },
+  };
 }
 
 /**

@@ -2,6 +2,7 @@ import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { KeyAndCert } from '../local/common/tls.js';
 import { measureColdStart } from './cold-start.js';
+import { runInstancesBudget, type InstancesBudgetRun } from './instances-budget.js';
 import { instanceHeapMb, measureBacklog, type BacklogMemory } from './memory.js';
 import { runEnrich, runIngestRound, SEND_CONCURRENCY, QUEUE_BATCH, type EnrichRun, type IngestRound } from './pipeline.js';
 import { describeMachine, figure, formatTable, writeReport, type BenchReport, type Figure } from './report.js';
@@ -24,8 +25,8 @@ const { values: args } = parseArgs({
 });
 
 const PLAN = args.quick
-  ? { incidents: 1_050, rounds: 1, latencyRounds: 1, enrichEvents: 512, enrichChunk: 128, tenants: 100, hourTenants: 20, backlogs: [1_000, 10_000] as const, coldStartRuns: 3 }
-  : { incidents: 2_000, rounds: 3, latencyRounds: 2, enrichEvents: 1_024, enrichChunk: 128, tenants: 500, hourTenants: 50, backlogs: [1_000, 10_000] as const, coldStartRuns: 7 };
+  ? { incidents: 1_050, rounds: 1, latencyRounds: 1, instancesSeconds: 20, enrichEvents: 512, enrichChunk: 128, tenants: 100, hourTenants: 20, backlogs: [1_000, 10_000] as const, coldStartRuns: 3 }
+  : { incidents: 2_000, rounds: 3, latencyRounds: 2, instancesSeconds: 40, enrichEvents: 1_024, enrichChunk: 128, tenants: 500, hourTenants: 50, backlogs: [1_000, 10_000] as const, coldStartRuns: 7 };
 
 /**
  * Storage latency, added by a TCP proxy in front of Azurite for the relay and the raw reference
@@ -88,6 +89,17 @@ function latencyFigures(setting: (typeof LATENCIES)[number], rounds: IngestRound
       `poll → incidents ${n(ingest)}/s vs raw sendMessage ${n(rawSend)}/s (medians of ${rounds.length} round(s) of ${n(rounds[0]!.incidents)} messages; ${setting.oneWayMs} ms added each way)`),
     figure(`enrich-throughput-${setting.id}`, `Enrich-and-route throughput vs raw receive+send+delete, ${setting.label}`, ratio(enrich.perSecond, rawRsd.perSecond), '×', setting.goals.enrich,
       `enrich+route ${n(enrich.perSecond)}/s vs raw receive+send+delete ${n(rawRsd.perSecond)}/s (${n(enrichRun.events)} events; ${setting.oneWayMs} ms added each way)`),
+  ];
+}
+
+function instancesFigures(perInstance: InstancesBudgetRun, shared: InstancesBudgetRun): Figure[] {
+  const storage = shared.storage!;
+  const setting = `${shared.instances} instances, ${shared.tenants} tenants, ${shared.seconds} s of list pages, full-incident fetches and write-back as fast as the budget allows`;
+  return [
+    figure('instances-throttled', `Defender 429s, ${shared.instances} instances sharing the call budget`, shared.throttled, '', { equals: 0 },
+      `${setting}: ${n(shared.calls)} calls, ${shared.throttled} answered 429, ${n(shared.refusedByBudget)} held back by the budget; with a budget per instance instead: ${n(perInstance.calls)} calls, ${n(perInstance.throttled)} answered 429`),
+    figure('budget-storage-operations-per-call', 'Storage operations per Defender call for the shared budget', storage.storageOperations / Math.max(1, storage.calls), '', { atMost: 1 },
+      `${n(storage.storageOperations)} Table operations (reads and ETag-conditional writes, ${n(storage.races)} writes lost to another instance) for ${n(storage.calls)} calls taken`),
   ];
 }
 
@@ -171,6 +183,14 @@ async function main(): Promise<void> {
     const schedule = await runSchedule(bench, { tenants: PLAN.tenants, fullCycles: 3, hourTenants: PLAN.hourTenants, concurrency: QUEUE_BATCH });
     details.schedule = schedule;
     figures.push(...scheduleFigures(schedule));
+
+    const instances = { instances: 3, tenants: 50, seconds: PLAN.instancesSeconds };
+    log(`figure 4b: ${instances.instances} instances calling Defender for ${instances.tenants} tenants for ${instances.seconds} s, a budget per instance, then one shared`);
+    await bench.renewStorage();
+    const perInstance = await runInstancesBudget(bench, { ...instances, shared: false });
+    const sharedBudget = await runInstancesBudget(bench, { ...instances, shared: true });
+    details.instances = { perInstance, shared: sharedBudget };
+    figures.push(...instancesFigures(perInstance, sharedBudget));
 
     // A run holds at most maxPagesPerRun pages: the backlog of one full run shows what a run costs.
     const { instanceMemoryMb, heapMb } = instanceHeapMb();

@@ -128,14 +128,77 @@ export function parseHostConfig(json: unknown, environment: HostEnvironment = th
   };
 }
 
-export function readHostConfig(appDir: string): HostConfig {
+/**
+ * SingletonOptions (azure-webjobs-sdk src/Microsoft.Azure.WebJobs.Host/Singleton/SingletonOptions.cs),
+ * in milliseconds; `Infinity` stands for TimeSpan.MaxValue.
+ */
+export interface SingletonOptions {
+  /** Function-mode locks (not used by this host: no function declares [Singleton]). */
+  lockPeriodMs: number;
+  /** Listener locks (a timer's): the blob lease's duration, renewed at half of it. */
+  listenerLockPeriodMs: number;
+  lockAcquisitionTimeoutMs: number;
+  lockAcquisitionPollingIntervalMs: number;
+  /** How often an instance without a listener's lock tries again; Infinity turns recovery off. */
+  listenerLockRecoveryPollingIntervalMs: number;
+}
+
+/** TimeSpan.MaxValue in milliseconds (rounded down): a value at least this large is MaxValue. */
+const TIMESPAN_MAX_MS = 922_337_203_685_477;
+/** The lease limits of Azure Storage that SingletonOptions enforces (MinimumLeasePeriod, MaximumLeasePeriod). */
+const MIN_LEASE_MS = 15_000;
+const MAX_LEASE_MS = 60_000;
+
+/**
+ * host.json `singleton`, bound to SingletonOptions (azure-webjobs-sdk
+ * src/Microsoft.Azure.WebJobs.Host/Hosting/WebJobsServiceCollectionExtensions.cs, section "Singleton"
+ * of the host.json root; azure-functions-host HostJsonFileConfigurationSource lists `singleton`). The
+ * defaults and the checks are SingletonOptions' own: a lock period outside 15–60 s, a polling
+ * interval under 500 ms or a recovery interval under 15 s (other than TimeSpan.MaxValue) refuse to
+ * start. In the Development environment (AZURE_FUNCTIONS_ENVIRONMENT, which Azure leaves unset) the
+ * listener lock period defaults to 15 s instead of 60 s.
+ */
+export function parseSingletonOptions(json: unknown, environment: { azureFunctionsEnvironment?: string } = { azureFunctionsEnvironment: process.env.AZURE_FUNCTIONS_ENVIRONMENT }): SingletonOptions {
+  const section = asObject(asObject(json, '(root)').singleton, 'singleton');
+  const span = (name: string, fallback: number): number => {
+    const ms = timeSpan(section[name], `singleton.${name}`, fallback);
+    return ms >= TIMESPAN_MAX_MS ? Number.POSITIVE_INFINITY : ms;
+  };
+  const leasePeriod = (name: string, fallback: number): number => {
+    const ms = span(name, fallback);
+    if (ms < MIN_LEASE_MS || ms > MAX_LEASE_MS) throw new Error(`host.json: 'singleton.${name}' must be from 00:00:15 to 00:01:00 (the lease periods Azure Storage allows).`);
+    return ms;
+  };
+  const development = environment.azureFunctionsEnvironment?.toLowerCase() === 'development';
+  const options: SingletonOptions = {
+    lockPeriodMs: leasePeriod('lockPeriod', MIN_LEASE_MS),
+    listenerLockPeriodMs: leasePeriod('listenerLockPeriod', development ? MIN_LEASE_MS : MAX_LEASE_MS),
+    lockAcquisitionTimeoutMs: span('lockAcquisitionTimeout', Number.POSITIVE_INFINITY),
+    lockAcquisitionPollingIntervalMs: span('lockAcquisitionPollingInterval', 5_000),
+    listenerLockRecoveryPollingIntervalMs: span('listenerLockRecoveryPollingInterval', 60_000),
+  };
+  if (options.lockAcquisitionTimeoutMs <= 0) throw new Error(`host.json: 'singleton.lockAcquisitionTimeout' must be positive.`);
+  if (options.lockAcquisitionPollingIntervalMs < 500) throw new Error(`host.json: 'singleton.lockAcquisitionPollingInterval' must be at least 00:00:00.5.`);
+  if (options.listenerLockRecoveryPollingIntervalMs < MIN_LEASE_MS) {
+    throw new Error(`host.json: 'singleton.listenerLockRecoveryPollingInterval' must be at least 00:00:15 (or TimeSpan.MaxValue, 10675199.02:48:05.4775807, to turn recovery off).`);
+  }
+  return options;
+}
+
+function readHostJson(appDir: string): unknown {
   const path = join(appDir, 'host.json');
   if (!existsSync(path)) throw new Error(`No host.json in ${appDir}: the Functions host needs one.`);
-  let json: unknown;
   try {
-    json = JSON.parse(readFileSync(path, 'utf8'));
+    return JSON.parse(readFileSync(path, 'utf8'));
   } catch (error) {
     throw new Error(`host.json is not valid JSON: ${(error as Error).message}`);
   }
-  return parseHostConfig(json);
+}
+
+export function readHostConfig(appDir: string): HostConfig {
+  return parseHostConfig(readHostJson(appDir));
+}
+
+export function readSingletonOptions(appDir: string): SingletonOptions {
+  return parseSingletonOptions(readHostJson(appDir));
 }

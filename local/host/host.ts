@@ -2,11 +2,13 @@ import { randomUUID } from 'node:crypto';
 import { resolve } from 'node:path';
 import { indexFunctions, triggerBindingName, type FunctionError, type HostedFunction } from './app-loader.js';
 import { applyLocalSettings } from './app-settings.js';
-import { readHostConfig } from './host-config.js';
+import { readHostConfig, readSingletonOptions } from './host-config.js';
 import { startHttpServer, type AdminInvokeResult, type RunningHttpServer } from './http-server.js';
 import { Invoker } from './invoker.js';
 import { QueueListener } from './queue-listener.js';
-import { BlobScheduleMonitor, localHostId } from './schedule-monitor.js';
+import { BlobScheduleMonitor, HOSTS_CONTAINER, localHostId } from './schedule-monitor.js';
+import { BlobLeaseLockManager, type DistributedLockManager } from './singleton-lock.js';
+import { listenerLockId, SingletonListener, type Listener } from './singleton-listener.js';
 import { DEFAULT_CONNECTION, MissingConnectionError, resolveStorageConnection } from './storage-connection.js';
 import { TimerTrigger, type ScheduleMonitor } from './timer-trigger.js';
 import type { WorkerLog } from './worker-channel.js';
@@ -47,10 +49,13 @@ function describe(fn: HostedFunction, routePrefix: string, url: string, timers: 
 }
 
 /**
- * Where timers keep their schedule status: AzureWebJobsStorage, as the real host does (it needs that
- * setting for timers). Without it, timers run unmonitored (no past-due check), and the host says so.
+ * What timers keep in AzureWebJobsStorage, as the real host does (it needs that setting for timers):
+ * their schedule status, and the singleton locks that let one instance of the app run each timer
+ * (StorageServiceCollectionExtensions registers BlobLeaseDistributedLockManager when the hosts container
+ * is reachable). Without it, timers run unmonitored (no past-due check) and unlocked (the in-memory
+ * lock manager, which one instance always holds), and the host says so.
  */
-function scheduleMonitor(appDir: string, log: (line: string) => void): ScheduleMonitor | undefined {
+function timerStorage(appDir: string, log: (line: string) => void): { hostId: string; monitor: ScheduleMonitor; locks: DistributedLockManager } | undefined {
   let connection;
   try {
     connection = resolveStorageConnection(DEFAULT_CONNECTION);
@@ -59,7 +64,9 @@ function scheduleMonitor(appDir: string, log: (line: string) => void): ScheduleM
     log('[warning] AzureWebJobsStorage is not set: timers run without their schedule status (no past-due runs after a restart).');
     return undefined;
   }
-  return new BlobScheduleMonitor(connection.blobs(), localHostId(appDir));
+  const hostId = localHostId(appDir);
+  const blobs = connection.blobs();
+  return { hostId, monitor: new BlobScheduleMonitor(blobs, hostId), locks: new BlobLeaseLockManager(blobs.getContainerClient(HOSTS_CONTAINER), log) };
 }
 
 /**
@@ -78,6 +85,7 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
   const log = options.log ?? ((line: string) => console.log(line));
   applyLocalSettings(appDir);
   const config = readHostConfig(appDir);
+  const singleton = readSingletonOptions(appDir);
   const workerLog: WorkerLog = (level, category, message) => {
     const prefix = category === 'system' ? `[${level}] ` : level === 'error' || level === 'critical' ? '[error] ' : '';
     log(`${prefix}${message}`);
@@ -115,10 +123,19 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
 
   const byName = new Map(functions.map((fn) => [fn.metadata.name.toLowerCase(), fn]));
   const timers = new Map<string, TimerTrigger>();
-  const monitor = functions.some((fn) => fn.trigger === 'timer') ? scheduleMonitor(appDir, log) : undefined;
+  const timerListeners: Listener[] = [];
+  const storage = functions.some((fn) => fn.trigger === 'timer') ? timerStorage(appDir, log) : undefined;
+  // The renewal of a timer's lease failed: the real host logs it and stops (WebScriptHostExceptionHandler).
+  const onUnhandledException = (error: unknown): void => {
+    log('[error] An unhandled exception has occurred. Host is shutting down.');
+    reportFatal(`an unhandled exception has occurred (${(error as Error).message.split('\n')[0]})`);
+  };
   // Build every timer before starting any trigger, so a bad schedule fails start-up cleanly.
   for (const fn of functions) {
-    if (fn.trigger === 'timer') timers.set(fn.metadata.name, new TimerTrigger(fn, invoker, { monitor, log }));
+    if (fn.trigger !== 'timer') continue;
+    const timer = new TimerTrigger(fn, invoker, { monitor: storage?.monitor, log });
+    timers.set(fn.metadata.name, timer);
+    timerListeners.push(storage ? new SingletonListener(listenerLockId(storage.hostId, fn.metadata.name), timer, storage.locks, singleton, { log, onUnhandledException }) : timer);
   }
 
   let accepting = true;
@@ -155,7 +172,7 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
     await dispatcher.terminate();
     throw error;
   }
-  await Promise.all([...timers.values()].map((timer) => timer.start()));
+  await Promise.all(timerListeners.map((listener) => listener.start()));
 
   const url = `http://localhost:${http.port}`;
   const server = http;
@@ -171,7 +188,7 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
         const drainMs = options.drainTimeoutMs ?? 30_000;
         const stopped = Promise.all([
           ...[...queues.values()].map((listener) => listener.stop()),
-          ...[...timers.values()].map((timer) => timer.stop()),
+          ...timerListeners.map((listener) => listener.stop()),
         ]);
         const drained = await invoker.drain(drainMs);
         if (!drained) log(`[warning] ${invoker.inFlightCount} invocation(s) still running after ${drainMs} ms; stopping anyway.`);

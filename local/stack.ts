@@ -41,7 +41,10 @@ export const SIEM_HMAC_SECRET_NAME = 'siem-hmac-key';
 
 /** `.local/stack.json`: how any program (tests, scripts, people) finds the running stack. */
 export interface StackInfo {
+  /** The first instance of the local host (all of them are in `hosts`). */
   host: string;
+  /** Every instance of the local host, in order: one app, N instances, as Azure scales it out. */
+  hosts: string[];
   caCertPath: string;
   storage: { connectionString: string; queueUrl: string; tableUrl: string; blobUrl: string };
   entra: { authorityHost: string; controlUrl: string };
@@ -72,8 +75,10 @@ export interface StackInfo {
 export interface StackOptions {
   /** The CA and server certificate every HTTPS part of the stack serves (this process must trust the CA). */
   tls: StackTls;
-  /** Port of the local Functions host (7071 like `func start`; 0 for any free port). */
+  /** Port of the local Functions host (7071 like `func start`; 0 for any free port); further instances take the next ports. */
   hostPort?: number;
+  /** How many instances of the app to run: separate host processes, same settings and host id (default 1). */
+  instances?: number;
   /** Where stack.json, the CA certificate and local.settings.json are written. */
   stateDir?: string;
   /** Directory of the Functions app (its package.json `main` lists the functions). */
@@ -81,8 +86,8 @@ export interface StackOptions {
   /** Start the Functions host (false: only Azurite and the stand-ins). */
   startHost?: boolean;
   log?: (line: string) => void;
-  /** Receives every line the host prints (its function logs). */
-  onHostLine?: (line: string) => void;
+  /** Receives every line a host prints (its function logs), with the instance's index (0 for the first). */
+  onHostLine?: (line: string, instance: number) => void;
   /** Routing rules to run with instead of the demo's (used as they are; the host's start-up check judges them). */
   routesFile?: string;
 }
@@ -96,7 +101,9 @@ export interface RunningStack {
   faults: FaultBoard;
   azurite: RunningAzurite;
   receivers: StandIns['receivers'];
+  /** The first instance's process (all of them are in `hostProcesses`). */
   hostProcess?: ChildProcess;
+  hostProcesses: ChildProcess[];
   stop(): Promise<void>;
 }
 
@@ -211,11 +218,12 @@ export async function seedWorld(world: DemoWorld, entra: EntraStandIn, keyVault:
 }
 
 function describeStack(world: DemoWorld, appSettings: Record<string, string>, parts: {
-  host: string; caCertPath: string; azurite: RunningAzurite; entra: EntraStandIn; keyVault: KeyVaultStandIn; defender: DefenderStandIn;
+  hosts: string[]; caCertPath: string; azurite: RunningAzurite; entra: EntraStandIn; keyVault: KeyVaultStandIn; defender: DefenderStandIn;
   queues: StackInfo['queues']; receivers: StandIns['receivers'];
 }): StackInfo {
   return {
-    host: parts.host,
+    host: parts.hosts[0]!,
+    hosts: parts.hosts,
     caCertPath: parts.caCertPath,
     storage: { connectionString: parts.azurite.connectionString, queueUrl: parts.azurite.queueUrl, tableUrl: parts.azurite.tableUrl, blobUrl: parts.azurite.blobUrl },
     entra: { authorityHost: parts.entra.url, controlUrl: `${parts.entra.url}/_control` },
@@ -437,6 +445,18 @@ export function assignAppIdentity(world: DemoWorld, entra: EntraStandIn, keyVaul
   return { clientId: identity.clientId, principalId: identity.principalId };
 }
 
+/** The most instances `npm start` runs: each is a host and a worker process on a small machine. */
+export const MAX_INSTANCES = 8;
+
+/** The instances' ports: consecutive from hostPort (default 7071), or all 0 (any free port). */
+export function hostPorts(options: Pick<StackOptions, 'hostPort' | 'instances'>): number[] {
+  const instances = options.instances ?? 1;
+  if (!Number.isInteger(instances) || instances < 1 || instances > MAX_INSTANCES) throw new Error(`instances must be a whole number from 1 to ${MAX_INSTANCES}, not ${instances}.`);
+  const first = options.hostPort ?? 7071;
+  if (first + instances - 1 > 65535) throw new Error(`${instances} instances from port ${first} would need ports beyond 65535.`);
+  return Array.from({ length: instances }, (_, i) => (first === 0 ? 0 : first + i));
+}
+
 export async function startStack(options: StackOptions): Promise<RunningStack> {
   const log = options.log ?? (() => undefined);
   const appDir = resolve(options.appDir ?? process.cwd());
@@ -444,7 +464,7 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
   mkdirSync(stateDir, { recursive: true });
   const unlock = lockStateDir(stateDir);
   try {
-    if (options.startHost !== false) await ensurePortFree(options.hostPort ?? 7071);
+    if (options.startHost !== false) for (const port of hostPorts(options)) await ensurePortFree(port);
   } catch (err) {
     unlock();
     throw err;
@@ -493,24 +513,29 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
     // Values to the worker as its environment, and the CLI uses both.
     writeFileSync(join(stateDir, 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: { ...appSettings, ...platform, NODE_EXTRA_CA_CERTS: caCertPath } }, null, 2));
 
-    let host = `http://localhost:${options.hostPort ?? 7071}`;
-    let hostProcess: ChildProcess | undefined;
+    let hosts = hostPorts(options).map((port) => `http://localhost:${port}`);
+    const hostProcesses: ChildProcess[] = [];
     if (options.startHost !== false) {
       const env = { ...process.env, ...appSettings, ...platform, NODE_EXTRA_CA_CERTS: caCertPath };
-      const started = await startHostProcess(appDir, options.hostPort ?? 7071, env, options.onHostLine ?? (() => undefined));
-      hostProcess = started.child;
-      host = started.url;
-      cleanups.push(() => stopChild(started.child, 10_000));
-      log(`Functions     ${host}/api`);
+      const onLine = options.onHostLine ?? (() => undefined);
+      // Every instance at once, as Azure starts them; one that fails to start stops the stack.
+      const started = await Promise.allSettled(hostPorts(options).map((port, i) => startHostProcess(appDir, port, env, (line) => onLine(line, i))));
+      const running = started.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+      for (const { child } of running) cleanups.push(() => stopChild(child, 10_000));
+      const failed = started.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+      if (failed) throw failed.reason;
+      hostProcesses.push(...running.map(({ child }) => child));
+      hosts = running.map(({ url }) => url);
+      for (const [i, url] of hosts.entries()) log(`Functions     ${url}/api${hosts.length > 1 ? `  (instance ${i + 1})` : ''}`);
     }
 
     // Poll every demo tenant now rather than at the next timer tick, so incidents flow from the first seconds.
     const sender = new MessageSender(queues, BlobServiceClient.fromConnectionString(azurite.connectionString));
     for (const tenant of world.tenants) await sender.send(QUEUES.pollRequests, pollRequest(tenant.tenantId, 'manual'));
 
-    const info = describeStack(world, appSettings, { host, caCertPath, azurite, entra, keyVault, defender, queues: queueNames, receivers: standIns.receivers });
+    const info = describeStack(world, appSettings, { hosts, caCertPath, azurite, entra, keyVault, defender, queues: queueNames, receivers: standIns.receivers });
     writeFileSync(join(stateDir, 'stack.json'), JSON.stringify(info, null, 2));
-    return { info, world, entra, keyVault, defender, faults, azurite, receivers: standIns.receivers, hostProcess, stop };
+    return { info, world, entra, keyVault, defender, faults, azurite, receivers: standIns.receivers, hostProcess: hostProcesses[0], hostProcesses, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -6,16 +6,20 @@ import { deadLetterQueueOf } from '../shared/dead-letter.js';
 import { DELIVERY_LOG_TABLE } from '../shared/delivery-log.js';
 import { TenantStatusStore, TENANT_STATUS_TABLE } from '../shared/tenant-status.js';
 import { simulateSocActivity } from './demo-activity.js';
-import { startStack, type RunningStack } from './stack.js';
+import { InstanceActivity } from './instance-activity.js';
+import { MAX_INSTANCES, startStack, type RunningStack } from './stack.js';
 import { stackTlsOrRerun } from './stack-tls.js';
 
 /**
  * `npm start`: brings up Azurite, the Entra ID, Key Vault and Defender stand-ins and the local Functions
- * host running this app, seeds the demo tenants, writes `.local/stack.json` and shows what flows.
+ * host running this app (N instances of it with --instances N), seeds the demo tenants, writes
+ * `.local/stack.json` and shows what flows, and with several instances what each one did.
  */
 const { values } = parseArgs({
   options: {
     port: { type: 'string', default: process.env.FUNCTIONS_PORT ?? '7071' },
+    // Instances of the app, as Azure scales it out: separate hosts on consecutive ports, one Azurite, one set of stand-ins.
+    instances: { type: 'string', default: '1' },
     'state-dir': { type: 'string' },
     quiet: { type: 'boolean', default: false },
     // Run only Azurite and the stand-ins, e.g. to host the app with `func start` instead.
@@ -26,6 +30,17 @@ const { values } = parseArgs({
     routes: { type: 'string' },
   },
 });
+
+const instances = Number(values.instances);
+if (!/^\d+$/.test(values.instances!) || instances < 1 || instances > MAX_INSTANCES) {
+  console.error(`--instances must be a whole number from 1 to ${MAX_INSTANCES}, not '${values.instances}'.`);
+  process.exit(1);
+}
+if (values['no-host'] && instances > 1) {
+  console.error('--instances runs several instances of the local host; --no-host runs none: choose one.');
+  process.exit(1);
+}
+const activity = new InstanceActivity(instances);
 
 const startedAt = Date.now();
 // Before anything prints: this process may run itself again, trusting the stack's CA.
@@ -39,7 +54,7 @@ let stopping = false;
 async function shutdown(signal: string) {
   if (stopping) return;
   stopping = true;
-  print(`\n${signal}: stopping the host, the stand-ins and Azurite…`);
+  print(`\n${signal}: stopping the host${instances > 1 ? ` instances` : ''}, the stand-ins and Azurite…`);
   await stack?.stop();
   print('Stopped.');
   process.exit(0);
@@ -51,12 +66,14 @@ try {
   stack = await startStack({
     tls,
     hostPort: Number(values.port),
+    instances,
     stateDir: values['state-dir'],
     startHost: !values['no-host'],
     routesFile: values.routes,
     log: (line) => print(`  ${line}`),
-    onHostLine: (line) => {
-      if (!values.quiet) print(`  [functions] ${line}`);
+    onHostLine: (line, instance) => {
+      activity.record(line, instance);
+      if (!values.quiet) print(`  [functions${instances > 1 ? ` #${instance + 1}` : ''}] ${line}`);
     },
   });
 } catch (err) {
@@ -80,6 +97,7 @@ if (values['no-host']) {
   print(`             (copy it to local.settings.json; its Values.NODE_EXTRA_CA_CERTS makes the worker trust the stand-ins' CA).`);
 } else {
   print(`Health:      curl ${info.host}/api/health`);
+  if (instances > 1) print(`Instances:   ${info.hosts.join('  ')}  (one app: same settings and host id; each timer runs on one at a time)`);
 }
 print(`Settings:    ${settingsFile}  (the CLI: npm run tenants -- list${values['state-dir'] ? ` --state-dir ${values['state-dir']}` : ''})`);
 print(`Stack file:  ${stackFile}  (endpoints, CA, demo credentials: throwaway local values)`);
@@ -129,7 +147,10 @@ setInterval(async () => {
     const byRoute = [...counts.byRoute].sort(([a], [b]) => a.localeCompare(b)).map(([route, n]) => `${route} ${n}`);
     const depths = await Promise.all(watched.map(async (name) => `${name} ${await depthOf(name)}`));
     const webhooks = Object.entries(stack!.receivers).map(([name, r]) => `${name} ${r.accepted().length}`);
-    const line = [`in: ${eventsIn.join(' · ')}`, `routed: ${counts.events} (${byRoute.join(' · ') || 'none yet'})`, `webhooks: ${webhooks.join(' · ')}`, `queues: ${depths.join(' · ')}`].join('  |  ');
+    const summary = [`in: ${eventsIn.join(' · ')}`, `routed: ${counts.events} (${byRoute.join(' · ') || 'none yet'})`, `webhooks: ${webhooks.join(' · ')}`, `queues: ${depths.join(' · ')}`].join('  |  ');
+    // With several instances, what each did: invocations per function, under the summary.
+    const perInstance = instances > 1 ? activity.describe(info.hosts).map((l) => `\n           ${l}`).join('') : '';
+    const line = summary + perInstance;
     if (line !== last) print(`  ${new Date().toISOString().slice(11, 19)} ${line}`);
     last = line;
   } catch (err) {

@@ -79,6 +79,8 @@ describe('npm start', () => {
 
   it('writes stack.json with two demo tenants, one per context, and a CA the stand-ins use', () => {
     expect(info.tenants.map((t) => t.context).sort()).toEqual(['application', 'partner']);
+    // One instance: `hosts` lists it, and `host` (kept for the programs that read it) is that one.
+    expect(info.hosts).toEqual([info.host]);
     expect(readFileSync(info.caCertPath, 'utf8')).toMatch(/^-----BEGIN CERTIFICATE-----/);
     expect(info.entra.authorityHost).toMatch(/^https:\/\/localhost:\d+$/);
     expect(info.keyVault.url).toMatch(/^https:/);

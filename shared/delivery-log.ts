@@ -168,8 +168,9 @@ export class DeliveryLog {
   }
 
   #lost(err: unknown, claim: EventClaim): unknown {
-    // A transaction reports the failed action's status on the error (412: the row changed under us).
-    if (!isStatus(err, 412) && (err as { code?: string }).code !== 'UpdateConditionNotSatisfied') return err;
+    // A transaction reports the failed action's status on the error (412: the row changed under us), as a
+    // single write does; the SDK takes an UpdateConditionNotSatisfied code only from such a 412 answer.
+    if (!isStatus(err, 412)) return err;
     return new ClaimLostError(`the claim on event ${claim.eventId} was taken over by another invocation after its lease ran out`, {
       tenantId: partitionOf(claim.eventId),
       operation: 'record the event in the delivery log',

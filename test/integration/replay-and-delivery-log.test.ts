@@ -102,6 +102,22 @@ describe('delivery log', () => {
     expect(await log.lastRoutedFingerprint(tenantId, 8)).toBeUndefined();
   });
 
+  it('routes an event whose id names no tenant once, like any other, and says so when its claim is lost', async () => {
+    // eventIdOf always starts an id with the tenant; a message carrying another id is still claimed once.
+    const log = newLog();
+    const eventId = `:5:2020-09-06T14:46:57.2900000Z`;
+    const stale = claimOf(await log.claim(eventId));
+    expect(await log.claim(eventId)).toEqual({ status: 'busy' });
+    const claim = claimOf(await log.claim(eventId, 2 * 60_000, new Date(Date.now() + 3 * 60_000)));
+    // What the enricher logs for the invocation that outlived its lease: the tenant is unknown, not left out.
+    const lost = await log.recordDelivery(stale, 'siem').then(() => undefined, (err: unknown) => err);
+    expect(lost).toBeInstanceOf(ClaimLostError);
+    expect((lost as Error).message).toBe(`the claim on event ${eventId} was taken over by another invocation after its lease ran out (tenant unknown, record the event in the delivery log)`);
+    await log.complete(claim, ['default']);
+    expect(await log.isRouted(eventId)).toBe(true);
+    expect(await log.claim(eventId)).toEqual({ status: 'routed' });
+  });
+
   it('lets one invocation at a time claim an event, and takes over a claim whose lease ran out', async () => {
     const log = newLog();
     const eventId = `${randomUUID()}:1:2020-09-06T14:46:57.2900000Z`;

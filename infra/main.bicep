@@ -179,13 +179,14 @@ var appQueueNames = [
   'incidents-poison'
 ]
 
-// shared/tenants.ts, checkpoints.ts, tenant-status.ts, delivery-log.ts, replay-guard.ts.
+// shared/tenants.ts, checkpoints.ts, tenant-status.ts, delivery-log.ts, replay-guard.ts, shared-budget.ts.
 var tableNames = [
   'tenants'
   'checkpoints'
   'tenantstatus'
   'deliveries'
   'webhookreplay'
+  'callbudget'
 ]
 
 // The deployment package, and claim-checked incidents too large for a queue message

@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { TableClient } from '@azure/data-tables';
+import { RestError, TableClient } from '@azure/data-tables';
 import { QueueServiceClient } from '@azure/storage-queue';
 import type { StackInfo } from '../../local/stack.js';
 import { stackTlsEnv, writeStackTls } from '../../local/stack-tls.js';
@@ -36,7 +36,11 @@ function lastScreen(output: string, instances: number): { summary: string; perIn
 
 /** "enrichIncident 40 (1 failed) · pollTenant 1" → invocations per function. */
 function figuresOf(instanceLine: string): Map<string, number> {
-  return new Map([...instanceLine.matchAll(/(\w+) (\d+)(?: \(\d+ failed\))?/g)].filter(([, name]) => name !== 'instance').map(([, name, n]) => [name!, Number(n)]));
+  return new Map(
+    [...instanceLine.matchAll(/(\w+) (\d+)(?: \(\d+ failed\))?/g)]
+      .filter(([, name]) => name !== 'instance')
+      .map(([, name, n]) => [name!, Number(n)]),
+  );
 }
 
 describe('npm start -- --instances 3', () => {
@@ -51,7 +55,10 @@ describe('npm start -- --instances 3', () => {
     tlsDir = mkdtempSync(join(tmpdir(), 'defender-relay-e2e-instances-tls-'));
     writeStackTls(tlsDir, inject('tls'));
     // Not --quiet: the hosts' lines (the singleton lock's among them) are part of what this test reads.
-    stack = await startLocalStack(['--port', '0', '--instances', '3', '--state-dir', stateDir, '--no-activity'], { ...process.env, ...stackTlsEnv(tlsDir) });
+    stack = await startLocalStack(['--port', '0', '--instances', '3', '--state-dir', stateDir, '--no-activity'], {
+      ...process.env,
+      ...stackTlsEnv(tlsDir),
+    });
     child = stack.child;
     info = JSON.parse(readFileSync(join(stateDir, 'stack.json'), 'utf8')) as StackInfo;
   }, 120_000);
@@ -77,23 +84,47 @@ describe('npm start -- --instances 3', () => {
 
   it('routes every incident of both demo tenants exactly once across the instances: each destination gets each event once', async () => {
     const cs = info.storage.connectionString;
-    const status = new TenantStatusStore(TableClient.fromConnectionString(cs, TENANT_STATUS_TABLE, { allowInsecureConnection: true }));
+    const status = new TenantStatusStore(
+      TableClient.fromConnectionString(cs, TENANT_STATUS_TABLE, { allowInsecureConnection: true }),
+    );
     const deliveries = TableClient.fromConnectionString(cs, DELIVERY_LOG_TABLE, { allowInsecureConnection: true });
     const queues = QueueServiceClient.fromConnectionString(cs);
-    const depth = async (q: string) => ((await queues.getQueueClient(q).exists()) ? ((await queues.getQueueClient(q).getProperties()).approximateMessagesCount ?? 0) : 0);
+    const depth = async (q: string) =>
+      (await queues.getQueueClient(q).exists())
+        ? ((await queues.getQueueClient(q).getProperties()).approximateMessagesCount ?? 0)
+        : 0;
     const routedEvents = async () => {
       const rows = new Map<string, string[]>();
-      for await (const row of deliveries.listEntities<{ routes?: string }>({ queryOptions: { filter: "routes gt ''", select: ['RowKey', 'routes'] } })) {
+      for await (const row of deliveries.listEntities<{ routes?: string }>({
+        queryOptions: { filter: "routes gt ''", select: ['RowKey', 'routes'] },
+      })) {
         rows.set(decodeURIComponent(row.rowKey!.replace(/~/g, '%')), (row.routes ?? '').split(','));
       }
       return rows;
     };
+    // The app creates its tables on first use: until then there is nothing to count.
+    const tableNotFound = (err: unknown) => err instanceof RestError && err.statusCode === 404;
     let tally = { eventsIn: 0, processed: 0, deadLettered: 0, pending: -1 };
     for (const started = Date.now(); Date.now() - started < 60_000; await sleep(1_000)) {
-      const eventsIn = (await status.list()).filter((s) => info.tenants.some((t) => t.tenantId === s.tenantId)).reduce((n, s) => n + s.eventsEnqueued, 0);
+      let eventsIn = 0;
       let processed = 0;
-      for await (const _row of deliveries.listEntities({ queryOptions: { filter: "routes ge ''", select: ['routes'] } })) processed += 1;
-      tally = { eventsIn, processed, deadLettered: await depth('incidents-deadletter'), pending: await depth('incidents') };
+      try {
+        eventsIn = (await status.list())
+          .filter((s) => info.tenants.some((t) => t.tenantId === s.tenantId))
+          .reduce((n, s) => n + s.eventsEnqueued, 0);
+        for await (const _row of deliveries.listEntities({
+          queryOptions: { filter: "routes ge ''", select: ['routes'] },
+        }))
+          processed += 1;
+      } catch (err) {
+        if (!tableNotFound(err)) throw err;
+      }
+      tally = {
+        eventsIn,
+        processed,
+        deadLettered: await depth('incidents-deadletter'),
+        pending: await depth('incidents'),
+      };
       if (eventsIn >= 100 && tally.pending === 0 && eventsIn === processed + tally.deadLettered) break;
     }
     expect(tally.eventsIn).toBeGreaterThanOrEqual(100); // 60 Fabrikam + 40 Northwind on the first poll
@@ -105,7 +136,13 @@ describe('npm start -- --instances 3', () => {
     const routed = await routedEvents();
     const expected = new Map<string, string[]>();
     for (const [eventId, routeNames] of routed) {
-      const destinations = new Set(routeNames.flatMap((name) => (name === DEFAULT_ROUTE_NAME ? table.defaultRoute : table.rules.find((r) => r.name === name))?.destinations ?? []));
+      const destinations = new Set(
+        routeNames.flatMap(
+          (name) =>
+            (name === DEFAULT_ROUTE_NAME ? table.defaultRoute : table.rules.find((r) => r.name === name))
+              ?.destinations ?? [],
+        ),
+      );
       for (const name of destinations) expected.set(name, [...(expected.get(name) ?? []), eventId]);
     }
     // Queue destinations: each routed event exactly once.
@@ -113,22 +150,39 @@ describe('npm start -- --instances 3', () => {
     for (const destination of table.destinations.values()) {
       if (destination.type !== 'queue') continue;
       const messages = (await drainQueue(queues, destination.queueName)) as { eventId: string }[];
-      expect(messages.map((m) => m.eventId).sort(), destination.name).toEqual([...(expected.get(destination.name) ?? [])].sort());
+      expect(messages.map((m) => m.eventId).sort(), destination.name).toEqual(
+        [...(expected.get(destination.name) ?? [])].sort(),
+      );
       queued += messages.length;
     }
     expect(queued).toBeGreaterThan(0);
     // Webhook destinations: the receivers' counts on the screen, each event once.
-    const webhookCounts = () => Object.fromEntries([...(lastScreen(stack.output, 3)?.summary ?? '').matchAll(/(siem|teams|slack) (\d+)/g)].map(([, name, n]) => [name!, Number(n)]));
+    const webhookCounts = () =>
+      Object.fromEntries(
+        [...(lastScreen(stack.output, 3)?.summary ?? '').matchAll(/(siem|teams|slack) (\d+)/g)].map(([, name, n]) => [
+          name!,
+          Number(n),
+        ]),
+      );
     const want = Object.fromEntries(['siem', 'teams', 'slack'].map((name) => [name, expected.get(name)?.length ?? 0]));
     await expect.poll(webhookCounts, { timeout: 10_000, interval: 500 }).toEqual(want);
-    console.log(`npm start --instances 3: ${routed.size} events routed; deliveries ${JSON.stringify({ ...want, queued })}`);
+    console.log(
+      `npm start --instances 3: ${routed.size} events routed; deliveries ${JSON.stringify({ ...want, queued })}`,
+    );
   }, 90_000);
 
   it('shows what each instance did, and runs the poll timer on one instance only (the singleton lock)', async () => {
     // The poll timer fires at the top of each minute; the stack polled the demo tenants itself at start.
-    await expect.poll(() => figuresOf(lastScreen(stack.output, 3)?.perInstance.join(' ') ?? '').get('pollSchedule') ?? 0, { timeout: 75_000, interval: 1_000 }).toBeGreaterThan(0);
+    await expect
+      .poll(() => figuresOf(lastScreen(stack.output, 3)?.perInstance.join(' ') ?? '').get('pollSchedule') ?? 0, {
+        timeout: 75_000,
+        interval: 1_000,
+      })
+      .toBeGreaterThan(0);
     const screen = lastScreen(stack.output, 3)!;
-    expect(screen.perInstance.map((l) => /^instance (\d) :(\d+) {2}/.exec(l)?.slice(1))).toEqual(info.hosts.map((url, i) => [String(i + 1), new URL(url).port]));
+    expect(screen.perInstance.map((l) => /^instance (\d) :(\d+) {2}/.exec(l)?.slice(1))).toEqual(
+      info.hosts.map((url, i) => [String(i + 1), new URL(url).port]),
+    );
     const figures = screen.perInstance.map(figuresOf);
     expect(figures.filter((f) => (f.get('pollSchedule') ?? 0) > 0)).toHaveLength(1);
     const enriched = figures.reduce((n, f) => n + (f.get('enrichIncident') ?? 0), 0);
@@ -136,9 +190,17 @@ describe('npm start -- --instances 3', () => {
     console.log(`npm start --instances 3, per instance:\n  ${screen.perInstance.join('\n  ')}`);
 
     // One holder of the poll timer's lock, the two others waiting for it; one lock id: the three are one app (one host id).
-    const lockLines = stack.output.split('\n').filter((l) => /Singleton lock .*\/Host\.Functions\.pollSchedule\.Listener\)/.test(l));
-    const holders = new Set(lockLines.filter((l) => l.includes('Singleton lock acquired')).map((l) => /\[functions #(\d)\]/.exec(l)?.[1]));
-    const waiting = new Set(lockLines.filter((l) => l.includes('Unable to acquire Singleton lock')).map((l) => /\[functions #(\d)\]/.exec(l)?.[1]));
+    const lockLines = stack.output
+      .split('\n')
+      .filter((l) => /Singleton lock .*\/Host\.Functions\.pollSchedule\.Listener\)/.test(l));
+    const holders = new Set(
+      lockLines.filter((l) => l.includes('Singleton lock acquired')).map((l) => /\[functions #(\d)\]/.exec(l)?.[1]),
+    );
+    const waiting = new Set(
+      lockLines
+        .filter((l) => l.includes('Unable to acquire Singleton lock'))
+        .map((l) => /\[functions #(\d)\]/.exec(l)?.[1]),
+    );
     expect(holders.size).toBe(1);
     expect([...holders, ...waiting].sort()).toEqual(['1', '2', '3']);
     expect(new Set(lockLines.map((l) => /\(([^)]+)\)/.exec(l)?.[1])).size).toBe(1);
@@ -158,7 +220,11 @@ describe('npm start -- --instances 3', () => {
 describe('npm start -- --instances out of range', () => {
   it('refuses at once, saying what it takes', () => {
     for (const value of ['0', '9', 'two']) {
-      const run = spawnSync(process.execPath, ['dist/local/start.js', '--instances', value], { cwd: repo, encoding: 'utf8', timeout: 20_000 });
+      const run = spawnSync(process.execPath, ['dist/local/start.js', '--instances', value], {
+        cwd: repo,
+        encoding: 'utf8',
+        timeout: 20_000,
+      });
       expect(run.status, value).toBe(1);
       expect(run.stderr).toContain(`--instances must be a whole number from 1 to 8, not '${value}'.`);
     }

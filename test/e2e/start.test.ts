@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { TableClient } from '@azure/data-tables';
+import { RestError, TableClient } from '@azure/data-tables';
 import { QueueServiceClient } from '@azure/storage-queue';
 import type { StackInfo } from '../../local/stack.js';
 import { stackTlsEnv, writeStackTls } from '../../local/stack-tls.js';
@@ -45,7 +45,10 @@ describe('npm start', () => {
     // The stack serves the test run's certificate, so that this process (trusting the run's CA) reaches Azurite's HTTPS.
     tlsDir = mkdtempSync(join(tmpdir(), 'defender-relay-e2e-tls-'));
     writeStackTls(tlsDir, inject('tls'));
-    stack = await startLocalStack(['--port', '0', '--state-dir', stateDir, '--quiet', '--no-activity'], { ...process.env, ...stackTlsEnv(tlsDir) });
+    stack = await startLocalStack(['--port', '0', '--state-dir', stateDir, '--quiet', '--no-activity'], {
+      ...process.env,
+      ...stackTlsEnv(tlsDir),
+    });
     child = stack.child;
     readyMs = Date.now() - started;
     info = JSON.parse(readFileSync(join(stateDir, 'stack.json'), 'utf8')) as StackInfo;
@@ -61,19 +64,30 @@ describe('npm start', () => {
     const settings = info.appSettings;
     expect(settings.AzureWebJobsStorage).toBeUndefined();
     expect(settings.AZURE_CLIENT_SECRET).toBeUndefined();
-    expect(settings).toMatchObject({ AzureWebJobsStorage__credential: 'managedidentity', AzureWebJobsStorage__clientId: settings.AZURE_CLIENT_ID });
-    for (const service of ['queue', 'table', 'blob']) expect(settings[`AzureWebJobsStorage__${service}ServiceUri`]).toMatch(/^https:\/\/127\.0\.0\.1:\d+\/devstoreaccount1$/);
+    expect(settings).toMatchObject({
+      AzureWebJobsStorage__credential: 'managedidentity',
+      AzureWebJobsStorage__clientId: settings.AZURE_CLIENT_ID,
+    });
+    for (const service of ['queue', 'table', 'blob'])
+      expect(settings[`AzureWebJobsStorage__${service}ServiceUri`]).toMatch(
+        /^https:\/\/127\.0\.0\.1:\d+\/devstoreaccount1$/,
+      );
     // The service URIs take no anonymous caller: the host and the app reach them only with the identity's tokens.
-    const anonymous = await fetch(`${settings.AzureWebJobsStorage__queueServiceUri}/poll-requests/messages?peekonly=true`);
+    const anonymous = await fetch(
+      `${settings.AzureWebJobsStorage__queueServiceUri}/poll-requests/messages?peekonly=true`,
+    );
     expect(anonymous.status).toBe(403);
-    const local = JSON.parse(readFileSync(join(stateDir, 'local.settings.json'), 'utf8')) as { Values: Record<string, string> };
+    const local = JSON.parse(readFileSync(join(stateDir, 'local.settings.json'), 'utf8')) as {
+      Values: Record<string, string>;
+    };
     expect(local.Values.IDENTITY_ENDPOINT).toMatch(/^https:\/\/localhost:\d+\/msi\/token$/);
     expect(local.Values.IDENTITY_HEADER).toBeTruthy();
   });
 
   it('is ready within a minute and says where everything runs', () => {
     expect(readyMs).toBeLessThan(60_000);
-    for (const url of [info.entra.authorityHost, info.keyVault.url, info.defender.url, info.host]) expect(stack.output).toContain(url);
+    for (const url of [info.entra.authorityHost, info.keyVault.url, info.defender.url, info.host])
+      expect(stack.output).toContain(url);
     console.log(`npm start: ready in ${(readyMs / 1000).toFixed(1)} s`);
   });
 
@@ -85,7 +99,11 @@ describe('npm start', () => {
     expect(info.entra.authorityHost).toMatch(/^https:\/\/localhost:\d+$/);
     expect(info.keyVault.url).toMatch(/^https:/);
     expect(info.defender.url).toMatch(/^https:/);
-    expect(info.queues).toMatchObject({ pollRequests: 'poll-requests', incidents: 'incidents', poison: 'incidents-poison' });
+    expect(info.queues).toMatchObject({
+      pollRequests: 'poll-requests',
+      incidents: 'incidents',
+      poison: 'incidents-poison',
+    });
     const partner = info.demoApps.find((a) => a.multiTenant);
     expect(partner?.consentedTenants).toContain(info.tenants.find((t) => t.context === 'partner')!.tenantId);
   });
@@ -97,12 +115,21 @@ describe('npm start', () => {
     expect(body.status).toBe('healthy');
     expect(body.checks.map((c) => c.name).sort()).toEqual(['configuration', 'keyVault', 'storage', 'token']);
     const text = JSON.stringify(body);
-    for (const secret of [info.appIdentity.clientSecret, ...info.demoApps.map((a) => a.clientSecret)]) expect(text).not.toContain(secret);
+    for (const secret of [info.appIdentity.clientSecret, ...info.demoApps.map((a) => a.clientSecret)])
+      expect(text).not.toContain(secret);
   });
 
   it('lets the real SDK clients reach every demo tenant in every context using only stack.json', () => {
-    const run = spawnSync(process.execPath, ['dist/local/check-stack.js', '--stack', join(stateDir, 'stack.json'), '--json'], { cwd: repo, encoding: 'utf8' });
-    const results = JSON.parse(run.stdout.trim().split('\n').pop()!) as { check: string; ok: boolean; detail: string }[];
+    const run = spawnSync(
+      process.execPath,
+      ['dist/local/check-stack.js', '--stack', join(stateDir, 'stack.json'), '--json'],
+      { cwd: repo, encoding: 'utf8' },
+    );
+    const results = JSON.parse(run.stdout.trim().split('\n').pop()!) as {
+      check: string;
+      ok: boolean;
+      detail: string;
+    }[];
     expect(results.filter((r) => !r.ok)).toEqual([]);
     const names = results.map((r) => r.check).join('\n');
     expect(names).toMatch(/\(application\): list incidents/);
@@ -114,16 +141,38 @@ describe('npm start', () => {
 
   it('routes every incident event of both demo tenants: events in = events routed + dead-lettered', async () => {
     const cs = info.storage.connectionString;
-    const status = new TenantStatusStore(TableClient.fromConnectionString(cs, TENANT_STATUS_TABLE, { allowInsecureConnection: true }));
+    const status = new TenantStatusStore(
+      TableClient.fromConnectionString(cs, TENANT_STATUS_TABLE, { allowInsecureConnection: true }),
+    );
     const deliveries = TableClient.fromConnectionString(cs, DELIVERY_LOG_TABLE, { allowInsecureConnection: true });
     const queues = QueueServiceClient.fromConnectionString(cs);
-    const depth = async (q: string) => ((await queues.getQueueClient(q).exists()) ? ((await queues.getQueueClient(q).getProperties()).approximateMessagesCount ?? 0) : 0);
+    const depth = async (q: string) =>
+      (await queues.getQueueClient(q).exists())
+        ? ((await queues.getQueueClient(q).getProperties()).approximateMessagesCount ?? 0)
+        : 0;
+    // The app creates its tables on first use: until then there is nothing to count.
+    const tableNotFound = (err: unknown) => err instanceof RestError && err.statusCode === 404;
     let tally = { eventsIn: 0, processed: 0, deadLettered: 0, pending: -1 };
     for (const started = Date.now(); Date.now() - started < 45_000; await new Promise((r) => setTimeout(r, 1_000))) {
-      const eventsIn = (await status.list()).filter((s) => info.tenants.some((t) => t.tenantId === s.tenantId)).reduce((n, s) => n + s.eventsEnqueued, 0);
+      let eventsIn = 0;
       let processed = 0;
-      for await (const _row of deliveries.listEntities({ queryOptions: { filter: "routes ge ''", select: ['routes'] } })) processed += 1;
-      tally = { eventsIn, processed, deadLettered: await depth('incidents-deadletter'), pending: await depth('incidents') };
+      try {
+        eventsIn = (await status.list())
+          .filter((s) => info.tenants.some((t) => t.tenantId === s.tenantId))
+          .reduce((n, s) => n + s.eventsEnqueued, 0);
+        for await (const _row of deliveries.listEntities({
+          queryOptions: { filter: "routes ge ''", select: ['routes'] },
+        }))
+          processed += 1;
+      } catch (err) {
+        if (!tableNotFound(err)) throw err;
+      }
+      tally = {
+        eventsIn,
+        processed,
+        deadLettered: await depth('incidents-deadletter'),
+        pending: await depth('incidents'),
+      };
       if (eventsIn >= 100 && tally.pending === 0 && eventsIn === processed + tally.deadLettered) break;
     }
     expect(tally.eventsIn).toBeGreaterThanOrEqual(100); // 60 Fabrikam + 40 Northwind on the first poll
@@ -139,24 +188,50 @@ describe('npm start', () => {
     // An event already routed, dead-lettered as a destination outage would have left it.
     const [peeked] = (await queues.getQueueClient('routed-archive').peekMessages()).peekedMessageItems;
     const routed = JSON.parse(Buffer.from(peeked!.messageText, 'base64').toString('utf8')) as RoutedMessage;
-    const event = envelopeFor(routed.tenantId, routed.incident as { incidentId: number; lastUpdateTime: string }, 'poll');
-    await deadLetter(new MessageSender(queues, BlobServiceClient.fromConnectionString(cs)), 'incidents', event, 'e2e: a destination was down');
+    const event = envelopeFor(
+      routed.tenantId,
+      routed.incident as { incidentId: number; lastUpdateTime: string },
+      'poll',
+    );
+    await deadLetter(
+      new MessageSender(queues, BlobServiceClient.fromConnectionString(cs)),
+      'incidents',
+      event,
+      'e2e: a destination was down',
+    );
     const routedBefore = await Promise.all(info.queues.routed.map(depth));
 
-    const res = await fetch(`${info.host}/api/replay`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ source: 'deadletter', tenantId: routed.tenantId }) });
+    const res = await fetch(`${info.host}/api/replay`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ source: 'deadletter', tenantId: routed.tenantId }),
+    });
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ moved: 1, refused: [] });
-    await expect.poll(async () => (await depth('incidents')) + (await depth('incidents-deadletter')), { timeout: 20_000, interval: 500 }).toBe(0);
+    await expect
+      .poll(async () => (await depth('incidents')) + (await depth('incidents-deadletter')), {
+        timeout: 20_000,
+        interval: 500,
+      })
+      .toBe(0);
     // Already delivered: the enricher finds it in the delivery log and routes it nowhere again.
     expect(await Promise.all(info.queues.routed.map(depth))).toEqual(routedBefore);
   }, 40_000);
 
-  it('routes incidents pushed to the webhook (Microsoft\'s documented example), exactly once even when pushed twice', async () => {
+  it("routes incidents pushed to the webhook (Microsoft's documented example), exactly once even when pushed twice", async () => {
     const tenantId = info.tenants.find((t) => t.context === 'application')!.tenantId;
     const push = (timestamp: number) =>
       fetch(`${info.host}/api/incidents?tenantId=${tenantId}`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-relay-signature': pushSignatureHeader(info.webhookHmacKey, { tenantId, method: 'POST', path: '/api/incidents' }, DEFENDER_DOCS_LIST_EXAMPLE, timestamp) },
+        headers: {
+          'content-type': 'application/json',
+          'x-relay-signature': pushSignatureHeader(
+            info.webhookHmacKey,
+            { tenantId, method: 'POST', path: '/api/incidents' },
+            DEFENDER_DOCS_LIST_EXAMPLE,
+            timestamp,
+          ),
+        },
         body: DEFENDER_DOCS_LIST_EXAMPLE,
       });
     const now = Math.floor(Date.now() / 1000);
@@ -172,7 +247,9 @@ describe('npm start', () => {
     const queues = QueueServiceClient.fromConnectionString(cs);
     const routesOf = async () => {
       const found = new Map<string, string>();
-      for await (const row of deliveries.listEntities<{ routes?: string }>({ queryOptions: { filter: `PartitionKey eq '${tenantId}' and routes ge ''` } })) {
+      for await (const row of deliveries.listEntities<{ routes?: string }>({
+        queryOptions: { filter: `PartitionKey eq '${tenantId}' and routes ge ''` },
+      })) {
         found.set(decodeURIComponent(row.rowKey!.replace(/~/g, '%')), row.routes ?? '');
       }
       return found;
@@ -192,17 +269,30 @@ describe('npm start', () => {
       for (const id of eventIds) {
         const copies = messages.filter((m) => m.eventId === id);
         expect(copies.length, `${id} in ${q}`).toBeLessThanOrEqual(1);
-        if (copies[0]) expect(copies[0].incident).toEqual(documented.find((i) => i.incidentId === copies[0]!.incident.incidentId));
+        if (copies[0])
+          expect(copies[0].incident).toEqual(documented.find((i) => i.incidentId === copies[0]!.incident.incidentId));
       }
     }
   }, 60_000);
 
-  it('keeps two tenants apart: each tenant\'s push key pushes for its own tenant, never for the other', async () => {
+  it("keeps two tenants apart: each tenant's push key pushes for its own tenant, never for the other", async () => {
     const [a, b] = info.tenants;
     const pushAs = (signer: typeof a, target: typeof a, incidentId: number) => {
-      const body = JSON.stringify({ ...(JSON.parse(DEFENDER_DOCS_LIST_EXAMPLE) as { value: object[] }).value[0], incidentId, lastUpdateTime: new Date().toISOString() });
-      const signature = pushSignatureHeader(signer!.pushKey, { tenantId: target!.tenantId, method: 'POST', path: '/api/incidents' }, body);
-      return fetch(`${info.host}/api/incidents?tenantId=${target!.tenantId}`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-relay-signature': signature }, body });
+      const body = JSON.stringify({
+        ...(JSON.parse(DEFENDER_DOCS_LIST_EXAMPLE) as { value: object[] }).value[0],
+        incidentId,
+        lastUpdateTime: new Date().toISOString(),
+      });
+      const signature = pushSignatureHeader(
+        signer!.pushKey,
+        { tenantId: target!.tenantId, method: 'POST', path: '/api/incidents' },
+        body,
+      );
+      return fetch(`${info.host}/api/incidents?tenantId=${target!.tenantId}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-relay-signature': signature },
+        body,
+      });
     };
     // A signature made with one tenant's key, for the other tenant: refused, whichever way round.
     const crossed = [await pushAs(a, b, 990_001), await pushAs(b, a, 990_002)];
@@ -210,12 +300,17 @@ describe('npm start', () => {
     // Each for itself: accepted.
     const own = [await pushAs(a, a, 990_003), await pushAs(b, b, 990_004)];
     expect(own.map((r) => r.status)).toEqual([202, 202]);
-    const ownIds = (await Promise.all(own.map(async (r) => ((await r.json()) as { eventIds: string[] }).eventIds))).flat();
+    const ownIds = (
+      await Promise.all(own.map(async (r) => ((await r.json()) as { eventIds: string[] }).eventIds))
+    ).flat();
 
-    const deliveries = TableClient.fromConnectionString(info.storage.connectionString, DELIVERY_LOG_TABLE, { allowInsecureConnection: true });
+    const deliveries = TableClient.fromConnectionString(info.storage.connectionString, DELIVERY_LOG_TABLE, {
+      allowInsecureConnection: true,
+    });
     const logged = async () => {
       const ids: string[] = [];
-      for await (const row of deliveries.listEntities({ queryOptions: { select: ['RowKey'] } })) ids.push(decodeURIComponent(row.rowKey!.replace(/~/g, '%')));
+      for await (const row of deliveries.listEntities({ queryOptions: { select: ['RowKey'] } }))
+        ids.push(decodeURIComponent(row.rowKey!.replace(/~/g, '%')));
       return ids;
     };
     let ids: string[] = [];
@@ -229,7 +324,9 @@ describe('npm start', () => {
   }, 60_000);
 
   it('stops every process it started on Ctrl-C', async () => {
-    const ports = [new URL(info.host).port, new URL(info.storage.queueUrl).port, new URL(info.defender.url).port].map(Number);
+    const ports = [new URL(info.host).port, new URL(info.storage.queueUrl).port, new URL(info.defender.url).port].map(
+      Number,
+    );
     const exited = new Promise<number | null>((done) => child.once('exit', (code) => done(code)));
     child.kill('SIGINT');
     expect(await exited).toBe(0);

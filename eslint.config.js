@@ -4,7 +4,17 @@ import tseslint from 'typescript-eslint';
 import globals from 'globals';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.local/**', 'coverage/**', '.stryker-tmp/**', 'reports/**', 'stryker-setup-*.js'] },
+  {
+    ignores: [
+      'dist/**',
+      'node_modules/**',
+      '.local/**',
+      'coverage/**',
+      '.stryker-tmp/**',
+      'reports/**',
+      'stryker-setup-*.js',
+    ],
+  },
   eslint.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -18,18 +28,31 @@ export default tseslint.config(
     // functions/ and shared/ are the deployed app: they must not know they run locally.
     files: ['functions/**/*.ts', 'shared/**/*.ts'],
     rules: {
-      'no-restricted-imports': ['error', { patterns: [
-        { group: ['**/local/**', '../local/*', '../../local/*'], message: 'The app must not depend on the local stack.' },
-      ] }],
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['**/local/**', '../local/*', '../../local/*'],
+              message: 'The app must not depend on the local stack.',
+            },
+          ],
+        },
+      ],
     },
   },
   {
     files: ['shared/**/*.ts'],
     rules: {
-      'no-restricted-imports': ['error', { patterns: [
-        { group: ['**/local/**'], message: 'The app must not depend on the local stack.' },
-        { group: ['**/functions/**'], message: 'shared/ never imports functions/.' },
-      ] }],
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            { group: ['**/local/**'], message: 'The app must not depend on the local stack.' },
+            { group: ['**/functions/**'], message: 'shared/ never imports functions/.' },
+          ],
+        },
+      ],
     },
   },
 );

@@ -33,9 +33,18 @@ export interface BacklogResult {
 async function run(job: BacklogJob): Promise<BacklogResult> {
   const services = createServices(loadConfig(job.appSettings));
   // The quota is figure 4's subject; here it would only add waiting.
-  const defender = new DefenderClient({ apiUrl: services.config.defender.apiUrl, tokens: services.tokens, budget: new CallBudget({ perMinute: 1_000_000, perHour: 10_000_000 }) });
+  const defender = new DefenderClient({
+    apiUrl: services.config.defender.apiUrl,
+    tokens: services.tokens,
+    budget: new CallBudget({ perMinute: 1_000_000, perHour: 10_000_000 }),
+  });
   const app = { ...services, defender, config: { ...services.config, pollMaxPagesPerRun: job.maxPagesPerRun } };
-  const logger = { lastError: undefined as string | undefined, info: () => undefined, warn: () => undefined, error: (m: string) => void (logger.lastError = m) };
+  const logger = {
+    lastError: undefined as string | undefined,
+    info: () => undefined,
+    warn: () => undefined,
+    error: (m: string) => void (logger.lastError = m),
+  };
 
   const idleRssBytes = process.memoryUsage().rss;
   let peakRssBytes = idleRssBytes;
@@ -61,13 +70,23 @@ async function run(job: BacklogJob): Promise<BacklogResult> {
   const elapsedMs = performance.now() - started;
   clearInterval(sampler);
   sample();
-  return { enqueued, runs, elapsedMs, runMs, idleRssBytes, peakRssBytes, peakHeapUsedBytes, maxRssBytes: process.resourceUsage().maxRSS * 1024 };
+  return {
+    enqueued,
+    runs,
+    elapsedMs,
+    runMs,
+    idleRssBytes,
+    peakRssBytes,
+    peakHeapUsedBytes,
+    maxRssBytes: process.resourceUsage().maxRSS * 1024,
+  };
 }
 
 process.once('message', (job: BacklogJob) => {
   run(job).then(
     (result) => process.send!({ ok: true, result }, () => process.exit(0)),
-    (err: unknown) => process.send!({ ok: false, error: err instanceof Error ? err.message : String(err) }, () => process.exit(1)),
+    (err: unknown) =>
+      process.send!({ ok: false, error: err instanceof Error ? err.message : String(err) }, () => process.exit(1)),
   );
 });
 if (!process.send) {

@@ -21,7 +21,10 @@ function timeNode(args: string[], env: NodeJS.ProcessEnv): number {
   const started = performance.now();
   const result = spawnSync(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
   const elapsed = performance.now() - started;
-  if (result.status !== 0) throw new Error(`node ${args.slice(0, 2).join(' ')} … failed (exit ${result.status}): ${result.stderr.toString().trim().slice(-500)}`);
+  if (result.status !== 0)
+    throw new Error(
+      `node ${args.slice(0, 2).join(' ')} … failed (exit ${result.status}): ${result.stderr.toString().trim().slice(-500)}`,
+    );
   return elapsed;
 }
 

@@ -30,18 +30,38 @@ export interface InstancesBudgetRun {
   storage?: SharedBudgetStats;
 }
 
-export async function runInstancesBudget(bench: BenchWorld, options: { instances: number; tenants: number; seconds: number; shared: boolean }): Promise<InstancesBudgetRun> {
+export async function runInstancesBudget(
+  bench: BenchWorld,
+  options: { instances: number; tenants: number; seconds: number; shared: boolean },
+): Promise<InstancesBudgetRun> {
   const defender = await startDefender({ tls: bench.tls, verifier: bench.entra.verifier, faults: new FaultBoard() });
   try {
     const tenantIds = Array.from({ length: options.tenants }, () => randomUUID());
     await forEachLimited(tenantIds, 16, (tenantId, i) =>
-      addPartnerTenant(bench, { tenantId, displayName: `Bench instances ${i + 1}`, incidents: 300, seed: `instances-${i}`, defender }),
+      addPartnerTenant(bench, {
+        tenantId,
+        displayName: `Bench instances ${i + 1}`,
+        incidents: 300,
+        seed: `instances-${i}`,
+        defender,
+      }),
     );
     const tenants = await Promise.all(tenantIds.map((id) => bench.services.registry.get(id)));
     const table = bench.services.storage.table(`budget${randomUUID().replace(/-/g, '').slice(0, 12)}`);
-    const budgets: DefenderCallBudget[] = Array.from({ length: options.instances }, () => (options.shared ? new SharedCallBudget(table) : new CallBudget()));
+    const budgets: DefenderCallBudget[] = Array.from({ length: options.instances }, () =>
+      options.shared ? new SharedCallBudget(table) : new CallBudget(),
+    );
     // Short waits: work the budget cannot serve soon goes back to its queue, as in the app.
-    const clients = budgets.map((budget) => new DefenderClient({ apiUrl: defender.url, tokens: bench.services.tokens, budget, maxWaitMs: 2_000, maxRetries: 1 }));
+    const clients = budgets.map(
+      (budget) =>
+        new DefenderClient({
+          apiUrl: defender.url,
+          tokens: bench.services.tokens,
+          budget,
+          maxWaitMs: 2_000,
+          maxRetries: 1,
+        }),
+    );
     const deadline = Date.now() + options.seconds * 1000;
     let refusedByBudget = 0;
 
@@ -56,17 +76,27 @@ export async function runInstancesBudget(bench: BenchWorld, options: { instances
         } catch (err) {
           if (err instanceof BudgetSpentError) {
             refusedByBudget += 1;
-            await new Promise((resolve) => setTimeout(resolve, Math.min(err.retryAfterMs ?? 1_000, Math.max(0, deadline - Date.now()))));
+            await new Promise((resolve) =>
+              setTimeout(resolve, Math.min(err.retryAfterMs ?? 1_000, Math.max(0, deadline - Date.now()))),
+            );
           }
           // A 429 or 5xx the client gave up on: the stand-in counted it; go on.
         }
       }
     };
-    await Promise.all(clients.flatMap((client, instance) => tenants.map((tenant) => keepBusy(client, tenant, instance))));
+    await Promise.all(
+      clients.flatMap((client, instance) => tenants.map((tenant) => keepBusy(client, tenant, instance))),
+    );
 
     const stats = tenantIds.map((id) => defender.stats.for(id, bench.partnerApp.clientId));
     const storage = options.shared
-      ? budgets.map((b) => (b as SharedCallBudget).stats).reduce((a, b) => ({ calls: a.calls + b.calls, storageOperations: a.storageOperations + b.storageOperations, races: a.races + b.races }))
+      ? budgets
+          .map((b) => (b as SharedCallBudget).stats)
+          .reduce((a, b) => ({
+            calls: a.calls + b.calls,
+            storageOperations: a.storageOperations + b.storageOperations,
+            races: a.races + b.races,
+          }))
       : undefined;
     return {
       instances: options.instances,

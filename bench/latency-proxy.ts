@@ -20,7 +20,11 @@ function forwardDelayed(from: Socket, to: Socket, delayMs: number): void {
   from.on('end', () => setTimeout(() => to.end(), delayMs));
 }
 
-export async function startLatencyProxy(targetPort: number, oneWayMs: number, targetHost = '127.0.0.1'): Promise<LatencyProxy> {
+export async function startLatencyProxy(
+  targetPort: number,
+  oneWayMs: number,
+  targetHost = '127.0.0.1',
+): Promise<LatencyProxy> {
   const sockets = new Set<Socket>();
   const server: Server = createServer((client) => {
     const upstream = connect(targetPort, targetHost);
@@ -47,9 +51,10 @@ export async function startLatencyProxy(targetPort: number, oneWayMs: number, ta
   if (address === null || typeof address === 'string') throw new Error('The latency proxy has no TCP port');
   return {
     port: address.port,
-    close: () => new Promise((resolve) => {
-      for (const socket of sockets) socket.destroy();
-      server.close(() => resolve());
-    }),
+    close: () =>
+      new Promise((resolve) => {
+        for (const socket of sockets) socket.destroy();
+        server.close(() => resolve());
+      }),
   };
 }

@@ -4,7 +4,14 @@ import type { KeyAndCert } from '../local/common/tls.js';
 import { measureColdStart } from './cold-start.js';
 import { runInstancesBudget, type InstancesBudgetRun } from './instances-budget.js';
 import { instanceHeapMb, measureBacklog, type BacklogMemory } from './memory.js';
-import { runEnrich, runIngestRound, SEND_CONCURRENCY, QUEUE_BATCH, type EnrichRun, type IngestRound } from './pipeline.js';
+import {
+  runEnrich,
+  runIngestRound,
+  SEND_CONCURRENCY,
+  QUEUE_BATCH,
+  type EnrichRun,
+  type IngestRound,
+} from './pipeline.js';
 import { describeMachine, figure, formatTable, writeReport, type BenchReport, type Figure } from './report.js';
 import { runSchedule, type ScheduleResult } from './schedule.js';
 import { median, ratio, renewalIntervalMs } from './stats.js';
@@ -25,8 +32,30 @@ const { values: args } = parseArgs({
 });
 
 const PLAN = args.quick
-  ? { incidents: 1_050, rounds: 1, latencyRounds: 1, instancesSeconds: 20, enrichEvents: 512, enrichChunk: 128, tenants: 100, hourTenants: 20, backlogs: [1_000, 10_000] as const, coldStartRuns: 3 }
-  : { incidents: 2_000, rounds: 3, latencyRounds: 2, instancesSeconds: 40, enrichEvents: 1_024, enrichChunk: 128, tenants: 500, hourTenants: 50, backlogs: [1_000, 10_000] as const, coldStartRuns: 7 };
+  ? {
+      incidents: 1_050,
+      rounds: 1,
+      latencyRounds: 1,
+      instancesSeconds: 20,
+      enrichEvents: 512,
+      enrichChunk: 128,
+      tenants: 100,
+      hourTenants: 20,
+      backlogs: [1_000, 10_000] as const,
+      coldStartRuns: 3,
+    }
+  : {
+      incidents: 2_000,
+      rounds: 3,
+      latencyRounds: 2,
+      instancesSeconds: 40,
+      enrichEvents: 1_024,
+      enrichChunk: 128,
+      tenants: 500,
+      hourTenants: 50,
+      backlogs: [1_000, 10_000] as const,
+      coldStartRuns: 7,
+    };
 
 /**
  * Storage latency, added by a TCP proxy in front of Azurite for the relay and the raw reference
@@ -37,8 +66,18 @@ const PLAN = args.quick
  * as an instance that does not run Azurite beside itself does.
  */
 const LATENCIES = [
-  { id: 'in-region', label: 'in-region storage latency (2 ms round trip)', oneWayMs: 1, goals: { ingest: undefined, enrich: undefined } },
-  { id: 'latency', label: 'storage latency that dominates (20 ms round trip)', oneWayMs: 10, goals: { ingest: { atLeast: 0.9 }, enrich: { atLeast: 0.7 } } },
+  {
+    id: 'in-region',
+    label: 'in-region storage latency (2 ms round trip)',
+    oneWayMs: 1,
+    goals: { ingest: undefined, enrich: undefined },
+  },
+  {
+    id: 'latency',
+    label: 'storage latency that dominates (20 ms round trip)',
+    oneWayMs: 10,
+    goals: { ingest: { atLeast: 0.9 }, enrich: { atLeast: 0.7 } },
+  },
 ] as const;
 
 const log = (line: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}`);
@@ -48,7 +87,9 @@ const sum = (values: number[]) => values.reduce((a, b) => a + b, 0);
 
 function receiveTls(): Promise<KeyAndCert> {
   if (!process.send) {
-    console.error('Start the benchmark with `npm run bench` (node dist/bench/run.js): it needs the CA that launcher creates.');
+    console.error(
+      'Start the benchmark with `npm run bench` (node dist/bench/run.js): it needs the CA that launcher creates.',
+    );
     process.exit(2);
   }
   return new Promise((resolvePromise) =>
@@ -68,14 +109,38 @@ function pipelineFigures(rounds: IngestRound[], enrichRun: EnrichRun, maxPagesPe
   const enqueued = sum(rounds.map((r) => r.ingest.enqueued));
   const listCalls = sum(rounds.map((r) => r.calls.client));
   return [
-    figure('ingest-throughput', 'Ingest throughput vs raw sendMessage', ratio(ingest, rawSend), '×', { atLeast: 0.85 },
-      `poll → incidents ${n(ingest)}/s vs raw sendMessage ${n(rawSend)}/s (medians of ${rounds.length} round(s) of ${n(rounds[0]!.incidents)} messages, mean ${(size / 1024).toFixed(1)} KB base64, ${SEND_CONCURRENCY} in flight, raw sends before and after each poll)`),
-    figure('enrich-throughput', 'Enrich-and-route throughput vs raw receive+send+delete', ratio(enrich.perSecond, rawRsd.perSecond), '×', { atLeast: 0.7 },
-      `enrich+route ${n(enrich.perSecond)}/s vs raw receive+send+delete ${n(rawRsd.perSecond)}/s (${n(enrichRun.events)} events in ${enrichRun.chunks} alternating chunks, consumed as host.json's batchSize ${QUEUE_BATCH} and newBatchThreshold say, routes: everything → one queue)`),
-    figure('extra-calls-per-event', 'Extra Defender calls per enriched event', enrichRun.calls.client / enrich.routed, '', { equals: 0 },
-      `${enrichRun.calls.client} call(s) for ${n(enrich.routed)} routed events, ${n(enrich.withAlerts)} holding their alerts (stand-in saw ${enrichRun.calls.standIn})`),
-    figure('calls-per-100-incidents', 'Defender calls per 100 new incidents', (listCalls * 100) / enqueued, '', { atMost: 1.05 },
-      `${listCalls} list calls (stand-in saw ${sum(rounds.map((r) => r.calls.standIn))}) for ${n(enqueued)} new incidents, runs of ≤ ${maxPagesPerRun} pages of 100`),
+    figure(
+      'ingest-throughput',
+      'Ingest throughput vs raw sendMessage',
+      ratio(ingest, rawSend),
+      '×',
+      { atLeast: 0.85 },
+      `poll → incidents ${n(ingest)}/s vs raw sendMessage ${n(rawSend)}/s (medians of ${rounds.length} round(s) of ${n(rounds[0]!.incidents)} messages, mean ${(size / 1024).toFixed(1)} KB base64, ${SEND_CONCURRENCY} in flight, raw sends before and after each poll)`,
+    ),
+    figure(
+      'enrich-throughput',
+      'Enrich-and-route throughput vs raw receive+send+delete',
+      ratio(enrich.perSecond, rawRsd.perSecond),
+      '×',
+      { atLeast: 0.7 },
+      `enrich+route ${n(enrich.perSecond)}/s vs raw receive+send+delete ${n(rawRsd.perSecond)}/s (${n(enrichRun.events)} events in ${enrichRun.chunks} alternating chunks, consumed as host.json's batchSize ${QUEUE_BATCH} and newBatchThreshold say, routes: everything → one queue)`,
+    ),
+    figure(
+      'extra-calls-per-event',
+      'Extra Defender calls per enriched event',
+      enrichRun.calls.client / enrich.routed,
+      '',
+      { equals: 0 },
+      `${enrichRun.calls.client} call(s) for ${n(enrich.routed)} routed events, ${n(enrich.withAlerts)} holding their alerts (stand-in saw ${enrichRun.calls.standIn})`,
+    ),
+    figure(
+      'calls-per-100-incidents',
+      'Defender calls per 100 new incidents',
+      (listCalls * 100) / enqueued,
+      '',
+      { atMost: 1.05 },
+      `${listCalls} list calls (stand-in saw ${sum(rounds.map((r) => r.calls.standIn))}) for ${n(enqueued)} new incidents, runs of ≤ ${maxPagesPerRun} pages of 100`,
+    ),
   ];
 }
 
@@ -85,10 +150,22 @@ function latencyFigures(setting: (typeof LATENCIES)[number], rounds: IngestRound
   const rawSend = median(rounds.map((r) => r.rawSend.perSecond));
   const { enrich, rawReceiveSendDelete: rawRsd } = enrichRun;
   return [
-    figure(`ingest-throughput-${setting.id}`, `Ingest throughput vs raw sendMessage, ${setting.label}`, ratio(ingest, rawSend), '×', setting.goals.ingest,
-      `poll → incidents ${n(ingest)}/s vs raw sendMessage ${n(rawSend)}/s (medians of ${rounds.length} round(s) of ${n(rounds[0]!.incidents)} messages; ${setting.oneWayMs} ms added each way)`),
-    figure(`enrich-throughput-${setting.id}`, `Enrich-and-route throughput vs raw receive+send+delete, ${setting.label}`, ratio(enrich.perSecond, rawRsd.perSecond), '×', setting.goals.enrich,
-      `enrich+route ${n(enrich.perSecond)}/s vs raw receive+send+delete ${n(rawRsd.perSecond)}/s (${n(enrichRun.events)} events; ${setting.oneWayMs} ms added each way)`),
+    figure(
+      `ingest-throughput-${setting.id}`,
+      `Ingest throughput vs raw sendMessage, ${setting.label}`,
+      ratio(ingest, rawSend),
+      '×',
+      setting.goals.ingest,
+      `poll → incidents ${n(ingest)}/s vs raw sendMessage ${n(rawSend)}/s (medians of ${rounds.length} round(s) of ${n(rounds[0]!.incidents)} messages; ${setting.oneWayMs} ms added each way)`,
+    ),
+    figure(
+      `enrich-throughput-${setting.id}`,
+      `Enrich-and-route throughput vs raw receive+send+delete, ${setting.label}`,
+      ratio(enrich.perSecond, rawRsd.perSecond),
+      '×',
+      setting.goals.enrich,
+      `enrich+route ${n(enrich.perSecond)}/s vs raw receive+send+delete ${n(rawRsd.perSecond)}/s (${n(enrichRun.events)} events; ${setting.oneWayMs} ms added each way)`,
+    ),
   ];
 }
 
@@ -96,10 +173,22 @@ function instancesFigures(perInstance: InstancesBudgetRun, shared: InstancesBudg
   const storage = shared.storage!;
   const setting = `${shared.instances} instances, ${shared.tenants} tenants, ${shared.seconds} s of list pages, full-incident fetches and write-back as fast as the budget allows`;
   return [
-    figure('instances-throttled', `Defender 429s, ${shared.instances} instances sharing the call budget`, shared.throttled, '', { equals: 0 },
-      `${setting}: ${n(shared.calls)} calls, ${shared.throttled} answered 429, ${n(shared.refusedByBudget)} held back by the budget; with a budget per instance instead: ${n(perInstance.calls)} calls, ${n(perInstance.throttled)} answered 429`),
-    figure('budget-storage-operations-per-call', 'Storage operations per Defender call for the shared budget', storage.storageOperations / Math.max(1, storage.calls), '', { atMost: 1 },
-      `${n(storage.storageOperations)} Table operations (reads and ETag-conditional writes, ${n(storage.races)} writes lost to another instance) for ${n(storage.calls)} calls taken`),
+    figure(
+      'instances-throttled',
+      `Defender 429s, ${shared.instances} instances sharing the call budget`,
+      shared.throttled,
+      '',
+      { equals: 0 },
+      `${setting}: ${n(shared.calls)} calls, ${shared.throttled} answered 429, ${n(shared.refusedByBudget)} held back by the budget; with a budget per instance instead: ${n(perInstance.calls)} calls, ${n(perInstance.throttled)} answered 429`,
+    ),
+    figure(
+      'budget-storage-operations-per-call',
+      'Storage operations per Defender call for the shared budget',
+      storage.storageOperations / Math.max(1, storage.calls),
+      '',
+      { atMost: 1 },
+      `${n(storage.storageOperations)} Table operations (reads and ETag-conditional writes, ${n(storage.races)} writes lost to another instance) for ${n(storage.calls)} calls taken`,
+    ),
   ];
 }
 
@@ -107,30 +196,64 @@ function scheduleFigures(s: ScheduleResult): Figure[] {
   const after = (values: number[]) => values.slice(1);
   const hourly = s.tokenRenewalMinutes ? 60 / s.tokenRenewalMinutes : 1;
   const hourTenants = s.polled[s.polled.length - 1]!;
-  const azureHourly = (lifetimeMinutes: number) => 60 / (renewalIntervalMs(lifetimeMinutes * 60_000, TOKEN_REFRESH_MARGIN_MS, s.cycleMinutes * 60_000) / 60_000);
+  const azureHourly = (lifetimeMinutes: number) =>
+    60 / (renewalIntervalMs(lifetimeMinutes * 60_000, TOKEN_REFRESH_MARGIN_MS, s.cycleMinutes * 60_000) / 60_000);
   const margin = `${TOKEN_REFRESH_MARGIN_MS / 60_000} min`;
   const full = s.polled.filter((p) => p === s.tenants).length;
   return [
-    figure('key-vault-reads-per-cycle', 'Key Vault reads per poll cycle after warm-up', sum(after(s.keyVaultReads)) / (s.cycles - 1), '', { equals: 0 },
-      `reads per cycle over a simulated hour: ${s.keyVaultReads.join(' ')} (all tenants share one secret, read when a tenant's first token is acquired)`),
-    figure('token-requests-per-tenant-hour', 'Token requests per tenant per hour (steady state)', hourly, '', { atMost: 1 },
+    figure(
+      'key-vault-reads-per-cycle',
+      'Key Vault reads per poll cycle after warm-up',
+      sum(after(s.keyVaultReads)) / (s.cycles - 1),
+      '',
+      { equals: 0 },
+      `reads per cycle over a simulated hour: ${s.keyVaultReads.join(' ')} (all tenants share one secret, read when a tenant's first token is acquired)`,
+    ),
+    figure(
+      'token-requests-per-tenant-hour',
+      'Token requests per tenant per hour (steady state)',
+      hourly,
+      '',
+      { atMost: 1 },
       (s.tokenRenewalMinutes
         ? `renewed after ${s.tokenRenewalMinutes} min (stand-in tokens live 3599 s; renewed within ${margin} of expiry)`
         : 'no renewal within the simulated hour') +
-        `; ${s.tokenRequestsPerHourTenant} per tenant from minute 0 to ${(s.cycles - 1) * s.cycleMinutes} (${hourTenants} tenants); with Entra's 60-90 min tokens: ${azureHourly(90).toFixed(2)}-${azureHourly(60).toFixed(2)} per hour`),
-    figure('throttled-steady-state', `429s in steady state, ${s.tenants} tenants on the default schedule`, sum(after(s.throttled)), '', { equals: 0 },
-      `${full} cycles of ${s.cycleMinutes} min with all ${s.tenants} tenants, then ${hourTenants} to the end of a simulated hour; ${n(sum(s.calls))} calls, 429s per cycle: ${s.throttled.join(' ')}`),
-    figure('schedule-cycle-seconds', `Real time of one poll cycle of ${s.tenants} tenants`, median(s.cycleSeconds.slice(1, full)), 's', undefined,
-      `steady-state cycles (first: ${s.cycleSeconds[0]!.toFixed(1)} s), of the ${s.cycleMinutes * 60} s between cycles; ${n(s.calls[1]! / s.tenants)} Defender call per tenant per cycle`),
+        `; ${s.tokenRequestsPerHourTenant} per tenant from minute 0 to ${(s.cycles - 1) * s.cycleMinutes} (${hourTenants} tenants); with Entra's 60-90 min tokens: ${azureHourly(90).toFixed(2)}-${azureHourly(60).toFixed(2)} per hour`,
+    ),
+    figure(
+      'throttled-steady-state',
+      `429s in steady state, ${s.tenants} tenants on the default schedule`,
+      sum(after(s.throttled)),
+      '',
+      { equals: 0 },
+      `${full} cycles of ${s.cycleMinutes} min with all ${s.tenants} tenants, then ${hourTenants} to the end of a simulated hour; ${n(sum(s.calls))} calls, 429s per cycle: ${s.throttled.join(' ')}`,
+    ),
+    figure(
+      'schedule-cycle-seconds',
+      `Real time of one poll cycle of ${s.tenants} tenants`,
+      median(s.cycleSeconds.slice(1, full)),
+      's',
+      undefined,
+      `steady-state cycles (first: ${s.cycleSeconds[0]!.toFixed(1)} s), of the ${s.cycleMinutes * 60} s between cycles; ${n(s.calls[1]! / s.tenants)} Defender call per tenant per cycle`,
+    ),
   ];
 }
 
-function memoryFigure(b: Record<'small' | 'oneRun' | 'large' | 'smallDefaultHeap' | 'largeDefaultHeap', BacklogMemory>, instanceMemoryMb: number): Figure {
+function memoryFigure(
+  b: Record<'small' | 'oneRun' | 'large' | 'smallDefaultHeap' | 'largeDefaultHeap', BacklogMemory>,
+  instanceMemoryMb: number,
+): Figure {
   const { small, large, oneRun } = b;
-  return figure('backlog-memory', `Peak memory, ${n(large.incidents)} vs ${n(small.incidents)} incident backlog`, ratio(large.peakRssBytes, small.peakRssBytes), '×', { atMost: 1.3 },
+  return figure(
+    'backlog-memory',
+    `Peak memory, ${n(large.incidents)} vs ${n(small.incidents)} incident backlog`,
+    ratio(large.peakRssBytes, small.peakRssBytes),
+    '×',
+    { atMost: 1.3 },
     `peak RSS ${mb(large.peakRssBytes)} MB vs ${mb(small.peakRssBytes)} MB with the heap of a ${instanceMemoryMb} MB instance (--max-old-space-size=${small.maxOldSpaceMb}; idle ${mb(small.idleRssBytes)} MB; ` +
       `peak heap ${mb(large.peakHeapUsedBytes)} vs ${mb(small.peakHeapUsedBytes)} MB; ${large.runs} vs ${small.runs} poll run(s)); one full run of ${n(oneRun.incidents)}: ${mb(oneRun.peakRssBytes)} MB RSS; ` +
-      `with this machine's default heap: ${mb(b.largeDefaultHeap.peakRssBytes)} vs ${mb(b.smallDefaultHeap.peakRssBytes)} MB (${ratio(b.largeDefaultHeap.peakRssBytes, b.smallDefaultHeap.peakRssBytes).toFixed(2)}×)`);
+      `with this machine's default heap: ${mb(b.largeDefaultHeap.peakRssBytes)} vs ${mb(b.smallDefaultHeap.peakRssBytes)} MB (${ratio(b.largeDefaultHeap.peakRssBytes, b.smallDefaultHeap.peakRssBytes).toFixed(2)}×)`,
+  );
 }
 
 async function main(): Promise<void> {
@@ -166,11 +289,15 @@ async function main(): Promise<void> {
     for (const setting of LATENCIES) {
       const latencyRounds: IngestRound[] = [];
       for (let i = 1; i <= PLAN.latencyRounds; i++) {
-        log(`figure 3 (${setting.label}), round ${i}/${PLAN.latencyRounds}: ${n(PLAN.incidents)} incidents polled between raw sends`);
+        log(
+          `figure 3 (${setting.label}), round ${i}/${PLAN.latencyRounds}: ${n(PLAN.incidents)} incidents polled between raw sends`,
+        );
         await bench.renewStorage({ oneWayLatencyMs: setting.oneWayMs });
         latencyRounds.push(await runIngestRound(bench, `${setting.id}-${i}`, PLAN.incidents));
       }
-      log(`figure 3 (${setting.label}): ${n(PLAN.enrichEvents)} events through the enricher, alternating with raw receive+send+delete`);
+      log(
+        `figure 3 (${setting.label}): ${n(PLAN.enrichEvents)} events through the enricher, alternating with raw receive+send+delete`,
+      );
       await bench.renewStorage({ oneWayLatencyMs: setting.oneWayMs });
       const latencyEnrich = await runEnrich(bench, PLAN.enrichEvents, PLAN.enrichChunk);
       withLatency[setting.id] = { rounds: latencyRounds, enrich: latencyEnrich };
@@ -178,14 +305,23 @@ async function main(): Promise<void> {
     }
     details.withLatency = withLatency;
 
-    log(`figure 4: ${PLAN.tenants} tenants on the default schedule (3 cycles), ${PLAN.hourTenants} of them for a simulated hour`);
+    log(
+      `figure 4: ${PLAN.tenants} tenants on the default schedule (3 cycles), ${PLAN.hourTenants} of them for a simulated hour`,
+    );
     await bench.renewStorage();
-    const schedule = await runSchedule(bench, { tenants: PLAN.tenants, fullCycles: 3, hourTenants: PLAN.hourTenants, concurrency: QUEUE_BATCH });
+    const schedule = await runSchedule(bench, {
+      tenants: PLAN.tenants,
+      fullCycles: 3,
+      hourTenants: PLAN.hourTenants,
+      concurrency: QUEUE_BATCH,
+    });
     details.schedule = schedule;
     figures.push(...scheduleFigures(schedule));
 
     const instances = { instances: 3, tenants: 50, seconds: PLAN.instancesSeconds };
-    log(`figure 4b: ${instances.instances} instances calling Defender for ${instances.tenants} tenants for ${instances.seconds} s, a budget per instance, then one shared`);
+    log(
+      `figure 4b: ${instances.instances} instances calling Defender for ${instances.tenants} tenants for ${instances.seconds} s, a budget per instance, then one shared`,
+    );
     await bench.renewStorage();
     const perInstance = await runInstancesBudget(bench, { ...instances, shared: false });
     const sharedBudget = await runInstancesBudget(bench, { ...instances, shared: true });
@@ -203,8 +339,13 @@ async function main(): Promise<void> {
       largeDefaultHeap: [large, undefined],
     } as const;
     const backlogs = {} as Record<keyof typeof jobs, BacklogMemory>;
-    for (const [key, [incidents, maxOldSpaceMb]] of Object.entries(jobs) as [keyof typeof jobs, (typeof jobs)[keyof typeof jobs]][]) {
-      log(`figure 5: peak memory polling a ${n(incidents)} incident backlog in a fresh process (${maxOldSpaceMb ? `${maxOldSpaceMb} MB heap` : "this machine's default heap"})`);
+    for (const [key, [incidents, maxOldSpaceMb]] of Object.entries(jobs) as [
+      keyof typeof jobs,
+      (typeof jobs)[keyof typeof jobs],
+    ][]) {
+      log(
+        `figure 5: peak memory polling a ${n(incidents)} incident backlog in a fresh process (${maxOldSpaceMb ? `${maxOldSpaceMb} MB heap` : "this machine's default heap"})`,
+      );
       await bench.renewStorage();
       backlogs[key] = await measureBacklog(bench, incidents, maxOldSpaceMb);
     }
@@ -218,8 +359,14 @@ async function main(): Promise<void> {
   const cold = measureColdStart(process.cwd(), PLAN.coldStartRuns);
   details.coldStart = cold;
   figures.push(
-    figure('cold-start', 'Cold start: import the built app vs bare node', ratio(cold.medianAppMs, cold.medianBareMs), '×', undefined,
-      `${n(cold.medianAppMs)} ms to start node and import ${cold.files} function files vs ${n(cold.medianBareMs)} ms for node -e 0`),
+    figure(
+      'cold-start',
+      'Cold start: import the built app vs bare node',
+      ratio(cold.medianAppMs, cold.medianBareMs),
+      '×',
+      undefined,
+      `${n(cold.medianAppMs)} ms to start node and import ${cold.files} function files vs ${n(cold.medianBareMs)} ms for node -e 0`,
+    ),
   );
 
   const report: BenchReport = {
@@ -240,7 +387,9 @@ async function main(): Promise<void> {
 main().then(
   () => process.exit(0),
   (err: unknown) => {
-    console.error(`The benchmark could not measure: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
+    console.error(
+      `The benchmark could not measure: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`,
+    );
     process.exit(1);
   },
 );

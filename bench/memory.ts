@@ -26,7 +26,8 @@ export interface BacklogMemory extends BacklogResult {
 /** The heap limit V8 sets on a Flex Consumption instance of infra/main.bicep's default memory size. */
 export function instanceHeapMb(mainBicep = resolve('infra/main.bicep')): { instanceMemoryMb: number; heapMb: number } {
   const memory = /param instanceMemoryMB int = (\d+)/.exec(readFileSync(mainBicep, 'utf8'))?.[1];
-  if (!memory) throw new Error('infra/main.bicep no longer sets a default instanceMemoryMB; the memory figure needs it');
+  if (!memory)
+    throw new Error('infra/main.bicep no longer sets a default instanceMemoryMB; the memory figure needs it');
   return { instanceMemoryMb: Number(memory), heapMb: Number(memory) / 4 };
 }
 
@@ -45,19 +46,37 @@ function pollInFreshProcess(job: BacklogJob, maxOldSpaceMb: number | undefined):
       else reject(new Error(`The backlog poller failed: ${message.error}`));
     });
     child.once('exit', (code) => {
-      if (!answered) reject(new Error(`The backlog poller exited (code ${code}) without a result${stderr ? `: ${stderr.trim().slice(-500)}` : ''}`));
+      if (!answered)
+        reject(
+          new Error(
+            `The backlog poller exited (code ${code}) without a result${stderr ? `: ${stderr.trim().slice(-500)}` : ''}`,
+          ),
+        );
     });
     child.send(job);
   });
 }
 
-export async function measureBacklog(bench: BenchWorld, incidents: number, maxOldSpaceMb?: number): Promise<BacklogMemory> {
+export async function measureBacklog(
+  bench: BenchWorld,
+  incidents: number,
+  maxOldSpaceMb?: number,
+): Promise<BacklogMemory> {
   const tenantId = randomUUID();
-  await addPartnerTenant(bench, { tenantId, displayName: `Bench backlog ${incidents}`, incidents, seed: `backlog-${incidents}` });
+  await addPartnerTenant(bench, {
+    tenantId,
+    displayName: `Bench backlog ${incidents}`,
+    incidents,
+    seed: `backlog-${incidents}`,
+  });
   await clearQueue(bench.queues, QUEUE_NAMES.incidents);
   await clearQueue(bench.queues, QUEUE_NAMES.pollRequests);
-  const result = await pollInFreshProcess({ appSettings: bench.appSettings, tenantId, maxPagesPerRun: bench.services.config.pollMaxPagesPerRun }, maxOldSpaceMb);
+  const result = await pollInFreshProcess(
+    { appSettings: bench.appSettings, tenantId, maxPagesPerRun: bench.services.config.pollMaxPagesPerRun },
+    maxOldSpaceMb,
+  );
   await clearQueue(bench.queues, QUEUE_NAMES.incidents);
-  if (result.enqueued !== incidents) throw new Error(`The backlog poller enqueued ${result.enqueued} events for ${incidents} incidents`);
+  if (result.enqueued !== incidents)
+    throw new Error(`The backlog poller enqueued ${result.enqueued} events for ${incidents} incidents`);
   return { incidents, maxOldSpaceMb, ...result };
 }

@@ -66,7 +66,11 @@ const decode = (text: string): unknown => JSON.parse(Buffer.from(text, 'base64')
  * concurrently, the next batch fetched once no more than `newBatchThreshold` are still in flight;
  * `handle` runs on each message, which is deleted once handled.
  */
-async function consume(queue: QueueClient, count: number, handle: (messageText: string) => Promise<void>): Promise<void> {
+async function consume(
+  queue: QueueClient,
+  count: number,
+  handle: (messageText: string) => Promise<void>,
+): Promise<void> {
   const { batchSize, newBatchThreshold } = HOST_QUEUES;
   const inFlight = new Set<Promise<void>>();
   let fetched = 0;
@@ -75,7 +79,10 @@ async function consume(queue: QueueClient, count: number, handle: (messageText: 
   while (fetched < count) {
     while (inFlight.size > newBatchThreshold) await Promise.race(inFlight);
     if (failure) throw failure;
-    const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: Math.min(batchSize, count - fetched), visibilityTimeout: 300 });
+    const { receivedMessageItems } = await queue.receiveMessages({
+      numberOfMessages: Math.min(batchSize, count - fetched),
+      visibilityTimeout: 300,
+    });
     if (receivedMessageItems.length === 0) {
       // The rest may be in flight still, or Azurite slow to show what was sent.
       if (++idle > 20) throw new Error(`Queue ${queue.name} ran dry after ${fetched} of ${count} messages`);
@@ -107,11 +114,17 @@ async function warmUp(bench: BenchWorld, logger: Logger): Promise<void> {
   const tenantId = randomUUID();
   await addPartnerTenant(bench, { tenantId, displayName: 'Bench warm-up', incidents: 64, seed: `warm-up-${tenantId}` });
   const queues = bench.services.storage.queues;
-  const payloads = bench.defender.store.list(tenantId).map((incident) => encodeMessage(envelopeFor(tenantId, incident, 'poll')));
+  const payloads = bench.defender.store
+    .list(tenantId)
+    .map((incident) => encodeMessage(envelopeFor(tenantId, incident, 'poll')));
   for (const name of [QUEUE_NAMES.incidents, RAW_IN]) {
     const queue = queues.getQueueClient(name);
     await queue.createIfNotExists();
-    await forEachLimited(payloads, SEND_CONCURRENCY, async (text) => void (await queue.sendMessage(text, { messageTimeToLive: -1 })));
+    await forEachLimited(
+      payloads,
+      SEND_CONCURRENCY,
+      async (text) => void (await queue.sendMessage(text, { messageTimeToLive: -1 })),
+    );
   }
   await pollToTheEnd(bench.services, tenantId, logger);
   for (const name of [QUEUE_NAMES.incidents, QUEUE_NAMES.pollRequests, RAW_IN]) await clearQueue(queues, name);
@@ -128,14 +141,20 @@ export async function runIngestRound(bench: BenchWorld, round: string, incidents
   const standInCalls = () => defender.stats.for(tenantId, partnerApp.clientId).calls;
 
   // The messages the poller will send, byte for byte but for receivedAt.
-  const payloads = defender.store.list(tenantId).map((incident) => encodeMessage(envelopeFor(tenantId, incident, 'poll')));
+  const payloads = defender.store
+    .list(tenantId)
+    .map((incident) => encodeMessage(envelopeFor(tenantId, incident, 'poll')));
   const sizes = payloads.map((p) => p.length);
   const queues = services.storage.queues;
   for (const name of [QUEUE_NAMES.incidents, QUEUE_NAMES.pollRequests]) await clearQueue(queues, name);
   const rawSend = async (queueName: string) => {
     const queue = queues.getQueueClient(queueName);
     const started = performance.now();
-    await forEachLimited(payloads, SEND_CONCURRENCY, async (text) => void (await queue.sendMessage(text, { messageTimeToLive: -1 })));
+    await forEachLimited(
+      payloads,
+      SEND_CONCURRENCY,
+      async (text) => void (await queue.sendMessage(text, { messageTimeToLive: -1 })),
+    );
     return performance.now() - started;
   };
 
@@ -146,8 +165,12 @@ export async function runIngestRound(bench: BenchWorld, round: string, incidents
   const started = performance.now();
   const polled = await pollToTheEnd(bench.services, tenantId, logger);
   const ingestMs = performance.now() - started;
-  if (polled.enqueued !== incidents) throw new Error(`The poll enqueued ${polled.enqueued} events for ${incidents} incidents`);
-  const calls = { client: (services.defender.calls.get(tenantId) ?? 0) - clientBefore, standIn: standInCalls() - standInBefore };
+  if (polled.enqueued !== incidents)
+    throw new Error(`The poll enqueued ${polled.enqueued} events for ${incidents} incidents`);
+  const calls = {
+    client: (services.defender.calls.get(tenantId) ?? 0) - clientBefore,
+    standIn: standInCalls() - standInBefore,
+  };
   await clearQueue(queues, QUEUE_NAMES.incidents);
   const after = await rawSend(QUEUE_NAMES.incidents);
   await clearQueue(queues, QUEUE_NAMES.incidents);
@@ -176,7 +199,12 @@ export async function runEnrich(bench: BenchWorld, events: number, chunk: number
   // The tenant's incidents hold their alerts (none is a redirect): enrichment needs no API call.
   const warmUpEvents = QUEUE_BATCH * 2;
   const tenantId = randomUUID();
-  await addPartnerTenant(bench, { tenantId, displayName: 'Bench enrich', incidents: events + warmUpEvents, seed: `enrich-${tenantId}` });
+  await addPartnerTenant(bench, {
+    tenantId,
+    displayName: 'Bench enrich',
+    incidents: events + warmUpEvents,
+    seed: `enrich-${tenantId}`,
+  });
   const all = defender.store.list(tenantId).map((incident) => encodeMessage(envelopeFor(tenantId, incident, 'poll')));
   const payloads = all.slice(warmUpEvents);
   const logger = countingLogger();
@@ -187,7 +215,11 @@ export async function runEnrich(bench: BenchWorld, events: number, chunk: number
   for (const name of [QUEUE_NAMES.incidents, RAW_IN, RAW_OUT, BENCH_ROUTED_QUEUE]) await clearQueue(queues, name);
   const standInCalls = () => defender.stats.for(tenantId, partnerApp.clientId).calls;
   const enqueue = (queue: QueueClient, texts: string[]) =>
-    forEachLimited(texts, SEND_CONCURRENCY, async (text) => void (await queue.sendMessage(text, { messageTimeToLive: -1 })));
+    forEachLimited(
+      texts,
+      SEND_CONCURRENCY,
+      async (text) => void (await queue.sendMessage(text, { messageTimeToLive: -1 })),
+    );
 
   const statuses: Record<string, number> = {};
   let withAlerts = 0;
@@ -236,9 +268,15 @@ export async function runEnrich(bench: BenchWorld, events: number, chunk: number
     chunks += 1;
     for (const name of [RAW_OUT, BENCH_ROUTED_QUEUE]) await clearQueue(queues, name);
   }
-  const calls = { client: (services.defender.calls.get(tenantId) ?? 0) - clientBefore, standIn: standInCalls() - standInBefore };
+  const calls = {
+    client: (services.defender.calls.get(tenantId) ?? 0) - clientBefore,
+    standIn: standInCalls() - standInBefore,
+  };
   const { routed = 0, ...other } = statuses;
-  if (routed !== events) throw new Error(`The enricher routed ${routed} of ${events} events (${JSON.stringify(other)}; last error: ${logger.lastError ?? 'none'})`);
+  if (routed !== events)
+    throw new Error(
+      `The enricher routed ${routed} of ${events} events (${JSON.stringify(other)}; last error: ${logger.lastError ?? 'none'})`,
+    );
   return {
     events,
     chunks,

@@ -15,7 +15,14 @@ export interface Figure {
   detail: string;
 }
 
-export function figure(id: string, name: string, value: number, unit: string, goal: Goal | undefined, detail: string): Figure {
+export function figure(
+  id: string,
+  name: string,
+  value: number,
+  unit: string,
+  goal: Goal | undefined,
+  detail: string,
+): Figure {
   return { id, name, value: round(value), unit, goal, verdict: verdict(value, goal), detail };
 }
 
@@ -55,7 +62,13 @@ const pad = (s: string, n: number) => (s.length >= n ? s : s + ' '.repeat(n - s.
 /** The table people read: one line per figure, absolute numbers on the right. */
 export function formatTable(report: BenchReport): string {
   const m = report.machine;
-  const rows = report.figures.map((f) => [f.name, `${f.value}${f.unit ? ` ${f.unit}` : ''}`, describeGoal(f.goal), f.verdict, f.detail]);
+  const rows = report.figures.map((f) => [
+    f.name,
+    `${f.value}${f.unit ? ` ${f.unit}` : ''}`,
+    describeGoal(f.goal),
+    f.verdict,
+    f.detail,
+  ]);
   const header = ['Figure', 'Value', 'Goal', 'Result', 'Measured'];
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (i === 4 ? 0 : r[i]!.length))));
   const line = (cells: string[]) => cells.map((c, i) => (i === 4 ? c : pad(c, widths[i]!))).join('  ');

@@ -43,7 +43,10 @@ export function defaultScheduleMinutes(appSettings: Record<string, string>): num
   const { POLL_SCHEDULE: _demoSchedule, ...settings } = appSettings;
   const schedule = loadConfig(settings).pollSchedule;
   const minutes = /^0 \*\/(\d+) \* \* \* \*$/.exec(schedule)?.[1];
-  if (!minutes) throw new Error(`The default POLL_SCHEDULE '${schedule}' is not of the form '0 */N * * * *'; the benchmark cannot simulate it`);
+  if (!minutes)
+    throw new Error(
+      `The default POLL_SCHEDULE '${schedule}' is not of the form '0 */N * * * *'; the benchmark cannot simulate it`,
+    );
   return Number(minutes);
 }
 
@@ -65,17 +68,35 @@ export async function runSchedule(bench: BenchWorld, options: ScheduleOptions): 
   let offset = 0;
   const now = () => Date.now() + offset;
 
-  const defender = await startDefender({ tls: bench.tls, verifier: bench.entra.verifier, faults: new FaultBoard(), now });
+  const defender = await startDefender({
+    tls: bench.tls,
+    verifier: bench.entra.verifier,
+    faults: new FaultBoard(),
+    now,
+  });
   try {
     const tenantIds = Array.from({ length: options.tenants }, () => randomUUID());
     await forEachLimited(tenantIds, 16, (tenantId, i) =>
-      addPartnerTenant(bench, { tenantId, displayName: `Bench schedule ${i + 1}`, incidents: 2, seed: `schedule-${i}`, defender, now: now() }),
+      addPartnerTenant(bench, {
+        tenantId,
+        displayName: `Bench schedule ${i + 1}`,
+        incidents: 2,
+        seed: `schedule-${i}`,
+        defender,
+        now: now(),
+      }),
     );
 
     const { services } = bench;
     const config = services.config;
     const secretCache = new SecretCache(services.secrets, undefined, now);
-    const tokens = new DefenderTokenProvider({ secrets: secretCache, entra: config.entra, appCredential: services.appCredential, scope: config.defender.scope, now });
+    const tokens = new DefenderTokenProvider({
+      secrets: secretCache,
+      entra: config.entra,
+      appCredential: services.appCredential,
+      scope: config.defender.scope,
+      now,
+    });
     const client = new DefenderClient({ apiUrl: defender.url, tokens, budget: new CallBudget(undefined, now) });
     const deps: IngestDependencies = {
       registry: services.registry,
@@ -102,15 +123,27 @@ export async function runSchedule(bench: BenchWorld, options: ScheduleOptions): 
     const hourTenants = tenantIds.slice(0, Math.min(options.hourTenants, tenantIds.length));
     const totals = () => {
       const stats = defender.stats.snapshot();
-      return { calls: sum(stats.map((s) => s.calls)), throttled: sum(stats.map((s) => s.throttled)), reads: secretCache.reads, tokens: sum(tokens.requests.values()) };
+      return {
+        calls: sum(stats.map((s) => s.calls)),
+        throttled: sum(stats.map((s) => s.throttled)),
+        reads: secretCache.reads,
+        tokens: sum(tokens.requests.values()),
+      };
     };
     for (let cycle = 0; cycle < cycles; cycle++) {
       if (cycle > 0) {
         offset += cycleMs;
         // Between polls, a tenth of the tenants see an incident change in the portal.
-        for (const tenantId of (cycle < options.fullCycles ? tenantIds : hourTenants).filter((_, i) => i % 10 === cycle % 10)) {
+        for (const tenantId of (cycle < options.fullCycles ? tenantIds : hourTenants).filter(
+          (_, i) => i % 10 === cycle % 10,
+        )) {
           const [first] = defender.store.list(tenantId);
-          if (first) defender.store.update(tenantId, first.incidentId, (incident) => void (incident.assignedTo = `analyst-${cycle}@contoso.example`));
+          if (first)
+            defender.store.update(
+              tenantId,
+              first.incidentId,
+              (incident) => void (incident.assignedTo = `analyst-${cycle}@contoso.example`),
+            );
         }
       }
       const polled = cycle < options.fullCycles ? tenantIds : hourTenants;
@@ -127,7 +160,8 @@ export async function runSchedule(bench: BenchWorld, options: ScheduleOptions): 
       result.throttled.push(after.throttled - before.throttled);
       result.keyVaultReads.push(after.reads - before.reads);
       result.tokenRequests.push(after.tokens - before.tokens);
-      if (result.tokenRenewalMinutes === undefined && cycle > 0 && after.tokens > before.tokens) result.tokenRenewalMinutes = cycle * cycleMinutes;
+      if (result.tokenRenewalMinutes === undefined && cycle > 0 && after.tokens > before.tokens)
+        result.tokenRenewalMinutes = cycle * cycleMinutes;
     }
     result.tokenRequestsPerHourTenant = sum(hourTenants.map((id) => tokens.requests.get(id) ?? 0)) / hourTenants.length;
     await clearQueue(services.storage.queues, QUEUE_NAMES.incidents);

@@ -58,7 +58,11 @@ export function renewalIntervalMs(tokenLifetimeMs: number, refreshMarginMs: numb
 }
 
 /** Runs `work` on every item with at most `limit` in flight. */
-export async function forEachLimited<T>(items: readonly T[], limit: number, work: (item: T, index: number) => Promise<void>): Promise<void> {
+export async function forEachLimited<T>(
+  items: readonly T[],
+  limit: number,
+  work: (item: T, index: number) => Promise<void>,
+): Promise<void> {
   let next = 0;
   const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
     while (next < items.length) {

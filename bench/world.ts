@@ -62,9 +62,21 @@ export async function startBenchWorld(tls: KeyAndCert): Promise<BenchWorld> {
     cleanups.push(() => azurite.stop());
     const entra = await startEntra({ tls, faults });
     cleanups.push(() => entra.close());
-    const keyVault = await startKeyVault({ tls, verifier: entra.verifier, tenantId: world.provider.tenantId, authorityHost: entra.url, faults });
+    const keyVault = await startKeyVault({
+      tls,
+      verifier: entra.verifier,
+      tenantId: world.provider.tenantId,
+      authorityHost: entra.url,
+      faults,
+    });
     cleanups.push(() => keyVault.close());
-    const defender = await startDefender({ tls, verifier: entra.verifier, faults, limits: UNLIMITED, getIncidentLimits: UNLIMITED });
+    const defender = await startDefender({
+      tls,
+      verifier: entra.verifier,
+      faults,
+      limits: UNLIMITED,
+      getIncidentLimits: UNLIMITED,
+    });
     cleanups.push(() => defender.close());
     await seedWorld(world, entra, keyVault, defender);
 
@@ -74,15 +86,29 @@ export async function startBenchWorld(tls: KeyAndCert): Promise<BenchWorld> {
     const routesFile = join(dir, 'routes.json');
     writeFileSync(
       routesFile,
-      JSON.stringify({ destinations: { out: { type: 'queue', queueName: BENCH_ROUTED_QUEUE } }, rules: [], defaultRoute: { destinations: ['out'] } }, null, 2),
+      JSON.stringify(
+        {
+          destinations: { out: { type: 'queue', queueName: BENCH_ROUTED_QUEUE } },
+          rules: [],
+          defaultRoute: { destinations: ['out'] },
+        },
+        null,
+        2,
+      ),
     );
     const partnerApp = world.apps.find((a) => a.multiTenant);
     const partnerTenant = world.tenants.find((t) => t.context === 'partner');
-    if (!partnerApp || !partnerTenant) throw new Error('The demo world has no partner-context app and tenant to model benchmark tenants on');
+    if (!partnerApp || !partnerTenant)
+      throw new Error('The demo world has no partner-context app and tenant to model benchmark tenants on');
 
     const storageFor = (running: RunningAzurite) => {
       const appSettings = appSettingsFor(world, running.connectionString, { entra, keyVault, defender, routesFile });
-      return { azurite: running, appSettings, services: createServices(loadConfig(appSettings)), queues: QueueServiceClient.fromConnectionString(running.connectionString) };
+      return {
+        azurite: running,
+        appSettings,
+        services: createServices(loadConfig(appSettings)),
+        queues: QueueServiceClient.fromConnectionString(running.connectionString),
+      };
     };
     const bench: BenchWorld = {
       tls,
@@ -112,7 +138,9 @@ export async function startBenchWorld(tls: KeyAndCert): Promise<BenchWorld> {
 
 /** The same Azurite, reached through a latency proxy per service (the relay and the raw reference alike). */
 async function behindLatency(azurite: RunningAzurite, oneWayMs: number): Promise<RunningAzurite> {
-  const [blob, queue, table] = await Promise.all([azurite.ports.blob, azurite.ports.queue, azurite.ports.table].map((port) => startLatencyProxy(port, oneWayMs)));
+  const [blob, queue, table] = await Promise.all(
+    [azurite.ports.blob, azurite.ports.queue, azurite.ports.table].map((port) => startLatencyProxy(port, oneWayMs)),
+  );
   const url = (original: string, port: number) => {
     const proxied = new URL(original);
     proxied.port = String(port);
@@ -141,12 +169,25 @@ async function behindLatency(azurite: RunningAzurite, oneWayMs: number): Promise
  */
 export async function addPartnerTenant(
   bench: BenchWorld,
-  options: { tenantId: string; displayName: string; incidents: number; seed: string; defender?: DefenderStandIn; now?: number; redirectedShare?: number },
+  options: {
+    tenantId: string;
+    displayName: string;
+    incidents: number;
+    seed: string;
+    defender?: DefenderStandIn;
+    now?: number;
+    redirectedShare?: number;
+  },
 ): Promise<void> {
   const defender = options.defender ?? bench.defender;
   const now = options.now ?? Date.now();
   bench.entra.registry.addTenant({ tenantId: options.tenantId, displayName: options.displayName });
-  bench.entra.registry.grantAppPermissions(options.tenantId, bench.partnerApp.clientId, DEFENDER_RESOURCE, DEFENDER_APP_ROLES);
+  bench.entra.registry.grantAppPermissions(
+    options.tenantId,
+    bench.partnerApp.clientId,
+    DEFENDER_RESOURCE,
+    DEFENDER_APP_ROLES,
+  );
   defender.store.provisionTenant(options.tenantId, options.displayName);
   if (options.incidents > 0) {
     defender.store.upsert(

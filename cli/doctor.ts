@@ -10,12 +10,25 @@ For each enabled tenant (--all: disabled ones too; --tenant: that one, enabled o
 credential from Key Vault, gets a Defender token, checks the token's tid and roles, and calls the
 Defender API once. Prints one row per tenant with the cause of any failure; exits 1 if any failed.`;
 
-function parseDoctorArgs(args: string[]): { tenantId?: string; all: boolean; json: boolean; settingsFile?: string; help: boolean } {
+function parseDoctorArgs(args: string[]): {
+  tenantId?: string;
+  all: boolean;
+  json: boolean;
+  settingsFile?: string;
+  help: boolean;
+} {
   let values;
   try {
     ({ values } = parseArgs({
       args,
-      options: { tenant: { type: 'string' }, all: { type: 'boolean' }, json: { type: 'boolean' }, settings: { type: 'string' }, 'state-dir': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        tenant: { type: 'string' },
+        all: { type: 'boolean' },
+        json: { type: 'boolean' },
+        settings: { type: 'string' },
+        'state-dir': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
       strict: true,
     }));
   } catch (err) {
@@ -29,7 +42,13 @@ function parseDoctorArgs(args: string[]): { tenantId?: string; all: boolean; jso
     throw err;
   }
   if (tenantId && values.all) throw new UsageError(['--tenant and --all do not go together']);
-  return { tenantId, all: values.all === true, json: values.json === true, settingsFile: settingsFileOf({ settings: values.settings, stateDir: values['state-dir'] }), help: values.help === true };
+  return {
+    tenantId,
+    all: values.all === true,
+    json: values.json === true,
+    settingsFile: settingsFileOf({ settings: values.settings, stateDir: values['state-dir'] }),
+    help: values.help === true,
+  };
 }
 
 /** `npm run doctor`: the onboarding checks for every tenant (or one), as a table or JSON. */
@@ -40,10 +59,14 @@ async function main(args: string[]): Promise<number> {
     return 0;
   }
   const { services } = bootstrap(options.settingsFile);
-  const tenants = options.tenantId ? [await services.registry.get(options.tenantId)] : await services.registry.list({ enabledOnly: !options.all });
+  const tenants = options.tenantId
+    ? [await services.registry.get(options.tenantId)]
+    : await services.registry.list({ enabledOnly: !options.all });
   const checks = await runDoctor(tenants, doctorDependencies(services));
   const ok = checks.every((c) => c.ok);
-  process.stdout.write(`${options.json ? JSON.stringify({ ok, tenants: checks }, null, 2) : formatDoctorReport(checks)}\n`);
+  process.stdout.write(
+    `${options.json ? JSON.stringify({ ok, tenants: checks }, null, 2) : formatDoctorReport(checks)}\n`,
+  );
   return ok ? 0 : 1;
 }
 

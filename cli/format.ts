@@ -27,8 +27,13 @@ export function formatTenantList(tenants: TenantView[]): string {
     t.lastPoll.at ? `${t.lastPoll.at.replace('T', ' ').slice(0, 19)}Z ${t.lastPoll.outcome ?? ''}`.trim() : 'never',
     String(t.lastPoll.eventsEnqueued),
   ]);
-  const table = formatTable(['NAME', 'TENANT ID', 'CONTEXT', 'CLIENT ID', 'CREDENTIAL', 'ENABLED', 'LAST POLL', 'EVENTS'], rows);
-  const errors = tenants.filter((t) => t.lastPoll.error).map((t) => `  ${t.displayName}: last poll failed: ${t.lastPoll.error}`);
+  const table = formatTable(
+    ['NAME', 'TENANT ID', 'CONTEXT', 'CLIENT ID', 'CREDENTIAL', 'ENABLED', 'LAST POLL', 'EVENTS'],
+    rows,
+  );
+  const errors = tenants
+    .filter((t) => t.lastPoll.error)
+    .map((t) => `  ${t.displayName}: last poll failed: ${t.lastPoll.error}`);
   return errors.length ? `${table}\n\n${errors.join('\n')}` : table;
 }
 
@@ -44,7 +49,9 @@ export function formatDoctorReport(checks: TenantCheck[]): string {
     ...STEP_ORDER.map((name) => MARKS[c.steps.find((s) => s.name === name)?.status ?? 'skipped']),
     c.ok ? (c.token ? `roles ${c.token.roles.join(', ')}` : 'ok') : (c.cause ?? 'failed'),
   ]);
-  const out = [formatTable(['TENANT', 'TENANT ID', 'CONTEXT', 'SECRET', 'TOKEN', 'PERMISSIONS', 'API', 'RESULT'], rows)];
+  const out = [
+    formatTable(['TENANT', 'TENANT ID', 'CONTEXT', 'SECRET', 'TOKEN', 'PERMISSIONS', 'API', 'RESULT'], rows),
+  ];
   const warnings = checks.flatMap((c) => c.warnings.map((w) => `  warning: ${c.displayName}: ${w}`));
   if (warnings.length) out.push('', ...warnings);
   const failed = checks.filter((c) => !c.ok).length;

@@ -39,11 +39,14 @@ export class SettingsError extends Error {
  * local.settings.json to), at most one: the settings file it names, or undefined.
  */
 export function settingsFileOf(options: { settings?: string; stateDir?: string }): string | undefined {
-  if (options.settings !== undefined && options.stateDir !== undefined) throw new UsageError(['--settings and --state-dir do not go together: give one']);
+  if (options.settings !== undefined && options.stateDir !== undefined)
+    throw new UsageError(['--settings and --state-dir do not go together: give one']);
   if (options.stateDir === undefined) return options.settings;
   const file = join(resolve(options.stateDir), 'local.settings.json');
   if (!existsSync(file)) {
-    throw new SettingsError(`--state-dir: no local stack's settings in ${resolve(options.stateDir)} (no local.settings.json): start the stack there with npm start -- --state-dir ${options.stateDir}, or name the folder it uses`);
+    throw new SettingsError(
+      `--state-dir: no local stack's settings in ${resolve(options.stateDir)} (no local.settings.json): start the stack there with npm start -- --state-dir ${options.stateDir}, or name the folder it uses`,
+    );
   }
   return file;
 }
@@ -51,7 +54,11 @@ export function settingsFileOf(options: { settings?: string; stateDir?: string }
 /** The setting that tells the environment holds the app's settings (it has no default). */
 const MARKER_SETTING = 'KEY_VAULT_URL';
 
-export function resolveSettings(options: { settingsFile?: string; cwd: string; env: NodeJS.ProcessEnv }): ResolvedSettings {
+export function resolveSettings(options: {
+  settingsFile?: string;
+  cwd: string;
+  env: NodeJS.ProcessEnv;
+}): ResolvedSettings {
   const { settingsFile, cwd, env } = options;
   if (settingsFile !== undefined) {
     const file = resolve(cwd, settingsFile);
@@ -64,7 +71,8 @@ export function resolveSettings(options: { settingsFile?: string; cwd: string; e
     return { values, source: 'the environment' };
   }
   for (const candidate of [join(cwd, 'local.settings.json'), join(cwd, '.local', 'local.settings.json')]) {
-    if (existsSync(candidate)) return { values: readSettingsFile(candidate), source: displayPath(candidate, cwd), file: candidate };
+    if (existsSync(candidate))
+      return { values: readSettingsFile(candidate), source: displayPath(candidate, cwd), file: candidate };
   }
   throw new SettingsError(
     `No app settings found: set them in the environment (${MARKER_SETTING}, AzureWebJobsStorage, …), pass --settings <local.settings.json>, ` +
@@ -81,9 +89,12 @@ export function readSettingsFile(file: string): Record<string, string> {
     throw new SettingsError(`${file} is not valid JSON: ${(err as Error).message}`);
   }
   const settings = parsed as { IsEncrypted?: unknown; Values?: unknown };
-  if (settings.IsEncrypted === true) throw new SettingsError(`${file} is encrypted: decrypt it first (func settings decrypt)`);
+  if (settings.IsEncrypted === true)
+    throw new SettingsError(`${file} is encrypted: decrypt it first (func settings decrypt)`);
   if (typeof settings.Values !== 'object' || settings.Values === null || Array.isArray(settings.Values)) {
-    throw new SettingsError(`${file} has no "Values" object (the shape of local.settings.json: { "IsEncrypted": false, "Values": { … } })`);
+    throw new SettingsError(
+      `${file} has no "Values" object (the shape of local.settings.json: { "IsEncrypted": false, "Values": { … } })`,
+    );
   }
   const values: Record<string, string> = {};
   for (const [name, value] of Object.entries(settings.Values)) {
@@ -119,7 +130,9 @@ export function localCaFor(settings: ResolvedSettings): string | undefined {
   if (!settings.file || !named) return undefined;
   const ca = resolve(dirname(settings.file), named);
   if (!existsSync(ca)) {
-    throw new SettingsError(`${settings.file}: Values.NODE_EXTRA_CA_CERTS names ${ca}, which does not exist (is the local stack that wrote it still there? start it again with npm start)`);
+    throw new SettingsError(
+      `${settings.file}: Values.NODE_EXTRA_CA_CERTS names ${ca}, which does not exist (is the local stack that wrote it still there? start it again with npm start)`,
+    );
   }
   return ca;
 }
@@ -148,10 +161,14 @@ export function bootstrap(settingsFile: string | undefined): CliContext {
     }
   }
   // The managed-identity endpoint the local stack's settings name: the CLI acts as the app's identity there.
-  for (const name of ['IDENTITY_ENDPOINT', 'IDENTITY_HEADER']) if (settings.values[name] && !process.env[name]) process.env[name] = settings.values[name];
+  for (const name of ['IDENTITY_ENDPOINT', 'IDENTITY_HEADER'])
+    if (settings.values[name] && !process.env[name]) process.env[name] = settings.values[name];
   process.stderr.write(`Settings: ${settings.source}\n`);
   const config = loadConfig(settings.values);
-  return { services: createServices(config, { appCredential: createAppCredential(config, { developerSignIn: true }) }), settings };
+  return {
+    services: createServices(config, { appCredential: createAppCredential(config, { developerSignIn: true }) }),
+    settings,
+  };
 }
 
 /** Prints what went wrong in a way a person can act on, and the exit code for it. */
@@ -167,7 +184,9 @@ export function reportFailure(err: unknown): number {
   const message = redact(err instanceof Error ? err.message : String(err));
   process.stderr.write(`error: ${message.split('\n')[0]}\n`);
   if (isTlsTrustFailure(err)) {
-    process.stderr.write('hint: the server\'s certificate is not trusted. For the local stack, its CA is the file npm start names in Values.NODE_EXTRA_CA_CERTS of the settings it wrote (<state dir>/local.settings.json): run with those settings (--settings or --state-dir), or set NODE_EXTRA_CA_CERTS to that file.\n');
+    process.stderr.write(
+      "hint: the server's certificate is not trusted. For the local stack, its CA is the file npm start names in Values.NODE_EXTRA_CA_CERTS of the settings it wrote (<state dir>/local.settings.json): run with those settings (--settings or --state-dir), or set NODE_EXTRA_CA_CERTS to that file.\n",
+    );
   }
   return 1;
 }

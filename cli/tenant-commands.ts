@@ -1,7 +1,13 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { describeCredential } from '../shared/doctor.js';
 import type { Services } from '../shared/services.js';
-import { consentInstructions, listTenantViews, parseTenantId, putTenant, InvalidTenantIdError } from '../shared/tenant-admin.js';
+import {
+  consentInstructions,
+  listTenantViews,
+  parseTenantId,
+  putTenant,
+  InvalidTenantIdError,
+} from '../shared/tenant-admin.js';
 import { tenantSchema, TenantValidationError, type TenantInput } from '../shared/tenants.js';
 import { formatConsentInstructions, formatTenantList } from './format.js';
 import { settingsFileOf, UsageError } from './settings.js';
@@ -63,8 +69,10 @@ const COMMANDS = ['add', 'list', 'enable', 'disable', 'remove', 'consent-link'];
 /** Parses `tenants` arguments; throws `UsageError` listing every problem, each naming its flag. */
 export function parseTenantsArgs(args: string[]): ParsedTenantsArgs {
   const [command, ...rest] = args;
-  if (command === undefined || command === 'help' || command === '--help' || command === '-h') return { command: { command: 'help' } };
-  if (!COMMANDS.includes(command)) throw new UsageError([`unknown command '${command}': use one of ${COMMANDS.join(', ')}`]);
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h')
+    return { command: { command: 'help' } };
+  if (!COMMANDS.includes(command))
+    throw new UsageError([`unknown command '${command}': use one of ${COMMANDS.join(', ')}`]);
 
   const options = command === 'add' ? { ...COMMON_OPTIONS, ...ADD_OPTIONS } : COMMON_OPTIONS;
   let parsed;
@@ -72,23 +80,38 @@ export function parseTenantsArgs(args: string[]): ParsedTenantsArgs {
     parsed = parseArgs({ args: rest, options, allowPositionals: true, strict: true });
   } catch (err) {
     const unknown = /Unknown option '([^']+)'/.exec((err as Error).message)?.[1];
-    throw new UsageError([unknown ? `${command}: unknown option ${unknown} (see npm run tenants -- --help)` : `${command}: ${(err as Error).message.split('\n')[0]}`]);
+    throw new UsageError([
+      unknown
+        ? `${command}: unknown option ${unknown} (see npm run tenants -- --help)`
+        : `${command}: ${(err as Error).message.split('\n')[0]}`,
+    ]);
   }
   const values = parsed.values as Record<string, string | boolean | undefined>;
-  const settingsFile = settingsFileOf({ settings: values.settings as string | undefined, stateDir: values['state-dir'] as string | undefined });
+  const settingsFile = settingsFileOf({
+    settings: values.settings as string | undefined,
+    stateDir: values['state-dir'] as string | undefined,
+  });
   if (values.help) return { command: { command: 'help' }, settingsFile };
 
   if (command === 'add') {
-    if (parsed.positionals.length) throw new UsageError([`add takes no positional arguments (got ${parsed.positionals.join(' ')}): use the flags`]);
+    if (parsed.positionals.length)
+      throw new UsageError([`add takes no positional arguments (got ${parsed.positionals.join(' ')}): use the flags`]);
     return { command: { command: 'add', tenant: tenantFromFlags(values) }, settingsFile };
   }
   if (command === 'list') return { command: { command: 'list', json: values.json === true }, settingsFile };
 
   const [tenantId, ...extra] = parsed.positionals;
-  if (tenantId === undefined) throw new UsageError([`${command} needs the tenant id: npm run tenants -- ${command} <tenantId>`]);
+  if (tenantId === undefined)
+    throw new UsageError([`${command} needs the tenant id: npm run tenants -- ${command} <tenantId>`]);
   if (extra.length) throw new UsageError([`${command} takes one tenant id (got ${parsed.positionals.join(' ')})`]);
   try {
-    return { command: { command: command as 'enable' | 'disable' | 'remove' | 'consent-link', tenantId: parseTenantId(tenantId) }, settingsFile };
+    return {
+      command: {
+        command: command as 'enable' | 'disable' | 'remove' | 'consent-link',
+        tenantId: parseTenantId(tenantId),
+      },
+      settingsFile,
+    };
   } catch (err) {
     if (err instanceof InvalidTenantIdError) throw new UsageError([`<tenantId>: ${err.message}`]);
     throw err;
@@ -97,7 +120,8 @@ export function parseTenantsArgs(args: string[]): ParsedTenantsArgs {
 
 /** Where each registry field comes from on the command line, so a problem names the flag to fix. */
 function flagFor(path: string, values: Record<string, unknown>): string {
-  if (path.startsWith('credential')) return values['certificate-secret-name'] !== undefined ? '--certificate-secret-name' : '--secret-name';
+  if (path.startsWith('credential'))
+    return values['certificate-secret-name'] !== undefined ? '--certificate-secret-name' : '--secret-name';
   const flags: Record<string, string> = {
     tenantId: '--tenant-id',
     displayName: '--name',
@@ -111,9 +135,12 @@ function flagFor(path: string, values: Record<string, unknown>): string {
 
 function tenantFromFlags(values: Record<string, string | boolean | undefined>): TenantInput {
   const problems: string[] = [];
-  for (const flag of ['tenant-id', 'name', 'context', 'client-id']) if (values[flag] === undefined) problems.push(`--${flag} is required`);
+  for (const flag of ['tenant-id', 'name', 'context', 'client-id'])
+    if (values[flag] === undefined) problems.push(`--${flag} is required`);
 
-  const credentialFlags = ['secret-name', 'certificate-secret-name', 'managed-identity'].filter((f) => values[f] !== undefined && values[f] !== false);
+  const credentialFlags = ['secret-name', 'certificate-secret-name', 'managed-identity'].filter(
+    (f) => values[f] !== undefined && values[f] !== false,
+  );
   if (credentialFlags.length !== 1) {
     problems.push(
       credentialFlags.length === 0
@@ -122,7 +149,9 @@ function tenantFromFlags(values: Record<string, string | boolean | undefined>): 
     );
   }
   if (values['managed-identity'] && values.context === 'partner') {
-    problems.push("--managed-identity: the Function App's managed identity reads only its own tenant (application context); a partner tenant needs --secret-name or --certificate-secret-name");
+    problems.push(
+      "--managed-identity: the Function App's managed identity reads only its own tenant (application context); a partner tenant needs --secret-name or --certificate-secret-name",
+    );
   }
   let lookback: number | undefined;
   if (values['lookback-hours'] !== undefined) {
@@ -150,8 +179,15 @@ function tenantFromFlags(values: Record<string, string | boolean | undefined>): 
       const path = issue.path.join('.');
       const flag = flagFor(path, values);
       // Missing flags and a missing credential are already reported above, in words.
-      if (problems.some((p) => p.startsWith(`${flag} is required`)) || (path.startsWith('credential') && credentialFlags.length !== 1)) continue;
-      const got = path === 'firstRunLookbackHours' || path.startsWith('credential') ? '' : ` (got '${String((input as Record<string, unknown>)[path] ?? '')}')`;
+      if (
+        problems.some((p) => p.startsWith(`${flag} is required`)) ||
+        (path.startsWith('credential') && credentialFlags.length !== 1)
+      )
+        continue;
+      const got =
+        path === 'firstRunLookbackHours' || path.startsWith('credential')
+          ? ''
+          : ` (got '${String((input as Record<string, unknown>)[path] ?? '')}')`;
       problems.push(`${flag}: ${issue.message}${got}`);
     }
   }
@@ -164,12 +200,18 @@ function secretFlagOf(tenant: TenantInput): string {
 }
 
 /** Runs a parsed command; returns what to print on stdout. */
-export async function runTenantsCommand(command: Exclude<TenantsCommand, { command: 'help' }>, services: Services): Promise<string> {
+export async function runTenantsCommand(
+  command: Exclude<TenantsCommand, { command: 'help' }>,
+  services: Services,
+): Promise<string> {
   switch (command.command) {
     case 'add': {
       const { tenant, created, warnings } = await putTenant(command.tenant, services).catch((err: unknown) => {
         // A refused credential names its flag, like every other problem with the arguments.
-        if (err instanceof TenantValidationError) throw new UsageError(err.problems.map((p) => p.replace(/^credential\.secretName:/, `${secretFlagOf(command.tenant)}:`)));
+        if (err instanceof TenantValidationError)
+          throw new UsageError(
+            err.problems.map((p) => p.replace(/^credential\.secretName:/, `${secretFlagOf(command.tenant)}:`)),
+          );
         throw err;
       });
       const next =

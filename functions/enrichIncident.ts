@@ -9,7 +9,13 @@ let deps: EnrichDependencies | undefined;
 /** Queue `incidents`: validates, deduplicates, enriches and routes one incident event. */
 export async function enrichIncident(message: unknown, context: InvocationContext): Promise<void> {
   deps ??= enrichDependencies(getServices());
-  await handleIncidentEvent(message, deps, context, { dequeueCount: Number(context.triggerMetadata?.dequeueCount ?? 1) });
+  await handleIncidentEvent(message, deps, context, {
+    dequeueCount: Number(context.triggerMetadata?.dequeueCount ?? 1),
+  });
 }
 
-app.storageQueue('enrichIncident', { queueName: QUEUE_NAMES.incidents, connection: 'AzureWebJobsStorage', handler: enrichIncident });
+app.storageQueue('enrichIncident', {
+  queueName: QUEUE_NAMES.incidents,
+  connection: 'AzureWebJobsStorage',
+  handler: enrichIncident,
+});

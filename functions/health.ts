@@ -10,7 +10,12 @@ import { CONFIGURATION_FILES, configurationProblems } from '../shared/startup-ch
  * with its latency; 503 when one fails; never a secret.
  */
 export async function health(_request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
-  const checks: HealthCheck[] = [configurationHealth(configurationProblems(), CONFIGURATION_FILES.map((f) => f.setting))];
+  const checks: HealthCheck[] = [
+    configurationHealth(
+      configurationProblems(),
+      CONFIGURATION_FILES.map((f) => f.setting),
+    ),
+  ];
   let services: Services | undefined;
   try {
     services = getServices();
@@ -18,10 +23,29 @@ export async function health(_request: HttpRequest, context: InvocationContext):
     // Settings that do not load: the configuration check names them (never a secret value).
     if (checks[0]!.ok) checks[0] = { name: 'configuration', ok: false, latencyMs: 0, detail: describeError(err) };
   }
-  if (services) checks.push(...(await checkHealth({ queues: services.storage.queues, secrets: services.secrets, appCredential: services.appCredential })).checks);
+  if (services)
+    checks.push(
+      ...(
+        await checkHealth({
+          queues: services.storage.queues,
+          secrets: services.secrets,
+          appCredential: services.appCredential,
+        })
+      ).checks,
+    );
   const report = healthReport(checks);
-  if (report.status !== 'healthy') context.warn(`health: ${report.checks.filter((c) => !c.ok).map((c) => `${c.name}: ${c.detail}`).join('; ')}`);
-  return { status: report.status === 'healthy' ? 200 : 503, jsonBody: report, headers: { 'cache-control': 'no-store' } };
+  if (report.status !== 'healthy')
+    context.warn(
+      `health: ${report.checks
+        .filter((c) => !c.ok)
+        .map((c) => `${c.name}: ${c.detail}`)
+        .join('; ')}`,
+    );
+  return {
+    status: report.status === 'healthy' ? 200 : 503,
+    jsonBody: report,
+    headers: { 'cache-control': 'no-store' },
+  };
 }
 
 app.http('health', { methods: ['GET'], authLevel: 'anonymous', route: 'health', handler: health });

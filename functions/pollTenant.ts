@@ -8,4 +8,8 @@ export async function pollTenant(message: unknown, context: InvocationContext): 
   await handlePollRequest(message, getServices(), context);
 }
 
-app.storageQueue('pollTenant', { queueName: QUEUE_NAMES.pollRequests, connection: 'AzureWebJobsStorage', handler: pollTenant });
+app.storageQueue('pollTenant', {
+  queueName: QUEUE_NAMES.pollRequests,
+  connection: 'AzureWebJobsStorage',
+  handler: pollTenant,
+});

@@ -14,11 +14,17 @@ export async function replayIncidents(request: HttpRequest, context: InvocationC
   }
   const parsed = replayRequestSchema.safeParse(body);
   if (!parsed.success) {
-    return { status: 400, jsonBody: { errors: parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`) } };
+    return {
+      status: 400,
+      jsonBody: { errors: parsed.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`) },
+    };
   }
   const result = await replay(parsed.data, getServices().storage.queues);
-  context.info(`replay: ${result.moved} event(s) moved back to incidents (${result.bySource.deadletter} dead-lettered, ${result.bySource.poison} poisoned), ${result.skipped} left in place`);
-  for (const { eventId, reason } of result.refused) context.warn(`replay: ${eventId ?? '(no event id)'} left in place, it cannot be replayed: ${reason}`);
+  context.info(
+    `replay: ${result.moved} event(s) moved back to incidents (${result.bySource.deadletter} dead-lettered, ${result.bySource.poison} poisoned), ${result.skipped} left in place`,
+  );
+  for (const { eventId, reason } of result.refused)
+    context.warn(`replay: ${eventId ?? '(no event id)'} left in place, it cannot be replayed: ${reason}`);
   return { status: 200, jsonBody: result };
 }
 

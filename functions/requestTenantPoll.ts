@@ -19,4 +19,9 @@ export async function requestTenantPoll(request: HttpRequest, context: Invocatio
   return { status: 202, jsonBody: { tenantId, status: 'poll requested' } };
 }
 
-app.http('requestTenantPoll', { methods: ['POST'], authLevel: 'function', route: 'tenants/{tenantId}/poll', handler: requestTenantPoll });
+app.http('requestTenantPoll', {
+  methods: ['POST'],
+  authLevel: 'function',
+  route: 'tenants/{tenantId}/poll',
+  handler: requestTenantPoll,
+});

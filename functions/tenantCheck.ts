@@ -11,4 +11,9 @@ export async function tenantCheck(request: HttpRequest, context: InvocationConte
   }));
 }
 
-app.http('tenantCheck', { methods: ['GET'], authLevel: 'function', route: 'tenants/{tenantId}/check', handler: tenantCheck });
+app.http('tenantCheck', {
+  methods: ['GET'],
+  authLevel: 'function',
+  route: 'tenants/{tenantId}/check',
+  handler: tenantCheck,
+});

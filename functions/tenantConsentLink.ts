@@ -11,4 +11,9 @@ export async function tenantConsentLink(request: HttpRequest, context: Invocatio
   });
 }
 
-app.http('tenantConsentLink', { methods: ['GET'], authLevel: 'function', route: 'tenants/{tenantId}/consent-link', handler: tenantConsentLink });
+app.http('tenantConsentLink', {
+  methods: ['GET'],
+  authLevel: 'function',
+  route: 'tenants/{tenantId}/consent-link',
+  handler: tenantConsentLink,
+});

@@ -4,7 +4,10 @@ import { answerAdmin, getTenantView, parseTenantId } from '../shared/tenant-admi
 
 /** GET /api/tenants/{tenantId}: one tenant with its last poll. */
 export async function tenantGet(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
-  return answerAdmin(context, 'get tenant', async () => ({ status: 200, jsonBody: await getTenantView(parseTenantId(request.params.tenantId), getServices()) }));
+  return answerAdmin(context, 'get tenant', async () => ({
+    status: 200,
+    jsonBody: await getTenantView(parseTenantId(request.params.tenantId), getServices()),
+  }));
 }
 
 app.http('tenantGet', { methods: ['GET'], authLevel: 'function', route: 'tenants/{tenantId}', handler: tenantGet });

@@ -10,4 +10,9 @@ export async function tenantRemove(request: HttpRequest, context: InvocationCont
   });
 }
 
-app.http('tenantRemove', { methods: ['DELETE'], authLevel: 'function', route: 'tenants/{tenantId}', handler: tenantRemove });
+app.http('tenantRemove', {
+  methods: ['DELETE'],
+  authLevel: 'function',
+  route: 'tenants/{tenantId}',
+  handler: tenantRemove,
+});

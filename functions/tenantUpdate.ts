@@ -10,4 +10,9 @@ export async function tenantUpdate(request: HttpRequest, context: InvocationCont
   });
 }
 
-app.http('tenantUpdate', { methods: ['PATCH'], authLevel: 'function', route: 'tenants/{tenantId}', handler: tenantUpdate });
+app.http('tenantUpdate', {
+  methods: ['PATCH'],
+  authLevel: 'function',
+  route: 'tenants/{tenantId}',
+  handler: tenantUpdate,
+});

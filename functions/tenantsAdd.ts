@@ -11,7 +11,9 @@ export async function tenantsAdd(request: HttpRequest, context: InvocationContex
   return answerAdmin(context, 'add tenant', async () => {
     const { tenant, created, warnings } = await putTenant(parseJsonBody(await request.text()), getServices());
     const jsonBody = warnings.length ? { ...tenant, warnings } : tenant;
-    return created ? { status: 201, jsonBody, headers: { location: `/api/tenants/${tenant.tenantId}` } } : { status: 200, jsonBody };
+    return created
+      ? { status: 201, jsonBody, headers: { location: `/api/tenants/${tenant.tenantId}` } }
+      : { status: 200, jsonBody };
   });
 }
 

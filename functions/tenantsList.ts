@@ -4,7 +4,10 @@ import { answerAdmin, listTenantViews } from '../shared/tenant-admin.js';
 
 /** GET /api/tenants: every registered tenant with its last poll. */
 export async function tenantsList(_request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
-  return answerAdmin(context, 'list tenants', async () => ({ status: 200, jsonBody: { tenants: await listTenantViews(getServices()) } }));
+  return answerAdmin(context, 'list tenants', async () => ({
+    status: 200,
+    jsonBody: { tenants: await listTenantViews(getServices()) },
+  }));
 }
 
 app.http('tenantsList', { methods: ['GET'], authLevel: 'function', route: 'tenants', handler: tenantsList });

@@ -8,4 +8,9 @@ export async function updateIncident(request: HttpRequest, context: InvocationCo
 }
 
 // Anonymous at the host: the handler validates the caller's Entra ID token itself (audience, issuer, scp, tenant).
-app.http('updateIncident', { methods: ['PATCH'], authLevel: 'anonymous', route: 'incidents/{tenantId}/{incidentId}', handler: updateIncident });
+app.http('updateIncident', {
+  methods: ['PATCH'],
+  authLevel: 'anonymous',
+  route: 'incidents/{tenantId}/{incidentId}',
+  handler: updateIncident,
+});

@@ -41,7 +41,8 @@ export function azuriteHttpsArgs(https: { certPath: string; keyPath: string }): 
 }
 
 /** The line Azurite prints once a service listens, with the service and its port. */
-export const AZURITE_LISTENING = /Azurite (Blob|Queue|Table) service is successfully listening at https?:\/\/[^:]+:(\d+)/g;
+export const AZURITE_LISTENING =
+  /Azurite (Blob|Queue|Table) service is successfully listening at https?:\/\/[^:]+:(\d+)/g;
 
 function azuriteEntry(): string {
   const require = createRequire(import.meta.url);
@@ -49,14 +50,16 @@ function azuriteEntry(): string {
 }
 
 export function azuriteConnectionString(blobUrl: string, queueUrl: string, tableUrl: string): string {
-  return [
-    `DefaultEndpointsProtocol=${new URL(queueUrl).protocol.replace(':', '')}`,
-    `AccountName=${AZURITE_ACCOUNT}`,
-    `AccountKey=${AZURITE_KEY}`,
-    `BlobEndpoint=${blobUrl}`,
-    `QueueEndpoint=${queueUrl}`,
-    `TableEndpoint=${tableUrl}`,
-  ].join(';') + ';';
+  return (
+    [
+      `DefaultEndpointsProtocol=${new URL(queueUrl).protocol.replace(':', '')}`,
+      `AccountName=${AZURITE_ACCOUNT}`,
+      `AccountKey=${AZURITE_KEY}`,
+      `BlobEndpoint=${blobUrl}`,
+      `QueueEndpoint=${queueUrl}`,
+      `TableEndpoint=${tableUrl}`,
+    ].join(';') + ';'
+  );
 }
 
 /** Starts Azurite from node_modules: queues, tables and blobs, in memory, on loopback. */
@@ -64,12 +67,22 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Runnin
   const args = [
     azuriteEntry(),
     '--inMemoryPersistence',
-    '--extentMemoryLimit', String(options.extentMemoryLimitMb ?? 1024),
+    '--extentMemoryLimit',
+    String(options.extentMemoryLimitMb ?? 1024),
     '--skipApiVersionCheck',
     '--disableTelemetry',
-    '--blobHost', '127.0.0.1', '--blobPort', String(options.blobPort ?? 0),
-    '--queueHost', '127.0.0.1', '--queuePort', String(options.queuePort ?? 0),
-    '--tableHost', '127.0.0.1', '--tablePort', String(options.tablePort ?? 0),
+    '--blobHost',
+    '127.0.0.1',
+    '--blobPort',
+    String(options.blobPort ?? 0),
+    '--queueHost',
+    '127.0.0.1',
+    '--queuePort',
+    String(options.queuePort ?? 0),
+    '--tableHost',
+    '127.0.0.1',
+    '--tablePort',
+    String(options.tablePort ?? 0),
     ...(options.https ? azuriteHttpsArgs(options.https) : []),
   ];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -88,7 +101,8 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Runnin
         const line = buffered.slice(0, newline).trim();
         buffered = buffered.slice(newline + 1);
         options.onLog?.(line);
-        for (const m of line.matchAll(AZURITE_LISTENING)) ports[m[1]!.toLowerCase() as 'blob' | 'queue' | 'table'] = Number(m[2]);
+        for (const m of line.matchAll(AZURITE_LISTENING))
+          ports[m[1]!.toLowerCase() as 'blob' | 'queue' | 'table'] = Number(m[2]);
         if (ports.blob && ports.queue && ports.table) {
           clearTimeout(timer);
           resolve();

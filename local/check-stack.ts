@@ -3,7 +3,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { ClientSecretCredential, OnBehalfOfCredential, UsernamePasswordCredential, type TokenCredential } from '@azure/identity';
+import {
+  ClientSecretCredential,
+  OnBehalfOfCredential,
+  UsernamePasswordCredential,
+  type TokenCredential,
+} from '@azure/identity';
 import { SecretClient } from '@azure/keyvault-secrets';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { decodeJwt } from 'jose';
@@ -23,18 +28,25 @@ interface CheckResult {
 
 const DEFENDER_SCOPE = 'https://api.security.microsoft.com/.default';
 
-const { values } = parseArgs({ options: { stack: { type: 'string' }, 'state-dir': { type: 'string' }, json: { type: 'boolean', default: false } } });
-if (values.stack !== undefined && values['state-dir'] !== undefined) fail('--stack and --state-dir do not go together: give one');
+const { values } = parseArgs({
+  options: { stack: { type: 'string' }, 'state-dir': { type: 'string' }, json: { type: 'boolean', default: false } },
+});
+if (values.stack !== undefined && values['state-dir'] !== undefined)
+  fail('--stack and --state-dir do not go together: give one');
 const stackPath = resolve(values.stack ?? join(values['state-dir'] ?? '.local', 'stack.json'));
 if (!existsSync(stackPath)) {
-  fail(`No local stack found: ${stackPath} does not exist. Start one with npm start (or npm run start:stack); ` +
-    'if it runs with --state-dir <dir>, check it with npm run stack:check -- --state-dir <dir>.');
+  fail(
+    `No local stack found: ${stackPath} does not exist. Start one with npm start (or npm run start:stack); ` +
+      'if it runs with --state-dir <dir>, check it with npm run stack:check -- --state-dir <dir>.',
+  );
 }
 let info: StackInfo;
 try {
   info = JSON.parse(readFileSync(stackPath, 'utf8')) as StackInfo;
 } catch (err) {
-  fail(`${stackPath} is not a stack file npm start wrote (${(err as Error).message.split('\n')[0]}): start the stack again with npm start.`);
+  fail(
+    `${stackPath} is not a stack file npm start wrote (${(err as Error).message.split('\n')[0]}): start the stack again with npm start.`,
+  );
 }
 
 function fail(message: string): never {
@@ -95,11 +107,17 @@ for (const tenant of info.tenants) {
     return `HTTP 200, ${body.value.length} incident(s) on the first page`;
   });
   await check(`${tenant.displayName}: secret from Key Vault`, async () => {
-    const appIdentity = new ClientSecretCredential(info.appIdentity.tenantId, info.appIdentity.clientId, info.appIdentity.clientSecret, credentialOptions);
+    const appIdentity = new ClientSecretCredential(
+      info.appIdentity.tenantId,
+      info.appIdentity.clientId,
+      info.appIdentity.clientSecret,
+      credentialOptions,
+    );
     const secrets = new SecretClient(info.keyVault.url, appIdentity, { disableChallengeResourceVerification: true });
     const secret = await secrets.getSecret(tenant.clientSecretName);
     if (secret.value !== app.clientSecret) throw new Error('the secret read does not match the app registration');
-    if (!isTenantCredential(secret.properties.tags)) throw new Error(`the secret is not tagged ${TENANT_CREDENTIAL_TAG_ARGUMENT}: the relay will refuse it`);
+    if (!isTenantCredential(secret.properties.tags))
+      throw new Error(`the secret is not tagged ${TENANT_CREDENTIAL_TAG_ARGUMENT}: the relay will refuse it`);
     return `${tenant.clientSecretName} read (value not shown), tagged ${TENANT_CREDENTIAL_TAG_ARGUMENT}`;
   });
 }
@@ -108,17 +126,38 @@ const partner = info.demoApps.find((a) => a.multiTenant)!;
 const unconsented = info.tenants.find((t) => !partner.consentedTenants.includes(t.tenantId));
 if (unconsented) {
   await check('partner app in a tenant that did not consent', () =>
-    expectFailure(() => new ClientSecretCredential(unconsented.tenantId, partner.clientId, partner.clientSecret, credentialOptions).getToken(DEFENDER_SCOPE), /AADSTS700016/),
+    expectFailure(
+      () =>
+        new ClientSecretCredential(
+          unconsented.tenantId,
+          partner.clientId,
+          partner.clientSecret,
+          credentialOptions,
+        ).getToken(DEFENDER_SCOPE),
+      /AADSTS700016/,
+    ),
   );
 }
 await check('wrong client secret', () =>
-  expectFailure(() => new ClientSecretCredential(partner.homeTenantId, partner.clientId, 'not-the-secret', credentialOptions).getToken(DEFENDER_SCOPE), /AADSTS7000215/),
+  expectFailure(
+    () =>
+      new ClientSecretCredential(partner.homeTenantId, partner.clientId, 'not-the-secret', credentialOptions).getToken(
+        DEFENDER_SCOPE,
+      ),
+    /AADSTS7000215/,
+  ),
 );
 
 const user = info.users[0];
 if (user) {
   await check(`user context (on-behalf-of ${user.userPrincipalName})`, async () => {
-    const signIn = new UsernamePasswordCredential(user.tenantId, user.clientId, user.userPrincipalName, user.password, credentialOptions);
+    const signIn = new UsernamePasswordCredential(
+      user.tenantId,
+      user.clientId,
+      user.userPrincipalName,
+      user.password,
+      credentialOptions,
+    );
     const userToken = (await signIn.getToken(user.scope))!.token;
     const obo = new OnBehalfOfCredential({
       tenantId: user.tenantId,
@@ -137,9 +176,13 @@ if (user) {
 await check('Defender $top above 100', async () => {
   const tenant = info.tenants[0]!;
   const app = info.demoApps.find((a) => a.clientId === tenant.clientId)!;
-  const res = await defenderGet(new ClientSecretCredential(tenant.tenantId, app.clientId, app.clientSecret, credentialOptions), '/api/incidents?$top=101');
+  const res = await defenderGet(
+    new ClientSecretCredential(tenant.tenantId, app.clientId, app.clientSecret, credentialOptions),
+    '/api/incidents?$top=101',
+  );
   const body = (await res.json()) as { error?: { code?: string } };
-  if (res.status !== 400 || body.error?.code !== 'MaximumBatchSizeExceeded') throw new Error(`HTTP ${res.status} ${JSON.stringify(body)}`);
+  if (res.status !== 400 || body.error?.code !== 'MaximumBatchSizeExceeded')
+    throw new Error(`HTTP ${res.status} ${JSON.stringify(body)}`);
   return 'HTTP 400 MaximumBatchSizeExceeded';
 });
 
@@ -147,7 +190,9 @@ await check('storage queues', async () => {
   const queues = QueueServiceClient.fromConnectionString(info.storage.connectionString);
   const names: string[] = [];
   for await (const q of queues.listQueues()) names.push(q.name);
-  const missing = [info.queues.pollRequests, info.queues.incidents, info.queues.poison].filter((n) => !names.includes(n));
+  const missing = [info.queues.pollRequests, info.queues.incidents, info.queues.poison].filter(
+    (n) => !names.includes(n),
+  );
   if (missing.length) throw new Error(`missing queues: ${missing.join(', ')}`);
   return `${names.length} queue(s): ${names.join(', ')}`;
 });

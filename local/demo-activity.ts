@@ -13,7 +13,16 @@ export function simulateSocActivity(store: IncidentStore, tenantIds: string[], e
     tick += 1;
     for (const tenantId of tenantIds) {
       if ((tick + tenantIds.indexOf(tenantId)) % 3 === 0) {
-        store.upsert(tenantId, generateIncidents({ tenantId, count: 1, seed: `activity-${tick}`, startId: store.nextIncidentId(tenantId), since: new Date(Date.now() - 60_000) }));
+        store.upsert(
+          tenantId,
+          generateIncidents({
+            tenantId,
+            count: 1,
+            seed: `activity-${tick}`,
+            startId: store.nextIncidentId(tenantId),
+            since: new Date(Date.now() - 60_000),
+          }),
+        );
         continue;
       }
       const open = store.find(tenantId, (i) => i.status === 'Active' || i.status === 'InProgress');

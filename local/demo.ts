@@ -94,7 +94,12 @@ export function createDemoWorld(): DemoWorld {
     roles: DEFENDER_APP_ROLES,
   };
   const appIdentity = { tenantId: provider.tenantId, clientId: randomUUID(), clientSecret: secret() };
-  const relayApi = { clientId: randomUUID(), clientSecret: secret(), identifierUri: RELAY_API_URI, homeTenantId: provider.tenantId };
+  const relayApi = {
+    clientId: randomUUID(),
+    clientSecret: secret(),
+    identifierUri: RELAY_API_URI,
+    homeTenantId: provider.tenantId,
+  };
   const webhookClient = {
     tenantId: provider.tenantId,
     clientId: randomUUID(),
@@ -106,8 +111,24 @@ export function createDemoWorld(): DemoWorld {
   return {
     provider,
     tenants: [
-      { ...fabrikam, context: 'application', clientId: fabrikamApp.clientId, clientSecretName: 'tenant-fabrikam-client-secret', pushKey: { secretName: WEBHOOK_HMAC_SECRET_NAME, key: webhookHmacKey }, incidentCount: 60, seed: 1 },
-      { ...northwind, context: 'partner', clientId: partnerApp.clientId, clientSecretName: 'partner-app-client-secret', pushKey: { secretName: 'northwind-push-hmac-key', key: secret() }, incidentCount: 40, seed: 2 },
+      {
+        ...fabrikam,
+        context: 'application',
+        clientId: fabrikamApp.clientId,
+        clientSecretName: 'tenant-fabrikam-client-secret',
+        pushKey: { secretName: WEBHOOK_HMAC_SECRET_NAME, key: webhookHmacKey },
+        incidentCount: 60,
+        seed: 1,
+      },
+      {
+        ...northwind,
+        context: 'partner',
+        clientId: partnerApp.clientId,
+        clientSecretName: 'partner-app-client-secret',
+        pushKey: { secretName: 'northwind-push-hmac-key', key: secret() },
+        incidentCount: 40,
+        seed: 2,
+      },
     ],
     appIdentity,
     apps: [fabrikamApp, partnerApp],

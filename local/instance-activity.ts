@@ -28,7 +28,8 @@ export class InstanceActivity {
   describe(urls: readonly string[]): string[] {
     return this.#byInstance.map((counts, i) => {
       const port = urls[i] ? `:${new URL(urls[i]).port}` : '';
-      const figures = [...counts].sort(([a], [b]) => a.localeCompare(b))
+      const figures = [...counts]
+        .sort(([a], [b]) => a.localeCompare(b))
         .map(([name, { invocations, failed }]) => `${name} ${invocations}${failed > 0 ? ` (${failed} failed)` : ''}`);
       return `instance ${i + 1} ${port}  ${figures.join(' · ') || 'nothing yet'}`;
     });

@@ -51,7 +51,12 @@ export interface RunningReceiver {
 
 const SIGNATURE = /^t=(\d+),v1=([0-9a-f]{64})$/;
 
-function verify(header: string | string[] | undefined, key: string, rawBody: Buffer, toleranceSeconds: number): boolean {
+function verify(
+  header: string | string[] | undefined,
+  key: string,
+  rawBody: Buffer,
+  toleranceSeconds: number,
+): boolean {
   const match = typeof header === 'string' ? SIGNATURE.exec(header) : null;
   if (!match) return false;
   const timestamp = Number(match[1]);
@@ -82,7 +87,10 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
       } catch {
         // Recorded as text.
       }
-      const signatureValid = options.hmacKey === undefined ? undefined : verify(req.headers['x-relay-signature'], options.hmacKey, raw, options.toleranceSeconds ?? 300);
+      const signatureValid =
+        options.hmacKey === undefined
+          ? undefined
+          : verify(req.headers['x-relay-signature'], options.hmacKey, raw, options.toleranceSeconds ?? 300);
       let status = 200;
       let headers: Record<string, string> = {};
       if (failuresLeft > 0) {
@@ -91,9 +99,20 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
         headers = failHeaders;
       } else if (req.method !== 'POST') status = 405;
       else if (signatureValid === false) status = 401;
-      const record: ReceivedRequest = { method: req.method ?? '', path: req.url ?? '/', headers: req.headers, body, rawBody, signatureValid, status, receivedAt: new Date().toISOString() };
+      const record: ReceivedRequest = {
+        method: req.method ?? '',
+        path: req.url ?? '/',
+        headers: req.headers,
+        body,
+        rawBody,
+        signatureValid,
+        status,
+        receivedAt: new Date().toISOString(),
+      };
       requests.push(record);
-      const answerBody = JSON.stringify(status < 300 ? { ok: true } : { error: status === 401 ? 'bad signature' : 'failure requested' });
+      const answerBody = JSON.stringify(
+        status < 300 ? { ok: true } : { error: status === 401 ? 'bad signature' : 'failure requested' },
+      );
       const finish = () => {
         if (res.destroyed) return;
         res.end(answerBody.slice(1));
@@ -133,7 +152,11 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
         };
         const timer = setTimeout(() => {
           cleanup();
-          reject(new Error(`The receiver at ${server.url} got ${accepted().length} of ${count} expected requests within ${timeoutMs} ms`));
+          reject(
+            new Error(
+              `The receiver at ${server.url} got ${accepted().length} of ${count} expected requests within ${timeoutMs} ms`,
+            ),
+          );
         }, timeoutMs);
         const cleanup = () => {
           clearTimeout(timer);
@@ -151,7 +174,10 @@ export async function startReceiver(options: ReceiverOptions): Promise<RunningRe
  * The demo routing rules with the named destinations pointed at running receivers: the routes file
  * holds placeholder URLs (valid, on localhost), the local stack swaps in each receiver's URL.
  */
-export function withReceiverUrls(routes: { destinations: Record<string, Record<string, unknown>> } & Record<string, unknown>, urls: Record<string, string>): typeof routes {
+export function withReceiverUrls(
+  routes: { destinations: Record<string, Record<string, unknown>> } & Record<string, unknown>,
+  urls: Record<string, string>,
+): typeof routes {
   const destinations = Object.fromEntries(
     Object.entries(routes.destinations).map(([name, destination]) => {
       const url = urls[name];

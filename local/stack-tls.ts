@@ -36,7 +36,13 @@ export function stackTlsEnv(dir: string): Record<string, string> {
 
 export function readStackTls(dir: string): StackTls {
   const read = (name: string) => readFileSync(join(dir, name), 'utf8');
-  return { caCertPem: read(FILES.ca), cert: read(FILES.cert), key: read(FILES.key), certPath: join(dir, FILES.cert), keyPath: join(dir, FILES.key) };
+  return {
+    caCertPem: read(FILES.ca),
+    cert: read(FILES.cert),
+    key: read(FILES.key),
+    certPath: join(dir, FILES.cert),
+    keyPath: join(dir, FILES.key),
+  };
 }
 
 /**
@@ -51,10 +57,15 @@ export async function stackTlsOrRerun(): Promise<StackTls> {
     const ca = createLocalCa();
     writeStackTls(dir, { caCertPem: ca.caCertPem, ...ca.issueServerCert() });
   }
-  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: { ...process.env, ...stackTlsEnv(dir) } });
+  const child = spawn(process.execPath, [...process.execArgv, ...process.argv.slice(1)], {
+    stdio: 'inherit',
+    env: { ...process.env, ...stackTlsEnv(dir) },
+  });
   // Ctrl-C in a terminal reaches both processes; a signal sent to this one alone is passed on.
   for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => child.kill(signal));
-  const code = await new Promise<number>((done) => child.once('exit', (exitCode, signal) => done(exitCode ?? (signal ? 1 : 0))));
+  const code = await new Promise<number>((done) =>
+    child.once('exit', (exitCode, signal) => done(exitCode ?? (signal ? 1 : 0))),
+  );
   if (!given) rmSync(dir, { recursive: true, force: true });
   process.exit(code);
 }

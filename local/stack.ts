@@ -60,12 +60,27 @@ export interface StackInfo {
     pushKey: string;
   }[];
   appIdentity: { tenantId: string; clientId: string; clientSecret: string };
-  demoApps: { name: string; clientId: string; clientSecret: string; homeTenantId: string; multiTenant: boolean; consentedTenants: string[]; roles: string[] }[];
+  demoApps: {
+    name: string;
+    clientId: string;
+    clientSecret: string;
+    homeTenantId: string;
+    multiTenant: boolean;
+    consentedTenants: string[];
+    roles: string[];
+  }[];
   webhookClient: { tenantId: string; clientId: string; clientSecret: string; scope: string };
   /** The HMAC key for signed webhook pushes (throwaway, like every value here). */
   webhookHmacKey: string;
   relayApi: { clientId: string; clientSecret: string; identifierUri: string; tenantId: string };
-  users: { tenantId: string; userPrincipalName: string; password: string; displayName: string; clientId: string; scope: string }[];
+  users: {
+    tenantId: string;
+    userPrincipalName: string;
+    password: string;
+    displayName: string;
+    clientId: string;
+    scope: string;
+  }[];
   queues: typeof QUEUES;
   /** The local HTTPS receivers the demo routes' webhook destinations point at. */
   receivers: { siem: string; teams: string; slack: string };
@@ -145,7 +160,13 @@ function identitySettings(world: DemoWorld, storage: IdentityBasedStorage): Reco
 export function appSettingsFor(
   world: DemoWorld,
   storage: string | IdentityBasedStorage,
-  { entra, keyVault, defender, routesFile, webhookAccessFile }: Pick<StandIns, 'entra' | 'keyVault' | 'defender' | 'routesFile'> & Partial<Pick<StandIns, 'webhookAccessFile'>>,
+  {
+    entra,
+    keyVault,
+    defender,
+    routesFile,
+    webhookAccessFile,
+  }: Pick<StandIns, 'entra' | 'keyVault' | 'defender' | 'routesFile'> & Partial<Pick<StandIns, 'webhookAccessFile'>>,
 ): Record<string, string> {
   return {
     FUNCTIONS_WORKER_RUNTIME: 'node',
@@ -168,26 +189,52 @@ export function appSettingsFor(
 }
 
 /** Registers the demo world in Entra, Key Vault and Defender. */
-export async function seedWorld(world: DemoWorld, entra: EntraStandIn, keyVault: KeyVaultStandIn, defender: DefenderStandIn): Promise<void> {
+export async function seedWorld(
+  world: DemoWorld,
+  entra: EntraStandIn,
+  keyVault: KeyVaultStandIn,
+  defender: DefenderStandIn,
+): Promise<void> {
   const { registry } = entra;
   registry.addTenant(world.provider);
-  for (const tenant of world.tenants) registry.addTenant({ tenantId: tenant.tenantId, displayName: tenant.displayName });
+  for (const tenant of world.tenants)
+    registry.addTenant({ tenantId: tenant.tenantId, displayName: tenant.displayName });
 
-  registry.addApp({ clientId: world.appIdentity.clientId, displayName: 'defender-relay (app identity)', homeTenantId: world.appIdentity.tenantId, multiTenant: false, secrets: [world.appIdentity.clientSecret] });
-  keyVault.grant(registry.servicePrincipalId(world.appIdentity.tenantId, world.appIdentity.clientId)!, 'Key Vault Secrets User');
+  registry.addApp({
+    clientId: world.appIdentity.clientId,
+    displayName: 'defender-relay (app identity)',
+    homeTenantId: world.appIdentity.tenantId,
+    multiTenant: false,
+    secrets: [world.appIdentity.clientSecret],
+  });
+  keyVault.grant(
+    registry.servicePrincipalId(world.appIdentity.tenantId, world.appIdentity.clientId)!,
+    'Key Vault Secrets User',
+  );
 
   for (const app of world.apps) {
-    registry.addApp({ clientId: app.clientId, displayName: app.name, homeTenantId: app.homeTenantId, multiTenant: app.multiTenant, secrets: [app.clientSecret] });
-    for (const tenantId of app.consentedTenants) registry.grantAppPermissions(tenantId, app.clientId, DEFENDER_RESOURCE, app.roles);
+    registry.addApp({
+      clientId: app.clientId,
+      displayName: app.name,
+      homeTenantId: app.homeTenantId,
+      multiTenant: app.multiTenant,
+      secrets: [app.clientSecret],
+    });
+    for (const tenantId of app.consentedTenants)
+      registry.grantAppPermissions(tenantId, app.clientId, DEFENDER_RESOURCE, app.roles);
   }
   for (const tenant of world.tenants) {
     const app = world.apps.find((a) => a.clientId === tenant.clientId)!;
     // Tagged as a tenant credential, as the onboarding steps store them; the relay's own secrets below are not.
-    await keyVault.store.setSecret(tenant.clientSecretName, app.clientSecret, { contentType: 'client-secret', tags: { ...TENANT_CREDENTIAL_TAGS } });
+    await keyVault.store.setSecret(tenant.clientSecretName, app.clientSecret, {
+      contentType: 'client-secret',
+      tags: { ...TENANT_CREDENTIAL_TAGS },
+    });
   }
   await keyVault.store.setSecret(RELAY_API_SECRET_NAME, world.relayApi.clientSecret, { contentType: 'client-secret' });
   // Push keys are the relay's own secrets: never tagged as tenant credentials.
-  for (const tenant of world.tenants) await keyVault.store.setSecret(tenant.pushKey.secretName, tenant.pushKey.key, { contentType: 'hmac-key' });
+  for (const tenant of world.tenants)
+    await keyVault.store.setSecret(tenant.pushKey.secretName, tenant.pushKey.key, { contentType: 'hmac-key' });
 
   // The relay's own API: webhook callers get app tokens for it; analysts sign in to it and it acts for them (OBO).
   const { relayApi, webhookClient, analyst, analystClient } = world;
@@ -204,38 +251,89 @@ export async function seedWorld(world: DemoWorld, entra: EntraStandIn, keyVault:
     // v1.0 tokens (the README's "Token versions" says how to set 2).
     accessTokenVersion: 1,
   });
-  registry.addApp({ clientId: webhookClient.clientId, displayName: 'demo webhook sender', homeTenantId: webhookClient.tenantId, multiTenant: false, secrets: [webhookClient.clientSecret] });
-  registry.grantAppPermissions(webhookClient.tenantId, webhookClient.clientId, relayApi.identifierUri, [RELAY_SUBMIT_ROLE]);
+  registry.addApp({
+    clientId: webhookClient.clientId,
+    displayName: 'demo webhook sender',
+    homeTenantId: webhookClient.tenantId,
+    multiTenant: false,
+    secrets: [webhookClient.clientSecret],
+  });
+  registry.grantAppPermissions(webhookClient.tenantId, webhookClient.clientId, relayApi.identifierUri, [
+    RELAY_SUBMIT_ROLE,
+  ]);
   registry.addUser(analyst);
-  registry.addApp({ clientId: analystClient.clientId, displayName: 'defender-relay analyst client', homeTenantId: analystClient.homeTenantId, multiTenant: true });
-  registry.grantDelegatedPermissions(analyst.tenantId, analystClient.clientId, relayApi.identifierUri, [RELAY_USER_SCOPE]);
+  registry.addApp({
+    clientId: analystClient.clientId,
+    displayName: 'defender-relay analyst client',
+    homeTenantId: analystClient.homeTenantId,
+    multiTenant: true,
+  });
+  registry.grantDelegatedPermissions(analyst.tenantId, analystClient.clientId, relayApi.identifierUri, [
+    RELAY_USER_SCOPE,
+  ]);
   registry.grantDelegatedPermissions(analyst.tenantId, relayApi.clientId, DEFENDER_RESOURCE, DEFENDER_DELEGATED_SCOPES);
 
   for (const tenant of world.tenants) {
     defender.store.provisionTenant(tenant.tenantId, tenant.displayName);
-    defender.store.upsert(tenant.tenantId, generateIncidents({ tenantId: tenant.tenantId, count: tenant.incidentCount, seed: tenant.seed }));
+    defender.store.upsert(
+      tenant.tenantId,
+      generateIncidents({ tenantId: tenant.tenantId, count: tenant.incidentCount, seed: tenant.seed }),
+    );
   }
 }
 
-function describeStack(world: DemoWorld, appSettings: Record<string, string>, parts: {
-  hosts: string[]; caCertPath: string; azurite: RunningAzurite; entra: EntraStandIn; keyVault: KeyVaultStandIn; defender: DefenderStandIn;
-  queues: StackInfo['queues']; receivers: StandIns['receivers'];
-}): StackInfo {
+function describeStack(
+  world: DemoWorld,
+  appSettings: Record<string, string>,
+  parts: {
+    hosts: string[];
+    caCertPath: string;
+    azurite: RunningAzurite;
+    entra: EntraStandIn;
+    keyVault: KeyVaultStandIn;
+    defender: DefenderStandIn;
+    queues: StackInfo['queues'];
+    receivers: StandIns['receivers'];
+  },
+): StackInfo {
   return {
     host: parts.hosts[0]!,
     hosts: parts.hosts,
     caCertPath: parts.caCertPath,
-    storage: { connectionString: parts.azurite.connectionString, queueUrl: parts.azurite.queueUrl, tableUrl: parts.azurite.tableUrl, blobUrl: parts.azurite.blobUrl },
+    storage: {
+      connectionString: parts.azurite.connectionString,
+      queueUrl: parts.azurite.queueUrl,
+      tableUrl: parts.azurite.tableUrl,
+      blobUrl: parts.azurite.blobUrl,
+    },
     entra: { authorityHost: parts.entra.url, controlUrl: `${parts.entra.url}/_control` },
     keyVault: { url: parts.keyVault.url, tenantId: parts.keyVault.tenantId },
     defender: { url: parts.defender.url, controlUrl: parts.defender.controlUrl },
-    tenants: world.tenants.map(({ tenantId, displayName, context, clientId, clientSecretName, pushKey }) => ({ tenantId, displayName, context, clientId, clientSecretName, pushKey: pushKey.key })),
+    tenants: world.tenants.map(({ tenantId, displayName, context, clientId, clientSecretName, pushKey }) => ({
+      tenantId,
+      displayName,
+      context,
+      clientId,
+      clientSecretName,
+      pushKey: pushKey.key,
+    })),
     appIdentity: world.appIdentity,
     demoApps: world.apps,
     webhookClient: world.webhookClient,
     webhookHmacKey: world.webhookHmacKey,
-    relayApi: { clientId: world.relayApi.clientId, clientSecret: world.relayApi.clientSecret, identifierUri: world.relayApi.identifierUri, tenantId: world.relayApi.homeTenantId },
-    users: [{ ...world.analyst, clientId: world.analystClient.clientId, scope: `${world.relayApi.identifierUri}/${RELAY_USER_SCOPE}` }],
+    relayApi: {
+      clientId: world.relayApi.clientId,
+      clientSecret: world.relayApi.clientSecret,
+      identifierUri: world.relayApi.identifierUri,
+      tenantId: world.relayApi.homeTenantId,
+    },
+    users: [
+      {
+        ...world.analyst,
+        clientId: world.analystClient.clientId,
+        scope: `${world.relayApi.identifierUri}/${RELAY_USER_SCOPE}`,
+      },
+    ],
     queues: parts.queues,
     receivers: { siem: parts.receivers.siem.url, teams: parts.receivers.teams.url, slack: parts.receivers.slack.url },
     appSettings,
@@ -258,7 +356,14 @@ export interface StandIns {
 }
 
 /** Starts the Entra ID, Key Vault and Defender stand-ins in this process and seeds the demo world. */
-export async function startStandIns(options: { tls: KeyAndCert; faults: FaultBoard; world: DemoWorld; appDir?: string; stateDir?: string; routesFile?: string }): Promise<StandIns> {
+export async function startStandIns(options: {
+  tls: KeyAndCert;
+  faults: FaultBoard;
+  world: DemoWorld;
+  appDir?: string;
+  stateDir?: string;
+  routesFile?: string;
+}): Promise<StandIns> {
   const { tls, faults, world } = options;
   const appDir = resolve(options.appDir ?? process.cwd());
   const stateDir = options.stateDir ?? mkdtempSync(join(tmpdir(), 'defender-relay-routes-'));
@@ -269,7 +374,13 @@ export async function startStandIns(options: { tls: KeyAndCert; faults: FaultBoa
   try {
     const entra = await startEntra({ tls, faults });
     started.push(entra);
-    const keyVault = await startKeyVault({ tls, verifier: entra.verifier, tenantId: world.provider.tenantId, authorityHost: entra.url, faults });
+    const keyVault = await startKeyVault({
+      tls,
+      verifier: entra.verifier,
+      tenantId: world.provider.tenantId,
+      authorityHost: entra.url,
+      faults,
+    });
     started.push(keyVault);
     const defender = await startDefender({ tls, verifier: entra.verifier, faults });
     started.push(defender);
@@ -282,7 +393,9 @@ export async function startStandIns(options: { tls: KeyAndCert; faults: FaultBoa
     await seedWorld(world, entra, keyVault, defender);
     await keyVault.store.setSecret(SIEM_HMAC_SECRET_NAME, world.siemHmacKey, { contentType: 'hmac-key' });
 
-    const { routesFile, routedQueues } = options.routesFile ? givenRoutes(options.routesFile) : demoRoutes(appDir, stateDir, receivers);
+    const { routesFile, routedQueues } = options.routesFile
+      ? givenRoutes(options.routesFile)
+      : demoRoutes(appDir, stateDir, receivers);
     const webhookAccessFile = join(stateDir, 'webhook-access.json');
     writeFileSync(webhookAccessFile, JSON.stringify(demoWebhookAccess(world), null, 2));
     return { entra, keyVault, defender, receivers, routesFile, webhookAccessFile, routedQueues, close };
@@ -299,8 +412,19 @@ export async function startStandIns(options: { tls: KeyAndCert; faults: FaultBoa
 export function demoWebhookAccess(world: DemoWorld): WebhookAccessFile {
   return {
     description: 'The local demo: generated by npm start',
-    callers: [{ name: 'contoso-soc-automation', tenantId: world.webhookClient.tenantId, appId: world.webhookClient.clientId, mayPushFor: world.tenants.map((t) => t.tenantId) }],
-    hmacKeys: world.tenants.map((t) => ({ name: `${t.displayName.toLowerCase().replace(/[^a-z0-9]+/g, '-')}-siem`, secretName: t.pushKey.secretName, mayPushFor: [t.tenantId] })),
+    callers: [
+      {
+        name: 'contoso-soc-automation',
+        tenantId: world.webhookClient.tenantId,
+        appId: world.webhookClient.clientId,
+        mayPushFor: world.tenants.map((t) => t.tenantId),
+      },
+    ],
+    hmacKeys: world.tenants.map((t) => ({
+      name: `${t.displayName.toLowerCase().replace(/[^a-z0-9]+/g, '-')}-siem`,
+      secretName: t.pushKey.secretName,
+      mayPushFor: [t.tenantId],
+    })),
   };
 }
 
@@ -310,12 +434,23 @@ const LOCAL_DESTINATIONS = { allowedHosts: ['localhost'], allowLoopback: true };
  * The demo routes, written with the receivers' URLs. The template is checked first, so that a mistake
  * in it is reported at its own line (the written copy is laid out differently).
  */
-function demoRoutes(appDir: string, stateDir: string, receivers: StandIns['receivers']): { routesFile: string; routedQueues: string[] } {
+function demoRoutes(
+  appDir: string,
+  stateDir: string,
+  receivers: StandIns['receivers'],
+): { routesFile: string; routedQueues: string[] } {
   const templateFile = join(appDir, DEMO_ROUTES_TEMPLATE);
   loadRoutingRules(templateFile, LOCAL_DESTINATIONS);
   const template = readJsonConfigFile(templateFile, 'ROUTES_FILE').value as Parameters<typeof withReceiverUrls>[0];
   const routesFile = join(stateDir, 'routes.json');
-  writeFileSync(routesFile, JSON.stringify(withReceiverUrls(template, { siem: receivers.siem.url, teams: receivers.teams.url, slack: receivers.slack.url }), null, 2));
+  writeFileSync(
+    routesFile,
+    JSON.stringify(
+      withReceiverUrls(template, { siem: receivers.siem.url, teams: receivers.teams.url, slack: receivers.slack.url }),
+      null,
+      2,
+    ),
+  );
   return { routesFile, routedQueues: queueNamesOf(loadRoutingRules(routesFile, LOCAL_DESTINATIONS)) };
 }
 
@@ -332,7 +467,9 @@ function givenRoutes(file: string): { routesFile: string; routedQueues: string[]
 
 /** Adds the demo tenants to the app's tenant registry, as `npm run tenants -- add` would. */
 export async function registerDemoTenants(world: DemoWorld, storageConnectionString: string): Promise<void> {
-  const registry = new TenantRegistry(TableClient.fromConnectionString(storageConnectionString, TENANTS_TABLE, { allowInsecureConnection: true }));
+  const registry = new TenantRegistry(
+    TableClient.fromConnectionString(storageConnectionString, TENANTS_TABLE, { allowInsecureConnection: true }),
+  );
   for (const t of world.tenants) {
     await registry.put({
       tenantId: t.tenantId,
@@ -347,11 +484,22 @@ export async function registerDemoTenants(world: DemoWorld, storageConnectionStr
 }
 
 /** Starts the Functions host as a child process and waits for its ready line. */
-function startHostProcess(appDir: string, port: number, env: NodeJS.ProcessEnv, onLine: (line: string) => void): Promise<{ child: ChildProcess; url: string }> {
+function startHostProcess(
+  appDir: string,
+  port: number,
+  env: NodeJS.ProcessEnv,
+  onLine: (line: string) => void,
+): Promise<{ child: ChildProcess; url: string }> {
   const entry = resolve(appDir, 'dist', 'local', 'host', 'main.js');
-  const child = spawn(process.execPath, [entry, '--app', appDir, '--port', String(port)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [entry, '--app', appDir, '--port', String(port)], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   return new Promise((resolvePromise, reject) => {
-    const timer = setTimeout(() => reject(new Error('The local Functions host did not become ready within 60 s')), 60_000);
+    const timer = setTimeout(
+      () => reject(new Error('The local Functions host did not become ready within 60 s')),
+      60_000,
+    );
     let ready = false;
     // What the host said last: why it stopped, when it stops before it is ready.
     const said: string[] = [];
@@ -375,7 +523,11 @@ function startHostProcess(appDir: string, port: number, env: NodeJS.ProcessEnv, 
       if (ready) return;
       const failed = said.findIndex((line) => line.startsWith('Host failed to start:'));
       const why = failed >= 0 ? said.slice(failed) : said.slice(-10);
-      reject(new Error(`The local Functions host exited during start-up (code ${code})${why.length > 0 ? `:\n${why.join('\n')}` : ''}`));
+      reject(
+        new Error(
+          `The local Functions host exited during start-up (code ${code})${why.length > 0 ? `:\n${why.join('\n')}` : ''}`,
+        ),
+      );
     });
   });
 }
@@ -425,9 +577,13 @@ export async function ensurePortFree(port: number): Promise<void> {
   await new Promise<void>((done, fail) => {
     const probe = createServer();
     probe.once('error', (err: NodeJS.ErrnoException) => {
-      fail(err.code === 'EADDRINUSE'
-        ? new Error(`Port ${port} is in use (another npm start, func start or app?): stop what holds it, or choose another port with npm start -- --port <port> (or FUNCTIONS_PORT).`)
-        : err);
+      fail(
+        err.code === 'EADDRINUSE'
+          ? new Error(
+              `Port ${port} is in use (another npm start, func start or app?): stop what holds it, or choose another port with npm start -- --port <port> (or FUNCTIONS_PORT).`,
+            )
+          : err,
+      );
     });
     probe.listen(port, '127.0.0.1', () => probe.close(() => done()));
   });
@@ -438,7 +594,11 @@ export async function ensurePortFree(port: number): Promise<void> {
  * with the vault role `infra/` grants it. Storage roles are not checked locally (Azurite's OAuth check
  * reads the token's issuer, audience and lifetime only).
  */
-export function assignAppIdentity(world: DemoWorld, entra: EntraStandIn, keyVault: KeyVaultStandIn): { clientId: string; principalId: string } {
+export function assignAppIdentity(
+  world: DemoWorld,
+  entra: EntraStandIn,
+  keyVault: KeyVaultStandIn,
+): { clientId: string; principalId: string } {
   const identity = entra.registry.addManagedIdentity({ name: 'id-defender-relay', tenantId: world.provider.tenantId });
   entra.msi.assign(identity.clientId);
   keyVault.grant(identity.principalId, 'Key Vault Secrets User');
@@ -451,9 +611,11 @@ export const MAX_INSTANCES = 8;
 /** The instances' ports: consecutive from hostPort (default 7071), or all 0 (any free port). */
 export function hostPorts(options: Pick<StackOptions, 'hostPort' | 'instances'>): number[] {
   const instances = options.instances ?? 1;
-  if (!Number.isInteger(instances) || instances < 1 || instances > MAX_INSTANCES) throw new Error(`instances must be a whole number from 1 to ${MAX_INSTANCES}, not ${instances}.`);
+  if (!Number.isInteger(instances) || instances < 1 || instances > MAX_INSTANCES)
+    throw new Error(`instances must be a whole number from 1 to ${MAX_INSTANCES}, not ${instances}.`);
   const first = options.hostPort ?? 7071;
-  if (first + instances - 1 > 65535) throw new Error(`${instances} instances from port ${first} would need ports beyond 65535.`);
+  if (first + instances - 1 > 65535)
+    throw new Error(`${instances} instances from port ${first} would need ports beyond 65535.`);
   return Array.from({ length: instances }, (_, i) => (first === 0 ? 0 : first + i));
 }
 
@@ -486,7 +648,10 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
     // the .NET host, which trusts only the system's CAs, gets Azurite on HTTP and a connection string,
     // the local configuration of Core Tools' own templates.
     const asInAzure = options.startHost !== false;
-    const azurite = await startAzurite({ onLog: () => undefined, ...(asInAzure ? { https: { certPath: tls.certPath, keyPath: tls.keyPath } } : {}) });
+    const azurite = await startAzurite({
+      onLog: () => undefined,
+      ...(asInAzure ? { https: { certPath: tls.certPath, keyPath: tls.keyPath } } : {}),
+    });
     cleanups.push(() => azurite.stop());
     log(`Azurite       queues ${azurite.queueUrl}  tables ${azurite.tableUrl}  blobs ${azurite.blobUrl}`);
 
@@ -498,20 +663,39 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
     log(`Defender API  ${defender.url}  (control ${defender.controlUrl})`);
     const queues = QueueServiceClient.fromConnectionString(azurite.connectionString);
     const queueNames = { ...QUEUES, routed: standIns.routedQueues };
-    for (const name of [queueNames.pollRequests, queueNames.incidents, queueNames.poison, ...queueNames.routed]) await queues.getQueueClient(name).createIfNotExists();
+    for (const name of [queueNames.pollRequests, queueNames.incidents, queueNames.poison, ...queueNames.routed])
+      await queues.getQueueClient(name).createIfNotExists();
 
     await registerDemoTenants(world, azurite.connectionString);
     const identity = assignAppIdentity(world, entra, keyVault);
-    const storage = asInAzure ? { blobUrl: azurite.blobUrl, queueUrl: azurite.queueUrl, tableUrl: azurite.tableUrl, managedIdentityClientId: identity.clientId } : azurite.connectionString;
+    const storage = asInAzure
+      ? {
+          blobUrl: azurite.blobUrl,
+          queueUrl: azurite.queueUrl,
+          tableUrl: azurite.tableUrl,
+          managedIdentityClientId: identity.clientId,
+        }
+      : azurite.connectionString;
     const appSettings = appSettingsFor(world, storage, standIns);
-    log(asInAzure
-      ? `App identity  managed identity ${identity.clientId} (identity endpoint ${entra.msi.endpoint}); Storage identity-based, as in Azure`
-      : `App identity  client secret of app registration ${world.appIdentity.clientId}; Storage by connection string (for func start)`);
+    log(
+      asInAzure
+        ? `App identity  managed identity ${identity.clientId} (identity endpoint ${entra.msi.endpoint}); Storage identity-based, as in Azure`
+        : `App identity  client secret of app registration ${world.appIdentity.clientId}; Storage by connection string (for func start)`,
+    );
     // What App Service puts in the app's environment for its managed identity (not app settings).
-    const platform: Record<string, string> = asInAzure ? { IDENTITY_ENDPOINT: entra.msi.endpoint, IDENTITY_HEADER: entra.msi.header } : {};
+    const platform: Record<string, string> = asInAzure
+      ? { IDENTITY_ENDPOINT: entra.msi.endpoint, IDENTITY_HEADER: entra.msi.header }
+      : {};
     // The settings name the CA that signs the stand-ins' HTTPS and the identity endpoint: func start passes
     // Values to the worker as its environment, and the CLI uses both.
-    writeFileSync(join(stateDir, 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: { ...appSettings, ...platform, NODE_EXTRA_CA_CERTS: caCertPath } }, null, 2));
+    writeFileSync(
+      join(stateDir, 'local.settings.json'),
+      JSON.stringify(
+        { IsEncrypted: false, Values: { ...appSettings, ...platform, NODE_EXTRA_CA_CERTS: caCertPath } },
+        null,
+        2,
+      ),
+    );
 
     let hosts = hostPorts(options).map((port) => `http://localhost:${port}`);
     const hostProcesses: ChildProcess[] = [];
@@ -519,23 +703,47 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
       const env = { ...process.env, ...appSettings, ...platform, NODE_EXTRA_CA_CERTS: caCertPath };
       const onLine = options.onHostLine ?? (() => undefined);
       // Every instance at once, as Azure starts them; one that fails to start stops the stack.
-      const started = await Promise.allSettled(hostPorts(options).map((port, i) => startHostProcess(appDir, port, env, (line) => onLine(line, i))));
+      const started = await Promise.allSettled(
+        hostPorts(options).map((port, i) => startHostProcess(appDir, port, env, (line) => onLine(line, i))),
+      );
       const running = started.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
       for (const { child } of running) cleanups.push(() => stopChild(child, 10_000));
       const failed = started.find((result): result is PromiseRejectedResult => result.status === 'rejected');
       if (failed) throw failed.reason;
       hostProcesses.push(...running.map(({ child }) => child));
       hosts = running.map(({ url }) => url);
-      for (const [i, url] of hosts.entries()) log(`Functions     ${url}/api${hosts.length > 1 ? `  (instance ${i + 1})` : ''}`);
+      for (const [i, url] of hosts.entries())
+        log(`Functions     ${url}/api${hosts.length > 1 ? `  (instance ${i + 1})` : ''}`);
     }
 
     // Poll every demo tenant now rather than at the next timer tick, so incidents flow from the first seconds.
     const sender = new MessageSender(queues, BlobServiceClient.fromConnectionString(azurite.connectionString));
     for (const tenant of world.tenants) await sender.send(QUEUES.pollRequests, pollRequest(tenant.tenantId, 'manual'));
 
-    const info = describeStack(world, appSettings, { hosts, caCertPath, azurite, entra, keyVault, defender, queues: queueNames, receivers: standIns.receivers });
+    const info = describeStack(world, appSettings, {
+      hosts,
+      caCertPath,
+      azurite,
+      entra,
+      keyVault,
+      defender,
+      queues: queueNames,
+      receivers: standIns.receivers,
+    });
     writeFileSync(join(stateDir, 'stack.json'), JSON.stringify(info, null, 2));
-    return { info, world, entra, keyVault, defender, faults, azurite, receivers: standIns.receivers, hostProcess: hostProcesses[0], hostProcesses, stop };
+    return {
+      info,
+      world,
+      entra,
+      keyVault,
+      defender,
+      faults,
+      azurite,
+      receivers: standIns.receivers,
+      hostProcess: hostProcesses[0],
+      hostProcesses,
+      stop,
+    };
   } catch (err) {
     await stop();
     throw err;

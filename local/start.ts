@@ -82,7 +82,11 @@ try {
 }
 
 const { info } = stack;
-if (!values['no-activity']) simulateSocActivity(stack.defender.store, info.tenants.map((t) => t.tenantId));
+if (!values['no-activity'])
+  simulateSocActivity(
+    stack.defender.store,
+    info.tenants.map((t) => t.tenantId),
+  );
 const stackPath = resolve(values['state-dir'] ?? '.local', 'stack.json');
 const stackFile = relative(process.cwd(), stackPath).startsWith('..') ? stackPath : relative(process.cwd(), stackPath);
 print('');
@@ -90,25 +94,42 @@ print('Demo tenants:');
 for (const t of info.tenants) print(`  ${t.displayName.padEnd(20)} ${t.tenantId}  ${t.context}`);
 print('');
 const stateDir = resolve(values['state-dir'] ?? '.local');
-const settingsFile = relative(process.cwd(), resolve(stateDir, 'local.settings.json')) || resolve(stateDir, 'local.settings.json');
+const settingsFile =
+  relative(process.cwd(), resolve(stateDir, 'local.settings.json')) || resolve(stateDir, 'local.settings.json');
 if (values['no-host']) {
   // No host here: say how to run the app against these stand-ins, not a health URL nothing serves.
-  print(`Functions:   not started (--no-host). Run the app against these stand-ins with func start and ${settingsFile}`);
-  print(`             (copy it to local.settings.json; its Values.NODE_EXTRA_CA_CERTS makes the worker trust the stand-ins' CA).`);
+  print(
+    `Functions:   not started (--no-host). Run the app against these stand-ins with func start and ${settingsFile}`,
+  );
+  print(
+    `             (copy it to local.settings.json; its Values.NODE_EXTRA_CA_CERTS makes the worker trust the stand-ins' CA).`,
+  );
 } else {
   print(`Health:      curl ${info.host}/api/health`);
-  if (instances > 1) print(`Instances:   ${info.hosts.join('  ')}  (one app: same settings and host id; each timer runs on one at a time)`);
+  if (instances > 1)
+    print(
+      `Instances:   ${info.hosts.join('  ')}  (one app: same settings and host id; each timer runs on one at a time)`,
+    );
 }
-print(`Settings:    ${settingsFile}  (the CLI: npm run tenants -- list${values['state-dir'] ? ` --state-dir ${values['state-dir']}` : ''})`);
+print(
+  `Settings:    ${settingsFile}  (the CLI: npm run tenants -- list${values['state-dir'] ? ` --state-dir ${values['state-dir']}` : ''})`,
+);
 print(`Stack file:  ${stackFile}  (endpoints, CA, demo credentials: throwaway local values)`);
 print(`Ready in ${((Date.now() - startedAt) / 1000).toFixed(1)} s. Ctrl-C stops everything.`);
 
 // Events in per tenant, events out per route, and queue depths every few seconds, printed when they change.
 const storage = info.storage.connectionString;
 const queues = QueueServiceClient.fromConnectionString(storage);
-const tenantStatus = new TenantStatusStore(TableClient.fromConnectionString(storage, TENANT_STATUS_TABLE, { allowInsecureConnection: true }));
+const tenantStatus = new TenantStatusStore(
+  TableClient.fromConnectionString(storage, TENANT_STATUS_TABLE, { allowInsecureConnection: true }),
+);
 const deliveries = TableClient.fromConnectionString(storage, DELIVERY_LOG_TABLE, { allowInsecureConnection: true });
-const watched = [info.queues.incidents, info.queues.poison, deadLetterQueueOf(info.queues.incidents), ...info.queues.routed];
+const watched = [
+  info.queues.incidents,
+  info.queues.poison,
+  deadLetterQueueOf(info.queues.incidents),
+  ...info.queues.routed,
+];
 let last = '';
 
 /** Events routed, and how many each route took (fan-out rules add to several). Echoes of write-back have no route. */
@@ -116,9 +137,12 @@ async function routedCounts(): Promise<{ events: number; byRoute: Map<string, nu
   const byRoute = new Map<string, number>();
   let events = 0;
   try {
-    for await (const row of deliveries.listEntities<{ routes?: string }>({ queryOptions: { filter: "routes gt ''", select: ['routes'] } })) {
+    for await (const row of deliveries.listEntities<{ routes?: string }>({
+      queryOptions: { filter: "routes gt ''", select: ['routes'] },
+    })) {
       events += 1;
-      for (const route of (row.routes ?? '').split(',').filter(Boolean)) byRoute.set(route, (byRoute.get(route) ?? 0) + 1);
+      for (const route of (row.routes ?? '').split(',').filter(Boolean))
+        byRoute.set(route, (byRoute.get(route) ?? 0) + 1);
     }
   } catch {
     // The table appears with the first routed event.
@@ -140,20 +164,33 @@ setInterval(async () => {
     const statuses = new Map((await tenantStatus.list()).map((s) => [s.tenantId, s]));
     const eventsIn = info.tenants.map((t) => {
       const s = statuses.get(t.tenantId);
-      const problem = s?.lastOutcome === 'failed' || s?.lastOutcome === 'retrying' ? ` [${s.lastOutcome}: ${s.lastError}]` : '';
+      const problem =
+        s?.lastOutcome === 'failed' || s?.lastOutcome === 'retrying' ? ` [${s.lastOutcome}: ${s.lastError}]` : '';
       return `${t.displayName} ${s?.eventsEnqueued ?? 0}${problem}`;
     });
     const counts = await routedCounts();
     const byRoute = [...counts.byRoute].sort(([a], [b]) => a.localeCompare(b)).map(([route, n]) => `${route} ${n}`);
     const depths = await Promise.all(watched.map(async (name) => `${name} ${await depthOf(name)}`));
     const webhooks = Object.entries(stack!.receivers).map(([name, r]) => `${name} ${r.accepted().length}`);
-    const summary = [`in: ${eventsIn.join(' · ')}`, `routed: ${counts.events} (${byRoute.join(' · ') || 'none yet'})`, `webhooks: ${webhooks.join(' · ')}`, `queues: ${depths.join(' · ')}`].join('  |  ');
+    const summary = [
+      `in: ${eventsIn.join(' · ')}`,
+      `routed: ${counts.events} (${byRoute.join(' · ') || 'none yet'})`,
+      `webhooks: ${webhooks.join(' · ')}`,
+      `queues: ${depths.join(' · ')}`,
+    ].join('  |  ');
     // With several instances, what each did: invocations per function, under the summary.
-    const perInstance = instances > 1 ? activity.describe(info.hosts).map((l) => `\n           ${l}`).join('') : '';
+    const perInstance =
+      instances > 1
+        ? activity
+            .describe(info.hosts)
+            .map((l) => `\n           ${l}`)
+            .join('')
+        : '';
     const line = summary + perInstance;
     if (line !== last) print(`  ${new Date().toISOString().slice(11, 19)} ${line}`);
     last = line;
   } catch (err) {
-    if (!stopping) print(`  (progress unavailable: ${err instanceof Error ? err.message.split('\n')[0] : String(err)})`);
+    if (!stopping)
+      print(`  (progress unavailable: ${err instanceof Error ? err.message.split('\n')[0] : String(err)})`);
   }
 }, 3_000).unref();

@@ -8,7 +8,17 @@
  * item fetches it without building anything and without touching the project.
  */
 import { spawnSync } from 'node:child_process';
-import { accessSync, chmodSync, constants, existsSync, mkdirSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  accessSync,
+  chmodSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { homedir } from 'node:os';
 import { delimiter, dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -81,8 +91,12 @@ function isExecutable(path: string): boolean {
 function candidates(env: NodeJS.ProcessEnv): { path: string; source: string }[] {
   const list: { path: string; source: string }[] = [];
   if (env.BICEP_BIN) list.push({ path: resolve(env.BICEP_BIN), source: 'BICEP_BIN' });
-  for (const dir of (env.PATH ?? '').split(delimiter).filter(Boolean)) list.push({ path: join(dir, EXE), source: 'PATH' });
-  list.push({ path: join(env.AZURE_CONFIG_DIR ?? join(homedir(), '.azure'), 'bin', EXE), source: 'the Azure CLI (az bicep install)' });
+  for (const dir of (env.PATH ?? '').split(delimiter).filter(Boolean))
+    list.push({ path: join(dir, EXE), source: 'PATH' });
+  list.push({
+    path: join(env.AZURE_CONFIG_DIR ?? join(homedir(), '.azure'), 'bin', EXE),
+    source: 'the Azure CLI (az bicep install)',
+  });
   list.push({ path: join(env.AZD_CONFIG_DIR ?? join(homedir(), '.azd'), 'bin', EXE), source: 'azd' });
   list.push({ path: CACHED_BICEP, source: 'npm run bicep:install' });
   return list;
@@ -98,7 +112,8 @@ export function findBicep(env: NodeJS.ProcessEnv = process.env): BicepLookup {
     }
     const version = versionOf(path);
     if (!version) passedOver.push(`${path} (${source}): \`bicep --version\` failed`);
-    else if (!atLeast(version, BICEP_VERSION)) passedOver.push(`${path} (${source}): ${version}, older than ${BICEP_VERSION}`);
+    else if (!atLeast(version, BICEP_VERSION))
+      passedOver.push(`${path} (${source}): ${version}, older than ${BICEP_VERSION}`);
     else return { found: { path, version, source }, passedOver };
   }
   return { passedOver };
@@ -108,7 +123,9 @@ function dotnetMajor(): number {
   const run = spawnSync('dotnet', ['--version'], { encoding: 'utf8' });
   const major = run.status === 0 ? Number(run.stdout.trim().split('.')[0]) : NaN;
   if (!Number.isInteger(major)) {
-    throw new Error('dotnet (the .NET SDK) is needed to fetch Bicep from NuGet and was not found; or install Bicep yourself (az bicep install) or set BICEP_BIN');
+    throw new Error(
+      'dotnet (the .NET SDK) is needed to fetch Bicep from NuGet and was not found; or install Bicep yourself (az bicep install) or set BICEP_BIN',
+    );
   }
   return major;
 }
@@ -121,7 +138,10 @@ export function installBicep(log: (line: string) => void = console.log): string 
     return CACHED_BICEP;
   }
   const runtime = RUNTIMES[`${process.platform}-${process.arch}`];
-  if (!runtime) throw new Error(`NuGet has no Bicep CLI for ${process.platform}-${process.arch}; install one yourself and set BICEP_BIN`);
+  if (!runtime)
+    throw new Error(
+      `NuGet has no Bicep CLI for ${process.platform}-${process.arch}; install one yourself and set BICEP_BIN`,
+    );
   const pkg = `Azure.Bicep.CommandLine.${runtime}`;
   const major = dotnetMajor();
 
@@ -139,17 +159,23 @@ export function installBicep(log: (line: string) => void = console.log): string 
     );
     log(`fetching ${pkg} ${BICEP_VERSION} from NuGet (dotnet restore, about 120 MB)…`);
     const started = Date.now();
-    const restore = spawnSync('dotnet', ['restore', join(work, 'fetch.csproj'), '--packages', join(work, 'packages'), '--nologo'], {
-      stdio: 'inherit',
-      env: { ...process.env, DOTNET_CLI_TELEMETRY_OPTOUT: '1', DOTNET_NOLOGO: '1' },
-    });
-    if (restore.status !== 0) throw new Error(`dotnet restore of ${pkg} ${BICEP_VERSION} failed (exit ${restore.status ?? restore.signal})`);
+    const restore = spawnSync(
+      'dotnet',
+      ['restore', join(work, 'fetch.csproj'), '--packages', join(work, 'packages'), '--nologo'],
+      {
+        stdio: 'inherit',
+        env: { ...process.env, DOTNET_CLI_TELEMETRY_OPTOUT: '1', DOTNET_NOLOGO: '1' },
+      },
+    );
+    if (restore.status !== 0)
+      throw new Error(`dotnet restore of ${pkg} ${BICEP_VERSION} failed (exit ${restore.status ?? restore.signal})`);
     const fetched = join(work, 'packages', pkg.toLowerCase(), BICEP_VERSION, 'tools', EXE);
     if (!existsSync(fetched)) throw new Error(`${pkg} ${BICEP_VERSION} has no tools/${EXE}`);
     chmodSync(fetched, 0o755); // NuGet extracts without the execute bit
     renameSync(fetched, CACHED_BICEP);
     const version = versionOf(CACHED_BICEP);
-    if (version !== BICEP_VERSION) throw new Error(`${shown} reports version ${version ?? '(none)'}, expected ${BICEP_VERSION}`);
+    if (version !== BICEP_VERSION)
+      throw new Error(`${shown} reports version ${version ?? '(none)'}, expected ${BICEP_VERSION}`);
     log(`bicep ${version} is in ${shown} (${((Date.now() - started) / 1000).toFixed(1)} s)`);
     return CACHED_BICEP;
   } finally {

@@ -22,6 +22,10 @@ export function createAppCredential(config: AppConfig, options: { developerSignI
   }
   // The CLI on a workstation has no managed identity: it acts as the signed-in operator (az or azd login),
   // unless a managed-identity endpoint is at hand (the local stack's settings name one).
-  if (options.developerSignIn && !process.env.IDENTITY_ENDPOINT) return new ChainedTokenCredential(new AzureCliCredential({ tenantId }), new AzureDeveloperCliCredential({ tenantId }));
+  if (options.developerSignIn && !process.env.IDENTITY_ENDPOINT)
+    return new ChainedTokenCredential(
+      new AzureCliCredential({ tenantId }),
+      new AzureDeveloperCliCredential({ tenantId }),
+    );
   return clientId ? new ManagedIdentityCredential({ clientId }) : new ManagedIdentityCredential();
 }

@@ -39,7 +39,11 @@ export const ANALYST_RESERVE: BudgetRate = { perMinute: 10, perHour: 300 };
 export const PUSH_CAP: BudgetRate = { perMinute: 10, perHour: 150 };
 
 /** A little under the documented limits, leaving room for other instances and clocks that disagree. */
-export const DEFAULT_BUDGET: BudgetLimits = { perMinute: 45, perHour: 1400, shares: { analystReserve: ANALYST_RESERVE, pushCap: PUSH_CAP } };
+export const DEFAULT_BUDGET: BudgetLimits = {
+  perMinute: 45,
+  perHour: 1400,
+  shares: { analystReserve: ANALYST_RESERVE, pushCap: PUSH_CAP },
+};
 
 /** What the Defender client spends its calls from: this instance's budget (`CallBudget`) or the one all instances share (`SharedCallBudget`). */
 export interface DefenderCallBudget {
@@ -95,10 +99,22 @@ export class CallBudget implements DefenderCallBudget {
     }
     const { analystReserve, pushCap } = shares;
     if (analystReserve.perMinute >= limits.perMinute || analystReserve.perHour >= limits.perHour) {
-      throw new Error(`The analysts' reservation (${analystReserve.perMinute}/min, ${analystReserve.perHour}/h) must leave polling some of the total (${limits.perMinute}/min, ${limits.perHour}/h)`);
+      throw new Error(
+        `The analysts' reservation (${analystReserve.perMinute}/min, ${analystReserve.perHour}/h) must leave polling some of the total (${limits.perMinute}/min, ${limits.perHour}/h)`,
+      );
     }
-    const sharedRest: Window = { counts: NOT_ANALYST, rate: { perMinute: limits.perMinute - analystReserve.perMinute, perHour: limits.perHour - analystReserve.perHour } };
-    this.#windows = { analyst: [total], poll: [total, sharedRest], push: [total, sharedRest, { counts: PUSH, rate: pushCap }] };
+    const sharedRest: Window = {
+      counts: NOT_ANALYST,
+      rate: {
+        perMinute: limits.perMinute - analystReserve.perMinute,
+        perHour: limits.perHour - analystReserve.perHour,
+      },
+    };
+    this.#windows = {
+      analyst: [total],
+      poll: [total, sharedRest],
+      push: [total, sharedRest, { counts: PUSH, rate: pushCap }],
+    };
   }
 
   /** Milliseconds until the tenant may make another call of the class (0: now). */
@@ -110,8 +126,10 @@ export class CallBudget implements DefenderCallBudget {
       const inHour = calls.filter((c) => counts.has(c.budgetClass)).map((c) => c.at);
       // Stryker disable next-line MethodExpression,ConditionalExpression,EqualityOperator: equivalent: calls are in time order, so the perMinute-th newest is the same with or without older calls, and one a minute old or older gives a wait <= 0
       const inMinute = inHour.filter((t) => t > now - 60_000);
-      if (inMinute.length >= rate.perMinute) wait = Math.max(wait, (inMinute[inMinute.length - rate.perMinute] ?? now) + 60_000 - now);
-      if (inHour.length >= rate.perHour) wait = Math.max(wait, (inHour[inHour.length - rate.perHour] ?? now) + 3_600_000 - now);
+      if (inMinute.length >= rate.perMinute)
+        wait = Math.max(wait, (inMinute[inMinute.length - rate.perMinute] ?? now) + 60_000 - now);
+      if (inHour.length >= rate.perHour)
+        wait = Math.max(wait, (inHour[inHour.length - rate.perHour] ?? now) + 3_600_000 - now);
     }
     return wait;
   }
@@ -129,8 +147,14 @@ export class CallBudget implements DefenderCallBudget {
       const wait = this.waitTime(tenantId, budgetClass);
       if (wait === 0) return this.#record(tenantId, budgetClass);
       if (wait > maxWaitMs) {
-        const which = budgetClass === 'poll' ? "The tenant's Defender API call budget" : `The tenant's Defender API call budget for ${budgetClass === 'push' ? 'pushed incidents' : 'analysts'}`;
-        throw new BudgetSpentError(`${which} is spent for the next ${Math.ceil(wait / 1000)} s`, budgetClass, { tenantId, retryAfterMs: wait });
+        const which =
+          budgetClass === 'poll'
+            ? "The tenant's Defender API call budget"
+            : `The tenant's Defender API call budget for ${budgetClass === 'push' ? 'pushed incidents' : 'analysts'}`;
+        throw new BudgetSpentError(`${which} is spent for the next ${Math.ceil(wait / 1000)} s`, budgetClass, {
+          tenantId,
+          retryAfterMs: wait,
+        });
       }
       await this.sleep(wait);
     }

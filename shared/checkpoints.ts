@@ -47,7 +47,12 @@ export class CheckpointStore {
   async get(tenantId: string): Promise<Checkpoint> {
     const e = await this.#table.find<CheckpointEntity>(PARTITION, tenantId);
     if (!e) return { tenantId, boundaryEventIds: [] };
-    return { tenantId, lastUpdateTime: e.lastUpdateTime, boundaryEventIds: JSON.parse(e.boundaryEventIds) as string[], etag: e.etag };
+    return {
+      tenantId,
+      lastUpdateTime: e.lastUpdateTime,
+      boundaryEventIds: JSON.parse(e.boundaryEventIds) as string[],
+      etag: e.etag,
+    };
   }
 
   /** Advances the checkpoint read as `previous`; throws CheckpointConflictError if someone else moved it first. */
@@ -63,7 +68,8 @@ export class CheckpointStore {
       if (previous.etag) await table.updateEntity(entity, 'Replace', { etag: previous.etag });
       else await table.createEntity(entity);
     } catch (err) {
-      if (err instanceof RestError && (err.statusCode === 412 || err.statusCode === 409)) throw new CheckpointConflictError(previous.tenantId);
+      if (err instanceof RestError && (err.statusCode === 412 || err.statusCode === 409))
+        throw new CheckpointConflictError(previous.tenantId);
       throw err;
     }
   }

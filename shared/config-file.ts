@@ -49,12 +49,18 @@ export interface JsonConfigFile {
 }
 
 export function formatFieldPath(path: FieldPath): string {
-  return path.reduce<string>((text, key) => (typeof key === 'number' ? `${text}[${key}]` : text ? `${text}.${key}` : key), '');
+  return path.reduce<string>(
+    (text, key) => (typeof key === 'number' ? `${text}[${key}]` : text ? `${text}.${key}` : key),
+    '',
+  );
 }
 
 /** One problem as one line: `SETTING /abs/file.json:12:5: field: message`. */
 export function formatConfigFileProblem(file: string, problem: ConfigFileProblem, setting?: string): string {
-  const where = problem.line === undefined ? file : `${file}:${problem.line}${problem.column === undefined ? '' : `:${problem.column}`}`;
+  const where =
+    problem.line === undefined
+      ? file
+      : `${file}:${problem.line}${problem.column === undefined ? '' : `:${problem.column}`}`;
   return `${setting ? `${setting} ` : ''}${where}: ${problem.field ? `${problem.field}: ` : ''}${problem.message}`;
 }
 
@@ -66,7 +72,10 @@ export class ConfigFileError extends Error {
     /** The app setting that names the file (absent for content that did not come from a file). */
     readonly setting?: string,
   ) {
-    super(problems.map((p) => formatConfigFileProblem(file, p, setting)).join('\n') || formatConfigFileProblem(file, { message: 'invalid' }, setting));
+    super(
+      problems.map((p) => formatConfigFileProblem(file, p, setting)).join('\n') ||
+        formatConfigFileProblem(file, { message: 'invalid' }, setting),
+    );
     this.name = 'ConfigFileError';
   }
 
@@ -111,11 +120,16 @@ function positions(text: string): (offset: number) => { line: number; column: nu
   };
 }
 
-function syntaxProblem(text: string, error: ParseError, at: (offset: number) => { line: number; column: number }): ConfigFileProblem {
+function syntaxProblem(
+  text: string,
+  error: ParseError,
+  at: (offset: number) => { line: number; column: number },
+): ConfigFileProblem {
   const code = printParseErrorCode(error.error);
   let message = SYNTAX_MESSAGES[code] ?? code;
   const found = text.slice(error.offset, error.offset + Math.max(error.length, 1));
-  if ((found === '}' || found === ']') && /,\s*$/.test(text.slice(0, error.offset))) message = `a trailing comma before ${found} is not allowed in JSON`;
+  if ((found === '}' || found === ']') && /,\s*$/.test(text.slice(0, error.offset)))
+    message = `a trailing comma before ${found} is not allowed in JSON`;
   else if (error.offset >= text.length) message = `${message} (the file ends here)`;
   return { ...at(error.offset), message: `not valid JSON: ${message}` };
 }
@@ -131,7 +145,12 @@ function duplicateKeys(root: Node, at: (offset: number) => { line: number; colum
         if (!key || typeof key.value !== 'string') continue;
         const name = key.value;
         const first = seen.get(name);
-        if (first !== undefined) problems.push({ ...at(key.offset), field: formatFieldPath([...path, name]), message: `duplicate key (also at line ${at(first).line}; JSON keeps only the last)` });
+        if (first !== undefined)
+          problems.push({
+            ...at(key.offset),
+            field: formatFieldPath([...path, name]),
+            message: `duplicate key (also at line ${at(first).line}; JSON keeps only the last)`,
+          });
         else seen.set(name, key.offset);
         if (value) visit(value, [...path, name]);
       }
@@ -161,7 +180,8 @@ export function parseJsonConfig(text: string, path: string, setting: string): Js
   }
   // The first syntax error: the ones after it are mostly its echoes.
   if (errors.length > 0) throw new ConfigFileError(file, [syntaxProblem(body, errors[0]!, at)], setting);
-  if (!root) throw new ConfigFileError(file, [{ line: 1, column: 1, message: 'not valid JSON: the file is empty' }], setting);
+  if (!root)
+    throw new ConfigFileError(file, [{ line: 1, column: 1, message: 'not valid JSON: the file is empty' }], setting);
   let value: unknown;
   try {
     value = JSON.parse(body) as unknown;
@@ -194,26 +214,47 @@ export function readJsonConfigFile(path: string, setting: string): JsonConfigFil
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigFileError(file, [{ message: `cannot read the file (${describeReadError(err)}); set ${setting} to the file's path (absolute, or relative to the app's directory)` }], setting);
+    throw new ConfigFileError(
+      file,
+      [
+        {
+          message: `cannot read the file (${describeReadError(err)}); set ${setting} to the file's path (absolute, or relative to the app's directory)`,
+        },
+      ],
+      setting,
+    );
   }
   return parseJsonConfig(text, file, setting);
 }
 
 function describeReadError(err: unknown): string {
   const code = (err as NodeJS.ErrnoException).code;
-  const meaning: Record<string, string> = { ENOENT: 'it does not exist', EISDIR: 'it is a directory', EACCES: 'permission denied', EPERM: 'permission denied', ENOTDIR: 'a part of the path is not a directory' };
+  const meaning: Record<string, string> = {
+    ENOENT: 'it does not exist',
+    EISDIR: 'it is a directory',
+    EACCES: 'permission denied',
+    EPERM: 'permission denied',
+    ENOTDIR: 'a part of the path is not a directory',
+  };
   if (code && meaning[code]) return `${code}: ${meaning[code]}`;
   return code ?? (err instanceof Error ? err.message : String(err));
 }
 
 /** Field-level problems as a `ConfigFileError`, each with the line and column of its field in `file`. */
 export function fieldProblemsError(file: JsonConfigFile, problems: readonly FieldProblem[]): ConfigFileError {
-  return new ConfigFileError(file.path, problems.map((p) => locate(p, file)), file.setting);
+  return new ConfigFileError(
+    file.path,
+    problems.map((p) => locate(p, file)),
+    file.setting,
+  );
 }
 
 /** The same, for content that did not come from a file (no line to give). */
 export function inlineProblemsError(source: string, problems: readonly FieldProblem[]): ConfigFileError {
-  return new ConfigFileError(source, problems.map((p) => locate(p)));
+  return new ConfigFileError(
+    source,
+    problems.map((p) => locate(p)),
+  );
 }
 
 function locate(problem: FieldProblem, file?: JsonConfigFile): ConfigFileProblem {
@@ -226,7 +267,11 @@ function locate(problem: FieldProblem, file?: JsonConfigFile): ConfigFileProblem
  * the field, when given: `label(path)` → `rules[2] "teams-high": match.severity[0]`). An unknown
  * key points at the key itself.
  */
-export function zodFieldProblems(error: z.ZodError, base: FieldPath = [], label?: (path: FieldPath) => string): FieldProblem[] {
+export function zodFieldProblems(
+  error: z.ZodError,
+  base: FieldPath = [],
+  label?: (path: FieldPath) => string,
+): FieldProblem[] {
   return error.issues.map((issue) => {
     const path = issue.path.map((key) => (typeof key === 'number' ? key : String(key)));
     const unknownKeys = issue.code === 'unrecognized_keys' ? issue.keys : [];

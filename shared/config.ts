@@ -22,7 +22,10 @@ const guid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-
 // NCRONTAB with six fields (seconds first), as the Functions timer trigger reads it.
 const ncrontab = z
   .string()
-  .refine((v) => v.trim().split(/\s+/).length === 6, 'must be an NCRONTAB expression with six fields ({second} {minute} {hour} {day} {month} {day-of-week})');
+  .refine(
+    (v) => v.trim().split(/\s+/).length === 6,
+    'must be an NCRONTAB expression with six fields ({second} {minute} {hour} {day} {month} {day-of-week})',
+  );
 
 const positiveInt = z
   .string()
@@ -30,16 +33,25 @@ const positiveInt = z
   .transform(Number)
   .refine((n) => n > 0, 'must be greater than 0');
 
-const secretName = z.string().regex(/^[0-9a-zA-Z-]{1,127}$/, 'must be a Key Vault secret name (letters, digits and dashes)');
+const secretName = z
+  .string()
+  .regex(/^[0-9a-zA-Z-]{1,127}$/, 'must be a Key Vault secret name (letters, digits and dashes)');
 
 const commaList = (item: z.ZodString, what: string) =>
   z
     .string()
-    .transform((v) => v.split(',').map((x) => x.trim()).filter(Boolean))
+    .transform((v) =>
+      v
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean),
+    )
     .refine((items) => items.every((x) => item.safeParse(x).success), `must be a comma-separated list of ${what}`);
 
 const guidList = commaList(guid, 'GUIDs').transform((ids) => ids.map((id) => id.toLowerCase()));
-const hostList = commaList(z.string().regex(/^(\*\.)?[a-z0-9.-]+(:\d+)?$/i), 'host names').transform((hosts) => hosts.map((h) => h.toLowerCase()));
+const hostList = commaList(z.string().regex(/^(\*\.)?[a-z0-9.-]+(:\d+)?$/i), 'host names').transform((hosts) =>
+  hosts.map((h) => h.toLowerCase()),
+);
 
 export const settingsSchema = z.object({
   /** Storage for queues, tables and claim-check blobs: a connection string locally... */
@@ -184,10 +196,18 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const s = parsed.data;
 
   if (!s.AzureWebJobsStorage && !s.AzureWebJobsStorage__queueServiceUri) {
-    problems.push('AzureWebJobsStorage is required: a connection string, or AzureWebJobsStorage__queueServiceUri, __tableServiceUri and __blobServiceUri with a managed identity');
+    problems.push(
+      'AzureWebJobsStorage is required: a connection string, or AzureWebJobsStorage__queueServiceUri, __tableServiceUri and __blobServiceUri with a managed identity',
+    );
   }
-  if (!s.AzureWebJobsStorage && s.AzureWebJobsStorage__queueServiceUri && (!s.AzureWebJobsStorage__tableServiceUri || !s.AzureWebJobsStorage__blobServiceUri)) {
-    problems.push('AzureWebJobsStorage__tableServiceUri and AzureWebJobsStorage__blobServiceUri are required with AzureWebJobsStorage__queueServiceUri');
+  if (
+    !s.AzureWebJobsStorage &&
+    s.AzureWebJobsStorage__queueServiceUri &&
+    (!s.AzureWebJobsStorage__tableServiceUri || !s.AzureWebJobsStorage__blobServiceUri)
+  ) {
+    problems.push(
+      'AzureWebJobsStorage__tableServiceUri and AzureWebJobsStorage__blobServiceUri are required with AzureWebJobsStorage__queueServiceUri',
+    );
   }
   if (s.AZURE_CLIENT_SECRET && (!s.AZURE_TENANT_ID || !s.AZURE_CLIENT_ID)) {
     problems.push('AZURE_CLIENT_SECRET needs AZURE_TENANT_ID and AZURE_CLIENT_ID');
@@ -202,7 +222,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       blobServiceUri: s.AzureWebJobsStorage__blobServiceUri,
       managedIdentityClientId: s.AzureWebJobsStorage__clientId ?? s.AZURE_CLIENT_ID,
     },
-    keyVault: { url: s.KEY_VAULT_URL, disableChallengeResourceVerification: s.KEY_VAULT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION },
+    keyVault: {
+      url: s.KEY_VAULT_URL,
+      disableChallengeResourceVerification: s.KEY_VAULT_DISABLE_CHALLENGE_RESOURCE_VERIFICATION,
+    },
     entra: { authorityHost: s.ENTRA_AUTHORITY_HOST, disableInstanceDiscovery: s.ENTRA_DISABLE_INSTANCE_DISCOVERY },
     defender: { apiUrl: s.DEFENDER_API_URL, resource: DEFENDER_RESOURCE, scope: `${DEFENDER_RESOURCE}/.default` },
     appIdentity: { tenantId: s.AZURE_TENANT_ID, clientId: s.AZURE_CLIENT_ID, clientSecret: s.AZURE_CLIENT_SECRET },
@@ -216,7 +239,12 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       hmacToleranceSeconds: s.WEBHOOK_HMAC_TOLERANCE_SECONDS,
       maxBodyBytes: s.WEBHOOK_MAX_BODY_BYTES,
     },
-    routing: { routesFile: s.ROUTES_FILE, allowedHosts: s.DESTINATION_ALLOWED_HOSTS, timeoutMs: s.DESTINATION_TIMEOUT_MS, allowLoopback: s.DESTINATION_ALLOW_LOOPBACK },
+    routing: {
+      routesFile: s.ROUTES_FILE,
+      allowedHosts: s.DESTINATION_ALLOWED_HOSTS,
+      timeoutMs: s.DESTINATION_TIMEOUT_MS,
+      allowLoopback: s.DESTINATION_ALLOW_LOOPBACK,
+    },
   };
 }
 

@@ -17,7 +17,9 @@ import type { RoutingTable } from './routing.js';
 export const TENANT_CREDENTIAL_TAG = { name: 'defender-relay', value: 'tenant-credential' } as const;
 
 /** The tags to write on a tenant's credential (`setSecret(name, value, { tags: TENANT_CREDENTIAL_TAGS })`). */
-export const TENANT_CREDENTIAL_TAGS: Readonly<Record<string, string>> = Object.freeze({ [TENANT_CREDENTIAL_TAG.name]: TENANT_CREDENTIAL_TAG.value });
+export const TENANT_CREDENTIAL_TAGS: Readonly<Record<string, string>> = Object.freeze({
+  [TENANT_CREDENTIAL_TAG.name]: TENANT_CREDENTIAL_TAG.value,
+});
 
 /** The tag as the Azure CLI's `--tags` writes it. */
 export const TENANT_CREDENTIAL_TAG_ARGUMENT = `${TENANT_CREDENTIAL_TAG.name}=${TENANT_CREDENTIAL_TAG.value}`;
@@ -89,15 +91,20 @@ export interface RelaySecretSources {
  * The Key Vault secrets the relay uses for itself, each with where its configuration names it: never
  * a tenant's credential. Every setting or file that names a relay secret belongs in this list.
  */
-export function relaySecretNames(config: Pick<AppConfig, 'relayApi' | 'webhook'>, sources: RelaySecretSources = {}): RelaySecret[] {
+export function relaySecretNames(
+  config: Pick<AppConfig, 'relayApi' | 'webhook'>,
+  sources: RelaySecretSources = {},
+): RelaySecret[] {
   const secrets: RelaySecret[] = [];
   if (config.relayApi.secretName) secrets.push({ name: config.relayApi.secretName, namedBy: 'RELAY_API_SECRET_NAME' });
   for (const name of sources.hmacKeys?.secretNames ?? []) secrets.push({ name, namedBy: sources.hmacKeys!.namedBy });
   const { routes } = sources;
   for (const destination of routes?.destinations.values() ?? []) {
     const where = `destination '${destination.name}' in ${routes!.source}`;
-    if ('urlSecretName' in destination && destination.urlSecretName) secrets.push({ name: destination.urlSecretName, namedBy: `${where} (urlSecretName)` });
-    if ('hmacSecretName' in destination && destination.hmacSecretName) secrets.push({ name: destination.hmacSecretName, namedBy: `${where} (hmacSecretName)` });
+    if ('urlSecretName' in destination && destination.urlSecretName)
+      secrets.push({ name: destination.urlSecretName, namedBy: `${where} (urlSecretName)` });
+    if ('hmacSecretName' in destination && destination.hmacSecretName)
+      secrets.push({ name: destination.hmacSecretName, namedBy: `${where} (hmacSecretName)` });
   }
   return secrets;
 }

@@ -52,7 +52,8 @@ const AADSTS_EXPLANATIONS: Record<number, string> = {
   7000222: 'the client secret has expired',
   700027: 'the certificate was not accepted',
   700024: 'the client assertion has expired',
-  700016: 'the app is not known in this tenant: the tenant admin has not consented (send the admin-consent link) or the client id is wrong',
+  700016:
+    'the app is not known in this tenant: the tenant admin has not consented (send the admin-consent link) or the client id is wrong',
   90002: 'the tenant does not exist',
   500011: 'the Defender API is not available in this tenant',
   65001: 'consent is missing for the requested permissions',
@@ -73,7 +74,8 @@ export class DefenderTokenProvider {
   async getToken(tenant: Tenant): Promise<string> {
     const now = (this.options.now ?? Date.now)();
     const cached = this.#cache.get(this.#key(tenant));
-    if (cached && cached.token.expiresOnTimestamp - now > (this.options.refreshMarginMs ?? TOKEN_REFRESH_MARGIN_MS)) return cached.token.token;
+    if (cached && cached.token.expiresOnTimestamp - now > (this.options.refreshMarginMs ?? TOKEN_REFRESH_MARGIN_MS))
+      return cached.token.token;
     return (await this.#acquire(tenant, false)).token.token;
   }
 
@@ -88,14 +90,25 @@ export class DefenderTokenProvider {
     this.requests.set(tenant.tenantId, (this.requests.get(tenant.tenantId) ?? 0) + 1);
     try {
       const token = await credential.getToken(this.options.scope, { tenantId: tenant.tenantId });
-      if (!token) throw new PermanentError('The credential returned no token', { tenantId: tenant.tenantId, operation: 'acquire Defender token' });
+      if (!token)
+        throw new PermanentError('The credential returned no token', {
+          tenantId: tenant.tenantId,
+          operation: 'acquire Defender token',
+        });
       const entry = { token, secretValue, credential, source: sourceOf(tenant) };
       this.#cache.set(key, entry);
       return entry;
     } catch (err) {
       const code = aadstsCode(err) ?? (await this.#tenantRefusal(err, tenant));
-      if (!afterSecretRefresh && code !== undefined && CREDENTIAL_REFUSED.has(code) && tenant.credential.kind !== 'managedIdentity') {
-        const fresh = await this.options.secrets.refreshTenantCredential(tenant.credential.secretName, { tenantId: tenant.tenantId });
+      if (
+        !afterSecretRefresh &&
+        code !== undefined &&
+        CREDENTIAL_REFUSED.has(code) &&
+        tenant.credential.kind !== 'managedIdentity'
+      ) {
+        const fresh = await this.options.secrets.refreshTenantCredential(tenant.credential.secretName, {
+          tenantId: tenant.tenantId,
+        });
         if (fresh !== secretValue) return this.#acquire(tenant, true);
       }
       throw toTokenError(err, tenant, code);
@@ -108,8 +121,15 @@ export class DefenderTokenProvider {
    * (AADSTS90002 for an unknown tenant), so a wrong tenant id is named, and not retried.
    */
   async #tenantRefusal(err: unknown, tenant: Tenant): Promise<number | undefined> {
-    if (!String((err as Error)?.message).includes('endpoints_resolution_error') || tenant.credential.kind === 'managedIdentity') return undefined;
-    const metadata = new URL(`${encodeURIComponent(tenant.tenantId)}/v2.0/.well-known/openid-configuration`, this.options.entra.authorityHost.replace(/\/?$/, '/'));
+    if (
+      !String((err as Error)?.message).includes('endpoints_resolution_error') ||
+      tenant.credential.kind === 'managedIdentity'
+    )
+      return undefined;
+    const metadata = new URL(
+      `${encodeURIComponent(tenant.tenantId)}/v2.0/.well-known/openid-configuration`,
+      this.options.entra.authorityHost.replace(/\/?$/, '/'),
+    );
     try {
       const response = await fetch(metadata, { signal: AbortSignal.timeout(5_000) });
       if (response.ok || response.status >= 500) return undefined;
@@ -121,8 +141,14 @@ export class DefenderTokenProvider {
     }
   }
 
-  async #credentialFor(tenant: Tenant, refreshed: boolean): Promise<{ credential: TokenCredential; secretValue?: string }> {
-    const authority = { authorityHost: this.options.entra.authorityHost, disableInstanceDiscovery: this.options.entra.disableInstanceDiscovery };
+  async #credentialFor(
+    tenant: Tenant,
+    refreshed: boolean,
+  ): Promise<{ credential: TokenCredential; secretValue?: string }> {
+    const authority = {
+      authorityHost: this.options.entra.authorityHost,
+      disableInstanceDiscovery: this.options.entra.disableInstanceDiscovery,
+    };
     const cached = this.#cache.get(this.#key(tenant));
     // A renewal reuses the credential (and MSAL's cache in it); only a refusal makes it read the secret again.
     if (cached && cached.source === sourceOf(tenant) && !refreshed) return cached;
@@ -132,19 +158,36 @@ export class DefenderTokenProvider {
       case 'managedIdentity':
         return { credential: this.options.appCredential };
       case 'secret': {
-        const secret = await this.options.secrets.getTenantCredential(tenant.credential.secretName, { tenantId: tenant.tenantId });
-        return { credential: new ClientSecretCredential(tenant.tenantId, tenant.clientId, secret, authority), secretValue: secret };
+        const secret = await this.options.secrets.getTenantCredential(tenant.credential.secretName, {
+          tenantId: tenant.tenantId,
+        });
+        return {
+          credential: new ClientSecretCredential(tenant.tenantId, tenant.clientId, secret, authority),
+          secretValue: secret,
+        };
       }
       case 'certificate': {
-        const pem = await this.options.secrets.getTenantCredential(tenant.credential.secretName, { tenantId: tenant.tenantId });
-        return { credential: new ClientCertificateCredential(tenant.tenantId, tenant.clientId, { certificate: pem }, authority), secretValue: pem };
+        const pem = await this.options.secrets.getTenantCredential(tenant.credential.secretName, {
+          tenantId: tenant.tenantId,
+        });
+        return {
+          credential: new ClientCertificateCredential(
+            tenant.tenantId,
+            tenant.clientId,
+            { certificate: pem },
+            authority,
+          ),
+          secretValue: pem,
+        };
       }
     }
   }
 }
 
 function sourceOf(tenant: Tenant): string {
-  return tenant.credential.kind === 'managedIdentity' ? 'managedIdentity' : `${tenant.credential.kind}:${tenant.credential.secretName}`;
+  return tenant.credential.kind === 'managedIdentity'
+    ? 'managedIdentity'
+    : `${tenant.credential.kind}:${tenant.credential.secretName}`;
 }
 
 /** The AADSTS code of an Entra refusal, if there is one. */
@@ -159,7 +202,11 @@ export function aadstsCode(err: unknown): number | undefined {
 
 function toTokenError(err: unknown, tenant: Tenant, code = aadstsCode(err)): Error {
   if (err instanceof PermanentError || err instanceof RetryableError) return err;
-  const context = { tenantId: tenant.tenantId, operation: `acquire Defender token for client ${tenant.clientId}`, code: code ? `AADSTS${code}` : undefined };
+  const context = {
+    tenantId: tenant.tenantId,
+    operation: `acquire Defender token for client ${tenant.clientId}`,
+    code: code ? `AADSTS${code}` : undefined,
+  };
   if (code !== undefined) {
     const why = AADSTS_EXPLANATIONS[code] ?? 'Entra ID refused the request';
     return new PermanentError(`Entra ID refused the token request: AADSTS${code}, ${why}`, context, { cause: err });
@@ -168,5 +215,9 @@ function toTokenError(err: unknown, tenant: Tenant, code = aadstsCode(err)): Err
   if (status === undefined || status >= 500 || isRetryable(err)) {
     return new RetryableError('Entra ID could not be reached or failed', { ...context, status }, { cause: err });
   }
-  return new PermanentError(`Entra ID refused the token request (HTTP ${status})`, { ...context, status }, { cause: err });
+  return new PermanentError(
+    `Entra ID refused the token request (HTTP ${status})`,
+    { ...context, status },
+    { cause: err },
+  );
 }

@@ -14,7 +14,13 @@ export interface DeadLetter {
 export const deadLetterQueueOf = (queueName: string) => `${queueName}-deadletter`;
 export const poisonQueueOf = (queueName: string) => `${queueName}-poison`;
 
-export async function deadLetter(sender: MessageSender, queueName: string, message: unknown, reason: string, at = new Date()): Promise<void> {
+export async function deadLetter(
+  sender: MessageSender,
+  queueName: string,
+  message: unknown,
+  reason: string,
+  at = new Date(),
+): Promise<void> {
   const entry: DeadLetter = { reason, failedAt: at.toISOString(), message };
   await sender.send(deadLetterQueueOf(queueName), entry);
 }

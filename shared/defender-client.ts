@@ -163,13 +163,24 @@ export class DefenderClient {
   }
 
   /** One page of incidents. */
-  async listIncidentsPage(tenant: Tenant, options: { filter?: string; top?: number; skip?: number }): Promise<DefenderIncident[]> {
+  async listIncidentsPage(
+    tenant: Tenant,
+    options: { filter?: string; top?: number; skip?: number },
+  ): Promise<DefenderIncident[]> {
     const query: Record<string, string> = { $top: String(options.top ?? PAGE_SIZE) };
     if (options.filter) query.$filter = options.filter;
     if (options.skip) query.$skip = String(options.skip);
-    const body = await this.#send<{ value?: unknown }>(tenant, { operation: 'listIncidents', method: 'GET', path: '/api/incidents', query });
+    const body = await this.#send<{ value?: unknown }>(tenant, {
+      operation: 'listIncidents',
+      method: 'GET',
+      path: '/api/incidents',
+      query,
+    });
     if (!Array.isArray(body.value)) {
-      throw new RetryableError('Defender answered the incident list without a value array', { tenantId: tenant.tenantId, operation: 'listIncidents' });
+      throw new RetryableError('Defender answered the incident list without a value array', {
+        tenantId: tenant.tenantId,
+        operation: 'listIncidents',
+      });
     }
     return body.value as DefenderIncident[];
   }
@@ -180,7 +191,11 @@ export class DefenderClient {
    * one listing (an update shifting the pages) is yielded once; the caller needs no order. When the
    * page bound ends the listing, its last page has `last` false and `nextSkip` is where to go on.
    */
-  async *incidentPagesSince(tenant: Tenant, since: string, options: { maxPages?: number; skip?: number } = {}): AsyncGenerator<IncidentPage, void, undefined> {
+  async *incidentPagesSince(
+    tenant: Tenant,
+    since: string,
+    options: { maxPages?: number; skip?: number } = {},
+  ): AsyncGenerator<IncidentPage, void, undefined> {
     const filter = `lastUpdateTime ge ${normalizeTimestamp(since)}`;
     const listed = new Set<string>();
     let skip = options.skip ?? 0;
@@ -200,11 +215,20 @@ export class DefenderClient {
   }
 
   getIncident(tenant: Tenant, incidentId: number): Promise<DefenderIncident> {
-    return this.#send(tenant, { operation: `getIncident ${incidentId}`, method: 'GET', path: `/api/incidents/${incidentId}` });
+    return this.#send(tenant, {
+      operation: `getIncident ${incidentId}`,
+      method: 'GET',
+      path: `/api/incidents/${incidentId}`,
+    });
   }
 
   updateIncident(tenant: Tenant, incidentId: number, update: IncidentUpdate): Promise<DefenderIncident> {
-    return this.#send(tenant, { operation: `updateIncident ${incidentId}`, method: 'PATCH', path: `/api/incidents/${incidentId}`, body: update });
+    return this.#send(tenant, {
+      operation: `updateIncident ${incidentId}`,
+      method: 'PATCH',
+      path: `/api/incidents/${incidentId}`,
+      body: update,
+    });
   }
 
   /**
@@ -217,20 +241,47 @@ export class DefenderClient {
     const now = this.#o.now();
     const refused = this.#huntingRefused.get(tenant.tenantId);
     if (refused && refused.until > now) {
-      throw new HuntingRefusedError(`Defender refuses advanced hunting for the tenant until ${new Date(refused.until).toISOString()}: ${refused.said}`, false, refused.quota, {
-        tenantId: tenant.tenantId,
-        operation,
-        retryAfterMs: refused.until - now,
-      });
+      throw new HuntingRefusedError(
+        `Defender refuses advanced hunting for the tenant until ${new Date(refused.until).toISOString()}: ${refused.said}`,
+        false,
+        refused.quota,
+        {
+          tenantId: tenant.tenantId,
+          operation,
+          retryAfterMs: refused.until - now,
+        },
+      );
     }
     try {
-      return await this.#send(tenant, { operation, method: 'POST', path: '/api/advancedhunting/run', body: { Query: query }, retryTimeouts: false });
+      return await this.#send(tenant, {
+        operation,
+        method: 'POST',
+        path: '/api/advancedhunting/run',
+        body: { Query: query },
+        retryTimeouts: false,
+      });
     } catch (err) {
       // #send gives a 429 back at once when its wait is longer than the client waits.
-      if (!(err instanceof RetryableError) || err.status !== 429 || err.retryAfterMs === undefined || err.retryAfterMs <= this.#o.maxWaitMs) throw err;
-      const refusal: HuntingRefusal = { until: this.#o.now() + err.retryAfterMs, quota: CPU_QUOTA_SPENT.test(err.message) ? 'cpu' : 'calls', said: err.message };
+      if (
+        !(err instanceof RetryableError) ||
+        err.status !== 429 ||
+        err.retryAfterMs === undefined ||
+        err.retryAfterMs <= this.#o.maxWaitMs
+      )
+        throw err;
+      const refusal: HuntingRefusal = {
+        until: this.#o.now() + err.retryAfterMs,
+        quota: CPU_QUOTA_SPENT.test(err.message) ? 'cpu' : 'calls',
+        said: err.message,
+      };
       this.#huntingRefused.set(tenant.tenantId, refusal);
-      throw new HuntingRefusedError(err.message, true, refusal.quota, { tenantId: tenant.tenantId, operation, retryAfterMs: err.retryAfterMs, status: 429, code: err.code });
+      throw new HuntingRefusedError(err.message, true, refusal.quota, {
+        tenantId: tenant.tenantId,
+        operation,
+        retryAfterMs: err.retryAfterMs,
+        status: 429,
+        code: err.code,
+      });
     }
   }
 
@@ -239,7 +290,12 @@ export class DefenderClient {
     let tokenRenewed = false;
     for (let attempt = 0; ; attempt++) {
       // A push-triggered call is optional enrichment: it never waits for the budget (its caller notes what it skipped).
-      await this.budget.take(tenant.tenantId, this.budgetClass === 'push' ? 0 : this.#o.maxWaitMs, this.budgetClass, apiOf(call));
+      await this.budget.take(
+        tenant.tenantId,
+        this.budgetClass === 'push' ? 0 : this.#o.maxWaitMs,
+        this.budgetClass,
+        apiOf(call),
+      );
       let failure: RetryableError;
       try {
         return await this.#attempt<T>(tenant, call);
@@ -251,9 +307,15 @@ export class DefenderClient {
           attempt -= 1;
           continue;
         }
-        if (err instanceof UnauthorizedOnce) throw new PermanentError(`Defender refused the token (401): ${err.message}`, { ...context, status: 401, code: 'Unauthorized' });
+        if (err instanceof UnauthorizedOnce)
+          throw new PermanentError(`Defender refused the token (401): ${err.message}`, {
+            ...context,
+            status: 401,
+            code: 'Unauthorized',
+          });
         if (!(err instanceof RetryableError)) throw err;
-        if (err.status === 429 && err.retryAfterMs !== undefined) await this.#tellBudget(tenant, err.retryAfterMs, apiOf(call));
+        if (err.status === 429 && err.retryAfterMs !== undefined)
+          await this.#tellBudget(tenant, err.retryAfterMs, apiOf(call));
         if (err instanceof ClientTimeoutError && call.retryTimeouts === false) throw err;
         failure = err;
       }
@@ -286,14 +348,20 @@ export class DefenderClient {
     try {
       response = await fetch(url, {
         method: call.method,
-        headers: { authorization: `Bearer ${token}`, accept: 'application/json', ...(call.body ? { 'content-type': 'application/json' } : {}) },
+        headers: {
+          authorization: `Bearer ${token}`,
+          accept: 'application/json',
+          ...(call.body ? { 'content-type': 'application/json' } : {}),
+        },
         body: call.body ? JSON.stringify(call.body) : undefined,
         signal: AbortSignal.timeout(this.#o.timeoutMs),
       });
       text = await response.text();
     } catch (err) {
       if ((err as Error).name === 'TimeoutError') {
-        throw new ClientTimeoutError(`Defender did not answer within ${this.#o.timeoutMs / 1000} s`, context, { cause: err });
+        throw new ClientTimeoutError(`Defender did not answer within ${this.#o.timeoutMs / 1000} s`, context, {
+          cause: err,
+        });
       }
       if (isRetryable(err) || (err as Error).name === 'TypeError') {
         throw new RetryableError(`Defender could not be reached: ${(err as Error).message}`, context, { cause: err });
@@ -305,20 +373,30 @@ export class DefenderClient {
       try {
         return JSON.parse(text) as T;
       } catch {
-        throw new RetryableError('Defender answered with a body that is not JSON', { ...context, status: response.status });
+        throw new RetryableError('Defender answered with a body that is not JSON', {
+          ...context,
+          status: response.status,
+        });
       }
     }
     const error = parseError(text);
     const detail = { ...context, status: response.status, code: error.code };
     if (response.status === 401) throw new UnauthorizedOnce(error.message ?? 'Unauthorized');
     if (response.status === 429) {
-      const retryAfterMs = retryAfter(response.headers.get('retry-after'), error.message) ?? cpuQuotaWait(error.message, this.#o.now());
-      throw new RetryableError(`Defender throttled the call (429): ${error.message ?? 'TooManyRequests'}`, { ...detail, retryAfterMs });
+      const retryAfterMs =
+        retryAfter(response.headers.get('retry-after'), error.message) ?? cpuQuotaWait(error.message, this.#o.now());
+      throw new RetryableError(`Defender throttled the call (429): ${error.message ?? 'TooManyRequests'}`, {
+        ...detail,
+        retryAfterMs,
+      });
     }
     if (response.status === 408 || response.status >= 500) {
       throw new RetryableError(`Defender failed (${response.status} ${error.code ?? ''})`.trim(), detail);
     }
-    const why = response.status === 403 ? 'Defender denied the call (403), a permission is missing' : `Defender rejected the call (${response.status})`;
+    const why =
+      response.status === 403
+        ? 'Defender denied the call (403), a permission is missing'
+        : `Defender rejected the call (${response.status})`;
     throw new PermanentError(`${why}: ${error.code ?? ''} ${error.message ?? ''}`.trim(), detail);
   }
 }

@@ -80,8 +80,14 @@ export class DeliveryLog {
    * live lease; `routed` once the event is done.
    */
   async claim(eventId: string, leaseMs = 2 * 60_000, now = new Date()): Promise<ClaimResult> {
-    // Stryker disable next-line StringLiteral: a row's state is only ever compared with 'routed'
-    const entity: EventEntity = { partitionKey: partitionOf(eventId), rowKey: rowKeyOf(eventId), state: 'claimed', claimedAt: now.toISOString(), delivered: '[]' };
+    const entity: EventEntity = {
+      partitionKey: partitionOf(eventId),
+      rowKey: rowKeyOf(eventId),
+      // Stryker disable next-line StringLiteral: a row's state is only ever compared with 'routed'
+      state: 'claimed',
+      claimedAt: now.toISOString(),
+      delivered: '[]',
+    };
     try {
       const [etag] = await this.#claims.submit([['create', entity]]);
       return { status: 'claimed', claim: { eventId, etag: etag!, delivered: new Set() } };
@@ -95,7 +101,9 @@ export class DeliveryLog {
     if (now.getTime() - Date.parse(held.claimedAt) < leaseMs) return { status: 'busy' };
     const delivered = parseDelivered(held.delivered);
     try {
-      const taken = await (await this.#table.ready()).updateEntity({ ...entity, delivered: JSON.stringify([...delivered]) }, 'Replace', { etag: held.etag });
+      const taken = await (
+        await this.#table.ready()
+      ).updateEntity({ ...entity, delivered: JSON.stringify([...delivered]) }, 'Replace', { etag: held.etag });
       return { status: 'claimed', claim: { eventId, etag: taken.etag!, delivered } };
     } catch (err) {
       if (isStatus(err, 404, 412)) return { status: 'busy' };
@@ -113,7 +121,12 @@ export class DeliveryLog {
    * Marks the event routed, with the destinations served last; with `fingerprint`, records the
    * incident's content fingerprint in the same transaction.
    */
-  async complete(claim: EventClaim, routes: string[], options: { delivered?: string[]; fingerprint?: { incidentId: number; value: string } } = {}, now = new Date()): Promise<void> {
+  async complete(
+    claim: EventClaim,
+    routes: string[],
+    options: { delivered?: string[]; fingerprint?: { incidentId: number; value: string } } = {},
+    now = new Date(),
+  ): Promise<void> {
     // Stryker disable next-line ArrayDeclaration: a routed row's delivered list is never read again (claim answers routed)
     for (const destination of options.delivered ?? []) claim.delivered.add(destination);
     const row: EventEntity = {
@@ -129,7 +142,11 @@ export class DeliveryLog {
     };
     const actions: TransactionAction[] = [['update', row, 'Replace', { etag: claim.etag }]];
     if (options.fingerprint) {
-      const fingerprint: FingerprintEntity = { partitionKey: row.partitionKey, rowKey: fingerprintKey(options.fingerprint.incidentId), fingerprint: options.fingerprint.value };
+      const fingerprint: FingerprintEntity = {
+        partitionKey: row.partitionKey,
+        rowKey: fingerprintKey(options.fingerprint.incidentId),
+        fingerprint: options.fingerprint.value,
+      };
       actions.push(['upsert', fingerprint, 'Replace']);
     }
     try {
@@ -160,7 +177,14 @@ export class DeliveryLog {
 
   async #update(claim: EventClaim, fields: Partial<EventEntity>): Promise<void> {
     try {
-      const [etag] = await this.#writes.submit([['update', { partitionKey: partitionOf(claim.eventId), rowKey: rowKeyOf(claim.eventId), ...fields }, 'Merge', { etag: claim.etag }]]);
+      const [etag] = await this.#writes.submit([
+        [
+          'update',
+          { partitionKey: partitionOf(claim.eventId), rowKey: rowKeyOf(claim.eventId), ...fields },
+          'Merge',
+          { etag: claim.etag },
+        ],
+      ]);
       claim.etag = etag!;
     } catch (err) {
       throw this.#lost(err, claim);
@@ -171,10 +195,13 @@ export class DeliveryLog {
     // A transaction reports the failed action's status on the error (412: the row changed under us), as a
     // single write does; the SDK takes an UpdateConditionNotSatisfied code only from such a 412 answer.
     if (!isStatus(err, 412)) return err;
-    return new ClaimLostError(`the claim on event ${claim.eventId} was taken over by another invocation after its lease ran out`, {
-      tenantId: partitionOf(claim.eventId),
-      operation: 'record the event in the delivery log',
-    });
+    return new ClaimLostError(
+      `the claim on event ${claim.eventId} was taken over by another invocation after its lease ran out`,
+      {
+        tenantId: partitionOf(claim.eventId),
+        operation: 'record the event in the delivery log',
+      },
+    );
   }
 }
 

@@ -61,13 +61,23 @@ export interface DoctorDependencies {
  * that retries once and waits at most a few seconds: a person is waiting for the answer, and a
  * failing API is itself the finding. It shares the app's call budget, so checks count against the limits.
  */
-export function doctorDependencies(services: Pick<Services, 'config' | 'secretCache' | 'tokens' | 'defender'>): DoctorDependencies {
+export function doctorDependencies(
+  services: Pick<Services, 'config' | 'secretCache' | 'tokens' | 'defender'>,
+): DoctorDependencies {
   const { config, secretCache, tokens, defender } = services;
   return {
     config,
     secretCache,
     tokens,
-    defender: new DefenderClient({ apiUrl: config.defender.apiUrl, tokens, budget: defender.budget, maxRetries: 1, baseDelayMs: 500, maxWaitMs: 5_000, timeoutMs: 15_000 }),
+    defender: new DefenderClient({
+      apiUrl: config.defender.apiUrl,
+      tokens,
+      budget: defender.budget,
+      maxRetries: 1,
+      baseDelayMs: 500,
+      maxWaitMs: 5_000,
+      timeoutMs: 15_000,
+    }),
   };
 }
 
@@ -78,12 +88,19 @@ export interface DoctorOptions {
 
 export const READ_PERMISSIONS = ['Incident.Read.All', 'Incident.ReadWrite.All'];
 const OPTIONAL_PERMISSIONS: [permission: string, withoutIt: string][] = [
-  ['Incident.ReadWrite.All', 'no Incident.ReadWrite.All: write-back (status, assignment, classification) will be refused'],
+  [
+    'Incident.ReadWrite.All',
+    'no Incident.ReadWrite.All: write-back (status, assignment, classification) will be refused',
+  ],
   ['AdvancedHunting.Read.All', 'no AdvancedHunting.Read.All: hunting enrichment is off for this tenant'],
 ];
 
 /** Checks every tenant given, a few at a time; one tenant's failure never hides another's result. */
-export async function runDoctor(tenants: Tenant[], deps: DoctorDependencies, options: DoctorOptions = {}): Promise<TenantCheck[]> {
+export async function runDoctor(
+  tenants: Tenant[],
+  deps: DoctorDependencies,
+  options: DoctorOptions = {},
+): Promise<TenantCheck[]> {
   const results: TenantCheck[] = new Array(tenants.length);
   let next = 0;
   const worker = async () => {
@@ -107,14 +124,22 @@ export async function checkTenant(tenant: Tenant, deps: DoctorDependencies): Pro
     if (failed) return steps.push({ name, status: 'skipped', detail: 'skipped: an earlier step failed' });
     try {
       const detail = await run();
-      steps.push(detail === undefined ? { name, status: 'skipped', detail: 'not needed for this credential' } : { name, status: 'ok', detail: redact(detail) });
+      steps.push(
+        detail === undefined
+          ? { name, status: 'skipped', detail: 'not needed for this credential' }
+          : { name, status: 'ok', detail: redact(detail) },
+      );
     } catch (err) {
       failed = true;
       steps.push({ name, status: 'failed', detail: redact(explain(err)) });
     }
   };
 
-  await step('secret', () => readCredentialSecret(tenant, deps), (err) => secretCause(err, tenant));
+  await step(
+    'secret',
+    () => readCredentialSecret(tenant, deps),
+    (err) => secretCause(err, tenant),
+  );
 
   let accessToken = '';
   await step(
@@ -134,7 +159,8 @@ export async function checkTenant(tenant: Tenant, deps: DoctorDependencies): Pro
       token = summariseToken(accessToken);
       const problems = permissionProblems(token, tenant);
       if (problems) throw new CheckFailure(problems);
-      for (const [permission, withoutIt] of OPTIONAL_PERMISSIONS) if (!token.roles.includes(permission)) warnings.push(withoutIt);
+      for (const [permission, withoutIt] of OPTIONAL_PERMISSIONS)
+        if (!token.roles.includes(permission)) warnings.push(withoutIt);
       return `tid matches; appid ${token.appid ?? '?'}; roles ${token.roles.join(', ')}; expires ${token.expiresAt ?? '?'}`;
     },
     (err) => (err instanceof CheckFailure ? err.message : `the token could not be decoded: ${describeError(err)}`),
@@ -201,8 +227,10 @@ function secretCause(err: unknown, tenant: Tenant): string {
   }
   // The message names the tag and the command that sets it.
   if (err instanceof NotTenantCredentialError) return err.reason;
-  if (e.status === 403) return `the app's identity may not read Key Vault secret '${name}' (403) — give it the 'Key Vault Secrets User' role on the vault`;
-  if (e instanceof RelayError && e.retryable) return `Key Vault did not answer (${e.status ?? e.code ?? 'network error'}) — try again; if it persists check KEY_VAULT_URL and the vault's network rules`;
+  if (e.status === 403)
+    return `the app's identity may not read Key Vault secret '${name}' (403) — give it the 'Key Vault Secrets User' role on the vault`;
+  if (e instanceof RelayError && e.retryable)
+    return `Key Vault did not answer (${e.status ?? e.code ?? 'network error'}) — try again; if it persists check KEY_VAULT_URL and the vault's network rules`;
   return `Key Vault refused to return secret '${name}': ${stripContext(err)}`;
 }
 
@@ -226,8 +254,10 @@ function tokenCause(err: unknown, tenant: Tenant, config: DoctorDependencies['co
     case 'AADSTS65001':
       return `AADSTS65001: consent is missing for the requested permissions — ${tenant.context === 'partner' ? `send the admin-consent link again: ${adminConsentLink(tenant.clientId, config.entra.authorityHost)}` : 'grant admin consent on the app registration'}`;
   }
-  if (tenant.credential.kind === 'managedIdentity') return `the Function App's managed identity got no token: ${stripContext(err)}`;
-  if (err instanceof RelayError && err.retryable) return `Entra ID could not be reached (${err.status ?? 'network error'}) — try again; if it persists check ENTRA_AUTHORITY_HOST`;
+  if (tenant.credential.kind === 'managedIdentity')
+    return `the Function App's managed identity got no token: ${stripContext(err)}`;
+  if (err instanceof RelayError && err.retryable)
+    return `Entra ID could not be reached (${err.status ?? 'network error'}) — try again; if it persists check ENTRA_AUTHORITY_HOST`;
   return stripContext(err);
 }
 
@@ -248,7 +278,8 @@ function permissionProblems(token: TokenSummary, tenant: Tenant): string | undef
   }
   if (!token.roles.some((r) => READ_PERMISSIONS.includes(r))) {
     const has = token.roles.length ? `roles: ${token.roles.join(', ')}` : 'no roles';
-    const reconsent = tenant.context === 'partner' ? 're-consent (send the admin-consent link again)' : 'grant admin consent';
+    const reconsent =
+      tenant.context === 'partner' ? 're-consent (send the admin-consent link again)' : 'grant admin consent';
     return `token lacks Incident.Read.All (${has}) — add the application permission Incident.Read.All (Microsoft Threat Protection) to app ${tenant.clientId} and ${reconsent}`;
   }
   return undefined;
@@ -259,8 +290,11 @@ function apiCause(err: unknown): string {
   const status = e?.status;
   const answered = `Defender answered ${status}${e?.code ? ` ${e.code}` : ''}`;
   // The client's message is "<what the client concluded>: <code> <Defender's message>"; keep Defender's words.
-  const said = stripContext(err).replace(/^Defender [^:]*: /, '').replace(e?.code ? new RegExp(`^${e.code} `) : /^$/, '');
-  if (status === 401) return `${answered} even with a fresh token: ${said} — check DEFENDER_API_URL and that the token's audience is the Defender API`;
+  const said = stripContext(err)
+    .replace(/^Defender [^:]*: /, '')
+    .replace(e?.code ? new RegExp(`^${e.code} `) : /^$/, '');
+  if (status === 401)
+    return `${answered} even with a fresh token: ${said} — check DEFENDER_API_URL and that the token's audience is the Defender API`;
   if (status === 403) {
     return /not provisioned|no Microsoft Defender XDR data/i.test(said)
       ? `${answered}: ${said} — is Microsoft Defender XDR enabled in this tenant?`

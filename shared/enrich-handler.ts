@@ -3,7 +3,13 @@ import { BudgetSpentError, type BudgetClass } from './call-budget.js';
 import { deadLetter } from './dead-letter.js';
 import type { DefenderClient } from './defender-client.js';
 import type { DeliveryLog, EventClaim } from './delivery-log.js';
-import { createDeliveryDeps, deliver, describeDestination, routedMessageFor, type DeliveryDeps } from './destinations/index.js';
+import {
+  createDeliveryDeps,
+  deliver,
+  describeDestination,
+  routedMessageFor,
+  type DeliveryDeps,
+} from './destinations/index.js';
 import { deriveEnrichment, enrichWithApi, type Enrichment } from './enrichment.js';
 import { isRetryable, PermanentError, RetryableError } from './errors.js';
 import { envelopeSchema, type IncidentEnvelope } from './events.js';
@@ -38,7 +44,14 @@ export interface EnrichDependencies {
 }
 
 export type EnrichOutcome =
-  | { status: 'routed'; eventId: string; routes: string[]; destinations: string[]; apiCalls: number; enrichment: Enrichment }
+  | {
+      status: 'routed';
+      eventId: string;
+      routes: string[];
+      destinations: string[];
+      apiCalls: number;
+      enrichment: Enrichment;
+    }
   | { status: 'duplicate' | 'echo'; eventId: string }
   | { status: 'dead-lettered'; eventId?: string; reason: string };
 
@@ -74,13 +87,24 @@ class EventBusy extends RetryableError {}
 /** host.json `extensions.queues.maxDequeueCount`: after this many attempts the host moves a message to `<queue>-poison`. */
 export const MAX_DEQUEUE_COUNT = 5;
 
-export async function handleIncidentEvent(message: unknown, deps: EnrichDependencies, logger: Logger, attempt: { dequeueCount?: number } = {}): Promise<EnrichOutcome> {
+export async function handleIncidentEvent(
+  message: unknown,
+  deps: EnrichDependencies,
+  logger: Logger,
+  attempt: { dequeueCount?: number } = {},
+): Promise<EnrichOutcome> {
   const log = redactingLogger(logger);
   // A message too deep or wide is refused before anything recursive reads it; the dead letter keeps its identity only.
   const tooDeep = findStructureViolation(message, MESSAGE_LIMITS);
   if (tooDeep) {
     const identity = identityOf(message);
-    return deadLettered(deps, identity, typeof identity.eventId === 'string' ? identity.eventId : undefined, describeViolation(tooDeep), log);
+    return deadLettered(
+      deps,
+      identity,
+      typeof identity.eventId === 'string' ? identity.eventId : undefined,
+      describeViolation(tooDeep),
+      log,
+    );
   }
   const parsed = envelopeSchema.safeParse(message);
   if (!parsed.success) {
@@ -95,7 +119,13 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
   } catch (err) {
     // Before the claim and any Defender call: retrying cannot help until the file is fixed (and the app restarted).
     if (!(err instanceof ConfigFileError)) throw err;
-    return deadLettered(deps, message, eventId, `the routing rules cannot load (fix ${err.setting ?? 'them'}, restart, then replay the dead letters): ${err.lines().join('; ')}`, log);
+    return deadLettered(
+      deps,
+      message,
+      eventId,
+      `the routing rules cannot load (fix ${err.setting ?? 'them'}, restart, then replay the dead letters): ${err.lines().join('; ')}`,
+      log,
+    );
   }
   let claim: EventClaim | undefined;
   try {
@@ -104,13 +134,21 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
       log.info(`enrichIncident ${eventId}: already routed, dropped as a duplicate delivery`);
       return { status: 'duplicate', eventId };
     }
-    if (claimed.status === 'busy') throw new EventBusy('another invocation is routing this event now', { tenantId: envelope.tenantId, operation: 'claim event' });
+    if (claimed.status === 'busy')
+      throw new EventBusy('another invocation is routing this event now', {
+        tenantId: envelope.tenantId,
+        operation: 'claim event',
+      });
     claim = claimed.claim;
     const tenant = await tenantOf(envelope, deps);
     const incident = await incidentOf(envelope, deps);
     // Only a version holding the relay's tag or comment can be the echo of its write-back.
     const mayBeEcho = carriesWriteBack(incident);
-    if (mayBeEcho && (await deps.deliveryLog.lastRoutedFingerprint(tenant.tenantId, envelope.incidentId)) === contentFingerprint(incident)) {
+    if (
+      mayBeEcho &&
+      (await deps.deliveryLog.lastRoutedFingerprint(tenant.tenantId, envelope.incidentId)) ===
+        contentFingerprint(incident)
+    ) {
       await deps.deliveryLog.complete(claim, []);
       claim = undefined;
       log.info(`enrichIncident ${eventId}: only the relay's write-back changed, not routed again`);
@@ -136,11 +174,25 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
     }
 
     const writesBack = routes.some((r) => r.writeBack);
-    const { destinations, unrecorded } = await deliverAll(claim, envelope, incident, enrichment, routes, table, deps, writesBack);
+    const { destinations, unrecorded } = await deliverAll(
+      claim,
+      envelope,
+      incident,
+      enrichment,
+      routes,
+      table,
+      deps,
+      writesBack,
+    );
     await writeBackAll(claim, envelope, tenant, incident, routes, deps, log);
     // The fingerprint matters only where an echo can follow: after a write-back, or once the incident holds one.
-    const fingerprint = writesBack || mayBeEcho ? { incidentId: envelope.incidentId, value: contentFingerprint(incident) } : undefined;
-    await deps.deliveryLog.complete(claim, routes.map((r) => r.name), { delivered: unrecorded, fingerprint });
+    const fingerprint =
+      writesBack || mayBeEcho ? { incidentId: envelope.incidentId, value: contentFingerprint(incident) } : undefined;
+    await deps.deliveryLog.complete(
+      claim,
+      routes.map((r) => r.name),
+      { delivered: unrecorded, fingerprint },
+    );
     claim = undefined;
     if (envelope.incidentRef) await deleteClaimCheck(deps.blobs, envelope.incidentRef.blobUrl, log);
     log.info(
@@ -150,19 +202,34 @@ export async function handleIncidentEvent(message: unknown, deps: EnrichDependen
     return { status: 'routed', eventId, routes: routes.map((r) => r.name), destinations, apiCalls, enrichment };
   } catch (err) {
     if (err instanceof EventBusy) {
-      log.info(`enrichIncident ${eventId}: another invocation is routing this event now; this delivery will look again`);
+      log.info(
+        `enrichIncident ${eventId}: another invocation is routing this event now; this delivery will look again`,
+      );
       throw err;
     }
-    if (err instanceof DeadLetterReason || err instanceof TenantNotFoundError || (err instanceof PermanentError && !isRetryable(err))) {
+    if (
+      err instanceof DeadLetterReason ||
+      err instanceof TenantNotFoundError ||
+      (err instanceof PermanentError && !isRetryable(err))
+    ) {
       return deadLettered(deps, message, eventId, err.message, log);
     }
     const last = (attempt.dequeueCount ?? 1) >= MAX_DEQUEUE_COUNT;
     // The poison queue keeps only the message: this line is where its reason is kept.
-    log.error(`enrichIncident ${eventId} failed${last ? ` on attempt ${attempt.dequeueCount}, moving to ${QUEUE_NAMES.poison}` : ', will be retried'}: ${describeError(err)}`);
+    log.error(
+      `enrichIncident ${eventId} failed${last ? ` on attempt ${attempt.dequeueCount}, moving to ${QUEUE_NAMES.poison}` : ', will be retried'}: ${describeError(err)}`,
+    );
     throw err;
   } finally {
     // Not done: give the claim up so that a retry or replay need not wait for its lease (what was delivered stays recorded).
-    if (claim) await deps.deliveryLog.release(claim).catch((err: unknown) => log.warn(`enrichIncident ${eventId}: the claim could not be released (its lease will lapse): ${describeError(err)}`));
+    if (claim)
+      await deps.deliveryLog
+        .release(claim)
+        .catch((err: unknown) =>
+          log.warn(
+            `enrichIncident ${eventId}: the claim could not be released (its lease will lapse): ${describeError(err)}`,
+          ),
+        );
   }
 }
 
@@ -186,9 +253,15 @@ async function incidentOf(envelope: IncidentEnvelope, deps: EnrichDependencies):
   try {
     incident = await readClaimCheck(deps.blobs, envelope.incidentRef!.blobUrl);
   } catch (err) {
-    if ((err as { statusCode?: number }).statusCode === 404) throw new DeadLetterReason(`the claim-checked incident ${envelope.incidentRef!.blobUrl} no longer exists`);
-    if (err instanceof Error && !isRetryable(err) && !(err as { statusCode?: number }).statusCode) throw new DeadLetterReason(`the claim-check reference is unusable: ${err.message}`);
-    throw new RetryableError(`the claim-checked incident could not be read: ${describeError(err)}`, { tenantId: envelope.tenantId, operation: 'read claim-check' }, { cause: err });
+    if ((err as { statusCode?: number }).statusCode === 404)
+      throw new DeadLetterReason(`the claim-checked incident ${envelope.incidentRef!.blobUrl} no longer exists`);
+    if (err instanceof Error && !isRetryable(err) && !(err as { statusCode?: number }).statusCode)
+      throw new DeadLetterReason(`the claim-check reference is unusable: ${err.message}`);
+    throw new RetryableError(
+      `the claim-checked incident could not be read: ${describeError(err)}`,
+      { tenantId: envelope.tenantId, operation: 'read claim-check' },
+      { cause: err },
+    );
   }
   if (!isRecord(incident)) throw new DeadLetterReason('the claim-checked incident is not a JSON object');
   const tooDeep = findStructureViolation(incident, INCIDENT_LIMITS);
@@ -217,10 +290,20 @@ async function deliverAll(
     destinations.push(destination);
     if (claim.delivered.has(destination)) continue;
     try {
-      await deliver(table, destination, routedMessageFor(envelope, incident, enrichment, route, destination), deps.deliveryDeps);
+      await deliver(
+        table,
+        destination,
+        routedMessageFor(envelope, incident, enrichment, route, destination),
+        deps.deliveryDeps,
+      );
     } catch (err) {
       const where = `route ${route.name} → ${describeDestination(table, destination)}`;
-      if (isRetryable(err)) throw new RetryableError(`${where}: ${describeError(err)}`, { tenantId: envelope.tenantId, operation: 'deliver', retryAfterMs: (err as RetryableError).retryAfterMs }, { cause: err });
+      if (isRetryable(err))
+        throw new RetryableError(
+          `${where}: ${describeError(err)}`,
+          { tenantId: envelope.tenantId, operation: 'deliver', retryAfterMs: (err as RetryableError).retryAfterMs },
+          { cause: err },
+        );
       throw new DeadLetterReason(`${where}: ${describeError(err)}`);
     }
     if (index < planned.length - 1 || recordLast) await deps.deliveryLog.recordDelivery(claim, destination);
@@ -230,7 +313,15 @@ async function deliverAll(
 }
 
 /** Tags or comments the incident as routes ask; a missing permission is logged, not fatal. */
-async function writeBackAll(claim: EventClaim, envelope: IncidentEnvelope, tenant: Tenant, incident: Record<string, unknown>, routes: MatchedRoute[], deps: EnrichDependencies, log: Logger) {
+async function writeBackAll(
+  claim: EventClaim,
+  envelope: IncidentEnvelope,
+  tenant: Tenant,
+  incident: Record<string, unknown>,
+  routes: MatchedRoute[],
+  deps: EnrichDependencies,
+  log: Logger,
+) {
   for (const route of routes) {
     if (!route.writeBack) continue;
     const marker = `write-back:${route.name}`;
@@ -239,7 +330,9 @@ async function writeBackAll(claim: EventClaim, envelope: IncidentEnvelope, tenan
     const defender = deps.defender.withBudgetClass(budgetClassOf(envelope));
     if (defender.budget.waitTime(tenant.tenantId, defender.budgetClass, 'updateIncident') > 0) {
       const share = defender.budgetClass === 'push' ? 'budget for pushed incidents' : 'API budget';
-      log.warn(`enrichIncident ${envelope.eventId}: write-back for route ${route.name} skipped: the tenant's ${share} is spent`);
+      log.warn(
+        `enrichIncident ${envelope.eventId}: write-back for route ${route.name} skipped: the tenant's ${share} is spent`,
+      );
       continue;
     }
     try {
@@ -257,19 +350,34 @@ async function deleteClaimCheck(blobs: BlobServiceClient, blobUrl: string, log: 
   try {
     const serviceUrl = blobs.url.endsWith('/') ? blobs.url : `${blobs.url}/`;
     const [container, ...name] = blobUrl.slice(serviceUrl.length).split('/');
-    await blobs.getContainerClient(container!).getBlobClient(decodeURIComponent(name.join('/'))).deleteIfExists();
+    await blobs
+      .getContainerClient(container!)
+      .getBlobClient(decodeURIComponent(name.join('/')))
+      .deleteIfExists();
   } catch (err) {
-    log.warn(`enrichIncident: the claim-check blob could not be deleted (it will linger, harmlessly): ${describeError(err)}`);
+    log.warn(
+      `enrichIncident: the claim-check blob could not be deleted (it will linger, harmlessly): ${describeError(err)}`,
+    );
   }
 }
 
 /** The envelope's top-level scalar fields (eventId, tenantId, …): what can be kept of a message refused for its structure. */
 function identityOf(message: unknown): Record<string, unknown> {
   if (!isRecord(message)) return {};
-  return Object.fromEntries(Object.entries(message).filter(([, v]) => v === null || typeof v !== 'object').map(([k, v]) => [k, typeof v === 'string' ? v.slice(0, 200) : v]));
+  return Object.fromEntries(
+    Object.entries(message)
+      .filter(([, v]) => v === null || typeof v !== 'object')
+      .map(([k, v]) => [k, typeof v === 'string' ? v.slice(0, 200) : v]),
+  );
 }
 
-async function deadLettered(deps: EnrichDependencies, message: unknown, eventId: string | undefined, reason: string, log: Logger): Promise<EnrichOutcome> {
+async function deadLettered(
+  deps: EnrichDependencies,
+  message: unknown,
+  eventId: string | undefined,
+  reason: string,
+  log: Logger,
+): Promise<EnrichOutcome> {
   await deadLetter(deps.sender, QUEUE_NAMES.incidents, message, reason);
   log.error(`enrichIncident ${eventId ?? '(unreadable event)'} dead-lettered: ${reason}`);
   return { status: 'dead-lettered', eventId, reason };

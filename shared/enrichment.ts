@@ -200,7 +200,10 @@ export function deriveEnrichment(incident: unknown, context: EnrichmentContext):
     priority: priority.score,
     priorityReasons: priority.reasons,
     needsFullIncident: alerts.length === 0,
-    redirectedTo: redirectId === undefined || redirectId === incidentId ? null : { incidentId: redirectId, portalUrl: portalUrlFor(redirectId, context.tenantId) },
+    redirectedTo:
+      redirectId === undefined || redirectId === incidentId
+        ? null
+        : { incidentId: redirectId, portalUrl: portalUrlFor(redirectId, context.tenantId) },
     hunting: {},
     notes: [],
   };
@@ -258,7 +261,9 @@ const categoryKey = (text: string) => text.toLowerCase().replace(/[\s_-]+/g, '')
 
 /** A Map, not an object: a category such as `constructor` must not find anything inherited. */
 const TACTIC_BY_KEY = new Map<string, number>(
-  TACTICS.flatMap((tactic, rank) => [tactic.id, tactic.name, ...tactic.categories].map((spelling) => [categoryKey(spelling), rank] as const)),
+  TACTICS.flatMap((tactic, rank) =>
+    [tactic.id, tactic.name, ...tactic.categories].map((spelling) => [categoryKey(spelling), rank] as const),
+  ),
 );
 const OTHER_BY_KEY = new Map(OTHER_CATEGORIES.map((category) => [categoryKey(category), category]));
 
@@ -287,7 +292,9 @@ class CategoryCollector {
 
   /** Fresh objects each time: a message's tactics are its own. */
   tactics(): MitreTactic[] {
-    return [...this.#tactics].sort((a, b) => a - b).map((rank) => ({ id: TACTICS[rank]!.id, name: TACTICS[rank]!.name }));
+    return [...this.#tactics]
+      .sort((a, b) => a - b)
+      .map((rank) => ({ id: TACTICS[rank]!.id, name: TACTICS[rank]!.name }));
   }
 
   others(): string[] {
@@ -300,7 +307,10 @@ const TECHNIQUE = /^T\d{4}(?:\.\d{3})?$/i;
 /** MITRE technique ids from a list (or, tolerated, one string such as `T1003, T1059.001`). */
 function techniquesOf(value: unknown): string[] {
   const items = Array.isArray(value) ? value : typeof value === 'string' ? value.split(/[\s,;]+/) : [];
-  return items.map(textOf).filter((t): t is string => t !== undefined && TECHNIQUE.test(t)).map((t) => t.toUpperCase());
+  return items
+    .map(textOf)
+    .filter((t): t is string => t !== undefined && TECHNIQUE.test(t))
+    .map((t) => t.toUpperCase());
 }
 
 /** A timestamp normalised to seven fractional digits (so strings compare in time order), or undefined. */
@@ -351,7 +361,8 @@ class CappedList<T extends object> {
 
 function fillMissing<T extends object>(kept: T, seen: T): void {
   const target = kept as Record<string, unknown>;
-  for (const [field, value] of Object.entries(seen)) if (target[field] === null && value !== null) target[field] = value;
+  for (const [field, value] of Object.entries(seen))
+    if (target[field] === null && value !== null) target[field] = value;
 }
 
 const lower = (text: string | undefined) => text?.toLowerCase();
@@ -371,7 +382,8 @@ class EntityCollector {
     const id = textOf(device.mdatpDeviceId) ?? textOf(device.deviceId) ?? textOf(device.DeviceId);
     const dnsName = textOf(device.deviceDnsName);
     const risk = knownName(RISK_SCORES, device.riskScore);
-    if (risk && (this.highestRisk === undefined || RISK_RANK[risk] > RISK_RANK[this.highestRisk])) this.highestRisk = risk;
+    if (risk && (this.highestRisk === undefined || RISK_RANK[risk] > RISK_RANK[this.highestRisk]))
+      this.highestRisk = risk;
     this.devices.add(
       [...keyed('id', lower(id)), ...keyed('dns', lower(dnsName))],
       {
@@ -395,7 +407,14 @@ class EntityCollector {
         aadUserId: textOf(entity.aadUserId) ?? null,
       };
       const account = user.accountName ? `${user.domainName ?? ''}\\${user.accountName}` : undefined;
-      this.users.add([...keyed('aad', lower(user.aadUserId ?? undefined)), ...keyed('upn', lower(user.userPrincipalName ?? undefined)), ...keyed('account', lower(account))], user);
+      this.users.add(
+        [
+          ...keyed('aad', lower(user.aadUserId ?? undefined)),
+          ...keyed('upn', lower(user.userPrincipalName ?? undefined)),
+          ...keyed('account', lower(account)),
+        ],
+        user,
+      );
     }
     // The other kinds are read from their fields, whatever the type is called: the fields are what matter.
     const ip = textOf(entity.ipAddress);
@@ -412,11 +431,22 @@ class EntityCollector {
       });
     }
     const mailbox = textOf(entity.mailboxAddress);
-    if (mailbox) this.mailboxes.add(keyed('mailbox', mailbox.toLowerCase()), { mailboxAddress: mailbox, mailboxDisplayName: textOf(entity.mailboxDisplayName) ?? null });
+    if (mailbox)
+      this.mailboxes.add(keyed('mailbox', mailbox.toLowerCase()), {
+        mailboxAddress: mailbox,
+        mailboxDisplayName: textOf(entity.mailboxDisplayName) ?? null,
+      });
   }
 
   summary(): EntitySummary {
-    const lists = { users: this.users, devices: this.devices, ips: this.ips, urls: this.urls, fileHashes: this.fileHashes, mailboxes: this.mailboxes };
+    const lists = {
+      users: this.users,
+      devices: this.devices,
+      ips: this.ips,
+      urls: this.urls,
+      fileHashes: this.fileHashes,
+      mailboxes: this.mailboxes,
+    };
     return {
       users: this.users.items,
       devices: this.devices.items,
@@ -425,7 +455,10 @@ class EntityCollector {
       fileHashes: this.fileHashes.items,
       mailboxes: this.mailboxes.items,
       truncated: Object.values(lists).some((list) => list.truncated),
-      totals: Object.fromEntries(Object.entries(lists).map(([kind, list]) => [kind, list.total])) as Record<EntityKind, number>,
+      totals: Object.fromEntries(Object.entries(lists).map(([kind, list]) => [kind, list.total])) as Record<
+        EntityKind,
+        number
+      >,
     };
   }
 }
@@ -452,7 +485,10 @@ export interface HuntingQuerySpec {
 }
 
 /** The placeholders a query may use, each filled from the incident's entities. */
-export const HUNTING_PLACEHOLDERS: Record<string, { description: string; values: (entities: EntitySummary) => (string | null)[] }> = {
+export const HUNTING_PLACEHOLDERS: Record<
+  string,
+  { description: string; values: (entities: EntitySummary) => (string | null)[] }
+> = {
   deviceNames: { description: "the devices' DNS names", values: (e) => e.devices.map((d) => d.deviceDnsName) },
   deviceIds: { description: "the devices' Defender ids", values: (e) => e.devices.map((d) => d.mdatpDeviceId) },
   accountNames: { description: "the users' account names", values: (e) => e.users.map((u) => u.accountName) },
@@ -474,13 +510,22 @@ const MAX_QUERY_LENGTH = 10_000;
 export function huntingSpecProblems(spec: unknown): string[] {
   if (!isRecord(spec)) return ['must be an object with name and query'];
   const problems: string[] = [];
-  if (typeof spec.name !== 'string' || !HUNTING_NAME.test(spec.name)) problems.push('name: must be 1-64 letters, digits, dots, dashes or underscores');
-  if (typeof spec.query !== 'string' || spec.query.trim() === '') problems.push('query: must be a non-empty KQL string');
+  if (typeof spec.name !== 'string' || !HUNTING_NAME.test(spec.name))
+    problems.push('name: must be 1-64 letters, digits, dots, dashes or underscores');
+  if (typeof spec.query !== 'string' || spec.query.trim() === '')
+    problems.push('query: must be a non-empty KQL string');
   else {
     if (spec.query.length > MAX_QUERY_LENGTH) problems.push(`query: must be at most ${MAX_QUERY_LENGTH} characters`);
     problems.push(...unknownPlaceholderProblems(spec.query).map((p) => `query: ${p}`));
   }
-  if (spec.maxRows !== undefined && !(Number.isInteger(spec.maxRows) && (spec.maxRows as number) >= 1 && (spec.maxRows as number) <= HUNTING_MAX_ROWS_LIMIT)) {
+  if (
+    spec.maxRows !== undefined &&
+    !(
+      Number.isInteger(spec.maxRows) &&
+      (spec.maxRows as number) >= 1 &&
+      (spec.maxRows as number) <= HUNTING_MAX_ROWS_LIMIT
+    )
+  ) {
     problems.push(`maxRows: must be an integer from 1 to ${HUNTING_MAX_ROWS_LIMIT}`);
   }
   return problems;
@@ -490,7 +535,12 @@ export function huntingSpecProblems(spec: unknown): string[] {
 export function unknownPlaceholderProblems(query: string): string[] {
   return placeholdersIn(query)
     .filter((name) => !Object.hasOwn(HUNTING_PLACEHOLDERS, name))
-    .map((name) => `unknown placeholder {${name}} (known: ${Object.keys(HUNTING_PLACEHOLDERS).map((p) => `{${p}}`).join(', ')})`);
+    .map(
+      (name) =>
+        `unknown placeholder {${name}} (known: ${Object.keys(HUNTING_PLACEHOLDERS)
+          .map((p) => `{${p}}`)
+          .join(', ')})`,
+    );
 }
 
 function placeholdersIn(query: string): string[] {
@@ -519,8 +569,11 @@ export function fillHuntingQuery(query: string, entities: EntitySummary): { quer
   for (const name of placeholdersIn(query)) {
     const placeholder = Object.hasOwn(HUNTING_PLACEHOLDERS, name) ? HUNTING_PLACEHOLDERS[name] : undefined;
     if (!placeholder) return { skipped: `it uses the unknown placeholder {${name}}` };
-    const values = [...new Set(placeholder.values(entities).filter((v): v is string => typeof v === 'string' && v !== ''))];
-    if (values.length === 0) return { skipped: `the incident has no values for {${name}} (${placeholder.description})` };
+    const values = [
+      ...new Set(placeholder.values(entities).filter((v): v is string => typeof v === 'string' && v !== '')),
+    ];
+    if (values.length === 0)
+      return { skipped: `the incident has no values for {${name}} (${placeholder.description})` };
     lists.set(name, values.map(kqlString).join(','));
   }
   return { query: query.replace(PLACEHOLDER, (whole, name: string) => lists.get(name) ?? whole) };
@@ -538,12 +591,15 @@ export interface ApiEnrichmentInput {
 
 export interface ApiEnrichmentDeps {
   /** Its `budgetClass` (default `poll`) says whose share the calls spend: `push` for a pushed incident. */
-  defender: Pick<DefenderClient, 'getIncident' | 'runHuntingQuery' | 'budget'> & Partial<Pick<DefenderClient, 'budgetClass'>>;
+  defender: Pick<DefenderClient, 'getIncident' | 'runHuntingQuery' | 'budget'> &
+    Partial<Pick<DefenderClient, 'budgetClass'>>;
 }
 
 /** The note for a call not made because the class's share of the tenant's budget is spent. */
 function budgetSpent(budgetClass: BudgetClass): string {
-  return budgetClass === 'push' ? "the tenant's budget for pushed incidents is spent" : "the tenant's API budget is spent";
+  return budgetClass === 'push'
+    ? "the tenant's budget for pushed incidents is spent"
+    : "the tenant's API budget is spent";
 }
 
 export interface ApiEnrichmentResult {
@@ -624,21 +680,28 @@ async function fetchFullIncident(
         return fetched === undefined ? { calls } : { incident: fetched, calls };
       }
       if (err instanceof PermanentError) {
-        notes.push(`the full incident ${id} could not be fetched, enriched from what the event holds: ${describeError(err)}`);
+        notes.push(
+          `the full incident ${id} could not be fetched, enriched from what the event holds: ${describeError(err)}`,
+        );
         return { calls };
       }
       throw err;
     }
-    const next = alertsOf(fetched).length === 0 && isRecord(fetched) ? incidentIdOf(fetched.redirectIncidentId) : undefined;
+    const next =
+      alertsOf(fetched).length === 0 && isRecord(fetched) ? incidentIdOf(fetched.redirectIncidentId) : undefined;
     if (next === undefined || visited.has(next)) break;
     if (calls >= MAX_REDIRECT_HOPS) {
-      notes.push(`incident ${id} was merged into incident ${next}, more than ${MAX_REDIRECT_HOPS} merges away: not followed further`);
+      notes.push(
+        `incident ${id} was merged into incident ${next}, more than ${MAX_REDIRECT_HOPS} merges away: not followed further`,
+      );
       break;
     }
     id = next;
   }
   if (!isRecord(fetched)) {
-    notes.push(`Defender answered incident ${id} with something that is not an incident: enriched from what the event holds`);
+    notes.push(
+      `Defender answered incident ${id} with something that is not an incident: enriched from what the event holds`,
+    );
     return { calls };
   }
   if (alertsOf(fetched).length === 0) notes.push(`incident ${id} holds no alerts either`);
@@ -655,12 +718,23 @@ function mergedEnrichment(original: Enrichment, target: Enrichment): Enrichment 
     ...target,
     incidentId: original.incidentId ?? target.incidentId,
     portalUrl: original.portalUrl ?? target.portalUrl,
-    redirectedTo: merged && target.incidentId !== null ? { incidentId: target.incidentId, portalUrl: portalUrlFor(target.incidentId, target.tenantId) } : original.redirectedTo,
-    priorityReasons: merged ? [`merged into incident ${target.incidentId}: scored as that incident`, ...target.priorityReasons] : target.priorityReasons,
+    redirectedTo:
+      merged && target.incidentId !== null
+        ? { incidentId: target.incidentId, portalUrl: portalUrlFor(target.incidentId, target.tenantId) }
+        : original.redirectedTo,
+    priorityReasons: merged
+      ? [`merged into incident ${target.incidentId}: scored as that incident`, ...target.priorityReasons]
+      : target.priorityReasons,
   };
 }
 
-async function runHunting(spec: HuntingQuerySpec, enrichment: Enrichment, tenant: Tenant, deps: ApiEnrichmentDeps, notes: string[]): Promise<{ called: boolean }> {
+async function runHunting(
+  spec: HuntingQuerySpec,
+  enrichment: Enrichment,
+  tenant: Tenant,
+  deps: ApiEnrichmentDeps,
+  notes: string[],
+): Promise<{ called: boolean }> {
   const label = `advanced hunting '${isRecord(spec) && typeof spec.name === 'string' ? spec.name : '?'}'`;
   const problems = huntingSpecProblems(spec);
   if (problems.length > 0) {
@@ -690,10 +764,17 @@ async function runHunting(spec: HuntingQuerySpec, enrichment: Enrichment, tenant
     if (err instanceof HuntingRefusedError) {
       // Blocked for minutes (the CPU quota until the next 15-minute cycle): routed without it, and not asked again until then.
       const minutes = Math.max(1, Math.ceil((err.retryAfterMs ?? 0) / 60_000));
-      notes.push(`${label} skipped: Defender's advanced hunting ${err.quota === 'cpu' ? 'CPU' : 'call'} quota for the tenant is spent for the next ${minutes} min (${describeError(err)})`);
+      notes.push(
+        `${label} skipped: Defender's advanced hunting ${err.quota === 'cpu' ? 'CPU' : 'call'} quota for the tenant is spent for the next ${minutes} min (${describeError(err)})`,
+      );
       return { called: err.sent };
     }
-    const why = err instanceof RetryableError ? 'failed for now (not retried, the query is optional)' : err instanceof PermanentError ? 'failed' : 'failed unexpectedly';
+    const why =
+      err instanceof RetryableError
+        ? 'failed for now (not retried, the query is optional)'
+        : err instanceof PermanentError
+          ? 'failed'
+          : 'failed unexpectedly';
     notes.push(`${label} ${why}: ${describeError(err)}`);
     return { called: true };
   }
@@ -703,6 +784,10 @@ async function runHunting(spec: HuntingQuerySpec, enrichment: Enrichment, tenant
     return { called: true };
   }
   const maxRows = spec.maxRows ?? DEFAULT_HUNTING_MAX_ROWS;
-  enrichment.hunting[spec.name] = { rows: rows.slice(0, maxRows), rowCount: rows.length, truncated: rows.length > maxRows };
+  enrichment.hunting[spec.name] = {
+    rows: rows.slice(0, maxRows),
+    rowCount: rows.length,
+    truncated: rows.length > maxRows,
+  };
   return { called: true };
 }

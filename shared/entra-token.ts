@@ -1,4 +1,12 @@
-import { createRemoteJWKSet, customFetch, decodeJwt, errors, jwtVerify, type FetchImplementation, type JWTPayload } from 'jose';
+import {
+  createRemoteJWKSet,
+  customFetch,
+  decodeJwt,
+  errors,
+  jwtVerify,
+  type FetchImplementation,
+  type JWTPayload,
+} from 'jose';
 
 /**
  * Validates Entra ID bearer tokens sent to the relay's own endpoints (webhook push, analyst calls):
@@ -77,7 +85,8 @@ export class SigningKeysUnavailableError extends Error {
 }
 
 /** What the caller is told when Entra's keys could not be fetched (the same for every tenant). */
-export const SIGNING_KEYS_UNAVAILABLE_MESSAGE = 'The relay could not reach Entra ID to verify the token just now: retry the request';
+export const SIGNING_KEYS_UNAVAILABLE_MESSAGE =
+  'The relay could not reach Entra ID to verify the token just now: retry the request';
 
 /** `ver` 1.0 or 2.0. */
 export type AccessTokenVersion = 1 | 2;
@@ -146,10 +155,19 @@ export class EntraTokenValidator {
     } catch (err) {
       // Entra could not give the keys: nothing is known about the token yet, so it is not called invalid.
       if (err instanceof SigningKeysUnavailableError) throw err;
-      if (err instanceof KeysRefusedError) throw unverified(`Entra ID refused the signing keys of tenant ${tenantId} (HTTP ${err.status} from ${keysUrl}): it does not know the tenant`);
-      if (err instanceof errors.JWKSTimeout) throw new SigningKeysUnavailableError(keysUrl, `no answer within ${this.options.keysTimeoutMs ?? KEYS_TIMEOUT_MS} ms`, { cause: err });
+      if (err instanceof KeysRefusedError)
+        throw unverified(
+          `Entra ID refused the signing keys of tenant ${tenantId} (HTTP ${err.status} from ${keysUrl}): it does not know the tenant`,
+        );
+      if (err instanceof errors.JWKSTimeout)
+        throw new SigningKeysUnavailableError(
+          keysUrl,
+          `no answer within ${this.options.keysTimeoutMs ?? KEYS_TIMEOUT_MS} ms`,
+          { cause: err },
+        );
       // jose checks claims only once the signature verified: only then may the answer say more.
-      if (err instanceof errors.JWTExpired || err instanceof errors.JWTClaimValidationFailed) throw new TokenValidationError(401, describeJoseError(err));
+      if (err instanceof errors.JWTExpired || err instanceof errors.JWTClaimValidationFailed)
+        throw new TokenValidationError(401, describeJoseError(err));
       throw unverified(describeJoseError(err));
     }
     // The caller as its version names it; a token without that claim is no Entra token of that version.
@@ -159,7 +177,8 @@ export class EntraTokenValidator {
       throw new TokenValidationError(401, `The v${version}.0 token names no calling application (${clientClaim})`);
     }
     const upn = typeof claims.upn === 'string' ? claims.upn : undefined;
-    const preferred = version === 2 && typeof claims.preferred_username === 'string' ? claims.preferred_username : undefined;
+    const preferred =
+      version === 2 && typeof claims.preferred_username === 'string' ? claims.preferred_username : undefined;
     return {
       tenantId,
       version,
@@ -229,12 +248,18 @@ const fetchKeys: FetchImplementation = async (url, options) => {
     response = await fetch(url, options);
     if (response.status !== 200) {
       await response.body?.cancel().catch(() => undefined);
-      if (response.status >= 500 || response.status === 408 || response.status === 429) throw unavailable(`HTTP ${response.status}`);
+      if (response.status >= 500 || response.status === 408 || response.status === 429)
+        throw unavailable(`HTTP ${response.status}`);
       throw new KeysRefusedError(response.status);
     }
     text = await response.text();
   } catch (err) {
-    if (err instanceof SigningKeysUnavailableError || err instanceof KeysRefusedError || (err as Error | undefined)?.name === 'TimeoutError') throw err;
+    if (
+      err instanceof SigningKeysUnavailableError ||
+      err instanceof KeysRefusedError ||
+      (err as Error | undefined)?.name === 'TimeoutError'
+    )
+      throw err;
     throw unavailable(`no answer (${fetchFailure(err)})`, err);
   }
   let keys: unknown;
@@ -260,12 +285,15 @@ function describeJoseError(err: unknown): string {
   if (err instanceof errors.JWTExpired) return 'The token has expired';
   if (err instanceof errors.JWTClaimValidationFailed) {
     if (err.claim === 'aud') return 'The token was issued for another audience';
-    if (err.claim === 'iss') return "The token was not issued by the tenant it names, in the issuer form of its version (ver)";
+    if (err.claim === 'iss')
+      return 'The token was not issued by the tenant it names, in the issuer form of its version (ver)';
     if (err.claim === 'nbf') return 'The token is not valid yet';
     return `The token's ${err.claim} claim is not acceptable`;
   }
-  if (err instanceof errors.JOSEAlgNotAllowed || err instanceof errors.JOSENotSupported) return 'The token is not signed with RS256';
-  if (err instanceof errors.JWSSignatureVerificationFailed || err instanceof errors.JWKSNoMatchingKey) return 'The token signature is not valid';
+  if (err instanceof errors.JOSEAlgNotAllowed || err instanceof errors.JOSENotSupported)
+    return 'The token is not signed with RS256';
+  if (err instanceof errors.JWSSignatureVerificationFailed || err instanceof errors.JWKSNoMatchingKey)
+    return 'The token signature is not valid';
   // jose's own errors say what it found; what else could fail (a key jose will not use, say) is not described.
   if (err instanceof errors.JOSEError) return `The token could not be verified (${err.message})`;
   return 'The token could not be verified';

@@ -34,7 +34,11 @@ export class RetryableError extends RelayError {
   readonly retryable = true;
   /** When the service said to come back, if it did. */
   readonly retryAfterMs?: number;
-  constructor(message: string, context: FailureContext & { retryAfterMs?: number } = {}, options?: { cause?: unknown }) {
+  constructor(
+    message: string,
+    context: FailureContext & { retryAfterMs?: number } = {},
+    options?: { cause?: unknown },
+  ) {
     super(message, context, options);
     this.retryAfterMs = context.retryAfterMs;
   }
@@ -56,7 +60,17 @@ export function ensureError(err: unknown): Error {
   }
 }
 
-const RETRYABLE_NETWORK_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ETIMEDOUT', 'EPIPE', 'EAI_AGAIN', 'ENOTFOUND', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'REQUEST_SEND_ERROR']);
+const RETRYABLE_NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'ECONNREFUSED',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EAI_AGAIN',
+  'ENOTFOUND',
+  'UND_ERR_SOCKET',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'REQUEST_SEND_ERROR',
+]);
 
 /** Whether a failure is worth retrying: typed errors say so; otherwise HTTP 408/429/5xx and network errors are, or a failure they caused. */
 export function isRetryable(err: unknown): boolean {
@@ -66,8 +80,10 @@ export function isRetryable(err: unknown): boolean {
 /** `seen`: the failures already looked at along the `cause` chain, which may loop. */
 function retryable(err: unknown, seen: Set<unknown>): boolean {
   if (err instanceof RelayError) return err.retryable;
-  const e = err as { statusCode?: unknown; status?: unknown; code?: unknown; cause?: unknown; name?: unknown } | undefined;
-  const status = typeof e?.statusCode === 'number' ? e.statusCode : typeof e?.status === 'number' ? e.status : undefined;
+  const e = err as
+    { statusCode?: unknown; status?: unknown; code?: unknown; cause?: unknown; name?: unknown } | undefined;
+  const status =
+    typeof e?.statusCode === 'number' ? e.statusCode : typeof e?.status === 'number' ? e.status : undefined;
   if (status !== undefined) return status === 408 || status === 429 || status >= 500;
   if (typeof e?.code === 'string' && RETRYABLE_NETWORK_CODES.has(e.code)) return true;
   if (e?.name === 'AbortError' || e?.name === 'TimeoutError') return true;

@@ -23,7 +23,10 @@ export const envelopeSchema = z
     incident: incidentSchema.optional(),
     incidentRef: z.object({ blobUrl: z.string().url() }).optional(),
   })
-  .refine((e) => (e.incident === undefined) !== (e.incidentRef === undefined), 'exactly one of incident and incidentRef');
+  .refine(
+    (e) => (e.incident === undefined) !== (e.incidentRef === undefined),
+    'exactly one of incident and incidentRef',
+  );
 
 export type IncidentEnvelope = z.infer<typeof envelopeSchema>;
 
@@ -31,7 +34,12 @@ export function eventIdOf(tenantId: string, incidentId: number, lastUpdateTime: 
   return `${tenantId}:${incidentId}:${normalizeTimestamp(lastUpdateTime)}`;
 }
 
-export function envelopeFor(tenantId: string, incident: { incidentId: number; lastUpdateTime: string }, source: 'poll' | 'webhook', now = new Date()): IncidentEnvelope {
+export function envelopeFor(
+  tenantId: string,
+  incident: { incidentId: number; lastUpdateTime: string },
+  source: 'poll' | 'webhook',
+  now = new Date(),
+): IncidentEnvelope {
   return {
     schema: EVENT_SCHEMA,
     eventId: eventIdOf(tenantId, incident.incidentId, incident.lastUpdateTime),

@@ -74,8 +74,20 @@ export async function checkHealth(deps: HealthDependencies, timeoutMs = 5_000): 
  * line and field of each problem). Cheap: the caller passes what the process checked once.
  */
 export function configurationHealth(problems: readonly ConfigurationProblem[], files: readonly string[]): HealthCheck {
-  if (problems.length === 0) return { name: 'configuration', ok: true, latencyMs: 0, detail: `settings valid; configuration files load (${files.join(', ')}, those set)` };
-  return { name: 'configuration', ok: false, latencyMs: 0, detail: problems.map(describeConfigurationProblem).join('; '), problems: problems.map((p) => ({ ...p })) };
+  if (problems.length === 0)
+    return {
+      name: 'configuration',
+      ok: true,
+      latencyMs: 0,
+      detail: `settings valid; configuration files load (${files.join(', ')}, those set)`,
+    };
+  return {
+    name: 'configuration',
+    ok: false,
+    latencyMs: 0,
+    detail: problems.map(describeConfigurationProblem).join('; '),
+    problems: problems.map((p) => ({ ...p })),
+  };
 }
 
 export function healthReport(checks: HealthCheck[]): HealthReport {

@@ -1,6 +1,12 @@
 import { z } from 'zod';
 import type { IncidentUpdate } from './defender-client.js';
-import { CLASSIFICATIONS, determinationFits, determinationsFor, INCIDENT_STATUSES, SETTABLE_DETERMINATIONS } from './incident-types.js';
+import {
+  CLASSIFICATIONS,
+  determinationFits,
+  determinationsFor,
+  INCIDENT_STATUSES,
+  SETTABLE_DETERMINATIONS,
+} from './incident-types.js';
 import { normalizeTimestamp } from './timestamps.js';
 
 /**
@@ -8,7 +14,6 @@ import { normalizeTimestamp } from './timestamps.js';
  * body of `PATCH /api/incidents/{tenantId}/{incidentId}`, validated before anything reaches Defender.
  * Every value that ends up in an OData `$filter` is either from a closed list or quoted and escaped.
  */
-
 
 /** `assignedTo: "me"` means the signed-in analyst. */
 export const ME = 'me';
@@ -26,13 +31,18 @@ const wholeNumber = (min: number, max?: number) =>
     .string()
     .regex(/^\d+$/, 'must be a whole number')
     .transform(Number)
-    .refine((n) => n >= min && (max === undefined || n <= max), max === undefined ? `must be at least ${min}` : `must be between ${min} and ${max}`);
+    .refine(
+      (n) => n >= min && (max === undefined || n <= max),
+      max === undefined ? `must be at least ${min}` : `must be between ${min} and ${max}`,
+    );
 
 const listQuerySchema = z
   .object({
     status: z.enum(INCIDENT_STATUSES, { message: `must be one of ${INCIDENT_STATUSES.join(', ')}` }).optional(),
     assignedTo: assignee.optional(),
-    updatedSince: z.iso.datetime({ offset: true, message: 'must be an ISO 8601 date-time with a time zone, e.g. 2026-01-31T08:00:00Z' }).optional(),
+    updatedSince: z.iso
+      .datetime({ offset: true, message: 'must be an ISO 8601 date-time with a time zone, e.g. 2026-01-31T08:00:00Z' })
+      .optional(),
     top: wholeNumber(1, 100).default(50),
     skip: wholeNumber(0, 100_000).default(0),
   })
@@ -56,7 +66,9 @@ export class RequestValidationError extends Error {
 
 function problemsOf(error: z.ZodError, unrecognized: (keys: string[]) => string): string[] {
   return error.issues.map((issue) =>
-    issue.code === 'unrecognized_keys' ? unrecognized(issue.keys) : `${issue.path.join('.') || '(body)'}: ${issue.message}`,
+    issue.code === 'unrecognized_keys'
+      ? unrecognized(issue.keys)
+      : `${issue.path.join('.') || '(body)'}: ${issue.message}`,
   );
 }
 
@@ -72,7 +84,12 @@ export function parseListQuery(params: URLSearchParams, callerUpn: string | unde
   }
   const parsed = listQuerySchema.safeParse(raw);
   if (!parsed.success) {
-    problems.push(...problemsOf(parsed.error, (keys) => `unknown query parameter(s) ${keys.join(', ')}: use status, assignedTo, updatedSince, top, skip`));
+    problems.push(
+      ...problemsOf(
+        parsed.error,
+        (keys) => `unknown query parameter(s) ${keys.join(', ')}: use status, assignedTo, updatedSince, top, skip`,
+      ),
+    );
   }
   if (problems.length > 0 || !parsed.success) throw new RequestValidationError(problems);
   const query = parsed.data;
@@ -81,7 +98,8 @@ export function parseListQuery(params: URLSearchParams, callerUpn: string | unde
 
 function resolveAssignee(value: string | undefined, callerUpn: string | undefined, field: string): string | undefined {
   if (value === undefined || value.toLowerCase() !== ME) return value;
-  if (!callerUpn) throw new RequestValidationError([`${field}: 'me' needs a token with a upn or preferred_username claim`]);
+  if (!callerUpn)
+    throw new RequestValidationError([`${field}: 'me' needs a token with a upn or preferred_username claim`]);
   return callerUpn;
 }
 
@@ -91,34 +109,61 @@ export function odataString(value: string): string {
 }
 
 /** The Defender `$filter` for a list query, or undefined when nothing is filtered. */
-export function incidentFilter(query: Pick<IncidentListQuery, 'status' | 'assignedTo' | 'updatedSince'>): string | undefined {
+export function incidentFilter(
+  query: Pick<IncidentListQuery, 'status' | 'assignedTo' | 'updatedSince'>,
+): string | undefined {
   const clauses: string[] = [];
   if (query.status) clauses.push(`status eq ${odataString(query.status)}`);
   if (query.assignedTo) clauses.push(`assignedTo eq ${odataString(query.assignedTo)}`);
   // Validated as ISO 8601 above; normalised to the unquoted UTC literal Defender compares against.
-  if (query.updatedSince) clauses.push(`lastUpdateTime ge ${normalizeTimestamp(new Date(query.updatedSince).toISOString())}`);
+  if (query.updatedSince)
+    clauses.push(`lastUpdateTime ge ${normalizeTimestamp(new Date(query.updatedSince).toISOString())}`);
   return clauses.length > 0 ? clauses.join(' and ') : undefined;
 }
 
 export const MAX_COMMENT_LENGTH = 1000;
 
 const updateSchema = z
-  .object({
-    status: z.enum(INCIDENT_STATUSES, { message: `must be one of ${INCIDENT_STATUSES.join(', ')}` }).optional(),
-    assignedTo: assignee.optional(),
-    classification: z.enum(CLASSIFICATIONS, { message: `must be one of ${CLASSIFICATIONS.join(', ')}` }).optional(),
-    determination: z.enum(SETTABLE_DETERMINATIONS as [string, ...string[]], { message: `must be one of ${SETTABLE_DETERMINATIONS.join(', ')}` }).optional(),
-    tags: z.array(z.string().trim().min(1, 'a tag must not be empty').max(128, 'a tag must be at most 128 characters'), { message: 'must be an array of strings' }).max(100, 'at most 100 tags').optional(),
-    comment: z.string({ message: 'must be a string' }).trim().min(1, 'must not be empty').max(MAX_COMMENT_LENGTH, `must be at most ${MAX_COMMENT_LENGTH} characters`).optional(),
-  }, { message: 'the body must be a JSON object' })
+  .object(
+    {
+      status: z.enum(INCIDENT_STATUSES, { message: `must be one of ${INCIDENT_STATUSES.join(', ')}` }).optional(),
+      assignedTo: assignee.optional(),
+      classification: z.enum(CLASSIFICATIONS, { message: `must be one of ${CLASSIFICATIONS.join(', ')}` }).optional(),
+      determination: z
+        .enum(SETTABLE_DETERMINATIONS as [string, ...string[]], {
+          message: `must be one of ${SETTABLE_DETERMINATIONS.join(', ')}`,
+        })
+        .optional(),
+      tags: z
+        .array(z.string().trim().min(1, 'a tag must not be empty').max(128, 'a tag must be at most 128 characters'), {
+          message: 'must be an array of strings',
+        })
+        .max(100, 'at most 100 tags')
+        .optional(),
+      comment: z
+        .string({ message: 'must be a string' })
+        .trim()
+        .min(1, 'must not be empty')
+        .max(MAX_COMMENT_LENGTH, `must be at most ${MAX_COMMENT_LENGTH} characters`)
+        .optional(),
+    },
+    { message: 'the body must be a JSON object' },
+  )
   .strict()
   .superRefine((update, ctx) => {
     if (Object.keys(update).length === 0) {
-      ctx.addIssue({ code: 'custom', message: 'set at least one of status, assignedTo, classification, determination, tags, comment' });
+      ctx.addIssue({
+        code: 'custom',
+        message: 'set at least one of status, assignedTo, classification, determination, tags, comment',
+      });
     }
     // Defender judges a determination against the classification the incident will have; when the
     // body sets both, the answer is already known here.
-    if (update.determination && update.classification && !determinationFits(update.determination, update.classification)) {
+    if (
+      update.determination &&
+      update.classification &&
+      !determinationFits(update.determination, update.classification)
+    ) {
       ctx.addIssue({
         code: 'custom',
         path: ['determination'],
@@ -132,7 +177,11 @@ export function parseIncidentUpdate(body: unknown, callerUpn: string | undefined
   const parsed = updateSchema.safeParse(body);
   if (!parsed.success) {
     throw new RequestValidationError(
-      problemsOf(parsed.error, (keys) => `unknown field(s) ${keys.join(', ')}: the body may set status, assignedTo, classification, determination, tags, comment (case-sensitive)`),
+      problemsOf(
+        parsed.error,
+        (keys) =>
+          `unknown field(s) ${keys.join(', ')}: the body may set status, assignedTo, classification, determination, tags, comment (case-sensitive)`,
+      ),
     );
   }
   const update: IncidentUpdate = { ...parsed.data };
@@ -143,7 +192,9 @@ export function parseIncidentUpdate(body: unknown, callerUpn: string | undefined
 /** A path segment that must be a positive incident id. */
 export function parseIncidentId(value: string | undefined): number {
   if (!value || !/^\d{1,15}$/.test(value) || Number(value) < 1) {
-    throw new RequestValidationError([`incidentId: must be a positive whole number, not '${(value ?? '').slice(0, 40)}'`]);
+    throw new RequestValidationError([
+      `incidentId: must be a positive whole number, not '${(value ?? '').slice(0, 40)}'`,
+    ]);
   }
   return Number(value);
 }

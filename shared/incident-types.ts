@@ -14,9 +14,26 @@ export const INCIDENT_STATUSES = ['Active', 'InProgress', 'Resolved', 'Redirecte
 export const CLASSIFICATIONS = ['Unknown', 'FalsePositive', 'TruePositive', 'InformationalExpectedActivity'] as const;
 /** The documentation's names and those seen in practice (the two disagree; both are accepted). */
 export const DETERMINATIONS = [
-  'NotAvailable', 'Apt', 'MultiStagedAttack', 'MaliciousUserActivity', 'Malware', 'Phishing', 'UnwantedSoftware',
-  'SecurityTesting', 'SecurityPersonnel', 'LineOfBusinessApplication', 'ConfirmedUserActivity', 'ConfirmedActivity',
-  'CompromisedUser', 'CompromisedAccount', 'Clean', 'NotMalicious', 'InsufficientData', 'NoEnoughDataToValidate', 'NotEnoughDataToValidate', 'Other',
+  'NotAvailable',
+  'Apt',
+  'MultiStagedAttack',
+  'MaliciousUserActivity',
+  'Malware',
+  'Phishing',
+  'UnwantedSoftware',
+  'SecurityTesting',
+  'SecurityPersonnel',
+  'LineOfBusinessApplication',
+  'ConfirmedUserActivity',
+  'ConfirmedActivity',
+  'CompromisedUser',
+  'CompromisedAccount',
+  'Clean',
+  'NotMalicious',
+  'InsufficientData',
+  'NoEnoughDataToValidate',
+  'NotEnoughDataToValidate',
+  'Other',
 ] as const;
 
 /**
@@ -27,7 +44,15 @@ export const DETERMINATIONS = [
  * taken. `NotAvailable` clears a determination with any classification.
  */
 export const DETERMINATIONS_BY_CLASSIFICATION = {
-  TruePositive: ['MultiStagedAttack', 'MaliciousUserActivity', 'CompromisedAccount', 'Malware', 'Phishing', 'UnwantedSoftware', 'Other'],
+  TruePositive: [
+    'MultiStagedAttack',
+    'MaliciousUserActivity',
+    'CompromisedAccount',
+    'Malware',
+    'Phishing',
+    'UnwantedSoftware',
+    'Other',
+  ],
   InformationalExpectedActivity: ['SecurityTesting', 'LineOfBusinessApplication', 'ConfirmedActivity', 'Other'],
   FalsePositive: ['Clean', 'NoEnoughDataToValidate', 'Other'],
 } as const satisfies Partial<Record<(typeof CLASSIFICATIONS)[number], readonly string[]>>;
@@ -46,7 +71,9 @@ export function determinationFits(determination: string, classification: string 
 /** The determinations that go with `classification`, for an error message. */
 export function determinationsFor(classification: string | null | undefined): string {
   const allowed = (DETERMINATIONS_BY_CLASSIFICATION as Record<string, readonly string[]>)[classification ?? ''];
-  return allowed ? `with ${classification} it is one of ${allowed.join(', ')} (or NotAvailable)` : `with ${classification ?? 'no classification'} only NotAvailable`;
+  return allowed
+    ? `with ${classification} it is one of ${allowed.join(', ')} (or NotAvailable)`
+    : `with ${classification ?? 'no classification'} only NotAvailable`;
 }
 export type IncidentStatus = (typeof INCIDENT_STATUSES)[number];
 

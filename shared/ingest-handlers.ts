@@ -7,7 +7,6 @@ import { describeError } from './redact.js';
 import type { Services } from './services.js';
 import { TenantNotFoundError } from './tenants.js';
 
-
 /** Timer: one poll request per enabled tenant. */
 export async function handlePollSchedule(services: Services, log: Logger): Promise<string[]> {
   const tenants = await schedulePolls(services);
@@ -28,7 +27,11 @@ export async function requestPoll(tenantId: string, services: Services): Promise
  * A retryable listing failure after whole pages were enqueued is not rethrown: pollTenant has queued a
  * follow-up request from the failed page (status `retrying`), so the host's retry would only redo them.
  */
-export async function handlePollRequest(message: unknown, services: Services, logger: Logger): Promise<PollOutcome | undefined> {
+export async function handlePollRequest(
+  message: unknown,
+  services: Services,
+  logger: Logger,
+): Promise<PollOutcome | undefined> {
   const log = redactingLogger(logger);
   const parsed = pollRequestSchema.safeParse(message);
   if (!parsed.success) {
@@ -44,14 +47,24 @@ export async function handlePollRequest(message: unknown, services: Services, lo
     // A poll that lost the checkpoint race enqueued what the winner enqueued too (the enricher skips the
     // copies): the tenant's count of events in takes the winner's alone.
     const counted = outcome.status === 'conflict' ? 0 : outcome.enqueued;
-    await services.tenantStatus.recordPoll(tenantId, { outcome: outcome.status, error: cause, eventsEnqueued: counted, checkpoint: outcome.checkpoint });
+    await services.tenantStatus.recordPoll(tenantId, {
+      outcome: outcome.status,
+      error: cause,
+      eventsEnqueued: counted,
+      checkpoint: outcome.checkpoint,
+    });
     const summary =
       `pollTenant ${tenantId}: ${outcome.status}, ${outcome.enqueued} event(s) enqueued` +
       ` (${outcome.fetched} listed in ${outcome.pages} page(s), ${outcome.duplicates} already delivered, ${outcome.claimChecked} claim-checked` +
       `${outcome.refused.length ? `, ${outcome.refused.length} refused and dead-lettered` : ''})`;
-    for (const { eventId, reason } of outcome.refused) log.error(`pollTenant ${tenantId}: ${eventId} dead-lettered: ${reason}`);
-    if (outcome.status === 'conflict') log.info(`${summary}; another poll of this tenant advanced the checkpoint first: these events are copies the enricher skips`);
-    else if (cause) log.warn(`${summary}; the listing failed, a follow-up request goes on from the failed page: ${cause}`);
+    for (const { eventId, reason } of outcome.refused)
+      log.error(`pollTenant ${tenantId}: ${eventId} dead-lettered: ${reason}`);
+    if (outcome.status === 'conflict')
+      log.info(
+        `${summary}; another poll of this tenant advanced the checkpoint first: these events are copies the enricher skips`,
+      );
+    else if (cause)
+      log.warn(`${summary}; the listing failed, a follow-up request goes on from the failed page: ${cause}`);
     else log.info(summary);
     return outcome;
   } catch (err) {
@@ -61,7 +74,9 @@ export async function handlePollRequest(message: unknown, services: Services, lo
     }
     const retryable = isRetryable(err);
     const cause = describeError(err);
-    await services.tenantStatus.recordPoll(tenantId, { outcome: retryable ? 'retrying' : 'failed', error: cause, eventsEnqueued: 0 }).catch(() => undefined);
+    await services.tenantStatus
+      .recordPoll(tenantId, { outcome: retryable ? 'retrying' : 'failed', error: cause, eventsEnqueued: 0 })
+      .catch(() => undefined);
     log.error(`pollTenant ${tenantId} ${retryable ? 'failed, will be retried' : 'failed (not retried)'}: ${cause}`);
     if (retryable) throw err;
     return undefined;

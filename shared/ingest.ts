@@ -75,7 +75,9 @@ export function pollRequest(tenantId: string, reason: PollRequest['reason'], now
 export async function schedulePolls(deps: Pick<IngestDependencies, 'registry' | 'sender' | 'now'>): Promise<string[]> {
   const tenants = await deps.registry.list({ enabledOnly: true });
   const now = deps.now?.() ?? new Date();
-  await Promise.all(tenants.map((t) => deps.sender.send(QUEUE_NAMES.pollRequests, pollRequest(t.tenantId, 'schedule', now))));
+  await Promise.all(
+    tenants.map((t) => deps.sender.send(QUEUE_NAMES.pollRequests, pollRequest(t.tenantId, 'schedule', now))),
+  );
   return tenants.map((t) => t.tenantId);
 }
 
@@ -83,7 +85,16 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
   const now = deps.now?.() ?? new Date();
   const overlapMs = deps.overlapMs ?? 5 * 60_000;
   const tenant = await deps.registry.get(request.tenantId);
-  const outcome: PollOutcome = { tenantId: tenant.tenantId, status: 'polled', fetched: 0, enqueued: 0, duplicates: 0, pages: 0, claimChecked: 0, refused: [] };
+  const outcome: PollOutcome = {
+    tenantId: tenant.tenantId,
+    status: 'polled',
+    fetched: 0,
+    enqueued: 0,
+    duplicates: 0,
+    pages: 0,
+    claimChecked: 0,
+    refused: [],
+  };
   if (!tenant.enabled) return { ...outcome, status: 'disabled' };
 
   const checkpoint = await deps.checkpoints.get(tenant.tenantId);
@@ -95,7 +106,10 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
   // Stryker disable next-line ArrayDeclaration: a placeholder in the set is never an event id (tenant:number:timestamp), so nothing listed matches it
   const alreadyDelivered = new Set([...checkpoint.boundaryEventIds, ...(request.continuation?.lastPage ?? [])]);
   // The new checkpoint's overlap window starts no earlier than this, whatever the listing holds.
-  const earliestWindowStart = minusMilliseconds(laterOf(checkpoint.lastUpdateTime ?? since, minusMilliseconds(now.toISOString(), overlapMs)), overlapMs);
+  const earliestWindowStart = minusMilliseconds(
+    laterOf(checkpoint.lastUpdateTime ?? since, minusMilliseconds(now.toISOString(), overlapMs)),
+    overlapMs,
+  );
   const freshInWindow: string[] = [...(request.continuation?.fresh ?? [])];
   let maxSeen = request.continuation?.maxSeen;
   let listedTo = request.continuation?.skip ?? 0;
@@ -104,7 +118,9 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
 
   // One send window across all pages, and the next page downloading while this one is sent.
   const sends = new SendWindow(deps.sendConcurrency ?? 16);
-  const pages = prefetched(deps.defender.incidentPagesSince(tenant, since, { maxPages: deps.maxPagesPerRun ?? 20, skip: listedTo }));
+  const pages = prefetched(
+    deps.defender.incidentPagesSince(tenant, since, { maxPages: deps.maxPagesPerRun ?? 20, skip: listedTo }),
+  );
   try {
     for await (const page of pages) {
       outcome.pages += 1;
@@ -122,17 +138,24 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
         if (violation) {
           const reason = `the incident as Defender listed it is refused: ${describeViolation(violation)}`;
           outcome.refused.push({ eventId, reason });
-          await sends.add(() => deadLetter(deps.sender, QUEUE_NAMES.incidents, refusedEvent(tenant.tenantId, incident), reason));
+          await sends.add(() =>
+            deadLetter(deps.sender, QUEUE_NAMES.incidents, refusedEvent(tenant.tenantId, incident), reason),
+          );
           continue;
         }
         await sends.add(async () => {
-          const { claimChecked } = await deps.sender.sendEvent(QUEUE_NAMES.incidents, envelopeFor(tenant.tenantId, incident, 'poll', now));
+          const { claimChecked } = await deps.sender.sendEvent(
+            QUEUE_NAMES.incidents,
+            envelopeFor(tenant.tenantId, incident, 'poll', now),
+          );
           outcome.enqueued += 1;
           if (claimChecked) outcome.claimChecked += 1;
         });
       }
       listedTo = page.nextSkip;
-      lastPage = page.incidents.map((incident) => eventIdOf(tenant.tenantId, incident.incidentId, incident.lastUpdateTime));
+      lastPage = page.incidents.map((incident) =>
+        eventIdOf(tenant.tenantId, incident.incidentId, incident.lastUpdateTime),
+      );
       complete = page.last;
     }
     await sends.settle();
@@ -141,17 +164,27 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
     // A retryable listing failure once whole pages are enqueued: a follow-up goes on from the failed page (if that page fails first, it is rethrown) rather than the host redoing every page.
     if (!isRetryable(err) || outcome.pages === 0) throw err;
     const resumeInMs = (err instanceof RetryableError && err.retryAfterMs) || RESUME_AFTER_FAILURE_MS;
-    await deps.sender.send(QUEUE_NAMES.pollRequests, continuationOf(tenant.tenantId, since, listedTo, maxSeen, lastPage, freshInWindow, now), { visibilityTimeoutSeconds: Math.ceil(resumeInMs / 1000) });
+    await deps.sender.send(
+      QUEUE_NAMES.pollRequests,
+      continuationOf(tenant.tenantId, since, listedTo, maxSeen, lastPage, freshInWindow, now),
+      { visibilityTimeoutSeconds: Math.ceil(resumeInMs / 1000) },
+    );
     return { ...outcome, status: 'retrying', failure: err };
   }
 
   if (!complete) {
-    await deps.sender.send(QUEUE_NAMES.pollRequests, continuationOf(tenant.tenantId, since, listedTo, maxSeen, lastPage, freshInWindow, now));
+    await deps.sender.send(
+      QUEUE_NAMES.pollRequests,
+      continuationOf(tenant.tenantId, since, listedTo, maxSeen, lastPage, freshInWindow, now),
+    );
     return { ...outcome, status: 'continued' };
   }
 
   // Nothing newer than the query's start minus the overlap can have been missed: the cursor advances even on an empty poll.
-  const advancedTo = laterOf(laterOf(maxSeen, checkpoint.lastUpdateTime ?? since), minusMilliseconds(now.toISOString(), overlapMs));
+  const advancedTo = laterOf(
+    laterOf(maxSeen, checkpoint.lastUpdateTime ?? since),
+    minusMilliseconds(now.toISOString(), overlapMs),
+  );
   const windowStart = minusMilliseconds(advancedTo, overlapMs);
   const boundaryEventIds = [...checkpoint.boundaryEventIds, ...freshInWindow]
     // Stryker disable next-line ConditionalExpression: equivalent for `true`: versions that left the window sort first, so the checkpoint's trim to the newest MAX_BOUNDARY_IDS drops them before any in it, and no listing reaches them again
@@ -160,7 +193,8 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
   try {
     await deps.checkpoints.advance(checkpoint, { lastUpdateTime: advancedTo, boundaryEventIds });
   } catch (err) {
-    if (err instanceof CheckpointConflictError) return { ...outcome, status: 'conflict', checkpoint: checkpoint.lastUpdateTime };
+    if (err instanceof CheckpointConflictError)
+      return { ...outcome, status: 'conflict', checkpoint: checkpoint.lastUpdateTime };
     throw err;
   }
   return { ...outcome, checkpoint: advancedTo };
@@ -168,17 +202,32 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
 
 /** What a dead letter keeps of a refused incident: its identity, not the structure that was refused (Defender still holds it). */
 function refusedEvent(tenantId: string, incident: { incidentId: number; lastUpdateTime: string }) {
-  const { incident: _refused, ...identity } = envelopeFor(tenantId, { incidentId: incident.incidentId, lastUpdateTime: incident.lastUpdateTime }, 'poll');
+  const { incident: _refused, ...identity } = envelopeFor(
+    tenantId,
+    { incidentId: incident.incidentId, lastUpdateTime: incident.lastUpdateTime },
+    'poll',
+  );
   return identity;
 }
 
 /** When a run interrupted by a listing failure goes on, if Defender did not say. */
 const RESUME_AFTER_FAILURE_MS = 30_000;
 
-function continuationOf(tenantId: string, since: string, skip: number, maxSeen: string | undefined, lastPage: string[], fresh: string[], now: Date): PollRequest {
+function continuationOf(
+  tenantId: string,
+  since: string,
+  skip: number,
+  maxSeen: string | undefined,
+  lastPage: string[],
+  fresh: string[],
+  now: Date,
+): PollRequest {
   // The newest boundary versions, as the checkpoint keeps them.
   const newest = [...fresh].sort(byVersionTime).slice(-MAX_BOUNDARY_IDS);
-  return { ...pollRequest(tenantId, 'continuation', now), continuation: { since, skip, maxSeen, lastPage, fresh: newest } };
+  return {
+    ...pollRequest(tenantId, 'continuation', now),
+    continuation: { since, skip, maxSeen, lastPage, fresh: newest },
+  };
 }
 
 /** Orders event ids oldest version first. */

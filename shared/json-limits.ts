@@ -38,21 +38,26 @@ interface Frame {
 }
 
 /** The first place where `value` breaks a limit, or undefined. Visits each node once, iteratively. */
-export function findStructureViolation(value: unknown, limits: StructureLimits = INCIDENT_LIMITS): StructureViolation | undefined {
+export function findStructureViolation(
+  value: unknown,
+  limits: StructureLimits = INCIDENT_LIMITS,
+): StructureViolation | undefined {
   if (!isContainer(value)) return undefined;
   const stack: Frame[] = [{ value, depth: 1 }];
   while (stack.length > 0) {
     const frame = stack.pop()!;
     if (frame.depth > limits.maxDepth) return violation(frame, `nested deeper than ${limits.maxDepth} levels`);
     if (Array.isArray(frame.value)) {
-      if (frame.value.length > limits.maxItems) return violation(frame, `holds ${frame.value.length} items; at most ${limits.maxItems} per array`);
+      if (frame.value.length > limits.maxItems)
+        return violation(frame, `holds ${frame.value.length} items; at most ${limits.maxItems} per array`);
       for (let i = frame.value.length - 1; i >= 0; i--) {
         const child: unknown = frame.value[i];
         if (isContainer(child)) stack.push({ value: child, depth: frame.depth + 1, parent: frame, key: String(i) });
       }
     } else {
       const keys = Object.keys(frame.value);
-      if (keys.length > limits.maxKeys) return violation(frame, `holds ${keys.length} keys; at most ${limits.maxKeys} per object`);
+      if (keys.length > limits.maxKeys)
+        return violation(frame, `holds ${keys.length} keys; at most ${limits.maxKeys} per object`);
       for (let i = keys.length - 1; i >= 0; i--) {
         const child: unknown = (frame.value as Record<string, unknown>)[keys[i]!];
         if (isContainer(child)) stack.push({ value: child, depth: frame.depth + 1, parent: frame, key: keys[i] });
@@ -69,7 +74,8 @@ function isContainer(value: unknown): value is object {
 /** The path is built only for the violation, and is at most `maxDepth` + 1 keys long (each cut to 40 characters). */
 function violation(frame: Frame, message: string): StructureViolation {
   const keys: string[] = [];
-  for (let f: Frame | undefined = frame; f?.key !== undefined; f = f.parent) keys.push(f.key.length > 40 ? `${f.key.slice(0, 40)}…` : f.key);
+  for (let f: Frame | undefined = frame; f?.key !== undefined; f = f.parent)
+    keys.push(f.key.length > 40 ? `${f.key.slice(0, 40)}…` : f.key);
   return { path: keys.reverse().join('.'), message };
 }
 

@@ -54,16 +54,24 @@ export function scorePriority(input: PriorityInput): Priority {
   };
 
   if (input.severity) {
-    add(PRIORITY_WEIGHTS.severity[input.severity], `${input.severityFrom === 'alerts' ? 'highest alert severity' : 'severity'} ${input.severity}`);
+    add(
+      PRIORITY_WEIGHTS.severity[input.severity],
+      `${input.severityFrom === 'alerts' ? 'highest alert severity' : 'severity'} ${input.severity}`,
+    );
   } else {
     add(0, 'severity unknown');
   }
-  if (input.highestDeviceRisk) add(PRIORITY_WEIGHTS.deviceRisk[input.highestDeviceRisk], `highest device risk ${input.highestDeviceRisk}`);
+  if (input.highestDeviceRisk)
+    add(PRIORITY_WEIGHTS.deviceRisk[input.highestDeviceRisk], `highest device risk ${input.highestDeviceRisk}`);
 
   const alertCount = Number.isFinite(input.alertCount) ? Math.max(0, Math.floor(input.alertCount)) : 0;
   const alertPoints = Math.min(PRIORITY_WEIGHTS.maxAlertPoints, alertCount * PRIORITY_WEIGHTS.perAlert);
-  const capped = alertPoints === PRIORITY_WEIGHTS.maxAlertPoints && alertCount * PRIORITY_WEIGHTS.perAlert > alertPoints;
-  add(alertPoints, `${alertCount} alert${alertCount === 1 ? '' : 's'}${capped ? ` (capped at ${PRIORITY_WEIGHTS.maxAlertPoints})` : ''}`);
+  const capped =
+    alertPoints === PRIORITY_WEIGHTS.maxAlertPoints && alertCount * PRIORITY_WEIGHTS.perAlert > alertPoints;
+  add(
+    alertPoints,
+    `${alertCount} alert${alertCount === 1 ? '' : 's'}${capped ? ` (capped at ${PRIORITY_WEIGHTS.maxAlertPoints})` : ''}`,
+  );
 
   if (input.status) add(PRIORITY_WEIGHTS.status[input.status], `status ${input.status}`);
 

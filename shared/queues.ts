@@ -3,7 +3,11 @@ import type { QueueClient, QueueServiceClient } from '@azure/storage-queue';
 import type { IncidentEnvelope } from './events.js';
 
 /** Queue names the app uses (the Bicep creates the same ones). */
-export const QUEUE_NAMES = { pollRequests: 'poll-requests', incidents: 'incidents', poison: 'incidents-poison' } as const;
+export const QUEUE_NAMES = {
+  pollRequests: 'poll-requests',
+  incidents: 'incidents',
+  poison: 'incidents-poison',
+} as const;
 export const CLAIM_CHECK_CONTAINER = 'incident-payloads';
 
 /** A queue message holds 64 KiB of base64 text; leave room for the envelope around a claim-check. */
@@ -34,7 +38,11 @@ export class MessageSender {
     return this.#sendEncoded(queueName, encodeMessage(value), options);
   }
 
-  async #sendEncoded(queueName: string, text: string, options: { visibilityTimeoutSeconds?: number } = {}): Promise<void> {
+  async #sendEncoded(
+    queueName: string,
+    text: string,
+    options: { visibilityTimeoutSeconds?: number } = {},
+  ): Promise<void> {
     let queue = this.#clients.get(queueName);
     if (!queue) {
       queue = this.queues.getQueueClient(queueName);
@@ -54,14 +62,19 @@ export class MessageSender {
    * Sends any message with an `incident` field; when the message would be too large, the incident goes
    * to `container/blobName` in Blob storage and the message carries `incidentRef: { blobUrl }` instead.
    */
-  async sendWithClaimCheck(queueName: string, message: { incident?: unknown }, place: { container: string; blobName: string }): Promise<{ claimChecked: boolean }> {
+  async sendWithClaimCheck(
+    queueName: string,
+    message: { incident?: unknown },
+    place: { container: string; blobName: string },
+  ): Promise<{ claimChecked: boolean }> {
     const encoded = encodeMessage(message);
     if (encoded.length <= MAX_BASE64_MESSAGE || !message.incident) {
       await this.#sendEncoded(queueName, encoded);
       return { claimChecked: false };
     }
     const container = this.blobs.getContainerClient(place.container);
-    if (this.options.createMissing !== false) await this.#once(`container:${place.container}`, () => container.createIfNotExists());
+    if (this.options.createMissing !== false)
+      await this.#once(`container:${place.container}`, () => container.createIfNotExists());
     const blob = container.getBlockBlobClient(place.blobName);
     const body = JSON.stringify(message.incident);
     await blob.upload(body, Buffer.byteLength(body), { blobHTTPHeaders: { blobContentType: 'application/json' } });
@@ -86,7 +99,8 @@ export class MessageSender {
 /** Reads a claim-checked incident back (the URL must be in this app's storage account). */
 export async function readClaimCheck(blobs: BlobServiceClient, blobUrl: string): Promise<unknown> {
   const serviceUrl = blobs.url.endsWith('/') ? blobs.url : `${blobs.url}/`;
-  if (!blobUrl.startsWith(serviceUrl)) throw new Error(`The claim-check ${blobUrl} is not in this app's storage account`);
+  if (!blobUrl.startsWith(serviceUrl))
+    throw new Error(`The claim-check ${blobUrl} is not in this app's storage account`);
   const [container, ...name] = blobUrl.slice(serviceUrl.length).split('?')[0]!.split('/');
   const blob = blobs.getContainerClient(container!).getBlobClient(decodeURIComponent(name.join('/')));
   const buffer = await blob.downloadToBuffer();

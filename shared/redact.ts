@@ -5,7 +5,10 @@
 const PATTERNS: [RegExp, string][] = [
   [/eyJ[\w-]+\.[\w-]+\.[\w-]*/g, '[redacted-jwt]'],
   [/(client_secret|client_assertion|assertion|password|refresh_token|access_token)=([^&\s"']+)/gi, '$1=[redacted]'],
-  [/("(?:client_secret|clientSecret|password|access_token|accessToken|secret|value)"\s*:\s*")(?:[^"\\]|\\.)*"/gi, '$1[redacted]"'],
+  [
+    /("(?:client_secret|clientSecret|password|access_token|accessToken|secret|value)"\s*:\s*")(?:[^"\\]|\\.)*"/gi,
+    '$1[redacted]"',
+  ],
   [/(AccountKey|SharedAccessKey|SharedAccessSignature)=([^;\s]+)/gi, '$1=[redacted]'],
   [/([?&]sig=)[^&\s"']+/gi, '$1[redacted]'],
   [/(Bearer\s+)[\w.~+/=-]+/gi, '$1[redacted]'],
@@ -22,7 +25,11 @@ export function describeError(err: unknown): string {
   if (err instanceof Error) {
     const code = (err as { code?: unknown }).code;
     const status = (err as { statusCode?: unknown }).statusCode;
-    const prefix = [err.name, typeof code === 'string' ? code : undefined, typeof status === 'number' ? `HTTP ${status}` : undefined]
+    const prefix = [
+      err.name,
+      typeof code === 'string' ? code : undefined,
+      typeof status === 'number' ? `HTTP ${status}` : undefined,
+    ]
       .filter(Boolean)
       .join(' ');
     const message = err.message

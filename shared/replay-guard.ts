@@ -81,7 +81,10 @@ export class ReplayGuard {
 
   #key(signature: Uint8Array, timestamp: number) {
     // The row key is a hash of the signature: the table never holds a usable signature.
-    return { partitionKey: windowKey(this.#window(timestamp)), rowKey: createHash('sha256').update(signature).digest('hex') };
+    return {
+      partitionKey: windowKey(this.#window(timestamp)),
+      rowKey: createHash('sha256').update(signature).digest('hex'),
+    };
   }
 
   #window(timestampSeconds: number): number {

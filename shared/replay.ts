@@ -11,7 +11,12 @@ import { encodeMessage, QUEUE_NAMES } from './queues.js';
 export const replayRequestSchema = z
   .object({
     source: z.enum(['deadletter', 'poison', 'all']).default('all'),
-    tenantId: z.string().trim().toLowerCase().regex(/^[0-9a-f-]{36}$/, 'must be a GUID').optional(),
+    tenantId: z
+      .string()
+      .trim()
+      .toLowerCase()
+      .regex(/^[0-9a-f-]{36}$/, 'must be a GUID')
+      .optional(),
     /** Dead letters whose reason contains this text (poisoned messages carry no reason). */
     reasonContains: z.string().min(1).optional(),
     max: z.number().int().min(1).max(10_000).default(1_000),
@@ -37,26 +42,36 @@ function decode(text: string): unknown {
   }
 }
 
-export async function replayIncidents(request: ReplayRequest, queues: QueueServiceClient, targetQueue: string = QUEUE_NAMES.incidents): Promise<ReplayResult> {
+export async function replayIncidents(
+  request: ReplayRequest,
+  queues: QueueServiceClient,
+  targetQueue: string = QUEUE_NAMES.incidents,
+): Promise<ReplayResult> {
   const result: ReplayResult = { moved: 0, skipped: 0, bySource: { deadletter: 0, poison: 0 }, refused: [] };
   const target = queues.getQueueClient(targetQueue);
   await target.createIfNotExists();
   const sources = request.source === 'all' ? (['deadletter', 'poison'] as const) : ([request.source] as const);
 
   for (const source of sources) {
-    const queue = queues.getQueueClient(source === 'deadletter' ? deadLetterQueueOf(targetQueue) : poisonQueueOf(targetQueue));
+    const queue = queues.getQueueClient(
+      source === 'deadletter' ? deadLetterQueueOf(targetQueue) : poisonQueueOf(targetQueue),
+    );
     if (!(await queue.exists())) continue;
     const skipped: { messageId: string; popReceipt: string }[] = [];
     while (result.moved < request.max) {
       // Hidden while this run looks at them; skipped ones are made visible again at the end.
-      const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: Math.min(32, request.max - result.moved), visibilityTimeout: 120 });
+      const { receivedMessageItems } = await queue.receiveMessages({
+        numberOfMessages: Math.min(32, request.max - result.moved),
+        visibilityTimeout: 120,
+      });
       if (receivedMessageItems.length === 0) break;
       for (const m of receivedMessageItems) {
         const decoded = decode(m.messageText);
         const entry = source === 'deadletter' ? (decoded as DeadLetter | undefined) : undefined;
         const event = (source === 'deadletter' ? entry?.message : decoded) as { tenantId?: unknown } | undefined;
         const matches =
-          (!request.tenantId || (typeof event?.tenantId === 'string' && event.tenantId.toLowerCase() === request.tenantId)) &&
+          (!request.tenantId ||
+            (typeof event?.tenantId === 'string' && event.tenantId.toLowerCase() === request.tenantId)) &&
           (!request.reasonContains || (entry?.reason ?? '').includes(request.reasonContains)) &&
           (source === 'poison' || entry?.message !== undefined);
         if (!matches || result.moved >= request.max) {
@@ -67,7 +82,10 @@ export async function replayIncidents(request: ReplayRequest, queues: QueueServi
         const violation = findStructureViolation(event, MESSAGE_LIMITS);
         if (violation) {
           const eventId = (event as { eventId?: unknown }).eventId;
-          result.refused.push({ ...(typeof eventId === 'string' ? { eventId: eventId.slice(0, 200) } : {}), reason: describeViolation(violation) });
+          result.refused.push({
+            ...(typeof eventId === 'string' ? { eventId: eventId.slice(0, 200) } : {}),
+            reason: describeViolation(violation),
+          });
           skipped.push({ messageId: m.messageId, popReceipt: m.popReceipt });
           continue;
         }

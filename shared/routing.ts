@@ -1,9 +1,25 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import type { AppConfig } from './config.js';
-import { ConfigFileError, fieldProblemsError, formatFieldPath, inlineProblemsError, readJsonConfigFile, zodFieldProblems, type FieldPath, type FieldProblem, type JsonConfigFile } from './config-file.js';
+import {
+  ConfigFileError,
+  fieldProblemsError,
+  formatFieldPath,
+  inlineProblemsError,
+  readJsonConfigFile,
+  zodFieldProblems,
+  type FieldPath,
+  type FieldProblem,
+  type JsonConfigFile,
+} from './config-file.js';
 import { HUNTING_MAX_ROWS_LIMIT, unknownPlaceholderProblems } from './enrichment.js';
-import { CLASSIFICATIONS, DETERMINATIONS, INCIDENT_STATUSES, isRecord as isObject, SEVERITIES } from './incident-types.js';
+import {
+  CLASSIFICATIONS,
+  DETERMINATIONS,
+  INCIDENT_STATUSES,
+  isRecord as isObject,
+  SEVERITIES,
+} from './incident-types.js';
 import { checkDestinationUrl, DestinationBlockedError, type DestinationPolicy } from './ssrf.js';
 
 /**
@@ -21,29 +37,48 @@ const DETERMINATION_SYNONYMS: string[][] = [
 ];
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$/;
-const nameSchema = z.string().regex(NAME, 'must be 1-80 letters, digits, dots, dashes, colons or underscores, starting with a letter or digit');
+const nameSchema = z
+  .string()
+  .regex(NAME, 'must be 1-80 letters, digits, dots, dashes, colons or underscores, starting with a letter or digit');
 
 /** Azure queue names: 3-63 characters, lowercase letters, digits and single dashes, starting and ending with a letter or digit. */
 export const QUEUE_NAME = /^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$/;
-const queueName = z.string().regex(QUEUE_NAME, 'must be an Azure queue name: 3-63 lowercase letters, digits and single dashes, starting and ending with a letter or digit');
-const secretName = z.string().regex(/^[0-9a-zA-Z-]{1,127}$/, 'must be a Key Vault secret name (letters, digits and dashes)');
+const queueName = z
+  .string()
+  .regex(
+    QUEUE_NAME,
+    'must be an Azure queue name: 3-63 lowercase letters, digits and single dashes, starting and ending with a letter or digit',
+  );
+const secretName = z
+  .string()
+  .regex(/^[0-9a-zA-Z-]{1,127}$/, 'must be a Key Vault secret name (letters, digits and dashes)');
 const httpsUrl = z.string().refine((v) => URL.canParse(v) && v.startsWith('https://'), 'must be an https:// URL');
 
-const oneOf = <T extends readonly [string, ...string[]]>(values: T) => z.enum(values, { message: `must be one of ${values.join(', ')}` });
+const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
+  z.enum(values, { message: `must be one of ${values.join(', ')}` });
 const nonEmptyList = <T extends z.ZodType>(item: T) => z.array(item).min(1, 'must list at least one value');
 
 /** A webhook-style destination's URL: in the file, or (since Teams and Slack URLs are secrets) in Key Vault. */
 const urlFields = { url: httpsUrl.optional(), urlSecretName: secretName.optional() };
 
-const destinationSchema = z.discriminatedUnion('type', [
-  z.strictObject({ type: z.literal('queue'), queueName, accountUrl: httpsUrl.optional() }),
-  z.strictObject({ type: z.literal('webhook'), ...urlFields, hmacSecretName: secretName.optional() }),
-  z.strictObject({ type: z.literal('teams'), ...urlFields }),
-  z.strictObject({ type: z.literal('slack'), ...urlFields }),
-  z.strictObject({ type: z.literal('drop') }),
-], { message: 'must be one of queue, webhook, teams, slack, drop' });
+const destinationSchema = z.discriminatedUnion(
+  'type',
+  [
+    z.strictObject({ type: z.literal('queue'), queueName, accountUrl: httpsUrl.optional() }),
+    z.strictObject({ type: z.literal('webhook'), ...urlFields, hmacSecretName: secretName.optional() }),
+    z.strictObject({ type: z.literal('teams'), ...urlFields }),
+    z.strictObject({ type: z.literal('slack'), ...urlFields }),
+    z.strictObject({ type: z.literal('drop') }),
+  ],
+  { message: 'must be one of queue, webhook, teams, slack, drop' },
+);
 
-const mitrePattern = z.string().regex(/^T[0-9*?]{1,4}(\.[0-9*?]{1,3}|\*)?$/i, 'must be a MITRE technique id like T1003 or T1059.001, or a glob like T1059.*');
+const mitrePattern = z
+  .string()
+  .regex(
+    /^T[0-9*?]{1,4}(\.[0-9*?]{1,3}|\*)?$/i,
+    'must be a MITRE technique id like T1003 or T1059.001, or a glob like T1059.*',
+  );
 
 const matchSchema = z.strictObject({
   tenant: nonEmptyList(z.string().min(1, 'must not be empty')).optional(),
@@ -54,13 +89,20 @@ const matchSchema = z.strictObject({
   serviceSource: nonEmptyList(z.string().min(1, 'must not be empty')).optional(),
   tags: nonEmptyList(z.string().min(1, 'must not be empty')).optional(),
   mitreTechnique: nonEmptyList(mitrePattern).optional(),
-  minPriority: z.number({ message: 'must be a number' }).min(0, 'must be between 0 and 100').max(100, 'must be between 0 and 100').optional(),
+  minPriority: z
+    .number({ message: 'must be a number' })
+    .min(0, 'must be between 0 and 100')
+    .max(100, 'must be between 0 and 100')
+    .optional(),
 });
 
-const writeBackSchema = z.union([
-  z.strictObject({ tag: z.string().min(1).max(100, 'must be at most 100 characters') }),
-  z.strictObject({ comment: z.string().min(1).max(1000, 'must be at most 1000 characters') }),
-], { message: 'must be { "tag": "…" } or { "comment": "…" }' });
+const writeBackSchema = z.union(
+  [
+    z.strictObject({ tag: z.string().min(1).max(100, 'must be at most 100 characters') }),
+    z.strictObject({ comment: z.string().min(1).max(1000, 'must be at most 1000 characters') }),
+  ],
+  { message: 'must be { "tag": "…" } or { "comment": "…" }' },
+);
 
 const huntingSchema = z
   .strictObject({
@@ -70,11 +112,14 @@ const huntingSchema = z
   })
   // Unknown {placeholders} fail when the file loads, not as a note on every event.
   .superRefine((spec, ctx) => {
-    for (const message of unknownPlaceholderProblems(spec.query)) ctx.addIssue({ code: 'custom', path: ['query'], message });
+    for (const message of unknownPlaceholderProblems(spec.query))
+      ctx.addIssue({ code: 'custom', path: ['query'], message });
   });
 
 const routeFields = {
-  destinations: z.array(nameSchema, { message: 'must be a list of destination names' }).min(1, 'must name at least one destination'),
+  destinations: z
+    .array(nameSchema, { message: 'must be a list of destination names' })
+    .min(1, 'must name at least one destination'),
   writeBack: writeBackSchema.optional(),
   hunting: z.array(huntingSchema).optional(),
 };
@@ -144,7 +189,10 @@ function labelled(where: string): (path: FieldPath) => string {
  * Webhook, Teams and Slack URLs written in the file must be on the allow-list (checked again at send time).
  * Throws `RoutingConfigError` listing every problem, with its line when the rules come from a file.
  */
-export function loadRoutingRules(input: string | unknown, policy: Pick<DestinationPolicy, 'allowedHosts'> & Partial<DestinationPolicy>): RoutingTable {
+export function loadRoutingRules(
+  input: string | unknown,
+  policy: Pick<DestinationPolicy, 'allowedHosts'> & Partial<DestinationPolicy>,
+): RoutingTable {
   let file: JsonConfigFile | undefined;
   if (typeof input === 'string') {
     try {
@@ -155,8 +203,14 @@ export function loadRoutingRules(input: string | unknown, policy: Pick<Destinati
   }
   const source = file?.path ?? '(inline)';
   const problems: FieldProblem[] = [];
-  const table = compile(file ? file.value : input, source, { allowedHosts: policy.allowedHosts, allowLoopback: policy.allowLoopback ?? false }, problems);
-  if (problems.length > 0 || !table) throw new RoutingConfigError(file ? fieldProblemsError(file, problems) : inlineProblemsError(source, problems));
+  const table = compile(
+    file ? file.value : input,
+    source,
+    { allowedHosts: policy.allowedHosts, allowLoopback: policy.allowLoopback ?? false },
+    problems,
+  );
+  if (problems.length > 0 || !table)
+    throw new RoutingConfigError(file ? fieldProblemsError(file, problems) : inlineProblemsError(source, problems));
   return table;
 }
 
@@ -178,23 +232,42 @@ export function routingTableFor(routing: AppConfig['routing']): RoutingTable {
   return table;
 }
 
-function compile(raw: unknown, source: string, policy: DestinationPolicy, problems: FieldProblem[]): RoutingTable | undefined {
-  const problem = (path: FieldPath, field: string | undefined, message: string) => problems.push({ path, field, message });
+function compile(
+  raw: unknown,
+  source: string,
+  policy: DestinationPolicy,
+  problems: FieldProblem[],
+): RoutingTable | undefined {
+  const problem = (path: FieldPath, field: string | undefined, message: string) =>
+    problems.push({ path, field, message });
   if (!isObject(raw)) {
     problem([], undefined, 'must be a JSON object with "destinations", "rules" and "defaultRoute"');
     return undefined;
   }
 
-  const unknownKeys = Object.keys(raw).filter((k) => !['destinations', 'rules', 'defaultRoute', '$schema', 'description'].includes(k));
-  if (unknownKeys.length > 0) problem([unknownKeys[0]!], undefined, `unknown top-level field${unknownKeys.length > 1 ? 's' : ''} ${unknownKeys.map((k) => `"${k}"`).join(', ')}`);
+  const unknownKeys = Object.keys(raw).filter(
+    (k) => !['destinations', 'rules', 'defaultRoute', '$schema', 'description'].includes(k),
+  );
+  if (unknownKeys.length > 0)
+    problem(
+      [unknownKeys[0]!],
+      undefined,
+      `unknown top-level field${unknownKeys.length > 1 ? 's' : ''} ${unknownKeys.map((k) => `"${k}"`).join(', ')}`,
+    );
 
   const destinations = new Map<string, NamedDestination>();
-  if (!isObject(raw.destinations)) problem(['destinations'], 'destinations', 'must be an object mapping destination names to destinations');
+  if (!isObject(raw.destinations))
+    problem(['destinations'], 'destinations', 'must be an object mapping destination names to destinations');
   else {
     for (const [name, value] of Object.entries(raw.destinations)) {
       const where = `destinations "${name}"`;
       const at: FieldPath = ['destinations', name];
-      if (!NAME.test(name)) problem(at, where, 'the name must be 1-80 letters, digits, dots, dashes, colons or underscores, starting with a letter or digit');
+      if (!NAME.test(name))
+        problem(
+          at,
+          where,
+          'the name must be 1-80 letters, digits, dots, dashes, colons or underscores, starting with a letter or digit',
+        );
       const parsed = destinationSchema.safeParse(value);
       if (!parsed.success) {
         problems.push(...zodFieldProblems(parsed.error, at, labelled(where)));
@@ -232,7 +305,8 @@ function compile(raw: unknown, source: string, policy: DestinationPolicy, proble
         return;
       }
       const rule = parsed.data;
-      if (rule.name === DEFAULT_ROUTE_NAME) problem([...at, 'name'], `${where}: name`, `"${DEFAULT_ROUTE_NAME}" is reserved for defaultRoute`);
+      if (rule.name === DEFAULT_ROUTE_NAME)
+        problem([...at, 'name'], `${where}: name`, `"${DEFAULT_ROUTE_NAME}" is reserved for defaultRoute`);
       const earlier = seen.get(rule.name);
       if (earlier !== undefined) problem([...at, 'name'], `${where}: name`, `already used by rules[${earlier}]`);
       seen.set(rule.name, index);
@@ -250,7 +324,15 @@ function compile(raw: unknown, source: string, policy: DestinationPolicy, proble
     if (!parsed.success) problems.push(...zodFieldProblems(parsed.error, ['defaultRoute'], labelled('defaultRoute')));
     else {
       defaultRoute = parsed.data;
-      problems.push(...unknownDestinations(parsed.data.destinations, destinations, raw.destinations, ['defaultRoute'], 'defaultRoute'));
+      problems.push(
+        ...unknownDestinations(
+          parsed.data.destinations,
+          destinations,
+          raw.destinations,
+          ['defaultRoute'],
+          'defaultRoute',
+        ),
+      );
     }
   }
 
@@ -258,12 +340,24 @@ function compile(raw: unknown, source: string, policy: DestinationPolicy, proble
   return { destinations, rules, defaultRoute, source };
 }
 
-function unknownDestinations(names: string[], valid: Map<string, NamedDestination>, declared: unknown, at: FieldPath, where: string): FieldProblem[] {
+function unknownDestinations(
+  names: string[],
+  valid: Map<string, NamedDestination>,
+  declared: unknown,
+  at: FieldPath,
+  where: string,
+): FieldProblem[] {
   return names.flatMap((name, i) => {
     if (valid.has(name)) return [];
     // A destination that is declared but invalid has its own error already.
     if (isObject(declared) && name in declared) return [];
-    return [{ path: [...at, 'destinations', i], field: `${where}: destinations[${i}]`, message: `no destination named "${name}" (declared: ${[...valid.keys()].join(', ') || 'none'})` }];
+    return [
+      {
+        path: [...at, 'destinations', i],
+        field: `${where}: destinations[${i}]`,
+        message: `no destination named "${name}" (declared: ${[...valid.keys()].join(', ') || 'none'})`,
+      },
+    ];
   });
 }
 
@@ -285,8 +379,9 @@ export interface RoutableEvent {
   };
 }
 
-// Stryker disable next-line ArrayDeclaration: a field that is not a list has no values; a placeholder value could only match a rule naming it
-const strings = (value: unknown): string[] => (Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : []);
+const strings = (value: unknown): string[] =>
+  // Stryker disable next-line ArrayDeclaration: a field that is not a list has no values; a placeholder value could only match a rule naming it
+  Array.isArray(value) ? value.filter((v): v is string => typeof v === 'string') : [];
 
 function canonicalDetermination(value: string): string {
   const v = value.toLowerCase();
@@ -294,7 +389,10 @@ function canonicalDetermination(value: string): string {
 }
 
 function globToRegExp(glob: string): RegExp {
-  const body = glob.replace(/[.+^${}()|[\]\\]/g, '\\$&').replace(/\*/g, '.*').replace(/\?/g, '.');
+  const body = glob
+    .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+    .replace(/\*/g, '.*')
+    .replace(/\?/g, '.');
   return new RegExp(`^${body}$`, 'i');
 }
 
@@ -332,7 +430,11 @@ export function ruleMatches(match: RuleMatch, event: RoutableEvent): boolean {
   if (!anyOf(match.classification, scalar(incident.classification))) return false;
   if (match.determination) {
     const actual = incident.determination;
-    if (typeof actual !== 'string' || !match.determination.some((d) => canonicalDetermination(d) === canonicalDetermination(actual))) return false;
+    if (
+      typeof actual !== 'string' ||
+      !match.determination.some((d) => canonicalDetermination(d) === canonicalDetermination(actual))
+    )
+      return false;
   }
   if (!anyOf(match.serviceSource, enrichment.serviceSources ?? fromAlerts(incident, 'serviceSource'))) return false;
   if (!anyOf(match.tags, strings(incident.tags))) return false;
@@ -358,7 +460,10 @@ export function selectRoutes(table: RoutingTable, event: RoutableEvent): Matched
   return matched.length > 0 ? matched : [routeOf(DEFAULT_ROUTE_NAME, table.defaultRoute)];
 }
 
-function routeOf(name: string, route: { destinations: string[]; writeBack?: WriteBack; hunting?: HuntingQuery[] }): MatchedRoute {
+function routeOf(
+  name: string,
+  route: { destinations: string[]; writeBack?: WriteBack; hunting?: HuntingQuery[] },
+): MatchedRoute {
   return {
     name,
     destinations: [...route.destinations],

@@ -50,7 +50,8 @@ export class SecretCache {
     // An untagged secret is looked at again sooner, so tagging it takes effect within a minute (at
     // one read a minute per such secret); a tagged one is read once per TTL like any other.
     const cached = this.#entries.get(name);
-    const maxAgeMs = cached && !isTenantCredential(cached.tags) ? Math.min(this.ttlMs, UNTAGGED_RECHECK_MS) : this.ttlMs;
+    const maxAgeMs =
+      cached && !isTenantCredential(cached.tags) ? Math.min(this.ttlMs, UNTAGGED_RECHECK_MS) : this.ttlMs;
     return this.#asTenantCredential(name, await this.#current(name, context, maxAgeMs), context);
   }
 
@@ -60,7 +61,11 @@ export class SecretCache {
   }
 
   #asTenantCredential(name: string, secret: CachedSecret, context: { tenantId?: string }): string {
-    if (!isTenantCredential(secret.tags)) throw new NotTenantCredentialError(name, this.client.vaultUrl, { ...context, operation: `read tenant credential '${name}'` });
+    if (!isTenantCredential(secret.tags))
+      throw new NotTenantCredentialError(name, this.client.vaultUrl, {
+        ...context,
+        operation: `read tenant credential '${name}'`,
+      });
     return secret.value;
   }
 
@@ -85,7 +90,8 @@ export class SecretCache {
     const operation = `read Key Vault secret '${name}'`;
     try {
       const secret = await this.client.getSecret(name);
-      if (secret.value === undefined) throw new PermanentError('The Key Vault secret has no value', { ...context, operation });
+      if (secret.value === undefined)
+        throw new PermanentError('The Key Vault secret has no value', { ...context, operation });
       const entry = { value: secret.value, tags: secret.properties.tags, fetchedAt: this.now() };
       this.#entries.set(name, entry);
       return entry;
@@ -93,12 +99,26 @@ export class SecretCache {
       if (err instanceof PermanentError) throw err;
       const e = err as { code?: string; statusCode?: number; message?: string };
       const detail = { ...context, operation, status: e.statusCode, code: e.code };
-      if (e.code === 'SecretNotFound') throw new PermanentError(`Key Vault has no secret named '${name}'`, detail, { cause: err });
-      if (e.statusCode === 403) throw new PermanentError(`The app's identity may not read Key Vault secret '${name}' (403 ${e.code ?? ''})`.trim(), detail, { cause: err });
+      if (e.code === 'SecretNotFound')
+        throw new PermanentError(`Key Vault has no secret named '${name}'`, detail, { cause: err });
+      if (e.statusCode === 403)
+        throw new PermanentError(
+          `The app's identity may not read Key Vault secret '${name}' (403 ${e.code ?? ''})`.trim(),
+          detail,
+          { cause: err },
+        );
       const untrusted = untrustedCertificateCode(err);
-      if (untrusted) throw new PermanentError(untrustedCertificateMessage('Key Vault', untrusted), detail, { cause: err });
-      if (isRetryable(err)) throw new RetryableError(`Key Vault did not answer (${e.statusCode ?? e.code ?? 'network error'})`, detail, { cause: err });
-      throw new PermanentError(`Key Vault refused to return the secret: ${e.message?.split('\n')[0] ?? 'unknown error'}`, detail, { cause: err });
+      if (untrusted)
+        throw new PermanentError(untrustedCertificateMessage('Key Vault', untrusted), detail, { cause: err });
+      if (isRetryable(err))
+        throw new RetryableError(`Key Vault did not answer (${e.statusCode ?? e.code ?? 'network error'})`, detail, {
+          cause: err,
+        });
+      throw new PermanentError(
+        `Key Vault refused to return the secret: ${e.message?.split('\n')[0] ?? 'unknown error'}`,
+        detail,
+        { cause: err },
+      );
     }
   }
 }

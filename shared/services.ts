@@ -51,9 +51,18 @@ export function createServices(config: AppConfig, overrides: { appCredential?: T
   const storage = createStorageClients(config.storage, appCredential);
   const secrets = createSecretClient(config, appCredential);
   const secretCache = new SecretCache(secrets);
-  const tokens = new DefenderTokenProvider({ secrets: secretCache, entra: config.entra, appCredential, scope: config.defender.scope });
+  const tokens = new DefenderTokenProvider({
+    secrets: secretCache,
+    entra: config.entra,
+    appCredential,
+    scope: config.defender.scope,
+  });
   // One budget per tenant across every instance of the app (Flex Consumption scales out).
-  const defender = new DefenderClient({ apiUrl: config.defender.apiUrl, tokens, budget: new SharedCallBudget(storage.table(CALL_BUDGET_TABLE)) });
+  const defender = new DefenderClient({
+    apiUrl: config.defender.apiUrl,
+    tokens,
+    budget: new SharedCallBudget(storage.table(CALL_BUDGET_TABLE)),
+  });
   const registry = new TenantRegistry(storage.table(TENANTS_TABLE));
   let access: WebhookAccess | undefined;
   // Read when a push first needs it: a broken file fails pushes (and the start-up check), not the pollers.
@@ -73,7 +82,9 @@ export function createServices(config: AppConfig, overrides: { appCredential?: T
     deliveryLog: new DeliveryLog(storage.table(DELIVERY_LOG_TABLE)),
     webhookAccess,
     webhookAuth: createWebhookAuthenticator(config, secretCache, webhookAccess),
-    replayGuard: new ReplayGuard(storage.table(WEBHOOK_REPLAY_TABLE), { windowSeconds: config.webhook.hmacToleranceSeconds }),
+    replayGuard: new ReplayGuard(storage.table(WEBHOOK_REPLAY_TABLE), {
+      windowSeconds: config.webhook.hmacToleranceSeconds,
+    }),
     userContext: new UserContext({ config, secrets: secretCache, registry, budget: defender.budget }),
   };
 }

@@ -117,8 +117,15 @@ export class SharedCallBudget {
         return;
       }
       if (wait > maxWaitMs) {
-        const which = budgetClass === 'poll' ? "The tenant's Defender API call budget" : `The tenant's Defender API call budget for ${budgetClass === 'push' ? 'pushed incidents' : 'analysts'}`;
-        throw new BudgetSpentError(`${which} is spent for the next ${Math.ceil(wait / 1000)} s (counted across all instances)`, budgetClass, { tenantId, retryAfterMs: wait });
+        const which =
+          budgetClass === 'poll'
+            ? "The tenant's Defender API call budget"
+            : `The tenant's Defender API call budget for ${budgetClass === 'push' ? 'pushed incidents' : 'analysts'}`;
+        throw new BudgetSpentError(
+          `${which} is spent for the next ${Math.ceil(wait / 1000)} s (counted across all instances)`,
+          budgetClass,
+          { tenantId, retryAfterMs: wait },
+        );
       }
       await this.#sleep(wait);
     }
@@ -138,7 +145,12 @@ export class SharedCallBudget {
   }
 
   /** 0 when a call was taken; else how long until one may be. */
-  async #tryTake(tenantId: string, state: TenantState, budgetClass: BudgetClass, api: string | undefined): Promise<number> {
+  async #tryTake(
+    tenantId: string,
+    state: TenantState,
+    budgetClass: BudgetClass,
+    api: string | undefined,
+  ): Promise<number> {
     // The first read also sets the clock: slots are storage time, whatever this instance's clock says.
     if (state.etag === undefined) await this.#read(tenantId, state);
     const now = this.#storageNow();
@@ -167,7 +179,10 @@ export class SharedCallBudget {
         return 0;
       }
     }
-    throw new RetryableError(`The tenant's Defender call budget is contended by other instances (${MAX_RACES} writes lost in a row)`, { tenantId, retryAfterMs: SLOT_MS });
+    throw new RetryableError(
+      `The tenant's Defender call budget is contended by other instances (${MAX_RACES} writes lost in a row)`,
+      { tenantId, retryAfterMs: SLOT_MS },
+    );
   }
 
   /** The per-instance budget's rules, applied to the shared counts (each call at the end of its slot). */
@@ -199,7 +214,9 @@ export class SharedCallBudget {
     const table = await this.#table.ready();
     this.stats.storageOperations += 1;
     try {
-      const entity = await table.getEntity<BudgetEntity>(tenantId, ROW, { onResponse: (response) => this.#clock(response) });
+      const entity = await table.getEntity<BudgetEntity>(tenantId, ROW, {
+        onResponse: (response) => this.#clock(response),
+      });
       state.etag = entity.etag;
       state.slots = parseSlots(entity.slots);
       state.blocked = parseBlocked(entity.blocked);
@@ -212,7 +229,12 @@ export class SharedCallBudget {
   }
 
   /** Writes the counts if nobody else did since they were read; false (after reading them again) when someone did. */
-  async #write(tenantId: string, state: TenantState, slots: Map<number, number[]>, blocked: Map<string, number>): Promise<boolean> {
+  async #write(
+    tenantId: string,
+    state: TenantState,
+    slots: Map<number, number[]>,
+    blocked: Map<string, number>,
+  ): Promise<boolean> {
     const table = await this.#table.ready();
     const now = this.#storageNow();
     // Slots that left the hour window are dropped: the entity stays small. Calls of lapsed grants that
@@ -224,7 +246,12 @@ export class SharedCallBudget {
       kept.set(slot, unused ? counts.map((n, i) => Math.max(0, n - (unused[i] ?? 0))) : counts);
     }
     const stillBlocked = new Map([...blocked].filter(([, until]) => until > now));
-    const entity: BudgetEntity = { partitionKey: tenantId, rowKey: ROW, slots: JSON.stringify(Object.fromEntries(kept)), blocked: JSON.stringify(Object.fromEntries(stillBlocked)) };
+    const entity: BudgetEntity = {
+      partitionKey: tenantId,
+      rowKey: ROW,
+      slots: JSON.stringify(Object.fromEntries(kept)),
+      blocked: JSON.stringify(Object.fromEntries(stillBlocked)),
+    };
     this.stats.storageOperations += 1;
     try {
       const onResponse = (response: FullOperationResponse) => this.#clock(response);
@@ -286,7 +313,11 @@ function parseSlots(json: string | undefined): Map<number, number[]> {
   const slots = new Map<number, number[]>();
   if (!json) return slots;
   for (const [slot, counts] of Object.entries(JSON.parse(json) as Record<string, unknown>)) {
-    if (Array.isArray(counts)) slots.set(Number(slot), counts.map((n) => (typeof n === 'number' && n > 0 ? n : 0)));
+    if (Array.isArray(counts))
+      slots.set(
+        Number(slot),
+        counts.map((n) => (typeof n === 'number' && n > 0 ? n : 0)),
+      );
   }
   return slots;
 }

@@ -133,7 +133,10 @@ export function blockedRangeOf(address: string): { what: string; loopback: boole
 
 /** Whether `host` (and `port`) is on the allow-list: exact entries, or `*.suffix` for any subdomain of suffix. */
 export function isHostAllowed(host: string, port: string, allowedHosts: readonly string[]): boolean {
-  const name = host.toLowerCase().replace(/^\[|\]$/g, '').replace(/\.$/, '');
+  const name = host
+    .toLowerCase()
+    .replace(/^\[|\]$/g, '')
+    .replace(/\.$/, '');
   return allowedHosts.some((entry) => {
     const [pattern, entryPort] = splitHostPort(entry.toLowerCase());
     if (entryPort !== undefined && entryPort !== (port || '443')) return false;
@@ -158,8 +161,10 @@ export function checkDestinationUrl(url: string, policy: DestinationPolicy): URL
   } catch {
     throw new DestinationBlockedError('(unparseable URL)', 'not a valid URL');
   }
-  if (parsed.protocol !== 'https:') throw new DestinationBlockedError(parsed.hostname, `only https:// URLs are allowed, not ${parsed.protocol}//`);
-  if (parsed.username || parsed.password) throw new DestinationBlockedError(parsed.hostname, 'credentials in the URL are not allowed');
+  if (parsed.protocol !== 'https:')
+    throw new DestinationBlockedError(parsed.hostname, `only https:// URLs are allowed, not ${parsed.protocol}//`);
+  if (parsed.username || parsed.password)
+    throw new DestinationBlockedError(parsed.hostname, 'credentials in the URL are not allowed');
   if (!isHostAllowed(parsed.hostname, parsed.port, policy.allowedHosts)) {
     const port = parsed.port ? `:${parsed.port}` : '';
     throw new DestinationBlockedError(`${parsed.hostname}${port}`, 'the host is not on DESTINATION_ALLOWED_HOSTS');
@@ -176,7 +181,11 @@ const systemLookup: AddressLookup = async (host) => {
  * Resolves the host and refuses it when any address it resolves to is blocked (a mixed answer is
  * refused as a whole: a client could connect to either). Loopback passes only with `allowLoopback`.
  */
-export async function resolveSafeAddresses(host: string, policy: DestinationPolicy, lookup: AddressLookup = systemLookup): Promise<ResolvedAddress[]> {
+export async function resolveSafeAddresses(
+  host: string,
+  policy: DestinationPolicy,
+  lookup: AddressLookup = systemLookup,
+): Promise<ResolvedAddress[]> {
   // Stryker disable next-line Regex: a URL's hostname holds brackets only around a whole IPv6 literal, so dropping either anchor changes nothing
   const bare = host.replace(/^\[|\]$/g, '');
   const literal = isIP(bare);

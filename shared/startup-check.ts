@@ -42,7 +42,10 @@ export const CONFIGURATION_FILES: readonly ConfigurationFile[] = [
 ];
 
 /** The problems of the configuration in `env`: the settings first; the files when the settings are valid (they name them). */
-export function checkConfiguration(env: Record<string, string | undefined> = process.env, files: readonly ConfigurationFile[] = CONFIGURATION_FILES): ConfigurationProblem[] {
+export function checkConfiguration(
+  env: Record<string, string | undefined> = process.env,
+  files: readonly ConfigurationFile[] = CONFIGURATION_FILES,
+): ConfigurationProblem[] {
   let config: AppConfig;
   try {
     config = loadConfig(env);
@@ -65,7 +68,10 @@ export function configurationProblemsOf(err: unknown, setting?: string): Configu
     return err.problems.map((p) => ({ setting: err.setting ?? setting, file: err.file, ...p }));
   }
   if (err instanceof ConfigError) {
-    return err.problems.map((message) => ({ setting: SETTING_NAMES.find((name) => message.startsWith(`${name} `) || message.startsWith(`${name}:`)), message }));
+    return err.problems.map((message) => ({
+      setting: SETTING_NAMES.find((name) => message.startsWith(`${name} `) || message.startsWith(`${name}:`)),
+      message,
+    }));
   }
   return [{ setting, message: describeError(err) }];
 }

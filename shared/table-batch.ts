@@ -40,12 +40,17 @@ export class TableWriteBatcher {
   /** Applies the actions (one partition, atomically) and answers each entity's new ETag, in order. */
   submit(actions: TransactionAction[]): Promise<(string | undefined)[]> {
     const partitionKey = keysOf(actions[0]!).partitionKey;
-    if (actions.some((a) => keysOf(a).partitionKey !== partitionKey)) throw new Error('A group of table writes must stay in one partition');
+    if (actions.some((a) => keysOf(a).partitionKey !== partitionKey))
+      throw new Error('A group of table writes must stay in one partition');
     return new Promise((resolve, reject) => {
       const group: Group = { actions, resolve, reject };
       let batch = this.#pending.get(partitionKey);
       // A transaction may touch an entity once: a second write to the same row waits for the next one.
-      if (batch && (batch.size + actions.length > MAX_TRANSACTION_ACTIONS || actions.some((a) => batch!.rowKeys.has(keysOf(a).rowKey)))) {
+      if (
+        batch &&
+        (batch.size + actions.length > MAX_TRANSACTION_ACTIONS ||
+          actions.some((a) => batch!.rowKeys.has(keysOf(a).rowKey)))
+      ) {
         this.#flush(partitionKey);
         batch = undefined;
       }

@@ -1,6 +1,12 @@
 import { resolve } from 'node:path';
 import { z } from 'zod';
-import { NotTenantCredentialError, relaySecretNamed, relaySecretNames, TENANT_CREDENTIAL_TAG_ARGUMENT, type RelaySecretSources } from './credential-fence.js';
+import {
+  NotTenantCredentialError,
+  relaySecretNamed,
+  relaySecretNames,
+  TENANT_CREDENTIAL_TAG_ARGUMENT,
+  type RelaySecretSources,
+} from './credential-fence.js';
 import { checkTenant, doctorDependencies, type TenantCheck } from './doctor.js';
 import { RelayError } from './errors.js';
 import { describeError } from './redact.js';
@@ -23,7 +29,10 @@ import {
  * instructions, and the mapping of every known failure to a 4xx answer that names the problem.
  */
 
-export type AdminServices = Pick<Services, 'config' | 'registry' | 'tenantStatus' | 'secretCache' | 'tokens' | 'defender'>;
+export type AdminServices = Pick<
+  Services,
+  'config' | 'registry' | 'tenantStatus' | 'secretCache' | 'tokens' | 'defender'
+>;
 
 export interface LastPoll {
   at?: string;
@@ -50,7 +59,10 @@ export async function listTenantViews(services: Pick<Services, 'registry' | 'ten
   return tenants.map((t) => ({ ...t, lastPoll: lastPollOf(byTenant.get(t.tenantId)) }));
 }
 
-export async function getTenantView(tenantId: string, services: Pick<Services, 'registry' | 'tenantStatus'>): Promise<TenantView> {
+export async function getTenantView(
+  tenantId: string,
+  services: Pick<Services, 'registry' | 'tenantStatus'>,
+): Promise<TenantView> {
   const tenant = await services.registry.get(tenantId);
   return { ...tenant, lastPoll: lastPollOf(await services.tenantStatus.get(tenant.tenantId)) };
 }
@@ -75,24 +87,35 @@ export function parseTenantId(value: string | undefined): string {
 }
 
 /** What PATCH may change; everything else about a tenant is replaced with POST. */
-const tenantPatchSchema = z.object({ enabled: z.boolean(), displayName: z.string(), firstRunLookbackHours: z.number() }).partial().strict();
+const tenantPatchSchema = z
+  .object({ enabled: z.boolean(), displayName: z.string(), firstRunLookbackHours: z.number() })
+  .partial()
+  .strict();
 const PATCHABLE = Object.keys(tenantPatchSchema.shape).join(', ');
 
 export type TenantPatch = z.infer<typeof tenantPatchSchema>;
 
 /** Applies a change to a registered tenant; the result is validated like a new tenant. */
-export async function updateTenant(tenantId: string, patch: unknown, services: Pick<Services, 'registry'>): Promise<Tenant> {
+export async function updateTenant(
+  tenantId: string,
+  patch: unknown,
+  services: Pick<Services, 'registry'>,
+): Promise<Tenant> {
   const parsed = tenantPatchSchema.safeParse(patch);
   if (!parsed.success) {
     throw new TenantValidationError(
       parsed.error.issues.flatMap((i) =>
         i.code === 'unrecognized_keys'
-          ? i.keys.map((key) => `${key}: cannot be changed with PATCH, only ${PATCHABLE} can (POST /api/tenants replaces a whole tenant)`)
+          ? i.keys.map(
+              (key) =>
+                `${key}: cannot be changed with PATCH, only ${PATCHABLE} can (POST /api/tenants replaces a whole tenant)`,
+            )
           : [`${i.path.join('.') || '(body)'}: ${i.message}`],
       ),
     );
   }
-  if (Object.keys(parsed.data).length === 0) throw new TenantValidationError([`(body): give at least one of ${PATCHABLE}`]);
+  if (Object.keys(parsed.data).length === 0)
+    throw new TenantValidationError([`(body): give at least one of ${PATCHABLE}`]);
   const tenant = await services.registry.get(tenantId);
   return services.registry.put({ ...tenant, ...parsed.data });
 }
@@ -163,12 +186,18 @@ export function parseJsonBody(text: string): unknown {
  * Runs an admin operation: known failures become the 4xx answer that names the problem; anything
  * else is logged (redacted) and rethrown, so the host answers 500 and records the failure.
  */
-export async function answerAdmin(log: Logger, operation: string, run: () => Promise<AdminResponse>): Promise<AdminResponse> {
+export async function answerAdmin(
+  log: Logger,
+  operation: string,
+  run: () => Promise<AdminResponse>,
+): Promise<AdminResponse> {
   try {
     return await run();
   } catch (err) {
-    if (err instanceof TenantValidationError) return { status: 400, jsonBody: { error: 'The tenant is not valid', problems: err.problems } };
-    if (err instanceof InvalidTenantIdError || err instanceof InvalidBodyError) return { status: 400, jsonBody: { error: err.message } };
+    if (err instanceof TenantValidationError)
+      return { status: 400, jsonBody: { error: 'The tenant is not valid', problems: err.problems } };
+    if (err instanceof InvalidTenantIdError || err instanceof InvalidBodyError)
+      return { status: 400, jsonBody: { error: err.message } };
     if (err instanceof TenantNotFoundError) return { status: 404, jsonBody: { error: err.message } };
     if (err instanceof NotPartnerTenantError) return { status: 409, jsonBody: { error: err.message } };
     log.error(`${operation} failed: ${describeError(err)}`);
@@ -183,7 +212,10 @@ export type PutTenantServices = Pick<Services, 'registry' | 'config' | 'secretCa
  * Adds a tenant or replaces the registered one with that id; says which it was, with warnings about
  * its credential that do not stop the registration (a secret not stored yet).
  */
-export async function putTenant(input: unknown, services: PutTenantServices): Promise<{ tenant: Tenant; created: boolean; warnings: string[] }> {
+export async function putTenant(
+  input: unknown,
+  services: PutTenantServices,
+): Promise<{ tenant: Tenant; created: boolean; warnings: string[] }> {
   const tenant = parseTenant(input);
   const warnings = await checkTenantCredential(tenant, services);
   const existed = await services.registry.get(tenant.tenantId).then(
@@ -203,13 +235,19 @@ export async function putTenant(input: unknown, services: PutTenantServices): Pr
  * A secret not stored yet is accepted with a warning, since onboarding may register a tenant
  * (disabled) before its secret exists: the poll and doctor refuse it until it is stored with the tag.
  */
-export async function checkTenantCredential(tenant: Tenant, services: Pick<Services, 'config' | 'secretCache' | 'webhookAccess'>): Promise<string[]> {
+export async function checkTenantCredential(
+  tenant: Tenant,
+  services: Pick<Services, 'config' | 'secretCache' | 'webhookAccess'>,
+): Promise<string[]> {
   const credential = tenant.credential;
   if (credential.kind === 'managedIdentity') return [];
   const name = credential.secretName;
   const own = relaySecretNamed(
     name,
-    relaySecretNames(services.config, { routes: routingTableIfItLoads(services.config), hmacKeys: accessFileHmacKeys(services) }),
+    relaySecretNames(services.config, {
+      routes: routingTableIfItLoads(services.config),
+      hmacKeys: accessFileHmacKeys(services),
+    }),
   );
   if (own) {
     throw new TenantValidationError([
@@ -222,7 +260,8 @@ export async function checkTenantCredential(tenant: Tenant, services: Pick<Servi
     await services.secretCache.refreshTenantCredential(name, { tenantId: tenant.tenantId });
     return [];
   } catch (err) {
-    if (err instanceof NotTenantCredentialError) throw new TenantValidationError([`credential.secretName: ${err.reason}`]);
+    if (err instanceof NotTenantCredentialError)
+      throw new TenantValidationError([`credential.secretName: ${err.reason}`]);
     const what = credential.kind === 'certificate' ? 'certificate (PEM with its private key)' : 'client secret';
     if (err instanceof RelayError && err.code === 'SecretNotFound') {
       return [
@@ -230,14 +269,19 @@ export async function checkTenantCredential(tenant: Tenant, services: Pick<Servi
           `before the tenant is polled (npm run doctor -- --tenant ${tenant.tenantId} checks it)`,
       ];
     }
-    return [`the tag of Key Vault secret '${name}' could not be checked (${describeError(err)}): the tenant is polled only once it is tagged ${TENANT_CREDENTIAL_TAG_ARGUMENT}; npm run doctor -- --tenant ${tenant.tenantId} checks it`];
+    return [
+      `the tag of Key Vault secret '${name}' could not be checked (${describeError(err)}): the tenant is polled only once it is tagged ${TENANT_CREDENTIAL_TAG_ARGUMENT}; npm run doctor -- --tenant ${tenant.tenantId} checks it`,
+    ];
   }
 }
 
 /** The HMAC keys the webhook access file names; none when it does not load (pushes report that). */
 function accessFileHmacKeys(services: Pick<Services, 'config' | 'webhookAccess'>): RelaySecretSources['hmacKeys'] {
   try {
-    return { secretNames: services.webhookAccess().hmacSecretNames(), namedBy: `WEBHOOK_ACCESS_FILE (hmacKeys) ${services.config.webhook.accessFile ?? ''}`.trim() };
+    return {
+      secretNames: services.webhookAccess().hmacSecretNames(),
+      namedBy: `WEBHOOK_ACCESS_FILE (hmacKeys) ${services.config.webhook.accessFile ?? ''}`.trim(),
+    };
   } catch {
     return undefined;
   }

@@ -43,7 +43,10 @@ export class TenantStatusStore {
   async list(): Promise<TenantStatus[]> {
     const table = await this.#table.ready();
     const all: TenantStatus[] = [];
-    for await (const e of table.listEntities<StatusEntity>({ queryOptions: { filter: `PartitionKey eq '${PARTITION}'` } })) all.push(fromEntity(e));
+    for await (const e of table.listEntities<StatusEntity>({
+      queryOptions: { filter: `PartitionKey eq '${PARTITION}'` },
+    }))
+      all.push(fromEntity(e));
     return all;
   }
 
@@ -51,7 +54,11 @@ export class TenantStatusStore {
    * Records a poll; the event count is added to the running total. Instances record concurrently, so
    * the row is replaced only if unchanged since read (ETag), else read again: no count is lost.
    */
-  async recordPoll(tenantId: string, poll: { outcome: string; error?: string; eventsEnqueued: number; checkpoint?: string }, at = new Date()): Promise<void> {
+  async recordPoll(
+    tenantId: string,
+    poll: { outcome: string; error?: string; eventsEnqueued: number; checkpoint?: string },
+    at = new Date(),
+  ): Promise<void> {
     const table = await this.#table.ready();
     for (let attempt = 1; ; attempt++) {
       const found = await this.#table.find<StatusEntity>(PARTITION, tenantId);

@@ -14,7 +14,9 @@ const guid = z
   .trim()
   .toLowerCase()
   .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a GUID');
-const secretName = z.string().regex(/^[0-9a-zA-Z-]{1,127}$/, 'must be a Key Vault secret name (letters, digits and dashes, at most 127)');
+const secretName = z
+  .string()
+  .regex(/^[0-9a-zA-Z-]{1,127}$/, 'must be a Key Vault secret name (letters, digits and dashes, at most 127)');
 
 export const credentialSchema = z.discriminatedUnion('kind', [
   /** A client secret kept in Key Vault. */
@@ -33,7 +35,12 @@ export const tenantSchema = z.object({
   credential: credentialSchema,
   enabled: z.boolean().default(true),
   /** How far back the first poll of a new tenant looks. */
-  firstRunLookbackHours: z.number().int().min(1).max(24 * 30).default(24 * 7),
+  firstRunLookbackHours: z
+    .number()
+    .int()
+    .min(1)
+    .max(24 * 30)
+    .default(24 * 7),
 });
 
 export type Tenant = z.infer<typeof tenantSchema>;
@@ -95,7 +102,10 @@ function fromEntity(e: TenantEntity): Tenant {
     displayName: e.displayName,
     context: e.context,
     clientId: e.clientId,
-    credential: e.credentialKind === 'managedIdentity' ? { kind: 'managedIdentity' } : { kind: e.credentialKind, secretName: e.credentialSecretName },
+    credential:
+      e.credentialKind === 'managedIdentity'
+        ? { kind: 'managedIdentity' }
+        : { kind: e.credentialKind, secretName: e.credentialSecretName },
     enabled: e.enabled,
     firstRunLookbackHours: e.firstRunLookbackHours,
   });
@@ -124,7 +134,9 @@ export class TenantRegistry {
   async list(options: { enabledOnly?: boolean } = {}): Promise<Tenant[]> {
     const table = await this.#table.ready();
     const tenants: Tenant[] = [];
-    for await (const entity of table.listEntities<TenantEntity>({ queryOptions: { filter: `PartitionKey eq '${PARTITION}'` } })) {
+    for await (const entity of table.listEntities<TenantEntity>({
+      queryOptions: { filter: `PartitionKey eq '${PARTITION}'` },
+    })) {
       const tenant = fromEntity(entity);
       if (!options.enabledOnly || tenant.enabled) tenants.push(tenant);
     }

@@ -16,9 +16,13 @@ export function normalizeTimestamp(value: string): string {
 
 /** The timestamp moved back by `ms` milliseconds (sub-millisecond digits are kept as zeros). */
 export function minusMilliseconds(timestamp: string, ms: number): string {
-  return normalizeTimestamp(new Date(new Date(normalizeTimestamp(timestamp).slice(0, 23) + 'Z').getTime() - ms).toISOString());
+  return normalizeTimestamp(
+    new Date(new Date(normalizeTimestamp(timestamp).slice(0, 23) + 'Z').getTime() - ms).toISOString(),
+  );
 }
 
 export function laterOf(a: string | undefined, b: string): string {
-  return a === undefined || normalizeTimestamp(b) > normalizeTimestamp(a) ? normalizeTimestamp(b) : normalizeTimestamp(a);
+  return a === undefined || normalizeTimestamp(b) > normalizeTimestamp(a)
+    ? normalizeTimestamp(b)
+    : normalizeTimestamp(a);
 }

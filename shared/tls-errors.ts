@@ -19,7 +19,11 @@ const UNTRUSTED_CERTIFICATE_CODES = new Set([
 /** The verify code when `err` (or an error in its `cause` chain) is an untrusted certificate; else undefined. */
 export function untrustedCertificateCode(err: unknown): string | undefined {
   const seen = new Set<unknown>();
-  for (let e = err as { code?: unknown; cause?: unknown } | undefined; e && typeof e === 'object' && !seen.has(e); e = e.cause as typeof e) {
+  for (
+    let e = err as { code?: unknown; cause?: unknown } | undefined;
+    e && typeof e === 'object' && !seen.has(e);
+    e = e.cause as typeof e
+  ) {
     seen.add(e);
     if (typeof e.code === 'string' && UNTRUSTED_CERTIFICATE_CODES.has(e.code)) return e.code;
   }

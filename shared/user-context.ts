@@ -5,7 +5,12 @@ import type { DefenderCallBudget } from './call-budget.js';
 import type { AppConfig } from './config.js';
 import { aadstsCode } from './credentials.js';
 import { DefenderClient, type DefenderClientOptions, type TokenSource } from './defender-client.js';
-import { EntraTokenValidator, SIGNING_KEYS_UNAVAILABLE_MESSAGE, SigningKeysUnavailableError, TokenValidationError } from './entra-token.js';
+import {
+  EntraTokenValidator,
+  SIGNING_KEYS_UNAVAILABLE_MESSAGE,
+  SigningKeysUnavailableError,
+  TokenValidationError,
+} from './entra-token.js';
 import { isRetryable, PermanentError, RetryableError } from './errors.js';
 import type { SecretCache } from './secrets.js';
 import { TenantNotFoundError, type Tenant, type TenantRegistry } from './tenants.js';
@@ -61,7 +66,9 @@ export interface UserContextOptions {
   /** Users whose on-behalf-of credentials are kept (least recently used dropped first). */
   maxCachedUsers?: number;
   /** Retry tuning for Defender calls; an analyst is waiting, so the defaults are shorter than the pollers'. */
-  defender?: Partial<Pick<DefenderClientOptions, 'maxRetries' | 'baseDelayMs' | 'maxDelayMs' | 'maxWaitMs' | 'timeoutMs' | 'sleep'>>;
+  defender?: Partial<
+    Pick<DefenderClientOptions, 'maxRetries' | 'baseDelayMs' | 'maxDelayMs' | 'maxWaitMs' | 'timeoutMs' | 'sleep'>
+  >;
   now?: () => number;
 }
 
@@ -100,21 +107,36 @@ export class UserContext {
    */
   async authenticate(authorization: string | null | undefined): Promise<Analyst> {
     const { clientId, uri } = this.#relayApi();
-    this.#validator ??= new EntraTokenValidator({ authorityHost: this.options.config.entra.authorityHost, audiences: [clientId, uri] });
+    this.#validator ??= new EntraTokenValidator({
+      authorityHost: this.options.config.entra.authorityHost,
+      audiences: [clientId, uri],
+    });
     let principal;
     try {
       principal = await this.#validator.validate(authorization);
     } catch (err) {
       if (err instanceof TokenValidationError) throw new UserContextError(err.status, err.message);
       // Not a bad token: Entra could not give the keys to check it with (503, as for the exchange).
-      if (err instanceof SigningKeysUnavailableError) throw new UserContextError(503, SIGNING_KEYS_UNAVAILABLE_MESSAGE, 10, `the token could not be verified: ${err.message}`);
+      if (err instanceof SigningKeysUnavailableError)
+        throw new UserContextError(
+          503,
+          SIGNING_KEYS_UNAVAILABLE_MESSAGE,
+          10,
+          `the token could not be verified: ${err.message}`,
+        );
       throw err;
     }
     if (principal.scopes.length === 0) {
-      throw new UserContextError(403, 'This endpoint acts for a signed-in user: an application token (without scp) cannot call it. Sign in as a user.');
+      throw new UserContextError(
+        403,
+        'This endpoint acts for a signed-in user: an application token (without scp) cannot call it. Sign in as a user.',
+      );
     }
     if (!principal.scopes.includes(USER_SCOPE)) {
-      throw new UserContextError(403, `The token lacks the delegated permission ${USER_SCOPE} of the relay API (scp has ${principal.scopes.join(' ')}).`);
+      throw new UserContextError(
+        403,
+        `The token lacks the delegated permission ${USER_SCOPE} of the relay API (scp has ${principal.scopes.join(' ')}).`,
+      );
     }
     const tenant = await this.#registeredTenant(principal.tenantId);
     return {
@@ -166,7 +188,10 @@ export class UserContext {
   #relayApi(): { clientId: string; uri: string; secretName: string } {
     const { clientId, uri, secretName } = this.options.config.relayApi;
     if (!clientId || !secretName) {
-      throw new UserContextError(500, 'The analyst endpoints are not configured: set RELAY_API_CLIENT_ID and RELAY_API_SECRET_NAME.');
+      throw new UserContextError(
+        500,
+        'The analyst endpoints are not configured: set RELAY_API_CLIENT_ID and RELAY_API_SECRET_NAME.',
+      );
     }
     return { clientId, uri, secretName };
   }
@@ -176,11 +201,16 @@ export class UserContext {
     try {
       tenant = await this.options.registry.get(tenantId);
     } catch (err) {
-      if (err instanceof TenantNotFoundError) throw new UserContextError(403, `Tenant ${tenantId} is not registered with the relay: its analysts cannot use it.`);
+      if (err instanceof TenantNotFoundError)
+        throw new UserContextError(
+          403,
+          `Tenant ${tenantId} is not registered with the relay: its analysts cannot use it.`,
+        );
       if (isRetryable(err)) throw new UserContextError(503, 'The tenant registry is not reachable; try again shortly.');
       throw err;
     }
-    if (!tenant.enabled) throw new UserContextError(403, `Tenant ${tenantId} (${tenant.displayName}) is disabled in the relay.`);
+    if (!tenant.enabled)
+      throw new UserContextError(403, `Tenant ${tenantId} (${tenant.displayName}) is disabled in the relay.`);
     return tenant;
   }
 
@@ -242,9 +272,13 @@ export class UserContext {
     try {
       return refresh ? await this.options.secrets.refresh(secretName) : await this.options.secrets.get(secretName);
     } catch (err) {
-      if (err instanceof RetryableError) throw new UserContextError(503, 'Key Vault is not reachable for the relay API secret; try again shortly.');
+      if (err instanceof RetryableError)
+        throw new UserContextError(503, 'Key Vault is not reachable for the relay API secret; try again shortly.');
       if (err instanceof PermanentError) {
-        throw new UserContextError(500, `The relay API secret cannot be read (Key Vault secret '${secretName}', setting RELAY_API_SECRET_NAME): ${err.message}`);
+        throw new UserContextError(
+          500,
+          `The relay API secret cannot be read (Key Vault secret '${secretName}', setting RELAY_API_SECRET_NAME): ${err.message}`,
+        );
       }
       throw err;
     }
@@ -285,10 +319,16 @@ export class UserContext {
       );
     }
     if (code !== undefined && SECRET_REFUSED.has(code)) {
-      return new UserContextError(500, `Entra ID refused the relay API's client secret (AADSTS${code}): check Key Vault secret '${secretName}' (setting RELAY_API_SECRET_NAME).`);
+      return new UserContextError(
+        500,
+        `Entra ID refused the relay API's client secret (AADSTS${code}): check Key Vault secret '${secretName}' (setting RELAY_API_SECRET_NAME).`,
+      );
     }
     if (code !== undefined && ASSERTION_REFUSED.has(code)) {
-      return new UserContextError(401, `Entra ID did not accept your token for an on-behalf-of exchange (AADSTS${code}); sign in again.`);
+      return new UserContextError(
+        401,
+        `Entra ID did not accept your token for an on-behalf-of exchange (AADSTS${code}); sign in again.`,
+      );
     }
     if (code !== undefined) {
       return new UserContextError(502, `Entra ID refused the on-behalf-of exchange in ${tenant} (AADSTS${code}).`);

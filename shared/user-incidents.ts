@@ -1,4 +1,10 @@
-import { incidentFilter, parseIncidentId, parseIncidentUpdate, parseListQuery, RequestValidationError } from './incident-requests.js';
+import {
+  incidentFilter,
+  parseIncidentId,
+  parseIncidentUpdate,
+  parseListQuery,
+  RequestValidationError,
+} from './incident-requests.js';
 import { PermanentError, RetryableError } from './errors.js';
 import { redactingLogger, type Logger } from './logging.js';
 import { describeError } from './redact.js';
@@ -27,26 +33,41 @@ export interface AnalystResponse {
 /** An update body is a handful of fields and a comment of at most 1,000 characters. */
 export const MAX_UPDATE_BODY_BYTES = 16 * 1024;
 
-export async function listIncidentsForAnalyst(request: AnalystRequest, userContext: UserContext, logger: Logger): Promise<AnalystResponse> {
+export async function listIncidentsForAnalyst(
+  request: AnalystRequest,
+  userContext: UserContext,
+  logger: Logger,
+): Promise<AnalystResponse> {
   const log = redactingLogger(logger);
   try {
     const analyst = await userContext.authenticate(request.headers.get('authorization'));
     const query = parseListQuery(request.query, analyst.userPrincipalName);
     const defender = await userContext.defenderFor(analyst, 'read');
-    const incidents = await defender.listIncidentsPage(analyst.tenant, { filter: incidentFilter(query), top: query.top, skip: query.skip });
+    const incidents = await defender.listIncidentsPage(analyst.tenant, {
+      filter: incidentFilter(query),
+      top: query.top,
+      skip: query.skip,
+    });
     return { status: 200, jsonBody: { tenantId: analyst.tenantId, incidents, top: query.top, skip: query.skip } };
   } catch (err) {
     return refusal(err, 'list incidents', log);
   }
 }
 
-export async function updateIncidentForAnalyst(request: AnalystRequest, userContext: UserContext, logger: Logger): Promise<AnalystResponse> {
+export async function updateIncidentForAnalyst(
+  request: AnalystRequest,
+  userContext: UserContext,
+  logger: Logger,
+): Promise<AnalystResponse> {
   const log = redactingLogger(logger);
   try {
     const analyst = await userContext.authenticate(request.headers.get('authorization'));
     const pathTenant = (request.params.tenantId ?? '').toLowerCase();
     if (pathTenant !== analyst.tenantId) {
-      throw new UserContextError(403, `You are signed in to tenant ${analyst.tenantId}: you cannot change incidents of tenant ${pathTenant.slice(0, 64) || '(none)'}.`);
+      throw new UserContextError(
+        403,
+        `You are signed in to tenant ${analyst.tenantId}: you cannot change incidents of tenant ${pathTenant.slice(0, 64) || '(none)'}.`,
+      );
     }
     const incidentId = parseIncidentId(request.params.incidentId);
     const update = parseIncidentUpdate(await readJsonBody(request), analyst.userPrincipalName);
@@ -83,7 +104,8 @@ async function readJsonBody(request: AnalystRequest): Promise<unknown> {
 
 /** The answer for a failure: the caller learns what to fix; anything unexpected is logged and rethrown (500). */
 function refusal(err: unknown, operation: string, log: Logger): AnalystResponse {
-  if (err instanceof RequestValidationError) return { status: 400, jsonBody: { error: 'The request is not valid', problems: err.problems } };
+  if (err instanceof RequestValidationError)
+    return { status: 400, jsonBody: { error: 'The request is not valid', problems: err.problems } };
   if (err instanceof UserContextError) {
     if (err.status >= 500) log.error(`${operation}: ${err.detail}`);
     return answer(err.status, err.message, err.retryAfterSeconds);

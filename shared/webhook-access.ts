@@ -1,5 +1,11 @@
 import { z } from 'zod';
-import { fieldProblemsError, formatFieldPath, readJsonConfigFile, zodFieldProblems, type FieldProblem } from './config-file.js';
+import {
+  fieldProblemsError,
+  formatFieldPath,
+  readJsonConfigFile,
+  zodFieldProblems,
+  type FieldProblem,
+} from './config-file.js';
 
 /**
  * Who may push incidents for which tenant (POST /api/incidents). By default an Entra token may push
@@ -15,7 +21,9 @@ import { fieldProblemsError, formatFieldPath, readJsonConfigFile, zodFieldProble
  */
 const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const guid = z.string().trim().toLowerCase().regex(GUID, 'must be a GUID');
-const name = z.string().regex(/^[A-Za-z0-9._:-]{1,80}$/, 'must be 1-80 letters, digits, dots, dashes, colons or underscores');
+const name = z
+  .string()
+  .regex(/^[A-Za-z0-9._:-]{1,80}$/, 'must be 1-80 letters, digits, dots, dashes, colons or underscores');
 const tenantList = z.array(guid).min(1, 'must list at least one tenant GUID').max(10_000);
 
 const callerSchema = z
@@ -29,7 +37,10 @@ const callerSchema = z
     objectId: guid.optional(),
     mayPushFor: tenantList,
   })
-  .refine((c) => c.appId !== undefined || c.objectId !== undefined, { message: 'give appId or objectId (or both): a grant names one identity, not a whole tenant', path: ['appId'] });
+  .refine((c) => c.appId !== undefined || c.objectId !== undefined, {
+    message: 'give appId or objectId (or both): a grant names one identity, not a whole tenant',
+    path: ['appId'],
+  });
 
 const hmacKeySchema = z.strictObject({
   name,
@@ -51,7 +62,9 @@ export type HmacKeyGrant = WebhookAccessFile['hmacKeys'][number];
 export const WEBHOOK_ACCESS_SETTING = 'WEBHOOK_ACCESS_FILE';
 
 /** Validates the file's content; every problem is listed, with the path of its field (`callers.0.mayPushFor.2`). */
-export function parseWebhookAccess(raw: unknown): { ok: true; access: WebhookAccessFile } | { ok: false; problems: FieldProblem[] } {
+export function parseWebhookAccess(
+  raw: unknown,
+): { ok: true; access: WebhookAccessFile } | { ok: false; problems: FieldProblem[] } {
   const parsed = webhookAccessSchema.safeParse(raw);
   if (!parsed.success) return { ok: false, problems: zodFieldProblems(parsed.error) };
   const problems: FieldProblem[] = [];
@@ -133,7 +146,10 @@ export class WebhookAccess {
  * The access the configuration gives: the file when WEBHOOK_ACCESS_FILE is set (it must load; every
  * problem names file, line and field), else own-tenant tokens only and no HMAC key.
  */
-export function loadWebhookAccess(webhook: { accessFile?: string; allowedTenantIds: readonly string[] }): WebhookAccess {
+export function loadWebhookAccess(webhook: {
+  accessFile?: string;
+  allowedTenantIds: readonly string[];
+}): WebhookAccess {
   if (!webhook.accessFile) return WebhookAccess.none(webhook.allowedTenantIds);
   const file = readJsonConfigFile(webhook.accessFile, WEBHOOK_ACCESS_SETTING);
   const parsed = parseWebhookAccess(file.value);

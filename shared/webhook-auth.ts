@@ -1,8 +1,21 @@
 import type { AppConfig } from './config.js';
-import { EntraTokenValidator, SIGNING_KEYS_UNAVAILABLE_MESSAGE, SigningKeysUnavailableError, TokenValidationError, type EntraPrincipal } from './entra-token.js';
+import {
+  EntraTokenValidator,
+  SIGNING_KEYS_UNAVAILABLE_MESSAGE,
+  SigningKeysUnavailableError,
+  TokenValidationError,
+  type EntraPrincipal,
+} from './entra-token.js';
 import { RelayError } from './errors.js';
 import type { HmacKeyGrant, WebhookAccess } from './webhook-access.js';
-import { checkTimestamp, computePushSignature, parseSignatureHeader, pushSignatureMatches, SignatureError, type SignedRequest } from './webhook-signature.js';
+import {
+  checkTimestamp,
+  computePushSignature,
+  parseSignatureHeader,
+  pushSignatureMatches,
+  SignatureError,
+  type SignedRequest,
+} from './webhook-signature.js';
 
 /**
  * Who may push incidents: an Entra application whose token carries the required app role, or a
@@ -91,12 +104,17 @@ export class WebhookAuthenticator {
   credentialKind(headers: { get(name: string): string | null }, signatureHeaderName: string): CredentialKind {
     const bearer = headers.get('authorization') !== null;
     const signed = headers.get(signatureHeaderName) !== null;
-    if (bearer && signed) throw new WebhookAuthError(401, 'Send either an Authorization bearer token or an X-Relay-Signature, not both');
+    if (bearer && signed)
+      throw new WebhookAuthError(401, 'Send either an Authorization bearer token or an X-Relay-Signature, not both');
     if (bearer) return 'bearer';
     if (signed) return 'hmac';
-    throw new WebhookAuthError(401, 'Authentication required: send Authorization: Bearer <Entra token for the relay API>, or sign the request with X-Relay-Signature', {
-      'WWW-Authenticate': 'Bearer',
-    });
+    throw new WebhookAuthError(
+      401,
+      'Authentication required: send Authorization: Bearer <Entra token for the relay API>, or sign the request with X-Relay-Signature',
+      {
+        'WWW-Authenticate': 'Bearer',
+      },
+    );
   }
 
   /** Validates the Entra token (issuer, audience, expiry, tenant) and requires an application's token (not a user's) with the app role. */
@@ -106,12 +124,22 @@ export class WebhookAuthenticator {
       principal = await this.options.tokens.validate(authorization);
     } catch (err) {
       if (err instanceof TokenValidationError) {
-        // Stryker disable next-line ConditionalExpression: equivalent for `true`: the validator (entra-token.ts) refuses only with 401, so the challenge is always sent; `false` is held by test/integration/webhook-auth.test.ts
-        throw new WebhookAuthError(err.status, err.message, err.status === 401 ? { 'WWW-Authenticate': `Bearer error="invalid_token"` } : {}, { detail: err.detail });
+        throw new WebhookAuthError(
+          err.status,
+          err.message,
+          // Stryker disable next-line ConditionalExpression: equivalent for `true`: the validator (entra-token.ts) refuses only with 401, so the challenge is always sent; `false` is held by test/integration/webhook-auth.test.ts
+          err.status === 401 ? { 'WWW-Authenticate': `Bearer error="invalid_token"` } : {},
+          { detail: err.detail },
+        );
       }
       // Not a bad token: Entra could not give the keys to check it with. Retryable, as Key Vault trouble is.
       if (err instanceof SigningKeysUnavailableError) {
-        throw new WebhookAuthError(503, SIGNING_KEYS_UNAVAILABLE_MESSAGE, { 'Retry-After': '10' }, { cause: err, detail: 'the token could not be verified' });
+        throw new WebhookAuthError(
+          503,
+          SIGNING_KEYS_UNAVAILABLE_MESSAGE,
+          { 'Retry-After': '10' },
+          { cause: err, detail: 'the token could not be verified' },
+        );
       }
       throw err;
     }
@@ -124,7 +152,10 @@ export class WebhookAuthenticator {
         `The token is a signed-in user's (delegated): incidents are pushed by applications. Get a token for the application itself ` +
           `(client credentials or a managed identity) with the app role '${this.options.requiredRole}'`,
         {},
-        { clientId, detail: `refused a signed-in user's (delegated) token: ${delegation(principal)}; pushing takes an application's token` },
+        {
+          clientId,
+          detail: `refused a signed-in user's (delegated) token: ${delegation(principal)}; pushing takes an application's token`,
+        },
       );
     }
     if (!principal.roles.includes(this.options.requiredRole)) {
@@ -168,18 +199,31 @@ export class WebhookAuthenticator {
     if (grants.length === 0) {
       // Spend the time a key's check costs, so the answer's timing does not say the tenant has no key either.
       computePushSignature(UNUSED_KEY, parsed.timestamp, request, body);
-      throw new WebhookAuthError(401, UNVERIFIED_SIGNATURE_MESSAGE, {}, { detail: `no HMAC key may sign for tenant ${request.tenantId}` });
+      throw new WebhookAuthError(
+        401,
+        UNVERIFIED_SIGNATURE_MESSAGE,
+        {},
+        { detail: `no HMAC key may sign for tenant ${request.tenantId}` },
+      );
     }
     const matches = (key: string) => pushSignatureMatches(parsed, key, request, body);
     let matched = await this.#matchingKey(grants, matches);
     if (!matched) {
       // Only the keys whose own re-read slot is free are read again.
       const now = this.#now();
-      const due = grants.filter((g) => now - (this.#keyRefreshedAt.get(g.secretName) ?? -Infinity) >= KEY_REFRESH_INTERVAL_MS);
+      const due = grants.filter(
+        (g) => now - (this.#keyRefreshedAt.get(g.secretName) ?? -Infinity) >= KEY_REFRESH_INTERVAL_MS,
+      );
       for (const grant of due) this.#keyRefreshedAt.set(grant.secretName, now);
       matched = await this.#matchingKey(due, matches, true);
     }
-    if (!matched) throw new WebhookAuthError(401, UNVERIFIED_SIGNATURE_MESSAGE, {}, { detail: `the signature does not match any key granted tenant ${request.tenantId}` });
+    if (!matched)
+      throw new WebhookAuthError(
+        401,
+        UNVERIFIED_SIGNATURE_MESSAGE,
+        {},
+        { detail: `the signature does not match any key granted tenant ${request.tenantId}` },
+      );
     try {
       checkTimestamp(parsed.timestamp, Math.floor(this.#now() / 1000), toleranceSeconds);
     } catch (err) {
@@ -187,10 +231,19 @@ export class WebhookAuthenticator {
       throw err;
     }
     // The guard remembers what the relay computed, so padding the header with other v2 values is no way around it.
-    return { kind: 'hmac', keyName: matched.grant.name, timestamp: parsed.timestamp, signature: computePushSignature(matched.key, parsed.timestamp, request, body) };
+    return {
+      kind: 'hmac',
+      keyName: matched.grant.name,
+      timestamp: parsed.timestamp,
+      signature: computePushSignature(matched.key, parsed.timestamp, request, body),
+    };
   }
 
-  async #matchingKey(grants: HmacKeyGrant[], matches: (key: string) => boolean, fresh = false): Promise<{ grant: HmacKeyGrant; key: string } | undefined> {
+  async #matchingKey(
+    grants: HmacKeyGrant[],
+    matches: (key: string) => boolean,
+    fresh = false,
+  ): Promise<{ grant: HmacKeyGrant; key: string } | undefined> {
     for (const grant of grants) {
       const key = await this.#key(grant.secretName, fresh);
       if (matches(key)) return { grant, key };
@@ -203,9 +256,14 @@ export class WebhookAuthenticator {
       return fresh ? await this.options.hmac.keys.refresh(secretName) : await this.options.hmac.keys.get(secretName);
     } catch (err) {
       const retryable = err instanceof RelayError && err.retryable;
-      throw new WebhookAuthError(retryable ? 503 : 500, retryable
-        ? 'The relay could not read its HMAC key just now: retry the request'
-        : 'The relay could not read its HMAC key: its operator must fix the Key Vault secret', retryable ? { 'Retry-After': '10' } : {}, { cause: err });
+      throw new WebhookAuthError(
+        retryable ? 503 : 500,
+        retryable
+          ? 'The relay could not read its HMAC key just now: retry the request'
+          : 'The relay could not read its HMAC key: its operator must fix the Key Vault secret',
+        retryable ? { 'Retry-After': '10' } : {},
+        { cause: err },
+      );
     }
   }
 }
@@ -218,18 +276,28 @@ function isDelegated(principal: EntraPrincipal): boolean {
 /** What made the token a user's, for the log line (never the user's name). */
 function delegation(principal: EntraPrincipal): string {
   const { scp, idtyp } = principal.claims;
-  return [scp !== undefined && `scp ${JSON.stringify(scp)}`, idtyp !== undefined && `idtyp ${JSON.stringify(idtyp)}`].filter(Boolean).join(', ');
+  return [scp !== undefined && `scp ${JSON.stringify(scp)}`, idtyp !== undefined && `idtyp ${JSON.stringify(idtyp)}`]
+    .filter(Boolean)
+    .join(', ');
 }
 
 /** Never a real key: what a request for a tenant without keys is checked against, for the time it takes. */
 const UNUSED_KEY = 'no key is granted this tenant';
 
 /** The authenticator the app uses: tokens for the relay API from the tenants the access allows, HMAC keys from Key Vault. */
-export function createWebhookAuthenticator(config: AppConfig, keys: HmacKeySource, access: () => WebhookAccess): WebhookAuthenticator {
+export function createWebhookAuthenticator(
+  config: AppConfig,
+  keys: HmacKeySource,
+  access: () => WebhookAccess,
+): WebhookAuthenticator {
   const audiences = [config.relayApi.clientId, config.relayApi.uri].filter((a): a is string => Boolean(a));
   let tokens: EntraTokenValidator | undefined;
   const validator = () =>
-    (tokens ??= new EntraTokenValidator({ authorityHost: config.entra.authorityHost, audiences, allowedTenantIds: access().tokenTenantIds() }));
+    (tokens ??= new EntraTokenValidator({
+      authorityHost: config.entra.authorityHost,
+      audiences,
+      allowedTenantIds: access().tokenTenantIds(),
+    }));
   return new WebhookAuthenticator({
     tokens: { validate: (authorization) => validator().validate(authorization) },
     requiredRole: config.webhook.requiredRole,

@@ -11,15 +11,34 @@ export const MAX_INCIDENTS_PER_REQUEST = 100;
 
 // Defender writes UTC with up to seven fractional digits; other offsets would break eventId equality with polled versions.
 const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,7})?(?:Z|[+-]00:00)$/;
-const timestamp = z.string().refine(isUtcTimestamp, 'must be an ISO 8601 UTC timestamp with up to 7 fractional digits, e.g. 2020-09-06T14:46:57.0733333Z');
+const timestamp = z
+  .string()
+  .refine(
+    isUtcTimestamp,
+    'must be an ISO 8601 UTC timestamp with up to 7 fractional digits, e.g. 2020-09-06T14:46:57.0733333Z',
+  );
 
 /** The form, and a real date and time (Date.parse would take 2020-02-30). */
 function isUtcTimestamp(value: string): boolean {
   const m = TIMESTAMP.exec(value);
   if (!m) return false;
-  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [number, number, number, number, number, number];
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
   const date = new Date(Date.UTC(year, month - 1, day, hour, minute, second));
-  return date.getUTCFullYear() === year && date.getUTCMonth() === month - 1 && date.getUTCDate() === day && date.getUTCHours() === hour && date.getUTCMinutes() === minute && date.getUTCSeconds() === second;
+  return (
+    date.getUTCFullYear() === year &&
+    date.getUTCMonth() === month - 1 &&
+    date.getUTCDate() === day &&
+    date.getUTCHours() === hour &&
+    date.getUTCMinutes() === minute &&
+    date.getUTCSeconds() === second
+  );
 }
 
 const INCIDENT_STATUSES = ['Active', 'InProgress', 'Resolved', 'Redirected'] as const;
@@ -31,7 +50,9 @@ const id = z
   .refine((n) => n >= 0, 'must be 0 or more')
   .refine((n) => n <= Number.MAX_SAFE_INTEGER, 'is too large');
 const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
-  z.enum(values, { error: (issue) => (issue.input === undefined ? 'is required' : `must be one of ${values.join(', ')}`) });
+  z.enum(values, {
+    error: (issue) => (issue.input === undefined ? 'is required' : `must be one of ${values.join(', ')}`),
+  });
 
 const commentSchema = z.looseObject({
   comment: z.string().nullish(),
@@ -92,14 +113,19 @@ export function readIncidentBatch(body: unknown): IncidentBatch {
   let items: unknown[];
   if (Array.isArray(body)) items = body;
   else if (isObject(body) && 'value' in body) {
-    if (!Array.isArray(body.value)) return rejected(0, 'value', 'must be an array of incidents (Defender\'s list shape)');
+    if (!Array.isArray(body.value))
+      return rejected(0, 'value', "must be an array of incidents (Defender's list shape)");
     items = body.value;
   } else if (isObject(body)) items = [body];
   else return rejected(0, '', 'the body must be an incident object, an array of incidents or { "value": [ … ] }');
 
   if (items.length === 0) return rejected(0, '', 'the batch holds no incidents: send at least one');
   if (items.length > MAX_INCIDENTS_PER_REQUEST) {
-    return rejected(MAX_INCIDENTS_PER_REQUEST, '', `at most ${MAX_INCIDENTS_PER_REQUEST} incidents per request (got ${items.length}): split the batch`);
+    return rejected(
+      MAX_INCIDENTS_PER_REQUEST,
+      '',
+      `at most ${MAX_INCIDENTS_PER_REQUEST} incidents per request (got ${items.length}): split the batch`,
+    );
   }
 
   const problems: IncidentProblem[] = [];
@@ -116,7 +142,8 @@ export function readIncidentBatch(body: unknown): IncidentBatch {
     }
     const parsed = pushedIncidentSchema.safeParse(item, { error: plainMessage });
     if (!parsed.success) {
-      for (const issue of parsed.error.issues) problems.push({ index, path: issue.path.map(String).join('.'), message: issue.message });
+      for (const issue of parsed.error.issues)
+        problems.push({ index, path: issue.path.map(String).join('.'), message: issue.message });
     }
   });
   // The incidents travel as sent; the schema only judges them.

@@ -43,7 +43,10 @@ export interface WebhookPushDeps {
 }
 
 /** The dependencies from the app's services (what the function passes). */
-export function webhookPushDeps(services: Pick<Services, 'config' | 'webhookAuth' | 'replayGuard' | 'registry' | 'sender'>, logger: Logger): WebhookPushDeps {
+export function webhookPushDeps(
+  services: Pick<Services, 'config' | 'webhookAuth' | 'replayGuard' | 'registry' | 'sender'>,
+  logger: Logger,
+): WebhookPushDeps {
   return {
     webhook: services.config.webhook,
     auth: services.webhookAuth,
@@ -71,7 +74,8 @@ class Refusal extends Error {
   }
 }
 
-const refuse = (status: number, error: string, headers?: Record<string, string>) => new Refusal(status, error, { error }, headers);
+const refuse = (status: number, error: string, headers?: Record<string, string>) =>
+  new Refusal(status, error, { error }, headers);
 
 export async function pushIncidents(request: PushRequest, deps: WebhookPushDeps): Promise<PushResponse> {
   const seen: RequestSummary = {};
@@ -124,10 +128,15 @@ async function accept(request: PushRequest, deps: WebhookPushDeps, seen: Request
     body = await readBody(request.body, webhook.maxBodyBytes);
   } else {
     const fromQuery = tenantFromQuery(request.query.get('tenantId'));
-    if (!fromQuery) throw refuse(400, 'Signed requests must name the tenant the incidents belong to: add ?tenantId=<tenant GUID>');
+    if (!fromQuery)
+      throw refuse(400, 'Signed requests must name the tenant the incidents belong to: add ?tenantId=<tenant GUID>');
     tenantId = seen.tenant = fromQuery;
     body = await readBody(request.body, webhook.maxBodyBytes);
-    const signed = await auth.authenticateSignature(request.headers.get(SIGNATURE_HEADER)!, body, { tenantId, method: request.method.toUpperCase(), path: new URL(request.url).pathname });
+    const signed = await auth.authenticateSignature(request.headers.get(SIGNATURE_HEADER)!, body, {
+      tenantId,
+      method: request.method.toUpperCase(),
+      path: new URL(request.url).pathname,
+    });
     seen.caller = `hmac:${signed.keyName}`;
     caller = signed;
   }
@@ -139,7 +148,11 @@ async function accept(request: PushRequest, deps: WebhookPushDeps, seen: Request
 
   // An incident version sent twice in one request is one event.
   const now = deps.now?.() ?? new Date();
-  const envelopes = [...new Map(batch.incidents.map((i) => envelopeFor(tenantId, i, 'webhook', now)).map((e) => [e.eventId, e])).values()];
+  const envelopes = [
+    ...new Map(
+      batch.incidents.map((i) => envelopeFor(tenantId, i, 'webhook', now)).map((e) => [e.eventId, e]),
+    ).values(),
+  ];
 
   if (caller.kind === 'hmac') await rememberSignature(caller, deps);
   const { enqueued, failure } = await enqueueAll(envelopes, deps.sender);
@@ -147,16 +160,26 @@ async function accept(request: PushRequest, deps: WebhookPushDeps, seen: Request
     // Let the sender retry the identical request: what did get through is deduplicated downstream by eventId.
     if (caller.kind === 'hmac') {
       // If the signature stays remembered, the retry this answer asks for is refused as a replay: say so.
-      await deps.replayGuard.forget(caller.signature, caller.timestamp).catch((err: unknown) =>
-        deps.logger.warn(`webhook push: tenant ${tenantId}: could not forget the signature of a request not fully enqueued, so its retry will be refused as a replay (re-sign it with a new timestamp): ${describeError(err)}`));
+      await deps.replayGuard
+        .forget(caller.signature, caller.timestamp)
+        .catch((err: unknown) =>
+          deps.logger.warn(
+            `webhook push: tenant ${tenantId}: could not forget the signature of a request not fully enqueued, so its retry will be refused as a replay (re-sign it with a new timestamp): ${describeError(err)}`,
+          ),
+        );
     }
     const error = `Storage did not take every incident (${enqueued.length} of ${envelopes.length} enqueued): retry the whole request; incidents already enqueued are not delivered twice`;
-    const refusal = new Refusal(503, error, {
+    const refusal = new Refusal(
+      503,
       error,
-      accepted: enqueued.length,
-      eventIds: enqueued,
-      notEnqueued: envelopes.map((e) => e.eventId).filter((id) => !enqueued.includes(id)),
-    }, { 'Retry-After': '10' });
+      {
+        error,
+        accepted: enqueued.length,
+        eventIds: enqueued,
+        notEnqueued: envelopes.map((e) => e.eventId).filter((id) => !enqueued.includes(id)),
+      },
+      { 'Retry-After': '10' },
+    );
     refusal.cause = failure;
     throw refusal;
   }
@@ -167,9 +190,15 @@ function checkContentType(contentType: string | null): void {
   // Stryker disable next-line StringLiteral: a missing header is refused whatever stands in for it, as long as it is not application/json
   const header = contentType ?? '';
   const [mediaType, ...params] = header.split(';').map((p) => p.trim().toLowerCase());
-  const charset = params.find((p) => p.startsWith('charset='))?.slice('charset='.length).replace(/"/g, '');
+  const charset = params
+    .find((p) => p.startsWith('charset='))
+    ?.slice('charset='.length)
+    .replace(/"/g, '');
   if (mediaType !== 'application/json' || (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8')) {
-    throw refuse(415, `Content-Type must be application/json (UTF-8); got ${contentType ? `'${contentType.slice(0, 100)}'` : 'none'}`);
+    throw refuse(
+      415,
+      `Content-Type must be application/json (UTF-8); got ${contentType ? `'${contentType.slice(0, 100)}'` : 'none'}`,
+    );
   }
 }
 
@@ -182,12 +211,16 @@ function checkContentType(contentType: string | null): void {
  */
 function checkContentLength(contentLength: string | null, maxBytes: number): void {
   if (contentLength === null) {
-    throw refuse(411, 'Send the body with a Content-Length header: the Functions host passes on no body sent without one (Transfer-Encoding: chunked)');
+    throw refuse(
+      411,
+      'Send the body with a Content-Length header: the Functions host passes on no body sent without one (Transfer-Encoding: chunked)',
+    );
   }
   if (Number(contentLength) > maxBytes) throw tooLarge(maxBytes);
 }
 
-const tooLarge = (maxBytes: number) => refuse(413, `The body is larger than ${maxBytes} bytes (WEBHOOK_MAX_BODY_BYTES): send fewer incidents per request`);
+const tooLarge = (maxBytes: number) =>
+  refuse(413, `The body is larger than ${maxBytes} bytes (WEBHOOK_MAX_BODY_BYTES): send fewer incidents per request`);
 
 /** Reads the body, stopping as soon as it passes the cap whatever Content-Length said. */
 async function readBody(stream: ReadableStream<Uint8Array> | null, maxBytes: number): Promise<Buffer> {
@@ -209,7 +242,8 @@ async function readBody(stream: ReadableStream<Uint8Array> | null, maxBytes: num
 }
 
 function parseJson(body: Buffer): unknown {
-  if (body.length === 0) throw refuse(400, 'The body is empty: send an incident, an array of incidents or { "value": [ … ] } as JSON');
+  if (body.length === 0)
+    throw refuse(400, 'The body is empty: send an incident, an array of incidents or { "value": [ … ] } as JSON');
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true }).decode(body);
@@ -226,7 +260,9 @@ function parseJson(body: Buffer): unknown {
 
 function invalidIncidents(problems: IncidentProblem[]): Refusal {
   const incidents = new Set(problems.map((p) => p.index)).size;
-  return new Refusal(400, `${problems.length} problem(s) in ${incidents} incident(s), nothing enqueued`, { errors: problems });
+  return new Refusal(400, `${problems.length} problem(s) in ${incidents} incident(s), nothing enqueued`, {
+    errors: problems,
+  });
 }
 
 /** The `tenantId` query parameter, lower-cased; undefined when absent. */
@@ -239,11 +275,18 @@ function tenantFromQuery(fromQuery: string | null): string | undefined {
 async function requireEnabledTenant(tenantId: string, registry: Pick<TenantRegistry, 'get'>): Promise<void> {
   try {
     const tenant = await registry.get(tenantId);
-    if (!tenant.enabled) throw refuse(403, `Tenant ${tenantId} (${tenant.displayName}) is disabled in the relay: incidents for it are not accepted`);
+    if (!tenant.enabled)
+      throw refuse(
+        403,
+        `Tenant ${tenantId} (${tenant.displayName}) is disabled in the relay: incidents for it are not accepted`,
+      );
   } catch (err) {
     if (err instanceof Refusal) throw err;
     if (err instanceof TenantNotFoundError) {
-      throw refuse(404, `Tenant ${tenantId} is not registered with the relay: register it, or name the incidents' tenant with ?tenantId=<tenant GUID>`);
+      throw refuse(
+        404,
+        `Tenant ${tenantId} is not registered with the relay: register it, or name the incidents' tenant with ?tenantId=<tenant GUID>`,
+      );
     }
     throw unavailable('The tenant registry could not be read: retry the request', err);
   }
@@ -256,8 +299,14 @@ async function rememberSignature(caller: SignedCaller, deps: WebhookPushDeps): P
   } catch (err) {
     throw unavailable('The replay guard could not be consulted: retry the request', err);
   }
-  if (!first) throw refuse(401, 'This signed request was already accepted (replayed): sign each request anew, with a fresh timestamp');
-  await deps.replayGuard.pruneExpired().catch((err: unknown) => deps.logger.warn(`webhook push: pruning old signatures failed: ${describeError(err)}`));
+  if (!first)
+    throw refuse(
+      401,
+      'This signed request was already accepted (replayed): sign each request anew, with a fresh timestamp',
+    );
+  await deps.replayGuard
+    .pruneExpired()
+    .catch((err: unknown) => deps.logger.warn(`webhook push: pruning old signatures failed: ${describeError(err)}`));
 }
 
 function unavailable(message: string, cause: unknown): Refusal {
@@ -267,7 +316,10 @@ function unavailable(message: string, cause: unknown): Refusal {
 }
 
 /** Sends every event; on a failure starts no more, lets the ones in flight finish, and says which went. */
-async function enqueueAll(envelopes: IncidentEnvelope[], sender: Pick<MessageSender, 'sendEvent'>): Promise<{ enqueued: string[]; failure?: unknown }> {
+async function enqueueAll(
+  envelopes: IncidentEnvelope[],
+  sender: Pick<MessageSender, 'sendEvent'>,
+): Promise<{ enqueued: string[]; failure?: unknown }> {
   // Stryker disable next-line ArrayDeclaration: equivalent: an entry never set reads undefined, which the filter below takes as not sent, as it does false
   const sent = new Array<boolean>(envelopes.length).fill(false);
   let failed = false;

@@ -31,7 +31,8 @@ export class SignatureError extends Error {
   }
 }
 
-const expectedForm = (version: SignatureVersion) => `X-Relay-Signature must look like t=<unix seconds>,${version}=<64 hex digits of HMAC-SHA256>`;
+const expectedForm = (version: SignatureVersion) =>
+  `X-Relay-Signature must look like t=<unix seconds>,${version}=<64 hex digits of HMAC-SHA256>`;
 
 /**
  * Parses the header for one version; other keys (another version) are ignored, anything malformed is
@@ -55,7 +56,9 @@ export function parseSignatureHeader(header: string, version: SignatureVersion =
     } else if (/^v\d+$/.test(key)) otherVersion = true;
   }
   if (timestamp !== undefined && signatures.length === 0 && otherVersion && version === 'v2') {
-    throw new SignatureError(`Pushed requests are signed with v2, which covers the tenant and the request: t=<unix seconds>,v2=<hex HMAC-SHA256 of "<t>.<tenant id>.POST /api/incidents.<raw body>">`);
+    throw new SignatureError(
+      `Pushed requests are signed with v2, which covers the tenant and the request: t=<unix seconds>,v2=<hex HMAC-SHA256 of "<t>.<tenant id>.POST /api/incidents.<raw body>">`,
+    );
   }
   if (timestamp === undefined || signatures.length === 0) throw new SignatureError(expectedForm(version));
   return { timestamp, signatures };
@@ -67,7 +70,11 @@ export function computeSignature(key: string, timestamp: number, body: Uint8Arra
 }
 
 /** The header a sender computes (used by tests and by anyone writing a client in Node). */
-export function signatureHeader(key: string, body: Uint8Array | string, timestamp = Math.floor(Date.now() / 1000)): string {
+export function signatureHeader(
+  key: string,
+  body: Uint8Array | string,
+  timestamp = Math.floor(Date.now() / 1000),
+): string {
   const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
   return `t=${timestamp},v1=${computeSignature(key, timestamp, bytes).toString('hex')}`;
 }
@@ -96,13 +103,23 @@ export function computePushSignature(key: string, timestamp: number, request: Si
 }
 
 /** The v2 header a sender of a push computes (used by tests and by anyone writing a client in Node). */
-export function pushSignatureHeader(key: string, request: SignedRequest, body: Uint8Array | string, timestamp = Math.floor(Date.now() / 1000)): string {
+export function pushSignatureHeader(
+  key: string,
+  request: SignedRequest,
+  body: Uint8Array | string,
+  timestamp = Math.floor(Date.now() / 1000),
+): string {
   const bytes = typeof body === 'string' ? Buffer.from(body, 'utf8') : body;
   return `t=${timestamp},v2=${computePushSignature(key, timestamp, request, bytes).toString('hex')}`;
 }
 
 /** Whether any of the header's v2 signatures is this request's under `key` (constant-time compare). */
-export function pushSignatureMatches(parsed: ParsedSignature, key: string, request: SignedRequest, body: Uint8Array): boolean {
+export function pushSignatureMatches(
+  parsed: ParsedSignature,
+  key: string,
+  request: SignedRequest,
+  body: Uint8Array,
+): boolean {
   return anyEqual(parsed.signatures, computePushSignature(key, parsed.timestamp, request, body));
 }
 
@@ -117,6 +134,8 @@ export function checkTimestamp(timestamp: number, nowSeconds: number, toleranceS
   if (Math.abs(skew) > toleranceSeconds) {
     // Stryker disable next-line EqualityOperator: skew is never 0 here (|skew| > toleranceSeconds, a positive integer)
     const where = skew > 0 ? `${skew} s old` : `${-skew} s in the future`;
-    throw new SignatureError(`The signature's timestamp is ${where}; at most ${toleranceSeconds} s either way is accepted: sign each request when sending it (and check the sender's clock)`);
+    throw new SignatureError(
+      `The signature's timestamp is ${where}; at most ${toleranceSeconds} s either way is accepted: sign each request when sending it (and check the sender's clock)`,
+    );
   }
 }

@@ -14,7 +14,10 @@ export const RELAYED_TAG_PREFIX = 'relayed:';
 export type WriteBackSpec = { tag: string } | { comment: string };
 
 function isOwnComment(comment: unknown): boolean {
-  return typeof (comment as { comment?: unknown })?.comment === 'string' && (comment as { comment: string }).comment.startsWith(WRITE_BACK_MARKER);
+  return (
+    typeof (comment as { comment?: unknown })?.comment === 'string' &&
+    (comment as { comment: string }).comment.startsWith(WRITE_BACK_MARKER)
+  );
 }
 
 const isOwnTag = (tag: unknown) => typeof tag === 'string' && tag.startsWith(RELAYED_TAG_PREFIX);
@@ -24,7 +27,10 @@ const isOwnTag = (tag: unknown) => typeof tag === 'string' && tag.startsWith(REL
  * the echo of a write-back (which adds one), so only it needs the last routed fingerprint looked up.
  */
 export function carriesWriteBack(incident: Record<string, unknown>): boolean {
-  return (Array.isArray(incident.tags) && incident.tags.some(isOwnTag)) || (Array.isArray(incident.comments) && incident.comments.some(isOwnComment));
+  return (
+    (Array.isArray(incident.tags) && incident.tags.some(isOwnTag)) ||
+    (Array.isArray(incident.comments) && incident.comments.some(isOwnComment))
+  );
 }
 
 /** A hash of what an analyst could have changed: everything but lastUpdateTime and the relay's own tags and comments. */
@@ -32,7 +38,9 @@ export function contentFingerprint(incident: Record<string, unknown>): string {
   const { lastUpdateTime: _ignored, ...rest } = incident;
   const tags = Array.isArray(rest.tags) ? rest.tags.filter((t) => !isOwnTag(t)) : rest.tags;
   const comments = Array.isArray(rest.comments) ? rest.comments.filter((c) => !isOwnComment(c)) : rest.comments;
-  return createHash('sha256').update(stableStringify({ ...rest, tags, comments })).digest('hex');
+  return createHash('sha256')
+    .update(stableStringify({ ...rest, tags, comments }))
+    .digest('hex');
 }
 
 function stableStringify(value: unknown): string {
@@ -47,7 +55,12 @@ function stableStringify(value: unknown): string {
 }
 
 /** Applies one write-back; a tag already present is not written again. Returns whether Defender was called. */
-export async function writeBack(defender: DefenderClient, tenant: Tenant, incident: { incidentId: number; tags?: unknown }, spec: WriteBackSpec): Promise<boolean> {
+export async function writeBack(
+  defender: DefenderClient,
+  tenant: Tenant,
+  incident: { incidentId: number; tags?: unknown },
+  spec: WriteBackSpec,
+): Promise<boolean> {
   let update: IncidentUpdate;
   if ('tag' in spec) {
     const tags = Array.isArray(incident.tags) ? incident.tags.filter((t): t is string => typeof t === 'string') : [];

@@ -2,12 +2,7 @@ import { createLocalJWKSet, errors, jwtVerify, type JSONWebKeySet, type JWTPaylo
 
 /** Why a bearer token was refused; services map these to their own 401 answers. */
 export type TokenRejection =
-  | 'missing'
-  | 'malformed'
-  | 'invalid_signature'
-  | 'expired'
-  | 'wrong_audience'
-  | 'wrong_issuer';
+  'missing' | 'malformed' | 'invalid_signature' | 'expired' | 'wrong_audience' | 'wrong_issuer';
 
 export class TokenRejectedError extends Error {
   constructor(
@@ -56,7 +51,8 @@ export function createTokenVerifier(options: {
     async verifyAuthorization(header, { audience }) {
       if (!header) throw new TokenRejectedError('missing', 'No Authorization header was sent.');
       const match = /^Bearer\s+(\S+)$/i.exec(header.trim());
-      if (!match?.[1]) throw new TokenRejectedError('malformed', 'The Authorization header is not of the form "Bearer <token>".');
+      if (!match?.[1])
+        throw new TokenRejectedError('malformed', 'The Authorization header is not of the form "Bearer <token>".');
       let payload: JWTPayload;
       try {
         ({ payload } = await jwtVerify(match[1], createLocalJWKSet(options.jwks()), {
@@ -72,12 +68,18 @@ export function createTokenVerifier(options: {
       const version = payload.ver === '1.0' ? 1 : payload.ver === '2.0' ? 2 : undefined;
       if (!version) throw new TokenRejectedError('malformed', 'The token has no ver claim of 1.0 or 2.0.');
       if (payload.iss !== options.issuerFor(tid, version)) {
-        throw new TokenRejectedError('wrong_issuer', `The token's issuer ${String(payload.iss)} is not the issuer of tenant ${tid} for a v${version}.0 token.`);
+        throw new TokenRejectedError(
+          'wrong_issuer',
+          `The token's issuer ${String(payload.iss)} is not the issuer of tenant ${tid} for a v${version}.0 token.`,
+        );
       }
       const claims = payload as VerifiedToken['claims'];
       const clientId = version === 1 ? claims.appid : claims.azp;
       if (typeof clientId !== 'string' || !clientId) {
-        throw new TokenRejectedError('malformed', `The v${version}.0 token names no client (${version === 1 ? 'appid' : 'azp'}).`);
+        throw new TokenRejectedError(
+          'malformed',
+          `The v${version}.0 token names no client (${version === 1 ? 'appid' : 'azp'}).`,
+        );
       }
       return {
         claims,

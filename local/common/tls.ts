@@ -20,7 +20,11 @@ export interface LocalCa {
 
 const DEFAULT_SERVER_NAMES = ['localhost', '127.0.0.1', '::1'];
 
-function newRsaKeyPair(): { privateKey: forge.pki.rsa.PrivateKey; publicKey: forge.pki.rsa.PublicKey; privatePem: string } {
+function newRsaKeyPair(): {
+  privateKey: forge.pki.rsa.PrivateKey;
+  publicKey: forge.pki.rsa.PublicKey;
+  privatePem: string;
+} {
   // Node's native generator is far faster than forge's pure-JS one.
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const privatePem = privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
@@ -47,7 +51,10 @@ function isIp(name: string): boolean {
 export function createLocalCa(commonName = 'defender-relay local CA'): LocalCa {
   const ca = newRsaKeyPair();
   const caCert = baseCert(ca.publicKey, 30);
-  const caSubject = [{ name: 'commonName', value: commonName }, { name: 'organizationName', value: 'defender-relay (local only)' }];
+  const caSubject = [
+    { name: 'commonName', value: commonName },
+    { name: 'organizationName', value: 'defender-relay (local only)' },
+  ];
   caCert.setSubject(caSubject);
   caCert.setIssuer(caSubject);
   caCert.setExtensions([
@@ -106,7 +113,10 @@ export function createSelfSignedCert(commonName: string, days = 30): KeyAndCert 
   const subject = [{ name: 'commonName', value: commonName }];
   cert.setSubject(subject);
   cert.setIssuer(subject);
-  cert.setExtensions([{ name: 'basicConstraints', cA: false }, { name: 'keyUsage', digitalSignature: true }]);
+  cert.setExtensions([
+    { name: 'basicConstraints', cA: false },
+    { name: 'keyUsage', digitalSignature: true },
+  ]);
   cert.sign(pair.privateKey, forge.md.sha256.create());
   return { key: pair.privatePem, cert: forge.pki.certificateToPem(cert) };
 }

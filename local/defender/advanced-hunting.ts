@@ -24,15 +24,25 @@ export type ChargeQuery = (rowsScanned: number) => { runSeconds: number; cpuSeco
  * Runs a query over the tables derived from the tenant's incidents; throws KqlError for a bad query
  * (which costs nothing). `charge` prices a query that ran, and may refuse it (the timeout).
  */
-export function runAdvancedHunting(incidents: readonly Incident[], query: string, now: number, charge: ChargeQuery): HuntingResponse {
+export function runAdvancedHunting(
+  incidents: readonly Incident[],
+  query: string,
+  now: number,
+  charge: ChargeQuery,
+): HuntingResponse {
   const parsed = parseKql(query, now);
   const build = HUNTING_TABLES[parsed.table];
   if (!build) {
-    throw new KqlError(`Failed to resolve table expression named '${parsed.table}' (tables here: ${Object.keys(HUNTING_TABLES).join(', ')}).`);
+    throw new KqlError(
+      `Failed to resolve table expression named '${parsed.table}' (tables here: ${Object.keys(HUNTING_TABLES).join(', ')}).`,
+    );
   }
   const table = build(incidents);
   const oldest = ticksFromMs(now - RETENTION_MS);
-  const retained = { schema: table.schema, rows: table.rows.filter((row) => (parseTimestamp(String(row.Timestamp)) ?? 0n) >= oldest) };
+  const retained = {
+    schema: table.schema,
+    rows: table.rows.filter((row) => (parseTimestamp(String(row.Timestamp)) ?? 0n) >= oldest),
+  };
   const result = runKql(parsed, retained);
   const rows = result.rows.slice(0, MAX_ROWS);
   const size = Buffer.byteLength(JSON.stringify(rows));
@@ -42,7 +52,10 @@ export function runAdvancedHunting(incidents: readonly Incident[], query: string
     Stats: {
       ExecutionTime: runSeconds,
       resource_usage: {
-        cache: { memory: { hits: retained.rows.length, misses: 0, total: retained.rows.length }, disk: { hits: 0, misses: 0, total: 0 } },
+        cache: {
+          memory: { hits: retained.rows.length, misses: 0, total: retained.rows.length },
+          disk: { hits: 0, misses: 0, total: 0 },
+        },
         cpu: { user: cpu, kernel: '00:00:00', 'total cpu': cpu },
         memory: { peak_per_node: 1_048_576 + size },
       },

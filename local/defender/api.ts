@@ -87,7 +87,9 @@ export function createApiRouter(deps: ApiDependencies): express.Router {
     const id = parseIncidentId(req.params.id);
     const update = parseIncidentUpdate(parseJsonBody(req));
     const nowIso = formatTimestamp(ticksFromMs(deps.now()));
-    const updated = deps.store.update(caller.tenantId, id, (incident) => applyIncidentUpdate(incident, update, caller.author, nowIso));
+    const updated = deps.store.update(caller.tenantId, id, (incident) =>
+      applyIncidentUpdate(incident, update, caller.author, nowIso),
+    );
     if (!updated) throw notFound(id);
     res.json(updated);
   });
@@ -96,12 +98,22 @@ export function createApiRouter(deps: ApiDependencies): express.Router {
     const caller = callerOf(res);
     const body = parseJsonBody(req);
     const query = typeof body === 'object' && body !== null ? (body as Record<string, unknown>).Query : undefined;
-    if (query === undefined) throw new DefenderApiError(400, 'MissingRequiredParameter', "The body must set 'Query' (case-sensitive) to a KQL query.");
-    if (typeof query !== 'string' || query.trim() === '') throw new DefenderApiError(400, 'InvalidInput', "'Query' must be a non-empty string.");
+    if (query === undefined)
+      throw new DefenderApiError(
+        400,
+        'MissingRequiredParameter',
+        "The body must set 'Query' (case-sensitive) to a KQL query.",
+      );
+    if (typeof query !== 'string' || query.trim() === '')
+      throw new DefenderApiError(400, 'InvalidInput', "'Query' must be a non-empty string.");
     // Over the tenant's CPU quota: 429 until the next 15-minute cycle; a query over three minutes: the timeout error.
     deps.huntingQuota.admit(caller.tenantId);
     try {
-      res.json(runAdvancedHunting(deps.store.list(caller.tenantId), query, deps.now(), (rows) => deps.huntingQuota.run(caller.tenantId, rows)));
+      res.json(
+        runAdvancedHunting(deps.store.list(caller.tenantId), query, deps.now(), (rows) =>
+          deps.huntingQuota.run(caller.tenantId, rows),
+        ),
+      );
     } catch (err) {
       if (err instanceof KqlError) throw new DefenderApiError(400, 'BadRequest', err.message);
       throw err;
@@ -110,7 +122,11 @@ export function createApiRouter(deps: ApiDependencies): express.Router {
 
   for (const path of ['/incidents', '/incidents/:id', '/advancedhunting/run']) {
     router.all(path, (req) => {
-      throw new DefenderApiError(405, 'MethodNotAllowed', `The method ${req.method} is not allowed on ${req.baseUrl}${req.path}.`);
+      throw new DefenderApiError(
+        405,
+        'MethodNotAllowed',
+        `The method ${req.method} is not allowed on ${req.baseUrl}${req.path}.`,
+      );
     });
   }
   router.use((req) => {
@@ -124,7 +140,8 @@ export function createApiRouter(deps: ApiDependencies): express.Router {
 function endpointOf(method: string, path: string): Endpoint {
   const p = path.toLowerCase().replace(/\/$/, '');
   if (p === '/api/incidents' && method === 'GET') return 'listIncidents';
-  if (/^\/api\/incidents\/[^/]+$/.test(p)) return method === 'PATCH' ? 'updateIncident' : method === 'GET' ? 'getIncident' : 'other';
+  if (/^\/api\/incidents\/[^/]+$/.test(p))
+    return method === 'PATCH' ? 'updateIncident' : method === 'GET' ? 'getIncident' : 'other';
   if (p === '/api/advancedhunting/run' && method === 'POST') return 'advancedHunting';
   return 'other';
 }
@@ -133,7 +150,8 @@ function recordCall(deps: ApiDependencies) {
   return (req: Request, res: Response, next: NextFunction) => {
     const endpoint = endpointOf(req.method, pathOf(req));
     res.on('finish', () => {
-      const { tenantId, clientId } = (res.locals.caller as Caller | undefined) ?? unverifiedIdentity(req.headers.authorization);
+      const { tenantId, clientId } =
+        (res.locals.caller as Caller | undefined) ?? unverifiedIdentity(req.headers.authorization);
       deps.stats.record(tenantId, clientId, endpoint, res.statusCode);
     });
     next();
@@ -170,12 +188,18 @@ function applyFault(deps: ApiDependencies) {
         return;
       case 'malformed':
         // A body cut off mid-way, as a dropped connection behind a proxy delivers it.
-        res.status(200).type('application/json').send(`{"@odata.context":"${deps.baseUrl()}/api/$metadata#Incidents","value":[{"incidentId":1,"incidentName":"Multi-stage inc`);
+        res
+          .status(200)
+          .type('application/json')
+          .send(
+            `{"@odata.context":"${deps.baseUrl()}/api/$metadata#Incidents","value":[{"incidentId":1,"incidentName":"Multi-stage inc`,
+          );
         return;
       case 'status': {
         const status = fault.status;
         if (status === 429) throw tooManyRequests(fault.retryAfterSeconds ?? 1, fault.retryAfterHeader !== false);
-        const headers: Record<string, string> = fault.retryAfterSeconds === undefined ? {} : { 'Retry-After': String(fault.retryAfterSeconds) };
+        const headers: Record<string, string> =
+          fault.retryAfterSeconds === undefined ? {} : { 'Retry-After': String(fault.retryAfterSeconds) };
         throw new DefenderApiError(status, codeForStatus(status), faultMessage(status), headers);
       }
     }
@@ -194,12 +218,17 @@ function authenticate(deps: ApiDependencies) {
     try {
       verified = await deps.verifier.verifyAuthorization(req.headers.authorization, { audience: DEFENDER_AUDIENCES });
     } catch (err) {
-      if (err instanceof TokenRejectedError) throw new DefenderApiError(401, 'Unauthorized', `Unauthorized: ${err.message}`);
+      if (err instanceof TokenRejectedError)
+        throw new DefenderApiError(401, 'Unauthorized', `Unauthorized: ${err.message}`);
       throw err;
     }
     const tenantId = verified.claims.tid;
     if (!deps.store.hasTenant(tenantId)) {
-      throw new DefenderApiError(403, 'Forbidden', `Tenant ${tenantId} has no Microsoft Defender XDR data: the service is not provisioned for this tenant.`);
+      throw new DefenderApiError(
+        403,
+        'Forbidden',
+        `Tenant ${tenantId} has no Microsoft Defender XDR data: the service is not provisioned for this tenant.`,
+      );
     }
     const caller: Caller = {
       tenantId,
@@ -214,7 +243,13 @@ function authenticate(deps: ApiDependencies) {
 }
 
 function limit(deps: ApiDependencies, ...budgets: ('incident' | 'getIncident' | 'hunting')[]) {
-  const limiters = budgets.map((budget) => (budget === 'incident' ? deps.incidentLimiter : budget === 'getIncident' ? deps.getIncidentLimiter : deps.huntingLimiter));
+  const limiters = budgets.map((budget) =>
+    budget === 'incident'
+      ? deps.incidentLimiter
+      : budget === 'getIncident'
+        ? deps.getIncidentLimiter
+        : deps.huntingLimiter,
+  );
   return (_req: Request, res: Response, next: NextFunction) => {
     const caller = callerOf(res);
     const decision = acquireAll(limiters, `${caller.tenantId}\n${caller.clientId}`);
@@ -227,7 +262,9 @@ function requirePermission(permission: Permission) {
   const { roles, scopes } = PERMISSIONS[permission];
   return (_req: Request, res: Response, next: NextFunction) => {
     const caller = callerOf(res);
-    const granted = caller.roles.some((role) => (roles as readonly string[]).includes(role)) || caller.scopes.some((scope) => (scopes as readonly string[]).includes(scope));
+    const granted =
+      caller.roles.some((role) => (roles as readonly string[]).includes(role)) ||
+      caller.scopes.some((scope) => (scopes as readonly string[]).includes(scope));
     if (!granted) {
       throw new DefenderApiError(
         403,
@@ -250,8 +287,11 @@ function odataError(message: string): DefenderApiError {
 
 function parseListQuery(req: Request): { filter: FilterClause[]; top: number; skip: number } {
   const params = new URL(req.originalUrl, 'https://localhost').searchParams;
-  const unsupported = [...new Set(params.keys())].filter((key) => key.startsWith('$') && !['$filter', '$top', '$skip'].includes(key));
-  if (unsupported.length > 0) throw odataError(`Query option(s) ${unsupported.join(', ')} are not supported: use $filter, $top and $skip.`);
+  const unsupported = [...new Set(params.keys())].filter(
+    (key) => key.startsWith('$') && !['$filter', '$top', '$skip'].includes(key),
+  );
+  if (unsupported.length > 0)
+    throw odataError(`Query option(s) ${unsupported.join(', ')} are not supported: use $filter, $top and $skip.`);
   const single = (name: string): string | undefined => {
     const values = params.getAll(name);
     if (values.length > 1) throw odataError(`Query option ${name} was given ${values.length} times.`);
@@ -268,7 +308,12 @@ function parseListQuery(req: Request): { filter: FilterClause[]; top: number; sk
     }
   }
   const top = wholeNumber('$top', single('$top')) ?? MAX_PAGE_SIZE;
-  if (top > MAX_PAGE_SIZE) throw new DefenderApiError(400, 'MaximumBatchSizeExceeded', `$top=${top} exceeds the maximum page size of ${MAX_PAGE_SIZE}.`);
+  if (top > MAX_PAGE_SIZE)
+    throw new DefenderApiError(
+      400,
+      'MaximumBatchSizeExceeded',
+      `$top=${top} exceeds the maximum page size of ${MAX_PAGE_SIZE}.`,
+    );
   const skip = wholeNumber('$skip', single('$skip')) ?? 0;
   return { filter, top, skip };
 }
@@ -280,13 +325,15 @@ function wholeNumber(name: string, text: string | undefined): number | undefined
 }
 
 function parseIncidentId(text: string | string[] | undefined): number {
-  if (typeof text !== 'string' || !/^\d{1,15}$/.test(text)) throw invalidInput(`The incident id must be an integer; got '${String(text)}'.`);
+  if (typeof text !== 'string' || !/^\d{1,15}$/.test(text))
+    throw invalidInput(`The incident id must be an integer; got '${String(text)}'.`);
   return Number(text);
 }
 
 function parseJsonBody(req: Request): unknown {
   const raw = Buffer.isBuffer(req.body) ? req.body.toString('utf8') : '';
-  if (raw.trim() === '') throw new DefenderApiError(400, 'InvalidRequestBody', 'The request body is empty: a JSON object is required.');
+  if (raw.trim() === '')
+    throw new DefenderApiError(400, 'InvalidRequestBody', 'The request body is empty: a JSON object is required.');
   try {
     return JSON.parse(raw);
   } catch {
@@ -301,10 +348,17 @@ function answerError(deps: ApiDependencies) {
     const status = (err as { status?: unknown }).status;
     if (typeof status === 'number' && status >= 400 && status < 500) {
       // Express refusals: body too large (413), unsupported encoding, aborted upload, undecodable path.
-      if (status === 413) return sendDefenderError(res, new DefenderApiError(413, 'RequestEntityTooLarge', `The request body exceeds the ${MAX_BODY} limit.`));
+      if (status === 413)
+        return sendDefenderError(
+          res,
+          new DefenderApiError(413, 'RequestEntityTooLarge', `The request body exceeds the ${MAX_BODY} limit.`),
+        );
       const aboutBody = /^(entity|request|encoding|charset)\./.test(String((err as { type?: unknown }).type));
       const code = aboutBody ? 'InvalidRequestBody' : 'BadRequest';
-      return sendDefenderError(res, new DefenderApiError(status, code, `The request could not be read: ${(err as Error).message}.`));
+      return sendDefenderError(
+        res,
+        new DefenderApiError(status, code, `The request could not be read: ${(err as Error).message}.`),
+      );
     }
     deps.log(`defender: unexpected error on ${req.method} ${pathOf(req)}: ${(err as Error)?.stack ?? String(err)}`);
     sendDefenderError(res, new DefenderApiError(500, 'InternalServerError', 'An unexpected error occurred.'));

@@ -32,7 +32,9 @@ class ControlError extends Error {
   }
 }
 
-const timestamp = z.string().refine((text) => parseTimestamp(text) !== undefined, 'must be an ISO 8601 timestamp with a zone');
+const timestamp = z
+  .string()
+  .refine((text) => parseTimestamp(text) !== undefined, 'must be an ISO 8601 timestamp with a zone');
 
 const provisionBody = z.strictObject({ displayName: z.string().min(1).optional() });
 
@@ -56,10 +58,17 @@ const explicitIncident = z.looseObject({
 const explicitSeed = z.strictObject({ incidents: z.array(explicitIncident).min(1) });
 
 /** Portal-side changes: any incident fields except the id. */
-const incidentChanges = z.looseObject({ lastUpdateTime: timestamp.optional() }).refine((changes) => !('incidentId' in changes), 'incidentId cannot be changed');
+const incidentChanges = z
+  .looseObject({ lastUpdateTime: timestamp.optional() })
+  .refine((changes) => !('incidentId' in changes), 'incidentId cannot be changed');
 
 const faultSpec = z.discriminatedUnion('kind', [
-  z.strictObject({ kind: z.literal('status'), status: z.number().int().min(400).max(599), retryAfterSeconds: z.number().int().min(0).optional(), retryAfterHeader: z.boolean().optional() }),
+  z.strictObject({
+    kind: z.literal('status'),
+    status: z.number().int().min(400).max(599),
+    retryAfterSeconds: z.number().int().min(0).optional(),
+    retryAfterHeader: z.boolean().optional(),
+  }),
   z.strictObject({ kind: z.literal('delay'), ms: z.number().int().min(0).max(600_000) }),
   z.strictObject({ kind: z.literal('malformed') }),
   z.strictObject({ kind: z.literal('outage') }),
@@ -67,10 +76,15 @@ const faultSpec = z.discriminatedUnion('kind', [
 const huntingSettings = z.strictObject({
   cpuSecondsPerCycle: z.number().positive().max(1_000_000).optional(),
   quotaSpent: z.literal(true).optional(),
-  nextQueries: z.strictObject({ runSeconds: z.number().min(0).max(86_400), count: z.number().int().min(1).max(10_000).optional() }).optional(),
+  nextQueries: z
+    .strictObject({ runSeconds: z.number().min(0).max(86_400), count: z.number().int().min(1).max(10_000).optional() })
+    .optional(),
 });
 const faultTarget = z.enum(['defender', 'entra', 'keyvault']);
-const pagingChurn = z.strictObject({ perPage: z.number().int().min(1).max(100), pages: z.number().int().min(1).max(1000) });
+const pagingChurn = z.strictObject({
+  perPage: z.number().int().min(1).max(100),
+  pages: z.number().int().min(1).max(1000),
+});
 const faultBody = z.strictObject({
   target: faultTarget,
   spec: faultSpec,
@@ -81,7 +95,9 @@ const faultBody = z.strictObject({
 function parse<T>(schema: z.ZodType<T>, body: unknown, what: string): T {
   const result = schema.safeParse(body ?? {});
   if (!result.success) {
-    const details = result.error.issues.map((issue) => `${issue.path.join('.') || '(body)'}: ${issue.message}`).join('; ');
+    const details = result.error.issues
+      .map((issue) => `${issue.path.join('.') || '(body)'}: ${issue.message}`)
+      .join('; ');
     throw new ControlError(400, 'InvalidInput', `Invalid ${what}: ${details}`);
   }
   return result.data;
@@ -93,11 +109,17 @@ export function createControlRouter(deps: ControlDependencies): express.Router {
   const { store } = deps;
 
   const requireTenant = (tenantId: string) => {
-    if (!store.hasTenant(tenantId)) throw new ControlError(404, 'TenantNotFound', `Tenant ${tenantId} is not provisioned: POST /_control/tenants/${tenantId} first.`);
+    if (!store.hasTenant(tenantId))
+      throw new ControlError(
+        404,
+        'TenantNotFound',
+        `Tenant ${tenantId} is not provisioned: POST /_control/tenants/${tenantId} first.`,
+      );
   };
   const incidentIdOf = (req: Request): number => {
     const text = String(req.params.id);
-    if (!/^\d{1,15}$/.test(text)) throw new ControlError(400, 'InvalidInput', `The incident id must be an integer; got '${text}'.`);
+    if (!/^\d{1,15}$/.test(text))
+      throw new ControlError(400, 'InvalidInput', `The incident id must be an integer; got '${text}'.`);
     return Number(text);
   };
 
@@ -119,7 +141,9 @@ export function createControlRouter(deps: ControlDependencies): express.Router {
       const { incidents: given } = parse(explicitSeed, body, 'incidents');
       // Ids left out continue after the stored ones and after any id given in this batch.
       let nextId = Math.max(store.nextIncidentId(tenantId), ...given.map((incident) => (incident.incidentId ?? 0) + 1));
-      incidents = given.map((incident) => completeIncident(tenantId, incident, incident.incidentId ?? nextId++, deps.now()));
+      incidents = given.map((incident) =>
+        completeIncident(tenantId, incident, incident.incidentId ?? nextId++, deps.now()),
+      );
     } else {
       const options = parse(generatedSeed, body, 'seed request (either {count, seed} or {incidents})');
       incidents = generateIncidents({
@@ -145,7 +169,8 @@ export function createControlRouter(deps: ControlDependencies): express.Router {
     const tenantId = String(req.params.tenantId);
     requireTenant(tenantId);
     const incident = store.get(tenantId, incidentIdOf(req));
-    if (!incident) throw new ControlError(404, 'NotFound', `Incident ${req.params.id} was not found in tenant ${tenantId}.`);
+    if (!incident)
+      throw new ControlError(404, 'NotFound', `Incident ${req.params.id} was not found in tenant ${tenantId}.`);
     res.json(incident);
   });
 
@@ -154,14 +179,16 @@ export function createControlRouter(deps: ControlDependencies): express.Router {
     requireTenant(tenantId);
     const changes = parse(incidentChanges, req.body, 'incident changes');
     const updated = store.update(tenantId, incidentIdOf(req), (incident) => Object.assign(incident, changes));
-    if (!updated) throw new ControlError(404, 'NotFound', `Incident ${req.params.id} was not found in tenant ${tenantId}.`);
+    if (!updated)
+      throw new ControlError(404, 'NotFound', `Incident ${req.params.id} was not found in tenant ${tenantId}.`);
     res.json(updated);
   });
 
   router.delete('/tenants/:tenantId/incidents/:id', (req, res) => {
     const tenantId = String(req.params.tenantId);
     requireTenant(tenantId);
-    if (!store.delete(tenantId, incidentIdOf(req))) throw new ControlError(404, 'NotFound', `Incident ${req.params.id} was not found in tenant ${tenantId}.`);
+    if (!store.delete(tenantId, incidentIdOf(req)))
+      throw new ControlError(404, 'NotFound', `Incident ${req.params.id} was not found in tenant ${tenantId}.`);
     res.status(204).end();
   });
 
@@ -238,10 +265,13 @@ export function createControlRouter(deps: ControlDependencies): express.Router {
   });
 
   router.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
-    if (err instanceof ControlError) return void res.status(err.status).json({ error: { code: err.code, message: err.message } });
+    if (err instanceof ControlError)
+      return void res.status(err.status).json({ error: { code: err.code, message: err.message } });
     const status = (err as { status?: unknown }).status;
     if (typeof status === 'number' && status >= 400 && status < 500) {
-      return void res.status(status).json({ error: { code: 'InvalidInput', message: `The request body could not be read: ${(err as Error).message}` } });
+      return void res.status(status).json({
+        error: { code: 'InvalidInput', message: `The request body could not be read: ${(err as Error).message}` },
+      });
     }
     res.status(500).json({ error: { code: 'InternalServerError', message: (err as Error)?.message ?? String(err) } });
   });

@@ -16,8 +16,12 @@ export class DefenderApiError extends Error {
 
 /** 429 TooManyRequests: the wait in the message, and in Retry-After unless `withHeader` is false. */
 export function tooManyRequests(retryAfterSeconds: number, withHeader = true): DefenderApiError {
-  return new DefenderApiError(429, 'TooManyRequests', `Rate limit is exceeded. Try again in ${retryAfterSeconds} seconds.`,
-    withHeader ? { 'Retry-After': String(retryAfterSeconds) } : {});
+  return new DefenderApiError(
+    429,
+    'TooManyRequests',
+    `Rate limit is exceeded. Try again in ${retryAfterSeconds} seconds.`,
+    withHeader ? { 'Retry-After': String(retryAfterSeconds) } : {},
+  );
 }
 
 /** The code Defender uses for a status when a fault asks for that status. */
@@ -41,5 +45,8 @@ export function codeForStatus(status: number): string {
 
 /** Writes the error; `target` is a fresh tracking id, as every Defender error carries one. */
 export function sendDefenderError(res: Response, error: DefenderApiError): void {
-  res.status(error.status).set(error.headers).json({ error: { code: error.code, message: error.message, target: randomUUID() } });
+  res
+    .status(error.status)
+    .set(error.headers)
+    .json({ error: { code: error.code, message: error.message, target: randomUUID() } });
 }

@@ -68,7 +68,11 @@ export class HuntingQuota {
     // The wait is in the body only, as a TimeSpan: the format Defender's other quota messages use
     // ("API calls quota exceeded! maximum allowed 45 per 00:01:00", MicrosoftDocs/microsoft-365-docs#4616);
     // the errors page writes it as "<duration>".
-    throw new DefenderApiError(429, 'TooManyRequests', `You have exceeded processing resources allocated to this tenant. You can run queries again in ${timeSpan(waitSeconds)}.`);
+    throw new DefenderApiError(
+      429,
+      'TooManyRequests',
+      `You have exceeded processing resources allocated to this tenant. You can run queries again in ${timeSpan(waitSeconds)}.`,
+    );
   }
 
   /**

@@ -80,7 +80,10 @@ const DEVICE_LOGON_SCHEMA = columns({
   ReportId: 'Int64',
 });
 
-const EVIDENCE_ENTITY_TYPES: Partial<Record<Entity['entityType'], string>> = { MailBox: 'Mailbox', Registry: 'RegistryValue' };
+const EVIDENCE_ENTITY_TYPES: Partial<Record<Entity['entityType'], string>> = {
+  MailBox: 'Mailbox',
+  Registry: 'RegistryValue',
+};
 
 export const HUNTING_TABLES: Record<string, TableBuilder> = {
   AlertInfo: (incidents) => ({
@@ -110,7 +113,13 @@ export const HUNTING_TABLES: Record<string, TableBuilder> = {
         DetectionSource: alert.detectionSource,
       };
       const deviceRows = (alert.devices ?? []).map((device) =>
-        fill(ALERT_EVIDENCE_SCHEMA, { ...base, EntityType: 'Machine', EvidenceRole: 'Impacted', DeviceId: device.mdatpDeviceId, DeviceName: device.deviceDnsName }),
+        fill(ALERT_EVIDENCE_SCHEMA, {
+          ...base,
+          EntityType: 'Machine',
+          EvidenceRole: 'Impacted',
+          DeviceId: device.mdatpDeviceId,
+          DeviceName: device.deviceDnsName,
+        }),
       );
       const entityRows = (alert.entities ?? []).map((entity) =>
         fill(ALERT_EVIDENCE_SCHEMA, {

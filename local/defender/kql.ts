@@ -16,15 +16,21 @@ export class KqlError extends Error {
 
 type Literal = string | number;
 type Comparison = '==' | '!=' | '=~' | '>' | '>=' | '<' | '<=' | 'contains' | 'has';
-type Condition = { column: string; operator: Comparison; value: Literal } | { column: string; operator: 'in'; values: Literal[] };
-type Operation = { kind: 'where'; conditions: Condition[] } | { kind: 'take'; count: number } | { kind: 'project'; columns: string[] };
+type Condition =
+  { column: string; operator: Comparison; value: Literal } | { column: string; operator: 'in'; values: Literal[] };
+type Operation =
+  { kind: 'where'; conditions: Condition[] } | { kind: 'take'; count: number } | { kind: 'project'; columns: string[] };
 
 export interface KqlQuery {
   table: string;
   operations: Operation[];
 }
 
-type Token = { kind: 'ident' | 'string' | 'number' | 'timespan' | 'datetime' | 'symbol'; text: string; position: number };
+type Token = {
+  kind: 'ident' | 'string' | 'number' | 'timespan' | 'datetime' | 'symbol';
+  text: string;
+  position: number;
+};
 
 const TIMESPAN_MS: Record<string, number> = { d: 86_400_000, h: 3_600_000, m: 60_000, s: 1000, ms: 1 };
 
@@ -51,7 +57,8 @@ function tokenize(query: string): Token[] {
         value += query[j];
         j += 1;
       }
-      if (j >= query.length) throw new KqlError(`Query could not be parsed: unterminated string starting at position ${i}.`);
+      if (j >= query.length)
+        throw new KqlError(`Query could not be parsed: unterminated string starting at position ${i}.`);
       tokens.push({ kind: 'string', text: value, position: i });
       i = j + 1;
       continue;
@@ -98,7 +105,10 @@ export function parseKql(query: string, now: number): KqlQuery {
   };
   const expectSymbol = (symbol: string) => {
     const token = next(`'${symbol}'`);
-    if (token.kind !== 'symbol' || token.text !== symbol) throw new KqlError(`Query could not be parsed: expected '${symbol}' at position ${token.position}, found '${token.text}'.`);
+    if (token.kind !== 'symbol' || token.text !== symbol)
+      throw new KqlError(
+        `Query could not be parsed: expected '${symbol}' at position ${token.position}, found '${token.text}'.`,
+      );
   };
 
   const parseLiteral = (): Literal => {
@@ -108,23 +118,30 @@ export function parseKql(query: string, now: number): KqlQuery {
     if (token.kind === 'datetime') {
       const raw = /T/.test(token.text) && !/(Z|[+-]\d{2}:\d{2})$/.test(token.text) ? `${token.text}Z` : token.text;
       const ticks = parseTimestamp(raw);
-      if (ticks === undefined) throw new KqlError(`datetime() expects an ISO date such as 2024-01-31T00:00:00Z; found '${token.text}'.`);
+      if (ticks === undefined)
+        throw new KqlError(`datetime() expects an ISO date such as 2024-01-31T00:00:00Z; found '${token.text}'.`);
       return new Date(msFromTicks(ticks)).toISOString();
     }
     if (token.kind === 'ident' && token.text === 'ago') {
       expectSymbol('(');
       const argument = next('the argument of ago()');
       const span = /^(\d+(?:\.\d+)?)(ms|d|h|m|s)$/.exec(argument.text);
-      if (argument.kind !== 'timespan' || !span) throw new KqlError(`ago() expects a timespan such as 7d or 12h; found '${argument.text}'.`);
+      if (argument.kind !== 'timespan' || !span)
+        throw new KqlError(`ago() expects a timespan such as 7d or 12h; found '${argument.text}'.`);
       expectSymbol(')');
       return new Date(now - Number(span[1]) * (TIMESPAN_MS[span[2] as string] as number)).toISOString();
     }
-    throw new KqlError(`Query could not be parsed: expected a value at position ${token.position}, found '${token.text}'.`);
+    throw new KqlError(
+      `Query could not be parsed: expected a value at position ${token.position}, found '${token.text}'.`,
+    );
   };
 
   const parseCondition = (): Condition => {
     const column = next('a column name');
-    if (column.kind !== 'ident') throw new KqlError(`Query could not be parsed: expected a column name at position ${column.position}, found '${column.text}'.`);
+    if (column.kind !== 'ident')
+      throw new KqlError(
+        `Query could not be parsed: expected a column name at position ${column.position}, found '${column.text}'.`,
+      );
     const operator = next(`an operator after '${column.text}'`);
     if (operator.text === 'in' && operator.kind === 'ident') {
       expectSymbol('(');
@@ -138,7 +155,9 @@ export function parseKql(query: string, now: number): KqlQuery {
     }
     const comparisons = ['==', '!=', '=~', '>', '>=', '<', '<=', 'contains', 'has'];
     if (!comparisons.includes(operator.text)) {
-      throw new KqlError(`Query could not be parsed: '${operator.text}' at position ${operator.position} is not a supported operator (${comparisons.join(', ')}, in).`);
+      throw new KqlError(
+        `Query could not be parsed: '${operator.text}' at position ${operator.position} is not a supported operator (${comparisons.join(', ')}, in).`,
+      );
     }
     return { column: column.text, operator: operator.text as Comparison, value: parseLiteral() };
   };
@@ -157,25 +176,34 @@ export function parseKql(query: string, now: number): KqlQuery {
       case 'take':
       case 'limit': {
         const count = next('a row count');
-        if (count.kind !== 'number' || !Number.isInteger(Number(count.text))) throw new KqlError(`'${keyword.text}' expects a whole number of rows; found '${count.text}'.`);
+        if (count.kind !== 'number' || !Number.isInteger(Number(count.text)))
+          throw new KqlError(`'${keyword.text}' expects a whole number of rows; found '${count.text}'.`);
         return { kind: 'take', count: Number(count.text) };
       }
       case 'project': {
         const columns = [];
         do {
           const column = next('a column name');
-          if (column.kind !== 'ident') throw new KqlError(`Query could not be parsed: expected a column name at position ${column.position}, found '${column.text}'.`);
+          if (column.kind !== 'ident')
+            throw new KqlError(
+              `Query could not be parsed: expected a column name at position ${column.position}, found '${column.text}'.`,
+            );
           columns.push(column.text);
         } while (peek()?.text === ',' && (index += 1));
         return { kind: 'project', columns };
       }
       default:
-        throw new KqlError(`Query operator '${keyword.text}' at position ${keyword.position} is not supported here (supported: where, take, limit, project).`);
+        throw new KqlError(
+          `Query operator '${keyword.text}' at position ${keyword.position} is not supported here (supported: where, take, limit, project).`,
+        );
     }
   };
 
   const table = next('a table name');
-  if (table.kind !== 'ident') throw new KqlError(`Query could not be parsed: expected a table name at position ${table.position}, found '${table.text}'.`);
+  if (table.kind !== 'ident')
+    throw new KqlError(
+      `Query could not be parsed: expected a table name at position ${table.position}, found '${table.text}'.`,
+    );
   const operations: Operation[] = [];
   while (peek()) {
     expectSymbol('|');
@@ -196,7 +224,9 @@ export function runKql(query: KqlQuery, table: HuntingTable): HuntingTable {
   for (const operation of query.operations) {
     if (operation.kind === 'where') {
       const checks = operation.conditions.map((condition) => ({ condition, type: typeOf(condition.column) }));
-      rows = rows.filter((row) => checks.every(({ condition, type }) => matches(row[condition.column] ?? null, condition, type)));
+      rows = rows.filter((row) =>
+        checks.every(({ condition, type }) => matches(row[condition.column] ?? null, condition, type)),
+      );
     } else if (operation.kind === 'take') {
       rows = rows.slice(0, operation.count);
     } else {
@@ -213,7 +243,11 @@ function matches(cell: string | number | null, condition: Condition, type: Colum
   if (condition.operator === 'in') return condition.values.some((value) => compare(cell, value, type) === 0);
   const { operator, value } = condition;
   if (operator === 'contains') return String(cell).toLowerCase().includes(String(value).toLowerCase());
-  if (operator === 'has') return String(cell).toLowerCase().split(/[^a-z0-9]+/i).includes(String(value).toLowerCase());
+  if (operator === 'has')
+    return String(cell)
+      .toLowerCase()
+      .split(/[^a-z0-9]+/i)
+      .includes(String(value).toLowerCase());
   if (operator === '=~') return String(cell).toLowerCase() === String(value).toLowerCase();
   const order = compare(cell, value, type);
   switch (operator) {

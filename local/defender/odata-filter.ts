@@ -65,7 +65,10 @@ export function tokenizeFilter(text: string): Token[] {
       tokens.push({ kind: 'string', text: value, position: start });
     } else if (/\d/.test(ch)) {
       const match = /^\d{4}-\d{2}-\d{2}(?:T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?)?/.exec(text.slice(i));
-      if (!match) throw new FilterSyntaxError(`Unexpected literal at position ${i}: expected a date-time such as 2020-09-06T14:46:57.0733333Z.`);
+      if (!match)
+        throw new FilterSyntaxError(
+          `Unexpected literal at position ${i}: expected a date-time such as 2020-09-06T14:46:57.0733333Z.`,
+        );
       tokens.push({ kind: 'datetime', text: match[0], position: i });
       i += match[0].length;
     } else if (/[A-Za-z_]/.test(ch)) {
@@ -95,8 +98,12 @@ export function parseIncidentFilter(text: string): FilterClause[] {
   const parseConjunction = (): FilterClause[] => {
     const clauses = parseTerm();
     for (let token = peek(); token && token.kind === 'word'; token = peek()) {
-      if (token.text === 'or') throw new FilterSyntaxError(`'or' at position ${token.position} is not supported: only 'and' combines clauses.`);
-      if (token.text !== 'and') throw new FilterSyntaxError(`Expected 'and' at position ${token.position}, found '${token.text}'.`);
+      if (token.text === 'or')
+        throw new FilterSyntaxError(
+          `'or' at position ${token.position} is not supported: only 'and' combines clauses.`,
+        );
+      if (token.text !== 'and')
+        throw new FilterSyntaxError(`Expected 'and' at position ${token.position}, found '${token.text}'.`);
       index += 1;
       clauses.push(...parseTerm());
     }
@@ -108,10 +115,12 @@ export function parseIncidentFilter(text: string): FilterClause[] {
     if (token.kind === 'open') {
       const inner = parseConjunction();
       const close = next("')'");
-      if (close.kind !== 'close') throw new FilterSyntaxError(`Expected ')' at position ${close.position}, found '${close.text}'.`);
+      if (close.kind !== 'close')
+        throw new FilterSyntaxError(`Expected ')' at position ${close.position}, found '${close.text}'.`);
       return inner;
     }
-    if (token.kind !== 'word') throw new FilterSyntaxError(`Expected a property name at position ${token.position}, found '${token.text}'.`);
+    if (token.kind !== 'word')
+      throw new FilterSyntaxError(`Expected a property name at position ${token.position}, found '${token.text}'.`);
     if (token.text === 'not') throw new FilterSyntaxError(`'not' at position ${token.position} is not supported.`);
     return [parseComparison(token)];
   };
@@ -126,7 +135,9 @@ export function parseIncidentFilter(text: string): FilterClause[] {
     const operatorToken = next(`an operator after '${field}'`);
     const operator = operatorToken.text;
     if (operatorToken.kind !== 'word' || !KNOWN_OPERATORS.includes(operator)) {
-      throw new FilterSyntaxError(`Expected an operator (eq, gt, ge, lt, le) after '${field}' at position ${operatorToken.position}, found '${operator}'.`);
+      throw new FilterSyntaxError(
+        `Expected an operator (eq, gt, ge, lt, le) after '${field}' at position ${operatorToken.position}, found '${operator}'.`,
+      );
     }
     const literal = next(`a value after '${field} ${operator}'`);
     if (TIME_FIELDS.includes(field)) {
@@ -140,17 +151,24 @@ export function parseIncidentFilter(text: string): FilterClause[] {
       }
       const ticks = parseTimestamp(literal.text);
       if (ticks === undefined) {
-        throw new FilterSyntaxError(`'${literal.text}' at position ${literal.position} is not a valid DateTimeOffset (ISO 8601 with Z or an offset, up to 7 fractional digits).`);
+        throw new FilterSyntaxError(
+          `'${literal.text}' at position ${literal.position} is not a valid DateTimeOffset (ISO 8601 with Z or an offset, up to 7 fractional digits).`,
+        );
       }
       return { field: field as TimeField, operator: operator as TimeOperator, ticks };
     }
     if (operator !== 'eq') throw new FilterSyntaxError(`Operator '${operator}' is not supported on ${field}: use eq.`);
-    if (literal.kind === 'word' && literal.text === 'null') return { field: field as 'status' | 'assignedTo', operator: 'eq', value: null };
+    if (literal.kind === 'word' && literal.text === 'null')
+      return { field: field as 'status' | 'assignedTo', operator: 'eq', value: null };
     if (literal.kind !== 'string') {
-      throw new FilterSyntaxError(`${field} is compared with a quoted string such as '${field === 'status' ? 'Active' : 'user@contoso.com'}'; found '${literal.text}' at position ${literal.position}.`);
+      throw new FilterSyntaxError(
+        `${field} is compared with a quoted string such as '${field === 'status' ? 'Active' : 'user@contoso.com'}'; found '${literal.text}' at position ${literal.position}.`,
+      );
     }
     if (field === 'status' && !(INCIDENT_STATUSES as readonly string[]).includes(literal.text)) {
-      throw new FilterSyntaxError(`'${literal.text}' is not an incident status: use one of ${INCIDENT_STATUSES.join(', ')}.`);
+      throw new FilterSyntaxError(
+        `'${literal.text}' is not an incident status: use one of ${INCIDENT_STATUSES.join(', ')}.`,
+      );
     }
     return { field: field as 'status' | 'assignedTo', operator: 'eq', value: literal.text };
   };
@@ -165,7 +183,8 @@ type FilterableIncident = Pick<Incident, 'lastUpdateTime' | 'createdTime' | 'sta
 
 export function matchesFilter(incident: FilterableIncident, clauses: readonly FilterClause[]): boolean {
   return clauses.every((clause) => {
-    if (clause.field === 'status' || clause.field === 'assignedTo') return (incident[clause.field] ?? null) === clause.value;
+    if (clause.field === 'status' || clause.field === 'assignedTo')
+      return (incident[clause.field] ?? null) === clause.value;
     const ticks = parseTimestamp(String(incident[clause.field]));
     if (ticks === undefined) return false;
     switch (clause.operator) {

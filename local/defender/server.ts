@@ -74,12 +74,36 @@ export async function startDefender(options: DefenderOptions): Promise<DefenderS
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.use('/_control', createControlRouter({ store, faults: options.faults, stats, limiters: [incidentLimiter, getIncidentLimiter, huntingLimiter], hunting, now }));
+  app.use(
+    '/_control',
+    createControlRouter({
+      store,
+      faults: options.faults,
+      stats,
+      limiters: [incidentLimiter, getIncidentLimiter, huntingLimiter],
+      hunting,
+      now,
+    }),
+  );
   app.use(
     '/api',
-    createApiRouter({ store, verifier: options.verifier, faults: options.faults, stats, incidentLimiter, getIncidentLimiter, huntingLimiter, huntingQuota: hunting, now, baseUrl: () => baseUrl, log }),
+    createApiRouter({
+      store,
+      verifier: options.verifier,
+      faults: options.faults,
+      stats,
+      incidentLimiter,
+      getIncidentLimiter,
+      huntingLimiter,
+      huntingQuota: hunting,
+      now,
+      baseUrl: () => baseUrl,
+      log,
+    }),
   );
-  app.use((req, res) => sendDefenderError(res, new DefenderApiError(404, 'ResourceNotFound', `No resource at ${req.path}.`)));
+  app.use((req, res) =>
+    sendDefenderError(res, new DefenderApiError(404, 'ResourceNotFound', `No resource at ${req.path}.`)),
+  );
 
   const server = await startHttpsServer(options.tls, app, options.port ?? 0);
   baseUrl = server.url;

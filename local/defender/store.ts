@@ -18,7 +18,8 @@ interface TenantData {
   incidents: Map<number, Incident>;
 }
 
-const compareTicks = (a: bigint | undefined, b: bigint | undefined): number => (a === b ? 0 : (a ?? -1n) < (b ?? -1n) ? -1 : 1);
+const compareTicks = (a: bigint | undefined, b: bigint | undefined): number =>
+  a === b ? 0 : (a ?? -1n) < (b ?? -1n) ? -1 : 1;
 
 export class IncidentStore {
   readonly #tenants = new Map<string, TenantData>();
@@ -70,7 +71,9 @@ export class IncidentStore {
 
   /** All of the tenant's incidents sorted by incidentId (the stable order paging cuts on). */
   list(tenantId: string): Incident[] {
-    return [...this.#require(tenantId).incidents.values()].sort((a, b) => a.incidentId - b.incidentId).map((incident) => structuredClone(incident));
+    return [...this.#require(tenantId).incidents.values()]
+      .sort((a, b) => a.incidentId - b.incidentId)
+      .map((incident) => structuredClone(incident));
   }
 
   /** The matching incidents in incidentId order, from `skip`, at most `top`: cheap for large tenants. */
@@ -104,7 +107,11 @@ export class IncidentStore {
       for (let i = 0; i < churn.perPage && i < notYetListed.length; i++) {
         // Spread over what is left, so changes land on every later page.
         const target = notYetListed[Math.floor((i * notYetListed.length) / churn.perPage)]!;
-        this.update(tenantId, target.incidentId, (incident) => void (incident.tags = [...new Set([...(incident.tags ?? []), 'changed-while-paging'])]));
+        this.update(
+          tenantId,
+          target.incidentId,
+          (incident) => void (incident.tags = [...new Set([...(incident.tags ?? []), 'changed-while-paging'])]),
+        );
         churn.changed.push(target.incidentId);
       }
     }

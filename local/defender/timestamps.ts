@@ -24,7 +24,11 @@ export function parseTimestamp(text: string): bigint | undefined {
 function sameCalendarDay(ms: number, zone: string | undefined, year?: string, month?: string, day?: string): boolean {
   if (zone !== undefined && zone !== 'Z') return true;
   const date = new Date(ms);
-  return date.getUTCFullYear() === Number(year) && date.getUTCMonth() + 1 === Number(month) && date.getUTCDate() === Number(day);
+  return (
+    date.getUTCFullYear() === Number(year) &&
+    date.getUTCMonth() + 1 === Number(month) &&
+    date.getUTCDate() === Number(day)
+  );
 }
 
 /** `2020-09-06T14:46:57.0733333Z`: always 7 fractional digits, as Defender writes them. */

@@ -45,11 +45,22 @@ export type Determination = (typeof DETERMINATIONS)[number];
  * `NotAvailable` clears a determination.
  */
 export const DETERMINATIONS_BY_CLASSIFICATION: Partial<Record<Classification, readonly Determination[]>> = {
-  TruePositive: ['MultiStagedAttack', 'MaliciousUserActivity', 'CompromisedAccount', 'Malware', 'Phishing', 'UnwantedSoftware', 'Other'],
+  TruePositive: [
+    'MultiStagedAttack',
+    'MaliciousUserActivity',
+    'CompromisedAccount',
+    'Malware',
+    'Phishing',
+    'UnwantedSoftware',
+    'Other',
+  ],
   InformationalExpectedActivity: ['SecurityTesting', 'LineOfBusinessApplication', 'ConfirmedActivity', 'Other'],
   FalsePositive: ['Clean', 'NoEnoughDataToValidate', 'Other'],
 };
-export const SETTABLE_DETERMINATIONS: readonly Determination[] = ['NotAvailable', ...new Set(Object.values(DETERMINATIONS_BY_CLASSIFICATION).flat())];
+export const SETTABLE_DETERMINATIONS: readonly Determination[] = [
+  'NotAvailable',
+  ...new Set(Object.values(DETERMINATIONS_BY_CLASSIFICATION).flat()),
+];
 
 export const SERVICE_SOURCES = [
   'MicrosoftDefenderForEndpoint',

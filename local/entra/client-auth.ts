@@ -26,7 +26,8 @@ export async function authenticateClient(
 ): Promise<ClientAuthenticationMethod> {
   if (params.clientAssertion !== undefined || params.clientAssertionType !== undefined) {
     if (!params.clientAssertionType) throw entraErrors.missingParameter('client_assertion_type');
-    if (params.clientAssertionType !== JWT_BEARER_ASSERTION_TYPE) throw entraErrors.unsupportedAssertionType(params.clientAssertionType);
+    if (params.clientAssertionType !== JWT_BEARER_ASSERTION_TYPE)
+      throw entraErrors.unsupportedAssertionType(params.clientAssertionType);
     if (!params.clientAssertion) throw entraErrors.missingParameter('client_assertion');
     await verifyClientAssertion(app, params.clientAssertion, options.tokenEndpoints);
     return 'certificate';
@@ -48,7 +49,8 @@ async function verifyClientAssertion(app: AppRegistration, assertion: string, to
   }
   const x5tS256 = typeof header['x5t#S256'] === 'string' ? header['x5t#S256'] : undefined;
   const x5t = typeof header.x5t === 'string' ? header.x5t : undefined;
-  if (!x5tS256 && !x5t) throw entraErrors.assertionInvalid('The assertion header names no certificate (x5t or x5t#S256).');
+  if (!x5tS256 && !x5t)
+    throw entraErrors.assertionInvalid('The assertion header names no certificate (x5t or x5t#S256).');
   const certificate = app.certificates.find((c) => (x5tS256 ? c.x5tS256 === x5tS256 : c.x5t === x5t));
   if (!certificate) throw entraErrors.assertionCertificateUnknown(x5tS256 ?? x5t ?? '');
   const now = Date.now();

@@ -12,7 +12,9 @@ const id = z.string().trim().min(1);
 const tenantApp = z.object({ tenantId: id, clientId: id });
 const grant = tenantApp
   .extend({ resource: id, roles: z.array(id).optional(), scopes: z.array(id).optional() })
-  .refine((g) => (g.roles?.length ?? 0) + (g.scopes?.length ?? 0) > 0, { message: 'Give roles (application permissions) or scopes (delegated permissions).' });
+  .refine((g) => (g.roles?.length ?? 0) + (g.scopes?.length ?? 0) > 0, {
+    message: 'Give roles (application permissions) or scopes (delegated permissions).',
+  });
 const secret = z.object({ clientId: id, secret: id });
 const tenant = z.object({ tenantId: id, displayName: id });
 const app = z.object({
@@ -68,57 +70,94 @@ export function controlRouter(registry: EntraRegistry, msi?: ManagedIdentityEndp
   const router = express.Router();
   router.use(express.json({ limit: '1mb' }));
 
-  router.post('/tenants', handle((req, res) => {
-    res.status(201).json(registry.addTenant(parse(tenant, req.body)));
-  }));
-  router.post('/apps', handle((req, res) => {
-    const added = registry.addApp(parse(app, req.body));
-    res.status(201).json({ clientId: added.clientId, servicePrincipalId: registry.servicePrincipalId(added.homeTenantId, added.clientId) });
-  }));
-  router.post('/apps/access-token-version', handle((req, res) => {
-    const { clientId, accessTokenVersion } = parse(tokenVersion, req.body);
-    registry.setAccessTokenVersion(clientId, accessTokenVersion);
-    res.json({ clientId: clientId.toLowerCase(), accessTokenVersion });
-  }));
-  router.post('/users', handle((req, res) => {
-    const { password: _password, ...added } = registry.addUser(parse(user, req.body));
-    res.status(201).json(added);
-  }));
-  router.post('/managed-identities', handle((req, res) => {
-    const { assignToApp, ...options } = parse(managedIdentity, req.body);
-    const added = registry.addManagedIdentity(options);
-    if (assignToApp !== false) {
-      if (!msi) throw new Error('This Entra stand-in serves no managed-identity endpoint to assign the identity to.');
-      msi.assign(added.clientId);
-    }
-    res.status(201).json({ ...added, assignedToApp: assignToApp !== false });
-  }));
-  router.post('/consent', handle((req, res) => {
-    const { tenantId, clientId } = parse(tenantApp, req.body);
-    const sp = registry.consent(tenantId, clientId);
-    res.json({ tenantId: sp.tenantId, clientId: sp.clientId, servicePrincipalId: sp.objectId });
-  }));
-  router.delete('/consent', handle((req, res) => {
-    const { tenantId, clientId } = parse(tenantApp, req.body);
-    registry.revokeConsent(tenantId, clientId);
-    res.status(204).end();
-  }));
-  router.post('/grants', handle((req, res) => {
-    const g = parse(grant, req.body);
-    if (g.roles?.length) registry.grantAppPermissions(g.tenantId, g.clientId, g.resource, g.roles);
-    if (g.scopes?.length) registry.grantDelegatedPermissions(g.tenantId, g.clientId, g.resource, g.scopes);
-    res.json({ tenantId: g.tenantId, clientId: g.clientId, servicePrincipalId: registry.servicePrincipalId(g.tenantId, g.clientId) });
-  }));
-  router.post('/secrets', handle((req, res) => {
-    const { clientId, secret: value } = parse(secret, req.body);
-    registry.addSecret(clientId, value);
-    res.status(201).json({ clientId });
-  }));
-  router.delete('/secrets', handle((req, res) => {
-    const { clientId, secret: value } = parse(secret, req.body);
-    registry.removeSecret(clientId, value);
-    res.status(204).end();
-  }));
+  router.post(
+    '/tenants',
+    handle((req, res) => {
+      res.status(201).json(registry.addTenant(parse(tenant, req.body)));
+    }),
+  );
+  router.post(
+    '/apps',
+    handle((req, res) => {
+      const added = registry.addApp(parse(app, req.body));
+      res.status(201).json({
+        clientId: added.clientId,
+        servicePrincipalId: registry.servicePrincipalId(added.homeTenantId, added.clientId),
+      });
+    }),
+  );
+  router.post(
+    '/apps/access-token-version',
+    handle((req, res) => {
+      const { clientId, accessTokenVersion } = parse(tokenVersion, req.body);
+      registry.setAccessTokenVersion(clientId, accessTokenVersion);
+      res.json({ clientId: clientId.toLowerCase(), accessTokenVersion });
+    }),
+  );
+  router.post(
+    '/users',
+    handle((req, res) => {
+      const { password: _password, ...added } = registry.addUser(parse(user, req.body));
+      res.status(201).json(added);
+    }),
+  );
+  router.post(
+    '/managed-identities',
+    handle((req, res) => {
+      const { assignToApp, ...options } = parse(managedIdentity, req.body);
+      const added = registry.addManagedIdentity(options);
+      if (assignToApp !== false) {
+        if (!msi) throw new Error('This Entra stand-in serves no managed-identity endpoint to assign the identity to.');
+        msi.assign(added.clientId);
+      }
+      res.status(201).json({ ...added, assignedToApp: assignToApp !== false });
+    }),
+  );
+  router.post(
+    '/consent',
+    handle((req, res) => {
+      const { tenantId, clientId } = parse(tenantApp, req.body);
+      const sp = registry.consent(tenantId, clientId);
+      res.json({ tenantId: sp.tenantId, clientId: sp.clientId, servicePrincipalId: sp.objectId });
+    }),
+  );
+  router.delete(
+    '/consent',
+    handle((req, res) => {
+      const { tenantId, clientId } = parse(tenantApp, req.body);
+      registry.revokeConsent(tenantId, clientId);
+      res.status(204).end();
+    }),
+  );
+  router.post(
+    '/grants',
+    handle((req, res) => {
+      const g = parse(grant, req.body);
+      if (g.roles?.length) registry.grantAppPermissions(g.tenantId, g.clientId, g.resource, g.roles);
+      if (g.scopes?.length) registry.grantDelegatedPermissions(g.tenantId, g.clientId, g.resource, g.scopes);
+      res.json({
+        tenantId: g.tenantId,
+        clientId: g.clientId,
+        servicePrincipalId: registry.servicePrincipalId(g.tenantId, g.clientId),
+      });
+    }),
+  );
+  router.post(
+    '/secrets',
+    handle((req, res) => {
+      const { clientId, secret: value } = parse(secret, req.body);
+      registry.addSecret(clientId, value);
+      res.status(201).json({ clientId });
+    }),
+  );
+  router.delete(
+    '/secrets',
+    handle((req, res) => {
+      const { clientId, secret: value } = parse(secret, req.body);
+      registry.removeSecret(clientId, value);
+      res.status(204).end();
+    }),
+  );
   router.get('/registry', (_req, res) => {
     res.json(registrySnapshot(registry, msi));
   });
@@ -127,7 +166,12 @@ export function controlRouter(registry: EntraRegistry, msi?: ManagedIdentityEndp
   });
   // Malformed JSON bodies reach here from express.json().
   router.use((err: unknown, _req: Request, res: Response, _next: express.NextFunction) => {
-    res.status(400).json({ error: { code: 'InvalidRequest', message: `The body is not valid JSON (${err instanceof Error ? err.message : 'unreadable'}).` } });
+    res.status(400).json({
+      error: {
+        code: 'InvalidRequest',
+        message: `The body is not valid JSON (${err instanceof Error ? err.message : 'unreadable'}).`,
+      },
+    });
   });
   return router;
 }
@@ -155,9 +199,16 @@ export function registrySnapshot(registry: EntraRegistry, msi?: ManagedIdentityE
       clientId: sp.clientId,
       servicePrincipalId: sp.objectId,
       appPermissions: Object.fromEntries([...sp.appPermissions].map(([resource, roles]) => [resource, [...roles]])),
-      delegatedPermissions: Object.fromEntries([...sp.delegatedPermissions].map(([resource, scopes]) => [resource, [...scopes]])),
+      delegatedPermissions: Object.fromEntries(
+        [...sp.delegatedPermissions].map(([resource, scopes]) => [resource, [...scopes]]),
+      ),
     })),
-    users: registry.users().map((u) => ({ tenantId: u.tenantId, userPrincipalName: u.userPrincipalName, displayName: u.displayName, objectId: u.objectId })),
+    users: registry.users().map((u) => ({
+      tenantId: u.tenantId,
+      userPrincipalName: u.userPrincipalName,
+      displayName: u.displayName,
+      objectId: u.objectId,
+    })),
     // The identities and whether the local app has them; never the IDENTITY_HEADER.
     managedIdentities: registry.managedIdentities().map((m) => ({ ...m, assignedToApp: assigned.has(m.clientId) })),
   };

@@ -31,7 +31,10 @@ export interface EntraErrorBody {
 
 /** Entra writes timestamps as `2024-05-01 12:34:56Z`. */
 function entraTimestamp(date = new Date()): string {
-  return date.toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+  return date
+    .toISOString()
+    .replace('T', ' ')
+    .replace(/\.\d+Z$/, 'Z');
 }
 
 export function errorBody(err: EntraError, authorityHost: string, correlationId?: string): EntraErrorBody {
@@ -61,12 +64,23 @@ export const entraErrors = {
         'Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant.',
     ),
   noTenantInRequest: () =>
-    new EntraError(400, 'invalid_request', 50059, 'No tenant-identifying information found in either the request or implied by any provided credentials.'),
+    new EntraError(
+      400,
+      'invalid_request',
+      50059,
+      'No tenant-identifying information found in either the request or implied by any provided credentials.',
+    ),
   missingParameter: (name: string) =>
     new EntraError(400, 'invalid_request', 900144, `The request body must contain the following parameter: '${name}'.`),
-  malformedRequest: (detail: string) => new EntraError(400, 'invalid_request', 9002313, `Invalid request. Request is malformed or invalid. ${detail}`),
+  malformedRequest: (detail: string) =>
+    new EntraError(400, 'invalid_request', 9002313, `Invalid request. Request is malformed or invalid. ${detail}`),
   postOnly: (method: string) =>
-    new EntraError(400, 'invalid_request', 900561, `The endpoint only accepts POST, OPTIONS requests. Received a ${method} request.`),
+    new EntraError(
+      400,
+      'invalid_request',
+      900561,
+      `The endpoint only accepts POST, OPTIONS requests. Received a ${method} request.`,
+    ),
   unsupportedGrantType: (grant: string) =>
     new EntraError(400, 'unsupported_grant_type', 70003, `The app requested an unsupported grant type '${grant}'.`),
   applicationNotFound: (clientId: string, tenantName: string) =>
@@ -79,7 +93,12 @@ export const entraErrors = {
         'You may have sent your authentication request to the wrong tenant.',
     ),
   clientCredentialRequired: () =>
-    new EntraError(401, 'invalid_client', 7000218, "The request body must contain the following parameter: 'client_assertion' or 'client_secret'."),
+    new EntraError(
+      401,
+      'invalid_client',
+      7000218,
+      "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+    ),
   invalidClientSecret: (clientId: string) =>
     new EntraError(
       401,
@@ -88,7 +107,12 @@ export const entraErrors = {
       `Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '${clientId}'.`,
     ),
   unsupportedAssertionType: (type: string) =>
-    new EntraError(400, 'invalid_request', 700026, `Client assertion type '${type}' is not supported; use 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'.`),
+    new EntraError(
+      400,
+      'invalid_request',
+      700026,
+      `Client assertion type '${type}' is not supported; use 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer'.`,
+    ),
   assertionInvalid: (reason: string) =>
     new EntraError(401, 'invalid_client', 700027, `Client assertion failed signature validation. [Reason - ${reason}]`),
   assertionCertificateUnknown: (thumbprint: string) =>
@@ -103,9 +127,19 @@ export const entraErrors = {
   assertionWrongAudience: () =>
     new EntraError(401, 'invalid_client', 700023, 'Client assertion audience claim does not match Realm issuer.'),
   assertionWrongClient: () =>
-    new EntraError(401, 'invalid_client', 700021, "Client assertion application identifier doesn't match 'client_id' parameter."),
+    new EntraError(
+      401,
+      'invalid_client',
+      700021,
+      "Client assertion application identifier doesn't match 'client_id' parameter.",
+    ),
   invalidScope: (scope: string, detail: string) =>
-    new EntraError(400, 'invalid_scope', 70011, `The provided value for the input parameter 'scope' is not valid. The scope '${scope}' is not valid. ${detail}`),
+    new EntraError(
+      400,
+      'invalid_scope',
+      70011,
+      `The provided value for the input parameter 'scope' is not valid. The scope '${scope}' is not valid. ${detail}`,
+    ),
   clientCredentialsNeedDefault: (scope: string) =>
     new EntraError(
       400,
@@ -138,9 +172,17 @@ export const entraErrors = {
       50034,
       `The user account {EUII Hidden} does not exist in the ${tenantName} directory. To sign into this application, the account must be added to the directory.`,
     ),
-  wrongPassword: () => new EntraError(400, 'invalid_grant', 50126, 'Error validating credentials due to invalid username or password.'),
-  oboAssertionInvalid: (reason: string) => new EntraError(400, 'invalid_grant', 50013, `Assertion failed signature validation. [Reason - ${reason}]`),
-  oboAssertionExpired: () => new EntraError(400, 'invalid_grant', 500133, 'Assertion is not within its valid time range. Ensure that the access token is not expired before using it for user assertion, or request a new token.'),
+  wrongPassword: () =>
+    new EntraError(400, 'invalid_grant', 50126, 'Error validating credentials due to invalid username or password.'),
+  oboAssertionInvalid: (reason: string) =>
+    new EntraError(400, 'invalid_grant', 50013, `Assertion failed signature validation. [Reason - ${reason}]`),
+  oboAssertionExpired: () =>
+    new EntraError(
+      400,
+      'invalid_grant',
+      500133,
+      'Assertion is not within its valid time range. Ensure that the access token is not expired before using it for user assertion, or request a new token.',
+    ),
   oboAudienceMismatch: (audience: string, expected: string) =>
     new EntraError(
       400,
@@ -148,9 +190,15 @@ export const entraErrors = {
       50013,
       `Assertion audience does not match the Client app presenting the assertion. The audience in the assertion was '${audience}' and the expected audience is '${expected}'.`,
     ),
-  oboWrongTenant: () => new EntraError(400, 'invalid_grant', 50013, 'Assertion failed: the assertion was issued by another tenant.'),
+  oboWrongTenant: () =>
+    new EntraError(400, 'invalid_grant', 50013, 'Assertion failed: the assertion was issued by another tenant.'),
   oboNotAUserToken: () =>
-    new EntraError(400, 'invalid_grant', 50013, 'Assertion is not a user token: the on-behalf-of flow needs a token issued to a user.'),
+    new EntraError(
+      400,
+      'invalid_grant',
+      50013,
+      'Assertion is not a user token: the on-behalf-of flow needs a token issued to a user.',
+    ),
   /** What an injected `status` fault answers. */
   injected: (status: number) =>
     status >= 500 || status === 429

@@ -63,14 +63,27 @@ function serviceError(status: number, message: string): MsiAnswer {
 
 export const msiErrors = {
   header: () =>
-    serviceError(403, 'The request has no valid X-IDENTITY-HEADER: send the value of the IDENTITY_HEADER environment variable in the X-IDENTITY-HEADER header.'),
+    serviceError(
+      403,
+      'The request has no valid X-IDENTITY-HEADER: send the value of the IDENTITY_HEADER environment variable in the X-IDENTITY-HEADER header.',
+    ),
   method: (method: string) => serviceError(405, `The managed identity endpoint only accepts GET, not ${method}.`),
   apiVersion: (given: string | null) =>
-    serviceError(400, `${given === null ? 'The api-version query parameter is required' : `The api-version '${given}' is not supported`}: use api-version=${MSI_API_VERSION}.`),
-  resource: () => serviceError(400, "The 'resource' query parameter is required: the Microsoft Entra resource URI to get a token for."),
+    serviceError(
+      400,
+      `${given === null ? 'The api-version query parameter is required' : `The api-version '${given}' is not supported`}: use api-version=${MSI_API_VERSION}.`,
+    ),
+  resource: () =>
+    serviceError(
+      400,
+      "The 'resource' query parameter is required: the Microsoft Entra resource URI to get a token for.",
+    ),
   repeated: (name: string) => serviceError(400, `The query parameter '${name}' was given more than once.`),
   severalIdentities: (names: string[]) =>
-    serviceError(400, `Give only one of client_id, principal_id (or object_id) and mi_res_id; the request has ${names.join(', ')}.`),
+    serviceError(
+      400,
+      `Give only one of client_id, principal_id (or object_id) and mi_res_id; the request has ${names.join(', ')}.`,
+    ),
   /** Word for word what App Service answers (Azure/azure-sdk-for-net#43691). */
   identityNotFound: () => serviceError(400, 'Unable to load the proper Managed Identity.'),
 } as const;
@@ -120,11 +133,14 @@ export class ManagedIdentityEndpoint {
   }
 
   unassign(clientId: string): void {
-    if (!this.#assigned.delete(clientId.toLowerCase())) throw new Error(`No managed identity with client id ${clientId} is assigned to the app.`);
+    if (!this.#assigned.delete(clientId.toLowerCase()))
+      throw new Error(`No managed identity with client id ${clientId} is assigned to the app.`);
   }
 
   assigned(): ManagedIdentity[] {
-    return [...this.#assigned].map((clientId) => this.#registry.managedIdentity({ clientId })).filter((m): m is ManagedIdentity => !!m);
+    return [...this.#assigned]
+      .map((clientId) => this.#registry.managedIdentity({ clientId }))
+      .filter((m): m is ManagedIdentity => !!m);
   }
 
   async handle(method: string, query: URLSearchParams, identityHeader: string | undefined): Promise<MsiAnswer> {
@@ -178,7 +194,10 @@ export class ManagedIdentityEndpoint {
   }
 
   /** The assigned identity the request names; none named: the system-assigned identity, which the app does not have. */
-  #select(parameter: (typeof IDENTITY_PARAMETERS)[number] | undefined, value: string | undefined): ManagedIdentity | undefined {
+  #select(
+    parameter: (typeof IDENTITY_PARAMETERS)[number] | undefined,
+    value: string | undefined,
+  ): ManagedIdentity | undefined {
     if (!parameter || value === undefined) return undefined;
     const identity =
       parameter === 'client_id'

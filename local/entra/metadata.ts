@@ -3,7 +3,11 @@
  * MSAL reads authorization_endpoint, token_endpoint, issuer, jwks_uri and end_session_endpoint from it;
  * the rest is there because clients other than MSAL read it too.
  */
-export function openIdConfiguration(authorityHost: string, tenantSegment: string, tenantId: string | undefined): Record<string, unknown> {
+export function openIdConfiguration(
+  authorityHost: string,
+  tenantSegment: string,
+  tenantId: string | undefined,
+): Record<string, unknown> {
   const base = authorityHost.replace(/\/$/, '');
   const at = `${base}/${tenantSegment}`;
   return {
@@ -25,8 +29,25 @@ export function openIdConfiguration(authorityHost: string, tenantSegment: string
     frontchannel_logout_supported: true,
     end_session_endpoint: `${at}/oauth2/v2.0/logout`,
     claims_supported: [
-      'sub', 'iss', 'cloud_instance_name', 'cloud_instance_host_name', 'cloud_graph_host_name', 'msgraph_host',
-      'aud', 'exp', 'iat', 'auth_time', 'acr', 'nonce', 'preferred_username', 'name', 'tid', 'ver', 'at_hash', 'c_hash', 'email',
+      'sub',
+      'iss',
+      'cloud_instance_name',
+      'cloud_instance_host_name',
+      'cloud_graph_host_name',
+      'msgraph_host',
+      'aud',
+      'exp',
+      'iat',
+      'auth_time',
+      'acr',
+      'nonce',
+      'preferred_username',
+      'name',
+      'tid',
+      'ver',
+      'at_hash',
+      'c_hash',
+      'email',
     ],
     kerberos_endpoint: `${at}/kerberos`,
     tenant_region_scope: 'EU',
@@ -45,7 +66,11 @@ export function openIdConfiguration(authorityHost: string, tenantSegment: string
  * jwks_uri the tenant-independent `/common/discovery/keys`, as Entra writes them.
  * https://learn.microsoft.com/entra/identity-platform/access-tokens#v10-and-v20-tokens
  */
-export function openIdConfigurationV1(authorityHost: string, tenantSegment: string, tenantId: string | undefined): Record<string, unknown> {
+export function openIdConfigurationV1(
+  authorityHost: string,
+  tenantSegment: string,
+  tenantId: string | undefined,
+): Record<string, unknown> {
   const base = authorityHost.replace(/\/$/, '');
   const at = `${base}/${tenantSegment}`;
   return {
@@ -65,8 +90,23 @@ export function openIdConfigurationV1(authorityHost: string, tenantSegment: stri
     frontchannel_logout_supported: true,
     end_session_endpoint: `${at}/oauth2/logout`,
     claims_supported: [
-      'sub', 'iss', 'cloud_instance_name', 'cloud_instance_host_name', 'cloud_graph_host_name', 'msgraph_host',
-      'aud', 'exp', 'iat', 'auth_time', 'acr', 'amr', 'nonce', 'email', 'given_name', 'family_name', 'nickname',
+      'sub',
+      'iss',
+      'cloud_instance_name',
+      'cloud_instance_host_name',
+      'cloud_graph_host_name',
+      'msgraph_host',
+      'aud',
+      'exp',
+      'iat',
+      'auth_time',
+      'acr',
+      'amr',
+      'nonce',
+      'email',
+      'given_name',
+      'family_name',
+      'nickname',
     ],
     check_session_iframe: `${at}/oauth2/checksession`,
     userinfo_endpoint: `${at}/openid/userinfo`,

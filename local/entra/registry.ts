@@ -241,10 +241,12 @@ export class EntraRegistry {
     this.#requireTenant(options.homeTenantId);
     const clientId = options.clientId.toLowerCase();
     if (this.#apps.has(clientId)) throw new Error(`An app with client id ${clientId} is already registered.`);
-    if (this.#managedIdentities.has(clientId)) throw new Error(`The client id ${clientId} belongs to a managed identity.`);
+    if (this.#managedIdentities.has(clientId))
+      throw new Error(`The client id ${clientId} belongs to a managed identity.`);
     if (options.identifierUri) {
       const taken = this.#resolveGlobal(options.identifierUri);
-      if (taken) throw new Error(`The identifier URI ${options.identifierUri} is already used by ${taken.displayName}.`);
+      if (taken)
+        throw new Error(`The identifier URI ${options.identifierUri} is already used by ${taken.displayName}.`);
     }
     const secrets = options.secrets ?? [];
     const certificates = (options.certificates ?? []).map(thumbprints);
@@ -276,7 +278,8 @@ export class EntraRegistry {
 
   /** Edits the manifest's `accessTokenAcceptedVersion`: tokens issued from now on for the app's API have this version. */
   setAccessTokenVersion(clientId: string, version: AccessTokenVersion): void {
-    if (version !== 1 && version !== 2) throw new Error(`accessTokenAcceptedVersion is 1 or 2, not ${String(version)}.`);
+    if (version !== 1 && version !== 2)
+      throw new Error(`accessTokenAcceptedVersion is 1 or 2, not ${String(version)}.`);
     this.#requireApp(clientId).accessTokenVersion = version;
   }
 
@@ -371,7 +374,13 @@ export class EntraRegistry {
     sp.delegatedPermissions.set(api.id, granted);
   }
 
-  addUser(options: { tenantId: string; userPrincipalName: string; password: string; displayName: string; objectId?: string }): User {
+  addUser(options: {
+    tenantId: string;
+    userPrincipalName: string;
+    password: string;
+    displayName: string;
+    objectId?: string;
+  }): User {
     const tenant = this.#requireTenant(options.tenantId);
     const user: User = {
       tenantId: tenant.tenantId,
@@ -399,7 +408,9 @@ export class EntraRegistry {
   addManagedIdentity(options: AddManagedIdentityOptions): ManagedIdentity {
     const tenant = this.#requireTenant(options.tenantId);
     if (!/^[A-Za-z0-9][A-Za-z0-9_-]{2,127}$/.test(options.name)) {
-      throw new Error(`'${options.name}' is not a valid managed identity name (3-128 letters, digits, '-' or '_', starting with a letter or digit).`);
+      throw new Error(
+        `'${options.name}' is not a valid managed identity name (3-128 letters, digits, '-' or '_', starting with a letter or digit).`,
+      );
     }
     const identity: ManagedIdentity = {
       name: options.name,
@@ -411,16 +422,23 @@ export class EntraRegistry {
         `/subscriptions/${LOCAL_SUBSCRIPTION_ID}/resourcegroups/local/providers/Microsoft.ManagedIdentity/userAssignedIdentities/${options.name}`,
     };
     const clash = [...this.#managedIdentities.values()].find(
-      (m) => m.clientId === identity.clientId || m.principalId === identity.principalId || m.resourceId.toLowerCase() === identity.resourceId.toLowerCase(),
+      (m) =>
+        m.clientId === identity.clientId ||
+        m.principalId === identity.principalId ||
+        m.resourceId.toLowerCase() === identity.resourceId.toLowerCase(),
     );
-    if (clash) throw new Error(`The managed identity ${clash.name} already has that client id, principal id or resource id.`);
-    if (this.#apps.has(identity.clientId)) throw new Error(`The client id ${identity.clientId} belongs to an app registration.`);
+    if (clash)
+      throw new Error(`The managed identity ${clash.name} already has that client id, principal id or resource id.`);
+    if (this.#apps.has(identity.clientId))
+      throw new Error(`The client id ${identity.clientId} belongs to an app registration.`);
     this.#managedIdentities.set(identity.clientId, identity);
     return { ...identity };
   }
 
   /** The managed identity with this client id, principal (object) id or resource id (case-insensitive). */
-  managedIdentity(by: { clientId: string } | { principalId: string } | { resourceId: string }): ManagedIdentity | undefined {
+  managedIdentity(
+    by: { clientId: string } | { principalId: string } | { resourceId: string },
+  ): ManagedIdentity | undefined {
     const all = [...this.#managedIdentities.values()];
     const found =
       'clientId' in by

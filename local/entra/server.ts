@@ -117,13 +117,18 @@ export async function startEntra(options: StartEntraOptions): Promise<EntraStand
 
   app.post('/:tenant/oauth2/v2.0/token', express.urlencoded({ extended: false, limit: '200kb' }), async (req, res) => {
     const params = readForm(req.body);
-    const correlationId = req.get('client-request-id') ?? (typeof params === 'object' ? params['client-request-id'] : undefined);
+    const correlationId =
+      req.get('client-request-id') ?? (typeof params === 'object' ? params['client-request-id'] : undefined);
     try {
       if (typeof params === 'string') throw entraErrors.malformedRequest(params);
       const { body, summary } = await handleTokenRequest({ registry, issuer, url: url }, req.params.tenant, params);
-      const permissions = summary.roles ? `roles=[${summary.roles.join(',')}]` : `scp=[${(summary.scopes ?? []).join(',')}]`;
-      log(`entra: issued ${summary.grant} token tid=${summary.tenantId} client=${summary.clientId} aud=${summary.audience} ${permissions}` +
-        (summary.user ? ` user=${summary.user}` : ''));
+      const permissions = summary.roles
+        ? `roles=[${summary.roles.join(',')}]`
+        : `scp=[${(summary.scopes ?? []).join(',')}]`;
+      log(
+        `entra: issued ${summary.grant} token tid=${summary.tenantId} client=${summary.clientId} aud=${summary.audience} ${permissions}` +
+          (summary.user ? ` user=${summary.user}` : ''),
+      );
       res.set('Pragma', 'no-cache').json(body);
     } catch (err) {
       if (!(err instanceof EntraError)) throw err;
@@ -154,7 +159,8 @@ export async function startEntra(options: StartEntraOptions): Promise<EntraStand
   // Body-parser failures (bad encoding, oversized body) are the client's fault: answer in Entra's shape, never 500.
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     const status = typeof err === 'object' && err && 'status' in err ? Number(err.status) : 500;
-    if (status >= 400 && status < 500) return sendError(req, res, entraErrors.malformedRequest('The request body could not be read.'));
+    if (status >= 400 && status < 500)
+      return sendError(req, res, entraErrors.malformedRequest('The request body could not be read.'));
     log(`entra: internal error on ${req.method} ${req.path}: ${err instanceof Error ? err.message : String(err)}`);
     res.status(500).json(errorBody(new EntraError(500, 'server_error', 90033, 'An internal error occurred.'), url));
   });

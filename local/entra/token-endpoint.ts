@@ -1,7 +1,14 @@
 import { createLocalJWKSet, errors, jwtVerify, type JWTPayload } from 'jose';
 import { authenticateClient } from './client-auth.js';
 import { EntraError, entraErrors } from './errors.js';
-import { audienceFor, type AppRegistration, type EntraRegistry, type ResourceApi, type ServicePrincipal, type Tenant } from './registry.js';
+import {
+  audienceFor,
+  type AppRegistration,
+  type EntraRegistry,
+  type ResourceApi,
+  type ServicePrincipal,
+  type Tenant,
+} from './registry.js';
 import type { ClientAuthenticationMethod, TokenIssuer } from './token-issuer.js';
 
 /**
@@ -80,7 +87,11 @@ function specificTenant(ctx: TokenEndpointContext, segment: string): Tenant {
 }
 
 /** The app and its service principal in the tenant: without consent there, the app does not exist for it. */
-function appInTenant(ctx: TokenEndpointContext, clientId: string, tenant: Tenant): { app: AppRegistration; sp: ServicePrincipal } {
+function appInTenant(
+  ctx: TokenEndpointContext,
+  clientId: string,
+  tenant: Tenant,
+): { app: AppRegistration; sp: ServicePrincipal } {
   const app = ctx.registry.app(clientId);
   const sp = ctx.registry.servicePrincipal(tenant.tenantId, clientId);
   if (!app || !sp) throw entraErrors.applicationNotFound(clientId, tenant.displayName);
@@ -88,13 +99,24 @@ function appInTenant(ctx: TokenEndpointContext, clientId: string, tenant: Tenant
 }
 
 async function authenticate(
-  ctx: TokenEndpointContext, app: AppRegistration, tenantSegment: string, tenant: Tenant, params: TokenParams, allowPublicClient: boolean,
+  ctx: TokenEndpointContext,
+  app: AppRegistration,
+  tenantSegment: string,
+  tenant: Tenant,
+  params: TokenParams,
+  allowPublicClient: boolean,
 ): Promise<ClientAuthenticationMethod> {
   const base = ctx.url.replace(/\/$/, '');
-  const tokenEndpoints = [...new Set([tenantSegment, tenant.tenantId])].map((t) => `${base}/${t}/oauth2/v2.0/token`.toLowerCase());
+  const tokenEndpoints = [...new Set([tenantSegment, tenant.tenantId])].map((t) =>
+    `${base}/${t}/oauth2/v2.0/token`.toLowerCase(),
+  );
   return authenticateClient(
     app,
-    { clientSecret: params.client_secret, clientAssertion: params.client_assertion, clientAssertionType: params.client_assertion_type },
+    {
+      clientSecret: params.client_secret,
+      clientAssertion: params.client_assertion,
+      clientAssertionType: params.client_assertion_type,
+    },
     { tokenEndpoints, allowPublicClient },
   );
 }
@@ -116,12 +138,18 @@ function parseScopes(ctx: TokenEndpointContext, scopeParam: string, tenant: Tena
   if (resourceScopes.length === 0) throw entraErrors.invalidScope(scopeParam, 'The request names no resource scope.');
   const parsed = resourceScopes.map((scope) => {
     const slash = scope.lastIndexOf('/');
-    if (slash <= 0 || slash === scope.length - 1) throw entraErrors.invalidScope(scope, 'A scope is written <resource>/<permission>.');
+    if (slash <= 0 || slash === scope.length - 1)
+      throw entraErrors.invalidScope(scope, 'A scope is written <resource>/<permission>.');
     return { resource: scope.slice(0, slash).replace(/\/+$/, ''), name: scope.slice(slash + 1) };
   });
   const resources = new Set(parsed.map((p) => p.resource.toLowerCase()));
   if (resources.size > 1) {
-    throw new EntraError(400, 'invalid_scope', 28000, 'Provided value for the input parameter scope is not valid because it contains more than one resource.');
+    throw new EntraError(
+      400,
+      'invalid_scope',
+      28000,
+      'Provided value for the input parameter scope is not valid because it contains more than one resource.',
+    );
   }
   const resource = parsed[0]!.resource;
   const api = ctx.registry.resolveResource(resource, tenant.tenantId);
@@ -134,7 +162,8 @@ function delegatedScopes(sp: ServicePrincipal, app: AppRegistration, requested: 
   const granted = [...(sp.delegatedPermissions.get(requested.api.id) ?? [])];
   const wantsDefault = requested.names.includes('.default');
   const scopes = wantsDefault ? granted : requested.names;
-  if (scopes.length === 0 || !scopes.every((s) => granted.includes(s))) throw entraErrors.consentRequired(app.clientId, app.displayName);
+  if (scopes.length === 0 || !scopes.every((s) => granted.includes(s)))
+    throw entraErrors.consentRequired(app.clientId, app.displayName);
   return scopes;
 }
 
@@ -145,7 +174,8 @@ async function clientCredentials(ctx: TokenEndpointContext, tenantSegment: strin
   const { app, sp } = appInTenant(ctx, clientId, tenant);
   const clientAuthentication = await authenticate(ctx, app, tenantSegment, tenant, params, false);
   const scopes = scopeParam.split(/\s+/).filter(Boolean);
-  if (scopes.length !== 1 || !scopes[0]!.endsWith('/.default')) throw entraErrors.clientCredentialsNeedDefault(scopeParam);
+  if (scopes.length !== 1 || !scopes[0]!.endsWith('/.default'))
+    throw entraErrors.clientCredentialsNeedDefault(scopeParam);
   const { api, audience } = parseScopes(ctx, scopeParam, tenant);
   // Faithful to Entra: no application permission granted is not an error; the token simply has no roles.
   const roles = [...(sp.appPermissions.get(api.id) ?? [])];
@@ -187,7 +217,8 @@ async function resourceOwnerPassword(ctx: TokenEndpointContext, tenantSegment: s
 async function onBehalfOf(ctx: TokenEndpointContext, tenantSegment: string, params: TokenParams) {
   const tenant = specificTenant(ctx, tenantSegment);
   const use = required(params, 'requested_token_use');
-  if (use !== 'on_behalf_of') throw entraErrors.malformedRequest(`requested_token_use must be 'on_behalf_of', not '${use}'.`);
+  if (use !== 'on_behalf_of')
+    throw entraErrors.malformedRequest(`requested_token_use must be 'on_behalf_of', not '${use}'.`);
   const clientId = required(params, 'client_id');
   const assertion = required(params, 'assertion');
   const scopeParam = required(params, 'scope');
@@ -206,13 +237,20 @@ async function onBehalfOf(ctx: TokenEndpointContext, tenantSegment: string, para
 }
 
 /** The incoming user token must be one of ours, still valid, for this app (the middle tier), from this tenant. */
-async function verifyUserAssertion(ctx: TokenEndpointContext, assertion: string, app: AppRegistration, tenant: Tenant): Promise<JWTPayload> {
+async function verifyUserAssertion(
+  ctx: TokenEndpointContext,
+  assertion: string,
+  app: AppRegistration,
+  tenant: Tenant,
+): Promise<JWTPayload> {
   let payload: JWTPayload;
   try {
     ({ payload } = await jwtVerify(assertion, createLocalJWKSet(ctx.issuer.jwks()), { algorithms: ['RS256'] }));
   } catch (err) {
     if (err instanceof errors.JWTExpired) throw entraErrors.oboAssertionExpired();
-    throw entraErrors.oboAssertionInvalid(err instanceof errors.JWKSNoMatchingKey ? 'The key was not found.' : 'The signature or the token is invalid.');
+    throw entraErrors.oboAssertionInvalid(
+      err instanceof errors.JWKSNoMatchingKey ? 'The key was not found.' : 'The signature or the token is invalid.',
+    );
   }
   const tid = typeof payload.tid === 'string' ? payload.tid : '';
   const version = payload.ver === '1.0' ? 1 : payload.ver === '2.0' ? 2 : undefined;
@@ -223,7 +261,8 @@ async function verifyUserAssertion(ctx: TokenEndpointContext, assertion: string,
   if (payload.idtyp !== 'user' || typeof payload.oid !== 'string') throw entraErrors.oboNotAUserToken();
   const audience = String(payload.aud);
   const accepted = [app.clientId, app.identifierUri?.replace(/\/+$/, '').toLowerCase()].filter(Boolean);
-  if (!accepted.includes(audience.replace(/\/+$/, '').toLowerCase())) throw entraErrors.oboAudienceMismatch(audience, app.clientId);
+  if (!accepted.includes(audience.replace(/\/+$/, '').toLowerCase()))
+    throw entraErrors.oboAudienceMismatch(audience, app.clientId);
   return payload;
 }
 
@@ -249,7 +288,10 @@ async function userTokenResponse(
   });
   const body: TokenResponse = {
     token_type: 'Bearer',
-    scope: [...scopes.map((s) => `${requested.api.scopePrefix}/${s}`), ...requested.oidc.filter((s) => s !== 'offline_access')].join(' '),
+    scope: [
+      ...scopes.map((s) => `${requested.api.scopePrefix}/${s}`),
+      ...requested.oidc.filter((s) => s !== 'offline_access'),
+    ].join(' '),
     expires_in: expiresIn,
     ext_expires_in: expiresIn,
     access_token: token,
@@ -261,6 +303,13 @@ async function userTokenResponse(
   }
   return {
     body,
-    summary: { grant, tenantId: tenant.tenantId, clientId: app.clientId, audience: requested.audience, scopes, user: user.objectId },
+    summary: {
+      grant,
+      tenantId: tenant.tenantId,
+      clientId: app.clientId,
+      audience: requested.audience,
+      scopes,
+      user: user.objectId,
+    },
   };
 }

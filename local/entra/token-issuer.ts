@@ -69,7 +69,9 @@ export interface IdTokenRequest {
 export const DEFAULT_TOKEN_LIFETIME_SECONDS = 3599;
 
 export function issuerFor(authorityHost: string, tenantId: string, version: 1 | 2): string {
-  return version === 1 ? `https://sts.windows.net/${tenantId}/` : `${authorityHost.replace(/\/$/, '')}/${tenantId}/v2.0`;
+  return version === 1
+    ? `https://sts.windows.net/${tenantId}/`
+    : `${authorityHost.replace(/\/$/, '')}/${tenantId}/v2.0`;
 }
 
 export async function createTokenIssuer(authorityHost: string): Promise<TokenIssuer> {

@@ -8,7 +8,9 @@ import { DEFAULT_CONNECTION } from './storage-connection.js';
 import type { FunctionMetadata, RpcBindingInfo } from './worker-contract.js';
 
 /** A function as the worker describes it to the host (its FunctionMetadataResponse). */
-export interface IndexedFunction { metadata: FunctionMetadata }
+export interface IndexedFunction {
+  metadata: FunctionMetadata;
+}
 
 /** The name of the function's trigger binding (the parameter the host binds the trigger input to). */
 export function triggerBindingName(metadata: FunctionMetadata): string {
@@ -48,10 +50,13 @@ export function entryPointFiles(appDir: string): string[] {
   if (!existsSync(packagePath)) throw new Error(`No package.json in ${appDir}.`);
   const main = (JSON.parse(readFileSync(packagePath, 'utf8')) as { main?: unknown }).main;
   if (typeof main !== 'string' || main === '') {
-    throw new Error(`package.json in ${appDir} has no 'main': it must name the function files (e.g. "dist/functions/*.js").`);
+    throw new Error(
+      `package.json in ${appDir} has no 'main': it must name the function files (e.g. "dist/functions/*.js").`,
+    );
   }
   const files = /[*?]/.test(main) ? expandGlob(appDir, main) : [main].filter((file) => existsSync(join(appDir, file)));
-  if (files.length === 0) throw new Error(`package.json 'main' ('${main}') matches no file in ${appDir}. Did you build?`);
+  if (files.length === 0)
+    throw new Error(`package.json 'main' ('${main}') matches no file in ${appDir}. Did you build?`);
   return files.map((file) => resolve(appDir, file));
 }
 
@@ -65,12 +70,20 @@ export async function importEntryPoints(appDir: string, files: string[]): Promis
     try {
       await import(pathToFileURL(file).href);
     } catch (error) {
-      throw new Error(`Worker was unable to load entry point "${relative(appDir, file)}": ${(error as Error).message}`, { cause: error });
+      throw new Error(
+        `Worker was unable to load entry point "${relative(appDir, file)}": ${(error as Error).message}`,
+        { cause: error },
+      );
     }
   }
 }
 
-function stringProperty(binding: RpcBindingInfo, property: string, functionName: string, required: boolean): string | undefined {
+function stringProperty(
+  binding: RpcBindingInfo,
+  property: string,
+  functionName: string,
+  required: boolean,
+): string | undefined {
   const value = binding[property];
   if (value === undefined || value === null) {
     if (required) throw new Error(`Function '${functionName}': the trigger has no '${property}'.`);
@@ -89,7 +102,8 @@ export function describeFunction(fn: IndexedFunction): HostedFunction {
   const name = metadata.name;
   const entries = Object.entries(metadata.bindings);
   const triggers = entries.filter(([, b]) => /trigger$/i.test(b.type ?? ''));
-  if (triggers.length !== 1) throw new Error(`Function '${name}' must have exactly one trigger (has ${triggers.length}).`);
+  if (triggers.length !== 1)
+    throw new Error(`Function '${name}' must have exactly one trigger (has ${triggers.length}).`);
   const [triggerName, trigger] = triggers[0]!;
   const type = (trigger.type ?? '').toLowerCase();
 
@@ -97,7 +111,9 @@ export function describeFunction(fn: IndexedFunction): HostedFunction {
     if (bindingName === triggerName) continue;
     const isHttpReturn = type === 'httptrigger' && bindingName === '$return' && binding.type?.toLowerCase() === 'http';
     if (!isHttpReturn) {
-      throw new Error(`Function '${name}': binding '${bindingName}' (${binding.type}, ${binding.direction}) is not supported by the local host; use the Azure SDK in the handler instead.`);
+      throw new Error(
+        `Function '${name}': binding '${bindingName}' (${binding.type}, ${binding.direction}) is not supported by the local host; use the Azure SDK in the handler instead.`,
+      );
     }
   }
   if (metadata.retryOptions) throw new Error(`Function '${name}': retry policies are not supported by the local host.`);
@@ -112,7 +128,13 @@ export function describeFunction(fn: IndexedFunction): HostedFunction {
       } catch (error) {
         throw new Error(`Function '${name}': ${(error as Error).message}`);
       }
-      return { ...fn, trigger: 'http', route: template, methods, authLevel: String(trigger.authLevel ?? 'anonymous').toLowerCase() };
+      return {
+        ...fn,
+        trigger: 'http',
+        route: template,
+        methods,
+        authLevel: String(trigger.authLevel ?? 'anonymous').toLowerCase(),
+      };
     }
     case 'queuetrigger': {
       const queueName = stringProperty(trigger, 'queueName', name, true)!;
@@ -134,7 +156,9 @@ export function describeFunction(fn: IndexedFunction): HostedFunction {
       };
     }
     default:
-      throw new Error(`Function '${name}': trigger type '${trigger.type}' is not supported by the local host (HTTP, queue and timer are).`);
+      throw new Error(
+        `Function '${name}': trigger type '${trigger.type}' is not supported by the local host (HTTP, queue and timer are).`,
+      );
   }
 }
 
@@ -156,7 +180,10 @@ export function byFunctionName<T extends { metadata: { name: string } }>(functio
  * (case-insensitive, slashes trimmed) with an overlapping method (no methods means all), puts that
  * function in error. The host logs "The '<name>' function is in error: <message>" and runs the others.
  */
-export function checkHttpRoutes(registered: HostedFunction[]): { functions: HostedFunction[]; errors: FunctionError[] } {
+export function checkHttpRoutes(registered: HostedFunction[]): {
+  functions: HostedFunction[];
+  errors: FunctionError[];
+} {
   const functions = byFunctionName(registered);
   const accepted: HostedFunction[] = [];
   const errors: FunctionError[] = [];
@@ -173,10 +200,16 @@ export function checkHttpRoutes(registered: HostedFunction[]): { functions: Host
       errors.push({ name, message: 'The specified route conflicts with one or more built in routes.' });
       continue;
     }
-    const clash = http.find((other) => routeOf(other) === route
-      && (fn.methods.length === 0 || other.methods.length === 0 || fn.methods.some((m) => other.methods.includes(m))));
+    const clash = http.find(
+      (other) =>
+        routeOf(other) === route &&
+        (fn.methods.length === 0 || other.methods.length === 0 || fn.methods.some((m) => other.methods.includes(m))),
+    );
     if (clash) {
-      errors.push({ name, message: `The route specified conflicts with the route defined by function '${clash.metadata.name}'.` });
+      errors.push({
+        name,
+        message: `The route specified conflicts with the route defined by function '${clash.metadata.name}'.`,
+      });
       continue;
     }
     http.push(fn);
@@ -191,9 +224,14 @@ export function checkHttpRoutes(registered: HostedFunction[]): { functions: Host
  * A %SETTING% no app setting provides puts that function in error, as in Azure; anything else this
  * host cannot run stops it.
  */
-export function indexFunctions(appDir: string, worker: { functions: FunctionMetadata[]; capabilities: Record<string, string> }): { functions: HostedFunction[]; errors: FunctionError[] } {
-  if (worker.functions.length === 0) throw new Error(`No functions were registered by the files package.json 'main' names in ${appDir}.`);
-  if (worker.capabilities.HttpUri) throw new Error('app.setup({ enableHttpStream: true }) is not supported by the local host.');
+export function indexFunctions(
+  appDir: string,
+  worker: { functions: FunctionMetadata[]; capabilities: Record<string, string> },
+): { functions: HostedFunction[]; errors: FunctionError[] } {
+  if (worker.functions.length === 0)
+    throw new Error(`No functions were registered by the files package.json 'main' names in ${appDir}.`);
+  if (worker.capabilities.HttpUri)
+    throw new Error('app.setup({ enableHttpStream: true }) is not supported by the local host.');
   const described: HostedFunction[] = [];
   const unresolved: FunctionError[] = [];
   for (const metadata of worker.functions) {

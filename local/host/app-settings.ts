@@ -16,7 +16,8 @@ export function applyLocalSettings(appDir: string, env: NodeJS.ProcessEnv = proc
   } catch (error) {
     throw new Error(`local.settings.json is not valid JSON: ${(error as Error).message}`);
   }
-  if (json.IsEncrypted === true) throw new Error('local.settings.json is encrypted; this host reads only plain settings.');
+  if (json.IsEncrypted === true)
+    throw new Error('local.settings.json is encrypted; this host reads only plain settings.');
   const applied: string[] = [];
   for (const [name, value] of Object.entries(json.Values ?? {})) {
     if (env[name] !== undefined && env[name] !== '') continue;
@@ -36,13 +37,24 @@ export function applyLocalSettings(appDir: string, env: NodeJS.ProcessEnv = proc
  * "'%X%' does not resolve to a value.") and puts only that function in error.
  */
 export class UnresolvedSettingError extends Error {
-  constructor(readonly functionName: string, readonly setting: string, property: string) {
-    super(`Microsoft.Azure.WebJobs.Host: Error indexing method 'Functions.${functionName}'. Microsoft.Azure.WebJobs.Host: '%${setting}%' does not resolve to a value. ('${property}' refers to app setting '${setting}', which is not set.)`);
+  constructor(
+    readonly functionName: string,
+    readonly setting: string,
+    property: string,
+  ) {
+    super(
+      `Microsoft.Azure.WebJobs.Host: Error indexing method 'Functions.${functionName}'. Microsoft.Azure.WebJobs.Host: '%${setting}%' does not resolve to a value. ('${property}' refers to app setting '${setting}', which is not set.)`,
+    );
     this.name = 'UnresolvedSettingError';
   }
 }
 
-export function resolveAppSettings(value: string, functionName: string, property: string, env: NodeJS.ProcessEnv = process.env): string {
+export function resolveAppSettings(
+  value: string,
+  functionName: string,
+  property: string,
+  env: NodeJS.ProcessEnv = process.env,
+): string {
   return value.replace(/%([^%]+)%/g, (_whole, name: string) => {
     const setting = env[name];
     if (setting === undefined) throw new UnresolvedSettingError(functionName, name, property);

@@ -15,7 +15,10 @@ export const CORE_MODULE = '@azure/functions-core';
 /** Reported as the host version; `@azure/functions` only checks that `log` exists (host ≥ 4.28). */
 export const HOST_VERSION = '4.1037.0-local';
 
-export interface RegisteredFunction { metadata: FunctionMetadata; handler: FunctionCallback }
+export interface RegisteredFunction {
+  metadata: FunctionMetadata;
+  handler: FunctionCallback;
+}
 
 /** Everything the app registered through `@azure/functions` in this process. */
 export interface CoreRegistry {
@@ -42,7 +45,9 @@ export interface CoreApi {
 
 class CallbackDisposable implements Disposable {
   #onDispose: (() => void) | undefined;
-  constructor(onDispose: () => void) { this.#onDispose = onDispose; }
+  constructor(onDispose: () => void) {
+    this.#onDispose = onDispose;
+  }
   dispose(): void {
     this.#onDispose?.();
     this.#onDispose = undefined;
@@ -66,7 +71,9 @@ export function createCoreApi(): { api: CoreApi; registry: CoreRegistry } {
   const api: CoreApi = {
     version: '3.10.1',
     hostVersion: HOST_VERSION,
-    setProgrammingModel(programmingModel) { model = programmingModel; },
+    setProgrammingModel(programmingModel) {
+      model = programmingModel;
+    },
     getProgrammingModel() {
       if (!model) throw new Error('No programming model has been set.');
       return model;
@@ -92,7 +99,9 @@ export function createCoreApi(): { api: CoreApi; registry: CoreRegistry } {
         if (index >= 0) list.splice(index, 1);
       });
     },
-    log(level, category, message) { registry.onLog(level, category, message); },
+    log(level, category, message) {
+      registry.onLog(level, category, message);
+    },
     Disposable: CallbackDisposable,
   };
   return { api, registry };

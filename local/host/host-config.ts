@@ -86,7 +86,8 @@ export function parseHostConfig(json: unknown, environment: HostEnvironment = th
   if (typeof routePrefix !== 'string') throw new Error(`host.json: 'extensions.http.routePrefix' must be a string.`);
 
   const batchSize = positiveInt(queues.batchSize, 'extensions.queues.batchSize', 16);
-  if (batchSize < 1 || batchSize > 32) throw new Error(`host.json: 'extensions.queues.batchSize' must be 1–32 (a Storage limit).`);
+  if (batchSize < 1 || batchSize > 32)
+    throw new Error(`host.json: 'extensions.queues.batchSize' must be 1–32 (a Storage limit).`);
   const encoding = queues.messageEncoding === undefined ? 'base64' : String(queues.messageEncoding).toLowerCase();
   if (encoding !== 'base64' && encoding !== 'none') {
     throw new Error(`host.json: 'extensions.queues.messageEncoding' must be 'base64' or 'none'.`);
@@ -96,20 +97,33 @@ export function parseHostConfig(json: unknown, environment: HostEnvironment = th
   // sdk/storage/Microsoft.Azure.WebJobs.Extensions.Storage.Queues/src/Config/QueuesOptions.cs).
   if (batchSize < 1) throw new Error(`host.json: 'extensions.queues.batchSize' must be 1–32 (a Storage limit).`);
   const maxDequeueCount = positiveInt(queues.maxDequeueCount, 'extensions.queues.maxDequeueCount', 5);
-  if (maxDequeueCount < 1) throw new Error(`host.json: 'extensions.queues.maxDequeueCount': MaxDequeueCount must not be less than 1.`);
+  if (maxDequeueCount < 1)
+    throw new Error(`host.json: 'extensions.queues.maxDequeueCount': MaxDequeueCount must not be less than 1.`);
   const maxPollingIntervalMs = timeSpan(queues.maxPollingInterval, 'extensions.queues.maxPollingInterval', 60_000);
-  if (maxPollingIntervalMs < 100) throw new Error(`host.json: 'extensions.queues.maxPollingInterval': MaxPollingInterval must not be less than 00:00:00.1000000.`);
+  if (maxPollingIntervalMs < 100)
+    throw new Error(
+      `host.json: 'extensions.queues.maxPollingInterval': MaxPollingInterval must not be less than 00:00:00.1000000.`,
+    );
 
   const consumption = isConsumptionPlan(environment);
   let functionTimeoutMs: number | undefined;
   if (root.functionTimeout === '-1' || root.functionTimeout === null) {
-    if (consumption) throw new Error(`host.json: 'functionTimeout': FunctionTimeout must be greater than 00:00:01 and less than 00:10:00.`);
+    if (consumption)
+      throw new Error(
+        `host.json: 'functionTimeout': FunctionTimeout must be greater than 00:00:01 and less than 00:10:00.`,
+      );
     functionTimeoutMs = undefined;
   } else {
-    functionTimeoutMs = timeSpan(root.functionTimeout, 'functionTimeout', consumption ? CONSUMPTION_DEFAULT_TIMEOUT_MS : DEFAULT_FUNCTION_TIMEOUT_MS);
+    functionTimeoutMs = timeSpan(
+      root.functionTimeout,
+      'functionTimeout',
+      consumption ? CONSUMPTION_DEFAULT_TIMEOUT_MS : DEFAULT_FUNCTION_TIMEOUT_MS,
+    );
     const max = consumption ? CONSUMPTION_MAX_TIMEOUT_MS : Number.POSITIVE_INFINITY;
     if (functionTimeoutMs < 1_000 || functionTimeoutMs > max) {
-      throw new Error(`host.json: 'functionTimeout': FunctionTimeout must be greater than 00:00:01 and less than ${consumption ? '00:10:00' : '10675199.02:48:05.4775807'}.`);
+      throw new Error(
+        `host.json: 'functionTimeout': FunctionTimeout must be greater than 00:00:01 and less than ${consumption ? '00:10:00' : '10675199.02:48:05.4775807'}.`,
+      );
     }
   }
 
@@ -119,7 +133,11 @@ export function parseHostConfig(json: unknown, environment: HostEnvironment = th
     queues: {
       batchSize,
       // QueuesOptions.NewBatchThreshold: unset, it is (batchSize / 2) × processors (integer division).
-      newBatchThreshold: positiveInt(queues.newBatchThreshold, 'extensions.queues.newBatchThreshold', Math.floor(batchSize / 2) * effectiveProcessorCount(environment)),
+      newBatchThreshold: positiveInt(
+        queues.newBatchThreshold,
+        'extensions.queues.newBatchThreshold',
+        Math.floor(batchSize / 2) * effectiveProcessorCount(environment),
+      ),
       maxPollingIntervalMs,
       visibilityTimeoutMs: timeSpan(queues.visibilityTimeout, 'extensions.queues.visibilityTimeout', 0),
       maxDequeueCount,
@@ -158,7 +176,12 @@ const MAX_LEASE_MS = 60_000;
  * start. In the Development environment (AZURE_FUNCTIONS_ENVIRONMENT, which Azure leaves unset) the
  * listener lock period defaults to 15 s instead of 60 s.
  */
-export function parseSingletonOptions(json: unknown, environment: { azureFunctionsEnvironment?: string } = { azureFunctionsEnvironment: process.env.AZURE_FUNCTIONS_ENVIRONMENT }): SingletonOptions {
+export function parseSingletonOptions(
+  json: unknown,
+  environment: { azureFunctionsEnvironment?: string } = {
+    azureFunctionsEnvironment: process.env.AZURE_FUNCTIONS_ENVIRONMENT,
+  },
+): SingletonOptions {
   const section = asObject(asObject(json, '(root)').singleton, 'singleton');
   const span = (name: string, fallback: number): number => {
     const ms = timeSpan(section[name], `singleton.${name}`, fallback);
@@ -166,7 +189,10 @@ export function parseSingletonOptions(json: unknown, environment: { azureFunctio
   };
   const leasePeriod = (name: string, fallback: number): number => {
     const ms = span(name, fallback);
-    if (ms < MIN_LEASE_MS || ms > MAX_LEASE_MS) throw new Error(`host.json: 'singleton.${name}' must be from 00:00:15 to 00:01:00 (the lease periods Azure Storage allows).`);
+    if (ms < MIN_LEASE_MS || ms > MAX_LEASE_MS)
+      throw new Error(
+        `host.json: 'singleton.${name}' must be from 00:00:15 to 00:01:00 (the lease periods Azure Storage allows).`,
+      );
     return ms;
   };
   const development = environment.azureFunctionsEnvironment?.toLowerCase() === 'development';
@@ -177,10 +203,14 @@ export function parseSingletonOptions(json: unknown, environment: { azureFunctio
     lockAcquisitionPollingIntervalMs: span('lockAcquisitionPollingInterval', 5_000),
     listenerLockRecoveryPollingIntervalMs: span('listenerLockRecoveryPollingInterval', 60_000),
   };
-  if (options.lockAcquisitionTimeoutMs <= 0) throw new Error(`host.json: 'singleton.lockAcquisitionTimeout' must be positive.`);
-  if (options.lockAcquisitionPollingIntervalMs < 500) throw new Error(`host.json: 'singleton.lockAcquisitionPollingInterval' must be at least 00:00:00.5.`);
+  if (options.lockAcquisitionTimeoutMs <= 0)
+    throw new Error(`host.json: 'singleton.lockAcquisitionTimeout' must be positive.`);
+  if (options.lockAcquisitionPollingIntervalMs < 500)
+    throw new Error(`host.json: 'singleton.lockAcquisitionPollingInterval' must be at least 00:00:00.5.`);
   if (options.listenerLockRecoveryPollingIntervalMs < MIN_LEASE_MS) {
-    throw new Error(`host.json: 'singleton.listenerLockRecoveryPollingInterval' must be at least 00:00:15 (or TimeSpan.MaxValue, 10675199.02:48:05.4775807, to turn recovery off).`);
+    throw new Error(
+      `host.json: 'singleton.listenerLockRecoveryPollingInterval' must be at least 00:00:15 (or TimeSpan.MaxValue, 10675199.02:48:05.4775807, to turn recovery off).`,
+    );
   }
   return options;
 }

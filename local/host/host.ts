@@ -33,7 +33,12 @@ export interface RunningHost {
   close(): Promise<void>;
 }
 
-function describe(fn: HostedFunction, routePrefix: string, url: string, timers: Map<string, TimerTrigger>): { name: string; trigger: string; detail: string } {
+function describe(
+  fn: HostedFunction,
+  routePrefix: string,
+  url: string,
+  timers: Map<string, TimerTrigger>,
+): { name: string; trigger: string; detail: string } {
   const name = fn.metadata.name;
   switch (fn.trigger) {
     case 'http': {
@@ -44,7 +49,11 @@ function describe(fn: HostedFunction, routePrefix: string, url: string, timers: 
     case 'queue':
       return { name, trigger: 'queueTrigger', detail: `queue '${fn.queueName}' (connection ${fn.connectionSetting})` };
     case 'timer':
-      return { name, trigger: 'timerTrigger', detail: `schedule '${timers.get(name)?.schedule.describe ?? fn.schedule}'${fn.runOnStartup ? ', runOnStartup' : ''}` };
+      return {
+        name,
+        trigger: 'timerTrigger',
+        detail: `schedule '${timers.get(name)?.schedule.describe ?? fn.schedule}'${fn.runOnStartup ? ', runOnStartup' : ''}`,
+      };
   }
 }
 
@@ -55,18 +64,27 @@ function describe(fn: HostedFunction, routePrefix: string, url: string, timers: 
  * is reachable). Without it, timers run unmonitored (no past-due check) and unlocked (the in-memory
  * lock manager, which one instance always holds), and the host says so.
  */
-function timerStorage(appDir: string, log: (line: string) => void): { hostId: string; monitor: ScheduleMonitor; locks: DistributedLockManager } | undefined {
+function timerStorage(
+  appDir: string,
+  log: (line: string) => void,
+): { hostId: string; monitor: ScheduleMonitor; locks: DistributedLockManager } | undefined {
   let connection;
   try {
     connection = resolveStorageConnection(DEFAULT_CONNECTION);
   } catch (err) {
     if (!(err instanceof MissingConnectionError)) throw err;
-    log('[warning] AzureWebJobsStorage is not set: timers run without their schedule status (no past-due runs after a restart).');
+    log(
+      '[warning] AzureWebJobsStorage is not set: timers run without their schedule status (no past-due runs after a restart).',
+    );
     return undefined;
   }
   const hostId = localHostId(appDir);
   const blobs = connection.blobs();
-  return { hostId, monitor: new BlobScheduleMonitor(blobs, hostId), locks: new BlobLeaseLockManager(blobs.getContainerClient(HOSTS_CONTAINER), log) };
+  return {
+    hostId,
+    monitor: new BlobScheduleMonitor(blobs, hostId),
+    locks: new BlobLeaseLockManager(blobs.getContainerClient(HOSTS_CONTAINER), log),
+  };
 }
 
 /**
@@ -91,8 +109,14 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
     log(`${prefix}${message}`);
   };
   let reportFatal: (reason: string) => void = () => undefined;
-  const fatal = new Promise<string>((resolveFatal) => { reportFatal = resolveFatal; });
-  const { dispatcher, ready } = await WorkerDispatcher.start(appDir, { log, workerLog, onFatal: (reason) => reportFatal(reason) });
+  const fatal = new Promise<string>((resolveFatal) => {
+    reportFatal = resolveFatal;
+  });
+  const { dispatcher, ready } = await WorkerDispatcher.start(appDir, {
+    log,
+    workerLog,
+    onFatal: (reason) => reportFatal(reason),
+  });
   let loaded: ReturnType<typeof indexFunctions>;
   try {
     loaded = indexFunctions(appDir, ready);
@@ -110,14 +134,19 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
       queues.set(fn.metadata.name, new QueueListener(fn, config.queues, invoker, log));
     } catch (error) {
       if (!(error instanceof MissingConnectionError)) throw error;
-      errors.push({ name: fn.metadata.name, message: `Microsoft.Azure.WebJobs.Host: Error indexing method 'Functions.${fn.metadata.name}'. Microsoft.Azure.WebJobs.Host.Storage: ${error.message}` });
+      errors.push({
+        name: fn.metadata.name,
+        message: `Microsoft.Azure.WebJobs.Host: Error indexing method 'Functions.${fn.metadata.name}'. Microsoft.Azure.WebJobs.Host.Storage: ${error.message}`,
+      });
     }
   }
   const functions = loaded.functions.filter((fn) => !errors.some((e) => e.name === fn.metadata.name));
   for (const error of errors) log(`[error] The '${error.name}' function is in error: ${error.message}`);
   for (const fn of functions) {
     if (fn.trigger === 'http' && fn.authLevel !== 'anonymous') {
-      log(`Function '${fn.metadata.name}' has authLevel '${fn.authLevel}': keys are not enforced by the local host (as with Core Tools).`);
+      log(
+        `Function '${fn.metadata.name}' has authLevel '${fn.authLevel}': keys are not enforced by the local host (as with Core Tools).`,
+      );
     }
   }
 
@@ -135,7 +164,14 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
     if (fn.trigger !== 'timer') continue;
     const timer = new TimerTrigger(fn, invoker, { monitor: storage?.monitor, log });
     timers.set(fn.metadata.name, timer);
-    timerListeners.push(storage ? new SingletonListener(listenerLockId(storage.hostId, fn.metadata.name), timer, storage.locks, singleton, { log, onUnhandledException }) : timer);
+    timerListeners.push(
+      storage
+        ? new SingletonListener(listenerLockId(storage.hostId, fn.metadata.name), timer, storage.locks, singleton, {
+            log,
+            onUnhandledException,
+          })
+        : timer,
+    );
   }
 
   let accepting = true;
@@ -148,7 +184,9 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
       // calls in the background; HttpTriggerAttributeBindingProvider.BindAsync; FunctionExecutor
       // binds before LogFunctionStarted).
       log(`Executed 'Functions.${fn.metadata.name}' (Failed, Id=${randomUUID()}, Duration=0ms)`);
-      log(`[error] Microsoft.Azure.WebJobs.Host: Exception binding parameter '${triggerBindingName(fn.metadata)}'. Microsoft.Azure.WebJobs.Extensions.Http: An HttpRequest is required.`);
+      log(
+        `[error] Microsoft.Azure.WebJobs.Host: Exception binding parameter '${triggerBindingName(fn.metadata)}'. Microsoft.Azure.WebJobs.Extensions.Http: An HttpRequest is required.`,
+      );
       return { status: 202 };
     }
     if (fn.trigger === 'timer') timers.get(fn.metadata.name)!.invokeNow();
@@ -159,14 +197,17 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
   let http: RunningHttpServer | undefined;
   try {
     await Promise.all([...queues.values()].map((listener) => listener.start()));
-    http = await startHttpServer({
-      functions: functions.filter((fn) => fn.trigger === 'http'),
-      routePrefix: config.routePrefix,
-      invoker,
-      adminInvoke,
-      accepting: () => accepting,
-      log,
-    }, options.port ?? 7071);
+    http = await startHttpServer(
+      {
+        functions: functions.filter((fn) => fn.trigger === 'http'),
+        routePrefix: config.routePrefix,
+        invoker,
+        adminInvoke,
+        accepting: () => accepting,
+        log,
+      },
+      options.port ?? 7071,
+    );
   } catch (error) {
     await Promise.allSettled([...queues.values()].map((listener) => listener.stop()));
     await dispatcher.terminate();
@@ -191,7 +232,8 @@ export async function startHost(options: HostOptions): Promise<RunningHost> {
           ...timerListeners.map((listener) => listener.stop()),
         ]);
         const drained = await invoker.drain(drainMs);
-        if (!drained) log(`[warning] ${invoker.inFlightCount} invocation(s) still running after ${drainMs} ms; stopping anyway.`);
+        if (!drained)
+          log(`[warning] ${invoker.inFlightCount} invocation(s) still running after ${drainMs} ms; stopping anyway.`);
         else await stopped;
         await server.close();
         await dispatcher.terminate();

@@ -11,7 +11,10 @@ const HOST_NOT_RUNNING = 'Function host is not running.';
 /** The Functions host's default request body limit (104857600 bytes). */
 export const MAX_REQUEST_BODY_BYTES = 100 * 1024 * 1024;
 
-export interface AdminInvokeResult { status: 202 | 400 | 404; message?: string }
+export interface AdminInvokeResult {
+  status: 202 | 400 | 404;
+  message?: string;
+}
 
 export interface HttpServerOptions {
   functions: HttpFunction[];
@@ -24,7 +27,11 @@ export interface HttpServerOptions {
   log: (line: string) => void;
 }
 
-export interface RunningHttpServer { server: Server; port: number; close(): Promise<void> }
+export interface RunningHttpServer {
+  server: Server;
+  port: number;
+  close(): Promise<void>;
+}
 
 class BodyTooLargeError extends Error {}
 
@@ -88,7 +95,8 @@ function typedDataToBuffer(data: RpcTypedData | null | undefined): Buffer {
   if (data.bytes) return Buffer.from(data.bytes);
   if (typeof data.string === 'string') return Buffer.from(data.string);
   if (typeof data.json === 'string') return Buffer.from(data.json);
-  if (typeof data.int === 'number' || typeof data.double === 'number') return Buffer.from(String(data.int ?? data.double));
+  if (typeof data.int === 'number' || typeof data.double === 'number')
+    return Buffer.from(String(data.int ?? data.double));
   return Buffer.alloc(0);
 }
 
@@ -96,7 +104,8 @@ function toSetCookie(cookie: RpcHttpCookie): string {
   const parts = [`${cookie.name ?? ''}=${cookie.value ?? ''}`];
   if (cookie.domain?.value) parts.push(`Domain=${cookie.domain.value}`);
   if (cookie.path?.value) parts.push(`Path=${cookie.path.value}`);
-  if (cookie.expires?.value?.seconds) parts.push(`Expires=${new Date(cookie.expires.value.seconds * 1000).toUTCString()}`);
+  if (cookie.expires?.value?.seconds)
+    parts.push(`Expires=${new Date(cookie.expires.value.seconds * 1000).toUTCString()}`);
   if (typeof cookie.maxAge?.value === 'number') parts.push(`Max-Age=${cookie.maxAge.value}`);
   if (cookie.secure?.value) parts.push('Secure');
   if (cookie.httpOnly?.value) parts.push('HttpOnly');
@@ -143,7 +152,12 @@ export async function startHttpServer(options: HttpServerOptions, port: number):
       // An empty body binds no FunctionInvocation, which the controller answers 400 before looking up the function.
       const json = JSON.parse((await readBody(req)).toString('utf8')) as { input?: unknown } | null;
       if (json === null || typeof json !== 'object') throw new Error('not an object');
-      input = json.input === undefined || json.input === null ? '' : typeof json.input === 'string' ? json.input : JSON.stringify(json.input);
+      input =
+        json.input === undefined || json.input === null
+          ? ''
+          : typeof json.input === 'string'
+            ? json.input
+            : JSON.stringify(json.input);
     } catch {
       res.writeHead(400, { 'content-type': 'text/plain' }).end('The body must be JSON: { "input": "..." }');
       return;
@@ -163,7 +177,12 @@ export async function startHttpServer(options: HttpServerOptions, port: number):
     }
     // While stopping, as the host's availability check answers (HostAvailabilityCheckMiddleware.cs).
     if (!options.accepting()) {
-      res.writeHead(503, { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(HOST_NOT_RUNNING) }).end(HOST_NOT_RUNNING);
+      res
+        .writeHead(503, {
+          'content-type': 'text/plain; charset=utf-8',
+          'content-length': Buffer.byteLength(HOST_NOT_RUNNING),
+        })
+        .end(HOST_NOT_RUNNING);
       return;
     }
     const admin = /^\/admin\/functions\/([^/]+)\/?$/i.exec(path);
@@ -208,9 +227,10 @@ export async function startHttpServer(options: HttpServerOptions, port: number):
   return {
     server,
     port: (server.address() as AddressInfo).port,
-    close: () => new Promise<void>((resolve) => {
-      server.close(() => resolve());
-      server.closeIdleConnections();
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      }),
   };
 }

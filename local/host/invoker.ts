@@ -68,7 +68,9 @@ export class Invoker {
   /** Waits for in-flight invocations, at most `timeoutMs`; true when all finished. */
   async drain(timeoutMs: number): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined;
-    const timedOut = new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), timeoutMs); });
+    const timedOut = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    });
     const finished = (async () => {
       while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight]);
       return true as const;
@@ -95,7 +97,8 @@ export class Invoker {
     const work = this.#dispatcher.invoke(request);
     let outcome: InvocationOutcome;
     try {
-      const response = this.#timeoutMs === undefined ? await work : await this.#withTimeout(work, metadata.name, invocationId);
+      const response =
+        this.#timeoutMs === undefined ? await work : await this.#withTimeout(work, metadata.name, invocationId);
       outcome = { succeeded: true, invocationId, response };
     } catch (error) {
       outcome = { succeeded: false, invocationId, error: asError(error) };
@@ -134,12 +137,19 @@ export class Invoker {
   async #onTimeout(work: Promise<unknown>, invocationId: string): Promise<void> {
     let timer: NodeJS.Timeout | undefined;
     const finished = await Promise.race([
-      work.then(() => true, () => true),
-      new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), TIMEOUT_GRACE_MS); }),
+      work.then(
+        () => true,
+        () => true,
+      ),
+      new Promise<false>((resolve) => {
+        timer = setTimeout(() => resolve(false), TIMEOUT_GRACE_MS);
+      }),
     ]);
     clearTimeout(timer);
     if (finished) return;
-    this.#log(`[warning] A function timeout has occurred. Restarting worker process executing invocationId '${invocationId}'.`);
+    this.#log(
+      `[warning] A function timeout has occurred. Restarting worker process executing invocationId '${invocationId}'.`,
+    );
     await this.#dispatcher.restartWorkerWithInvocationId(invocationId);
     this.#log('[warning] Restart of language worker process(es) completed.');
   }

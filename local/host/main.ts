@@ -14,7 +14,8 @@ async function main(): Promise<void> {
     options: { app: { type: 'string', default: process.cwd() }, port: { type: 'string', default: '7071' } },
   });
   const port = Number(values.port);
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port must be 0–65535, not '${values.port}'.`);
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new Error(`--port must be 0–65535, not '${values.port}'.`);
 
   const host = await startHost({ appDir: values.app!, port, log: timestamped });
   console.log(`Host ready: ${host.url}`);

@@ -22,7 +22,11 @@ export class RandomizedExponentialBackoff {
   #current = 0;
   #exponent = 0;
 
-  constructor(private readonly minimumMs: number, private readonly maximumMs: number, private readonly random: () => number = Math.random) {}
+  constructor(
+    private readonly minimumMs: number,
+    private readonly maximumMs: number,
+    private readonly random: () => number = Math.random,
+  ) {}
 
   nextDelay(executionSucceeded: boolean): number {
     if (executionSucceeded) {
@@ -31,7 +35,10 @@ export class RandomizedExponentialBackoff {
     } else if (this.#current !== this.maximumMs) {
       let interval = this.minimumMs;
       if (this.#exponent > 0) {
-        const factor = 1 - RandomizedExponentialBackoff.RANDOMIZATION_FACTOR + this.random() * 2 * RandomizedExponentialBackoff.RANDOMIZATION_FACTOR;
+        const factor =
+          1 -
+          RandomizedExponentialBackoff.RANDOMIZATION_FACTOR +
+          this.random() * 2 * RandomizedExponentialBackoff.RANDOMIZATION_FACTOR;
         interval += factor * 2 ** (this.#exponent - 1) * this.minimumMs;
       }
       if (interval < this.maximumMs) {
@@ -53,7 +60,11 @@ export class RandomizedExponentialBackoff {
 export class LinearSpeedup {
   #current: number;
 
-  constructor(private readonly normalMs: number, private readonly minimumMs: number, private readonly divisor = 2) {
+  constructor(
+    private readonly normalMs: number,
+    private readonly minimumMs: number,
+    private readonly divisor = 2,
+  ) {
     this.#current = normalMs;
   }
 
@@ -72,7 +83,6 @@ export function decodeBase64Message(text: string): string | undefined {
   if (compact.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(compact)) return undefined;
   return Buffer.from(compact, 'base64').toString('utf8');
 }
-
 
 /**
  * One queue trigger, with the Storage Queues extension's semantics: batches with a lease,
@@ -135,10 +145,18 @@ export class QueueListener {
     void this.#invoker.invoke(this.#fn, {
       reason: 'This function was programmatically called via the host APIs.',
       data: { string: text },
-      triggerMetadata: this.#triggerMetadata({
-        messageId: randomUUID(), popReceipt: '', dequeueCount: 1, messageText: text,
-        insertedOn: now, expiresOn: new Date(now.getTime() + 7 * 86_400_000), nextVisibleOn: now,
-      }, text),
+      triggerMetadata: this.#triggerMetadata(
+        {
+          messageId: randomUUID(),
+          popReceipt: '',
+          dequeueCount: 1,
+          messageText: text,
+          insertedOn: now,
+          expiresOn: new Date(now.getTime() + 7 * 86_400_000),
+          nextVisibleOn: now,
+        },
+        text,
+      ),
     });
   }
 
@@ -156,7 +174,10 @@ export class QueueListener {
   }
 
   async #poll(): Promise<void> {
-    const backoff = new RandomizedExponentialBackoff(MIN_POLLING_INTERVAL_MS, Math.max(this.#options.maxPollingIntervalMs, MIN_POLLING_INTERVAL_MS));
+    const backoff = new RandomizedExponentialBackoff(
+      MIN_POLLING_INTERVAL_MS,
+      Math.max(this.#options.maxPollingIntervalMs, MIN_POLLING_INTERVAL_MS),
+    );
     // As QueueListener.cs: the first empty poll after messages were found waits the minimum again.
     let foundSinceLastDelay = false;
     const signal = this.#stop.signal;
@@ -173,12 +194,17 @@ export class QueueListener {
         if (this.#queueExists !== true) {
           this.#queueExists = await this.#queue.exists();
           if (!this.#queueExists && !this.#saidMissing) {
-            this.#log(`[warning] Queue '${this.queueName}' does not exist: function '${this.#fn.metadata.name}' waits for it (create it, as the deployment does).`);
+            this.#log(
+              `[warning] Queue '${this.queueName}' does not exist: function '${this.#fn.metadata.name}' waits for it (create it, as the deployment does).`,
+            );
             this.#saidMissing = true;
           }
         }
         if (this.#queueExists) {
-          const response = await this.#queue.receiveMessages({ numberOfMessages: this.#options.batchSize, visibilityTimeout: LEASE_SECONDS });
+          const response = await this.#queue.receiveMessages({
+            numberOfMessages: this.#options.batchSize,
+            visibilityTimeout: LEASE_SECONDS,
+          });
           messages = response.receivedMessageItems;
         }
       } catch (error) {
@@ -187,7 +213,9 @@ export class QueueListener {
       }
       if (signal.aborted && messages.length > 0) {
         // Fetched while stopping: hand them back at once instead of holding them for the lease.
-        await Promise.allSettled(messages.map((m) => this.#queue.updateMessage(m.messageId, m.popReceipt, undefined, 0)));
+        await Promise.allSettled(
+          messages.map((m) => this.#queue.updateMessage(m.messageId, m.popReceipt, undefined, 0)),
+        );
         break;
       }
       if (messages.length === 0) {
@@ -212,7 +240,13 @@ export class QueueListener {
     }
   }
 
-  #triggerMetadata(message: Pick<DequeuedMessageItem, 'messageId' | 'popReceipt' | 'dequeueCount' | 'insertedOn' | 'expiresOn' | 'nextVisibleOn' | 'messageText'>, text: string): Record<string, RpcTypedData> {
+  #triggerMetadata(
+    message: Pick<
+      DequeuedMessageItem,
+      'messageId' | 'popReceipt' | 'dequeueCount' | 'insertedOn' | 'expiresOn' | 'nextVisibleOn' | 'messageText'
+    >,
+    text: string,
+  ): Record<string, RpcTypedData> {
     const json = (value: unknown): RpcTypedData => ({ json: JSON.stringify(value) });
     return {
       QueueTrigger: { string: text },
@@ -228,17 +262,24 @@ export class QueueListener {
 
   async #process(message: DequeuedMessageItem): Promise<void> {
     const lease = { popReceipt: message.popReceipt };
-    const text = this.#options.messageEncoding === 'base64' ? decodeBase64Message(message.messageText) : message.messageText;
+    const text =
+      this.#options.messageEncoding === 'base64' ? decodeBase64Message(message.messageText) : message.messageText;
     if (text === undefined) {
       // The extension's decoding-failed handler, then its poison path with that path's own line.
-      this.#log(`[warning] Message decoding has failed! Check MessageEncoding settings. MessageId=${message.messageId}.`);
-      this.#log(`Message has reached MaxDequeueCount of ${this.#options.maxDequeueCount}. Moving message to queue '${this.queueName}-poison'.`);
+      this.#log(
+        `[warning] Message decoding has failed! Check MessageEncoding settings. MessageId=${message.messageId}.`,
+      );
+      this.#log(
+        `Message has reached MaxDequeueCount of ${this.#options.maxDequeueCount}. Moving message to queue '${this.queueName}-poison'.`,
+      );
       await this.#moveToPoison(message, lease.popReceipt);
       return;
     }
     // Already beyond the limit (e.g. the host died while processing it): poison without invoking.
     if (message.dequeueCount > this.#options.maxDequeueCount) {
-      this.#log(`Message has reached MaxDequeueCount of ${this.#options.maxDequeueCount}. Moving message to queue '${this.queueName}-poison'.`);
+      this.#log(
+        `Message has reached MaxDequeueCount of ${this.#options.maxDequeueCount}. Moving message to queue '${this.queueName}-poison'.`,
+      );
       await this.#moveToPoison(message, lease.popReceipt);
       return;
     }
@@ -249,13 +290,16 @@ export class QueueListener {
     let finished = false;
     const renewLater = (ms: number) => {
       renewal = setTimeout(() => {
-        this.#queue.updateMessage(message.messageId, lease.popReceipt, undefined, LEASE_SECONDS)
+        this.#queue
+          .updateMessage(message.messageId, lease.popReceipt, undefined, LEASE_SECONDS)
           .then((renewed) => {
             lease.popReceipt = renewed.popReceipt ?? lease.popReceipt;
             return true;
           })
           .catch((error: unknown) => {
-            this.#log(`[warning] Could not renew the lease on message '${message.messageId}': ${(error as Error).message}`);
+            this.#log(
+              `[warning] Could not renew the lease on message '${message.messageId}': ${(error as Error).message}`,
+            );
             return false;
           })
           .then((renewed) => {
@@ -280,10 +324,17 @@ export class QueueListener {
     if (succeeded) {
       await this.#queue.deleteMessage(message.messageId, lease.popReceipt);
     } else if (message.dequeueCount >= this.#options.maxDequeueCount) {
-      this.#log(`Message has reached MaxDequeueCount of ${this.#options.maxDequeueCount}. Moving message to queue '${this.queueName}-poison'.`);
+      this.#log(
+        `Message has reached MaxDequeueCount of ${this.#options.maxDequeueCount}. Moving message to queue '${this.queueName}-poison'.`,
+      );
       await this.#moveToPoison(message, lease.popReceipt);
     } else {
-      await this.#queue.updateMessage(message.messageId, lease.popReceipt, undefined, Math.round(this.#options.visibilityTimeoutMs / 1000));
+      await this.#queue.updateMessage(
+        message.messageId,
+        lease.popReceipt,
+        undefined,
+        Math.round(this.#options.visibilityTimeoutMs / 1000),
+      );
     }
   }
 

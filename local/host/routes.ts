@@ -6,7 +6,10 @@
 
 type Constraint = (value: string) => boolean;
 
-interface LiteralSegment { kind: 'literal'; text: string }
+interface LiteralSegment {
+  kind: 'literal';
+  text: string;
+}
 interface ParameterSegment {
   kind: 'parameter';
   name: string;
@@ -21,31 +24,55 @@ export interface RouteTemplate {
   segments: Segment[];
 }
 
-const GUID = /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$|^\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}$/i;
+const GUID =
+  /^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$|^\{[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\}$/i;
 
 function constraint(spec: string, template: string): Constraint {
   const match = /^(\w+)(?:\((.*)\))?$/.exec(spec);
   const [name, arg] = [match?.[1]?.toLowerCase(), match?.[2]];
   const num = (): number => {
     const n = Number(arg);
-    if (arg === undefined || !Number.isFinite(n)) throw new Error(`Route '${template}': constraint '${spec}' needs a number.`);
+    if (arg === undefined || !Number.isFinite(n))
+      throw new Error(`Route '${template}': constraint '${spec}' needs a number.`);
     return n;
   };
   switch (name) {
-    case 'int': return (v) => /^-?\d+$/.test(v) && Math.abs(Number(v)) <= 2 ** 31;
-    case 'long': return (v) => /^-?\d+$/.test(v);
-    case 'bool': return (v) => /^(true|false)$/i.test(v);
-    case 'guid': return (v) => GUID.test(v);
-    case 'alpha': return (v) => /^[a-z]+$/i.test(v);
-    case 'double': case 'float': case 'decimal': return (v) => v.trim() !== '' && Number.isFinite(Number(v));
-    case 'datetime': return (v) => !Number.isNaN(Date.parse(v));
-    case 'min': { const n = num(); return (v) => /^-?\d+$/.test(v) && Number(v) >= n; }
-    case 'max': { const n = num(); return (v) => /^-?\d+$/.test(v) && Number(v) <= n; }
-    case 'minlength': { const n = num(); return (v) => v.length >= n; }
-    case 'maxlength': { const n = num(); return (v) => v.length <= n; }
+    case 'int':
+      return (v) => /^-?\d+$/.test(v) && Math.abs(Number(v)) <= 2 ** 31;
+    case 'long':
+      return (v) => /^-?\d+$/.test(v);
+    case 'bool':
+      return (v) => /^(true|false)$/i.test(v);
+    case 'guid':
+      return (v) => GUID.test(v);
+    case 'alpha':
+      return (v) => /^[a-z]+$/i.test(v);
+    case 'double':
+    case 'float':
+    case 'decimal':
+      return (v) => v.trim() !== '' && Number.isFinite(Number(v));
+    case 'datetime':
+      return (v) => !Number.isNaN(Date.parse(v));
+    case 'min': {
+      const n = num();
+      return (v) => /^-?\d+$/.test(v) && Number(v) >= n;
+    }
+    case 'max': {
+      const n = num();
+      return (v) => /^-?\d+$/.test(v) && Number(v) <= n;
+    }
+    case 'minlength': {
+      const n = num();
+      return (v) => v.length >= n;
+    }
+    case 'maxlength': {
+      const n = num();
+      return (v) => v.length <= n;
+    }
     case 'length': {
       const [lo, hi] = (arg ?? '').split(',').map(Number);
-      if (lo === undefined || !Number.isFinite(lo)) throw new Error(`Route '${template}': constraint '${spec}' needs a number.`);
+      if (lo === undefined || !Number.isFinite(lo))
+        throw new Error(`Route '${template}': constraint '${spec}' needs a number.`);
       return (v) => v.length >= lo && v.length <= (hi ?? lo);
     }
     case 'range': {
@@ -55,8 +82,12 @@ function constraint(spec: string, template: string): Constraint {
       }
       return (v) => /^-?\d+$/.test(v) && Number(v) >= lo && Number(v) <= hi;
     }
-    case 'regex': { const re = new RegExp(arg ?? '', 'i'); return (v) => re.test(v); }
-    default: throw new Error(`Route '${template}': unsupported route constraint '${spec}'.`);
+    case 'regex': {
+      const re = new RegExp(arg ?? '', 'i');
+      return (v) => re.test(v);
+    }
+    default:
+      throw new Error(`Route '${template}': unsupported route constraint '${spec}'.`);
   }
 }
 
@@ -66,14 +97,19 @@ export function parseRouteTemplate(template: string): RouteTemplate {
   const segments = parts.map((part, index): Segment => {
     const param = /^\{(\*{1,2})?([A-Za-z_][\w]*)((?::[^:}?=]+(?:\([^)]*\))?)*)(\?)?\}$/.exec(part);
     if (!param) {
-      if (/[{}]/.test(part)) throw new Error(`Route '${template}': unsupported segment '${part}' (one parameter or literal per segment).`);
+      if (/[{}]/.test(part))
+        throw new Error(`Route '${template}': unsupported segment '${part}' (one parameter or literal per segment).`);
       if (part === '') throw new Error(`Route '${template}': empty segment.`);
       return { kind: 'literal', text: part };
     }
     const [, star, name, constraintText, optional] = param;
     const catchAll = Boolean(star);
-    if (catchAll && index !== parts.length - 1) throw new Error(`Route '${template}': a catch-all parameter must be last.`);
-    const constraints = (constraintText ?? '').split(':').filter(Boolean).map((spec) => constraint(spec, template));
+    if (catchAll && index !== parts.length - 1)
+      throw new Error(`Route '${template}': a catch-all parameter must be last.`);
+    const constraints = (constraintText ?? '')
+      .split(':')
+      .filter(Boolean)
+      .map((spec) => constraint(spec, template));
     return { kind: 'parameter', name: name!, optional: Boolean(optional), catchAll, constraints };
   });
   let sawOptional = false;
@@ -99,7 +135,9 @@ export function matchRoute(route: RouteTemplate, path: string): Record<string, s
       const rest = parts.slice(i).map(safeDecode);
       if (rest.some((p) => p === undefined)) return undefined;
       if (rest.length > 0) params[segment.name] = rest.join('/');
-      return segment.constraints.every((c) => params[segment.name] === undefined || c(params[segment.name]!)) ? params : undefined;
+      return segment.constraints.every((c) => params[segment.name] === undefined || c(params[segment.name]!))
+        ? params
+        : undefined;
     }
     if (raw === undefined) {
       if (segment.optional) continue;

@@ -43,14 +43,17 @@ export class BlobScheduleMonitor implements ScheduleMonitor {
   }
 
   #blob(timerName: string) {
-    return this.#service.getContainerClient(HOSTS_CONTAINER).getBlockBlobClient(`timers/${this.#hostId}/${timerName}/status`);
+    return this.#service
+      .getContainerClient(HOSTS_CONTAINER)
+      .getBlockBlobClient(`timers/${this.#hostId}/${timerName}/status`);
   }
 
   async getStatus(timerName: string): Promise<ScheduleStatus | undefined> {
     try {
       const text = (await this.#blob(timerName).downloadToBuffer()).toString('utf8');
       const status = JSON.parse(text) as Partial<ScheduleStatus>;
-      if (typeof status.Last !== 'string' || typeof status.Next !== 'string' || typeof status.LastUpdated !== 'string') return undefined;
+      if (typeof status.Last !== 'string' || typeof status.Next !== 'string' || typeof status.LastUpdated !== 'string')
+        return undefined;
       return { Last: status.Last, Next: status.Next, LastUpdated: status.LastUpdated };
     } catch (error) {
       if (error instanceof RestError && error.statusCode === 404) return undefined;
@@ -59,12 +62,17 @@ export class BlobScheduleMonitor implements ScheduleMonitor {
   }
 
   async updateStatus(timerName: string, status: ScheduleStatus): Promise<void> {
-    this.#containerReady ??= this.#service.getContainerClient(HOSTS_CONTAINER).createIfNotExists().catch((error: unknown) => {
-      this.#containerReady = undefined;
-      throw error;
-    });
+    this.#containerReady ??= this.#service
+      .getContainerClient(HOSTS_CONTAINER)
+      .createIfNotExists()
+      .catch((error: unknown) => {
+        this.#containerReady = undefined;
+        throw error;
+      });
     await this.#containerReady;
     const body = JSON.stringify(status);
-    await this.#blob(timerName).upload(body, Buffer.byteLength(body), { blobHTTPHeaders: { blobContentType: 'application/json' } });
+    await this.#blob(timerName).upload(body, Buffer.byteLength(body), {
+      blobHTTPHeaders: { blobContentType: 'application/json' },
+    });
   }
 }

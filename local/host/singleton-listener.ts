@@ -35,7 +35,12 @@ class LeaseRenewal {
   #running: Promise<void> = Promise.resolve();
   #stopped = false;
 
-  constructor(private readonly locks: DistributedLockManager, private readonly lock: DistributedLock, periodMs: number, private readonly onError: (error: unknown) => void) {
+  constructor(
+    private readonly locks: DistributedLockManager,
+    private readonly lock: DistributedLock,
+    periodMs: number,
+    private readonly onError: (error: unknown) => void,
+  ) {
     this.#normalMs = periodMs / 2;
     this.#intervalMs = this.#normalMs;
     this.#schedule(this.#normalMs);
@@ -98,7 +103,13 @@ export class SingletonListener implements Listener {
   #listening = false;
   #stopped = false;
 
-  constructor(lockId: string, inner: Listener, locks: DistributedLockManager, options: SingletonOptions, events: SingletonListenerEvents) {
+  constructor(
+    lockId: string,
+    inner: Listener,
+    locks: DistributedLockManager,
+    options: SingletonOptions,
+    events: SingletonListenerEvents,
+  ) {
     this.#lockId = lockId;
     this.#inner = inner;
     this.#locks = locks;
@@ -150,7 +161,9 @@ export class SingletonListener implements Listener {
       await this.#inner.start();
       this.#listening = true;
     } catch (error) {
-      this.#events.log(`[debug] Singleton lock recovery attempt failed (${this.#lockId}): ${(error as Error).message.split('\n')[0]}`);
+      this.#events.log(
+        `[debug] Singleton lock recovery attempt failed (${this.#lockId}): ${(error as Error).message.split('\n')[0]}`,
+      );
     }
   }
 
@@ -158,7 +171,11 @@ export class SingletonListener implements Listener {
   async #tryLock(retry: boolean): Promise<boolean> {
     const periodMs = this.#options.listenerLockPeriodMs;
     let lock = await this.#locks.tryLock(this.#lockId, periodMs);
-    for (let waited = 0; !lock && retry && !this.#stopped && waited < this.#options.lockAcquisitionTimeoutMs; waited += this.#options.lockAcquisitionPollingIntervalMs) {
+    for (
+      let waited = 0;
+      !lock && retry && !this.#stopped && waited < this.#options.lockAcquisitionTimeoutMs;
+      waited += this.#options.lockAcquisitionPollingIntervalMs
+    ) {
       await new Promise((resolve) => setTimeout(resolve, this.#options.lockAcquisitionPollingIntervalMs));
       lock = await this.#locks.tryLock(this.#lockId, periodMs);
     }

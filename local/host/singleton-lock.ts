@@ -23,7 +23,11 @@ class LeaseLock implements DistributedLock {
   lastRenewalMs = DOTNET_MIN_DATE_MS;
   lastRenewalLatencyMs = 0;
 
-  constructor(readonly lockId: string, readonly lease: BlobLeaseClient, readonly periodMs: number) {}
+  constructor(
+    readonly lockId: string,
+    readonly lease: BlobLeaseClient,
+    readonly periodMs: number,
+  ) {}
 }
 
 const statusOf = (error: unknown): number | undefined => (error instanceof RestError ? error.statusCode : undefined);
@@ -31,7 +35,9 @@ const statusOf = (error: unknown): number | undefined => (error instanceof RestE
 /** "yyyy-MM-ddTHH:mm:ss.FFFZ": .NET drops trailing zeros of the fraction, and the point with them. */
 function formatRenewal(ms: number): string {
   const iso = new Date(ms).toISOString();
-  return iso.replace(/\.(\d{3})Z$/, (_, fraction: string) => (fraction.replace(/0+$/, '') ? `.${fraction.replace(/0+$/, '')}Z` : 'Z'));
+  return iso.replace(/\.(\d{3})Z$/, (_, fraction: string) =>
+    fraction.replace(/0+$/, '') ? `.${fraction.replace(/0+$/, '')}Z` : 'Z',
+  );
 }
 
 /** C#'s `(int)` of a double: .NET 8 on x64 gives int.MinValue for a value out of range. */
@@ -73,7 +79,8 @@ export class BlobLeaseLockManager implements DistributedLockManager {
     const acquire = async () => (await blob.getBlobLeaseClient().acquireLease(Math.round(periodMs / 1000))).leaseId;
     try {
       const state = await this.#leaseState(blob);
-      if (state === undefined || state === 'available' || state === 'expired' || state === 'broken') return await acquire();
+      if (state === undefined || state === 'available' || state === 'expired' || state === 'broken')
+        return await acquire();
       return undefined;
     } catch (error) {
       if (statusOf(error) === 409) return undefined;
@@ -109,7 +116,8 @@ export class BlobLeaseLockManager implements DistributedLockManager {
     try {
       await this.#container.createIfNotExists();
     } catch (error) {
-      if (statusOf(error) === 409 && (error as RestError).code === 'ContainerBeingDeleted') throw new Error('The host container is pending deletion and currently inaccessible.');
+      if (statusOf(error) === 409 && (error as RestError).code === 'ContainerBeingDeleted')
+        throw new Error('The host container is pending deletion and currently inaccessible.');
       throw error;
     }
     await this.#uploadEmpty(blob);
@@ -145,9 +153,11 @@ export class BlobLeaseLockManager implements DistributedLockManager {
         this.#log(`[warning] Singleton lock renewal failed for blob '${held.lockId}' with error code ${code}.`);
         return false;
       }
-      this.#log(`[error] Singleton lock renewal failed for blob '${held.lockId}' with error code ${code}. ` +
-        `The last successful renewal completed at ${formatRenewal(held.lastRenewalMs)} (${toInt32(Date.now() - held.lastRenewalMs)} milliseconds ago) ` +
-        `with a duration of ${toInt32(held.lastRenewalLatencyMs)} milliseconds. The lease period was ${toInt32(held.periodMs)} milliseconds.`);
+      this.#log(
+        `[error] Singleton lock renewal failed for blob '${held.lockId}' with error code ${code}. ` +
+          `The last successful renewal completed at ${formatRenewal(held.lastRenewalMs)} (${toInt32(Date.now() - held.lastRenewalMs)} milliseconds ago) ` +
+          `with a duration of ${toInt32(held.lastRenewalLatencyMs)} milliseconds. The lease period was ${toInt32(held.periodMs)} milliseconds.`,
+      );
       throw error;
     }
   }

@@ -23,7 +23,9 @@ export interface StorageConnection {
 /** The message names the prefixed setting, as the host does (so `connection: 'AzureWebJobsStorage'` reads 'AzureWebJobsAzureWebJobsStorage'). */
 export class MissingConnectionError extends Error {
   constructor(connection: string) {
-    super(`Storage account connection string '${PREFIX}${connection}' does not exist. Make sure that it is a defined App Setting.`);
+    super(
+      `Storage account connection string '${PREFIX}${connection}' does not exist. Make sure that it is a defined App Setting.`,
+    );
     this.name = 'MissingConnectionError';
   }
 }
@@ -34,7 +36,10 @@ const PREFIX = 'AzureWebJobs';
 export const DEFAULT_CONNECTION = 'Storage';
 
 /** The setting, or any key of its section (`<name>__…`); empty values count as unset. */
-function section(settingName: string, env: NodeJS.ProcessEnv): { value?: string; get(key: string): string | undefined; exists: boolean } {
+function section(
+  settingName: string,
+  env: NodeJS.ProcessEnv,
+): { value?: string; get(key: string): string | undefined; exists: boolean } {
   const prefix = `${settingName}__`.toLowerCase();
   const entries = Object.entries(env).filter(([key, v]) => v && key.toLowerCase().startsWith(prefix));
   const get = (key: string) => entries.find(([k]) => k.toLowerCase() === `${prefix}${key.toLowerCase()}`)?.[1];
@@ -44,7 +49,8 @@ function section(settingName: string, env: NodeJS.ProcessEnv): { value?: string;
 
 function credentialOf(get: (key: string) => string | undefined): TokenCredential {
   const clientId = get('clientId');
-  if (get('credential')?.toLowerCase() === 'managedidentity') return clientId ? new ManagedIdentityCredential({ clientId }) : new ManagedIdentityCredential();
+  if (get('credential')?.toLowerCase() === 'managedidentity')
+    return clientId ? new ManagedIdentityCredential({ clientId }) : new ManagedIdentityCredential();
   return new DefaultAzureCredential(clientId ? { managedIdentityClientId: clientId } : {});
 }
 
@@ -53,7 +59,9 @@ function serviceUri(get: (key: string) => string | undefined, service: 'queue' |
   if (uri) return uri;
   const account = get('accountName');
   if (account) return `https://${account}.${service}.core.windows.net`;
-  throw new Error(`Storage connection '${settingName}' has no ${service} endpoint: set ${settingName}__${service}ServiceUri (or ${settingName}__accountName).`);
+  throw new Error(
+    `Storage connection '${settingName}' has no ${service} endpoint: set ${settingName}__${service}ServiceUri (or ${settingName}__accountName).`,
+  );
 }
 
 /** The `AzureWebJobs<connection>` section first, else `<connection>` itself. */
@@ -63,7 +71,11 @@ export function resolveStorageConnection(connection: string, env: NodeJS.Process
   const settingName = prefixed.exists ? `${PREFIX}${name}` : name;
   const { value, get, exists } = prefixed.exists ? prefixed : section(name, env);
   if (!exists) throw new MissingConnectionError(name);
-  if (value) return { queues: () => QueueServiceClient.fromConnectionString(value), blobs: () => BlobServiceClient.fromConnectionString(value) };
+  if (value)
+    return {
+      queues: () => QueueServiceClient.fromConnectionString(value),
+      blobs: () => BlobServiceClient.fromConnectionString(value),
+    };
   const credential = credentialOf(get);
   return {
     queues: () => new QueueServiceClient(serviceUri(get, 'queue', settingName), credential),

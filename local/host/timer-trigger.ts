@@ -19,18 +19,23 @@ export function parseSchedule(expression: string, functionName: string): TimerSc
   const trimmed = expression.trim();
   if (/^\d+(\.\d+)?:\d+:\d+(\.\d+)?$/.test(trimmed)) {
     const interval = parseTimeSpan(trimmed);
-    if (interval <= 0) throw new Error(`Function '${functionName}': the TimeSpan schedule '${expression}' must be positive.`);
+    if (interval <= 0)
+      throw new Error(`Function '${functionName}': the TimeSpan schedule '${expression}' must be positive.`);
     return { next: (after) => new Date(after.getTime() + interval), adjustForDst: false, describe: `every ${trimmed}` };
   }
   const fields = trimmed.split(/\s+/);
   if (fields.length !== 6 && fields.length !== 5) {
-    throw new Error(`Function '${functionName}': '${expression}' is neither an NCRONTAB expression ({second} {minute} {hour} {day} {month} {day-of-week}) nor a TimeSpan.`);
+    throw new Error(
+      `Function '${functionName}': '${expression}' is neither an NCRONTAB expression ({second} {minute} {hour} {day} {month} {day-of-week}) nor a TimeSpan.`,
+    );
   }
   const tz = process.env.WEBSITE_TIME_ZONE || process.env.TZ || 'UTC';
   try {
     CronExpressionParser.parse(trimmed, { tz, strict: false });
   } catch (error) {
-    throw new Error(`Function '${functionName}': invalid NCRONTAB schedule '${expression}': ${(error as Error).message}`);
+    throw new Error(
+      `Function '${functionName}': invalid NCRONTAB schedule '${expression}': ${(error as Error).message}`,
+    );
   }
   return {
     next: (after) => CronExpressionParser.parse(trimmed, { currentDate: after, tz }).next().toDate(),
@@ -82,7 +87,11 @@ export function monitorsSchedule(expression: string, schedule: TimerSchedule, no
  * (…/Timers/Scheduling/ScheduleMonitor.cs). Returns the status to keep and whether it is past due.
  */
 export async function checkPastDue(
-  monitor: ScheduleMonitor, timerName: string, now: Date, schedule: TimerSchedule, last: ScheduleStatus | undefined,
+  monitor: ScheduleMonitor,
+  timerName: string,
+  now: Date,
+  schedule: TimerSchedule,
+  last: ScheduleStatus | undefined,
 ): Promise<{ status: ScheduleStatus; pastDue: boolean }> {
   let status: ScheduleStatus;
   if (last === undefined) {
@@ -135,7 +144,11 @@ export class TimerTrigger {
   #chain: Promise<void> = Promise.resolve();
   #status: ScheduleStatus = { Last: NEVER, Next: NEVER, LastUpdated: NEVER };
 
-  constructor(fn: TimerFunction, invoker: Invoker, options: { monitor?: ScheduleMonitor; log?: (line: string) => void } = {}) {
+  constructor(
+    fn: TimerFunction,
+    invoker: Invoker,
+    options: { monitor?: ScheduleMonitor; log?: (line: string) => void } = {},
+  ) {
     this.#fn = fn;
     this.#schedule = parseSchedule(fn.schedule, fn.metadata.name);
     this.#invoker = invoker;
@@ -157,7 +170,13 @@ export class TimerTrigger {
     const now = new Date();
     let pastDue = false;
     if (this.#monitor) {
-      const checked = await checkPastDue(this.#monitor, this.#timerName, now, this.#schedule, await this.#monitor.getStatus(this.#timerName));
+      const checked = await checkPastDue(
+        this.#monitor,
+        this.#timerName,
+        now,
+        this.#schedule,
+        await this.#monitor.getStatus(this.#timerName),
+      );
       this.#status = checked.status;
       pastDue = checked.pastDue;
     } else {
@@ -217,17 +236,30 @@ export class TimerTrigger {
     this.#chain = this.#chain.then(async () => {
       if (this.#stopped) return;
       const invokedAt = new Date();
-      const reason = firing.kind === 'scheduled' ? `Timer fired at ${invokedAt.toISOString()}`
-        : firing.kind === 'pastDue' ? 'Timer is past due.' : 'Timer fired at startup (runOnStartup).';
-      await this.#invoker.invoke(this.#fn, { reason, data: { json: JSON.stringify(this.#timerInfo(firing.kind === 'pastDue')) } });
+      const reason =
+        firing.kind === 'scheduled'
+          ? `Timer fired at ${invokedAt.toISOString()}`
+          : firing.kind === 'pastDue'
+            ? 'Timer is past due.'
+            : 'Timer fired at startup (runOnStartup).';
+      await this.#invoker.invoke(this.#fn, {
+        reason,
+        data: { json: JSON.stringify(this.#timerInfo(firing.kind === 'pastDue')) },
+      });
       // Fired a moment early (clock granularity): count it as the scheduled time, or the same Next
       // would be computed twice.
       const next = time(this.#status.Next);
       const basis = firing.kind === 'scheduled' && next > invokedAt.getTime() ? new Date(next) : invokedAt;
-      this.#status = { Last: basis.toISOString(), Next: this.#schedule.next(basis).toISOString(), LastUpdated: basis.toISOString() };
+      this.#status = {
+        Last: basis.toISOString(),
+        Next: this.#schedule.next(basis).toISOString(),
+        LastUpdated: basis.toISOString(),
+      };
       if (this.#monitor) {
         await this.#monitor.updateStatus(this.#timerName, this.#status).catch((error: unknown) => {
-          this.#log(`[error] Function '${this.#timerName}' failed to update the timer trigger status: ${(error as Error).message}`);
+          this.#log(
+            `[error] Function '${this.#timerName}' failed to update the timer trigger status: ${(error as Error).message}`,
+          );
         });
       }
       this.#arm();

@@ -1,7 +1,13 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { constants } from 'node:os';
 import { join } from 'node:path';
-import type { FunctionMetadata, RpcInvocationRequest, RpcInvocationResponse, RpcLogCategory, RpcLogLevel } from './worker-contract.js';
+import type {
+  FunctionMetadata,
+  RpcInvocationRequest,
+  RpcInvocationResponse,
+  RpcLogCategory,
+  RpcLogLevel,
+} from './worker-contract.js';
 import type { HostToWorker, WorkerError, WorkerToHost } from './worker-messages.js';
 
 const WORKER_ENTRY = join(import.meta.dirname, 'worker-process.js');
@@ -66,7 +72,9 @@ export class WorkerChannel {
       // or restarted, and what it was running ends by its timeout.
       if (this.#disposed || code === 0) return;
       const exitCode = code ?? 128 + (signal ? constants.signals[signal] : 0);
-      const error = new WorkerProcessExitError(`node exited with code ${exitCode} (0x${exitCode.toString(16).toUpperCase()})`);
+      const error = new WorkerProcessExitError(
+        `node exited with code ${exitCode} (0x${exitCode.toString(16).toUpperCase()})`,
+      );
       // Any other exit fails everything it was running (GrpcWorkerChannel.TryFailExecutions).
       for (const pending of this.#executing.values()) pending.reject(error);
       this.#executing.clear();
@@ -76,7 +84,10 @@ export class WorkerChannel {
 
   /** Starts a worker for the app and waits until it has loaded the app and run its appStart hooks. */
   static async start(appDir: string, log: WorkerLog): Promise<{ channel: WorkerChannel; ready: ReadyWorker }> {
-    const child = fork(WORKER_ENTRY, [appDir], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(WORKER_ENTRY, [appDir], {
+      serialization: 'advanced',
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     const channel = new WorkerChannel(child, log);
     const ready = await new Promise<ReadyWorker>((resolve, reject) => {
       const onMessage = (message: WorkerToHost): void => {

@@ -13,7 +13,9 @@ export interface RpcTypedData {
   double?: number | null;
 }
 
-export interface RpcNullable<T> { value?: T | null }
+export interface RpcNullable<T> {
+  value?: T | null;
+}
 
 export interface RpcHttpCookie {
   name?: string | null;
@@ -94,4 +96,6 @@ export interface ProgrammingModel {
 export type HookName = 'appStart' | 'appTerminate' | 'preInvocation' | 'postInvocation';
 export type HookCallback = (context: Record<string, unknown>) => void | Promise<void>;
 
-export interface Disposable { dispose(): void }
+export interface Disposable {
+  dispose(): void;
+}

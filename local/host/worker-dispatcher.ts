@@ -21,7 +21,13 @@ export class WorkerDispatcher {
   #errors: number[] = [];
   #stopped = false;
 
-  private constructor(appDir: string, log: (line: string) => void, workerLog: WorkerLog, onFatal: (message: string) => void, first: WorkerChannel) {
+  private constructor(
+    appDir: string,
+    log: (line: string) => void,
+    workerLog: WorkerLog,
+    onFatal: (message: string) => void,
+    first: WorkerChannel,
+  ) {
     this.#appDir = appDir;
     this.#log = log;
     this.#workerLog = workerLog;
@@ -31,9 +37,15 @@ export class WorkerDispatcher {
   }
 
   /** Starts the first worker; rejects (with the worker's init error) when the app does not load. */
-  static async start(appDir: string, options: { log: (line: string) => void; workerLog: WorkerLog; onFatal: (message: string) => void }): Promise<{ dispatcher: WorkerDispatcher; ready: ReadyWorker }> {
+  static async start(
+    appDir: string,
+    options: { log: (line: string) => void; workerLog: WorkerLog; onFatal: (message: string) => void },
+  ): Promise<{ dispatcher: WorkerDispatcher; ready: ReadyWorker }> {
     const { channel, ready } = await WorkerChannel.start(appDir, options.workerLog);
-    return { dispatcher: new WorkerDispatcher(appDir, options.log, options.workerLog, options.onFatal, channel), ready };
+    return {
+      dispatcher: new WorkerDispatcher(appDir, options.log, options.workerLog, options.onFatal, channel),
+      ready,
+    };
   }
 
   async invoke(request: RpcInvocationRequest): Promise<RpcInvocationResponse> {
@@ -75,7 +87,9 @@ export class WorkerDispatcher {
     this.#errors.push(now);
     if (this.#errors.length >= ERROR_EVENTS_THRESHOLD) {
       this.#channel = undefined;
-      this.#log('[error] Exceeded language worker restart retry count for runtime:node. Shutting down and proactively recycling the Functions Host to recover');
+      this.#log(
+        '[error] Exceeded language worker restart retry count for runtime:node. Shutting down and proactively recycling the Functions Host to recover',
+      );
       this.#onFatal('the language worker kept exiting');
       return;
     }

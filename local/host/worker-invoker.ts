@@ -1,5 +1,11 @@
 import type { CoreRegistry } from './core-api.js';
-import type { CoreInvocationContext, RpcInvocationRequest, RpcInvocationResponse, RpcLogCategory, RpcLogLevel } from './worker-contract.js';
+import type {
+  CoreInvocationContext,
+  RpcInvocationRequest,
+  RpcInvocationResponse,
+  RpcLogCategory,
+  RpcLogLevel,
+} from './worker-contract.js';
 
 export type InvocationLog = (level: RpcLogLevel, category: RpcLogCategory, message: string) => void;
 
@@ -31,7 +37,13 @@ export class WorkerInvoker {
     if (!registered) throw new Error(`Function code for '${request.functionId}' was not found.`);
     const model = this.#registry.programmingModel();
     if (!model) throw new Error('@azure/functions never set its programming model.');
-    const coreContext: CoreInvocationContext = { invocationId: request.invocationId, metadata: registered.metadata, state: undefined, request, log };
+    const coreContext: CoreInvocationContext = {
+      invocationId: request.invocationId,
+      metadata: registered.metadata,
+      state: undefined,
+      request,
+      log,
+    };
     const invocationModel = model.getInvocationModel(coreContext);
     const { context, inputs } = await invocationModel.getArguments();
 
@@ -43,22 +55,40 @@ export class WorkerInvoker {
     };
     const appHookData = this.#appHookData;
     const shared = {
-      get hookData() { return hookData; },
-      set hookData(_value: unknown) { readOnly('hookData'); },
-      get appHookData() { return appHookData; },
-      set appHookData(_value: unknown) { readOnly('appHookData'); },
-      get invocationContext() { return context; },
-      set invocationContext(_value: unknown) { readOnly('invocationContext'); },
+      get hookData() {
+        return hookData;
+      },
+      set hookData(_value: unknown) {
+        readOnly('hookData');
+      },
+      get appHookData() {
+        return appHookData;
+      },
+      set appHookData(_value: unknown) {
+        readOnly('appHookData');
+      },
+      get invocationContext() {
+        return context;
+      },
+      set invocationContext(_value: unknown) {
+        readOnly('invocationContext');
+      },
     };
     coreContext.state = 'preInvocationHooks';
-    const pre = Object.defineProperties({ inputs, functionCallback: registered.handler }, Object.getOwnPropertyDescriptors(shared)) as typeof shared & { inputs: unknown[]; functionCallback: typeof registered.handler };
+    const pre = Object.defineProperties(
+      { inputs, functionCallback: registered.handler },
+      Object.getOwnPropertyDescriptors(shared),
+    ) as typeof shared & { inputs: unknown[]; functionCallback: typeof registered.handler };
     try {
       for (const hook of this.#registry.hooks('preInvocation')) await hook(pre);
     } finally {
       coreContext.state = undefined;
     }
 
-    const post = Object.defineProperties({ inputs: pre.inputs, result: null as unknown, error: null as unknown }, Object.getOwnPropertyDescriptors(shared));
+    const post = Object.defineProperties(
+      { inputs: pre.inputs, result: null as unknown, error: null as unknown },
+      Object.getOwnPropertyDescriptors(shared),
+    );
     coreContext.state = 'invocation';
     try {
       post.result = await invocationModel.invokeFunction(context, pre.inputs, pre.functionCallback);

@@ -1,4 +1,10 @@
-import type { FunctionMetadata, RpcInvocationRequest, RpcInvocationResponse, RpcLogCategory, RpcLogLevel } from './worker-contract.js';
+import type {
+  FunctionMetadata,
+  RpcInvocationRequest,
+  RpcInvocationResponse,
+  RpcLogCategory,
+  RpcLogLevel,
+} from './worker-contract.js';
 
 /**
  * What the local host and its worker process say to each other over the child process's IPC channel
@@ -6,11 +12,12 @@ import type { FunctionMetadata, RpcInvocationRequest, RpcInvocationResponse, Rpc
  * host's gRPC messages (azure-functions-language-worker-protobuf `FunctionRpc.proto`): worker init
  * and function metadata, invocation request and response, RpcLog, and WorkerTerminate.
  */
-export type HostToWorker =
-  | { type: 'invoke'; request: RpcInvocationRequest }
-  | { type: 'terminate' };
+export type HostToWorker = { type: 'invoke'; request: RpcInvocationRequest } | { type: 'terminate' };
 
-export interface WorkerError { message: string; stack?: string }
+export interface WorkerError {
+  message: string;
+  stack?: string;
+}
 
 export type WorkerToHost =
   /** The app loaded, its appStart hooks ran and registrations are locked (WorkerInitResponse + FunctionMetadataResponse). */

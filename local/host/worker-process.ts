@@ -21,8 +21,16 @@ function toWorkerError(thrown: unknown): WorkerError {
 // As the Node worker does (src/Worker.ts): an uncaught exception (an unhandled rejection is one, by
 // Node's default) is reported to the host and ends the process with code 1; the host restarts it.
 process.on('uncaughtException', (error: unknown) => {
-  const stack = error instanceof Error ? error.stack ?? error.message : String(error);
-  send({ type: 'log', level: 'error', category: 'system', message: `Worker uncaught exception (learn more: https://go.microsoft.com/fwlink/?linkid=2097909 ): ${stack}` }, () => process.exit(1));
+  const stack = error instanceof Error ? (error.stack ?? error.message) : String(error);
+  send(
+    {
+      type: 'log',
+      level: 'error',
+      category: 'system',
+      message: `Worker uncaught exception (learn more: https://go.microsoft.com/fwlink/?linkid=2097909 ): ${stack}`,
+    },
+    () => process.exit(1),
+  );
   setTimeout(() => process.exit(1), 1_000).unref();
 });
 
@@ -39,15 +47,27 @@ async function main(appDir: string): Promise<void> {
   process.on('message', (message: HostToWorker) => {
     if (message.type === 'invoke') {
       const { invocationId } = message.request;
-      invoker.invoke(message.request, (level, category, text) => send({ type: 'log', invocationId, level, category, message: text })).then(
-        (response) => send({ type: 'response', invocationId, response }),
-        (error: unknown) => send({ type: 'failure', invocationId, error: toWorkerError(error) }),
-      );
+      invoker
+        .invoke(message.request, (level, category, text) =>
+          send({ type: 'log', invocationId, level, category, message: text }),
+        )
+        .then(
+          (response) => send({ type: 'response', invocationId, response }),
+          (error: unknown) => send({ type: 'failure', invocationId, error: toWorkerError(error) }),
+        );
     } else if (message.type === 'terminate') {
       // WorkerTerminate: the worker runs the appTerminate hooks, then exits (src/eventHandlers/terminateWorker.ts).
-      invoker.runAppHooks('appTerminate').catch((error: unknown) => {
-        send({ type: 'log', level: 'error', category: 'system', message: `An appTerminate hook failed: ${toWorkerError(error).stack ?? toWorkerError(error).message}` });
-      }).finally(() => send({ type: 'terminated' }, () => process.exit(0)));
+      invoker
+        .runAppHooks('appTerminate')
+        .catch((error: unknown) => {
+          send({
+            type: 'log',
+            level: 'error',
+            category: 'system',
+            message: `An appTerminate hook failed: ${toWorkerError(error).stack ?? toWorkerError(error).message}`,
+          });
+        })
+        .finally(() => send({ type: 'terminated' }, () => process.exit(0)));
     }
   });
 
@@ -59,7 +79,9 @@ async function main(appDir: string): Promise<void> {
       await invoker.runAppHooks('appStart', { functionAppDirectory: appDir });
     } catch (error) {
       // A hook that throws fails the worker's init (src/startApp.ts has no catch).
-      throw new Error(`Initializing worker process failed: an appStart hook threw: ${toWorkerError(error).message}`, { cause: error });
+      throw new Error(`Initializing worker process failed: an appStart hook threw: ${toWorkerError(error).message}`, {
+        cause: error,
+      });
     }
     const capabilities = (await registry.programmingModel()?.getCapabilities?.({})) ?? {};
     registry.lockIndexing();

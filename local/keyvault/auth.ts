@@ -63,7 +63,10 @@ export async function authenticate(
   header: string | undefined,
   options: { verifier: TokenVerifier; tenantId: string; authorityHost: string },
 ): Promise<Caller> {
-  const expectedIssuers = [issuerFor(options.authorityHost, options.tenantId, 1), issuerFor(options.authorityHost, options.tenantId, 2)];
+  const expectedIssuers = [
+    issuerFor(options.authorityHost, options.tenantId, 1),
+    issuerFor(options.authorityHost, options.tenantId, 2),
+  ];
   const invalidIssuer = (found: string) =>
     unauthorized(`AKV10032: Invalid issuer. Expected one of ${expectedIssuers.join(', ')}, found ${found}.`);
   if (!header) throw unauthorized('AKV10000: Request is missing a Bearer or PoP token.');
@@ -83,7 +86,9 @@ export async function authenticate(
       case 'invalid_signature':
         throw unauthorized('AKV10046: Unable to resolve the key used for signature validation.');
       case 'wrong_audience':
-        throw unauthorized(`AKV10022: Invalid audience. Expected ${KEY_VAULT_RESOURCE}, found: ${unverifiedClaim(header, 'aud')}.`);
+        throw unauthorized(
+          `AKV10022: Invalid audience. Expected ${KEY_VAULT_RESOURCE}, found: ${unverifiedClaim(header, 'aud')}.`,
+        );
       case 'wrong_issuer':
         throw invalidIssuer(unverifiedClaim(header, 'iss'));
     }

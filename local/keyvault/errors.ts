@@ -62,14 +62,21 @@ export function deletedButRecoverable(name: string): KeyVaultError {
 
 /** The answer for an injected `status` fault, with the code Key Vault uses for that status. */
 export function faultError(status: number, retryAfterSeconds?: number): KeyVaultError {
-  const headers: Record<string, string> = retryAfterSeconds === undefined ? {} : { 'retry-after': String(retryAfterSeconds) };
+  const headers: Record<string, string> =
+    retryAfterSeconds === undefined ? {} : { 'retry-after': String(retryAfterSeconds) };
   const known: Record<number, [string, string]> = {
-    429: ['Throttled', 'Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached'],
+    429: [
+      'Throttled',
+      'Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached',
+    ],
     500: ['InternalServerError', 'An unexpected error occurred while processing the request.'],
     502: ['BadGateway', 'The service received an invalid response from an upstream server.'],
     503: ['ServiceUnavailable', 'The service is temporarily unavailable. Please try again later.'],
     504: ['GatewayTimeout', 'The service did not complete the request in time.'],
   };
-  const [code, message] = known[status] ?? [status >= 500 ? 'InternalServerError' : 'BadRequest', `Injected fault: HTTP ${status}.`];
+  const [code, message] = known[status] ?? [
+    status >= 500 ? 'InternalServerError' : 'BadRequest',
+    `Injected fault: HTTP ${status}.`,
+  ];
   return new KeyVaultError(status, code, message, undefined, headers);
 }

@@ -1,7 +1,13 @@
 import { z } from 'zod';
 import type { Caller, RoleAssignments, SecretAction } from './auth.js';
 import { badParameter, deletedSecretNotFound, KeyVaultError, secretDisabled, secretNotFound } from './errors.js';
-import { assertValidSecretName, RECOVERABLE_DAYS, type DeletedSecret, type SecretStore, type StoredSecretVersion } from './store.js';
+import {
+  assertValidSecretName,
+  RECOVERABLE_DAYS,
+  type DeletedSecret,
+  type SecretStore,
+  type StoredSecretVersion,
+} from './store.js';
 
 /** Key Vault pages lists 25 items at a time at most. */
 export const MAX_PAGE_SIZE = 25;
@@ -104,13 +110,16 @@ function page<T>(items: T[], request: ApiRequest, store: SecretStore): { value: 
   const rawMax = request.query.get('maxresults');
   const maxResults = rawMax === null ? MAX_PAGE_SIZE : Number(rawMax);
   if (!Number.isInteger(maxResults) || maxResults < 1 || maxResults > MAX_PAGE_SIZE) {
-    throw badParameter(`Invalid value for the maxresults parameter: ${rawMax}. It must be an integer between 1 and ${MAX_PAGE_SIZE}.`);
+    throw badParameter(
+      `Invalid value for the maxresults parameter: ${rawMax}. It must be an integer between 1 and ${MAX_PAGE_SIZE}.`,
+    );
   }
   const token = request.query.get('$skiptoken');
   let offset = 0;
   if (token !== null) {
     try {
-      const marker = (JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as { NextMarker?: unknown }).NextMarker;
+      const marker = (JSON.parse(Buffer.from(token, 'base64url').toString('utf8')) as { NextMarker?: unknown })
+        .NextMarker;
       if (typeof marker !== 'number' || !Number.isInteger(marker) || marker < 0) throw new Error('bad marker');
       offset = marker;
     } catch {

@@ -123,7 +123,9 @@ export async function startKeyVault(options: KeyVaultOptions): Promise<KeyVaultS
       } catch (err) {
         if (err instanceof BodyTooLargeError) {
           // The rest of the body is never read, so the connection cannot carry another request.
-          throw new KeyVaultError(400, 'BadParameter', 'The request body is too large.', undefined, { connection: 'close' });
+          throw new KeyVaultError(400, 'BadParameter', 'The request body is too large.', undefined, {
+            connection: 'close',
+          });
         }
         throw err;
       }
@@ -138,7 +140,8 @@ export async function startKeyVault(options: KeyVaultOptions): Promise<KeyVaultS
       if (!store) throw faultError(503);
       caller = await authenticate(req.headers.authorization, options);
       const apiVersion = url.searchParams.get('api-version');
-      if (!apiVersion) throw badParameter('The request URI contains an invalid or missing api-version query parameter.');
+      if (!apiVersion)
+        throw badParameter('The request URI contains an invalid or missing api-version query parameter.');
       const response: ApiResponse = handleSecretsRequest(
         { store, roles, vaultName },
         { method, segments: pathSegments(url.pathname), query: url.searchParams, apiVersion, body, caller },

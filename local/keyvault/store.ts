@@ -1,5 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { badParameter, deletedButRecoverable, deletedSecretNotFound, secretNotFound, secretVersionNotFound } from './errors.js';
+import {
+  badParameter,
+  deletedButRecoverable,
+  deletedSecretNotFound,
+  secretNotFound,
+  secretVersionNotFound,
+} from './errors.js';
 
 /** Key Vault's documented limits for secrets. */
 export const SECRET_NAME_PATTERN = /^[0-9a-zA-Z-]{1,127}$/;
@@ -95,7 +101,9 @@ export class SecretStore {
     assertValidSecretName(name);
     if (typeof value !== 'string') throw badParameter('The secret value is required.');
     if (Buffer.byteLength(value, 'utf8') > MAX_SECRET_VALUE_BYTES) {
-      throw badParameter(`The secret value is too large. The maximum size of a secret value is ${MAX_SECRET_VALUE_BYTES} bytes.`);
+      throw badParameter(
+        `The secret value is too large. The maximum size of a secret value is ${MAX_SECRET_VALUE_BYTES} bytes.`,
+      );
     }
     assertValidProperties(options);
     const key = name.toLowerCase();

@@ -65,7 +65,9 @@ export function incidentFacts(message: RoutedMessage): IncidentFacts {
       { name: 'Users', value: few(usersOf(message)) },
       { name: 'Incident', value: `${message.incidentId} (route ${message.route.name})` },
     ],
-    portalUrl: enrichment.portalUrl ?? `https://security.microsoft.com/incidents/${message.incidentId}?tid=${encodeURIComponent(message.tenantId)}`,
+    portalUrl:
+      enrichment.portalUrl ??
+      `https://security.microsoft.com/incidents/${message.incidentId}?tid=${encodeURIComponent(message.tenantId)}`,
   };
 }
 
@@ -95,7 +97,14 @@ export function teamsPayload(message: RoutedMessage): Record<string, unknown> {
           version: '1.4',
           msteams: { width: 'Full' },
           body: [
-            { type: 'TextBlock', text: plain(f.title), weight: 'Bolder', size: 'Medium', wrap: true, color: TEAMS_COLOR[f.severity] ?? 'default' },
+            {
+              type: 'TextBlock',
+              text: plain(f.title),
+              weight: 'Bolder',
+              size: 'Medium',
+              wrap: true,
+              color: TEAMS_COLOR[f.severity] ?? 'default',
+            },
             { type: 'FactSet', facts: f.facts.map((fact) => ({ title: fact.name, value: plain(fact.value) })) },
           ],
           actions: [{ type: 'Action.OpenUrl', title: 'Open in Microsoft Defender', url: f.portalUrl }],
@@ -116,7 +125,14 @@ export function slackPayload(message: RoutedMessage): Record<string, unknown> {
       { type: 'section', fields: f.facts.map((fact) => plainText(`${fact.name}: ${fact.value}`)) },
       {
         type: 'actions',
-        elements: [{ type: 'button', text: plainText('Open in Microsoft Defender'), url: f.portalUrl, action_id: 'open-incident' }],
+        elements: [
+          {
+            type: 'button',
+            text: plainText('Open in Microsoft Defender'),
+            url: f.portalUrl,
+            action_id: 'open-incident',
+          },
+        ],
       },
     ],
   };

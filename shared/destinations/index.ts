@@ -30,14 +30,22 @@ export function routedMessageFor(
  * timeouts, network, Storage unavailable) or `PermanentError` (4xx, redirects, a host not allowed
  * or resolving to a blocked address, an unknown destination).
  */
-export async function deliver(table: RoutingTable, destinationName: string, message: RoutedMessage, deps: DeliveryDeps): Promise<DeliveryResult> {
+export async function deliver(
+  table: RoutingTable,
+  destinationName: string,
+  message: RoutedMessage,
+  deps: DeliveryDeps,
+): Promise<DeliveryResult> {
   const destination = table.destinations.get(destinationName);
   if (!destination) {
-    throw new PermanentError(`The routing rules name destination "${destinationName}", which ${table.source} does not define`, {
-      tenantId: message.tenantId,
-      operation: `route ${message.route.name}`,
-      code: 'UnknownDestination',
-    });
+    throw new PermanentError(
+      `The routing rules name destination "${destinationName}", which ${table.source} does not define`,
+      {
+        tenantId: message.tenantId,
+        operation: `route ${message.route.name}`,
+        code: 'UnknownDestination',
+      },
+    );
   }
   const started = Date.now();
   const done = (extra: Partial<DeliveryResult> = {}): DeliveryResult => ({
@@ -63,7 +71,8 @@ export async function deliver(table: RoutingTable, destinationName: string, mess
 export function describeDestination(table: RoutingTable, name: string): string {
   const d = table.destinations.get(name);
   if (!d) return `${name} (undefined)`;
-  if (d.type === 'queue') return `${name} (queue ${d.queueName}${d.accountUrl ? ` in ${new URL(d.accountUrl).host}` : ''})`;
+  if (d.type === 'queue')
+    return `${name} (queue ${d.queueName}${d.accountUrl ? ` in ${new URL(d.accountUrl).host}` : ''})`;
   if (d.type === 'drop') return `${name} (drop)`;
   return `${name} (${d.type} → ${d.url ? new URL(d.url).host : `URL from Key Vault secret ${d.urlSecretName}`})`;
 }

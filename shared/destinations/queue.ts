@@ -56,23 +56,42 @@ export class QueueDestinations {
 }
 
 /** Sends the routed message as base64 JSON (what a Functions queue trigger reads), claim-checking a large incident. */
-export async function deliverToQueue(destination: QueueDestination, message: RoutedMessage, queues: QueueDestinations): Promise<{ claimChecked: boolean }> {
+export async function deliverToQueue(
+  destination: QueueDestination,
+  message: RoutedMessage,
+  queues: QueueDestinations,
+): Promise<{ claimChecked: boolean }> {
   const account = destination.accountUrl ? new URL(destination.accountUrl).host : "the app's storage account";
   const operation = `deliver to queue destination "${destination.name}" (${destination.queueName} in ${account})`;
   const blobName = `${destination.queueName}/${message.tenantId}/${message.incidentId}/${message.lastUpdateTime.replace(/:/g, '')}.json`;
   try {
-    return await queues.senderFor(destination.accountUrl).sendWithClaimCheck(destination.queueName, message, { container: ROUTED_PAYLOADS_CONTAINER, blobName });
+    return await queues
+      .senderFor(destination.accountUrl)
+      .sendWithClaimCheck(destination.queueName, message, { container: ROUTED_PAYLOADS_CONTAINER, blobName });
   } catch (err) {
     const e = err as { statusCode?: number; code?: string };
     const context = { tenantId: message.tenantId, operation, status: e.statusCode, code: e.code };
     const answer = [e.statusCode, e.code].filter(Boolean).join(' ') || 'network error';
-    if (isRetryable(err)) throw new RetryableError(`Storage did not take the message (${answer})`, context, { cause: err });
+    if (isRetryable(err))
+      throw new RetryableError(`Storage did not take the message (${answer})`, context, { cause: err });
     if (e.code === 'QueueNotFound' || e.code === 'ContainerNotFound') {
-      throw new PermanentError(`The ${e.code === 'QueueNotFound' ? `queue ${destination.queueName}` : `container ${ROUTED_PAYLOADS_CONTAINER}`} does not exist; create it in that account`, context, { cause: err });
+      throw new PermanentError(
+        `The ${e.code === 'QueueNotFound' ? `queue ${destination.queueName}` : `container ${ROUTED_PAYLOADS_CONTAINER}`} does not exist; create it in that account`,
+        context,
+        { cause: err },
+      );
     }
     if (e.statusCode === 403 || e.statusCode === 401) {
-      throw new PermanentError(`The app's identity may not send to this queue (${answer}); grant it Storage Queue Data Message Sender (and Storage Blob Data Contributor for large incidents)`, context, { cause: err });
+      throw new PermanentError(
+        `The app's identity may not send to this queue (${answer}); grant it Storage Queue Data Message Sender (and Storage Blob Data Contributor for large incidents)`,
+        context,
+        { cause: err },
+      );
     }
-    throw new PermanentError(`Storage refused the message (${e.statusCode || e.code ? answer : (err as Error).message.split('\n')[0]})`, context, { cause: err });
+    throw new PermanentError(
+      `Storage refused the message (${e.statusCode || e.code ? answer : (err as Error).message.split('\n')[0]})`,
+      context,
+      { cause: err },
+    );
   }
 }

@@ -3,7 +3,13 @@ import type { IncomingMessage } from 'node:http';
 import { PermanentError, RetryableError, type FailureContext } from '../errors.js';
 import { redact } from '../redact.js';
 import type { NamedDestination } from '../routing.js';
-import { checkDestinationUrl, DestinationBlockedError, pinnedLookup, resolveSafeAddresses, type ResolvedAddress } from '../ssrf.js';
+import {
+  checkDestinationUrl,
+  DestinationBlockedError,
+  pinnedLookup,
+  resolveSafeAddresses,
+  type ResolvedAddress,
+} from '../ssrf.js';
 import { signatureHeader } from '../webhook-signature.js';
 import { slackPayload, teamsPayload } from './formats.js';
 import type { DeliveryDeps, RoutedMessage } from './types.js';
@@ -25,9 +31,19 @@ const TLS_FAILURES = /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS|ERR_SSL/;
  * Posts a routed message to a webhook, Teams or Slack destination. The body is generic JSON (signed
  * with HMAC-SHA256 when the destination has `hmacSecretName`), or a Teams or Slack message.
  */
-export async function deliverToHttp(destination: HttpDestination, message: RoutedMessage, deps: DeliveryDeps): Promise<{ status: number }> {
+export async function deliverToHttp(
+  destination: HttpDestination,
+  message: RoutedMessage,
+  deps: DeliveryDeps,
+): Promise<{ status: number }> {
   const url = destination.url ?? (await deps.secrets.get(destination.urlSecretName!));
-  const body = JSON.stringify(destination.type === 'teams' ? teamsPayload(message) : destination.type === 'slack' ? slackPayload(message) : message);
+  const body = JSON.stringify(
+    destination.type === 'teams'
+      ? teamsPayload(message)
+      : destination.type === 'slack'
+        ? slackPayload(message)
+        : message,
+  );
   const headers: Record<string, string> = { 'Content-Type': 'application/json', [EVENT_ID_HEADER]: message.eventId };
   if (destination.type === 'webhook' && destination.hmacSecretName) {
     const key = await deps.secrets.get(destination.hmacSecretName);
@@ -59,7 +75,12 @@ export async function postJson(
     context = { ...context, operation: `deliver to destination "${destinationName}" (host ${target.host})` };
     addresses = await withAbort(resolveSafeAddresses(target.hostname, deps.policy, deps.lookup), signal);
   } catch (err) {
-    if (err instanceof DestinationBlockedError) throw new PermanentError(`Destination refused by the SSRF guard: ${err.message}`, { ...context, code: 'DestinationBlocked' }, { cause: err });
+    if (err instanceof DestinationBlockedError)
+      throw new PermanentError(
+        `Destination refused by the SSRF guard: ${err.message}`,
+        { ...context, code: 'DestinationBlocked' },
+        { cause: err },
+      );
     throw networkFailure(err, context, signal, deps.policy.timeoutMs);
   }
 
@@ -81,7 +102,13 @@ export async function postJson(
             if (size < MAX_ANSWER_BYTES) chunks.push(chunk);
             size += chunk.length;
           });
-          res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).toString('utf8').slice(0, MAX_ANSWER_BYTES) }));
+          res.on('end', () =>
+            resolve({
+              status: res.statusCode ?? 0,
+              headers: res.headers,
+              text: Buffer.concat(chunks).toString('utf8').slice(0, MAX_ANSWER_BYTES),
+            }),
+          );
           res.on('error', reject);
         },
       );
@@ -103,10 +130,16 @@ export async function postJson(
   const failure = { ...context, status };
   if (status >= 300 && status < 400) {
     const location = hostOf(answer.headers.location);
-    throw new PermanentError(`The destination answered a redirect (${status}${location ? ` to host ${location}` : ''}); redirects are not followed, configure the final URL`, failure);
+    throw new PermanentError(
+      `The destination answered a redirect (${status}${location ? ` to host ${location}` : ''}); redirects are not followed, configure the final URL`,
+      failure,
+    );
   }
   if (status === 408 || status === 429 || status >= 500) {
-    throw new RetryableError(`The destination answered ${status}${said}`, { ...failure, retryAfterMs: retryAfterMs(answer.headers['retry-after']) });
+    throw new RetryableError(`The destination answered ${status}${said}`, {
+      ...failure,
+      retryAfterMs: retryAfterMs(answer.headers['retry-after']),
+    });
   }
   throw new PermanentError(`The destination refused the message with ${status}${said}`, failure);
 }
@@ -115,12 +148,24 @@ function networkFailure(err: unknown, context: FailureContext, deadline: AbortSi
   const e = err as { name?: string; code?: string; message?: string };
   // A socket destroyed by the deadline mid-answer surfaces as a reset: the deadline is the cause.
   if (deadline.aborted || e.name === 'AbortError' || e.name === 'TimeoutError') {
-    return new RetryableError(`The destination did not answer within ${timeoutMs} ms`, { ...context, code: 'Timeout' }, { cause: err });
+    return new RetryableError(
+      `The destination did not answer within ${timeoutMs} ms`,
+      { ...context, code: 'Timeout' },
+      { cause: err },
+    );
   }
   if (typeof e.code === 'string' && TLS_FAILURES.test(e.code)) {
-    return new PermanentError(`TLS to the destination failed (${e.code}): its certificate is not trusted for this host`, { ...context, code: e.code }, { cause: err });
+    return new PermanentError(
+      `TLS to the destination failed (${e.code}): its certificate is not trusted for this host`,
+      { ...context, code: e.code },
+      { cause: err },
+    );
   }
-  return new RetryableError(`Could not reach the destination (${e.code ?? e.message ?? 'network error'})`, { ...context, code: e.code }, { cause: err });
+  return new RetryableError(
+    `Could not reach the destination (${e.code ?? e.message ?? 'network error'})`,
+    { ...context, code: e.code },
+    { cause: err },
+  );
 }
 
 function withAbort<T>(promise: Promise<T>, signal: AbortSignal): Promise<T> {

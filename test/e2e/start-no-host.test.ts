@@ -27,11 +27,16 @@ describe('npm run start:stack (no host, for func start)', () => {
   });
 
   it("writes func start's usual local storage settings: Azurite on HTTP with a connection string, no identity endpoint", async () => {
-    const { Values } = JSON.parse(readFileSync(join(stateDir, 'local.settings.json'), 'utf8')) as { Values: Record<string, string> };
-    expect(Values.AzureWebJobsStorage).toMatch(/^DefaultEndpointsProtocol=http;.*QueueEndpoint=http:\/\/127\.0\.0\.1:\d+\/devstoreaccount1;/);
+    const { Values } = JSON.parse(readFileSync(join(stateDir, 'local.settings.json'), 'utf8')) as {
+      Values: Record<string, string>;
+    };
+    expect(Values.AzureWebJobsStorage).toMatch(
+      /^DefaultEndpointsProtocol=http;.*QueueEndpoint=http:\/\/127\.0\.0\.1:\d+\/devstoreaccount1;/,
+    );
     expect(Values.IDENTITY_ENDPOINT).toBeUndefined();
     const queues: string[] = [];
-    for await (const q of QueueServiceClient.fromConnectionString(Values.AzureWebJobsStorage!).listQueues()) queues.push(q.name);
+    for await (const q of QueueServiceClient.fromConnectionString(Values.AzureWebJobsStorage!).listQueues())
+      queues.push(q.name);
     expect(queues).toContain('poll-requests');
   });
 });

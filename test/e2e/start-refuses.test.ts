@@ -22,7 +22,21 @@ describe('npm start with a broken routes file', () => {
     const routes = join(dir, 'routes.json');
     writeFileSync(routes, lines.join('\n'));
 
-    const child = spawn(process.execPath, ['dist/local/start.js', '--port', '0', '--state-dir', join(dir, 'state'), '--quiet', '--no-activity', '--routes', routes], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(
+      process.execPath,
+      [
+        'dist/local/start.js',
+        '--port',
+        '0',
+        '--state-dir',
+        join(dir, 'state'),
+        '--quiet',
+        '--no-activity',
+        '--routes',
+        routes,
+      ],
+      { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] },
+    );
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
@@ -32,7 +46,13 @@ describe('npm start with a broken routes file', () => {
 
     expect(code, output).toBe(1);
     expect(output).not.toMatch(/Ready in/);
-    expect(output).toContain('Could not start the local stack: The local Functions host exited during start-up (code 1):');
-    expect(output).toMatch(new RegExp(`ROUTES_FILE ${routes.replace(/[.\\/]/g, '\\$&')}:${index + 1}:\\d+: rules\\[\\d+\\] "high-to-soc": match\\.severity\\[0\\]: must be one of`));
+    expect(output).toContain(
+      'Could not start the local stack: The local Functions host exited during start-up (code 1):',
+    );
+    expect(output).toMatch(
+      new RegExp(
+        `ROUTES_FILE ${routes.replace(/[.\\/]/g, '\\$&')}:${index + 1}:\\d+: rules\\[\\d+\\] "high-to-soc": match\\.severity\\[0\\]: must be one of`,
+      ),
+    );
   }, 90_000);
 });

@@ -3,7 +3,13 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { AZURITE_ACCOUNT, AZURITE_LISTENING, azuriteConnectionString, azuriteHttpsArgs, stopChild } from '../../local/azurite.js';
+import {
+  AZURITE_ACCOUNT,
+  AZURITE_LISTENING,
+  azuriteConnectionString,
+  azuriteHttpsArgs,
+  stopChild,
+} from '../../local/azurite.js';
 import type { KeyAndCert } from '../../local/common/tls.js';
 import { readStackTls, writeStackTls } from '../../local/stack-tls.js';
 
@@ -34,16 +40,30 @@ function azuriteEntry(): string {
 }
 
 /** HTTPS with bearer tokens, as the app reaches Storage in Azure (see local/azurite.ts `https`). */
-function spawnAzurite(location: string, ports: Ports, tls: { certPath: string; keyPath: string }): Promise<{ child: ChildProcess; ports: Ports }> {
+function spawnAzurite(
+  location: string,
+  ports: Ports,
+  tls: { certPath: string; keyPath: string },
+): Promise<{ child: ChildProcess; ports: Ports }> {
   const args = [
     azuriteEntry(),
-    '--location', location,
+    '--location',
+    location,
     ...azuriteHttpsArgs(tls),
     '--skipApiVersionCheck',
     '--disableTelemetry',
-    '--blobHost', '127.0.0.1', '--blobPort', String(ports.blob),
-    '--queueHost', '127.0.0.1', '--queuePort', String(ports.queue),
-    '--tableHost', '127.0.0.1', '--tablePort', String(ports.table),
+    '--blobHost',
+    '127.0.0.1',
+    '--blobPort',
+    String(ports.blob),
+    '--queueHost',
+    '127.0.0.1',
+    '--queuePort',
+    String(ports.queue),
+    '--tableHost',
+    '127.0.0.1',
+    '--tablePort',
+    String(ports.table),
   ];
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const seen: Partial<Ports> = {};

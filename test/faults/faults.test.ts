@@ -29,10 +29,33 @@ import { deliveredRequest } from '../support/host-request.js';
 const rows: (FlowReport & { fault: string; seconds: number; retries: number })[] = [];
 
 afterAll(() => {
-  const header = ['fault', 'incidents', 'routed', 'dead-lettered', 'poisoned', 'duplicates', 'lost', 'retries', 'seconds'];
-  const lines = rows.map((r) => [r.fault, r.incidents, r.routed, r.deadLettered, r.poisoned, r.duplicates, r.lost, r.retries, r.seconds.toFixed(1)].map(String));
+  const header = [
+    'fault',
+    'incidents',
+    'routed',
+    'dead-lettered',
+    'poisoned',
+    'duplicates',
+    'lost',
+    'retries',
+    'seconds',
+  ];
+  const lines = rows.map((r) =>
+    [
+      r.fault,
+      r.incidents,
+      r.routed,
+      r.deadLettered,
+      r.poisoned,
+      r.duplicates,
+      r.lost,
+      r.retries,
+      r.seconds.toFixed(1),
+    ].map(String),
+  );
   const widths = header.map((h, i) => Math.max(h.length, ...lines.map((l) => l[i]!.length)));
-  const format = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const format = (cells: string[]) =>
+    cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
   console.log(['', format(header), widths.map((w) => '-'.repeat(w)).join('  '), ...lines.map(format), ''].join('\n'));
 });
 
@@ -64,12 +87,18 @@ async function withFault(fault: string, options: FlowOptions, run: (flow: Flow) 
 }
 
 /** Clears a fault after `ms`, while the flow runs. */
-const clearAfter = (flow: Flow, target: 'entra' | 'keyvault' | 'defender', ms: number) => sleep(ms).then(() => flow.faults.clear(target));
+const clearAfter = (flow: Flow, target: 'entra' | 'keyvault' | 'defender', ms: number) =>
+  sleep(ms).then(() => flow.faults.clear(target));
 
 /** A Defender client with a short per-call timeout on every instance (polls and enrichment). */
 function shortDefenderTimeout(flow: Flow, timeoutMs: number) {
   for (const instance of flow.instances) {
-    const defender = new DefenderClient({ apiUrl: instance.services.config.defender.apiUrl, tokens: instance.services.tokens, timeoutMs, baseDelayMs: 200 });
+    const defender = new DefenderClient({
+      apiUrl: instance.services.config.defender.apiUrl,
+      tokens: instance.services.tokens,
+      timeoutMs,
+      baseDelayMs: 200,
+    });
     instance.services.defender = defender;
     instance.deps.defender = defender;
   }
@@ -88,7 +117,10 @@ function interceptDeliveryLog(log: DeliveryLog, overrides: Partial<DeliveryLog>)
 }
 
 /** Wraps the sender's sendEvent: `around` gets each call and the original. */
-function interceptSendEvent(sender: MessageSender, around: (send: () => ReturnType<MessageSender['sendEvent']>, call: number) => ReturnType<MessageSender['sendEvent']>) {
+function interceptSendEvent(
+  sender: MessageSender,
+  around: (send: () => ReturnType<MessageSender['sendEvent']>, call: number) => ReturnType<MessageSender['sendEvent']>,
+) {
   const original = sender.sendEvent.bind(sender);
   let calls = 0;
   sender.sendEvent = (queueName, envelope) => around(() => original(queueName, envelope), ++calls);
@@ -159,10 +191,13 @@ describe('fault suite: the whole flow under each fault, nothing lost, nothing ro
       const rotated = `rotated-${randomUUID()}`;
       flow.standIns.entra.registry.addSecret(app.clientId, rotated);
       // A rotated tenant secret is a new version: it needs the tenant-credential tag again, as in Key Vault.
-      await flow.standIns.keyVault.store.setSecret(fabrikam.clientSecretName, rotated, { tags: TENANT_CREDENTIAL_TAGS });
+      await flow.standIns.keyVault.store.setSecret(fabrikam.clientSecretName, rotated, {
+        tags: TENANT_CREDENTIAL_TAGS,
+      });
       flow.standIns.entra.registry.removeSecret(app.clientId, app.clientSecret);
       // The cached token expires too: the next call needs the new secret.
-      for (const { services } of flow.instances) services.tokens.invalidate(await services.registry.get(fabrikam.tenantId));
+      for (const { services } of flow.instances)
+        services.tokens.invalidate(await services.registry.get(fabrikam.tenantId));
       flow.world.apps.push({ ...app, clientSecret: rotated }); // scanned for in the logs as well
       await flow.runUntilQuiet();
     });
@@ -172,7 +207,11 @@ describe('fault suite: the whole flow under each fault, nothing lost, nothing ro
     await withFault('Azurite restarted mid-poll', {}, async (flow) => {
       let restart: Promise<void> | undefined;
       interceptSendEvent(flow.instances[0]!.services.sender, (send, call) => {
-        if (call === 20) restart ??= flow.azurite.stop().then(() => sleep(1_500)).then(() => flow.azurite.start());
+        if (call === 20)
+          restart ??= flow.azurite
+            .stop()
+            .then(() => sleep(1_500))
+            .then(() => flow.azurite.start());
         return send();
       });
       await flow.tick();
@@ -236,31 +275,53 @@ describe('fault suite: the whole flow under each fault, nothing lost, nothing ro
       await flow.tick();
       await flow.runUntilQuiet();
       // The race happened: a poller lost the checkpoint after enqueueing, or an event came twice.
-      const raced = flow.logs.some((l) => /: conflict, [1-9]\d* event/.test(l)) || [...flow.outcomes.values()].flat().some((o) => o.status === 'duplicate');
+      const raced =
+        flow.logs.some((l) => /: conflict, [1-9]\d* event/.test(l)) ||
+        [...flow.outcomes.values()].flat().some((o) => o.status === 'duplicate');
       expect(raced, 'the two pollers raced').toBe(true);
     });
   });
 
-  it('cross-tenant pushes from each tenant\'s own caller, and structures built to overflow the stack, during the run', async () => {
+  it("cross-tenant pushes from each tenant's own caller, and structures built to overflow the stack, during the run", async () => {
     await withFault('cross-tenant and deep pushes', {}, async (flow) => {
       await flow.tick();
       const [a, b] = flow.world.tenants as [(typeof flow.world.tenants)[0], (typeof flow.world.tenants)[0]];
       const services = flow.instances[0]!.services;
       const push = (signer: typeof a, target: typeof a, body: string) => {
-        const signature = pushSignatureHeader(signer.pushKey.key, { tenantId: target.tenantId, method: 'POST', path: '/api/incidents' }, body);
-        const request = deliveredRequest({ method: 'POST', url: `http://localhost:7071/api/incidents?tenantId=${target.tenantId}`, headers: { 'content-type': 'application/json', 'x-relay-signature': signature }, body: { string: body } });
+        const signature = pushSignatureHeader(
+          signer.pushKey.key,
+          { tenantId: target.tenantId, method: 'POST', path: '/api/incidents' },
+          body,
+        );
+        const request = deliveredRequest({
+          method: 'POST',
+          url: `http://localhost:7071/api/incidents?tenantId=${target.tenantId}`,
+          headers: { 'content-type': 'application/json', 'x-relay-signature': signature },
+          body: { string: body },
+        });
         return pushIncidents(request, webhookPushDeps(services, flow.logger));
       };
       const statuses: Record<string, number> = {};
-      const tally = (what: string) => (r: { status: number }) => void (statuses[`${what} ${r.status}`] = (statuses[`${what} ${r.status}`] ?? 0) + 1);
+      const tally = (what: string) => (r: { status: number }) =>
+        void (statuses[`${what} ${r.status}`] = (statuses[`${what} ${r.status}`] ?? 0) + 1);
       const pushedIds: string[] = [];
       const runs: Promise<void>[] = [];
       for (let i = 0; i < 20; i++) {
-        for (const [signer, target] of [[a, b], [b, a]] as const) {
+        for (const [signer, target] of [
+          [a, b],
+          [b, a],
+        ] as const) {
           const [incident] = generateIncidents({ tenantId: target.tenantId, count: 1, seed: `cross-${i}` });
           const forged = { ...incident!, incidentId: 880_000 + i, severity: 'High' };
-          pushedIds.push(eventIdOf(target.tenantId, forged.incidentId, forged.lastUpdateTime), eventIdOf(signer.tenantId, 890_000 + i, forged.lastUpdateTime));
-          const deep = JSON.stringify({ ...forged, incidentId: 890_000 + i, alerts: [{ alertId: 'x', entities: [{ entityType: 'File', nested: '__DEEP__' }] }] }).replace('"__DEEP__"', `${'['.repeat(5_000)}${']'.repeat(5_000)}`);
+          pushedIds.push(
+            eventIdOf(target.tenantId, forged.incidentId, forged.lastUpdateTime),
+            eventIdOf(signer.tenantId, 890_000 + i, forged.lastUpdateTime),
+          );
+          const deep = JSON.stringify({
+            ...forged,
+            incidentId: 890_000 + i,
+            alerts: [{ alertId: 'x', entities: [{ entityType: 'File', nested: '__DEEP__' }] }],
+          }).replace('"__DEEP__"', `${'['.repeat(5_000)}${']'.repeat(5_000)}`);
           runs.push(
             push(signer, target, JSON.stringify(forged)).then(tally('cross-tenant')),
             push(signer, signer, deep).then(tally('deep')),

@@ -4,11 +4,22 @@ import { inject } from 'vitest';
 import { AZURITE_KEY } from '../../local/azurite.js';
 import { FaultBoard } from '../../local/common/faults.js';
 import { createDemoWorld, type DemoWorld } from '../../local/demo.js';
-import { appSettingsFor, assignAppIdentity, registerDemoTenants, startStandIns, type StandIns } from '../../local/stack.js';
+import {
+  appSettingsFor,
+  assignAppIdentity,
+  registerDemoTenants,
+  startStandIns,
+  type StandIns,
+} from '../../local/stack.js';
 import { loadConfig } from '../../shared/config.js';
 import type { DeadLetter } from '../../shared/dead-letter.js';
 import { EVENT_ID_HEADER } from '../../shared/destinations/index.js';
-import { enrichDependencies, handleIncidentEvent, type EnrichDependencies, type EnrichOutcome } from '../../shared/enrich-handler.js';
+import {
+  enrichDependencies,
+  handleIncidentEvent,
+  type EnrichDependencies,
+  type EnrichOutcome,
+} from '../../shared/enrich-handler.js';
 import { eventIdOf } from '../../shared/events.js';
 import { handlePollRequest, handlePollSchedule } from '../../shared/ingest-handlers.js';
 import type { Logger } from '../../shared/logging.js';
@@ -102,26 +113,46 @@ export class Flow {
     readonly azurite: DurableAzurite,
     options: FlowOptions,
   ) {
-    this.options = { instances: 1, leaseSeconds: 120, retryDelaySeconds: 1, maxDequeueCount: 5, batchSize: 16, ...options };
+    this.options = {
+      instances: 1,
+      leaseSeconds: 120,
+      retryDelaySeconds: 1,
+      maxDequeueCount: 5,
+      batchSize: 16,
+      ...options,
+    };
     this.queues = QueueServiceClient.fromConnectionString(azurite.connectionString);
   }
 
   static async start(options: FlowOptions = {}): Promise<Flow> {
     const world = createDemoWorld();
     const faults = new FaultBoard();
-    const [standIns, azurite] = await Promise.all([startStandIns({ tls: inject('tls'), faults, world }), startDurableAzurite(inject('tls'))]);
+    const [standIns, azurite] = await Promise.all([
+      startStandIns({ tls: inject('tls'), faults, world }),
+      startDurableAzurite(inject('tls')),
+    ]);
     const flow = new Flow(world, faults, standIns, azurite, options);
     try {
       await registerDemoTenants(world, azurite.connectionString);
       // The app as Azure runs it: identity-based storage with its managed identity (the test itself uses the account key).
       const identity = assignAppIdentity(world, standIns.entra, standIns.keyVault);
       await useIdentityEndpoint({ endpoint: standIns.entra.msi.endpoint, header: standIns.entra.msi.header });
-      const settings = appSettingsFor(world, { blobUrl: azurite.blobUrl, queueUrl: azurite.queueUrl, tableUrl: azurite.tableUrl, managedIdentityClientId: identity.clientId }, standIns);
+      const settings = appSettingsFor(
+        world,
+        {
+          blobUrl: azurite.blobUrl,
+          queueUrl: azurite.queueUrl,
+          tableUrl: azurite.tableUrl,
+          managedIdentityClientId: identity.clientId,
+        },
+        standIns,
+      );
       for (let i = 0; i < flow.options.instances; i++) {
         const services = createServices(loadConfig(settings));
         flow.instances.push({ services, deps: enrichDependencies(services) });
       }
-      for (const name of [QUEUE_NAMES.pollRequests, QUEUE_NAMES.incidents, ...standIns.routedQueues]) await flow.queues.getQueueClient(name).createIfNotExists();
+      for (const name of [QUEUE_NAMES.pollRequests, QUEUE_NAMES.incidents, ...standIns.routedQueues])
+        await flow.queues.getQueueClient(name).createIfNotExists();
       for (const tenant of world.tenants) {
         for (const incident of standIns.defender.store.list(tenant.tenantId)) {
           flow.seeded.set(eventIdOf(tenant.tenantId, incident.incidentId, incident.lastUpdateTime), tenant.tenantId);
@@ -141,7 +172,16 @@ export class Flow {
   /** Every secret value the run holds (the scan for leaks in the logs). */
   secrets(): string[] {
     const w = this.world;
-    return [w.appIdentity.clientSecret, w.relayApi.clientSecret, w.webhookClient.clientSecret, w.webhookHmacKey, w.siemHmacKey, w.analyst.password, AZURITE_KEY, ...w.apps.map((a) => a.clientSecret)];
+    return [
+      w.appIdentity.clientSecret,
+      w.relayApi.clientSecret,
+      w.webhookClient.clientSecret,
+      w.webhookHmacKey,
+      w.siemHmacKey,
+      w.analyst.password,
+      AZURITE_KEY,
+      ...w.apps.map((a) => a.clientSecret),
+    ];
   }
 
   /** The poll timer fires on each instance at once. */
@@ -150,9 +190,13 @@ export class Flow {
    * is counted, as the host logs a failed timer invocation, and the next tick runs as usual.
    */
   async tick(): Promise<void> {
-    await Promise.all(this.instances.map((i) => handlePollSchedule(i.services, this.logger).catch(() => {
-      this.failures.pollSchedule = (this.failures.pollSchedule ?? 0) + 1;
-    })));
+    await Promise.all(
+      this.instances.map((i) =>
+        handlePollSchedule(i.services, this.logger).catch(() => {
+          this.failures.pollSchedule = (this.failures.pollSchedule ?? 0) + 1;
+        }),
+      ),
+    );
   }
 
   /** Ticks and runs until the queues are quiet, until every seeded version is accounted for or `maxTicks` ran. */
@@ -171,7 +215,10 @@ export class Flow {
       const handled = await Promise.all(this.instances.map((instance) => this.step(instance)));
       if (handled.some((n) => n > 0)) continue;
       if (await this.#quiet()) return;
-      if (Date.now() > deadline) throw new Error(`The flow did not go quiet within ${timeoutMs} ms (queue host failures: ${JSON.stringify(this.failures)})`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `The flow did not go quiet within ${timeoutMs} ms (queue host failures: ${JSON.stringify(this.failures)})`,
+        );
       await sleep(100);
     }
   }
@@ -194,7 +241,11 @@ export class Flow {
     const deadline = Date.now() + timeoutMs;
     const polls = this.queues.getQueueClient(QUEUE_NAMES.pollRequests);
     for (;;) {
-      const handled = await Promise.all(this.instances.map((i) => this.#batch(QUEUE_NAMES.pollRequests, (m) => handlePollRequest(m, i.services, this.logger))));
+      const handled = await Promise.all(
+        this.instances.map((i) =>
+          this.#batch(QUEUE_NAMES.pollRequests, (m) => handlePollRequest(m, i.services, this.logger)),
+        ),
+      );
       if (handled.every((n) => n === 0) && (await polls.getProperties()).approximateMessagesCount === 0) return;
       if (Date.now() > deadline) throw new Error(`poll-requests did not go quiet within ${timeoutMs} ms`);
     }
@@ -219,11 +270,17 @@ export class Flow {
     return texts.length;
   }
 
-  async #batch(queueName: string, handle: (message: unknown, dequeueCount: number) => Promise<unknown>): Promise<number> {
+  async #batch(
+    queueName: string,
+    handle: (message: unknown, dequeueCount: number) => Promise<unknown>,
+  ): Promise<number> {
     const queue = this.queues.getQueueClient(queueName);
     let messages: DequeuedMessageItem[];
     try {
-      ({ receivedMessageItems: messages } = await queue.receiveMessages({ numberOfMessages: this.options.batchSize, visibilityTimeout: this.options.leaseSeconds }));
+      ({ receivedMessageItems: messages } = await queue.receiveMessages({
+        numberOfMessages: this.options.batchSize,
+        visibilityTimeout: this.options.leaseSeconds,
+      }));
     } catch {
       return 0; // storage unreachable: the host logs it and polls again
     }
@@ -231,7 +288,11 @@ export class Flow {
     return messages.length;
   }
 
-  async #process(queue: QueueClient, message: DequeuedMessageItem, handle: (message: unknown, dequeueCount: number) => Promise<unknown>): Promise<void> {
+  async #process(
+    queue: QueueClient,
+    message: DequeuedMessageItem,
+    handle: (message: unknown, dequeueCount: number) => Promise<unknown>,
+  ): Promise<void> {
     try {
       await handle(decode(message.messageText), message.dequeueCount);
     } catch (err) {
@@ -274,7 +335,9 @@ export class Flow {
 
   /** Seeded versions routed, plus every dead letter and poisoned event (an approximation for "go on ticking?"). */
   async accountedFor(): Promise<number> {
-    const routed = [...this.seeded.keys()].filter((id) => this.outcomes.get(id)?.some((o) => o.status === 'routed')).length;
+    const routed = [...this.seeded.keys()].filter((id) =>
+      this.outcomes.get(id)?.some((o) => o.status === 'routed'),
+    ).length;
     return routed + (await this.#count('incidents-deadletter')) + (await this.#count(QUEUE_NAMES.poison));
   }
 
@@ -303,7 +366,8 @@ export class Flow {
       for (const message of (await this.#drain(queueName)) as { eventId?: string }[]) add(destination, message.eventId);
     }
     for (const name of RECEIVER_DESTINATIONS) {
-      for (const request of this.standIns.receivers[name].accepted()) add(name, request.headers[EVENT_ID_HEADER.toLowerCase()]);
+      for (const request of this.standIns.receivers[name].accepted())
+        add(name, request.headers[EVENT_ID_HEADER.toLowerCase()]);
     }
     return tally;
   }
@@ -328,13 +392,16 @@ export class Flow {
         if (!deliveries.has(`${destination}|${eventId}`)) missingDeliveries.push(`${eventId} → ${destination}`);
       }
     }
-    const lostIds = [...this.seeded.keys()].filter((id) => !routedIds.has(id) && !deadIds.has(id) && !poisonIds.has(id));
+    const lostIds = [...this.seeded.keys()].filter(
+      (id) => !routedIds.has(id) && !deadIds.has(id) && !poisonIds.has(id),
+    );
     const duplicateIds = [...deliveries].filter(([, n]) => n > 1).map(([key, n]) => `${key} ×${n}`);
     return {
       incidents: this.seeded.size,
       routed: routedIds.size,
       deadLettered: [...this.seeded.keys()].filter((id) => deadIds.has(id) && !routedIds.has(id)).length,
-      poisoned: [...this.seeded.keys()].filter((id) => poisonIds.has(id) && !routedIds.has(id) && !deadIds.has(id)).length,
+      poisoned: [...this.seeded.keys()].filter((id) => poisonIds.has(id) && !routedIds.has(id) && !deadIds.has(id))
+        .length,
       duplicates: [...deliveries.values()].reduce((sum, n) => sum + Math.max(0, n - 1), 0),
       lost: lostIds.length,
       reasons: deadLetters.map((d) => d.reason),

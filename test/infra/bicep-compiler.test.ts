@@ -69,9 +69,20 @@ describe.skipIf(!bicep)('bicep build and lint', () => {
   });
 
   it('bicepconfig.json turns the stricter rules on, and the linter applies them', () => {
-    const config = parseJsonc(readFileSync(join(PROJECT_ROOT, 'bicepconfig.json'), 'utf8')) as { analyzers: { core: { rules: Record<string, { level: string }> } } };
+    const config = parseJsonc(readFileSync(join(PROJECT_ROOT, 'bicepconfig.json'), 'utf8')) as {
+      analyzers: { core: { rules: Record<string, { level: string }> } };
+    };
     const rules = config.analyzers.core.rules;
-    for (const rule of ['use-recent-api-versions', 'use-description-outputs', 'use-description-params', 'what-if-short-circuiting', 'outputs-should-not-contain-secrets', 'use-secure-value-for-secure-inputs', 'secure-parameter-default', 'no-hardcoded-location']) {
+    for (const rule of [
+      'use-recent-api-versions',
+      'use-description-outputs',
+      'use-description-params',
+      'what-if-short-circuiting',
+      'outputs-should-not-contain-secrets',
+      'use-secure-value-for-secure-inputs',
+      'secure-parameter-default',
+      'no-hardcoded-location',
+    ]) {
       expect(['warning', 'error'], `${rule}'s level`).toContain(rules[rule]?.level);
     }
     // A file breaking three of them, linted with this config: each rule reports.
@@ -82,8 +93,14 @@ describe.skipIf(!bicep)('bicep build and lint', () => {
         "param location string = resourceGroup().location\n\nresource id 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {\n  name: 'probe'\n  location: location\n}\n\noutput id string = id.id\n",
       );
       const lint = runBicep(['lint', 'probe.bicep', '--config', join(PROJECT_ROOT, 'bicepconfig.json')], dir);
-      const found = diagnostics(lint.stdout + lint.stderr, dir).map((d) => /(Error|Warning) ([\w-]+):/.exec(d)?.slice(1, 3).join(' '));
-      expect(found.sort()).toEqual(['Error use-recent-api-versions', 'Warning use-description-outputs', 'Warning use-description-params']);
+      const found = diagnostics(lint.stdout + lint.stderr, dir).map((d) =>
+        /(Error|Warning) ([\w-]+):/.exec(d)?.slice(1, 3).join(' '),
+      );
+      expect(found.sort()).toEqual([
+        'Error use-recent-api-versions',
+        'Warning use-description-outputs',
+        'Warning use-description-params',
+      ]);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -102,7 +119,9 @@ describe.skipIf(!bicep)('bicep build and lint', () => {
 
   it('reports a misspelled property name in any module, which the build test above fails on', () => {
     const files = readdirSync(INFRA, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.bicep'));
-    expect(Object.keys(PROPERTY_TO_MISSPELL).sort(), 'one property to misspell per file under infra/').toEqual(files.sort());
+    expect(Object.keys(PROPERTY_TO_MISSPELL).sort(), 'one property to misspell per file under infra/').toEqual(
+      files.sort(),
+    );
     const dir = mkdtempSync(join(tmpdir(), 'bicep-typo-'));
     try {
       cpSync(INFRA, dir, { recursive: true });
@@ -112,11 +131,17 @@ describe.skipIf(!bicep)('bicep build and lint', () => {
         expect(broken, `${file} sets ${property}`).not.toBe(text);
         writeFileSync(join(dir, file), broken);
       }
-      const build = runBicep(['build', 'main.bicep', '--stdout', '--config', join(PROJECT_ROOT, 'bicepconfig.json')], dir);
+      const build = runBicep(
+        ['build', 'main.bicep', '--stdout', '--config', join(PROJECT_ROOT, 'bicepconfig.json')],
+        dir,
+      );
       const found = diagnostics(build.stderr, dir);
       for (const [file, property] of Object.entries(PROPERTY_TO_MISSPELL)) {
         const misspelled = property.slice(0, -1);
-        expect(found.filter((d) => d.startsWith(`${file}(`) && /BCP0(37|89)/.test(d) && d.includes(`"${misspelled}"`)), `${file}: ${misspelled} reported`).toHaveLength(1);
+        expect(
+          found.filter((d) => d.startsWith(`${file}(`) && /BCP0(37|89)/.test(d) && d.includes(`"${misspelled}"`)),
+          `${file}: ${misspelled} reported`,
+        ).toHaveLength(1);
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -128,17 +153,33 @@ describe.skipIf(!bicep)('bicep build and lint', () => {
     const using = `using '${relative(dir, join(INFRA, 'main.bicep'))}'\n`;
     try {
       // azd signed in as a service principal: AZURE_PRINCIPAL_TYPE is ServicePrincipal.
-      writeFileSync(join(dir, 'pipeline.bicepparam'), `${using}param environmentName = 'ci'\nparam location = 'westeurope'\nparam principalId = '00000000-0000-0000-0000-000000000001'\nparam principalType = 'ServicePrincipal'\nparam nodeVersion = '24'\n`);
+      writeFileSync(
+        join(dir, 'pipeline.bicepparam'),
+        `${using}param environmentName = 'ci'\nparam location = 'westeurope'\nparam principalId = '00000000-0000-0000-0000-000000000001'\nparam principalType = 'ServicePrincipal'\nparam nodeVersion = '24'\n`,
+      );
       const pipeline = runBicep(['build-params', 'pipeline.bicepparam', '--stdout'], dir);
       expect(diagnostics(pipeline.stderr, dir)).toEqual([]);
       expect(pipeline.status).toBe(0);
 
-      writeFileSync(join(dir, 'refused.bicepparam'), `${using}param environmentName = 'ci'\nparam location = 'japanwest'\nparam keyVaultPublicNetworkAccess = 'Disabled'\nparam nodeVersion = '20'\n`);
+      writeFileSync(
+        join(dir, 'refused.bicepparam'),
+        `${using}param environmentName = 'ci'\nparam location = 'japanwest'\nparam keyVaultPublicNetworkAccess = 'Disabled'\nparam nodeVersion = '20'\n`,
+      );
       const refused = runBicep(['build-params', 'refused.bicepparam', '--stdout'], dir);
       expect(refused.status).not.toBe(0);
       const errors = diagnostics(refused.stderr, dir);
-      for (const [line, value] of [[3, 'japanwest'], [4, 'Disabled'], [5, '20']] as const) {
-        expect(errors.filter((e) => e.startsWith(`refused.bicepparam(${line},`) && e.includes('Error BCP033') && e.includes(`'${value}'`)), `'${value}' refused`).toHaveLength(1);
+      for (const [line, value] of [
+        [3, 'japanwest'],
+        [4, 'Disabled'],
+        [5, '20'],
+      ] as const) {
+        expect(
+          errors.filter(
+            (e) =>
+              e.startsWith(`refused.bicepparam(${line},`) && e.includes('Error BCP033') && e.includes(`'${value}'`),
+          ),
+          `'${value}' refused`,
+        ).toHaveLength(1);
       }
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -165,7 +206,9 @@ interface ArmResource {
 /** The template and every module's nested template. */
 function templates(template: ArmTemplate): ArmTemplate[] {
   const resources = Array.isArray(template.resources) ? template.resources : Object.values(template.resources);
-  const nested = resources.filter((r) => r.type === 'Microsoft.Resources/deployments').map((r) => r.properties!.template!);
+  const nested = resources
+    .filter((r) => r.type === 'Microsoft.Resources/deployments')
+    .map((r) => r.properties!.template!);
   return [template, ...nested.flatMap(templates)];
 }
 
@@ -191,17 +234,31 @@ describe.skipIf(!bicep)('the compiled ARM template', () => {
   }
 
   it('storage: no shared keys, TLS 1.2, HTTPS only, no public blob access', () => {
-    expect(propertiesOf('Microsoft.Storage/storageAccounts')).toMatchObject({ allowSharedKeyAccess: false, minimumTlsVersion: 'TLS1_2', supportsHttpsTrafficOnly: true, allowBlobPublicAccess: false });
+    expect(propertiesOf('Microsoft.Storage/storageAccounts')).toMatchObject({
+      allowSharedKeyAccess: false,
+      minimumTlsVersion: 'TLS1_2',
+      supportsHttpsTrafficOnly: true,
+      allowBlobPublicAccess: false,
+    });
   });
 
   it('Key Vault: Azure RBAC, soft delete and purge protection, open only to public networks (no private endpoint is created)', () => {
-    expect(propertiesOf('Microsoft.KeyVault/vaults')).toMatchObject({ enableRbacAuthorization: true, enableSoftDelete: true, enablePurgeProtection: true });
-    expect(main.parameters?.keyVaultPublicNetworkAccess).toMatchObject({ defaultValue: 'Enabled', allowedValues: ['Enabled'] });
+    expect(propertiesOf('Microsoft.KeyVault/vaults')).toMatchObject({
+      enableRbacAuthorization: true,
+      enableSoftDelete: true,
+      enablePurgeProtection: true,
+    });
+    expect(main.parameters?.keyVaultPublicNetworkAccess).toMatchObject({
+      defaultValue: 'Enabled',
+      allowedValues: ['Enabled'],
+    });
   });
 
   it('monitoring: Application Insights and Log Analytics take Entra-authenticated callers only', () => {
     expect(propertiesOf('Microsoft.Insights/components')).toMatchObject({ DisableLocalAuth: true });
-    expect(propertiesOf('Microsoft.OperationalInsights/workspaces')).toMatchObject({ features: { disableLocalAuth: true } });
+    expect(propertiesOf('Microsoft.OperationalInsights/workspaces')).toMatchObject({
+      features: { disableLocalAuth: true },
+    });
   });
 
   it('Function App: HTTPS only, TLS 1.2, no ftpsState (Flex Consumption rejects it), FTP and SCM basic auth off', () => {
@@ -209,10 +266,12 @@ describe.skipIf(!bicep)('the compiled ARM template', () => {
     expect(site).toMatchObject({ httpsOnly: true, siteConfig: { minTlsVersion: '1.2', scmMinTlsVersion: '1.2' } });
     expect(Object.keys(site.siteConfig as object)).not.toContain('ftpsState');
     const policies = all.filter((r) => r.type === 'Microsoft.Web/sites/basicPublishingCredentialsPolicies');
-    expect(policies.map((p) => [JSON.stringify(p.name).match(/'(ftp|scm)'/)?.[1], p.properties?.allow]).sort()).toEqual([
-      ['ftp', false],
-      ['scm', false],
-    ]);
+    expect(policies.map((p) => [JSON.stringify(p.name).match(/'(ftp|scm)'/)?.[1], p.properties?.allow]).sort()).toEqual(
+      [
+        ['ftp', false],
+        ['scm', false],
+      ],
+    );
   });
 
   it('Function App: Node 22 by default, 24 allowed, 20 no longer', () => {
@@ -233,10 +292,11 @@ describe.skipIf(!bicep)('the compiled ARM template', () => {
     expect(main.parameters?.principalType?.allowedValues).toEqual(expect.arrayContaining(['User', 'ServicePrincipal']));
   });
 
-  it('location is limited to Flex Consumption regions, among them the README\'s example', () => {
+  it("location is limited to Flex Consumption regions, among them the README's example", () => {
     const regions = main.parameters?.location?.allowedValues as string[];
     expect(regions.length).toBeGreaterThan(20);
-    for (const region of regions) expect(region, 'a public-cloud region name, not a canary (EUAP) one').toMatch(/^[a-z]+[0-9]?$/);
+    for (const region of regions)
+      expect(region, 'a public-cloud region name, not a canary (EUAP) one').toMatch(/^[a-z]+[0-9]?$/);
     expect(regions).toContain('westeurope');
   });
 

@@ -1,7 +1,22 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { decoratorsOf, evaluate, loadInfra, modules, params, prop, properties, PROJECT_ROOT, resources, vars, type BicepFile, type Infra, type Node, type ResourceDecl } from '../support/bicep.js';
+import {
+  decoratorsOf,
+  evaluate,
+  loadInfra,
+  modules,
+  params,
+  prop,
+  properties,
+  PROJECT_ROOT,
+  resources,
+  vars,
+  type BicepFile,
+  type Infra,
+  type Node,
+  type ResourceDecl,
+} from '../support/bicep.js';
 
 /** The security properties a reviewer checks first, read from the syntax tree. */
 
@@ -12,8 +27,15 @@ beforeAll(async () => {
 
 /** The one resource of a type that the deployment creates (not an `existing` reference). */
 function created(type: string): { file: BicepFile; resource: ResourceDecl } {
-  const found = infra.files.flatMap((file) => resources(file).filter((r) => r.type === type && !r.existing).map((resource) => ({ file, resource })));
-  expect(found.map((f) => `${f.file.name}:${f.resource.symbol}`), `one ${type} created`).toHaveLength(1);
+  const found = infra.files.flatMap((file) =>
+    resources(file)
+      .filter((r) => r.type === type && !r.existing)
+      .map((resource) => ({ file, resource })),
+  );
+  expect(
+    found.map((f) => `${f.file.name}:${f.resource.symbol}`),
+    `one ${type} created`,
+  ).toHaveLength(1);
   return found[0]!;
 }
 
@@ -60,9 +82,17 @@ describe('Key Vault', () => {
     expect(prop(resource.body, 'properties.publicNetworkAccess')?.type).toBe('identifier');
     expectAt(type, 'properties.publicNetworkAccess').toBe('Enabled');
     expectAt(type, 'properties.networkAcls.defaultAction').toBe('Allow');
-    for (const [where, name] of [[file, 'publicNetworkAccess'], [infra.main, 'keyVaultPublicNetworkAccess']] as const) {
+    for (const [where, name] of [
+      [file, 'publicNetworkAccess'],
+      [infra.main, 'keyVaultPublicNetworkAccess'],
+    ] as const) {
       const param = params(where).find((p) => p.name === name)!;
-      expect(decoratorsOf(param.node).get('allowed')?.map((n) => evaluate(n, where)), `${where.name}: ${name} @allowed`).toEqual([['Enabled']]);
+      expect(
+        decoratorsOf(param.node)
+          .get('allowed')
+          ?.map((n) => evaluate(n, where)),
+        `${where.name}: ${name} @allowed`,
+      ).toEqual([['Enabled']]);
     }
   });
 });
@@ -86,15 +116,29 @@ describe('Function App', () => {
     expectAt(plan, 'sku.tier').toBe('FlexConsumption');
     expectAt(plan, 'properties.reserved').toBe(true);
     expectAt(site, 'kind').toBe('functionapp,linux');
-    expect(prop(created(site).resource.body, 'properties.serverFarmId')?.text).toBe(`${created(plan).resource.symbol}.id`);
+    expect(prop(created(site).resource.body, 'properties.serverFarmId')?.text).toBe(
+      `${created(plan).resource.symbol}.id`,
+    );
   });
 
   it('is HTTPS only with TLS 1.2, FTP and basic publishing credentials off through the policies (no ftpsState: Flex Consumption rejects it)', () => {
     expectAt(site, 'properties.httpsOnly').toBe(true);
     expectAt(site, 'properties.siteConfig.minTlsVersion').toBe('1.2');
-    expect(prop(created(site).resource.body, 'properties.siteConfig.ftpsState'), 'siteConfig.ftpsState (ARM error 51021 on Flex Consumption)').toBeUndefined();
-    const policies = infra.files.flatMap((f) => resources(f)).filter((r) => r.type === `${site}/basicPublishingCredentialsPolicies`);
-    expect(policies.map((p) => [evaluate(prop(p.body, 'name')!, infra.main), evaluate(prop(p.body, 'properties.allow')!, infra.main)]).sort()).toEqual([
+    expect(
+      prop(created(site).resource.body, 'properties.siteConfig.ftpsState'),
+      'siteConfig.ftpsState (ARM error 51021 on Flex Consumption)',
+    ).toBeUndefined();
+    const policies = infra.files
+      .flatMap((f) => resources(f))
+      .filter((r) => r.type === `${site}/basicPublishingCredentialsPolicies`);
+    expect(
+      policies
+        .map((p) => [
+          evaluate(prop(p.body, 'name')!, infra.main),
+          evaluate(prop(p.body, 'properties.allow')!, infra.main),
+        ])
+        .sort(),
+    ).toEqual([
       ['ftp', false],
       ['scm', false],
     ]);
@@ -118,24 +162,41 @@ describe('Function App', () => {
     const api = infra.mainModule('app/api.bicep');
     expect(prop(api.body, 'params.deploymentStorageContainerName')?.text).toBe('deploymentStorageContainerName');
     expect(prop(infra.mainModule('core/storage.bicep').body, 'params.containerNames')?.text).toBe('containerNames');
-    expect(vars(infra.main).get('containerNames')?.namedChildren.map((n) => n.text)).toContain('deploymentStorageContainerName');
+    expect(
+      vars(infra.main)
+        .get('containerNames')
+        ?.namedChildren.map((n) => n.text),
+    ).toContain('deploymentStorageContainerName');
   });
 
   it('runs Node 22 unless told 24, and package.json engines admits it and the Node 20 these machines test on', () => {
     const { file } = created(site);
     const inAzure = evaluate(prop(infra.mainModule('app/api.bicep').body, 'params.nodeVersion')!, infra.main);
     expect(inAzure, "main.bicep's default").toBe('22');
-    for (const [where, name] of [[file, 'nodeVersion'], [infra.main, 'nodeVersion']] as const) {
+    for (const [where, name] of [
+      [file, 'nodeVersion'],
+      [infra.main, 'nodeVersion'],
+    ] as const) {
       const param = params(where).find((p) => p.name === name)!;
-      expect(decoratorsOf(param.node).get('allowed')?.map((n) => evaluate(n, where)), `${where.name}: ${name} @allowed`).toEqual([['22', '24']]);
+      expect(
+        decoratorsOf(param.node)
+          .get('allowed')
+          ?.map((n) => evaluate(n, where)),
+        `${where.name}: ${name} @allowed`,
+      ).toEqual([['22', '24']]);
     }
-    const engines = (JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { engines: { node: string } }).engines.node;
+    const engines = (
+      JSON.parse(readFileSync(join(PROJECT_ROOT, 'package.json'), 'utf8')) as { engines: { node: string } }
+    ).engines.node;
     const minimum = /^>=(\d+)\.(\d+)$/.exec(engines);
     expect(minimum, `engines.node is a plain minimum (${engines})`).not.toBeNull();
     const [major, minor] = [Number(minimum![1]), Number(minimum![2])];
     expect(major, 'engines admits the runtime Azure runs').toBeLessThanOrEqual(Number(inAzure));
     const [here, hereMinor] = process.versions.node.split('.').map(Number);
-    expect(here! > major || (here === major && hereMinor! >= minor), `engines ${engines} admits this Node ${process.versions.node}`).toBe(true);
+    expect(
+      here! > major || (here === major && hereMinor! >= minor),
+      `engines ${engines} admits this Node ${process.versions.node}`,
+    ).toBe(true);
     expect(major, 'engines still admits Node 20, which these machines and CI run').toBeLessThanOrEqual(20);
   });
 
@@ -144,7 +205,9 @@ describe('Function App', () => {
     expect(evaluate(prop(resource.body, 'identity.type')!, infra.main)).toBe('UserAssigned');
     const assigned = prop(resource.body, 'identity.userAssignedIdentities')!;
     expect(assigned.text).toMatch(/'\$\{identityResourceId\}': \{\}/);
-    expect(prop(infra.mainModule('app/api.bicep').body, 'params.identityResourceId')?.text).toBe('identity.outputs.resourceId');
+    expect(prop(infra.mainModule('app/api.bicep').body, 'params.identityResourceId')?.text).toBe(
+      'identity.outputs.resourceId',
+    );
   });
 });
 
@@ -186,7 +249,9 @@ function roleAssignments(): Assignment[] {
       .map((resource) => {
         const definition = prop(resource.body, 'properties.roleDefinitionId');
         // subscriptionResourceId('Microsoft.Authorization/roleDefinitions', <map>.<key>)
-        const key = definition?.text.match(/^subscriptionResourceId\('Microsoft\.Authorization\/roleDefinitions', (\w+)\.(\w+)\)$/);
+        const key = definition?.text.match(
+          /^subscriptionResourceId\('Microsoft\.Authorization\/roleDefinitions', (\w+)\.(\w+)\)$/,
+        );
         const map = key ? vars(file).get(key[1]!) : undefined;
         const roleId = map ? evaluate(prop(map, key![2]!) ?? map, file) : undefined;
         const scope = prop(resource.body, 'scope')?.text;
@@ -211,32 +276,52 @@ describe('role assignments', () => {
     const known = new Set(Object.values(BUILT_IN_ROLES));
     for (const a of assignments) {
       expect(a.roleId, `${a.file.name}: ${a.resource.symbol} names its role through the map`).toBeDefined();
-      expect(known.has(a.roleId!), `${a.file.name}: ${a.resource.symbol} uses role ${a.roleId}, not a known built-in role`).toBe(true);
+      expect(
+        known.has(a.roleId!),
+        `${a.file.name}: ${a.resource.symbol} uses role ${a.roleId}, not a known built-in role`,
+      ).toBe(true);
     }
   });
 
   it.each(APP_ROLES)("gives the Function App's identity $role on its $scope", ({ role, scope }) => {
-    const found = roleAssignments().filter((a) => a.roleId === BUILT_IN_ROLES[role] && a.principal === 'identityPrincipalId');
-    expect(found.map((a) => a.resource.symbol), `a ${role} assignment to identityPrincipalId`).toHaveLength(1);
+    const found = roleAssignments().filter(
+      (a) => a.roleId === BUILT_IN_ROLES[role] && a.principal === 'identityPrincipalId',
+    );
+    expect(
+      found.map((a) => a.resource.symbol),
+      `a ${role} assignment to identityPrincipalId`,
+    ).toHaveLength(1);
     const [assignment] = found;
     expect(assignment!.scopeType, `${assignment!.resource.symbol} is scoped to the ${scope}`).toBe(scope);
     expect(evaluate(assignment!.principalType!, assignment!.file)).toBe('ServicePrincipal');
-    expect(assignment!.resource.condition, 'the app\'s roles are unconditional').toBeUndefined();
-    expect(prop(assignment!.resource.body, 'name')?.text).toMatch(/^guid\(\w+\.id, identityPrincipalId, roleDefinitionIds\.\w+\)$/);
+    expect(assignment!.resource.condition, "the app's roles are unconditional").toBeUndefined();
+    expect(prop(assignment!.resource.body, 'name')?.text).toMatch(
+      /^guid\(\w+\.id, identityPrincipalId, roleDefinitionIds\.\w+\)$/,
+    );
   });
 
   it("grants the identity nothing beyond those roles, and passes it the managed identity's principal", () => {
     const appRoleIds = APP_ROLES.map((r) => BUILT_IN_ROLES[r.role]).sort();
-    expect(roleAssignments().filter((a) => a.principal === 'identityPrincipalId').map((a) => a.roleId).sort(), "role ids assigned to the app's identity").toEqual(appRoleIds);
+    expect(
+      roleAssignments()
+        .filter((a) => a.principal === 'identityPrincipalId')
+        .map((a) => a.roleId)
+        .sort(),
+      "role ids assigned to the app's identity",
+    ).toEqual(appRoleIds);
     const rbac = modules(infra.main).find((m) => m.source === 'app/rbac.bicep')!;
-    expect(properties(prop(rbac.body, 'params')!).get('identityPrincipalId')?.text).toBe('identity.outputs.principalId');
+    expect(properties(prop(rbac.body, 'params')!).get('identityPrincipalId')?.text).toBe(
+      'identity.outputs.principalId',
+    );
     const identityModule = infra.mainModule('core/identity.bicep');
     expect(identityModule.symbol).toBe('identity');
   });
 
   it('gives the deploying user only Key Vault Secrets Officer and Table Data Contributor, and only when a principal id is given', () => {
     const user = roleAssignments().filter((a) => a.principal === 'userPrincipalId');
-    expect(user.map((a) => a.roleId).sort()).toEqual([BUILT_IN_ROLES['Key Vault Secrets Officer'], BUILT_IN_ROLES['Storage Table Data Contributor']].sort());
+    expect(user.map((a) => a.roleId).sort()).toEqual(
+      [BUILT_IN_ROLES['Key Vault Secrets Officer'], BUILT_IN_ROLES['Storage Table Data Contributor']].sort(),
+    );
     for (const a of user) expect(a.resource.condition?.text).toBe('(!empty(userPrincipalId))');
   });
 });

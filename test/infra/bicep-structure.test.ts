@@ -42,7 +42,9 @@ describe('Bicep syntax', () => {
   });
 
   it('reports the file, line and column of a missing brace', async () => {
-    const broken = await parseBicep("param name string\n\nresource id 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {\n  name: name\n\noutput id string = id.id\n");
+    const broken = await parseBicep(
+      "param name string\n\nresource id 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {\n  name: name\n\noutput id string = id.id\n",
+    );
     expect(problemIn('broken.bicep', broken.root)).toMatch(/^broken\.bicep:\d+:\d+: (ERROR|MISSING)/);
   });
 });
@@ -52,7 +54,10 @@ describe('modules', () => {
     const unresolved = infra.files.flatMap((file) =>
       modules(file)
         .filter((m) => !m.path || !existsSync(m.path))
-        .map((m) => `${file.name}: module ${m.symbol} '${m.source}' ${m.path ? 'does not exist' : 'is a registry module (not checkable offline; use a local module)'}`),
+        .map(
+          (m) =>
+            `${file.name}: module ${m.symbol} '${m.source}' ${m.path ? 'does not exist' : 'is a registry module (not checkable offline; use a local module)'}`,
+        ),
     );
     expect(unresolved).toEqual([]);
   });
@@ -86,7 +91,9 @@ describe('modules', () => {
         const module = ref && bySymbol.get(ref.symbol);
         const target = module && infra.moduleFile(module);
         if (ref && target && !outputs(target).has(ref.output)) {
-          problems.push(`${file.name} line ${node.startPosition.row + 1}: ${ref.symbol}.outputs.${ref.output} is not an output of ${target.name}`);
+          problems.push(
+            `${file.name} line ${node.startPosition.row + 1}: ${ref.symbol}.outputs.${ref.output} is not an output of ${target.name}`,
+          );
         }
       }
     }
@@ -109,7 +116,9 @@ describe('parameters (Azure Verified Modules style)', () => {
       for (const p of params(file)) {
         const expected = p.optional ? 'Optional. ' : 'Required. ';
         if (!p.description?.startsWith(expected)) {
-          problems.push(`${file.name}: param ${p.name} needs @description('${expected}…') (has ${p.description === undefined ? 'none' : `'${p.description.slice(0, 20)}…'`})`);
+          problems.push(
+            `${file.name}: param ${p.name} needs @description('${expected}…') (has ${p.description === undefined ? 'none' : `'${p.description.slice(0, 20)}…'`})`,
+          );
         }
       }
     }
@@ -121,29 +130,55 @@ describe('parameters (Azure Verified Modules style)', () => {
     expect(token).toBe('toLower(uniqueString(subscription().id, environmentName, location))');
   });
 
-  it('main.parameters.json gives azd\'s values to main.bicep\'s required parameters, and names only declared ones', () => {
-    const file = JSON.parse(readFileSync(join(INFRA_DIR, 'main.parameters.json'), 'utf8')) as { parameters: Record<string, { value: unknown }> };
+  it("main.parameters.json gives azd's values to main.bicep's required parameters, and names only declared ones", () => {
+    const file = JSON.parse(readFileSync(join(INFRA_DIR, 'main.parameters.json'), 'utf8')) as {
+      parameters: Record<string, { value: unknown }>;
+    };
     const declared = params(infra.main);
     const names = Object.keys(file.parameters);
-    expect(names.filter((n) => !declared.some((d) => d.name === n)), 'parameters main.bicep does not declare').toEqual([]);
-    expect(declared.filter((d) => !d.optional && !names.includes(d.name)).map((d) => d.name), 'required parameters without a value').toEqual([]);
+    expect(
+      names.filter((n) => !declared.some((d) => d.name === n)),
+      'parameters main.bicep does not declare',
+    ).toEqual([]);
+    expect(
+      declared.filter((d) => !d.optional && !names.includes(d.name)).map((d) => d.name),
+      'required parameters without a value',
+    ).toEqual([]);
     expect(file.parameters.environmentName?.value).toBe('${AZURE_ENV_NAME}');
     expect(file.parameters.location?.value).toBe('${AZURE_LOCATION}');
     expect(file.parameters.principalId?.value).toBe('${AZURE_PRINCIPAL_ID}');
   });
 
   it("passes azd's principal type, so a pipeline signed in as a service principal gets its roles (no UnmatchedPrincipalType)", () => {
-    const file = JSON.parse(readFileSync(join(INFRA_DIR, 'main.parameters.json'), 'utf8')) as { parameters: Record<string, { value: unknown }> };
+    const file = JSON.parse(readFileSync(join(INFRA_DIR, 'main.parameters.json'), 'utf8')) as {
+      parameters: Record<string, { value: unknown }>;
+    };
     expect(file.parameters.principalType?.value).toBe('${AZURE_PRINCIPAL_TYPE}');
     const param = params(infra.main).find((p) => p.name === 'principalType')!;
     // azd substitutes 'User' or 'ServicePrincipal' (Azure/azure-dev, pkg/infra/provisioning/current_principal_id_provider.go).
-    expect(decoratorsOf(param.node).get('allowed')?.map((n) => evaluate(n, infra.main))[0]).toEqual(expect.arrayContaining(['User', 'ServicePrincipal']));
+    expect(
+      decoratorsOf(param.node)
+        .get('allowed')
+        ?.map((n) => evaluate(n, infra.main))[0],
+    ).toEqual(expect.arrayContaining(['User', 'ServicePrincipal']));
     expect(prop(infra.mainModule('app/rbac.bicep').body, 'params.userPrincipalType')?.text).toBe('principalType');
   });
 
   it('outputs what azd and the README use', () => {
     const names = [...outputs(infra.main).keys()];
-    expect(names).toEqual(expect.arrayContaining(['AZURE_LOCATION', 'AZURE_TENANT_ID', 'AZURE_RESOURCE_GROUP', 'AZURE_FUNCTION_APP_NAME', 'AZURE_FUNCTION_APP_URL', 'AZURE_KEY_VAULT_NAME', 'AZURE_KEY_VAULT_URL', 'AZURE_STORAGE_ACCOUNT_NAME', 'AZURE_MANAGED_IDENTITY_PRINCIPAL_ID']));
+    expect(names).toEqual(
+      expect.arrayContaining([
+        'AZURE_LOCATION',
+        'AZURE_TENANT_ID',
+        'AZURE_RESOURCE_GROUP',
+        'AZURE_FUNCTION_APP_NAME',
+        'AZURE_FUNCTION_APP_URL',
+        'AZURE_KEY_VAULT_NAME',
+        'AZURE_KEY_VAULT_URL',
+        'AZURE_STORAGE_ACCOUNT_NAME',
+        'AZURE_MANAGED_IDENTITY_PRINCIPAL_ID',
+      ]),
+    );
   });
 });
 
@@ -160,13 +195,17 @@ describe('azure.yaml', () => {
     const service = yaml.match(/^services:\n {2}([\w-]+):$/m)?.[1];
     const api = infra.mainModule('app/api.bicep');
     expect(evaluate(prop(api.body, 'params.serviceName')!, infra.main)).toBe(service);
-    expect(evaluate(prop(api.body, 'params.tags')!, infra.main), 'the tags every resource gets').not.toHaveProperty('azd-service-name');
+    expect(evaluate(prop(api.body, 'params.tags')!, infra.main), 'the tags every resource gets').not.toHaveProperty(
+      'azd-service-name',
+    );
     const apiResources = resources(infra.file('app/api.bicep'));
     const site = apiResources.find((r) => r.type === 'Microsoft.Web/sites')!;
     expect(prop(site.body, 'tags')?.text).toBe("union(tags, { 'azd-service-name': serviceName })");
     // azd before 1.23.4 fails deploy when the plan carries the tag too ("expecting only '1' resource tagged").
     const plan = apiResources.find((r) => r.type === 'Microsoft.Web/serverfarms')!;
     expect(prop(plan.body, 'tags')?.text).toBe('tags');
-    expect(infra.files.filter((f) => f.text.includes("'azd-service-name'")).map((f) => f.name)).toEqual(['app/api.bicep']);
+    expect(infra.files.filter((f) => f.text.includes("'azd-service-name'")).map((f) => f.name)).toEqual([
+      'app/api.bicep',
+    ]);
   });
 });

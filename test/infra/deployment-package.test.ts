@@ -31,12 +31,23 @@ function ignoreRules(text: string): (path: string) => boolean {
       pattern = pattern.replace(/^\//, '');
       const body = pattern
         .split(/(\*\*|\*|\?)/)
-        .map((part) => (part === '**' ? '.*' : part === '*' ? '[^/]*' : part === '?' ? '[^/]' : part.replace(/[.+^${}()|[\]\\]/g, '\\$&')))
+        .map((part) =>
+          part === '**'
+            ? '.*'
+            : part === '*'
+              ? '[^/]*'
+              : part === '?'
+                ? '[^/]'
+                : part.replace(/[.+^${}()|[\]\\]/g, '\\$&'),
+        )
         .join('');
       return { negated, directoryOnly, regex: new RegExp(`${anchored ? '^' : '(^|/)'}${body}$`) };
     });
   const matches = (path: string, isDirectory: boolean) =>
-    rules.reduce((ignored, rule) => ((!rule.directoryOnly || isDirectory) && rule.regex.test(path) ? !rule.negated : ignored), false);
+    rules.reduce(
+      (ignored, rule) => ((!rule.directoryOnly || isDirectory) && rule.regex.test(path) ? !rule.negated : ignored),
+      false,
+    );
   // As in git, nothing inside an ignored directory can be included again.
   return (path) => {
     const segments = path.split('/');
@@ -57,7 +68,14 @@ const development = installed.filter(([, p]) => p.dev).map(([path]) => path);
 
 describe('deployment package (.funcignore)', () => {
   it('keeps what Azure runs', () => {
-    const kept = ['host.json', 'package.json', 'routes.json', 'dist/functions/health.js', 'dist/shared/config.js', 'dist/shared/destinations/queue.js'];
+    const kept = [
+      'host.json',
+      'package.json',
+      'routes.json',
+      'dist/functions/health.js',
+      'dist/shared/config.js',
+      'dist/shared/destinations/queue.js',
+    ];
     expect(kept.filter(ignored), 'files the app needs that would be left out').toEqual([]);
     expect(packageJson.main, 'package.json main points into dist/').toBe('dist/functions/*.js');
   });
@@ -65,7 +83,10 @@ describe('deployment package (.funcignore)', () => {
   it('keeps every production package and leaves out every development one (package-lock.json)', () => {
     expect(production.length).toBeGreaterThan(10);
     const dropped = production.filter((p) => ignored(`${p}/package.json`));
-    expect(dropped, `production packages left out: add '!/${dropped[0] ?? ''}/' (and its scope) to .funcignore`).toEqual([]);
+    expect(
+      dropped,
+      `production packages left out: add '!/${dropped[0] ?? ''}/' (and its scope) to .funcignore`,
+    ).toEqual([]);
     const shipped = development.filter((p) => !ignored(`${p}/package.json`));
     expect(shipped, `development packages shipped: remove their '!/…/' line from .funcignore`).toEqual([]);
     expect(ignored('node_modules/.bin/tsc')).toBe(true);
@@ -90,7 +111,10 @@ describe('deployment package (.funcignore)', () => {
       'tsconfig.json',
       'vitest.config.ts',
     ];
-    expect(dropped.filter((p) => !ignored(p)), 'files that would be deployed').toEqual([]);
+    expect(
+      dropped.filter((p) => !ignored(p)),
+      'files that would be deployed',
+    ).toEqual([]);
   });
 
   it('builds locally: azure.yaml turns remote build off, consistent with node_modules being shipped', () => {

@@ -12,7 +12,12 @@ import { startThrottlingStorage } from '../support/throttling-storage.js';
 const unique = (prefix: string) => `${prefix}${randomUUID().replace(/-/g, '').slice(0, 12)}`;
 
 describe('checkpoints (Table storage, ETag concurrency)', () => {
-  const store = () => new CheckpointStore(TableClient.fromConnectionString(inject('storage').connectionString, unique('cp'), { allowInsecureConnection: true }));
+  const store = () =>
+    new CheckpointStore(
+      TableClient.fromConnectionString(inject('storage').connectionString, unique('cp'), {
+        allowInsecureConnection: true,
+      }),
+    );
 
   it('starts empty and advances', async () => {
     const checkpoints = store();
@@ -46,8 +51,15 @@ describe('checkpoints (Table storage, ETag concurrency)', () => {
     const checkpoints = store();
     const tenantId = randomUUID();
     // Oldest first, as the poller passes them; 1,000 ids of this size would not fit a table property.
-    const ids = Array.from({ length: 1000 }, (_, i) => `${tenantId}:${100_000 + i}:2026-11-23T10:${String(Math.floor(i / 60)).padStart(2, '0')}:${String(i % 60).padStart(2, '0')}.0000000Z`);
-    await checkpoints.advance(await checkpoints.get(tenantId), { lastUpdateTime: '2026-11-23T10:16:39.0000000Z', boundaryEventIds: ids });
+    const ids = Array.from(
+      { length: 1000 },
+      (_, i) =>
+        `${tenantId}:${100_000 + i}:2026-11-23T10:${String(Math.floor(i / 60)).padStart(2, '0')}:${String(i % 60).padStart(2, '0')}.0000000Z`,
+    );
+    await checkpoints.advance(await checkpoints.get(tenantId), {
+      lastUpdateTime: '2026-11-23T10:16:39.0000000Z',
+      boundaryEventIds: ids,
+    });
     const advanced = await checkpoints.get(tenantId);
     expect(advanced.lastUpdateTime).toBe('2026-11-23T10:16:39.0000000Z');
     expect(advanced.boundaryEventIds).toEqual(ids.slice(-300));
@@ -57,14 +69,24 @@ describe('checkpoints (Table storage, ETag concurrency)', () => {
     const storage = await startThrottlingStorage(inject('storage').connectionString);
     try {
       const table = unique('cp');
-      const checkpoints = new CheckpointStore(TableClient.fromConnectionString(storage.connectionString, table, { allowInsecureConnection: true }));
+      const checkpoints = new CheckpointStore(
+        TableClient.fromConnectionString(storage.connectionString, table, { allowInsecureConnection: true }),
+      );
       const tenantId = randomUUID();
-      const next = (hour: number) => ({ lastUpdateTime: `2026-11-23T1${hour}:00:00.0000000Z`, boundaryEventIds: [`${tenantId}:1:2026-11-23T1${hour}:00:00.0000000Z`] });
+      const next = (hour: number) => ({
+        lastUpdateTime: `2026-11-23T1${hour}:00:00.0000000Z`,
+        boundaryEventIds: [`${tenantId}:1:2026-11-23T1${hour}:00:00.0000000Z`],
+      });
       for (const hour of [0, 1]) {
         const read = await checkpoints.get(tenantId); // first none yet (an insert), then one to update with its ETag
         // 429 to this table's inserts and updates (the SDK's RestError): the poll is retried, not taken as raced.
-        storage.throttle((r) => r.service === 'table' && r.method !== 'GET' && r.path.startsWith(`/devstoreaccount1/${table}`));
-        const refused = await checkpoints.advance(read, next(hour)).then(() => undefined, (err: unknown) => err);
+        storage.throttle(
+          (r) => r.service === 'table' && r.method !== 'GET' && r.path.startsWith(`/devstoreaccount1/${table}`),
+        );
+        const refused = await checkpoints.advance(read, next(hour)).then(
+          () => undefined,
+          (err: unknown) => err,
+        );
         storage.throttle(() => false);
         expect(refused).not.toBeInstanceOf(CheckpointConflictError);
         expect(refused).toMatchObject({ statusCode: 429 });
@@ -88,7 +110,11 @@ describe('incident events on the queue', () => {
   it('sends small events inline, base64-encoded JSON as the Functions trigger expects', async () => {
     const { queues, blobs } = storage();
     const queue = unique('q');
-    const envelope = envelopeFor(randomUUID(), { incidentId: 7, lastUpdateTime: '2026-11-23T10:00:00.12Z', alerts: [] } as never, 'poll');
+    const envelope = envelopeFor(
+      randomUUID(),
+      { incidentId: 7, lastUpdateTime: '2026-11-23T10:00:00.12Z', alerts: [] } as never,
+      'poll',
+    );
     expect(await new MessageSender(queues, blobs).sendEvent(queue, envelope)).toEqual({ claimChecked: false });
     const [message] = (await queues.getQueueClient(queue).receiveMessages()).receivedMessageItems;
     const decoded = JSON.parse(Buffer.from(message!.messageText, 'base64').toString('utf8'));
@@ -100,7 +126,11 @@ describe('incident events on the queue', () => {
   it('claim-checks an event too large for a queue message and reads it back intact', async () => {
     const { queues, blobs } = storage();
     const queue = unique('q');
-    const bigIncident = { incidentId: 8, lastUpdateTime: '2026-11-23T10:00:00Z', alerts: Array.from({ length: 400 }, (_, i) => ({ alertId: `da${i}`, description: 'x'.repeat(200) })) };
+    const bigIncident = {
+      incidentId: 8,
+      lastUpdateTime: '2026-11-23T10:00:00Z',
+      alerts: Array.from({ length: 400 }, (_, i) => ({ alertId: `da${i}`, description: 'x'.repeat(200) })),
+    };
     const envelope = envelopeFor(randomUUID(), bigIncident, 'poll');
     const sender = new MessageSender(queues, blobs);
     expect(await sender.sendEvent(queue, envelope)).toEqual({ claimChecked: true });
@@ -113,9 +143,18 @@ describe('incident events on the queue', () => {
     // A consumer of a routed queue fetches incidentRef itself: the blob says it is JSON.
     const url = new URL(decoded.incidentRef.blobUrl);
     const [, , container, ...name] = url.pathname.split('/');
-    expect((await blobs.getContainerClient(container!).getBlobClient(decodeURIComponent(name.join('/'))).getProperties()).contentType).toBe('application/json');
+    expect(
+      (
+        await blobs
+          .getContainerClient(container!)
+          .getBlobClient(decodeURIComponent(name.join('/')))
+          .getProperties()
+      ).contentType,
+    ).toBe('application/json');
     // Also with the service URL as Azure gives it, ending in a slash.
-    expect(await readClaimCheck(new BlobServiceClient(`${blobs.url}/`, blobs.credential), decoded.incidentRef.blobUrl)).toEqual(bigIncident);
+    expect(
+      await readClaimCheck(new BlobServiceClient(`${blobs.url}/`, blobs.credential), decoded.incidentRef.blobUrl),
+    ).toEqual(bigIncident);
     // A claim-check in another account (here one whose name is as long as ours) is refused, not read from ours.
     const account = url.pathname.split('/')[1]!;
     const foreign = decoded.incidentRef.blobUrl.replace(`/${account}/`, `/${'x'.repeat(account.length)}/`);
@@ -130,7 +169,12 @@ describe('incident events on the queue', () => {
     /** An event whose message (base64 of its JSON) is exactly `base64Length` characters, or whose JSON is `jsonBytes` bytes. */
     function eventOfSize(size: { jsonBytes: number } | { base64Length: number }) {
       const jsonBytes = 'jsonBytes' in size ? size.jsonBytes : (size.base64Length / 4) * 3;
-      const incident = { incidentId: 9, lastUpdateTime: '2026-11-23T10:00:00Z', alerts: [], comments: [{ comment: '' }] };
+      const incident = {
+        incidentId: 9,
+        lastUpdateTime: '2026-11-23T10:00:00Z',
+        alerts: [],
+        comments: [{ comment: '' }],
+      };
       const bare = Buffer.byteLength(JSON.stringify(envelopeFor(randomUUID(), incident, 'poll')));
       incident.comments[0]!.comment = 'x'.repeat(jsonBytes - bare);
       const envelope = envelopeFor(randomUUID(), incident, 'poll');
@@ -140,10 +184,14 @@ describe('incident events on the queue', () => {
 
     async function received(queue: string) {
       const { queues } = storage();
-      const [message, ...more] = (await queues.getQueueClient(queue).receiveMessages({ numberOfMessages: 32 })).receivedMessageItems;
+      const [message, ...more] = (await queues.getQueueClient(queue).receiveMessages({ numberOfMessages: 32 }))
+        .receivedMessageItems;
       expect(more).toEqual([]);
       expect(message!.messageText.length).toBeLessThanOrEqual(QUEUE_MESSAGE_LIMIT);
-      return { text: message!.messageText, decoded: JSON.parse(Buffer.from(message!.messageText, 'base64').toString('utf8')) };
+      return {
+        text: message!.messageText,
+        decoded: JSON.parse(Buffer.from(message!.messageText, 'base64').toString('utf8')),
+      };
     }
 
     it('claim-checks an event whose JSON would fit in a message but whose base64 would not', async () => {
@@ -181,8 +229,14 @@ describe('incident events on the queue', () => {
 
 describe('tenant status (Table storage, ETag concurrency)', () => {
   it('loses no count when instances record polls of one tenant at once', async () => {
-    const status = new TenantStatusStore(TableClient.fromConnectionString(inject('storage').connectionString, unique('ts'), { allowInsecureConnection: true }));
-    await Promise.all(Array.from({ length: 8 }, (_, i) => status.recordPoll('tenant-a', { outcome: 'polled', eventsEnqueued: i + 1 })));
+    const status = new TenantStatusStore(
+      TableClient.fromConnectionString(inject('storage').connectionString, unique('ts'), {
+        allowInsecureConnection: true,
+      }),
+    );
+    await Promise.all(
+      Array.from({ length: 8 }, (_, i) => status.recordPoll('tenant-a', { outcome: 'polled', eventsEnqueued: i + 1 })),
+    );
     expect((await status.get('tenant-a')).eventsEnqueued).toBe(36);
     expect((await status.get('tenant-a')).lastOutcome).toBe('polled');
   });

@@ -27,7 +27,10 @@ interface Answer {
   json: any; // eslint-disable-line @typescript-eslint/no-explicit-any
 }
 
-async function call(path: string, options: { token?: string; method?: string; body?: string | object; headers?: Record<string, string> } = {}): Promise<Answer> {
+async function call(
+  path: string,
+  options: { token?: string; method?: string; body?: string | object; headers?: Record<string, string> } = {},
+): Promise<Answer> {
   const headers: Record<string, string> = { ...options.headers };
   if (options.token) headers.authorization = `Bearer ${options.token}`;
   let body: string | undefined;
@@ -47,9 +50,15 @@ async function call(path: string, options: { token?: string; method?: string; bo
 }
 
 const control = (path: string, method = 'GET', body?: object) =>
-  fetch(`${defender.controlUrl}${path}`, { method, headers: body ? { 'content-type': 'application/json' } : {}, body: body && JSON.stringify(body) });
+  fetch(`${defender.controlUrl}${path}`, {
+    method,
+    headers: body ? { 'content-type': 'application/json' } : {},
+    body: body && JSON.stringify(body),
+  });
 
-async function appToken(options: { tenantId?: string; clientId?: string; roles?: string[]; audience?: string; lifetimeSeconds?: number } = {}): Promise<string> {
+async function appToken(
+  options: { tenantId?: string; clientId?: string; roles?: string[]; audience?: string; lifetimeSeconds?: number } = {},
+): Promise<string> {
   const { token } = await issuer.issueAccessToken({
     tenantId: options.tenantId ?? TENANT_A,
     audience: options.audience ?? DEFENDER,
@@ -85,13 +94,24 @@ function expectDefenderError(answer: Answer, status: number, code: string, messa
 beforeAll(async () => {
   issuer = await createTokenIssuer('https://login.local.test');
   faults = new FaultBoard();
-  const verifier = createTokenVerifier({ jwks: () => issuer.jwks(), issuerFor: (tid, version) => issuer.issuerFor(tid, version) });
-  defender = await startDefender({ tls: inject('tls'), verifier, faults, now: () => Date.now() + clockOffsetMs, log: (line) => logLines.push(line) });
+  const verifier = createTokenVerifier({
+    jwks: () => issuer.jwks(),
+    issuerFor: (tid, version) => issuer.issuerFor(tid, version),
+  });
+  defender = await startDefender({
+    tls: inject('tls'),
+    verifier,
+    faults,
+    now: () => Date.now() + clockOffsetMs,
+    log: (line) => logLines.push(line),
+  });
   expect((await control(`/tenants/${TENANT_A}`, 'POST', { displayName: 'Contoso' })).status).toBe(201);
   expect((await control(`/tenants/${TENANT_B}`, 'POST', { displayName: 'Fabrikam' })).status).toBe(201);
   const seeded = await control(`/tenants/${TENANT_A}/incidents`, 'POST', { count: 1050, seed: 'integration' });
   expect(seeded.status).toBe(201);
-  expect((await control(`/tenants/${TENANT_B}/incidents`, 'POST', { count: 30, seed: 'integration' })).status).toBe(201);
+  expect((await control(`/tenants/${TENANT_B}/incidents`, 'POST', { count: 30, seed: 'integration' })).status).toBe(
+    201,
+  );
 });
 
 afterAll(async () => {
@@ -113,17 +133,26 @@ describe('GET /api/incidents', () => {
     const raw = (await (await control(`/tenants/${TENANT_A}/incidents`)).json()) as { value: Incident[] };
     expect([...ids].sort((a, b) => a - b)).toEqual(raw.value.map((i) => i.incidentId));
     expect(ids.length).toBe(1050);
-    const sorted = (page: Incident[]) => page.every((incident, k) => k === 0 || (page[k - 1] as Incident).incidentId < incident.incidentId);
+    const sorted = (page: Incident[]) =>
+      page.every((incident, k) => k === 0 || (page[k - 1] as Incident).incidentId < incident.incidentId);
     expect(pages.filter((page) => page.length > 1 && !sorted(page)).length).toBeGreaterThan(0);
   });
 
   it('cuts pages newest first: an incident changed while a client pages moves to the top, and the rest shift down', async () => {
     const tenant = '55555555-5555-4555-8555-555555555555';
     expect((await control(`/tenants/${tenant}`, 'POST')).status).toBe(201);
-    expect((await control(`/tenants/${tenant}/incidents`, 'POST', { count: 250, seed: 'newest-first' })).status).toBe(201);
+    expect((await control(`/tenants/${tenant}/incidents`, 'POST', { count: 250, seed: 'newest-first' })).status).toBe(
+      201,
+    );
     const tenantToken = await appToken({ tenantId: tenant });
-    const page = async (skip: number) => ((await call(`/api/incidents?$top=100&$skip=${skip}`, { token: tenantToken })).json as { value: Incident[] }).value;
-    const newest = (incidents: Incident[]) => incidents.map((i) => i.lastUpdateTime).sort().reverse();
+    const page = async (skip: number) =>
+      ((await call(`/api/incidents?$top=100&$skip=${skip}`, { token: tenantToken })).json as { value: Incident[] })
+        .value;
+    const newest = (incidents: Incident[]) =>
+      incidents
+        .map((i) => i.lastUpdateTime)
+        .sort()
+        .reverse();
     const [first, second] = [await page(0), await page(100)];
     // Every incident on the first page is at least as new as every one on the second.
     expect(newest(first).at(-1)! >= newest(second)[0]!).toBe(true);
@@ -157,14 +186,18 @@ describe('GET /api/incidents', () => {
     const raw = ((await (await control(`/tenants/${TENANT_A}/incidents`)).json()) as { value: Incident[] }).value;
     const times = raw.map((i) => i.lastUpdateTime).sort();
     const cutoff = times[Math.floor(times.length * 0.9)] as string;
-    const expected = raw.filter((i) => (parseTimestamp(i.lastUpdateTime) as bigint) > (parseTimestamp(cutoff) as bigint)).map((i) => i.incidentId);
+    const expected = raw
+      .filter((i) => (parseTimestamp(i.lastUpdateTime) as bigint) > (parseTimestamp(cutoff) as bigint))
+      .map((i) => i.incidentId);
     const { incidents } = await listAll(token, `lastUpdateTime gt ${cutoff}`);
     expect(incidents.map((i) => i.incidentId).sort((a, b) => a - b)).toEqual(expected);
 
     // Activity in the portal bumps lastUpdateTime: a cursor at the newest time now finds that incident.
     const newest = times[times.length - 1] as string;
     const changedId = (raw[0] as Incident).incidentId;
-    expect((await control(`/tenants/${TENANT_A}/incidents/${changedId}`, 'PATCH', { severity: 'High' })).status).toBe(200);
+    expect((await control(`/tenants/${TENANT_A}/incidents/${changedId}`, 'PATCH', { severity: 'High' })).status).toBe(
+      200,
+    );
     const after = await listAll(token, `lastUpdateTime gt ${newest}`);
     expect(after.incidents.map((i) => i.incidentId)).toEqual([changedId]);
     expect(after.incidents[0]?.severity).toBe('High');
@@ -182,7 +215,12 @@ describe('GET /api/incidents', () => {
   });
 
   it('refuses $top above 100 with MaximumBatchSizeExceeded', async () => {
-    expectDefenderError(await call('/api/incidents?$top=101', { token: await appToken() }), 400, 'MaximumBatchSizeExceeded', /100/);
+    expectDefenderError(
+      await call('/api/incidents?$top=101', { token: await appToken() }),
+      400,
+      'MaximumBatchSizeExceeded',
+      /100/,
+    );
   });
 
   it.each([
@@ -195,7 +233,10 @@ describe('GET /api/incidents', () => {
     ['$top=10&$top=20', /\$top/],
     ['$orderby=lastUpdateTime desc', /\$orderby/],
   ])('refuses %s with 400 ODataError saying what is wrong', async (query, message) => {
-    const url = `/api/incidents?${query.split('&').map((pair) => pair.split('=').map(encodeURIComponent).join('=')).join('&')}`;
+    const url = `/api/incidents?${query
+      .split('&')
+      .map((pair) => pair.split('=').map(encodeURIComponent).join('='))
+      .join('&')}`;
     expectDefenderError(await call(url, { token: await appToken() }), 400, 'ODataError', message);
   });
 });
@@ -213,7 +254,13 @@ describe('rate limits', () => {
     expect(throttled.json.error.message).toContain(`in ${retryAfter} seconds`);
 
     // Another app in the same tenant has its own budget.
-    expect((await call('/api/incidents?$top=1', { token: await appToken({ clientId: 'aaaaaaaa-0000-4000-8000-000000000052' }) })).status).toBe(200);
+    expect(
+      (
+        await call('/api/incidents?$top=1', {
+          token: await appToken({ clientId: 'aaaaaaaa-0000-4000-8000-000000000052' }),
+        })
+      ).status,
+    ).toBe(200);
 
     clockOffsetMs += retryAfter * 1000;
     expect((await call('/api/incidents?$top=1', { token })).status).toBe(200);
@@ -239,10 +286,23 @@ describe('rate limits', () => {
       return { status: response.status, headers: response.headers, text, json: JSON.parse(text) } as Answer;
     };
     beforeAll(async () => {
-      const verifier = createTokenVerifier({ jwks: () => issuer.jwks(), issuerFor: (tid, version) => issuer.issuerFor(tid, version) });
-      raised = await startDefender({ tls: inject('tls'), verifier, faults: new FaultBoard(), limits: { perMinute: 100_000, perHour: 1_000_000 }, now: () => Date.now() + raisedOffsetMs });
+      const verifier = createTokenVerifier({
+        jwks: () => issuer.jwks(),
+        issuerFor: (tid, version) => issuer.issuerFor(tid, version),
+      });
+      raised = await startDefender({
+        tls: inject('tls'),
+        verifier,
+        faults: new FaultBoard(),
+        limits: { perMinute: 100_000, perHour: 1_000_000 },
+        now: () => Date.now() + raisedOffsetMs,
+      });
       raised.store.provisionTenant(TENANT_A, 'Contoso');
-      await fetch(`${raised.controlUrl}/tenants/${TENANT_A}/incidents`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ count: 3, seed: 'own-quota' }) });
+      await fetch(`${raised.controlUrl}/tenants/${TENANT_A}/incidents`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ count: 3, seed: 'own-quota' }),
+      });
     });
     afterAll(async () => {
       await raised?.close();
@@ -259,7 +319,10 @@ describe('rate limits', () => {
       expect(wait).toBeLessThanOrEqual(60);
       // Only get incident is throttled: the shared quota has room, and another app has its own.
       expect((await raisedCall('/api/incidents?$top=1', token)).status).toBe(200);
-      expect((await raisedCall('/api/incidents/1', await appToken({ clientId: 'aaaaaaaa-0000-4000-8000-000000000102' }))).status).toBe(200);
+      expect(
+        (await raisedCall('/api/incidents/1', await appToken({ clientId: 'aaaaaaaa-0000-4000-8000-000000000102' })))
+          .status,
+      ).toBe(200);
       raisedOffsetMs += wait * 1000;
       expect((await raisedCall('/api/incidents/1', token)).status).toBe(200);
       expect(raised.stats.for(TENANT_A, clientId)).toMatchObject({ throttled: 1, byEndpoint: { getIncident: 102 } });
@@ -294,7 +357,11 @@ describe('authentication and authorization', () => {
     expect(incidentsB.every((i) => i.incidentUri.includes(TENANT_B))).toBe(true);
     const onlyInA = [...idsA].find((id) => !incidentsB.some((i) => i.incidentId === id)) as number;
     expectDefenderError(await call(`/api/incidents/${onlyInA}`, { token: tokenB }), 404, 'NotFound');
-    expectDefenderError(await call(`/api/incidents/${onlyInA}`, { token: tokenB, method: 'PATCH', body: { status: 'Resolved' } }), 404, 'NotFound');
+    expectDefenderError(
+      await call(`/api/incidents/${onlyInA}`, { token: tokenB, method: 'PATCH', body: { status: 'Resolved' } }),
+      404,
+      'NotFound',
+    );
   });
 
   it('refuses a tenant without Defender data with 403 naming the tenant', async () => {
@@ -303,13 +370,42 @@ describe('authentication and authorization', () => {
   });
 
   it.each([
-    ['list without any incident permission', 'GET', '/api/incidents', ['AdvancedHunting.Read.All'], /Incident\.Read\.All/],
-    ['list with the misspelled role from the docs screenshot', 'GET', '/api/incidents', ['Incidents.Read.All'], /Incident\.Read\.All/],
-    ['update with read-only permission', 'PATCH', '/api/incidents/1', ['Incident.Read.All'], /Incident\.ReadWrite\.All/],
-    ['hunt without AdvancedHunting', 'POST', '/api/advancedhunting/run', ['Incident.ReadWrite.All'], /AdvancedHunting\.Read\.All/],
+    [
+      'list without any incident permission',
+      'GET',
+      '/api/incidents',
+      ['AdvancedHunting.Read.All'],
+      /Incident\.Read\.All/,
+    ],
+    [
+      'list with the misspelled role from the docs screenshot',
+      'GET',
+      '/api/incidents',
+      ['Incidents.Read.All'],
+      /Incident\.Read\.All/,
+    ],
+    [
+      'update with read-only permission',
+      'PATCH',
+      '/api/incidents/1',
+      ['Incident.Read.All'],
+      /Incident\.ReadWrite\.All/,
+    ],
+    [
+      'hunt without AdvancedHunting',
+      'POST',
+      '/api/advancedhunting/run',
+      ['Incident.ReadWrite.All'],
+      /AdvancedHunting\.Read\.All/,
+    ],
   ])('answers 403 naming the missing permission: %s', async (_name, method, path, roles, message) => {
     const body = method === 'GET' ? undefined : { status: 'Active' };
-    expectDefenderError(await call(path, { token: await appToken({ roles }), method, body }), 403, 'Forbidden', message);
+    expectDefenderError(
+      await call(path, { token: await appToken({ roles }), method, body }),
+      403,
+      'Forbidden',
+      message,
+    );
   });
 
   it('accepts delegated permissions in scp (user tokens)', async () => {
@@ -322,7 +418,12 @@ describe('authentication and authorization', () => {
       user: { upn: 'analyst@contoso.com', name: 'Analyst' },
     });
     expect((await call('/api/incidents?$top=1', { token })).status).toBe(200);
-    expectDefenderError(await call('/api/incidents/1', { token, method: 'PATCH', body: { status: 'Active' } }), 403, 'Forbidden', /Incident\.ReadWrite/);
+    expectDefenderError(
+      await call('/api/incidents/1', { token, method: 'PATCH', body: { status: 'Active' } }),
+      403,
+      'Forbidden',
+      /Incident\.ReadWrite/,
+    );
   });
 
   it('answers 401 Unauthorized for a missing, wrong-audience, expired, forged or unsigned token', async () => {
@@ -330,14 +431,21 @@ describe('authentication and authorization', () => {
     const good = await appToken();
     const [header, payload] = good.split('.') as [string, string, string];
     const unsigned = `${Buffer.from(JSON.stringify({ alg: 'none', typ: 'JWT' })).toString('base64url')}.${payload}.`;
-    const tamperedPayload = Buffer.from(JSON.stringify({ ...JSON.parse(Buffer.from(payload, 'base64url').toString()), tid: TENANT_B })).toString('base64url');
+    const tamperedPayload = Buffer.from(
+      JSON.stringify({ ...JSON.parse(Buffer.from(payload, 'base64url').toString()), tid: TENANT_B }),
+    ).toString('base64url');
     const cases: [string, Record<string, string>][] = [
       ['missing', {}],
       ['not bearer', { authorization: `Basic ${Buffer.from('a:b').toString('base64')}` }],
       ['garbage', { authorization: 'Bearer not-a-jwt' }],
       ['wrong audience', { authorization: `Bearer ${await appToken({ audience: 'https://vault.azure.net' })}` }],
       ['expired', { authorization: `Bearer ${await appToken({ lifetimeSeconds: -120 })}` }],
-      ['other signer', { authorization: `Bearer ${(await otherIssuer.issueAccessToken({ tenantId: TENANT_A, audience: DEFENDER, clientId: READER_APP, objectId: 'x', roles: ['Incident.Read.All'] })).token}` }],
+      [
+        'other signer',
+        {
+          authorization: `Bearer ${(await otherIssuer.issueAccessToken({ tenantId: TENANT_A, audience: DEFENDER, clientId: READER_APP, objectId: 'x', roles: ['Incident.Read.All'] })).token}`,
+        },
+      ],
       ['tampered', { authorization: `Bearer ${header}.${tamperedPayload}.${good.split('.')[2]}` }],
       ['alg none', { authorization: `Bearer ${unsigned}` }],
     ];
@@ -350,7 +458,10 @@ describe('authentication and authorization', () => {
 });
 
 describe('GET and PATCH /api/incidents/{id}', () => {
-  async function someIncident(tenantId = TENANT_A, predicate: (i: Incident) => boolean = (i) => i.status === 'Active'): Promise<Incident> {
+  async function someIncident(
+    tenantId = TENANT_A,
+    predicate: (i: Incident) => boolean = (i) => i.status === 'Active',
+  ): Promise<Incident> {
     const raw = ((await (await control(`/tenants/${tenantId}/incidents`)).json()) as { value: Incident[] }).value;
     return raw.find(predicate) as Incident;
   }
@@ -371,24 +482,58 @@ describe('GET and PATCH /api/incidents/{id}', () => {
     const answer = await call(`/api/incidents/${before.incidentId}`, {
       token,
       method: 'PATCH',
-      body: { status: 'Resolved', assignedTo: 'soc@contoso.com', classification: 'TruePositive', determination: 'Malware', tags: ['Relay'], comment: 'Closed by the relay.' },
+      body: {
+        status: 'Resolved',
+        assignedTo: 'soc@contoso.com',
+        classification: 'TruePositive',
+        determination: 'Malware',
+        tags: ['Relay'],
+        comment: 'Closed by the relay.',
+      },
     });
     expect(answer.status, answer.text).toBe(200);
     const after = answer.json as Incident;
-    expect(after).toMatchObject({ status: 'Resolved', assignedTo: 'soc@contoso.com', classification: 'TruePositive', determination: 'Malware', tags: ['Relay'] });
-    expect(after.comments).toEqual([{ comment: 'Closed by the relay.', createdBy: READER_APP, createdTime: expect.stringMatching(/\.\d{7}Z$/) }]);
-    expect((parseTimestamp(after.lastUpdateTime) as bigint) > (parseTimestamp(before.lastUpdateTime) as bigint)).toBe(true);
+    expect(after).toMatchObject({
+      status: 'Resolved',
+      assignedTo: 'soc@contoso.com',
+      classification: 'TruePositive',
+      determination: 'Malware',
+      tags: ['Relay'],
+    });
+    expect(after.comments).toEqual([
+      { comment: 'Closed by the relay.', createdBy: READER_APP, createdTime: expect.stringMatching(/\.\d{7}Z$/) },
+    ]);
+    expect((parseTimestamp(after.lastUpdateTime) as bigint) > (parseTimestamp(before.lastUpdateTime) as bigint)).toBe(
+      true,
+    );
     expect((await call(`/api/incidents/${before.incidentId}`, { token })).json).toEqual(after);
   });
 
   it('refuses a determination the update page does not pair with the classification, and leaves the incident unchanged', async () => {
     const token = await appToken();
     const before = await someIncident(TENANT_A, (i) => i.classification === 'Unknown');
-    const answer = await call(`/api/incidents/${before.incidentId}`, { token, method: 'PATCH', body: { classification: 'FalsePositive', determination: 'Malware', status: 'Resolved' } });
-    expectDefenderError(answer, 400, 'InvalidInput', /'Malware' is not valid with classification 'FalsePositive'; valid: Clean, NoEnoughDataToValidate, Other/);
-    const unclassified = await call(`/api/incidents/${before.incidentId}`, { token, method: 'PATCH', body: { determination: 'Other' } });
+    const answer = await call(`/api/incidents/${before.incidentId}`, {
+      token,
+      method: 'PATCH',
+      body: { classification: 'FalsePositive', determination: 'Malware', status: 'Resolved' },
+    });
+    expectDefenderError(
+      answer,
+      400,
+      'InvalidInput',
+      /'Malware' is not valid with classification 'FalsePositive'; valid: Clean, NoEnoughDataToValidate, Other/,
+    );
+    const unclassified = await call(`/api/incidents/${before.incidentId}`, {
+      token,
+      method: 'PATCH',
+      body: { determination: 'Other' },
+    });
     expectDefenderError(unclassified, 400, 'InvalidInput', /not valid with classification 'Unknown'/);
-    const retired = await call(`/api/incidents/${before.incidentId}`, { token, method: 'PATCH', body: { classification: 'TruePositive', determination: 'Apt' } });
+    const retired = await call(`/api/incidents/${before.incidentId}`, {
+      token,
+      method: 'PATCH',
+      body: { classification: 'TruePositive', determination: 'Apt' },
+    });
     expectDefenderError(retired, 400, 'InvalidRequestBody', /determination/);
     expect(await someIncident(TENANT_A, (i) => i.incidentId === before.incidentId)).toEqual(before);
   });
@@ -401,13 +546,27 @@ describe('GET and PATCH /api/incidents/{id}', () => {
       expect(answer.status, answer.text).toBe(200);
       return answer.json as { classification: string; determination: string };
     };
-    expect(await patch({ classification: 'FalsePositive', determination: 'NoEnoughDataToValidate' })).toMatchObject({ classification: 'FalsePositive', determination: 'NoEnoughDataToValidate' });
-    expect(await patch({ classification: 'InformationalExpectedActivity', determination: 'SecurityTesting' })).toMatchObject({ determination: 'SecurityTesting' });
-    expect(await patch({ determination: 'Other' })).toMatchObject({ classification: 'InformationalExpectedActivity', determination: 'Other' });
+    expect(await patch({ classification: 'FalsePositive', determination: 'NoEnoughDataToValidate' })).toMatchObject({
+      classification: 'FalsePositive',
+      determination: 'NoEnoughDataToValidate',
+    });
+    expect(
+      await patch({ classification: 'InformationalExpectedActivity', determination: 'SecurityTesting' }),
+    ).toMatchObject({ determination: 'SecurityTesting' });
+    expect(await patch({ determination: 'Other' })).toMatchObject({
+      classification: 'InformationalExpectedActivity',
+      determination: 'Other',
+    });
     // Other goes with every classification and stays; SecurityTesting would not have.
-    expect(await patch({ classification: 'TruePositive' })).toMatchObject({ classification: 'TruePositive', determination: 'Other' });
+    expect(await patch({ classification: 'TruePositive' })).toMatchObject({
+      classification: 'TruePositive',
+      determination: 'Other',
+    });
     expect(await patch({ determination: 'Malware' })).toMatchObject({ determination: 'Malware' });
-    expect(await patch({ classification: 'FalsePositive' })).toMatchObject({ classification: 'FalsePositive', determination: 'NotAvailable' });
+    expect(await patch({ classification: 'FalsePositive' })).toMatchObject({
+      classification: 'FalsePositive',
+      determination: 'NotAvailable',
+    });
   });
 
   it.each([
@@ -421,7 +580,12 @@ describe('GET and PATCH /api/incidents/{id}', () => {
     ['no body', '', 'InvalidRequestBody', /empty/],
   ])('refuses %s with 400', async (_name, body, code, message) => {
     const incident = await someIncident();
-    expectDefenderError(await call(`/api/incidents/${incident.incidentId}`, { token: await appToken(), method: 'PATCH', body }), 400, code, message);
+    expectDefenderError(
+      await call(`/api/incidents/${incident.incidentId}`, { token: await appToken(), method: 'PATCH', body }),
+      400,
+      code,
+      message,
+    );
   });
 
   it('attributes a comment to the user for a delegated token', async () => {
@@ -434,17 +598,28 @@ describe('GET and PATCH /api/incidents/{id}', () => {
       user: { upn: 'analyst@fabrikam.com', name: 'Analyst' },
     });
     const incident = await someIncident(TENANT_B, () => true);
-    const answer = await call(`/api/incidents/${incident.incidentId}`, { token, method: 'PATCH', body: { comment: 'Looking into it.' } });
+    const answer = await call(`/api/incidents/${incident.incidentId}`, {
+      token,
+      method: 'PATCH',
+      body: { comment: 'Looking into it.' },
+    });
     expect(answer.status).toBe(200);
-    expect(answer.json.comments.at(-1)).toMatchObject({ comment: 'Looking into it.', createdBy: 'analyst@fabrikam.com' });
+    expect(answer.json.comments.at(-1)).toMatchObject({
+      comment: 'Looking into it.',
+      createdBy: 'analyst@fabrikam.com',
+    });
   });
 });
 
 describe('POST /api/advancedhunting/run', () => {
-  const hunt = async (body: object | string) => call('/api/advancedhunting/run', { token: await appToken(), method: 'POST', body });
+  const hunt = async (body: object | string) =>
+    call('/api/advancedhunting/run', { token: await appToken(), method: 'POST', body });
 
   it('runs a where / project / take query over the tenant data and answers Stats, Schema and Results', async () => {
-    const answer = await hunt({ Query: 'AlertInfo | where Severity == "High" and Timestamp > ago(30d) | project AlertId, Severity, Title | take 5' });
+    const answer = await hunt({
+      Query:
+        'AlertInfo | where Severity == "High" and Timestamp > ago(30d) | project AlertId, Severity, Title | take 5',
+    });
     expect(answer.status, answer.text).toBe(200);
     expect(answer.json.Schema).toEqual([
       { Name: 'AlertId', Type: 'String' },
@@ -459,7 +634,9 @@ describe('POST /api/advancedhunting/run', () => {
   });
 
   it('supports in (…) and limit, and answers every table the stand-in documents', async () => {
-    const inQuery = await hunt({ Query: "DeviceLogonEvents | where ActionType in ('LogonSuccess', 'LogonFailed') | limit 3" });
+    const inQuery = await hunt({
+      Query: "DeviceLogonEvents | where ActionType in ('LogonSuccess', 'LogonFailed') | limit 3",
+    });
     expect(inQuery.status, inQuery.text).toBe(200);
     expect(inQuery.json.Results.length).toBe(3);
     for (const table of ['DeviceInfo', 'AlertEvidence', 'AlertInfo', 'DeviceLogonEvents']) {
@@ -471,7 +648,8 @@ describe('POST /api/advancedhunting/run', () => {
 
   it('has its own budget of 45 calls per minute, apart from the incidents API', async () => {
     const token = await appToken({ tenantId: TENANT_B, clientId: 'aaaaaaaa-0000-4000-8000-000000000045' });
-    const run = () => call('/api/advancedhunting/run', { token, method: 'POST', body: { Query: 'AlertInfo | take 1' } });
+    const run = () =>
+      call('/api/advancedhunting/run', { token, method: 'POST', body: { Query: 'AlertInfo | take 1' } });
     for (let i = 0; i < 45; i += 1) expect((await run()).status).toBe(200);
     const throttled = await run();
     expectDefenderError(throttled, 429, 'TooManyRequests');
@@ -482,10 +660,24 @@ describe('POST /api/advancedhunting/run', () => {
   describe("the tenant's CPU quota and the 3-minute timeout", () => {
     const TENANT_C = '55555555-5555-4555-8555-555555555555';
     const huntC = async (query = 'AlertInfo | take 3') =>
-      call('/api/advancedhunting/run', { token: await appToken({ tenantId: TENANT_C, clientId: 'aaaaaaaa-0000-4000-8000-0000000000c0' }), method: 'POST', body: { Query: query } });
-    const state = async () => (await (await control(`/tenants/${TENANT_C}/hunting`)).json()) as { cpuSecondsPerCycle: number; cpuSecondsUsed: number; cycleEndsAt: string; blocked: boolean };
+      call('/api/advancedhunting/run', {
+        token: await appToken({ tenantId: TENANT_C, clientId: 'aaaaaaaa-0000-4000-8000-0000000000c0' }),
+        method: 'POST',
+        body: { Query: query },
+      });
+    const state = async () =>
+      (await (await control(`/tenants/${TENANT_C}/hunting`)).json()) as {
+        cpuSecondsPerCycle: number;
+        cpuSecondsUsed: number;
+        cycleEndsAt: string;
+        blocked: boolean;
+      };
     const cpuOf = (answer: Answer) => {
-      const [h, m, s] = String(answer.json.Stats.resource_usage.cpu['total cpu']).split(':').map(Number) as [number, number, number];
+      const [h, m, s] = String(answer.json.Stats.resource_usage.cpu['total cpu']).split(':').map(Number) as [
+        number,
+        number,
+        number,
+      ];
       return h * 3600 + m * 60 + s;
     };
 
@@ -512,13 +704,24 @@ describe('POST /api/advancedhunting/run', () => {
     it('blocks the tenant with 429 and the documented message once 100% of its CPU is used, until the next 15-minute cycle', async () => {
       const cost = cpuOf(await huntC());
       // A quota of 2.5 queries: the one that crosses 100% still runs, the next is blocked.
-      expect((await control(`/tenants/${TENANT_C}/hunting`, 'PATCH', { cpuSecondsPerCycle: 2.5 * cost })).status).toBe(200);
+      expect((await control(`/tenants/${TENANT_C}/hunting`, 'PATCH', { cpuSecondsPerCycle: 2.5 * cost })).status).toBe(
+        200,
+      );
       expect((await huntC()).status).toBe(200);
       expect((await huntC()).status).toBe(200);
       const blocked = await huntC();
-      expectDefenderError(blocked, 429, 'TooManyRequests', /^You have exceeded processing resources allocated to this tenant\. You can run queries again in \d{2}:\d{2}:\d{2}\.$/);
+      expectDefenderError(
+        blocked,
+        429,
+        'TooManyRequests',
+        /^You have exceeded processing resources allocated to this tenant\. You can run queries again in \d{2}:\d{2}:\d{2}\.$/,
+      );
       expect(blocked.headers.get('retry-after')).toBeNull();
-      const [h, m, s] = /in (\d{2}):(\d{2}):(\d{2})/.exec(blocked.json.error.message)!.slice(1).map(Number) as [number, number, number];
+      const [h, m, s] = /in (\d{2}):(\d{2}):(\d{2})/.exec(blocked.json.error.message)!.slice(1).map(Number) as [
+        number,
+        number,
+        number,
+      ];
       const wait = h * 3600 + m * 60 + s;
       const { cycleEndsAt, blocked: isBlocked } = await state();
       expect(isBlocked).toBe(true);
@@ -548,7 +751,9 @@ describe('POST /api/advancedhunting/run', () => {
     });
 
     it('answers a query that runs over three minutes 400 "Query exceeded the timeout period." and charges the three minutes', async () => {
-      expect((await control(`/tenants/${TENANT_C}/hunting`, 'PATCH', { nextQueries: { runSeconds: 200 } })).status).toBe(200);
+      expect(
+        (await control(`/tenants/${TENANT_C}/hunting`, 'PATCH', { nextQueries: { runSeconds: 200 } })).status,
+      ).toBe(200);
       const timedOut = await huntC();
       expectDefenderError(timedOut, 400, 'BadRequest', /^Query exceeded the timeout period\.$/);
       expect((await state()).cpuSecondsUsed).toBeGreaterThanOrEqual(180);
@@ -562,7 +767,9 @@ describe('POST /api/advancedhunting/run', () => {
 
     it('validates the control requests', async () => {
       expect((await control(`/tenants/${TENANT_C}/hunting`, 'PATCH', { cpuSecondsPerCycle: 0 })).status).toBe(400);
-      expect((await control(`/tenants/${TENANT_C}/hunting`, 'PATCH', { nextQueries: { runSeconds: -1 } })).status).toBe(400);
+      expect((await control(`/tenants/${TENANT_C}/hunting`, 'PATCH', { nextQueries: { runSeconds: -1 } })).status).toBe(
+        400,
+      );
       expect((await control(`/tenants/${TENANT_C}/hunting`, 'PATCH', { spend: 'all' })).status).toBe(400);
       expect((await control(`/tenants/${TENANT_UNPROVISIONED}/hunting`)).status).toBe(404);
     });
@@ -588,7 +795,16 @@ describe('faults', () => {
     [500, 'InternalServerError'],
     [503, 'ServiceUnavailable'],
   ])('answers an injected %i in the Defender error shape, once', async (status, code) => {
-    expect((await addFault({ target: 'defender', spec: { kind: 'status', status }, times: 1, pathContains: '/api/incidents' })).status).toBe(201);
+    expect(
+      (
+        await addFault({
+          target: 'defender',
+          spec: { kind: 'status', status },
+          times: 1,
+          pathContains: '/api/incidents',
+        })
+      ).status,
+    ).toBe(201);
     const token = await appToken();
     expectDefenderError(await call('/api/incidents?$top=1', { token }), status, code);
     expect((await call('/api/incidents?$top=1', { token })).status).toBe(200);
@@ -602,7 +818,11 @@ describe('faults', () => {
   });
 
   it('answers an injected 429 that says the wait only in its body, as the API documents it', async () => {
-    await addFault({ target: 'defender', spec: { kind: 'status', status: 429, retryAfterSeconds: 4, retryAfterHeader: false }, times: 1 });
+    await addFault({
+      target: 'defender',
+      spec: { kind: 'status', status: 429, retryAfterSeconds: 4, retryAfterHeader: false },
+      times: 1,
+    });
     const answer = await call('/api/incidents?$top=1', { token: await appToken() });
     expectDefenderError(answer, 429, 'TooManyRequests', /Try again in 4 seconds/);
     expect(answer.headers.get('retry-after')).toBeNull();
@@ -643,12 +863,26 @@ describe('malformed requests', () => {
     ['unknown route', 'GET', '/api/alerts', undefined, 404, 'ResourceNotFound'],
     ['path outside the API', 'GET', '/nothing/here', undefined, 404, 'ResourceNotFound'],
     ['wrong method', 'DELETE', '/api/incidents/1', undefined, 405, 'MethodNotAllowed'],
-    ['oversized body', 'PATCH', '/api/incidents/1', JSON.stringify({ comment: 'x'.repeat(1_100_000) }), 413, 'RequestEntityTooLarge'],
+    [
+      'oversized body',
+      'PATCH',
+      '/api/incidents/1',
+      JSON.stringify({ comment: 'x'.repeat(1_100_000) }),
+      413,
+      'RequestEntityTooLarge',
+    ],
     ['bad percent-encoding in the filter', 'GET', '/api/incidents?$filter=%E0%A4%A', undefined, 400, 'ODataError'],
     ['bad percent-encoding in the path', 'GET', '/api/incidents/%ZZ', undefined, 400, 'BadRequest'],
     ['huge $skip', 'GET', '/api/incidents?$skip=99999999999999999999', undefined, 400, 'ODataError'],
     ['huge incident id', 'GET', '/api/incidents/99999999999999999999', undefined, 400, 'InvalidInput'],
-    ['unicode in the filter', 'GET', `/api/incidents?$filter=${encodeURIComponent("assignedTo eq 'ü' and ☃")}`, undefined, 400, 'ODataError'],
+    [
+      'unicode in the filter',
+      'GET',
+      `/api/incidents?$filter=${encodeURIComponent("assignedTo eq 'ü' and ☃")}`,
+      undefined,
+      400,
+      'ODataError',
+    ],
   ])('answers %s (%s %s) in the error shape, never a 500', async (_name, method, path, body, status, code) => {
     const answer = await call(path, { token: await appToken(), method, body });
     expectDefenderError(answer, status, code);
@@ -660,7 +894,9 @@ describe('the control surface', () => {
     const bad = await control('/faults', 'POST', { target: 'defender', spec: { kind: 'explode' } });
     expect(bad.status).toBe(400);
     expect(((await bad.json()) as { error: { code: string; message: string } }).error.message).toMatch(/spec/);
-    expect((await control(`/tenants/${TENANT_UNPROVISIONED}/incidents`, 'POST', { count: 1, seed: 1 })).status).toBe(404);
+    expect((await control(`/tenants/${TENANT_UNPROVISIONED}/incidents`, 'POST', { count: 1, seed: 1 })).status).toBe(
+      404,
+    );
     expect((await control(`/tenants/${TENANT_A}/incidents`, 'POST', { count: -1, seed: 1 })).status).toBe(400);
   });
 
@@ -669,7 +905,14 @@ describe('the control surface', () => {
     await control(`/tenants/${tenant}`, 'POST');
     const seeded = await control(`/tenants/${tenant}/incidents`, 'POST', {
       incidents: [
-        { incidentId: 924565, incidentName: 'Ransomware activity', createdTime: '2020-09-06T14:46:57.0733333Z', status: 'Active', severity: 'High', systemTags: ['Ransomware'] },
+        {
+          incidentId: 924565,
+          incidentName: 'Ransomware activity',
+          createdTime: '2020-09-06T14:46:57.0733333Z',
+          status: 'Active',
+          severity: 'High',
+          systemTags: ['Ransomware'],
+        },
         { incidentName: 'Second' },
       ],
     });
@@ -678,7 +921,12 @@ describe('the control surface', () => {
     expect(incidentIds).toEqual([924565, 924566]);
     const token = await appToken({ tenantId: tenant });
     const first = await call('/api/incidents/924565', { token });
-    expect(first.json).toMatchObject({ incidentName: 'Ransomware activity', lastUpdateTime: '2020-09-06T14:46:57.0733333Z', systemTags: ['Ransomware'], alerts: [] });
+    expect(first.json).toMatchObject({
+      incidentName: 'Ransomware activity',
+      lastUpdateTime: '2020-09-06T14:46:57.0733333Z',
+      systemTags: ['Ransomware'],
+      alerts: [],
+    });
     expect((await control(`/tenants/${tenant}/incidents/924566`, 'DELETE')).status).toBe(204);
     expectDefenderError(await call('/api/incidents/924566', { token }), 404, 'NotFound');
   });
@@ -689,7 +937,9 @@ describe('the control surface', () => {
     const token = await appToken({ clientId });
     await call('/api/incidents?$top=1', { token });
     await call('/api/incidents/abc', { token });
-    const { clients } = (await (await control('/stats')).json()) as { clients: { tenantId: string; clientId: string }[] };
+    const { clients } = (await (await control('/stats')).json()) as {
+      clients: { tenantId: string; clientId: string }[];
+    };
     expect(clients.find((c) => c.clientId === clientId)).toEqual({
       tenantId: TENANT_A,
       clientId,

@@ -4,7 +4,16 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { loadConfig } from '../../shared/config.js';
-import { createDeliveryDeps, deliver, describeDestination, routedMessageFor, QueueDestinations, ROUTED_PAYLOADS_CONTAINER, type DeliveryDeps, type RoutedMessage } from '../../shared/destinations/index.js';
+import {
+  createDeliveryDeps,
+  deliver,
+  describeDestination,
+  routedMessageFor,
+  QueueDestinations,
+  ROUTED_PAYLOADS_CONTAINER,
+  type DeliveryDeps,
+  type RoutedMessage,
+} from '../../shared/destinations/index.js';
 import { PermanentError, RetryableError } from '../../shared/errors.js';
 import { envelopeFor, EVENT_SCHEMA } from '../../shared/events.js';
 import { MessageSender, readClaimCheck } from '../../shared/queues.js';
@@ -36,7 +45,11 @@ const recordingLookup: AddressLookup = async (host) => {
   return (await lookup(host, { all: true })).map((a) => ({ address: a.address, family: a.family === 6 ? 6 : 4 }));
 };
 
-function message(route = 'high-to-soc', destination = 'siem', incidentOverrides: Record<string, unknown> = {}): RoutedMessage {
+function message(
+  route = 'high-to-soc',
+  destination = 'siem',
+  incidentOverrides: Record<string, unknown> = {},
+): RoutedMessage {
   const tenantId = stand.world.tenants[0]!.tenantId;
   const incident = {
     incidentId: 924565,
@@ -93,7 +106,9 @@ beforeAll(async () => {
   const tls = inject('tls');
   siem = await startReceiver({ tls, hmacKey });
   chat = await startReceiver({ tls });
-  await stand.keyVault.store.setSecret(TEAMS_URL_SECRET_NAME, `${chat.url}/webhookb2/SECRET-TEAMS-TOKEN`, { contentType: 'url' });
+  await stand.keyVault.store.setSecret(TEAMS_URL_SECRET_NAME, `${chat.url}/webhookb2/SECRET-TEAMS-TOKEN`, {
+    contentType: 'url',
+  });
   ownQueue = unique('routed');
   otherQueue = unique('other');
   table = loadRoutingRules(
@@ -120,7 +135,10 @@ beforeAll(async () => {
     ...own,
     policy: { allowedHosts: ['localhost'], allowLoopback: true, timeoutMs: 2_000 },
     lookup: recordingLookup,
-    queues: new QueueDestinations(services.sender, () => ({ queues: QueueServiceClient.fromConnectionString(cs), blobs: BlobServiceClient.fromConnectionString(cs) })),
+    queues: new QueueDestinations(services.sender, () => ({
+      queues: QueueServiceClient.fromConnectionString(cs),
+      blobs: BlobServiceClient.fromConnectionString(cs),
+    })),
   };
 });
 
@@ -142,11 +160,21 @@ beforeEach(() => {
 describe('queue destinations', () => {
   it('sends base64 JSON holding the envelope, the incident, the enrichment and the route', async () => {
     const routed = message('high-to-soc', 'soc-queue');
-    expect(await deliver(table, 'soc-queue', routed, deps)).toMatchObject({ destination: 'soc-queue', type: 'queue', outcome: 'delivered', claimChecked: false });
+    expect(await deliver(table, 'soc-queue', routed, deps)).toMatchObject({
+      destination: 'soc-queue',
+      type: 'queue',
+      outcome: 'delivered',
+      claimChecked: false,
+    });
     const [item] = (await services.storage.queues.getQueueClient(ownQueue).receiveMessages()).receivedMessageItems;
     const decoded = decode(item!.messageText);
     expect(decoded).toEqual(JSON.parse(JSON.stringify(routed)));
-    expect(decoded).toMatchObject({ schema: EVENT_SCHEMA, eventId: routed.eventId, incidentId: 924565, route: { name: 'high-to-soc', destination: 'soc-queue' } });
+    expect(decoded).toMatchObject({
+      schema: EVENT_SCHEMA,
+      eventId: routed.eventId,
+      incidentId: 924565,
+      route: { name: 'high-to-soc', destination: 'soc-queue' },
+    });
     expect((decoded.enrichment as { priority: number }).priority).toBe(82);
     expect((decoded.incident as { alerts: unknown[] }).alerts).toHaveLength(1);
   });
@@ -155,7 +183,8 @@ describe('queue destinations', () => {
     const alerts = Array.from({ length: 300 }, (_, i) => ({ alertId: `da${i}`, description: 'x'.repeat(300) }));
     const routed = message('high-to-soc', 'soc-queue', { alerts });
     expect(await deliver(table, 'soc-queue', routed, deps)).toMatchObject({ claimChecked: true });
-    const items = (await services.storage.queues.getQueueClient(ownQueue).receiveMessages({ numberOfMessages: 32 })).receivedMessageItems;
+    const items = (await services.storage.queues.getQueueClient(ownQueue).receiveMessages({ numberOfMessages: 32 }))
+      .receivedMessageItems;
     const decoded = items.map((i) => decode(i.messageText)).find((m) => m.incidentRef !== undefined)!;
     expect(decoded.incident).toBeUndefined();
     expect(decoded.enrichment).toEqual(routed.enrichment);
@@ -169,7 +198,9 @@ describe('queue destinations', () => {
     expect(missing).toBeInstanceOf(PermanentError);
     expect(missing.message).toContain(`The queue ${otherQueue} does not exist; create it in that account`);
     expect(missing.message).toContain('archive.queue.core.windows.net');
-    const other = QueueServiceClient.fromConnectionString(inject('storage').connectionString).getQueueClient(otherQueue);
+    const other = QueueServiceClient.fromConnectionString(inject('storage').connectionString).getQueueClient(
+      otherQueue,
+    );
     await other.create();
     await deliver(table, 'archive', message('r', 'archive'), deps);
     const [item] = (await other.receiveMessages()).receivedMessageItems;
@@ -177,8 +208,15 @@ describe('queue destinations', () => {
   });
 
   it('a Storage outage is retryable', async () => {
-    const down = new QueueServiceClient('http://127.0.0.1:9/devstoreaccount1', undefined, { retryOptions: { maxTries: 1 } });
-    const outage = { ...deps, queues: new QueueDestinations(new MessageSender(down, services.storage.blobs), () => { throw new Error('unused'); }) };
+    const down = new QueueServiceClient('http://127.0.0.1:9/devstoreaccount1', undefined, {
+      retryOptions: { maxTries: 1 },
+    });
+    const outage = {
+      ...deps,
+      queues: new QueueDestinations(new MessageSender(down, services.storage.blobs), () => {
+        throw new Error('unused');
+      }),
+    };
     const err = await failureOf(deliver(table, 'soc-queue', message('r', 'soc-queue'), outage));
     expect(err).toBeInstanceOf(RetryableError);
     expect(err.message).toContain('Storage did not take the message');
@@ -188,7 +226,12 @@ describe('queue destinations', () => {
 describe('webhook destinations', () => {
   it('posts the routed message signed with HMAC-SHA256 over "<t>.<body>", verifiable by the receiver', async () => {
     const routed = message();
-    expect(await deliver(table, 'siem', routed, deps)).toMatchObject({ destination: 'siem', type: 'webhook', outcome: 'delivered', status: 200 });
+    expect(await deliver(table, 'siem', routed, deps)).toMatchObject({
+      destination: 'siem',
+      type: 'webhook',
+      outcome: 'delivered',
+      status: 200,
+    });
     expect(siem.requests).toHaveLength(1);
     const [request] = siem.requests;
     expect(request!.signatureValid).toBe(true);
@@ -207,7 +250,13 @@ describe('webhook destinations', () => {
   it('fails twice with 500, then succeeds: retryable twice, then delivered', async () => {
     siem.setFailures(2, 500);
     const outcomes = [];
-    for (let attempt = 0; attempt < 3; attempt++) outcomes.push(await deliver(table, 'siem', message(), deps).then((r) => r.outcome, (err: Error) => err));
+    for (let attempt = 0; attempt < 3; attempt++)
+      outcomes.push(
+        await deliver(table, 'siem', message(), deps).then(
+          (r) => r.outcome,
+          (err: Error) => err,
+        ),
+      );
     expect(outcomes[0]).toBeInstanceOf(RetryableError);
     expect(outcomes[1]).toBeInstanceOf(RetryableError);
     expect(outcomes[2]).toBe('delivered');
@@ -221,7 +270,9 @@ describe('webhook destinations', () => {
     for (let attempt = 0; attempt < 3; attempt++) {
       const err = await failureOf(deliver(table, 'siem', message(), deps));
       expect(err).toBeInstanceOf(RetryableError);
-      expect(err.message).toMatch(/^The destination answered 503: .*\(tenant [0-9a-f-]+, deliver to destination "siem" \(host localhost:\d+\)\)$/);
+      expect(err.message).toMatch(
+        /^The destination answered 503: .*\(tenant [0-9a-f-]+, deliver to destination "siem" \(host localhost:\d+\)\)$/,
+      );
     }
     expect(siem.accepted()).toHaveLength(0);
   });
@@ -241,14 +292,18 @@ describe('webhook destinations', () => {
     siem.setFailures(1, 302, { Location: 'https://169.254.169.254/latest/meta-data' });
     const redirected = await failureOf(deliver(table, 'siem', message(), deps));
     expect(redirected).toBeInstanceOf(PermanentError);
-    expect(redirected.message).toContain('answered a redirect (302 to host 169.254.169.254); redirects are not followed');
+    expect(redirected.message).toContain(
+      'answered a redirect (302 to host 169.254.169.254); redirects are not followed',
+    );
     expect(siem.requests).toHaveLength(2);
   });
 
   it('a destination slower than the timeout is retryable', async () => {
     siem.setDelay(1_500);
     const started = Date.now();
-    const err = await failureOf(deliver(table, 'siem', message(), { ...deps, policy: { ...deps.policy, timeoutMs: 300 } }));
+    const err = await failureOf(
+      deliver(table, 'siem', message(), { ...deps, policy: { ...deps.policy, timeoutMs: 300 } }),
+    );
     expect(err).toBeInstanceOf(RetryableError);
     expect(err.message).toContain('did not answer within 300 ms');
     expect(Date.now() - started).toBeLessThan(1_400);
@@ -256,13 +311,17 @@ describe('webhook destinations', () => {
 
   it('the timeout also covers an answer that starts but never finishes', async () => {
     siem.setDelay(1_500, { afterHeaders: true });
-    const err = await failureOf(deliver(table, 'siem', message(), { ...deps, policy: { ...deps.policy, timeoutMs: 300 } }));
+    const err = await failureOf(
+      deliver(table, 'siem', message(), { ...deps, policy: { ...deps.policy, timeoutMs: 300 } }),
+    );
     expect(err).toBeInstanceOf(RetryableError);
     expect(err.message).toContain('did not answer within 300 ms');
   });
 
   it('a host taken off the allow-list is refused at send time without DNS or any request', async () => {
-    const err = await failureOf(deliver(table, 'siem', message(), { ...deps, policy: { ...deps.policy, allowedHosts: ['hooks.example.com'] } }));
+    const err = await failureOf(
+      deliver(table, 'siem', message(), { ...deps, policy: { ...deps.policy, allowedHosts: ['hooks.example.com'] } }),
+    );
     expect(err).toBeInstanceOf(PermanentError);
     expect((err as PermanentError).code).toBe('DestinationBlocked');
     expect(err.message).toContain('the host is not on DESTINATION_ALLOWED_HOSTS');
@@ -271,7 +330,9 @@ describe('webhook destinations', () => {
   });
 
   it('loopback is refused without DESTINATION_ALLOW_LOOPBACK, before any request', async () => {
-    const err = await failureOf(deliver(table, 'siem', message(), { ...deps, policy: { ...deps.policy, allowLoopback: false } }));
+    const err = await failureOf(
+      deliver(table, 'siem', message(), { ...deps, policy: { ...deps.policy, allowLoopback: false } }),
+    );
     expect(err).toBeInstanceOf(PermanentError);
     expect(err.message).toMatch(/refused: it resolves to (127\.0\.0\.1|::1), a loopback/);
     expect(lookups).toEqual(['localhost']);
@@ -281,7 +342,14 @@ describe('webhook destinations', () => {
   it('a connection refused is retryable', async () => {
     const closed = await startReceiver({ tls: inject('tls') });
     await closed.close();
-    const gone = loadRoutingRules({ destinations: { gone: { type: 'webhook', url: `${closed.url}/x` } }, rules: [], defaultRoute: { destinations: ['gone'] } }, { allowedHosts: ['localhost'] });
+    const gone = loadRoutingRules(
+      {
+        destinations: { gone: { type: 'webhook', url: `${closed.url}/x` } },
+        rules: [],
+        defaultRoute: { destinations: ['gone'] },
+      },
+      { allowedHosts: ['localhost'] },
+    );
     const err = await failureOf(deliver(gone, 'gone', message(), deps));
     expect(err).toBeInstanceOf(RetryableError);
     expect(err.message).toContain('Could not reach the destination (ECONNREFUSED)');
@@ -300,8 +368,12 @@ describe('webhook destinations', () => {
 
   it('describes destinations for log lines by name, type and host only', () => {
     expect(describeDestination(table, 'teams')).toMatch(/^teams \(teams → localhost:\d+\)$/);
-    expect(describeDestination(table, 'teams-kv')).toBe(`teams-kv (teams → URL from Key Vault secret ${TEAMS_URL_SECRET_NAME})`);
-    expect(describeDestination(table, 'archive')).toBe(`archive (queue ${otherQueue} in archive.queue.core.windows.net)`);
+    expect(describeDestination(table, 'teams-kv')).toBe(
+      `teams-kv (teams → URL from Key Vault secret ${TEAMS_URL_SECRET_NAME})`,
+    );
+    expect(describeDestination(table, 'archive')).toBe(
+      `archive (queue ${otherQueue} in archive.queue.core.windows.net)`,
+    );
     expect(describeDestination(table, 'nowhere')).toBe('nowhere (drop)');
   });
 
@@ -322,13 +394,23 @@ describe('Teams and Slack messages', () => {
     const [request] = chat.requests;
     expect(request!.path).toBe('/webhookb2/SECRET-TEAMS-TOKEN');
     expect(request!.headers['x-relay-signature']).toBeUndefined();
-    const body = request!.body as { type: string; attachments: { contentType: string; content: Record<string, unknown> }[] };
+    const body = request!.body as {
+      type: string;
+      attachments: { contentType: string; content: Record<string, unknown> }[];
+    };
     expect(body.type).toBe('message');
     const card = body.attachments[0]!;
     expect(card.contentType).toBe('application/vnd.microsoft.card.adaptive');
-    const content = card.content as { type: string; body: [{ text: string; color: string }, { facts: { title: string; value: string }[] }]; actions: { type: string; url: string }[] };
+    const content = card.content as {
+      type: string;
+      body: [{ text: string; color: string }, { facts: { title: string; value: string }[] }];
+      actions: { type: string; url: string }[];
+    };
     expect(content.type).toBe('AdaptiveCard');
-    expect(content.body[0]).toMatchObject({ text: '\\[High\\] Multi-stage incident involving Credential access on one endpoint \\(Fabrikam\\)', color: 'attention' });
+    expect(content.body[0]).toMatchObject({
+      text: '\\[High\\] Multi-stage incident involving Credential access on one endpoint \\(Fabrikam\\)',
+      color: 'attention',
+    });
     expect(Object.fromEntries(content.body[1].facts.map((f) => [f.title, f.value]))).toEqual({
       Priority: '82 / 100',
       Status: 'Active',
@@ -338,7 +420,9 @@ describe('Teams and Slack messages', () => {
       Users: 'alice@fabrikam.com',
       Incident: '924565 \\(route high-to-soc\\)',
     });
-    expect(content.actions).toEqual([{ type: 'Action.OpenUrl', title: 'Open in Microsoft Defender', url: routed.enrichment.portalUrl }]);
+    expect(content.actions).toEqual([
+      { type: 'Action.OpenUrl', title: 'Open in Microsoft Defender', url: routed.enrichment.portalUrl },
+    ]);
   });
 
   it('a Teams URL kept in Key Vault (urlSecretName) is read from there', async () => {
@@ -349,7 +433,15 @@ describe('Teams and Slack messages', () => {
   it('Slack gets text plus Block Kit blocks with the same facts and a button', async () => {
     const routed = message();
     await deliver(table, 'slack', routed, deps);
-    const body = chat.requests[0]!.body as { text: string; blocks: { type: string; text?: { text: string }; fields?: { type: string; text: string }[]; elements?: { type: string; url: string }[] }[] };
+    const body = chat.requests[0]!.body as {
+      text: string;
+      blocks: {
+        type: string;
+        text?: { text: string };
+        fields?: { type: string; text: string }[];
+        elements?: { type: string; url: string }[];
+      }[];
+    };
     expect(body.text).toBe('[High] Multi-stage incident involving Credential access on one endpoint (Fabrikam)');
     expect(body.blocks.map((b) => b.type)).toEqual(['header', 'section', 'actions']);
     expect(body.blocks[1]!.fields!.map((f) => f.text)).toEqual([
@@ -368,7 +460,9 @@ describe('Teams and Slack messages', () => {
   it('lists a few devices and users, then how many more', async () => {
     const devices = Array.from({ length: 8 }, (_, i) => ({ deviceDnsName: `ws-${i}` }));
     await deliver(table, 'slack', message('r', 'slack', { alerts: [{ devices, entities: [] }] }), deps);
-    const fields = (chat.requests[0]!.body as { blocks: { fields?: { text: string }[] }[] }).blocks[1]!.fields!.map((f) => f.text);
+    const fields = (chat.requests[0]!.body as { blocks: { fields?: { text: string }[] }[] }).blocks[1]!.fields!.map(
+      (f) => f.text,
+    );
     expect(fields).toContain('Devices: ws-0, ws-1, ws-2, ws-3, ws-4 and 3 more');
     expect(fields).toContain('Users: none');
   });
@@ -376,8 +470,12 @@ describe('Teams and Slack messages', () => {
 
 describe('the demo routing file', () => {
   it('points its webhooks at local receivers and delivers there, signed', async () => {
-    const template = JSON.parse(readFileSync(new URL('../../local/demo-routes.json', import.meta.url), 'utf8')) as Parameters<typeof withReceiverUrls>[0];
-    const demo = loadRoutingRules(withReceiverUrls(template, { siem: siem.url, teams: chat.url, slack: chat.url }), { allowedHosts: ['localhost'] });
+    const template = JSON.parse(
+      readFileSync(new URL('../../local/demo-routes.json', import.meta.url), 'utf8'),
+    ) as Parameters<typeof withReceiverUrls>[0];
+    const demo = loadRoutingRules(withReceiverUrls(template, { siem: siem.url, teams: chat.url, slack: chat.url }), {
+      allowedHosts: ['localhost'],
+    });
     await deliver(demo, 'siem', message('high-to-soc', 'siem'), deps);
     await deliver(demo, 'teams', message('high-to-soc', 'teams'), deps);
     await deliver(demo, 'slack', message('northwind-credential-access', 'slack'), deps);

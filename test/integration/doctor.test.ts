@@ -30,19 +30,35 @@ describe('doctor: the per-tenant onboarding check', () => {
   };
 
   /** A customer tenant with its own app registration, set up as the options say. */
-  async function customer(name: string, options: { roles?: string[]; vaultValue?: string | null; defender?: boolean } = {}): Promise<Tenant> {
+  async function customer(
+    name: string,
+    options: { roles?: string[]; vaultValue?: string | null; defender?: boolean } = {},
+  ): Promise<Tenant> {
     const tenantId = randomUUID();
     const clientId = randomUUID();
     const secret = randomBytes(24).toString('base64url');
     secrets.push(secret);
     const secretName = `tenant-${name.toLowerCase().replace(/\W+/g, '-')}-${tenantId.slice(0, 8)}`;
     stack.entra.registry.addTenant({ tenantId, displayName: name });
-    stack.entra.registry.addApp({ clientId, displayName: `${name} reader`, homeTenantId: tenantId, multiTenant: false, secrets: [secret] });
+    stack.entra.registry.addApp({
+      clientId,
+      displayName: `${name} reader`,
+      homeTenantId: tenantId,
+      multiTenant: false,
+      secrets: [secret],
+    });
     const roles = options.roles ?? ['Incident.Read.All', 'Incident.ReadWrite.All', 'AdvancedHunting.Read.All'];
     if (roles.length) stack.entra.registry.grantAppPermissions(tenantId, clientId, DEFENDER_RESOURCE, roles);
-    if (options.vaultValue !== null) await stack.keyVault.store.setSecret(secretName, options.vaultValue ?? secret, { tags: TENANT_CREDENTIAL_TAGS });
+    if (options.vaultValue !== null)
+      await stack.keyVault.store.setSecret(secretName, options.vaultValue ?? secret, { tags: TENANT_CREDENTIAL_TAGS });
     if (options.defender !== false) stack.defender.store.provisionTenant(tenantId, name);
-    return parseTenant({ tenantId, displayName: name, context: 'application', clientId, credential: { kind: 'secret', secretName } });
+    return parseTenant({
+      tenantId,
+      displayName: name,
+      context: 'application',
+      clientId,
+      credential: { kind: 'secret', secretName },
+    });
   }
 
   const statuses = (row: TenantCheck) => Object.fromEntries(row.steps.map((s) => [s.name, s.status]));
@@ -54,11 +70,23 @@ describe('doctor: the per-tenant onboarding check', () => {
 
   it('passes every demo tenant: secret read, tid verified, roles listed, one API call', async () => {
     const rows = await runDoctor([demoTenant('application'), demoTenant('partner')], deps);
-    for (const [row, context] of [[rows[0]!, 'application'], [rows[1]!, 'partner']] as const) {
+    for (const [row, context] of [
+      [rows[0]!, 'application'],
+      [rows[1]!, 'partner'],
+    ] as const) {
       const tenant = demoTenant(context);
-      expect(row).toMatchObject({ tenantId: tenant.tenantId, ok: true, warnings: [], credential: `secret '${tenant.credential.kind === 'secret' ? tenant.credential.secretName : ''}'` });
+      expect(row).toMatchObject({
+        tenantId: tenant.tenantId,
+        ok: true,
+        warnings: [],
+        credential: `secret '${tenant.credential.kind === 'secret' ? tenant.credential.secretName : ''}'`,
+      });
       expect(statuses(row)).toEqual({ secret: 'ok', token: 'ok', permissions: 'ok', api: 'ok' });
-      expect(row.token).toMatchObject({ tid: tenant.tenantId, appid: tenant.clientId, roles: expect.arrayContaining(['Incident.Read.All', 'AdvancedHunting.Read.All']) });
+      expect(row.token).toMatchObject({
+        tid: tenant.tenantId,
+        appid: tenant.clientId,
+        roles: expect.arrayContaining(['Incident.Read.All', 'AdvancedHunting.Read.All']),
+      });
       expect(Date.parse(row.token!.expiresAt!)).toBeGreaterThan(Date.now());
       expect(row.steps.find((s) => s.name === 'api')!.detail).toMatch(/Defender answered 200/);
     }
@@ -78,47 +106,86 @@ describe('doctor: the per-tenant onboarding check', () => {
     const readOnly = await customer('Read Only Co', { roles: ['Incident.Read.All'] });
     // A certificate credential pointing at a secret that holds a client secret, not a PEM with its key.
     const fabrikamSecretName = stack.world.tenants.find((t) => t.context === 'application')!.clientSecretName;
-    const notAPem = parseTenant({ ...demoTenant('application'), tenantId: randomUUID(), displayName: 'Cert Mixup', credential: { kind: 'certificate', secretName: fabrikamSecretName } });
+    const notAPem = parseTenant({
+      ...demoTenant('application'),
+      tenantId: randomUUID(),
+      displayName: 'Cert Mixup',
+      credential: { kind: 'certificate', secretName: fabrikamSecretName },
+    });
     // A tenant id Entra does not know (a typo): MSAL says only that endpoints cannot be resolved.
     const typo = parseTenant({ ...northwind, tenantId: randomUUID(), displayName: 'Typo Tenant' });
 
     const rows = await runDoctor(
-      [wrongSecret, demoTenant('application'), missingSecret, unconsented, huntingOnly, noDefender, readOnly, northwind, notAPem, typo],
+      [
+        wrongSecret,
+        demoTenant('application'),
+        missingSecret,
+        unconsented,
+        huntingOnly,
+        noDefender,
+        readOnly,
+        northwind,
+        notAPem,
+        typo,
+      ],
       deps,
       { concurrency: 3 },
     );
     const [wrong, fabrikam, missing, adatum, hunting, forbidden, reader, partner, mixup, mistyped] = rows;
 
     expect(statuses(wrong!)).toEqual({ secret: 'ok', token: 'failed', permissions: 'skipped', api: 'skipped' });
-    expect(wrong!.cause).toMatch(/^AADSTS7000215: Entra ID refused the client secret in Key Vault secret 'tenant-wrong-secret-ltd-/);
+    expect(wrong!.cause).toMatch(
+      /^AADSTS7000215: Entra ID refused the client secret in Key Vault secret 'tenant-wrong-secret-ltd-/,
+    );
 
     expect(statuses(missing!)).toEqual({ secret: 'failed', token: 'skipped', permissions: 'skipped', api: 'skipped' });
-    expect(missing!.cause).toMatch(/^Key Vault has no secret named 'tenant-missing-secret-inc-[0-9a-f]+' — store the app's client secret under that name/);
+    expect(missing!.cause).toMatch(
+      /^Key Vault has no secret named 'tenant-missing-secret-inc-[0-9a-f]+' — store the app's client secret under that name/,
+    );
 
     expect(statuses(adatum!)).toMatchObject({ secret: 'ok', token: 'failed' });
     expect(adatum!.cause).toContain('AADSTS700016: the app');
     expect(adatum!.cause).toContain('is not consented in this tenant — send the admin-consent link');
-    expect(adatum!.cause).toContain(`${stack.entra.url}/common/oauth2/authorize?prompt=consent&client_id=${northwind.clientId}&response_type=code`);
+    expect(adatum!.cause).toContain(
+      `${stack.entra.url}/common/oauth2/authorize?prompt=consent&client_id=${northwind.clientId}&response_type=code`,
+    );
 
     expect(statuses(hunting!)).toEqual({ secret: 'ok', token: 'ok', permissions: 'failed', api: 'skipped' });
-    expect(hunting!.cause).toMatch(/^token lacks Incident.Read.All \(roles: AdvancedHunting.Read.All\) — add the application permission Incident.Read.All/);
+    expect(hunting!.cause).toMatch(
+      /^token lacks Incident.Read.All \(roles: AdvancedHunting.Read.All\) — add the application permission Incident.Read.All/,
+    );
     expect(hunting!.token?.roles).toEqual(['AdvancedHunting.Read.All']);
 
     expect(statuses(forbidden!)).toEqual({ secret: 'ok', token: 'ok', permissions: 'ok', api: 'failed' });
-    expect(forbidden!.cause).toMatch(/^Defender answered 403 Forbidden: Tenant [0-9a-f-]+ has no Microsoft Defender XDR data: the service is not provisioned for this tenant. — is Microsoft Defender XDR enabled in this tenant\?$/);
+    expect(forbidden!.cause).toMatch(
+      /^Defender answered 403 Forbidden: Tenant [0-9a-f-]+ has no Microsoft Defender XDR data: the service is not provisioned for this tenant. — is Microsoft Defender XDR enabled in this tenant\?$/,
+    );
 
     // Optional permissions missing: the tenant works, with warnings naming what is off.
     expect(reader!.ok).toBe(true);
-    expect(reader!.warnings).toEqual([expect.stringMatching(/^no Incident.ReadWrite.All: write-back/), expect.stringMatching(/^no AdvancedHunting.Read.All: hunting enrichment is off/)]);
+    expect(reader!.warnings).toEqual([
+      expect.stringMatching(/^no Incident.ReadWrite.All: write-back/),
+      expect.stringMatching(/^no AdvancedHunting.Read.All: hunting enrichment is off/),
+    ]);
 
     expect(statuses(mixup!)).toEqual({ secret: 'failed', token: 'skipped', permissions: 'skipped', api: 'skipped' });
-    expect(mixup!.cause).toMatch(/^Key Vault secret 'tenant-fabrikam-client-secret' holds no PEM private key — store the certificate as PEM with its private key/);
+    expect(mixup!.cause).toMatch(
+      /^Key Vault secret 'tenant-fabrikam-client-secret' holds no PEM private key — store the certificate as PEM with its private key/,
+    );
 
     expect(statuses(mistyped!)).toMatchObject({ secret: 'ok', token: 'failed' });
     expect(mistyped!.cause).toBe(`AADSTS90002: Entra ID knows no tenant ${typo.tenantId} — check the tenant id`);
 
     for (const ok of [fabrikam!, partner!]) expect([ok.ok, ok.cause]).toEqual([true, undefined]);
-    expect(rows.filter((r) => !r.ok).map((r) => r.displayName)).toEqual(['Wrong Secret Ltd', 'Missing Secret Inc', 'Adatum', 'Hunting Only Corp', 'No Defender GmbH', 'Cert Mixup', 'Typo Tenant']);
+    expect(rows.filter((r) => !r.ok).map((r) => r.displayName)).toEqual([
+      'Wrong Secret Ltd',
+      'Missing Secret Inc',
+      'Adatum',
+      'Hunting Only Corp',
+      'No Defender GmbH',
+      'Cert Mixup',
+      'Typo Tenant',
+    ]);
     expectNoSecrets(rows);
   });
 
@@ -126,9 +193,13 @@ describe('doctor: the per-tenant onboarding check', () => {
     // The check retries once: two 503s exhaust it for the first tenant (checked first at concurrency 1).
     stack.faults.add('defender', { kind: 'status', status: 503 }, 2);
     try {
-      const [failing, next] = await runDoctor([demoTenant('application'), demoTenant('partner')], deps, { concurrency: 1 });
+      const [failing, next] = await runDoctor([demoTenant('application'), demoTenant('partner')], deps, {
+        concurrency: 1,
+      });
       expect(statuses(failing!)).toEqual({ secret: 'ok', token: 'ok', permissions: 'ok', api: 'failed' });
-      expect(failing!.cause).toMatch(/^Defender answered 503 ServiceUnavailable — the API is failing; try again later$/);
+      expect(failing!.cause).toMatch(
+        /^Defender answered 503 ServiceUnavailable — the API is failing; try again later$/,
+      );
       expect(next!.ok).toBe(true);
     } finally {
       stack.faults.clear();
@@ -137,9 +208,17 @@ describe('doctor: the per-tenant onboarding check', () => {
 
   it('checks a managed-identity tenant without reading Key Vault', async () => {
     const { appIdentity, provider } = stack.world;
-    stack.entra.registry.grantAppPermissions(provider.tenantId, appIdentity.clientId, DEFENDER_RESOURCE, ['Incident.Read.All']);
+    stack.entra.registry.grantAppPermissions(provider.tenantId, appIdentity.clientId, DEFENDER_RESOURCE, [
+      'Incident.Read.All',
+    ]);
     stack.defender.store.provisionTenant(provider.tenantId, provider.displayName);
-    const own = parseTenant({ tenantId: provider.tenantId, displayName: provider.displayName, context: 'application', clientId: appIdentity.clientId, credential: { kind: 'managedIdentity' } });
+    const own = parseTenant({
+      tenantId: provider.tenantId,
+      displayName: provider.displayName,
+      context: 'application',
+      clientId: appIdentity.clientId,
+      credential: { kind: 'managedIdentity' },
+    });
     const [row] = await runDoctor([own], deps);
     expect(statuses(row!)).toEqual({ secret: 'skipped', token: 'ok', permissions: 'ok', api: 'ok' });
     expect(row).toMatchObject({ ok: true, credential: 'managed identity' });

@@ -36,7 +36,11 @@ afterAll(() => entra.close());
 
 const tokenUrl = (tenant: string = home.tenantId) => `${entra.url}/${tenant}/oauth2/v2.0/token`;
 
-async function postToken(params: Record<string, string>, tenant: string = home.tenantId, headers: Record<string, string> = {}) {
+async function postToken(
+  params: Record<string, string>,
+  tenant: string = home.tenantId,
+  headers: Record<string, string> = {},
+) {
   const res = await fetch(tokenUrl(tenant), { method: 'POST', body: new URLSearchParams(params), headers });
   return { status: res.status, headers: res.headers, body: (await res.json()) as Record<string, unknown> };
 }
@@ -52,12 +56,24 @@ const secretGrant = (overrides: Record<string, string> = {}) => ({
 /** The Entra error body: exactly these fields, the AADSTS code first in the description. */
 function expectEntraError(body: Record<string, unknown>, error: string, code: number) {
   expect(Object.keys(body).sort()).toEqual(
-    ['correlation_id', 'error', 'error_codes', 'error_description', 'error_uri', 'timestamp', 'trace_id', ...(body.suberror ? ['suberror'] : [])].sort(),
+    [
+      'correlation_id',
+      'error',
+      'error_codes',
+      'error_description',
+      'error_uri',
+      'timestamp',
+      'trace_id',
+      ...(body.suberror ? ['suberror'] : []),
+    ].sort(),
   );
   expect(body.error).toBe(error);
   expect(body.error_codes).toEqual([code]);
   expect(body.error_description).toMatch(
-    new RegExp(`^AADSTS${code}: .+\\r\\nTrace ID: ${GUID}\\r\\nCorrelation ID: ${GUID}\\r\\nTimestamp: \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ$`, 's'),
+    new RegExp(
+      `^AADSTS${code}: .+\\r\\nTrace ID: ${GUID}\\r\\nCorrelation ID: ${GUID}\\r\\nTimestamp: \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\dZ$`,
+      's',
+    ),
   );
   expect(body.timestamp).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ$/);
   expect(String(body.error_description)).toContain(`Trace ID: ${String(body.trace_id)}`);
@@ -80,14 +96,18 @@ describe('discovery', () => {
       id_token_signing_alg_values_supported: ['RS256'],
       cloud_instance_name: 'microsoftonline.com',
     });
-    expect(config.token_endpoint_auth_methods_supported).toEqual(expect.arrayContaining(['client_secret_post', 'private_key_jwt']));
+    expect(config.token_endpoint_auth_methods_supported).toEqual(
+      expect.arrayContaining(['client_secret_post', 'private_key_jwt']),
+    );
     expect(config.response_types_supported).toEqual(expect.arrayContaining(['code', 'id_token']));
     expect(typeof config.tenant_region_scope).toBe('string');
   });
 
   it('serves common/organizations with the {tenantid} issuer placeholder', async () => {
     for (const alias of ['common', 'organizations']) {
-      const config = (await (await fetch(`${entra.url}/${alias}/v2.0/.well-known/openid-configuration`)).json()) as Record<string, string>;
+      const config = (await (
+        await fetch(`${entra.url}/${alias}/v2.0/.well-known/openid-configuration`)
+      ).json()) as Record<string, string>;
       expect(config.issuer).toBe(`${entra.url}/{tenantid}/v2.0`);
       expect(config.token_endpoint).toBe(`${entra.url}/${alias}/oauth2/v2.0/token`);
     }
@@ -121,7 +141,9 @@ describe('discovery', () => {
 describe('token endpoint errors, exactly as Entra shapes them', () => {
   it('echoes the caller correlation id (client-request-id) in the error', async () => {
     const correlation = randomUUID();
-    const { status, headers, body } = await postToken(secretGrant({ client_secret: 'wrong' }), home.tenantId, { 'client-request-id': correlation });
+    const { status, headers, body } = await postToken(secretGrant({ client_secret: 'wrong' }), home.tenantId, {
+      'client-request-id': correlation,
+    });
     expect(status).toBe(401);
     expectEntraError(body, 'invalid_client', 7000215);
     expect(body.correlation_id).toBe(correlation);
@@ -169,7 +191,11 @@ describe('token endpoint errors, exactly as Entra shapes them', () => {
   });
 
   it('a confidential client with no credential → 401 invalid_client AADSTS7000218', async () => {
-    const { status, body } = await postToken({ grant_type: 'client_credentials', client_id: app.clientId, scope: DEFENDER_SCOPE });
+    const { status, body } = await postToken({
+      grant_type: 'client_credentials',
+      client_id: app.clientId,
+      scope: DEFENDER_SCOPE,
+    });
     expect(status).toBe(401);
     expectEntraError(body, 'invalid_client', 7000218);
   });
@@ -191,13 +217,21 @@ describe('token endpoint errors, exactly as Entra shapes them', () => {
 
 describe('malformed requests get 400 in the Entra shape, never a 500', () => {
   it('a JSON body (wrong content type) reads as no parameters: AADSTS900144 grant_type', async () => {
-    const res = await fetch(tokenUrl(), { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(secretGrant()) });
+    const res = await fetch(tokenUrl(), {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(secretGrant()),
+    });
     expect(res.status).toBe(400);
     expectEntraError((await res.json()) as Record<string, unknown>, 'invalid_request', 900144);
   });
 
   it('a repeated parameter is ambiguous: AADSTS9002313', async () => {
-    const res = await fetch(tokenUrl(), { method: 'POST', body: `${new URLSearchParams(secretGrant())}&client_id=${randomUUID()}`, headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    const res = await fetch(tokenUrl(), {
+      method: 'POST',
+      body: `${new URLSearchParams(secretGrant())}&client_id=${randomUUID()}`,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
     expect(res.status).toBe(400);
     expectEntraError((await res.json()) as Record<string, unknown>, 'invalid_request', 9002313);
   });
@@ -214,14 +248,22 @@ describe('malformed requests get 400 in the Entra shape, never a 500', () => {
     ['an oversized body', `grant_type=client_credentials&pad=${'x'.repeat(300_000)}`],
     ['binary noise', '\u0000\u0001\u00ff=\u0002'],
   ])('%s → 400 with an AADSTS error', async (_case, body) => {
-    const res = await fetch(tokenUrl(), { method: 'POST', body, headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+    const res = await fetch(tokenUrl(), {
+      method: 'POST',
+      body,
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    });
     expect(res.status).toBe(400);
     const answer = (await res.json()) as Record<string, unknown>;
     expectEntraError(answer, String(answer.error), (answer.error_codes as number[])[0]!);
   });
 
   it('an unsupported charset → 400 in the Entra shape', async () => {
-    const res = await fetch(tokenUrl(), { method: 'POST', body: 'grant_type=x', headers: { 'content-type': 'application/x-www-form-urlencoded; charset=klingon' } });
+    const res = await fetch(tokenUrl(), {
+      method: 'POST',
+      body: 'grant_type=x',
+      headers: { 'content-type': 'application/x-www-form-urlencoded; charset=klingon' },
+    });
     expect(res.status).toBe(400);
     expectEntraError((await res.json()) as Record<string, unknown>, 'invalid_request', 9002313);
   });
@@ -232,7 +274,16 @@ describe('client assertions (private_key_jwt), built by hand', () => {
   const x5t = createHash('sha1').update(der).digest('base64url');
   const x5tS256 = createHash('sha256').update(der).digest('base64url');
 
-  async function assertion(options: { alg?: 'RS256' | 'PS256'; header?: Record<string, string>; aud?: string; iss?: string; exp?: number; key?: string } = {}) {
+  async function assertion(
+    options: {
+      alg?: 'RS256' | 'PS256';
+      header?: Record<string, string>;
+      aud?: string;
+      iss?: string;
+      exp?: number;
+      key?: string;
+    } = {},
+  ) {
     const now = Math.floor(Date.now() / 1000);
     return new SignJWT({ jti: randomUUID() })
       .setProtectedHeader({ alg: options.alg ?? 'RS256', typ: 'JWT', ...(options.header ?? { x5t }) })
@@ -262,13 +313,17 @@ describe('client assertions (private_key_jwt), built by hand', () => {
   });
 
   it('refuses an expired assertion: AADSTS700024', async () => {
-    const { status, body } = await postToken(assertionGrant(await assertion({ exp: Math.floor(Date.now() / 1000) - 3600 })));
+    const { status, body } = await postToken(
+      assertionGrant(await assertion({ exp: Math.floor(Date.now() / 1000) - 3600 })),
+    );
     expect(status).toBe(401);
     expectEntraError(body, 'invalid_client', 700024);
   });
 
   it('refuses an assertion for another audience: AADSTS700023', async () => {
-    const { status, body } = await postToken(assertionGrant(await assertion({ aud: 'https://login.example/other/oauth2/v2.0/token' })));
+    const { status, body } = await postToken(
+      assertionGrant(await assertion({ aud: 'https://login.example/other/oauth2/v2.0/token' })),
+    );
     expect(status).toBe(401);
     expectEntraError(body, 'invalid_client', 700023);
   });
@@ -295,7 +350,10 @@ describe('the /_control/ surface', () => {
       headers: { 'content-type': 'application/json' },
       body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
     });
-    return { status: res.status, body: res.status === 204 ? undefined : ((await res.json()) as Record<string, unknown>) };
+    return {
+      status: res.status,
+      body: res.status === 204 ? undefined : ((await res.json()) as Record<string, unknown>),
+    };
   };
 
   it('onboards a customer tenant: consent, grant, token with roles; revoke → AADSTS700016', async () => {
@@ -306,14 +364,27 @@ describe('the /_control/ surface', () => {
     const consent = await control('POST', 'consent', { tenantId: customer.tenantId, clientId: app.clientId });
     expect(consent.status).toBe(200);
     expect(consent.body?.servicePrincipalId).toBe(entra.registry.servicePrincipalId(customer.tenantId, app.clientId));
-    expect(decodeJwt(String((await postToken(secretGrant(), customer.tenantId)).body.access_token)).roles).toBeUndefined();
+    expect(
+      decodeJwt(String((await postToken(secretGrant(), customer.tenantId)).body.access_token)).roles,
+    ).toBeUndefined();
 
-    const grant = await control('POST', 'grants', { tenantId: customer.tenantId, clientId: app.clientId, resource: DEFENDER, roles: ['Incident.Read.All'] });
+    const grant = await control('POST', 'grants', {
+      tenantId: customer.tenantId,
+      clientId: app.clientId,
+      resource: DEFENDER,
+      roles: ['Incident.Read.All'],
+    });
     expect(grant.status).toBe(200);
     const token = decodeJwt(String((await postToken(secretGrant(), customer.tenantId)).body.access_token));
-    expect(token).toMatchObject({ tid: customer.tenantId, roles: ['Incident.Read.All'], oid: consent.body?.servicePrincipalId });
+    expect(token).toMatchObject({
+      tid: customer.tenantId,
+      roles: ['Incident.Read.All'],
+      oid: consent.body?.servicePrincipalId,
+    });
 
-    expect((await control('DELETE', 'consent', { tenantId: customer.tenantId, clientId: app.clientId })).status).toBe(204);
+    expect((await control('DELETE', 'consent', { tenantId: customer.tenantId, clientId: app.clientId })).status).toBe(
+      204,
+    );
     expect((await postToken(secretGrant(), customer.tenantId)).body.error_codes).toEqual([700016]);
   });
 
@@ -327,7 +398,12 @@ describe('the /_control/ surface', () => {
   });
 
   it('shows the registry without secrets or passwords', async () => {
-    entra.registry.addUser({ tenantId: home.tenantId, userPrincipalName: 'pat@protocol.test', password: 'pat-password-123', displayName: 'Pat' });
+    entra.registry.addUser({
+      tenantId: home.tenantId,
+      userPrincipalName: 'pat@protocol.test',
+      password: 'pat-password-123',
+      displayName: 'Pat',
+    });
     const { status, body } = await control('GET', 'registry');
     expect(status).toBe(200);
     const text = JSON.stringify(body);
@@ -335,18 +411,34 @@ describe('the /_control/ surface', () => {
     expect(text).not.toContain('pat-password-123');
     expect(text).toContain('pat@protocol.test');
     expect(body?.tenants).toEqual(expect.arrayContaining([{ tenantId: home.tenantId, displayName: home.displayName }]));
-    expect(body?.apps).toEqual(expect.arrayContaining([expect.objectContaining({ clientId: app.clientId, multiTenant: true, secretCount: 1 })]));
+    expect(body?.apps).toEqual(
+      expect.arrayContaining([expect.objectContaining({ clientId: app.clientId, multiTenant: true, secretCount: 1 })]),
+    );
     expect(body?.consents).toEqual(
       expect.arrayContaining([
-        expect.objectContaining({ tenantId: home.tenantId, clientId: app.clientId, appPermissions: { [DEFENDER]: ['Incident.Read.All'] } }),
+        expect.objectContaining({
+          tenantId: home.tenantId,
+          clientId: app.clientId,
+          appPermissions: { [DEFENDER]: ['Incident.Read.All'] },
+        }),
       ]),
     );
   });
 
   it.each([
     ['a missing field', 'consent', { tenantId: home.tenantId }, 'InvalidRequest'],
-    ['no roles nor scopes', 'grants', { tenantId: home.tenantId, clientId: app.clientId, resource: DEFENDER }, 'InvalidRequest'],
-    ['a role Defender does not expose', 'grants', { tenantId: home.tenantId, clientId: app.clientId, resource: DEFENDER, roles: ['Incidents.Read.All'] }, 'OperationRefused'],
+    [
+      'no roles nor scopes',
+      'grants',
+      { tenantId: home.tenantId, clientId: app.clientId, resource: DEFENDER },
+      'InvalidRequest',
+    ],
+    [
+      'a role Defender does not expose',
+      'grants',
+      { tenantId: home.tenantId, clientId: app.clientId, resource: DEFENDER, roles: ['Incidents.Read.All'] },
+      'OperationRefused',
+    ],
     ['an unknown tenant', 'consent', { tenantId: randomUUID(), clientId: app.clientId }, 'OperationRefused'],
     ['malformed JSON', 'consent', '{"tenantId": ', 'InvalidRequest'],
   ])('answers %s with 400 {error: {code, message}}', async (_case, path, body, code) => {
@@ -367,7 +459,9 @@ describe('the /_control/ surface', () => {
 
 describe('the partner admin-consent link', () => {
   it('names the app on /common/oauth2/authorize?prompt=consent, and refuses an unknown client', async () => {
-    const ok = await fetch(`${entra.url}/common/oauth2/authorize?prompt=consent&client_id=${app.clientId}&response_type=code`);
+    const ok = await fetch(
+      `${entra.url}/common/oauth2/authorize?prompt=consent&client_id=${app.clientId}&response_type=code`,
+    );
     expect(ok.status).toBe(200);
     expect(ok.headers.get('content-type')).toContain('text/html');
     expect(await ok.text()).toContain('protocol app');

@@ -17,7 +17,14 @@ describe('health check', () => {
   async function healthWith(overrides: Record<string, string> = {}, timeoutMs = 5_000): Promise<HealthReport> {
     const config = loadConfig({ ...stack.appSettings, ...overrides });
     const appCredential = createAppCredential(config);
-    return checkHealth({ queues: createStorageClients(config.storage, appCredential).queues, secrets: createSecretClient(config, appCredential), appCredential }, timeoutMs);
+    return checkHealth(
+      {
+        queues: createStorageClients(config.storage, appCredential).queues,
+        secrets: createSecretClient(config, appCredential),
+        appCredential,
+      },
+      timeoutMs,
+    );
   }
   const check = (report: HealthReport, name: string) => report.checks.find((c) => c.name === name)!;
   const secretsOf = () => [stack.world.appIdentity.clientSecret, ...stack.world.apps.map((a) => a.clientSecret)];
@@ -25,7 +32,11 @@ describe('health check', () => {
   it('is healthy when storage, the app identity and Key Vault all work, and shows no secret', async () => {
     const report = await healthWith();
     expect(report.status).toBe('healthy');
-    expect(report.checks.map((c) => [c.name, c.ok])).toEqual([['storage', true], ['token', true], ['keyVault', true]]);
+    expect(report.checks.map((c) => [c.name, c.ok])).toEqual([
+      ['storage', true],
+      ['token', true],
+      ['keyVault', true],
+    ]);
     expect(check(report, 'keyVault').detail).toMatch(/secret name\(s\) listed \(values not read\)/);
     const text = JSON.stringify(report);
     for (const secret of secretsOf()) expect(text).not.toContain(secret);
@@ -46,7 +57,10 @@ describe('health check', () => {
   });
 
   it('reports a vault role the app identity lacks as 403 Forbidden', async () => {
-    const oid = stack.entra.registry.servicePrincipalId(stack.world.appIdentity.tenantId, stack.world.appIdentity.clientId)!;
+    const oid = stack.entra.registry.servicePrincipalId(
+      stack.world.appIdentity.tenantId,
+      stack.world.appIdentity.clientId,
+    )!;
     stack.keyVault.revoke(oid);
     try {
       const report = await healthWith();
@@ -65,7 +79,12 @@ describe('health check', () => {
   it('reports unreachable storage within its time limit', async () => {
     const started = Date.now();
     const report = await healthWith(
-      { AzureWebJobsStorage: stack.appSettings.AzureWebJobsStorage!.replace(/QueueEndpoint=http:\/\/127\.0\.0\.1:\d+/, 'QueueEndpoint=http://127.0.0.1:9') },
+      {
+        AzureWebJobsStorage: stack.appSettings.AzureWebJobsStorage!.replace(
+          /QueueEndpoint=http:\/\/127\.0\.0\.1:\d+/,
+          'QueueEndpoint=http://127.0.0.1:9',
+        ),
+      },
       1_500,
     );
     expect(check(report, 'storage').ok).toBe(false);

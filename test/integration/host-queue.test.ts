@@ -1,6 +1,14 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { join } from 'node:path';
-import { FIXTURE_APP, ResultsReader, base64, queueClient, spawnHost, uniqueName, type HostProcess } from '../fixtures/host-app/harness.js';
+import {
+  FIXTURE_APP,
+  ResultsReader,
+  base64,
+  queueClient,
+  spawnHost,
+  uniqueName,
+  type HostProcess,
+} from '../fixtures/host-app/harness.js';
 
 /** What the fixture's recordMessage function writes for each invocation. */
 interface Recorded {
@@ -10,7 +18,14 @@ interface Recorded {
   dequeueCount: number;
   concurrent: number;
   at: number;
-  metadata: { id: string; popReceipt: string; insertionTime: string; expirationTime: string; nextVisibleTime: string; queueTrigger: unknown };
+  metadata: {
+    id: string;
+    popReceipt: string;
+    insertionTime: string;
+    expirationTime: string;
+    nextVisibleTime: string;
+    queueTrigger: unknown;
+  };
 }
 
 const storage = inject('storage');
@@ -48,7 +63,9 @@ async function peekPoison(): Promise<string[]> {
 
 describe('local host: queue triggers (host.json: batchSize 4, newBatchThreshold 2, visibilityTimeout 2 s, maxDequeueCount 3)', () => {
   it('does not create its trigger queue, as in Azure, and takes messages once it exists', async () => {
-    await host.waitForLine(new RegExp(`Queue '${inputQueueName}' does not exist: function 'recordMessage' waits for it`));
+    await host.waitForLine(
+      new RegExp(`Queue '${inputQueueName}' does not exist: function 'recordMessage' waits for it`),
+    );
     expect(await inputQueue.exists()).toBe(false);
     await inputQueue.create();
     const sent = await send({ tag: 'first', n: 0 });
@@ -72,15 +89,27 @@ describe('local host: queue triggers (host.json: batchSize 4, newBatchThreshold 
     const leaseMs = Date.parse(entry!.metadata.nextVisibleTime) - Date.parse(entry!.metadata.insertionTime);
     expect(leaseMs).toBeGreaterThan(9.5 * 60_000);
     expect(leaseMs).toBeLessThanOrEqual(10 * 60_000 + 5_000);
-    await host.waitForLine(new RegExp(`Executing 'Functions\\.recordMessage' \\(Reason='New queue message detected on '${inputQueueName}'\\.', Id=[0-9a-f-]+\\)`), { after });
-    await host.waitForLine(/Executed 'Functions\.recordMessage' \(Succeeded, Id=[0-9a-f-]+, Duration=\d+ms\)/, { after });
-    await expect.poll(async () => (await inputQueue.getProperties()).approximateMessagesCount, { timeout: 5_000 }).toBe(0);
+    await host.waitForLine(
+      new RegExp(
+        `Executing 'Functions\\.recordMessage' \\(Reason='New queue message detected on '${inputQueueName}'\\.', Id=[0-9a-f-]+\\)`,
+      ),
+      { after },
+    );
+    await host.waitForLine(/Executed 'Functions\.recordMessage' \(Succeeded, Id=[0-9a-f-]+, Duration=\d+ms\)/, {
+      after,
+    });
+    await expect
+      .poll(async () => (await inputQueue.getProperties()).approximateMessagesCount, { timeout: 5_000 })
+      .toBe(0);
   });
 
   it('hands over text that is not JSON as a string', async () => {
     await inputQueue.sendMessage(base64('plain words, not JSON'));
     await results.waitFor((entries) => entries.some((e) => e.message === 'plain words, not JSON'));
-    expect(results.entries.find((e) => e.message === 'plain words, not JSON')).toMatchObject({ type: 'string', dequeueCount: 1 });
+    expect(results.entries.find((e) => e.message === 'plain words, not JSON')).toMatchObject({
+      type: 'string',
+      dequeueCount: 1,
+    });
   });
 
   it('retries a failed message with a growing dequeueCount, not before visibilityTimeout', async () => {
@@ -99,7 +128,10 @@ describe('local host: queue triggers (host.json: batchSize 4, newBatchThreshold 
     await expect.poll(peekPoison, { timeout: 15_000, interval: 200 }).toContain(original);
     await results.drain();
     expect(tagged('poison').map((e) => e.dequeueCount)).toEqual([1, 2, 3]);
-    await host.waitForLine(new RegExp(`Message has reached MaxDequeueCount of 3\\. Moving message to queue '${inputQueueName}-poison'\\.`), { after });
+    await host.waitForLine(
+      new RegExp(`Message has reached MaxDequeueCount of 3\\. Moving message to queue '${inputQueueName}-poison'\\.`),
+      { after },
+    );
     expect((await inputQueue.getProperties()).approximateMessagesCount).toBe(0);
   });
 
@@ -110,13 +142,32 @@ describe('local host: queue triggers (host.json: batchSize 4, newBatchThreshold 
     await queue.sendMessage(base64(JSON.stringify({ tag: 'overdue' })));
     // Four receives that never finish, as four crashed hosts would leave it (maxDequeueCount is 3).
     for (let i = 0; i < 4; i++) {
-      await expect.poll(async () => (await queue.receiveMessages({ visibilityTimeout: 1 })).receivedMessageItems.length, { timeout: 5_000, interval: 100 }).toBe(1);
+      await expect
+        .poll(async () => (await queue.receiveMessages({ visibilityTimeout: 1 })).receivedMessageItems.length, {
+          timeout: 5_000,
+          interval: 100,
+        })
+        .toBe(1);
     }
-    const second = await spawnHost({ env: { AzureWebJobsStorage: storage.connectionString, FIXTURE_QUEUE: queueName, FIXTURE_RESULTS_QUEUE: resultsQueueName, FIXTURE_SCHEDULE: '0 0 0 1 1 *', FIXTURE_ROUTE: 'fixture' } });
+    const second = await spawnHost({
+      env: {
+        AzureWebJobsStorage: storage.connectionString,
+        FIXTURE_QUEUE: queueName,
+        FIXTURE_RESULTS_QUEUE: resultsQueueName,
+        FIXTURE_SCHEDULE: '0 0 0 1 1 *',
+        FIXTURE_ROUTE: 'fixture',
+      },
+    });
     try {
-      await second.waitForLine(new RegExp(`Message has reached MaxDequeueCount of 3\\. Moving message to queue '${queueName}-poison'\\.`));
+      await second.waitForLine(
+        new RegExp(`Message has reached MaxDequeueCount of 3\\. Moving message to queue '${queueName}-poison'\\.`),
+      );
       const poisoned = queueClient(storage.connectionString, `${queueName}-poison`);
-      await expect.poll(async () => (await poisoned.peekMessages()).peekedMessageItems.map((m) => m.messageText), { timeout: 5_000 }).toEqual([base64(JSON.stringify({ tag: 'overdue' }))]);
+      await expect
+        .poll(async () => (await poisoned.peekMessages()).peekedMessageItems.map((m) => m.messageText), {
+          timeout: 5_000,
+        })
+        .toEqual([base64(JSON.stringify({ tag: 'overdue' }))]);
       expect(second.lines.some((l) => l.includes("Executing 'Functions.recordMessage'"))).toBe(false);
       expect(tagged('overdue')).toEqual([]);
     } finally {
@@ -129,8 +180,12 @@ describe('local host: queue triggers (host.json: batchSize 4, newBatchThreshold 
     await inputQueue.sendMessage('not base64 at all!');
     await expect.poll(peekPoison, { timeout: 10_000, interval: 200 }).toContain('not base64 at all!');
     // The extension's words: the decoding failure, then its poison path's line (which names MaxDequeueCount even here).
-    await host.waitForLine(/Message decoding has failed! Check MessageEncoding settings\. MessageId=[\w-]+\./, { after });
-    await host.waitForLine(/Message has reached MaxDequeueCount of \d+\. Moving message to queue '[\w-]+-poison'\./, { after });
+    await host.waitForLine(/Message decoding has failed! Check MessageEncoding settings\. MessageId=[\w-]+\./, {
+      after,
+    });
+    await host.waitForLine(/Message has reached MaxDequeueCount of \d+\. Moving message to queue '[\w-]+-poison'\./, {
+      after,
+    });
     await results.drain();
     expect(results.entries.filter((e) => e.message === 'not base64 at all!')).toEqual([]);
   });
@@ -149,7 +204,11 @@ describe('local host: queue triggers (host.json: batchSize 4, newBatchThreshold 
     await queueClient(storage.connectionString, plainQueueName).create();
     const plain = await spawnHost({
       appDir: join(FIXTURE_APP, 'plain-encoding'),
-      env: { AzureWebJobsStorage: storage.connectionString, FIXTURE_QUEUE: plainQueueName, FIXTURE_RESULTS_QUEUE: resultsQueueName },
+      env: {
+        AzureWebJobsStorage: storage.connectionString,
+        FIXTURE_QUEUE: plainQueueName,
+        FIXTURE_RESULTS_QUEUE: resultsQueueName,
+      },
     });
     try {
       await queueClient(storage.connectionString, plainQueueName).sendMessage(JSON.stringify({ tag: 'plain' }));

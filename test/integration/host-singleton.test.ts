@@ -11,7 +11,9 @@ import { queueClient, spawnHost, uniqueName, type HostProcess } from '../fixture
 const storage = inject('storage');
 const hostId = uniqueName('singleton');
 const lockId = `${hostId}/Host.Functions.tick.Listener`;
-const hostsContainer = BlobServiceClient.fromConnectionString(storage.connectionString).getContainerClient('azure-webjobs-hosts');
+const hostsContainer = BlobServiceClient.fromConnectionString(storage.connectionString).getContainerClient(
+  'azure-webjobs-hosts',
+);
 const lockBlob = hostsContainer.getBlockBlobClient(`locks/${lockId}`);
 const resultsQueueName = uniqueName('host-singleton-results');
 const env = {
@@ -31,8 +33,12 @@ const SLACK_MS = 3_000;
 const escaped = lockId.replace(/[.\\/]/g, '\\$&');
 /** When each scheduled run of 'tick' started and ended, from the host's own log lines ("[<ISO>] Executing …"). */
 function runsOf(host: HostProcess): { started: number[]; finished: number[] } {
-  const at = (pattern: RegExp) => host.lines.filter((l) => pattern.test(l)).map((l) => Date.parse(/^\[([^\]]+)\]/.exec(l)![1]!));
-  return { started: at(/Executing 'Functions\.tick' \(Reason='Timer fired at /), finished: at(/Executed 'Functions\.tick' \(/) };
+  const at = (pattern: RegExp) =>
+    host.lines.filter((l) => pattern.test(l)).map((l) => Date.parse(/^\[([^\]]+)\]/.exec(l)![1]!));
+  return {
+    started: at(/Executing 'Functions\.tick' \(Reason='Timer fired at /),
+    finished: at(/Executed 'Functions\.tick' \(/),
+  };
 }
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -43,7 +49,10 @@ async function startInstance(): Promise<HostProcess> {
   return host;
 }
 /** Waits for the first scheduled run on any of `candidates`; returns the instance running it. */
-async function firstRunOn(candidates: HostProcess[], timeoutMs = LOCK_PERIOD_MS + RECOVERY_INTERVAL_MS + SLACK_MS): Promise<HostProcess> {
+async function firstRunOn(
+  candidates: HostProcess[],
+  timeoutMs = LOCK_PERIOD_MS + RECOVERY_INTERVAL_MS + SLACK_MS,
+): Promise<HostProcess> {
   for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await sleep(100)) {
     const running = candidates.find((h) => runsOf(h).started.length > 0);
     if (running) return running;
@@ -78,7 +87,8 @@ describe('local host: a timer runs on one instance of the app at a time (singlet
   });
 
   it('respects a lease another instance holds on locks/{hostId}/Host.Functions.tick.Listener, and takes it within the recovery interval once released', async () => {
-    for (const host of [a, b]) await host.waitForLine(new RegExp(`\\[debug\\] Unable to acquire Singleton lock \\(${escaped}\\)\\.`));
+    for (const host of [a, b])
+      await host.waitForLine(new RegExp(`\\[debug\\] Unable to acquire Singleton lock \\(${escaped}\\)\\.`));
     await sleep(2_000);
     expect([...runsOf(a).started, ...runsOf(b).started]).toEqual([]);
 
@@ -92,7 +102,10 @@ describe('local host: a timer runs on one instance of the app at a time (singlet
     expect(runsOf(holder).started.length).toBeGreaterThanOrEqual(2);
     await holder.waitForLine(new RegExp(`\\[debug\\] Singleton lock acquired \\(${escaped}\\)`));
     const properties = await lockBlob.getProperties();
-    expect({ state: properties.leaseState, duration: properties.leaseDuration }).toEqual({ state: 'leased', duration: 'fixed' });
+    expect({ state: properties.leaseState, duration: properties.leaseDuration }).toEqual({
+      state: 'leased',
+      duration: 'fixed',
+    });
     console.log(`singleton: taken over ${takeover} ms after the lease was released`);
   }, 40_000);
 
@@ -131,7 +144,12 @@ describe('local host: a timer runs on one instance of the app at a time (singlet
     holder = await firstRunOn([d]);
     const after = frozen.lines.length;
     frozen.child.kill('SIGCONT');
-    const renewalFailed = await frozen.waitForLine(new RegExp(`\\[error\\] Singleton lock renewal failed for blob '${escaped}' with error code 409: \\w+\\. The last successful renewal completed at \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d(\\.\\d{1,3})?Z \\(-?\\d+ milliseconds ago\\) with a duration of \\d+ milliseconds\\. The lease period was 15000 milliseconds\\.`), { after });
+    const renewalFailed = await frozen.waitForLine(
+      new RegExp(
+        `\\[error\\] Singleton lock renewal failed for blob '${escaped}' with error code 409: \\w+\\. The last successful renewal completed at \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d(\\.\\d{1,3})?Z \\(-?\\d+ milliseconds ago\\) with a duration of \\d+ milliseconds\\. The lease period was 15000 milliseconds\\.`,
+      ),
+      { after },
+    );
     await frozen.waitForLine(/\[error\] An unhandled exception has occurred\. Host is shutting down\./, { after });
     expect(await frozen.stop()).toBe(1);
     console.log(`singleton: ${renewalFailed.replace(/^\[[^\]]+\] /, '')}`);
@@ -152,14 +170,31 @@ describe('host.json singleton (SingletonOptions)', () => {
       listenerLockRecoveryPollingIntervalMs: 60_000,
     });
     expect(parseSingletonOptions({}, { azureFunctionsEnvironment: 'Development' }).listenerLockPeriodMs).toBe(15_000);
-    expect(parseSingletonOptions({ singleton: { listenerLockPeriod: '00:00:30', listenerLockRecoveryPollingInterval: '10675199.02:48:05.4775807' } }, {}))
-      .toMatchObject({ listenerLockPeriodMs: 30_000, listenerLockRecoveryPollingIntervalMs: Number.POSITIVE_INFINITY });
+    expect(
+      parseSingletonOptions(
+        {
+          singleton: {
+            listenerLockPeriod: '00:00:30',
+            listenerLockRecoveryPollingInterval: '10675199.02:48:05.4775807',
+          },
+        },
+        {},
+      ),
+    ).toMatchObject({ listenerLockPeriodMs: 30_000, listenerLockRecoveryPollingIntervalMs: Number.POSITIVE_INFINITY });
   });
 
   it('refuses what SingletonOptions refuses: lease periods outside 15–60 s, a recovery interval under 15 s, polling under 500 ms', () => {
-    expect(() => parseSingletonOptions({ singleton: { listenerLockPeriod: '00:00:10' } }, {})).toThrow(/'singleton\.listenerLockPeriod' must be from 00:00:15 to 00:01:00/);
-    expect(() => parseSingletonOptions({ singleton: { lockPeriod: '00:01:01' } }, {})).toThrow(/'singleton\.lockPeriod'/);
-    expect(() => parseSingletonOptions({ singleton: { listenerLockRecoveryPollingInterval: '00:00:14' } }, {})).toThrow(/at least 00:00:15/);
-    expect(() => parseSingletonOptions({ singleton: { lockAcquisitionPollingInterval: '00:00:00.4' } }, {})).toThrow(/at least 00:00:00\.5/);
+    expect(() => parseSingletonOptions({ singleton: { listenerLockPeriod: '00:00:10' } }, {})).toThrow(
+      /'singleton\.listenerLockPeriod' must be from 00:00:15 to 00:01:00/,
+    );
+    expect(() => parseSingletonOptions({ singleton: { lockPeriod: '00:01:01' } }, {})).toThrow(
+      /'singleton\.lockPeriod'/,
+    );
+    expect(() => parseSingletonOptions({ singleton: { listenerLockRecoveryPollingInterval: '00:00:14' } }, {})).toThrow(
+      /at least 00:00:15/,
+    );
+    expect(() => parseSingletonOptions({ singleton: { lockAcquisitionPollingInterval: '00:00:00.4' } }, {})).toThrow(
+      /at least 00:00:00\.5/,
+    );
   });
 });

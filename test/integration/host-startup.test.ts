@@ -16,13 +16,21 @@ const REPO = resolve(import.meta.dirname, '../..');
 describe('local host: start-up', () => {
   it('refuses to start when an entry point fails to load, naming the file as the worker does', async () => {
     const { code, output } = await spawnHostExpectingFailure({
-      env: { AzureWebJobsStorage: storage.connectionString, FIXTURE_QUEUE: uniqueName('host-import-in'), FIXTURE_SCHEDULE: '0 0 0 1 1 *', FIXTURE_ROUTE: 'fixture', FIXTURE_IMPORT_THROWS: 'broken at import' },
+      env: {
+        AzureWebJobsStorage: storage.connectionString,
+        FIXTURE_QUEUE: uniqueName('host-import-in'),
+        FIXTURE_SCHEDULE: '0 0 0 1 1 *',
+        FIXTURE_ROUTE: 'fixture',
+        FIXTURE_IMPORT_THROWS: 'broken at import',
+      },
     });
     expect(code).toBe(1);
-    expect(output).toContain('Host failed to start: Worker was unable to load entry point "functions/hooks.js": broken at import');
+    expect(output).toContain(
+      'Host failed to start: Worker was unable to load entry point "functions/hooks.js": broken at import',
+    );
   });
 
-  it('refuses to start when an appStart hook throws, with the hook\'s message, before any trigger runs', async () => {
+  it("refuses to start when an appStart hook throws, with the hook's message, before any trigger runs", async () => {
     const { code, output } = await spawnHostExpectingFailure({
       env: {
         AzureWebJobsStorage: storage.connectionString,
@@ -35,11 +43,13 @@ describe('local host: start-up', () => {
       },
     });
     expect(code).toBe(1);
-    expect(output).toContain('Host failed to start: Initializing worker process failed: an appStart hook threw: the start-up check found a problem');
+    expect(output).toContain(
+      'Host failed to start: Initializing worker process failed: an appStart hook threw: the start-up check found a problem',
+    );
     expect(output).not.toMatch(/Host ready|Executing 'Functions\./);
   });
 
-  describe('the app\'s configuration check', () => {
+  describe("the app's configuration check", () => {
     const dir = mkdtempSync(join(tmpdir(), 'host-routes-'));
     const demo = readFileSync(join(REPO, 'local/demo-routes.json'), 'utf8').split('\n');
     const appEnv = (routesFile: string) => ({
@@ -66,9 +76,13 @@ describe('local host: start-up', () => {
         await host.waitForLine(/^ {2}updateIncident: /);
         const listed = host.lines.filter((l) => /^ {2}\w+: \w+Trigger /.test(l));
         expect(host.lines.filter((l) => /function is in error|: in error: /.test(l))).toEqual([]);
-        expect(listed.find((l) => l.startsWith('  replayIncidents:'))).toBe(`  replayIncidents: httpTrigger [POST] ${host.url}/api/replay`);
+        expect(listed.find((l) => l.startsWith('  replayIncidents:'))).toBe(
+          `  replayIncidents: httpTrigger [POST] ${host.url}/api/replay`,
+        );
         // Each file in functions/ registers the function it is named after (startupCheck is an appStart hook).
-        const files = readdirSync(join(REPO, 'functions')).filter((f) => f.endsWith('.ts') && f !== 'startupCheck.ts').map((f) => f.replace(/\.ts$/, ''));
+        const files = readdirSync(join(REPO, 'functions'))
+          .filter((f) => f.endsWith('.ts') && f !== 'startupCheck.ts')
+          .map((f) => f.replace(/\.ts$/, ''));
         expect(listed.map((l) => l.trim().split(':')[0]).sort()).toEqual(files.sort());
       } finally {
         await host.stop();
@@ -79,7 +93,11 @@ describe('local host: start-up', () => {
       const { file, line } = withLine('field.json', /"severity": \["High"\]/, (l) => l.replace('"High"', '"Critical"'));
       const { code, output } = await spawnHostExpectingFailure({ appDir: REPO, env: appEnv(file) });
       expect(code).toBe(1);
-      expect(output).toMatch(new RegExp(`ROUTES_FILE ${file.replace(/[.\\/]/g, '\\$&')}:${line}:\\d+: rules\\[\\d+\\] "high-to-soc": match\\.severity\\[0\\]: must be one of`));
+      expect(output).toMatch(
+        new RegExp(
+          `ROUTES_FILE ${file.replace(/[.\\/]/g, '\\$&')}:${line}:\\d+: rules\\[\\d+\\] "high-to-soc": match\\.severity\\[0\\]: must be one of`,
+        ),
+      );
       expect(output).not.toMatch(/Host ready|Executing 'Functions\./);
     });
 
@@ -92,7 +110,10 @@ describe('local host: start-up', () => {
     });
 
     it('refuses a setting that is not valid, naming the setting', async () => {
-      const { code, output } = await spawnHostExpectingFailure({ appDir: REPO, env: { ...appEnv(join(REPO, 'local/demo-routes.json')), DESTINATION_TIMEOUT_MS: 'soon' } });
+      const { code, output } = await spawnHostExpectingFailure({
+        appDir: REPO,
+        env: { ...appEnv(join(REPO, 'local/demo-routes.json')), DESTINATION_TIMEOUT_MS: 'soon' },
+      });
       expect(code).toBe(1);
       expect(output).toContain('DESTINATION_TIMEOUT_MS: must be a whole number');
       expect(output).not.toMatch(/Host ready/);
@@ -102,7 +123,9 @@ describe('local host: start-up', () => {
       const missing = join(dir, 'rotues.json');
       const { code, output } = await spawnHostExpectingFailure({ appDir: REPO, env: appEnv(missing) });
       expect(code).toBe(1);
-      expect(output).toContain(`ROUTES_FILE ${missing}: cannot read the file (ENOENT: it does not exist); set ROUTES_FILE`);
+      expect(output).toContain(
+        `ROUTES_FILE ${missing}: cannot read the file (ENOENT: it does not exist); set ROUTES_FILE`,
+      );
     });
   });
 });

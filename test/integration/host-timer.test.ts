@@ -5,7 +5,11 @@ import { ResultsReader, queueClient, spawnHost, uniqueName, type HostProcess } f
 interface Recorded {
   kind: string;
   message?: unknown;
-  timer?: { schedule: { adjustForDST: boolean }; scheduleStatus: { last: string; next: string; lastUpdated: string } | null; isPastDue: boolean };
+  timer?: {
+    schedule: { adjustForDST: boolean };
+    scheduleStatus: { last: string; next: string; lastUpdated: string } | null;
+    isPastDue: boolean;
+  };
   startedAt: number;
   finishedAt: number;
 }
@@ -26,7 +30,14 @@ let host: HostProcess;
 beforeAll(async () => {
   await resultsQueue.create();
   // Every second, but each run takes 1.5 s: the occurrence that passes while it runs fires as soon as it ends.
-  host = await spawnHost({ env: { ...env, FIXTURE_SCHEDULE: '*/1 * * * * *', FIXTURE_TIMER_SLEEP_MS: '1500', AzureFunctionsWebHost__hostid: uniqueName('timer-host') } });
+  host = await spawnHost({
+    env: {
+      ...env,
+      FIXTURE_SCHEDULE: '*/1 * * * * *',
+      FIXTURE_TIMER_SLEEP_MS: '1500',
+      AzureFunctionsWebHost__hostid: uniqueName('timer-host'),
+    },
+  });
 });
 afterAll(async () => {
   await host?.stop();
@@ -34,17 +45,25 @@ afterAll(async () => {
 
 /** The status blob the real host keeps for a timer: azure-webjobs-hosts/timers/{hostId}/Host.Functions.{name}/status. */
 function statusBlob(hostId: string, functionName = 'tick') {
-  return BlobServiceClient.fromConnectionString(storage.connectionString).getContainerClient('azure-webjobs-hosts').getBlockBlobClient(`timers/${hostId}/Host.Functions.${functionName}/status`);
+  return BlobServiceClient.fromConnectionString(storage.connectionString)
+    .getContainerClient('azure-webjobs-hosts')
+    .getBlockBlobClient(`timers/${hostId}/Host.Functions.${functionName}/status`);
 }
 async function readStatus(hostId: string): Promise<{ Last: string; Next: string; LastUpdated: string } | undefined> {
   try {
-    return JSON.parse((await statusBlob(hostId).downloadToBuffer()).toString('utf8')) as { Last: string; Next: string; LastUpdated: string };
+    return JSON.parse((await statusBlob(hostId).downloadToBuffer()).toString('utf8')) as {
+      Last: string;
+      Next: string;
+      LastUpdated: string;
+    };
   } catch {
     return undefined;
   }
 }
 async function writeStatus(hostId: string, status: { Last: string; Next: string; LastUpdated: string }): Promise<void> {
-  await BlobServiceClient.fromConnectionString(storage.connectionString).getContainerClient('azure-webjobs-hosts').createIfNotExists();
+  await BlobServiceClient.fromConnectionString(storage.connectionString)
+    .getContainerClient('azure-webjobs-hosts')
+    .createIfNotExists();
   const body = JSON.stringify(status);
   await statusBlob(hostId).upload(body, body.length);
 }
@@ -54,7 +73,15 @@ async function fiveMinuteHost(hostId: string, extra: Record<string, string> = {}
   const queueName = uniqueName('host-timer-monitored');
   await queueClient(storage.connectionString, queueName).create();
   const reader = new ResultsReader<Recorded>(queueClient(storage.connectionString, queueName));
-  const process = await spawnHost({ env: { ...env, FIXTURE_RESULTS_QUEUE: queueName, FIXTURE_SCHEDULE: '0 */5 * * * *', AzureFunctionsWebHost__hostid: hostId, ...extra } });
+  const process = await spawnHost({
+    env: {
+      ...env,
+      FIXTURE_RESULTS_QUEUE: queueName,
+      FIXTURE_SCHEDULE: '0 */5 * * * *',
+      AzureFunctionsWebHost__hostid: hostId,
+      ...extra,
+    },
+  });
   return { process, reader };
 }
 
@@ -72,7 +99,9 @@ describe('local host: timer triggers', () => {
     const [first] = timerRuns();
     // The extension turns UseMonitor off for schedules that fire more than once a minute.
     expect(first!.timer).toEqual({ schedule: { adjustForDST: true }, scheduleStatus: null, isPastDue: false });
-    await host.waitForLine(/Executing 'Functions\.tick' \(Reason='Timer fired at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z', Id=[0-9a-f-]+\)/);
+    await host.waitForLine(
+      /Executing 'Functions\.tick' \(Reason='Timer fired at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z', Id=[0-9a-f-]+\)/,
+    );
   });
 
   it('never overlaps itself, and an occurrence that passed during a run fires as soon as the run ends', async () => {
@@ -88,11 +117,21 @@ describe('local host: timer triggers', () => {
 
   it('runs a timer or a queue function now through the admin API', async () => {
     const after = host.lines.length;
-    const timerResponse = await fetch(`${host.url}/admin/functions/tick`, { method: 'POST', body: JSON.stringify({ input: '' }), headers: { 'content-type': 'application/json' } });
+    const timerResponse = await fetch(`${host.url}/admin/functions/tick`, {
+      method: 'POST',
+      body: JSON.stringify({ input: '' }),
+      headers: { 'content-type': 'application/json' },
+    });
     expect(timerResponse.status).toBe(202);
-    await host.waitForLine(/Executing 'Functions\.tick' \(Reason='This function was programmatically called via the host APIs\.'/, { after, timeoutMs: 10_000 });
+    await host.waitForLine(
+      /Executing 'Functions\.tick' \(Reason='This function was programmatically called via the host APIs\.'/,
+      { after, timeoutMs: 10_000 },
+    );
 
-    const queueResponse = await fetch(`${host.url}/admin/functions/recordMessage`, { method: 'POST', body: JSON.stringify({ input: '{"tag":"admin"}' }) });
+    const queueResponse = await fetch(`${host.url}/admin/functions/recordMessage`, {
+      method: 'POST',
+      body: JSON.stringify({ input: '{"tag":"admin"}' }),
+    });
     expect(queueResponse.status).toBe(202);
     await results.waitFor((entries) => entries.some((e) => e.kind === 'queue'));
     expect(results.entries.find((e) => e.kind === 'queue')).toMatchObject({ message: { tag: 'admin' } });
@@ -109,11 +148,17 @@ describe('local host: timer triggers', () => {
       // A new timer: its first occurrence was recorded at start-up, before this run.
       expect(reader.entries[0]!.timer).toEqual({
         schedule: { adjustForDST: true },
-        scheduleStatus: { last: '0001-01-01T00:00:00', next: new Date(nextFiveMinuteMark(started)).toISOString(), lastUpdated: expect.any(String) },
+        scheduleStatus: {
+          last: '0001-01-01T00:00:00',
+          next: new Date(nextFiveMinuteMark(started)).toISOString(),
+          lastUpdated: expect.any(String),
+        },
         isPastDue: false,
       });
       // After the run: Last is when it ran, Next the following occurrence.
-      await expect.poll(async () => (await readStatus(hostId))?.Last, { timeout: 5_000 }).not.toBe('0001-01-01T00:00:00');
+      await expect
+        .poll(async () => (await readStatus(hostId))?.Last, { timeout: 5_000 })
+        .not.toBe('0001-01-01T00:00:00');
       const status = (await readStatus(hostId))!;
       expect(Date.parse(status.Last)).toBeGreaterThanOrEqual(started);
       expect(status.Next).toBe(new Date(nextFiveMinuteMark(Date.parse(status.Last))).toISOString());
@@ -127,7 +172,11 @@ describe('local host: timer triggers', () => {
     const hostId = uniqueName('timer-pastdue');
     // Last ran an hour ago; the occurrence five minutes later never ran.
     const last = nextFiveMinuteMark(Date.now() - 3_600_000);
-    const missed = { Last: new Date(last).toISOString(), Next: new Date(last + fiveMinutes).toISOString(), LastUpdated: new Date(last).toISOString() };
+    const missed = {
+      Last: new Date(last).toISOString(),
+      Next: new Date(last + fiveMinutes).toISOString(),
+      LastUpdated: new Date(last).toISOString(),
+    };
     await writeStatus(hostId, missed);
     const started = Date.now();
     const { process: restarted, reader } = await fiveMinuteHost(hostId);
@@ -141,7 +190,9 @@ describe('local host: timer triggers', () => {
       });
       await restarted.waitForLine(/Function 'Functions\.tick' is past due on startup\. Executing now\./);
       await expect.poll(async () => (await readStatus(hostId))?.Last, { timeout: 5_000 }).not.toBe(missed.Last);
-      expect((await readStatus(hostId))!.Next).toBe(new Date(nextFiveMinuteMark(Date.parse((await readStatus(hostId))!.Last))).toISOString());
+      expect((await readStatus(hostId))!.Next).toBe(
+        new Date(nextFiveMinuteMark(Date.parse((await readStatus(hostId))!.Last))).toISOString(),
+      );
     } finally {
       await restarted.stop();
     }

@@ -1,5 +1,12 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { ResultsReader, base64, queueClient, spawnHost, uniqueName, type HostProcess } from '../fixtures/host-app/harness.js';
+import {
+  ResultsReader,
+  base64,
+  queueClient,
+  spawnHost,
+  uniqueName,
+  type HostProcess,
+} from '../fixtures/host-app/harness.js';
 
 /**
  * The app runs in a worker process of its own, as in Azure: a function that outlives functionTimeout
@@ -12,14 +19,26 @@ const TIMEOUT_MS = 3_000;
 const GRACE_MS = 2_000;
 const VISIBILITY_TIMEOUT_MS = 2_000;
 
-interface Recorded { kind: string; message: { tag?: string } | null; dequeueCount: number; at: number }
+interface Recorded {
+  kind: string;
+  message: { tag?: string } | null;
+  dequeueCount: number;
+  at: number;
+}
 
 function env(queue: string, results: string): Record<string, string> {
-  return { AzureWebJobsStorage: storage.connectionString, FIXTURE_QUEUE: queue, FIXTURE_RESULTS_QUEUE: results, FIXTURE_SCHEDULE: '0 0 0 1 1 *', FIXTURE_ROUTE: 'fixture' };
+  return {
+    AzureWebJobsStorage: storage.connectionString,
+    FIXTURE_QUEUE: queue,
+    FIXTURE_RESULTS_QUEUE: results,
+    FIXTURE_SCHEDULE: '0 0 0 1 1 *',
+    FIXTURE_ROUTE: 'fixture',
+  };
 }
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const linesAfter = (host: HostProcess, after: number) => host.lines.slice(after);
-const worker = async (host: HostProcess) => (await (await fetch(`${host.url}/api/worker`)).json()) as { pid: number; appStarts: number };
+const worker = async (host: HostProcess) =>
+  (await (await fetch(`${host.url}/api/worker`)).json()) as { pid: number; appStarts: number };
 
 describe('local host: function timeouts end the worker, as in Azure', () => {
   const inputName = uniqueName('host-w');
@@ -49,9 +68,17 @@ describe('local host: function timeouts end the worker, as in Azure', () => {
     const executing = lines.find((l) => l.includes("Executing 'Functions.slow'"))!;
     const invocationId = /Id=([0-9a-f-]+)/.exec(executing)![1];
     const order = [
-      lines.findIndex((l) => l.includes(`[error] Timeout value of 00:00:03 exceeded by function 'Functions.slow' (Id: '${invocationId}'). Initiating cancellation.`)),
+      lines.findIndex((l) =>
+        l.includes(
+          `[error] Timeout value of 00:00:03 exceeded by function 'Functions.slow' (Id: '${invocationId}'). Initiating cancellation.`,
+        ),
+      ),
       lines.findIndex((l) => l.includes(`Executed 'Functions.slow' (Failed, Id=${invocationId}`)),
-      lines.findIndex((l) => l.includes(`[warning] A function timeout has occurred. Restarting worker process executing invocationId '${invocationId}'.`)),
+      lines.findIndex((l) =>
+        l.includes(
+          `[warning] A function timeout has occurred. Restarting worker process executing invocationId '${invocationId}'.`,
+        ),
+      ),
       lines.findIndex((l) => l.includes('[warning] Restart of language worker process(es) completed.')),
     ];
     expect(order.every((index) => index >= 0)).toBe(true);
@@ -81,7 +108,9 @@ describe('local host: function timeouts end the worker, as in Azure', () => {
 
   it('releases a timed-out queue message only after grace, restart and visibilityTimeout; the first run never finishes', async () => {
     const tag = uniqueName('timeout');
-    await queueClient(storage.connectionString, inputName).sendMessage(base64(JSON.stringify({ tag, firstRunSleepMs: 8_000 })));
+    await queueClient(storage.connectionString, inputName).sendMessage(
+      base64(JSON.stringify({ tag, firstRunSleepMs: 8_000 })),
+    );
     const runs = () => results.entries.filter((e) => e.message?.tag === tag);
     await results.waitFor(() => runs().some((e) => e.kind === 'queue' && e.dequeueCount === 2), 30_000);
     const [first, second] = runs().filter((e) => e.kind === 'queue');
@@ -91,7 +120,9 @@ describe('local host: function timeouts end the worker, as in Azure', () => {
     await sleep(Math.max(0, first!.at + 9_000 - Date.now()));
     await results.drain();
     expect(runs().filter((e) => e.kind === 'queue-finished')).toEqual([]);
-    expect(await queueClient(storage.connectionString, inputName).peekMessages()).toMatchObject({ peekedMessageItems: [] });
+    expect(await queueClient(storage.connectionString, inputName).peekMessages()).toMatchObject({
+      peekedMessageItems: [],
+    });
   });
 });
 
@@ -113,8 +144,18 @@ describe('local host: a worker that dies is restarted, three times at most', () 
       // Failed as the process died, not at the function's timeout.
       expect(Date.now() - started).toBeLessThan(TIMEOUT_MS);
       const lines = linesAfter(host, after);
-      expect(lines.some((l) => l.includes('[error] Worker uncaught exception (learn more: https://go.microsoft.com/fwlink/?linkid=2097909 ): Error: fixture crash on purpose'))).toBe(true);
-      expect(lines.some((l) => l.includes(`[error] Language Worker Process exited. Pid=${before.pid}. node exited with code 1 (0x1)`))).toBe(true);
+      expect(
+        lines.some((l) =>
+          l.includes(
+            '[error] Worker uncaught exception (learn more: https://go.microsoft.com/fwlink/?linkid=2097909 ): Error: fixture crash on purpose',
+          ),
+        ),
+      ).toBe(true);
+      expect(
+        lines.some((l) =>
+          l.includes(`[error] Language Worker Process exited. Pid=${before.pid}. node exited with code 1 (0x1)`),
+        ),
+      ).toBe(true);
       expect(lines.some((l) => l.includes("Executed 'Functions.crash' (Failed"))).toBe(true);
       // The next call waits for the new worker and runs there.
       const now = await worker(host);
@@ -122,7 +163,9 @@ describe('local host: a worker that dies is restarted, three times at most', () 
       expect(now.appStarts).toBe(1);
     }
     expect((await fetch(`${host.url}/api/crash`)).status).toBe(500);
-    await host.waitForLine(/Exceeded language worker restart retry count for runtime:node\. Shutting down and proactively recycling the Functions Host to recover/);
+    await host.waitForLine(
+      /Exceeded language worker restart retry count for runtime:node\. Shutting down and proactively recycling the Functions Host to recover/,
+    );
     expect(await host.stop()).toBe(1);
   });
 });

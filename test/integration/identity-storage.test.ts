@@ -27,9 +27,17 @@ describe('identity-based storage', () => {
     tlsDir = mkdtempSync(join(tmpdir(), 'defender-relay-identity-storage-'));
     writeStackTls(tlsDir, inject('tls'));
     const files = readStackTls(tlsDir);
-    [stack, azurite] = await Promise.all([startTestStandIns(), startAzurite({ extentMemoryLimitMb: 64, https: { certPath: files.certPath, keyPath: files.keyPath } })]);
+    [stack, azurite] = await Promise.all([
+      startTestStandIns(),
+      startAzurite({ extentMemoryLimitMb: 64, https: { certPath: files.certPath, keyPath: files.keyPath } }),
+    ]);
     const identity = assignAppIdentity(stack.world, stack.entra, stack.keyVault);
-    storage = { blobUrl: azurite.blobUrl, queueUrl: azurite.queueUrl, tableUrl: azurite.tableUrl, managedIdentityClientId: identity.clientId };
+    storage = {
+      blobUrl: azurite.blobUrl,
+      queueUrl: azurite.queueUrl,
+      tableUrl: azurite.tableUrl,
+      managedIdentityClientId: identity.clientId,
+    };
     // What App Service puts in the app's environment; @azure/identity reads it from there.
     process.env.IDENTITY_ENDPOINT = stack.entra.msi.endpoint;
     process.env.IDENTITY_HEADER = stack.entra.msi.header;
@@ -77,7 +85,9 @@ describe('identity-based storage', () => {
 
   it('fails, naming the cause, when the identity the settings name is not assigned to the app', async () => {
     const connection = resolveStorageConnection('AzureWebJobsStorage', hostSettings(randomUUID()));
-    await expect(connection.queues().getQueueClient('never').create()).rejects.toThrow(/Unable to load the proper Managed Identity/);
+    await expect(connection.queues().getQueueClient('never').create()).rejects.toThrow(
+      /Unable to load the proper Managed Identity/,
+    );
   });
 
   it('refuses a call without a token: the account takes no anonymous caller', async () => {
@@ -86,18 +96,40 @@ describe('identity-based storage', () => {
   });
 
   it("looks for AzureWebJobs<connection> first, says which setting is missing in the host's words, and which endpoint a connection lacks", () => {
-    expect(() => resolveStorageConnection('OtherStorage', hostSettings(storage.managedIdentityClientId))).toThrow(MissingConnectionError);
+    expect(() => resolveStorageConnection('OtherStorage', hostSettings(storage.managedIdentityClientId))).toThrow(
+      MissingConnectionError,
+    );
     // The host names the prefixed setting, which it looks for first: 'AzureWebJobsAzureWebJobsStorage' for connection 'AzureWebJobsStorage'.
-    expect(() => resolveStorageConnection('OtherStorage', {})).toThrow("Storage account connection string 'AzureWebJobsOtherStorage' does not exist. Make sure that it is a defined App Setting.");
-    expect(() => resolveStorageConnection('AzureWebJobsStorage', {})).toThrow("Storage account connection string 'AzureWebJobsAzureWebJobsStorage' does not exist.");
-    expect(resolveStorageConnection('MyStorage', { AzureWebJobsMyStorage__accountName: 'prefixed', MyStorage__accountName: 'plain' }).queues().url).toBe('https://prefixed.queue.core.windows.net');
-    expect(resolveStorageConnection('MyStorage', { MyStorage__accountName: 'plain' }).queues().url).toBe('https://plain.queue.core.windows.net');
+    expect(() => resolveStorageConnection('OtherStorage', {})).toThrow(
+      "Storage account connection string 'AzureWebJobsOtherStorage' does not exist. Make sure that it is a defined App Setting.",
+    );
+    expect(() => resolveStorageConnection('AzureWebJobsStorage', {})).toThrow(
+      "Storage account connection string 'AzureWebJobsAzureWebJobsStorage' does not exist.",
+    );
+    expect(
+      resolveStorageConnection('MyStorage', {
+        AzureWebJobsMyStorage__accountName: 'prefixed',
+        MyStorage__accountName: 'plain',
+      }).queues().url,
+    ).toBe('https://prefixed.queue.core.windows.net');
+    expect(resolveStorageConnection('MyStorage', { MyStorage__accountName: 'plain' }).queues().url).toBe(
+      'https://plain.queue.core.windows.net',
+    );
     // No connection named: the host's storage, AzureWebJobsStorage.
-    expect(resolveStorageConnection('', { AzureWebJobsStorage__accountName: 'hoststore' }).blobs().url).toBe('https://hoststore.blob.core.windows.net/');
+    expect(resolveStorageConnection('', { AzureWebJobsStorage__accountName: 'hoststore' }).blobs().url).toBe(
+      'https://hoststore.blob.core.windows.net/',
+    );
     // An empty value counts as unset, as everywhere in the host.
-    expect(() => resolveStorageConnection('AzureWebJobsStorage', { AzureWebJobsStorage: '' })).toThrow(MissingConnectionError);
-    const queueOnly = resolveStorageConnection('AzureWebJobsStorage', { AzureWebJobsStorage__queueServiceUri: storage.queueUrl, AzureWebJobsStorage__credential: 'managedidentity' });
+    expect(() => resolveStorageConnection('AzureWebJobsStorage', { AzureWebJobsStorage: '' })).toThrow(
+      MissingConnectionError,
+    );
+    const queueOnly = resolveStorageConnection('AzureWebJobsStorage', {
+      AzureWebJobsStorage__queueServiceUri: storage.queueUrl,
+      AzureWebJobsStorage__credential: 'managedidentity',
+    });
     expect(() => queueOnly.blobs()).toThrow('AzureWebJobsStorage__blobServiceUri');
-    expect(resolveStorageConnection('AzureWebJobsStorage', { AzureWebJobsStorage__accountName: 'relaystore' }).queues().url).toBe('https://relaystore.queue.core.windows.net');
+    expect(
+      resolveStorageConnection('AzureWebJobsStorage', { AzureWebJobsStorage__accountName: 'relaystore' }).queues().url,
+    ).toBe('https://relaystore.queue.core.windows.net');
   });
 });

@@ -20,9 +20,21 @@ describe('Key Vault stand-in with the Entra stand-in and ClientSecretCredential'
 
   beforeAll(async () => {
     entra = await startEntra({ tls: inject('tls') });
-    vault = await startKeyVault({ tls: inject('tls'), verifier: entra.verifier, tenantId, authorityHost: entra.url, log: (l) => vaultLog.push(l) });
+    vault = await startKeyVault({
+      tls: inject('tls'),
+      verifier: entra.verifier,
+      tenantId,
+      authorityHost: entra.url,
+      log: (l) => vaultLog.push(l),
+    });
     entra.registry.addTenant({ tenantId, displayName: 'Vault tenant' });
-    entra.registry.addApp({ clientId: app.clientId, displayName: 'relay', homeTenantId: tenantId, multiTenant: false, secrets: [app.secret] });
+    entra.registry.addApp({
+      clientId: app.clientId,
+      displayName: 'relay',
+      homeTenantId: tenantId,
+      multiTenant: false,
+      secrets: [app.secret],
+    });
   });
   afterAll(async () => {
     await vault?.close();
@@ -32,14 +44,20 @@ describe('Key Vault stand-in with the Entra stand-in and ClientSecretCredential'
   const clientFor = (secret: string) =>
     new SecretClient(
       vault.url,
-      new ClientSecretCredential(tenantId, app.clientId, secret, { authorityHost: entra.url, disableInstanceDiscovery: true }),
+      new ClientSecretCredential(tenantId, app.clientId, secret, {
+        authorityHost: entra.url,
+        disableInstanceDiscovery: true,
+      }),
       { disableChallengeResourceVerification: true },
     );
 
-  it('reads a secret with a token Entra issued for the vault, once the app\'s service principal has a role', async () => {
+  it("reads a secret with a token Entra issued for the vault, once the app's service principal has a role", async () => {
     vault.store.setSecret('tenant-a-client-secret', 'value-from-vault');
     const client = clientFor(app.secret);
-    await expect(client.getSecret('tenant-a-client-secret')).rejects.toMatchObject({ statusCode: 403, code: 'Forbidden' });
+    await expect(client.getSecret('tenant-a-client-secret')).rejects.toMatchObject({
+      statusCode: 403,
+      code: 'Forbidden',
+    });
 
     const servicePrincipalId = entra.registry.servicePrincipalId(tenantId, app.clientId);
     expect(servicePrincipalId).toBeDefined();
@@ -51,6 +69,8 @@ describe('Key Vault stand-in with the Entra stand-in and ClientSecretCredential'
     vaultLog.length = 0;
     // @azure/identity wraps MSAL's invalid_client ServerError as AuthenticationRequiredError, as it does against Azure.
     await expect(clientFor('not-the-secret').getSecret('tenant-a-client-secret')).rejects.toThrow(/invalid_client/);
-    expect(vaultLog).toEqual([expect.stringMatching(/^keyvault GET \/secrets\/tenant-a-client-secret\/ 401 Unauthorized$/)]);
+    expect(vaultLog).toEqual([
+      expect.stringMatching(/^keyvault GET \/secrets\/tenant-a-client-secret\/ 401 Unauthorized$/),
+    ]);
   });
 });

@@ -98,10 +98,20 @@ describe('Key Vault stand-in with the real SecretClient', () => {
     });
     try {
       const identity = { clientId: randomUUID(), objectId: randomUUID(), homeTenantId: VAULT_TENANT };
-      const cache = new SecretCache(new SecretClient(untrusted.url, new IssuerCredential(issuer, identity), { ...LOCAL_CLIENT_OPTIONS, retryOptions: { maxRetries: 0 } }));
-      const failure = await cache.get('anything').then(() => undefined, (err: unknown) => err as Error);
+      const cache = new SecretCache(
+        new SecretClient(untrusted.url, new IssuerCredential(issuer, identity), {
+          ...LOCAL_CLIENT_OPTIONS,
+          retryOptions: { maxRetries: 0 },
+        }),
+      );
+      const failure = await cache.get('anything').then(
+        () => undefined,
+        (err: unknown) => err as Error,
+      );
       expect(failure).toBeInstanceOf(PermanentError);
-      expect(failure!.message).toMatch(/^Key Vault's TLS certificate is not trusted \((SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY)\): for the local stack, NODE_EXTRA_CA_CERTS must name its CA/);
+      expect(failure!.message).toMatch(
+        /^Key Vault's TLS certificate is not trusted \((SELF_SIGNED_CERT_IN_CHAIN|UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT_LOCALLY)\): for the local stack, NODE_EXTRA_CA_CERTS must name its CA/,
+      );
       expect(failure!.message).not.toMatch(/refused/);
     } finally {
       await untrusted.close();
@@ -115,7 +125,11 @@ describe('Key Vault stand-in with the real SecretClient', () => {
     expect(credential.requests[0]).toEqual({ scopes: [VAULT_SCOPE], tenantId: VAULT_TENANT });
     expect(first.properties.version).toMatch(/^[0-9a-f]{32}$/);
     expect(first.properties.id).toBe(`${vault.url}/secrets/relay-client-secret/${first.properties.version}`);
-    expect(first.properties).toMatchObject({ enabled: true, recoveryLevel: 'Recoverable+Purgeable', recoverableDays: 90 });
+    expect(first.properties).toMatchObject({
+      enabled: true,
+      recoveryLevel: 'Recoverable+Purgeable',
+      recoverableDays: 90,
+    });
     expect(first.properties.tags).toEqual({ owner: 'relay' });
     expect(first.properties.createdOn).toBeInstanceOf(Date);
 
@@ -157,8 +171,13 @@ describe('Key Vault stand-in with the real SecretClient', () => {
       nextLink: string | null;
     };
     expect(firstPage.value).toHaveLength(2);
-    expect(firstPage.nextLink).toMatch(new RegExp(`^${vault.url}/secrets/paged/versions\\?api-version=7\\.4&\\$skiptoken=`));
-    const secondPage = (await (await fetch(firstPage.nextLink as string, auth)).json()) as { value: unknown[]; nextLink: string | null };
+    expect(firstPage.nextLink).toMatch(
+      new RegExp(`^${vault.url}/secrets/paged/versions\\?api-version=7\\.4&\\$skiptoken=`),
+    );
+    const secondPage = (await (await fetch(firstPage.nextLink as string, auth)).json()) as {
+      value: unknown[];
+      nextLink: string | null;
+    };
     expect(secondPage.value).toHaveLength(1);
     expect(secondPage.nextLink).toBeNull();
 
@@ -176,7 +195,9 @@ describe('Key Vault stand-in with the real SecretClient', () => {
       message: expect.stringContaining('A secret with (name/id) does-not-exist was not found in this key vault.'),
     });
     vault.store.setSecret('has-one-version', 'v');
-    await expect(client.getSecret('has-one-version', { version: '0123456789abcdef0123456789abcdef' })).rejects.toMatchObject({
+    await expect(
+      client.getSecret('has-one-version', { version: '0123456789abcdef0123456789abcdef' }),
+    ).rejects.toMatchObject({
       statusCode: 404,
       code: 'SecretNotFound',
     });
@@ -203,12 +224,14 @@ describe('Key Vault stand-in with the real SecretClient', () => {
     vault.revoke(reader.identity.objectId);
     await expect(reader.client.getSecret('rbac-secret')).rejects.toMatchObject({ statusCode: 403 });
 
-    const res = await raw('/secrets/rbac-secret?api-version=7.4', { headers: { authorization: `Bearer ${await tokenFor()}` } });
+    const res = await raw('/secrets/rbac-secret?api-version=7.4', {
+      headers: { authorization: `Bearer ${await tokenFor()}` },
+    });
     expect(res.status).toBe(403);
     expect(await res.json()).toMatchObject({ error: { code: 'Forbidden', innererror: { code: 'ForbiddenByRbac' } } });
   });
 
-  describe('401 answers, each with the challenge and Key Vault\'s error body', () => {
+  describe("401 answers, each with the challenge and Key Vault's error body", () => {
     const expectUnauthorized = async (res: Response, akv: RegExp) => {
       expect(res.status).toBe(401);
       expect(res.headers.get('www-authenticate')).toBe(
@@ -230,13 +253,17 @@ describe('Key Vault stand-in with the real SecretClient', () => {
       const res = await raw('/secrets/guarded?api-version=7.4');
       expect(res.status).toBe(401);
       expect(res.headers.get('www-authenticate')).toContain(`authorization="${AUTHORITY_HOST}/${VAULT_TENANT}"`);
-      expect(await res.json()).toEqual({ error: { code: 'Unauthorized', message: 'AKV10000: Request is missing a Bearer or PoP token.' } });
+      expect(await res.json()).toEqual({
+        error: { code: 'Unauthorized', message: 'AKV10000: Request is missing a Bearer or PoP token.' },
+      });
     });
 
     it('a token issued by another tenant', async () => {
       await expectUnauthorized(
         await get(await tokenFor({ tenantId: OTHER_TENANT, objectId: owner })),
-        new RegExp(`^AKV10032: Invalid issuer\\. Expected one of https://sts\\.windows\\.net/${VAULT_TENANT}/.*found https://sts\\.windows\\.net/${OTHER_TENANT}/`),
+        new RegExp(
+          `^AKV10032: Invalid issuer\\. Expected one of https://sts\\.windows\\.net/${VAULT_TENANT}/.*found https://sts\\.windows\\.net/${OTHER_TENANT}/`,
+        ),
       );
     });
 
@@ -248,7 +275,10 @@ describe('Key Vault stand-in with the real SecretClient', () => {
     });
 
     it('an expired token', async () => {
-      await expectUnauthorized(await get(await tokenFor({ lifetimeSeconds: -60, objectId: owner })), /^AKV100\d\d: .*expired/);
+      await expectUnauthorized(
+        await get(await tokenFor({ lifetimeSeconds: -60, objectId: owner })),
+        /^AKV100\d\d: .*expired/,
+      );
     });
 
     it('a token signed by keys the vault does not trust, or with a tampered signature', async () => {
@@ -268,7 +298,7 @@ describe('Key Vault stand-in with the real SecretClient', () => {
     });
   });
 
-  describe('bad requests get 400 BadParameter in Key Vault\'s shape', () => {
+  describe("bad requests get 400 BadParameter in Key Vault's shape", () => {
     let auth: { authorization: string };
     let client: SecretClient;
     beforeAll(async () => {
@@ -288,20 +318,30 @@ describe('Key Vault stand-in with the real SecretClient', () => {
     });
 
     it('a value over 25 KB (exactly 25 KB is fine)', async () => {
-      await expect(client.setSecret('big', 'x'.repeat(25 * 1024 + 1))).rejects.toMatchObject({ statusCode: 400, code: 'BadParameter' });
+      await expect(client.setSecret('big', 'x'.repeat(25 * 1024 + 1))).rejects.toMatchObject({
+        statusCode: 400,
+        code: 'BadParameter',
+      });
       await expect(client.getSecret('big')).rejects.toMatchObject({ code: 'SecretNotFound' });
       expect((await client.setSecret('big', 'x'.repeat(25 * 1024))).value).toHaveLength(25 * 1024);
     });
 
     it('a name outside [0-9a-zA-Z-]{1,127}', async () => {
       await expect(client.setSecret('bad_name', 'v')).rejects.toMatchObject({ statusCode: 400, code: 'BadParameter' });
-      await expect(client.setSecret('a'.repeat(128), 'v')).rejects.toMatchObject({ statusCode: 400, code: 'BadParameter' });
+      await expect(client.setSecret('a'.repeat(128), 'v')).rejects.toMatchObject({
+        statusCode: 400,
+        code: 'BadParameter',
+      });
       await expectBadParameter(await raw('/secrets/bad%ZZname?api-version=7.4', { headers: auth }), /malformed/);
     });
 
     it('malformed JSON, or a body without a value', async () => {
       const put = (body: string) =>
-        raw('/secrets/json-test?api-version=7.4', { method: 'PUT', headers: { ...auth, 'content-type': 'application/json' }, body });
+        raw('/secrets/json-test?api-version=7.4', {
+          method: 'PUT',
+          headers: { ...auth, 'content-type': 'application/json' },
+          body,
+        });
       await expectBadParameter(await put('{"value": "unterminated'), /not valid JSON/);
       await expectBadParameter(await put('{"contentType": "text/plain"}'), /value/);
       await expectBadParameter(await put('{"value": 42}'), /value/);
@@ -323,20 +363,30 @@ describe('Key Vault stand-in with the real SecretClient', () => {
     // properties (https://learn.microsoft.com/rest/api/keyvault/secrets/set-secret/set-secret,
     // …/update-secret/update-secret); a SecretBundle carries `tags`. The relay's tenant-credential fence relies on it.
     const { client } = principal('Key Vault Secrets Officer');
-    const tagged = await client.setSecret('tagged-per-version', 'v1', { tags: { 'defender-relay': 'tenant-credential' } });
-    expect((await client.getSecret('tagged-per-version')).properties.tags).toEqual({ 'defender-relay': 'tenant-credential' });
+    const tagged = await client.setSecret('tagged-per-version', 'v1', {
+      tags: { 'defender-relay': 'tenant-credential' },
+    });
+    expect((await client.getSecret('tagged-per-version')).properties.tags).toEqual({
+      'defender-relay': 'tenant-credential',
+    });
     const rotated = await client.setSecret('tagged-per-version', 'v2');
     expect((await client.getSecret('tagged-per-version')).properties.tags ?? {}).toEqual({});
-    expect((await client.getSecret('tagged-per-version', { version: tagged.properties.version })).properties.tags).toEqual({ 'defender-relay': 'tenant-credential' });
-    await client.updateSecretProperties('tagged-per-version', rotated.properties.version!, { tags: { 'defender-relay': 'tenant-credential' } });
+    expect(
+      (await client.getSecret('tagged-per-version', { version: tagged.properties.version })).properties.tags,
+    ).toEqual({ 'defender-relay': 'tenant-credential' });
+    await client.updateSecretProperties('tagged-per-version', rotated.properties.version!, {
+      tags: { 'defender-relay': 'tenant-credential' },
+    });
     const latest = await client.getSecret('tagged-per-version');
     expect(latest).toMatchObject({ value: 'v2', properties: { tags: { 'defender-relay': 'tenant-credential' } } });
     // A Secrets User (the relay's identity) reads the tags with the value.
     const reader = principal('Key Vault Secrets User');
-    expect((await reader.client.getSecret('tagged-per-version')).properties.tags).toEqual({ 'defender-relay': 'tenant-credential' });
+    expect((await reader.client.getSecret('tagged-per-version')).properties.tags).toEqual({
+      'defender-relay': 'tenant-credential',
+    });
   });
 
-  it('answers odd input with a 4xx in Key Vault\'s error shape, never a 500', async () => {
+  it("answers odd input with a 4xx in Key Vault's error shape, never a 500", async () => {
     const officer = principal('Key Vault Secrets Officer');
     const auth = { authorization: `Bearer ${await tokenFor({ objectId: officer.identity.objectId })}` };
     vault.store.setSecret('odd', 'odd-value');
@@ -352,14 +402,26 @@ describe('Key Vault stand-in with the real SecretClient', () => {
       ['/secrets/odd/0123456789abcdef0123456789abcdef?api-version=7.4', { method: 'PATCH', body: '{}' }],
       ['/secrets/odd/?api-version=7.4', { method: 'PATCH', body: '{"attributes": {"enabled": "yes"}}' }],
       ['/secrets/odd?api-version=7.4', { method: 'PUT', body: '{"value": "v", "tags": {"a": 1}}' }],
-      ['/secrets/odd?api-version=7.4', { method: 'PUT', body: JSON.stringify({ value: 'v', tags: Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`t${i}`, 'x'])) }) }],
+      [
+        '/secrets/odd?api-version=7.4',
+        {
+          method: 'PUT',
+          body: JSON.stringify({
+            value: 'v',
+            tags: Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`t${i}`, 'x'])),
+          }),
+        },
+      ],
       ['/secrets/odd?api-version=7.4', { method: 'PUT', body: 'x'.repeat(300 * 1024) }],
       ['/secrets/odd?api-version=7.4', { method: 'PUT' }],
     ];
     for (const [path, init] of requests) {
       const res = await raw(path, { ...init, headers: { ...auth, 'content-type': 'application/json' } });
       const body = (await res.json()) as { error?: { code?: unknown; message?: unknown } };
-      expect({ path, status: res.status }).toEqual({ path, status: expect.toSatisfy((s: number) => s >= 400 && s < 500) });
+      expect({ path, status: res.status }).toEqual({
+        path,
+        status: expect.toSatisfy((s: number) => s >= 400 && s < 500),
+      });
       expect(typeof body.error?.code).toBe('string');
       expect(typeof body.error?.message).toBe('string');
     }
@@ -426,7 +488,7 @@ describe('Key Vault stand-in with the real SecretClient', () => {
       expect(logs.at(-2)).toContain('503 ServiceUnavailable');
     });
 
-    it('429 Throttled carries Retry-After in Key Vault\'s error shape', async () => {
+    it("429 Throttled carries Retry-After in Key Vault's error shape", async () => {
       faults.add('keyvault', { kind: 'status', status: 429, retryAfterSeconds: 7 }, 1);
       const res = await raw('/secrets/resilient?api-version=7.4');
       expect(res.status).toBe(429);
@@ -454,7 +516,15 @@ describe('Key Vault stand-in with the real SecretClient', () => {
     expect(logs.some((l) => l.includes('PUT /secrets/log-check 200') && l.includes('oid='))).toBe(true);
     expect(logs.some((l) => l.includes('PUT /secrets/log-check 401 Unauthorized'))).toBe(true);
     const everything = logs.join('\n');
-    for (const value of ['log-check-value-3f9a', 'first-value', 'second-value', 'rbac-value', 'dormant-value', 'resilient-value', 'bulk-value-1']) {
+    for (const value of [
+      'log-check-value-3f9a',
+      'first-value',
+      'second-value',
+      'rbac-value',
+      'dormant-value',
+      'resilient-value',
+      'bulk-value-1',
+    ]) {
       expect(everything).not.toContain(value);
     }
     for (const token of credential.issued) expect(everything).not.toContain(token.split('.')[2]);

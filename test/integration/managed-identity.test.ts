@@ -28,7 +28,14 @@ let entra: EntraStandIn;
 let vault: KeyVaultStandIn;
 const entraLog: string[] = [];
 const savedEnv: Record<string, string | undefined> = {};
-const ENV_NAMES = ['IDENTITY_ENDPOINT', 'IDENTITY_HEADER', 'IDENTITY_SERVER_THUMBPRINT', 'MSI_ENDPOINT', 'MSI_SECRET', 'AZURE_FEDERATED_TOKEN_FILE'];
+const ENV_NAMES = [
+  'IDENTITY_ENDPOINT',
+  'IDENTITY_HEADER',
+  'IDENTITY_SERVER_THUMBPRINT',
+  'MSI_ENDPOINT',
+  'MSI_SECRET',
+  'AZURE_FEDERATED_TOKEN_FILE',
+];
 
 /** The Function App's user-assigned identity, as infra/core/identity.bicep creates it and api.bicep assigns it. */
 let relay: { clientId: string; principalId: string; resourceId: string };
@@ -75,7 +82,11 @@ async function msiGet(query: Record<string, string>, header: string | null = ent
     headers: header === null ? {} : { 'X-IDENTITY-HEADER': header },
   });
   const text = await res.text();
-  return { status: res.status, headers: res.headers, body: (text ? JSON.parse(text) : undefined) as Record<string, unknown> | undefined };
+  return {
+    status: res.status,
+    headers: res.headers,
+    body: (text ? JSON.parse(text) : undefined) as Record<string, unknown> | undefined,
+  };
 }
 
 /** The token service's error shape: `{statusCode, message, correlationId}`, the correlation id also as X-CORRELATION-ID. */
@@ -92,11 +103,13 @@ describe('the real ManagedIdentityCredential against the App Service endpoint', 
   it('picks App Service as its source from IDENTITY_ENDPOINT and IDENTITY_HEADER', () => {
     const credential = new ManagedIdentityCredential({ clientId: relay.clientId });
     // @azure/identity asks MSAL which source the environment selects; anything else would mean IMDS (169.254.169.254).
-    const source = (credential as unknown as { managedIdentityApp: { getManagedIdentitySource(): string } }).managedIdentityApp.getManagedIdentitySource();
+    const source = (
+      credential as unknown as { managedIdentityApp: { getManagedIdentitySource(): string } }
+    ).managedIdentityApp.getManagedIdentitySource();
     expect(source).toBe('AppService');
   });
 
-  it('gets a v1.0 app-only token for Key Vault shaped as a managed identity\'s, and the vault accepts it', async () => {
+  it("gets a v1.0 app-only token for Key Vault shaped as a managed identity's, and the vault accepts it", async () => {
     const before = msiRequests().length;
     const credential = new ManagedIdentityCredential({ clientId: relay.clientId });
     const token = await credential.getToken(`${VAULT}/.default`);
@@ -129,19 +142,28 @@ describe('the real ManagedIdentityCredential against the App Service endpoint', 
   });
 
   it('answers for the identity asked for: one without a role on the vault is refused by the vault, not by the endpoint', async () => {
-    const secrets = new SecretClient(vault.url, new ManagedIdentityCredential({ clientId: spare.clientId }), { disableChallengeResourceVerification: true });
+    const secrets = new SecretClient(vault.url, new ManagedIdentityCredential({ clientId: spare.clientId }), {
+      disableChallengeResourceVerification: true,
+    });
     const refused = await secrets.getSecret('relay-api-secret').catch((err: unknown) => err);
     expect(refused).toMatchObject({ statusCode: 403, code: 'Forbidden' });
     expect(String((refused as Error).message)).toContain(`oid=${spare.principalId}`);
     expect(String((refused as Error).message)).toContain(`appid=${spare.clientId}`);
   });
 
-  it('gets a Storage token (aud https://storage.azure.com) the stand-ins\' verifier accepts for Storage only', async () => {
+  it("gets a Storage token (aud https://storage.azure.com) the stand-ins' verifier accepts for Storage only", async () => {
     const token = await new ManagedIdentityCredential({ clientId: relay.clientId }).getToken(`${STORAGE}/.default`);
     const verified = await entra.verifier.verifyAuthorization(`Bearer ${token.token}`, { audience: STORAGE });
     expect(verified.clientId).toBe(relay.clientId);
-    expect(verified.claims).toMatchObject({ oid: relay.principalId, tid: tenantId, xms_mirid: relay.resourceId, idtyp: 'app' });
-    await expect(entra.verifier.verifyAuthorization(`Bearer ${token.token}`, { audience: VAULT })).rejects.toMatchObject({ reason: 'wrong_audience' });
+    expect(verified.claims).toMatchObject({
+      oid: relay.principalId,
+      tid: tenantId,
+      xms_mirid: relay.resourceId,
+      idtyp: 'app',
+    });
+    await expect(
+      entra.verifier.verifyAuthorization(`Bearer ${token.token}`, { audience: VAULT }),
+    ).rejects.toMatchObject({ reason: 'wrong_audience' });
   });
 
   it('is asked once per identity and resource: the client caches the token', async () => {
@@ -155,9 +177,13 @@ describe('the real ManagedIdentityCredential against the App Service endpoint', 
   it('refuses a client id not assigned to the app with 400 "Unable to load the proper Managed Identity.", which the SDK reports without retrying', async () => {
     for (const clientId of [randomUUID(), elsewhere.clientId]) {
       const before = msiRequests().length;
-      const failure = await new ManagedIdentityCredential({ clientId }).getToken(`${VAULT}/.default`).catch((err: unknown) => err);
+      const failure = await new ManagedIdentityCredential({ clientId })
+        .getToken(`${VAULT}/.default`)
+        .catch((err: unknown) => err);
       expect(failure).toMatchObject({ name: 'CredentialUnavailableError' });
-      expect(String((failure as Error).message)).toMatch(/ManagedIdentityCredential: Authentication failed\..*Unable to load the proper Managed Identity\..*Correlation ID: [0-9a-f-]{36}/s);
+      expect(String((failure as Error).message)).toMatch(
+        /ManagedIdentityCredential: Authentication failed\..*Unable to load the proper Managed Identity\..*Correlation ID: [0-9a-f-]{36}/s,
+      );
       // 400 is not among the statuses MSAL or @azure/identity retry: one request only.
       expect(msiRequests().length - before).toBe(1);
       expect(msiRequests().at(-1)).toMatch(/ 400 /);
@@ -172,11 +198,22 @@ describe('the real ManagedIdentityCredential against the App Service endpoint', 
 
 describe('the protocol on the wire', () => {
   it('answers 200 with access_token, expires_on (epoch seconds, as a string), resource as requested, token_type and client_id', async () => {
-    const answer = await msiGet({ resource: `${VAULT}/`, 'api-version': '2019-08-01', client_id: relay.clientId.toUpperCase() });
+    const answer = await msiGet({
+      resource: `${VAULT}/`,
+      'api-version': '2019-08-01',
+      client_id: relay.clientId.toUpperCase(),
+    });
     expect(answer.status).toBe(200);
     expect(answer.headers.get('content-type')).toMatch(/^application\/json/);
     const body = answer.body!;
-    expect(Object.keys(body).sort()).toEqual(['access_token', 'client_id', 'expires_on', 'not_before', 'resource', 'token_type']);
+    expect(Object.keys(body).sort()).toEqual([
+      'access_token',
+      'client_id',
+      'expires_on',
+      'not_before',
+      'resource',
+      'token_type',
+    ]);
     expect(body).toMatchObject({ resource: `${VAULT}/`, token_type: 'Bearer', client_id: relay.clientId });
     expect(body.expires_on).toMatch(/^\d{10}$/);
     const claims = decodeJwt(String(body.access_token));
@@ -187,7 +224,11 @@ describe('the protocol on the wire', () => {
   });
 
   it('selects the identity by principal_id, its alias object_id, or mi_res_id (any case)', async () => {
-    const selectors: Record<string, string>[] = [{ principal_id: relay.principalId }, { object_id: relay.principalId }, { mi_res_id: relay.resourceId.toLowerCase() }];
+    const selectors: Record<string, string>[] = [
+      { principal_id: relay.principalId },
+      { object_id: relay.principalId },
+      { mi_res_id: relay.resourceId.toLowerCase() },
+    ];
     for (const query of selectors) {
       const answer = await msiGet({ resource: VAULT, 'api-version': '2019-08-01', ...query });
       expect(answer.status, JSON.stringify(query)).toBe(200);
@@ -197,36 +238,90 @@ describe('the protocol on the wire', () => {
   });
 
   it('refuses a request without X-IDENTITY-HEADER, or with a wrong one, with 403 before looking at anything else', async () => {
-    for (const header of [null, '', `${entra.msi.header}x`, entra.msi.header.toUpperCase() === entra.msi.header ? 'wrong' : entra.msi.header.toUpperCase()]) {
-      expectServiceError(await msiGet({ resource: VAULT, 'api-version': '2019-08-01', client_id: relay.clientId }, header), 403, /X-IDENTITY-HEADER/);
+    for (const header of [
+      null,
+      '',
+      `${entra.msi.header}x`,
+      entra.msi.header.toUpperCase() === entra.msi.header ? 'wrong' : entra.msi.header.toUpperCase(),
+    ]) {
+      expectServiceError(
+        await msiGet({ resource: VAULT, 'api-version': '2019-08-01', client_id: relay.clientId }, header),
+        403,
+        /X-IDENTITY-HEADER/,
+      );
       // Not even an unknown identity is revealed to a caller without the header.
-      expectServiceError(await msiGet({ resource: VAULT, 'api-version': '2019-08-01', client_id: randomUUID() }, header), 403, /X-IDENTITY-HEADER/);
+      expectServiceError(
+        await msiGet({ resource: VAULT, 'api-version': '2019-08-01', client_id: randomUUID() }, header),
+        403,
+        /X-IDENTITY-HEADER/,
+      );
     }
   });
 
   it('refuses a request without a resource, or with one Entra does not know, with 400', async () => {
     expectServiceError(await msiGet({ 'api-version': '2019-08-01', client_id: relay.clientId }), 400, /resource/);
-    expectServiceError(await msiGet({ resource: '', 'api-version': '2019-08-01', client_id: relay.clientId }), 400, /resource/);
-    expectServiceError(await msiGet({ resource: 'https://nothing.example', 'api-version': '2019-08-01', client_id: relay.clientId }), 400, /AADSTS500011/);
+    expectServiceError(
+      await msiGet({ resource: '', 'api-version': '2019-08-01', client_id: relay.clientId }),
+      400,
+      /resource/,
+    );
+    expectServiceError(
+      await msiGet({ resource: 'https://nothing.example', 'api-version': '2019-08-01', client_id: relay.clientId }),
+      400,
+      /AADSTS500011/,
+    );
   });
 
   it('refuses a missing or unsupported api-version with 400', async () => {
     expectServiceError(await msiGet({ resource: VAULT, client_id: relay.clientId }), 400, /api-version/);
-    expectServiceError(await msiGet({ resource: VAULT, 'api-version': '2017-09-01', client_id: relay.clientId }), 400, /api-version/);
-    expectServiceError(await msiGet({ resource: VAULT, 'api-version': 'yesterday', client_id: relay.clientId }), 400, /api-version/);
+    expectServiceError(
+      await msiGet({ resource: VAULT, 'api-version': '2017-09-01', client_id: relay.clientId }),
+      400,
+      /api-version/,
+    );
+    expectServiceError(
+      await msiGet({ resource: VAULT, 'api-version': 'yesterday', client_id: relay.clientId }),
+      400,
+      /api-version/,
+    );
   });
 
   it('refuses more than one identity parameter, or a repeated one, with 400', async () => {
-    expectServiceError(await msiGet({ resource: VAULT, 'api-version': '2019-08-01', client_id: relay.clientId, principal_id: relay.principalId }), 400, /only one/i);
-    expectServiceError(await msiGet({ resource: VAULT, 'api-version': '2019-08-01', principal_id: relay.principalId, object_id: relay.principalId }), 400, /only one/i);
-    const repeated = await fetch(`${entra.msi.endpoint}?resource=${VAULT}&api-version=2019-08-01&client_id=${relay.clientId}&client_id=${spare.clientId}`, {
-      headers: { 'X-IDENTITY-HEADER': entra.msi.header },
-    });
+    expectServiceError(
+      await msiGet({
+        resource: VAULT,
+        'api-version': '2019-08-01',
+        client_id: relay.clientId,
+        principal_id: relay.principalId,
+      }),
+      400,
+      /only one/i,
+    );
+    expectServiceError(
+      await msiGet({
+        resource: VAULT,
+        'api-version': '2019-08-01',
+        principal_id: relay.principalId,
+        object_id: relay.principalId,
+      }),
+      400,
+      /only one/i,
+    );
+    const repeated = await fetch(
+      `${entra.msi.endpoint}?resource=${VAULT}&api-version=2019-08-01&client_id=${relay.clientId}&client_id=${spare.clientId}`,
+      {
+        headers: { 'X-IDENTITY-HEADER': entra.msi.header },
+      },
+    );
     expect(repeated.status).toBe(400);
   });
 
   it('answers only GET', async () => {
-    const answer = await msiGet({ resource: VAULT, 'api-version': '2019-08-01', client_id: relay.clientId }, entra.msi.header, 'POST');
+    const answer = await msiGet(
+      { resource: VAULT, 'api-version': '2019-08-01', client_id: relay.clientId },
+      entra.msi.header,
+      'POST',
+    );
     expect(answer.status).toBe(405);
   });
 });
@@ -239,14 +334,32 @@ describe('the control surface', () => {
       body: JSON.stringify({ name: 'id-from-control', tenantId }),
     });
     expect(created.status).toBe(201);
-    const identity = (await created.json()) as { clientId: string; principalId: string; resourceId: string; assignedToApp: boolean };
-    expect(identity).toMatchObject({ clientId: expect.stringMatching(GUID), principalId: expect.stringMatching(GUID), assignedToApp: true });
-    expect(identity.resourceId).toMatch(/\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/id-from-control$/);
+    const identity = (await created.json()) as {
+      clientId: string;
+      principalId: string;
+      resourceId: string;
+      assignedToApp: boolean;
+    };
+    expect(identity).toMatchObject({
+      clientId: expect.stringMatching(GUID),
+      principalId: expect.stringMatching(GUID),
+      assignedToApp: true,
+    });
+    expect(identity.resourceId).toMatch(
+      /\/providers\/Microsoft\.ManagedIdentity\/userAssignedIdentities\/id-from-control$/,
+    );
 
     const snapshot = await (await fetch(`${entra.url}/_control/registry`)).text();
     expect(snapshot).not.toContain(entra.msi.header);
-    expect(JSON.parse(snapshot).managedIdentities).toContainEqual({ ...identity, name: 'id-from-control', tenantId, assignedToApp: true });
-    expect(JSON.parse(snapshot).managedIdentities).toContainEqual(expect.objectContaining({ clientId: elsewhere.clientId, assignedToApp: false }));
+    expect(JSON.parse(snapshot).managedIdentities).toContainEqual({
+      ...identity,
+      name: 'id-from-control',
+      tenantId,
+      assignedToApp: true,
+    });
+    expect(JSON.parse(snapshot).managedIdentities).toContainEqual(
+      expect.objectContaining({ clientId: elsewhere.clientId, assignedToApp: false }),
+    );
 
     const answer = await msiGet({ resource: VAULT, 'api-version': '2019-08-01', client_id: identity.clientId });
     expect(answer.status).toBe(200);
@@ -256,7 +369,12 @@ describe('the control surface', () => {
   it('gives a managed identity no way in through the token endpoint: it has no app registration or credential', async () => {
     const res = await fetch(`${entra.url}/${tenantId}/oauth2/v2.0/token`, {
       method: 'POST',
-      body: new URLSearchParams({ grant_type: 'client_credentials', client_id: relay.clientId, client_secret: 'anything', scope: `${VAULT}/.default` }),
+      body: new URLSearchParams({
+        grant_type: 'client_credentials',
+        client_id: relay.clientId,
+        client_secret: 'anything',
+        scope: `${VAULT}/.default`,
+      }),
     });
     expect(res.status).toBe(400);
     expect(((await res.json()) as { error_codes: number[] }).error_codes).toEqual([700016]);
@@ -269,12 +387,22 @@ describe('a rotated IDENTITY_HEADER', () => {
     const old = entra.msi.header;
     const rotated = entra.msi.rotateHeader();
     expect(rotated).not.toBe(old);
-    expectServiceError(await msiGet({ resource: VAULT, 'api-version': '2019-08-01', client_id: relay.clientId }, old), 403, /X-IDENTITY-HEADER/);
-    expect((await msiGet({ resource: VAULT, 'api-version': '2019-08-01', client_id: relay.clientId }, rotated)).status).toBe(200);
+    expectServiceError(
+      await msiGet({ resource: VAULT, 'api-version': '2019-08-01', client_id: relay.clientId }, old),
+      403,
+      /X-IDENTITY-HEADER/,
+    );
+    expect(
+      (await msiGet({ resource: VAULT, 'api-version': '2019-08-01', client_id: relay.clientId }, rotated)).status,
+    ).toBe(200);
 
     // A resource not in the client's cache yet: the client asks with the header it was started with.
-    const failure = await new ManagedIdentityCredential({ clientId: spare.clientId }).getToken(`${STORAGE}/.default`).catch((err: unknown) => err);
+    const failure = await new ManagedIdentityCredential({ clientId: spare.clientId })
+      .getToken(`${STORAGE}/.default`)
+      .catch((err: unknown) => err);
     expect(failure).toMatchObject({ name: 'CredentialUnavailableError' });
-    expect(String((failure as Error).message)).toMatch(/ManagedIdentityCredential: Authentication failed\..*X-IDENTITY-HEADER/s);
+    expect(String((failure as Error).message)).toMatch(
+      /ManagedIdentityCredential: Authentication failed\..*X-IDENTITY-HEADER/s,
+    );
   });
 });

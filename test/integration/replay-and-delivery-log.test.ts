@@ -33,10 +33,17 @@ describe('replay of dead-lettered and poisoned events', () => {
 
     const onlyA = await replayIncidents(replayRequestSchema.parse({ tenantId: a }), queues, target);
     expect(onlyA).toEqual({ moved: 2, skipped: 1, bySource: { deadletter: 1, poison: 1 }, refused: [] });
-    expect(((await drain(queues, target)) as { eventId: string }[]).map((e) => e.eventId).sort()).toEqual([`${a}:1:t`, `${a}:3:t`]);
+    expect(((await drain(queues, target)) as { eventId: string }[]).map((e) => e.eventId).sort()).toEqual([
+      `${a}:1:t`,
+      `${a}:3:t`,
+    ]);
 
     // The skipped dead letter is still there, visible, and a reason filter finds it.
-    const byReason = await replayIncidents(replayRequestSchema.parse({ source: 'deadletter', reasonContains: 'invalid envelope' }), queues, target);
+    const byReason = await replayIncidents(
+      replayRequestSchema.parse({ source: 'deadletter', reasonContains: 'invalid envelope' }),
+      queues,
+      target,
+    );
     expect(byReason.moved).toBe(1);
     expect(await drain(queues, target)).toEqual([{ eventId: `${b}:2:t`, tenantId: b }]);
     expect(await drain(queues, deadLetterQueueOf(target))).toEqual([]);
@@ -55,7 +62,12 @@ describe('replay of dead-lettered and poisoned events', () => {
 
     const result = await replayIncidents(replayRequestSchema.parse({ source: 'poison' }), queues, target);
     expect(result.moved).toBe(1);
-    expect(result.refused).toEqual([{ eventId: `${tenantId}:7:t`, reason: expect.stringMatching(/^structure: incident\.x(\.0)+: nested deeper than 36 levels$/) }]);
+    expect(result.refused).toEqual([
+      {
+        eventId: `${tenantId}:7:t`,
+        reason: expect.stringMatching(/^structure: incident\.x(\.0)+: nested deeper than 36 levels$/),
+      },
+    ]);
     expect(((await drain(queues, target)) as { eventId: string }[]).map((e) => e.eventId)).toEqual([`${tenantId}:8:t`]);
     expect((await poison.peekMessages()).peekedMessageItems).toHaveLength(1);
   });
@@ -69,7 +81,8 @@ describe('replay of dead-lettered and poisoned events', () => {
 });
 
 describe('delivery log', () => {
-  const newLogOn = (table: string) => new DeliveryLog(TableClient.fromConnectionString(storage().cs, table, { allowInsecureConnection: true }));
+  const newLogOn = (table: string) =>
+    new DeliveryLog(TableClient.fromConnectionString(storage().cs, table, { allowInsecureConnection: true }));
   const newLog = () => newLogOn(unique('deliveries'));
   const claimOf = (result: ClaimResult) => {
     if (result.status !== 'claimed') throw new Error(`expected a claim, got ${result.status}`);
@@ -110,9 +123,14 @@ describe('delivery log', () => {
     expect(await log.claim(eventId)).toEqual({ status: 'busy' });
     const claim = claimOf(await log.claim(eventId, 2 * 60_000, new Date(Date.now() + 3 * 60_000)));
     // What the enricher logs for the invocation that outlived its lease: the tenant is unknown, not left out.
-    const lost = await log.recordDelivery(stale, 'siem').then(() => undefined, (err: unknown) => err);
+    const lost = await log.recordDelivery(stale, 'siem').then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     expect(lost).toBeInstanceOf(ClaimLostError);
-    expect((lost as Error).message).toBe(`the claim on event ${eventId} was taken over by another invocation after its lease ran out (tenant unknown, record the event in the delivery log)`);
+    expect((lost as Error).message).toBe(
+      `the claim on event ${eventId} was taken over by another invocation after its lease ran out (tenant unknown, record the event in the delivery log)`,
+    );
     await log.complete(claim, ['default']);
     expect(await log.isRouted(eventId)).toBe(true);
     expect(await log.claim(eventId)).toEqual({ status: 'routed' });
@@ -131,13 +149,18 @@ describe('delivery log', () => {
     const takenOver = claimOf(await log.claim(eventId, 2 * 60_000, later));
     expect(takenOver.delivered).toEqual(new Set(['siem']));
     // The stale holder can neither record, nor commit, nor release the new claim.
-    const lost = await log.recordDelivery(stale, 'teams').then(() => undefined, (err: unknown) => err);
+    const lost = await log.recordDelivery(stale, 'teams').then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     expect(lost).toBeInstanceOf(ClaimLostError);
     // What the enricher logs: which event, whose tenant, that another invocation took it over, and in which store.
     expect(lost).toMatchObject({ tenantId: eventId.split(':')[0], operation: expect.stringContaining('delivery log') });
     expect((lost as Error).message).toContain(eventId);
     expect((lost as Error).message).toContain('taken over');
-    await expect(log.complete(stale, ['x'], { fingerprint: { incidentId: 1, value: 'f' } })).rejects.toBeInstanceOf(ClaimLostError);
+    await expect(log.complete(stale, ['x'], { fingerprint: { incidentId: 1, value: 'f' } })).rejects.toBeInstanceOf(
+      ClaimLostError,
+    );
     await log.release(stale);
     expect(await log.claim(eventId, 2 * 60_000, later)).toEqual({ status: 'busy' });
     expect(await log.isRouted(eventId)).toBe(false);
@@ -164,11 +187,20 @@ describe('delivery log', () => {
         return super.updateEntity(...args);
       }
     }
-    const parts = new Map(storage().cs.split(';').filter(Boolean).map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
+    const parts = new Map(
+      storage()
+        .cs.split(';')
+        .filter(Boolean)
+        .map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]),
+    );
     const credential = new AzureNamedKeyCredential(parts.get('AccountName')!, parts.get('AccountKey')!);
-    const instance = () => new DeliveryLog(new Racing(parts.get('TableEndpoint')!, table, credential, { allowInsecureConnection: true }));
+    const instance = () =>
+      new DeliveryLog(new Racing(parts.get('TableEndpoint')!, table, credential, { allowInsecureConnection: true }));
     const later = new Date(Date.now() + 3 * 60_000);
-    const results = await Promise.all([instance().claim(eventId, 2 * 60_000, later), instance().claim(eventId, 2 * 60_000, later)]);
+    const results = await Promise.all([
+      instance().claim(eventId, 2 * 60_000, later),
+      instance().claim(eventId, 2 * 60_000, later),
+    ]);
     expect(results.map((r) => r.status).sort()).toEqual(['busy', 'claimed']);
   });
 
@@ -176,10 +208,22 @@ describe('delivery log', () => {
     const throttling = await startThrottlingStorage(storage().cs);
     try {
       const table = unique('deliveries');
-      const log = new DeliveryLog(TableClient.fromConnectionString(throttling.connectionString, table, { allowInsecureConnection: true, retryOptions: { maxRetries: 0 } }));
+      const log = new DeliveryLog(
+        TableClient.fromConnectionString(throttling.connectionString, table, {
+          allowInsecureConnection: true,
+          retryOptions: { maxRetries: 0 },
+        }),
+      );
       const eventId = `${randomUUID()}:3:2020-09-06T14:46:57.2900000Z`;
-      const writes = (r: { service: string; method: string; path: string }) => r.service === 'table' && r.method !== 'GET' && (r.path.startsWith(`/devstoreaccount1/${table}`) || r.path === '/devstoreaccount1/$batch');
-      const refused = (work: Promise<unknown>) => work.then((value) => ({ value }), (err: unknown) => err);
+      const writes = (r: { service: string; method: string; path: string }) =>
+        r.service === 'table' &&
+        r.method !== 'GET' &&
+        (r.path.startsWith(`/devstoreaccount1/${table}`) || r.path === '/devstoreaccount1/$batch');
+      const refused = (work: Promise<unknown>) =>
+        work.then(
+          (value) => ({ value }),
+          (err: unknown) => err,
+        );
 
       // 429 to the claim: the delivery fails and is retried; it does not pass for another invocation routing the event.
       claimOf(await log.claim(`${randomUUID()}:0:t`)); // the table exists
@@ -190,7 +234,11 @@ describe('delivery log', () => {
 
       // 429 to recording, committing and releasing: reported as such, and the claim is still this invocation's.
       throttling.throttle(writes);
-      for (const attempt of [() => log.recordDelivery(claim, 'siem'), () => log.complete(claim, ['default'], { fingerprint: { incidentId: 3, value: 'f' } }), () => log.release(claim)]) {
+      for (const attempt of [
+        () => log.recordDelivery(claim, 'siem'),
+        () => log.complete(claim, ['default'], { fingerprint: { incidentId: 3, value: 'f' } }),
+        () => log.release(claim),
+      ]) {
         const err = await refused(attempt());
         expect(err).not.toBeInstanceOf(ClaimLostError);
         expect(err).toMatchObject({ statusCode: 429 });
@@ -204,7 +252,9 @@ describe('delivery log', () => {
       const crashed = `${randomUUID()}:4:2020-09-06T14:46:57.2900000Z`;
       claimOf(await log.claim(crashed));
       throttling.throttle((r) => writes(r) && r.method === 'PUT'); // the take-over, not the create that finds the row
-      expect(await refused(log.claim(crashed, 2 * 60_000, new Date(Date.now() + 3 * 60_000)))).toMatchObject({ statusCode: 429 });
+      expect(await refused(log.claim(crashed, 2 * 60_000, new Date(Date.now() + 3 * 60_000)))).toMatchObject({
+        statusCode: 429,
+      });
       throttling.throttle(() => false);
       expect((await log.claim(crashed, 2 * 60_000, new Date(Date.now() + 3 * 60_000))).status).toBe('claimed');
     } finally {

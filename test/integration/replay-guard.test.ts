@@ -20,11 +20,15 @@ describe('replay guard (Table storage)', () => {
   });
 
   const newTableName = () => `replay${randomUUID().replace(/-/g, '').slice(0, 12)}`;
-  const tableOf = (name: string) => TableClient.fromConnectionString(storage.connectionString, name, { allowInsecureConnection: true });
+  const tableOf = (name: string) =>
+    TableClient.fromConnectionString(storage.connectionString, name, { allowInsecureConnection: true });
   /** Storage refuses (429) writes of this table's rows (`POST` inserts, `DELETE`s) until the next call. */
   const refuseRows = (name: string, method: 'POST' | 'DELETE') =>
-    storage.throttle((r) => r.service === 'table' && r.method === method && r.path.startsWith(`/devstoreaccount1/${name}`));
-  const refuseCreateTable = () => storage.throttle((r) => r.service === 'table' && r.method === 'POST' && r.path === '/devstoreaccount1/Tables');
+    storage.throttle(
+      (r) => r.service === 'table' && r.method === method && r.path.startsWith(`/devstoreaccount1/${name}`),
+    );
+  const refuseCreateTable = () =>
+    storage.throttle((r) => r.service === 'table' && r.method === 'POST' && r.path === '/devstoreaccount1/Tables');
   const refuseNothing = () => storage.throttle(() => false);
   const rowsOf = async (name: string) => {
     const rows: { partitionKey?: string }[] = [];
@@ -110,7 +114,9 @@ describe('replay guard (Table storage)', () => {
     const signedAt = Math.floor(startMs / 1000);
     const expired = Array.from({ length: 201 }, () => randomBytes(32));
     for (let i = 0; i < expired.length; i += 25) {
-      expect(new Set(await Promise.all(expired.slice(i, i + 25).map((s) => guard.remember(s, signedAt))))).toEqual(new Set([true]));
+      expect(new Set(await Promise.all(expired.slice(i, i + 25).map((s) => guard.remember(s, signedAt))))).toEqual(
+        new Set([true]),
+      );
     }
 
     clock.nowMs = startMs + 601_000; // the first rows' timestamps are past the tolerance
@@ -200,21 +206,25 @@ describe('replay guard (Table storage)', () => {
     [1800, 1_000_000, 'January 2027'],
     [300, 10_000_000, 'January 2065'],
     [1000, 1_000_000, 'September 2001'],
-  ])('never forgets a signature still acceptable when the window number gains a digit (%i s tolerance, window %i, %s)', async (windowSeconds, window, _when) => {
-    const name = newTableName();
-    const boundary = window * windowSeconds; // the first second of the window with one digit more
-    const nowSeconds = boundary + windowSeconds / 2;
-    const clock = { nowMs: nowSeconds * 1000 };
-    const guard = instance(name, clock, windowSeconds);
-    const expired = { signature: randomBytes(32), at: boundary - 2 * windowSeconds };
-    const oldestAcceptable = { signature: randomBytes(32), at: nowSeconds - windowSeconds };
-    const justSigned = { signature: randomBytes(32), at: nowSeconds };
-    for (const { signature, at } of [expired, oldestAcceptable, justSigned]) expect(await guard.remember(signature, at)).toBe(true);
+  ])(
+    'never forgets a signature still acceptable when the window number gains a digit (%i s tolerance, window %i, %s)',
+    async (windowSeconds, window, _when) => {
+      const name = newTableName();
+      const boundary = window * windowSeconds; // the first second of the window with one digit more
+      const nowSeconds = boundary + windowSeconds / 2;
+      const clock = { nowMs: nowSeconds * 1000 };
+      const guard = instance(name, clock, windowSeconds);
+      const expired = { signature: randomBytes(32), at: boundary - 2 * windowSeconds };
+      const oldestAcceptable = { signature: randomBytes(32), at: nowSeconds - windowSeconds };
+      const justSigned = { signature: randomBytes(32), at: nowSeconds };
+      for (const { signature, at } of [expired, oldestAcceptable, justSigned])
+        expect(await guard.remember(signature, at)).toBe(true);
 
-    expect(await guard.pruneExpired()).toBe(1);
-    // Replays of the two still acceptable are refused; the expired one's row is gone.
-    expect(await guard.remember(justSigned.signature, justSigned.at)).toBe(false);
-    expect(await guard.remember(oldestAcceptable.signature, oldestAcceptable.at)).toBe(false);
-    expect(await rowsOf(name)).toHaveLength(2);
-  });
+      expect(await guard.pruneExpired()).toBe(1);
+      // Replays of the two still acceptable are refused; the expired one's row is gone.
+      expect(await guard.remember(justSigned.signature, justSigned.at)).toBe(false);
+      expect(await guard.remember(oldestAcceptable.signature, oldestAcceptable.at)).toBe(false);
+      expect(await rowsOf(name)).toHaveLength(2);
+    },
+  );
 });

@@ -9,11 +9,18 @@ import { SharedCallBudget, SLOT_MS } from '../../shared/shared-budget.js';
  */
 const storage = inject('storage');
 let tables = 0;
-const table = () => TableClient.fromConnectionString(storage.connectionString, `budget${Date.now().toString(36)}${tables++}`, { allowInsecureConnection: true });
+const table = () =>
+  TableClient.fromConnectionString(storage.connectionString, `budget${Date.now().toString(36)}${tables++}`, {
+    allowInsecureConnection: true,
+  });
 const TENANT = '11111111-2222-3333-4444-555555555555';
 
 /** Takes calls of the class until the budget is spent (no waiting); how many it got. */
-async function takeUntilSpent(budget: SharedCallBudget, budgetClass: BudgetClass = 'poll', tenantId = TENANT): Promise<number> {
+async function takeUntilSpent(
+  budget: SharedCallBudget,
+  budgetClass: BudgetClass = 'poll',
+  tenantId = TENANT,
+): Promise<number> {
   let taken = 0;
   for (;;) {
     try {
@@ -47,7 +54,7 @@ describe('the Defender call budget shared by instances', () => {
     expect(instances.reduce((n, b) => n + b.stats.races, 0)).toBeGreaterThan(0);
   });
 
-  it('agrees on the windows whatever the instances\' clocks say (storage time, not theirs)', async () => {
+  it("agrees on the windows whatever the instances' clocks say (storage time, not theirs)", async () => {
     await atSlotStart();
     const client = table();
     const skews = [-180_000, 0, 240_000];
@@ -56,16 +63,23 @@ describe('the Defender call budget shared by instances', () => {
     expect(total).toBe(12);
     // Another instance's view, read afresh, says when the next call may be: within the minute, not minutes off.
     const late = new SharedCallBudget(client, { limits, now: () => Date.now() - 600_000 });
-    const refusal = await late.take(TENANT, 0).then(() => undefined, (err: unknown) => err);
+    const refusal = await late.take(TENANT, 0).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     expect(refusal).toBeInstanceOf(BudgetSpentError);
     expect((refusal as BudgetSpentError).retryAfterMs).toBeGreaterThan(40_000);
     expect((refusal as BudgetSpentError).retryAfterMs).toBeLessThanOrEqual(70_000);
   });
 
-  it('keeps the analysts\' reservation across instances: the poller on one instance cannot spend it', async () => {
+  it("keeps the analysts' reservation across instances: the poller on one instance cannot spend it", async () => {
     await atSlotStart();
     const client = table();
-    const shares = { perMinute: 12, perHour: 100, shares: { analystReserve: { perMinute: 3, perHour: 30 }, pushCap: { perMinute: 2, perHour: 20 } } };
+    const shares = {
+      perMinute: 12,
+      perHour: 100,
+      shares: { analystReserve: { perMinute: 3, perHour: 30 }, pushCap: { perMinute: 2, perHour: 20 } },
+    };
     const poller = new SharedCallBudget(client, { limits: shares });
     const pusher = new SharedCallBudget(client, { limits: shares });
     const analyst = new SharedCallBudget(client, { limits: shares });
@@ -88,7 +102,10 @@ describe('the Defender call budget shared by instances', () => {
     const throttledOne = new SharedCallBudget(client, { limits });
     const other = new SharedCallBudget(client, { limits });
     await throttledOne.throttled(TENANT, 30_000, 'listIncidents');
-    const refusal = await other.take(TENANT, 1_000, 'poll', 'listIncidents').then(() => undefined, (err: unknown) => err);
+    const refusal = await other.take(TENANT, 1_000, 'poll', 'listIncidents').then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     expect(refusal).toBeInstanceOf(BudgetSpentError);
     expect((refusal as BudgetSpentError).retryAfterMs).toBeGreaterThan(25_000);
     expect(other.waitTime(TENANT, 'poll', 'listIncidents')).toBeGreaterThan(25_000);
@@ -97,7 +114,7 @@ describe('the Defender call budget shared by instances', () => {
     await other.take('99999999-2222-3333-4444-555555555555', 0, 'poll', 'listIncidents');
   });
 
-  it('keeps tenants apart: one tenant spending its budget leaves another\'s whole', async () => {
+  it("keeps tenants apart: one tenant spending its budget leaves another's whole", async () => {
     await atSlotStart();
     const client = table();
     const a = new SharedCallBudget(client, { limits });

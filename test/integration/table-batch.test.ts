@@ -5,7 +5,11 @@ import { TableWriteBatcher } from '../../shared/table-batch.js';
 
 /** A table on Azurite, with every request the batcher sends counted by kind. */
 async function countedTable(lingerMs = 0) {
-  const client = TableClient.fromConnectionString(inject('storage').connectionString, `batch${randomUUID().replace(/-/g, '').slice(0, 12)}`, { allowInsecureConnection: true });
+  const client = TableClient.fromConnectionString(
+    inject('storage').connectionString,
+    `batch${randomUUID().replace(/-/g, '').slice(0, 12)}`,
+    { allowInsecureConnection: true },
+  );
   await client.createTable();
   const requests = { transactions: 0, single: 0 };
   const count = <F extends (...args: never[]) => Promise<unknown>>(f: F, kind: keyof typeof requests) =>
@@ -22,7 +26,11 @@ async function countedTable(lingerMs = 0) {
 describe('table write batcher (group commit)', () => {
   it('sends the writes one turn of the event loop makes to one partition as one transaction, each caller getting its ETag', async () => {
     const { client, requests, batcher } = await countedTable();
-    const rows = Array.from({ length: 16 }, (_, i) => ({ partitionKey: 'tenant-a', rowKey: `event-${i}`, state: 'claimed' }));
+    const rows = Array.from({ length: 16 }, (_, i) => ({
+      partitionKey: 'tenant-a',
+      rowKey: `event-${i}`,
+      state: 'claimed',
+    }));
     const etags = await Promise.all(rows.map((row) => batcher.submit([['create', row]])));
     expect(requests).toEqual({ transactions: 1, single: 0 });
     // Each ETag is the entity's own: a conditional update with it succeeds.
@@ -37,7 +45,11 @@ describe('table write batcher (group commit)', () => {
       return batcher.submit([['create', { partitionKey: 'p', rowKey }]]);
     };
     const lingering = await countedTable(20);
-    await Promise.all([write(lingering.batcher, 'a', 0), write(lingering.batcher, 'b', 3), write(lingering.batcher, 'c', 6)]);
+    await Promise.all([
+      write(lingering.batcher, 'a', 0),
+      write(lingering.batcher, 'b', 3),
+      write(lingering.batcher, 'c', 6),
+    ]);
     expect(lingering.requests).toEqual({ transactions: 1, single: 0 });
     const eager = await countedTable();
     await Promise.all([write(eager.batcher, 'a', 0), write(eager.batcher, 'b', 30), write(eager.batcher, 'c', 60)]);
@@ -72,10 +84,15 @@ describe('table write batcher (group commit)', () => {
     for (const rowKey of ['new-1', 'new-2']) expect((await client.getEntity('p', rowKey)).rowKey).toBe(rowKey);
   });
 
-  it('keeps a caller\'s own writes atomic: a group that fails applies none of them', async () => {
+  it("keeps a caller's own writes atomic: a group that fails applies none of them", async () => {
     const { client, batcher } = await countedTable();
     await client.createEntity({ partitionKey: 'p', rowKey: 'taken' });
-    await expect(batcher.submit([['upsert', { partitionKey: 'p', rowKey: 'side', v: 1 }, 'Replace'], ['create', { partitionKey: 'p', rowKey: 'taken' }]])).rejects.toMatchObject({ statusCode: 409 });
+    await expect(
+      batcher.submit([
+        ['upsert', { partitionKey: 'p', rowKey: 'side', v: 1 }, 'Replace'],
+        ['create', { partitionKey: 'p', rowKey: 'taken' }],
+      ]),
+    ).rejects.toMatchObject({ statusCode: 409 });
     await expect(client.getEntity('p', 'side')).rejects.toMatchObject({ statusCode: 404 });
   });
 

@@ -7,9 +7,13 @@ describe('tenant registry (Table storage on Azurite)', () => {
   let registry: TenantRegistry;
   let table: TableClient;
   beforeEach(() => {
-    table = TableClient.fromConnectionString(inject('storage').connectionString, `tenants${randomUUID().replace(/-/g, '').slice(0, 12)}`, {
-      allowInsecureConnection: true,
-    });
+    table = TableClient.fromConnectionString(
+      inject('storage').connectionString,
+      `tenants${randomUUID().replace(/-/g, '').slice(0, 12)}`,
+      {
+        allowInsecureConnection: true,
+      },
+    );
     registry = new TenantRegistry(table);
   });
 
@@ -32,14 +36,27 @@ describe('tenant registry (Table storage on Azurite)', () => {
 
   it('lists tenants by name and filters disabled ones', async () => {
     const a = await registry.put({ ...fabrikam(), displayName: 'Zeta' });
-    const b = await registry.put({ ...fabrikam(), displayName: 'Alpha', context: 'partner', credential: { kind: 'certificate', secretName: 'partner-cert' } });
+    const b = await registry.put({
+      ...fabrikam(),
+      displayName: 'Alpha',
+      context: 'partner',
+      credential: { kind: 'certificate', secretName: 'partner-cert' },
+    });
     await registry.setEnabled(a.tenantId, false);
     expect((await registry.list()).map((t) => t.displayName)).toEqual(['Alpha', 'Zeta']);
     expect((await registry.list({ enabledOnly: true })).map((t) => t.tenantId)).toEqual([b.tenantId]);
   });
 
   it('names every invalid field', async () => {
-    const error = await registry.put({ tenantId: 'contoso', displayName: '', context: 'user', clientId: randomUUID(), credential: { kind: 'secret', secretName: 'bad name!' } }).catch((e: unknown) => e);
+    const error = await registry
+      .put({
+        tenantId: 'contoso',
+        displayName: '',
+        context: 'user',
+        clientId: randomUUID(),
+        credential: { kind: 'secret', secretName: 'bad name!' },
+      })
+      .catch((e: unknown) => e);
     expect(error).toBeInstanceOf(TenantValidationError);
     const problems = (error as TenantValidationError).problems.join('\n');
     expect(problems).toMatch(/tenantId: must be a GUID/);

@@ -17,12 +17,26 @@ describe('Defender tokens per (tenant, client, scope)', () => {
 
   const tenantRecord = (context: 'application' | 'partner') => {
     const t = stack.world.tenants.find((x) => x.context === context)!;
-    return { tenantId: t.tenantId, displayName: t.displayName, context, clientId: t.clientId, credential: { kind: 'secret' as const, secretName: t.clientSecretName }, enabled: true, firstRunLookbackHours: 24 };
+    return {
+      tenantId: t.tenantId,
+      displayName: t.displayName,
+      context,
+      clientId: t.clientId,
+      credential: { kind: 'secret' as const, secretName: t.clientSecretName },
+      enabled: true,
+      firstRunLookbackHours: 24,
+    };
   };
 
   it('reuses a token until shortly before it expires, then renews it', async () => {
     let now = Date.now();
-    const provider = new DefenderTokenProvider({ secrets: services.secretCache, entra: services.config.entra, appCredential: services.appCredential, scope: services.config.defender.scope, now: () => now });
+    const provider = new DefenderTokenProvider({
+      secrets: services.secretCache,
+      entra: services.config.entra,
+      appCredential: services.appCredential,
+      scope: services.config.defender.scope,
+      now: () => now,
+    });
     const fabrikam = tenantRecord('application');
     const first = await provider.getToken(fabrikam);
     expect(await provider.getToken(fabrikam)).toBe(first);
@@ -41,13 +55,21 @@ describe('Defender tokens per (tenant, client, scope)', () => {
     expect(services.secretCache.reads).toBe(keyVaultReads);
   });
 
-  it('builds a new credential from Key Vault at renewal when the tenant\'s registration names another secret', async () => {
+  it("builds a new credential from Key Vault at renewal when the tenant's registration names another secret", async () => {
     let now = Date.now();
-    const provider = new DefenderTokenProvider({ secrets: services.secretCache, entra: services.config.entra, appCredential: services.appCredential, scope: services.config.defender.scope, now: () => now });
+    const provider = new DefenderTokenProvider({
+      secrets: services.secretCache,
+      entra: services.config.entra,
+      appCredential: services.appCredential,
+      scope: services.config.defender.scope,
+      now: () => now,
+    });
     const fabrikam = tenantRecord('application');
     const first = await provider.getToken(fabrikam);
     const renamed = `${fabrikam.credential.secretName}-renamed`;
-    stack.keyVault.store.setSecret(renamed, await services.secretCache.get(fabrikam.credential.secretName), { tags: TENANT_CREDENTIAL_TAGS });
+    stack.keyVault.store.setSecret(renamed, await services.secretCache.get(fabrikam.credential.secretName), {
+      tags: TENANT_CREDENTIAL_TAGS,
+    });
     const reads = services.secretCache.reads;
     now = decodeJwt(first).exp! * 1000 - TOKEN_REFRESH_MARGIN_MS + 10_000;
     await provider.getToken({ ...fabrikam, credential: { kind: 'secret', secretName: renamed } });
@@ -76,7 +98,15 @@ describe('the Defender client and a refused token', () => {
 
   it('renews the token once on 401 and carries on', async () => {
     const t = stack.world.tenants.find((x) => x.context === 'application')!;
-    const tenant = { tenantId: t.tenantId, displayName: t.displayName, context: 'application' as const, clientId: t.clientId, credential: { kind: 'secret' as const, secretName: t.clientSecretName }, enabled: true, firstRunLookbackHours: 24 };
+    const tenant = {
+      tenantId: t.tenantId,
+      displayName: t.displayName,
+      context: 'application' as const,
+      clientId: t.clientId,
+      credential: { kind: 'secret' as const, secretName: t.clientSecretName },
+      enabled: true,
+      firstRunLookbackHours: 24,
+    };
     await services.defender.listIncidentsPage(tenant, { top: 1 });
     const requests = services.tokens.requests.get(t.tenantId);
     stack.faults.add('defender', { kind: 'status', status: 401 }, 1);
@@ -86,8 +116,18 @@ describe('the Defender client and a refused token', () => {
 
   it('reports a token refused twice as a permanent failure naming the tenant and call', async () => {
     const t = stack.world.tenants.find((x) => x.context === 'partner')!;
-    const tenant = { tenantId: t.tenantId, displayName: t.displayName, context: 'partner' as const, clientId: t.clientId, credential: { kind: 'secret' as const, secretName: t.clientSecretName }, enabled: true, firstRunLookbackHours: 24 };
+    const tenant = {
+      tenantId: t.tenantId,
+      displayName: t.displayName,
+      context: 'partner' as const,
+      clientId: t.clientId,
+      credential: { kind: 'secret' as const, secretName: t.clientSecretName },
+      enabled: true,
+      firstRunLookbackHours: 24,
+    };
     stack.faults.add('defender', { kind: 'status', status: 401 }, 2);
-    await expect(services.defender.listIncidentsPage(tenant, { top: 1 })).rejects.toThrow(new RegExp(`Defender refused the token \\(401\\).*tenant ${t.tenantId}, listIncidents`));
+    await expect(services.defender.listIncidentsPage(tenant, { top: 1 })).rejects.toThrow(
+      new RegExp(`Defender refused the token \\(401\\).*tenant ${t.tenantId}, listIncidents`),
+    );
   });
 });

@@ -8,7 +8,11 @@ import { registerDemoTenants } from '../../local/stack.js';
 import { loadConfig } from '../../shared/config.js';
 import { SIGNING_KEYS_UNAVAILABLE_MESSAGE } from '../../shared/entra-token.js';
 import { createServices, type Services } from '../../shared/services.js';
-import { listIncidentsForAnalyst, updateIncidentForAnalyst, type AnalystResponse } from '../../shared/user-incidents.js';
+import {
+  listIncidentsForAnalyst,
+  updateIncidentForAnalyst,
+  type AnalystResponse,
+} from '../../shared/user-incidents.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
 
 /**
@@ -37,8 +41,16 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
   const northwind = () => stack.world.tenants.find((t) => t.tenantId !== stack.world.analyst.tenantId)!;
   const authority = () => ({ authorityHost: stack.entra.url, disableInstanceDiscovery: true });
 
-  async function signIn(user: { tenantId: string; userPrincipalName: string; password: string } = stack.world.analyst): Promise<string> {
-    const credential = new UsernamePasswordCredential(user.tenantId, stack.world.analystClient.clientId, user.userPrincipalName, user.password, authority());
+  async function signIn(
+    user: { tenantId: string; userPrincipalName: string; password: string } = stack.world.analyst,
+  ): Promise<string> {
+    const credential = new UsernamePasswordCredential(
+      user.tenantId,
+      stack.world.analystClient.clientId,
+      user.userPrincipalName,
+      user.password,
+      authority(),
+    );
     const { token } = await credential.getToken(`${stack.world.relayApi.identifierUri}/${RELAY_USER_SCOPE}`);
     issuedTokens.push(token);
     return token;
@@ -47,11 +59,22 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
   /** A user in `tenantId` who may sign in to the relay API; the relay API gets `defenderScopes` there (none: no consent). */
   function analystIn(tenantId: string, defenderScopes: string[] = []) {
     const { registry } = stack.entra;
-    const user = { tenantId, userPrincipalName: `analyst-${randomUUID().slice(0, 8)}@${tenantId.slice(0, 8)}.example`, password: randomUUID(), displayName: 'Test analyst' };
+    const user = {
+      tenantId,
+      userPrincipalName: `analyst-${randomUUID().slice(0, 8)}@${tenantId.slice(0, 8)}.example`,
+      password: randomUUID(),
+      displayName: 'Test analyst',
+    };
     registry.addUser(user);
     registry.consent(tenantId, stack.world.relayApi.clientId);
-    registry.grantDelegatedPermissions(tenantId, stack.world.analystClient.clientId, stack.world.relayApi.identifierUri, [RELAY_USER_SCOPE]);
-    if (defenderScopes.length > 0) registry.grantDelegatedPermissions(tenantId, stack.world.relayApi.clientId, DEFENDER_RESOURCE, defenderScopes);
+    registry.grantDelegatedPermissions(
+      tenantId,
+      stack.world.analystClient.clientId,
+      stack.world.relayApi.identifierUri,
+      [RELAY_USER_SCOPE],
+    );
+    if (defenderScopes.length > 0)
+      registry.grantDelegatedPermissions(tenantId, stack.world.relayApi.clientId, DEFENDER_RESOURCE, defenderScopes);
     return user;
   }
 
@@ -61,7 +84,13 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
     stack.entra.registry.addTenant({ tenantId, displayName: 'Contoso Read-Only' });
     stack.defender.store.provisionTenant(tenantId, 'Contoso Read-Only');
     const [incidentId] = stack.defender.store.upsert(tenantId, generateIncidents({ tenantId, count: 5, seed: 7 }));
-    await services.registry.put({ tenantId, displayName: 'Contoso Read-Only', context: 'application', clientId: randomUUID(), credential: { kind: 'secret', secretName: 'unused-by-analysts' } });
+    await services.registry.put({
+      tenantId,
+      displayName: 'Contoso Read-Only',
+      context: 'application',
+      clientId: randomUUID(),
+      credential: { kind: 'secret', secretName: 'unused-by-analysts' },
+    });
     return { tenantId, incidentId: incidentId!, user: analystIn(tenantId, defenderScopes) };
   }
 
@@ -71,7 +100,11 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
 
   const list = (token: string | undefined, query = '') =>
     listIncidentsForAnalyst(
-      new HttpRequest({ method: 'GET', url: `http://localhost/api/incidents${query}`, headers: token ? { authorization: `Bearer ${token}` } : {} }),
+      new HttpRequest({
+        method: 'GET',
+        url: `http://localhost/api/incidents${query}`,
+        headers: token ? { authorization: `Bearer ${token}` } : {},
+      }),
       services.userContext,
       context(),
     );
@@ -90,7 +123,8 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
     );
 
   const bodyOf = (r: AnalystResponse) => r.jsonBody as Record<string, unknown>;
-  const incidentsOf = (r: AnalystResponse) => bodyOf(r).incidents as { incidentId: number; status: string; assignedTo: string | null; lastUpdateTime: string }[];
+  const incidentsOf = (r: AnalystResponse) =>
+    bodyOf(r).incidents as { incidentId: number; status: string; assignedTo: string | null; lastUpdateTime: string }[];
   const expectNoTokenLogged = () => {
     for (const line of logs) {
       expect(line).not.toMatch(/eyJ[\w-]+\./);
@@ -103,8 +137,15 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
     const response = await list(token, '?top=100');
     expect(response.status).toBe(200);
     expect(bodyOf(response)).toMatchObject({ tenantId: fabrikam().tenantId, top: 100, skip: 0 });
-    const ids = incidentsOf(response).map((i) => i.incidentId).sort();
-    expect(ids).toEqual(stack.defender.store.list(fabrikam().tenantId).map((i) => i.incidentId).sort());
+    const ids = incidentsOf(response)
+      .map((i) => i.incidentId)
+      .sort();
+    expect(ids).toEqual(
+      stack.defender.store
+        .list(fabrikam().tenantId)
+        .map((i) => i.incidentId)
+        .sort(),
+    );
     const northwindIds = new Set(stack.defender.store.list(northwind().tenantId).map((i) => i.incidentId));
     expect(ids.some((id) => northwindIds.has(id))).toBe(false);
 
@@ -121,11 +162,17 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
     const token = await signIn();
     const all = stack.defender.store.list(fabrikam().tenantId);
     const [mine] = all.filter((i) => i.status === 'Active');
-    stack.defender.store.update(fabrikam().tenantId, mine!.incidentId, (i) => void (i.assignedTo = stack.world.analyst.userPrincipalName));
+    stack.defender.store.update(
+      fabrikam().tenantId,
+      mine!.incidentId,
+      (i) => void (i.assignedTo = stack.world.analyst.userPrincipalName),
+    );
 
     const active = await list(token, '?status=Active&top=100');
     expect(active.status).toBe(200);
-    expect(incidentsOf(active).length).toBe(stack.defender.store.list(fabrikam().tenantId).filter((i) => i.status === 'Active').length);
+    expect(incidentsOf(active).length).toBe(
+      stack.defender.store.list(fabrikam().tenantId).filter((i) => i.status === 'Active').length,
+    );
     expect(incidentsOf(active).every((i) => i.status === 'Active')).toBe(true);
 
     const assigned = await list(token, '?assignedTo=me');
@@ -134,8 +181,14 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
 
     const since = new Date(Date.now() - 3 * 24 * 3600_000).toISOString();
     const recent = await list(token, `?updatedSince=${encodeURIComponent(since)}&top=100`);
-    const expected = stack.defender.store.list(fabrikam().tenantId).filter((i) => new Date(i.lastUpdateTime) >= new Date(since));
-    expect(incidentsOf(recent).map((i) => i.incidentId).sort()).toEqual(expected.map((i) => i.incidentId).sort());
+    const expected = stack.defender.store
+      .list(fabrikam().tenantId)
+      .filter((i) => new Date(i.lastUpdateTime) >= new Date(since));
+    expect(
+      incidentsOf(recent)
+        .map((i) => i.incidentId)
+        .sort(),
+    ).toEqual(expected.map((i) => i.incidentId).sort());
 
     // A quote in a value stays inside its OData literal: Defender sees a name, not a filter clause.
     const injected = await list(token, `?assignedTo=${encodeURIComponent("x' or status eq 'Active")}`);
@@ -145,7 +198,8 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
 
   it('answers 400 listing every problem of a bad query, without calling Defender', async () => {
     const token = await signIn();
-    const listCalls = () => stack.defender.stats.for(fabrikam().tenantId, stack.world.relayApi.clientId).byEndpoint.listIncidents;
+    const listCalls = () =>
+      stack.defender.stats.for(fabrikam().tenantId, stack.world.relayApi.clientId).byEndpoint.listIncidents;
     const before = listCalls();
     expect(before).toBeGreaterThan(0);
     const response = await list(token, '?status=Open&top=500&skip=-1&updatedSince=yesterday&sort=asc');
@@ -160,12 +214,26 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
     const tenantId = fabrikam().tenantId;
     const target = stack.defender.store.list(tenantId).find((i) => i.status === 'Active')!;
     const comment = `Looking into it ${randomUUID()}`;
-    const response = await patch(token, tenantId, target.incidentId, { assignedTo: 'me', status: 'InProgress', comment, tags: ['triage'] });
+    const response = await patch(token, tenantId, target.incidentId, {
+      assignedTo: 'me',
+      status: 'InProgress',
+      comment,
+      tags: ['triage'],
+    });
     expect(response.status).toBe(200);
-    expect(bodyOf(response)).toMatchObject({ incidentId: target.incidentId, assignedTo: stack.world.analyst.userPrincipalName, status: 'InProgress', tags: ['triage'] });
+    expect(bodyOf(response)).toMatchObject({
+      incidentId: target.incidentId,
+      assignedTo: stack.world.analyst.userPrincipalName,
+      status: 'InProgress',
+      tags: ['triage'],
+    });
 
     const stored = stack.defender.store.get(tenantId, target.incidentId)!;
-    expect(stored).toMatchObject({ assignedTo: stack.world.analyst.userPrincipalName, status: 'InProgress', tags: ['triage'] });
+    expect(stored).toMatchObject({
+      assignedTo: stack.world.analyst.userPrincipalName,
+      status: 'InProgress',
+      tags: ['triage'],
+    });
     expect(stored.comments!.at(-1)).toMatchObject({ comment, createdBy: stack.world.analyst.userPrincipalName });
 
     const audit = logs.find((l) => l.includes(`Incident ${target.incidentId}`))!;
@@ -179,10 +247,20 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
   it('passes on an update the update page allows: FalsePositive with Clean', async () => {
     const token = await signIn();
     const tenantId = fabrikam().tenantId;
-    const target = stack.defender.store.list(tenantId).find((i) => i.classification !== 'TruePositive' && i.status !== 'Resolved')!;
-    const answer = await patch(token, tenantId, target.incidentId, { classification: 'FalsePositive', determination: 'Clean', status: 'Resolved' });
+    const target = stack.defender.store
+      .list(tenantId)
+      .find((i) => i.classification !== 'TruePositive' && i.status !== 'Resolved')!;
+    const answer = await patch(token, tenantId, target.incidentId, {
+      classification: 'FalsePositive',
+      determination: 'Clean',
+      status: 'Resolved',
+    });
     expect(answer.status).toBe(200);
-    expect(stack.defender.store.get(tenantId, target.incidentId)).toMatchObject({ classification: 'FalsePositive', determination: 'Clean', status: 'Resolved' });
+    expect(stack.defender.store.get(tenantId, target.incidentId)).toMatchObject({
+      classification: 'FalsePositive',
+      determination: 'Clean',
+      status: 'Resolved',
+    });
   });
 
   it('refuses a determination that does not go with the classification (400) and leaves the incident unchanged', async () => {
@@ -191,14 +269,19 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
     const target = stack.defender.store.list(tenantId).find((i) => i.classification !== 'TruePositive')!;
     const before = structuredClone(stack.defender.store.get(tenantId, target.incidentId));
 
-    const local = await patch(token, tenantId, target.incidentId, { classification: 'FalsePositive', determination: 'Malware' });
+    const local = await patch(token, tenantId, target.incidentId, {
+      classification: 'FalsePositive',
+      determination: 'Malware',
+    });
     expect(local.status).toBe(400);
     expect(JSON.stringify(bodyOf(local))).toContain('Malware does not go with classification FalsePositive');
 
     // Without a classification in the body, Defender judges against the incident's own, and its 400 is passed on.
     const remote = await patch(token, tenantId, target.incidentId, { determination: 'Malware' });
     expect(remote.status).toBe(400);
-    expect(String(bodyOf(remote).error)).toContain(`'Malware' is not valid with classification '${target.classification}'`);
+    expect(String(bodyOf(remote).error)).toContain(
+      `'Malware' is not valid with classification '${target.classification}'`,
+    );
     expect(stack.defender.store.get(tenantId, target.incidentId)).toEqual(before);
   });
 
@@ -226,25 +309,52 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
     expect((await list(undefined)).status).toBe(401);
 
     const { webhookClient } = stack.world;
-    const appOnly = (await new ClientSecretCredential(webhookClient.tenantId, webhookClient.clientId, webhookClient.clientSecret, authority()).getToken(webhookClient.scope)).token;
+    const appOnly = (
+      await new ClientSecretCredential(
+        webhookClient.tenantId,
+        webhookClient.clientId,
+        webhookClient.clientSecret,
+        authority(),
+      ).getToken(webhookClient.scope)
+    ).token;
     issuedTokens.push(appOnly);
     const appResponse = await list(appOnly);
     expect(appResponse.status).toBe(403);
     expect(String(bodyOf(appResponse).error)).toContain('acts for a signed-in user');
 
     const user = stack.entra.registry.user(stack.world.analyst.userPrincipalName)!;
-    const claims = { tenantId: user.tenantId, clientId: stack.world.analystClient.clientId, objectId: user.objectId, scopes: [RELAY_USER_SCOPE], user: { upn: user.userPrincipalName, name: user.displayName } };
-    const otherAudience = await stack.entra.issuer.issueAccessToken({ ...claims, audience: 'api://someone-else', version: 2 });
+    const claims = {
+      tenantId: user.tenantId,
+      clientId: stack.world.analystClient.clientId,
+      objectId: user.objectId,
+      scopes: [RELAY_USER_SCOPE],
+      user: { upn: user.userPrincipalName, name: user.displayName },
+    };
+    const otherAudience = await stack.entra.issuer.issueAccessToken({
+      ...claims,
+      audience: 'api://someone-else',
+      version: 2,
+    });
     const otherResponse = await list(otherAudience.token);
     expect(otherResponse.status).toBe(401);
     expect(String(bodyOf(otherResponse).error)).toContain('audience');
 
-    const expired = await stack.entra.issuer.issueAccessToken({ ...claims, audience: stack.world.relayApi.clientId, version: 2, lifetimeSeconds: -600 });
+    const expired = await stack.entra.issuer.issueAccessToken({
+      ...claims,
+      audience: stack.world.relayApi.clientId,
+      version: 2,
+      lifetimeSeconds: -600,
+    });
     const expiredResponse = await list(expired.token);
     expect(expiredResponse.status).toBe(401);
     expect(String(bodyOf(expiredResponse).error)).toContain('expired');
 
-    const noScope = await stack.entra.issuer.issueAccessToken({ ...claims, scopes: ['something_else'], audience: stack.world.relayApi.clientId, version: 2 });
+    const noScope = await stack.entra.issuer.issueAccessToken({
+      ...claims,
+      scopes: ['something_else'],
+      audience: stack.world.relayApi.clientId,
+      version: 2,
+    });
     const noScopeResponse = await list(noScope.token);
     expect(noScopeResponse.status).toBe(403);
     expect(String(bodyOf(noScopeResponse).error)).toContain(RELAY_USER_SCOPE);
@@ -253,7 +363,8 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
   });
 
   describe('token versions: the relay API registration decides v1.0 (the default) or v2.0', () => {
-    const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+    const claimsOf = (token: string) =>
+      JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
     /** The analyst's token as the stand-in issues it: v1.0, the registration leaving accessTokenAcceptedVersion null. */
     async function genuineV1(): Promise<Record<string, unknown>> {
       const claims = claimsOf(await signIn());
@@ -279,7 +390,13 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
       const tenantId = fabrikam().tenantId;
       for (const token of [
         await signed({ ...claims, iss: `${stack.entra.url}/${tenantId}/v2.0` }),
-        await signed({ ...claims, ver: '2.0', azp: claims.appid, appid: undefined, aud: stack.world.relayApi.clientId }),
+        await signed({
+          ...claims,
+          ver: '2.0',
+          azp: claims.appid,
+          appid: undefined,
+          aud: stack.world.relayApi.clientId,
+        }),
       ]) {
         const response = await list(token);
         expect(response.status).toBe(401);
@@ -300,7 +417,11 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
       await genuineV1();
       const tenantId = fabrikam().tenantId;
       const [mine] = stack.defender.store.list(tenantId);
-      stack.defender.store.update(tenantId, mine!.incidentId, (i) => void (i.assignedTo = stack.world.analyst.userPrincipalName));
+      stack.defender.store.update(
+        tenantId,
+        mine!.incidentId,
+        (i) => void (i.assignedTo = stack.world.analyst.userPrincipalName),
+      );
       const response = await list(await signIn(), '?assignedTo=me&top=100');
       expect(response.status).toBe(200);
       expect(incidentsOf(response).map((i) => i.incidentId)).toContain(mine!.incidentId);
@@ -312,13 +433,20 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
       try {
         const token = await signIn();
         const claims = claimsOf(token);
-        expect(claims).toMatchObject({ ver: '2.0', aud: stack.world.relayApi.clientId, azp: stack.world.analystClient.clientId, preferred_username: stack.world.analyst.userPrincipalName });
+        expect(claims).toMatchObject({
+          ver: '2.0',
+          aud: stack.world.relayApi.clientId,
+          azp: stack.world.analystClient.clientId,
+          preferred_username: stack.world.analyst.userPrincipalName,
+        });
         expect(claims.upn).toBeUndefined();
         const tenantId = fabrikam().tenantId;
         const target = stack.defender.store.list(tenantId).find((i) => i.status === 'Active')!;
         const response = await patch(token, tenantId, target.incidentId, { assignedTo: 'me' });
         expect(response.status).toBe(200);
-        expect(stack.defender.store.get(tenantId, target.incidentId)!.assignedTo).toBe(stack.world.analyst.userPrincipalName);
+        expect(stack.defender.store.get(tenantId, target.incidentId)!.assignedTo).toBe(
+          stack.world.analyst.userPrincipalName,
+        );
         const mine = await list(token, '?assignedTo=me&top=100');
         expect(mine.status).toBe(200);
         expect(incidentsOf(mine).map((i) => i.incidentId)).toContain(target.incidentId);
@@ -370,7 +498,9 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
     expect(response.status).toBe(403);
     expect(String(bodyOf(response).error)).toContain('delegated permission Incident.ReadWrite');
     // Refused by the relay's own scp check: Defender never saw the call.
-    expect(stack.defender.stats.for(readOnly.tenantId, stack.world.relayApi.clientId).byEndpoint.updateIncident).toBeUndefined();
+    expect(
+      stack.defender.stats.for(readOnly.tenantId, stack.world.relayApi.clientId).byEndpoint.updateIncident,
+    ).toBeUndefined();
     expect(stack.defender.store.get(readOnly.tenantId, readOnly.incidentId)).toEqual(before);
   });
 
@@ -392,12 +522,15 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
     expect(throttled.status).toBe(503);
     expect(throttled.headers).toEqual({ 'Retry-After': '120' });
     // The next click within the Retry-After is answered without calling Defender (every instance knows).
-    const listedBefore = stack.defender.stats.for(held.tenantId, stack.world.relayApi.clientId).byEndpoint.listIncidents;
+    const listedBefore = stack.defender.stats.for(held.tenantId, stack.world.relayApi.clientId).byEndpoint
+      .listIncidents;
     expect(listedBefore).toBeGreaterThanOrEqual(2);
     const again = await list(heldToken, '?top=5');
     expect(again.status).toBe(503);
     expect(Number(again.headers?.['Retry-After'])).toBeGreaterThan(100);
-    expect(stack.defender.stats.for(held.tenantId, stack.world.relayApi.clientId).byEndpoint.listIncidents).toBe(listedBefore);
+    expect(stack.defender.stats.for(held.tenantId, stack.world.relayApi.clientId).byEndpoint.listIncidents).toBe(
+      listedBefore,
+    );
     // Another tenant's analysts are not held back.
     expect((await list(token, '?top=1')).status).toBe(200);
     expectNoTokenLogged();
@@ -420,8 +553,20 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
     const token = await signIn();
     // An instance that has not fetched the keys yet.
     const cold = createServices(loadConfig(stack.appSettings));
-    const listOn = () => listIncidentsForAnalyst(new HttpRequest({ method: 'GET', url: 'http://localhost/api/incidents', headers: { authorization: `Bearer ${token}` } }), cold.userContext, context());
-    for (const [fault, reason] of [[{ kind: 'outage' }, /no answer/], [{ kind: 'status', status: 503, retryAfterSeconds: 0 }, /HTTP 503/]] as const) {
+    const listOn = () =>
+      listIncidentsForAnalyst(
+        new HttpRequest({
+          method: 'GET',
+          url: 'http://localhost/api/incidents',
+          headers: { authorization: `Bearer ${token}` },
+        }),
+        cold.userContext,
+        context(),
+      );
+    for (const [fault, reason] of [
+      [{ kind: 'outage' }, /no answer/],
+      [{ kind: 'status', status: 503, retryAfterSeconds: 0 }, /HTTP 503/],
+    ] as const) {
       stack.faults.add('entra', fault, Infinity, '/discovery/');
       try {
         logs = [];
@@ -429,7 +574,9 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
         expect(response.status).toBe(503);
         expect(bodyOf(response).error).toBe(SIGNING_KEYS_UNAVAILABLE_MESSAGE);
         expect(response.headers).toEqual({ 'Retry-After': '10' });
-        expect(logs.join('\n')).toContain(`Entra ID's signing keys could not be fetched from ${stack.entra.url}/${fabrikam().tenantId}/discovery/keys`);
+        expect(logs.join('\n')).toContain(
+          `Entra ID's signing keys could not be fetched from ${stack.entra.url}/${fabrikam().tenantId}/discovery/keys`,
+        );
         expect(logs.join('\n')).toMatch(reason);
       } finally {
         stack.faults.clear();
@@ -438,10 +585,14 @@ describe('user context: analyst endpoints acting on-behalf-of the signed-in anal
     expect((await listOn()).status).toBe(200);
   });
 
-  it("answers 401 to a token of a tenant Entra ID does not know (its keys are refused, not unavailable)", async () => {
+  it('answers 401 to a token of a tenant Entra ID does not know (its keys are refused, not unavailable)', async () => {
     const stranger = await stack.entra.issuer.issueAccessToken({
-      tenantId: randomUUID(), audience: stack.world.relayApi.identifierUri, clientId: stack.world.analystClient.clientId, objectId: randomUUID(),
-      scopes: [RELAY_USER_SCOPE], user: { upn: 'someone@elsewhere.example', name: 'Someone' },
+      tenantId: randomUUID(),
+      audience: stack.world.relayApi.identifierUri,
+      clientId: stack.world.analystClient.clientId,
+      objectId: randomUUID(),
+      scopes: [RELAY_USER_SCOPE],
+      user: { upn: 'someone@elsewhere.example', name: 'Someone' },
     });
     const response = await list(stranger.token);
     expect(response.status).toBe(401);

@@ -52,7 +52,12 @@ describe('webhook push: POST /api/incidents', () => {
     error: (line: string) => logs.push({ level: 'error', line }),
   };
 
-  async function tokenFor(clientId: string, clientSecret: string, scope = world().webhookClient.scope, tenantId = world().webhookClient.tenantId): Promise<string> {
+  async function tokenFor(
+    clientId: string,
+    clientSecret: string,
+    scope = world().webhookClient.scope,
+    tenantId = world().webhookClient.tenantId,
+  ): Promise<string> {
     const { token } = await new ClientSecretCredential(tenantId, clientId, clientSecret, authority()).getToken(scope);
     secrets.push(token);
     return token;
@@ -118,7 +123,10 @@ describe('webhook push: POST /api/incidents', () => {
     Object.assign(headers, p.headers);
     const url = `http://localhost/api/incidents${tenantId === null ? '' : `?tenantId=${tenantId}`}`;
     // Bytes, not a string: a string body would make the request default to text/plain.
-    return deliveredRequest({ method: 'POST', url, headers, body: { bytes: p.bytes ?? Buffer.from(body) } }, { chunked: p.chunked });
+    return deliveredRequest(
+      { method: 'POST', url, headers, body: { bytes: p.bytes ?? Buffer.from(body) } },
+      { chunked: p.chunked },
+    );
   }
 
   /** A v2 signature of a push to `tenantId`, remembered as a secret. */
@@ -140,7 +148,12 @@ describe('webhook push: POST /api/incidents', () => {
 
   const bodyOf = (r: PushResponse) => r.jsonBody as Record<string, unknown>;
   const incidents = (count: number, seed = randomUUID()) =>
-    generateIncidents({ tenantId: fabrikam().tenantId, count, seed, since: new Date(Date.now() - 86_400_000) }) as unknown as Record<string, unknown>[];
+    generateIncidents({
+      tenantId: fabrikam().tenantId,
+      count,
+      seed,
+      since: new Date(Date.now() - 86_400_000),
+    }) as unknown as Record<string, unknown>[];
 
   async function expectRefused(response: PushResponse, status: number, message: RegExp) {
     expect(response.status).toBe(status);
@@ -149,10 +162,16 @@ describe('webhook push: POST /api/incidents', () => {
   }
 
   /** The events on the queue are exactly these incidents, unmodified, for this tenant. */
-  async function expectEnqueued(response: PushResponse, sent: Record<string, unknown>[], tenantId = fabrikam().tenantId) {
+  async function expectEnqueued(
+    response: PushResponse,
+    sent: Record<string, unknown>[],
+    tenantId = fabrikam().tenantId,
+  ) {
     expect(response.status).toBe(202);
     const events = await drainEvents();
-    const ids = sent.map((i) => `${tenantId}:${i.incidentId as number}:${normalizeTimestamp(i.lastUpdateTime as string)}`);
+    const ids = sent.map(
+      (i) => `${tenantId}:${i.incidentId as number}:${normalizeTimestamp(i.lastUpdateTime as string)}`,
+    );
     expect(bodyOf(response)).toEqual({ tenantId, accepted: sent.length, eventIds: ids });
     expect(events.map((e) => e.eventId).sort()).toEqual([...ids].sort());
     for (const event of events) {
@@ -184,7 +203,9 @@ describe('webhook push: POST /api/incidents', () => {
       const sent = (JSON.parse(DEFENDER_DOCS_LIST_EXAMPLE) as { value: Record<string, unknown>[] }).value;
       const response = await push({ token: validToken, body: DEFENDER_DOCS_LIST_EXAMPLE });
       const events = await expectEnqueued(response, sent);
-      expect(events.find((e) => e.incidentId === 924565)!.eventId).toBe(`${fabrikam().tenantId}:924565:2020-09-06T14:46:57.2900000Z`);
+      expect(events.find((e) => e.incidentId === 924565)!.eventId).toBe(
+        `${fabrikam().tenantId}:924565:2020-09-06T14:46:57.2900000Z`,
+      );
     });
 
     it('keeps fields it does not know, and claim-checks an incident too big for a queue message', async () => {
@@ -212,8 +233,10 @@ describe('webhook push: POST /api/incidents', () => {
   describe('refuses callers it cannot trust, enqueuing nothing', () => {
     const body = () => JSON.stringify(incidents(2));
     const forge = (header: object, payload: object, signature = '') =>
-      [header, payload].map((part) => Buffer.from(JSON.stringify(part)).toString('base64url')).join('.') + `.${signature}`;
-    const claimsOf = (token: string) => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+      [header, payload].map((part) => Buffer.from(JSON.stringify(part)).toString('base64url')).join('.') +
+      `.${signature}`;
+    const claimsOf = (token: string) =>
+      JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
 
     it('no credentials: 401 asking for a bearer token', async () => {
       const response = await push({ body: body() });
@@ -223,21 +246,35 @@ describe('webhook push: POST /api/incidents', () => {
 
     it('an expired token: 401', async () => {
       const { token } = await stack.entra.issuer.issueAccessToken({
-        tenantId: world().provider.tenantId, audience: world().relayApi.clientId, clientId: world().webhookClient.clientId,
-        objectId: randomUUID(), roles: [RELAY_SUBMIT_ROLE], version: 2, lifetimeSeconds: -120,
+        tenantId: world().provider.tenantId,
+        audience: world().relayApi.clientId,
+        clientId: world().webhookClient.clientId,
+        objectId: randomUUID(),
+        roles: [RELAY_SUBMIT_ROLE],
+        version: 2,
+        lifetimeSeconds: -120,
       });
       secrets.push(token);
       await expectRefused(await push({ token, body: body() }), 401, /expired/);
     });
 
     it('a token for another audience (Defender’s): 401', async () => {
-      const token = await tokenFor(world().webhookClient.clientId, world().webhookClient.clientSecret, 'https://api.security.microsoft.com/.default');
+      const token = await tokenFor(
+        world().webhookClient.clientId,
+        world().webhookClient.clientSecret,
+        'https://api.security.microsoft.com/.default',
+      );
       await expectRefused(await push({ token, body: body() }), 401, /another audience/);
     });
 
     it('a token issued in a tenant not allowed to push: 401, the answer any unverified token gets (the log says why)', async () => {
       const { token } = await stack.entra.issuer.issueAccessToken({
-        tenantId: fabrikam().tenantId, audience: world().relayApi.clientId, clientId: randomUUID(), objectId: randomUUID(), roles: [RELAY_SUBMIT_ROLE], version: 2,
+        tenantId: fabrikam().tenantId,
+        audience: world().relayApi.clientId,
+        clientId: randomUUID(),
+        objectId: randomUUID(),
+        roles: [RELAY_SUBMIT_ROLE],
+        version: 2,
       });
       secrets.push(token);
       const response = await push({ token, body: body() });
@@ -249,7 +286,12 @@ describe('webhook push: POST /api/incidents', () => {
     it('a token whose issuer is not its tenant’s: 401', async () => {
       // Signed by the real keys for the allowed tenant, but minted as if another tenant issued it.
       const { token } = await stack.entra.issuer.issueAccessToken({
-        tenantId: northwind().tenantId, audience: world().relayApi.clientId, clientId: randomUUID(), objectId: randomUUID(), roles: [RELAY_SUBMIT_ROLE], version: 2,
+        tenantId: northwind().tenantId,
+        audience: world().relayApi.clientId,
+        clientId: randomUUID(),
+        objectId: randomUUID(),
+        roles: [RELAY_SUBMIT_ROLE],
+        version: 2,
       });
       const [header, , signature] = token.split('.');
       const forged = `${header}.${Buffer.from(JSON.stringify({ ...claimsOf(token), tid: world().provider.tenantId })).toString('base64url')}.${signature}`;
@@ -267,7 +309,9 @@ describe('webhook push: POST /api/incidents', () => {
       const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
       const { SignJWT, importPKCS8 } = await import('jose');
       const key = await importPKCS8(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), 'RS256');
-      const token = await new SignJWT(claimsOf(validToken)).setProtectedHeader({ alg: 'RS256', kid: 'attacker' }).sign(key);
+      const token = await new SignJWT(claimsOf(validToken))
+        .setProtectedHeader({ alg: 'RS256', kid: 'attacker' })
+        .sign(key);
       secrets.push(token);
       await expectRefused(await push({ token, body: body() }), 401, /not valid for this API/);
     });
@@ -283,12 +327,22 @@ describe('webhook push: POST /api/incidents', () => {
     it('a valid token without the app role: 403 naming the role', async () => {
       const clientId = randomUUID();
       const clientSecret = randomBytes(24).toString('base64url');
-      stack.entra.registry.addApp({ clientId, displayName: 'app without the role', homeTenantId: world().provider.tenantId, multiTenant: false, secrets: [clientSecret] });
+      stack.entra.registry.addApp({
+        clientId,
+        displayName: 'app without the role',
+        homeTenantId: world().provider.tenantId,
+        multiTenant: false,
+        secrets: [clientSecret],
+      });
       secrets.push(clientSecret);
       const token = await tokenFor(clientId, clientSecret);
       expect(claimsOf(token).roles).toBeUndefined();
       const response = await push({ token, body: body() });
-      await expectRefused(response, 403, new RegExp(`application ${clientId} does not carry the app role '${RELAY_SUBMIT_ROLE}'`));
+      await expectRefused(
+        response,
+        403,
+        new RegExp(`application ${clientId} does not carry the app role '${RELAY_SUBMIT_ROLE}'`),
+      );
       expect(logs.at(-1)!.line).toContain(`caller=${clientId}`);
     });
 
@@ -305,13 +359,19 @@ describe('webhook push: POST /api/incidents', () => {
    */
   describe('token versions: v1.0 and v2.0, each on its own terms', () => {
     const body = () => JSON.stringify(incidents(1));
-    const claimsOfToken = (token: string) => JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+    const claimsOfToken = (token: string) =>
+      JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
     const v2Issuer = (tenantId: string) => `${stack.entra.url}/${tenantId}/v2.0`;
     const v1Issuer = (tenantId: string) => `https://sts.windows.net/${tenantId}/`;
     /** The demo caller's token as the stand-in issues it for the relay API: v1.0, the registration leaving the version at its default. */
     function genuineV1(): Record<string, unknown> {
       const claims = claimsOfToken(validToken);
-      expect(claims).toMatchObject({ ver: '1.0', iss: v1Issuer(world().webhookClient.tenantId), appid: world().webhookClient.clientId, aud: world().relayApi.identifierUri });
+      expect(claims).toMatchObject({
+        ver: '1.0',
+        iss: v1Issuer(world().webhookClient.tenantId),
+        appid: world().webhookClient.clientId,
+        aud: world().relayApi.identifierUri,
+      });
       expect(claims.azp).toBeUndefined();
       return claims;
     }
@@ -331,35 +391,51 @@ describe('webhook push: POST /api/incidents', () => {
       }
     }
 
-    it('refuses a v1.0 token carrying its tenant\'s v2.0 issuer, validly signed: 401', async () => {
+    it("refuses a v1.0 token carrying its tenant's v2.0 issuer, validly signed: 401", async () => {
       const token = await signed({ ...genuineV1(), iss: v2Issuer(world().webhookClient.tenantId) });
       await expectRefused(await push({ token, body: body() }), 401, /issuer form of its version/);
     });
 
-    it('refuses a v2.0 token carrying its tenant\'s v1.0 issuer, validly signed: 401', async () => {
+    it("refuses a v2.0 token carrying its tenant's v1.0 issuer, validly signed: 401", async () => {
       const { appid, ...claims } = genuineV1();
       const token = await signed({ ...claims, ver: '2.0', azp: appid, aud: world().relayApi.clientId });
       await expectRefused(await push({ token, body: body() }), 401, /issuer form of its version/);
     });
 
-    it('refuses ver 1.0 naming its caller in azp without appid: 401, the caller is never read from the other version\'s claim', async () => {
+    it("refuses ver 1.0 naming its caller in azp without appid: 401, the caller is never read from the other version's claim", async () => {
       const { appid, ...claims } = genuineV1();
       const token = await signed({ ...claims, azp: appid });
-      await expectRefused(await push({ token, body: body() }), 401, /v1\.0 token names no calling application \(appid\)/);
+      await expectRefused(
+        await push({ token, body: body() }),
+        401,
+        /v1\.0 token names no calling application \(appid\)/,
+      );
     });
 
     it('refuses ver 2.0 naming its caller in appid without azp: 401', async () => {
       const claims = genuineV1();
-      const token = await signed({ ...claims, ver: '2.0', iss: v2Issuer(world().webhookClient.tenantId), aud: world().relayApi.clientId });
+      const token = await signed({
+        ...claims,
+        ver: '2.0',
+        iss: v2Issuer(world().webhookClient.tenantId),
+        aud: world().relayApi.clientId,
+      });
       await expectRefused(await push({ token, body: body() }), 401, /v2\.0 token names no calling application \(azp\)/);
     });
 
-    it('refuses the issuer of another tenant, in either version\'s form: 401', async () => {
+    it("refuses the issuer of another tenant, in either version's form: 401", async () => {
       const claims = genuineV1();
       const other = fabrikam().tenantId;
       for (const token of [
         await signed({ ...claims, iss: v1Issuer(other) }),
-        await signed({ ...claims, ver: '2.0', iss: v2Issuer(other), azp: claims.appid, appid: undefined, aud: world().relayApi.clientId }),
+        await signed({
+          ...claims,
+          ver: '2.0',
+          iss: v2Issuer(other),
+          azp: claims.appid,
+          appid: undefined,
+          aud: world().relayApi.clientId,
+        }),
       ]) {
         await expectRefused(await push({ token, body: body() }), 401, /not issued by the tenant it names/);
       }
@@ -375,23 +451,49 @@ describe('webhook push: POST /api/incidents', () => {
     });
 
     it('refuses a v1.0 token whose aud is the client id when only the App ID URI is configured (RELAY_API_CLIENT_ID unset): 401', async () => {
-      const byClientId = await tokenFor(world().webhookClient.clientId, world().webhookClient.clientSecret, `${world().relayApi.clientId}/.default`);
-      expect(claimsOfToken(byClientId)).toMatchObject({ ver: '1.0', aud: world().relayApi.clientId, appid: world().webhookClient.clientId });
+      const byClientId = await tokenFor(
+        world().webhookClient.clientId,
+        world().webhookClient.clientSecret,
+        `${world().relayApi.clientId}/.default`,
+      );
+      expect(claimsOfToken(byClientId)).toMatchObject({
+        ver: '1.0',
+        aud: world().relayApi.clientId,
+        appid: world().webhookClient.clientId,
+      });
       const { RELAY_API_CLIENT_ID: _unset, ...uriOnly } = settings;
       const uriOnlyServices = createServices(loadConfig(uriOnly));
-      await expectRefused(await push({ token: byClientId, body: body() }, {}, uriOnlyServices), 401, /another audience/);
+      await expectRefused(
+        await push({ token: byClientId, body: body() }, {}, uriOnlyServices),
+        401,
+        /another audience/,
+      );
       // The token the caller asked for by the URI passes there.
       genuineV1();
       const [incident] = incidents(1);
-      await expectEnqueued(await push({ token: validToken, body: JSON.stringify(incident) }, {}, uriOnlyServices), [incident!]);
+      await expectEnqueued(await push({ token: validToken, body: JSON.stringify(incident) }, {}, uriOnlyServices), [
+        incident!,
+      ]);
     });
 
     it('refuses a v1.0 token whose aud is the App ID URI when only the client id is an accepted audience', async () => {
       genuineV1();
-      const clientIdOnly = new EntraTokenValidator({ authorityHost: stack.entra.url, audiences: [world().relayApi.clientId] });
-      await expect(clientIdOnly.validate(`Bearer ${validToken}`)).rejects.toMatchObject({ status: 401, message: expect.stringMatching(/another audience/) });
-      const uriOnly = new EntraTokenValidator({ authorityHost: stack.entra.url, audiences: [world().relayApi.identifierUri] });
-      await expect(uriOnly.validate(`Bearer ${validToken}`)).resolves.toMatchObject({ version: 1, clientId: world().webhookClient.clientId });
+      const clientIdOnly = new EntraTokenValidator({
+        authorityHost: stack.entra.url,
+        audiences: [world().relayApi.clientId],
+      });
+      await expect(clientIdOnly.validate(`Bearer ${validToken}`)).rejects.toMatchObject({
+        status: 401,
+        message: expect.stringMatching(/another audience/),
+      });
+      const uriOnly = new EntraTokenValidator({
+        authorityHost: stack.entra.url,
+        audiences: [world().relayApi.identifierUri],
+      });
+      await expect(uriOnly.validate(`Bearer ${validToken}`)).resolves.toMatchObject({
+        version: 1,
+        clientId: world().webhookClient.clientId,
+      });
     });
 
     it('refuses a v1.0 token signed with alg none: 401', async () => {
@@ -401,11 +503,13 @@ describe('webhook push: POST /api/incidents', () => {
       expect(logs.at(-1)!.line).toContain('not signed with RS256');
     });
 
-    it('refuses a v1.0 token signed by someone else\'s key: 401', async () => {
+    it("refuses a v1.0 token signed by someone else's key: 401", async () => {
       const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
       const { SignJWT, importPKCS8 } = await import('jose');
       const key = await importPKCS8(privateKey.export({ type: 'pkcs8', format: 'pem' }).toString(), 'RS256');
-      const token = await new SignJWT(genuineV1()).setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid: 'attacker' }).sign(key);
+      const token = await new SignJWT(genuineV1())
+        .setProtectedHeader({ alg: 'RS256', typ: 'JWT', kid: 'attacker' })
+        .sign(key);
       secrets.push(token);
       await expectRefused(await push({ token, body: body() }), 401, /not valid for this API/);
       expect(logs.at(-1)!.line).toContain('signature is not valid');
@@ -419,8 +523,16 @@ describe('webhook push: POST /api/incidents', () => {
     });
 
     it('accepts a v1.0 token requested by the client id (aud = the GUID) when both forms are configured', async () => {
-      const token = await tokenFor(world().webhookClient.clientId, world().webhookClient.clientSecret, `${world().relayApi.clientId}/.default`);
-      expect(claimsOfToken(token)).toMatchObject({ ver: '1.0', aud: world().relayApi.clientId, iss: v1Issuer(world().webhookClient.tenantId) });
+      const token = await tokenFor(
+        world().webhookClient.clientId,
+        world().webhookClient.clientSecret,
+        `${world().relayApi.clientId}/.default`,
+      );
+      expect(claimsOfToken(token)).toMatchObject({
+        ver: '1.0',
+        aud: world().relayApi.clientId,
+        iss: v1Issuer(world().webhookClient.tenantId),
+      });
       const [incident] = incidents(1);
       await expectEnqueued(await push({ token, body: JSON.stringify(incident) }), [incident!]);
     });
@@ -430,7 +542,12 @@ describe('webhook push: POST /api/incidents', () => {
         for (const scope of [world().webhookClient.scope, `${world().relayApi.clientId}/.default`]) {
           const token = await tokenFor(world().webhookClient.clientId, world().webhookClient.clientSecret, scope);
           const claims = claimsOfToken(token);
-          expect(claims).toMatchObject({ ver: '2.0', aud: world().relayApi.clientId, iss: v2Issuer(world().webhookClient.tenantId), azp: world().webhookClient.clientId });
+          expect(claims).toMatchObject({
+            ver: '2.0',
+            aud: world().relayApi.clientId,
+            iss: v2Issuer(world().webhookClient.tenantId),
+            azp: world().webhookClient.clientId,
+          });
           expect(claims.appid).toBeUndefined();
           const [incident] = incidents(1);
           await expectEnqueued(await push({ token, body: JSON.stringify(incident) }), [incident!]);
@@ -445,25 +562,66 @@ describe('webhook push: POST /api/incidents', () => {
       for (const tenantId of [randomUUID(), fabrikam().tenantId]) {
         const grantless = servicesWithAccess({ callers: [] });
         const response = await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId }, {}, grantless);
-        await expectRefused(response, 403, new RegExp(`may not push incidents for tenant ${tenantId}: .*WEBHOOK_ACCESS_FILE`));
+        await expectRefused(
+          response,
+          403,
+          new RegExp(`may not push incidents for tenant ${tenantId}: .*WEBHOOK_ACCESS_FILE`),
+        );
       }
     });
 
     it('granted but unknown: 404', async () => {
       const tenantId = randomUUID();
-      const granted = servicesWithAccess({ callers: [{ name: 'automation', tenantId: world().webhookClient.tenantId, appId: world().webhookClient.clientId, mayPushFor: [tenantId] }] });
-      await expectRefused(await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId }, {}, granted), 404, new RegExp(`Tenant ${tenantId} is not registered`));
+      const granted = servicesWithAccess({
+        callers: [
+          {
+            name: 'automation',
+            tenantId: world().webhookClient.tenantId,
+            appId: world().webhookClient.clientId,
+            mayPushFor: [tenantId],
+          },
+        ],
+      });
+      await expectRefused(
+        await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId }, {}, granted),
+        404,
+        new RegExp(`Tenant ${tenantId} is not registered`),
+      );
     });
 
     it('granted but disabled: 403', async () => {
       const tenantId = randomUUID();
-      await services.registry.put({ tenantId, displayName: 'Paused Ltd', context: 'partner', clientId: randomUUID(), credential: { kind: 'secret', secretName: 'unused' }, enabled: false });
-      const granted = servicesWithAccess({ callers: [{ name: 'automation', tenantId: world().webhookClient.tenantId, appId: world().webhookClient.clientId, mayPushFor: [tenantId] }] });
-      await expectRefused(await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId }, {}, granted), 403, /Paused Ltd\) is disabled/);
+      await services.registry.put({
+        tenantId,
+        displayName: 'Paused Ltd',
+        context: 'partner',
+        clientId: randomUUID(),
+        credential: { kind: 'secret', secretName: 'unused' },
+        enabled: false,
+      });
+      const granted = servicesWithAccess({
+        callers: [
+          {
+            name: 'automation',
+            tenantId: world().webhookClient.tenantId,
+            appId: world().webhookClient.clientId,
+            mayPushFor: [tenantId],
+          },
+        ],
+      });
+      await expectRefused(
+        await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId }, {}, granted),
+        403,
+        /Paused Ltd\) is disabled/,
+      );
     });
 
     it('not a GUID: 400', async () => {
-      await expectRefused(await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId: 'fabrikam' }), 400, /tenantId query parameter must be a tenant GUID/);
+      await expectRefused(
+        await push({ token: validToken, body: JSON.stringify(incidents(1)), tenantId: 'fabrikam' }),
+        400,
+        /tenantId query parameter must be a tenant GUID/,
+      );
     });
   });
 
@@ -502,7 +660,13 @@ describe('webhook push: POST /api/incidents', () => {
 
       // The same request again, however its header is arranged, is a replay: here and on another instance.
       const otherInstance = createServices(loadConfig(settings));
-      for (const header of [[t, valid], [t, valid, oldKey], [t, other(), valid], [valid, other(), t, other()], [t, oldKey, other(), valid]]) {
+      for (const header of [
+        [t, valid],
+        [t, valid, oldKey],
+        [t, other(), valid],
+        [valid, other(), t, other()],
+        [t, oldKey, other(), valid],
+      ]) {
         await expectRefused(await push({ signature: header.join(','), body }), 401, /already accepted \(replayed\)/);
         await expectRefused(await push({ signature: header.join(','), body }, {}, otherInstance), 401, /replayed/);
       }
@@ -517,21 +681,41 @@ describe('webhook push: POST /api/incidents', () => {
     it('refuses a tampered body', async () => {
       const original = JSON.stringify(incidents(1));
       const signature = signed(world().webhookHmacKey, original, fabrikam().tenantId);
-      await expectRefused(await push({ signature, body: original.replace('"incidentId":', '"incidentId":9') }), 401, /not valid for this request/);
+      await expectRefused(
+        await push({ signature, body: original.replace('"incidentId":', '"incidentId":9') }),
+        401,
+        /not valid for this request/,
+      );
     });
 
     it('refuses a stale timestamp and one too far in the future', async () => {
       const now = Math.floor(Date.now() / 1000);
-      await expectRefused(await push({ sign: { timestamp: now - 301 }, body: JSON.stringify(incidents(1)) }), 401, /s old; at most 300 s/);
-      await expectRefused(await push({ sign: { timestamp: now + 301 }, body: JSON.stringify(incidents(1)) }), 401, /in the future/);
+      await expectRefused(
+        await push({ sign: { timestamp: now - 301 }, body: JSON.stringify(incidents(1)) }),
+        401,
+        /s old; at most 300 s/,
+      );
+      await expectRefused(
+        await push({ sign: { timestamp: now + 301 }, body: JSON.stringify(incidents(1)) }),
+        401,
+        /in the future/,
+      );
     });
 
     it('refuses a malformed header', async () => {
-      await expectRefused(await push({ signature: 'sha256=abc', body: JSON.stringify(incidents(1)) }), 401, /must look like t=<unix seconds>,v2=/);
+      await expectRefused(
+        await push({ signature: 'sha256=abc', body: JSON.stringify(incidents(1)) }),
+        401,
+        /must look like t=<unix seconds>,v2=/,
+      );
     });
 
     it('requires the tenantId query parameter', async () => {
-      await expectRefused(await push({ sign: true, body: JSON.stringify(incidents(1)), tenantId: null }), 400, /add \?tenantId=/);
+      await expectRefused(
+        await push({ sign: true, body: JSON.stringify(incidents(1)), tenantId: null }),
+        400,
+        /add \?tenantId=/,
+      );
     });
 
     it('refuses a key for a tenant it is not granted, with the answer a wrong key gets', async () => {
@@ -557,16 +741,36 @@ describe('webhook push: POST /api/incidents', () => {
 
   describe('the body', () => {
     it('wrong content type: 415 naming the type it got', async () => {
-      await expectRefused(await push({ token: validToken, contentType: 'text/plain', body: JSON.stringify(incidents(1)) }), 415, /must be application\/json \(UTF-8\); got 'text\/plain'$/);
-      await expectRefused(await push({ token: validToken, contentType: null, body: JSON.stringify(incidents(1)) }), 415, /got none/);
-      const ok = await push({ token: validToken, contentType: 'application/json; charset=utf-8', body: JSON.stringify(incidents(1)) });
+      await expectRefused(
+        await push({ token: validToken, contentType: 'text/plain', body: JSON.stringify(incidents(1)) }),
+        415,
+        /must be application\/json \(UTF-8\); got 'text\/plain'$/,
+      );
+      await expectRefused(
+        await push({ token: validToken, contentType: null, body: JSON.stringify(incidents(1)) }),
+        415,
+        /got none/,
+      );
+      const ok = await push({
+        token: validToken,
+        contentType: 'application/json; charset=utf-8',
+        body: JSON.stringify(incidents(1)),
+      });
       expect(ok.status).toBe(202);
       await drainEvents();
     });
 
     it('a charset other than UTF-8: 415', async () => {
-      for (const contentType of ['application/json; charset=iso-8859-1', 'application/json; charset=utf-16', 'application/json;odata=nometadata;charset=windows-1252']) {
-        await expectRefused(await push({ token: validToken, contentType, body: JSON.stringify(incidents(1)) }), 415, /must be application\/json \(UTF-8\)/);
+      for (const contentType of [
+        'application/json; charset=iso-8859-1',
+        'application/json; charset=utf-16',
+        'application/json;odata=nometadata;charset=windows-1252',
+      ]) {
+        await expectRefused(
+          await push({ token: validToken, contentType, body: JSON.stringify(incidents(1)) }),
+          415,
+          /must be application\/json \(UTF-8\)/,
+        );
       }
     });
 
@@ -578,7 +782,9 @@ describe('webhook push: POST /api/incidents', () => {
         'Application/JSON; odata.metadata=minimal; charset=utf-8',
       ]) {
         const [incident] = incidents(1);
-        await expectEnqueued(await push({ token: validToken, contentType, body: JSON.stringify(incident) }), [incident!]);
+        await expectEnqueued(await push({ token: validToken, contentType, body: JSON.stringify(incident) }), [
+          incident!,
+        ]);
       }
     });
 
@@ -601,23 +807,38 @@ describe('webhook push: POST /api/incidents', () => {
     it('oversized: 413, whether Content-Length says so or only the bytes do', async () => {
       const max = services.config.webhook.maxBodyBytes;
       const big = JSON.stringify({ value: [], padding: 'x'.repeat(max) });
-      await expectRefused(await push({ token: validToken, body: '{}', headers: { 'content-length': String(max + 1) } }), 413, new RegExp(`larger than ${max} bytes`));
+      await expectRefused(
+        await push({ token: validToken, body: '{}', headers: { 'content-length': String(max + 1) } }),
+        413,
+        new RegExp(`larger than ${max} bytes`),
+      );
       await expectRefused(await push({ token: validToken, body: big }), 413, /larger than/);
       await expectRefused(await push({ sign: true, body: big }), 413, /larger than/);
       // More bytes than Content-Length declares: the cap holds on what is read, not on what was declared.
-      await expectRefused(await push({ token: validToken, body: big, headers: { 'content-length': String(max) } }), 413, /larger than/);
+      await expectRefused(
+        await push({ token: validToken, body: big, headers: { 'content-length': String(max) } }),
+        413,
+        /larger than/,
+      );
     });
 
     it('a chunked body (no Content-Length), which the Functions host passes on empty: 411 saying to send Content-Length', async () => {
       const body = JSON.stringify(incidents(1));
-      await expectRefused(await push({ token: validToken, body, chunked: true }), 411, /Content-Length header: the Functions host passes on no body sent without one/);
+      await expectRefused(
+        await push({ token: validToken, body, chunked: true }),
+        411,
+        /Content-Length header: the Functions host passes on no body sent without one/,
+      );
       await expectRefused(await push({ sign: true, body, chunked: true }), 411, /Content-Length/);
       await expectRefused(await push({ token: validToken, body: '' }), 400, /body is empty/);
     });
 
     it('a body not in UTF-8 (here Latin-1): 400, nothing enqueued', async () => {
       const [incident] = incidents(1);
-      const bytes = Buffer.from(JSON.stringify({ ...incident!, title: 'Accès suspect à la boîte de réception' }), 'latin1');
+      const bytes = Buffer.from(
+        JSON.stringify({ ...incident!, title: 'Accès suspect à la boîte de réception' }),
+        'latin1',
+      );
       await expectRefused(await push({ token: validToken, bytes }), 400, /^The body is not valid UTF-8$/);
     });
 
@@ -634,15 +855,19 @@ describe('webhook push: POST /api/incidents', () => {
       const response = await push({ token: validToken, body: JSON.stringify(batch) });
       expect(response.status).toBe(400);
       const errors = bodyOf(response).errors as { index: number; path: string; message: string }[];
-      expect(errors.map(({ index, path }) => ({ index, path }))).toEqual(expect.arrayContaining([
-        { index: 1, path: 'severity' },
-        { index: 1, path: 'lastUpdateTime' },
-        { index: 2, path: 'incidentId' },
-        { index: 2, path: 'alerts.0.severity' },
-      ]));
+      expect(errors.map(({ index, path }) => ({ index, path }))).toEqual(
+        expect.arrayContaining([
+          { index: 1, path: 'severity' },
+          { index: 1, path: 'lastUpdateTime' },
+          { index: 2, path: 'incidentId' },
+          { index: 2, path: 'alerts.0.severity' },
+        ]),
+      );
       expect(errors).toHaveLength(4);
       expect(errors.find((e) => e.path === 'incidentId')!.message).toBe('is required');
-      expect(errors.find((e) => e.path === 'severity')!.message).toMatch(/must be one of UnSpecified, Informational, Low, Medium, High/);
+      expect(errors.find((e) => e.path === 'severity')!.message).toMatch(
+        /must be one of UnSpecified, Informational, Low, Medium, High/,
+      );
       expect(await drainEvents()).toEqual([]);
       expect(logs.at(-1)!.line).toMatch(/outcome=400 4 problem\(s\) in 2 incident\(s\), nothing enqueued/);
     });
@@ -650,7 +875,9 @@ describe('webhook push: POST /api/incidents', () => {
     it('more than 100 incidents: 400', async () => {
       const response = await push({ token: validToken, body: JSON.stringify(incidents(101)) });
       expect(response.status).toBe(400);
-      expect(bodyOf(response).errors).toEqual([{ index: 100, path: '', message: expect.stringMatching(/at most 100 incidents per request \(got 101\)/) }]);
+      expect(bodyOf(response).errors).toEqual([
+        { index: 100, path: '', message: expect.stringMatching(/at most 100 incidents per request \(got 101\)/) },
+      ]);
       expect(await drainEvents()).toEqual([]);
     });
   });
@@ -663,14 +890,19 @@ describe('webhook push: POST /api/incidents', () => {
       const failing = batch[2]!.incidentId as number;
       const flakySender = {
         sendEvent: (queue: string, envelope: IncidentEnvelope) =>
-          envelope.incidentId === failing ? Promise.reject(Object.assign(new Error('Server busy'), { statusCode: 503 })) : services.sender.sendEvent(queue, envelope),
+          envelope.incidentId === failing
+            ? Promise.reject(Object.assign(new Error('Server busy'), { statusCode: 503 }))
+            : services.sender.sendEvent(queue, envelope),
       };
       const failed = await push({ sign: { timestamp }, body }, { sender: flakySender });
       expect(failed.status).toBe(503);
       expect(failed.headers?.['Retry-After']).toBe('10');
       expect(bodyOf(failed)).toMatchObject({ accepted: 4, notEnqueued: [expect.stringContaining(`:${failing}:`)] });
       expect(await drainEvents()).toHaveLength(4);
-      expect(logs.at(-1)).toMatchObject({ level: 'error', line: expect.stringContaining('outcome=503 Storage did not take every incident (4 of 5 enqueued)') });
+      expect(logs.at(-1)).toMatchObject({
+        level: 'error',
+        line: expect.stringContaining('outcome=503 Storage did not take every incident (4 of 5 enqueued)'),
+      });
       // The operator learns what storage said.
       expect(logs.at(-1)!.line).toMatch(/enqueued\): .*\(Error HTTP 503: Server busy\)$/);
 
@@ -678,13 +910,15 @@ describe('webhook push: POST /api/incidents', () => {
       await expectEnqueued(retried, batch);
     });
 
-    it('says in the log when a failed request\'s signature cannot be forgotten, so its retry would be refused as a replay', async () => {
+    it("says in the log when a failed request's signature cannot be forgotten, so its retry would be refused as a replay", async () => {
       const batch = incidents(2);
       const body = JSON.stringify(batch);
       const failing = batch[1]!.incidentId as number;
       const flakySender = {
         sendEvent: (queue: string, envelope: IncidentEnvelope) =>
-          envelope.incidentId === failing ? Promise.reject(Object.assign(new Error('Server busy'), { statusCode: 503 })) : services.sender.sendEvent(queue, envelope),
+          envelope.incidentId === failing
+            ? Promise.reject(Object.assign(new Error('Server busy'), { statusCode: 503 }))
+            : services.sender.sendEvent(queue, envelope),
       };
       const guard = services.replayGuard;
       const stuckGuard = {
@@ -695,15 +929,30 @@ describe('webhook push: POST /api/incidents', () => {
       const failed = await push({ sign: true, body }, { sender: flakySender, replayGuard: stuckGuard });
       expect(failed.status).toBe(503);
       expect(await drainEvents()).toHaveLength(1);
-      expect(logs.some((l) => l.level === 'warn' && /could not forget the signature .* its retry will be refused as a replay \(re-sign it with a new timestamp\)/.test(l.line))).toBe(true);
+      expect(
+        logs.some(
+          (l) =>
+            l.level === 'warn' &&
+            /could not forget the signature .* its retry will be refused as a replay \(re-sign it with a new timestamp\)/.test(
+              l.line,
+            ),
+        ),
+      ).toBe(true);
     });
 
     it('answers 503 with Retry-After when the tenant registry cannot be read; the log names the cause', async () => {
-      const registry = { get: () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })) };
+      const registry = {
+        get: () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })),
+      };
       const response = await push({ token: validToken, body: JSON.stringify(incidents(1)) }, { registry });
       await expectRefused(response, 503, /registry could not be read/);
       expect(response.headers?.['Retry-After']).toBe('10');
-      expect(logs.at(-1)).toEqual({ level: 'error', line: expect.stringMatching(/outcome=503 The tenant registry could not be read: retry the request \(Error ECONNREFUSED: connect ECONNREFUSED\)$/) });
+      expect(logs.at(-1)).toEqual({
+        level: 'error',
+        line: expect.stringMatching(
+          /outcome=503 The tenant registry could not be read: retry the request \(Error ECONNREFUSED: connect ECONNREFUSED\)$/,
+        ),
+      });
     });
 
     it('answers 503 with Retry-After when the replay guard cannot be consulted, enqueuing nothing', async () => {
@@ -713,7 +962,10 @@ describe('webhook push: POST /api/incidents', () => {
         forget: guard.forget.bind(guard),
         pruneExpired: guard.pruneExpired.bind(guard),
       };
-      const response = await push({ sign: true, body: JSON.stringify(incidents(1)) }, { replayGuard: unreachableGuard });
+      const response = await push(
+        { sign: true, body: JSON.stringify(incidents(1)) },
+        { replayGuard: unreachableGuard },
+      );
       await expectRefused(response, 503, /^The replay guard could not be consulted: retry the request$/);
       expect(response.headers?.['Retry-After']).toBe('10');
       expect(logs.at(-1)).toEqual({ level: 'error', line: expect.stringContaining('(Error HTTP 503: Server busy)') });
@@ -727,13 +979,20 @@ describe('webhook push: POST /api/incidents', () => {
         pruneExpired: () => Promise.reject(Object.assign(new Error('Server busy'), { statusCode: 503 })),
       };
       const [incident] = incidents(1);
-      await expectEnqueued(await push({ sign: true, body: JSON.stringify(incident) }, { replayGuard: unprunableGuard }), [incident!]);
-      expect(logs).toContainEqual({ level: 'warn', line: 'webhook push: pruning old signatures failed: Error HTTP 503: Server busy' });
+      await expectEnqueued(
+        await push({ sign: true, body: JSON.stringify(incident) }, { replayGuard: unprunableGuard }),
+        [incident!],
+      );
+      expect(logs).toContainEqual({
+        level: 'warn',
+        line: 'webhook push: pruning old signatures failed: Error HTTP 503: Server busy',
+      });
     });
 
     it('answers 500 to a failure it did not expect, asking to retry later; the log names the cause as an error', async () => {
       const brokenAuth = Object.assign(Object.create(services.webhookAuth) as WebhookAuthenticator, {
-        authenticateBearer: () => Promise.reject(new TypeError("Cannot read properties of undefined (reading 'roles')")),
+        authenticateBearer: () =>
+          Promise.reject(new TypeError("Cannot read properties of undefined (reading 'roles')")),
       });
       const response = await push({ token: validToken, body: JSON.stringify(incidents(1)) }, { auth: brokenAuth });
       await expectRefused(response, 500, /^The relay failed to take the incidents: retry later$/);
@@ -747,7 +1006,9 @@ describe('webhook push: POST /api/incidents', () => {
   it('the replay guard forgets a signature only once its timestamp can no longer be accepted', async () => {
     const startMs = Date.now();
     let nowMs = startMs;
-    const table = TableClient.fromConnectionString(azurite.connectionString, WEBHOOK_REPLAY_TABLE, { allowInsecureConnection: true });
+    const table = TableClient.fromConnectionString(azurite.connectionString, WEBHOOK_REPLAY_TABLE, {
+      allowInsecureConnection: true,
+    });
     const guard = new ReplayGuard(table, { windowSeconds: 300, now: () => nowMs });
     const signature = randomBytes(32);
     const signedAt = Math.floor(startMs / 1000);
@@ -770,7 +1031,10 @@ describe('webhook push: POST /api/incidents', () => {
   it('logs a refusal as a warning saying what was known of the request ("-" for the rest), and nothing after the reason', async () => {
     const response = await push({ body: JSON.stringify(incidents(1)) });
     expect(response.status).toBe(401);
-    expect(logs.at(-1)).toEqual({ level: 'warn', line: `webhook push: tenant=- caller=- incidents=- outcome=401 ${String(bodyOf(response).error)}` });
+    expect(logs.at(-1)).toEqual({
+      level: 'warn',
+      line: `webhook push: tenant=- caller=- incidents=- outcome=401 ${String(bodyOf(response).error)}`,
+    });
   });
 
   it('never logs a token, a signature or the HMAC key', () => {

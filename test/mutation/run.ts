@@ -23,7 +23,13 @@ interface MutantResult {
 }
 
 /** Stryker's mutation score: detected (killed or timed out) of the valid mutants (compile errors and ignored ones are not). */
-export function scoreOf(mutants: MutantResult[]): { detected: number; valid: number; survived: number; noCoverage: number; score: number } {
+export function scoreOf(mutants: MutantResult[]): {
+  detected: number;
+  valid: number;
+  survived: number;
+  noCoverage: number;
+  score: number;
+} {
   const count = (...statuses: MutantResult['status'][]) => mutants.filter((m) => statuses.includes(m.status)).length;
   const detected = count('Killed', 'Timeout');
   const survived = count('Survived');
@@ -42,23 +48,34 @@ async function main(): Promise<number> {
     writeFileSync(join(tlsDir, 'server-key.pem'), server.key, { mode: 0o600 });
     const started = Date.now();
     const code = await new Promise<number>((done) => {
-      const child = spawn(process.execPath, [join(repo, 'node_modules', '@stryker-mutator', 'core', 'bin', 'stryker.js'), 'run', ...process.argv.slice(2)], {
-        cwd: repo,
-        stdio: 'inherit',
-        env: { ...process.env, NODE_EXTRA_CA_CERTS: join(tlsDir, 'ca.pem'), RELAY_TEST_TLS_DIR: tlsDir },
-      });
+      const child = spawn(
+        process.execPath,
+        [join(repo, 'node_modules', '@stryker-mutator', 'core', 'bin', 'stryker.js'), 'run', ...process.argv.slice(2)],
+        {
+          cwd: repo,
+          stdio: 'inherit',
+          env: { ...process.env, NODE_EXTRA_CA_CERTS: join(tlsDir, 'ca.pem'), RELAY_TEST_TLS_DIR: tlsDir },
+        },
+      );
       child.once('exit', (exitCode) => done(exitCode ?? 1));
     });
     // The per-module threshold is checked here (Stryker's own break threshold is on the total only).
     if (code !== 0 || !existsSync(report)) return code || 1;
-    return printScores(JSON.parse(readFileSync(report, 'utf8')) as { files: Record<string, { mutants: MutantResult[] }> }, (Date.now() - started) / 1000);
+    return printScores(
+      JSON.parse(readFileSync(report, 'utf8')) as { files: Record<string, { mutants: MutantResult[] }> },
+      (Date.now() - started) / 1000,
+    );
   } finally {
     rmSync(tlsDir, { recursive: true, force: true });
   }
 }
 
 /** The latest scores go into bench/results.json beside the benchmark's figures (the bench keeps them). */
-function recordScores(rows: ({ file: string } & ReturnType<typeof scoreOf>)[], all: ReturnType<typeof scoreOf>, seconds: number): void {
+function recordScores(
+  rows: ({ file: string } & ReturnType<typeof scoreOf>)[],
+  all: ReturnType<typeof scoreOf>,
+  seconds: number,
+): void {
   const path = join(repo, 'bench', 'results.json');
   let results: Record<string, unknown> = {};
   try {
@@ -66,7 +83,13 @@ function recordScores(rows: ({ file: string } & ReturnType<typeof scoreOf>)[], a
   } catch {
     // No benchmark report yet: the scores start the file.
   }
-  const score = (r: ReturnType<typeof scoreOf>) => ({ score: Number(r.score.toFixed(1)), killed: r.detected, valid: r.valid, survived: r.survived, noCoverage: r.noCoverage });
+  const score = (r: ReturnType<typeof scoreOf>) => ({
+    score: Number(r.score.toFixed(1)),
+    killed: r.detected,
+    valid: r.valid,
+    survived: r.survived,
+    noCoverage: r.noCoverage,
+  });
   results.mutation = {
     date: new Date().toISOString(),
     command: `npm run test:mutation${process.argv.length > 2 ? ` -- ${process.argv.slice(2).join(' ')}` : ''}`,
@@ -92,7 +115,10 @@ function printScores(result: { files: Record<string, { mutants: MutantResult[] }
   console.log(line('all', all, ''));
   recordScores(rows, all, seconds);
   const below = rows.filter((r) => r.score < MODULE_THRESHOLD);
-  if (below.length > 0) console.log(`\n${below.length} module(s) below ${MODULE_THRESHOLD}%: see the surviving mutants above (reports/mutation/mutation.json has them all).`);
+  if (below.length > 0)
+    console.log(
+      `\n${below.length} module(s) below ${MODULE_THRESHOLD}%: see the surviving mutants above (reports/mutation/mutation.json has them all).`,
+    );
   return below.length > 0 ? 1 : 0;
 }
 

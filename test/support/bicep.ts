@@ -174,7 +174,9 @@ function declarationBody(value: Node): { body: Node; condition?: Node; loop?: { 
   if (value.type === 'for_statement') {
     const body = value.childForFieldName('body')!;
     const item = value.childForFieldName('initializer')!;
-    const collection = parts(value).filter((n) => n.id !== body.id && n.id !== item.id).at(-1)!;
+    const collection = parts(value)
+      .filter((n) => n.id !== body.id && n.id !== item.id)
+      .at(-1)!;
     const inner = body.type === 'if_statement' ? declarationBody(body) : { body };
     return { ...inner, loop: { item: item.text, collection } };
   }
@@ -227,7 +229,13 @@ export function modules(file: BicepFile): ModuleDecl[] {
       const value = parts(node).at(-1)!;
       const path = stringLiteral(source!)!;
       const local = !/^(br|ts)[:/]/.test(path);
-      return { symbol: id!.text, source: path, path: local ? resolve(dirname(file.path), path) : undefined, ...declarationBody(value), node };
+      return {
+        symbol: id!.text,
+        source: path,
+        path: local ? resolve(dirname(file.path), path) : undefined,
+        ...declarationBody(value),
+        node,
+      };
     });
 }
 
@@ -236,7 +244,7 @@ export function modules(file: BicepFile): ModuleDecl[] {
 /** The key of an object property (identifier or quoted string). */
 function propertyKey(property: Node): string {
   const key = property.namedChildren[0]!;
-  return key.type === 'string' ? stringLiteral(key) ?? key.text : key.text;
+  return key.type === 'string' ? (stringLiteral(key) ?? key.text) : key.text;
 }
 
 /** The properties of an object literal, in order. */
@@ -318,11 +326,18 @@ export function evaluate(node: Node, file: BicepFile, seen = new Set<string>()):
         const items = (args as Value[][]).flat();
         return fn === 'union' ? [...new Set(items)] : items;
       }
-      if (fn === 'union' && args.every((a) => typeof a === 'object' && a !== null && !Array.isArray(a))) return Object.assign({}, ...args) as Value;
+      if (fn === 'union' && args.every((a) => typeof a === 'object' && a !== null && !Array.isArray(a)))
+        return Object.assign({}, ...args) as Value;
       if (fn === 'string' && args.length === 1) return typeof args[0] === 'string' ? args[0] : JSON.stringify(args[0]);
       if (fn === 'join' && Array.isArray(args[0]) && typeof args[1] === 'string') return args[0].join(args[1]);
       if (fn === 'toLower' && typeof args[0] === 'string') return args[0].toLowerCase();
-      if (fn === 'empty' && args.length === 1) return args[0] === '' || args[0] === null || (Array.isArray(args[0]) && args[0].length === 0) || (typeof args[0] === 'object' && args[0] !== null && Object.keys(args[0]).length === 0);
+      if (fn === 'empty' && args.length === 1)
+        return (
+          args[0] === '' ||
+          args[0] === null ||
+          (Array.isArray(args[0]) && args[0].length === 0) ||
+          (typeof args[0] === 'object' && args[0] !== null && Object.keys(args[0]).length === 0)
+        );
       return UNKNOWN;
     }
     default:
@@ -334,7 +349,8 @@ export function evaluate(node: Node, file: BicepFile, seen = new Set<string>()):
 export function outputReference(node: Node): { symbol: string; output: string } | undefined {
   if (node.type !== 'member_expression') return undefined;
   const object = node.childForFieldName('object');
-  if (object?.type !== 'member_expression' || object.childForFieldName('property')?.text !== 'outputs') return undefined;
+  if (object?.type !== 'member_expression' || object.childForFieldName('property')?.text !== 'outputs')
+    return undefined;
   const symbol = object.childForFieldName('object');
   if (symbol?.type !== 'identifier') return undefined;
   return { symbol: symbol.text, output: node.childForFieldName('property')!.text };

@@ -39,7 +39,12 @@ function testTls(): { caCertPem: string; caCertPath: string; key: string; cert: 
   const handedOver = process.env.RELAY_TEST_TLS_DIR;
   if (handedOver) {
     const read = (name: string) => readFileSync(join(handedOver, name), 'utf8');
-    return { caCertPem: read('ca.pem'), caCertPath: join(handedOver, 'ca.pem'), key: read('server-key.pem'), cert: read('server.pem') };
+    return {
+      caCertPem: read('ca.pem'),
+      caCertPath: join(handedOver, 'ca.pem'),
+      key: read('server-key.pem'),
+      cert: read('server.pem'),
+    };
   }
   tmp = mkdtempSync(join(tmpdir(), 'defender-relay-test-'));
   const ca = createLocalCa('defender-relay test CA');

@@ -12,10 +12,14 @@ import { HttpRequest, type HttpRequestInit } from '@azure/functions';
  * - Kestrel refuses a `Content-Length` that is not one non-negative integer with 400 before any
  *   function runs (RFC 9110 section 8.6): `{ refused: 400 }`.
  */
-export function hostHttpRequest(init: HttpRequestInit, options: { chunked?: boolean } = {}): HttpRequest | { refused: 400 } {
+export function hostHttpRequest(
+  init: HttpRequestInit,
+  options: { chunked?: boolean } = {},
+): HttpRequest | { refused: 400 } {
   const headers: Record<string, string> = { ...init.headers };
   const lengthHeader = Object.keys(headers).find((name) => name.toLowerCase() === 'content-length');
-  const bytes = init.body?.bytes ?? (init.body?.string !== undefined ? Buffer.from(init.body.string, 'utf8') : undefined);
+  const bytes =
+    init.body?.bytes ?? (init.body?.string !== undefined ? Buffer.from(init.body.string, 'utf8') : undefined);
   if (options.chunked) {
     if (lengthHeader) delete headers[lengthHeader];
     headers['transfer-encoding'] = 'chunked';
@@ -39,6 +43,7 @@ export function refusedByHost(headers: Record<string, string> = {}): boolean {
 /** `hostHttpRequest` for a request the host takes (a test's own well-formed request). */
 export function deliveredRequest(init: HttpRequestInit, options: { chunked?: boolean } = {}): HttpRequest {
   const request = hostHttpRequest(init, options);
-  if (!(request instanceof HttpRequest)) throw new Error('The Functions host would refuse this request (its Content-Length is not a number).');
+  if (!(request instanceof HttpRequest))
+    throw new Error('The Functions host would refuse this request (its Content-Length is not a number).');
   return request;
 }

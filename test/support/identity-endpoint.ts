@@ -17,8 +17,10 @@ export async function useIdentityEndpoint(target: { endpoint: string; header: st
     const header = randomBytes(16).toString('hex');
     const server = await startHttpsServer(inject('tls'), (req, res) => {
       const to = current!;
-      const answer = (status: number, body: string, contentType = 'application/json') => res.writeHead(status, { 'content-type': contentType }).end(body);
-      if (req.headers['x-identity-header'] !== header) return answer(403, JSON.stringify({ statusCode: 403, message: 'X-IDENTITY-HEADER is missing or wrong.' }));
+      const answer = (status: number, body: string, contentType = 'application/json') =>
+        res.writeHead(status, { 'content-type': contentType }).end(body);
+      if (req.headers['x-identity-header'] !== header)
+        return answer(403, JSON.stringify({ statusCode: 403, message: 'X-IDENTITY-HEADER is missing or wrong.' }));
       const search = new URL(req.url ?? '/', 'https://localhost').search;
       fetch(`${to.endpoint}${search}`, { method: req.method, headers: { 'X-IDENTITY-HEADER': to.header } })
         .then(async (r) => answer(r.status, await r.text(), r.headers.get('content-type') ?? 'application/json'))

@@ -11,7 +11,11 @@ export interface StartedStack {
 
 /** Runs `npm start` (`dist/local/start.js`) with these arguments as a user would, and waits for its "Ready in" line. */
 export async function startLocalStack(args: string[], env: NodeJS.ProcessEnv = process.env): Promise<StartedStack> {
-  const child = spawn(process.execPath, ['dist/local/start.js', ...args], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'], env });
+  const child = spawn(process.execPath, ['dist/local/start.js', ...args], {
+    cwd: repo,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env,
+  });
   let output = '';
   await new Promise<void>((ready, fail) => {
     const onData = (chunk: Buffer) => {
@@ -22,5 +26,10 @@ export async function startLocalStack(args: string[], env: NodeJS.ProcessEnv = p
     child.stderr!.on('data', onData);
     child.once('exit', (code) => fail(new Error(`npm start ${args.join(' ')} exited (${code}):\n${output}`)));
   });
-  return { child, get output() { return output; } };
+  return {
+    child,
+    get output() {
+      return output;
+    },
+  };
 }

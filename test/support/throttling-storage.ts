@@ -21,14 +21,20 @@ type Service = 'blob' | 'queue' | 'table';
 const ENDPOINT_KEYS: Record<Service, string> = { blob: 'BlobEndpoint', queue: 'QueueEndpoint', table: 'TableEndpoint' };
 
 export async function startThrottlingStorage(azuriteConnectionString: string): Promise<ThrottlingStorage> {
-  const parts = new Map(azuriteConnectionString.split(';').filter(Boolean).map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]));
+  const parts = new Map(
+    azuriteConnectionString
+      .split(';')
+      .filter(Boolean)
+      .map((p) => [p.slice(0, p.indexOf('=')), p.slice(p.indexOf('=') + 1)]),
+  );
   let pick: Parameters<ThrottlingStorage['throttle']>[0] = () => false;
   const servers: Server[] = [];
   const state: ThrottlingStorage = {
     connectionString: '',
     throttle: (p) => void (pick = p),
     throttled: 0,
-    close: () => Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined),
+    close: () =>
+      Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve())))).then(() => undefined),
   };
   for (const service of Object.keys(ENDPOINT_KEYS) as Service[]) {
     const upstream = new URL(parts.get(ENDPOINT_KEYS[service])!);
@@ -39,18 +45,28 @@ export async function startThrottlingStorage(azuriteConnectionString: string): P
         req.resume();
         const message = 'The request was throttled: the account is over its request rate. Retry later.';
         if (service === 'table') {
-          res.writeHead(429, { 'content-type': 'application/json;odata=minimalmetadata', 'x-ms-error-code': 'TooManyRequests' });
-          res.end(JSON.stringify({ 'odata.error': { code: 'TooManyRequests', message: { lang: 'en-US', value: message } } }));
+          res.writeHead(429, {
+            'content-type': 'application/json;odata=minimalmetadata',
+            'x-ms-error-code': 'TooManyRequests',
+          });
+          res.end(
+            JSON.stringify({ 'odata.error': { code: 'TooManyRequests', message: { lang: 'en-US', value: message } } }),
+          );
         } else {
           res.writeHead(429, { 'content-type': 'application/xml', 'x-ms-error-code': 'TooManyRequests' });
-          res.end(`<?xml version="1.0" encoding="utf-8"?><Error><Code>TooManyRequests</Code><Message>${message}</Message></Error>`);
+          res.end(
+            `<?xml version="1.0" encoding="utf-8"?><Error><Code>TooManyRequests</Code><Message>${message}</Message></Error>`,
+          );
         }
         return;
       }
-      const onward = forward({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers }, (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-      });
+      const onward = forward(
+        { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+        },
+      );
       onward.on('error', () => res.destroy());
       req.pipe(onward);
     });

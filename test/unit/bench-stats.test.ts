@@ -1,5 +1,14 @@
 import { describe, expect, it } from 'vitest';
-import { describeGoal, forEachLimited, median, perSecond, ratio, renewalIntervalMs, round, verdict } from '../../bench/stats.js';
+import {
+  describeGoal,
+  forEachLimited,
+  median,
+  perSecond,
+  ratio,
+  renewalIntervalMs,
+  round,
+  verdict,
+} from '../../bench/stats.js';
 import { figure, formatTable, type BenchReport } from '../../bench/report.js';
 
 describe('benchmark statistics', () => {
@@ -26,7 +35,12 @@ describe('benchmark statistics', () => {
     expect(verdict(0, { equals: 0 })).toBe('PASS');
     expect(verdict(0.09, { equals: 0 })).toBe('FAIL');
     expect(verdict(19, undefined)).toBe('INFO');
-    expect([describeGoal({ atLeast: 0.7 }), describeGoal({ atMost: 1.3 }), describeGoal({ equals: 0 }), describeGoal(undefined)]).toEqual(['≥ 0.7', '≤ 1.3', '= 0', '—']);
+    expect([
+      describeGoal({ atLeast: 0.7 }),
+      describeGoal({ atMost: 1.3 }),
+      describeGoal({ equals: 0 }),
+      describeGoal(undefined),
+    ]).toEqual(['≥ 0.7', '≤ 1.3', '= 0', '—']);
   });
 
   it('rounds to three significant digits, whole numbers from 100 up', () => {
@@ -70,7 +84,14 @@ describe('benchmark report', () => {
       durationSeconds: 170,
       machine: { cpuModel: 'Test CPU', cores: 2, memoryGiB: 24, freeMemoryGiB: 20, node: 'v20.19.0', os: 'linux' },
       figures: [
-        figure('ingest-throughput', 'Ingest throughput vs raw sendMessage', 0.912345, '×', { atLeast: 0.85 }, 'poll 912/s vs raw 1,000/s'),
+        figure(
+          'ingest-throughput',
+          'Ingest throughput vs raw sendMessage',
+          0.912345,
+          '×',
+          { atLeast: 0.85 },
+          'poll 912/s vs raw 1,000/s',
+        ),
         figure('cold-start', 'Cold start', 19.2, '×', undefined, '550 ms vs 29 ms'),
       ],
       details: {},

@@ -1,5 +1,12 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { ANALYST_RESERVE, BudgetSpentError, CallBudget, DEFAULT_BUDGET, PUSH_CAP, type BudgetClass } from '../../shared/call-budget.js';
+import {
+  ANALYST_RESERVE,
+  BudgetSpentError,
+  CallBudget,
+  DEFAULT_BUDGET,
+  PUSH_CAP,
+  type BudgetClass,
+} from '../../shared/call-budget.js';
 import { RetryableError } from '../../shared/errors.js';
 import { DefenderClient, retryAfter } from '../../shared/defender-client.js';
 import type { Tenant } from '../../shared/tenants.js';
@@ -102,7 +109,11 @@ describe('budget classes: poll, analyst and push shares of one tenant budget', (
   };
 
   it('has the documented shares: an analyst reservation and a push cap inside 45/min and 1400/h', () => {
-    expect(DEFAULT_BUDGET).toMatchObject({ perMinute: 45, perHour: 1400, shares: { analystReserve: ANALYST_RESERVE, pushCap: PUSH_CAP } });
+    expect(DEFAULT_BUDGET).toMatchObject({
+      perMinute: 45,
+      perHour: 1400,
+      shares: { analystReserve: ANALYST_RESERVE, pushCap: PUSH_CAP },
+    });
     expect(ANALYST_RESERVE).toEqual({ perMinute: 10, perHour: 300 });
     expect(PUSH_CAP).toEqual({ perMinute: 10, perHour: 150 });
   });
@@ -195,11 +206,14 @@ describe('budget classes: poll, analyst and push shares of one tenant budget', (
   it('tells the operator whose share is spent and for how many seconds, rounded up', async () => {
     const c = clock();
     const budget = new CallBudget(DEFAULT_BUDGET, c.now, c.sleep);
-    const refusal = async (cls: BudgetClass) => (await budget.take('t1', 0, cls).catch((e: unknown) => e)) as BudgetSpentError;
+    const refusal = async (cls: BudgetClass) =>
+      (await budget.take('t1', 0, cls).catch((e: unknown) => e)) as BudgetSpentError;
     takeAll(budget, 'push'); // 10 pushes at t0
     c.advance(30_999); // each share frees 29.001 s from now, when the pushes are a minute old
     let error = await refusal('push');
-    expect(error.message).toBe("The tenant's Defender API call budget for pushed incidents is spent for the next 30 s (tenant t1)");
+    expect(error.message).toBe(
+      "The tenant's Defender API call budget for pushed incidents is spent for the next 30 s (tenant t1)",
+    );
     expect(error.retryAfterMs).toBe(29_001);
     takeAll(budget, 'poll');
     error = await refusal('poll');
@@ -207,7 +221,9 @@ describe('budget classes: poll, analyst and push shares of one tenant budget', (
     expect(error.budgetClass).toBe('poll');
     takeAll(budget, 'analyst');
     error = await refusal('analyst');
-    expect(error.message).toBe("The tenant's Defender API call budget for analysts is spent for the next 30 s (tenant t1)");
+    expect(error.message).toBe(
+      "The tenant's Defender API call budget for analysts is spent for the next 30 s (tenant t1)",
+    );
     expect(error.budgetClass).toBe('analyst');
   });
 
@@ -224,15 +240,34 @@ describe('budget classes: poll, analyst and push shares of one tenant budget', (
   });
 
   it('refuses shares that leave polling nothing', () => {
-    expect(() => new CallBudget({ perMinute: 45, perHour: 1400, shares: { analystReserve: { perMinute: 45, perHour: 300 }, pushCap: PUSH_CAP } })).toThrow(/reserv/);
+    expect(
+      () =>
+        new CallBudget({
+          perMinute: 45,
+          perHour: 1400,
+          shares: { analystReserve: { perMinute: 45, perHour: 300 }, pushCap: PUSH_CAP },
+        }),
+    ).toThrow(/reserv/);
   });
 
   it('refuses a reservation that leaves polling nothing in the hour, though some in the minute, saying what it must leave', () => {
-    expect(() => new CallBudget({ perMinute: 45, perHour: 1400, shares: { analystReserve: { perMinute: 10, perHour: 1400 }, pushCap: PUSH_CAP } })).toThrow(
-      "The analysts' reservation (10/min, 1400/h) must leave polling some of the total (45/min, 1400/h)",
-    );
+    expect(
+      () =>
+        new CallBudget({
+          perMinute: 45,
+          perHour: 1400,
+          shares: { analystReserve: { perMinute: 10, perHour: 1400 }, pushCap: PUSH_CAP },
+        }),
+    ).toThrow("The analysts' reservation (10/min, 1400/h) must leave polling some of the total (45/min, 1400/h)");
     // One call an hour left is some.
-    expect(() => new CallBudget({ perMinute: 45, perHour: 1400, shares: { analystReserve: { perMinute: 10, perHour: 1399 }, pushCap: PUSH_CAP } })).not.toThrow();
+    expect(
+      () =>
+        new CallBudget({
+          perMinute: 45,
+          perHour: 1400,
+          shares: { analystReserve: { perMinute: 10, perHour: 1399 }, pushCap: PUSH_CAP },
+        }),
+    ).not.toThrow();
   });
 });
 
@@ -242,10 +277,18 @@ describe('DefenderClient budget classes', () => {
   const tokens = { getToken: async () => 'token', invalidate: () => undefined };
 
   it('gives views of one client per class, sharing its budget, tokens and call counters', async () => {
-    const fetch = vi.fn(async () => new Response(JSON.stringify({ incidentId: 1, lastUpdateTime: '2024-01-01T00:00:00Z' }), { status: 200 }));
+    const fetch = vi.fn(
+      async () =>
+        new Response(JSON.stringify({ incidentId: 1, lastUpdateTime: '2024-01-01T00:00:00Z' }), { status: 200 }),
+    );
     vi.stubGlobal('fetch', fetch);
     const c = clock();
-    const client = new DefenderClient({ apiUrl: 'https://defender.example', tokens, budget: new CallBudget(DEFAULT_BUDGET, c.now, c.sleep), sleep: c.sleep });
+    const client = new DefenderClient({
+      apiUrl: 'https://defender.example',
+      tokens,
+      budget: new CallBudget(DEFAULT_BUDGET, c.now, c.sleep),
+      sleep: c.sleep,
+    });
     const push = client.withBudgetClass('push');
     expect(client.budgetClass).toBe('poll');
     expect(push.budgetClass).toBe('push');
@@ -271,7 +314,12 @@ describe('429 answers', () => {
     expect(retryAfter(new Date(Date.now() + 30_000).toUTCString(), undefined)).toBeGreaterThan(25_000);
     expect(retryAfter(null, 'Too many requests')).toBeUndefined();
     // Advanced hunting's CPU quota says its wait as a TimeSpan after "in"; a window length elsewhere is not a wait.
-    expect(retryAfter(null, 'You have exceeded processing resources allocated to this tenant. You can run queries again in 00:14:59.')).toBe(899_000);
+    expect(
+      retryAfter(
+        null,
+        'You have exceeded processing resources allocated to this tenant. You can run queries again in 00:14:59.',
+      ),
+    ).toBe(899_000);
     expect(retryAfter(null, 'You can run queries again in 1.02:00:30.5000000.')).toBe((86_400 + 7_200 + 30) * 1000);
     expect(retryAfter(null, 'API calls quota exceeded! maximum allowed 45 per 00:01:00')).toBeUndefined();
   });
@@ -282,7 +330,9 @@ describe('Defender timestamps', () => {
     expect(normalizeTimestamp('2020-09-06T14:46:57.0733333Z')).toBe('2020-09-06T14:46:57.0733333Z');
     expect(normalizeTimestamp('2020-09-06T14:46:57.29Z')).toBe('2020-09-06T14:46:57.2900000Z');
     expect(normalizeTimestamp('2020-09-06T14:46:57Z')).toBe('2020-09-06T14:46:57.0000000Z');
-    expect(normalizeTimestamp('2020-09-06T14:46:57.29Z') > normalizeTimestamp('2020-09-06T14:46:57.0733333Z')).toBe(true);
+    expect(normalizeTimestamp('2020-09-06T14:46:57.29Z') > normalizeTimestamp('2020-09-06T14:46:57.0733333Z')).toBe(
+      true,
+    );
     expect(minusMilliseconds('2020-09-06T14:46:57.29Z', 60_000)).toBe('2020-09-06T14:45:57.2900000Z');
     expect(() => normalizeTimestamp('yesterday')).toThrow(/Not an ISO 8601/);
   });

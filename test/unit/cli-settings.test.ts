@@ -26,29 +26,53 @@ describe('command-line settings', () => {
     write('custom.json', { KEY_VAULT_URL: 'https://custom' });
     const env = { KEY_VAULT_URL: 'https://env', PATH: '/bin' };
 
-    expect(resolveSettings({ settingsFile: 'custom.json', cwd: dir, env })).toMatchObject({ source: './custom.json (--settings)', values: { KEY_VAULT_URL: 'https://custom' } });
-    expect(resolveSettings({ cwd: dir, env })).toMatchObject({ source: 'the environment', values: { KEY_VAULT_URL: 'https://env' } });
-    expect(resolveSettings({ cwd: dir, env: {} })).toMatchObject({ source: './local.settings.json', values: { KEY_VAULT_URL: 'https://root' } });
+    expect(resolveSettings({ settingsFile: 'custom.json', cwd: dir, env })).toMatchObject({
+      source: './custom.json (--settings)',
+      values: { KEY_VAULT_URL: 'https://custom' },
+    });
+    expect(resolveSettings({ cwd: dir, env })).toMatchObject({
+      source: 'the environment',
+      values: { KEY_VAULT_URL: 'https://env' },
+    });
+    expect(resolveSettings({ cwd: dir, env: {} })).toMatchObject({
+      source: './local.settings.json',
+      values: { KEY_VAULT_URL: 'https://root' },
+    });
     rmSync(join(dir, 'local.settings.json'));
-    expect(resolveSettings({ cwd: dir, env: {} })).toMatchObject({ source: './.local/local.settings.json', file: join(dir, '.local', 'local.settings.json') });
+    expect(resolveSettings({ cwd: dir, env: {} })).toMatchObject({
+      source: './.local/local.settings.json',
+      file: join(dir, '.local', 'local.settings.json'),
+    });
   });
 
   it('says what is wrong with the settings file, or that there is none', () => {
-    expect(() => resolveSettings({ cwd: dir, env: {} })).toThrow(/No app settings found: set them in the environment .* pass --settings/);
-    expect(() => resolveSettings({ settingsFile: 'nope.json', cwd: dir, env: {} })).toThrow(`--settings: no file at ${join(dir, 'nope.json')}`);
+    expect(() => resolveSettings({ cwd: dir, env: {} })).toThrow(
+      /No app settings found: set them in the environment .* pass --settings/,
+    );
+    expect(() => resolveSettings({ settingsFile: 'nope.json', cwd: dir, env: {} })).toThrow(
+      `--settings: no file at ${join(dir, 'nope.json')}`,
+    );
     writeFileSync(join(dir, 'broken.json'), '{');
-    expect(() => resolveSettings({ settingsFile: 'broken.json', cwd: dir, env: {} })).toThrow(/broken.json is not valid JSON/);
+    expect(() => resolveSettings({ settingsFile: 'broken.json', cwd: dir, env: {} })).toThrow(
+      /broken.json is not valid JSON/,
+    );
     write('encrypted.json', {}, { IsEncrypted: true });
-    expect(() => resolveSettings({ settingsFile: 'encrypted.json', cwd: dir, env: {} })).toThrow(/is encrypted: decrypt it first/);
+    expect(() => resolveSettings({ settingsFile: 'encrypted.json', cwd: dir, env: {} })).toThrow(
+      /is encrypted: decrypt it first/,
+    );
     write('number.json', { POLL_MAX_PAGES_PER_RUN: 5 });
     expect(() => resolveSettings({ settingsFile: 'number.json', cwd: dir, env: {} })).toThrow(SettingsError);
-    expect(() => resolveSettings({ settingsFile: 'number.json', cwd: dir, env: {} })).toThrow(/Values.POLL_MAX_PAGES_PER_RUN must be a string/);
+    expect(() => resolveSettings({ settingsFile: 'number.json', cwd: dir, env: {} })).toThrow(
+      /Values.POLL_MAX_PAGES_PER_RUN must be a string/,
+    );
   });
 
   it('trusts the CA the settings file names (Values.NODE_EXTRA_CA_CERTS, relative to the file), whatever its folder is called', () => {
     const elsewhere = write('stacks/demo/local.settings.json', { NODE_EXTRA_CA_CERTS: 'ca.pem' });
     const settings = resolveSettings({ settingsFile: elsewhere, cwd: dir, env: {} });
-    expect(() => localCaFor(settings)).toThrow(`Values.NODE_EXTRA_CA_CERTS names ${join(dir, 'stacks', 'demo', 'ca.pem')}, which does not exist`);
+    expect(() => localCaFor(settings)).toThrow(
+      `Values.NODE_EXTRA_CA_CERTS names ${join(dir, 'stacks', 'demo', 'ca.pem')}, which does not exist`,
+    );
     writeFileSync(join(dir, 'stacks', 'demo', 'ca.pem'), 'PEM');
     expect(localCaFor(settings)).toBe(join(dir, 'stacks', 'demo', 'ca.pem'));
     // A folder called .local with a ca.pem in it is not trusted unless the settings name it.
@@ -58,13 +82,26 @@ describe('command-line settings', () => {
     expect(localCaFor(resolveSettings({ settingsFile: unnamed, cwd: dir, env: {} }))).toBeUndefined();
     expect(pointsAtLocalStack({ ENTRA_AUTHORITY_HOST: 'https://localhost:4443' })).toBe(true);
     expect(pointsAtLocalStack({ KEY_VAULT_URL: 'https://127.0.0.1:1234' })).toBe(true);
-    expect(pointsAtLocalStack({ KEY_VAULT_URL: 'https://relay-kv.vault.azure.net', ENTRA_AUTHORITY_HOST: 'https://login.microsoftonline.com' })).toBe(false);
+    expect(
+      pointsAtLocalStack({
+        KEY_VAULT_URL: 'https://relay-kv.vault.azure.net',
+        ENTRA_AUTHORITY_HOST: 'https://login.microsoftonline.com',
+      }),
+    ).toBe(false);
   });
 });
 
 describe('command-line output', () => {
   it('pads columns and leaves the last one (the cause) free', () => {
-    expect(formatTable(['A', 'LONG HEADER', 'CAUSE'], [['x', 'y', 'a long cause'], ['wider', 'z', '']]).split('\n')).toEqual([
+    expect(
+      formatTable(
+        ['A', 'LONG HEADER', 'CAUSE'],
+        [
+          ['x', 'y', 'a long cause'],
+          ['wider', 'z', ''],
+        ],
+      ).split('\n'),
+    ).toEqual([
       'A      LONG HEADER  CAUSE',
       '-----  -----------  -----',
       'x      y            a long cause',
@@ -102,8 +139,12 @@ describe('command-line output', () => {
       }),
     ]);
     const lines = text.split('\n');
-    expect(lines[2]).toMatch(/^Fabrikam +0{8}-0{4}-0{4}-0{4}-0{11}1 +application +ok +ok +ok +ok +roles Incident.Read.All$/);
-    expect(lines[3]).toMatch(/^Adatum \(disabled\) +\S+ +application +ok +FAILED +- +- +AADSTS700016: the app is not consented$/);
+    expect(lines[2]).toMatch(
+      /^Fabrikam +0{8}-0{4}-0{4}-0{4}-0{11}1 +application +ok +ok +ok +ok +roles Incident.Read.All$/,
+    );
+    expect(lines[3]).toMatch(
+      /^Adatum \(disabled\) +\S+ +application +ok +FAILED +- +- +AADSTS700016: the app is not consented$/,
+    );
     expect(text).toContain('warning: Fabrikam: no AdvancedHunting.Read.All');
     expect(lines.at(-1)).toBe('1 tenant(s) ok, 1 failed');
     expect(formatDoctorReport([])).toBe('No tenants registered: nothing to check.');

@@ -3,7 +3,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { ConfigFileError, fieldProblemsError, formatFieldPath, inlineProblemsError, parseJsonConfig, readJsonConfigFile, zodFieldProblems } from '../../shared/config-file.js';
+import {
+  ConfigFileError,
+  fieldProblemsError,
+  formatFieldPath,
+  inlineProblemsError,
+  parseJsonConfig,
+  readJsonConfigFile,
+  zodFieldProblems,
+} from '../../shared/config-file.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'config-file-'));
 function write(name: string, text: string): string {
@@ -57,9 +65,19 @@ describe('readJsonConfigFile', () => {
     const error = errorOf(() => readJsonConfigFile(missing, 'ROUTES_FILE'));
     expect(error.file).toBe(missing);
     expect(error.setting).toBe('ROUTES_FILE');
-    expect(error.problems).toEqual([{ message: expect.stringMatching(/^cannot read the file \(ENOENT: it does not exist\); set ROUTES_FILE to the file's path/) }]);
-    expect(error.message).toMatch(new RegExp(`^ROUTES_FILE ${missing.replace(/[.\\/]/g, '\\$&')}: cannot read the file \\(ENOENT`));
-    expect(errorOf(() => readJsonConfigFile(dir, 'WEBHOOK_ACCESS_FILE')).message).toContain('(EISDIR: it is a directory); set WEBHOOK_ACCESS_FILE');
+    expect(error.problems).toEqual([
+      {
+        message: expect.stringMatching(
+          /^cannot read the file \(ENOENT: it does not exist\); set ROUTES_FILE to the file's path/,
+        ),
+      },
+    ]);
+    expect(error.message).toMatch(
+      new RegExp(`^ROUTES_FILE ${missing.replace(/[.\\/]/g, '\\$&')}: cannot read the file \\(ENOENT`),
+    );
+    expect(errorOf(() => readJsonConfigFile(dir, 'WEBHOOK_ACCESS_FILE')).message).toContain(
+      '(EISDIR: it is a directory); set WEBHOOK_ACCESS_FILE',
+    );
   });
 
   it('resolves a relative path against the working directory, as the app reads its settings', () => {
@@ -86,9 +104,19 @@ describe('readJsonConfigFile', () => {
   });
 
   it('refuses a key given twice in one object (JSON would silently keep the last)', () => {
-    const path = write('dup.json', '{\n  "destinations": {\n    "teams": { "type": "drop" },\n    "teams": { "type": "queue" }\n  }\n}');
+    const path = write(
+      'dup.json',
+      '{\n  "destinations": {\n    "teams": { "type": "drop" },\n    "teams": { "type": "queue" }\n  }\n}',
+    );
     const error = errorOf(() => readJsonConfigFile(path, 'ROUTES_FILE'));
-    expect(error.problems).toEqual([{ line: 4, column: 5, field: 'destinations.teams', message: 'duplicate key (also at line 3; JSON keeps only the last)' }]);
+    expect(error.problems).toEqual([
+      {
+        line: 4,
+        column: 5,
+        field: 'destinations.teams',
+        message: 'duplicate key (also at line 3; JSON keeps only the last)',
+      },
+    ]);
   });
 
   it('reads a file saved with a byte-order mark, and counts columns as an editor does', () => {
@@ -111,12 +139,21 @@ describe('field problems', () => {
     const path = write('fields.json', TEXT);
     const file = readJsonConfigFile(path, 'ROUTES_FILE');
     const error = fieldProblemsError(file, [
-      { path: ['rules', 1, 'match', 'severity', 0], field: 'rules[1] "teams-high": match.severity[0]', message: 'must be one of Informational, Low, Medium, High' },
+      {
+        path: ['rules', 1, 'match', 'severity', 0],
+        field: 'rules[1] "teams-high": match.severity[0]',
+        message: 'must be one of Informational, Low, Medium, High',
+      },
       { path: ['defaultRoute', 'destinations'], message: 'is required' },
     ]);
     expect(error.file).toBe(path);
     expect(error.problems).toEqual([
-      { line: 6, column: 31, field: 'rules[1] "teams-high": match.severity[0]', message: 'must be one of Informational, Low, Medium, High' },
+      {
+        line: 6,
+        column: 31,
+        field: 'rules[1] "teams-high": match.severity[0]',
+        message: 'must be one of Informational, Low, Medium, High',
+      },
       { line: 9, column: 3, field: 'defaultRoute.destinations', message: 'is required' },
     ]);
     expect(error.lines()).toEqual([
@@ -127,7 +164,10 @@ describe('field problems', () => {
   });
 
   it('come from a zod error with the path under a base, an unknown key placed at the key itself', () => {
-    const path = write('zod.json', '{\n  "callers": [\n    {\n      "name": "x",\n      "tenantld": "abc"\n    }\n  ]\n}');
+    const path = write(
+      'zod.json',
+      '{\n  "callers": [\n    {\n      "name": "x",\n      "tenantld": "abc"\n    }\n  ]\n}',
+    );
     const file = readJsonConfigFile(path, 'WEBHOOK_ACCESS_FILE');
     const schema = z.strictObject({ name: z.string(), tenantId: z.string() });
     const caller = (file.value as { callers: unknown[] }).callers[0];
@@ -139,11 +179,21 @@ describe('field problems', () => {
       `WEBHOOK_ACCESS_FILE ${path}:5:7: callers[0]: unknown field "tenantld"`,
     ]);
     // A label names the field as the caller wants it named.
-    expect(zodFieldProblems(result.error!, ['callers', 0], (p) => `callers[0] "x"${p.length ? `: ${formatFieldPath(p)}` : ''}`).map((p) => p.field).sort()).toEqual(['callers[0] "x"', 'callers[0] "x": tenantId']);
+    expect(
+      zodFieldProblems(
+        result.error!,
+        ['callers', 0],
+        (p) => `callers[0] "x"${p.length ? `: ${formatFieldPath(p)}` : ''}`,
+      )
+        .map((p) => p.field)
+        .sort(),
+    ).toEqual(['callers[0] "x"', 'callers[0] "x": tenantId']);
   });
 
   it('of content that came from no file carry no line', () => {
-    const error = inlineProblemsError('(inline)', [{ path: ['rules', 0], field: 'rules[0]', message: 'must be an object' }]);
+    const error = inlineProblemsError('(inline)', [
+      { path: ['rules', 0], field: 'rules[0]', message: 'must be an object' },
+    ]);
     expect(error.problems).toEqual([{ field: 'rules[0]', message: 'must be an object' }]);
     expect(error.message).toBe('(inline): rules[0]: must be an object');
   });

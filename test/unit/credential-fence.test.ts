@@ -20,8 +20,16 @@ function fakeVault(secrets: Record<string, { value: string; tags?: Record<string
     async getSecret(name: string) {
       vault.reads += 1;
       const s = secrets[name];
-      if (!s) throw Object.assign(new Error(`A secret with (name/id) ${name} was not found in this key vault.`), { code: 'SecretNotFound', statusCode: 404 });
-      return { name, value: s.value, properties: { name, vaultUrl: vault.vaultUrl, tags: s.tags ? { ...s.tags } : undefined } };
+      if (!s)
+        throw Object.assign(new Error(`A secret with (name/id) ${name} was not found in this key vault.`), {
+          code: 'SecretNotFound',
+          statusCode: 404,
+        });
+      return {
+        name,
+        value: s.value,
+        properties: { name, vaultUrl: vault.vaultUrl, tags: s.tags ? { ...s.tags } : undefined },
+      };
     },
   };
   return vault;
@@ -61,11 +69,25 @@ describe('the tenant-credential fence', () => {
     );
     const own = relaySecretNames(
       { relayApi: { uri: 'api://defender-relay', secretName: 'relay-api-client-secret' }, webhook: {} as never },
-      { routes, hmacKeys: { secretNames: ['webhook-hmac-key', 'fabrikam-siem-hmac'], namedBy: 'WEBHOOK_ACCESS_FILE (hmacKeys)' } },
+      {
+        routes,
+        hmacKeys: {
+          secretNames: ['webhook-hmac-key', 'fabrikam-siem-hmac'],
+          namedBy: 'WEBHOOK_ACCESS_FILE (hmacKeys)',
+        },
+      },
     );
-    expect(own.map((s) => s.name)).toEqual(['relay-api-client-secret', 'webhook-hmac-key', 'fabrikam-siem-hmac', 'siem-hmac-key', 'teams-webhook-url']);
+    expect(own.map((s) => s.name)).toEqual([
+      'relay-api-client-secret',
+      'webhook-hmac-key',
+      'fabrikam-siem-hmac',
+      'siem-hmac-key',
+      'teams-webhook-url',
+    ]);
     expect(relaySecretNamed('WEBHOOK-HMAC-KEY', own)).toMatchObject({ namedBy: 'WEBHOOK_ACCESS_FILE (hmacKeys)' });
-    expect(relaySecretNamed('siem-hmac-key', own)?.namedBy).toMatch(/destination 'siem' in \(inline\) \(hmacSecretName\)/);
+    expect(relaySecretNamed('siem-hmac-key', own)?.namedBy).toMatch(
+      /destination 'siem' in \(inline\) \(hmacSecretName\)/,
+    );
     // Where each is named: what to look at when a tenant registration names one of them.
     expect(relaySecretNamed('relay-api-client-secret', own)?.namedBy).toBe('RELAY_API_SECRET_NAME');
     expect(relaySecretNamed('teams-webhook-url', own)?.namedBy).toBe("destination 'teams' in (inline) (urlSecretName)");
@@ -101,9 +123,13 @@ describe('SecretCache: tenant credentials', () => {
     expect(err).toMatchObject({ retryable: false, code: NOT_TENANT_CREDENTIAL, tenantId: 'a1b2' });
     const message = (err as Error).message;
     expect(message).toContain("Key Vault secret 'webhook-hmac-key' is not tagged as a tenant credential");
-    expect(message).toContain('az keyvault secret set-attributes --vault-name kv-relay-prod --name webhook-hmac-key --tags defender-relay=tenant-credential');
+    expect(message).toContain(
+      'az keyvault secret set-attributes --vault-name kv-relay-prod --name webhook-hmac-key --tags defender-relay=tenant-credential',
+    );
     // Tagging holds for one version only, and the secret may simply be the wrong one: both are said.
-    expect(message).toContain('(a new version written with az keyvault secret set needs --tags again); otherwise correct the tenant\'s secret name');
+    expect(message).toContain(
+      "(a new version written with az keyvault secret set needs --tags again); otherwise correct the tenant's secret name",
+    );
     expect(message).not.toContain('hmac-key-value');
     // The check used the cached read: the tag came with the value.
     expect(vault.reads).toBe(1);
@@ -113,7 +139,9 @@ describe('SecretCache: tenant credentials', () => {
 
   it('looks at an untagged secret again after a minute, so tagging it takes effect without waiting for the TTL', async () => {
     let now = 0;
-    const stored: Record<string, { value: string; tags?: Record<string, string> }> = { 'tenant-b-secret': { value: 'tenant-b-value' } };
+    const stored: Record<string, { value: string; tags?: Record<string, string> }> = {
+      'tenant-b-secret': { value: 'tenant-b-value' },
+    };
     const vault = fakeVault(stored);
     const cache = new SecretCache(vault as unknown as SecretClient, 600_000, () => now);
     await expect(cache.getTenantCredential('tenant-b-secret')).rejects.toBeInstanceOf(NotTenantCredentialError);

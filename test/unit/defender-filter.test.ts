@@ -27,7 +27,9 @@ describe('the $filter parser', () => {
   it('combines clauses with and, with or without parentheses', () => {
     expect(accepts("status eq 'Active' and lastUpdateTime ge 2020-09-01T00:00:00Z")).toBe(true);
     expect(accepts("(status eq 'Active') and (createdTime lt 2020-09-01T00:00:00Z)")).toBe(false);
-    expect(parseIncidentFilter("status eq 'Resolved' and assignedTo eq 'a@b.c' and createdTime gt 2020-01-01T00:00:00Z")).toHaveLength(3);
+    expect(
+      parseIncidentFilter("status eq 'Resolved' and assignedTo eq 'a@b.c' and createdTime gt 2020-01-01T00:00:00Z"),
+    ).toHaveLength(3);
   });
 
   it("matches quoted strings with OData's doubled-quote escape, and null", () => {
@@ -39,14 +41,14 @@ describe('the $filter parser', () => {
   it.each([
     ['', /empty/],
     ['severity eq High', /cannot be filtered on/],
-    ["lastUpdateTime eq 2020-09-06T00:00:00Z", /Operator 'eq' is not supported on lastUpdateTime/],
+    ['lastUpdateTime eq 2020-09-06T00:00:00Z', /Operator 'eq' is not supported on lastUpdateTime/],
     ["status gt 'Active'", /use eq/],
     ["lastUpdateTime ge '2020-09-06T00:00:00Z'", /unquoted DateTimeOffset/],
     ['lastUpdateTime ge 2020-13-45T00:00:00Z', /not a valid DateTimeOffset/],
     ['lastUpdateTime ge 2020-09-06T14:46:57.07333331Z', /not a valid DateTimeOffset/],
     ['lastUpdateTime ge 2020-09-06T14:46:57', /not a valid DateTimeOffset/],
     ["status eq 'Open'", /not an incident status/],
-    ["status eq Active", /quoted string/],
+    ['status eq Active', /quoted string/],
     ["status eq 'Active' or status eq 'Resolved'", /'or' .* not supported/],
     ["status eq 'Active' status eq 'Resolved'", /Expected 'and'/],
     ["status eq 'Active' and", /ended early/],

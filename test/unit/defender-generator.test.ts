@@ -1,7 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { generateIncidents } from '../../local/defender/generator.js';
 import { parseTimestamp } from '../../local/defender/timestamps.js';
-import { CLASSIFICATIONS, DETERMINATIONS, ENTITY_FIELDS, INCIDENT_STATUSES, SERVICE_SOURCES } from '../../local/defender/types.js';
+import {
+  CLASSIFICATIONS,
+  DETERMINATIONS,
+  ENTITY_FIELDS,
+  INCIDENT_STATUSES,
+  SERVICE_SOURCES,
+} from '../../local/defender/types.js';
 
 const since = new Date('2026-10-01T00:00:00Z');
 const until = new Date('2026-10-31T00:00:00Z');

@@ -14,7 +14,9 @@ import {
 
 const TENANT = '8d2a6f0e-1c3b-4e5f-9a7b-2c4d6e8f0a1b';
 const context = { tenantId: TENANT, tenantDisplayName: 'Fabrikam' };
-const docs = JSON.parse(readFileSync(new URL('../fixtures/incidents/docs-example.json', import.meta.url), 'utf8')) as { value: Record<string, unknown>[] };
+const docs = JSON.parse(readFileSync(new URL('../fixtures/incidents/docs-example.json', import.meta.url), 'utf8')) as {
+  value: Record<string, unknown>[];
+};
 const docsIncident = (id: number) => docs.value.find((i) => i.incidentId === id)!;
 
 function deepFreeze<T>(value: T): T {
@@ -25,7 +27,14 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
-const alert = (fields: Record<string, unknown>) => ({ status: 'New', severity: 'Low', devices: [], entities: [], mitreTechniques: [], ...fields });
+const alert = (fields: Record<string, unknown>) => ({
+  status: 'New',
+  severity: 'Low',
+  devices: [],
+  entities: [],
+  mitreTechniques: [],
+  ...fields,
+});
 
 describe("deriveEnrichment on Microsoft's documented example incidents", () => {
   it('summarises the ransomware incident (cloud apps alert with a user and an IP)', () => {
@@ -44,7 +53,14 @@ describe("deriveEnrichment on Microsoft's documented example incidents", () => {
       mitre: { techniques: [], tactics: [{ id: 'TA0040', name: 'Impact' }] },
       categories: [],
       entities: {
-        users: [{ accountName: 'testUser2', domainName: 'europe.corp.contoso', userPrincipalName: 'testUser2@contoso.com', aadUserId: 'fc8f7484-f813-4db2-afab-bc1507913fb6' }],
+        users: [
+          {
+            accountName: 'testUser2',
+            domainName: 'europe.corp.contoso',
+            userPrincipalName: 'testUser2@contoso.com',
+            aadUserId: 'fc8f7484-f813-4db2-afab-bc1507913fb6',
+          },
+        ],
         devices: [],
         ips: ['62.216.203.204'],
         urls: [],
@@ -67,9 +83,17 @@ describe("deriveEnrichment on Microsoft's documented example incidents", () => {
   it('summarises the Mimikatz incident: the high-risk device raises the priority, the file hash keeps its name', () => {
     const enrichment = deriveEnrichment(deepFreeze(docsIncident(924521)), context);
     expect(enrichment.entities.devices).toEqual([
-      { mdatpDeviceId: '24c222b0b60fe148eeece49ac83910cc6a7ef491', deviceDnsName: 'user5cx.middleeast.corp.contoso.com', osPlatform: 'WindowsServer2016', riskScore: 'High', healthStatus: 'Active' },
+      {
+        mdatpDeviceId: '24c222b0b60fe148eeece49ac83910cc6a7ef491',
+        deviceDnsName: 'user5cx.middleeast.corp.contoso.com',
+        osPlatform: 'WindowsServer2016',
+        riskScore: 'High',
+        healthStatus: 'Active',
+      },
     ]);
-    expect(enrichment.entities.fileHashes).toEqual([{ sha1: '5de839186691aa96ee2ca6d74f0a38fb8d1bd6dd', sha256: null, fileName: 'Detector.UnitTests.dll' }]);
+    expect(enrichment.entities.fileHashes).toEqual([
+      { sha1: '5de839186691aa96ee2ca6d74f0a38fb8d1bd6dd', sha256: null, fileName: 'Detector.UnitTests.dll' },
+    ]);
     expect(enrichment).toMatchObject({
       serviceSources: ['MicrosoftDefenderATP'],
       detectionSources: ['WindowsDefenderAv'],
@@ -92,12 +116,26 @@ describe("deriveEnrichment on Microsoft's documented example incidents", () => {
         { mailboxAddress: 'test.User4@contoso.com', mailboxDisplayName: 'test User4' },
       ],
     });
-    expect(enrichment).toMatchObject({ activeAlertCount: 1, severities: ['Informational'], priority: 5 + 2 + 10, serviceSources: ['OfficeATP'], mitre: { tactics: [{ id: 'TA0001', name: 'Initial Access' }] }, categories: [] });
+    expect(enrichment).toMatchObject({
+      activeAlertCount: 1,
+      severities: ['Informational'],
+      priority: 5 + 2 + 10,
+      serviceSources: ['OfficeATP'],
+      mitre: { tactics: [{ id: 'TA0001', name: 'Initial Access' }] },
+      categories: [],
+    });
   });
 });
 
 describe('deriveEnrichment on generated incidents', () => {
-  const incidents = generateIncidents({ tenantId: TENANT, count: 300, seed: 7, since: new Date('2026-10-01T00:00:00Z'), until: new Date('2026-10-31T00:00:00Z'), redirectedShare: 0.1 });
+  const incidents = generateIncidents({
+    tenantId: TENANT,
+    count: 300,
+    seed: 7,
+    since: new Date('2026-10-01T00:00:00Z'),
+    until: new Date('2026-10-31T00:00:00Z'),
+    redirectedShare: 0.1,
+  });
   const distinct = <T>(values: T[]) => [...new Set(values)];
   const ticks = (value: string) => parseTimestamp(value) as bigint;
 
@@ -116,7 +154,9 @@ describe('deriveEnrichment on generated incidents', () => {
       // Every category is either a tactic (its ATT&CK name without spaces, any case) or kept in categories, never both.
       const squash = (text: string) => text.replace(/ /g, '').toLowerCase();
       const fromTactics = e.mitre.tactics.map((t) => squash(t.name));
-      expect([...fromTactics, ...e.categories.map(squash)].sort()).toEqual(distinct(alerts.map((a) => squash(a.category))).sort());
+      expect([...fromTactics, ...e.categories.map(squash)].sort()).toEqual(
+        distinct(alerts.map((a) => squash(a.category))).sort(),
+      );
       expect(e.categories.some((c) => fromTactics.includes(squash(c)))).toBe(false);
       const deviceIds = distinct(alerts.flatMap((a) => a.devices.map((d) => d.mdatpDeviceId)));
       expect(e.entities.devices.map((d) => d.mdatpDeviceId)).toEqual(deviceIds);
@@ -140,7 +180,10 @@ describe('deriveEnrichment on generated incidents', () => {
         needsFullIncident: true,
         alertCount: 0,
         priority: 0,
-        redirectedTo: { incidentId: incident.redirectIncidentId, portalUrl: portalUrlFor(incident.redirectIncidentId!, TENANT) },
+        redirectedTo: {
+          incidentId: incident.redirectIncidentId,
+          portalUrl: portalUrlFor(incident.redirectIncidentId!, TENANT),
+        },
       });
     }
     const full = incidents.filter((i) => i.alerts.length > 0).map((i) => deriveEnrichment(i, context));
@@ -163,28 +206,67 @@ describe('deriveEnrichment: dedupe and caps', () => {
       {
         incidentId: 1,
         alerts: [
-          alert({ entities: [{ entityType: 'User', userPrincipalName: 'Adele.Vance@contoso.com', accountName: null, domainName: null, aadUserId: null }] }),
-          alert({ entities: [{ entityType: 'User', userPrincipalName: 'adele.vance@contoso.com', aadUserId: 'A1', accountName: 'adele.vance', domainName: 'CONTOSO' }] }),
-          alert({ entities: [{ entityType: 'user', accountName: 'ADELE.VANCE', domainName: 'contoso', aadUserId: 'a1' }] }),
+          alert({
+            entities: [
+              {
+                entityType: 'User',
+                userPrincipalName: 'Adele.Vance@contoso.com',
+                accountName: null,
+                domainName: null,
+                aadUserId: null,
+              },
+            ],
+          }),
+          alert({
+            entities: [
+              {
+                entityType: 'User',
+                userPrincipalName: 'adele.vance@contoso.com',
+                aadUserId: 'A1',
+                accountName: 'adele.vance',
+                domainName: 'CONTOSO',
+              },
+            ],
+          }),
+          alert({
+            entities: [{ entityType: 'user', accountName: 'ADELE.VANCE', domainName: 'contoso', aadUserId: 'a1' }],
+          }),
           alert({ entities: [{ entityType: 'User', accountName: 'lee.gu', domainName: 'CONTOSO' }] }),
         ],
       },
       context,
     );
     expect(e.entities.users).toEqual([
-      { accountName: 'adele.vance', domainName: 'CONTOSO', userPrincipalName: 'Adele.Vance@contoso.com', aadUserId: 'A1' },
+      {
+        accountName: 'adele.vance',
+        domainName: 'CONTOSO',
+        userPrincipalName: 'Adele.Vance@contoso.com',
+        aadUserId: 'A1',
+      },
       { accountName: 'lee.gu', domainName: 'CONTOSO', userPrincipalName: null, aadUserId: null },
     ]);
   });
 
   it('counts a device once across alerts and keeps its highest risk; hashes, IPs, URLs and mailboxes once each', () => {
-    const device = { mdatpDeviceId: 'ABC', deviceDnsName: 'pc1.contoso.com', osPlatform: 'Windows11', healthStatus: 'Active' };
+    const device = {
+      mdatpDeviceId: 'ABC',
+      deviceDnsName: 'pc1.contoso.com',
+      osPlatform: 'Windows11',
+      healthStatus: 'Active',
+    };
     const file = { entityType: 'File', sha1: 'AA', sha256: 'BB', fileName: 'evil.exe' };
     const e = deriveEnrichment(
       {
         incidentId: 2,
         alerts: [
-          alert({ devices: [{ ...device, riskScore: 'Low' }], entities: [file, { entityType: 'Ip', ipAddress: '10.0.0.1' }, { entityType: 'Url', url: 'https://x.example/a' }] }),
+          alert({
+            devices: [{ ...device, riskScore: 'Low' }],
+            entities: [
+              file,
+              { entityType: 'Ip', ipAddress: '10.0.0.1' },
+              { entityType: 'Url', url: 'https://x.example/a' },
+            ],
+          }),
           alert({
             devices: [{ ...device, mdatpDeviceId: 'abc', riskScore: 'High', osPlatform: null }],
             entities: [
@@ -200,16 +282,43 @@ describe('deriveEnrichment: dedupe and caps', () => {
       },
       context,
     );
-    expect(e.entities.devices).toEqual([{ mdatpDeviceId: 'ABC', deviceDnsName: 'pc1.contoso.com', osPlatform: 'Windows11', riskScore: 'High', healthStatus: 'Active' }]);
+    expect(e.entities.devices).toEqual([
+      {
+        mdatpDeviceId: 'ABC',
+        deviceDnsName: 'pc1.contoso.com',
+        osPlatform: 'Windows11',
+        riskScore: 'High',
+        healthStatus: 'Active',
+      },
+    ]);
     expect(e.entities.fileHashes).toEqual([{ sha1: 'AA', sha256: 'BB', fileName: 'evil.exe' }]);
-    expect(e.entities).toMatchObject({ ips: ['10.0.0.1'], urls: ['https://x.example/a'], mailboxes: [{ mailboxAddress: 'A@contoso.com', mailboxDisplayName: 'A' }], truncated: false });
+    expect(e.entities).toMatchObject({
+      ips: ['10.0.0.1'],
+      urls: ['https://x.example/a'],
+      mailboxes: [{ mailboxAddress: 'A@contoso.com', mailboxDisplayName: 'A' }],
+      truncated: false,
+    });
     expect(e.priorityReasons).toContain('highest device risk High: +25');
   });
 
   it(`keeps at most ${ENTITY_CAP} of each kind, flags it and counts the rest; the priority still sees every device`, () => {
-    const devices = Array.from({ length: 70 }, (_, k) => ({ mdatpDeviceId: `d${k}`, deviceDnsName: `pc${k}`, riskScore: k === 69 ? 'High' : 'None' }));
-    const entities = Array.from({ length: 120 }, (_, k) => ({ entityType: 'Ip', ipAddress: `10.0.${Math.floor(k / 250)}.${k}` }));
-    const e = deriveEnrichment({ incidentId: 3, severity: 'Low', alerts: [alert({ devices, entities }), alert({ entities: entities.slice(0, 10) })] }, context);
+    const devices = Array.from({ length: 70 }, (_, k) => ({
+      mdatpDeviceId: `d${k}`,
+      deviceDnsName: `pc${k}`,
+      riskScore: k === 69 ? 'High' : 'None',
+    }));
+    const entities = Array.from({ length: 120 }, (_, k) => ({
+      entityType: 'Ip',
+      ipAddress: `10.0.${Math.floor(k / 250)}.${k}`,
+    }));
+    const e = deriveEnrichment(
+      {
+        incidentId: 3,
+        severity: 'Low',
+        alerts: [alert({ devices, entities }), alert({ entities: entities.slice(0, 10) })],
+      },
+      context,
+    );
     expect(e.entities.devices).toHaveLength(ENTITY_CAP);
     expect(e.entities.devices[0]?.mdatpDeviceId).toBe('d0');
     expect(e.entities.ips).toHaveLength(ENTITY_CAP);
@@ -229,8 +338,34 @@ describe('deriveEnrichment: odd payloads never throw', () => {
     ['an array', [{ incidentId: 1 }]],
     ['an empty object', {}],
     ['alerts as a string', { incidentId: 5, alerts: 'none' }],
-    ['alerts holding junk', { incidentId: 5, alerts: [null, 1, 'a', [], { devices: 'x', entities: { entityType: 'User' }, mitreTechniques: 7 }] }],
-    ['wrong types everywhere', { incidentId: '12', severity: 7, status: {}, redirectIncidentId: 'x', alerts: [{ severity: ['High'], status: 3, category: {}, serviceSource: 9, firstActivity: 'yesterday', lastActivity: 12, devices: [null, { riskScore: 5, mdatpDeviceId: {} }], entities: [null, { entityType: 5, ipAddress: 7, url: '', sha1: {} }] }] }],
+    [
+      'alerts holding junk',
+      {
+        incidentId: 5,
+        alerts: [null, 1, 'a', [], { devices: 'x', entities: { entityType: 'User' }, mitreTechniques: 7 }],
+      },
+    ],
+    [
+      'wrong types everywhere',
+      {
+        incidentId: '12',
+        severity: 7,
+        status: {},
+        redirectIncidentId: 'x',
+        alerts: [
+          {
+            severity: ['High'],
+            status: 3,
+            category: {},
+            serviceSource: 9,
+            firstActivity: 'yesterday',
+            lastActivity: 12,
+            devices: [null, { riskScore: 5, mdatpDeviceId: {} }],
+            entities: [null, { entityType: 5, ipAddress: 7, url: '', sha1: {} }],
+          },
+        ],
+      },
+    ],
   ])('%s', (_label, input) => {
     const e = deriveEnrichment(input, context);
     expect(e.tenantId).toBe(TENANT);
@@ -240,7 +375,15 @@ describe('deriveEnrichment: odd payloads never throw', () => {
   });
 
   it('reads what it can from a thin or odd payload', () => {
-    const e = deriveEnrichment({ incidentId: '12', severity: 'HIGH', status: 'active', alerts: [{ status: 'inProgress', mitreTechniques: 'T1003, t1059.001 bogus', severity: 'medium' }] }, { tenantId: TENANT });
+    const e = deriveEnrichment(
+      {
+        incidentId: '12',
+        severity: 'HIGH',
+        status: 'active',
+        alerts: [{ status: 'inProgress', mitreTechniques: 'T1003, t1059.001 bogus', severity: 'medium' }],
+      },
+      { tenantId: TENANT },
+    );
     expect(e).toMatchObject({
       incidentId: 12,
       tenantDisplayName: null,
@@ -250,17 +393,26 @@ describe('deriveEnrichment: odd payloads never throw', () => {
       mitre: { techniques: ['T1003', 'T1059.001'] },
       priority: 50 + 2 + 10,
     });
-    expect(deriveEnrichment({ incidentId: 9 }, context)).toMatchObject({ needsFullIncident: true, alertCount: 0, portalUrl: portalUrlFor(9, TENANT), firstActivity: null });
+    expect(deriveEnrichment({ incidentId: 9 }, context)).toMatchObject({
+      needsFullIncident: true,
+      alertCount: 0,
+      portalUrl: portalUrlFor(9, TENANT),
+      firstActivity: null,
+    });
   });
 
   it('falls back to the worst alert severity when the incident has none', () => {
-    const e = deriveEnrichment({ incidentId: 1, alerts: [alert({ severity: 'High' }), alert({ severity: 'Low' })] }, context);
+    const e = deriveEnrichment(
+      { incidentId: 1, alerts: [alert({ severity: 'High' }), alert({ severity: 'Low' })] },
+      context,
+    );
     expect(e.priorityReasons[0]).toBe('highest alert severity High: +50');
   });
 });
 
 describe('deriveEnrichment: alert categories and MITRE tactics', () => {
-  const withCategories = (...categories: unknown[]) => deriveEnrichment({ incidentId: 7, alerts: categories.map((category) => alert({ category })) }, context);
+  const withCategories = (...categories: unknown[]) =>
+    deriveEnrichment({ incidentId: 7, alerts: categories.map((category) => alert({ category })) }, context);
   const ids = (e: ReturnType<typeof deriveEnrichment>) => e.mitre.tactics.map((t) => t.id);
 
   it("gives the README's example: tactics as { id, name } in matrix order, the other categories apart", () => {
@@ -310,19 +462,38 @@ describe('deriveEnrichment: alert categories and MITRE tactics', () => {
     expect(withCategories(category)).toMatchObject({ mitre: { tactics: [tactic] }, categories: [] });
   });
 
-  it.each(['General', 'Exploit', 'Malware', 'Ransomware', 'SuspiciousActivity', 'UnwantedSoftware'])('the category %s is not a tactic: it is kept in categories', (category) => {
-    expect(withCategories(category)).toMatchObject({ mitre: { tactics: [] }, categories: [category] });
-  });
+  it.each(['General', 'Exploit', 'Malware', 'Ransomware', 'SuspiciousActivity', 'UnwantedSoftware'])(
+    'the category %s is not a tactic: it is kept in categories',
+    (category) => {
+      expect(withCategories(category)).toMatchObject({ mitre: { tactics: [] }, categories: [category] });
+    },
+  );
 
   it('lists tactics once each, in the order of the ATT&CK matrix (the last is the furthest stage), whatever the alert order', () => {
-    const categories = ['Impact', 'Exfiltration', 'InitialAccess', 'CommandAndControl', 'Reconnaissance', 'Impact', 'InitialAccess'];
+    const categories = [
+      'Impact',
+      'Exfiltration',
+      'InitialAccess',
+      'CommandAndControl',
+      'Reconnaissance',
+      'Impact',
+      'InitialAccess',
+    ];
     const expected = ['TA0043', 'TA0001', 'TA0011', 'TA0010', 'TA0040'];
     expect(ids(withCategories(...categories))).toEqual(expected);
     expect(ids(withCategories(...[...categories].reverse()))).toEqual(expected);
   });
 
   it('recognises a tactic in any case and spelling Defender or ATT&CK uses (spaces, dashes, underscores, the TA id)', () => {
-    const e = withCategories('initialaccess', ' INITIAL_ACCESS ', 'Initial Access', 'initial-access', 'ta0001', 'command-and-control', 'Credential access');
+    const e = withCategories(
+      'initialaccess',
+      ' INITIAL_ACCESS ',
+      'Initial Access',
+      'initial-access',
+      'ta0001',
+      'command-and-control',
+      'Credential access',
+    );
     expect(e.mitre.tactics).toEqual([
       { id: 'TA0001', name: 'Initial Access' },
       { id: 'TA0006', name: 'Credential Access' },
@@ -339,26 +510,79 @@ describe('deriveEnrichment: alert categories and MITRE tactics', () => {
   });
 
   it('keeps the other categories sorted, once each whatever their case, in the documented spelling when there is one', () => {
-    const e = withCategories('malware', 'SuspiciousActivity', 'MALWARE', ' suspiciousactivity', 'Malware', 'unwantedsoftware', 'ransomware', 'InitialAccess');
+    const e = withCategories(
+      'malware',
+      'SuspiciousActivity',
+      'MALWARE',
+      ' suspiciousactivity',
+      'Malware',
+      'unwantedsoftware',
+      'ransomware',
+      'InitialAccess',
+    );
     expect(e.categories).toEqual(['Malware', 'Ransomware', 'SuspiciousActivity', 'UnwantedSoftware']);
     expect(ids(e)).toEqual(['TA0001']);
   });
 
   it('keeps an unknown category as Defender sent it (trimmed), with one spelling whatever the alert order', () => {
     // Lower-casing the Turkish dotted İ leaves a combining dot: it is not Initial Access.
-    const unknown = ['ThreatManagement', 'threatmanagement', 'CredentialTheft', ' PreAttack ', 'TA9999', 'Initial', 'InitialAccessAttempt', 'İnitialAccess'];
-    const expected = ['CredentialTheft', 'Initial', 'InitialAccessAttempt', 'PreAttack', 'TA9999', 'ThreatManagement', 'İnitialAccess'];
+    const unknown = [
+      'ThreatManagement',
+      'threatmanagement',
+      'CredentialTheft',
+      ' PreAttack ',
+      'TA9999',
+      'Initial',
+      'InitialAccessAttempt',
+      'İnitialAccess',
+    ];
+    const expected = [
+      'CredentialTheft',
+      'Initial',
+      'InitialAccessAttempt',
+      'PreAttack',
+      'TA9999',
+      'ThreatManagement',
+      'İnitialAccess',
+    ];
     expect(withCategories(...unknown)).toMatchObject({ mitre: { tactics: [] }, categories: expected });
     expect(withCategories(...[...unknown].reverse()).categories).toEqual(expected);
   });
 
   it('treats None, empty and missing categories as no category', () => {
-    const e = deriveEnrichment({ incidentId: 7, alerts: [alert({ category: 'None' }), alert({ category: 'none' }), alert({ category: ' NONE ' }), alert({ category: '' }), alert({ category: '   ' }), alert({ category: null }), alert({})] }, context);
+    const e = deriveEnrichment(
+      {
+        incidentId: 7,
+        alerts: [
+          alert({ category: 'None' }),
+          alert({ category: 'none' }),
+          alert({ category: ' NONE ' }),
+          alert({ category: '' }),
+          alert({ category: '   ' }),
+          alert({ category: null }),
+          alert({}),
+        ],
+      },
+      context,
+    );
     expect(e).toMatchObject({ alertCount: 7, mitre: { tactics: [] }, categories: [] });
   });
 
   it('ignores categories that are not strings, and names that only exist on Object.prototype', () => {
-    const e = withCategories(42, true, {}, { name: 'Impact' }, ['InitialAccess'], () => 'Impact', Symbol('x'), 10n, '__proto__', 'constructor', 'toString', 'hasOwnProperty');
+    const e = withCategories(
+      42,
+      true,
+      {},
+      { name: 'Impact' },
+      ['InitialAccess'],
+      () => 'Impact',
+      Symbol('x'),
+      10n,
+      '__proto__',
+      'constructor',
+      'toString',
+      'hasOwnProperty',
+    );
     expect(e.mitre.tactics).toEqual([]);
     expect(e.categories).toEqual(['__proto__', 'constructor', 'hasOwnProperty', 'toString']);
     expect(() => JSON.stringify(e)).not.toThrow();
@@ -402,7 +626,9 @@ describe('hunting query placeholders', () => {
       { accountName: 'adele', domainName: 'C', userPrincipalName: null, aadUserId: null },
       { accountName: 'o"brien\\x', domainName: 'C', userPrincipalName: null, aadUserId: null },
     ],
-    devices: [{ mdatpDeviceId: 'd1', deviceDnsName: 'pc1.contoso.com', osPlatform: null, riskScore: null, healthStatus: null }],
+    devices: [
+      { mdatpDeviceId: 'd1', deviceDnsName: 'pc1.contoso.com', osPlatform: null, riskScore: null, healthStatus: null },
+    ],
     ips: [],
     urls: [],
     fileHashes: [],
@@ -412,14 +638,24 @@ describe('hunting query placeholders', () => {
   };
 
   it('fills each placeholder with a quoted, escaped KQL list', () => {
-    expect(fillHuntingQuery('DeviceLogonEvents | where DeviceName in ({deviceNames}) and AccountName in ({accountNames})', entities)).toEqual({
-      query: 'DeviceLogonEvents | where DeviceName in ("pc1.contoso.com") and AccountName in ("adele","o\\"brien\\\\x")',
+    expect(
+      fillHuntingQuery(
+        'DeviceLogonEvents | where DeviceName in ({deviceNames}) and AccountName in ({accountNames})',
+        entities,
+      ),
+    ).toEqual({
+      query:
+        'DeviceLogonEvents | where DeviceName in ("pc1.contoso.com") and AccountName in ("adele","o\\"brien\\\\x")',
     });
   });
 
   it('skips a query whose placeholder has no values, or names none it knows', () => {
-    expect(fillHuntingQuery('X | where RemoteIP in ({ips})', entities)).toEqual({ skipped: expect.stringContaining('no values for {ips}') });
-    expect(fillHuntingQuery('X | where A in ({constructor})', entities)).toEqual({ skipped: expect.stringContaining('unknown placeholder {constructor}') });
+    expect(fillHuntingQuery('X | where RemoteIP in ({ips})', entities)).toEqual({
+      skipped: expect.stringContaining('no values for {ips}'),
+    });
+    expect(fillHuntingQuery('X | where A in ({constructor})', entities)).toEqual({
+      skipped: expect.stringContaining('unknown placeholder {constructor}'),
+    });
   });
 
   it('escapes what could end a KQL string early', () => {
@@ -427,7 +663,13 @@ describe('hunting query placeholders', () => {
   });
 
   it('names what is wrong with a query spec', () => {
-    expect(huntingSpecProblems({ name: 'recent-logons', query: 'DeviceLogonEvents | where DeviceName in ({deviceNames})', maxRows: 20 })).toEqual([]);
+    expect(
+      huntingSpecProblems({
+        name: 'recent-logons',
+        query: 'DeviceLogonEvents | where DeviceName in ({deviceNames})',
+        maxRows: 20,
+      }),
+    ).toEqual([]);
     expect(huntingSpecProblems({ name: '', query: 'X {nope}', maxRows: 0 })).toEqual([
       expect.stringMatching(/^name: /),
       expect.stringMatching(/^query: unknown placeholder \{nope\}/),

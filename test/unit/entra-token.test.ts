@@ -1,7 +1,14 @@
 import { createServer, type Server } from 'node:net';
 import { errors, exportJWK, generateKeyPair, SignJWT, type JWK, type JWTPayload } from 'jose';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { EntraTokenValidator, SigningKeysUnavailableError, TokenValidationError, UNVERIFIED_TOKEN_MESSAGE, V1_ISSUER_HOST, type EntraTokenValidatorOptions } from '../../shared/entra-token.js';
+import {
+  EntraTokenValidator,
+  SigningKeysUnavailableError,
+  TokenValidationError,
+  UNVERIFIED_TOKEN_MESSAGE,
+  V1_ISSUER_HOST,
+  type EntraTokenValidatorOptions,
+} from '../../shared/entra-token.js';
 import { describeError } from '../../shared/redact.js';
 
 /**
@@ -44,7 +51,8 @@ afterEach(() => {
 });
 
 const now = () => Math.floor(Date.now() / 1000);
-const issuer = (version: 1 | 2, tenant = TENANT) => (version === 1 ? `${V1_ISSUER_HOST}/${tenant}/` : `${AUTHORITY}/${tenant}/v2.0`);
+const issuer = (version: 1 | 2, tenant = TENANT) =>
+  version === 1 ? `${V1_ISSUER_HOST}/${tenant}/` : `${AUTHORITY}/${tenant}/v2.0`;
 
 /** An access token as Entra issues it (v2.0 unless `ver` says otherwise), with `claims` changing or (undefined) removing its claims. */
 async function tokenWith(claims: Record<string, unknown> = {}): Promise<string> {
@@ -73,16 +81,23 @@ function unsignedFor(tid: string): string {
   return `${part({ alg: 'RS256', typ: 'JWT', kid: KID })}.${part({ tid, ver: '2.0', iss: issuer(2, tid), aud: API_CLIENT_ID, exp: now() + 3600 })}.${Buffer.alloc(256, 1).toString('base64url')}`;
 }
 
-const validator = (options: Partial<EntraTokenValidatorOptions> = {}) => new EntraTokenValidator({ authorityHost: AUTHORITY, audiences: [API_CLIENT_ID, API_URI], ...options });
+const validator = (options: Partial<EntraTokenValidatorOptions> = {}) =>
+  new EntraTokenValidator({ authorityHost: AUTHORITY, audiences: [API_CLIENT_ID, API_URI], ...options });
 
 async function refusal(attempt: Promise<unknown>): Promise<TokenValidationError> {
-  const err = await attempt.then(() => undefined, (e: unknown) => e);
+  const err = await attempt.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(err).toBeInstanceOf(TokenValidationError);
   return err as TokenValidationError;
 }
 
 async function outage(attempt: Promise<unknown>): Promise<SigningKeysUnavailableError> {
-  const err = await attempt.then(() => undefined, (e: unknown) => e);
+  const err = await attempt.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(err).toBeInstanceOf(SigningKeysUnavailableError);
   return err as SigningKeysUnavailableError;
 }
@@ -90,14 +105,26 @@ async function outage(attempt: Promise<unknown>): Promise<SigningKeysUnavailable
 describe('entra token: refused before its signature is checked, with the one answer any unverified token gets (the log says why)', () => {
   it('no Authorization header: 401 asking for a bearer token', async () => {
     for (const header of [undefined, null, '']) {
-      expect(await refusal(validator().validate(header))).toMatchObject({ status: 401, message: 'No bearer token: send Authorization: Bearer <token>' });
+      expect(await refusal(validator().validate(header))).toMatchObject({
+        status: 401,
+        message: 'No bearer token: send Authorization: Bearer <token>',
+      });
     }
   });
 
   it('another scheme, or a bearer credential that is no JWT: the log says it is not a bearer JWT', async () => {
     const token = await tokenWith();
-    for (const header of [`Basic ${Buffer.from('user:pass').toString('base64')}`, `Bearer${token}`, 'Bearer not-a-jwt', `Token ${token}`]) {
-      expect(await refusal(validator().validate(header)), header).toMatchObject({ status: 401, message: UNVERIFIED_TOKEN_MESSAGE, detail: 'the Authorization header is not a bearer JWT' });
+    for (const header of [
+      `Basic ${Buffer.from('user:pass').toString('base64')}`,
+      `Bearer${token}`,
+      'Bearer not-a-jwt',
+      `Token ${token}`,
+    ]) {
+      expect(await refusal(validator().validate(header)), header).toMatchObject({
+        status: 401,
+        message: UNVERIFIED_TOKEN_MESSAGE,
+        detail: 'the Authorization header is not a bearer JWT',
+      });
     }
     expect(fetched).toEqual([]);
   });
@@ -118,7 +145,11 @@ describe('entra token: refused before its signature is checked, with the one ans
     ['an empty tid', { tid: '' }],
   ])('%s: refused, no key set fetched for it, and the log says it has no valid tid claim', async (_why, claims) => {
     const token = await tokenWith(claims);
-    expect(await refusal(validator().validate(`Bearer ${token}`))).toMatchObject({ status: 401, message: UNVERIFIED_TOKEN_MESSAGE, detail: 'the token has no valid tid claim' });
+    expect(await refusal(validator().validate(`Bearer ${token}`))).toMatchObject({
+      status: 401,
+      message: UNVERIFIED_TOKEN_MESSAGE,
+      detail: 'the token has no valid tid claim',
+    });
     expect(fetched).toEqual([]);
   });
 });
@@ -126,8 +157,17 @@ describe('entra token: refused before its signature is checked, with the one ans
 describe('entra token: the Authorization header', () => {
   it('takes the scheme in any case, one or more spaces before the token (RFC 6750: 1*SP), and whitespace around the value', async () => {
     const token = await tokenWith();
-    for (const header of [`Bearer ${token}`, `bearer ${token}`, `BEARER   ${token}`, `Bearer\t${token}`, `  Bearer ${token} `]) {
-      await expect(validator().validate(header), JSON.stringify(header.slice(0, 12))).resolves.toMatchObject({ tenantId: TENANT, clientId: CALLER });
+    for (const header of [
+      `Bearer ${token}`,
+      `bearer ${token}`,
+      `BEARER   ${token}`,
+      `Bearer\t${token}`,
+      `  Bearer ${token} `,
+    ]) {
+      await expect(validator().validate(header), JSON.stringify(header.slice(0, 12))).resolves.toMatchObject({
+        tenantId: TENANT,
+        clientId: CALLER,
+      });
     }
   });
 });
@@ -135,36 +175,62 @@ describe('entra token: the Authorization header', () => {
 describe('entra token: the claims, once the signature verified (the answer says what is wrong)', () => {
   it('a token not valid yet (nbf beyond the clock tolerance): 401 saying so', async () => {
     const token = await tokenWith({ nbf: now() + 300 });
-    expect(await refusal(validator().validate(`Bearer ${token}`))).toMatchObject({ status: 401, message: 'The token is not valid yet' });
+    expect(await refusal(validator().validate(`Bearer ${token}`))).toMatchObject({
+      status: 401,
+      message: 'The token is not valid yet',
+    });
   });
 
   it('a token without exp: 401 naming the claim, never accepted as valid forever', async () => {
     const token = await tokenWith({ exp: undefined });
-    expect(await refusal(validator().validate(`Bearer ${token}`))).toMatchObject({ status: 401, message: "The token's exp claim is not acceptable" });
+    expect(await refusal(validator().validate(`Bearer ${token}`))).toMatchObject({
+      status: 401,
+      message: "The token's exp claim is not acceptable",
+    });
   });
 
   it('allows 60 s of clock skew by default: a token expired 30 s ago is accepted, one expired 90 s ago is refused', async () => {
-    await expect(validator().validate(`Bearer ${await tokenWith({ exp: now() - 30 })}`)).resolves.toMatchObject({ tenantId: TENANT });
-    expect(await refusal(validator().validate(`Bearer ${await tokenWith({ exp: now() - 90 })}`))).toMatchObject({ status: 401, message: 'The token has expired' });
+    await expect(validator().validate(`Bearer ${await tokenWith({ exp: now() - 30 })}`)).resolves.toMatchObject({
+      tenantId: TENANT,
+    });
+    expect(await refusal(validator().validate(`Bearer ${await tokenWith({ exp: now() - 90 })}`))).toMatchObject({
+      status: 401,
+      message: 'The token has expired',
+    });
   });
 
   it('takes the configured clock tolerance instead: 5 s refuses a token expired 30 s ago', async () => {
     const token = await tokenWith({ exp: now() - 30 });
-    expect(await refusal(validator({ clockToleranceSeconds: 5 }).validate(`Bearer ${token}`))).toMatchObject({ status: 401, message: 'The token has expired' });
+    expect(await refusal(validator({ clockToleranceSeconds: 5 }).validate(`Bearer ${token}`))).toMatchObject({
+      status: 401,
+      message: 'The token has expired',
+    });
   });
 });
 
 describe('entra token: what the principal carries', () => {
   it('roles: only the string values of roles; a token without roles has none', async () => {
-    await expect(validator().validate(`Bearer ${await tokenWith({ roles: ['Incidents.Submit', 7, null, { role: 'x' }, 'Other'] })}`)).resolves.toMatchObject({ roles: ['Incidents.Submit', 'Other'] });
-    await expect(validator().validate(`Bearer ${await tokenWith({ roles: undefined })}`)).resolves.toMatchObject({ roles: [] });
-    await expect(validator().validate(`Bearer ${await tokenWith({ roles: 'Incidents.Submit' })}`)).resolves.toMatchObject({ roles: [] });
+    await expect(
+      validator().validate(
+        `Bearer ${await tokenWith({ roles: ['Incidents.Submit', 7, null, { role: 'x' }, 'Other'] })}`,
+      ),
+    ).resolves.toMatchObject({ roles: ['Incidents.Submit', 'Other'] });
+    await expect(validator().validate(`Bearer ${await tokenWith({ roles: undefined })}`)).resolves.toMatchObject({
+      roles: [],
+    });
+    await expect(
+      validator().validate(`Bearer ${await tokenWith({ roles: 'Incidents.Submit' })}`),
+    ).resolves.toMatchObject({ roles: [] });
   });
 
   it('scopes: scp split on spaces; an empty scp is no scope (an app token, as one without scp)', async () => {
-    await expect(validator().validate(`Bearer ${await tokenWith({ scp: 'access_as_user  Other ' })}`)).resolves.toMatchObject({ scopes: ['access_as_user', 'Other'] });
+    await expect(
+      validator().validate(`Bearer ${await tokenWith({ scp: 'access_as_user  Other ' })}`),
+    ).resolves.toMatchObject({ scopes: ['access_as_user', 'Other'] });
     await expect(validator().validate(`Bearer ${await tokenWith({ scp: '' })}`)).resolves.toMatchObject({ scopes: [] });
-    await expect(validator().validate(`Bearer ${await tokenWith({ scp: ' ' })}`)).resolves.toMatchObject({ scopes: [] });
+    await expect(validator().validate(`Bearer ${await tokenWith({ scp: ' ' })}`)).resolves.toMatchObject({
+      scopes: [],
+    });
     await expect(validator().validate(`Bearer ${await tokenWith()}`)).resolves.toMatchObject({ scopes: [] });
   });
 });
@@ -189,13 +255,20 @@ describe("entra token: the tenant's signing keys", () => {
     for (const tid of [TENANT, TENANT, OTHER_TENANT, TENANT, OTHER_TENANT]) {
       await expect(v.validate(`Bearer ${await tokenWith({ tid })}`)).resolves.toMatchObject({ tenantId: tid });
     }
-    expect(fetched).toEqual([`${AUTHORITY}/${TENANT}/discovery/v2.0/keys`, `${AUTHORITY}/${OTHER_TENANT}/discovery/v2.0/keys`]);
+    expect(fetched).toEqual([
+      `${AUTHORITY}/${TENANT}/discovery/v2.0/keys`,
+      `${AUTHORITY}/${OTHER_TENANT}/discovery/v2.0/keys`,
+    ]);
   });
 
   it('keeps the key sets of at most 1000 tenants: tokens naming ever new tenants evict the oldest, whose next token fetches its keys again', async () => {
     const v = validator();
-    const tenants = Array.from({ length: 1001 }, (_, i) => `00000000-0000-4000-8000-${i.toString(16).padStart(12, '0')}`);
-    const attempt = async (tid: string) => expect((await refusal(v.validate(`Bearer ${unsignedFor(tid)}`))).detail).toBe('The token signature is not valid');
+    const tenants = Array.from(
+      { length: 1001 },
+      (_, i) => `00000000-0000-4000-8000-${i.toString(16).padStart(12, '0')}`,
+    );
+    const attempt = async (tid: string) =>
+      expect((await refusal(v.validate(`Bearer ${unsignedFor(tid)}`))).detail).toBe('The token signature is not valid');
     for (const tid of tenants.slice(0, 1000)) await attempt(tid);
     expect(fetched).toHaveLength(1000);
     // 1000 tenants: the first one's key set is still kept.
@@ -204,7 +277,10 @@ describe("entra token: the tenant's signing keys", () => {
     // The 1001st evicts the oldest.
     await attempt(tenants[1000]!);
     await attempt(tenants[0]!);
-    expect(fetched.slice(1000)).toEqual([`${AUTHORITY}/${tenants[1000]}/discovery/v2.0/keys`, `${AUTHORITY}/${tenants[0]}/discovery/v2.0/keys`]);
+    expect(fetched.slice(1000)).toEqual([
+      `${AUTHORITY}/${tenants[1000]}/discovery/v2.0/keys`,
+      `${AUTHORITY}/${tenants[0]}/discovery/v2.0/keys`,
+    ]);
   });
 
   it('Entra refusing the keys of a tenant it does not know (400): an invalid token (401); the log names the tenant, the status and the address', async () => {
@@ -216,25 +292,35 @@ describe("entra token: the tenant's signing keys", () => {
     });
   });
 
-  it.each([408, 429, 500, 503])('Entra answering %i: an outage (503 to the caller), not an invalid token; the log line names the error and the status', async (status) => {
-    answer = () => new Response('busy', { status });
-    const err = await outage(validator().validate(`Bearer ${await tokenWith()}`));
-    expect(err.message).toBe(`Entra ID's signing keys could not be fetched from ${AUTHORITY}/${TENANT}/discovery/v2.0/keys: HTTP ${status}`);
-    expect(describeError(err)).toBe(`SigningKeysUnavailableError: ${err.message}`);
-  });
+  it.each([408, 429, 500, 503])(
+    'Entra answering %i: an outage (503 to the caller), not an invalid token; the log line names the error and the status',
+    async (status) => {
+      answer = () => new Response('busy', { status });
+      const err = await outage(validator().validate(`Bearer ${await tokenWith()}`));
+      expect(err.message).toBe(
+        `Entra ID's signing keys could not be fetched from ${AUTHORITY}/${TENANT}/discovery/v2.0/keys: HTTP ${status}`,
+      );
+      expect(describeError(err)).toBe(`SigningKeysUnavailableError: ${err.message}`);
+    },
+  );
 
   it('Entra answering 200 with something other than a JSON key set: an outage', async () => {
     for (const body of ['<html>sign in</html>', 'null', '{"keys":"none"}']) {
       answer = () => new Response(body, { status: 200 });
       const err = await outage(validator().validate(`Bearer ${await tokenWith()}`));
-      expect(err.message, body).toBe(`Entra ID's signing keys could not be fetched from ${AUTHORITY}/${TENANT}/discovery/v2.0/keys: the answer (HTTP 200) is not a JSON key set`);
+      expect(err.message, body).toBe(
+        `Entra ID's signing keys could not be fetched from ${AUTHORITY}/${TENANT}/discovery/v2.0/keys: the answer (HTTP 200) is not a JSON key set`,
+      );
     }
   });
 
-  it('a key set not fetched within keysTimeoutMs: an outage saying so, with jose\'s timeout as its cause', async () => {
-    answer = (_url, init) => new Promise((_resolve, reject) => init!.signal!.addEventListener('abort', () => reject(init!.signal!.reason)));
+  it("a key set not fetched within keysTimeoutMs: an outage saying so, with jose's timeout as its cause", async () => {
+    answer = (_url, init) =>
+      new Promise((_resolve, reject) => init!.signal!.addEventListener('abort', () => reject(init!.signal!.reason)));
     const err = await outage(validator({ keysTimeoutMs: 50 }).validate(`Bearer ${await tokenWith()}`));
-    expect(err.message).toBe(`Entra ID's signing keys could not be fetched from ${AUTHORITY}/${TENANT}/discovery/v2.0/keys: no answer within 50 ms`);
+    expect(err.message).toBe(
+      `Entra ID's signing keys could not be fetched from ${AUTHORITY}/${TENANT}/discovery/v2.0/keys: no answer within 50 ms`,
+    );
     expect(err.cause).toBeInstanceOf(errors.JWKSTimeout);
   });
 
@@ -260,7 +346,9 @@ describe("entra token: the tenant's signing keys", () => {
       });
       answer = (url) => realFetch(url.replace(AUTHORITY, `http://127.0.0.1:${closed}`));
       const err = await outage(validator().validate(`Bearer ${await tokenWith()}`));
-      expect(err.message).toBe(`Entra ID's signing keys could not be fetched from ${AUTHORITY}/${TENANT}/discovery/v2.0/keys: no answer (connect ECONNREFUSED 127.0.0.1:${closed})`);
+      expect(err.message).toBe(
+        `Entra ID's signing keys could not be fetched from ${AUTHORITY}/${TENANT}/discovery/v2.0/keys: no answer (connect ECONNREFUSED 127.0.0.1:${closed})`,
+      );
       // fetch's error stays attached, with the network's below it.
       expect(err.cause).toMatchObject({ message: 'fetch failed', cause: { code: 'ECONNREFUSED' } });
     });
@@ -268,7 +356,9 @@ describe("entra token: the tenant's signing keys", () => {
     it('connection closed without an answer: the code, then the message that does not name it', async () => {
       answer = (url) => realFetch(url.replace(AUTHORITY, `http://127.0.0.1:${port}`));
       const err = await outage(validator().validate(`Bearer ${await tokenWith()}`));
-      expect(err.message).toBe(`Entra ID's signing keys could not be fetched from ${AUTHORITY}/${TENANT}/discovery/v2.0/keys: no answer (UND_ERR_SOCKET: other side closed)`);
+      expect(err.message).toBe(
+        `Entra ID's signing keys could not be fetched from ${AUTHORITY}/${TENANT}/discovery/v2.0/keys: no answer (UND_ERR_SOCKET: other side closed)`,
+      );
     });
   });
 });
@@ -286,6 +376,10 @@ describe('entra token: refused by the signature check, the log saying why', () =
 
   it('a key in the set that jose will not use (modulus under 2048 bits): refused, the log saying only that it could not be verified', async () => {
     answer = () => Response.json({ keys: [{ ...jwk, n: 'AQAB' }] });
-    expect(await refusal(validator().validate(`Bearer ${await tokenWith()}`))).toMatchObject({ status: 401, message: UNVERIFIED_TOKEN_MESSAGE, detail: 'The token could not be verified' });
+    expect(await refusal(validator().validate(`Bearer ${await tokenWith()}`))).toMatchObject({
+      status: 401,
+      message: UNVERIFIED_TOKEN_MESSAGE,
+      detail: 'The token could not be verified',
+    });
   });
 });

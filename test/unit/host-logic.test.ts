@@ -9,7 +9,13 @@ import { createCoreApi } from '../../local/host/core-api.js';
 import { formatTimeSpan } from '../../local/host/invoker.js';
 import { decodeBase64Message, LinearSpeedup, RandomizedExponentialBackoff } from '../../local/host/queue-listener.js';
 import { matchRoute, parseRouteTemplate } from '../../local/host/routes.js';
-import { checkPastDue, monitorsSchedule, NEVER, parseSchedule, type ScheduleStatus } from '../../local/host/timer-trigger.js';
+import {
+  checkPastDue,
+  monitorsSchedule,
+  NEVER,
+  parseSchedule,
+  type ScheduleStatus,
+} from '../../local/host/timer-trigger.js';
 import { parseTimeSpan } from '../../local/host/timespan.js';
 import { localHostId } from '../../local/host/schedule-monitor.js';
 
@@ -39,20 +45,31 @@ describe('route templates', () => {
     expect(() => parseRouteTemplate('{*rest}/x')).toThrow(/catch-all/);
     expect(() => parseRouteTemplate('{a?}/x')).toThrow(/optional/);
   });
-
 });
 
 describe('glob', () => {
   const dir = mkdtempSync(join(tmpdir(), 'host-glob-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
-  for (const file of ['dist/functions/a.js', 'dist/functions/b.js', 'dist/functions/b.js.map', 'dist/functions/sub/c.js', 'dist/shared/d.js', 'node_modules/x/e.js']) {
+  for (const file of [
+    'dist/functions/a.js',
+    'dist/functions/b.js',
+    'dist/functions/b.js.map',
+    'dist/functions/sub/c.js',
+    'dist/shared/d.js',
+    'node_modules/x/e.js',
+  ]) {
     mkdirSync(join(dir, file, '..'), { recursive: true });
     writeFileSync(join(dir, file), '');
   }
 
   it('* stays within a segment, ** crosses segments, node_modules is skipped', () => {
     expect(expandGlob(dir, 'dist/functions/*.js')).toEqual(['dist/functions/a.js', 'dist/functions/b.js']);
-    expect(expandGlob(dir, './dist/**/*.js')).toEqual(['dist/functions/a.js', 'dist/functions/b.js', 'dist/functions/sub/c.js', 'dist/shared/d.js']);
+    expect(expandGlob(dir, './dist/**/*.js')).toEqual([
+      'dist/functions/a.js',
+      'dist/functions/b.js',
+      'dist/functions/sub/c.js',
+      'dist/shared/d.js',
+    ]);
     expect(expandGlob(dir, '**/e.js')).toEqual([]);
     expect(globToRegExp('a/**/b.js').test('a/b.js')).toBe(true);
     expect(globToRegExp('a/?.js').test('a/xy.js')).toBe(false);
@@ -64,7 +81,14 @@ describe('host.json and settings', () => {
     expect(parseHostConfig({ version: '2.0' }, { processorCount: 1, sku: undefined })).toEqual({
       routePrefix: 'api',
       functionTimeoutMs: 1_800_000,
-      queues: { batchSize: 16, newBatchThreshold: 8, maxPollingIntervalMs: 60_000, visibilityTimeoutMs: 0, maxDequeueCount: 5, messageEncoding: 'base64' },
+      queues: {
+        batchSize: 16,
+        newBatchThreshold: 8,
+        maxPollingIntervalMs: 60_000,
+        visibilityTimeoutMs: 0,
+        maxDequeueCount: 5,
+        messageEncoding: 'base64',
+      },
     });
   });
 
@@ -80,31 +104,61 @@ describe('host.json and settings', () => {
   });
 
   it('defaults functionTimeout by plan and refuses what the plan does not allow', () => {
-    const timeout = (functionTimeout: string | undefined, sku?: string) => parseHostConfig({ functionTimeout }, { processorCount: 1, sku }).functionTimeoutMs;
+    const timeout = (functionTimeout: string | undefined, sku?: string) =>
+      parseHostConfig({ functionTimeout }, { processorCount: 1, sku }).functionTimeoutMs;
     expect(timeout(undefined)).toBe(30 * 60_000);
     expect(timeout(undefined, 'FlexConsumption')).toBe(30 * 60_000);
     expect(timeout(undefined, 'Dynamic')).toBe(5 * 60_000);
     expect(timeout('-1')).toBeUndefined();
     expect(timeout('01:30:00', 'FlexConsumption')).toBe(90 * 60_000);
     expect(timeout('00:10:00', 'Dynamic')).toBe(10 * 60_000);
-    expect(() => timeout('-1', 'Dynamic')).toThrow("'functionTimeout': FunctionTimeout must be greater than 00:00:01 and less than 00:10:00.");
+    expect(() => timeout('-1', 'Dynamic')).toThrow(
+      "'functionTimeout': FunctionTimeout must be greater than 00:00:01 and less than 00:10:00.",
+    );
     expect(() => timeout('00:15:00', 'Dynamic')).toThrow(/less than 00:10:00/);
     expect(() => timeout('00:00:00.5')).toThrow(/greater than 00:00:01/);
   });
 
   it('refuses the queue options the extension refuses at start-up', () => {
-    expect(() => parseHostConfig({ extensions: { queues: { maxDequeueCount: 0 } } })).toThrow("'extensions.queues.maxDequeueCount': MaxDequeueCount must not be less than 1.");
+    expect(() => parseHostConfig({ extensions: { queues: { maxDequeueCount: 0 } } })).toThrow(
+      "'extensions.queues.maxDequeueCount': MaxDequeueCount must not be less than 1.",
+    );
     expect(() => parseHostConfig({ extensions: { queues: { batchSize: 0 } } })).toThrow(/batchSize' must be 1–32/);
-    expect(() => parseHostConfig({ extensions: { queues: { maxPollingInterval: '00:00:00.05' } } })).toThrow(/MaxPollingInterval must not be less than 00:00:00.1000000/);
-    expect(parseHostConfig({ extensions: { queues: { maxDequeueCount: 1, maxPollingInterval: '00:00:00.1' } } }).queues).toMatchObject({ maxDequeueCount: 1, maxPollingIntervalMs: 100 });
+    expect(() => parseHostConfig({ extensions: { queues: { maxPollingInterval: '00:00:00.05' } } })).toThrow(
+      /MaxPollingInterval must not be less than 00:00:00.1000000/,
+    );
+    expect(
+      parseHostConfig({ extensions: { queues: { maxDequeueCount: 1, maxPollingInterval: '00:00:00.1' } } }).queues,
+    ).toMatchObject({ maxDequeueCount: 1, maxPollingIntervalMs: 100 });
   });
 
   it('reads the repository host.json options and rejects bad values', () => {
-    const config = parseHostConfig({
-      functionTimeout: '00:10:00',
-      extensions: { http: { routePrefix: '' }, queues: { batchSize: 4, maxPollingInterval: '00:00:02', visibilityTimeout: '00:00:05', messageEncoding: 'None' } },
-    }, { processorCount: 1, sku: undefined });
-    expect(config).toMatchObject({ routePrefix: '', functionTimeoutMs: 600_000, queues: { batchSize: 4, newBatchThreshold: 2, maxPollingIntervalMs: 2000, visibilityTimeoutMs: 5000, messageEncoding: 'none' } });
+    const config = parseHostConfig(
+      {
+        functionTimeout: '00:10:00',
+        extensions: {
+          http: { routePrefix: '' },
+          queues: {
+            batchSize: 4,
+            maxPollingInterval: '00:00:02',
+            visibilityTimeout: '00:00:05',
+            messageEncoding: 'None',
+          },
+        },
+      },
+      { processorCount: 1, sku: undefined },
+    );
+    expect(config).toMatchObject({
+      routePrefix: '',
+      functionTimeoutMs: 600_000,
+      queues: {
+        batchSize: 4,
+        newBatchThreshold: 2,
+        maxPollingIntervalMs: 2000,
+        visibilityTimeoutMs: 5000,
+        messageEncoding: 'none',
+      },
+    });
     expect(() => parseHostConfig({ extensions: { queues: { batchSize: 64 } } })).toThrow(/batchSize/);
     expect(() => parseHostConfig({ extensions: { queues: { visibilityTimeout: 5 } } })).toThrow(/visibilityTimeout/);
   });
@@ -124,7 +178,10 @@ describe('host.json and settings', () => {
 
   it('copies local.settings.json Values without overriding the environment', () => {
     const dir = mkdtempSync(join(tmpdir(), 'host-settings-'));
-    writeFileSync(join(dir, 'local.settings.json'), JSON.stringify({ IsEncrypted: false, Values: { A: 'file', B: 'file', C: 'file' } }));
+    writeFileSync(
+      join(dir, 'local.settings.json'),
+      JSON.stringify({ IsEncrypted: false, Values: { A: 'file', B: 'file', C: 'file' } }),
+    );
     // An empty variable counts as unset, as Core Tools treats it.
     const env: NodeJS.ProcessEnv = { A: 'env', C: '' };
     expect(applyLocalSettings(dir, env)).toEqual(['B', 'C']);
@@ -145,11 +202,14 @@ describe('timer schedules', () => {
   it('reads six-field NCRONTAB with seconds, in UTC', () => {
     const schedule = parseSchedule('30 */5 * * * *', 'fn');
     expect(schedule.next(new Date('2026-01-01T10:02:00Z')).toISOString()).toBe('2026-01-01T10:05:30.000Z');
-    expect(parseSchedule('0 0 9 * * 1-5', 'fn').next(new Date('2026-01-03T12:00:00Z')).toISOString()).toBe('2026-01-05T09:00:00.000Z');
+    expect(parseSchedule('0 0 9 * * 1-5', 'fn').next(new Date('2026-01-03T12:00:00Z')).toISOString()).toBe(
+      '2026-01-05T09:00:00.000Z',
+    );
   });
 
   it('monitors schedules that fire at most once a minute, as the extension decides', () => {
-    const monitored = (expression: string) => monitorsSchedule(expression, parseSchedule(expression, 'fn'), new Date('2026-01-01T10:00:30Z'));
+    const monitored = (expression: string) =>
+      monitorsSchedule(expression, parseSchedule(expression, 'fn'), new Date('2026-01-01T10:00:30Z'));
     expect(monitored('0 */5 * * * *')).toBe(true);
     expect(monitored('0 * * * * *')).toBe(true);
     expect(monitored('*/10 * * * * *')).toBe(false);
@@ -164,45 +224,75 @@ describe('timer schedules', () => {
     const now = new Date('2026-01-01T10:07:00Z');
     function memoryMonitor() {
       const writes: ScheduleStatus[] = [];
-      return { writes, monitor: { getStatus: async () => undefined, updateStatus: async (_name: string, status: ScheduleStatus) => void writes.push(status) } };
+      return {
+        writes,
+        monitor: {
+          getStatus: async () => undefined,
+          updateStatus: async (_name: string, status: ScheduleStatus) => void writes.push(status),
+        },
+      };
     }
 
-    it('records a new timer\'s first occurrence and is not past due', async () => {
+    it("records a new timer's first occurrence and is not past due", async () => {
       const { writes, monitor } = memoryMonitor();
       const result = await checkPastDue(monitor, 'Host.Functions.fn', now, schedule, undefined);
-      expect(result).toEqual({ pastDue: false, status: { Last: NEVER, Next: '2026-01-01T10:10:00.000Z', LastUpdated: now.toISOString() } });
+      expect(result).toEqual({
+        pastDue: false,
+        status: { Last: NEVER, Next: '2026-01-01T10:10:00.000Z', LastUpdated: now.toISOString() },
+      });
       expect(writes).toEqual([result.status]);
     });
 
     it('is past due when the recorded next occurrence has passed', async () => {
       const { writes, monitor } = memoryMonitor();
-      const last = { Last: '2026-01-01T09:00:00.000Z', Next: '2026-01-01T09:05:00.000Z', LastUpdated: '2026-01-01T09:00:00.000Z' };
-      expect(await checkPastDue(monitor, 'Host.Functions.fn', now, schedule, last)).toEqual({ pastDue: true, status: last });
+      const last = {
+        Last: '2026-01-01T09:00:00.000Z',
+        Next: '2026-01-01T09:05:00.000Z',
+        LastUpdated: '2026-01-01T09:00:00.000Z',
+      };
+      expect(await checkPastDue(monitor, 'Host.Functions.fn', now, schedule, last)).toEqual({
+        pastDue: true,
+        status: last,
+      });
       expect(writes).toEqual([]);
     });
 
     it('is not past due before the recorded next occurrence', async () => {
       const { monitor } = memoryMonitor();
-      const last = { Last: '2026-01-01T10:05:00.000Z', Next: '2026-01-01T10:10:00.000Z', LastUpdated: '2026-01-01T10:05:00.000Z' };
+      const last = {
+        Last: '2026-01-01T10:05:00.000Z',
+        Next: '2026-01-01T10:10:00.000Z',
+        LastUpdated: '2026-01-01T10:05:00.000Z',
+      };
       expect((await checkPastDue(monitor, 'Host.Functions.fn', now, schedule, last)).pastDue).toBe(false);
     });
 
     it('starts afresh, not past due, when the schedule changed since the status was written', async () => {
       const { writes, monitor } = memoryMonitor();
       // Written by an hourly schedule: the five-minute one would have had 09:05 after 09:00.
-      const last = { Last: '2026-01-01T09:00:00.000Z', Next: '2026-01-01T10:00:00.000Z', LastUpdated: '2026-01-01T09:00:00.000Z' };
+      const last = {
+        Last: '2026-01-01T09:00:00.000Z',
+        Next: '2026-01-01T10:00:00.000Z',
+        LastUpdated: '2026-01-01T09:00:00.000Z',
+      };
       const result = await checkPastDue(monitor, 'Host.Functions.fn', now, schedule, last);
-      expect(result).toEqual({ pastDue: false, status: { Last: NEVER, Next: '2026-01-01T10:10:00.000Z', LastUpdated: now.toISOString() } });
+      expect(result).toEqual({
+        pastDue: false,
+        status: { Last: NEVER, Next: '2026-01-01T10:10:00.000Z', LastUpdated: now.toISOString() },
+      });
       expect(writes).toEqual([result.status]);
     });
   });
 
   it('names the host as the real host does when run locally: machine name and a hash of the app folder', () => {
     // .NET's unchecked int arithmetic, computed independently with BigInt.
-    const dotnetHash = (text: string) => [...text].reduce((h, c) => BigInt.asIntN(32, h * 31n + BigInt(c.charCodeAt(0))), 23n);
+    const dotnetHash = (text: string) =>
+      [...text].reduce((h, c) => BigInt.asIntN(32, h * 31n + BigInt(c.charCodeAt(0))), 23n);
     expect(dotnetHash('ab')).toBe(25208n);
     const path = '/home/soc/defender-relay-with-a-long-folder-name/dist';
-    expect(localHostId(path, {}, 'SOC-Laptop_07.corp')).toBe(`soclaptop07corp-${(dotnetHash(path) < 0n ? -dotnetHash(path) : dotnetHash(path)).toString()}`.slice(0, 32));
+    expect(localHostId(path, {}, 'SOC-Laptop_07.corp')).toBe(
+      `soclaptop07corp-${(dotnetHash(path) < 0n ? -dotnetHash(path) : dotnetHash(path)).toString()}`.slice(0, 32),
+    );
     expect(localHostId('/app', {}, 'a-very-long-machine-name-that-fills-it')).toBe('averylongmachinenamethatfillsit'); // cut at 32, the trailing '-' trimmed
     expect(localHostId('/app', { AzureFunctionsWebHost__hostid: 'relay-prod' }, 'x')).toBe('relay-prod');
   });
@@ -227,10 +317,12 @@ describe('the timeout log line', () => {
 
 describe('function registration, as the Node worker keeps it', () => {
   const http = { name: 'hello', bindings: { req: { type: 'httpTrigger', direction: 'in' as const } } };
-  it('refuses a second function with the same id (the name when no functionId is given), in the worker\'s words', () => {
+  it("refuses a second function with the same id (the name when no functionId is given), in the worker's words", () => {
     const { api } = createCoreApi();
     api.registerFunction(http, () => undefined);
-    expect(() => api.registerFunction(http, () => undefined)).toThrow('A function with id "hello" has already been registered.');
+    expect(() => api.registerFunction(http, () => undefined)).toThrow(
+      'A function with id "hello" has already been registered.',
+    );
     expect(() => api.registerFunction({ ...http, functionId: 'hello-2' }, () => undefined)).not.toThrow();
   });
 
@@ -238,7 +330,9 @@ describe('function registration, as the Node worker keeps it', () => {
     const { api, registry } = createCoreApi();
     const registered = api.registerFunction(http, () => undefined);
     registry.lockIndexing();
-    expect(() => api.registerFunction({ ...http, name: 'late' }, () => undefined)).toThrow('A function can only be registered during app startup.');
+    expect(() => api.registerFunction({ ...http, name: 'late' }, () => undefined)).toThrow(
+      'A function can only be registered during app startup.',
+    );
     expect(() => registered.dispose()).toThrow('A function can only be disposed during app startup.');
     expect([...registry.functions.keys()]).toEqual(['hello']);
   });

@@ -1,9 +1,26 @@
 import { describe, expect, it } from 'vitest';
-import { CheckpointConflictError, MAX_BOUNDARY_IDS, type Checkpoint, type CheckpointStore } from '../../shared/checkpoints.js';
-import { PAGE_SIZE, type DefenderClient, type DefenderIncident, type IncidentPage } from '../../shared/defender-client.js';
+import {
+  CheckpointConflictError,
+  MAX_BOUNDARY_IDS,
+  type Checkpoint,
+  type CheckpointStore,
+} from '../../shared/checkpoints.js';
+import {
+  PAGE_SIZE,
+  type DefenderClient,
+  type DefenderIncident,
+  type IncidentPage,
+} from '../../shared/defender-client.js';
 import { eventIdOf, type IncidentEnvelope } from '../../shared/events.js';
 import { handlePollRequest, handlePollSchedule } from '../../shared/ingest-handlers.js';
-import { pollRequest, pollRequestSchema, pollTenant, schedulePolls, type IngestDependencies, type PollRequest } from '../../shared/ingest.js';
+import {
+  pollRequest,
+  pollRequestSchema,
+  pollTenant,
+  schedulePolls,
+  type IngestDependencies,
+  type PollRequest,
+} from '../../shared/ingest.js';
 import { QUEUE_NAMES, type MessageSender } from '../../shared/queues.js';
 import type { Services } from '../../shared/services.js';
 import type { Tenant, TenantRegistry } from '../../shared/tenants.js';
@@ -48,7 +65,9 @@ class Checkpoints {
   failNext: unknown;
   async get(tenantId: string): Promise<Checkpoint> {
     const row = this.rows.get(tenantId);
-    return row ? { tenantId, lastUpdateTime: row.lastUpdateTime, boundaryEventIds: [...row.boundaryEventIds], etag: 'x' } : { tenantId, boundaryEventIds: [] };
+    return row
+      ? { tenantId, lastUpdateTime: row.lastUpdateTime, boundaryEventIds: [...row.boundaryEventIds], etag: 'x' }
+      : { tenantId, boundaryEventIds: [] };
   }
   async advance(previous: Checkpoint, next: { lastUpdateTime: string; boundaryEventIds: string[] }): Promise<void> {
     if (this.failNext) {
@@ -56,7 +75,10 @@ class Checkpoints {
       this.failNext = undefined;
       throw err;
     }
-    this.rows.set(previous.tenantId, { lastUpdateTime: next.lastUpdateTime, boundaryEventIds: next.boundaryEventIds.slice(-MAX_BOUNDARY_IDS) });
+    this.rows.set(previous.tenantId, {
+      lastUpdateTime: next.lastUpdateTime,
+      boundaryEventIds: next.boundaryEventIds.slice(-MAX_BOUNDARY_IDS),
+    });
   }
 }
 
@@ -68,8 +90,14 @@ class Defender {
     this.incidents = [...this.incidents.filter((i) => i.incidentId !== incidentId), incident];
     return incident;
   }
-  async *incidentPagesSince(_tenant: Tenant, since: string, options: { maxPages?: number; skip?: number } = {}): AsyncGenerator<IncidentPage> {
-    const listed = this.incidents.filter((i) => normalizeTimestamp(i.lastUpdateTime) >= normalizeTimestamp(since)).sort((a, b) => b.lastUpdateTime.localeCompare(a.lastUpdateTime));
+  async *incidentPagesSince(
+    _tenant: Tenant,
+    since: string,
+    options: { maxPages?: number; skip?: number } = {},
+  ): AsyncGenerator<IncidentPage> {
+    const listed = this.incidents
+      .filter((i) => normalizeTimestamp(i.lastUpdateTime) >= normalizeTimestamp(since))
+      .sort((a, b) => b.lastUpdateTime.localeCompare(a.lastUpdateTime));
     let skip = options.skip ?? 0;
     for (let pages = 0; options.maxPages === undefined || pages < options.maxPages; pages++) {
       const page = listed.slice(skip, skip + PAGE_SIZE);
@@ -124,7 +152,11 @@ function poller(options: { claimCheck?: (incidentId: number) => boolean } = {}) 
     overlapMs: 5 * MINUTE,
     ...more,
   });
-  const poll = (now: number, more: Partial<IngestDependencies> = {}, request: PollRequest = pollRequest(FABRIKAM, 'schedule', new Date(now))) => pollTenant(request, deps(now, more));
+  const poll = (
+    now: number,
+    more: Partial<IngestDependencies> = {},
+    request: PollRequest = pollRequest(FABRIKAM, 'schedule', new Date(now)),
+  ) => pollTenant(request, deps(now, more));
   const enqueued = () => queues.take<IncidentEnvelope>(QUEUE_NAMES.incidents).map((e) => e.eventId);
   const idOf = (incident: DefenderIncident) => eventIdOf(FABRIKAM, incident.incidentId, incident.lastUpdateTime);
   return { tenant, defender, checkpoints, queues, deps, poll, enqueued, idOf };
@@ -132,18 +164,30 @@ function poller(options: { claimCheck?: (incidentId: number) => boolean } = {}) 
 
 describe('the poll schedule', () => {
   it('asks for one poll per enabled tenant, stamped with the scheduled time, and logs how many', async () => {
-    const registry = registryOf([tenantOf(CONTOSO, 'Contoso'), tenantOf(FABRIKAM, 'Fabrikam', false), tenantOf(NORTHWIND, 'Northwind')]);
+    const registry = registryOf([
+      tenantOf(CONTOSO, 'Contoso'),
+      tenantOf(FABRIKAM, 'Fabrikam', false),
+      tenantOf(NORTHWIND, 'Northwind'),
+    ]);
     const queues = new Queues();
     const scheduled = new Date('2025-03-01T12:05:00.000Z');
     const logs: string[] = [];
-    const log = { info: (m: string) => logs.push(m), warn: (m: string) => logs.push(m), error: (m: string) => logs.push(m) };
+    const log = {
+      info: (m: string) => logs.push(m),
+      warn: (m: string) => logs.push(m),
+      error: (m: string) => logs.push(m),
+    };
     const services = { registry, sender: queues, now: () => scheduled } as unknown as Services;
 
     expect(await handlePollSchedule(services, log)).toEqual([CONTOSO, NORTHWIND]);
     const requests = queues.of(QUEUE_NAMES.pollRequests) as PollRequest[];
     expect(requests.map((r) => r.tenantId).sort()).toEqual([CONTOSO, NORTHWIND]);
     for (const request of requests) {
-      expect(request).toEqual({ tenantId: request.tenantId, reason: 'schedule', requestedAt: '2025-03-01T12:05:00.000Z' });
+      expect(request).toEqual({
+        tenantId: request.tenantId,
+        reason: 'schedule',
+        requestedAt: '2025-03-01T12:05:00.000Z',
+      });
       expect(pollRequestSchema.safeParse(request).success).toBe(true);
     }
     expect(logs).toEqual(['pollSchedule: poll requested for 2 tenant(s)']);
@@ -152,7 +196,12 @@ describe('the poll schedule', () => {
 
   it('asks for nothing when no tenant is enabled', async () => {
     const queues = new Queues();
-    expect(await schedulePolls({ registry: registryOf([tenantOf(FABRIKAM, 'Fabrikam', false)]), sender: queues as unknown as MessageSender })).toEqual([]);
+    expect(
+      await schedulePolls({
+        registry: registryOf([tenantOf(FABRIKAM, 'Fabrikam', false)]),
+        sender: queues as unknown as MessageSender,
+      }),
+    ).toEqual([]);
     expect(queues.of(QUEUE_NAMES.pollRequests)).toEqual([]);
   });
 });
@@ -162,24 +211,47 @@ describe('polling a tenant', () => {
     const { defender, queues, deps, enqueued } = poller({ claimCheck: (incidentId) => incidentId % 3 === 0 });
     for (let id = 1; id <= 7; id++) defender.version(id, T - 3 * MINUTE - id * 1000);
     const logs: string[] = [];
-    const log = { info: (m: string) => logs.push(m), warn: (m: string) => logs.push(m), error: (m: string) => logs.push(m) };
+    const log = {
+      info: (m: string) => logs.push(m),
+      warn: (m: string) => logs.push(m),
+      error: (m: string) => logs.push(m),
+    };
     const recorded: unknown[] = [];
-    const services = (now: number) => ({ ...deps(now), tenantStatus: { recordPoll: async (_t: string, poll: unknown) => void recorded.push(poll) }, config: { pollMaxPagesPerRun: 20 } }) as unknown as Services;
+    const services = (now: number) =>
+      ({
+        ...deps(now),
+        tenantStatus: { recordPoll: async (_t: string, poll: unknown) => void recorded.push(poll) },
+        config: { pollMaxPagesPerRun: 20 },
+      }) as unknown as Services;
 
-    expect(await handlePollRequest(pollRequest(FABRIKAM, 'schedule'), services(T), log)).toMatchObject({ status: 'polled', enqueued: 7, claimChecked: 2, duplicates: 0 });
-    expect(logs).toEqual([`pollTenant ${FABRIKAM}: polled, 7 event(s) enqueued (7 listed in 1 page(s), 0 already delivered, 2 claim-checked)`]);
+    expect(await handlePollRequest(pollRequest(FABRIKAM, 'schedule'), services(T), log)).toMatchObject({
+      status: 'polled',
+      enqueued: 7,
+      claimChecked: 2,
+      duplicates: 0,
+    });
+    expect(logs).toEqual([
+      `pollTenant ${FABRIKAM}: polled, 7 event(s) enqueued (7 listed in 1 page(s), 0 already delivered, 2 claim-checked)`,
+    ]);
     expect(enqueued()).toHaveLength(7);
 
     // A minute later all seven are still in the overlap window, listed again, and one is new.
     defender.version(8, T + 30_000);
     logs.length = 0;
-    expect(await handlePollRequest(pollRequest(FABRIKAM, 'schedule'), services(T + MINUTE), log)).toMatchObject({ status: 'polled', enqueued: 1, duplicates: 7, claimChecked: 0 });
-    expect(logs).toEqual([`pollTenant ${FABRIKAM}: polled, 1 event(s) enqueued (8 listed in 1 page(s), 7 already delivered, 0 claim-checked)`]);
+    expect(await handlePollRequest(pollRequest(FABRIKAM, 'schedule'), services(T + MINUTE), log)).toMatchObject({
+      status: 'polled',
+      enqueued: 1,
+      duplicates: 7,
+      claimChecked: 0,
+    });
+    expect(logs).toEqual([
+      `pollTenant ${FABRIKAM}: polled, 1 event(s) enqueued (8 listed in 1 page(s), 7 already delivered, 0 claim-checked)`,
+    ]);
     expect(enqueued()).toEqual([eventIdOf(FABRIKAM, 8, at(T + 30_000))]);
     expect(queues.of(QUEUE_NAMES.pollRequests)).toEqual([]);
   });
 
-  it('enqueues a version exactly at the start of the next poll\'s overlap window once', async () => {
+  it("enqueues a version exactly at the start of the next poll's overlap window once", async () => {
     const { defender, poll, enqueued, idOf } = poller();
     // The first poll (no checkpoint) advances to now - overlap; the next poll looks back from there
     // by the overlap again, to exactly this version.
@@ -217,7 +289,12 @@ describe('polling a tenant', () => {
     for (let id = 1; id <= 10; id++) defender.version(id, T + 30_000 + id);
     expect(await poll(T + MINUTE)).toMatchObject({ status: 'polled', enqueued: 10, duplicates: MAX_BOUNDARY_IDS - 10 });
     enqueued();
-    expect(await poll(T + 2 * MINUTE)).toMatchObject({ status: 'polled', fetched: MAX_BOUNDARY_IDS, duplicates: MAX_BOUNDARY_IDS, enqueued: 0 });
+    expect(await poll(T + 2 * MINUTE)).toMatchObject({
+      status: 'polled',
+      fetched: MAX_BOUNDARY_IDS,
+      duplicates: MAX_BOUNDARY_IDS,
+      enqueued: 0,
+    });
     expect(enqueued()).toEqual([]);
   });
 
@@ -233,7 +310,11 @@ describe('polling a tenant', () => {
     // The next checkpoint's window starts no earlier than ten minutes ago: the old versions enqueued are not part of it.
     expect(new Set(continuation!.continuation!.fresh)).toEqual(new Set(recent.map(idOf)));
 
-    expect(await poll(T, { maxPagesPerRun: 2 }, continuation)).toMatchObject({ status: 'polled', pages: 1, enqueued: 50 });
+    expect(await poll(T, { maxPagesPerRun: 2 }, continuation)).toMatchObject({
+      status: 'polled',
+      pages: 1,
+      enqueued: 50,
+    });
     expect(new Set(enqueued())).toEqual(new Set([...old, ...recent].map(idOf)));
     expect(new Set(checkpoints.rows.get(FABRIKAM)!.boundaryEventIds)).toEqual(new Set(recent.map(idOf)));
     expect(await poll(T + MINUTE)).toMatchObject({ status: 'polled', fetched: 150, duplicates: 150, enqueued: 0 });

@@ -9,7 +9,10 @@ const nested = (depth: number, leaf: unknown = 1): unknown => {
 
 describe('structural limits', () => {
   it('accepts a realistic incident and anything within the limits', () => {
-    const incident = { incidentId: 1, alerts: [{ entities: [{ entityType: 'File', vmMetadata: { a: { b: [1, 2] } } }] }] };
+    const incident = {
+      incidentId: 1,
+      alerts: [{ entities: [{ entityType: 'File', vmMetadata: { a: { b: [1, 2] } } }] }],
+    };
     expect(findStructureViolation(incident)).toBeUndefined();
     expect(findStructureViolation('text')).toBeUndefined();
     expect(findStructureViolation(null)).toBeUndefined();
@@ -19,7 +22,10 @@ describe('structural limits', () => {
   });
 
   it('finds nesting past the limit, with the path of the first container too deep', () => {
-    expect(findStructureViolation(nested(INCIDENT_LIMITS.maxDepth + 1))).toEqual({ path: Array(INCIDENT_LIMITS.maxDepth).fill('0').join('.'), message: 'nested deeper than 32 levels' });
+    expect(findStructureViolation(nested(INCIDENT_LIMITS.maxDepth + 1))).toEqual({
+      path: Array(INCIDENT_LIMITS.maxDepth).fill('0').join('.'),
+      message: 'nested deeper than 32 levels',
+    });
     const incident = { incidentId: 1, alerts: [{ alertId: 'a' }, { entities: [{ x: nested(5_000) }] }] };
     const v = findStructureViolation(incident)!;
     expect(v.path.startsWith('alerts.1.entities.0.x.0.0')).toBe(true);
@@ -35,8 +41,14 @@ describe('structural limits', () => {
 
   it('finds too many keys or items in one container, wherever it is', () => {
     const wide = Object.fromEntries(Array.from({ length: 1_001 }, (_, i) => [`k${i}`, i]));
-    expect(findStructureViolation({ alerts: [{ devices: [wide] }] })).toEqual({ path: 'alerts.0.devices.0', message: 'holds 1001 keys; at most 1000 per object' });
-    expect(findStructureViolation({ tags: Array.from({ length: 10_001 }, () => 't') })).toEqual({ path: 'tags', message: 'holds 10001 items; at most 10000 per array' });
+    expect(findStructureViolation({ alerts: [{ devices: [wide] }] })).toEqual({
+      path: 'alerts.0.devices.0',
+      message: 'holds 1001 keys; at most 1000 per object',
+    });
+    expect(findStructureViolation({ tags: Array.from({ length: 10_001 }, () => 't') })).toEqual({
+      path: 'tags',
+      message: 'holds 10001 items; at most 10000 per array',
+    });
   });
 
   it('cuts long keys in the path, so a hostile key cannot make a huge log line', () => {
@@ -46,7 +58,9 @@ describe('structural limits', () => {
 
   it('keeps the first 40 characters of a cut key and marks the cut; a key of 40 is shown whole', () => {
     const v = findStructureViolation({ [`${'k'.repeat(40)}X`]: { ['j'.repeat(40)]: nested(40) } })!;
-    expect(v.path).toBe([`${'k'.repeat(40)}…`, 'j'.repeat(40), ...Array(INCIDENT_LIMITS.maxDepth - 2).fill('0')].join('.'));
+    expect(v.path).toBe(
+      [`${'k'.repeat(40)}…`, 'j'.repeat(40), ...Array(INCIDENT_LIMITS.maxDepth - 2).fill('0')].join('.'),
+    );
   });
 
   it('names the value itself as the top level when it breaks a limit', () => {

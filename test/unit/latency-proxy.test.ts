@@ -25,7 +25,9 @@ describe("the benchmark's latency proxy", () => {
       expect(await (await fetch(`http://127.0.0.1:${port}/`, { method: 'POST', body })).text()).toBe(`echo:${body}`);
       const directMs = Date.now() - direct;
       const started = Date.now();
-      expect(await (await fetch(`http://127.0.0.1:${proxy.port}/`, { method: 'POST', body })).text()).toBe(`echo:${body}`);
+      expect(await (await fetch(`http://127.0.0.1:${proxy.port}/`, { method: 'POST', body })).text()).toBe(
+        `echo:${body}`,
+      );
       const proxiedMs = Date.now() - started;
       // A new connection (SYN/ACK is not delayed, the first bytes are), the request, the answer: at least one round trip of 50 ms.
       expect(proxiedMs).toBeGreaterThanOrEqual(50);

@@ -11,7 +11,11 @@ describe('the local stack: one per state directory, and a free port', () => {
   it('refuses a second stack on the same state directory, naming the running one and the way out', () => {
     const dir = mkdtempSync(join(tmpdir(), 'relay-state-'));
     const release = lockStateDir(dir);
-    expect(() => lockStateDir(dir)).toThrow(new RegExp(`A local stack is already running from ${dir.replace(/[.\\/]/g, '\\$&')} \\(process ${process.pid}, started .*\\): stop it first .* --state-dir <another folder>`));
+    expect(() => lockStateDir(dir)).toThrow(
+      new RegExp(
+        `A local stack is already running from ${dir.replace(/[.\\/]/g, '\\$&')} \\(process ${process.pid}, started .*\\): stop it first .* --state-dir <another folder>`,
+      ),
+    );
     release();
     lockStateDir(dir)();
   });
@@ -19,7 +23,9 @@ describe('the local stack: one per state directory, and a free port', () => {
   it('takes over a lock its process left behind', () => {
     const dir = mkdtempSync(join(tmpdir(), 'relay-state-'));
     // A process that has exited: its pid is free.
-    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
+    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], {
+      encoding: 'utf8',
+    }).stdout;
     writeFileSync(join(dir, 'stack.lock'), JSON.stringify({ pid: Number(gone), startedAt: '2026-01-01T00:00:00Z' }));
     const release = lockStateDir(dir);
     expect(() => lockStateDir(dir)).toThrow(/already running/);
@@ -31,7 +37,9 @@ describe('the local stack: one per state directory, and a free port', () => {
     const script = join(import.meta.dirname, '..', '..', 'dist', 'local', 'check-stack.js');
     const missing = spawnSync(process.execPath, [script, '--state-dir', dir], { encoding: 'utf8' });
     expect(missing.status).toBe(2);
-    expect(missing.stderr).toBe(`error: No local stack found: ${join(dir, 'stack.json')} does not exist. Start one with npm start (or npm run start:stack); if it runs with --state-dir <dir>, check it with npm run stack:check -- --state-dir <dir>.\n`);
+    expect(missing.stderr).toBe(
+      `error: No local stack found: ${join(dir, 'stack.json')} does not exist. Start one with npm start (or npm run start:stack); if it runs with --state-dir <dir>, check it with npm run stack:check -- --state-dir <dir>.\n`,
+    );
     writeFileSync(join(dir, 'stack.json'), '{ not json');
     const broken = spawnSync(process.execPath, [script, '--state-dir', dir], { encoding: 'utf8' });
     expect(broken.status).toBe(2);
@@ -43,7 +51,9 @@ describe('the local stack: one per state directory, and a free port', () => {
     await new Promise<void>((done) => holder.listen(0, '127.0.0.1', () => done()));
     const port = (holder.address() as { port: number }).port;
     try {
-      await expect(ensurePortFree(port)).rejects.toThrow(`Port ${port} is in use (another npm start, func start or app?): stop what holds it, or choose another port with npm start -- --port <port> (or FUNCTIONS_PORT).`);
+      await expect(ensurePortFree(port)).rejects.toThrow(
+        `Port ${port} is in use (another npm start, func start or app?): stop what holds it, or choose another port with npm start -- --port <port> (or FUNCTIONS_PORT).`,
+      );
     } finally {
       holder.close();
     }

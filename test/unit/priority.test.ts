@@ -62,14 +62,23 @@ describe('the priority score', () => {
   });
 
   it('scores a redirected incident 0, whatever else it says', () => {
-    const { score, reasons } = scorePriority({ severity: 'High', highestDeviceRisk: 'High', alertCount: 5, status: 'Redirected' });
+    const { score, reasons } = scorePriority({
+      severity: 'High',
+      highestDeviceRisk: 'High',
+      alertCount: 5,
+      status: 'Redirected',
+    });
     expect(score).toBe(0);
     expect(reasons).toEqual([expect.stringContaining('status Redirected: 0')]);
   });
 
   it('reaches exactly 100 at the top and says where a fallback severity came from', () => {
-    expect(scorePriority({ severity: 'High', highestDeviceRisk: 'High', alertCount: 20, status: 'Active' }).score).toBe(100);
-    expect(scorePriority({ severity: 'Medium', severityFrom: 'alerts', alertCount: 0 }).reasons[0]).toBe('highest alert severity Medium: +30');
+    expect(scorePriority({ severity: 'High', highestDeviceRisk: 'High', alertCount: 20, status: 'Active' }).score).toBe(
+      100,
+    );
+    expect(scorePriority({ severity: 'Medium', severityFrom: 'alerts', alertCount: 0 }).reasons[0]).toBe(
+      'highest alert severity Medium: +30',
+    );
     expect(scorePriority({ alertCount: 0 }).reasons[0]).toBe('severity unknown: +0');
   });
 

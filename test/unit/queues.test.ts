@@ -41,7 +41,8 @@ class Account {
 
   readonly queueService = {
     getQueueClient: (name: string) => ({
-      createIfNotExists: () => this.#create('queue', name, () => void (this.queues.has(name) || this.queues.set(name, []))),
+      createIfNotExists: () =>
+        this.#create('queue', name, () => void (this.queues.has(name) || this.queues.set(name, []))),
       sendMessage: async (text: string) => {
         this.requests.push(`send ${name}`);
         await new Promise((resolve) => setImmediate(resolve));
@@ -56,7 +57,12 @@ class Account {
   readonly blobService = {
     url: ACCOUNT_URL,
     getContainerClient: (container: string) => ({
-      createIfNotExists: () => this.#create('container', container, () => void (this.containers.has(container) || this.containers.set(container, new Map()))),
+      createIfNotExists: () =>
+        this.#create(
+          'container',
+          container,
+          () => void (this.containers.has(container) || this.containers.set(container, new Map())),
+        ),
       getBlockBlobClient: (blobName: string) => ({
         url: `${ACCOUNT_URL}/${container}/${blobName.split('/').map(encodeURIComponent).join('/')}`,
         upload: async (body: string) => {
@@ -75,7 +81,9 @@ class Account {
 
   /** The messages on a queue, decoded. */
   messages(queue: string): Record<string, unknown>[] {
-    return (this.queues.get(queue) ?? []).map((text) => JSON.parse(Buffer.from(text, 'base64').toString('utf8')) as Record<string, unknown>);
+    return (this.queues.get(queue) ?? []).map(
+      (text) => JSON.parse(Buffer.from(text, 'base64').toString('utf8')) as Record<string, unknown>,
+    );
   }
 }
 
@@ -97,23 +105,41 @@ describe('sending to Storage queues', () => {
       { tenantId: TENANTS[0]!, incident: bigIncident(9, '2026-11-23T10:00:00Z', 'c') },
       { tenantId: TENANTS[1]!, incident: bigIncident(8, '2026-11-23T10:00:00Z', 'd') },
     ];
-    for (const { tenantId, incident } of incidents) expect(await sender.sendEvent('incidents', envelopeFor(tenantId, incident, 'poll'))).toEqual({ claimChecked: true });
+    for (const { tenantId, incident } of incidents)
+      expect(await sender.sendEvent('incidents', envelopeFor(tenantId, incident, 'poll'))).toEqual({
+        claimChecked: true,
+      });
     const messages = account.messages('incidents');
     expect(messages).toHaveLength(4);
     for (const [i, message] of messages.entries()) {
       expect(message.incident).toBeUndefined();
-      expect(message).toMatchObject({ tenantId: incidents[i]!.tenantId, incidentId: incidents[i]!.incident.incidentId });
-      expect(await readClaimCheck(account.blobService, (message.incidentRef as { blobUrl: string }).blobUrl)).toEqual(incidents[i]!.incident);
+      expect(message).toMatchObject({
+        tenantId: incidents[i]!.tenantId,
+        incidentId: incidents[i]!.incident.incidentId,
+      });
+      expect(await readClaimCheck(account.blobService, (message.incidentRef as { blobUrl: string }).blobUrl)).toEqual(
+        incidents[i]!.incident,
+      );
     }
   });
 
   it('creates each queue and the claim-check container once, however many messages go out', async () => {
     const account = new Account();
     const sender = new MessageSender(account.queueService, account.blobService);
-    await Promise.all(Array.from({ length: 5 }, (_, i) => sender.send('poll-requests', { tenantId: TENANTS[0], n: i })));
+    await Promise.all(
+      Array.from({ length: 5 }, (_, i) => sender.send('poll-requests', { tenantId: TENANTS[0], n: i })),
+    );
     for (let i = 0; i < 3; i++) await sender.send('poll-requests', { tenantId: TENANTS[1], n: i });
-    await Promise.all([1, 2, 3].map((id) => sender.sendEvent('incidents', envelopeFor(TENANTS[0]!, bigIncident(id, '2026-11-23T10:00:00Z', 'x'), 'poll'))));
-    expect(account.requests.filter((r) => r.startsWith('create'))).toEqual(['create queue poll-requests', 'create container incident-payloads', 'create queue incidents']);
+    await Promise.all(
+      [1, 2, 3].map((id) =>
+        sender.sendEvent('incidents', envelopeFor(TENANTS[0]!, bigIncident(id, '2026-11-23T10:00:00Z', 'x'), 'poll')),
+      ),
+    );
+    expect(account.requests.filter((r) => r.startsWith('create'))).toEqual([
+      'create queue poll-requests',
+      'create container incident-payloads',
+      'create queue incidents',
+    ]);
     expect(account.messages('poll-requests')).toHaveLength(8);
     expect(account.messages('incidents')).toHaveLength(3);
   });
@@ -121,12 +147,20 @@ describe('sending to Storage queues', () => {
   it('sends, without creating anything, in an account where it may only send', async () => {
     // Another team's account: the owner made the queue and container, and refuses the app's creations.
     const account = new Account({ queues: ['routed'], containers: ['payloads'] });
-    account.refuseCreate.set('queue:routed', Array.from({ length: 5 }, () => refused(403, 'AuthorizationPermissionMismatch')));
-    account.refuseCreate.set('container:payloads', Array.from({ length: 5 }, () => refused(403, 'AuthorizationPermissionMismatch')));
+    account.refuseCreate.set(
+      'queue:routed',
+      Array.from({ length: 5 }, () => refused(403, 'AuthorizationPermissionMismatch')),
+    );
+    account.refuseCreate.set(
+      'container:payloads',
+      Array.from({ length: 5 }, () => refused(403, 'AuthorizationPermissionMismatch')),
+    );
     const sender = new MessageSender(account.queueService, account.blobService, { createMissing: false });
     const incident = bigIncident(8, '2026-11-23T10:00:00Z', 'y');
     const message = { tenantId: TENANTS[0], incident };
-    expect(await sender.sendWithClaimCheck('routed', message, { container: 'payloads', blobName: 'a/8.json' })).toEqual({ claimChecked: true });
+    expect(await sender.sendWithClaimCheck('routed', message, { container: 'payloads', blobName: 'a/8.json' })).toEqual(
+      { claimChecked: true },
+    );
     await sender.send('routed', { tenantId: TENANTS[0], note: 'small' });
     expect(account.requests.filter((r) => r.startsWith('create'))).toEqual([]);
     expect(account.messages('routed')).toHaveLength(2);
@@ -139,6 +173,10 @@ describe('sending to Storage queues', () => {
     await expect(sender.send('poll-requests', { n: 1 })).rejects.toMatchObject({ statusCode: 503 });
     await sender.send('poll-requests', { n: 2 });
     expect(account.messages('poll-requests')).toEqual([{ n: 2 }]);
-    expect(account.requests).toEqual(['create queue poll-requests', 'create queue poll-requests', 'send poll-requests']);
+    expect(account.requests).toEqual([
+      'create queue poll-requests',
+      'create queue poll-requests',
+      'send poll-requests',
+    ]);
   });
 });

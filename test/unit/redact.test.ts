@@ -15,13 +15,18 @@ describe('redact', () => {
       '{"clientSecret":"hunter3","name":"ok"}',
     ].join('\n');
     const out = redact(text);
-    for (const secret of [jwt, 'abc.def-ghi', 'hunter2', 'Eby8vdM02xNOcqFl', 'abcDEF', 'hunter3']) expect(out).not.toContain(secret);
+    for (const secret of [jwt, 'abc.def-ghi', 'hunter2', 'Eby8vdM02xNOcqFl', 'abcDEF', 'hunter3'])
+      expect(out).not.toContain(secret);
     expect(out).toContain('client_id=x');
     expect(out).toContain('"name":"ok"');
   });
 
   it('describes an error on one line, with its name, code and status, redacted', () => {
-    const err = Object.assign(new Error('Failed\nclient_secret=hunter2 rejected'), { name: 'RestError', code: 'Forbidden', statusCode: 403 });
+    const err = Object.assign(new Error('Failed\nclient_secret=hunter2 rejected'), {
+      name: 'RestError',
+      code: 'Forbidden',
+      statusCode: 403,
+    });
     expect(describeError(err)).toBe('RestError Forbidden HTTP 403: Failed client_secret=[redacted] rejected');
   });
 
@@ -38,7 +43,13 @@ describe('a Key Vault secret response in a log line', () => {
     value,
     contentType: 'text/plain',
     id: 'https://relay-kv.vault.azure.net/secrets/northwind-client-secret/4387e9f3d6e14c459867679a90fd0f79',
-    attributes: { enabled: true, created: 1_732_356_000, updated: 1_732_356_000, recoveryLevel: 'Recoverable+Purgeable', recoverableDays: 90 },
+    attributes: {
+      enabled: true,
+      created: 1_732_356_000,
+      updated: 1_732_356_000,
+      recoveryLevel: 'Recoverable+Purgeable',
+      recoverableDays: 90,
+    },
     tags: { 'defender-relay': 'tenant-credential' },
   });
   /** Distinct words joined by characters JSON escapes: none of the words may reach the log. */
@@ -47,7 +58,11 @@ describe('a Key Vault secret response in a log line', () => {
 
   function logged(line: string): string {
     const lines: string[] = [];
-    const sink = { info: (m: string) => lines.push(m), warn: (m: string) => lines.push(m), error: (m: string) => lines.push(m) };
+    const sink = {
+      info: (m: string) => lines.push(m),
+      warn: (m: string) => lines.push(m),
+      error: (m: string) => lines.push(m),
+    };
     redactingLogger(sink).warn(line);
     return lines.join('\n');
   }
@@ -68,7 +83,10 @@ describe('a Key Vault secret response in a log line', () => {
     const body = JSON.stringify(secretResponse(hostile));
     const carried = [
       new Error(`Key Vault answered 200 with a body the relay could not use: ${body}`),
-      Object.assign(new Error(`Unexpected answer:\n${JSON.stringify(secretResponse(hostile), null, 2)}`), { name: 'RestError', statusCode: 200 }),
+      Object.assign(new Error(`Unexpected answer:\n${JSON.stringify(secretResponse(hostile), null, 2)}`), {
+        name: 'RestError',
+        statusCode: 200,
+      }),
       // The value straddles the 600-character cut of the description.
       new Error(`${'context '.repeat(70)}${body}`),
     ];

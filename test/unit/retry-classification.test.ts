@@ -27,13 +27,24 @@ describe('a 429 from Key Vault or Storage is retried', () => {
     const client = {
       vaultUrl: 'https://relay-kv.vault.azure.net',
       getSecret: async (name: string) => {
-        if (throttled) throw new PipelineRestError('Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached', { statusCode: 429, code: 'Throttled' });
-        return { name, value: 'the-value', properties: { name, vaultUrl: 'https://relay-kv.vault.azure.net', tags: {} } };
+        if (throttled)
+          throw new PipelineRestError(
+            'Request was not processed because too many requests were received. Reason: VaultRequestTypeLimitReached',
+            { statusCode: 429, code: 'Throttled' },
+          );
+        return {
+          name,
+          value: 'the-value',
+          properties: { name, vaultUrl: 'https://relay-kv.vault.azure.net', tags: {} },
+        };
       },
     } as unknown as SecretClient;
     const cache = new SecretCache(client);
 
-    const failure = await cache.get('tenant-secret').then(() => undefined, (err: unknown) => err);
+    const failure = await cache.get('tenant-secret').then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     expect(failure).toBeInstanceOf(RetryableError);
     expect(isRetryable(failure)).toBe(true);
     expect((failure as RetryableError).message).toMatch(/Key Vault did not answer \(429\)/);
@@ -49,8 +60,10 @@ describe('a 429 from Key Vault or Storage is retried', () => {
  */
 describe('which failures are retried', () => {
   it('by HTTP status: 408, 429 and every 5xx are; other 4xx are not', () => {
-    for (const status of [408, 429, 500, 502, 503, 504]) expect(isRetryable({ statusCode: status }), String(status)).toBe(true);
-    for (const status of [400, 401, 403, 404, 409, 413, 499]) expect(isRetryable({ statusCode: status }), String(status)).toBe(false);
+    for (const status of [408, 429, 500, 502, 503, 504])
+      expect(isRetryable({ statusCode: status }), String(status)).toBe(true);
+    for (const status of [400, 401, 403, 404, 409, 413, 499])
+      expect(isRetryable({ statusCode: status }), String(status)).toBe(false);
     expect(isRetryable(Object.assign(new Error('Request Timeout'), { status: 408 }))).toBe(true); // fetch-style `status`
   });
 
@@ -64,8 +77,12 @@ describe('which failures are retried', () => {
   it('follows the cause: fetch\'s "fetch failed" over a reset socket is, over a plain error is not', () => {
     const reset = Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
     expect(isRetryable(new TypeError('fetch failed', { cause: reset }))).toBe(true);
-    expect(isRetryable(new Error('delivery failed', { cause: new TypeError('fetch failed', { cause: reset }) }))).toBe(true);
-    expect(isRetryable(new TypeError('fetch failed', { cause: new Error('invalid onRequestStart method') }))).toBe(false);
+    expect(isRetryable(new Error('delivery failed', { cause: new TypeError('fetch failed', { cause: reset }) }))).toBe(
+      true,
+    );
+    expect(isRetryable(new TypeError('fetch failed', { cause: new Error('invalid onRequestStart method') }))).toBe(
+      false,
+    );
   });
 
   it('a chain of causes that loops is classified (not retried), without overflowing the stack', () => {

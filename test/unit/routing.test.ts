@@ -2,12 +2,28 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadRoutingRules, plannedDeliveries, queueNamesOf, RoutingConfigError, routingTableFor, ruleMatches, selectRoutes, type RoutableEvent, type RuleMatch } from '../../shared/routing.js';
+import {
+  loadRoutingRules,
+  plannedDeliveries,
+  queueNamesOf,
+  RoutingConfigError,
+  routingTableFor,
+  ruleMatches,
+  selectRoutes,
+  type RoutableEvent,
+  type RuleMatch,
+} from '../../shared/routing.js';
 
 const policy = { allowedHosts: ['hooks.example.com', '*.webhook.office.com', 'localhost'] };
 const TENANT = '6f1c1c1e-1b5c-4c59-9a8e-0d5d1e2a3b4c';
 
-function event(overrides: { incident?: Record<string, unknown>; enrichment?: Partial<RoutableEvent['enrichment']>; tenantId?: string } = {}): RoutableEvent {
+function event(
+  overrides: {
+    incident?: Record<string, unknown>;
+    enrichment?: Partial<RoutableEvent['enrichment']>;
+    tenantId?: string;
+  } = {},
+): RoutableEvent {
   return {
     tenantId: overrides.tenantId ?? TENANT,
     incident: {
@@ -20,7 +36,13 @@ function event(overrides: { incident?: Record<string, unknown>; enrichment?: Par
       alerts: [{ serviceSource: 'MicrosoftDefenderForEndpoint', mitreTechniques: ['T1003.001', 'T1059.001'] }],
       ...overrides.incident,
     },
-    enrichment: { priority: 75, tenantDisplayName: 'Fabrikam', serviceSources: ['MicrosoftDefenderForEndpoint'], mitre: { techniques: ['T1003.001', 'T1059.001'] }, ...overrides.enrichment },
+    enrichment: {
+      priority: 75,
+      tenantDisplayName: 'Fabrikam',
+      serviceSources: ['MicrosoftDefenderForEndpoint'],
+      mitre: { techniques: ['T1003.001', 'T1059.001'] },
+      ...overrides.enrichment,
+    },
   };
 }
 
@@ -49,21 +71,41 @@ const withRules = (...rules: unknown[]) => ({ ...base, rules });
 
 describe('loading routing rules', () => {
   it('loads the example and demo files shipped with the app', () => {
-    const example = loadRoutingRules(join(import.meta.dirname, '../../routes.example.json'), { allowedHosts: ['siem.contoso.com'] });
-    expect(example.rules.map((r) => r.name)).toEqual(['ignore-false-positives', 'credential-theft', 'high-to-soc', 'vip-tenants']);
+    const example = loadRoutingRules(join(import.meta.dirname, '../../routes.example.json'), {
+      allowedHosts: ['siem.contoso.com'],
+    });
+    expect(example.rules.map((r) => r.name)).toEqual([
+      'ignore-false-positives',
+      'credential-theft',
+      'high-to-soc',
+      'vip-tenants',
+    ]);
     expect(queueNamesOf(example)).toEqual(['routed-high']);
-    const demo = loadRoutingRules(join(import.meta.dirname, '../../local/demo-routes.json'), { allowedHosts: ['localhost'] });
+    const demo = loadRoutingRules(join(import.meta.dirname, '../../local/demo-routes.json'), {
+      allowedHosts: ['localhost'],
+    });
     expect(queueNamesOf(demo).sort()).toEqual(['routed-archive', 'routed-high']);
   });
 
   it('routes the demo world as the demo file says', () => {
-    const demo = loadRoutingRules(join(import.meta.dirname, '../../local/demo-routes.json'), { allowedHosts: ['localhost'] });
+    const demo = loadRoutingRules(join(import.meta.dirname, '../../local/demo-routes.json'), {
+      allowedHosts: ['localhost'],
+    });
     const northwind = { tenantDisplayName: 'Northwind Traders', mitre: { techniques: ['T1003'] } };
-    expect(selectRoutes(demo, event()).map((r) => [r.name, r.destinations])).toEqual([['high-to-soc', ['soc-queue', 'teams', 'siem']]]);
-    expect(selectRoutes(demo, event({ enrichment: northwind })).map((r) => r.name)).toEqual(['northwind-credential-access', 'high-to-soc']);
+    expect(selectRoutes(demo, event()).map((r) => [r.name, r.destinations])).toEqual([
+      ['high-to-soc', ['soc-queue', 'teams', 'siem']],
+    ]);
+    expect(selectRoutes(demo, event({ enrichment: northwind })).map((r) => r.name)).toEqual([
+      'northwind-credential-access',
+      'high-to-soc',
+    ]);
     expect(selectRoutes(demo, event({ incident: { status: 'Resolved' } })).map((r) => r.name)).toEqual(['closed-drop']);
-    expect(selectRoutes(demo, event({ incident: { severity: 'Medium' }, enrichment: { priority: 70 } })).map((r) => r.name)).toEqual(['risky-medium']);
-    expect(selectRoutes(demo, event({ incident: { severity: 'Low' }, enrichment: { priority: 27 } }))).toEqual([{ name: 'default', destinations: ['archive', 'siem'] }]);
+    expect(
+      selectRoutes(demo, event({ incident: { severity: 'Medium' }, enrichment: { priority: 70 } })).map((r) => r.name),
+    ).toEqual(['risky-medium']);
+    expect(selectRoutes(demo, event({ incident: { severity: 'Low' }, enrichment: { priority: 27 } }))).toEqual([
+      { name: 'default', destinations: ['archive', 'siem'] },
+    ]);
   });
 
   it('applies defaults: mode first-match, an empty match that matches everything', () => {
@@ -101,8 +143,12 @@ describe('loading routing rules', () => {
   it('refuses a file that is not an object, unknown top-level fields and destination names it cannot use', () => {
     expect(problemsOf([])).toEqual(['must be a JSON object with "destinations", "rules" and "defaultRoute"']);
     expect(problemsOf({ ...base, rule: [] })).toEqual(['rule: unknown top-level field "rule"']);
-    expect(problemsOf({ ...base, rule: [], default: {} })).toEqual(['rule: unknown top-level fields "rule", "default"']);
-    expect(loadRoutingRules({ $schema: './routes.schema.json', description: 'MSSP routes', ...base }, policy).rules).toEqual([]);
+    expect(problemsOf({ ...base, rule: [], default: {} })).toEqual([
+      'rule: unknown top-level fields "rule", "default"',
+    ]);
+    expect(
+      loadRoutingRules({ $schema: './routes.schema.json', description: 'MSSP routes', ...base }, policy).rules,
+    ).toEqual([]);
     expect(problemsOf({ ...base, destinations: { ...base.destinations, _archive: { type: 'drop' } } })).toEqual([
       'destinations "_archive": the name must be 1-80 letters, digits, dots, dashes, colons or underscores, starting with a letter or digit',
     ]);
@@ -112,13 +158,22 @@ describe('loading routing rules', () => {
     const problems = problemsOf(
       withRules({
         name: 'r',
-        match: { classification: ['Bad'], determination: ['Evil'], mitreTechnique: ['X1003'], tenant: [], tags: [''], minPriority: 'high' },
+        match: {
+          classification: ['Bad'],
+          determination: ['Evil'],
+          mitreTechnique: ['X1003'],
+          tenant: [],
+          tags: [''],
+          minPriority: 'high',
+        },
         destinations: ['siem'],
       }),
     );
     expect(problems).toEqual(
       expect.arrayContaining([
-        expect.stringMatching(/^rules\[0\] "r": match\.classification\[0\]: must be one of Unknown, FalsePositive, TruePositive/),
+        expect.stringMatching(
+          /^rules\[0\] "r": match\.classification\[0\]: must be one of Unknown, FalsePositive, TruePositive/,
+        ),
         expect.stringMatching(/^rules\[0\] "r": match\.determination\[0\]: must be one of NotAvailable/),
         'rules[0] "r": match.mitreTechnique[0]: must be a MITRE technique id like T1003 or T1059.001, or a glob like T1059.*',
         'rules[0] "r": match.tenant: must list at least one value',
@@ -164,7 +219,14 @@ describe('loading routing rules', () => {
   });
 
   it('requires a default route and rule names that are unique', () => {
-    const problems = problemsOf({ destinations: base.destinations, rules: [{ name: 'a', destinations: ['siem'] }, { name: 'a', destinations: ['siem'] }, { name: 'default', destinations: ['siem'] }] });
+    const problems = problemsOf({
+      destinations: base.destinations,
+      rules: [
+        { name: 'a', destinations: ['siem'] },
+        { name: 'a', destinations: ['siem'] },
+        { name: 'default', destinations: ['siem'] },
+      ],
+    });
     expect(problems).toEqual([
       'rules[1] "a": name: already used by rules[0]',
       'rules[2] "default": name: "default" is reserved for defaultRoute',
@@ -176,28 +238,59 @@ describe('loading routing rules', () => {
   });
 
   it('validates write-back and hunting', () => {
-    expect(problemsOf(withRules({ name: 'w', destinations: ['siem'], writeBack: { tag: 'x', comment: 'y' }, hunting: [{ name: 'q' }] }))).toEqual([
+    expect(
+      problemsOf(
+        withRules({
+          name: 'w',
+          destinations: ['siem'],
+          writeBack: { tag: 'x', comment: 'y' },
+          hunting: [{ name: 'q' }],
+        }),
+      ),
+    ).toEqual([
       'rules[0] "w": writeBack: must be { "tag": "…" } or { "comment": "…" }',
       'rules[0] "w": hunting[0].query: is required',
     ]);
-    const problems = problemsOf(withRules({ name: 'h', destinations: ['siem'], hunting: [{ name: 'q', query: 'DeviceInfo | where DeviceName in ({hosts})', maxRows: 5000 }] }));
+    const problems = problemsOf(
+      withRules({
+        name: 'h',
+        destinations: ['siem'],
+        hunting: [{ name: 'q', query: 'DeviceInfo | where DeviceName in ({hosts})', maxRows: 5000 }],
+      }),
+    );
     expect(problems).toHaveLength(2);
     expect(problems[0]).toMatch(/^rules\[0\] "h": hunting\[0\]\.maxRows: /);
-    expect(problems[1]).toMatch(/^rules\[0\] "h": hunting\[0\]\.query: unknown placeholder \{hosts\} \(known: \{deviceNames\}/);
+    expect(problems[1]).toMatch(
+      /^rules\[0\] "h": hunting\[0\]\.query: unknown placeholder \{hosts\} \(known: \{deviceNames\}/,
+    );
   });
 
   it('reports an unreadable or malformed file by its path', () => {
     const dir = mkdtempSync(join(tmpdir(), 'routes-'));
     const broken = join(dir, 'routes.json');
     writeFileSync(broken, '{ "rules": [');
-    expect(() => loadRoutingRules(broken, policy)).toThrow(`ROUTES_FILE ${broken}:1:13: not valid JSON: a closing ] was expected (the file ends here)`);
-    expect(() => loadRoutingRules(join(dir, 'missing.json'), policy)).toThrow(`ROUTES_FILE ${join(dir, 'missing.json')}: cannot read the file (ENOENT: it does not exist); set ROUTES_FILE`);
+    expect(() => loadRoutingRules(broken, policy)).toThrow(
+      `ROUTES_FILE ${broken}:1:13: not valid JSON: a closing ] was expected (the file ends here)`,
+    );
+    expect(() => loadRoutingRules(join(dir, 'missing.json'), policy)).toThrow(
+      `ROUTES_FILE ${join(dir, 'missing.json')}: cannot read the file (ENOENT: it does not exist); set ROUTES_FILE`,
+    );
   });
 
   it('names the file, the line and column, and the field of each problem in a file', () => {
     const dir = mkdtempSync(join(tmpdir(), 'routes-'));
     const file = join(dir, 'routes.json');
-    writeFileSync(file, JSON.stringify(withRules({ name: 'ok', destinations: ['siem'] }, { name: 'teams-high', match: { severity: ['Critical'] }, destinations: ['teams', 'pager'] }), null, 2));
+    writeFileSync(
+      file,
+      JSON.stringify(
+        withRules(
+          { name: 'ok', destinations: ['siem'] },
+          { name: 'teams-high', match: { severity: ['Critical'] }, destinations: ['teams', 'pager'] },
+        ),
+        null,
+        2,
+      ),
+    );
     const lines = readFileSync(file, 'utf8').split('\n');
     const lineOf = (text: string, after = 0) => lines.findIndex((l, i) => i >= after && l.includes(text)) + 1;
     const rule = lineOf('"teams-high"');
@@ -210,9 +303,16 @@ describe('loading routing rules', () => {
     expect(error).toBeInstanceOf(RoutingConfigError);
     expect(error!.file).toBe(file);
     expect(error!.problems).toEqual([
-      { line: lineOf('"Critical"', rule), column: 11, field: 'rules[1] "teams-high": match.severity[0]', message: 'must be one of UnSpecified, Informational, Low, Medium, High' },
+      {
+        line: lineOf('"Critical"', rule),
+        column: 11,
+        field: 'rules[1] "teams-high": match.severity[0]',
+        message: 'must be one of UnSpecified, Informational, Low, Medium, High',
+      },
     ]);
-    expect(error!.message).toBe(`ROUTES_FILE ${file}:${lineOf('"Critical"', rule)}:11: rules[1] "teams-high": match.severity[0]: must be one of UnSpecified, Informational, Low, Medium, High`);
+    expect(error!.message).toBe(
+      `ROUTES_FILE ${file}:${lineOf('"Critical"', rule)}:11: rules[1] "teams-high": match.severity[0]: must be one of UnSpecified, Informational, Low, Medium, High`,
+    );
     // What a log line of the thrown error (and its exception type) shows.
     expect(String(error)).toBe(`RoutingConfigError: ${error!.message}`);
 
@@ -230,11 +330,15 @@ describe('loading routing rules', () => {
     const problemsIn = (content: unknown) => {
       const lines = JSON.stringify(content, null, 2).split('\n');
       writeFileSync(file, lines.join('\n'));
-      const at = (text: string, after = 0) => `${lines.findIndex((l, i) => i >= after && l.includes(text)) + 1}:${lines.find((l, i) => i >= after && l.includes(text))!.indexOf('"') + 1}`;
+      const at = (text: string, after = 0) =>
+        `${lines.findIndex((l, i) => i >= after && l.includes(text)) + 1}:${lines.find((l, i) => i >= after && l.includes(text))!.indexOf('"') + 1}`;
       try {
         loadRoutingRules(file, policy);
       } catch (err) {
-        return { at, problems: (err as RoutingConfigError).problems.map((p) => `${p.line}:${p.column} ${p.field}: ${p.message}`) };
+        return {
+          at,
+          problems: (err as RoutingConfigError).problems.map((p) => `${p.line}:${p.column} ${p.field}: ${p.message}`),
+        };
       }
       throw new Error('expected the rules to be refused');
     };
@@ -248,7 +352,11 @@ describe('loading routing rules', () => {
 
     const named = problemsIn({
       destinations: { ...base.destinations, elsewhere: { type: 'webhook', url: 'https://evil.example.net/in' } },
-      rules: [{ name: 'a', destinations: ['siem'] }, { name: 'a', destinations: ['siem'] }, { name: 'default', destinations: ['siem'] }],
+      rules: [
+        { name: 'a', destinations: ['siem'] },
+        { name: 'a', destinations: ['siem'] },
+        { name: 'default', destinations: ['siem'] },
+      ],
       defaultRoute: base.defaultRoute,
     });
     const rules = named.at('"rules"');
@@ -299,13 +407,20 @@ describe('matching', () => {
     expect(matches({ determination: ['Clean'] }, event({ incident: { determination: 'NotMalicious' } }))).toBe(true);
     expect(matches({ determination: ['Malware'] })).toBe(false);
     expect(matches({ determination: ['Malware', 'CompromisedUser'] })).toBe(true);
-    expect(matches({ determination: ['CompromisedUser'] }, event({ incident: { determination: undefined } }))).toBe(false);
+    expect(matches({ determination: ['CompromisedUser'] }, event({ incident: { determination: undefined } }))).toBe(
+      false,
+    );
   });
 
   it('serviceSource: from the enrichment, else from the alerts', () => {
     expect(matches({ serviceSource: ['MicrosoftDefenderForEndpoint'] })).toBe(true);
     expect(matches({ serviceSource: ['MicrosoftDefenderForOffice'] })).toBe(false);
-    expect(matches({ serviceSource: ['microsoftdefenderforendpoint'] }, event({ enrichment: { serviceSources: undefined } }))).toBe(true);
+    expect(
+      matches(
+        { serviceSource: ['microsoftdefenderforendpoint'] },
+        event({ enrichment: { serviceSources: undefined } }),
+      ),
+    ).toBe(true);
   });
 
   it('tags: any of', () => {
@@ -318,8 +433,12 @@ describe('matching', () => {
     expect(matches({ mitreTechnique: ['T1003.001'] })).toBe(true);
     expect(matches({ mitreTechnique: ['T1003'] })).toBe(false);
     expect(matches({ mitreTechnique: ['T1059.*'] })).toBe(true);
-    expect(matches({ mitreTechnique: ['T1059*'] }, event({ enrichment: { mitre: { techniques: ['T1059'] } } }))).toBe(true);
-    expect(matches({ mitreTechnique: ['T1059.*'] }, event({ enrichment: { mitre: { techniques: ['T1059'] } } }))).toBe(false);
+    expect(matches({ mitreTechnique: ['T1059*'] }, event({ enrichment: { mitre: { techniques: ['T1059'] } } }))).toBe(
+      true,
+    );
+    expect(matches({ mitreTechnique: ['T1059.*'] }, event({ enrichment: { mitre: { techniques: ['T1059'] } } }))).toBe(
+      false,
+    );
     expect(matches({ mitreTechnique: ['T15??'] })).toBe(false);
     expect(matches({ mitreTechnique: ['T100?.00?'] })).toBe(true);
     expect(matches({ mitreTechnique: ['t1003.*'] }, event({ enrichment: { mitre: undefined } }))).toBe(true);
@@ -333,7 +452,10 @@ describe('matching', () => {
 
   it('ignores values of the wrong type in the incident instead of failing', () => {
     const odd = event({
-      incident: { tags: ['VIP', 42, null], alerts: [null, 'alert', {}, { serviceSource: 'MicrosoftDefenderForOffice', mitreTechniques: [7, 'T1566'] }] },
+      incident: {
+        tags: ['VIP', 42, null],
+        alerts: [null, 'alert', {}, { serviceSource: 'MicrosoftDefenderForOffice', mitreTechniques: [7, 'T1566'] }],
+      },
       enrichment: { tenantDisplayName: null, serviceSources: undefined, mitre: undefined },
     });
     expect(matches({ tags: ['vip'] }, odd)).toBe(true);
@@ -354,7 +476,13 @@ describe('selecting routes', () => {
     withRules(
       { name: 'everything-to-siem', mode: 'fan-out', destinations: ['siem'] },
       { name: 'fp-drop', match: { classification: ['FalsePositive'] }, destinations: ['nowhere'] },
-      { name: 'high', match: { severity: ['High'] }, destinations: ['soc-queue', 'teams'], writeBack: { tag: 'relayed:high' }, hunting: [{ name: 'logons', query: 'DeviceLogonEvents | take 5' }] },
+      {
+        name: 'high',
+        match: { severity: ['High'] },
+        destinations: ['soc-queue', 'teams'],
+        writeBack: { tag: 'relayed:high' },
+        hunting: [{ name: 'logons', query: 'DeviceLogonEvents | take 5' }],
+      },
       { name: 'also-high', match: { severity: ['High'] }, destinations: ['archive'] },
       { name: 'vip-fanout', mode: 'fan-out', match: { tags: ['VIP'] }, destinations: ['teams', 'archive'] },
     ),
@@ -366,7 +494,12 @@ describe('selecting routes', () => {
     const routes = selectRoutes(table, event());
     expect(routes).toEqual([
       { name: 'everything-to-siem', destinations: ['siem'] },
-      { name: 'high', destinations: ['soc-queue', 'teams'], writeBack: { tag: 'relayed:high' }, hunting: [{ name: 'logons', query: 'DeviceLogonEvents | take 5' }] },
+      {
+        name: 'high',
+        destinations: ['soc-queue', 'teams'],
+        writeBack: { tag: 'relayed:high' },
+        hunting: [{ name: 'logons', query: 'DeviceLogonEvents | take 5' }],
+      },
     ]);
     expect(names(event({ incident: { classification: 'FalsePositive' } }))).toEqual(['everything-to-siem', 'fp-drop']);
   });
@@ -376,8 +509,13 @@ describe('selecting routes', () => {
   });
 
   it('uses the default route only when no rule matched', () => {
-    const onlyHigh = loadRoutingRules(withRules({ name: 'high', match: { severity: ['High'] }, destinations: ['soc-queue'] }), policy);
-    expect(selectRoutes(onlyHigh, event({ incident: { severity: 'Low' } }))).toEqual([{ name: 'default', destinations: ['archive'] }]);
+    const onlyHigh = loadRoutingRules(
+      withRules({ name: 'high', match: { severity: ['High'] }, destinations: ['soc-queue'] }),
+      policy,
+    );
+    expect(selectRoutes(onlyHigh, event({ incident: { severity: 'Low' } }))).toEqual([
+      { name: 'default', destinations: ['archive'] },
+    ]);
     const dropping = loadRoutingRules({ ...base, defaultRoute: { destinations: ['nowhere'] } }, policy);
     expect(selectRoutes(dropping, event())).toEqual([{ name: 'default', destinations: ['nowhere'] }]);
   });
@@ -387,6 +525,10 @@ describe('selecting routes', () => {
       { name: 'a', destinations: ['siem', 'teams'] },
       { name: 'b', destinations: ['teams', 'archive'] },
     ];
-    expect(plannedDeliveries(routes).map((d) => `${d.route.name}→${d.destination}`)).toEqual(['a→siem', 'a→teams', 'b→archive']);
+    expect(plannedDeliveries(routes).map((d) => `${d.route.name}→${d.destination}`)).toEqual([
+      'a→siem',
+      'a→teams',
+      'b→archive',
+    ]);
   });
 });

@@ -1,7 +1,18 @@
 import { describe, expect, it, vi } from 'vitest';
-import { blockedRangeOf, checkDestinationUrl, DestinationBlockedError, isHostAllowed, pinnedLookup, resolveSafeAddresses, type ResolvedAddress } from '../../shared/ssrf.js';
+import {
+  blockedRangeOf,
+  checkDestinationUrl,
+  DestinationBlockedError,
+  isHostAllowed,
+  pinnedLookup,
+  resolveSafeAddresses,
+  type ResolvedAddress,
+} from '../../shared/ssrf.js';
 
-const policy = { allowedHosts: ['hooks.example.com', '*.webhook.office.com', 'localhost', 'siem.example.com:8443'], allowLoopback: false };
+const policy = {
+  allowedHosts: ['hooks.example.com', '*.webhook.office.com', 'localhost', 'siem.example.com:8443'],
+  allowLoopback: false,
+};
 /** The system resolver's answers (node:dns/promises), for the default lookup. */
 const dns = vi.hoisted(() => ({ asked: [] as string[], answers: [] as { address: string; family: number }[] }));
 vi.mock('node:dns/promises', () => ({
@@ -11,7 +22,10 @@ vi.mock('node:dns/promises', () => ({
   },
 }));
 
-const resolvesTo = (...addresses: string[]) => async (): Promise<ResolvedAddress[]> => addresses.map((address) => ({ address, family: address.includes(':') ? 6 : 4 }));
+const resolvesTo =
+  (...addresses: string[]) =>
+  async (): Promise<ResolvedAddress[]> =>
+    addresses.map((address) => ({ address, family: address.includes(':') ? 6 : 4 }));
 
 describe('blocked address ranges', () => {
   it.each([
@@ -41,7 +55,10 @@ describe('blocked address ranges', () => {
     ['febf:ffff::1', 'link-local (fe80::/10)'],
     ['ff02::1', 'multicast (ff00::/8)'],
     ['::ffff:10.0.0.1', 'private (10.0.0.0/8), as 10.0.0.1 inside IPv6'],
-    ['::ffff:a9fe:a9fe', 'link-local, incl. the cloud metadata endpoint (169.254.0.0/16), as 169.254.169.254 inside IPv6'],
+    [
+      '::ffff:a9fe:a9fe',
+      'link-local, incl. the cloud metadata endpoint (169.254.0.0/16), as 169.254.169.254 inside IPv6',
+    ],
     ['::ffff:127.0.0.1', 'loopback (127.0.0.0/8), as 127.0.0.1 inside IPv6'],
     ['64:ff9b::192.168.0.1', 'private (192.168.0.0/16), as 192.168.0.1 inside IPv6'],
     ['::10.0.0.1', 'IPv4-compatible'],
@@ -51,12 +68,33 @@ describe('blocked address ranges', () => {
     ['2001:db8:0:0:1:0:0:1', 'documentation (2001:db8::/32)'],
     ['0:0:0:0:0:ffff:10.0.0.1', 'private (10.0.0.0/8), as 10.0.0.1 inside IPv6'],
     ['::FFFF:192.168.100.200', 'private (192.168.0.0/16), as 192.168.100.200 inside IPv6'],
-    ['64:ff9b::a9fe:a9fe', 'link-local, incl. the cloud metadata endpoint (169.254.0.0/16), as 169.254.169.254 inside IPv6'],
+    [
+      '64:ff9b::a9fe:a9fe',
+      'link-local, incl. the cloud metadata endpoint (169.254.0.0/16), as 169.254.169.254 inside IPv6',
+    ],
   ])('%s is blocked: %s', (address, what) => {
     expect(blockedRangeOf(address)?.what).toContain(what);
   });
 
-  it.each(['8.8.8.8', '1.1.1.1', '100.63.255.255', '100.128.0.0', '172.15.255.255', '172.32.0.0', '192.167.255.255', '169.253.0.1', '52.96.1.1', '2606:4700:4700::1111', '2001:4860:4860::8888', '::ffff:8.8.8.8', '2a00:1450::1', '2606:4700:4700:0:0:0:0:1111', '2606:4700:4700:0:0:0:0:1111%eth0', '::ffff:52.96.100.200', '2A00:1450::1'])('%s is public', (address) => {
+  it.each([
+    '8.8.8.8',
+    '1.1.1.1',
+    '100.63.255.255',
+    '100.128.0.0',
+    '172.15.255.255',
+    '172.32.0.0',
+    '192.167.255.255',
+    '169.253.0.1',
+    '52.96.1.1',
+    '2606:4700:4700::1111',
+    '2001:4860:4860::8888',
+    '::ffff:8.8.8.8',
+    '2a00:1450::1',
+    '2606:4700:4700:0:0:0:0:1111',
+    '2606:4700:4700:0:0:0:0:1111%eth0',
+    '::ffff:52.96.100.200',
+    '2A00:1450::1',
+  ])('%s is public', (address) => {
     expect(blockedRangeOf(address)).toBeUndefined();
   });
 
@@ -84,8 +122,14 @@ describe('the host allow-list', () => {
     expect(isHostAllowed('siem.example.com', '8443', policy.allowedHosts)).toBe(true);
     expect(isHostAllowed('siem.example.com', '', policy.allowedHosts)).toBe(false);
     // An entry's :443 is the https default, which a URL leaves out.
-    expect(checkDestinationUrl('https://hooks.example.net/in', { ...policy, allowedHosts: ['hooks.example.net:443'] }).hostname).toBe('hooks.example.net');
-    expect(checkDestinationUrl('https://hooks.example.net:443/in', { ...policy, allowedHosts: ['hooks.example.net:443'] }).hostname).toBe('hooks.example.net');
+    expect(
+      checkDestinationUrl('https://hooks.example.net/in', { ...policy, allowedHosts: ['hooks.example.net:443'] })
+        .hostname,
+    ).toBe('hooks.example.net');
+    expect(
+      checkDestinationUrl('https://hooks.example.net:443/in', { ...policy, allowedHosts: ['hooks.example.net:443'] })
+        .hostname,
+    ).toBe('hooks.example.net');
   });
 
   it('matches *.suffix for subdomains only', () => {
@@ -106,14 +150,18 @@ describe('the host allow-list', () => {
       }
       throw new Error('expected a refusal');
     };
-    expect(refused('http://hooks.example.com/in')).toBe('Destination host hooks.example.com refused: only https:// URLs are allowed, not http://');
+    expect(refused('http://hooks.example.com/in')).toBe(
+      'Destination host hooks.example.com refused: only https:// URLs are allowed, not http://',
+    );
     expect(refused('https://user:pw@hooks.example.com/in')).toContain('credentials in the URL are not allowed');
     const offList = refused('https://evil.example.net/webhookb2/SECRET-PATH?sig=SECRET');
     expect(offList).toBe('Destination host evil.example.net refused: the host is not on DESTINATION_ALLOWED_HOSTS');
     expect(offList).not.toContain('SECRET');
     expect(refused('https://169.254.169.254/metadata')).toContain('not on DESTINATION_ALLOWED_HOSTS');
     // The port is named when the URL gives one: it is what the allow-list entry has to match.
-    expect(refused('https://siem.example.com:9443/in')).toBe('Destination host siem.example.com:9443 refused: the host is not on DESTINATION_ALLOWED_HOSTS');
+    expect(refused('https://siem.example.com:9443/in')).toBe(
+      'Destination host siem.example.com:9443 refused: the host is not on DESTINATION_ALLOWED_HOSTS',
+    );
     expect(refused('hooks.example.com/in')).toBe('Destination host (unparseable URL) refused: not a valid URL');
   });
 });
@@ -127,11 +175,17 @@ describe('resolving a destination', () => {
   });
 
   it('refuses a host when any address it resolves to is blocked (DNS pointing inside)', async () => {
-    await expect(resolveSafeAddresses('hooks.example.com', policy, resolvesTo('52.96.1.1', '169.254.169.254'))).rejects.toThrow(
+    await expect(
+      resolveSafeAddresses('hooks.example.com', policy, resolvesTo('52.96.1.1', '169.254.169.254')),
+    ).rejects.toThrow(
       'Destination host hooks.example.com refused: it resolves to 169.254.169.254, a link-local, incl. the cloud metadata endpoint (169.254.0.0/16) address',
     );
-    await expect(resolveSafeAddresses('hooks.example.com', policy, resolvesTo('::ffff:10.0.0.1'))).rejects.toThrow(/a private \(10\.0\.0\.0\/8\), as 10\.0\.0\.1 inside IPv6 address/);
-    await expect(resolveSafeAddresses('hooks.example.com', policy, resolvesTo())).rejects.toThrow('resolves to no address');
+    await expect(resolveSafeAddresses('hooks.example.com', policy, resolvesTo('::ffff:10.0.0.1'))).rejects.toThrow(
+      /a private \(10\.0\.0\.0\/8\), as 10\.0\.0\.1 inside IPv6 address/,
+    );
+    await expect(resolveSafeAddresses('hooks.example.com', policy, resolvesTo())).rejects.toThrow(
+      'resolves to no address',
+    );
   });
 
   it('judges IP literals without DNS', async () => {
@@ -146,12 +200,20 @@ describe('resolving a destination', () => {
     await expect(resolveSafeAddresses('localhost', policy, resolvesTo('127.0.0.1', '::1'))).rejects.toThrow(/loopback/);
     const local = { ...policy, allowLoopback: true };
     expect(await resolveSafeAddresses('localhost', local, resolvesTo('127.0.0.1', '::1'))).toHaveLength(2);
-    await expect(resolveSafeAddresses('localhost', local, resolvesTo('127.0.0.1', '10.0.0.1'))).rejects.toThrow(/10\.0\.0\.1, a private/);
-    await expect(resolveSafeAddresses('hooks.example.com', local, resolvesTo('169.254.169.254'))).rejects.toThrow(/link-local/);
+    await expect(resolveSafeAddresses('localhost', local, resolvesTo('127.0.0.1', '10.0.0.1'))).rejects.toThrow(
+      /10\.0\.0\.1, a private/,
+    );
+    await expect(resolveSafeAddresses('hooks.example.com', local, resolvesTo('169.254.169.254'))).rejects.toThrow(
+      /link-local/,
+    );
     // IPv4 loopback inside IPv6 is loopback; private addresses in any IPv6 form are not.
     expect(await resolveSafeAddresses('localhost', local, resolvesTo('::ffff:127.0.0.1'))).toHaveLength(1);
-    await expect(resolveSafeAddresses('localhost', local, resolvesTo('::ffff:10.0.0.1'))).rejects.toThrow(/private \(10\.0\.0\.0\/8\), as 10\.0\.0\.1 inside IPv6/);
-    await expect(resolveSafeAddresses('localhost', local, resolvesTo('64:ff9b::a9fe:a9fe'))).rejects.toThrow(/link-local/);
+    await expect(resolveSafeAddresses('localhost', local, resolvesTo('::ffff:10.0.0.1'))).rejects.toThrow(
+      /private \(10\.0\.0\.0\/8\), as 10\.0\.0\.1 inside IPv6/,
+    );
+    await expect(resolveSafeAddresses('localhost', local, resolvesTo('64:ff9b::a9fe:a9fe'))).rejects.toThrow(
+      /link-local/,
+    );
     await expect(resolveSafeAddresses('localhost', local, resolvesTo('fd00::1'))).rejects.toThrow(/unique local/);
     await expect(resolveSafeAddresses('[fe80::1]', local, resolvesTo())).rejects.toThrow(/link-local \(fe80::\/10\)/);
   });
@@ -171,7 +233,9 @@ describe('resolving a destination', () => {
       { address: '52.96.1.1', family: 4 },
       { address: 'fd00::1', family: 6 },
     ];
-    await expect(resolveSafeAddresses('hooks.example.com', policy)).rejects.toThrow('it resolves to fd00::1, a unique local / private (fc00::/7) address');
+    await expect(resolveSafeAddresses('hooks.example.com', policy)).rejects.toThrow(
+      'it resolves to fd00::1, a unique local / private (fc00::/7) address',
+    );
   });
 
   it('connects only to the checked addresses (pinned lookup), in both lookup forms', () => {
@@ -184,7 +248,13 @@ describe('resolving a destination', () => {
     lookup('hooks.example.com', {}, (...args: unknown[]) => calls.push(args));
     lookup('hooks.example.com', { family: 6 }, (...args: unknown[]) => calls.push(args));
     expect(calls).toEqual([
-      [null, [{ address: '52.96.1.1', family: 4 }, { address: '2606:4700::1', family: 6 }]],
+      [
+        null,
+        [
+          { address: '52.96.1.1', family: 4 },
+          { address: '2606:4700::1', family: 6 },
+        ],
+      ],
       [null, '52.96.1.1', 4],
       [null, '2606:4700::1', 6],
     ]);

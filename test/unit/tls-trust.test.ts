@@ -25,7 +25,9 @@ describe('the local CA', () => {
 
   it('is refused by a client that trusts another CA', async () => {
     const error = await new Promise<Error>((resolve) => {
-      request(`${server.url}/`, { ca: createLocalCa('some other CA').caCertPem }, () => resolve(new Error('connected'))).on('error', resolve).end();
+      request(`${server.url}/`, { ca: createLocalCa('some other CA').caCertPem }, () => resolve(new Error('connected')))
+        .on('error', resolve)
+        .end();
     });
     expect(error.message).not.toBe('connected');
   });

@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { incidentFilter, odataString, parseIncidentId, parseIncidentUpdate, parseListQuery, RequestValidationError } from '../../shared/incident-requests.js';
+import {
+  incidentFilter,
+  odataString,
+  parseIncidentId,
+  parseIncidentUpdate,
+  parseListQuery,
+  RequestValidationError,
+} from '../../shared/incident-requests.js';
 
 const UPN = 'analyst@fabrikam.example';
 const query = (q: string) => parseListQuery(new URLSearchParams(q), UPN);
@@ -16,7 +23,12 @@ const problemsOf = (fn: () => unknown): string[] => {
 describe('the analyst list query', () => {
   it('defaults to the first 50 and resolves assignedTo=me to the caller', () => {
     expect(query('')).toEqual({ top: 50, skip: 0 });
-    expect(query('assignedTo=me&top=100&skip=200&status=InProgress')).toEqual({ assignedTo: UPN, top: 100, skip: 200, status: 'InProgress' });
+    expect(query('assignedTo=me&top=100&skip=200&status=InProgress')).toEqual({
+      assignedTo: UPN,
+      top: 100,
+      skip: 200,
+      status: 'InProgress',
+    });
     expect(query('assignedTo=ME').assignedTo).toBe(UPN);
   });
 
@@ -55,7 +67,19 @@ describe('the OData filter', () => {
 
 describe('the incident update body', () => {
   it('accepts the documented fields and resolves assignedTo=me', () => {
-    expect(parseIncidentUpdate({ status: 'Resolved', assignedTo: 'me', classification: 'TruePositive', determination: 'Malware', tags: ['a'], comment: ' done ' }, UPN)).toEqual({
+    expect(
+      parseIncidentUpdate(
+        {
+          status: 'Resolved',
+          assignedTo: 'me',
+          classification: 'TruePositive',
+          determination: 'Malware',
+          tags: ['a'],
+          comment: ' done ',
+        },
+        UPN,
+      ),
+    ).toEqual({
       status: 'Resolved',
       assignedTo: UPN,
       classification: 'TruePositive',
@@ -70,27 +94,50 @@ describe('the incident update body', () => {
     expect(problemsOf(() => parseIncidentUpdate({}, UPN))[0]).toMatch(/set at least one of/);
     expect(problemsOf(() => parseIncidentUpdate([], UPN))[0]).toMatch(/JSON object/);
     expect(problemsOf(() => parseIncidentUpdate({ tags: 'x' }, UPN))[0]).toMatch(/^tags:/);
-    expect(problemsOf(() => parseIncidentUpdate({ comment: 'x'.repeat(1001) }, UPN))[0]).toMatch(/comment: must be at most 1000 characters/);
+    expect(problemsOf(() => parseIncidentUpdate({ comment: 'x'.repeat(1001) }, UPN))[0]).toMatch(
+      /comment: must be at most 1000 characters/,
+    );
     expect(parseIncidentUpdate({ comment: 'x'.repeat(1000) }, UPN).comment).toHaveLength(1000);
   });
 
   it('takes the determinations the update page pairs with each classification, and refuses the others naming the valid ones', () => {
     for (const [classification, determination] of [
-      ['TruePositive', 'Malware'], ['TruePositive', 'CompromisedAccount'], ['TruePositive', 'Other'],
-      ['FalsePositive', 'Clean'], ['FalsePositive', 'NoEnoughDataToValidate'], ['FalsePositive', 'Other'],
-      ['InformationalExpectedActivity', 'SecurityTesting'], ['InformationalExpectedActivity', 'ConfirmedActivity'], ['InformationalExpectedActivity', 'Other'],
-      ['FalsePositive', 'NotAvailable'], ['Unknown', 'NotAvailable'],
+      ['TruePositive', 'Malware'],
+      ['TruePositive', 'CompromisedAccount'],
+      ['TruePositive', 'Other'],
+      ['FalsePositive', 'Clean'],
+      ['FalsePositive', 'NoEnoughDataToValidate'],
+      ['FalsePositive', 'Other'],
+      ['InformationalExpectedActivity', 'SecurityTesting'],
+      ['InformationalExpectedActivity', 'ConfirmedActivity'],
+      ['InformationalExpectedActivity', 'Other'],
+      ['FalsePositive', 'NotAvailable'],
+      ['Unknown', 'NotAvailable'],
     ]) {
       expect(parseIncidentUpdate({ classification, determination }, UPN)).toEqual({ classification, determination });
     }
-    expect(problemsOf(() => parseIncidentUpdate({ classification: 'FalsePositive', determination: 'Malware' }, UPN))).toEqual([
+    expect(
+      problemsOf(() => parseIncidentUpdate({ classification: 'FalsePositive', determination: 'Malware' }, UPN)),
+    ).toEqual([
       'determination: Malware does not go with classification FalsePositive: with FalsePositive it is one of Clean, NoEnoughDataToValidate, Other (or NotAvailable)',
     ]);
-    expect(problemsOf(() => parseIncidentUpdate({ classification: 'TruePositive', determination: 'Clean' }, UPN))[0]).toMatch(/Clean does not go with classification TruePositive: with TruePositive it is one of MultiStagedAttack, /);
-    expect(problemsOf(() => parseIncidentUpdate({ classification: 'Unknown', determination: 'Other' }, UPN))[0]).toMatch(/with Unknown only NotAvailable/);
+    expect(
+      problemsOf(() => parseIncidentUpdate({ classification: 'TruePositive', determination: 'Clean' }, UPN))[0],
+    ).toMatch(/Clean does not go with classification TruePositive: with TruePositive it is one of MultiStagedAttack, /);
+    expect(
+      problemsOf(() => parseIncidentUpdate({ classification: 'Unknown', determination: 'Other' }, UPN))[0],
+    ).toMatch(/with Unknown only NotAvailable/);
     // Only what the update page lists may be set: names seen in payloads, or retired, are refused.
-    for (const determination of ['NotEnoughDataToValidate', 'Apt', 'SecurityPersonnel', 'CompromisedUser', 'NotMalicious']) {
-      expect(problemsOf(() => parseIncidentUpdate({ determination }, UPN))[0]).toMatch(/^determination: must be one of NotAvailable, MultiStagedAttack, /);
+    for (const determination of [
+      'NotEnoughDataToValidate',
+      'Apt',
+      'SecurityPersonnel',
+      'CompromisedUser',
+      'NotMalicious',
+    ]) {
+      expect(problemsOf(() => parseIncidentUpdate({ determination }, UPN))[0]).toMatch(
+        /^determination: must be one of NotAvailable, MultiStagedAttack, /,
+      );
     }
     // Without a classification in the body, the incident's own decides: Defender judges it.
     expect(parseIncidentUpdate({ determination: 'Clean' }, UPN)).toEqual({ determination: 'Clean' });
@@ -100,6 +147,7 @@ describe('the incident update body', () => {
 describe('the incident id in the path', () => {
   it('is a positive whole number', () => {
     expect(parseIncidentId('42')).toBe(42);
-    for (const bad of ['0', '-1', '4.2', 'abc', '', undefined, '1'.repeat(16)]) expect(() => parseIncidentId(bad)).toThrow(RequestValidationError);
+    for (const bad of ['0', '-1', '4.2', 'abc', '', undefined, '1'.repeat(16)])
+      expect(() => parseIncidentId(bad)).toThrow(RequestValidationError);
   });
 });

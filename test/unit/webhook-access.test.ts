@@ -31,7 +31,11 @@ describe('webhook access: who may push for whom', () => {
   });
 
   it('grants a caller exactly the tenants it lists, matched on its tenant and identity', () => {
-    const a = access({ callers: [{ name: 'automation', tenantId: MSSP, appId: AUTOMATION, mayPushFor: [FABRIKAM, NORTHWIND.toUpperCase()] }] });
+    const a = access({
+      callers: [
+        { name: 'automation', tenantId: MSSP, appId: AUTOMATION, mayPushFor: [FABRIKAM, NORTHWIND.toUpperCase()] },
+      ],
+    });
     expect(a.tokenMayPushFor({ tenantId: MSSP, clientId: AUTOMATION }, FABRIKAM)).toBe(true);
     expect(a.tokenMayPushFor({ tenantId: MSSP, clientId: AUTOMATION.toUpperCase() }, NORTHWIND)).toBe(true);
     expect(a.tokenMayPushFor({ tenantId: MSSP, clientId: AUTOMATION }, OTHER)).toBe(false);
@@ -40,28 +44,43 @@ describe('webhook access: who may push for whom', () => {
     expect(a.tokenMayPushFor({ tenantId: OTHER, clientId: AUTOMATION }, FABRIKAM)).toBe(false);
     expect(a.tokenTenantIds()).toEqual([MSSP]);
     // GUIDs match in any case, in the file and in the token.
-    const b = access({ callers: [{ name: 'pipeline', tenantId: MSSP, appId: PIPELINE.toUpperCase(), mayPushFor: [CONTOSO.toUpperCase()] }] });
+    const b = access({
+      callers: [
+        { name: 'pipeline', tenantId: MSSP, appId: PIPELINE.toUpperCase(), mayPushFor: [CONTOSO.toUpperCase()] },
+      ],
+    });
     expect(b.tokenMayPushFor({ tenantId: MSSP, clientId: PIPELINE }, CONTOSO)).toBe(true);
     expect(b.tokenMayPushFor({ tenantId: MSSP, clientId: PIPELINE.toUpperCase() }, CONTOSO.toUpperCase())).toBe(true);
   });
 
   it('with both appId and objectId, requires both', () => {
-    const a = access({ callers: [{ name: 'mi', tenantId: MSSP, appId: AUTOMATION, objectId: OTHER, mayPushFor: [FABRIKAM] }] });
+    const a = access({
+      callers: [{ name: 'mi', tenantId: MSSP, appId: AUTOMATION, objectId: OTHER, mayPushFor: [FABRIKAM] }],
+    });
     expect(a.tokenMayPushFor({ tenantId: MSSP, clientId: AUTOMATION, objectId: OTHER }, FABRIKAM)).toBe(true);
     expect(a.tokenMayPushFor({ tenantId: MSSP, clientId: AUTOMATION, objectId: NORTHWIND }, FABRIKAM)).toBe(false);
     expect(a.tokenMayPushFor({ tenantId: MSSP, clientId: AUTOMATION }, FABRIKAM)).toBe(false);
   });
 
   it('with objectId only, grants that service principal or managed identity whatever app its token names', () => {
-    const a = access({ callers: [{ name: 'mi', tenantId: MSSP, objectId: MANAGED_IDENTITY.toUpperCase(), mayPushFor: [FABRIKAM] }] });
-    expect(a.tokenMayPushFor({ tenantId: MSSP, clientId: AUTOMATION, objectId: MANAGED_IDENTITY }, FABRIKAM)).toBe(true);
+    const a = access({
+      callers: [{ name: 'mi', tenantId: MSSP, objectId: MANAGED_IDENTITY.toUpperCase(), mayPushFor: [FABRIKAM] }],
+    });
+    expect(a.tokenMayPushFor({ tenantId: MSSP, clientId: AUTOMATION, objectId: MANAGED_IDENTITY }, FABRIKAM)).toBe(
+      true,
+    );
     expect(a.tokenMayPushFor({ tenantId: MSSP, objectId: MANAGED_IDENTITY.toUpperCase() }, FABRIKAM)).toBe(true);
     expect(a.tokenMayPushFor({ tenantId: MSSP, clientId: AUTOMATION, objectId: NORTHWIND }, FABRIKAM)).toBe(false);
     expect(a.tokenMayPushFor({ tenantId: MSSP, clientId: AUTOMATION }, FABRIKAM)).toBe(false);
   });
 
   it('gives each tenant the HMAC keys that list it, and no other', () => {
-    const a = access({ hmacKeys: [{ name: 'fab', secretName: 'fab-key', mayPushFor: [FABRIKAM] }, { name: 'both', secretName: 'both-key', mayPushFor: [FABRIKAM, NORTHWIND] }] });
+    const a = access({
+      hmacKeys: [
+        { name: 'fab', secretName: 'fab-key', mayPushFor: [FABRIKAM] },
+        { name: 'both', secretName: 'both-key', mayPushFor: [FABRIKAM, NORTHWIND] },
+      ],
+    });
     expect(a.hmacKeysFor(FABRIKAM).map((k) => k.name)).toEqual(['fab', 'both']);
     expect(a.hmacKeysFor(NORTHWIND).map((k) => k.name)).toEqual(['both']);
     expect(a.hmacKeysFor(OTHER)).toEqual([]);
@@ -73,12 +92,27 @@ describe('webhook access: who may push for whom', () => {
       const parsed = parseWebhookAccess(file);
       return parsed.ok ? [] : parsed.problems.map((p) => `${formatFieldPath(p.path)}: ${p.message}`);
     };
-    expect(problems({ callers: [{ name: 'whole-tenant', tenantId: MSSP, mayPushFor: [FABRIKAM] }] })).toEqual(['callers[0].appId: give appId or objectId (or both): a grant names one identity, not a whole tenant']);
-    expect(problems({ callers: [{ name: 'x', tenantId: MSSP, appId: AUTOMATION, mayPushFor: ['*'] }] })).toEqual(['callers[0].mayPushFor[0]: must be a GUID']);
-    expect(problems({ callers: [{ name: 'x', tenantId: MSSP, appId: AUTOMATION, mayPushFor: [] }] })).toEqual(['callers[0].mayPushFor: must list at least one tenant GUID']);
-    expect(problems({ hmacKeys: [{ name: 'a', secretName: 'k', mayPushFor: [FABRIKAM] }, { name: 'b', secretName: 'k', mayPushFor: [NORTHWIND] }] })).toEqual(['hmacKeys[1].secretName: the same secretName as hmacKeys[0].secretName']);
+    expect(problems({ callers: [{ name: 'whole-tenant', tenantId: MSSP, mayPushFor: [FABRIKAM] }] })).toEqual([
+      'callers[0].appId: give appId or objectId (or both): a grant names one identity, not a whole tenant',
+    ]);
+    expect(problems({ callers: [{ name: 'x', tenantId: MSSP, appId: AUTOMATION, mayPushFor: ['*'] }] })).toEqual([
+      'callers[0].mayPushFor[0]: must be a GUID',
+    ]);
+    expect(problems({ callers: [{ name: 'x', tenantId: MSSP, appId: AUTOMATION, mayPushFor: [] }] })).toEqual([
+      'callers[0].mayPushFor: must list at least one tenant GUID',
+    ]);
+    expect(
+      problems({
+        hmacKeys: [
+          { name: 'a', secretName: 'k', mayPushFor: [FABRIKAM] },
+          { name: 'b', secretName: 'k', mayPushFor: [NORTHWIND] },
+        ],
+      }),
+    ).toEqual(['hmacKeys[1].secretName: the same secretName as hmacKeys[0].secretName']);
     expect(problems({ callers: [], surprise: true })[0]).toMatch(/surprise|Unrecognized key/);
-    expect(problems({ hmacKeys: [{ name: 'a', secretName: 'k', mayPushFor: [FABRIKAM], extra: 1 }] })[0]).toMatch(/^hmacKeys\[0\]/);
+    expect(problems({ hmacKeys: [{ name: 'a', secretName: 'k', mayPushFor: [FABRIKAM], extra: 1 }] })[0]).toMatch(
+      /^hmacKeys\[0\]/,
+    );
   });
 
   it('reads the example file shipped with the project', () => {
@@ -90,7 +124,10 @@ describe('webhook access: who may push for whom', () => {
   it('loads the file WEBHOOK_ACCESS_FILE names, and names file, line and field of every problem', () => {
     const dir = mkdtempSync(join(tmpdir(), 'relay-access-'));
     const file = join(dir, 'webhook-access.json');
-    writeFileSync(file, `{\n  "callers": [\n    { "name": "x", "tenantId": "${MSSP}", "appId": "${AUTOMATION}",\n      "mayPushFor": ["${FABRIKAM}", "everyone"] }\n  ]\n}\n`);
+    writeFileSync(
+      file,
+      `{\n  "callers": [\n    { "name": "x", "tenantId": "${MSSP}", "appId": "${AUTOMATION}",\n      "mayPushFor": ["${FABRIKAM}", "everyone"] }\n  ]\n}\n`,
+    );
     let error: unknown;
     try {
       loadWebhookAccess({ accessFile: file, allowedTenantIds: [] });
@@ -100,7 +137,9 @@ describe('webhook access: who may push for whom', () => {
     expect(error).toBeInstanceOf(ConfigFileError);
     expect((error as Error).message).toContain(`WEBHOOK_ACCESS_FILE ${file}:4:`);
     expect((error as Error).message).toContain('callers[0].mayPushFor[1]: must be a GUID');
-    expect(() => loadWebhookAccess({ accessFile: join(dir, 'missing.json'), allowedTenantIds: [] })).toThrow(/WEBHOOK_ACCESS_FILE .*missing\.json: cannot read the file \(ENOENT/);
+    expect(() => loadWebhookAccess({ accessFile: join(dir, 'missing.json'), allowedTenantIds: [] })).toThrow(
+      /WEBHOOK_ACCESS_FILE .*missing\.json: cannot read the file \(ENOENT/,
+    );
     // Not set: tokens push for their own (allowed) tenant only, and no key signs for anyone.
     const none = loadWebhookAccess({ allowedTenantIds: [FABRIKAM] });
     expect(none.tokenTenantIds()).toEqual([FABRIKAM]);
@@ -118,7 +157,10 @@ describe('webhook access: who may push for whom', () => {
       { name: 'mi', tenantId: MSSP, appId: PIPELINE, objectId: MANAGED_IDENTITY, mayPushFor: [NORTHWIND] },
     ];
     const hmacKeys = [{ name: 'soc', secretName: 'soc-key', mayPushFor: [FABRIKAM] }];
-    writeFileSync(file, `{\n  "callers": [\n${callers.map((c) => `    ${JSON.stringify(c)}`).join(',\n')}\n  ],\n  "hmacKeys": [\n    ${JSON.stringify(hmacKeys[0])}\n  ]\n}\n`);
+    writeFileSync(
+      file,
+      `{\n  "callers": [\n${callers.map((c) => `    ${JSON.stringify(c)}`).join(',\n')}\n  ],\n  "hmacKeys": [\n    ${JSON.stringify(hmacKeys[0])}\n  ]\n}\n`,
+    );
     let error: unknown;
     try {
       loadWebhookAccess({ accessFile: file, allowedTenantIds: [] });

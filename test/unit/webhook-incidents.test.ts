@@ -22,18 +22,28 @@ describe('pushed incident bodies', () => {
     const list = JSON.parse(DEFENDER_DOCS_LIST_EXAMPLE) as { value: unknown[] };
     const fromList = readIncidentBatch(list);
     expect(fromList.ok && fromList.incidents).toEqual(list.value);
-    expect(readIncidentBatch({ value: [] })).toEqual({ ok: false, problems: [{ index: 0, path: '', message: 'the batch holds no incidents: send at least one' }] });
+    expect(readIncidentBatch({ value: [] })).toEqual({
+      ok: false,
+      problems: [{ index: 0, path: '', message: 'the batch holds no incidents: send at least one' }],
+    });
     expect(readIncidentBatch([]).ok).toBe(false);
   });
 
   it('keeps fields it does not know, at every level', () => {
-    const sent = incident({ detectorId: 'x', alerts: [{ alertId: 'a', vendorField: { deep: true }, devices: [{ vmMetadata: null, tags: ['t'] }] }] });
+    const sent = incident({
+      detectorId: 'x',
+      alerts: [{ alertId: 'a', vendorField: { deep: true }, devices: [{ vmMetadata: null, tags: ['t'] }] }],
+    });
     expect(readIncidentBatch(sent)).toEqual({ ok: true, incidents: [sent] });
   });
 
   it('refuses a body that holds no incident objects', () => {
-    expect(problemsOf(readIncidentBatch('incident'))).toEqual([{ index: 0, path: '', message: expect.stringContaining('must be an incident object, an array') }]);
-    expect(problemsOf(readIncidentBatch({ value: {} }))).toEqual([{ index: 0, path: 'value', message: expect.stringContaining('must be an array') }]);
+    expect(problemsOf(readIncidentBatch('incident'))).toEqual([
+      { index: 0, path: '', message: expect.stringContaining('must be an incident object, an array') },
+    ]);
+    expect(problemsOf(readIncidentBatch({ value: {} }))).toEqual([
+      { index: 0, path: 'value', message: expect.stringContaining('must be an array') },
+    ]);
     expect(problemsOf(readIncidentBatch([incident(), 42, null]))).toEqual([
       { index: 1, path: '', message: 'must be an incident object' },
       { index: 2, path: '', message: 'must be an incident object' },
@@ -42,7 +52,9 @@ describe('pushed incident bodies', () => {
 
   it('caps a request at 100 incidents', () => {
     expect(readIncidentBatch(Array.from({ length: 100 }, (_, i) => incident({ incidentId: i }))).ok).toBe(true);
-    expect(problemsOf(readIncidentBatch({ value: Array.from({ length: 101 }, () => incident()) }))[0]!.message).toMatch(/at most 100 .* \(got 101\)/);
+    expect(problemsOf(readIncidentBatch({ value: Array.from({ length: 101 }, () => incident()) }))[0]!.message).toMatch(
+      /at most 100 .* \(got 101\)/,
+    );
   });
 
   it.each([
@@ -71,17 +83,28 @@ describe('pushed incident bodies', () => {
     ]) {
       expect(readIncidentBatch(incident({ classification, determination })).ok).toBe(true);
     }
-    expect(readIncidentBatch(incident({ assignedTo: null, redirectIncidentId: null, classification: null, alerts: [{ alertId: 'a', classification: null, resolvedTime: null }] })).ok).toBe(true);
+    expect(
+      readIncidentBatch(
+        incident({
+          assignedTo: null,
+          redirectIncidentId: null,
+          classification: null,
+          alerts: [{ alertId: 'a', classification: null, resolvedTime: null }],
+        }),
+      ).ok,
+    ).toBe(true);
     // A merged incident comes without alerts.
     expect(readIncidentBatch(incident({ status: 'Redirected', redirectIncidentId: 924569, alerts: [] })).ok).toBe(true);
   });
 
   it('lists every problem with the incident index and the dotted path, in plain words', () => {
-    const problems = problemsOf(readIncidentBatch([
-      incident(),
-      incident({ incidentId: -1, status: 'active', severity: undefined, tags: 'urgent' }),
-      incident({ incidentId: 1.5, alerts: [{ alertId: 'a' }, { severity: 'Critical', entities: [{}] }] }),
-    ]));
+    const problems = problemsOf(
+      readIncidentBatch([
+        incident(),
+        incident({ incidentId: -1, status: 'active', severity: undefined, tags: 'urgent' }),
+        incident({ incidentId: 1.5, alerts: [{ alertId: 'a' }, { severity: 'Critical', entities: [{}] }] }),
+      ]),
+    );
     expect(problems).toEqual([
       { index: 1, path: 'incidentId', message: 'must be 0 or more' },
       { index: 1, path: 'status', message: 'must be one of Active, InProgress, Resolved, Redirected' },
@@ -95,6 +118,8 @@ describe('pushed incident bodies', () => {
   });
 
   it('refuses an incident id beyond what JSON numbers carry exactly', () => {
-    expect(problemsOf(readIncidentBatch(incident({ incidentId: 2 ** 53 + 2 })))).toEqual([{ index: 0, path: 'incidentId', message: 'is too large' }]);
+    expect(problemsOf(readIncidentBatch(incident({ incidentId: 2 ** 53 + 2 })))).toEqual([
+      { index: 0, path: 'incidentId', message: 'is too large' },
+    ]);
   });
 });

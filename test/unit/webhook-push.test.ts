@@ -66,15 +66,30 @@ class Queue {
 
 function relay(sender: Queue = new Queue()) {
   const logs: string[] = [];
-  const principal: EntraPrincipal = { tenantId: FABRIKAM, clientId: APP_ID, version: 2, roles: ['Incidents.Submit'], scopes: [], token: 'eyJ.app.token', claims: { tid: FABRIKAM, azp: APP_ID } };
-  const parsed = parseWebhookAccess({ hmacKeys: [{ name: 'fabrikam-siem', secretName: 'fabrikam-push-hmac-key', mayPushFor: [FABRIKAM] }] });
+  const principal: EntraPrincipal = {
+    tenantId: FABRIKAM,
+    clientId: APP_ID,
+    version: 2,
+    roles: ['Incidents.Submit'],
+    scopes: [],
+    token: 'eyJ.app.token',
+    claims: { tid: FABRIKAM, azp: APP_ID },
+  };
+  const parsed = parseWebhookAccess({
+    hmacKeys: [{ name: 'fabrikam-siem', secretName: 'fabrikam-push-hmac-key', mayPushFor: [FABRIKAM] }],
+  });
   if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems));
   // Fabrikam's own tokens push for Fabrikam (WEBHOOK_ALLOWED_TENANT_IDS).
   const access = new WebhookAccess(parsed.access, [FABRIKAM]);
   const remembered = new Set<string>();
   const hex = (signature: Uint8Array) => Buffer.from(signature).toString('hex');
   const deps: WebhookPushDeps = {
-    webhook: { allowedTenantIds: [FABRIKAM], requiredRole: 'Incidents.Submit', hmacToleranceSeconds: 300, maxBodyBytes: 1_048_576 },
+    webhook: {
+      allowedTenantIds: [FABRIKAM],
+      requiredRole: 'Incidents.Submit',
+      hmacToleranceSeconds: 300,
+      maxBodyBytes: 1_048_576,
+    },
     auth: new WebhookAuthenticator({
       tokens: { validate: async () => principal },
       requiredRole: 'Incidents.Submit',
@@ -114,20 +129,37 @@ interface Push {
   contentType?: string;
 }
 
-function push({ body, tenantId, signFor, contentType = 'application/json' }: Push, deps: WebhookPushDeps): Promise<PushResponse> {
+function push(
+  { body, tenantId, signFor, contentType = 'application/json' }: Push,
+  deps: WebhookPushDeps,
+): Promise<PushResponse> {
   const bytes = Buffer.from(JSON.stringify(body));
   const credential: Record<string, string> = signFor
-    ? { 'x-relay-signature': pushSignatureHeader(HMAC_KEY, { tenantId: signFor, method: 'POST', path: '/api/incidents' }, bytes, Math.floor(RECEIVED / 1000)) }
+    ? {
+        'x-relay-signature': pushSignatureHeader(
+          HMAC_KEY,
+          { tenantId: signFor, method: 'POST', path: '/api/incidents' },
+          bytes,
+          Math.floor(RECEIVED / 1000),
+        ),
+      }
     : { authorization: 'Bearer eyJ.app.token' };
   const url = `https://relay.example/api/incidents${tenantId === undefined ? '' : `?tenantId=${encodeURIComponent(tenantId)}`}`;
-  return pushIncidents(deliveredRequest({ method: 'POST', url, headers: { 'content-type': contentType, ...credential }, body: { bytes } }), deps);
+  return pushIncidents(
+    deliveredRequest({ method: 'POST', url, headers: { 'content-type': contentType, ...credential }, body: { bytes } }),
+    deps,
+  );
 }
 
 describe('webhook push: answers, log lines and queue (in-memory stand-ins)', () => {
   it('answers an accepted push 202 with Cache-Control: no-store, as it answers a refused one', async () => {
     const { deps } = relay();
     const accepted = await push({ body: incident(1) }, deps);
-    expect(accepted).toEqual({ status: 202, jsonBody: { tenantId: FABRIKAM, accepted: 1, eventIds: [eventIdOf(1)] }, headers: { 'Cache-Control': 'no-store' } });
+    expect(accepted).toEqual({
+      status: 202,
+      jsonBody: { tenantId: FABRIKAM, accepted: 1, eventIds: [eventIdOf(1)] },
+      headers: { 'Cache-Control': 'no-store' },
+    });
     const refused = await push({ body: incident(1), contentType: 'text/plain' }, deps);
     expect(refused.status).toBe(415);
     expect(refused.headers).toEqual({ 'Cache-Control': 'no-store' });
@@ -143,27 +175,44 @@ describe('webhook push: answers, log lines and queue (in-memory stand-ins)', () 
     ['in upper case', FABRIKAM.toUpperCase()],
     ['with spaces around it', ` ${FABRIKAM} `],
     ['in upper case with a tab after it', `${FABRIKAM.toUpperCase()}\t`],
-  ])('takes a tenantId query parameter %s as the tenant: events carry the lower-case GUID (the ids the poller gives the same incidents)', async (_how, tenantId) => {
-    for (const signFor of [undefined, FABRIKAM]) {
-      const { deps, sender } = relay();
-      const response = await push({ body: incident(7), tenantId, signFor }, deps);
-      expect(response.jsonBody, signFor ? 'signed' : 'token').toEqual({ tenantId: FABRIKAM, accepted: 1, eventIds: [eventIdOf(7)] });
-      expect(sender.messages).toEqual([expect.objectContaining({ tenantId: FABRIKAM, eventId: eventIdOf(7) })]);
-    }
-  });
+  ])(
+    'takes a tenantId query parameter %s as the tenant: events carry the lower-case GUID (the ids the poller gives the same incidents)',
+    async (_how, tenantId) => {
+      for (const signFor of [undefined, FABRIKAM]) {
+        const { deps, sender } = relay();
+        const response = await push({ body: incident(7), tenantId, signFor }, deps);
+        expect(response.jsonBody, signFor ? 'signed' : 'token').toEqual({
+          tenantId: FABRIKAM,
+          accepted: 1,
+          eventIds: [eventIdOf(7)],
+        });
+        expect(sender.messages).toEqual([expect.objectContaining({ tenantId: FABRIKAM, eventId: eventIdOf(7) })]);
+      }
+    },
+  );
 
   it('logs a signed request refused before its signature is checked as an HMAC caller’s', async () => {
     const { deps, logs } = relay();
-    const response = await push({ body: incident(1), tenantId: FABRIKAM, signFor: FABRIKAM, contentType: 'text/plain' }, deps);
+    const response = await push(
+      { body: incident(1), tenantId: FABRIKAM, signFor: FABRIKAM, contentType: 'text/plain' },
+      deps,
+    );
     expect(response.status).toBe(415);
-    expect(logs).toEqual([`webhook push: tenant=- caller=hmac incidents=- outcome=415 Content-Type must be application/json (UTF-8); got 'text/plain'`]);
+    expect(logs).toEqual([
+      `webhook push: tenant=- caller=hmac incidents=- outcome=415 Content-Type must be application/json (UTF-8); got 'text/plain'`,
+    ]);
   });
 
   it('enqueues each incident version once, and nothing else', async () => {
     const { deps, sender } = relay();
     const batch = [incident(1), incident(2), incident(3), incident(2)];
-    expect(await push({ body: batch, tenantId: FABRIKAM, signFor: FABRIKAM }, deps)).toMatchObject({ status: 202, jsonBody: { accepted: 3 } });
-    expect(sender.messages).toEqual([1, 2, 3].map((id) => expect.objectContaining({ eventId: eventIdOf(id), incident: incident(id) })));
+    expect(await push({ body: batch, tenantId: FABRIKAM, signFor: FABRIKAM }, deps)).toMatchObject({
+      status: 202,
+      jsonBody: { accepted: 3 },
+    });
+    expect(sender.messages).toEqual(
+      [1, 2, 3].map((id) => expect.objectContaining({ eventId: eventIdOf(id), incident: incident(id) })),
+    );
     // One send asked of Storage per event.
     expect(sender.started).toHaveLength(3);
   });

@@ -1,5 +1,15 @@
 import { describe, expect, it } from 'vitest';
-import { checkTimestamp, computePushSignature, computeSignature, parseSignatureHeader, pushSignatureHeader, pushSignatureMatches, signatureHeader, signatureMatches, SignatureError } from '../../shared/webhook-signature.js';
+import {
+  checkTimestamp,
+  computePushSignature,
+  computeSignature,
+  parseSignatureHeader,
+  pushSignatureHeader,
+  pushSignatureMatches,
+  signatureHeader,
+  signatureMatches,
+  SignatureError,
+} from '../../shared/webhook-signature.js';
 
 /** Vectors computed independently with `printf '%s' "<t>.<body>" | openssl dgst -sha256 -hmac "$KEY"`. */
 const KEY = 'relay-test-key';
@@ -27,7 +37,9 @@ describe('webhook signature', () => {
   });
 
   it('parses the header in any order, with spaces, upper-case hex and extra v1 values (key rotation)', () => {
-    const parsed = parseSignatureHeader(` v1=${BODY_SIGNATURE.toUpperCase()} , t=${T},v1=${EMPTY_SIGNATURE},v0=ignored`);
+    const parsed = parseSignatureHeader(
+      ` v1=${BODY_SIGNATURE.toUpperCase()} , t=${T},v1=${EMPTY_SIGNATURE},v0=ignored`,
+    );
     expect(parsed.timestamp).toBe(T);
     expect(parsed.signatures.map((s) => s.toString('hex'))).toEqual([BODY_SIGNATURE, EMPTY_SIGNATURE]);
     expect(signatureMatches(parsed, KEY, Buffer.from(BODY))).toBe(true);
@@ -81,7 +93,9 @@ describe('webhook signature', () => {
 
     it('signs "<t>.<tenant>.<METHOD> <path>.<raw body>" as openssl does', () => {
       expect(computePushSignature(KEY, T, request, Buffer.from(BODY)).toString('hex')).toBe(PUSH_SIGNATURE);
-      expect(computePushSignature(KEY, T, { ...request, tenantId: OTHER_TENANT }, Buffer.from(BODY)).toString('hex')).toBe(OTHER_TENANT_SIGNATURE);
+      expect(
+        computePushSignature(KEY, T, { ...request, tenantId: OTHER_TENANT }, Buffer.from(BODY)).toString('hex'),
+      ).toBe(OTHER_TENANT_SIGNATURE);
       expect(pushSignatureHeader(KEY, request, BODY, T)).toBe(`t=${T},v2=${PUSH_SIGNATURE}`);
     });
 
@@ -89,15 +103,30 @@ describe('webhook signature', () => {
       const parsed = parseSignatureHeader(`t=${T},v2=${PUSH_SIGNATURE}`, 'v2');
       expect(pushSignatureMatches(parsed, KEY, request, Buffer.from(BODY))).toBe(true);
       expect(pushSignatureMatches(parsed, KEY, { ...request, tenantId: OTHER_TENANT }, Buffer.from(BODY))).toBe(false);
-      expect(pushSignatureMatches(parsed, KEY, { ...request, path: '/api/incidents/x' }, Buffer.from(BODY))).toBe(false);
+      expect(pushSignatureMatches(parsed, KEY, { ...request, path: '/api/incidents/x' }, Buffer.from(BODY))).toBe(
+        false,
+      );
       expect(pushSignatureMatches(parsed, KEY, { ...request, method: 'PUT' }, Buffer.from(BODY))).toBe(false);
       // The body's v1 signature (no tenant in it) is not a v2 signature.
-      expect(pushSignatureMatches(parseSignatureHeader(`t=${T},v2=${BODY_SIGNATURE}`, 'v2'), KEY, request, Buffer.from(BODY))).toBe(false);
+      expect(
+        pushSignatureMatches(
+          parseSignatureHeader(`t=${T},v2=${BODY_SIGNATURE}`, 'v2'),
+          KEY,
+          request,
+          Buffer.from(BODY),
+        ),
+      ).toBe(false);
     });
 
     it('tells a sender still signing v1 what changed, and reads only v2 values', () => {
-      expect(() => parseSignatureHeader(`t=${T},v1=${BODY_SIGNATURE}`, 'v2')).toThrow(/signed with v2, which covers the tenant/);
-      expect(parseSignatureHeader(`t=${T},v1=${BODY_SIGNATURE},v2=${PUSH_SIGNATURE}`, 'v2').signatures.map((s) => s.toString('hex'))).toEqual([PUSH_SIGNATURE]);
+      expect(() => parseSignatureHeader(`t=${T},v1=${BODY_SIGNATURE}`, 'v2')).toThrow(
+        /signed with v2, which covers the tenant/,
+      );
+      expect(
+        parseSignatureHeader(`t=${T},v1=${BODY_SIGNATURE},v2=${PUSH_SIGNATURE}`, 'v2').signatures.map((s) =>
+          s.toString('hex'),
+        ),
+      ).toEqual([PUSH_SIGNATURE]);
       expect(() => parseSignatureHeader(`t=${T},v2=xyz`, 'v2')).toThrow('t=<unix seconds>,v2=');
     });
 
@@ -108,10 +137,17 @@ describe('webhook signature', () => {
       ['sha256', false],
       ['v1-sha256', false],
       ['hmac-v1', false],
-    ])('with only a %s= value, says v2 is what changed only if that is another signature version (%s)', (key, anotherVersion) => {
-      const header = `t=${T},${key}=${BODY_SIGNATURE}`;
-      expect(() => parseSignatureHeader(header, 'v2')).toThrow(SignatureError);
-      expect(() => parseSignatureHeader(header, 'v2')).toThrow(anotherVersion ? /^Pushed requests are signed with v2, which covers the tenant/ : /^X-Relay-Signature must look like t=<unix seconds>,v2=/);
-    });
+    ])(
+      'with only a %s= value, says v2 is what changed only if that is another signature version (%s)',
+      (key, anotherVersion) => {
+        const header = `t=${T},${key}=${BODY_SIGNATURE}`;
+        expect(() => parseSignatureHeader(header, 'v2')).toThrow(SignatureError);
+        expect(() => parseSignatureHeader(header, 'v2')).toThrow(
+          anotherVersion
+            ? /^Pushed requests are signed with v2, which covers the tenant/
+            : /^X-Relay-Signature must look like t=<unix seconds>,v2=/,
+        );
+      },
+    );
   });
 });

@@ -17,7 +17,10 @@ describe('write-back echo detection', () => {
       ...incident,
       lastUpdateTime: '2020-09-06T15:00:00.1234567Z',
       tags: ['finance', 'relayed:high-to-soc'],
-      comments: [...incident.comments, { comment: `${WRITE_BACK_MARKER} routed to soc-queue`, createdBy: 'app', createdTime: '2020-09-06T15:00:00Z' }],
+      comments: [
+        ...incident.comments,
+        { comment: `${WRITE_BACK_MARKER} routed to soc-queue`, createdBy: 'app', createdTime: '2020-09-06T15:00:00Z' },
+      ],
     };
     expect(contentFingerprint(echo)).toBe(contentFingerprint(incident));
   });
@@ -26,7 +29,12 @@ describe('write-back echo detection', () => {
     const base = contentFingerprint(incident);
     expect(contentFingerprint({ ...incident, status: 'Resolved' })).not.toBe(base);
     expect(contentFingerprint({ ...incident, tags: ['finance', 'vip'] })).not.toBe(base);
-    expect(contentFingerprint({ ...incident, comments: [...incident.comments, { comment: 'escalated', createdBy: 'x', createdTime: 't' }] })).not.toBe(base);
+    expect(
+      contentFingerprint({
+        ...incident,
+        comments: [...incident.comments, { comment: 'escalated', createdBy: 'x', createdTime: 't' }],
+      }),
+    ).not.toBe(base);
     expect(contentFingerprint({ ...incident, alerts: [{ alertId: 'da1', severity: 'Medium' }] })).not.toBe(base);
   });
 

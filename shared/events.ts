@@ -26,12 +26,31 @@ export const envelopeSchema = z
   .refine(
     (e) => (e.incident === undefined) !== (e.incidentRef === undefined),
     'exactly one of incident and incidentRef',
-  );
+  )
+  // The delivery log keys an event by the tenant its eventId names: an envelope whose eventId, or
+  // whose incident, is another tenant's or another incident's must never be routed as this one.
+  .refine((e) => e.eventId === safeEventIdOf(e.tenantId, e.incidentId, e.lastUpdateTime), {
+    message: 'eventId must be tenantId:incidentId:lastUpdateTime of this envelope',
+    path: ['eventId'],
+  })
+  .refine((e) => e.incident === undefined || e.incident.incidentId === e.incidentId, {
+    message: "the incident's incidentId must be the envelope's",
+    path: ['incident', 'incidentId'],
+  });
 
 export type IncidentEnvelope = z.infer<typeof envelopeSchema>;
 
 export function eventIdOf(tenantId: string, incidentId: number, lastUpdateTime: string): string {
   return `${tenantId}:${incidentId}:${normalizeTimestamp(lastUpdateTime)}`;
+}
+
+/** `eventIdOf`, or undefined for a timestamp that is not one. */
+function safeEventIdOf(tenantId: string, incidentId: number, lastUpdateTime: string): string | undefined {
+  try {
+    return eventIdOf(tenantId, incidentId, lastUpdateTime);
+  } catch {
+    return undefined;
+  }
 }
 
 export function envelopeFor(

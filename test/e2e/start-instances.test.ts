@@ -4,19 +4,18 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { RestError, TableClient } from '@azure/data-tables';
+import { TableClient } from '@azure/data-tables';
 import { QueueServiceClient } from '@azure/storage-queue';
 import type { StackInfo } from '../../local/stack.js';
 import { stackTlsEnv, writeStackTls } from '../../local/stack-tls.js';
 import { DELIVERY_LOG_TABLE } from '../../shared/delivery-log.js';
 import { DEFAULT_ROUTE_NAME, loadRoutingRules } from '../../shared/routing.js';
-import { TenantStatusStore, TENANT_STATUS_TABLE } from '../../shared/tenant-status.js';
+import { queueDepth, waitForFlowSettled } from '../support/flow-tally.js';
 import { drainQueue } from '../support/queues.js';
 import { startLocalStack, type StartedStack } from '../support/start-process.js';
 
 /** `npm start -- --instances 3`: one app on three local hosts, one Azurite, one set of stand-ins, as Azure scales out. */
 const repo = resolve(import.meta.dirname, '..', '..');
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function portOpen(port: number): Promise<boolean> {
   return new Promise((done) => {
@@ -84,15 +83,9 @@ describe('npm start -- --instances 3', () => {
 
   it('routes every incident of both demo tenants exactly once across the instances: each destination gets each event once', async () => {
     const cs = info.storage.connectionString;
-    const status = new TenantStatusStore(
-      TableClient.fromConnectionString(cs, TENANT_STATUS_TABLE, { allowInsecureConnection: true }),
-    );
     const deliveries = TableClient.fromConnectionString(cs, DELIVERY_LOG_TABLE, { allowInsecureConnection: true });
     const queues = QueueServiceClient.fromConnectionString(cs);
-    const depth = async (q: string) =>
-      (await queues.getQueueClient(q).exists())
-        ? ((await queues.getQueueClient(q).getProperties()).approximateMessagesCount ?? 0)
-        : 0;
+    const depth = queueDepth(info);
     const routedEvents = async () => {
       const rows = new Map<string, string[]>();
       for await (const row of deliveries.listEntities<{ routes?: string }>({
@@ -102,31 +95,7 @@ describe('npm start -- --instances 3', () => {
       }
       return rows;
     };
-    // The app creates its tables on first use: until then there is nothing to count.
-    const tableNotFound = (err: unknown) => err instanceof RestError && err.statusCode === 404;
-    let tally = { eventsIn: 0, processed: 0, deadLettered: 0, pending: -1 };
-    for (const started = Date.now(); Date.now() - started < 60_000; await sleep(1_000)) {
-      let eventsIn = 0;
-      let processed = 0;
-      try {
-        eventsIn = (await status.list())
-          .filter((s) => info.tenants.some((t) => t.tenantId === s.tenantId))
-          .reduce((n, s) => n + s.eventsEnqueued, 0);
-        for await (const _row of deliveries.listEntities({
-          queryOptions: { filter: "routes ge ''", select: ['routes'] },
-        }))
-          processed += 1;
-      } catch (err) {
-        if (!tableNotFound(err)) throw err;
-      }
-      tally = {
-        eventsIn,
-        processed,
-        deadLettered: await depth('incidents-deadletter'),
-        pending: await depth('incidents'),
-      };
-      if (eventsIn >= 100 && tally.pending === 0 && eventsIn === processed + tally.deadLettered) break;
-    }
+    const tally = await waitForFlowSettled(info, 100, 60_000);
     expect(tally.eventsIn).toBeGreaterThanOrEqual(100); // 60 Fabrikam + 40 Northwind on the first poll
     expect(tally).toMatchObject({ pending: 0, deadLettered: 0, processed: tally.eventsIn });
     expect(await depth('incidents-poison')).toBe(0);

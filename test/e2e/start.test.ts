@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { RestError, TableClient } from '@azure/data-tables';
+import { TableClient } from '@azure/data-tables';
 import { QueueServiceClient } from '@azure/storage-queue';
 import type { StackInfo } from '../../local/stack.js';
 import { stackTlsEnv, writeStackTls } from '../../local/stack-tls.js';
@@ -14,8 +14,8 @@ import { DELIVERY_LOG_TABLE } from '../../shared/delivery-log.js';
 import type { RoutedMessage } from '../../shared/destinations/types.js';
 import { envelopeFor } from '../../shared/events.js';
 import { MessageSender } from '../../shared/queues.js';
-import { TenantStatusStore, TENANT_STATUS_TABLE } from '../../shared/tenant-status.js';
 import { pushSignatureHeader } from '../../shared/webhook-signature.js';
+import { queueDepth, waitForFlowSettled } from '../support/flow-tally.js';
 import { drainQueue } from '../support/queues.js';
 import { startLocalStack, type StartedStack } from '../support/start-process.js';
 import { DEFENDER_DOCS_LIST_EXAMPLE } from '../support/webhook-payloads.js';
@@ -140,41 +140,8 @@ describe('npm start', () => {
   }, 60_000);
 
   it('routes every incident event of both demo tenants: events in = events routed + dead-lettered', async () => {
-    const cs = info.storage.connectionString;
-    const status = new TenantStatusStore(
-      TableClient.fromConnectionString(cs, TENANT_STATUS_TABLE, { allowInsecureConnection: true }),
-    );
-    const deliveries = TableClient.fromConnectionString(cs, DELIVERY_LOG_TABLE, { allowInsecureConnection: true });
-    const queues = QueueServiceClient.fromConnectionString(cs);
-    const depth = async (q: string) =>
-      (await queues.getQueueClient(q).exists())
-        ? ((await queues.getQueueClient(q).getProperties()).approximateMessagesCount ?? 0)
-        : 0;
-    // The app creates its tables on first use: until then there is nothing to count.
-    const tableNotFound = (err: unknown) => err instanceof RestError && err.statusCode === 404;
-    let tally = { eventsIn: 0, processed: 0, deadLettered: 0, pending: -1 };
-    for (const started = Date.now(); Date.now() - started < 45_000; await new Promise((r) => setTimeout(r, 1_000))) {
-      let eventsIn = 0;
-      let processed = 0;
-      try {
-        eventsIn = (await status.list())
-          .filter((s) => info.tenants.some((t) => t.tenantId === s.tenantId))
-          .reduce((n, s) => n + s.eventsEnqueued, 0);
-        for await (const _row of deliveries.listEntities({
-          queryOptions: { filter: "routes ge ''", select: ['routes'] },
-        }))
-          processed += 1;
-      } catch (err) {
-        if (!tableNotFound(err)) throw err;
-      }
-      tally = {
-        eventsIn,
-        processed,
-        deadLettered: await depth('incidents-deadletter'),
-        pending: await depth('incidents'),
-      };
-      if (eventsIn >= 100 && tally.pending === 0 && eventsIn === processed + tally.deadLettered) break;
-    }
+    const depth = queueDepth(info);
+    const tally = await waitForFlowSettled(info, 100, 45_000);
     expect(tally.eventsIn).toBeGreaterThanOrEqual(100); // 60 Fabrikam + 40 Northwind on the first poll
     expect(tally.processed + tally.deadLettered).toBe(tally.eventsIn);
     expect(await depth('incidents-poison')).toBe(0);

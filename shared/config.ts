@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 
 /**
  * Every app setting the code reads, validated once. A bad or missing setting fails with a message

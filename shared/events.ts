@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { normalizeTimestamp } from './timestamps.js';
 
 /** The envelope of every message on the `incidents` queue (DESIGN.md, schema v1). */

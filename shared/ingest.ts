@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { CheckpointConflictError, MAX_BOUNDARY_IDS, type CheckpointStore } from './checkpoints.js';
 import { PAGE_SIZE, type DefenderClient } from './defender-client.js';
 import { isRetryable, RetryableError } from './errors.js';

@@ -1,5 +1,5 @@
 import type { QueueServiceClient } from '@azure/storage-queue';
-import { z } from 'zod';
+import * as z from 'zod';
 import { deadLetterQueueOf, poisonQueueOf, type DeadLetter } from './dead-letter.js';
 import { describeViolation, findStructureViolation, MESSAGE_LIMITS } from './json-limits.js';
 import { encodeMessage, QUEUE_NAMES } from './queues.js';

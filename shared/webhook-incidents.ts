@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import { CLASSIFICATIONS, DETERMINATIONS, SEVERITIES } from './incident-types.js';
 import { findStructureViolation, INCIDENT_LIMITS } from './json-limits.js';
 

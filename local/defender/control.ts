@@ -1,5 +1,5 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { FaultBoard } from '../common/faults.js';
 import { generateIncidents } from './generator.js';
 import type { HuntingQuota } from './hunting-quota.js';

@@ -1,5 +1,5 @@
 import express, { type Request, type Response, type Router } from 'express';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { ManagedIdentityEndpoint } from './managed-identity.js';
 import type { EntraRegistry } from './registry.js';
 

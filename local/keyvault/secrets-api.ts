@@ -1,4 +1,4 @@
-import { z } from 'zod';
+import * as z from 'zod';
 import type { Caller, RoleAssignments, SecretAction } from './auth.js';
 import { badParameter, deletedSecretNotFound, KeyVaultError, secretDisabled, secretNotFound } from './errors.js';
 import {

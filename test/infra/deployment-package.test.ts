@@ -1,70 +1,51 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { builtinModules } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { entryPointFiles } from '../../local/host/app-loader.js';
+import { BUNDLE_EXTERNAL, bundleFunctions } from '../../scripts/bundle.js';
+import { deploymentFiles, ignoreRules } from '../../scripts/deployment-package.js';
 import { PROJECT_ROOT } from '../support/bicep.js';
 
 /**
  * .funcignore decides what azd (and Core Tools) put in the deployment package: what Azure runs
- * (dist/, host.json, package.json, the production packages) and nothing else — no sources, tests,
- * local stack, local settings or development packages.
+ * (the bundled dist/functions/, host.json, package.json, the packages the bundle imports) and nothing
+ * else — no sources, tests, local stack, local settings, tool caches or packages the bundle holds.
  */
-
-interface Rule {
-  negated: boolean;
-  directoryOnly: boolean;
-  regex: RegExp;
-}
-
-/** A .funcignore (gitignore syntax) as a predicate on project-relative file paths. */
-function ignoreRules(text: string): (path: string) => boolean {
-  const rules: Rule[] = text
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l && !l.startsWith('#'))
-    .map((line) => {
-      const negated = line.startsWith('!');
-      let pattern = negated ? line.slice(1) : line;
-      const directoryOnly = pattern.endsWith('/');
-      if (directoryOnly) pattern = pattern.slice(0, -1);
-      // A pattern with a slash is relative to the root; one without matches a name at any depth.
-      const anchored = pattern.includes('/');
-      pattern = pattern.replace(/^\//, '');
-      const body = pattern
-        .split(/(\*\*|\*|\?)/)
-        .map((part) =>
-          part === '**'
-            ? '.*'
-            : part === '*'
-              ? '[^/]*'
-              : part === '?'
-                ? '[^/]'
-                : part.replace(/[.+^${}()|[\]\\]/g, '\\$&'),
-        )
-        .join('');
-      return { negated, directoryOnly, regex: new RegExp(`${anchored ? '^' : '(^|/)'}${body}$`) };
-    });
-  const matches = (path: string, isDirectory: boolean) =>
-    rules.reduce(
-      (ignored, rule) => ((!rule.directoryOnly || isDirectory) && rule.regex.test(path) ? !rule.negated : ignored),
-      false,
-    );
-  // As in git, nothing inside an ignored directory can be included again.
-  return (path) => {
-    const segments = path.split('/');
-    for (let i = 1; i < segments.length; i++) if (matches(segments.slice(0, i).join('/'), true)) return true;
-    return matches(path, false);
-  };
-}
 
 const read = (name: string) => readFileSync(join(PROJECT_ROOT, name), 'utf8');
 const packageJson = JSON.parse(read('package.json')) as { main: string };
-const lock = JSON.parse(read('package-lock.json')) as { packages: Record<string, { dev?: boolean }> };
+const lock = JSON.parse(read('package-lock.json')) as {
+  packages: Record<string, { dev?: boolean; dependencies?: Record<string, string> }>;
+};
 const ignored = ignoreRules(read('.funcignore'));
 
-/** Installed packages (top-level and nested) by whether package-lock.json marks them development-only. */
-const installed = Object.entries(lock.packages).filter(([path]) => path.startsWith('node_modules/'));
-const production = installed.filter(([, p]) => !p.dev).map(([path]) => path);
-const development = installed.filter(([, p]) => p.dev).map(([path]) => path);
+/** Where Node finds `name` from the package installed at `from` (its own node_modules, then its parents'). */
+function resolvedIn(from: string, name: string): string {
+  for (let dir = from; ; dir = dir.slice(0, Math.max(0, dir.lastIndexOf('/node_modules/')))) {
+    const candidate = `${dir ? `${dir}/` : ''}node_modules/${name}`;
+    if (lock.packages[candidate]) return candidate;
+    if (!dir) throw new Error(`package-lock.json has no ${name} for ${from || 'the project'}`);
+  }
+}
+
+/** The packages the bundle imports at run time, with everything they depend on. */
+function runtimePackages(): Set<string> {
+  const found = new Set<string>();
+  const visit = (path: string) => {
+    if (found.has(path)) return;
+    found.add(path);
+    for (const dependency of Object.keys(lock.packages[path]?.dependencies ?? {})) visit(resolvedIn(path, dependency));
+  };
+  // @azure/functions-core is no package: the language worker provides it.
+  for (const name of BUNDLE_EXTERNAL.filter((n) => n !== '@azure/functions-core')) visit(resolvedIn('', name));
+  return found;
+}
+
+const installed = Object.keys(lock.packages).filter((path) => path.startsWith('node_modules/'));
 
 describe('deployment package (.funcignore)', () => {
   it('keeps what Azure runs', () => {
@@ -73,22 +54,25 @@ describe('deployment package (.funcignore)', () => {
       'package.json',
       'routes.json',
       'dist/functions/health.js',
-      'dist/shared/config.js',
-      'dist/shared/destinations/queue.js',
+      'dist/functions/chunks/chunk-ABCDEFGH.js',
     ];
-    expect(kept.filter(ignored), 'files the app needs that would be left out').toEqual([]);
+    expect(kept.filter((p) => ignored(p)), 'files the app needs that would be left out').toEqual([]);
     expect(packageJson.main, 'package.json main points into dist/').toBe('dist/functions/*.js');
   });
 
-  it('keeps every production package and leaves out every development one (package-lock.json)', () => {
-    expect(production.length).toBeGreaterThan(10);
-    const dropped = production.filter((p) => ignored(`${p}/package.json`));
+  it('keeps the packages the bundle imports and leaves out every other (package-lock.json)', () => {
+    const needed = runtimePackages();
+    expect([...needed]).toContain('node_modules/@azure/functions');
+    const dropped = [...needed].filter((p) => ignored(`${p}/package.json`));
     expect(
       dropped,
-      `production packages left out: add '!/${dropped[0] ?? ''}/' (and its scope) to .funcignore`,
+      `packages the bundle imports left out: add '!/${dropped[0] ?? ''}/' (and its scope) to .funcignore`,
     ).toEqual([]);
-    const shipped = development.filter((p) => !ignored(`${p}/package.json`));
-    expect(shipped, `development packages shipped: remove their '!/…/' line from .funcignore`).toEqual([]);
+    const shipped = installed.filter((p) => !needed.has(p) && !ignored(`${p}/package.json`));
+    expect(
+      shipped,
+      `packages the bundle holds or never uses, shipped: remove their '!/…/' line from .funcignore`,
+    ).toEqual([]);
     expect(ignored('node_modules/.bin/tsc')).toBe(true);
   });
 
@@ -101,7 +85,12 @@ describe('deployment package (.funcignore)', () => {
       'dist/local/stack.js',
       'dist/cli/doctor.js',
       'dist/bench/run.js',
+      'dist/shared/config.js',
+      'dist/scripts/bundle.js',
       'dist/functions/health.js.map',
+      '.cache/bicep/0.49.2/bicep',
+      '.stryker-tmp/sandbox-1/package.json',
+      'reports/mutation/mutation.json',
       'test/unit/config.test.ts',
       'bench/run.ts',
       'infra/main.bicep',
@@ -117,8 +106,49 @@ describe('deployment package (.funcignore)', () => {
     ).toEqual([]);
   });
 
-  it('builds locally: azure.yaml turns remote build off, consistent with node_modules being shipped', () => {
-    expect(ignored('node_modules/zod/package.json')).toBe(false);
+  it('builds locally: azure.yaml turns remote build off, consistent with the bundle and its package being shipped', () => {
+    expect(ignored('node_modules/@azure/functions/package.json')).toBe(false);
+    expect(ignored('node_modules/zod/package.json'), 'zod is in the bundle').toBe(true);
     expect(read('azure.yaml')).toMatch(/^ {4}host: function\n {4}remoteBuild: false$/m);
+  });
+
+  it('bundles: what the functions import at run time is Node built-ins and BUNDLE_EXTERNAL, nothing else', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'defender-relay-bundle-'));
+    try {
+      const metafile = await bundleFunctions(PROJECT_ROOT, dir);
+      const external = Object.values(metafile.outputs).flatMap((output) =>
+        output.imports.filter((i) => i.external).map((i) => i.path),
+      );
+      const allowed = new Set([...builtinModules.map((m) => `node:${m}`), ...builtinModules, ...BUNDLE_EXTERNAL]);
+      expect(external.length).toBeGreaterThan(0);
+      expect([...new Set(external)].filter((path) => !allowed.has(path))).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  // npm test builds dist/ first: this reads the bundle `npm run build` made.
+  it('loads on its own: every function file imports from a copy of the package, away from node_modules', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'defender-relay-package-'));
+    try {
+      for (const file of deploymentFiles(PROJECT_ROOT).files) {
+        mkdirSync(join(dir, dirname(file)), { recursive: true });
+        cpSync(join(PROJECT_ROOT, file), join(dir, file));
+      }
+      const urls = entryPointFiles(dir).map((file) => pathToFileURL(file).href);
+      expect(urls.length).toBeGreaterThan(10);
+      const run = spawnSync(
+        process.execPath,
+        ['--input-type=module', '-e', `for (const u of ${JSON.stringify(urls)}) await import(u);`],
+        {
+          cwd: dir,
+          encoding: 'utf8',
+        },
+      );
+      expect(run.stderr.replace(/^.*test mode.*$/gim, '').trim(), 'errors importing the package').toBe('');
+      expect(run.status).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -7,6 +7,7 @@ import { runInstancesBudget, type InstancesBudgetRun } from './instances-budget.
 import { instanceHeapMb, measureBacklog, type BacklogMemory } from './memory.js';
 import {
   runEnrich,
+  runEnrichInstances,
   runIngestRound,
   SEND_CONCURRENCY,
   QUEUE_BATCH,
@@ -80,6 +81,9 @@ const LATENCIES = [
     goals: { ingest: { atLeast: 0.9 }, enrich: { atLeast: 0.7 } },
   },
 ] as const;
+
+/** Instances for the scale-out figure, as many as the fault suite's and `npm start -- --instances 3`. */
+const SCALE_OUT_INSTANCES = 3;
 
 const log = (line: string) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}`);
 const n = (value: number) => Math.round(value).toLocaleString('en-US');
@@ -305,6 +309,28 @@ async function main(): Promise<void> {
       figures.push(...latencyFigures(setting, latencyRounds, latencyEnrich));
     }
     details.withLatency = withLatency;
+
+    const waiting = LATENCIES.find((l) => l.id === 'latency')!;
+    log(
+      `figure 3b (${waiting.label}): ${n(PLAN.enrichEvents)} events through 1 enricher instance, alternating with ${SCALE_OUT_INSTANCES} instances sharing the queue`,
+    );
+    await bench.renewStorage({ oneWayLatencyMs: waiting.oneWayMs });
+    const scaleOut = await runEnrichInstances(bench, {
+      instances: SCALE_OUT_INSTANCES,
+      events: PLAN.enrichEvents,
+      chunk: PLAN.enrichChunk,
+    });
+    details.scaleOut = scaleOut;
+    figures.push(
+      figure(
+        'enrich-scale-out-latency',
+        `Enrich throughput, ${SCALE_OUT_INSTANCES} instances vs 1, ${waiting.label}`,
+        ratio(scaleOut.several.perSecond, scaleOut.single.perSecond),
+        '×',
+        { atLeast: 2.5 },
+        `${n(scaleOut.several.perSecond)}/s on ${SCALE_OUT_INSTANCES} instances vs ${n(scaleOut.single.perSecond)}/s on one (${n(scaleOut.events)} events each, ${scaleOut.chunks} alternating chunks, each instance consuming as host.json says; all instances in this one process on this machine's 2 cores, beside Azurite)`,
+      ),
+    );
 
     log(
       `figure 4: ${PLAN.tenants} tenants on the default schedule (3 cycles), ${PLAN.hourTenants} of them for a simulated hour`,

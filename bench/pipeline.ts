@@ -7,6 +7,8 @@ import { enrichDependencies, handleIncidentEvent } from '../shared/enrich-handle
 import { envelopeFor } from '../shared/events.js';
 import type { Logger } from '../shared/logging.js';
 import { encodeMessage, QUEUE_NAMES } from '../shared/queues.js';
+import { loadConfig } from '../shared/config.js';
+import { createServices } from '../shared/services.js';
 import { pollToTheEnd } from './poll-chain.js';
 import { forEachLimited, perSecond } from './stats.js';
 import { addPartnerTenant, BENCH_ROUTED_QUEUE, clearQueue, type BenchWorld } from './world.js';
@@ -68,29 +70,30 @@ const decode = (text: string): unknown => JSON.parse(Buffer.from(text, 'base64')
  */
 async function consume(
   queue: QueueClient,
-  count: number,
+  count: number | { left: number },
   handle: (messageText: string) => Promise<void>,
 ): Promise<void> {
   const { batchSize, newBatchThreshold } = HOST_QUEUES;
+  // Several instances consuming one queue share what is left to take.
+  const shared = typeof count === 'number' ? { left: count } : count;
+  const total = shared.left;
   const inFlight = new Set<Promise<void>>();
-  let fetched = 0;
   let idle = 0;
   let failure: unknown;
-  while (fetched < count) {
+  while (shared.left > 0) {
     while (inFlight.size > newBatchThreshold) await Promise.race(inFlight);
     if (failure) throw failure;
-    const { receivedMessageItems } = await queue.receiveMessages({
-      numberOfMessages: Math.min(batchSize, count - fetched),
-      visibilityTimeout: 300,
-    });
+    const wanted = Math.min(batchSize, shared.left);
+    shared.left -= wanted;
+    const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: wanted, visibilityTimeout: 300 });
+    shared.left += wanted - receivedMessageItems.length;
     if (receivedMessageItems.length === 0) {
-      // The rest may be in flight still, or Azurite slow to show what was sent.
-      if (++idle > 20) throw new Error(`Queue ${queue.name} ran dry after ${fetched} of ${count} messages`);
+      // The rest may be in flight still (here or on another instance), or Azurite slow to show what was sent.
+      if (++idle > 20) throw new Error(`Queue ${queue.name} ran dry with ${shared.left} of ${total} messages left`);
       await (inFlight.size > 0 ? Promise.race(inFlight) : new Promise((r) => setTimeout(r, 50)));
       continue;
     }
     idle = 0;
-    fetched += receivedMessageItems.length;
     for (const m of receivedMessageItems) {
       const work: Promise<void> = handle(m.messageText)
         .then(() => queue.deleteMessage(m.messageId, m.popReceipt))
@@ -283,5 +286,94 @@ export async function runEnrich(bench: BenchWorld, events: number, chunk: number
     rawReceiveSendDelete: { elapsedMs: rawMs, perSecond: perSecond(events, rawMs) },
     enrich: { elapsedMs: enrichMs, perSecond: perSecond(events, enrichMs), routed, other, withAlerts },
     calls,
+  };
+}
+
+export interface InstancesEnrichRun {
+  instances: number;
+  events: number;
+  chunks: number;
+  /** The same events, chunk by chunk, enriched by one instance and by `instances` instances sharing the queue. */
+  single: { elapsedMs: number; perSecond: number };
+  several: { elapsedMs: number; perSecond: number };
+}
+
+/**
+ * Figure 2 with instances: the enricher on one instance against `instances` instances consuming the
+ * one queue at once, as Flex Consumption scales out. Each instance is the app's services of its own
+ * (its own connections, its own grouped delivery-log transactions) consuming as host.json says, all
+ * in this process; chunks alternate which side goes first.
+ */
+export async function runEnrichInstances(
+  bench: BenchWorld,
+  options: { instances: number; events: number; chunk: number },
+): Promise<InstancesEnrichRun> {
+  const apps = Array.from({ length: options.instances }, (_, i) =>
+    i === 0 ? bench.services : createServices(loadConfig(bench.appSettings)),
+  );
+  const deps = apps.map((services) => enrichDependencies(services));
+  for (const d of deps) d.routing();
+  const logger = countingLogger();
+  await warmUp(bench, logger);
+  const tenantId = randomUUID();
+  const warmUpEvents = QUEUE_BATCH * options.instances;
+  await addPartnerTenant(bench, {
+    tenantId,
+    displayName: 'Bench enrich instances',
+    incidents: 2 * options.events + warmUpEvents,
+    seed: `enrich-instances-${tenantId}`,
+  });
+  const all = bench.defender.store
+    .list(tenantId)
+    .map((incident) => encodeMessage(envelopeFor(tenantId, incident, 'poll')));
+  const queues = bench.services.storage.queues;
+  const incidents = queues.getQueueClient(QUEUE_NAMES.incidents);
+  await clearQueue(queues, QUEUE_NAMES.incidents);
+  let routed = 0;
+  const run = async (texts: string[], instances: number) => {
+    await forEachLimited(
+      texts,
+      SEND_CONCURRENCY,
+      async (text) => void (await incidents.sendMessage(text, { messageTimeToLive: -1 })),
+    );
+    const left = { left: texts.length };
+    const started = performance.now();
+    await Promise.all(
+      deps.slice(0, instances).map((d) =>
+        consume(incidents, left, async (text) => {
+          const outcome = await handleIncidentEvent(decode(text), d, logger);
+          if (outcome.status === 'routed') routed += 1;
+        }),
+      ),
+    );
+    return performance.now() - started;
+  };
+  await run(all.slice(0, warmUpEvents), options.instances);
+  routed = 0;
+  const payloads = all.slice(warmUpEvents);
+  const timed = { single: 0, several: 0 };
+  let chunks = 0;
+  for (let done = 0; done < 2 * options.events; done += 2 * options.chunk, chunks += 1) {
+    const a = payloads.slice(done, done + options.chunk);
+    const b = payloads.slice(done + options.chunk, done + 2 * options.chunk);
+    if (chunks % 2 === 0) {
+      timed.single += await run(a, 1);
+      timed.several += await run(b, options.instances);
+    } else {
+      timed.several += await run(a, options.instances);
+      timed.single += await run(b, 1);
+    }
+    await clearQueue(queues, BENCH_ROUTED_QUEUE);
+  }
+  if (routed !== 2 * options.events)
+    throw new Error(
+      `The enrichers routed ${routed} of ${2 * options.events} events (last error: ${logger.lastError ?? 'none'})`,
+    );
+  return {
+    instances: options.instances,
+    events: options.events,
+    chunks,
+    single: { elapsedMs: timed.single, perSecond: perSecond(options.events, timed.single) },
+    several: { elapsedMs: timed.several, perSecond: perSecond(options.events, timed.several) },
   };
 }

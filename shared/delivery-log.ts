@@ -46,7 +46,10 @@ export class ClaimLostError extends RetryableError {}
 
 const RELEASED = new Date(0).toISOString();
 
-/** Measured against Azurite: 4 ms gathers most of a queue batch's commits into a transaction or two. */
+/**
+ * Measured against Azurite: 4 ms gathers most of a queue batch's commits into a transaction or two.
+ * Commits go sooner once every claim this instance holds in the partition has its write waiting.
+ */
 const COMMIT_LINGER_MS = 4;
 
 /** Table keys may not contain / \ # ? or control characters; event ids are tenant:incident:timestamp. */
@@ -67,11 +70,45 @@ export class DeliveryLog {
   /** A batch's claims come in one turn of the event loop; its commits as each delivery returns, a few ms apart. */
   readonly #claims: TableWriteBatcher;
   readonly #writes: TableWriteBatcher;
+  /**
+   * Per partition, the claims this instance holds that have no write waiting: the writes that may
+   * still join a commit batch. A claim dropped without its release (a crashed invocation) keeps the
+   * count up, and the batch waits for its linger, as it would without the count.
+   */
+  readonly #idleClaims = new Map<string, number>();
 
   constructor(table: TableClient) {
     this.#table = new LazyTable(table);
     this.#claims = new TableWriteBatcher(() => this.#table.ready());
-    this.#writes = new TableWriteBatcher(() => this.#table.ready(), COMMIT_LINGER_MS);
+    this.#writes = new TableWriteBatcher(
+      () => this.#table.ready(),
+      COMMIT_LINGER_MS,
+      (partition) => this.#idleClaims.get(partition) ?? 0,
+    );
+  }
+
+  #countIdle(eventId: string, change: 1 | -1): void {
+    const partition = partitionOf(eventId);
+    const count = (this.#idleClaims.get(partition) ?? 0) + change;
+    if (count > 0) this.#idleClaims.set(partition, count);
+    else this.#idleClaims.delete(partition);
+  }
+
+  /** Submits a claim's write: while it waits, the claim is not idle; after, it is again if `stillHeld` says so. */
+  async #write(
+    claim: EventClaim,
+    actions: TransactionAction[],
+    stillHeld: (ok: boolean) => boolean,
+  ): Promise<(string | undefined)[]> {
+    this.#countIdle(claim.eventId, -1);
+    let ok = false;
+    try {
+      const etags = await this.#writes.submit(actions);
+      ok = true;
+      return etags;
+    } finally {
+      if (stillHeld(ok)) this.#countIdle(claim.eventId, 1);
+    }
   }
 
   /**
@@ -90,6 +127,7 @@ export class DeliveryLog {
     };
     try {
       const [etag] = await this.#claims.submit([['create', entity]]);
+      this.#countIdle(eventId, 1);
       return { status: 'claimed', claim: { eventId, etag: etag!, delivered: new Set() } };
     } catch (err) {
       if (!isStatus(err, 409)) throw err;
@@ -104,6 +142,7 @@ export class DeliveryLog {
       const taken = await (
         await this.#table.ready()
       ).updateEntity({ ...entity, delivered: JSON.stringify([...delivered]) }, 'Replace', { etag: held.etag });
+      this.#countIdle(eventId, 1);
       return { status: 'claimed', claim: { eventId, etag: taken.etag!, delivered } };
     } catch (err) {
       if (isStatus(err, 404, 412)) return { status: 'busy' };
@@ -150,7 +189,8 @@ export class DeliveryLog {
       actions.push(['upsert', fingerprint, 'Replace']);
     }
     try {
-      await this.#writes.submit(actions);
+      // Done once written; a failed commit still holds the claim (its release follows).
+      await this.#write(claim, actions, (ok) => !ok);
     } catch (err) {
       throw this.#lost(err, claim);
     }
@@ -159,7 +199,7 @@ export class DeliveryLog {
   /** Gives the claim up after a failure, keeping what was delivered, so the retry may start at once. */
   async release(claim: EventClaim): Promise<void> {
     try {
-      await this.#update(claim, { claimedAt: RELEASED });
+      await this.#update(claim, { claimedAt: RELEASED }, false);
     } catch (err) {
       if (!(err instanceof ClaimLostError || isStatus(err, 404))) throw err;
     }
@@ -175,16 +215,21 @@ export class DeliveryLog {
     return (await this.#table.find<FingerprintEntity>(tenantId.toLowerCase(), fingerprintKey(incidentId)))?.fingerprint;
   }
 
-  async #update(claim: EventClaim, fields: Partial<EventEntity>): Promise<void> {
+  /** `held`: whether the claim goes on after this write (a recorded delivery) or ends with it (a release). */
+  async #update(claim: EventClaim, fields: Partial<EventEntity>, held = true): Promise<void> {
     try {
-      const [etag] = await this.#writes.submit([
+      const [etag] = await this.#write(
+        claim,
         [
-          'update',
-          { partitionKey: partitionOf(claim.eventId), rowKey: rowKeyOf(claim.eventId), ...fields },
-          'Merge',
-          { etag: claim.etag },
+          [
+            'update',
+            { partitionKey: partitionOf(claim.eventId), rowKey: rowKeyOf(claim.eventId), ...fields },
+            'Merge',
+            { etag: claim.etag },
+          ],
         ],
-      ]);
+        () => held,
+      );
       claim.etag = etag!;
     } catch (err) {
       throw this.#lost(err, claim);

@@ -31,10 +31,13 @@ export class TableWriteBatcher {
    * @param lingerMs how long a batch waits for more writes after its first: 0 for writes issued in
    *   the same turn of the event loop; a few milliseconds for writes that follow I/O finishing at
    *   slightly different moments.
+   * @param writersLeft how many more writes the caller knows may still come for a partition: at 0
+   *   the batch goes at once instead of lingering.
    */
   constructor(
     private readonly table: () => Promise<TableClient>,
     private readonly lingerMs = 0,
+    private readonly writersLeft?: (partitionKey: string) => number,
   ) {}
 
   /** Applies the actions (one partition, atomically) and answers each entity's new ETag, in order. */
@@ -64,6 +67,7 @@ export class TableWriteBatcher {
       batch.groups.push(group);
       batch.size += actions.length;
       for (const action of actions) batch.rowKeys.add(keysOf(action).rowKey);
+      if (this.writersLeft?.(partitionKey) === 0) this.#flush(partitionKey);
     });
   }
 

@@ -4,7 +4,7 @@ import { describe, expect, inject, it } from 'vitest';
 import { TableWriteBatcher } from '../../shared/table-batch.js';
 
 /** A table on Azurite, with every request the batcher sends counted by kind. */
-async function countedTable(lingerMs = 0) {
+async function countedTable(lingerMs = 0, writersLeft?: (partitionKey: string) => number) {
   const client = TableClient.fromConnectionString(
     inject('storage').connectionString,
     `batch${randomUUID().replace(/-/g, '').slice(0, 12)}`,
@@ -20,7 +20,7 @@ async function countedTable(lingerMs = 0) {
   client.submitTransaction = count(client.submitTransaction.bind(client), 'transactions');
   client.createEntity = count(client.createEntity.bind(client), 'single');
   client.updateEntity = count(client.updateEntity.bind(client), 'single');
-  return { client, requests, batcher: new TableWriteBatcher(async () => client, lingerMs) };
+  return { client, requests, batcher: new TableWriteBatcher(async () => client, lingerMs, writersLeft) };
 }
 
 describe('table write batcher (group commit)', () => {
@@ -54,6 +54,22 @@ describe('table write batcher (group commit)', () => {
     const eager = await countedTable();
     await Promise.all([write(eager.batcher, 'a', 0), write(eager.batcher, 'b', 30), write(eager.batcher, 'c', 60)]);
     expect(eager.requests).toEqual({ transactions: 0, single: 3 });
+  });
+
+  it('sends a lingering batch as soon as the caller says no more writes are coming for its partition', async () => {
+    // Three invocations hold claims in partition p; each write's caller counts itself out first.
+    let left = 3;
+    const { requests, batcher } = await countedTable(10_000, (partition) => (partition === 'p' ? left : 1));
+    const write = async (rowKey: string, delayMs: number) => {
+      await new Promise((r) => setTimeout(r, delayMs));
+      left -= 1;
+      return batcher.submit([['create', { partitionKey: 'p', rowKey }]]);
+    };
+    const started = performance.now();
+    await Promise.all([write('a', 0), write('b', 5), write('c', 10)]);
+    // Within far less than the 10 s linger, and still one transaction.
+    expect(performance.now() - started).toBeLessThan(5_000);
+    expect(requests).toEqual({ transactions: 1, single: 0 });
   });
 
   it('keeps partitions apart and writes a lone entity with a plain request', async () => {

@@ -41,18 +41,19 @@ export async function handlePollRequest(
     return undefined;
   }
   const { tenantId } = parsed.data;
+  // Read now, written once the poll is done: the status row costs the poll one round trip, not two.
+  const status = services.tenantStatus.prefetch(tenantId);
   try {
     const outcome = await pollTenant(parsed.data, { ...services, maxPagesPerRun: services.config.pollMaxPagesPerRun });
     const cause = outcome.status === 'retrying' ? describeError(outcome.failure) : undefined;
     // A poll that lost the checkpoint race enqueued what the winner enqueued too (the enricher skips the
     // copies): the tenant's count of events in takes the winner's alone.
     const counted = outcome.status === 'conflict' ? 0 : outcome.enqueued;
-    await services.tenantStatus.recordPoll(tenantId, {
-      outcome: outcome.status,
-      error: cause,
-      eventsEnqueued: counted,
-      checkpoint: outcome.checkpoint,
-    });
+    await services.tenantStatus.recordPoll(
+      tenantId,
+      { outcome: outcome.status, error: cause, eventsEnqueued: counted, checkpoint: outcome.checkpoint },
+      { read: status },
+    );
     const summary =
       `pollTenant ${tenantId}: ${outcome.status}, ${outcome.enqueued} event(s) enqueued` +
       ` (${outcome.fetched} listed in ${outcome.pages} page(s), ${outcome.duplicates} already delivered, ${outcome.claimChecked} claim-checked` +
@@ -75,7 +76,11 @@ export async function handlePollRequest(
     const retryable = isRetryable(err);
     const cause = describeError(err);
     await services.tenantStatus
-      .recordPoll(tenantId, { outcome: retryable ? 'retrying' : 'failed', error: cause, eventsEnqueued: 0 })
+      .recordPoll(
+        tenantId,
+        { outcome: retryable ? 'retrying' : 'failed', error: cause, eventsEnqueued: 0 },
+        { read: status },
+      )
       .catch(() => undefined);
     log.error(`pollTenant ${tenantId} ${retryable ? 'failed, will be retried' : 'failed (not retried)'}: ${cause}`);
     if (retryable) throw err;

@@ -84,7 +84,13 @@ export async function schedulePolls(deps: Pick<IngestDependencies, 'registry' | 
 export async function pollTenant(request: PollRequest, deps: IngestDependencies): Promise<PollOutcome> {
   const now = deps.now?.() ?? new Date();
   const overlapMs = deps.overlapMs ?? 5 * 60_000;
-  const tenant = await deps.registry.get(request.tenantId);
+  // The tenant and its checkpoint in one round trip: the registry keys tenants by their lower-case id.
+  const [tenant, checkpoint] = await Promise.all([
+    deps.registry.get(request.tenantId),
+    deps.checkpoints.get(request.tenantId.toLowerCase()),
+  ]);
+  if (checkpoint.tenantId !== tenant.tenantId)
+    throw new Error(`The checkpoint read for ${request.tenantId} is not tenant ${tenant.tenantId}'s`);
   const outcome: PollOutcome = {
     tenantId: tenant.tenantId,
     status: 'polled',
@@ -97,7 +103,6 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
   };
   if (!tenant.enabled) return { ...outcome, status: 'disabled' };
 
-  const checkpoint = await deps.checkpoints.get(tenant.tenantId);
   const since =
     request.continuation?.since ??
     (checkpoint.lastUpdateTime

@@ -1,4 +1,4 @@
-import { RestError, type TableClient } from '@azure/data-tables';
+import { RestError, type TableClient, type TableEntityResult } from '@azure/data-tables';
 import { LazyTable } from './table.js';
 
 /**
@@ -16,6 +16,12 @@ export interface TenantStatus {
   /** Incident events enqueued for this tenant since it was added. */
   eventsEnqueued: number;
   checkpoint?: string;
+}
+
+/** A tenant's status row being read ahead of `recordPoll`. */
+export interface StatusRead {
+  readonly tenantId: string;
+  readonly read: Promise<TableEntityResult<StatusEntity> | undefined>;
 }
 
 interface StatusEntity {
@@ -50,18 +56,29 @@ export class TenantStatusStore {
     return all;
   }
 
+  /** Starts reading a tenant's row for `recordPoll`, so that the read overlaps the poll it records. */
+  prefetch(tenantId: string): StatusRead {
+    const read = this.#table.find<StatusEntity>(PARTITION, tenantId);
+    read.catch(() => undefined); // a failed read is made again when the poll is recorded
+    return { tenantId, read };
+  }
+
   /**
    * Records a poll; the event count is added to the running total. Instances record concurrently, so
    * the row is replaced only if unchanged since read (ETag), else read again: no count is lost.
+   * `read`: the row as `prefetch` read it for this tenant, used for the first attempt.
    */
   async recordPoll(
     tenantId: string,
     poll: { outcome: string; error?: string; eventsEnqueued: number; checkpoint?: string },
-    at = new Date(),
+    { at = new Date(), read }: { at?: Date; read?: StatusRead } = {},
   ): Promise<void> {
     const table = await this.#table.ready();
     for (let attempt = 1; ; attempt++) {
-      const found = await this.#table.find<StatusEntity>(PARTITION, tenantId);
+      const found =
+        attempt === 1 && read?.tenantId === tenantId
+          ? await read.read.catch(() => this.#table.find<StatusEntity>(PARTITION, tenantId))
+          : await this.#table.find<StatusEntity>(PARTITION, tenantId);
       const current = found ? fromEntity(found) : { tenantId, eventsEnqueued: 0, checkpoint: undefined };
       const entity: StatusEntity = {
         partitionKey: PARTITION,

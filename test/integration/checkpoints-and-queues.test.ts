@@ -240,4 +240,27 @@ describe('tenant status (Table storage, ETag concurrency)', () => {
     expect((await status.get('tenant-a')).eventsEnqueued).toBe(36);
     expect((await status.get('tenant-a')).lastOutcome).toBe('polled');
   });
+
+  it('records a poll over a row read before it (prefetch), and loses no count when that read went stale; never another tenant', async () => {
+    const status = new TenantStatusStore(
+      TableClient.fromConnectionString(inject('storage').connectionString, unique('ts'), {
+        allowInsecureConnection: true,
+      }),
+    );
+    await status.recordPoll('tenant-a', { outcome: 'polled', eventsEnqueued: 1 });
+    const readEarly = status.prefetch('tenant-a');
+    await readEarly.read;
+    // Another instance records meanwhile: the early read's ETag is stale.
+    await status.recordPoll('tenant-a', { outcome: 'polled', eventsEnqueued: 10 });
+    await status.recordPoll('tenant-a', { outcome: 'failed', error: 'x', eventsEnqueued: 100 }, { read: readEarly });
+    expect(await status.get('tenant-a')).toMatchObject({ eventsEnqueued: 111, lastOutcome: 'failed' });
+    // A read of one tenant's row is not used for another's.
+    await status.recordPoll(
+      'tenant-b',
+      { outcome: 'polled', eventsEnqueued: 5 },
+      { read: status.prefetch('tenant-a') },
+    );
+    expect(await status.get('tenant-b')).toMatchObject({ eventsEnqueued: 5 });
+    expect((await status.get('tenant-a')).eventsEnqueued).toBe(111);
+  });
 });

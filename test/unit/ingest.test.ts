@@ -220,7 +220,10 @@ describe('polling a tenant', () => {
     const services = (now: number) =>
       ({
         ...deps(now),
-        tenantStatus: { recordPoll: async (_t: string, poll: unknown) => void recorded.push(poll) },
+        tenantStatus: {
+          prefetch: (tenantId: string) => ({ tenantId, read: Promise.resolve(undefined) }),
+          recordPoll: async (_t: string, poll: unknown) => void recorded.push(poll),
+        },
         config: { pollMaxPagesPerRun: 20 },
       }) as unknown as Services;
 

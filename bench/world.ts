@@ -5,12 +5,11 @@ import { QueueServiceClient } from '@azure/storage-queue';
 import { azuriteConnectionString, startAzurite, type RunningAzurite } from '../local/azurite.js';
 import { FaultBoard } from '../local/common/faults.js';
 import type { KeyAndCert } from '../local/common/tls.js';
-import { generateIncidents } from '../local/defender/generator.js';
 import { startDefender, type DefenderStandIn } from '../local/defender/server.js';
-import { createDemoWorld, DEFENDER_APP_ROLES, DEFENDER_RESOURCE, type DemoApp, type DemoWorld } from '../local/demo.js';
+import { createDemoWorld, type DemoApp, type DemoWorld } from '../local/demo.js';
 import { startEntra, type EntraStandIn } from '../local/entra/server.js';
 import { startKeyVault, type KeyVaultStandIn } from '../local/keyvault/server.js';
-import { appSettingsFor, seedWorld } from '../local/stack.js';
+import { addPartnerTenant as onboardPartnerTenant, appSettingsFor, seedWorld } from '../local/stack.js';
 import { loadConfig } from '../shared/config.js';
 import { createServices, type Services } from '../shared/services.js';
 import { startLatencyProxy } from './latency-proxy.js';
@@ -164,52 +163,24 @@ async function behindLatency(azurite: RunningAzurite, oneWayMs: number): Promise
 }
 
 /**
- * A customer tenant read in the partner context: known to Entra, consented to the partner app,
- * provisioned in the Defender stand-in (with `incidents` updated in the last hours) and registered in the relay.
+ * A customer tenant read in the partner context (local/stack.ts `addPartnerTenant`), onboarded in this
+ * bench world's stand-ins and registry (or in `defender`, a stand-in of a figure's own).
  */
 export async function addPartnerTenant(
   bench: BenchWorld,
-  options: {
-    tenantId: string;
-    displayName: string;
-    incidents: number;
-    seed: string;
-    defender?: DefenderStandIn;
-    now?: number;
-    redirectedShare?: number;
-  },
+  options: Parameters<typeof onboardPartnerTenant>[1] & { defender?: DefenderStandIn },
 ): Promise<void> {
-  const defender = options.defender ?? bench.defender;
-  const now = options.now ?? Date.now();
-  bench.entra.registry.addTenant({ tenantId: options.tenantId, displayName: options.displayName });
-  bench.entra.registry.grantAppPermissions(
-    options.tenantId,
-    bench.partnerApp.clientId,
-    DEFENDER_RESOURCE,
-    DEFENDER_APP_ROLES,
+  const { defender, ...tenant } = options;
+  await onboardPartnerTenant(
+    {
+      entra: bench.entra,
+      defender: defender ?? bench.defender,
+      registry: bench.services.registry,
+      partnerApp: bench.partnerApp,
+      partnerSecretName: bench.partnerSecretName,
+    },
+    tenant,
   );
-  defender.store.provisionTenant(options.tenantId, options.displayName);
-  if (options.incidents > 0) {
-    defender.store.upsert(
-      options.tenantId,
-      generateIncidents({
-        tenantId: options.tenantId,
-        count: options.incidents,
-        seed: options.seed,
-        since: new Date(now - 12 * 3_600_000),
-        until: new Date(now - 60_000),
-        redirectedShare: options.redirectedShare ?? 0,
-      }),
-    );
-  }
-  await bench.services.registry.put({
-    tenantId: options.tenantId,
-    displayName: options.displayName,
-    context: 'partner',
-    clientId: bench.partnerApp.clientId,
-    credential: { kind: 'secret', secretName: bench.partnerSecretName },
-    firstRunLookbackHours: 24,
-  });
 }
 
 /** Empties a queue (creating it if needed) so the next figure starts from the same state. */

@@ -22,6 +22,7 @@ import { startDefender, type DefenderStandIn } from './defender/server.js';
 import { generateIncidents } from './defender/generator.js';
 import {
   createDemoWorld,
+  DEFENDER_APP_ROLES,
   DEFENDER_DELEGATED_SCOPES,
   DEFENDER_RESOURCE,
   RELAY_API_SECRET_NAME,
@@ -45,6 +46,12 @@ export interface StackInfo {
   host: string;
   /** Every instance of the local host, in order: one app, N instances, as Azure scales it out. */
   hosts: string[];
+  /**
+   * The process id of each instance's host process, in the order of `hosts` (empty with --no-host). Each
+   * host runs the app in a worker process of its own, which ends when its host does: tests kill an
+   * instance by this pid (e.g. SIGKILL mid-batch) to see the others take over its messages.
+   */
+  hostPids: number[];
   caCertPath: string;
   storage: { connectionString: string; queueUrl: string; tableUrl: string; blobUrl: string };
   entra: { authorityHost: string; controlUrl: string };
@@ -287,6 +294,7 @@ function describeStack(
   appSettings: Record<string, string>,
   parts: {
     hosts: string[];
+    hostPids: number[];
     caCertPath: string;
     azurite: RunningAzurite;
     entra: EntraStandIn;
@@ -299,6 +307,7 @@ function describeStack(
   return {
     host: parts.hosts[0]!,
     hosts: parts.hosts,
+    hostPids: parts.hostPids,
     caCertPath: parts.caCertPath,
     storage: {
       connectionString: parts.azurite.connectionString,
@@ -481,6 +490,67 @@ export async function registerDemoTenants(world: DemoWorld, storageConnectionStr
       firstRunLookbackHours: 24 * 30,
     });
   }
+}
+
+/** Where a partner-context tenant is onboarded: the stand-ins, the relay's tenant registry, and the MSSP's app. */
+export interface PartnerTenantTargets {
+  entra: EntraStandIn;
+  defender: DefenderStandIn;
+  registry: TenantRegistry;
+  /** The multi-tenant app the customer consents to (partner context). */
+  partnerApp: { clientId: string };
+  /** The Key Vault secret holding that app's client secret (already stored). */
+  partnerSecretName: string;
+}
+
+/**
+ * A customer tenant read in the partner context, as the onboarding steps make one: known to Entra,
+ * consented to the partner app, provisioned in the Defender stand-in (with `incidents` updated in the
+ * last 12 hours) and registered in the relay (reading back 24 hours on its first poll). The benchmarks
+ * and the fault suite onboard many such tenants.
+ */
+export async function addPartnerTenant(
+  targets: PartnerTenantTargets,
+  options: {
+    tenantId: string;
+    displayName: string;
+    incidents: number;
+    seed: string;
+    now?: number;
+    redirectedShare?: number;
+  },
+): Promise<void> {
+  const { entra, defender } = targets;
+  const now = options.now ?? Date.now();
+  entra.registry.addTenant({ tenantId: options.tenantId, displayName: options.displayName });
+  entra.registry.grantAppPermissions(
+    options.tenantId,
+    targets.partnerApp.clientId,
+    DEFENDER_RESOURCE,
+    DEFENDER_APP_ROLES,
+  );
+  defender.store.provisionTenant(options.tenantId, options.displayName);
+  if (options.incidents > 0) {
+    defender.store.upsert(
+      options.tenantId,
+      generateIncidents({
+        tenantId: options.tenantId,
+        count: options.incidents,
+        seed: options.seed,
+        since: new Date(now - 12 * 3_600_000),
+        until: new Date(now - 60_000),
+        redirectedShare: options.redirectedShare ?? 0,
+      }),
+    );
+  }
+  await targets.registry.put({
+    tenantId: options.tenantId,
+    displayName: options.displayName,
+    context: 'partner',
+    clientId: targets.partnerApp.clientId,
+    credential: { kind: 'secret', secretName: targets.partnerSecretName },
+    firstRunLookbackHours: 24,
+  });
 }
 
 /** Starts the Functions host as a child process and waits for its ready line. */
@@ -722,6 +792,7 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
 
     const info = describeStack(world, appSettings, {
       hosts,
+      hostPids: hostProcesses.flatMap(({ pid }) => (pid === undefined ? [] : [pid])),
       caCertPath,
       azurite,
       entra,

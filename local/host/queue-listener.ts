@@ -6,8 +6,35 @@ import type { Invoker } from './invoker.js';
 import { resolveStorageConnection } from './storage-connection.js';
 import type { RpcTypedData } from './worker-contract.js';
 
-/** The extension's lease on a message it is processing; renewed at half-time while it runs. */
-const LEASE_SECONDS = 10 * 60;
+/**
+ * The extension's lease on a message it is processing; renewed at half-time while it runs
+ * (azure-sdk-for-net sdk/storage/Microsoft.Azure.WebJobs.Extensions.Storage.Queues/src/Listeners/QueueListener.cs,
+ * constructor: `_visibilityTimeout = TimeSpan.FromMinutes(10)`, "if the function runs longer than this, the
+ * invisibility will be updated on a timer periodically").
+ */
+export const LEASE_SECONDS = 10 * 60;
+
+/**
+ * Tests only: `LOCAL_HOST_QUEUE_LEASE_SECONDS` shortens the lease (time scaling), so that a test that kills an
+ * instance need not wait 10 minutes for its messages to come back. Read by the local host alone, never by the
+ * app. It is refused below `MIN_TEST_LEASE_SECONDS`: the app's event claim (shared/delivery-log.ts) lasts 2
+ * minutes, and as in Azure a dead instance's message must come back only after its claim has lapsed.
+ */
+export const LEASE_SECONDS_VARIABLE = 'LOCAL_HOST_QUEUE_LEASE_SECONDS';
+export const MIN_TEST_LEASE_SECONDS = 130;
+
+/** The lease in seconds: the extension's 10 minutes, or the test's `LOCAL_HOST_QUEUE_LEASE_SECONDS`. */
+export function queueLeaseSeconds(env: NodeJS.ProcessEnv = process.env): number {
+  const text = env[LEASE_SECONDS_VARIABLE];
+  if (text === undefined || text === '') return LEASE_SECONDS;
+  const seconds = Number(text);
+  if (!/^\d+$/.test(text) || seconds < MIN_TEST_LEASE_SECONDS || seconds > LEASE_SECONDS)
+    throw new Error(
+      `${LEASE_SECONDS_VARIABLE} must be a whole number of seconds from ${MIN_TEST_LEASE_SECONDS} to ${LEASE_SECONDS}, not '${text}': ` +
+        "the queue lease must outlast the app's 2-minute event claim, as the extension's 10 minutes do in Azure.",
+    );
+  return seconds;
+}
 /** The extension's fastest polling interval, used again as soon as messages arrive. */
 const MIN_POLLING_INTERVAL_MS = 100;
 
@@ -97,6 +124,7 @@ export class QueueListener {
   readonly #log: (line: string) => void;
   readonly #queue: QueueClient;
   readonly #poison: QueueClient;
+  readonly #leaseSeconds: number;
   readonly #inFlight = new Set<Promise<void>>();
   readonly #stop = new AbortController();
   #loop: Promise<void> | undefined;
@@ -112,6 +140,7 @@ export class QueueListener {
     this.#options = options;
     this.#invoker = invoker;
     this.#log = log;
+    this.#leaseSeconds = queueLeaseSeconds();
     const service = resolveStorageConnection(fn.connectionSetting).queues();
     this.#queue = service.getQueueClient(fn.queueName);
     this.#poison = service.getQueueClient(`${fn.queueName}-poison`);
@@ -203,7 +232,7 @@ export class QueueListener {
         if (this.#queueExists) {
           const response = await this.#queue.receiveMessages({
             numberOfMessages: this.#options.batchSize,
-            visibilityTimeout: LEASE_SECONDS,
+            visibilityTimeout: this.#leaseSeconds,
           });
           messages = response.receivedMessageItems;
         }
@@ -285,13 +314,13 @@ export class QueueListener {
     }
 
     // First renewal at half the lease, then as the speed-up strategy says after each attempt.
-    const schedule = new LinearSpeedup((LEASE_SECONDS / 2) * 1000, MINIMUM_RENEWAL_INTERVAL_MS);
+    const schedule = new LinearSpeedup((this.#leaseSeconds / 2) * 1000, MINIMUM_RENEWAL_INTERVAL_MS);
     let renewal: NodeJS.Timeout | undefined;
     let finished = false;
     const renewLater = (ms: number) => {
       renewal = setTimeout(() => {
         this.#queue
-          .updateMessage(message.messageId, lease.popReceipt, undefined, LEASE_SECONDS)
+          .updateMessage(message.messageId, lease.popReceipt, undefined, this.#leaseSeconds)
           .then((renewed) => {
             lease.popReceipt = renewed.popReceipt ?? lease.popReceipt;
             return true;

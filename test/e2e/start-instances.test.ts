@@ -4,14 +4,9 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { TableClient } from '@azure/data-tables';
-import { QueueServiceClient } from '@azure/storage-queue';
 import type { StackInfo } from '../../local/stack.js';
 import { stackTlsEnv, writeStackTls } from '../../local/stack-tls.js';
-import { DELIVERY_LOG_TABLE } from '../../shared/delivery-log.js';
-import { DEFAULT_ROUTE_NAME, loadRoutingRules } from '../../shared/routing.js';
-import { queueDepth, waitForFlowSettled } from '../support/flow-tally.js';
-import { drainQueue } from '../support/queues.js';
+import { lastScreen, queueDepth, tallyDestinations, waitForFlowSettled, webhookCounts } from '../support/flow-tally.js';
 import { startLocalStack, type StartedStack } from '../support/start-process.js';
 
 /** `npm start -- --instances 3`: one app on three local hosts, one Azurite, one set of stand-ins, as Azure scales out. */
@@ -23,14 +18,6 @@ function portOpen(port: number): Promise<boolean> {
     socket.once('connect', () => (socket.destroy(), done(true)));
     socket.once('error', () => done(false));
   });
-}
-
-/** The last progress block on the screen: the summary line and one line per instance. */
-function lastScreen(output: string, instances: number): { summary: string; perInstance: string[] } | undefined {
-  const lines = output.split('\n');
-  const at = lines.findLastIndex((l) => /^ {2}\d\d:\d\d:\d\d in: /.test(l));
-  if (at < 0) return undefined;
-  return { summary: lines[at]!, perInstance: lines.slice(at + 1, at + 1 + instances).map((l) => l.trim()) };
 }
 
 /** "enrichIncident 40 (1 failed) · pollTenant 1" → invocations per function. */
@@ -82,61 +69,26 @@ describe('npm start -- --instances 3', () => {
   });
 
   it('routes every incident of both demo tenants exactly once across the instances: each destination gets each event once', async () => {
-    const cs = info.storage.connectionString;
-    const deliveries = TableClient.fromConnectionString(cs, DELIVERY_LOG_TABLE, { allowInsecureConnection: true });
-    const queues = QueueServiceClient.fromConnectionString(cs);
     const depth = queueDepth(info);
-    const routedEvents = async () => {
-      const rows = new Map<string, string[]>();
-      for await (const row of deliveries.listEntities<{ routes?: string }>({
-        queryOptions: { filter: "routes gt ''", select: ['RowKey', 'routes'] },
-      })) {
-        rows.set(decodeURIComponent(row.rowKey!.replace(/~/g, '%')), (row.routes ?? '').split(','));
-      }
-      return rows;
-    };
     const tally = await waitForFlowSettled(info, 100, 60_000);
     expect(tally.eventsIn).toBeGreaterThanOrEqual(100); // 60 Fabrikam + 40 Northwind on the first poll
     expect(tally).toMatchObject({ pending: 0, deadLettered: 0, processed: tally.eventsIn });
     expect(await depth('incidents-poison')).toBe(0);
 
-    // What each destination should have got: every routed event once per destination of its routes.
-    const table = loadRoutingRules(join(stateDir, 'routes.json'), { allowedHosts: ['localhost'], allowLoopback: true });
-    const routed = await routedEvents();
-    const expected = new Map<string, string[]>();
-    for (const [eventId, routeNames] of routed) {
-      const destinations = new Set(
-        routeNames.flatMap(
-          (name) =>
-            (name === DEFAULT_ROUTE_NAME ? table.defaultRoute : table.rules.find((r) => r.name === name))
-              ?.destinations ?? [],
-        ),
-      );
-      for (const name of destinations) expected.set(name, [...(expected.get(name) ?? []), eventId]);
+    // What each destination should have got (every routed event once per destination of its routes), against
+    // what it got: each queue destination each event exactly once, each receiver (its count on the screen) as many.
+    const { routed, expected, queued, webhooksExpected } = await tallyDestinations(info, join(stateDir, 'routes.json'));
+    let queuedCount = 0;
+    for (const [destination, eventIds] of queued) {
+      expect([...eventIds].sort(), destination).toEqual([...(expected.get(destination) ?? [])].sort());
+      queuedCount += eventIds.length;
     }
-    // Queue destinations: each routed event exactly once.
-    let queued = 0;
-    for (const destination of table.destinations.values()) {
-      if (destination.type !== 'queue') continue;
-      const messages = (await drainQueue(queues, destination.queueName)) as { eventId: string }[];
-      expect(messages.map((m) => m.eventId).sort(), destination.name).toEqual(
-        [...(expected.get(destination.name) ?? [])].sort(),
-      );
-      queued += messages.length;
-    }
-    expect(queued).toBeGreaterThan(0);
-    // Webhook destinations: the receivers' counts on the screen, each event once.
-    const webhookCounts = () =>
-      Object.fromEntries(
-        [...(lastScreen(stack.output, 3)?.summary ?? '').matchAll(/(siem|teams|slack) (\d+)/g)].map(([, name, n]) => [
-          name!,
-          Number(n),
-        ]),
-      );
-    const want = Object.fromEntries(['siem', 'teams', 'slack'].map((name) => [name, expected.get(name)?.length ?? 0]));
-    await expect.poll(webhookCounts, { timeout: 10_000, interval: 500 }).toEqual(want);
+    expect(queuedCount).toBeGreaterThan(0);
+    await expect
+      .poll(() => webhookCounts(stack.output, 3), { timeout: 10_000, interval: 500 })
+      .toEqual(webhooksExpected);
     console.log(
-      `npm start --instances 3: ${routed.size} events routed; deliveries ${JSON.stringify({ ...want, queued })}`,
+      `npm start --instances 3: ${routed.size} events routed; deliveries ${JSON.stringify({ ...webhooksExpected, queued: queuedCount })}`,
     );
   }, 90_000);
 

@@ -1,10 +1,16 @@
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { TableClient } from '@azure/data-tables';
 import { QueueServiceClient, type DequeuedMessageItem, type QueueClient } from '@azure/storage-queue';
 import { inject } from 'vitest';
 import { AZURITE_KEY } from '../../local/azurite.js';
 import { FaultBoard } from '../../local/common/faults.js';
-import { createDemoWorld, type DemoWorld } from '../../local/demo.js';
+import { createDemoWorld, type DemoApp, type DemoWorld } from '../../local/demo.js';
 import {
+  addPartnerTenant,
   appSettingsFor,
   assignAppIdentity,
   registerDemoTenants,
@@ -25,6 +31,7 @@ import { handlePollRequest, handlePollSchedule } from '../../shared/ingest-handl
 import type { Logger } from '../../shared/logging.js';
 import { QUEUE_NAMES } from '../../shared/queues.js';
 import { createServices, type Services } from '../../shared/services.js';
+import { TenantRegistry, TENANTS_TABLE } from '../../shared/tenants.js';
 import { useIdentityEndpoint } from '../support/identity-endpoint.js';
 import { startDurableAzurite, type DurableAzurite } from './durable-azurite.js';
 
@@ -52,6 +59,25 @@ export interface FlowOptions {
   retryDelaySeconds?: number;
   maxDequeueCount?: number;
   batchSize?: number;
+  /**
+   * Partner-context tenants onboarded besides the demo's two (each consented to the demo's partner app,
+   * its incidents in the Defender stand-in, registered in the relay): many tenants polled at once.
+   */
+  extraTenants?: number;
+  /** Incidents each extra tenant holds (more than 100, a page, make its first poll read more than one page). */
+  incidentsPerExtraTenant?: number;
+  /** App settings on top of the stack's, for every instance (e.g. `POLL_MAX_PAGES_PER_RUN`). */
+  appSettings?: Record<string, string>;
+  /**
+   * Routing rules to run with instead of the demo's. The report reads the demo's destination names
+   * (`soc-queue` → routed-high, `archive` → routed-archive, the siem, teams and slack receivers, `nowhere` drops).
+   */
+  routes?: Record<string, unknown>;
+  /**
+   * The poll timer fires on the first instance only, as in Azure, where a timer runs on the instance
+   * holding its singleton lock. By default it fires on every instance (pollers racing).
+   */
+  singletonTimer?: boolean;
 }
 
 export interface AppInstance {
@@ -88,8 +114,12 @@ const decode = (text: string): unknown => {
   }
 };
 
+type FlowSettings = Required<Omit<FlowOptions, 'routes'>> & Pick<FlowOptions, 'routes'>;
+
 export class Flow {
   readonly instances: AppInstance[] = [];
+  /** The extra partner-context tenants (`extraTenants`), by id. */
+  readonly extraTenantIds: string[] = [];
   /** The incident versions Defender held when the run started: eventId → tenant. */
   readonly seeded = new Map<string, string>();
   /** Every outcome the enricher returned, by eventId. */
@@ -98,7 +128,9 @@ export class Flow {
   readonly logs: string[] = [];
   /** Failed invocations seen by the queue host, per queue. */
   readonly failures = { [QUEUE_NAMES.pollRequests]: 0, [QUEUE_NAMES.incidents]: 0 } as Record<string, number>;
-  readonly options: Required<FlowOptions>;
+  readonly options: FlowSettings;
+  /** Where the run's own routes file is written (`routes`), removed on stop. */
+  #routesDir: string | undefined;
   readonly queues: QueueServiceClient;
   readonly logger: Logger = {
     info: (m: string) => void this.logs.push(m),
@@ -119,6 +151,10 @@ export class Flow {
       retryDelaySeconds: 1,
       maxDequeueCount: 5,
       batchSize: 16,
+      extraTenants: 0,
+      incidentsPerExtraTenant: 0,
+      appSettings: {},
+      singletonTimer: false,
       ...options,
     };
     this.queues = QueueServiceClient.fromConnectionString(azurite.connectionString);
@@ -127,13 +163,18 @@ export class Flow {
   static async start(options: FlowOptions = {}): Promise<Flow> {
     const world = createDemoWorld();
     const faults = new FaultBoard();
+    const routesDir = options.routes ? mkdtempSync(join(tmpdir(), 'defender-relay-faults-routes-')) : undefined;
+    const routesFile = routesDir ? join(routesDir, 'routes.json') : undefined;
+    if (routesFile) writeFileSync(routesFile, JSON.stringify(options.routes, null, 2));
     const [standIns, azurite] = await Promise.all([
-      startStandIns({ tls: inject('tls'), faults, world }),
+      startStandIns({ tls: inject('tls'), faults, world, routesFile }),
       startDurableAzurite(inject('tls')),
     ]);
     const flow = new Flow(world, faults, standIns, azurite, options);
+    flow.#routesDir = routesDir;
     try {
       await registerDemoTenants(world, azurite.connectionString);
+      await flow.#onboardExtraTenants();
       // The app as Azure runs it: identity-based storage with its managed identity (the test itself uses the account key).
       const identity = assignAppIdentity(world, standIns.entra, standIns.keyVault);
       await useIdentityEndpoint({ endpoint: standIns.entra.msi.endpoint, header: standIns.entra.msi.header });
@@ -148,14 +189,14 @@ export class Flow {
         standIns,
       );
       for (let i = 0; i < flow.options.instances; i++) {
-        const services = createServices(loadConfig(settings));
+        const services = createServices(loadConfig({ ...settings, ...flow.options.appSettings }));
         flow.instances.push({ services, deps: enrichDependencies(services) });
       }
       for (const name of [QUEUE_NAMES.pollRequests, QUEUE_NAMES.incidents, ...standIns.routedQueues])
         await flow.queues.getQueueClient(name).createIfNotExists();
-      for (const tenant of world.tenants) {
-        for (const incident of standIns.defender.store.list(tenant.tenantId)) {
-          flow.seeded.set(eventIdOf(tenant.tenantId, incident.incidentId, incident.lastUpdateTime), tenant.tenantId);
+      for (const tenantId of [...world.tenants.map((t) => t.tenantId), ...flow.extraTenantIds]) {
+        for (const incident of standIns.defender.store.list(tenantId)) {
+          flow.seeded.set(eventIdOf(tenantId, incident.incidentId, incident.lastUpdateTime), tenantId);
         }
       }
     } catch (err) {
@@ -167,6 +208,37 @@ export class Flow {
 
   async stop(): Promise<void> {
     await Promise.all([this.standIns.close(), this.azurite.dispose()]);
+    if (this.#routesDir) rmSync(this.#routesDir, { recursive: true, force: true });
+  }
+
+  /** The demo's partner app, consented in each extra tenant (as an MSSP onboards customers). */
+  get partnerApp(): DemoApp {
+    return this.world.apps.find((a) => a.multiTenant)!;
+  }
+
+  /** Onboards `extraTenants` partner-context tenants, `incidentsPerExtraTenant` incidents each. */
+  async #onboardExtraTenants(): Promise<void> {
+    const registry = new TenantRegistry(
+      TableClient.fromConnectionString(this.azurite.connectionString, TENANTS_TABLE, { allowInsecureConnection: true }),
+    );
+    const targets = {
+      entra: this.standIns.entra,
+      defender: this.standIns.defender,
+      registry,
+      partnerApp: this.partnerApp,
+      partnerSecretName: this.world.tenants.find((t) => t.context === 'partner')!.clientSecretName,
+    };
+    for (let i = 0; i < this.options.extraTenants; i++) this.extraTenantIds.push(randomUUID());
+    await Promise.all(
+      this.extraTenantIds.map((tenantId, i) =>
+        addPartnerTenant(targets, {
+          tenantId,
+          displayName: `Partner customer ${i + 1}`,
+          incidents: this.options.incidentsPerExtraTenant,
+          seed: `faults-extra-${i}`,
+        }),
+      ),
+    );
   }
 
   /** Every secret value the run holds (the scan for leaks in the logs). */
@@ -184,14 +256,14 @@ export class Flow {
     ];
   }
 
-  /** The poll timer fires on each instance at once. */
   /**
-   * The poll timer on every instance. A failed run (e.g. no managed-identity token while Entra is down)
+   * The poll timer on every instance at once (on the first only with `singletonTimer`). A failed run (e.g. no managed-identity token while Entra is down)
    * is counted, as the host logs a failed timer invocation, and the next tick runs as usual.
    */
   async tick(): Promise<void> {
+    const timers = this.options.singletonTimer ? this.instances.slice(0, 1) : this.instances;
     await Promise.all(
-      this.instances.map((i) =>
+      timers.map((i) =>
         handlePollSchedule(i.services, this.logger).catch(() => {
           this.failures.pollSchedule = (this.failures.pollSchedule ?? 0) + 1;
         }),

@@ -2,7 +2,9 @@ import { RestError, TableClient } from '@azure/data-tables';
 import { QueueServiceClient } from '@azure/storage-queue';
 import type { StackInfo } from '../../local/stack.js';
 import { DELIVERY_LOG_TABLE } from '../../shared/delivery-log.js';
+import { DEFAULT_ROUTE_NAME, loadRoutingRules } from '../../shared/routing.js';
 import { TenantStatusStore, TENANT_STATUS_TABLE } from '../../shared/tenant-status.js';
+import { drainQueue } from './queues.js';
 
 /** What the running stack has done with the demo tenants' events so far. */
 export interface FlowTally {
@@ -61,4 +63,77 @@ export async function waitForFlowSettled(info: StackInfo, minimumIn: number, tim
     if (eventsIn >= minimumIn && tally.pending === 0 && eventsIn === processed + tally.deadLettered) break;
   }
   return tally;
+}
+
+/** The last progress block on npm start's screen: the summary line and one line per instance. */
+export function lastScreen(output: string, instances: number): { summary: string; perInstance: string[] } | undefined {
+  const lines = output.split('\n');
+  const at = lines.findLastIndex((l) => /^ {2}\d\d:\d\d:\d\d in: /.test(l));
+  if (at < 0) return undefined;
+  return { summary: lines[at]!, perInstance: lines.slice(at + 1, at + 1 + instances).map((l) => l.trim()) };
+}
+
+/** The webhook receivers' accepted requests, as npm start's screen last counted them ("webhooks: siem 12 · teams 3 · slack 1"). */
+export function webhookCounts(output: string, instances: number): Record<string, number> {
+  return Object.fromEntries(
+    [...(lastScreen(output, instances)?.summary ?? '').matchAll(/(siem|teams|slack) (\d+)/g)].map(([, name, n]) => [
+      name!,
+      Number(n),
+    ]),
+  );
+}
+
+/** What the destinations of the stack's routes got, against what they should have got. */
+export interface DestinationTally {
+  /** Every event the delivery log holds as routed, with the names of the routes that took it. */
+  routed: Map<string, string[]>;
+  /** Per destination, the events it should have got: every routed event once per destination of its routes. */
+  expected: Map<string, string[]>;
+  /** Per queue destination, the eventIds of the messages it held (drained: read once, at the end). */
+  queued: Map<string, string[]>;
+  /** Per webhook destination (webhook, Teams, Slack), how many events it should have got. */
+  webhooksExpected: Record<string, number>;
+}
+
+/**
+ * Reads the delivery log's routed events, works out from the routes file what each destination should
+ * have got, and drains the queue destinations. The webhook receivers run inside `npm start`: their
+ * counts are on its screen (`webhookCounts`), to compare with `webhooksExpected`.
+ */
+export async function tallyDestinations(info: StackInfo, routesFile: string): Promise<DestinationTally> {
+  const cs = info.storage.connectionString;
+  const deliveries = TableClient.fromConnectionString(cs, DELIVERY_LOG_TABLE, { allowInsecureConnection: true });
+  const routed = new Map<string, string[]>();
+  for await (const row of deliveries.listEntities<{ routes?: string }>({
+    queryOptions: { filter: "routes gt ''", select: ['RowKey', 'routes'] },
+  })) {
+    routed.set(decodeURIComponent(row.rowKey!.replace(/~/g, '%')), (row.routes ?? '').split(','));
+  }
+  const table = loadRoutingRules(routesFile, { allowedHosts: ['localhost'], allowLoopback: true });
+  const expected = new Map<string, string[]>();
+  for (const [eventId, routeNames] of routed) {
+    const destinations = new Set(
+      routeNames.flatMap(
+        (name) =>
+          (name === DEFAULT_ROUTE_NAME ? table.defaultRoute : table.rules.find((r) => r.name === name))?.destinations ??
+          [],
+      ),
+    );
+    for (const name of destinations) expected.set(name, [...(expected.get(name) ?? []), eventId]);
+  }
+  const queues = QueueServiceClient.fromConnectionString(cs);
+  const queued = new Map<string, string[]>();
+  const webhooksExpected: Record<string, number> = {};
+  for (const destination of table.destinations.values()) {
+    if (destination.type === 'queue') {
+      const messages = (await drainQueue(queues, destination.queueName)) as { eventId: string }[];
+      queued.set(
+        destination.name,
+        messages.map((m) => m.eventId),
+      );
+    } else if (destination.type !== 'drop') {
+      webhooksExpected[destination.name] = expected.get(destination.name)?.length ?? 0;
+    }
+  }
+  return { routed, expected, queued, webhooksExpected };
 }

@@ -78,6 +78,8 @@ export interface FlowOptions {
    * holding its singleton lock. By default it fires on every instance (pollers racing).
    */
   singletonTimer?: boolean;
+  /** How long `runUntilQuiet` (and each tick of `settle`) may take before the run fails (default 90 s). */
+  quietTimeoutMs?: number;
 }
 
 export interface AppInstance {
@@ -155,6 +157,7 @@ export class Flow {
       incidentsPerExtraTenant: 0,
       appSettings: {},
       singletonTimer: false,
+      quietTimeoutMs: 90_000,
       ...options,
     };
     this.queues = QueueServiceClient.fromConnectionString(azurite.connectionString);
@@ -272,7 +275,7 @@ export class Flow {
   }
 
   /** Ticks and runs until the queues are quiet, until every seeded version is accounted for or `maxTicks` ran. */
-  async settle(maxTicks = 3, timeoutMs = 90_000): Promise<void> {
+  async settle(maxTicks = 3, timeoutMs = this.options.quietTimeoutMs): Promise<void> {
     for (let tick = 0; tick < maxTicks; tick++) {
       await this.tick();
       await this.runUntilQuiet(timeoutMs);
@@ -281,7 +284,7 @@ export class Flow {
   }
 
   /** Runs the queue host on every instance until poll-requests and incidents hold no message, visible or not. */
-  async runUntilQuiet(timeoutMs = 90_000): Promise<void> {
+  async runUntilQuiet(timeoutMs = this.options.quietTimeoutMs): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const handled = await Promise.all(this.instances.map((instance) => this.step(instance)));

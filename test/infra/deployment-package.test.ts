@@ -56,7 +56,10 @@ describe('deployment package (.funcignore)', () => {
       'dist/functions/health.js',
       'dist/functions/chunks/chunk-ABCDEFGH.js',
     ];
-    expect(kept.filter((p) => ignored(p)), 'files the app needs that would be left out').toEqual([]);
+    expect(
+      kept.filter((p) => ignored(p)),
+      'files the app needs that would be left out',
+    ).toEqual([]);
     expect(packageJson.main, 'package.json main points into dist/').toBe('dist/functions/*.js');
   });
 

@@ -178,9 +178,9 @@ describe('an instance killed mid-batch (npm start -- --instances 3)', () => {
     const first = await waitForFlowSettled(info, 100, 90_000);
     expect(first).toMatchObject({ pending: 0, deadLettered: 0, processed: first.eventsIn });
 
-    // Wave 2: Defender answers write-backs slowly, and every open incident is tagged second-wave (a new version). Each is
-    // delivered to both queues at once, then its invocation waits on the write-back (those the tenant's call
-    // budget cannot serve skip it and finish at once).
+    // Wave 2: Defender answers write-backs slowly, and every open incident is tagged second-wave (a new
+    // version). Each is delivered to both queues at once, then its invocation waits on the write-back (those
+    // the tenant's call budget cannot serve skip it and finish at once).
     await control(info, 'POST', '/faults', {
       target: 'defender',
       spec: { kind: 'delay', ms: WRITE_BACK_DELAY_MS },

@@ -343,7 +343,7 @@ describe('fault suite: the whole flow under each fault, nothing lost, nothing ro
     // Defender allows, which only the budget the three instances share (45 a minute, 35 of it for the poller
     // and enricher) keeps them under; three budgets of their own would allow 105. What the budget cannot serve
     // at once is skipped (both calls are optional), so the run is not paced by it: its time is that of 5,350
-    // events through three instances (aimed at under 90 s on 2 cores; measured 200 s on 2 cores, to be tuned).
+    // events through three instances (aimed at under 90 s on 2 cores; measured 177-200 s on 2 cores, and over 150 s in one CI run: to be tuned).
     const report = await withFault(
       '3 instances, 52 tenants, hunting + write-back',
       {
@@ -353,7 +353,7 @@ describe('fault suite: the whole flow under each fault, nothing lost, nothing ro
         incidentsPerExtraTenant: 105,
         appSettings: { POLL_MAX_PAGES_PER_RUN: '1' },
         routes: HUNT_AND_TAG_ROUTES,
-        quietTimeoutMs: 150_000,
+        quietTimeoutMs: 330_000,
       },
       async (flow) => shortEnricherWaits(flow, 2_000),
       (flow) => {
@@ -375,7 +375,7 @@ describe('fault suite: the whole flow under each fault, nothing lost, nothing ro
       },
     );
     expect(report.incidents).toBeGreaterThanOrEqual(50 * 105);
-  }, 360_000);
+  }, 480_000);
 
   it("cross-tenant pushes from each tenant's own caller, and structures built to overflow the stack, during the run", async () => {
     await withFault('cross-tenant and deep pushes', {}, async (flow) => {

@@ -311,27 +311,18 @@ describe('fault suite: the whole flow under each fault, nothing lost, nothing ro
     });
   });
 
-  it('two pollers (and enrichers) racing', async () => {
-    await withFault('two pollers racing', { instances: 2 }, async (flow) => {
+  it.each([
+    ['two', 2],
+    ['three', 3],
+  ] as const)('%s pollers (and enrichers) racing', async (count, instances) => {
+    await withFault(`${count} pollers racing`, { instances }, async (flow) => {
       await flow.tick();
       await flow.runUntilQuiet();
       // The race happened: a poller lost the checkpoint after enqueueing, or an event came twice.
       const raced =
         flow.logs.some((l) => /: conflict, [1-9]\d* event/.test(l)) ||
         [...flow.outcomes.values()].flat().some((o) => o.status === 'duplicate');
-      expect(raced, 'the two pollers raced').toBe(true);
-    });
-  });
-
-  it('three pollers (and enrichers) racing', async () => {
-    await withFault('three pollers racing', { instances: 3 }, async (flow) => {
-      await flow.tick();
-      await flow.runUntilQuiet();
-      // The race happened: a poller lost the checkpoint after enqueueing, or an event came twice.
-      const raced =
-        flow.logs.some((l) => /: conflict, [1-9]\d* event/.test(l)) ||
-        [...flow.outcomes.values()].flat().some((o) => o.status === 'duplicate');
-      expect(raced, 'the three pollers raced').toBe(true);
+      expect(raced, `the ${count} pollers raced`).toBe(true);
     });
   });
 

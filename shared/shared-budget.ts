@@ -132,7 +132,7 @@ export class SharedCallBudget {
   }
 
   /** Defender answered 429 to a call of `api` for the tenant: no instance calls that API of the tenant for `retryAfterMs`. */
-  async throttled(tenantId: string, retryAfterMs: number, api = ''): Promise<void> {
+  async throttled(tenantId: string, retryAfterMs: number, api: string): Promise<void> {
     await this.#serially(tenantId, async (state) => {
       if (state.etag === undefined) await this.#read(tenantId, state);
       const until = this.#storageNow() + retryAfterMs;
@@ -167,7 +167,7 @@ export class SharedCallBudget {
       grant.left = 0;
     }
     // A grant used up in this slot or the last one: the tenant is busy here, ask for twice as many.
-    const wanted = grant && grant.left === 0 && slot - grant.slot <= 1 ? Math.min(MAX_GRANT, grant.size * 2) : 1;
+    const wanted = grant && slot - grant.slot <= 1 ? Math.min(MAX_GRANT, grant.size * 2) : 1;
     for (let race = 0; race < MAX_RACES; race++) {
       const wait = this.#wait(tenantId, state, budgetClass, now, api);
       if (wait > 0) return wait;
@@ -189,6 +189,7 @@ export class SharedCallBudget {
   #model(tenantId: string, state: TenantState, now: number): CallBudget {
     const model = new CallBudget(this.#limits, () => now);
     const calls: { at: number; budgetClass: BudgetClass }[] = [];
+    // Stryker disable next-line MethodExpression,ArithmeticOperator: equivalent: the slots are already in time order (JSON's integer keys parse in ascending order and the current slot is added last); the sort only guards that
     for (const [slot, counts] of [...state.slots].sort(([a], [b]) => a - b)) {
       CLASSES.forEach((budgetClass, index) => {
         for (let i = 0; i < (counts[index] ?? 0); i++) calls.push({ at: (slot + 1) * SLOT_MS, budgetClass });
@@ -241,31 +242,34 @@ export class SharedCallBudget {
     // were never made are taken off their slot, so a grant costs the tenant only what it used.
     const kept = new Map<number, number[]>();
     for (const [slot, counts] of slots) {
+      // Stryker disable next-line EqualityOperator: equivalent for `<`: a slot ending exactly an hour ago counts for nothing in the model either (it forgets calls an hour old), and the next write drops it
       if ((slot + 1) * SLOT_MS <= now - HOUR_MS) continue;
       const unused = state.unused.get(slot);
       kept.set(slot, unused ? counts.map((n, i) => Math.max(0, n - (unused[i] ?? 0))) : counts);
     }
-    const stillBlocked = new Map([...blocked].filter(([, until]) => until > now));
     const entity: BudgetEntity = {
       partitionKey: tenantId,
       rowKey: ROW,
       slots: JSON.stringify(Object.fromEntries(kept)),
-      blocked: JSON.stringify(Object.fromEntries(stillBlocked)),
+      // One entry per Defender API, so it stays small; one whose time has passed blocks nothing.
+      blocked: JSON.stringify(Object.fromEntries(blocked)),
     };
     this.stats.storageOperations += 1;
     try {
       const onResponse = (response: FullOperationResponse) => this.#clock(response);
       const written = state.etag
         ? await table.updateEntity(entity, 'Replace', { etag: state.etag, onResponse })
-        : await table.createEntity(entity, { onResponse });
+        : // Stryker disable next-line ObjectLiteral: equivalent: a create always follows the read that found nothing (404), whose response has just set the clock
+          await table.createEntity(entity, { onResponse });
       state.etag = written.etag;
       state.slots = kept;
-      state.blocked = stillBlocked;
+      state.blocked = blocked;
       state.unused.clear();
       return true;
     } catch (err) {
-      // 412: changed since read; 409: created meanwhile. Another instance took calls first.
-      if (!(err instanceof RestError && (err.statusCode === 412 || err.statusCode === 409))) throw err;
+      // 412: changed since read; 409: created meanwhile (another instance took calls first); 404: deleted
+      // meanwhile (an operator cleared the table). Read again and start from what is there.
+      if (!(err instanceof RestError && [412, 409, 404].includes(err.statusCode ?? 0))) throw err;
       this.stats.races += 1;
       await this.#read(tenantId, state);
       return false;
@@ -274,6 +278,7 @@ export class SharedCallBudget {
 
   /** Storage time from the Date header (whole seconds: the middle of that second is the best guess). */
   #clock(response: FullOperationResponse): void {
+    // Stryker disable next-line StringLiteral: equivalent: any stand-in for a missing header parses to NaN, as '' does
     const date = Date.parse(response.headers.get('date') ?? '');
     if (Number.isFinite(date)) this.#offsetMs = date + 500 - this.#now();
   }
@@ -309,14 +314,19 @@ function slotOf(time: number): number {
   return Math.floor(time / SLOT_MS);
 }
 
+/**
+ * The entity's properties are read defensively: anything that can write the table could have written
+ * them. A count that is not a positive number counts as none (it must never give calls back), and a
+ * property that is not JSON is read as empty, so the next write heals the entity rather than the
+ * tenant's calls failing until someone deletes it.
+ */
 function parseSlots(json: string | undefined): Map<number, number[]> {
   const slots = new Map<number, number[]>();
-  if (!json) return slots;
-  for (const [slot, counts] of Object.entries(JSON.parse(json) as Record<string, unknown>)) {
+  for (const [slot, counts] of Object.entries(parseObject(json))) {
     if (Array.isArray(counts))
       slots.set(
         Number(slot),
-        counts.map((n) => (typeof n === 'number' && n > 0 ? n : 0)),
+        counts.map((n) => (typeof n === 'number' ? Math.max(0, n) : 0)),
       );
   }
   return slots;
@@ -324,9 +334,17 @@ function parseSlots(json: string | undefined): Map<number, number[]> {
 
 function parseBlocked(json: string | undefined): Map<string, number> {
   const blocked = new Map<string, number>();
-  if (!json) return blocked;
-  for (const [api, until] of Object.entries(JSON.parse(json) as Record<string, unknown>)) {
+  for (const [api, until] of Object.entries(parseObject(json))) {
     if (typeof until === 'number') blocked.set(api, until);
   }
   return blocked;
+}
+
+function parseObject(json: string | undefined): Record<string, unknown> {
+  try {
+    const value: unknown = JSON.parse(json ?? '{}');
+    return typeof value === 'object' && value !== null ? (value as Record<string, unknown>) : {};
+  } catch {
+    return {};
+  }
 }

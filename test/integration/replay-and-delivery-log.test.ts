@@ -261,4 +261,87 @@ describe('delivery log', () => {
       await throttling.close();
     }
   });
+
+  it('commits the claims an instance holds in one transaction as soon as the last one submits, through deliveries, failures and releases', async () => {
+    // A write waits for the instance's other claims on the tenant to join its transaction, and goes the
+    // moment each has a write waiting. The wait's cap is made long here, so that a round waiting for it shows.
+    const throttling = await startThrottlingStorage(storage().cs);
+    try {
+      let transactions = 0;
+      const log = new DeliveryLog(
+        TableClient.fromConnectionString(throttling.connectionString, unique('deliveries'), {
+          allowInsecureConnection: true,
+          retryOptions: { maxRetries: 0 },
+          additionalPolicies: [
+            {
+              position: 'perCall',
+              policy: {
+                name: 'count-transactions',
+                sendRequest: (request, next) => {
+                  if (new URL(request.url).pathname.endsWith('/$batch')) transactions += 1;
+                  return next(request);
+                },
+              },
+            },
+          ],
+        }),
+        { commitLingerMs: 20_000 },
+      );
+      const tenantId = randomUUID();
+      let incident = 0;
+      const claim = async (count: number) =>
+        (
+          await Promise.all(
+            Array.from({ length: count }, () => log.claim(`${tenantId}:${++incident}:2020-09-06T14:46:57.2900000Z`)),
+          )
+        ).map(claimOf);
+      /** The writes, started together: how many transactions they took, how long, and how each ended. */
+      const together = async (writes: Promise<unknown>[]) => {
+        const [before, started] = [transactions, Date.now()];
+        const settled = await Promise.allSettled(writes);
+        return {
+          transactions: transactions - before,
+          fast: Date.now() - started < 10_000,
+          failed: settled.filter((s) => s.status === 'rejected').length,
+        };
+      };
+      const oneFastTransaction = { transactions: 1, fast: true, failed: 0 };
+
+      // Deliveries recorded, then the commits: the claims are held (idle) again between the two.
+      const [a, b, c] = await claim(3);
+      expect(await together([a!, b!, c!].map((held) => log.recordDelivery(held, 'siem')))).toEqual(oneFastTransaction);
+      expect(await together([a!, b!, c!].map((held) => log.complete(held, ['default'])))).toEqual(oneFastTransaction);
+
+      // Two commits and a release: none of the three is held afterwards.
+      const [d, e, f] = await claim(3);
+      expect(await together([log.complete(d!, ['default']), log.complete(e!, ['default']), log.release(f!)])).toEqual(
+        oneFastTransaction,
+      );
+
+      // Commits Storage refuses: the claims are still held, and their releases go together.
+      const [g, h] = await claim(2);
+      throttling.throttle((r) => r.service === 'table' && r.method !== 'GET'); // the transaction, then each commit alone
+      expect(await together([log.complete(g!, ['default']), log.complete(h!, ['default'])])).toEqual({
+        ...oneFastTransaction,
+        failed: 2,
+      });
+      throttling.throttle(() => false);
+      expect(await together([log.release(g!), log.release(h!)])).toEqual(oneFastTransaction);
+
+      // Nothing left over: the next claims commit together at once.
+      const [i, j] = await claim(2);
+      expect(await together([log.complete(i!, ['default']), log.complete(j!, ['default'])])).toEqual(
+        oneFastTransaction,
+      );
+      expect(await Promise.all([a, d, e, i].map((held) => log.isRouted(held!.eventId)))).toEqual([
+        true,
+        true,
+        true,
+        true,
+      ]);
+      expect(await Promise.all([f, g].map((held) => log.isRouted(held!.eventId)))).toEqual([false, false]);
+    } finally {
+      await throttling.close();
+    }
+  });
 });

@@ -347,6 +347,30 @@ describe('polling a tenant', () => {
     expect(checkpoints.rows.has(FABRIKAM)).toBe(false);
   });
 
+  it("refuses to poll with a checkpoint that is another tenant's, before Defender is asked or anything is sent", async () => {
+    const { defender, poll, queues, checkpoints } = poller();
+    defender.version(1, T - MINUTE);
+    let listed = false;
+    const foreign: Partial<IngestDependencies> = {
+      // A checkpoint store answering for the wrong row (a key bug, a hostile table): tenants must stay apart.
+      checkpoints: {
+        ...checkpoints,
+        get: () => checkpoints.get(CONTOSO),
+        advance: checkpoints.advance,
+      } as unknown as CheckpointStore,
+      defender: {
+        incidentPagesSince: (...args: Parameters<Defender['incidentPagesSince']>) => {
+          listed = true;
+          return defender.incidentPagesSince(...args);
+        },
+      } as unknown as DefenderClient,
+    };
+    await expect(poll(T, foreign)).rejects.toThrow(`The checkpoint read for ${FABRIKAM} is not tenant ${FABRIKAM}'s`);
+    expect(listed).toBe(false);
+    expect(queues.sent.size).toBe(0);
+    expect(checkpoints.rows.size).toBe(0);
+  });
+
   it.each([1, 4, 16])('keeps at most %i event sends in flight', async (sendConcurrency) => {
     const { defender, poll, queues } = poller();
     for (let id = 1; id <= 60; id++) defender.version(id, T - MINUTE - id * 1000);

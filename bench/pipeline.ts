@@ -83,6 +83,8 @@ async function consume(
   while (shared.left > 0) {
     while (inFlight.size > newBatchThreshold) await Promise.race(inFlight);
     if (failure) throw failure;
+    // Meanwhile another instance may have taken the rest (a receive of 0 messages is a 400).
+    if (shared.left <= 0) break;
     const wanted = Math.min(batchSize, shared.left);
     shared.left -= wanted;
     const { receivedMessageItems } = await queue.receiveMessages({ numberOfMessages: wanted, visibilityTimeout: 300 });

@@ -347,6 +347,18 @@ describe('polling a tenant', () => {
     expect(checkpoints.rows.has(FABRIKAM)).toBe(false);
   });
 
+  it('answers a poll request for a disabled tenant (a manual poll, or one queued before it was disabled) without polling it', async () => {
+    const { tenant, defender, poll, queues, checkpoints } = poller();
+    defender.version(1, T - MINUTE);
+    expect(await poll(T, { registry: registryOf([{ ...tenant, enabled: false }]) })).toMatchObject({
+      status: 'disabled',
+      fetched: 0,
+      enqueued: 0,
+    });
+    expect(queues.sent.size).toBe(0);
+    expect(checkpoints.rows.size).toBe(0);
+  });
+
   it("refuses to poll with a checkpoint that is another tenant's, before Defender is asked or anything is sent", async () => {
     const { defender, poll, queues, checkpoints } = poller();
     defender.version(1, T - MINUTE);

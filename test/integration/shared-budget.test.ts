@@ -264,6 +264,13 @@ describe('the shared Defender call budget, on a storage clock the test holds', (
     await budget.take(TENANT, 0);
     // ...and once it is spent, the three calls count until a minute after their slot ends.
     expect(budget.waitTime(TENANT)).toBe(SLOT_MS + 60_000 - 500);
+    // A grant that lapses with a call left does not make that call later: the calls made count on.
+    const other = '99999999-2222-3333-4444-555555555555';
+    await budget.take(other, 0);
+    await budget.take(other, 0);
+    clock.ms += SLOT_MS;
+    expect(budget.waitTime(other)).toBe(60_000 - 500);
+    expect(await refusal(budget.take(other, 0))).toBeInstanceOf(BudgetSpentError);
 
     // With room left, a grant of 2 with one call unused when its slot ends: that call is taken off its
     // slot with the next write (which takes a grant of 4 for the busy tenant), not made later.

@@ -26,6 +26,8 @@ export default mergeConfig(
         'test/hostile/configuration.test.ts',
         // Runs the built stack:check in a child process.
         'test/unit/local-stack.test.ts',
+        // The benchmark's latency proxy: no mutated module, and its worker-thread variant runs the built dist/.
+        'test/unit/latency-proxy.test.ts',
       ],
     },
   }),

@@ -12,7 +12,7 @@ import { startKeyVault, type KeyVaultStandIn } from '../local/keyvault/server.js
 import { addPartnerTenant as onboardPartnerTenant, appSettingsFor, seedWorld } from '../local/stack.js';
 import { loadConfig } from '../shared/config.js';
 import { createServices, type Services } from '../shared/services.js';
-import { startLatencyProxy } from './latency-proxy.js';
+import { startLatencyProxyThread } from './latency-proxy.js';
 
 /**
  * What every figure runs against: Azurite, the Entra ID, Key Vault and Defender stand-ins (over HTTPS,
@@ -138,7 +138,9 @@ export async function startBenchWorld(tls: KeyAndCert): Promise<BenchWorld> {
 /** The same Azurite, reached through a latency proxy per service (the relay and the raw reference alike). */
 async function behindLatency(azurite: RunningAzurite, oneWayMs: number): Promise<RunningAzurite> {
   const [blob, queue, table] = await Promise.all(
-    [azurite.ports.blob, azurite.ports.queue, azurite.ports.table].map((port) => startLatencyProxy(port, oneWayMs)),
+    [azurite.ports.blob, azurite.ports.queue, azurite.ports.table].map((port) =>
+      startLatencyProxyThread(port, oneWayMs),
+    ),
   );
   const url = (original: string, port: number) => {
     const proxied = new URL(original);

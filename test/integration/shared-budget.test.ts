@@ -41,6 +41,13 @@ async function atSlotStart(): Promise<void> {
   if (into > 2_000) await new Promise((resolve) => setTimeout(resolve, SLOT_MS - into + 50));
 }
 
+/** The error a promise rejects with (undefined if it resolves). */
+const refusal = (promise: Promise<unknown>): Promise<unknown> =>
+  promise.then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+
 describe('the Defender call budget shared by instances', () => {
   const limits: BudgetLimits = { perMinute: 12, perHour: 100 };
 
@@ -65,13 +72,10 @@ describe('the Defender call budget shared by instances', () => {
     expect(total).toBe(12);
     // Another instance's view, read afresh, says when the next call may be: within the minute, not minutes off.
     const late = new SharedCallBudget(client, { limits, now: () => Date.now() - 600_000 });
-    const refusal = await late.take(TENANT, 0).then(
-      () => undefined,
-      (err: unknown) => err,
-    );
-    expect(refusal).toBeInstanceOf(BudgetSpentError);
-    expect((refusal as BudgetSpentError).retryAfterMs).toBeGreaterThan(40_000);
-    expect((refusal as BudgetSpentError).retryAfterMs).toBeLessThanOrEqual(70_000);
+    const spent = await refusal(late.take(TENANT, 0));
+    expect(spent).toBeInstanceOf(BudgetSpentError);
+    expect((spent as BudgetSpentError).retryAfterMs).toBeGreaterThan(40_000);
+    expect((spent as BudgetSpentError).retryAfterMs).toBeLessThanOrEqual(70_000);
   });
 
   it("keeps the analysts' reservation across instances: the poller on one instance cannot spend it", async () => {
@@ -104,12 +108,9 @@ describe('the Defender call budget shared by instances', () => {
     const throttledOne = new SharedCallBudget(client, { limits });
     const other = new SharedCallBudget(client, { limits });
     await throttledOne.throttled(TENANT, 30_000, 'listIncidents');
-    const refusal = await other.take(TENANT, 1_000, 'poll', 'listIncidents').then(
-      () => undefined,
-      (err: unknown) => err,
-    );
-    expect(refusal).toBeInstanceOf(BudgetSpentError);
-    expect((refusal as BudgetSpentError).retryAfterMs).toBeGreaterThan(25_000);
+    const held = await refusal(other.take(TENANT, 1_000, 'poll', 'listIncidents'));
+    expect(held).toBeInstanceOf(BudgetSpentError);
+    expect((held as BudgetSpentError).retryAfterMs).toBeGreaterThan(25_000);
     expect(other.waitTime(TENANT, 'poll', 'listIncidents')).toBeGreaterThan(25_000);
     // Each Defender API has limits of its own; other tenants are not held back either.
     await other.take(TENANT, 0, 'poll', 'updateIncident');
@@ -210,13 +211,6 @@ function clockedTable() {
 
   return { clock, plain, slot, instance, counts };
 }
-
-/** The error a promise rejects with (undefined if it resolves). */
-const refusal = (promise: Promise<unknown>): Promise<unknown> =>
-  promise.then(
-    () => undefined,
-    (err: unknown) => err,
-  );
 
 describe('the shared Defender call budget, on a storage clock the test holds', () => {
   const limits: BudgetLimits = { perMinute: 12, perHour: 100 };

@@ -787,7 +787,9 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
     }
 
     // Poll every demo tenant now rather than at the next timer tick, so incidents flow from the first seconds.
-    const sender = new MessageSender(queues, BlobServiceClient.fromConnectionString(azurite.connectionString));
+    const sender = new MessageSender(queues, async () =>
+      BlobServiceClient.fromConnectionString(azurite.connectionString),
+    );
     for (const tenant of world.tenants) await sender.send(QUEUES.pollRequests, pollRequest(tenant.tenantId, 'manual'));
 
     const info = describeStack(world, appSettings, {

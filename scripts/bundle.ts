@@ -7,17 +7,22 @@
  * zips the package, so `func start`, `npm start` and Azure all run these same files.
  *
  * Why: a cold start on Flex Consumption imports every function file before the first invocation, and
- * Node spends most of that resolving and reading the SDKs' hundreds of small files
- * (`npm run bench`, figure 6). `@azure/functions` stays a package: the worker hands it the
- * `@azure/functions-core` module at load, and it already ships as one webpack bundle.
+ * Node spends most of that resolving, reading and compiling the SDKs' hundreds of small files
+ * (`npm run bench`, figure 6). `@azure/functions` is bundled too: imported as a package, its
+ * CommonJS file went through Node's CommonJS export lexer on every start (about 25 ms, a bare
+ * `node`'s whole start-up). Only `@azure/functions-core` stays outside: it is no package but a
+ * module the language worker provides by intercepting `require` (azure-functions-nodejs-worker
+ * src/setupCoreModule.ts; "a built-in module that ships directly in Azure, not through npm", the
+ * library's maintainers in Azure/azure-functions-nodejs-library#201), which the bundle's `require`
+ * (the banner below) reaches. The code is minified but for its names, which stack traces keep.
  */
 import { build, formatMessages, type Metafile } from 'esbuild';
 import { readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-/** Packages the bundle imports at run time: the deployment package must hold them (.funcignore). */
-export const BUNDLE_EXTERNAL = ['@azure/functions', '@azure/functions-core'];
+/** What the bundle imports at run time besides Node's built-ins: only the worker's own module, no package. */
+export const BUNDLE_EXTERNAL = ['@azure/functions-core'];
 
 /** Where the bundle goes: package.json `main` is `dist/functions/*.js`, which the chunks folder does not match. */
 export const BUNDLE_DIR = join('dist', 'functions');
@@ -39,8 +44,10 @@ export async function bundleFunctions(root: string, outdir = join(root, BUNDLE_D
     // Packages with both, such as jsonc-parser, whose CommonJS (UMD) build requires files by computed names.
     mainFields: ['module', 'main'],
     external: BUNDLE_EXTERNAL,
-    // Not minified: stack traces in logs keep their function names. Maps for debugging locally
-    // (.funcignore leaves them out of the package, as tsc's).
+    // Less for V8 to parse at start-up; identifiers stay, so stack traces in logs keep their function
+    // names. Maps for debugging locally (.funcignore leaves them out of the package, as tsc's).
+    minifyWhitespace: true,
+    minifySyntax: true,
     sourcemap: true,
     // CommonJS packages in an ES module bundle (msal-node's jsonwebtoken, for one) call require() for
     // Node's built-ins, which an ES module does not have.

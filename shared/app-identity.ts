@@ -1,12 +1,6 @@
-import {
-  AzureCliCredential,
-  AzureDeveloperCliCredential,
-  ChainedTokenCredential,
-  ClientSecretCredential,
-  ManagedIdentityCredential,
-  type TokenCredential,
-} from '@azure/identity';
+import type { TokenCredential } from '@azure/identity';
 import type { AppConfig } from './config.js';
+import { lazyCredential } from './lazy-identity.js';
 
 /**
  * The credential the app itself uses (Key Vault, Storage): the Function App's user-assigned managed
@@ -15,17 +9,22 @@ import type { AppConfig } from './config.js';
 export function createAppCredential(config: AppConfig, options: { developerSignIn?: boolean } = {}): TokenCredential {
   const { tenantId, clientId, clientSecret } = config.appIdentity;
   if (clientSecret && tenantId && clientId) {
-    return new ClientSecretCredential(tenantId, clientId, clientSecret, {
-      authorityHost: config.entra.authorityHost,
-      disableInstanceDiscovery: config.entra.disableInstanceDiscovery,
-    });
+    return lazyCredential(
+      ({ ClientSecretCredential }) =>
+        new ClientSecretCredential(tenantId, clientId, clientSecret, {
+          authorityHost: config.entra.authorityHost,
+          disableInstanceDiscovery: config.entra.disableInstanceDiscovery,
+        }),
+    );
   }
   // The CLI on a workstation has no managed identity: it acts as the signed-in operator (az or azd login),
   // unless a managed-identity endpoint is at hand (the local stack's settings name one).
   if (options.developerSignIn && !process.env.IDENTITY_ENDPOINT)
-    return new ChainedTokenCredential(
-      new AzureCliCredential({ tenantId }),
-      new AzureDeveloperCliCredential({ tenantId }),
+    return lazyCredential(
+      ({ ChainedTokenCredential, AzureCliCredential, AzureDeveloperCliCredential }) =>
+        new ChainedTokenCredential(new AzureCliCredential({ tenantId }), new AzureDeveloperCliCredential({ tenantId })),
     );
-  return clientId ? new ManagedIdentityCredential({ clientId }) : new ManagedIdentityCredential();
+  return lazyCredential(({ ManagedIdentityCredential }) =>
+    clientId ? new ManagedIdentityCredential({ clientId }) : new ManagedIdentityCredential(),
+  );
 }

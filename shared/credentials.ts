@@ -1,12 +1,7 @@
-import {
-  AuthenticationError,
-  ClientCertificateCredential,
-  ClientSecretCredential,
-  type AccessToken,
-  type TokenCredential,
-} from '@azure/identity';
+import type { AccessToken, AuthenticationError, TokenCredential } from '@azure/identity';
 import type { AppConfig } from './config.js';
 import { isRetryable, PermanentError, RetryableError } from './errors.js';
+import { loadIdentity } from './lazy-identity.js';
 import type { SecretCache } from './secrets.js';
 import type { Tenant } from './tenants.js';
 
@@ -161,6 +156,7 @@ export class DefenderTokenProvider {
         const secret = await this.options.secrets.getTenantCredential(tenant.credential.secretName, {
           tenantId: tenant.tenantId,
         });
+        const { ClientSecretCredential } = await loadIdentity();
         return {
           credential: new ClientSecretCredential(tenant.tenantId, tenant.clientId, secret, authority),
           secretValue: secret,
@@ -170,6 +166,7 @@ export class DefenderTokenProvider {
         const pem = await this.options.secrets.getTenantCredential(tenant.credential.secretName, {
           tenantId: tenant.tenantId,
         });
+        const { ClientCertificateCredential } = await loadIdentity();
         return {
           credential: new ClientCertificateCredential(
             tenant.tenantId,
@@ -190,9 +187,17 @@ function sourceOf(tenant: Tenant): string {
     : `${tenant.credential.kind}:${tenant.credential.secretName}`;
 }
 
+/**
+ * An Entra refusal as @azure/identity reports it, told by the name its errors.ts gives it: the SDK
+ * loads lazily (lazy-identity.ts), so its class is not at hand here.
+ */
+function isAuthenticationError(err: unknown): err is AuthenticationError {
+  return err instanceof Error && err.name === 'AuthenticationError';
+}
+
 /** The AADSTS code of an Entra refusal, if there is one. */
 export function aadstsCode(err: unknown): number | undefined {
-  if (err instanceof AuthenticationError) {
+  if (isAuthenticationError(err)) {
     const codes = err.errorResponse?.errorCodes;
     if (codes?.[0] !== undefined) return Number(codes[0]);
   }
@@ -211,7 +216,7 @@ function toTokenError(err: unknown, tenant: Tenant, code = aadstsCode(err)): Err
     const why = AADSTS_EXPLANATIONS[code] ?? 'Entra ID refused the request';
     return new PermanentError(`Entra ID refused the token request: AADSTS${code}, ${why}`, context, { cause: err });
   }
-  const status = err instanceof AuthenticationError ? err.statusCode : undefined;
+  const status = isAuthenticationError(err) ? err.statusCode : undefined;
   if (status === undefined || status >= 500 || isRetryable(err)) {
     return new RetryableError('Entra ID could not be reached or failed', { ...context, status }, { cause: err });
   }

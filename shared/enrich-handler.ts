@@ -1,4 +1,3 @@
-import type { BlobServiceClient } from '@azure/storage-blob';
 import { BudgetSpentError, type BudgetClass } from './call-budget.js';
 import { deadLetter } from './dead-letter.js';
 import type { DefenderClient } from './defender-client.js';
@@ -21,6 +20,7 @@ import { describeError } from './redact.js';
 import { ConfigFileError } from './config-file.js';
 import { plannedDeliveries, routingTableFor, selectRoutes, type MatchedRoute, type RoutingTable } from './routing.js';
 import type { Services } from './services.js';
+import type { BlobServiceProvider } from './storage.js';
 import { CachedTenantLookup, TenantNotFoundError, type Tenant, type TenantRegistry } from './tenants.js';
 import { carriesWriteBack, contentFingerprint, writeBack } from './write-back.js';
 
@@ -38,7 +38,7 @@ export interface EnrichDependencies {
   defender: DefenderClient;
   deliveryLog: DeliveryLog;
   sender: MessageSender;
-  blobs: BlobServiceClient;
+  blobs: BlobServiceProvider;
   routing: () => RoutingTable;
   deliveryDeps: DeliveryDeps;
 }
@@ -346,8 +346,9 @@ async function writeBackAll(
   }
 }
 
-async function deleteClaimCheck(blobs: BlobServiceClient, blobUrl: string, log: Logger) {
+async function deleteClaimCheck(blobService: BlobServiceProvider, blobUrl: string, log: Logger) {
   try {
+    const blobs = await blobService();
     const serviceUrl = blobs.url.endsWith('/') ? blobs.url : `${blobs.url}/`;
     const [container, ...name] = blobUrl.slice(serviceUrl.length).split('/');
     await blobs

@@ -1,6 +1,6 @@
-import type { BlobServiceClient } from '@azure/storage-blob';
 import type { QueueClient, QueueServiceClient } from '@azure/storage-queue';
 import type { IncidentEnvelope } from './events.js';
+import type { BlobServiceProvider } from './storage.js';
 
 /** Queue names the app uses (the Bicep creates the same ones). */
 export const QUEUE_NAMES = {
@@ -29,7 +29,7 @@ export class MessageSender {
 
   constructor(
     private readonly queues: QueueServiceClient,
-    private readonly blobs: BlobServiceClient,
+    private readonly blobs: BlobServiceProvider,
     /** False for another team's account, where the app may only send (the owner creates queues and containers). */
     private readonly options: { createMissing?: boolean } = {},
   ) {}
@@ -72,7 +72,7 @@ export class MessageSender {
       await this.#sendEncoded(queueName, encoded);
       return { claimChecked: false };
     }
-    const container = this.blobs.getContainerClient(place.container);
+    const container = (await this.blobs()).getContainerClient(place.container);
     if (this.options.createMissing !== false)
       await this.#once(`container:${place.container}`, () => container.createIfNotExists());
     const blob = container.getBlockBlobClient(place.blobName);
@@ -97,7 +97,8 @@ export class MessageSender {
 }
 
 /** Reads a claim-checked incident back (the URL must be in this app's storage account). */
-export async function readClaimCheck(blobs: BlobServiceClient, blobUrl: string): Promise<unknown> {
+export async function readClaimCheck(blobService: BlobServiceProvider, blobUrl: string): Promise<unknown> {
+  const blobs = await blobService();
   const serviceUrl = blobs.url.endsWith('/') ? blobs.url : `${blobs.url}/`;
   if (!blobUrl.startsWith(serviceUrl))
     throw new Error(`The claim-check ${blobUrl} is not in this app's storage account`);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import { OnBehalfOfCredential, type AccessToken, type OnBehalfOfCredentialOptions } from '@azure/identity';
+import type { AccessToken, OnBehalfOfCredential, OnBehalfOfCredentialOptions } from '@azure/identity';
 import { decodeJwt } from 'jose';
 import type { DefenderCallBudget } from './call-budget.js';
 import type { AppConfig } from './config.js';
@@ -12,6 +12,7 @@ import {
   TokenValidationError,
 } from './entra-token.js';
 import { isRetryable, PermanentError, RetryableError } from './errors.js';
+import { loadIdentity } from './lazy-identity.js';
 import type { SecretCache } from './secrets.js';
 import { TenantNotFoundError, type Tenant, type TenantRegistry } from './tenants.js';
 
@@ -264,6 +265,7 @@ export class UserContext {
       authorityHost: this.options.config.entra.authorityHost,
       disableInstanceDiscovery: this.options.config.entra.disableInstanceDiscovery,
     } satisfies OnBehalfOfCredentialOptions;
+    const { OnBehalfOfCredential } = await loadIdentity();
     const credential = new OnBehalfOfCredential(options);
     return { credential, secret, expiresAt: analyst.expiresAt };
   }

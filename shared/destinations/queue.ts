@@ -1,8 +1,8 @@
 import type { TokenCredential } from '@azure/identity';
-import { BlobServiceClient } from '@azure/storage-blob';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { isRetryable, PermanentError, RetryableError } from '../errors.js';
 import { MessageSender } from '../queues.js';
+import { lazyBlobService, type BlobServiceProvider } from '../storage.js';
 import type { NamedDestination } from '../routing.js';
 import type { RoutedMessage } from './types.js';
 
@@ -12,7 +12,7 @@ export const ROUTED_PAYLOADS_CONTAINER = 'routed-payloads';
 export type QueueDestination = Extract<NamedDestination, { type: 'queue' }>;
 
 /** The queue and blob clients of another storage account, reached with the app's own identity. */
-export type AccountClientsFactory = (accountUrl: string) => { queues: QueueServiceClient; blobs: BlobServiceClient };
+export type AccountClientsFactory = (accountUrl: string) => { queues: QueueServiceClient; blobs: BlobServiceProvider };
 
 /** `https://acct.queue.core.windows.net` → `https://acct.blob.core.windows.net` (where that account's claim-checks go). */
 export function blobUrlForQueueAccount(accountUrl: string): string {
@@ -24,7 +24,9 @@ export function blobUrlForQueueAccount(accountUrl: string): string {
 export function identityAccountClients(credential: TokenCredential): AccountClientsFactory {
   return (accountUrl) => ({
     queues: new QueueServiceClient(accountUrl, credential),
-    blobs: new BlobServiceClient(blobUrlForQueueAccount(accountUrl), credential),
+    blobs: lazyBlobService(
+      ({ BlobServiceClient }) => new BlobServiceClient(blobUrlForQueueAccount(accountUrl), credential),
+    ),
   });
 }
 

@@ -161,7 +161,7 @@ describe('npm start', () => {
       'poll',
     );
     await deadLetter(
-      new MessageSender(queues, BlobServiceClient.fromConnectionString(cs)),
+      new MessageSender(queues, async () => BlobServiceClient.fromConnectionString(cs)),
       'incidents',
       event,
       'e2e: a destination was down',

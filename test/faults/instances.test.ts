@@ -204,8 +204,7 @@ describe('an instance killed mid-batch (npm start -- --instances 3)', () => {
     expect(firstVersions).toHaveLength(100);
     expect(changedCount).toBeGreaterThan(20);
     const wave2 = Date.now();
-    const sender = new MessageSender(
-      QueueServiceClient.fromConnectionString(info.storage.connectionString),
+    const sender = new MessageSender(QueueServiceClient.fromConnectionString(info.storage.connectionString), async () =>
       BlobServiceClient.fromConnectionString(info.storage.connectionString),
     );
     for (const tenant of info.tenants)

@@ -1,18 +1,19 @@
 import { spawnSync } from 'node:child_process';
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { entryPointFiles } from '../../local/host/app-loader.js';
+import type { Metafile } from 'esbuild';
 import { BUNDLE_EXTERNAL, bundleFunctions } from '../../scripts/bundle.js';
 import { deploymentFiles, ignoreRules } from '../../scripts/deployment-package.js';
 import { PROJECT_ROOT } from '../support/bicep.js';
 
 /**
  * .funcignore decides what azd (and Core Tools) put in the deployment package: what Azure runs
- * (the bundled dist/functions/, host.json, package.json, the packages the bundle imports) and nothing
+ * (the bundled dist/functions/, host.json, package.json, any package the bundle imports) and nothing
  * else — no sources, tests, local stack, local settings, tool caches or packages the bundle holds.
  */
 
@@ -45,6 +46,20 @@ function runtimePackages(): Set<string> {
   return found;
 }
 
+/** The output files a cold start reads: the entry points and what they import statically, transitively. */
+function filesReadAtStart(metafile: Metafile): string[] {
+  const seen = new Set<string>();
+  const visit = (file: string) => {
+    if (seen.has(file)) return;
+    seen.add(file);
+    for (const i of metafile.outputs[file]!.imports) if (!i.external && i.kind === 'import-statement') visit(i.path);
+  };
+  // esbuild names a dynamic import's target an entry point too: only functions/*.ts are the host's.
+  for (const [file, output] of Object.entries(metafile.outputs))
+    if (output.entryPoint?.startsWith('functions/')) visit(file);
+  return [...seen];
+}
+
 const installed = Object.keys(lock.packages).filter((path) => path.startsWith('node_modules/'));
 
 describe('deployment package (.funcignore)', () => {
@@ -65,11 +80,10 @@ describe('deployment package (.funcignore)', () => {
 
   it('keeps the packages the bundle imports and leaves out every other (package-lock.json)', () => {
     const needed = runtimePackages();
-    expect([...needed]).toContain('node_modules/@azure/functions');
     const dropped = [...needed].filter((p) => ignored(`${p}/package.json`));
     expect(
       dropped,
-      `packages the bundle imports left out: add '!/${dropped[0] ?? ''}/' (and its scope) to .funcignore`,
+      `packages the bundle imports left out: .funcignore must keep /${dropped[0] ?? ''}/ (and its scope)`,
     ).toEqual([]);
     const shipped = installed.filter((p) => !needed.has(p) && !ignored(`${p}/package.json`));
     expect(
@@ -110,7 +124,7 @@ describe('deployment package (.funcignore)', () => {
   });
 
   it('builds locally: azure.yaml turns remote build off, consistent with the bundle and its package being shipped', () => {
-    expect(ignored('node_modules/@azure/functions/package.json')).toBe(false);
+    expect(ignored('node_modules/@azure/functions/package.json'), '@azure/functions is in the bundle').toBe(true);
     expect(ignored('node_modules/zod/package.json'), 'zod is in the bundle').toBe(true);
     expect(read('azure.yaml')).toMatch(/^ {4}host: function\n {4}remoteBuild: false$/m);
   });
@@ -125,13 +139,23 @@ describe('deployment package (.funcignore)', () => {
       const allowed = new Set([...builtinModules.map((m) => `node:${m}`), ...builtinModules, ...BUNDLE_EXTERNAL]);
       expect(external.length).toBeGreaterThan(0);
       expect([...new Set(external)].filter((path) => !allowed.has(path))).toEqual([]);
+      // What a cold start reads: the SDKs that load on first use (Identity with MSAL, Blob) are in
+      // chunks reached only through import(), never through a static import.
+      const loadedAtStart = filesReadAtStart(metafile)
+        .flatMap((file) => Object.keys(metafile.outputs[file]!.inputs))
+        .join('\n');
+      expect(loadedAtStart).toContain('node_modules/@azure/functions/');
+      expect(loadedAtStart).toContain('node_modules/@azure/storage-queue/');
+      expect(loadedAtStart).not.toContain('node_modules/@azure/identity/');
+      expect(loadedAtStart).not.toContain('node_modules/@azure/msal-node/');
+      expect(loadedAtStart).not.toContain('node_modules/@azure/storage-blob/');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
   // npm test builds dist/ first: this reads the bundle `npm run build` made.
-  it('loads on its own: every function file imports from a copy of the package, away from node_modules', () => {
+  it("loads on its own as the Node worker loads it: every function file, away from node_modules, registers through the worker's require hook", () => {
     const dir = mkdtempSync(join(tmpdir(), 'defender-relay-package-'));
     try {
       for (const file of deploymentFiles(PROJECT_ROOT).files) {
@@ -140,16 +164,46 @@ describe('deployment package (.funcignore)', () => {
       }
       const urls = entryPointFiles(dir).map((file) => pathToFileURL(file).href);
       expect(urls.length).toBeGreaterThan(10);
+      // The worker provides @azure/functions-core with a proxy on Module.prototype.require
+      // (azure-functions-nodejs-worker src/setupCoreModule.ts); the bundled library must reach it.
+      const coreApi = pathToFileURL(join(PROJECT_ROOT, 'dist', 'local', 'host', 'core-api.js')).href;
+      const worker = join(dir, 'worker.mjs');
+      writeFileSync(
+        worker,
+        `import Module from 'node:module';
+import { createCoreApi } from ${JSON.stringify(coreApi)};
+const { api, registry } = createCoreApi();
+Module.prototype.require = new Proxy(Module.prototype.require, {
+  apply: (target, self, args) => (args[0] === '@azure/functions-core' ? api : Reflect.apply(target, self, args)),
+});
+process.on('exit', () => {
+  const model = registry.programmingModel();
+  process.stdout.write(JSON.stringify({ model: model && { name: model.name, version: model.version }, functions: [...registry.functions.keys()] }));
+});
+`,
+      );
       const run = spawnSync(
         process.execPath,
-        ['--input-type=module', '-e', `for (const u of ${JSON.stringify(urls)}) await import(u);`],
-        {
-          cwd: dir,
-          encoding: 'utf8',
-        },
+        [
+          '--import',
+          pathToFileURL(worker).href,
+          '--input-type=module',
+          '-e',
+          `for (const u of ${JSON.stringify(urls)}) await import(u);`,
+        ],
+        { cwd: dir, encoding: 'utf8' },
       );
-      expect(run.stderr.replace(/^.*test mode.*$/gim, '').trim(), 'errors importing the package').toBe('');
+      expect(run.stderr.trim(), 'errors importing the package').toBe('');
       expect(run.status).toBe(0);
+      const loaded = JSON.parse(run.stdout) as { model?: { name: string; version: string }; functions: string[] };
+      const library = JSON.parse(read('node_modules/@azure/functions/package.json')) as { version: string };
+      expect(loaded.model).toEqual({ name: '@azure/functions', version: library.version });
+      // Every function the sources register (app.http('name', …), app.storageQueue(…), app.timer(…)).
+      const declared = readdirSync(join(PROJECT_ROOT, 'functions'))
+        .filter((f) => f.endsWith('.ts'))
+        .flatMap((f) => [...read(`functions/${f}`).matchAll(/\bapp\.\w+\(\s*'(\w+)'/g)].map((m) => m[1]!));
+      expect(declared.length).toBeGreaterThan(10);
+      expect(loaded.functions.sort()).toEqual(declared.sort());
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

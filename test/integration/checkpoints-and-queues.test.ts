@@ -115,7 +115,9 @@ describe('incident events on the queue', () => {
       { incidentId: 7, lastUpdateTime: '2026-11-23T10:00:00.12Z', alerts: [] } as never,
       'poll',
     );
-    expect(await new MessageSender(queues, blobs).sendEvent(queue, envelope)).toEqual({ claimChecked: false });
+    expect(await new MessageSender(queues, async () => blobs).sendEvent(queue, envelope)).toEqual({
+      claimChecked: false,
+    });
     const [message] = (await queues.getQueueClient(queue).receiveMessages()).receivedMessageItems;
     const decoded = JSON.parse(Buffer.from(message!.messageText, 'base64').toString('utf8'));
     expect(decoded).toEqual(envelope);
@@ -132,14 +134,14 @@ describe('incident events on the queue', () => {
       alerts: Array.from({ length: 400 }, (_, i) => ({ alertId: `da${i}`, description: 'x'.repeat(200) })),
     };
     const envelope = envelopeFor(randomUUID(), bigIncident, 'poll');
-    const sender = new MessageSender(queues, blobs);
+    const sender = new MessageSender(queues, async () => blobs);
     expect(await sender.sendEvent(queue, envelope)).toEqual({ claimChecked: true });
     const [message] = (await queues.getQueueClient(queue).receiveMessages()).receivedMessageItems;
     expect(message!.messageText.length).toBeLessThan(64 * 1024);
     const decoded = JSON.parse(Buffer.from(message!.messageText, 'base64').toString('utf8'));
     expect(decoded.incident).toBeUndefined();
     expect(envelopeSchema.safeParse(decoded).success).toBe(true);
-    expect(await readClaimCheck(blobs, decoded.incidentRef.blobUrl)).toEqual(bigIncident);
+    expect(await readClaimCheck(async () => blobs, decoded.incidentRef.blobUrl)).toEqual(bigIncident);
     // A consumer of a routed queue fetches incidentRef itself: the blob says it is JSON.
     const url = new URL(decoded.incidentRef.blobUrl);
     const [, , container, ...name] = url.pathname.split('/');
@@ -153,12 +155,15 @@ describe('incident events on the queue', () => {
     ).toBe('application/json');
     // Also with the service URL as Azure gives it, ending in a slash.
     expect(
-      await readClaimCheck(new BlobServiceClient(`${blobs.url}/`, blobs.credential), decoded.incidentRef.blobUrl),
+      await readClaimCheck(
+        async () => new BlobServiceClient(`${blobs.url}/`, blobs.credential),
+        decoded.incidentRef.blobUrl,
+      ),
     ).toEqual(bigIncident);
     // A claim-check in another account (here one whose name is as long as ours) is refused, not read from ours.
     const account = url.pathname.split('/')[1]!;
     const foreign = decoded.incidentRef.blobUrl.replace(`/${account}/`, `/${'x'.repeat(account.length)}/`);
-    await expect(readClaimCheck(blobs, foreign)).rejects.toThrow(/not in this app's storage account/);
+    await expect(readClaimCheck(async () => blobs, foreign)).rejects.toThrow(/not in this app's storage account/);
   });
 
   describe('at the edge of what a message holds', () => {
@@ -199,17 +204,19 @@ describe('incident events on the queue', () => {
       const queue = unique('q');
       const { incident, envelope } = eventOfSize({ jsonBytes: 60_000 });
       expect(Buffer.from(JSON.stringify(envelope)).toString('base64').length).toBeGreaterThan(QUEUE_MESSAGE_LIMIT);
-      expect(await new MessageSender(queues, blobs).sendEvent(queue, envelope)).toEqual({ claimChecked: true });
+      expect(await new MessageSender(queues, async () => blobs).sendEvent(queue, envelope)).toEqual({
+        claimChecked: true,
+      });
       const { decoded } = await received(queue);
       expect(decoded.eventId).toBe(envelope.eventId);
       expect(decoded.incident).toBeUndefined();
-      expect(await readClaimCheck(blobs, decoded.incidentRef.blobUrl)).toEqual(incident);
+      expect(await readClaimCheck(async () => blobs, decoded.incidentRef.blobUrl)).toEqual(incident);
     });
 
     it('sends an event whose base64 just fits inline, and claim-checks one a byte larger', async () => {
       const { queues, blobs } = storage();
       const queue = unique('q');
-      const sender = new MessageSender(queues, blobs);
+      const sender = new MessageSender(queues, async () => blobs);
 
       const fits = eventOfSize({ base64Length: INLINE_LIMIT });
       expect(await sender.sendEvent(queue, fits.envelope)).toEqual({ claimChecked: false });
@@ -222,7 +229,7 @@ describe('incident events on the queue', () => {
       expect(await sender.sendEvent(queue, over.envelope)).toEqual({ claimChecked: true });
       const checked = await received(queue);
       expect(checked.decoded.incident).toBeUndefined();
-      expect(await readClaimCheck(blobs, checked.decoded.incidentRef.blobUrl)).toEqual(over.incident);
+      expect(await readClaimCheck(async () => blobs, checked.decoded.incidentRef.blobUrl)).toEqual(over.incident);
     });
   });
 });

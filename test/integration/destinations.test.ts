@@ -137,7 +137,7 @@ beforeAll(async () => {
     lookup: recordingLookup,
     queues: new QueueDestinations(services.sender, () => ({
       queues: QueueServiceClient.fromConnectionString(cs),
-      blobs: BlobServiceClient.fromConnectionString(cs),
+      blobs: async () => BlobServiceClient.fromConnectionString(cs),
     })),
   };
 });

@@ -313,7 +313,9 @@ describe('enrichIncident: enrich and route, exactly once', () => {
       archived.incident ??
       JSON.parse(
         (
-          await services.storage.blobs
+          await (
+            await services.storage.blobs()
+          )
             .getContainerClient('routed-payloads')
             .getBlobClient(new URL(archived.incidentRef!.blobUrl).pathname.split('/routed-payloads/')[1]!)
             .downloadToBuffer()
@@ -322,7 +324,9 @@ describe('enrichIncident: enrich and route, exactly once', () => {
     expect(routedIncident).toEqual(incident);
     const blobName = new URL(message!.incidentRef!.blobUrl).pathname.split('/incident-payloads/')[1]!;
     expect(
-      await services.storage.blobs
+      await (
+        await services.storage.blobs()
+      )
         .getContainerClient('incident-payloads')
         .getBlobClient(decodeURIComponent(blobName))
         .exists(),

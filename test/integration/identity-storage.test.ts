@@ -80,7 +80,7 @@ describe('identity-based storage', () => {
     await services.storage.table(name).createTable();
     await services.storage.table(name).createEntity({ partitionKey: 'p', rowKey: 'r', value: 1 });
     expect((await services.storage.table(name).getEntity<{ value: number }>('p', 'r')).value).toBe(1);
-    await services.storage.blobs.getContainerClient(name).create();
+    await (await services.storage.blobs()).getContainerClient(name).create();
   });
 
   it('fails, naming the cause, when the identity the settings name is not assigned to the app', async () => {

@@ -23,7 +23,7 @@ describe('replay of dead-lettered and poisoned events', () => {
   it('moves everything back, or only what the filter selects, and reports the counts', async () => {
     const { queues, blobs } = storage();
     const target = unique('incidents');
-    const sender = new MessageSender(queues, blobs);
+    const sender = new MessageSender(queues, async () => blobs);
     const [a, b] = [randomUUID(), randomUUID()];
     await deadLetter(sender, target, { eventId: `${a}:1:t`, tenantId: a }, 'rule "x" names unknown destination "y"');
     await deadLetter(sender, target, { eventId: `${b}:2:t`, tenantId: b }, 'invalid envelope: schema');

@@ -98,7 +98,7 @@ const bigIncident = (incidentId: number, lastUpdateTime: string, text: string) =
 describe('sending to Storage queues', () => {
   it('claim-checks each large incident to a blob of its own: every message reads back its own incident', async () => {
     const account = new Account();
-    const sender = new MessageSender(account.queueService, account.blobService);
+    const sender = new MessageSender(account.queueService, async () => account.blobService);
     const incidents = [
       { tenantId: TENANTS[0]!, incident: bigIncident(8, '2026-11-23T10:00:00Z', 'a') },
       { tenantId: TENANTS[0]!, incident: bigIncident(8, '2026-11-23T10:05:00Z', 'b') },
@@ -117,15 +117,15 @@ describe('sending to Storage queues', () => {
         tenantId: incidents[i]!.tenantId,
         incidentId: incidents[i]!.incident.incidentId,
       });
-      expect(await readClaimCheck(account.blobService, (message.incidentRef as { blobUrl: string }).blobUrl)).toEqual(
-        incidents[i]!.incident,
-      );
+      expect(
+        await readClaimCheck(async () => account.blobService, (message.incidentRef as { blobUrl: string }).blobUrl),
+      ).toEqual(incidents[i]!.incident);
     }
   });
 
   it('creates each queue and the claim-check container once, however many messages go out', async () => {
     const account = new Account();
-    const sender = new MessageSender(account.queueService, account.blobService);
+    const sender = new MessageSender(account.queueService, async () => account.blobService);
     await Promise.all(
       Array.from({ length: 5 }, (_, i) => sender.send('poll-requests', { tenantId: TENANTS[0], n: i })),
     );
@@ -155,7 +155,7 @@ describe('sending to Storage queues', () => {
       'container:payloads',
       Array.from({ length: 5 }, () => refused(403, 'AuthorizationPermissionMismatch')),
     );
-    const sender = new MessageSender(account.queueService, account.blobService, { createMissing: false });
+    const sender = new MessageSender(account.queueService, async () => account.blobService, { createMissing: false });
     const incident = bigIncident(8, '2026-11-23T10:00:00Z', 'y');
     const message = { tenantId: TENANTS[0], incident };
     expect(await sender.sendWithClaimCheck('routed', message, { container: 'payloads', blobName: 'a/8.json' })).toEqual(
@@ -169,7 +169,7 @@ describe('sending to Storage queues', () => {
   it('fails the send whose queue creation Storage refused, and creates it with the next send', async () => {
     const account = new Account();
     account.refuseCreate.set('queue:poll-requests', [refused(503, 'ServerBusy')]);
-    const sender = new MessageSender(account.queueService, account.blobService);
+    const sender = new MessageSender(account.queueService, async () => account.blobService);
     await expect(sender.send('poll-requests', { n: 1 })).rejects.toMatchObject({ statusCode: 503 });
     await sender.send('poll-requests', { n: 2 });
     expect(account.messages('poll-requests')).toEqual([{ n: 2 }]);

@@ -11,7 +11,7 @@ import { LazyTable } from './table.js';
  * - An instance takes calls in grants: it adds a grant to the current slot with an ETag-conditional
  *   write (one storage operation), and spends it without storage until the slot ends. A grant starts
  *   at one call and doubles (up to `MAX_GRANT`) while the instance keeps using them up, so a busy
- *   tenant costs about one write per five calls, a quiet one one write per call. A write that loses a
+ *   tenant costs about one write per ten calls, a quiet one one write per call. A write that loses a
  *   race (412) reads the entity again and retries: the counts never exceed the limits.
  * - A call counts at the end of its slot, so it leaves the minute (and hour) window no earlier than
  *   it really should; unused calls of a grant stay counted until then (the cost of cheap grants).
@@ -26,8 +26,13 @@ export const CALL_BUDGET_TABLE = 'callbudget';
 const ROW = 'calls';
 export const SLOT_MS = 10_000;
 const HOUR_MS = 3_600_000;
-/** The most calls one grant holds. */
-export const MAX_GRANT = 5;
+/**
+ * The most calls one grant holds. Larger grants cost fewer writes, and fewer races between instances
+ * (each write makes the others' view stale: their next write loses and reads again), but a grant's
+ * unused calls count for every instance until this one's next write gives them back (or they leave
+ * the minute window). Ten is a little under a quarter of the 45 a minute (`npm run bench`, figure 4b).
+ */
+export const MAX_GRANT = 10;
 /** Lost races in a row before the take is given back as retryable (a storm of instances on one tenant). */
 const MAX_RACES = 8;
 const CLASSES: readonly BudgetClass[] = ['poll', 'analyst', 'push'];

@@ -64,8 +64,15 @@ export function createApiRouter(deps: ApiDependencies): express.Router {
   router.get('/incidents', limit(deps, 'incident'), requirePermission('read'), (req, res) => {
     const caller = callerOf(res);
     const { filter, top, skip } = parseListQuery(req);
-    const page = deps.store.listPage(caller.tenantId, (incident) => matchesFilter(incident, filter), skip, top);
-    res.json({ '@odata.context': `${deps.baseUrl()}/api/$metadata#Incidents`, value: shuffle(page) });
+    const body = deps.store.listPage(
+      caller.tenantId,
+      (incident) => matchesFilter(incident, filter),
+      skip,
+      top,
+      (page) =>
+        JSON.stringify({ '@odata.context': `${deps.baseUrl()}/api/$metadata#Incidents`, value: shuffle([...page]) }),
+    );
+    res.type('application/json').send(body);
   });
 
   // Get incident's page gives it "100 calls per minute and 1,500 calls per hour" (MicrosoftDocs/defender-docs

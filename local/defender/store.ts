@@ -91,15 +91,34 @@ export class IncidentStore {
    * lastUpdateTime, so an incident changed while a client pages moves to the top and the rest shift
    * down a place. With paging churn set for the tenant, that happens after the page is cut: the
    * configured number of incidents not yet listed change at once, as a busy SOC's do.
+   *
+   * Copies, unless `serializeAt` is given: then the page is handed, as the store holds it, to that
+   * function (which must only serialize it, at once) before any churn changes the store.
    */
-  listPage(tenantId: string, matches: (incident: Incident) => boolean, skip: number, top: number): Incident[] {
+  listPage(tenantId: string, matches: (incident: Incident) => boolean, skip: number, top: number): Incident[];
+  listPage<T>(
+    tenantId: string,
+    matches: (incident: Incident) => boolean,
+    skip: number,
+    top: number,
+    serializeAt: (page: readonly Incident[]) => T,
+  ): T;
+  listPage<T>(
+    tenantId: string,
+    matches: (incident: Incident) => boolean,
+    skip: number,
+    top: number,
+    serializeAt?: (page: readonly Incident[]) => T,
+  ): Incident[] | T {
     // Each time parsed once, not at every comparison: a large tenant's page stays cheap.
     const ordered = [...this.#require(tenantId).incidents.values()]
       .filter(matches)
       .map((incident) => ({ incident, ticks: parseTimestamp(incident.lastUpdateTime) }))
       .sort((a, b) => compareTicks(b.ticks, a.ticks) || b.incident.incidentId - a.incident.incidentId)
       .map(({ incident }) => incident);
-    const page = ordered.slice(skip, skip + top).map((incident) => structuredClone(incident));
+    const cut = ordered.slice(skip, skip + top);
+    // A page is 100 incidents of several KB: copying it only to serialize it cost as much as serializing.
+    const page = serializeAt ? serializeAt(cut) : cut.map((incident) => structuredClone(incident));
     const churn = this.#churn.get(tenantId);
     if (churn && churn.pages > 0) {
       churn.pages -= 1;

@@ -6,8 +6,24 @@
 const TICKS_PER_MS = 10_000n;
 const ISO_PATTERN = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,7}))?)?(Z|[+-]\d{2}:\d{2}))?$/;
 
+/**
+ * Each distinct text is parsed once: a list request compares every incident's time (the filter, then
+ * the order), on every page, and an incident's time changes only when the incident does. Bounded, so
+ * a long run of ever new times (or hostile filters) cannot grow it without end.
+ */
+const parsed = new Map<string, bigint | undefined>();
+const PARSED_LIMIT = 100_000;
+
 /** Ticks (100 ns) since the epoch, or undefined when `text` is not an ISO date or date-time with zone. */
 export function parseTimestamp(text: string): bigint | undefined {
+  if (parsed.has(text)) return parsed.get(text);
+  const ticks = parse(text);
+  if (parsed.size >= PARSED_LIMIT) parsed.clear();
+  parsed.set(text, ticks);
+  return ticks;
+}
+
+function parse(text: string): bigint | undefined {
   const match = ISO_PATTERN.exec(text);
   if (!match) return undefined;
   const [, year, month, day, hour, minute, second, fraction, zone] = match;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import type { QueueClient } from '@azure/storage-queue';
+import type { QueueClient, QueueServiceClient } from '@azure/storage-queue';
 import { parseHostConfig } from '../local/host/host-config.js';
 import { enrichDependencies, handleIncidentEvent } from '../shared/enrich-handler.js';
 import { envelopeFor } from '../shared/events.js';
@@ -298,13 +298,17 @@ export interface InstancesEnrichRun {
   /** The same events, chunk by chunk, enriched by one instance and by `instances` instances sharing the queue. */
   single: { elapsedMs: number; perSecond: number };
   several: { elapsedMs: number; perSecond: number };
+  /** Raw receive+send+delete of the same messages by one consumer and by `instances`: what the storage (here one Azurite) lets any consumer gain. */
+  raw: { single: { elapsedMs: number; perSecond: number }; several: { elapsedMs: number; perSecond: number } };
 }
 
 /**
  * Figure 2 with instances: the enricher on one instance against `instances` instances consuming the
  * one queue at once, as Flex Consumption scales out. Each instance is the app's services of its own
  * (its own connections, its own grouped delivery-log transactions) consuming as host.json says, all
- * in this process; chunks alternate which side goes first.
+ * in this process; chunks alternate which side goes first. Raw receive+send+delete consumers, one
+ * and `instances` of them on the same connections, run beside them: Azurite handles requests one at a
+ * time, so their ratio is the most the storage here lets any consumer scale.
  */
 export async function runEnrichInstances(
   bench: BenchWorld,
@@ -329,53 +333,61 @@ export async function runEnrichInstances(
     .list(tenantId)
     .map((incident) => encodeMessage(envelopeFor(tenantId, incident, 'poll')));
   const queues = bench.services.storage.queues;
-  const incidents = queues.getQueueClient(QUEUE_NAMES.incidents);
-  await clearQueue(queues, QUEUE_NAMES.incidents);
+  for (const name of [QUEUE_NAMES.incidents, RAW_IN, RAW_OUT]) await clearQueue(queues, name);
   let routed = 0;
-  const run = async (texts: string[], instances: number) => {
+  const enrichers = deps.map((d, i) => ({
+    from: apps[i]!.storage.queues,
+    handle: async (text: string) => {
+      const outcome = await handleIncidentEvent(decode(text), d, logger);
+      if (outcome.status === 'routed') routed += 1;
+    },
+  }));
+  const raws = apps.map((app) => {
+    const out = app.storage.queues.getQueueClient(RAW_OUT);
+    return {
+      from: app.storage.queues,
+      handle: async (text: string) => void (await out.sendMessage(text, { messageTimeToLive: -1 })),
+    };
+  });
+  type Consumer = { from: QueueServiceClient; handle: (text: string) => Promise<void> };
+  const run = async (queueName: string, texts: string[], consumers: Consumer[]) => {
     await forEachLimited(
       texts,
       SEND_CONCURRENCY,
-      async (text) => void (await incidents.sendMessage(text, { messageTimeToLive: -1 })),
+      async (text) => void (await queues.getQueueClient(queueName).sendMessage(text, { messageTimeToLive: -1 })),
     );
     const left = { left: texts.length };
     const started = performance.now();
-    await Promise.all(
-      deps.slice(0, instances).map((d) =>
-        consume(incidents, left, async (text) => {
-          const outcome = await handleIncidentEvent(decode(text), d, logger);
-          if (outcome.status === 'routed') routed += 1;
-        }),
-      ),
-    );
+    await Promise.all(consumers.map((c) => consume(c.from.getQueueClient(queueName), left, c.handle)));
     return performance.now() - started;
   };
-  await run(all.slice(0, warmUpEvents), options.instances);
+  await run(QUEUE_NAMES.incidents, all.slice(0, warmUpEvents), enrichers);
+  await run(RAW_IN, all.slice(0, warmUpEvents), raws);
   routed = 0;
   const payloads = all.slice(warmUpEvents);
-  const timed = { single: 0, several: 0 };
+  const timed = { single: 0, several: 0, rawSingle: 0, rawSeveral: 0 };
   let chunks = 0;
   for (let done = 0; done < 2 * options.events; done += 2 * options.chunk, chunks += 1) {
     const a = payloads.slice(done, done + options.chunk);
     const b = payloads.slice(done + options.chunk, done + 2 * options.chunk);
-    if (chunks % 2 === 0) {
-      timed.single += await run(a, 1);
-      timed.several += await run(b, options.instances);
-    } else {
-      timed.several += await run(a, options.instances);
-      timed.single += await run(b, 1);
-    }
-    await clearQueue(queues, BENCH_ROUTED_QUEUE);
+    const [first, second] = chunks % 2 === 0 ? [a, b] : [b, a];
+    timed.single += await run(QUEUE_NAMES.incidents, first, enrichers.slice(0, 1));
+    timed.several += await run(QUEUE_NAMES.incidents, second, enrichers);
+    timed.rawSeveral += await run(RAW_IN, first, raws);
+    timed.rawSingle += await run(RAW_IN, second, raws.slice(0, 1));
+    for (const name of [BENCH_ROUTED_QUEUE, RAW_OUT]) await clearQueue(queues, name);
   }
   if (routed !== 2 * options.events)
     throw new Error(
       `The enrichers routed ${routed} of ${2 * options.events} events (last error: ${logger.lastError ?? 'none'})`,
     );
+  const side = (elapsedMs: number) => ({ elapsedMs, perSecond: perSecond(options.events, elapsedMs) });
   return {
     instances: options.instances,
     events: options.events,
     chunks,
-    single: { elapsedMs: timed.single, perSecond: perSecond(options.events, timed.single) },
-    several: { elapsedMs: timed.several, perSecond: perSecond(options.events, timed.several) },
+    single: side(timed.single),
+    several: side(timed.several),
+    raw: { single: side(timed.rawSingle), several: side(timed.rawSeveral) },
   };
 }

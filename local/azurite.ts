@@ -62,6 +62,9 @@ export function azuriteConnectionString(blobUrl: string, queueUrl: string, table
   );
 }
 
+/** How long Azurite keeps an idle keep-alive connection open, as Azure Storage does (see startAzurite). */
+export const IDLE_CONNECTION_SECONDS = 300;
+
 /** Starts Azurite from node_modules: queues, tables and blobs, in memory, on loopback. */
 export async function startAzurite(options: AzuriteOptions = {}): Promise<RunningAzurite> {
   const args = [
@@ -71,6 +74,14 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Runnin
     String(options.extentMemoryLimitMb ?? 1024),
     '--skipApiVersionCheck',
     '--disableTelemetry',
+    // Azurite closes a connection idle for 5 s; a client that picks that pooled connection just as it
+    // closes has its request reset and retried after the SDK's back-off, seconds later (Azurite's 5 s
+    // against a pool's much longer idle life: Azure/azure-sdk-for-cpp#1716). Azure Storage keeps idle
+    // connections for minutes (Azure/azure-storage-java#363: about 5 minutes), so Azurite does here too.
+    ...['--blobKeepAliveTimeout', '--queueKeepAliveTimeout', '--tableKeepAliveTimeout'].flatMap((flag) => [
+      flag,
+      String(IDLE_CONNECTION_SECONDS),
+    ]),
     '--blobHost',
     '127.0.0.1',
     '--blobPort',

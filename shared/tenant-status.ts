@@ -15,6 +15,8 @@ export interface TenantStatus {
   lastError?: string;
   /** Incident events enqueued for this tenant since it was added. */
   eventsEnqueued: number;
+  /** Of those, the ones enqueued in the last 24 hours (counted per hour, so up to an hour more). */
+  eventsLast24h: number;
   checkpoint?: string;
 }
 
@@ -31,6 +33,8 @@ interface StatusEntity {
   lastOutcome?: string;
   lastError?: string;
   eventsEnqueued?: number;
+  /** JSON: hour (epoch ms of its start) → events enqueued in it, the last 24 hours only. */
+  hourlyEnqueued?: string;
   checkpoint?: string;
 }
 
@@ -41,18 +45,18 @@ export class TenantStatusStore {
     this.#table = new LazyTable(table);
   }
 
-  async get(tenantId: string): Promise<TenantStatus> {
+  async get(tenantId: string, now = new Date()): Promise<TenantStatus> {
     const e = await this.#table.find<StatusEntity>(PARTITION, tenantId);
-    return e ? fromEntity(e) : { tenantId, eventsEnqueued: 0 };
+    return e ? fromEntity(e, now) : { tenantId, eventsEnqueued: 0, eventsLast24h: 0 };
   }
 
-  async list(): Promise<TenantStatus[]> {
+  async list(now = new Date()): Promise<TenantStatus[]> {
     const table = await this.#table.ready();
     const all: TenantStatus[] = [];
     for await (const e of table.listEntities<StatusEntity>({
       queryOptions: { filter: `PartitionKey eq '${PARTITION}'` },
     }))
-      all.push(fromEntity(e));
+      all.push(fromEntity(e, now));
     return all;
   }
 
@@ -79,7 +83,10 @@ export class TenantStatusStore {
         attempt === 1 && read?.tenantId === tenantId
           ? await read.read.catch(() => this.#table.find<StatusEntity>(PARTITION, tenantId))
           : await this.#table.find<StatusEntity>(PARTITION, tenantId);
-      const current = found ? fromEntity(found) : { tenantId, eventsEnqueued: 0, checkpoint: undefined };
+      const current = found ? fromEntity(found, at) : { tenantId, eventsEnqueued: 0, checkpoint: undefined };
+      const hourly = recentHours(found?.hourlyEnqueued, at);
+      const hour = hourOf(at);
+      if (poll.eventsEnqueued > 0) hourly.set(hour, (hourly.get(hour) ?? 0) + poll.eventsEnqueued);
       const entity: StatusEntity = {
         partitionKey: PARTITION,
         rowKey: tenantId,
@@ -87,6 +94,7 @@ export class TenantStatusStore {
         lastOutcome: poll.outcome,
         lastError: poll.error ?? '',
         eventsEnqueued: current.eventsEnqueued + poll.eventsEnqueued,
+        hourlyEnqueued: JSON.stringify(Object.fromEntries(hourly)),
         checkpoint: poll.checkpoint ?? current.checkpoint ?? '',
       };
       try {
@@ -105,13 +113,39 @@ export class TenantStatusStore {
 /** Concurrent records of one tenant's polls are a handful at most (one per instance polling it). */
 const MAX_RECORD_ATTEMPTS = 10;
 
-function fromEntity(e: StatusEntity): TenantStatus {
+const HOUR_MS = 3_600_000;
+const hourOf = (at: Date) => Math.floor(at.getTime() / HOUR_MS) * HOUR_MS;
+
+/** The hourly counts of the 24 hours up to `at` (this hour included); a row written before them, or unreadable, has none. */
+function recentHours(json: string | undefined, at: Date): Map<number, number> {
+  const oldest = hourOf(at) - 23 * HOUR_MS;
+  const kept = new Map<number, number>();
+  let parsed: unknown;
+  try {
+    parsed = json ? JSON.parse(json) : {};
+  } catch {
+    return kept;
+  }
+  if (typeof parsed !== 'object' || parsed === null) return kept;
+  for (const [hour, count] of Object.entries(parsed)) {
+    const start = Number(hour);
+    // An hour ahead is kept: another instance's clock may run ahead of this one's.
+    if (start >= oldest && start <= hourOf(at) + HOUR_MS && Number.isSafeInteger(count) && (count as number) > 0)
+      kept.set(start, count as number);
+  }
+  return kept;
+}
+
+function fromEntity(e: StatusEntity, now: Date): TenantStatus {
+  let last24h = 0;
+  for (const count of recentHours(e.hourlyEnqueued, now).values()) last24h += count;
   return {
     tenantId: e.rowKey,
     lastPollAt: e.lastPollAt || undefined,
     lastOutcome: e.lastOutcome || undefined,
     lastError: e.lastError || undefined,
     eventsEnqueued: e.eventsEnqueued ?? 0,
+    eventsLast24h: last24h,
     checkpoint: e.checkpoint || undefined,
   };
 }

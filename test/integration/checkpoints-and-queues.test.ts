@@ -270,4 +270,25 @@ describe('tenant status (Table storage, ETag concurrency)', () => {
     expect(await status.get('tenant-b')).toMatchObject({ eventsEnqueued: 5 });
     expect((await status.get('tenant-a')).eventsEnqueued).toBe(111);
   });
+
+  it('counts the events of the last 24 hours apart from the total, forgetting older hours', async () => {
+    const status = new TenantStatusStore(
+      TableClient.fromConnectionString(inject('storage').connectionString, unique('ts'), {
+        allowInsecureConnection: true,
+      }),
+    );
+    const at = (iso: string) => ({ at: new Date(iso) });
+    await status.recordPoll('tenant-a', { outcome: 'polled', eventsEnqueued: 7 }, at('2026-12-01T08:10:00Z'));
+    await status.recordPoll('tenant-a', { outcome: 'polled', eventsEnqueued: 3 }, at('2026-12-01T09:50:00Z'));
+    await status.recordPoll('tenant-a', { outcome: 'polled', eventsEnqueued: 2 }, at('2026-12-02T08:30:00Z'));
+    // 08:00 on the 1st is 24 hours before 08:00 on the 2nd: its 7 have left the window.
+    expect(await status.get('tenant-a', new Date('2026-12-02T08:40:00Z'))).toMatchObject({
+      eventsEnqueued: 12,
+      eventsLast24h: 5,
+    });
+    expect((await status.list(new Date('2026-12-03T10:00:00Z')))[0]).toMatchObject({
+      eventsEnqueued: 12,
+      eventsLast24h: 0,
+    });
+  });
 });

@@ -13,6 +13,9 @@ export interface TenantStatus {
   lastPollAt?: string;
   lastOutcome?: string;
   lastError?: string;
+  /** The last poll that failed (or is being retried) and why, kept after later polls succeed. */
+  lastFailureAt?: string;
+  lastFailure?: string;
   /** Incident events enqueued for this tenant since it was added. */
   eventsEnqueued: number;
   /** Of those, the ones enqueued in the last 24 hours (counted per hour, so up to an hour more). */
@@ -32,6 +35,8 @@ interface StatusEntity {
   lastPollAt?: string;
   lastOutcome?: string;
   lastError?: string;
+  lastFailureAt?: string;
+  lastFailure?: string;
   eventsEnqueued?: number;
   /** JSON: hour (epoch ms of its start) → events enqueued in it, the last 24 hours only. */
   hourlyEnqueued?: string;
@@ -83,7 +88,7 @@ export class TenantStatusStore {
         attempt === 1 && read?.tenantId === tenantId
           ? await read.read.catch(() => this.#table.find<StatusEntity>(PARTITION, tenantId))
           : await this.#table.find<StatusEntity>(PARTITION, tenantId);
-      const current = found ? fromEntity(found, at) : { tenantId, eventsEnqueued: 0, checkpoint: undefined };
+      const current: Partial<TenantStatus> = found ? fromEntity(found, at) : {};
       const hourly = recentHours(found?.hourlyEnqueued, at);
       const hour = hourOf(at);
       if (poll.eventsEnqueued > 0) hourly.set(hour, (hourly.get(hour) ?? 0) + poll.eventsEnqueued);
@@ -93,7 +98,9 @@ export class TenantStatusStore {
         lastPollAt: at.toISOString(),
         lastOutcome: poll.outcome,
         lastError: poll.error ?? '',
-        eventsEnqueued: current.eventsEnqueued + poll.eventsEnqueued,
+        lastFailureAt: poll.error ? at.toISOString() : (current.lastFailureAt ?? ''),
+        lastFailure: poll.error ?? current.lastFailure ?? '',
+        eventsEnqueued: (current.eventsEnqueued ?? 0) + poll.eventsEnqueued,
         hourlyEnqueued: JSON.stringify(Object.fromEntries(hourly)),
         checkpoint: poll.checkpoint ?? current.checkpoint ?? '',
       };
@@ -144,6 +151,8 @@ function fromEntity(e: StatusEntity, now: Date): TenantStatus {
     lastPollAt: e.lastPollAt || undefined,
     lastOutcome: e.lastOutcome || undefined,
     lastError: e.lastError || undefined,
+    lastFailureAt: e.lastFailureAt || undefined,
+    lastFailure: e.lastFailure || undefined,
     eventsEnqueued: e.eventsEnqueued ?? 0,
     eventsLast24h: last24h,
     checkpoint: e.checkpoint || undefined,

@@ -271,6 +271,30 @@ describe('tenant status (Table storage, ETag concurrency)', () => {
     expect((await status.get('tenant-a')).eventsEnqueued).toBe(111);
   });
 
+  it('keeps the last failure and its cause after later polls succeed', async () => {
+    const status = new TenantStatusStore(
+      TableClient.fromConnectionString(inject('storage').connectionString, unique('ts'), {
+        allowInsecureConnection: true,
+      }),
+    );
+    await status.recordPoll(
+      'tenant-a',
+      { outcome: 'failed', error: 'AADSTS7000215', eventsEnqueued: 0 },
+      { at: new Date('2026-12-01T08:00:00Z') },
+    );
+    await status.recordPoll(
+      'tenant-a',
+      { outcome: 'polled', eventsEnqueued: 4 },
+      { at: new Date('2026-12-01T08:05:00Z') },
+    );
+    expect(await status.get('tenant-a')).toMatchObject({
+      lastOutcome: 'polled',
+      lastError: undefined,
+      lastFailureAt: '2026-12-01T08:00:00.000Z',
+      lastFailure: 'AADSTS7000215',
+    });
+  });
+
   it('counts the events of the last 24 hours apart from the total, forgetting older hours', async () => {
     const status = new TenantStatusStore(
       TableClient.fromConnectionString(inject('storage').connectionString, unique('ts'), {

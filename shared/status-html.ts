@@ -47,7 +47,7 @@ th { background: #f3f3f3; } td.n { text-align: right; font-variant-numeric: tabu
 .ok { color: #0a6b2d; } .bad { color: #b00020; font-weight: 600; } .warn { color: #8a5300; } .muted { color: #666; }
 .notice { background: #e8f4ea; padding: .5rem .8rem; border-left: 4px solid #0a6b2d; }
 .problem { background: #fdecea; padding: .5rem .8rem; border-left: 4px solid #b00020; }
-code { font-size: .9em; }
+code { font-size: .9em; } time { white-space: nowrap; } form { margin-top: .8rem; }
 `);
 
 export function renderStatusPage(report: StatusReport, notice?: ReplayNotice): string {
@@ -152,7 +152,7 @@ function deadLettersSection(deadLetters: DeadLetterRow[], queues: QueueDepth[]):
 <p>None waiting in <code>incidents-deadletter</code>.</p>
 ${form}`;
   const row = (d: DeadLetterRow) =>
-    markup`<tr><td>${d.failedAt ?? ''}</td><td><code>${d.tenantId ?? ''}</code></td><td><code>${d.eventId ?? ''}</code></td><td>${d.reason}</td></tr>`;
+    markup`<tr><td>${d.failedAt ? markup`<time datetime="${d.failedAt}">${d.failedAt}</time>` : ''}</td><td><code>${d.tenantId ?? ''}</code></td><td><code>${d.eventId ?? ''}</code></td><td>${d.reason}</td></tr>`;
   return markup`<h2>Dead letters</h2>
 <p class="muted">The first ${deadLetters.length} of ${waiting('incidents-deadletter')} in <code>incidents-deadletter</code>, newest first. Replay puts them back onto <code>incidents</code>; the delivery log keeps anything already delivered from going out twice.</p>
 <table id="dead-letters">

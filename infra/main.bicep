@@ -155,6 +155,25 @@ param destinationAllowedHosts string[] = []
 @minValue(1)
 param destinationTimeoutMs int = 10000
 
+@description('Optional. Email addresses the alerts\' action group notifies (azd: ALERT_EMAIL_ADDRESSES, a JSON array). None and no webhook: the action group is created empty and the alerts show in Azure Monitor only.')
+param alertEmailAddresses string[] = []
+
+@description('Optional. HTTPS URLs the alerts\' action group posts to in the common alert schema, e.g. a Logic App\'s HTTP trigger URL (azd: ALERT_WEBHOOK_URLS, a JSON array). A signed URL is a secret that readers of the action group can see.')
+param alertWebhookUrls string[] = []
+
+@description('Optional. Minutes between two scheduled polls of a tenant: the interval pollSchedule fires at (its default, \'0 */5 * * * *\' as in shared/config.ts, fires every 5). The checkpoint-lag alert fires above three of them; change both together.')
+@minValue(1)
+@maxValue(720)
+param pollIntervalMinutes int = 5
+
+@description('Optional. Defender 429 answers for one tenant in 15 minutes from which the throttling alert fires.')
+@minValue(1)
+param defenderThrottledCallsThreshold int = 10
+
+@description('Optional. Dead letters in 30 minutes above which the dead-letter alert fires for a queue (0: any).')
+@minValue(0)
+param deadLetterThreshold int = 0
+
 var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
 var tags = {
   'azd-env-name': environmentName
@@ -249,6 +268,41 @@ module keyVault 'core/key-vault.bicep' = {
     softDeleteRetentionInDays: keyVaultSoftDeleteRetentionInDays
     logAnalyticsWorkspaceId: monitoring.outputs.workspaceId
   }
+}
+
+// Alerts and the operations workbook on the Application Insights component; neither needs a role
+// assignment (infra/README.md, Alerts and the workbook).
+module alerts 'core/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    actionGroupName: 'ag-${resourceToken}'
+    alertNamePrefix: 'alert-${resourceToken}'
+    applicationInsightsName: applicationInsightsName
+    location: location
+    tags: tags
+    emailAddresses: alertEmailAddresses
+    webhookUrls: alertWebhookUrls
+    pollIntervalMinutes: pollIntervalMinutes
+    defenderThrottledCallsThreshold: defenderThrottledCallsThreshold
+    deadLetterThreshold: deadLetterThreshold
+  }
+  dependsOn: [
+    monitoring
+  ]
+}
+
+module workbook 'core/workbook.bicep' = {
+  name: 'workbook'
+  scope: rg
+  params: {
+    applicationInsightsName: applicationInsightsName
+    location: location
+    tags: tags
+  }
+  dependsOn: [
+    monitoring
+  ]
 }
 
 module rbac 'app/rbac.bicep' = {

@@ -111,10 +111,12 @@ describe.skipIf(!bicep)('bicep build and lint', () => {
     'main.bicep': 'tags',
     'app/api.bicep': 'httpsOnly',
     'app/rbac.bicep': 'principalType',
+    'core/alerts.bicep': 'autoMitigate',
     'core/identity.bicep': 'tags',
     'core/key-vault.bicep': 'enablePurgeProtection',
     'core/monitoring.bicep': 'DisableLocalAuth',
     'core/storage.bicep': 'allowSharedKeyAccess',
+    'core/workbook.bicep': 'sourceId',
   };
 
   it('reports a misspelled property name in any module, which the build test above fails on', () => {

@@ -16,6 +16,7 @@ import { envelopeFor } from '../../shared/events.js';
 import { MessageSender } from '../../shared/queues.js';
 import { pushSignatureHeader } from '../../shared/webhook-signature.js';
 import { queueDepth, waitForFlowSettled } from '../support/flow-tally.js';
+import { schemaProblems } from '../support/published-schemas.js';
 import { drainQueue } from '../support/queues.js';
 import { startLocalStack, type StartedStack } from '../support/start-process.js';
 import { DEFENDER_DOCS_LIST_EXAMPLE } from '../support/webhook-payloads.js';
@@ -38,6 +39,16 @@ describe('npm start', () => {
   let stack: StartedStack;
   let readyMs = 0;
   let info: StackInfo;
+  /** Routed messages read off the queues (tests drain them), each checked against the published schema. */
+  let routedChecked = 0;
+  const schemaFindings: string[] = [];
+  const drainRouted = async (queues: QueueServiceClient, queue: string) => {
+    const messages = await drainQueue(queues, queue);
+    routedChecked += messages.length;
+    for (const message of messages)
+      schemaFindings.push(...schemaProblems('routed-message', message).map((p) => `${queue}: ${p}`));
+    return messages;
+  };
 
   beforeAll(async () => {
     stateDir = mkdtempSync(join(tmpdir(), 'defender-relay-e2e-'));
@@ -232,7 +243,7 @@ describe('npm start', () => {
     // Every routed queue holds each pushed event at most once, with the incident as Microsoft documents it.
     const documented = (JSON.parse(DEFENDER_DOCS_LIST_EXAMPLE) as { value: { incidentId: number }[] }).value;
     for (const q of info.queues.routed) {
-      const messages = (await drainQueue(queues, q)) as { eventId: string; incident: { incidentId: number } }[];
+      const messages = (await drainRouted(queues, q)) as { eventId: string; incident: { incidentId: number } }[];
       for (const id of eventIds) {
         const copies = messages.filter((m) => m.eventId === id);
         expect(copies.length, `${id} in ${q}`).toBeLessThanOrEqual(1);
@@ -289,6 +300,17 @@ describe('npm start', () => {
     // Once the accepted pushes are through, nothing of the crossed ones exists under either tenant.
     expect(ids.filter((id) => /:99000[12]:/.test(id))).toEqual([]);
   }, 60_000);
+
+  it('writes only messages the published schemas (schema/) accept: every routed message, dead letter and poisoned event', async () => {
+    const queues = QueueServiceClient.fromConnectionString(info.storage.connectionString);
+    for (const queue of info.queues.routed) await drainRouted(queues, queue);
+    for (const message of await drainQueue(queues, 'incidents-deadletter'))
+      schemaFindings.push(...schemaProblems('dead-letter', message).map((p) => `incidents-deadletter: ${p}`));
+    for (const message of await drainQueue(queues, 'incidents-poison'))
+      schemaFindings.push(...schemaProblems('incident-event', message).map((p) => `incidents-poison: ${p}`));
+    expect(schemaFindings).toEqual([]);
+    expect(routedChecked).toBeGreaterThan(0);
+  }, 30_000);
 
   it('stops every process it started on Ctrl-C', async () => {
     const ports = [new URL(info.host).port, new URL(info.storage.queueUrl).port, new URL(info.defender.url).port].map(

@@ -81,6 +81,7 @@ async function withFault(
     expect(report.duplicateIds, `${fault}: deliveries made twice`).toEqual([]);
     expect(report.routed + report.deadLettered + report.poisoned).toBe(report.incidents);
     expect(report.missingDeliveries, `${fault}: routed events missing at a destination`).toEqual([]);
+    expect(report.schemaProblems, `${fault}: messages the published schemas refuse`).toEqual([]);
     for (const reason of report.reasons) expect(reason.trim()).not.toBe('');
     const logs = flow.logs.join('\n');
     for (const secret of flow.secrets()) expect(logs).not.toContain(secret);

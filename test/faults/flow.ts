@@ -20,6 +20,7 @@ import {
 import { loadConfig } from '../../shared/config.js';
 import type { DeadLetter } from '../../shared/dead-letter.js';
 import { EVENT_ID_HEADER } from '../../shared/destinations/index.js';
+import type { PublishedSchemaName } from '../../shared/message-schemas.js';
 import {
   enrichDependencies,
   handleIncidentEvent,
@@ -33,6 +34,7 @@ import { QUEUE_NAMES } from '../../shared/queues.js';
 import { createServices, type Services } from '../../shared/services.js';
 import { TenantRegistry, TENANTS_TABLE } from '../../shared/tenants.js';
 import { useIdentityEndpoint } from '../support/identity-endpoint.js';
+import { schemaProblems } from '../support/published-schemas.js';
 import { startDurableAzurite, type DurableAzurite } from './durable-azurite.js';
 
 /**
@@ -101,6 +103,8 @@ export interface FlowReport {
   missingDeliveries: string[];
   lostIds: string[];
   duplicateIds: string[];
+  /** Messages the relay wrote that the published JSON Schemas (schema/) refuse: where, and why. */
+  schemaProblems: string[];
 }
 
 /** Where the demo routes' destinations can be read back: the routed queues and the three receivers. */
@@ -126,6 +130,8 @@ export class Flow {
   readonly seeded = new Map<string, string>();
   /** Every outcome the enricher returned, by eventId. */
   readonly outcomes = new Map<string, EnrichOutcome[]>();
+  /** Messages the relay wrote that its published schemas refuse (checked as they are read). */
+  readonly schemaProblems: string[] = [];
   /** Every log line any instance wrote (for the secret scan). */
   readonly logs: string[] = [];
   /** Failed invocations seen by the queue host, per queue. */
@@ -303,6 +309,7 @@ export class Flow {
     const [polls, events] = await Promise.all([
       this.#batch(QUEUE_NAMES.pollRequests, (m) => handlePollRequest(m, instance.services, this.logger)),
       this.#batch(QUEUE_NAMES.incidents, async (m, dequeueCount) => {
+        this.#conforms('incident-event', m, QUEUE_NAMES.incidents);
         const outcome = await handleIncidentEvent(m, instance.deps, this.logger, { dequeueCount });
         const eventId = outcome.eventId ?? '(unreadable)';
         this.outcomes.set(eventId, [...(this.outcomes.get(eventId) ?? []), outcome]);
@@ -438,19 +445,37 @@ export class Flow {
       tally.set(key, (tally.get(key) ?? 0) + 1);
     };
     for (const [destination, queueName] of Object.entries(QUEUE_DESTINATIONS)) {
-      for (const message of (await this.#drain(queueName)) as { eventId?: string }[]) add(destination, message.eventId);
+      for (const message of (await this.#drain(queueName)) as { eventId?: string }[]) {
+        this.#conforms('routed-message', message, queueName);
+        add(destination, message.eventId);
+      }
     }
     for (const name of RECEIVER_DESTINATIONS) {
-      for (const request of this.standIns.receivers[name].accepted())
+      for (const request of this.standIns.receivers[name].accepted()) {
+        // Teams and Slack get their own formats; the generic webhook gets the published message.
+        if (name === 'siem') {
+          this.#conforms('routed-message', request.body, 'webhook siem');
+          this.#conforms('webhook-headers', request.headers, 'webhook siem headers');
+        }
         add(name, request.headers[EVENT_ID_HEADER.toLowerCase()]);
+      }
     }
     return tally;
+  }
+
+  #conforms(schema: PublishedSchemaName, message: unknown, where: string): void {
+    for (const problem of schemaProblems(schema, message)) {
+      const eventId = (message as { eventId?: unknown } | null)?.eventId;
+      this.schemaProblems.push(`${where} ${typeof eventId === 'string' ? eventId : ''} (${schema}) ${problem}`);
+    }
   }
 
   /** The final accounting (reads the destinations, dead-letter and poison queues: call once, at the end). */
   async report(): Promise<FlowReport> {
     const deadLetters = (await this.#drain('incidents-deadletter')) as DeadLetter[];
     const poisoned = (await this.#drain(QUEUE_NAMES.poison)) as { eventId?: string }[];
+    for (const deadLetter of deadLetters) this.#conforms('dead-letter', deadLetter, 'incidents-deadletter');
+    for (const event of poisoned) this.#conforms('incident-event', event, QUEUE_NAMES.poison);
     const deadIds = new Set(deadLetters.map((d) => (d.message as { eventId?: string } | undefined)?.eventId));
     const poisonIds = new Set(poisoned.map((p) => p.eventId));
     const deliveries = await this.deliveries();
@@ -483,6 +508,7 @@ export class Flow {
       missingDeliveries,
       lostIds,
       duplicateIds,
+      schemaProblems: this.schemaProblems,
     };
   }
 }

@@ -1,0 +1,18 @@
+import { METRICS } from '../../shared/telemetry-names.js';
+import type { TelemetrySummary } from './store.js';
+
+/**
+ * The figures `npm start` shows from the component: items it accepted, and the running totals of the
+ * relay's headline counters (exported as deltas, so their sum is the count so far), all 0 until the app
+ * emits them. Defender's 429s are the calls whose `status` dimension is 429.
+ */
+export function telemetryHeadline(summary: TelemetrySummary): string {
+  const total = (name: string) => summary.metrics[name]?.sum ?? 0;
+  const throttled = summary.metrics[METRICS.defenderCalls]?.byDimension['status=429'] ?? 0;
+  return [
+    `${summary.itemsAccepted} items`,
+    `routed ${total(METRICS.eventsRouted)}`,
+    `defender calls ${total(METRICS.defenderCalls)} (429: ${throttled})`,
+    `dead-lettered ${total(METRICS.eventsDeadLettered)}`,
+  ].join(' · ');
+}

@@ -41,6 +41,9 @@ param webhookUrls string[] = []
 @maxValue(720)
 param pollIntervalMinutes int = 5
 
+@description('Optional. The poll\'s overlap window in seconds (shared/ingest.ts: 5 minutes): a checkpoint is never newer than now minus this.')
+param pollOverlapSeconds int = 300
+
 @description('Optional. Defender 429 answers for one tenant in 15 minutes from which the throttling alert fires.')
 @minValue(1)
 param defenderThrottledCallsThreshold int = 10
@@ -149,7 +152,7 @@ polls
   {
     key: 'checkpoint-lag'
     displayName: 'defender-relay: a tenant\'s checkpoint lags three poll intervals'
-    description: 'The checkpoint of a tenant (dimension tenant) is more than three poll intervals behind: its polls run but do not catch up (a backlog read page by page, Defender throttling, a checkpoint conflict) or keep failing. Look at the tenant in the workbook (last outcome, Defender 429s, budget used) and at the poll failures alert; a one-off backlog clears by itself. The alert resolves when the lag the tenant last reported is below the threshold.'
+    description: 'The checkpoint of a tenant (dimension tenant) is more than three poll intervals behind (past the poll\'s 5-minute overlap): its polls run but do not catch up (a backlog read page by page, Defender throttling, a checkpoint conflict) or keep failing. Look at the tenant in the workbook (last outcome, Defender 429s, budget used) and at the poll failures alert; a one-off backlog clears by itself. The alert resolves when the lag the tenant last reported is below the threshold.'
     severity: 2
     evaluationFrequency: 'PT5M'
     windowSize: perTenantWindow
@@ -162,7 +165,8 @@ customMetrics
 '''
     measure: 'lagSeconds'
     operator: 'GreaterThan'
-    threshold: 3 * pollIntervalMinutes * 60
+    // A poll leaves the checkpoint its 5-minute overlap behind now (shared/ingest.ts), so lag is measured past that.
+    threshold: 3 * pollIntervalMinutes * 60 + pollOverlapSeconds
     dimensions: ['tenant']
   }
   {

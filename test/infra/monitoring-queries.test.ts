@@ -401,7 +401,7 @@ describe('alert rules', () => {
   it("checkpoint lag: above three poll intervals, the interval a parameter that defaults to the app's schedule", () => {
     const rule = ruleFor(METRICS.checkpointLag);
     expect(rule.value('criteria.operator')).toBe('GreaterThan');
-    expect(rule.node('criteria.threshold')?.text).toBe('3 * pollIntervalMinutes * 60'); // the gauge is in seconds
+    expect(rule.node('criteria.threshold')?.text).toBe('3 * pollIntervalMinutes * 60 + pollOverlapSeconds'); // seconds, past the poll's overlap
     // The parameter's default is the interval of POLL_SCHEDULE's default, in the app and in main.bicep.
     const everyMinutes = (ncrontab: string) => {
       const [second, minute, ...rest] = ncrontab.split(' ');

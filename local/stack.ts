@@ -32,6 +32,7 @@ import {
 } from './demo.js';
 import { startEntra, type EntraStandIn } from './entra/server.js';
 import { startKeyVault, type KeyVaultStandIn } from './keyvault/server.js';
+import { registerAzureMonitor, startAppInsights, type AppInsightsStandIn } from './appinsights/server.js';
 
 /** The queues the app uses; created up front so a person can watch them from the first second. */
 export const QUEUES = { ...QUEUE_NAMES, routed: [] as string[] };
@@ -57,6 +58,8 @@ export interface StackInfo {
   entra: { authorityHost: string; controlUrl: string };
   keyVault: { url: string; tenantId: string };
   defender: { url: string; controlUrl: string };
+  /** The Application Insights component's ingestion stand-in; `controlUrl` serves what arrived (`/telemetry`, `/summary`). */
+  appInsights: { ingestionEndpoint: string; connectionString: string; controlUrl: string };
   tenants: {
     tenantId: string;
     displayName: string;
@@ -120,6 +123,7 @@ export interface RunningStack {
   entra: EntraStandIn;
   keyVault: KeyVaultStandIn;
   defender: DefenderStandIn;
+  appInsights: AppInsightsStandIn;
   faults: FaultBoard;
   azurite: RunningAzurite;
   receivers: StandIns['receivers'];
@@ -163,6 +167,22 @@ function identitySettings(world: DemoWorld, storage: IdentityBasedStorage): Reco
   };
 }
 
+/**
+ * Telemetry to the component's stand-in, as `infra/app/api.bicep` sets it (the connection string, and Entra
+ * authentication with the user-assigned identity: `ClientId=…;Authorization=AAD`; without that identity,
+ * `Authorization=AAD`), and statsbeat off, so that nothing goes to Microsoft's own statsbeat components
+ * (the documented Node.js switch: local/appinsights/README.md). Not set in Azure.
+ */
+function telemetrySettings(appInsights: AppInsightsStandIn, managedIdentityClientId?: string): Record<string, string> {
+  return {
+    APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.connectionString,
+    APPLICATIONINSIGHTS_AUTHENTICATION_STRING: managedIdentityClientId
+      ? `ClientId=${managedIdentityClientId};Authorization=AAD`
+      : 'Authorization=AAD',
+    APPLICATION_INSIGHTS_NO_STATSBEAT: 'true',
+  };
+}
+
 /** The app settings the Functions app reads, pointing it at the local stack. */
 export function appSettingsFor(
   world: DemoWorld,
@@ -173,7 +193,9 @@ export function appSettingsFor(
     defender,
     routesFile,
     webhookAccessFile,
-  }: Pick<StandIns, 'entra' | 'keyVault' | 'defender' | 'routesFile'> & Partial<Pick<StandIns, 'webhookAccessFile'>>,
+    appInsights,
+  }: Pick<StandIns, 'entra' | 'keyVault' | 'defender' | 'routesFile'> &
+    Partial<Pick<StandIns, 'webhookAccessFile' | 'appInsights'>>,
 ): Record<string, string> {
   return {
     FUNCTIONS_WORKER_RUNTIME: 'node',
@@ -192,6 +214,9 @@ export function appSettingsFor(
     ROUTES_FILE: routesFile,
     DESTINATION_ALLOWED_HOSTS: 'localhost',
     DESTINATION_ALLOW_LOOPBACK: 'true',
+    ...(appInsights
+      ? telemetrySettings(appInsights, typeof storage === 'string' ? undefined : storage.managedIdentityClientId)
+      : {}),
   };
 }
 
@@ -300,6 +325,7 @@ function describeStack(
     entra: EntraStandIn;
     keyVault: KeyVaultStandIn;
     defender: DefenderStandIn;
+    appInsights: AppInsightsStandIn;
     queues: StackInfo['queues'];
     receivers: StandIns['receivers'];
   },
@@ -318,6 +344,11 @@ function describeStack(
     entra: { authorityHost: parts.entra.url, controlUrl: `${parts.entra.url}/_control` },
     keyVault: { url: parts.keyVault.url, tenantId: parts.keyVault.tenantId },
     defender: { url: parts.defender.url, controlUrl: parts.defender.controlUrl },
+    appInsights: {
+      ingestionEndpoint: parts.appInsights.url,
+      connectionString: parts.appInsights.connectionString,
+      controlUrl: parts.appInsights.controlUrl,
+    },
     tenants: world.tenants.map(({ tenantId, displayName, context, clientId, clientSecretName, pushKey }) => ({
       tenantId,
       displayName,
@@ -353,6 +384,8 @@ export interface StandIns {
   entra: EntraStandIn;
   keyVault: KeyVaultStandIn;
   defender: DefenderStandIn;
+  /** The Application Insights component the app sends its telemetry to (Entra tokens of the provider's tenant). */
+  appInsights: AppInsightsStandIn;
   /** Local HTTPS receivers standing in for the SIEM, Teams and Slack webhooks of the demo routes. */
   receivers: { siem: RunningReceiver; teams: RunningReceiver; slack: RunningReceiver };
   /** The demo routing file, written with the receivers' URLs. */
@@ -364,7 +397,7 @@ export interface StandIns {
   close(): Promise<void>;
 }
 
-/** Starts the Entra ID, Key Vault and Defender stand-ins in this process and seeds the demo world. */
+/** Starts the Entra ID, Key Vault, Defender and Application Insights stand-ins in this process and seeds the demo world. */
 export async function startStandIns(options: {
   tls: KeyAndCert;
   faults: FaultBoard;
@@ -393,6 +426,8 @@ export async function startStandIns(options: {
     started.push(keyVault);
     const defender = await startDefender({ tls, verifier: entra.verifier, faults });
     started.push(defender);
+    const appInsights = await startAppInsights({ tls, verifier: entra.verifier, tenantId: world.provider.tenantId });
+    started.push(appInsights);
     const receivers = {
       siem: await startReceiver({ tls, hmacKey: world.siemHmacKey }),
       teams: await startReceiver({ tls }),
@@ -401,13 +436,16 @@ export async function startStandIns(options: {
     started.push(...Object.values(receivers));
     await seedWorld(world, entra, keyVault, defender);
     await keyVault.store.setSecret(SIEM_HMAC_SECRET_NAME, world.siemHmacKey, { contentType: 'hmac-key' });
+    // Ingestion tokens come from the provider's tenant; the app's identity publishes, as infra/app/rbac.bicep grants.
+    registerAzureMonitor(entra.registry, [world.provider.tenantId]);
+    appInsights.grant(entra.registry.servicePrincipalId(world.appIdentity.tenantId, world.appIdentity.clientId)!);
 
     const { routesFile, routedQueues } = options.routesFile
       ? givenRoutes(options.routesFile)
       : demoRoutes(appDir, stateDir, receivers);
     const webhookAccessFile = join(stateDir, 'webhook-access.json');
     writeFileSync(webhookAccessFile, JSON.stringify(demoWebhookAccess(world), null, 2));
-    return { entra, keyVault, defender, receivers, routesFile, webhookAccessFile, routedQueues, close };
+    return { entra, keyVault, defender, appInsights, receivers, routesFile, webhookAccessFile, routedQueues, close };
   } catch (err) {
     await close();
     throw err;
@@ -661,17 +699,20 @@ export async function ensurePortFree(port: number): Promise<void> {
 
 /**
  * The Function App's user-assigned managed identity, assigned to the local app as `infra/` assigns it,
- * with the vault role `infra/` grants it. Storage roles are not checked locally (Azurite's OAuth check
- * reads the token's issuer, audience and lifetime only).
+ * with the vault role and (given the component) the Monitoring Metrics Publisher role `infra/` grants it.
+ * Storage roles are not checked locally (Azurite's OAuth check reads the token's issuer, audience and
+ * lifetime only).
  */
 export function assignAppIdentity(
   world: DemoWorld,
   entra: EntraStandIn,
   keyVault: KeyVaultStandIn,
+  appInsights?: AppInsightsStandIn,
 ): { clientId: string; principalId: string } {
   const identity = entra.registry.addManagedIdentity({ name: 'id-defender-relay', tenantId: world.provider.tenantId });
   entra.msi.assign(identity.clientId);
   keyVault.grant(identity.principalId, 'Key Vault Secrets User');
+  appInsights?.grant(identity.principalId, 'Monitoring Metrics Publisher');
   return { clientId: identity.clientId, principalId: identity.principalId };
 }
 
@@ -727,17 +768,18 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
 
     const standIns = await startStandIns({ tls, faults, world, appDir, stateDir, routesFile: options.routesFile });
     cleanups.push(() => standIns.close());
-    const { entra, keyVault, defender } = standIns;
+    const { entra, keyVault, defender, appInsights } = standIns;
     log(`Entra ID      ${entra.url}  (authority host)`);
     log(`Key Vault     ${keyVault.url}`);
     log(`Defender API  ${defender.url}  (control ${defender.controlUrl})`);
+    log(`App Insights  ${appInsights.url}  (ingestion and live endpoint; control ${appInsights.controlUrl})`);
     const queues = QueueServiceClient.fromConnectionString(azurite.connectionString);
     const queueNames = { ...QUEUES, routed: standIns.routedQueues };
     for (const name of [queueNames.pollRequests, queueNames.incidents, queueNames.poison, ...queueNames.routed])
       await queues.getQueueClient(name).createIfNotExists();
 
     await registerDemoTenants(world, azurite.connectionString);
-    const identity = assignAppIdentity(world, entra, keyVault);
+    const identity = assignAppIdentity(world, entra, keyVault, appInsights);
     const storage = asInAzure
       ? {
           blobUrl: azurite.blobUrl,
@@ -800,6 +842,7 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
       entra,
       keyVault,
       defender,
+      appInsights,
       queues: queueNames,
       receivers: standIns.receivers,
     });
@@ -810,6 +853,7 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
       entra,
       keyVault,
       defender,
+      appInsights,
       faults,
       azurite,
       receivers: standIns.receivers,

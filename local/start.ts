@@ -5,15 +5,17 @@ import { QueueServiceClient } from '@azure/storage-queue';
 import { deadLetterQueueOf } from '../shared/dead-letter.js';
 import { DELIVERY_LOG_TABLE } from '../shared/delivery-log.js';
 import { TenantStatusStore, TENANT_STATUS_TABLE } from '../shared/tenant-status.js';
+import { telemetryHeadline } from './appinsights/headline.js';
 import { simulateSocActivity } from './demo-activity.js';
 import { InstanceActivity } from './instance-activity.js';
 import { MAX_INSTANCES, startStack, type RunningStack } from './stack.js';
 import { stackTlsOrRerun } from './stack-tls.js';
 
 /**
- * `npm start`: brings up Azurite, the Entra ID, Key Vault and Defender stand-ins and the local Functions
- * host running this app (N instances of it with --instances N), seeds the demo tenants, writes
- * `.local/stack.json` and shows what flows, and with several instances what each one did.
+ * `npm start`: brings up Azurite, the Entra ID, Key Vault, Defender and Application Insights stand-ins and
+ * the local Functions host running this app (N instances of it with --instances N), seeds the demo tenants,
+ * writes `.local/stack.json` and shows what flows (and what telemetry the app sent), and with several
+ * instances what each one did.
  */
 const { values } = parseArgs({
   options: {
@@ -115,6 +117,7 @@ print(
   `Settings:    ${settingsFile}  (the CLI: npm run tenants -- list${values['state-dir'] ? ` --state-dir ${values['state-dir']}` : ''})`,
 );
 print(`Stack file:  ${stackFile}  (endpoints, CA, demo credentials: throwaway local values)`);
+print(`Telemetry:   curl ${info.appInsights.controlUrl}/summary  (what the app sent to Application Insights)`);
 print(`Ready in ${((Date.now() - startedAt) / 1000).toFixed(1)} s. Ctrl-C stops everything.`);
 
 // Events in per tenant, events out per route, and queue depths every few seconds, printed when they change.
@@ -177,6 +180,7 @@ setInterval(async () => {
       `routed: ${counts.events} (${byRoute.join(' · ') || 'none yet'})`,
       `webhooks: ${webhooks.join(' · ')}`,
       `queues: ${depths.join(' · ')}`,
+      `telemetry: ${telemetryHeadline(stack!.appInsights.telemetry.summary())}`,
     ].join('  |  ');
     // With several instances, what each did: invocations per function, under the summary.
     const perInstance =

@@ -18,8 +18,11 @@ import {
   type TelemetrySummary,
 } from '../../local/appinsights/server.js';
 import { MAX_REQUEST_BYTES } from '../../local/appinsights/body.js';
+import { MAX_ITEMS_PER_BATCH } from '../../local/appinsights/envelopes.js';
 import { telemetryHeadline } from '../../local/appinsights/headline.js';
+import { createDemoWorld } from '../../local/demo.js';
 import { startEntra, type EntraStandIn } from '../../local/entra/server.js';
+import { appSettingsFor } from '../../local/stack.js';
 import { METRICS } from '../../shared/telemetry-names.js';
 import { useIdentityEndpoint } from '../support/identity-endpoint.js';
 
@@ -387,6 +390,17 @@ describe('the track contract: per-item results, limits and bodies', () => {
     expect(ai.telemetry.items()).toHaveLength(1);
   });
 
+  it('refuses a batch of more than the documented 64,000 items as a whole: 400', async () => {
+    const items = `[${Array.from({ length: MAX_ITEMS_PER_BATCH + 1 }, () => '{}').join(',')}]`;
+    const answer = await post('/v2.1/track', items, { authorization });
+    expect(answer).toMatchObject({
+      status: 400,
+      reason: `The batch has ${MAX_ITEMS_PER_BATCH + 1} items; at most ${MAX_ITEMS_PER_BATCH} are accepted`,
+      body: { itemsReceived: MAX_ITEMS_PER_BATCH + 1, itemsAccepted: 0, errors: [] },
+    });
+    expect(ai.telemetry.items()).toEqual([]);
+  });
+
   it('refuses a request over the stand-in ceiling with 413 and closes the connection, sent or inflated', async () => {
     const answer = await new Promise<{ status: number; connection?: string }>((resolve, reject) => {
       const req = request(`${ai.url}/v2.1/track`, { method: 'POST', headers: { authorization } }, (res) => {
@@ -462,5 +476,34 @@ describe('the track contract: per-item results, limits and bodies', () => {
     } finally {
       await small.close();
     }
+  });
+});
+
+describe('the local stack', () => {
+  it("gives the app the component's connection string, Entra authentication with its identity, and statsbeat off", () => {
+    const world = createDemoWorld();
+    const standIns = {
+      entra: { url: 'https://localhost:4' },
+      keyVault: { url: 'https://localhost:5' },
+      defender: { url: 'https://localhost:6' },
+      routesFile: 'routes.json',
+      appInsights: ai,
+    } as unknown as Parameters<typeof appSettingsFor>[2];
+    const clientId = randomUUID();
+    const identityBased = appSettingsFor(
+      world,
+      { blobUrl: 'https://b', queueUrl: 'https://q', tableUrl: 'https://t', managedIdentityClientId: clientId },
+      standIns,
+    );
+    expect(identityBased).toMatchObject({
+      APPLICATIONINSIGHTS_CONNECTION_STRING: `InstrumentationKey=${ai.instrumentationKey};IngestionEndpoint=${ai.url}/;LiveEndpoint=${ai.url}/`,
+      APPLICATIONINSIGHTS_AUTHENTICATION_STRING: `ClientId=${clientId};Authorization=AAD`,
+      APPLICATION_INSIGHTS_NO_STATSBEAT: 'true',
+    });
+    // func start (--no-host): no managed identity of the app here.
+    expect(appSettingsFor(world, 'UseDevelopmentStorage=true', standIns)).toMatchObject({
+      APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'Authorization=AAD',
+      APPLICATION_INSIGHTS_NO_STATSBEAT: 'true',
+    });
   });
 });

@@ -8,6 +8,9 @@ import { fileURLToPath } from 'node:url';
 import { jsonSchemaOf, PUBLISHED_SCHEMAS, type PublishedSchemaName } from '../shared/message-schemas.js';
 
 export const SCHEMA_DIR = 'schema';
+/** The example consumer keeps copies of the schemas it validates with, as a user's copy of it would. */
+export const CONSUMER_SCHEMA_DIR = 'examples/consumer/schema';
+export const CONSUMER_SCHEMAS: PublishedSchemaName[] = ['routed-message', 'webhook-headers'];
 
 export const schemaFileOf = (name: PublishedSchemaName) => `${name}.schema.json`;
 
@@ -21,6 +24,10 @@ function main(root: string): void {
   for (const name of Object.keys(PUBLISHED_SCHEMAS) as PublishedSchemaName[]) {
     writeFileSync(join(root, SCHEMA_DIR, schemaFileOf(name)), schemaFileText(name));
     console.log(`wrote ${SCHEMA_DIR}/${schemaFileOf(name)}`);
+  }
+  for (const name of CONSUMER_SCHEMAS) {
+    writeFileSync(join(root, CONSUMER_SCHEMA_DIR, schemaFileOf(name)), schemaFileText(name));
+    console.log(`wrote ${CONSUMER_SCHEMA_DIR}/${schemaFileOf(name)}`);
   }
 }
 

@@ -96,13 +96,13 @@ export interface DestinationTally {
 }
 
 /**
- * Reads the delivery log's routed events, works out from the routes file what each destination should
- * have got, and drains the queue destinations. The webhook receivers run inside `npm start`: their
- * counts are on its screen (`webhookCounts`), to compare with `webhooksExpected`.
+ * The delivery log's routed events (with the routes that took each) and, from the routes file, the
+ * events each destination should have got: every routed event once per destination of its routes.
  */
-export async function tallyDestinations(info: StackInfo, routesFile: string): Promise<DestinationTally> {
-  const cs = info.storage.connectionString;
-  const deliveries = TableClient.fromConnectionString(cs, DELIVERY_LOG_TABLE, { allowInsecureConnection: true });
+export async function expectedDeliveries(info: StackInfo, routesFile: string) {
+  const deliveries = TableClient.fromConnectionString(info.storage.connectionString, DELIVERY_LOG_TABLE, {
+    allowInsecureConnection: true,
+  });
   const routed = new Map<string, string[]>();
   for await (const row of deliveries.listEntities<{ routes?: string }>({
     queryOptions: { filter: "routes gt ''", select: ['RowKey', 'routes'] },
@@ -121,6 +121,17 @@ export async function tallyDestinations(info: StackInfo, routesFile: string): Pr
     );
     for (const name of destinations) expected.set(name, [...(expected.get(name) ?? []), eventId]);
   }
+  return { routed, expected, table };
+}
+
+/**
+ * Reads the delivery log's routed events, works out from the routes file what each destination should
+ * have got, and drains the queue destinations. The webhook receivers run inside `npm start`: their
+ * counts are on its screen (`webhookCounts`), to compare with `webhooksExpected`.
+ */
+export async function tallyDestinations(info: StackInfo, routesFile: string): Promise<DestinationTally> {
+  const cs = info.storage.connectionString;
+  const { routed, expected, table } = await expectedDeliveries(info, routesFile);
   const queues = QueueServiceClient.fromConnectionString(cs);
   const queued = new Map<string, string[]>();
   const webhooksExpected: Record<string, number> = {};

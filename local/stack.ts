@@ -32,7 +32,7 @@ import {
 } from './demo.js';
 import { startEntra, type EntraStandIn } from './entra/server.js';
 import { startKeyVault, type KeyVaultStandIn } from './keyvault/server.js';
-import { registerAzureMonitor, startAppInsights, type AppInsightsStandIn } from './appinsights/server.js';
+import { startAppInsights, type AppInsightsStandIn } from './appinsights/server.js';
 
 /** The queues the app uses; created up front so a person can watch them from the first second. */
 export const QUEUES = { ...QUEUE_NAMES, routed: [] as string[] };
@@ -436,8 +436,7 @@ export async function startStandIns(options: {
     started.push(...Object.values(receivers));
     await seedWorld(world, entra, keyVault, defender);
     await keyVault.store.setSecret(SIEM_HMAC_SECRET_NAME, world.siemHmacKey, { contentType: 'hmac-key' });
-    // Ingestion tokens come from the provider's tenant; the app's identity publishes, as infra/app/rbac.bicep grants.
-    registerAzureMonitor(entra.registry, [world.provider.tenantId]);
+    // The app's identity publishes telemetry, as infra/app/rbac.bicep grants.
     appInsights.grant(entra.registry.servicePrincipalId(world.appIdentity.tenantId, world.appIdentity.clientId)!);
 
     const { routesFile, routedQueues } = options.routesFile

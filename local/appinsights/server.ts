@@ -12,7 +12,6 @@ import { TelemetryStore } from './store.js';
 import { parseItems, track } from './track.js';
 
 export { AZURE_MONITOR_RESOURCE } from './auth.js';
-export { registerAzureMonitor } from './entra-resource.js';
 export { TelemetryStore, type RecordedItem, type TelemetrySummary, type MetricTotals } from './store.js';
 
 export interface AppInsightsStandIn {

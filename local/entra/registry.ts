@@ -142,6 +142,7 @@ export interface ServicePrincipal {
 export const DEFENDER_RESOURCE = 'https://api.security.microsoft.com';
 export const KEY_VAULT_RESOURCE = 'https://vault.azure.net';
 export const STORAGE_RESOURCE = 'https://storage.azure.com';
+export const AZURE_MONITOR_RESOURCE = 'https://monitor.azure.com';
 
 const MICROSOFT_RESOURCES: readonly ResourceApi[] = [
   {
@@ -177,6 +178,21 @@ const MICROSOFT_RESOURCES: readonly ResourceApi[] = [
     accessTokenVersion: 1,
     appRoles: [],
     delegatedScopes: ['user_impersonation'],
+    rbacOnly: true,
+  },
+  {
+    // Application Insights ingestion and the Logs Ingestion API: access is Azure RBAC (Monitoring Metrics
+    // Publisher) on the component or data collection rule. The exporter and LogsIngestionClient ask for
+    // https://monitor.azure.com/.default; the v1 token's aud is that URI. (The app id is this stand-in's:
+    // Azure Monitor's own is not in any document read here, and nothing checks it.)
+    id: AZURE_MONITOR_RESOURCE,
+    displayName: 'Azure Monitor',
+    appId: '5a0e5c5e-a11d-4c7e-9b7e-0a2e1c5ab0e1',
+    identifierUri: AZURE_MONITOR_RESOURCE,
+    scopePrefix: AZURE_MONITOR_RESOURCE,
+    accessTokenVersion: 1,
+    appRoles: [],
+    delegatedScopes: [],
     rbacOnly: true,
   },
 ];

@@ -11,12 +11,7 @@ import { ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { MeterProvider, PeriodicExportingMetricReader, type PushMetricExporter } from '@opentelemetry/sdk-metrics';
 import { BasicTracerProvider, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
-import {
-  registerAzureMonitor,
-  startAppInsights,
-  type AppInsightsStandIn,
-  type TelemetrySummary,
-} from '../../local/appinsights/server.js';
+import { startAppInsights, type AppInsightsStandIn, type TelemetrySummary } from '../../local/appinsights/server.js';
 import { MAX_REQUEST_BYTES } from '../../local/appinsights/body.js';
 import { MAX_ITEMS_PER_BATCH } from '../../local/appinsights/envelopes.js';
 import { telemetryHeadline } from '../../local/appinsights/headline.js';
@@ -61,7 +56,6 @@ beforeAll(async () => {
       multiTenant: false,
       secrets: [app.secret],
     });
-  registerAzureMonitor(entra.registry, [tenantId, otherTenantId]);
   ai = await startAppInsights({ tls: inject('tls'), verifier: entra.verifier, tenantId, log: (l) => log.push(l) });
   ai.grant(entra.registry.servicePrincipalId(tenantId, relayApp.clientId)!);
   // The foreign app holds the role too: what refuses it is its token's tenant, not RBAC.

@@ -131,6 +131,9 @@ const LOCAL_ONLY_SETTINGS = [
   'ENTRA_DISABLE_INSTANCE_DISCOVERY',
 ];
 
+/** Settings an SDK (not shared/config.ts) reads that only the local stack sets: nothing about the SDK leaves the machine. */
+const LOCAL_SDK_SETTINGS = ['APPLICATION_INSIGHTS_NO_STATSBEAT'];
+
 /** Settings Azure sets that the demo leaves at their defaults (each has one in shared/config.ts). */
 const OPTIONAL_SETTINGS_LEFT_UNSET_LOCALLY = [
   'POLL_MAX_PAGES_PER_RUN',
@@ -254,11 +257,10 @@ describe('app settings', () => {
         defender: { url: 'https://localhost:6' },
         routesFile: 'routes.json',
         webhookAccessFile: 'webhook-access.json',
+        appInsights: { connectionString: 'InstrumentationKey=x;IngestionEndpoint=https://localhost:7/' },
       } as unknown as Parameters<typeof appSettingsFor>[2],
     );
-    const inAzure = appSettings()
-      .map((s) => s.name)
-      .filter((n) => !PLATFORM_SETTINGS.includes(n));
+    const inAzure = appSettings().map((s) => s.name);
     const runsLocally = Object.keys(local);
     expect(
       inAzure.filter((n) => !runsLocally.includes(n) && !OPTIONAL_SETTINGS_LEFT_UNSET_LOCALLY.includes(n)),
@@ -266,7 +268,11 @@ describe('app settings', () => {
     ).toEqual([]);
     expect(
       runsLocally.filter(
-        (n) => !inAzure.includes(n) && !LOCAL_ONLY_SETTINGS.includes(n) && !REJECTED_ON_FLEX.includes(n),
+        (n) =>
+          !inAzure.includes(n) &&
+          !LOCAL_ONLY_SETTINGS.includes(n) &&
+          !LOCAL_SDK_SETTINGS.includes(n) &&
+          !REJECTED_ON_FLEX.includes(n),
       ),
       'settings npm start gives the app that Azure does not',
     ).toEqual([]);
@@ -275,6 +281,8 @@ describe('app settings', () => {
       'a connection string or secret npm start should not need',
     ).toEqual([]);
     expect(local.AzureWebJobsStorage__clientId).toBe(local.AZURE_CLIENT_ID);
+    // Telemetry as in Azure: to the component, with the app's managed identity (infra/app/api.bicep).
+    expect(local.APPLICATIONINSIGHTS_AUTHENTICATION_STRING).toBe(`ClientId=${local.AZURE_CLIENT_ID};Authorization=AAD`);
   });
 
   it("every value known before deployment passes the code's own validation of that setting", () => {

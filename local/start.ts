@@ -108,6 +108,7 @@ if (values['no-host']) {
   );
 } else {
   print(`Health:      curl ${info.host}/api/health`);
+  print(`Status page: ${info.host}/api/status  (tenants, queues, dead letters and replay, in a browser)`);
   if (instances > 1)
     print(
       `Instances:   ${info.hosts.join('  ')}  (one app: same settings and host id; each timer runs on one at a time)`,

@@ -29,6 +29,7 @@ describe.runIf(chromiumPath || browserRequired)('status page in Chromium, agains
   let stateDir: string;
   let tlsDir: string;
   let child: ChildProcess;
+  let startOutput: () => string;
   let info: StackInfo;
   let browser: Browser;
   let page: Page;
@@ -46,6 +47,7 @@ describe.runIf(chromiumPath || browserRequired)('status page in Chromium, agains
       launchChromium(),
     ]);
     child = stack.child;
+    startOutput = () => stack.output;
     browser = launched;
     info = JSON.parse(readFileSync(join(stateDir, 'stack.json'), 'utf8')) as StackInfo;
     queues = QueueServiceClient.fromConnectionString(info.storage.connectionString);
@@ -69,6 +71,7 @@ describe.runIf(chromiumPath || browserRequired)('status page in Chromium, agains
   const cell = (selector: string) => page.locator(selector).first().innerText();
 
   it("shows each demo tenant with the events storage counted for it, and the queues' depths", async () => {
+    expect(startOutput(), 'npm start says where the page is').toContain(`Status page: ${info.host}/api/status`);
     const response = await page.goto(`${info.host}/api/status`);
     expect(response?.status()).toBe(200);
     expect(await page.title()).toBe('defender-relay status');

@@ -5,7 +5,9 @@ import { getServices } from '../shared/services.js';
 
 /** Queue `poll-requests`: lists what changed in one tenant and enqueues an event per incident version. */
 export async function pollTenant(message: unknown, context: InvocationContext): Promise<void> {
-  await handlePollRequest(message, getServices(), context);
+  await handlePollRequest(message, getServices(), context, {
+    dequeueCount: Number(context.triggerMetadata?.dequeueCount ?? 1),
+  });
 }
 
 app.storageQueue('pollTenant', {

@@ -24,6 +24,14 @@ export function createAppCredential(config: AppConfig, options: { developerSignI
       ({ ChainedTokenCredential, AzureCliCredential, AzureDeveloperCliCredential }) =>
         new ChainedTokenCredential(new AzureCliCredential({ tenantId }), new AzureDeveloperCliCredential({ tenantId })),
     );
+  return managedIdentityCredential(clientId);
+}
+
+/**
+ * The Function App's managed identity: user-assigned when a client id is given, else system-assigned.
+ * Locally the stack's managed-identity stand-in answers (IDENTITY_ENDPOINT), as App Service does in Azure.
+ */
+export function managedIdentityCredential(clientId?: string): TokenCredential {
   return lazyCredential(({ ManagedIdentityCredential }) =>
     clientId ? new ManagedIdentityCredential({ clientId }) : new ManagedIdentityCredential(),
   );

@@ -53,6 +53,8 @@ export interface DefenderCallBudget {
   take(tenantId: string, maxWaitMs?: number, budgetClass?: BudgetClass, api?: string): Promise<void>;
   /** Defender answered 429 to a call of `api` for the tenant: hold those calls for `retryAfterMs` (the shared budget tells every instance). */
   throttled?(tenantId: string, retryAfterMs: number, api: string): Promise<void>;
+  /** Per tenant, the share of the per-minute budget used, as far as this instance knows (the budget gauge). */
+  minuteShares?(): ReadonlyMap<string, number>;
 }
 
 /** The budget of a class is spent for longer than the caller would wait; `budgetClass` says which. */

@@ -2,6 +2,7 @@ import type { AccessToken, AuthenticationError, TokenCredential } from '@azure/i
 import type { AppConfig } from './config.js';
 import { isRetryable, PermanentError, RetryableError } from './errors.js';
 import { loadIdentity } from './lazy-identity.js';
+import { recordTokenRequest } from './metrics.js';
 import type { SecretCache } from './secrets.js';
 import type { Tenant } from './tenants.js';
 
@@ -90,10 +91,12 @@ export class DefenderTokenProvider {
           tenantId: tenant.tenantId,
           operation: 'acquire Defender token',
         });
+      recordTokenRequest(tenant.tenantId, true);
       const entry = { token, secretValue, credential, source: sourceOf(tenant) };
       this.#cache.set(key, entry);
       return entry;
     } catch (err) {
+      recordTokenRequest(tenant.tenantId, false);
       const code = aadstsCode(err) ?? (await this.#tenantRefusal(err, tenant));
       if (
         !afterSecretRefresh &&

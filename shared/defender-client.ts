@@ -1,7 +1,9 @@
 import { CallBudget, type BudgetClass, type DefenderCallBudget } from './call-budget.js';
 import { isRetryable, PermanentError, RetryableError } from './errors.js';
+import { recordDefenderCall } from './metrics.js';
 import { normalizeTimestamp } from './timestamps.js';
 import type { Tenant } from './tenants.js';
+import { traceDefenderCall } from './tracing.js';
 
 /**
  * The Defender XDR incidents API, as `defender-api.md` describes it: list with $filter/$top/$skip,
@@ -298,7 +300,9 @@ export class DefenderClient {
       );
       let failure: RetryableError;
       try {
-        return await this.#attempt<T>(tenant, call);
+        return await traceDefenderCall(tenant.tenantId, apiOf(call), (answered) =>
+          this.#attempt<T>(tenant, call, answered),
+        );
       } catch (err) {
         if (err instanceof UnauthorizedOnce && !tokenRenewed) {
           // The token may have been revoked or the tenant's consent re-granted: one fresh token.
@@ -336,7 +340,8 @@ export class DefenderClient {
     }
   }
 
-  async #attempt<T>(tenant: Tenant, call: Call): Promise<T> {
+  /** One call; `answered` hears the HTTP status of Defender's answer, if one came. */
+  async #attempt<T>(tenant: Tenant, call: Call, answered: (status: number) => void): Promise<T> {
     const context = { tenantId: tenant.tenantId, operation: call.operation };
     const token = await this.#o.tokens.getToken(tenant);
     const url = new URL(this.#o.apiUrl + call.path);
@@ -356,6 +361,8 @@ export class DefenderClient {
         body: call.body ? JSON.stringify(call.body) : undefined,
         signal: AbortSignal.timeout(this.#o.timeoutMs),
       });
+      answered(response.status);
+      recordDefenderCall(tenant.tenantId, response.status);
       text = await response.text();
     } catch (err) {
       if ((err as Error).name === 'TimeoutError') {

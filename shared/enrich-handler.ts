@@ -1,5 +1,5 @@
 import { BudgetSpentError, type BudgetClass } from './call-budget.js';
-import { deadLetter } from './dead-letter.js';
+import { countIfPoisoned, deadLetter, isLastAttempt, type DeadLetterCategory } from './dead-letter.js';
 import type { DefenderClient } from './defender-client.js';
 import type { DeliveryLog, EventClaim } from './delivery-log.js';
 import {
@@ -10,11 +10,12 @@ import {
   type DeliveryDeps,
 } from './destinations/index.js';
 import { deriveEnrichment, enrichWithApi, type Enrichment } from './enrichment.js';
-import { isRetryable, PermanentError, RetryableError } from './errors.js';
+import { failureCategory, isRetryable, PermanentError, RetryableError } from './errors.js';
 import { envelopeSchema, type IncidentEnvelope } from './events.js';
 import { isRecord } from './incident-types.js';
 import { describeViolation, findStructureViolation, INCIDENT_LIMITS, MESSAGE_LIMITS } from './json-limits.js';
 import { redactingLogger, type Logger } from './logging.js';
+import { recordEventRouted, recordEventSkipped } from './metrics.js';
 import { QUEUE_NAMES, readClaimCheck, type MessageSender } from './queues.js';
 import { describeError } from './redact.js';
 import { ConfigFileError } from './config-file.js';
@@ -22,6 +23,7 @@ import { plannedDeliveries, routingTableFor, selectRoutes, type MatchedRoute, ty
 import type { Services } from './services.js';
 import type { BlobServiceProvider } from './storage.js';
 import { CachedTenantLookup, TenantNotFoundError, type Tenant, type TenantRegistry } from './tenants.js';
+import { describeEnrichSpan, describeOutcome, traceEnrich } from './tracing.js';
 import { carriesWriteBack, contentFingerprint, writeBack } from './write-back.js';
 
 /**
@@ -79,19 +81,47 @@ export function enrichDependencies(services: Services): EnrichDependencies {
   };
 }
 
-class DeadLetterReason extends Error {}
+class DeadLetterReason extends Error {
+  constructor(
+    message: string,
+    readonly category: DeadLetterCategory,
+  ) {
+    super(message);
+  }
+}
 
 /** Another invocation is routing the same event right now; this delivery looks again later (and finds it routed). */
 class EventBusy extends RetryableError {}
 
-/** host.json `extensions.queues.maxDequeueCount`: after this many attempts the host moves a message to `<queue>-poison`. */
-export const MAX_DEQUEUE_COUNT = 5;
+export { MAX_DEQUEUE_COUNT } from './dead-letter.js';
 
-export async function handleIncidentEvent(
+/**
+ * One event from the queue, in its incident's trace (tracing.ts). A failure of the message's last
+ * allowed attempt counts as poisoned: the host moves it to `incidents-poison` without telling the app.
+ */
+export function handleIncidentEvent(
   message: unknown,
   deps: EnrichDependencies,
   logger: Logger,
   attempt: { dequeueCount?: number } = {},
+): Promise<EnrichOutcome> {
+  return traceEnrich(message, attempt.dequeueCount ?? 1, async (span) => {
+    try {
+      const outcome = await routeIncidentEvent(message, deps, logger, attempt);
+      describeOutcome(span, outcome.status);
+      return outcome;
+    } catch (err) {
+      countIfPoisoned(QUEUE_NAMES.incidents, attempt.dequeueCount, failureCategory(err));
+      throw err;
+    }
+  });
+}
+
+async function routeIncidentEvent(
+  message: unknown,
+  deps: EnrichDependencies,
+  logger: Logger,
+  attempt: { dequeueCount?: number },
 ): Promise<EnrichOutcome> {
   const log = redactingLogger(logger);
   // A message too deep or wide is refused before anything recursive reads it; the dead letter keeps its identity only.
@@ -103,16 +133,18 @@ export async function handleIncidentEvent(
       identity,
       typeof identity.eventId === 'string' ? identity.eventId : undefined,
       describeViolation(tooDeep),
+      'structure-limits',
       log,
     );
   }
   const parsed = envelopeSchema.safeParse(message);
   if (!parsed.success) {
     const reason = `invalid event: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(event)'}: ${i.message}`).join('; ')}`;
-    return deadLettered(deps, message, undefined, reason, log);
+    return deadLettered(deps, message, undefined, reason, 'invalid-message', log);
   }
   const envelope = parsed.data;
   const { eventId } = envelope;
+  describeEnrichSpan(envelope);
   let table: RoutingTable;
   try {
     table = deps.routing();
@@ -124,6 +156,7 @@ export async function handleIncidentEvent(
       message,
       eventId,
       `the routing rules cannot load (fix ${err.setting ?? 'them'}, restart, then replay the dead letters): ${err.lines().join('; ')}`,
+      'routing-rules',
       log,
     );
   }
@@ -132,6 +165,7 @@ export async function handleIncidentEvent(
     const claimed = await deps.deliveryLog.claim(eventId);
     if (claimed.status === 'routed') {
       log.info(`enrichIncident ${eventId}: already routed, dropped as a duplicate delivery`);
+      recordEventSkipped(envelope.tenantId, 'duplicate');
       return { status: 'duplicate', eventId };
     }
     if (claimed.status === 'busy')
@@ -152,6 +186,7 @@ export async function handleIncidentEvent(
       await deps.deliveryLog.complete(claim, []);
       claim = undefined;
       log.info(`enrichIncident ${eventId}: only the relay's write-back changed, not routed again`);
+      recordEventSkipped(envelope.tenantId, 'echo');
       return { status: 'echo', eventId };
     }
 
@@ -207,14 +242,12 @@ export async function handleIncidentEvent(
       );
       throw err;
     }
-    if (
-      err instanceof DeadLetterReason ||
-      err instanceof TenantNotFoundError ||
-      (err instanceof PermanentError && !isRetryable(err))
-    ) {
-      return deadLettered(deps, message, eventId, err.message, log);
-    }
-    const last = (attempt.dequeueCount ?? 1) >= MAX_DEQUEUE_COUNT;
+    if (err instanceof DeadLetterReason) return deadLettered(deps, message, eventId, err.message, err.category, log);
+    if (err instanceof TenantNotFoundError)
+      return deadLettered(deps, message, eventId, err.message, 'tenant-unknown', log);
+    if (err instanceof PermanentError && !isRetryable(err))
+      return deadLettered(deps, message, eventId, err.message, 'permanent-failure', log);
+    const last = isLastAttempt(attempt.dequeueCount);
     // The poison queue keeps only the message: this line is where its reason is kept.
     log.error(
       `enrichIncident ${eventId} failed${last ? ` on attempt ${attempt.dequeueCount}, moving to ${QUEUE_NAMES.poison}` : ', will be retried'}: ${describeError(err)}`,
@@ -243,7 +276,7 @@ function budgetClassOf(envelope: IncidentEnvelope): BudgetClass {
 
 async function tenantOf(envelope: IncidentEnvelope, deps: EnrichDependencies): Promise<Tenant> {
   const tenant = await deps.registry.get(envelope.tenantId);
-  if (!tenant.enabled) throw new DeadLetterReason(`tenant ${envelope.tenantId} is disabled`);
+  if (!tenant.enabled) throw new DeadLetterReason(`tenant ${envelope.tenantId} is disabled`, 'tenant-disabled');
   return tenant;
 }
 
@@ -254,18 +287,25 @@ async function incidentOf(envelope: IncidentEnvelope, deps: EnrichDependencies):
     incident = await readClaimCheck(deps.blobs, envelope.incidentRef!.blobUrl);
   } catch (err) {
     if ((err as { statusCode?: number }).statusCode === 404)
-      throw new DeadLetterReason(`the claim-checked incident ${envelope.incidentRef!.blobUrl} no longer exists`);
+      throw new DeadLetterReason(
+        `the claim-checked incident ${envelope.incidentRef!.blobUrl} no longer exists`,
+        'claim-check',
+      );
     if (err instanceof Error && !isRetryable(err) && !(err as { statusCode?: number }).statusCode)
-      throw new DeadLetterReason(`the claim-check reference is unusable: ${err.message}`);
+      throw new DeadLetterReason(`the claim-check reference is unusable: ${err.message}`, 'claim-check');
     throw new RetryableError(
       `the claim-checked incident could not be read: ${describeError(err)}`,
       { tenantId: envelope.tenantId, operation: 'read claim-check' },
       { cause: err },
     );
   }
-  if (!isRecord(incident)) throw new DeadLetterReason('the claim-checked incident is not a JSON object');
+  if (!isRecord(incident)) throw new DeadLetterReason('the claim-checked incident is not a JSON object', 'claim-check');
   const tooDeep = findStructureViolation(incident, INCIDENT_LIMITS);
-  if (tooDeep) throw new DeadLetterReason(`the claim-checked incident is refused: ${describeViolation(tooDeep)}`);
+  if (tooDeep)
+    throw new DeadLetterReason(
+      `the claim-checked incident is refused: ${describeViolation(tooDeep)}`,
+      'structure-limits',
+    );
   return incident;
 }
 
@@ -290,12 +330,14 @@ async function deliverAll(
     destinations.push(destination);
     if (claim.delivered.has(destination)) continue;
     try {
-      await deliver(
+      const { outcome } = await deliver(
         table,
         destination,
         routedMessageFor(envelope, incident, enrichment, route, destination),
         deps.deliveryDeps,
       );
+      const latencyMs = outcome === 'delivered' ? Date.now() - Date.parse(envelope.lastUpdateTime) : undefined;
+      recordEventRouted(envelope.tenantId, route.name, destination, latencyMs);
     } catch (err) {
       const where = `route ${route.name} → ${describeDestination(table, destination)}`;
       if (isRetryable(err))
@@ -304,7 +346,7 @@ async function deliverAll(
           { tenantId: envelope.tenantId, operation: 'deliver', retryAfterMs: (err as RetryableError).retryAfterMs },
           { cause: err },
         );
-      throw new DeadLetterReason(`${where}: ${describeError(err)}`);
+      throw new DeadLetterReason(`${where}: ${describeError(err)}`, 'destination-refused');
     }
     if (index < planned.length - 1 || recordLast) await deps.deliveryLog.recordDelivery(claim, destination);
     else unrecorded.push(destination);
@@ -377,9 +419,10 @@ async function deadLettered(
   message: unknown,
   eventId: string | undefined,
   reason: string,
+  category: DeadLetterCategory,
   log: Logger,
 ): Promise<EnrichOutcome> {
-  await deadLetter(deps.sender, QUEUE_NAMES.incidents, message, reason);
+  await deadLetter(deps.sender, QUEUE_NAMES.incidents, message, reason, category);
   log.error(`enrichIncident ${eventId ?? '(unreadable event)'} dead-lettered: ${reason}`);
   return { status: 'dead-lettered', eventId, reason };
 }

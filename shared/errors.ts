@@ -90,3 +90,23 @@ function retryable(err: unknown, seen: Set<unknown>): boolean {
   seen.add(err);
   return e?.cause !== undefined && !seen.has(e.cause) ? retryable(e.cause, seen) : false;
 }
+
+/**
+ * A failure as a short category, for a metric dimension or a span attribute, where its message (which
+ * may quote a service's answer) must not go: `throttled` (a 429, a spent call budget or hunting quota),
+ * `timeout`, `busy` (another invocation holds the event), `unavailable` (anything else worth retrying)
+ * or `permanent`.
+ */
+export type FailureCategory = 'throttled' | 'timeout' | 'busy' | 'unavailable' | 'permanent';
+
+const THROTTLING_ERRORS = new Set(['BudgetSpentError', 'HuntingRefusedError']);
+
+export function failureCategory(err: unknown): FailureCategory {
+  if (!isRetryable(err)) return 'permanent';
+  const e = err as { name?: unknown; status?: unknown; statusCode?: unknown; code?: unknown } | undefined;
+  const name = typeof e?.name === 'string' ? e.name : '';
+  if (e?.status === 429 || e?.statusCode === 429 || THROTTLING_ERRORS.has(name)) return 'throttled';
+  if (name.endsWith('TimeoutError') || e?.code === 'Timeout' || e?.code === 'ETIMEDOUT') return 'timeout';
+  if (name === 'EventBusy') return 'busy';
+  return 'unavailable';
+}

@@ -11,6 +11,37 @@ const incidentSchema = z
   })
   .passthrough();
 
+/**
+ * W3C Trace Context (https://www.w3.org/TR/trace-context/#traceparent-header): version 00, a trace id
+ * and a parent id in lower-case hex, neither all zeros, and the flags. Nothing else is accepted.
+ */
+export const TRACEPARENT = /^00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}$/;
+/** One tracestate list member (https://www.w3.org/TR/trace-context/#tracestate-header): a simple or multi-tenant key, `=`, a value of printable ASCII but `,` and `=`. */
+const TRACESTATE_MEMBER =
+  /^(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]$/;
+/** What the relay keeps of a tracestate: the 512 characters W3C asks vendors to propagate, at most 32 members. */
+const MAX_TRACESTATE = 512;
+const MAX_TRACESTATE_MEMBERS = 32;
+
+/**
+ * The trace an incident version travels in (tracing.ts), as a message carries it. Optional (messages
+ * written before it existed stay valid), and a value that is not exactly W3C's is dropped, never
+ * refused: tracing never costs an event, and nothing hostile reaches the tracer.
+ */
+export const traceContextSchema = z.object({
+  traceparent: z.string().regex(TRACEPARENT).optional().catch(undefined),
+  tracestate: z
+    .string()
+    .max(MAX_TRACESTATE)
+    .refine((value) => {
+      const members = value.split(',').map((member) => member.trim());
+      return members.length <= MAX_TRACESTATE_MEMBERS && members.every((member) => TRACESTATE_MEMBER.test(member));
+    })
+    .optional()
+    .catch(undefined),
+});
+export type TraceContextFields = z.infer<typeof traceContextSchema>;
+
 export const envelopeSchema = z
   .object({
     schema: z.literal(EVENT_SCHEMA),
@@ -22,6 +53,7 @@ export const envelopeSchema = z
     receivedAt: z.string().min(1),
     incident: incidentSchema.optional(),
     incidentRef: z.object({ blobUrl: z.string().url() }).optional(),
+    ...traceContextSchema.shape,
   })
   .refine(
     (e) => (e.incident === undefined) !== (e.incidentRef === undefined),

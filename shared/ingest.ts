@@ -5,6 +5,7 @@ import { isRetryable, RetryableError } from './errors.js';
 import { deadLetter } from './dead-letter.js';
 import { envelopeFor, eventIdOf } from './events.js';
 import { describeViolation, findStructureViolation, INCIDENT_LIMITS } from './json-limits.js';
+import { recordIncidentsListed } from './metrics.js';
 import { QUEUE_NAMES, type MessageSender } from './queues.js';
 import type { TenantRegistry } from './tenants.js';
 import { laterOf, minusMilliseconds, normalizeTimestamp } from './timestamps.js';
@@ -132,6 +133,7 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
     for await (const page of pages) {
       outcome.pages += 1;
       outcome.fetched += page.incidents.length;
+      recordIncidentsListed(tenant.tenantId, page.incidents.length);
       for (const incident of page.incidents) {
         maxSeen = laterOf(maxSeen, incident.lastUpdateTime);
         const eventId = eventIdOf(tenant.tenantId, incident.incidentId, incident.lastUpdateTime);
@@ -146,7 +148,13 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
           const reason = `the incident as Defender listed it is refused: ${describeViolation(violation)}`;
           outcome.refused.push({ eventId, reason });
           await sends.add(() =>
-            deadLetter(deps.sender, QUEUE_NAMES.incidents, refusedEvent(tenant.tenantId, incident), reason),
+            deadLetter(
+              deps.sender,
+              QUEUE_NAMES.incidents,
+              refusedEvent(tenant.tenantId, incident),
+              reason,
+              'structure-limits',
+            ),
           );
           continue;
         }

@@ -1,6 +1,9 @@
 import type { QueueClient, QueueServiceClient } from '@azure/storage-queue';
+import { deadLetterQueueOf, poisonQueueOf } from './dead-letter.js';
 import type { IncidentEnvelope } from './events.js';
+import { recordEventEnqueued } from './metrics.js';
 import type { BlobServiceProvider } from './storage.js';
+import { traceEnqueue } from './tracing.js';
 
 /** Queue names the app uses (the Bicep creates the same ones). */
 export const QUEUE_NAMES = {
@@ -52,10 +55,17 @@ export class MessageSender {
     await queue.sendMessage(text, { visibilityTimeout: options.visibilityTimeoutSeconds, messageTimeToLive: -1 });
   }
 
-  /** Sends an incident event, claim-checking the incident when the message would be too large. */
+  /**
+   * Sends an incident event, claim-checking the incident when the message would be too large. The
+   * event starts the trace of its incident version (tracing.ts), whose context its message carries.
+   */
   async sendEvent(queueName: string, envelope: IncidentEnvelope): Promise<{ claimChecked: boolean }> {
     const blobName = `${envelope.tenantId}/${envelope.incidentId}/${envelope.lastUpdateTime.replace(/:/g, '')}.json`;
-    return this.sendWithClaimCheck(queueName, envelope, { container: CLAIM_CHECK_CONTAINER, blobName });
+    const sent = await traceEnqueue(envelope, (traced) =>
+      this.sendWithClaimCheck(queueName, traced, { container: CLAIM_CHECK_CONTAINER, blobName }),
+    );
+    recordEventEnqueued(envelope.tenantId, envelope.source === 'webhook' ? 'push' : 'poll');
+    return sent;
   }
 
   /**
@@ -106,4 +116,41 @@ export async function readClaimCheck(blobService: BlobServiceProvider, blobUrl: 
   const blob = blobs.getContainerClient(container!).getBlobClient(decodeURIComponent(name.join('/')));
   const buffer = await blob.downloadToBuffer();
   return JSON.parse(buffer.toString('utf8')) as unknown;
+}
+
+/** The queues whose depth is a metric: the app's own two and where their failures go. */
+export const MONITORED_QUEUES: readonly string[] = [QUEUE_NAMES.incidents, QUEUE_NAMES.pollRequests].flatMap(
+  (queue) => [queue, poisonQueueOf(queue), deadLetterQueueOf(queue)],
+);
+
+/**
+ * Reads the approximate message count of each queue (one Get Queue Metadata each, in parallel), at
+ * most once per `minIntervalMs`: a collection sooner gets the last reading, so the cost stays a few
+ * storage operations per interval however often the metrics are collected. A queue that does not
+ * exist has no message; one that cannot be read is left out of that reading.
+ */
+export function queueDepthReader(
+  queues: QueueServiceClient,
+  names: readonly string[] = MONITORED_QUEUES,
+  minIntervalMs = 30_000,
+  now: () => number = Date.now,
+): () => Promise<Map<string, number>> {
+  let last: { at: number; reading: Promise<Map<string, number>> } | undefined;
+  const read = async () => {
+    const depths = await Promise.all(
+      names.map(async (name): Promise<[string, number] | undefined> => {
+        try {
+          const { approximateMessagesCount } = await queues.getQueueClient(name).getProperties();
+          return [name, approximateMessagesCount ?? 0];
+        } catch (err) {
+          return (err as { statusCode?: number }).statusCode === 404 ? [name, 0] : undefined;
+        }
+      }),
+    );
+    return new Map(depths.filter((depth) => depth !== undefined));
+  };
+  return () => {
+    if (!last || now() - last.at >= minIntervalMs) last = { at: now(), reading: read() };
+    return last.reading;
+  };
 }

@@ -2,6 +2,7 @@ import type { QueueServiceClient } from '@azure/storage-queue';
 import * as z from 'zod';
 import { deadLetterQueueOf, poisonQueueOf, type DeadLetter } from './dead-letter.js';
 import { describeViolation, findStructureViolation, MESSAGE_LIMITS } from './json-limits.js';
+import { recordEventEnqueued } from './metrics.js';
 import { encodeMessage, QUEUE_NAMES } from './queues.js';
 
 /**
@@ -92,6 +93,7 @@ export async function replayIncidents(
         // A poisoned message is the original text; a dead letter wraps the original message.
         await target.sendMessage(source === 'poison' ? m.messageText : encodeMessage(entry!.message));
         await queue.deleteMessage(m.messageId, m.popReceipt);
+        recordEventEnqueued(typeof event?.tenantId === 'string' ? event.tenantId : '', 'replay');
         result.moved += 1;
         result.bySource[source] += 1;
       }

@@ -1,6 +1,7 @@
 import type { SecretClient } from '@azure/keyvault-secrets';
 import { isTenantCredential, NotTenantCredentialError } from './credential-fence.js';
 import { isRetryable, PermanentError, RetryableError } from './errors.js';
+import { recordKeyVaultRead } from './metrics.js';
 import { untrustedCertificateCode, untrustedCertificateMessage } from './tls-errors.js';
 
 interface CachedSecret {
@@ -94,8 +95,10 @@ export class SecretCache {
         throw new PermanentError('The Key Vault secret has no value', { ...context, operation });
       const entry = { value: secret.value, tags: secret.properties.tags, fetchedAt: this.now() };
       this.#entries.set(name, entry);
+      recordKeyVaultRead(true);
       return entry;
     } catch (err) {
+      recordKeyVaultRead(false);
       if (err instanceof PermanentError) throw err;
       const e = err as { code?: string; statusCode?: number; message?: string };
       const detail = { ...context, operation, status: e.statusCode, code: e.code };

@@ -25,6 +25,7 @@ import { LazyTable } from './table.js';
 export const CALL_BUDGET_TABLE = 'callbudget';
 const ROW = 'calls';
 export const SLOT_MS = 10_000;
+const MINUTE_MS = 60_000;
 const HOUR_MS = 3_600_000;
 /**
  * The most calls one grant holds. Larger grants cost fewer writes, and fewer races between instances
@@ -134,6 +135,26 @@ export class SharedCallBudget {
       }
       await this.#sleep(wait);
     }
+  }
+
+  /**
+   * Per tenant this instance has taken calls for: the share of the per-minute budget that all instances
+   * used in the last minute, as this instance last read the counts (for the budget gauge; no storage).
+   */
+  minuteShares(): Map<string, number> {
+    const now = this.#storageNow();
+    const shares = new Map<string, number>();
+    for (const [tenantId, state] of this.#tenants) {
+      let calls = 0;
+      for (const [slot, counts] of state.slots) {
+        // A call counts at the end of its slot, as the budget counts it.
+        if ((slot + 1) * SLOT_MS <= now - MINUTE_MS) continue;
+        const unused = state.unused.get(slot);
+        counts.forEach((n, i) => (calls += Math.max(0, n - (unused?.[i] ?? 0))));
+      }
+      shares.set(tenantId, calls / this.#limits.perMinute);
+    }
+    return shares;
   }
 
   /** Defender answered 429 to a call of `api` for the tenant: no instance calls that API of the tenant for `retryAfterMs`. */

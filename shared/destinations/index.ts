@@ -4,6 +4,7 @@ import type { IncidentEnvelope } from '../events.js';
 import { PermanentError } from '../errors.js';
 import type { MessageSender } from '../queues.js';
 import type { MatchedRoute, RoutingTable } from '../routing.js';
+import { traceDelivery } from '../tracing.js';
 import { deliverToQueue, identityAccountClients, QueueDestinations } from './queue.js';
 import type { DeliveryDeps, DeliveryResult, RoutedEnrichment, RoutedMessage } from './types.js';
 import { deliverToHttp } from './webhook.js';
@@ -55,16 +56,23 @@ export async function deliver(
     durationMs: Date.now() - started,
     ...extra,
   });
-  switch (destination.type) {
-    case 'drop':
-      return done({ outcome: 'dropped' });
-    case 'queue':
-      return done(await deliverToQueue(destination, message, deps.queues));
-    case 'webhook':
-    case 'teams':
-    case 'slack':
-      return done(await deliverToHttp(destination, message, deps));
-  }
+  // What the destination receives carries the delivery's trace context, so that its consumer can join the trace.
+  return traceDelivery(
+    { route: message.route.name, destination: destination.name, type: destination.type },
+    async (traceFields) => {
+      const traced = { ...message, ...traceFields };
+      switch (destination.type) {
+        case 'drop':
+          return done({ outcome: 'dropped' });
+        case 'queue':
+          return done(await deliverToQueue(destination, traced, deps.queues));
+        case 'webhook':
+        case 'teams':
+        case 'slack':
+          return done(await deliverToHttp(destination, traced, deps));
+      }
+    },
+  );
 }
 
 /** A short description of a destination for log lines: its name, type and host (never a URL: Teams and Slack URLs hold secrets). */

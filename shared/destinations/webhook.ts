@@ -45,6 +45,9 @@ export async function deliverToHttp(
         : message,
   );
   const headers: Record<string, string> = { 'Content-Type': 'application/json', [EVENT_ID_HEADER]: message.eventId };
+  // W3C Trace Context as HTTP carries it; only a generic webhook's body repeats it (a Teams or Slack payload has no place for it).
+  if (message.traceparent) headers.traceparent = message.traceparent;
+  if (message.tracestate) headers.tracestate = message.tracestate;
   if (destination.type === 'webhook' && destination.hmacSecretName) {
     const key = await deps.secrets.get(destination.hmacSecretName);
     const now = Math.floor((deps.now?.() ?? new Date()).getTime() / 1000);

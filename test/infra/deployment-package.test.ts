@@ -149,6 +149,17 @@ describe('deployment package (.funcignore)', () => {
       expect(loadedAtStart).not.toContain('node_modules/@azure/identity/');
       expect(loadedAtStart).not.toContain('node_modules/@azure/msal-node/');
       expect(loadedAtStart).not.toContain('node_modules/@azure/storage-blob/');
+      // OpenTelemetry: only the API (its no-ops) without a connection string; the distro, the exporter,
+      // the SDK and the Functions instrumentation load with telemetry.ts's import() when one is set.
+      expect(loadedAtStart).toContain('node_modules/@opentelemetry/api/');
+      for (const lazy of [
+        '@azure/monitor-opentelemetry/',
+        '@azure/monitor-opentelemetry-exporter/',
+        '@azure/functions-opentelemetry-instrumentation/',
+        '@opentelemetry/sdk-',
+        '@opentelemetry/instrumentation',
+      ])
+        expect(loadedAtStart).not.toContain(lazy);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

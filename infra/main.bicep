@@ -155,6 +155,12 @@ param destinationAllowedHosts string[] = []
 @minValue(1)
 param destinationTimeoutMs int = 10000
 
+@description('Optional. Resource id of an existing Log Analytics workspace (the one Microsoft Sentinel uses, in any resource group or subscription of the tenant): creates the custom table DefenderRelayIncidents_CL there, and here a data collection endpoint and rule feeding it, with Monitoring Metrics Publisher on the rule for the app\'s identity, for a routing destination of type sentinel (infra/README.md, Microsoft Sentinel). Empty: none of it is deployed.')
+param sentinelWorkspaceResourceId string = ''
+
+@description('Optional. Azure region of the Sentinel data collection endpoint and rule: the workspace\'s region, which they must share. Empty: location.')
+param sentinelLocation string = ''
+
 @description('Optional. Email addresses the alerts\' action group notifies (azd: ALERT_EMAIL_ADDRESSES, a JSON array). None and no webhook: the action group is created empty and the alerts show in Azure Monitor only.')
 param alertEmailAddresses string[] = []
 
@@ -185,6 +191,9 @@ var storageAccountName = 'st${resourceToken}'
 var keyVaultName = 'kv-${resourceToken}'
 var logAnalyticsName = 'log-${resourceToken}'
 var applicationInsightsName = 'appi-${resourceToken}'
+var dataCollectionEndpointName = 'dce-${resourceToken}'
+var dataCollectionRuleName = 'dcr-${resourceToken}'
+var deploySentinel = !empty(sentinelWorkspaceResourceId)
 var deploymentStorageContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
 
 // Work queues with their dead-letter queues (written by the app with the reason) and poison queues
@@ -305,6 +314,20 @@ module workbook 'core/workbook.bicep' = {
   ]
 }
 
+// Optional: Microsoft Sentinel as a routing destination, through the Logs Ingestion API (the table goes
+// into the workspace's resource group; the endpoint and the rule stay here, with the app).
+module sentinel 'core/sentinel.bicep' = if (deploySentinel) {
+  name: 'sentinel'
+  scope: rg
+  params: {
+    workspaceResourceId: sentinelWorkspaceResourceId
+    dataCollectionEndpointName: dataCollectionEndpointName
+    dataCollectionRuleName: dataCollectionRuleName
+    location: !empty(sentinelLocation) ? sentinelLocation : location
+    tags: tags
+  }
+}
+
 module rbac 'app/rbac.bicep' = {
   name: 'rbac'
   scope: rg
@@ -319,11 +342,13 @@ module rbac 'app/rbac.bicep' = {
     identityPrincipalId: identity.outputs.principalId
     userPrincipalId: principalId
     userPrincipalType: principalType
+    dataCollectionRuleName: deploySentinel ? dataCollectionRuleName : ''
   }
   dependsOn: [
     storage
     keyVault
     monitoring
+    sentinel
   ]
 }
 
@@ -362,7 +387,11 @@ module api 'app/api.bicep' = {
       WEBHOOK_MAX_BODY_BYTES: string(webhookMaxBodyBytes)
       WEBHOOK_ACCESS_FILE: webhookAccessFile
       ROUTES_FILE: routesFile
-      DESTINATION_ALLOWED_HOSTS: join(destinationAllowedHosts, ',')
+      // The Sentinel endpoint's host joins the allow-list: a sentinel destination's endpoint is held to it.
+      DESTINATION_ALLOWED_HOSTS: join(
+        union(destinationAllowedHosts, deploySentinel ? [sentinel!.outputs.logsIngestionHost] : []),
+        ','
+      )
       DESTINATION_TIMEOUT_MS: string(destinationTimeoutMs)
     }
   }
@@ -406,3 +435,12 @@ output AZURE_MANAGED_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
 
 @description('The Application Insights connection string (it holds no secret: ingestion needs an Entra token).')
 output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.connectionString
+
+@description('The Sentinel destination\'s endpoint (its data collection endpoint\'s logs ingestion URL); empty without sentinelWorkspaceResourceId.')
+output SENTINEL_LOGS_INGESTION_ENDPOINT string = deploySentinel ? sentinel!.outputs.logsIngestionEndpoint : ''
+
+@description('The Sentinel destination\'s ruleId (the data collection rule\'s immutable id); empty without sentinelWorkspaceResourceId.')
+output SENTINEL_DCR_IMMUTABLE_ID string = deploySentinel ? sentinel!.outputs.ruleImmutableId : ''
+
+@description('The Sentinel destination\'s streamName; empty without sentinelWorkspaceResourceId.')
+output SENTINEL_STREAM_NAME string = deploySentinel ? sentinel!.outputs.streamName : ''

@@ -13,6 +13,9 @@ param applicationInsightsName string
 @description('Required. Object id of the Function App\'s managed identity.')
 param identityPrincipalId string
 
+@description('Optional. Name of the data collection rule of the Sentinel destination (core/sentinel.bicep), in this resource group. Empty: Sentinel is not deployed, no assignment.')
+param dataCollectionRuleName string = ''
+
 @description('Optional. Object id of the person (or pipeline) deploying, granted what onboarding tenants needs: put secrets into the vault and edit the tenant registry. Empty: no assignment.')
 param userPrincipalId string = ''
 
@@ -43,6 +46,10 @@ resource vault 'Microsoft.KeyVault/vaults@2026-05-15' existing = {
 
 resource applicationInsights 'Microsoft.Insights/components@2020-02-02' existing = {
   name: applicationInsightsName
+}
+
+resource dataCollectionRule 'Microsoft.Insights/dataCollectionRules@2024-03-11' existing = if (!empty(dataCollectionRuleName)) {
+  name: dataCollectionRuleName
 }
 
 // Host storage (leases, timer schedule), the deployment package and claim-check blobs.
@@ -93,6 +100,19 @@ resource appSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 resource appMetricsPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(applicationInsights.id, identityPrincipalId, roleDefinitionIds.monitoringMetricsPublisher)
   scope: applicationInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleDefinitionIds.monitoringMetricsPublisher)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Sends Sentinel rows through the Logs Ingestion API: "To ingest logs, ensure the user or service principal
+// is assigned the Monitoring Metrics Publisher role for the DCR" (azure-sdk-for-js
+// sdk/monitor/monitor-ingestion/TROUBLESHOOTING.md). Only when the Sentinel module is deployed.
+resource appIngestionPublisher 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(dataCollectionRuleName)) {
+  name: guid(dataCollectionRule.id, identityPrincipalId, roleDefinitionIds.monitoringMetricsPublisher)
+  scope: dataCollectionRule
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roleDefinitionIds.monitoringMetricsPublisher)
     principalId: identityPrincipalId

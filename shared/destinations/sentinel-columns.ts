@@ -15,9 +15,10 @@
  * logs-ingestion-api-overview.md`, "Supported tables"). Its display name goes with it: `CustomerTenantName`.
  */
 
-export const SENTINEL_TABLE = 'DefenderRelayIncidents_CL';
+/** The custom table (a Log Analytics table, not a Storage one). */
+export const SENTINEL_TABLE_NAME = 'DefenderRelayIncidents_CL';
 /** The stream the data collection rule declares and the destination sends to by default. */
-export const DEFAULT_SENTINEL_STREAM = `Custom-${SENTINEL_TABLE}`;
+export const DEFAULT_SENTINEL_STREAM = `Custom-${SENTINEL_TABLE_NAME}`;
 
 export type SentinelColumnType = 'string' | 'int' | 'long' | 'real' | 'boolean' | 'dynamic' | 'datetime';
 

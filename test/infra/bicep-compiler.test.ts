@@ -115,6 +115,8 @@ describe.skipIf(!bicep)('bicep build and lint', () => {
     'core/identity.bicep': 'tags',
     'core/key-vault.bicep': 'enablePurgeProtection',
     'core/monitoring.bicep': 'DisableLocalAuth',
+    'core/sentinel.bicep': 'dataCollectionEndpointId',
+    'core/sentinel-table.bicep': 'plan',
     'core/storage.bicep': 'allowSharedKeyAccess',
     'core/workbook.bicep': 'sourceId',
   };

@@ -232,6 +232,9 @@ const APP_ROLES: { role: string; scope: string }[] = [
   { role: 'Monitoring Metrics Publisher', scope: 'Microsoft.Insights/components' },
 ];
 
+/** Only with the optional Sentinel module (core/sentinel.bicep): ingestion through the Logs Ingestion API. */
+const SENTINEL_ROLE = { role: 'Monitoring Metrics Publisher', scope: 'Microsoft.Insights/dataCollectionRules' };
+
 interface Assignment {
   file: BicepFile;
   resource: ResourceDecl;
@@ -285,7 +288,7 @@ describe('role assignments', () => {
 
   it.each(APP_ROLES)("gives the Function App's identity $role on its $scope", ({ role, scope }) => {
     const found = roleAssignments().filter(
-      (a) => a.roleId === BUILT_IN_ROLES[role] && a.principal === 'identityPrincipalId',
+      (a) => a.roleId === BUILT_IN_ROLES[role] && a.principal === 'identityPrincipalId' && a.scopeType === scope,
     );
     expect(
       found.map((a) => a.resource.symbol),
@@ -300,8 +303,25 @@ describe('role assignments', () => {
     );
   });
 
+  it('gives the identity Monitoring Metrics Publisher on the Sentinel data collection rule, only when it is deployed', () => {
+    const [assignment, ...more] = roleAssignments().filter(
+      (a) => a.principal === 'identityPrincipalId' && a.scopeType === SENTINEL_ROLE.scope,
+    );
+    expect(more).toEqual([]);
+    expect(assignment?.roleId).toBe(BUILT_IN_ROLES[SENTINEL_ROLE.role]);
+    expect(assignment!.resource.condition?.text).toBe('(!empty(dataCollectionRuleName))');
+    expect(evaluate(assignment!.principalType!, assignment!.file)).toBe('ServicePrincipal');
+    expect(prop(assignment!.resource.body, 'name')?.text).toBe(
+      'guid(dataCollectionRule.id, identityPrincipalId, roleDefinitionIds.monitoringMetricsPublisher)',
+    );
+    const rbac = modules(infra.main).find((m) => m.source === 'app/rbac.bicep')!;
+    expect(properties(prop(rbac.body, 'params')!).get('dataCollectionRuleName')?.text).toBe(
+      "deploySentinel ? dataCollectionRuleName : ''",
+    );
+  });
+
   it("grants the identity nothing beyond those roles, and passes it the managed identity's principal", () => {
-    const appRoleIds = APP_ROLES.map((r) => BUILT_IN_ROLES[r.role]).sort();
+    const appRoleIds = [...APP_ROLES, SENTINEL_ROLE].map((r) => BUILT_IN_ROLES[r.role]).sort();
     expect(
       roleAssignments()
         .filter((a) => a.principal === 'identityPrincipalId')

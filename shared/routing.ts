@@ -20,6 +20,7 @@ import {
   isRecord as isObject,
   SEVERITIES,
 } from './incident-types.js';
+import { DEFAULT_SENTINEL_STREAM } from './destinations/sentinel-columns.js';
 import { checkDestinationUrl, DestinationBlockedError, type DestinationPolicy } from './ssrf.js';
 
 /**
@@ -53,6 +54,10 @@ const secretName = z
   .string()
   .regex(/^[0-9a-zA-Z-]{1,127}$/, 'must be a Key Vault secret name (letters, digits and dashes)');
 const httpsUrl = z.string().refine((v) => URL.canParse(v) && v.startsWith('https://'), 'must be an https:// URL');
+/** A data collection rule's `immutableId`, what the Logs Ingestion API's URL names (`dcr-` and 32 hex digits). */
+export const DCR_IMMUTABLE_ID = /^dcr-[0-9a-f]{32}$/;
+/** A custom stream of a data collection rule ("must begin with Custom-": data-collection-rule-structure.md). */
+const STREAM_NAME = /^Custom-[A-Za-z0-9_]{1,100}$/;
 
 const oneOf = <T extends readonly [string, ...string[]]>(values: T) =>
   z.enum(values, { message: `must be one of ${values.join(', ')}` });
@@ -68,9 +73,26 @@ const destinationSchema = z.discriminatedUnion(
     z.strictObject({ type: z.literal('webhook'), ...urlFields, hmacSecretName: secretName.optional() }),
     z.strictObject({ type: z.literal('teams'), ...urlFields }),
     z.strictObject({ type: z.literal('slack'), ...urlFields }),
+    z.strictObject({
+      type: z.literal('sentinel'),
+      endpoint: httpsUrl.refine(
+        (v) => !URL.canParse(v) || (new URL(v).search === '' && new URL(v).hash === ''),
+        'must be the logs ingestion URL alone (https://<name>.<region>-1.ingest.monitor.azure.com), without a query',
+      ),
+      ruleId: z
+        .string()
+        .regex(
+          DCR_IMMUTABLE_ID,
+          "must be the data collection rule's immutable id, dcr- and 32 hex digits (not its resource id or name)",
+        ),
+      streamName: z
+        .string()
+        .regex(STREAM_NAME, 'must be a custom stream name: Custom- then letters, digits and underscores')
+        .default(DEFAULT_SENTINEL_STREAM),
+    }),
     z.strictObject({ type: z.literal('drop') }),
   ],
-  { message: 'must be one of queue, webhook, teams, slack, drop' },
+  { message: 'must be one of queue, webhook, teams, slack, sentinel, drop' },
 );
 
 const mitrePattern = z
@@ -186,7 +208,8 @@ function labelled(where: string): (path: FieldPath) => string {
 
 /**
  * Reads and validates routing rules (a path to a JSON file, or the parsed object) and compiles them.
- * Webhook, Teams and Slack URLs written in the file must be on the allow-list (checked again at send time).
+ * Webhook, Teams and Slack URLs written in the file, and Sentinel (Logs Ingestion) endpoints, must be on the
+ * allow-list (checked again at send time).
  * Throws `RoutingConfigError` listing every problem, with its line when the rules come from a file.
  */
 export function loadRoutingRules(
@@ -274,19 +297,22 @@ function compile(
         continue;
       }
       const destination = parsed.data;
+      const checkHost = (field: 'url' | 'endpoint', url: string) => {
+        try {
+          checkDestinationUrl(url, policy);
+        } catch (err) {
+          if (!(err instanceof DestinationBlockedError)) throw err;
+          problem([...at, field], `${where}: ${field}`, `${err.reason} (host ${err.host})`);
+        }
+      };
       if (destination.type === 'webhook' || destination.type === 'teams' || destination.type === 'slack') {
         if ((destination.url === undefined) === (destination.urlSecretName === undefined)) {
           problem(at, where, 'give exactly one of url and urlSecretName');
         }
-        if (destination.url !== undefined) {
-          try {
-            checkDestinationUrl(destination.url, policy);
-          } catch (err) {
-            if (!(err instanceof DestinationBlockedError)) throw err;
-            problem([...at, 'url'], `${where}: url`, `${err.reason} (host ${err.host})`);
-          }
-        }
+        if (destination.url !== undefined) checkHost('url', destination.url);
       }
+      // The Logs Ingestion endpoint gets the app's bearer token for Azure Monitor: the same allow-list as webhooks decides where it may go.
+      if (destination.type === 'sentinel') checkHost('endpoint', destination.endpoint);
       destinations.set(name, { ...destination, name });
     }
   }

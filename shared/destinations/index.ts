@@ -6,12 +6,14 @@ import type { MessageSender } from '../queues.js';
 import type { MatchedRoute, RoutingTable } from '../routing.js';
 import { traceDelivery } from '../tracing.js';
 import { deliverToQueue, identityAccountClients, QueueDestinations } from './queue.js';
+import { deliverToSentinel, SentinelClients } from './sentinel.js';
 import type { DeliveryDeps, DeliveryResult, RoutedEnrichment, RoutedMessage } from './types.js';
 import { deliverToHttp } from './webhook.js';
 
 export type { DeliveryDeps, DeliveryResult, RoutedEnrichment, RoutedMessage } from './types.js';
 export { QueueDestinations, ROUTED_PAYLOADS_CONTAINER } from './queue.js';
 export { EVENT_ID_HEADER, SIGNATURE_HEADER } from './webhook.js';
+export { SentinelClients, sentinelRow } from './sentinel.js';
 export { slackPayload, teamsPayload, incidentFacts } from './formats.js';
 
 /** The message a destination receives: the envelope (incident inline), the enrichment and the route. */
@@ -70,6 +72,13 @@ export async function deliver(
         case 'teams':
         case 'slack':
           return done(await deliverToHttp(destination, traced, deps));
+        case 'sentinel':
+          if (!deps.sentinel)
+            throw new PermanentError(`Sentinel destination "${destination.name}" has no Logs Ingestion client`, {
+              tenantId: message.tenantId,
+              code: 'NoSentinelClient',
+            });
+          return done(await deliverToSentinel(destination, traced, { ...deps, clients: deps.sentinel }));
       }
     },
   );
@@ -82,6 +91,8 @@ export function describeDestination(table: RoutingTable, name: string): string {
   if (d.type === 'queue')
     return `${name} (queue ${d.queueName}${d.accountUrl ? ` in ${new URL(d.accountUrl).host}` : ''})`;
   if (d.type === 'drop') return `${name} (drop)`;
+  if (d.type === 'sentinel')
+    return `${name} (sentinel → ${new URL(d.endpoint).host}, rule ${d.ruleId}, ${d.streamName})`;
   return `${name} (${d.type} → ${d.url ? new URL(d.url).host : `URL from Key Vault secret ${d.urlSecretName}`})`;
 }
 
@@ -97,5 +108,6 @@ export function createDeliveryDeps(services: {
     policy: { allowedHosts, allowLoopback, timeoutMs },
     secrets: services.secretCache,
     queues: new QueueDestinations(services.sender, identityAccountClients(services.appCredential)),
+    sentinel: new SentinelClients(services.appCredential, { allowedHosts, allowLoopback }),
   };
 }

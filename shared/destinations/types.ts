@@ -1,6 +1,7 @@
 import type { IncidentEnvelope } from '../events.js';
 import type { DestinationPolicy, AddressLookup } from '../ssrf.js';
 import type { QueueDestinations } from './queue.js';
+import type { SentinelClients } from './sentinel.js';
 import type { Agent } from 'node:https';
 
 /**
@@ -31,6 +32,8 @@ export interface DeliveryDeps {
   /** Key Vault secrets (HMAC keys, webhook URLs kept out of the routes file): the app's `SecretCache`. */
   secrets: { get(name: string): Promise<string> };
   queues: QueueDestinations;
+  /** Logs Ingestion clients for Sentinel destinations, as the app's own identity (absent: no Sentinel destination can be delivered). */
+  sentinel?: SentinelClients;
   /** DNS resolution for the SSRF check (tests substitute one). */
   lookup?: AddressLookup;
   /** Connection pool for webhook posts (defaults to a shared keep-alive agent). */
@@ -40,10 +43,12 @@ export interface DeliveryDeps {
 
 export interface DeliveryResult {
   destination: string;
-  type: 'queue' | 'webhook' | 'teams' | 'slack' | 'drop';
+  type: 'queue' | 'webhook' | 'teams' | 'slack' | 'sentinel' | 'drop';
   outcome: 'delivered' | 'dropped';
-  /** The HTTP status a webhook answered with. */
+  /** The HTTP status a webhook (or the Logs Ingestion API) answered with. */
   status?: number;
+  /** Whether the Sentinel row holds a reduced copy of an incident too large for its column. */
+  incidentTruncated?: boolean;
   /** Whether a queue message carries the incident by reference (too large for a message). */
   claimChecked?: boolean;
   durationMs: number;

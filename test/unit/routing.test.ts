@@ -210,7 +210,7 @@ describe('loading routing rules', () => {
         'destinations "apex": url: the host is not on DESTINATION_ALLOWED_HOSTS (host webhook.office.com)',
         'destinations "both": give exactly one of url and urlSecretName',
         'destinations "neither": give exactly one of url and urlSecretName',
-        'destinations "pager": type: must be one of queue, webhook, teams, slack, drop',
+        'destinations "pager": type: must be one of queue, webhook, teams, slack, sentinel, drop',
         'destinations "extra": unknown field "url"',
       ]),
     );

@@ -119,6 +119,10 @@ export async function startTelemetry(
   const settings = telemetrySettings(env);
   if (!settings) return false;
   if (settings.local) for (const name of LOCAL_ONLY_SWITCHES) env[name] ??= 'true';
+  // The distro's own log level (documented in its README, "Self-diagnostics"), which it also gives every
+  // Azure SDK's logger: its default, WARN, prints a deprecation warning for each Storage Tables client the
+  // app makes. ERROR keeps what matters, failed exports among it.
+  env.APPLICATIONINSIGHTS_INSTRUMENTATION_LOGGING_LEVEL ??= 'ERROR';
   const credential: TokenCredential | undefined = settings.entra && managedIdentityCredential(settings.entra.clientId);
   started = import('./azure-monitor.js');
   (await started).startAzureMonitor(settings, functionsLibrary, credential);

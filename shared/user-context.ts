@@ -13,6 +13,7 @@ import {
 } from './entra-token.js';
 import { isRetryable, PermanentError, RetryableError } from './errors.js';
 import { loadIdentity } from './lazy-identity.js';
+import { recordTokenRequest } from './metrics.js';
 import type { SecretCache } from './secrets.js';
 import { TenantNotFoundError, type Tenant, type TenantRegistry } from './tenants.js';
 
@@ -292,9 +293,11 @@ export class UserContext {
     try {
       const token = await entry.credential.getToken(scope);
       if (!token) throw new UserContextError(502, 'Entra ID returned no on-behalf-of token');
+      recordTokenRequest(analyst.tenantId, true);
       entry.token = token;
       return token;
     } catch (err) {
+      recordTokenRequest(analyst.tenantId, false);
       if (err instanceof UserContextError) throw err;
       const code = aadstsCode(err);
       if (code !== undefined && SECRET_REFUSED.has(code) && !afterSecretRefresh) {

@@ -56,6 +56,7 @@ describe('telemetry start-up with the Azure Monitor distro', () => {
     // As Flex Consumption sets it: the distro then knows the platform and asks no VM metadata service.
     vi.stubEnv('WEBSITE_SKU', 'FlexConsumption');
     for (const name of [
+      'APPLICATIONINSIGHTS_INSTRUMENTATION_LOGGING_LEVEL',
       'APPLICATIONINSIGHTS_STATSBEAT_DISABLED',
       'APPLICATION_INSIGHTS_NO_STATSBEAT',
       'APPLICATIONINSIGHTS_SDKSTATS_DISABLED',
@@ -67,6 +68,7 @@ describe('telemetry start-up with the Azure Monitor distro', () => {
     expect(await startTelemetry(library, services)).toBe(true);
 
     expect(process.env).toMatchObject({
+      APPLICATIONINSIGHTS_INSTRUMENTATION_LOGGING_LEVEL: 'ERROR',
       APPLICATIONINSIGHTS_STATSBEAT_DISABLED: 'true',
       APPLICATION_INSIGHTS_NO_STATSBEAT: 'true',
       APPLICATIONINSIGHTS_SDKSTATS_DISABLED: 'true',

@@ -2,7 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { SpanKind } from '@opentelemetry/api';
+import { SpanKind, trace } from '@opentelemetry/api';
 import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -397,6 +397,26 @@ describe('telemetry: metrics and traces of the relay', () => {
     const [failedPoll] = spansNamed('poll tenant');
     expect(failedPoll!.attributes[DIMENSIONS.outcome]).toBe(FAILED_POLL_OUTCOME);
     expect(failedPoll!.attributes['error.type']).toBe('throttled');
+  });
+
+  it('counts an event a push enqueues as push, in a trace of its own linked to the request', async () => {
+    const tenantId = northwind().tenantId;
+    const envelope = envelopeFor(tenantId, seedHighRiskIncident(tenantId), 'webhook');
+    // The invocation of POST /api/incidents, as the host's trace context makes it the active span.
+    const request = await trace.getTracer('host').startActiveSpan('POST /api/incidents', async (span) => {
+      await services.sender.sendEvent(QUEUE_NAMES.incidents, envelope);
+      span.end();
+      return span;
+    });
+    const [sent] = (await drain(QUEUE_NAMES.incidents)) as IncidentEnvelope[];
+    const [enqueue] = spansNamed('enqueue incident');
+    expect(enqueue!.parentSpanContext).toBeUndefined();
+    expect(enqueue!.links.map((l) => l.context.spanId)).toEqual([request.spanContext().spanId]);
+    expect(enqueue!.attributes[DIMENSIONS.source]).toBe('webhook');
+    expect(traceIdOf(sent!.traceparent)).toBe(enqueue!.spanContext().traceId);
+    expect(pointsOf(await telemetry.collect(), METRICS.eventsEnqueued).map((p) => [p.attributes, p.value])).toEqual([
+      [{ [DIMENSIONS.tenant]: tenantId, [DIMENSIONS.source]: 'push' }, 1],
+    ]);
   });
 
   it('puts no secret, token, URL or incident content in any span attribute or metric dimension', async () => {

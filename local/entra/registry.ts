@@ -143,6 +143,7 @@ export const DEFENDER_RESOURCE = 'https://api.security.microsoft.com';
 export const KEY_VAULT_RESOURCE = 'https://vault.azure.net';
 export const STORAGE_RESOURCE = 'https://storage.azure.com';
 export const AZURE_MONITOR_RESOURCE = 'https://monitor.azure.com';
+export const GRAPH_RESOURCE = 'https://graph.microsoft.com';
 
 const MICROSOFT_RESOURCES: readonly ResourceApi[] = [
   {
@@ -194,6 +195,22 @@ const MICROSOFT_RESOURCES: readonly ResourceApi[] = [
     appRoles: [],
     delegatedScopes: [],
     rbacOnly: true,
+  },
+  {
+    // Microsoft Graph, for the security incidents API only (the stack needs no other Graph permission). Its
+    // well-known app id; its manifest accepts v1 tokens, whose aud is the URI or the app id the scope named.
+    // The permissions are the ones its incident pages name, each both an application permission (roles) and
+    // a delegated one (scp): microsoftgraph/microsoft-graph-docs-contrib api-reference/v1.0/api/
+    // security-list-incidents.md, security-incident-get.md, security-incident-update.md,
+    // security-incident-post-comments.md ("Permissions").
+    id: GRAPH_RESOURCE,
+    displayName: 'Microsoft Graph',
+    appId: '00000003-0000-0000-c000-000000000000',
+    identifierUri: GRAPH_RESOURCE,
+    scopePrefix: GRAPH_RESOURCE,
+    accessTokenVersion: 1,
+    appRoles: ['SecurityIncident.Read.All', 'SecurityIncident.ReadWrite.All'],
+    delegatedScopes: ['SecurityIncident.Read.All', 'SecurityIncident.ReadWrite.All'],
   },
 ];
 

@@ -17,7 +17,10 @@ const booleanSetting = z
   .enum(['true', 'false', '1', '0', 'yes', 'no', 'True', 'False'], { message: 'must be true or false' })
   .transform((v) => ['true', '1', 'yes'].includes(v.toLowerCase()));
 
-const guid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a GUID');
+/** A GUID in its usual text form, either case (tenant ids, client ids, instrumentation keys). */
+export const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+const guid = z.string().regex(GUID, 'must be a GUID');
 
 // NCRONTAB with six fields (seconds first), as the Functions timer trigger reads it.
 const ncrontab = z

@@ -1,4 +1,5 @@
 import { metrics, type Counter, type Gauge, type Histogram, type MeterProvider } from '@opentelemetry/api';
+import { GUID } from './config.js';
 import { DIMENSIONS, FAILED_POLL_OUTCOME, METRICS } from './telemetry-names.js';
 
 /**
@@ -99,14 +100,12 @@ function createInstruments(provider: MeterProvider): Instruments {
   };
 }
 
-const TENANT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
 /**
  * A tenant as a dimension: its id (a GUID, lower case). Anything else, as a message from the queue may
  * hold, is one value: a hostile message can neither put its text in a dimension nor multiply series.
  */
 function tenantDimension(tenantId: string): string {
-  return TENANT_ID.test(tenantId) ? tenantId.toLowerCase() : 'invalid';
+  return GUID.test(tenantId) ? tenantId.toLowerCase() : 'invalid';
 }
 
 /** Incidents Defender listed to one poll (a page at a time). */

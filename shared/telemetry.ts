@@ -1,7 +1,7 @@
 import type * as AzureFunctions from '@azure/functions';
 import type { TokenCredential } from '@azure/identity';
 import { managedIdentityCredential } from './app-identity.js';
-import { ConfigError } from './config.js';
+import { ConfigError, GUID } from './config.js';
 import { observeBudgetUsage, observeQueueDepths } from './metrics.js';
 import { queueDepthReader } from './queues.js';
 import type { Services } from './services.js';
@@ -34,7 +34,6 @@ export interface TelemetrySettings {
 export const CONNECTION_STRING_SETTING = 'APPLICATIONINSIGHTS_CONNECTION_STRING';
 export const AUTHENTICATION_STRING_SETTING = 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING';
 
-const GUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const LOOPBACK = /^(localhost|127(\.\d{1,3}){3}|\[::1\])$/i;
 
 /** `Key=value;Key=value` as Application Insights writes its strings: keys case-insensitive, empty parts ignored. */

@@ -33,6 +33,8 @@ import {
 import { startEntra, type EntraStandIn } from './entra/server.js';
 import { startKeyVault, type KeyVaultStandIn } from './keyvault/server.js';
 import { startAppInsights, type AppInsightsStandIn } from './appinsights/server.js';
+import { addRelayRule, withLogsIngestion } from './logs-ingestion/demo.js';
+import { startLogsIngestion, type LogsIngestionStandIn } from './logs-ingestion/server.js';
 
 /** The queues the app uses; created up front so a person can watch them from the first second. */
 export const QUEUES = { ...QUEUE_NAMES, routed: [] as string[] };
@@ -60,6 +62,11 @@ export interface StackInfo {
   defender: { url: string; controlUrl: string };
   /** The Application Insights component's ingestion stand-in; `controlUrl` serves what arrived (`/telemetry`, `/summary`). */
   appInsights: { ingestionEndpoint: string; connectionString: string; controlUrl: string };
+  /**
+   * The Logs Ingestion stand-in (a data collection endpoint) and its rule, which the demo routes' `sentinel`
+   * destination sends to; `controlUrl` serves the rows (`/rows`, `/problems`, `/summary`).
+   */
+  logsIngestion: { endpoint: string; controlUrl: string; ruleId: string; streamName: string };
   tenants: {
     tenantId: string;
     displayName: string;
@@ -124,6 +131,7 @@ export interface RunningStack {
   keyVault: KeyVaultStandIn;
   defender: DefenderStandIn;
   appInsights: AppInsightsStandIn;
+  logsIngestion: LogsIngestionStandIn;
   faults: FaultBoard;
   azurite: RunningAzurite;
   receivers: StandIns['receivers'];
@@ -326,6 +334,8 @@ function describeStack(
     keyVault: KeyVaultStandIn;
     defender: DefenderStandIn;
     appInsights: AppInsightsStandIn;
+    logsIngestion: StandIns['logsIngestion'];
+    sentinelRule: StandIns['sentinelRule'];
     queues: StackInfo['queues'];
     receivers: StandIns['receivers'];
   },
@@ -348,6 +358,11 @@ function describeStack(
       ingestionEndpoint: parts.appInsights.url,
       connectionString: parts.appInsights.connectionString,
       controlUrl: parts.appInsights.controlUrl,
+    },
+    logsIngestion: {
+      endpoint: parts.logsIngestion.url,
+      controlUrl: parts.logsIngestion.controlUrl,
+      ...parts.sentinelRule,
     },
     tenants: world.tenants.map(({ tenantId, displayName, context, clientId, clientSecretName, pushKey }) => ({
       tenantId,
@@ -386,6 +401,10 @@ export interface StandIns {
   defender: DefenderStandIn;
   /** The Application Insights component the app sends its telemetry to (Entra tokens of the provider's tenant). */
   appInsights: AppInsightsStandIn;
+  /** The Logs Ingestion API (a data collection endpoint) the demo routes' Sentinel destination sends rows to. */
+  logsIngestion: LogsIngestionStandIn;
+  /** Its data collection rule, declaring the relay's row (infra/core/sentinel.bicep's). */
+  sentinelRule: { ruleId: string; streamName: string };
   /** Local HTTPS receivers standing in for the SIEM, Teams and Slack webhooks of the demo routes. */
   receivers: { siem: RunningReceiver; teams: RunningReceiver; slack: RunningReceiver };
   /** The demo routing file, written with the receivers' URLs. */
@@ -428,6 +447,13 @@ export async function startStandIns(options: {
     started.push(defender);
     const appInsights = await startAppInsights({ tls, verifier: entra.verifier, tenantId: world.provider.tenantId });
     started.push(appInsights);
+    const logsIngestion = await startLogsIngestion({
+      tls,
+      verifier: entra.verifier,
+      tenantId: world.provider.tenantId,
+    });
+    started.push(logsIngestion);
+    const sentinelRule = addRelayRule(logsIngestion);
     const receivers = {
       siem: await startReceiver({ tls, hmacKey: world.siemHmacKey }),
       teams: await startReceiver({ tls }),
@@ -438,13 +464,30 @@ export async function startStandIns(options: {
     await keyVault.store.setSecret(SIEM_HMAC_SECRET_NAME, world.siemHmacKey, { contentType: 'hmac-key' });
     // The app's identity publishes telemetry, as infra/app/rbac.bicep grants.
     appInsights.grant(entra.registry.servicePrincipalId(world.appIdentity.tenantId, world.appIdentity.clientId)!);
+    // And Sentinel rows, with Monitoring Metrics Publisher on the data collection rule (infra/app/rbac.bicep).
+    logsIngestion.grant(
+      entra.registry.servicePrincipalId(world.appIdentity.tenantId, world.appIdentity.clientId)!,
+      sentinelRule.ruleId,
+    );
 
     const { routesFile, routedQueues } = options.routesFile
       ? givenRoutes(options.routesFile)
-      : demoRoutes(appDir, stateDir, receivers);
+      : demoRoutes(appDir, stateDir, receivers, { endpoint: logsIngestion.url, ruleId: sentinelRule.ruleId });
     const webhookAccessFile = join(stateDir, 'webhook-access.json');
     writeFileSync(webhookAccessFile, JSON.stringify(demoWebhookAccess(world), null, 2));
-    return { entra, keyVault, defender, appInsights, receivers, routesFile, webhookAccessFile, routedQueues, close };
+    return {
+      entra,
+      keyVault,
+      defender,
+      appInsights,
+      logsIngestion,
+      sentinelRule,
+      receivers,
+      routesFile,
+      webhookAccessFile,
+      routedQueues,
+      close,
+    };
   } catch (err) {
     await close();
     throw err;
@@ -477,13 +520,15 @@ export function demoWebhookAccess(world: DemoWorld): WebhookAccessFile {
 const LOCAL_DESTINATIONS = { allowedHosts: ['localhost'], allowLoopback: true };
 
 /**
- * The demo routes, written with the receivers' URLs. The template is checked first, so that a mistake
- * in it is reported at its own line (the written copy is laid out differently).
+ * The demo routes, written with the receivers' URLs and the Logs Ingestion stand-in's endpoint and rule.
+ * The template is checked first, so that a mistake in it is reported at its own line (the written copy is
+ * laid out differently).
  */
 function demoRoutes(
   appDir: string,
   stateDir: string,
   receivers: StandIns['receivers'],
+  sentinel: { endpoint: string; ruleId: string },
 ): { routesFile: string; routedQueues: string[] } {
   const templateFile = join(appDir, DEMO_ROUTES_TEMPLATE);
   loadRoutingRules(templateFile, LOCAL_DESTINATIONS);
@@ -492,7 +537,14 @@ function demoRoutes(
   writeFileSync(
     routesFile,
     JSON.stringify(
-      withReceiverUrls(template, { siem: receivers.siem.url, teams: receivers.teams.url, slack: receivers.slack.url }),
+      withLogsIngestion(
+        withReceiverUrls(template, {
+          siem: receivers.siem.url,
+          teams: receivers.teams.url,
+          slack: receivers.slack.url,
+        }),
+        sentinel,
+      ),
       null,
       2,
     ),
@@ -698,7 +750,8 @@ export async function ensurePortFree(port: number): Promise<void> {
 
 /**
  * The Function App's user-assigned managed identity, assigned to the local app as `infra/` assigns it,
- * with the vault role and (given the component) the Monitoring Metrics Publisher role `infra/` grants it.
+ * with the vault role and (given the component, and the Logs Ingestion stand-in's rules) the Monitoring
+ * Metrics Publisher roles `infra/` grants it.
  * Storage roles are not checked locally (Azurite's OAuth check reads the token's issuer, audience and
  * lifetime only).
  */
@@ -707,11 +760,13 @@ export function assignAppIdentity(
   entra: EntraStandIn,
   keyVault: KeyVaultStandIn,
   appInsights?: AppInsightsStandIn,
+  logsIngestion?: LogsIngestionStandIn,
 ): { clientId: string; principalId: string } {
   const identity = entra.registry.addManagedIdentity({ name: 'id-defender-relay', tenantId: world.provider.tenantId });
   entra.msi.assign(identity.clientId);
   keyVault.grant(identity.principalId, 'Key Vault Secrets User');
   appInsights?.grant(identity.principalId, 'Monitoring Metrics Publisher');
+  for (const rule of logsIngestion?.rules() ?? []) logsIngestion!.grant(identity.principalId, rule.immutableId);
   return { clientId: identity.clientId, principalId: identity.principalId };
 }
 
@@ -767,18 +822,21 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
 
     const standIns = await startStandIns({ tls, faults, world, appDir, stateDir, routesFile: options.routesFile });
     cleanups.push(() => standIns.close());
-    const { entra, keyVault, defender, appInsights } = standIns;
+    const { entra, keyVault, defender, appInsights, logsIngestion } = standIns;
     log(`Entra ID      ${entra.url}  (authority host)`);
     log(`Key Vault     ${keyVault.url}`);
     log(`Defender API  ${defender.url}  (control ${defender.controlUrl})`);
     log(`App Insights  ${appInsights.url}  (ingestion and live endpoint; control ${appInsights.controlUrl})`);
+    log(
+      `Sentinel      ${logsIngestion.url}  (Logs Ingestion: rule ${standIns.sentinelRule.ruleId}, ${standIns.sentinelRule.streamName}; control ${logsIngestion.controlUrl})`,
+    );
     const queues = QueueServiceClient.fromConnectionString(azurite.connectionString);
     const queueNames = { ...QUEUES, routed: standIns.routedQueues };
     for (const name of [queueNames.pollRequests, queueNames.incidents, queueNames.poison, ...queueNames.routed])
       await queues.getQueueClient(name).createIfNotExists();
 
     await registerDemoTenants(world, azurite.connectionString);
-    const identity = assignAppIdentity(world, entra, keyVault, appInsights);
+    const identity = assignAppIdentity(world, entra, keyVault, appInsights, logsIngestion);
     const storage = asInAzure
       ? {
           blobUrl: azurite.blobUrl,
@@ -842,6 +900,8 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
       keyVault,
       defender,
       appInsights,
+      logsIngestion,
+      sentinelRule: standIns.sentinelRule,
       queues: queueNames,
       receivers: standIns.receivers,
     });
@@ -853,6 +913,7 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
       keyVault,
       defender,
       appInsights,
+      logsIngestion,
       faults,
       azurite,
       receivers: standIns.receivers,

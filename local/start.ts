@@ -6,6 +6,7 @@ import { deadLetterQueueOf } from '../shared/dead-letter.js';
 import { DELIVERY_LOG_TABLE } from '../shared/delivery-log.js';
 import { TenantStatusStore, TENANT_STATUS_TABLE } from '../shared/tenant-status.js';
 import { telemetryHeadline } from './appinsights/headline.js';
+import { sentinelHeadline } from './logs-ingestion/demo.js';
 import { simulateSocActivity } from './demo-activity.js';
 import { InstanceActivity } from './instance-activity.js';
 import { MAX_INSTANCES, startStack, type RunningStack } from './stack.js';
@@ -119,6 +120,9 @@ print(
 );
 print(`Stack file:  ${stackFile}  (endpoints, CA, demo credentials: throwaway local values)`);
 print(`Telemetry:   curl ${info.appInsights.controlUrl}/summary  (what the app sent to Application Insights)`);
+print(
+  `Sentinel:    curl '${info.logsIngestion.controlUrl}/rows?limit=5'  (rows of DefenderRelayIncidents_CL the app sent through the Logs Ingestion API)`,
+);
 print(`Ready in ${((Date.now() - startedAt) / 1000).toFixed(1)} s. Ctrl-C stops everything.`);
 
 // Events in per tenant, events out per route, and queue depths every few seconds, printed when they change.
@@ -180,6 +184,7 @@ setInterval(async () => {
       `in: ${eventsIn.join(' · ')}`,
       `routed: ${counts.events} (${byRoute.join(' · ') || 'none yet'})`,
       `webhooks: ${webhooks.join(' · ')}`,
+      `sentinel: ${sentinelHeadline(stack!.logsIngestion, info.logsIngestion.ruleId)}`,
       `queues: ${depths.join(' · ')}`,
       `telemetry: ${telemetryHeadline(stack!.appInsights.telemetry.summary())}`,
     ].join('  |  ');

@@ -149,6 +149,8 @@ describe('deployment package (.funcignore)', () => {
       expect(loadedAtStart).not.toContain('node_modules/@azure/identity/');
       expect(loadedAtStart).not.toContain('node_modules/@azure/msal-node/');
       expect(loadedAtStart).not.toContain('node_modules/@azure/storage-blob/');
+      // The Logs Ingestion client loads with the first Sentinel delivery (shared/destinations/sentinel.ts).
+      expect(loadedAtStart).not.toContain('node_modules/@azure/monitor-ingestion/');
       // OpenTelemetry: only the API (its no-ops) without a connection string; the distro, the exporter,
       // the SDK and the Functions instrumentation load with telemetry.ts's import() when one is set.
       expect(loadedAtStart).toContain('node_modules/@opentelemetry/api/');

@@ -95,7 +95,7 @@ describe('enrichIncident: enrich and route, exactly once', () => {
     return { incident: stored, envelope: envelopeFor(tenantId, stored, 'poll') };
   }
 
-  /** High severity, active, a high-risk device: the demo's `high-to-soc` rule (soc-queue, teams, siem; tag write-back). */
+  /** High severity, active, a high-risk device: the demo's `high-to-soc` rule (soc-queue, teams, siem, sentinel; tag write-back). */
   const highRisk = (i: Incident) => {
     i.severity = 'High';
     i.status = 'Active';
@@ -120,8 +120,15 @@ describe('enrichIncident: enrich and route, exactly once', () => {
     expect(outcome).toMatchObject({
       status: 'routed',
       routes: ['high-to-soc'],
-      destinations: ['soc-queue', 'teams', 'siem'],
+      destinations: ['soc-queue', 'teams', 'siem', 'sentinel'],
     });
+    // One Sentinel row, as the app's identity sent it through the Logs Ingestion API.
+    const rows = stack.logsIngestion.store
+      .rows({ rule: stack.sentinelRule.ruleId })
+      .filter((r) => r.columns.EventId === envelope.eventId);
+    expect(rows.map((r) => r.columns)).toMatchObject([
+      { IncidentId: incident.incidentId, Severity: 'High', Route: 'high-to-soc', IncidentTruncated: false },
+    ]);
 
     const [routed] = (await drain('routed-high')) as {
       incident: Incident;
@@ -245,7 +252,7 @@ describe('enrichIncident: enrich and route, exactly once', () => {
       storage.throttle(() => false);
       expect(await handleIncidentEvent(envelope, app, log, { dequeueCount: 3 })).toMatchObject({
         status: 'routed',
-        destinations: ['soc-queue', 'teams', 'siem'],
+        destinations: ['soc-queue', 'teams', 'siem', 'sentinel'],
       });
       expect((await drain('routed-high')) as { eventId: string }[]).toMatchObject([{ eventId: envelope.eventId }]);
       expect(await drain('incidents-deadletter')).toEqual([]);

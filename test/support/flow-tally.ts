@@ -73,13 +73,15 @@ export function lastScreen(output: string, instances: number): { summary: string
   return { summary: lines[at]!, perInstance: lines.slice(at + 1, at + 1 + instances).map((l) => l.trim()) };
 }
 
-/** The webhook receivers' accepted requests, as npm start's screen last counted them ("webhooks: siem 12 · teams 3 · slack 1"). */
+/**
+ * The webhook receivers' accepted requests and the Sentinel rows, as npm start's screen last counted them
+ * ("webhooks: siem 12 · teams 3 · slack 1  |  sentinel: 9 rows").
+ */
 export function webhookCounts(output: string, instances: number): Record<string, number> {
   return Object.fromEntries(
-    [...(lastScreen(output, instances)?.summary ?? '').matchAll(/(siem|teams|slack) (\d+)/g)].map(([, name, n]) => [
-      name!,
-      Number(n),
-    ]),
+    [
+      ...(lastScreen(output, instances)?.summary ?? '').matchAll(/(siem|teams|slack) (\d+)|(sentinel): (\d+) rows/g),
+    ].map(([, name, n, sentinel, rows]) => [(name ?? sentinel)!, Number(n ?? rows)]),
   );
 }
 

@@ -93,7 +93,7 @@ describe('loading routing rules', () => {
     });
     const northwind = { tenantDisplayName: 'Northwind Traders', mitre: { techniques: ['T1003'] } };
     expect(selectRoutes(demo, event()).map((r) => [r.name, r.destinations])).toEqual([
-      ['high-to-soc', ['soc-queue', 'teams', 'siem']],
+      ['high-to-soc', ['soc-queue', 'teams', 'siem', 'sentinel']],
     ]);
     expect(selectRoutes(demo, event({ enrichment: northwind })).map((r) => r.name)).toEqual([
       'northwind-credential-access',
@@ -103,6 +103,13 @@ describe('loading routing rules', () => {
     expect(
       selectRoutes(demo, event({ incident: { severity: 'Medium' }, enrichment: { priority: 70 } })).map((r) => r.name),
     ).toEqual(['risky-medium']);
+    expect(demo.destinations.get('sentinel')).toMatchObject({
+      type: 'sentinel',
+      streamName: 'Custom-DefenderRelayIncidents_CL',
+    });
+    expect(
+      selectRoutes(demo, event({ incident: { severity: 'Medium' }, enrichment: { priority: 70 } }))[0]!.destinations,
+    ).toContain('sentinel');
     expect(selectRoutes(demo, event({ incident: { severity: 'Low' }, enrichment: { priority: 27 } }))).toEqual([
       { name: 'default', destinations: ['archive', 'siem'] },
     ]);

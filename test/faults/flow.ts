@@ -72,7 +72,8 @@ export interface FlowOptions {
   appSettings?: Record<string, string>;
   /**
    * Routing rules to run with instead of the demo's. The report reads the demo's destination names
-   * (`soc-queue` → routed-high, `archive` → routed-archive, the siem, teams and slack receivers, `nowhere` drops).
+   * (`soc-queue` → routed-high, `archive` → routed-archive, the siem, teams and slack receivers, `sentinel`
+   * the Logs Ingestion stand-in's rows, `nowhere` drops).
    */
   routes?: Record<string, unknown>;
   /**
@@ -107,7 +108,7 @@ export interface FlowReport {
   schemaProblems: string[];
 }
 
-/** Where the demo routes' destinations can be read back: the routed queues and the three receivers. */
+/** Where the demo routes' destinations can be read back: the routed queues, the three receivers and the Sentinel rows. */
 const QUEUE_DESTINATIONS: Record<string, string> = { 'soc-queue': 'routed-high', archive: 'routed-archive' };
 const RECEIVER_DESTINATIONS = ['siem', 'teams', 'slack'] as const;
 const DROP_DESTINATIONS = new Set(['nowhere']);
@@ -185,7 +186,8 @@ export class Flow {
       await registerDemoTenants(world, azurite.connectionString);
       await flow.#onboardExtraTenants();
       // The app as Azure runs it: identity-based storage with its managed identity (the test itself uses the account key).
-      const identity = assignAppIdentity(world, standIns.entra, standIns.keyVault);
+      // It publishes Sentinel rows too, with Monitoring Metrics Publisher on the rule (infra/app/rbac.bicep).
+      const identity = assignAppIdentity(world, standIns.entra, standIns.keyVault, undefined, standIns.logsIngestion);
       await useIdentityEndpoint({ endpoint: standIns.entra.msi.endpoint, header: standIns.entra.msi.header });
       const settings = appSettingsFor(
         world,
@@ -437,7 +439,7 @@ export class Flow {
     }
   }
 
-  /** Deliveries per destination and eventId, read from the routed queues and the receivers. */
+  /** Deliveries per destination and eventId, read from the routed queues, the receivers and the Sentinel rows. */
   async deliveries(): Promise<Map<string, number>> {
     const tally = new Map<string, number>();
     const add = (destination: string, eventId: unknown) => {
@@ -460,6 +462,9 @@ export class Flow {
         add(name, request.headers[EVENT_ID_HEADER.toLowerCase()]);
       }
     }
+    // The demo's `sentinel` destination: one row per event, its EventId column.
+    for (const row of this.standIns.logsIngestion.store.rows({ rule: this.standIns.sentinelRule.ruleId }))
+      add('sentinel', row.columns.EventId);
     return tally;
   }
 

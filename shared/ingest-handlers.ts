@@ -48,6 +48,10 @@ export async function handlePollRequest(
   const { tenantId } = parsed.data;
   const started = performance.now();
   const measured = (outcome: PollRunOutcome) => recordPollRun(tenantId, outcome, performance.now() - started);
+  // After every run, the checkpoint the tenant has then (moved, or as it was: a backlog or a failing tenant falls behind).
+  const recordLag = (checkpoint: string | undefined) => {
+    if (checkpoint) recordCheckpointLag(tenantId, checkpoint, new Date());
+  };
   return tracePollRun(tenantId, async (span) => {
     // Read now, written once the poll is done: the status row costs the poll one round trip, not two.
     const status = services.tenantStatus.prefetch(tenantId);
@@ -56,18 +60,19 @@ export async function handlePollRequest(
         ...services,
         maxPagesPerRun: services.config.pollMaxPagesPerRun,
       });
-      measured(outcome.status);
-      if (outcome.checkpoint) recordCheckpointLag(tenantId, outcome.checkpoint, new Date());
-      describeOutcome(span, outcome.status);
       const cause = outcome.status === 'retrying' ? describeError(outcome.failure) : undefined;
       // A poll that lost the checkpoint race enqueued what the winner enqueued too (the enricher skips the
       // copies): the tenant's count of events in takes the winner's alone.
       const counted = outcome.status === 'conflict' ? 0 : outcome.enqueued;
-      await services.tenantStatus.recordPoll(
-        tenantId,
-        { outcome: outcome.status, error: cause, eventsEnqueued: counted, checkpoint: outcome.checkpoint },
-        { read: status },
+      recordLag(
+        await services.tenantStatus.recordPoll(
+          tenantId,
+          { outcome: outcome.status, error: cause, eventsEnqueued: counted, checkpoint: outcome.checkpoint },
+          { read: status },
+        ),
       );
+      measured(outcome.status);
+      describeOutcome(span, outcome.status);
       const summary =
         `pollTenant ${tenantId}: ${outcome.status}, ${outcome.enqueued} event(s) enqueued` +
         ` (${outcome.fetched} listed in ${outcome.pages} page(s), ${outcome.duplicates} already delivered, ${outcome.claimChecked} claim-checked` +
@@ -91,13 +96,15 @@ export async function handlePollRequest(
       describeOutcome(span, FAILED_POLL_OUTCOME, err);
       const retryable = isRetryable(err);
       const cause = describeError(err);
-      await services.tenantStatus
-        .recordPoll(
-          tenantId,
-          { outcome: retryable ? 'retrying' : 'failed', error: cause, eventsEnqueued: 0 },
-          { read: status },
-        )
-        .catch(() => undefined);
+      recordLag(
+        await services.tenantStatus
+          .recordPoll(
+            tenantId,
+            { outcome: retryable ? 'retrying' : 'failed', error: cause, eventsEnqueued: 0 },
+            { read: status },
+          )
+          .catch(() => undefined),
+      );
       log.error(`pollTenant ${tenantId} ${retryable ? 'failed, will be retried' : 'failed (not retried)'}: ${cause}`);
       if (!retryable) return undefined;
       countIfPoisoned(QUEUE_NAMES.pollRequests, attempt.dequeueCount, failureCategory(err));

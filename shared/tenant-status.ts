@@ -75,13 +75,14 @@ export class TenantStatusStore {
   /**
    * Records a poll; the event count is added to the running total. Instances record concurrently, so
    * the row is replaced only if unchanged since read (ETag), else read again: no count is lost.
-   * `read`: the row as `prefetch` read it for this tenant, used for the first attempt.
+   * `read`: the row as `prefetch` read it for this tenant, used for the first attempt. Resolves to the
+   * tenant's checkpoint as recorded: the poll's, else the one recorded before (the checkpoint lag metric).
    */
   async recordPoll(
     tenantId: string,
     poll: { outcome: string; error?: string; eventsEnqueued: number; checkpoint?: string },
     { at = new Date(), read }: { at?: Date; read?: StatusRead } = {},
-  ): Promise<void> {
+  ): Promise<string | undefined> {
     const table = await this.#table.ready();
     for (let attempt = 1; ; attempt++) {
       const found =
@@ -107,7 +108,7 @@ export class TenantStatusStore {
       try {
         if (found) await table.updateEntity(entity, 'Replace', { etag: found.etag });
         else await table.createEntity(entity);
-        return;
+        return entity.checkpoint || undefined;
       } catch (err) {
         // 412: changed since read; 409: created meanwhile. Both mean another instance recorded first.
         const raced = err instanceof RestError && (err.statusCode === 412 || err.statusCode === 409);

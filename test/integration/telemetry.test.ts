@@ -351,7 +351,7 @@ describe('telemetry: metrics and traces of the relay', () => {
         : realFetch(input, init),
     );
     await expect(
-      handlePollRequest(pollRequest(northwind().tenantId, 'manual'), throttled, log, {
+      handlePollRequest(pollRequest(fabrikam().tenantId, 'manual'), throttled, log, {
         dequeueCount: MAX_DEQUEUE_COUNT,
       }),
     ).rejects.toThrow(/429/);
@@ -379,11 +379,15 @@ describe('telemetry: metrics and traces of the relay', () => {
     );
     expect(pointsOf(points, METRICS.eventsPoisoned)).toHaveLength(2);
     expect(pointsOf(points, METRICS.pollDuration).map((p) => [p.attributes, p.count])).toEqual([
-      [{ [DIMENSIONS.tenant]: northwind().tenantId, [DIMENSIONS.outcome]: FAILED_POLL_OUTCOME }, 1],
+      [{ [DIMENSIONS.tenant]: fabrikam().tenantId, [DIMENSIONS.outcome]: FAILED_POLL_OUTCOME }, 1],
     ]);
+    // A failing tenant falls behind: its lag is reported from the checkpoint it has (the earlier polls').
+    const [lag] = pointsOf(points, METRICS.checkpointLag, { [DIMENSIONS.tenant]: fabrikam().tenantId });
+    const recorded = (await services.tenantStatus.get(fabrikam().tenantId)).checkpoint!;
+    expect(Math.abs(lag!.value - (Date.now() - Date.parse(recorded)) / 1000)).toBeLessThan(10);
     expect(pointsOf(points, METRICS.defenderCalls, { [DIMENSIONS.status]: '429' })).toEqual([
       expect.objectContaining({
-        attributes: { [DIMENSIONS.tenant]: northwind().tenantId, [DIMENSIONS.status]: '429' },
+        attributes: { [DIMENSIONS.tenant]: fabrikam().tenantId, [DIMENSIONS.status]: '429' },
       }),
     ]);
     expect(

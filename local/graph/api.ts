@@ -2,7 +2,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { decodeJwt } from 'jose';
 import { TokenRejectedError, type TokenRejection, type TokenVerifier, type VerifiedToken } from '../common/bearer.js';
 import type { FaultBoard, FaultTarget } from '../common/faults.js';
-import { GraphApiError, badRequest, codeForStatus, invalidQuery, sendGraphError, tooManyRequests } from './errors.js';
+import { GraphApiError, badRequest, codeForStatus, sendGraphError, tooManyRequests } from './errors.js';
 import { applyIncidentUpdate, parseCommentBody, parseIncidentUpdate } from './incident-update.js';
 import { matchesFilter } from './odata-filter.js';
 import { parseEntityQuery, parseListQuery, readOptions } from './odata-query.js';
@@ -89,15 +89,12 @@ export function createApiRouter(deps: ApiDependencies): express.Router {
     const caller = callerOf(res);
     const options = readOptions(searchParams(req));
     const query = parseListQuery(options);
-    const canonical = canonicalQuery(options);
+    // A follow-up page sends the nextLink's options as they are; any $skip beside its token makes another query.
     const token = options.get('$skiptoken');
-    let offset = query.skip;
-    if (token !== undefined) {
-      // A skiptoken continues exactly the listing it was issued for; a $skip beside it would be another one.
-      if (options.has('$skip'))
-        throw invalidQuery('Unable to parse the skiptoken value. Skiptoken value should always be server generated.');
-      offset = deps.skipTokens.resolve(token, caller.tenantId, canonical);
-    }
+    const offset =
+      token === undefined ? query.skip : deps.skipTokens.resolve(token, caller.tenantId, canonicalQuery(options));
+    // What a nextLink carries: the query's options, the offset being the token's.
+    const continued = new Map([...options].filter(([name]) => name !== '$skip' && name !== '$skiptoken'));
     const include = prefersUnknownEnums(req);
     const body = deps.store.page(
       caller.tenantId,
@@ -109,9 +106,7 @@ export function createApiRouter(deps: ApiDependencies): express.Router {
         return JSON.stringify({
           '@odata.context': `${deps.baseUrl()}/v1.0/$metadata#security/incidents${contextProjection(query)}`,
           ...(query.count ? { '@odata.count': total } : {}),
-          ...(more
-            ? { '@odata.nextLink': nextLink(deps, options, caller.tenantId, canonical, offset + query.top) }
-            : {}),
+          ...(more ? { '@odata.nextLink': nextLink(deps, continued, caller.tenantId, offset + query.top) } : {}),
           value: page.map((incident) =>
             serializeIncident(incident, {
               expandAlerts: query.expandAlerts,
@@ -191,16 +186,10 @@ function prefersUnknownEnums(req: Request): boolean {
   return /(^|[,;\s])include-unknown-enum-members($|[,;\s])/i.test(req.get('prefer') ?? '');
 }
 
-function nextLink(
-  deps: ApiDependencies,
-  options: Map<string, string>,
-  tenantId: string,
-  canonical: string,
-  offset: number,
-): string {
-  const kept = [...options.entries()].filter(([name]) => name !== '$skip' && name !== '$skiptoken');
-  const skiptoken = deps.skipTokens.issue({ tenantId, query: canonical, offset });
-  const query = [...kept, ['$skiptoken', skiptoken] as const]
+/** The request's URL again with the query options it continues and a skiptoken for the next offset. */
+function nextLink(deps: ApiDependencies, continued: Map<string, string>, tenantId: string, offset: number): string {
+  const skiptoken = deps.skipTokens.issue({ tenantId, query: canonicalQuery(continued), offset });
+  const query = [...continued, ['$skiptoken', skiptoken] as const]
     .map(([name, value]) => `${name}=${encodeURIComponent(value)}`)
     .join('&');
   return `${deps.baseUrl()}/v1.0/security/incidents?${query}`;

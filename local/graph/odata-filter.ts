@@ -80,9 +80,10 @@ const MIRRORED: Record<ComparisonOperator, ComparisonOperator> = {
   le: 'ge',
 };
 
+/** An enum-typed operand carries its enum's members: values compare by their place among them. */
 export type Operand =
-  | { kind: 'property'; name: FilterableProperty; type: EdmType }
-  | { kind: 'literal'; type: EdmType; value: string | number | boolean | bigint | null };
+  | { kind: 'property'; name: FilterableProperty; type: EdmType; members?: readonly string[] }
+  | { kind: 'literal'; type: EdmType; value: string | number | boolean | bigint | null; members?: readonly string[] };
 
 export type FilterNode =
   | { kind: 'and' | 'or'; left: FilterNode; right: FilterNode }
@@ -330,7 +331,7 @@ export function parseFilter(text: string): FilterNode {
     if (!info) throw new FilterError(`The property '${name}' cannot be used in the $filter query option.`);
     count(1);
     return {
-      operand: { kind: 'property', name: name as FilterableProperty, type: info.type },
+      operand: { kind: 'property', name: name as FilterableProperty, type: info.type, members: info.members },
       position: token.position,
     };
   };
@@ -348,7 +349,7 @@ export function parseFilter(text: string): FilterNode {
       if (!members) return literal;
       if (!members.includes(literal.value as string))
         throw new FilterError(`The string '${String(literal.value)}' is not a valid enumeration type constant.`);
-      return { kind: 'literal', type: property.type, value: literal.value };
+      return { kind: 'literal', type: property.type, value: literal.value, members };
     };
     const l = convert(right, left);
     const r = convert(left, right);
@@ -401,9 +402,7 @@ function valueOf(operand: Operand, incident: GraphIncident): Comparable {
 
 /** Enum members compare by their place in the enum (OData compares their values), strings ordinally. */
 function rank(operand: Operand, value: Comparable): Comparable {
-  if (typeof value !== 'string') return value;
-  const members = Object.values(FILTERABLE).find((info) => info.type === operand.type)?.members;
-  return members ? members.indexOf(value) : value;
+  return typeof value === 'string' && operand.members ? operand.members.indexOf(value) : value;
 }
 
 function compareValues(operator: ComparisonOperator, left: Comparable, right: Comparable): boolean {

@@ -119,7 +119,7 @@ function parseCount(text: string | undefined): boolean {
   throw invalidQuery(`'${text}' is not a valid count option.`);
 }
 
-export function parseFilterOption(text: string | undefined): FilterNode | undefined {
+function parseFilterOption(text: string | undefined): FilterNode | undefined {
   if (text === undefined) return undefined;
   try {
     return parseFilter(text);

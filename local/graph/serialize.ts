@@ -84,5 +84,5 @@ export function contextProjection(options: Pick<SerializeOptions, 'expandAlerts'
   const parts = [...(options.select ?? []).filter((name) => name !== 'alerts')];
   if (options.expandAlerts) parts.push('alerts()');
   else if (options.select?.includes('alerts')) parts.push('alerts');
-  return parts.length > 0 && (options.select || options.expandAlerts) ? `(${parts.join(',')})` : '';
+  return parts.length > 0 ? `(${parts.join(',')})` : '';
 }

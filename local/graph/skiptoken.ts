@@ -14,18 +14,14 @@ import { invalidQuery } from './errors.js';
  */
 export interface ListPosition {
   tenantId: string;
-  /** The query options the listing was asked with (`canonicalQuery`), `$skip` and `$skiptoken` aside. */
+  /** The query options the nextLink carries (`canonicalQuery`): the listing's, but `$skip`. */
   query: string;
   offset: number;
 }
 
-/** The request's query options but `$skip` and `$skiptoken`, in a stable order, to compare a follow-up with. */
+/** Query options but `$skiptoken`, in a stable order: a follow-up's must be the ones its token was issued for. */
 export function canonicalQuery(options: Map<string, string>): string {
-  return JSON.stringify(
-    [...options.entries()]
-      .filter(([name]) => name !== '$skip' && name !== '$skiptoken')
-      .sort(([a], [b]) => (a < b ? -1 : 1)),
-  );
+  return JSON.stringify([...options].filter(([name]) => name !== '$skiptoken').sort(([a], [b]) => (a < b ? -1 : 1)));
 }
 
 const refused = () =>

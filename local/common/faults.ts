@@ -2,7 +2,7 @@
  * Faults injected into the stand-ins through the Defender stand-in's control surface.
  * Each stand-in asks the board at the start of every request whether a fault applies to it.
  */
-export type FaultTarget = 'entra' | 'keyvault' | 'defender';
+export type FaultTarget = 'entra' | 'keyvault' | 'defender' | 'graph';
 
 export type FaultSpec =
   /**

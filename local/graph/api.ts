@@ -29,7 +29,7 @@ export const GRAPH_AUDIENCES = [
  * The fault board's target for this stand-in. `FaultTarget` (local/common/faults.ts) does not list 'graph' yet;
  * the board matches targets by name, so 'graph' faults never touch the other stand-ins.
  */
-export const GRAPH_FAULT_TARGET = 'graph' as unknown as FaultTarget;
+export const GRAPH_FAULT_TARGET: FaultTarget = 'graph';
 
 /**
  * Application permission (roles) or delegated permission (scp), same names, per operation: list and get take

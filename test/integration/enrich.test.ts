@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startAzurite, type RunningAzurite } from '../../local/azurite.js';
-import { generateIncidents, type Incident } from '../../local/defender/generator.js';
+import type { Incident } from '../../local/defender/generator.js';
 import { appSettingsFor, registerDemoTenants } from '../../local/stack.js';
 import { CallBudget } from '../../shared/call-budget.js';
 import { loadConfig } from '../../shared/config.js';
@@ -21,6 +21,7 @@ import { replayIncidents, replayRequestSchema } from '../../shared/replay.js';
 import { loadRoutingRules } from '../../shared/routing.js';
 import { createServices, type Services } from '../../shared/services.js';
 import { drainQueue } from '../support/queues.js';
+import { highRisk, seedIncident as seedIncidentIn } from '../support/seeded-incidents.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
 import { startThrottlingStorage } from '../support/throttling-storage.js';
 
@@ -81,34 +82,9 @@ describe('enrichIncident: enrich and route, exactly once', () => {
     shape: (i: Incident) => void,
     tenantId = fabrikam().tenantId,
   ): { incident: Incident; envelope: IncidentEnvelope } {
-    const store = stack.defender.store;
-    const [incident] = generateIncidents({
-      tenantId,
-      count: 1,
-      seed: randomUUID(),
-      startId: store.nextIncidentId(tenantId),
-      redirectedShare: 0,
-    });
-    shape(incident!);
-    store.upsert(tenantId, [incident!]);
-    const stored = store.get(tenantId, incident!.incidentId)!;
-    return { incident: stored, envelope: envelopeFor(tenantId, stored, 'poll') };
+    const incident = seedIncidentIn(stack.defender.store, tenantId, shape);
+    return { incident, envelope: envelopeFor(tenantId, incident, 'poll') };
   }
-
-  /** High severity, active, a high-risk device: the demo's `high-to-soc` rule (soc-queue, teams, siem, sentinel; tag write-back). */
-  const highRisk = (i: Incident) => {
-    i.severity = 'High';
-    i.status = 'Active';
-    i.alerts[0]!.devices = [
-      {
-        ...(i.alerts[0]!.devices[0] ?? ({} as never)),
-        mdatpDeviceId: 'f'.repeat(40),
-        deviceDnsName: 'fin-ws-01.fabrikam.example',
-        riskScore: 'High',
-        healthStatus: 'Active',
-      } as never,
-    ];
-  };
 
   it('routes a high-priority incident to every destination of its rule, once, and writes back a tag', async () => {
     const { incident, envelope } = seedIncident(highRisk);

@@ -7,7 +7,7 @@ import type { ReadableSpan } from '@opentelemetry/sdk-trace-base';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { startAzurite, type RunningAzurite } from '../../local/azurite.js';
-import { generateIncidents, type Incident } from '../../local/defender/generator.js';
+import type { Incident } from '../../local/defender/generator.js';
 import { appSettingsFor, registerDemoTenants, SIEM_HMAC_SECRET_NAME } from '../../local/stack.js';
 import { loadConfig, type AppConfig } from '../../shared/config.js';
 import { DefenderClient } from '../../shared/defender-client.js';
@@ -21,6 +21,7 @@ import { replayIncidents, replayRequestSchema } from '../../shared/replay.js';
 import { createServices, type Services } from '../../shared/services.js';
 import { DIMENSIONS, FAILED_POLL_OUTCOME, METRICS } from '../../shared/telemetry-names.js';
 import { drainQueue } from '../support/queues.js';
+import { highRisk, seedIncident } from '../support/seeded-incidents.js';
 import { startTestStandIns, type TestStandIns } from '../support/stand-ins.js';
 import { installTestTelemetry, pointsOf, totalOf, type TestTelemetry } from '../support/telemetry.js';
 
@@ -97,31 +98,12 @@ describe('telemetry: metrics and traces of the relay', () => {
   const fabrikam = () => stack.world.tenants.find((t) => t.context === 'application')!;
   const northwind = () => stack.world.tenants.find((t) => t.context === 'partner')!;
 
-  /** A new high-severity incident on a high-risk device (the `high-to-soc` rule) in the Defender stand-in, updated now (the next poll lists it). */
-  function seedHighRiskIncident(tenantId: string): Incident {
-    const store = stack.defender.store;
-    const [incident] = generateIncidents({
-      tenantId,
-      count: 1,
-      seed: randomUUID(),
-      startId: store.nextIncidentId(tenantId),
-      redirectedShare: 0,
+  /** A new incident of the `high-to-soc` rule in the Defender stand-in, updated now (the next poll lists it). */
+  const seedHighRiskIncident = (tenantId: string) =>
+    seedIncident(stack.defender.store, tenantId, (i) => {
+      highRisk(i);
+      i.lastUpdateTime = new Date().toISOString();
     });
-    incident!.severity = 'High';
-    incident!.status = 'Active';
-    incident!.lastUpdateTime = new Date().toISOString();
-    incident!.alerts[0]!.devices = [
-      {
-        ...(incident!.alerts[0]!.devices[0] ?? ({} as never)),
-        mdatpDeviceId: 'f'.repeat(40),
-        deviceDnsName: 'fin-ws-01.fabrikam.example',
-        riskScore: 'High',
-        healthStatus: 'Active',
-      } as never,
-    ];
-    store.upsert(tenantId, [incident!]);
-    return store.get(tenantId, incident!.incidentId)!;
-  }
 
   /** Polls the tenant as the queue trigger would, then takes the events it enqueued off the queue. */
   async function pollAndTakeEvents(tenantId: string, app: Services = services) {

@@ -151,9 +151,9 @@ describe('the example consumer against npm start', () => {
       });
     expect((await post({})).status).toBe(401);
     expect((await post({ 'x-relay-signature': signatureHeader('another key', body) })).status).toBe(401);
-    expect(
-      (await post({ 'x-relay-signature': signatureHeader(hmacKey, body) }, body.replace('{', '{ '))).status,
-    ).toBe(401);
+    expect((await post({ 'x-relay-signature': signatureHeader(hmacKey, body) }, body.replace('{', '{ '))).status).toBe(
+      401,
+    );
     expect((await post({ 'x-relay-signature': signatureHeader(hmacKey, body) })).status).toBe(204);
     expect(await handledEventIds()).toContain(routedBody.eventId);
     // Signed again and sent again: handled once.

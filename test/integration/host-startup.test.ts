@@ -79,9 +79,10 @@ describe('local host: start-up', () => {
         expect(listed.find((l) => l.startsWith('  replayIncidents:'))).toBe(
           `  replayIncidents: httpTrigger [POST] ${host.url}/api/replay`,
         );
-        // Each file in functions/ registers the function it is named after (startupCheck is an appStart hook).
+        // Each file in functions/ registers the function it is named after, but the hook files (startupCheck and
+        // telemetry: appStart hooks only), which register none.
         const files = readdirSync(join(REPO, 'functions'))
-          .filter((f) => f.endsWith('.ts') && f !== 'startupCheck.ts')
+          .filter((f) => f.endsWith('.ts') && !['startupCheck.ts', 'telemetry.ts'].includes(f))
           .map((f) => f.replace(/\.ts$/, ''));
         expect(listed.map((l) => l.trim().split(':')[0]).sort()).toEqual(files.sort());
       } finally {

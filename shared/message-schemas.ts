@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { EVENT_SCHEMA, envelopeSchema } from './events.js';
+import { EVENT_SCHEMA, envelopeSchema, TRACEPARENT } from './events.js';
 import { SEVERITIES } from './incident-types.js';
 
 /**
@@ -120,6 +120,16 @@ export const enrichmentSchema = z
   })
   .describe('What the relay adds to the incident, which itself is never changed.');
 
+/** W3C Trace Context of the delivery (shared/tracing.ts): continue the trace from it. */
+const traceFields = {
+  traceparent: z
+    .string()
+    .regex(TRACEPARENT)
+    .optional()
+    .describe("W3C traceparent of the relay's delivery span: a consumer that traces continues from it."),
+  tracestate: z.string().max(512).optional().describe('W3C tracestate, when the trace has one.'),
+};
+
 const route = z
   .object({ name: z.string(), destination: z.string() })
   .describe('The routing rule that sent the message, and the destination it was sent to.');
@@ -131,6 +141,7 @@ export const routedMessageSchema = z
     incidentRef: incidentRef.optional(),
     enrichment: enrichmentSchema,
     route,
+    ...traceFields,
   })
   .meta({
     $id: 'urn:defender-relay:schema:routed-message',
@@ -164,6 +175,7 @@ export const webhookHeadersSchema = z
       .describe(
         'With a destination that has hmacSecretName: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body bytes>"> keyed with the secret text as UTF-8. Reject a t more than 5 minutes from now.',
       ),
+    traceparent: traceFields.traceparent.describe('W3C traceparent of the delivery span, as in the body.'),
   })
   .meta({
     $id: 'urn:defender-relay:schema:webhook-headers',

@@ -36,6 +36,7 @@ export const TRACER_NAME = 'defender-relay';
 
 const EVENT_ID = 'relay.event_id';
 const DEQUEUE_COUNT = 'relay.dequeue_count';
+const AI_OPERATION_NAME = 'ai.operation.name';
 const HTTP_STATUS = 'http.response.status_code';
 
 /** The trace fields for a message sent from within `span` (none when it is the API's no-op). */
@@ -142,7 +143,13 @@ export function traceEnrich<T>(message: unknown, dequeueCount: number, work: (sp
   const parent = parentOf(message);
   return inSpan(
     'enrich incident',
-    { kind: SpanKind.CONSUMER, links: parent ? linkToActive() : [], attributes: { [DEQUEUE_COUNT]: dequeueCount } },
+    {
+      kind: SpanKind.CONSUMER,
+      links: parent ? linkToActive() : [],
+      // The exporter names a request by this tag and, for a span that is not SERVER, only takes it from an
+      // attribute: without it the request has no name (monitor-opentelemetry-exporter utils/spanUtils.ts).
+      attributes: { [DEQUEUE_COUNT]: dequeueCount, [AI_OPERATION_NAME]: 'enrich incident' },
+    },
     parent ?? context.active(),
     work,
   );

@@ -2,8 +2,8 @@ import type { TableClient } from '@azure/data-tables';
 import type { QueueServiceClient } from '@azure/storage-queue';
 import * as z from 'zod';
 import { readBudgetUsage, type BudgetUsage } from './budget-usage.js';
-import { deadLetterQueueOf, poisonQueueOf } from './dead-letter.js';
-import { QUEUE_NAMES } from './queues.js';
+import { deadLetterQueueOf } from './dead-letter.js';
+import { MONITORED_QUEUES, QUEUE_NAMES } from './queues.js';
 import { describeError } from './redact.js';
 import type { TenantRegistry } from './tenants.js';
 import type { TenantStatusStore } from './tenant-status.js';
@@ -66,16 +66,6 @@ export interface StatusDependencies {
   now?: Date;
 }
 
-/** The queues an operator watches: where work waits, and where it lands when it fails. */
-export const WATCHED_QUEUES = [
-  QUEUE_NAMES.pollRequests,
-  poisonQueueOf(QUEUE_NAMES.pollRequests),
-  deadLetterQueueOf(QUEUE_NAMES.pollRequests),
-  QUEUE_NAMES.incidents,
-  poisonQueueOf(QUEUE_NAMES.incidents),
-  deadLetterQueueOf(QUEUE_NAMES.incidents),
-];
-
 /** The poll's overlap window (`ingest.ts`): a checkpoint is never newer than now minus this after a poll. */
 const OVERLAP_SECONDS = 300;
 /** How many dead letters the page lists: one peek, the most the queue service returns at once. */
@@ -98,7 +88,7 @@ export async function gatherStatus(deps: StatusDependencies): Promise<StatusRepo
     attempt('tenants', () => deps.registry.list(), []),
     attempt('tenant status', () => deps.tenantStatus.list(now), []),
     attempt('call budget', () => readBudgetUsage(deps.budgetTable, now.getTime()), new Map<string, BudgetUsage>()),
-    Promise.all(WATCHED_QUEUES.map((name) => queueDepth(deps.queues, name, problems))),
+    Promise.all(MONITORED_QUEUES.map((name) => queueDepth(deps.queues, name, problems))),
     attempt('dead letters', () => peekDeadLetters(deps.queues), []),
   ]);
   const pollIntervalSeconds = deps.pollSchedule ? pollIntervalOf(deps.pollSchedule) : undefined;

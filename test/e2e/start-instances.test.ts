@@ -77,7 +77,11 @@ describe('npm start -- --instances 3', () => {
 
     // What each destination should have got (every routed event once per destination of its routes), against
     // what it got: each queue destination each event exactly once, each receiver (its count on the screen) as many.
-    const { routed, expected, queued, webhooksExpected } = await tallyDestinations(info, join(stateDir, 'routes.json'));
+    const { routed, expected, queued, schemaProblems, webhooksExpected } = await tallyDestinations(
+      info,
+      join(stateDir, 'routes.json'),
+    );
+    expect(schemaProblems, 'queued messages the published schema refuses').toEqual([]);
     let queuedCount = 0;
     for (const [destination, eventIds] of queued) {
       expect([...eventIds].sort(), destination).toEqual([...(expected.get(destination) ?? [])].sort());

@@ -254,7 +254,8 @@ describe('an instance killed mid-batch (npm start -- --instances 3)', () => {
     expect(unfinished.filter((id) => invocations.finished.has(id))).toEqual([]);
 
     // Every destination got every event of its routes exactly once (queues only: read back event by event).
-    const { routed, expected, queued } = await tallyDestinations(info, routesFile);
+    const { routed, expected, queued, schemaProblems } = await tallyDestinations(info, routesFile);
+    expect(schemaProblems, 'queued messages the published schema refuses').toEqual([]);
     expect([...queued.keys()].sort()).toEqual(['archive', 'soc-queue']);
     for (const [destination, eventIds] of queued)
       expect([...eventIds].sort(), destination).toEqual([...(expected.get(destination) ?? [])].sort());

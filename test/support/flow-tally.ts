@@ -5,6 +5,7 @@ import { DELIVERY_LOG_TABLE } from '../../shared/delivery-log.js';
 import { DEFAULT_ROUTE_NAME, loadRoutingRules } from '../../shared/routing.js';
 import { TenantStatusStore, TENANT_STATUS_TABLE } from '../../shared/tenant-status.js';
 import { drainQueue } from './queues.js';
+import { schemaProblems } from './published-schemas.js';
 
 /** What the running stack has done with the demo tenants' events so far. */
 export interface FlowTally {
@@ -95,6 +96,8 @@ export interface DestinationTally {
   queued: Map<string, string[]>;
   /** Per webhook destination (webhook, Teams, Slack), how many events it should have got. */
   webhooksExpected: Record<string, number>;
+  /** What the published routed-message schema (schema/) refuses in the queued messages: queue, and why. */
+  schemaProblems: string[];
 }
 
 /**
@@ -137,9 +140,12 @@ export async function tallyDestinations(info: StackInfo, routesFile: string): Pr
   const queues = QueueServiceClient.fromConnectionString(cs);
   const queued = new Map<string, string[]>();
   const webhooksExpected: Record<string, number> = {};
+  const problems: string[] = [];
   for (const destination of table.destinations.values()) {
     if (destination.type === 'queue') {
       const messages = (await drainQueue(queues, destination.queueName)) as { eventId: string }[];
+      for (const message of messages)
+        problems.push(...schemaProblems('routed-message', message).map((p) => `${destination.queueName}: ${p}`));
       queued.set(
         destination.name,
         messages.map((m) => m.eventId),
@@ -148,5 +154,5 @@ export async function tallyDestinations(info: StackInfo, routesFile: string): Pr
       webhooksExpected[destination.name] = expected.get(destination.name)?.length ?? 0;
     }
   }
-  return { routed, expected, queued, webhooksExpected };
+  return { routed, expected, queued, webhooksExpected, schemaProblems: problems };
 }

@@ -381,8 +381,9 @@ async function writeBackAll(
       await writeBack(defender, tenant, { incidentId: envelope.incidentId, tags: incident.tags }, route.writeBack);
       await deps.deliveryLog.recordDelivery(claim, marker);
     } catch (err) {
-      // A push-triggered call does not wait for its share: spent between attempts, the write-back is skipped like above.
-      if (isRetryable(err) && !(err instanceof BudgetSpentError && err.budgetClass === 'push')) throw err;
+      // Spent between the check above and the call (other instances took the calls meanwhile): skipped like
+      // above. Retrying would only fail again while the budget is spent, and five failures poison the event.
+      if (isRetryable(err) && !(err instanceof BudgetSpentError)) throw err;
       log.warn(`enrichIncident ${envelope.eventId}: write-back for route ${route.name} skipped: ${describeError(err)}`);
     }
   }

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { startAzurite, type RunningAzurite } from '../../local/azurite.js';
 import type { Incident } from '../../local/defender/generator.js';
 import { appSettingsFor, registerDemoTenants } from '../../local/stack.js';
-import { CallBudget } from '../../shared/call-budget.js';
+import { CallBudget, type BudgetClass } from '../../shared/call-budget.js';
 import { loadConfig } from '../../shared/config.js';
 import { DefenderClient } from '../../shared/defender-client.js';
 import {
@@ -348,6 +348,23 @@ describe('enrichIncident: enrich and route, exactly once', () => {
     );
     expect(outcome.apiCalls).toBe(0);
     expect(logs.join('\n')).toMatch(/write-back for route high-to-soc skipped: the tenant's API budget is spent/);
+    expect(stack.defender.store.get(envelope.tenantId, envelope.incidentId)!.tags).not.toContain('relayed:high-to-soc');
+  });
+
+  it('skips the write-back when the budget runs out between its check and its call (other instances took it), and routes the event rather than retry it toward poison', async () => {
+    // The instance's view says a call is free; the shared counts say otherwise when the call is taken.
+    class RacedBudget extends CallBudget {
+      override waitTime(tenantId: string, budgetClass?: BudgetClass, api?: string): number {
+        return api === 'updateIncident' ? 0 : super.waitTime(tenantId, budgetClass);
+      }
+    }
+    const raced = new RacedBudget({ perMinute: 1, perHour: 1 });
+    const defender = new DefenderClient({ apiUrl: stack.defender.url, tokens: services.tokens, budget: raced });
+    raced.tryTake(fabrikam().tenantId);
+    const { envelope } = seedIncident(highRisk);
+    const outcome = await handleIncidentEvent(envelope, { ...deps, defender }, log, { dequeueCount: 1 });
+    expect(outcome).toMatchObject({ status: 'routed', routes: ['high-to-soc'] });
+    expect(logs.join('\n')).toMatch(/write-back for route high-to-soc skipped: .*budget/);
     expect(stack.defender.store.get(envelope.tenantId, envelope.incidentId)!.tags).not.toContain('relayed:high-to-soc');
   });
 

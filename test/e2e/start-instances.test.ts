@@ -97,13 +97,16 @@ describe('npm start -- --instances 3', () => {
   }, 90_000);
 
   it('shows what each instance did, and runs the poll timer on one instance only (the singleton lock)', async () => {
-    // The poll timer fires at the top of each minute; the stack polled the demo tenants itself at start.
-    await expect
-      .poll(() => figuresOf(lastScreen(stack.output, 3)?.perInstance.join(' ') ?? '').get('pollSchedule') ?? 0, {
-        timeout: 75_000,
-        interval: 1_000,
-      })
-      .toBeGreaterThan(0);
+    // The poll timer fires at the top of each minute; the stack polled the demo tenants itself at start. The
+    // screen is redrawn every few seconds: wait for one that shows the timer's run and every enrichment.
+    const shown = () => {
+      const figures = (lastScreen(stack.output, 3)?.perInstance ?? []).map(figuresOf);
+      return {
+        timerRan: figures.some((f) => (f.get('pollSchedule') ?? 0) > 0),
+        allEnriched: figures.reduce((n, f) => n + (f.get('enrichIncident') ?? 0), 0) >= 100,
+      };
+    };
+    await expect.poll(shown, { timeout: 75_000, interval: 1_000 }).toEqual({ timerRan: true, allEnriched: true });
     const screen = lastScreen(stack.output, 3)!;
     expect(screen.perInstance.map((l) => /^instance (\d) :(\d+) {2}/.exec(l)?.slice(1))).toEqual(
       info.hosts.map((url, i) => [String(i + 1), new URL(url).port]),

@@ -1,4 +1,4 @@
-import { formatTimestamp, parseTimestamp, ticksFromMs } from './timestamps.js';
+import { parseTimestamp, UpdateClock } from './timestamps.js';
 import type { Incident } from './types.js';
 
 /**
@@ -23,14 +23,13 @@ const compareTicks = (a: bigint | undefined, b: bigint | undefined): number =>
 
 export class IncidentStore {
   readonly #tenants = new Map<string, TenantData>();
-  readonly #now: () => number;
-  /** The last lastUpdateTime written, so two updates in one millisecond still get distinct times. */
-  #lastBump = 0n;
+  /** Stamps changes with strictly increasing times. */
+  readonly #clock: UpdateClock;
   /** Per tenant: incidents to change after each list page (see `setPagingChurn`). */
   readonly #churn = new Map<string, { perPage: number; pages: number; changed: number[] }>();
 
   constructor(now: () => number = Date.now) {
-    this.#now = now;
+    this.#clock = new UpdateClock(now);
   }
 
   provisionTenant(tenantId: string, displayName?: string): TenantInfo {
@@ -166,22 +165,12 @@ export class IncidentStore {
     if (!incident) return undefined;
     const before = incident.lastUpdateTime;
     apply(incident);
-    if (incident.lastUpdateTime === before) incident.lastUpdateTime = this.#nextUpdateTime(before);
+    if (incident.lastUpdateTime === before) incident.lastUpdateTime = this.#clock.next(before);
     return structuredClone(incident);
   }
 
   delete(tenantId: string, incidentId: number): boolean {
     return this.#require(tenantId).incidents.delete(incidentId);
-  }
-
-  /** Now, but strictly later than the previous time and than any time the store handed out. */
-  #nextUpdateTime(previous: string): string {
-    let ticks = ticksFromMs(this.#now());
-    const previousTicks = parseTimestamp(previous);
-    if (previousTicks !== undefined && ticks <= previousTicks) ticks = previousTicks + 1n;
-    if (ticks <= this.#lastBump) ticks = this.#lastBump + 1n;
-    this.#lastBump = ticks;
-    return formatTimestamp(ticks);
   }
 
   #require(tenantId: string): TenantData {

@@ -62,3 +62,22 @@ export function ticksFromMs(ms: number): bigint {
 export function msFromTicks(ticks: bigint): number {
   return Number(ticks / TICKS_PER_MS);
 }
+
+/**
+ * Update times for a stand-in's store, as the service stamps a change: now, but strictly later than the
+ * incident's previous time and than any time this clock handed out (two updates in one millisecond differ).
+ */
+export class UpdateClock {
+  #last = 0n;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  next(previous: string): string {
+    let ticks = ticksFromMs(this.now());
+    const previousTicks = parseTimestamp(previous);
+    if (previousTicks !== undefined && ticks <= previousTicks) ticks = previousTicks + 1n;
+    if (ticks <= this.#last) ticks = this.#last + 1n;
+    this.#last = ticks;
+    return formatTimestamp(ticks);
+  }
+}

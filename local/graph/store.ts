@@ -1,4 +1,4 @@
-import { formatTimestamp, parseTimestamp, ticksFromMs } from '../defender/timestamps.js';
+import { parseTimestamp, UpdateClock } from '../defender/timestamps.js';
 import type { GraphIncident } from './types.js';
 
 /**
@@ -22,12 +22,11 @@ const byNumericId = (a: GraphIncident, b: GraphIncident): number =>
 
 export class GraphIncidentStore {
   readonly #tenants = new Map<string, TenantData>();
-  readonly #now: () => number;
-  /** The last lastUpdateDateTime written, so two updates in one millisecond still get distinct times. */
-  #lastBump = 0n;
+  /** Stamps changes with strictly increasing times. */
+  readonly #clock: UpdateClock;
 
   constructor(now: () => number = Date.now) {
-    this.#now = now;
+    this.#clock = new UpdateClock(now);
   }
 
   provisionTenant(tenantId: string, displayName?: string): TenantInfo {
@@ -107,22 +106,12 @@ export class GraphIncidentStore {
     if (!incident) return undefined;
     const before = incident.lastUpdateDateTime;
     apply(incident);
-    if (incident.lastUpdateDateTime === before) incident.lastUpdateDateTime = this.#nextUpdateTime(before);
+    if (incident.lastUpdateDateTime === before) incident.lastUpdateDateTime = this.#clock.next(before);
     return structuredClone(incident);
   }
 
   delete(tenantId: string, id: string): boolean {
     return this.#require(tenantId).incidents.delete(id);
-  }
-
-  /** Now, but strictly later than the previous time and than any time the store handed out. */
-  #nextUpdateTime(previous: string): string {
-    let ticks = ticksFromMs(this.#now());
-    const previousTicks = parseTimestamp(previous);
-    if (previousTicks !== undefined && ticks <= previousTicks) ticks = previousTicks + 1n;
-    if (ticks <= this.#lastBump) ticks = this.#lastBump + 1n;
-    this.#lastBump = ticks;
-    return formatTimestamp(ticks);
   }
 
   #require(tenantId: string): TenantData {

@@ -21,13 +21,13 @@ export default mergeConfig(
         'test/faults/**',
         'test/e2e/**',
         'test/infra/**',
-        'test/integration/cli.test.ts',
+        'test/integration/cli/cli.test.ts',
         'test/integration/host-*.test.ts',
         'test/hostile/configuration.test.ts',
         // Runs the built stack:check in a child process.
-        'test/unit/local-stack.test.ts',
+        'test/unit/local/local-stack.test.ts',
         // The benchmark's latency proxy: no mutated module, and its worker-thread variant runs the built dist/.
-        'test/unit/latency-proxy.test.ts',
+        'test/unit/bench/latency-proxy.test.ts',
       ],
     },
   }),

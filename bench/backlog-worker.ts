@@ -1,7 +1,7 @@
-import { CallBudget } from '../shared/call-budget.js';
-import { loadConfig } from '../shared/config.js';
-import { DefenderClient } from '../shared/defender-client.js';
-import { handlePollRequest } from '../shared/ingest-handlers.js';
+import { CallBudget } from '../shared/sources/call-budget.js';
+import { loadConfig } from '../shared/config/config.js';
+import { DefenderClient } from '../shared/sources/defender/client.js';
+import { handlePollRequest } from '../shared/ingest/ingest-handlers.js';
 import { createServices } from '../shared/services.js';
 import { pollToTheEnd } from './poll-chain.js';
 

@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto';
-import { BudgetSpentError, CallBudget, type DefenderCallBudget } from '../shared/call-budget.js';
-import { DefenderClient } from '../shared/defender-client.js';
-import { SharedCallBudget, type SharedBudgetStats } from '../shared/shared-budget.js';
-import type { Tenant } from '../shared/tenants.js';
+import { BudgetSpentError, CallBudget, type DefenderCallBudget } from '../shared/sources/call-budget.js';
+import { DefenderClient } from '../shared/sources/defender/client.js';
+import { SharedCallBudget, type SharedBudgetStats } from '../shared/sources/shared-budget.js';
+import type { Tenant } from '../shared/tenants/tenants.js';
 import { FaultBoard } from '../local/common/faults.js';
 import { startDefender } from '../local/defender/server.js';
 import { forEachLimited } from './stats.js';

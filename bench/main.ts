@@ -18,7 +18,7 @@ import { describeMachine, figure, formatTable, writeReport, type BenchReport, ty
 import { runSchedule, type ScheduleResult } from './schedule.js';
 import { median, ratio, renewalIntervalMs } from './stats.js';
 import { startBenchWorld } from './world.js';
-import { TOKEN_REFRESH_MARGIN_MS } from '../shared/credentials.js';
+import { TOKEN_REFRESH_MARGIN_MS } from '../shared/auth/credentials.js';
 
 /**
  * `npm run bench`, the measuring process (bench/run.ts starts it with the stand-ins' CA trusted and

@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { QUEUE_NAMES } from '../shared/queues.js';
+import { QUEUE_NAMES } from '../shared/storage/queues.js';
 import type { BacklogJob, BacklogResult } from './backlog-worker.js';
 import { addPartnerTenant, clearQueue, type BenchWorld } from './world.js';
 

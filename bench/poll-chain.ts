@@ -1,7 +1,7 @@
-import { handlePollRequest } from '../shared/ingest-handlers.js';
-import { pollRequest, type PollOutcome } from '../shared/ingest.js';
-import type { Logger } from '../shared/logging.js';
-import { QUEUE_NAMES } from '../shared/queues.js';
+import { handlePollRequest } from '../shared/ingest/ingest-handlers.js';
+import { pollRequest, type PollOutcome } from '../shared/ingest/ingest.js';
+import type { Logger } from '../shared/telemetry/logging.js';
+import { QUEUE_NAMES } from '../shared/storage/queues.js';
 import type { Services } from '../shared/services.js';
 
 /**

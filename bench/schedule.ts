@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { CallBudget } from '../shared/call-budget.js';
-import { loadConfig } from '../shared/config.js';
-import { DefenderTokenProvider } from '../shared/credentials.js';
-import { DefenderClient } from '../shared/defender-client.js';
-import { pollRequest, pollTenant, type IngestDependencies } from '../shared/ingest.js';
-import { QUEUE_NAMES } from '../shared/queues.js';
-import { SecretCache } from '../shared/secrets.js';
+import { CallBudget } from '../shared/sources/call-budget.js';
+import { loadConfig } from '../shared/config/config.js';
+import { DefenderTokenProvider } from '../shared/auth/credentials.js';
+import { DefenderClient } from '../shared/sources/defender/client.js';
+import { pollRequest, pollTenant, type IngestDependencies } from '../shared/ingest/ingest.js';
+import { QUEUE_NAMES } from '../shared/storage/queues.js';
+import { SecretCache } from '../shared/auth/secrets.js';
 import { FaultBoard } from '../local/common/faults.js';
 import { startDefender } from '../local/defender/server.js';
 import { forEachLimited } from './stats.js';

@@ -10,7 +10,7 @@ import { createDemoWorld, type DemoApp, type DemoWorld } from '../local/demo.js'
 import { startEntra, type EntraStandIn } from '../local/entra/server.js';
 import { startKeyVault, type KeyVaultStandIn } from '../local/keyvault/server.js';
 import { addPartnerTenant as onboardPartnerTenant, appSettingsFor, seedWorld } from '../local/stack.js';
-import { loadConfig } from '../shared/config.js';
+import { loadConfig } from '../shared/config/config.js';
 import { createServices, type Services } from '../shared/services.js';
 import { startLatencyProxyThread } from './latency-proxy.js';
 

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
-import { doctorDependencies, runDoctor } from '../shared/doctor.js';
-import { InvalidTenantIdError, parseTenantId } from '../shared/tenant-admin.js';
+import { doctorDependencies, runDoctor } from '../shared/tenants/doctor.js';
+import { InvalidTenantIdError, parseTenantId } from '../shared/tenants/tenant-admin.js';
 import { formatDoctorReport } from './format.js';
 import { bootstrap, exitAfterFlush, reportFailure, settingsFileOf, UsageError } from './settings.js';
 

@@ -1,5 +1,5 @@
-import { describeCredential, type StepName, type StepStatus, type TenantCheck } from '../shared/doctor.js';
-import type { ConsentInstructions, TenantView } from '../shared/tenant-admin.js';
+import { describeCredential, type StepName, type StepStatus, type TenantCheck } from '../shared/tenants/doctor.js';
+import type { ConsentInstructions, TenantView } from '../shared/tenants/tenant-admin.js';
 
 /** Plain-text tables and messages the command-line tools print. */
 

@@ -1,10 +1,10 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, relative, resolve } from 'node:path';
-import { isTlsTrustFailure } from '../shared/tls-errors.js';
-import { ConfigError, loadConfig } from '../shared/config.js';
-import { redact } from '../shared/redact.js';
-import { createAppCredential } from '../shared/app-identity.js';
+import { isTlsTrustFailure } from '../shared/auth/tls-errors.js';
+import { ConfigError, loadConfig } from '../shared/config/config.js';
+import { redact } from '../shared/telemetry/redact.js';
+import { createAppCredential } from '../shared/auth/app-identity.js';
 import { createServices, type Services } from '../shared/services.js';
 
 /**

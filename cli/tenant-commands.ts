@@ -1,5 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { describeCredential } from '../shared/doctor.js';
+import { describeCredential } from '../shared/tenants/doctor.js';
 import type { Services } from '../shared/services.js';
 import {
   consentInstructions,
@@ -7,8 +7,8 @@ import {
   parseTenantId,
   putTenant,
   InvalidTenantIdError,
-} from '../shared/tenant-admin.js';
-import { tenantSchema, TenantValidationError, type TenantInput } from '../shared/tenants.js';
+} from '../shared/tenants/tenant-admin.js';
+import { tenantSchema, TenantValidationError, type TenantInput } from '../shared/tenants/tenants.js';
 import { formatConsentInstructions, formatTenantList } from './format.js';
 import { settingsFileOf, UsageError } from './settings.js';
 

@@ -1,7 +1,7 @@
 import type { InvocationContext } from '@azure/functions';
 import { app } from '@azure/functions';
-import { enrichDependencies, handleIncidentEvent, type EnrichDependencies } from '../shared/enrich-handler.js';
-import { QUEUE_NAMES } from '../shared/queues.js';
+import { enrichDependencies, handleIncidentEvent, type EnrichDependencies } from '../shared/enrich/enrich-handler.js';
+import { QUEUE_NAMES } from '../shared/storage/queues.js';
 import { getServices } from '../shared/services.js';
 
 let deps: EnrichDependencies | undefined;

@@ -1,8 +1,8 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
-import { checkHealth, configurationHealth, healthReport, type HealthCheck } from '../shared/health.js';
-import { describeError } from '../shared/redact.js';
+import { checkHealth, configurationHealth, healthReport, type HealthCheck } from '../shared/status/health.js';
+import { describeError } from '../shared/telemetry/redact.js';
 import { getServices, type Services } from '../shared/services.js';
-import { CONFIGURATION_FILES, configurationProblems } from '../shared/startup-check.js';
+import { CONFIGURATION_FILES, configurationProblems } from '../shared/config/startup-check.js';
 
 /**
  * GET /api/health: the configuration (the start-up check's answer: settings and configuration files,

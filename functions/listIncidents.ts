@@ -1,6 +1,6 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { getServices } from '../shared/services.js';
-import { listIncidentsForAnalyst } from '../shared/user-incidents.js';
+import { listIncidentsForAnalyst } from '../shared/api/user-incidents.js';
 
 /** GET /api/incidents: the signed-in analyst's view of their tenant's incidents (on-behalf-of the analyst). */
 export async function listIncidents(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {

@@ -1,5 +1,5 @@
 import { app, type InvocationContext, type Timer } from '@azure/functions';
-import { handlePollSchedule } from '../shared/ingest-handlers.js';
+import { handlePollSchedule } from '../shared/ingest/ingest-handlers.js';
 import { getServices } from '../shared/services.js';
 
 /** Timer (POLL_SCHEDULE, NCRONTAB): asks for one poll per enabled tenant. */

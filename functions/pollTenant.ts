@@ -1,6 +1,6 @@
 import { app, type InvocationContext } from '@azure/functions';
-import { handlePollRequest } from '../shared/ingest-handlers.js';
-import { QUEUE_NAMES } from '../shared/queues.js';
+import { handlePollRequest } from '../shared/ingest/ingest-handlers.js';
+import { QUEUE_NAMES } from '../shared/storage/queues.js';
 import { getServices } from '../shared/services.js';
 
 /** Queue `poll-requests`: lists what changed in one tenant and enqueues an event per incident version. */

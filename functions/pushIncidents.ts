@@ -1,6 +1,6 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { getServices } from '../shared/services.js';
-import { pushIncidents as acceptPushedIncidents, webhookPushDeps } from '../shared/webhook-push.js';
+import { pushIncidents as acceptPushedIncidents, webhookPushDeps } from '../shared/api/webhook-push.js';
 
 /**
  * POST /api/incidents: one incident or a batch pushed by a Logic App, Sentinel automation or a

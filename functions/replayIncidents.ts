@@ -1,6 +1,6 @@
 import type { HttpRequest, HttpResponseInit, InvocationContext } from '@azure/functions';
 import { app } from '@azure/functions';
-import { replayIncidents as replay, replayRequestSchema } from '../shared/replay.js';
+import { replayIncidents as replay, replayRequestSchema } from '../shared/route/replay.js';
 import { getServices } from '../shared/services.js';
 
 /** POST /api/replay: dead-lettered and poisoned incident events back onto `incidents` (all, or by filter). */

@@ -1,8 +1,8 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
-import { requestPoll } from '../shared/ingest-handlers.js';
-import { InvalidTenantIdError, parseTenantId } from '../shared/tenant-admin.js';
+import { requestPoll } from '../shared/ingest/ingest-handlers.js';
+import { InvalidTenantIdError, parseTenantId } from '../shared/tenants/tenant-admin.js';
 import { getServices } from '../shared/services.js';
-import { TenantNotFoundError } from '../shared/tenants.js';
+import { TenantNotFoundError } from '../shared/tenants/tenants.js';
 
 /** POST /api/tenants/{tenantId}/poll: poll this tenant now (202; the poll runs from the queue). */
 export async function requestTenantPoll(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {

@@ -1,5 +1,5 @@
 import { app } from '@azure/functions';
-import { assertConfiguration } from '../shared/startup-check.js';
+import { assertConfiguration } from '../shared/config/startup-check.js';
 
 /**
  * Start-up configuration check: settings, ROUTES_FILE and every other configuration file, loaded when

@@ -1,10 +1,10 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
-import { replayIncidents } from '../shared/replay.js';
+import { replayIncidents } from '../shared/route/replay.js';
 import { getServices } from '../shared/services.js';
-import { CALL_BUDGET_TABLE } from '../shared/shared-budget.js';
-import { renderStatusPage, type ReplayNotice } from '../shared/status-html.js';
-import { gatherStatus } from '../shared/status-report.js';
-import { replayFormSchema, sameOrigin } from '../shared/status-form.js';
+import { CALL_BUDGET_TABLE } from '../shared/sources/shared-budget.js';
+import { renderStatusPage, type ReplayNotice } from '../shared/status/status-html.js';
+import { gatherStatus } from '../shared/status/status-report.js';
+import { replayFormSchema, sameOrigin } from '../shared/status/status-form.js';
 
 /**
  * GET /api/status: the operator's page (tenants, queues, dead letters), HTML that reads without

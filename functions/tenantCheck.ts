@@ -1,6 +1,6 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { getServices } from '../shared/services.js';
-import { answerAdmin, checkRegisteredTenant, parseTenantId } from '../shared/tenant-admin.js';
+import { answerAdmin, checkRegisteredTenant, parseTenantId } from '../shared/tenants/tenant-admin.js';
 
 /** GET /api/tenants/{tenantId}/check: the doctor's row for the tenant; 200 either way, `ok` says whether it passed. */
 export async function tenantCheck(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {

@@ -1,6 +1,6 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { getServices } from '../shared/services.js';
-import { answerAdmin, consentInstructions, parseTenantId } from '../shared/tenant-admin.js';
+import { answerAdmin, consentInstructions, parseTenantId } from '../shared/tenants/tenant-admin.js';
 
 /** GET /api/tenants/{tenantId}/consent-link: the partner admin-consent link and the steps (409 for an application-context tenant). */
 export async function tenantConsentLink(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {

@@ -1,6 +1,6 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { getServices } from '../shared/services.js';
-import { answerAdmin, getTenantView, parseTenantId } from '../shared/tenant-admin.js';
+import { answerAdmin, getTenantView, parseTenantId } from '../shared/tenants/tenant-admin.js';
 
 /** GET /api/tenants/{tenantId}: one tenant with its last poll. */
 export async function tenantGet(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {

@@ -1,6 +1,6 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { getServices } from '../shared/services.js';
-import { answerAdmin, parseTenantId } from '../shared/tenant-admin.js';
+import { answerAdmin, parseTenantId } from '../shared/tenants/tenant-admin.js';
 
 /** DELETE /api/tenants/{tenantId}: stops reading the tenant (204). Its checkpoint stays, so re-adding it resumes without duplicates. */
 export async function tenantRemove(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {

@@ -1,6 +1,6 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { getServices } from '../shared/services.js';
-import { answerAdmin, parseJsonBody, parseTenantId, updateTenant } from '../shared/tenant-admin.js';
+import { answerAdmin, parseJsonBody, parseTenantId, updateTenant } from '../shared/tenants/tenant-admin.js';
 
 /** PATCH /api/tenants/{tenantId}: `{ enabled?, displayName?, firstRunLookbackHours? }`. */
 export async function tenantUpdate(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {

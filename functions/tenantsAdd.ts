@@ -1,6 +1,6 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { getServices } from '../shared/services.js';
-import { answerAdmin, parseJsonBody, putTenant } from '../shared/tenant-admin.js';
+import { answerAdmin, parseJsonBody, putTenant } from '../shared/tenants/tenant-admin.js';
 
 /**
  * POST /api/tenants: adds a tenant (201 with its Location) or replaces the one with that id (200), with

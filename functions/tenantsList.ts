@@ -1,6 +1,6 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { getServices } from '../shared/services.js';
-import { answerAdmin, listTenantViews } from '../shared/tenant-admin.js';
+import { answerAdmin, listTenantViews } from '../shared/tenants/tenant-admin.js';
 
 /** GET /api/tenants: every registered tenant with its last poll. */
 export async function tenantsList(_request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {

@@ -1,6 +1,6 @@
 import { app, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { getServices } from '../shared/services.js';
-import { updateIncidentForAnalyst } from '../shared/user-incidents.js';
+import { updateIncidentForAnalyst } from '../shared/api/user-incidents.js';
 
 /** PATCH /api/incidents/{tenantId}/{incidentId}: status, assignment, classification, tags, comment, as the signed-in analyst. */
 export async function updateIncident(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {

@@ -167,7 +167,7 @@ param alertEmailAddresses string[] = []
 @description('Optional. HTTPS URLs the alerts\' action group posts to in the common alert schema, e.g. a Logic App\'s HTTP trigger URL (azd: ALERT_WEBHOOK_URLS, a JSON array). A signed URL is a secret that readers of the action group can see.')
 param alertWebhookUrls string[] = []
 
-@description('Optional. Minutes between two scheduled polls of a tenant: the interval pollSchedule fires at (its default, \'0 */5 * * * *\' as in shared/config.ts, fires every 5). The checkpoint-lag alert fires above three of them; change both together.')
+@description('Optional. Minutes between two scheduled polls of a tenant: the interval pollSchedule fires at (its default, \'0 */5 * * * *\' as in shared/config/config.ts, fires every 5). The checkpoint-lag alert fires above three of them; change both together.')
 @minValue(1)
 @maxValue(720)
 param pollIntervalMinutes int = 5
@@ -197,7 +197,7 @@ var deploySentinel = !empty(sentinelWorkspaceResourceId)
 var deploymentStorageContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
 
 // Work queues with their dead-letter queues (written by the app with the reason) and poison queues
-// (written by the host after maxDequeueCount): shared/queues.ts and shared/dead-letter.ts.
+// (written by the host after maxDequeueCount): shared/storage/queues.ts and shared/messages/dead-letter.ts.
 var appQueueNames = [
   'poll-requests'
   'poll-requests-deadletter'
@@ -207,7 +207,7 @@ var appQueueNames = [
   'incidents-poison'
 ]
 
-// shared/tenants.ts, checkpoints.ts, tenant-status.ts, delivery-log.ts, replay-guard.ts, shared-budget.ts.
+// shared/tenants/tenants.ts, checkpoints.ts, tenant-status.ts, delivery-log.ts, replay-guard.ts, shared-budget.ts.
 var tableNames = [
   'tenants'
   'checkpoints'
@@ -218,7 +218,7 @@ var tableNames = [
 ]
 
 // The deployment package, and claim-checked incidents too large for a queue message
-// (shared/queues.ts, shared/destinations/queue.ts).
+// (shared/storage/queues.ts, shared/route/destinations/queue.ts).
 var containerNames = [
   deploymentStorageContainerName
   'incident-payloads'
@@ -369,7 +369,7 @@ module api 'app/api.bicep' = {
     nodeVersion: nodeVersion
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
-    // Exactly what shared/config.ts reads in Azure (a test compares the two); api.bicep adds host
+    // Exactly what shared/config/config.ts reads in Azure (a test compares the two); api.bicep adds host
     // storage, AZURE_CLIENT_ID and telemetry. Empty values count as unset.
     appSettings: {
       KEY_VAULT_URL: keyVault.outputs.uri

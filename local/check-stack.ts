@@ -12,7 +12,7 @@ import {
 import { SecretClient } from '@azure/keyvault-secrets';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { decodeJwt } from 'jose';
-import { isTenantCredential, TENANT_CREDENTIAL_TAG_ARGUMENT } from '../shared/credential-fence.js';
+import { isTenantCredential, TENANT_CREDENTIAL_TAG_ARGUMENT } from '../shared/auth/credential-fence.js';
 import type { StackInfo } from './stack.js';
 
 /**

@@ -1,11 +1,11 @@
 /**
  * `npm run schema`: writes the JSON Schema of every message the relay emits to `schema/`, from the zod
- * schemas in shared/message-schemas.ts. `npm test` fails while a file differs from what this writes.
+ * schemas in shared/messages/message-schemas.ts. `npm test` fails while a file differs from what this writes.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { jsonSchemaOf, PUBLISHED_SCHEMAS, type PublishedSchemaName } from '../shared/message-schemas.js';
+import { jsonSchemaOf, PUBLISHED_SCHEMAS, type PublishedSchemaName } from '../shared/messages/message-schemas.js';
 
 export const SCHEMA_DIR = 'schema';
 /** The example consumer keeps copies of the schemas it validates with, as a user's copy of it would. */

@@ -1,22 +1,22 @@
 import type { TokenCredential } from '@azure/identity';
 import type { SecretClient } from '@azure/keyvault-secrets';
-import { createAppCredential } from './app-identity.js';
-import { CheckpointStore, CHECKPOINTS_TABLE } from './checkpoints.js';
-import { getConfig, type AppConfig } from './config.js';
-import { DefenderTokenProvider } from './credentials.js';
-import { DefenderClient } from './defender-client.js';
-import { createSecretClient } from './keyvault.js';
-import { MessageSender } from './queues.js';
-import { SecretCache } from './secrets.js';
-import { createStorageClients, type StorageClients } from './storage.js';
-import { TenantStatusStore, TENANT_STATUS_TABLE } from './tenant-status.js';
-import { TenantRegistry, TENANTS_TABLE } from './tenants.js';
-import { createWebhookAuthenticator, type WebhookAuthenticator } from './webhook-auth.js';
-import { ReplayGuard, WEBHOOK_REPLAY_TABLE } from './replay-guard.js';
-import { loadWebhookAccess, type WebhookAccess } from './webhook-access.js';
-import { UserContext } from './user-context.js';
-import { DeliveryLog, DELIVERY_LOG_TABLE } from './delivery-log.js';
-import { CALL_BUDGET_TABLE, SharedCallBudget } from './shared-budget.js';
+import { createAppCredential } from './auth/app-identity.js';
+import { CheckpointStore, CHECKPOINTS_TABLE } from './ingest/checkpoints.js';
+import { getConfig, type AppConfig } from './config/config.js';
+import { DefenderTokenProvider } from './auth/credentials.js';
+import { DefenderClient } from './sources/defender/client.js';
+import { createSecretClient } from './auth/keyvault.js';
+import { MessageSender } from './storage/queues.js';
+import { SecretCache } from './auth/secrets.js';
+import { createStorageClients, type StorageClients } from './storage/storage.js';
+import { TenantStatusStore, TENANT_STATUS_TABLE } from './tenants/tenant-status.js';
+import { TenantRegistry, TENANTS_TABLE } from './tenants/tenants.js';
+import { createWebhookAuthenticator, type WebhookAuthenticator } from './api/webhook-auth.js';
+import { ReplayGuard, WEBHOOK_REPLAY_TABLE } from './api/replay-guard.js';
+import { loadWebhookAccess, type WebhookAccess } from './api/webhook-access.js';
+import { UserContext } from './auth/user-context.js';
+import { DeliveryLog, DELIVERY_LOG_TABLE } from './route/delivery-log.js';
+import { CALL_BUDGET_TABLE, SharedCallBudget } from './sources/shared-budget.js';
 
 /** The process-wide clients, built once from configuration (the composition root of the app). */
 export interface Services {

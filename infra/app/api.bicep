@@ -33,7 +33,7 @@ param deploymentStorageContainerName string
 @description('Required. Name of the Application Insights component.')
 param applicationInsightsName string
 
-@description('Required. The app\'s own settings (what shared/config.ts reads); host storage, identity and telemetry settings are added here.')
+@description('Required. The app\'s own settings (what shared/config/config.ts reads); host storage, identity and telemetry settings are added here.')
 param appSettings { *: string }
 
 // Node 20 left support on Azure Functions in April 2026; 22 is supported until April 2027

@@ -1,5 +1,5 @@
 // The relay's alerts: an action group with the receivers the deployer names, and five log search
-// alert rules on the Application Insights component, over the metrics shared/telemetry-names.ts
+// alert rules on the Application Insights component, over the metrics shared/telemetry/telemetry-names.ts
 // names (test/infra/monitoring-queries.test.ts checks every name and dimension below against it).
 //
 // Where the metrics land (read from @azure/monitor-opentelemetry-exporter 1.0.0-beta.47,
@@ -41,7 +41,7 @@ param webhookUrls string[] = []
 @maxValue(720)
 param pollIntervalMinutes int = 5
 
-@description('Optional. The poll\'s overlap window in seconds (shared/ingest.ts: 5 minutes): a checkpoint is never newer than now minus this.')
+@description('Optional. The poll\'s overlap window in seconds (shared/ingest/ingest.ts: 5 minutes): a checkpoint is never newer than now minus this.')
 param pollOverlapSeconds int = 300
 
 @description('Optional. Defender 429 answers for one tenant in 15 minutes from which the throttling alert fires.')
@@ -165,7 +165,7 @@ customMetrics
 '''
     measure: 'lagSeconds'
     operator: 'GreaterThan'
-    // A poll leaves the checkpoint its 5-minute overlap behind now (shared/ingest.ts), so lag is measured past that.
+    // A poll leaves the checkpoint its 5-minute overlap behind now (shared/ingest/ingest.ts), so lag is measured past that.
     threshold: 3 * pollIntervalMinutes * 60 + pollOverlapSeconds
     dimensions: ['tenant']
   }

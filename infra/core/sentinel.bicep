@@ -4,7 +4,7 @@
 // and sends it unchanged to the table. The app's identity gets Monitoring Metrics Publisher on the DCR in
 // app/rbac.bicep, where every role assignment of the deployment is. infra/README.md, "Microsoft Sentinel".
 //
-// The columns are the relay's row, shared/destinations/sentinel-columns.ts (SENTINEL_COLUMNS): the
+// The columns are the relay's row, shared/route/destinations/sentinel-columns.ts (SENTINEL_COLUMNS): the
 // stream declaration and the table are built from the one list below, which test/infra/sentinel.test.ts
 // holds equal to it. Structure of a DCR: MicrosoftDocs/azure-monitor-docs
 // articles/azure-monitor/data-collection/data-collection-rule-structure.md; the DCE, DCR and workspace

@@ -1,5 +1,5 @@
 // The relay's operations workbook, shown under the Application Insights component's Workbooks: a
-// per-tenant table and the flow's figures, from the metrics shared/telemetry-names.ts names
+// per-tenant table and the flow's figures, from the metrics shared/telemetry/telemetry-names.ts names
 // (test/infra/monitoring-queries.test.ts checks every query in workbook.json against it).
 // How the metrics land in `customMetrics`: see alerts.bicep.
 

@@ -1,4 +1,4 @@
-import { METRICS } from '../../shared/telemetry-names.js';
+import { METRICS } from '../../shared/telemetry/telemetry-names.js';
 import type { TelemetrySummary } from './store.js';
 
 /**

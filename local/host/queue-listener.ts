@@ -17,7 +17,7 @@ export const LEASE_SECONDS = 10 * 60;
 /**
  * Tests only: `LOCAL_HOST_QUEUE_LEASE_SECONDS` shortens the lease (time scaling), so that a test that kills an
  * instance need not wait 10 minutes for its messages to come back. Read by the local host alone, never by the
- * app. It is refused below `MIN_TEST_LEASE_SECONDS`: the app's event claim (shared/delivery-log.ts) lasts 2
+ * app. It is refused below `MIN_TEST_LEASE_SECONDS`: the app's event claim (shared/route/delivery-log.ts) lasts 2
  * minutes, and as in Azure a dead instance's message must come back only after its claim has lapsed.
  */
 export const LEASE_SECONDS_VARIABLE = 'LOCAL_HOST_QUEUE_LEASE_SECONDS';

@@ -1,4 +1,4 @@
-import { DEFAULT_SENTINEL_STREAM, SENTINEL_COLUMNS } from '../../shared/destinations/sentinel-columns.js';
+import { DEFAULT_SENTINEL_STREAM, SENTINEL_COLUMNS } from '../../shared/route/destinations/sentinel-columns.js';
 import type { LogsIngestionStandIn } from './server.js';
 
 /**

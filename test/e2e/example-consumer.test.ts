@@ -7,10 +7,10 @@ import { QueueServiceClient } from '@azure/storage-queue';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { StackInfo } from '../../local/stack.js';
 import { stackTlsEnv, writeStackTls } from '../../local/stack-tls.js';
-import { routedMessageFor } from '../../shared/destinations/index.js';
-import { deriveEnrichment } from '../../shared/enrichment.js';
-import { envelopeFor } from '../../shared/events.js';
-import { signatureHeader } from '../../shared/webhook-signature.js';
+import { routedMessageFor } from '../../shared/route/destinations/index.js';
+import { deriveEnrichment } from '../../shared/enrich/enrichment.js';
+import { envelopeFor } from '../../shared/messages/events.js';
+import { signatureHeader } from '../../shared/api/webhook-signature.js';
 import { expectedDeliveries, waitForFlowSettled } from '../support/flow-tally.js';
 import { startLocalStack } from '../support/start-process.js';
 

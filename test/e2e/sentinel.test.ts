@@ -6,8 +6,8 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { RecordedProblem, RecordedRow } from '../../local/logs-ingestion/server.js';
 import { stackTlsEnv, writeStackTls } from '../../local/stack-tls.js';
 import type { StackInfo } from '../../local/stack.js';
-import { DEFAULT_SENTINEL_STREAM, SENTINEL_COLUMNS } from '../../shared/destinations/sentinel-columns.js';
-import { loadRoutingRules, selectRoutes } from '../../shared/routing.js';
+import { DEFAULT_SENTINEL_STREAM, SENTINEL_COLUMNS } from '../../shared/route/destinations/sentinel-columns.js';
+import { loadRoutingRules, selectRoutes } from '../../shared/route/routing.js';
 import { expectedDeliveries, waitForFlowSettled } from '../support/flow-tally.js';
 import { startLocalStack, type StartedStack } from '../support/start-process.js';
 

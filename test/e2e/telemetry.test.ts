@@ -6,8 +6,8 @@ import { QueueServiceClient } from '@azure/storage-queue';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { StackInfo } from '../../local/stack.js';
 import { stackTlsEnv, writeStackTls } from '../../local/stack-tls.js';
-import { encodeMessage } from '../../shared/queues.js';
-import { METRICS } from '../../shared/telemetry-names.js';
+import { encodeMessage } from '../../shared/storage/queues.js';
+import { METRICS } from '../../shared/telemetry/telemetry-names.js';
 import { waitForFlowSettled } from '../support/flow-tally.js';
 import { startLocalStack } from '../support/start-process.js';
 
@@ -68,7 +68,7 @@ describe('telemetry from npm start, through the Application Insights stand-in', 
     const { enrichment: _e, route: _r, traceparent: _t, tracestate: _s, ...event } = copy;
     await queues.getQueueClient('incidents').sendMessage(encodeMessage(event));
 
-    // Poisoning takes five failures of one message: held by test/integration/telemetry.test.ts instead.
+    // Poisoning takes five failures of one message: held by test/integration/telemetry/telemetry.test.ts instead.
     const expected = Object.values(METRICS).filter((name) => name !== METRICS.eventsPoisoned);
     const missing = async () => {
       const seen = Object.keys((await control<{ metrics: object }>('/summary')).metrics);

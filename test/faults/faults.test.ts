@@ -2,14 +2,14 @@ import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { generateIncidents } from '../../local/defender/generator.js';
-import { DefenderClient } from '../../shared/defender-client.js';
-import { eventIdOf } from '../../shared/events.js';
-import { pushIncidents, webhookPushDeps } from '../../shared/webhook-push.js';
-import { pushSignatureHeader } from '../../shared/webhook-signature.js';
-import type { DeliveryLog, EventClaim } from '../../shared/delivery-log.js';
-import type { MessageSender } from '../../shared/queues.js';
+import { DefenderClient } from '../../shared/sources/defender/client.js';
+import { eventIdOf } from '../../shared/messages/events.js';
+import { pushIncidents, webhookPushDeps } from '../../shared/api/webhook-push.js';
+import { pushSignatureHeader } from '../../shared/api/webhook-signature.js';
+import type { DeliveryLog, EventClaim } from '../../shared/route/delivery-log.js';
+import type { MessageSender } from '../../shared/storage/queues.js';
 import { Flow, SimulatedCrash, type FlowOptions, type FlowReport } from './flow.js';
-import { TENANT_CREDENTIAL_TAGS } from '../../shared/credential-fence.js';
+import { TENANT_CREDENTIAL_TAGS } from '../../shared/auth/credential-fence.js';
 import { deliveredRequest } from '../support/host-request.js';
 
 /**

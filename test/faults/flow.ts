@@ -17,22 +17,22 @@ import {
   startStandIns,
   type StandIns,
 } from '../../local/stack.js';
-import { loadConfig } from '../../shared/config.js';
-import type { DeadLetter } from '../../shared/dead-letter.js';
-import { EVENT_ID_HEADER } from '../../shared/destinations/index.js';
-import type { PublishedSchemaName } from '../../shared/message-schemas.js';
+import { loadConfig } from '../../shared/config/config.js';
+import type { DeadLetter } from '../../shared/messages/dead-letter.js';
+import { EVENT_ID_HEADER } from '../../shared/route/destinations/index.js';
+import type { PublishedSchemaName } from '../../shared/messages/message-schemas.js';
 import {
   enrichDependencies,
   handleIncidentEvent,
   type EnrichDependencies,
   type EnrichOutcome,
-} from '../../shared/enrich-handler.js';
-import { eventIdOf } from '../../shared/events.js';
-import { handlePollRequest, handlePollSchedule } from '../../shared/ingest-handlers.js';
-import type { Logger } from '../../shared/logging.js';
-import { QUEUE_NAMES } from '../../shared/queues.js';
+} from '../../shared/enrich/enrich-handler.js';
+import { eventIdOf } from '../../shared/messages/events.js';
+import { handlePollRequest, handlePollSchedule } from '../../shared/ingest/ingest-handlers.js';
+import type { Logger } from '../../shared/telemetry/logging.js';
+import { QUEUE_NAMES } from '../../shared/storage/queues.js';
 import { createServices, type Services } from '../../shared/services.js';
-import { TenantRegistry, TENANTS_TABLE } from '../../shared/tenants.js';
+import { TenantRegistry, TENANTS_TABLE } from '../../shared/tenants/tenants.js';
 import { useIdentityEndpoint } from '../support/identity-endpoint.js';
 import { schemaProblems } from '../support/published-schemas.js';
 import { startDurableAzurite, type DurableAzurite } from './durable-azurite.js';

@@ -8,9 +8,9 @@ import { afterAll, describe, expect, inject, it } from 'vitest';
 import { LEASE_SECONDS_VARIABLE, queueLeaseSeconds } from '../../local/host/queue-listener.js';
 import type { StackInfo } from '../../local/stack.js';
 import { stackTlsEnv, writeStackTls } from '../../local/stack-tls.js';
-import { eventIdOf } from '../../shared/events.js';
-import { pollRequest } from '../../shared/ingest.js';
-import { MessageSender, QUEUE_NAMES } from '../../shared/queues.js';
+import { eventIdOf } from '../../shared/messages/events.js';
+import { pollRequest } from '../../shared/ingest/ingest.js';
+import { MessageSender, QUEUE_NAMES } from '../../shared/storage/queues.js';
 import { queueDepth, tallyDestinations, waitForFlowSettled } from '../support/flow-tally.js';
 import { startLocalStack, type StartedStack } from '../support/start-process.js';
 

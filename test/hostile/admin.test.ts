@@ -10,8 +10,8 @@ import { tenantRemove } from '../../functions/tenantRemove.js';
 import { tenantsAdd } from '../../functions/tenantsAdd.js';
 import { tenantsList } from '../../functions/tenantsList.js';
 import { tenantUpdate } from '../../functions/tenantUpdate.js';
-import { replayRequestSchema } from '../../shared/replay.js';
-import { tenantSchema } from '../../shared/tenants.js';
+import { replayRequestSchema } from '../../shared/route/replay.js';
+import { tenantSchema } from '../../shared/tenants/tenants.js';
 import { RELAY_API_SECRET_NAME, WEBHOOK_HMAC_SECRET_NAME } from '../../local/demo.js';
 import { SIEM_HMAC_SECRET_NAME } from '../../local/stack.js';
 import {

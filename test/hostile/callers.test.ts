@@ -7,9 +7,9 @@ import { pushIncidents } from '../../functions/pushIncidents.js';
 import { updateIncident } from '../../functions/updateIncident.js';
 import { generateIncidents } from '../../local/defender/generator.js';
 import { RELAY_SUBMIT_ROLE, RELAY_USER_SCOPE } from '../../local/demo.js';
-import { QUEUE_NAMES } from '../../shared/queues.js';
-import { readIncidentBatch } from '../../shared/webhook-incidents.js';
-import { pushSignatureHeader } from '../../shared/webhook-signature.js';
+import { QUEUE_NAMES } from '../../shared/storage/queues.js';
+import { readIncidentBatch } from '../../shared/api/webhook-incidents.js';
+import { pushSignatureHeader } from '../../shared/api/webhook-signature.js';
 import {
   bentGuid,
   brokenBody,

@@ -4,16 +4,16 @@ import { randomUUID } from 'node:crypto';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createDemoWorld } from '../../local/demo.js';
 import { appSettingsFor } from '../../local/stack.js';
-import { CHECKPOINTS_TABLE } from '../../shared/checkpoints.js';
-import { settingsSchema, SETTING_NAMES } from '../../shared/config.js';
-import { deadLetterQueueOf, poisonQueueOf } from '../../shared/dead-letter.js';
-import { DELIVERY_LOG_TABLE } from '../../shared/delivery-log.js';
-import { ROUTED_PAYLOADS_CONTAINER } from '../../shared/destinations/queue.js';
-import { CLAIM_CHECK_CONTAINER, QUEUE_NAMES } from '../../shared/queues.js';
-import { WEBHOOK_REPLAY_TABLE } from '../../shared/replay-guard.js';
-import { QUEUE_NAME } from '../../shared/routing.js';
-import { TENANT_STATUS_TABLE } from '../../shared/tenant-status.js';
-import { TENANTS_TABLE } from '../../shared/tenants.js';
+import { CHECKPOINTS_TABLE } from '../../shared/ingest/checkpoints.js';
+import { settingsSchema, SETTING_NAMES } from '../../shared/config/config.js';
+import { deadLetterQueueOf, poisonQueueOf } from '../../shared/messages/dead-letter.js';
+import { DELIVERY_LOG_TABLE } from '../../shared/route/delivery-log.js';
+import { ROUTED_PAYLOADS_CONTAINER } from '../../shared/route/destinations/queue.js';
+import { CLAIM_CHECK_CONTAINER, QUEUE_NAMES } from '../../shared/storage/queues.js';
+import { WEBHOOK_REPLAY_TABLE } from '../../shared/api/replay-guard.js';
+import { QUEUE_NAME } from '../../shared/route/routing.js';
+import { TENANT_STATUS_TABLE } from '../../shared/tenants/tenant-status.js';
+import { TENANTS_TABLE } from '../../shared/tenants/tenants.js';
 import {
   evaluate,
   loadInfra,
@@ -31,7 +31,7 @@ import {
 
 /**
  * The Bicep and the code agree: the queues, tables and containers the code uses are created, and
- * the app settings are exactly the ones shared/config.ts reads (the expectations come from the code).
+ * the app settings are exactly the ones shared/config/config.ts reads (the expectations come from the code).
  */
 
 let infra: Infra;
@@ -119,7 +119,7 @@ describe('storage the code uses', () => {
 
 // ---- app settings ----------------------------------------------------------------------------
 
-/** Settings the platform reads, not shared/config.ts. */
+/** Settings the platform reads, not shared/config/config.ts. */
 const PLATFORM_SETTINGS = ['APPLICATIONINSIGHTS_CONNECTION_STRING', 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'];
 
 /** Settings the code reads only when it runs locally; never set in Azure. */
@@ -131,10 +131,10 @@ const LOCAL_ONLY_SETTINGS = [
   'ENTRA_DISABLE_INSTANCE_DISCOVERY',
 ];
 
-/** Settings an SDK (not shared/config.ts) reads that only the local stack sets: nothing about the SDK leaves the machine. */
+/** Settings an SDK (not shared/config/config.ts) reads that only the local stack sets: nothing about the SDK leaves the machine. */
 const LOCAL_SDK_SETTINGS = ['APPLICATION_INSIGHTS_NO_STATSBEAT'];
 
-/** Settings Azure sets that the demo leaves at their defaults (each has one in shared/config.ts). */
+/** Settings Azure sets that the demo leaves at their defaults (each has one in shared/config/config.ts). */
 const OPTIONAL_SETTINGS_LEFT_UNSET_LOCALLY = [
   'POLL_MAX_PAGES_PER_RUN',
   'WEBHOOK_REQUIRED_ROLE',
@@ -192,7 +192,7 @@ function appSettings(): Setting[] {
 }
 
 describe('app settings', () => {
-  it("are exactly the settings shared/config.ts reads (minus local-only ones) plus the platform's", () => {
+  it("are exactly the settings shared/config/config.ts reads (minus local-only ones) plus the platform's", () => {
     const set = appSettings().map((s) => s.name);
     const expected = [...SETTING_NAMES.filter((n) => !LOCAL_ONLY_SETTINGS.includes(n)), ...PLATFORM_SETTINGS];
     expect(new Set(set).size, 'no setting is set twice').toBe(set.length);

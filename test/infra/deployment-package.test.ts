@@ -96,19 +96,19 @@ describe('deployment package (.funcignore)', () => {
   it('leaves out sources, tests, the local stack, infra and local settings', () => {
     const dropped = [
       'functions/health.ts',
-      'shared/config.ts',
+      'shared/config/config.ts',
       'cli/doctor.ts',
       'local/stack.ts',
       'dist/local/stack.js',
       'dist/cli/doctor.js',
       'dist/bench/run.js',
-      'dist/shared/config.js',
+      'dist/shared/config/config.js',
       'dist/scripts/bundle.js',
       'dist/functions/health.js.map',
       '.cache/bicep/0.49.2/bicep',
       '.stryker-tmp/sandbox-1/package.json',
       'reports/mutation/mutation.json',
-      'test/unit/config.test.ts',
+      'test/unit/config/config.test.ts',
       'bench/run.ts',
       'infra/main.bicep',
       '.local/stack.json',
@@ -149,7 +149,7 @@ describe('deployment package (.funcignore)', () => {
       expect(loadedAtStart).not.toContain('node_modules/@azure/identity/');
       expect(loadedAtStart).not.toContain('node_modules/@azure/msal-node/');
       expect(loadedAtStart).not.toContain('node_modules/@azure/storage-blob/');
-      // The Logs Ingestion client loads with the first Sentinel delivery (shared/destinations/sentinel.ts).
+      // The Logs Ingestion client loads with the first Sentinel delivery (shared/route/destinations/sentinel.ts).
       expect(loadedAtStart).not.toContain('node_modules/@azure/monitor-ingestion/');
       // OpenTelemetry: only the API (its no-ops) without a connection string; the distro, the exporter,
       // the SDK and the Functions instrumentation load with telemetry.ts's import() when one is set.

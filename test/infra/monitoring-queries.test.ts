@@ -3,8 +3,8 @@ import { dirname, resolve } from 'node:path';
 import { AzureMonitorMetricExporter } from '@azure/monitor-opentelemetry-exporter';
 import { MeterProvider, PeriodicExportingMetricReader } from '@opentelemetry/sdk-metrics';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { settingsSchema } from '../../shared/config.js';
-import { DIMENSIONS, FAILED_POLL_OUTCOME, METRICS } from '../../shared/telemetry-names.js';
+import { settingsSchema } from '../../shared/config/config.js';
+import { DIMENSIONS, FAILED_POLL_OUTCOME, METRICS } from '../../shared/telemetry/telemetry-names.js';
 import {
   evaluate,
   loadInfra,
@@ -25,7 +25,7 @@ import {
 
 /**
  * The KQL of the alert rules and of the workbook against the names the code emits
- * (shared/telemetry-names.ts) and against what the Azure Monitor exporter really sends: every metric
+ * (shared/telemetry/telemetry-names.ts) and against what the Azure Monitor exporter really sends: every metric
  * name and dimension a query uses exists, every query reads `customMetrics`, each of the five alerts
  * is there, splits as it should and notifies the action group.
  */
@@ -61,13 +61,14 @@ function problemsOf(kql: string): string[] {
   const metrics = metricNamesIn(kql);
   if (metrics.length === 0) problems.push('compares `name` with no metric name');
   for (const name of metrics)
-    if (!METRIC_NAMES.includes(name)) problems.push(`metric '${name}' is not in METRICS (shared/telemetry-names.ts)`);
+    if (!METRIC_NAMES.includes(name))
+      problems.push(`metric '${name}' is not in METRICS (shared/telemetry/telemetry-names.ts)`);
   // Any other spelling of a metric (`has 'relay.…'`, a let of names): each literal of the relay's own.
   for (const literal of kqlStrings(kql).filter((s) => s.startsWith('relay.')))
     if (!METRIC_NAMES.includes(literal)) problems.push(`'${literal}' looks like a metric name but is not in METRICS`);
   for (const dimension of dimensionsIn(kql))
     if (!DIMENSION_NAMES.includes(dimension))
-      problems.push(`dimension '${dimension}' is not in DIMENSIONS (shared/telemetry-names.ts)`);
+      problems.push(`dimension '${dimension}' is not in DIMENSIONS (shared/telemetry/telemetry-names.ts)`);
   const mentions = kql.match(/\bcustomDimensions\b/g)?.length ?? 0;
   if (mentions !== dimensionsIn(kql).length)
     problems.push("reads customDimensions other than by a named dimension (customDimensions.X or ['X'])");
@@ -224,20 +225,20 @@ describe('the name checks themselves', () => {
 
   it('report a misspelled metric, in ==, in (…) or any other literal, and a misspelled dimension', () => {
     expect(problemsOf(good.replace(METRICS.queueDepth, 'relay.queue.depht'))).toEqual([
-      "metric 'relay.queue.depht' is not in METRICS (shared/telemetry-names.ts)",
+      "metric 'relay.queue.depht' is not in METRICS (shared/telemetry/telemetry-names.ts)",
       "'relay.queue.depht' looks like a metric name but is not in METRICS",
     ]);
     expect(
       problemsOf(
         good.replace(`name == '${METRICS.queueDepth}'`, `name in ("${METRICS.queueDepth}", 'relay.events.rooted')`),
       ),
-    ).toContain("metric 'relay.events.rooted' is not in METRICS (shared/telemetry-names.ts)");
+    ).toContain("metric 'relay.events.rooted' is not in METRICS (shared/telemetry/telemetry-names.ts)");
     expect(problemsOf(`${good}\n| where tostring(customDimensions) has 'relay.poll.durations'`)).toEqual([
       "'relay.poll.durations' looks like a metric name but is not in METRICS",
       "reads customDimensions other than by a named dimension (customDimensions.X or ['X'])",
     ]);
     expect(problemsOf(good.replace("customDimensions['tenant']", "customDimensions['tennant']"))).toEqual([
-      "dimension 'tennant' is not in DIMENSIONS (shared/telemetry-names.ts)",
+      "dimension 'tennant' is not in DIMENSIONS (shared/telemetry/telemetry-names.ts)",
     ]);
   });
 

@@ -4,7 +4,7 @@ import {
   DEFAULT_SENTINEL_STREAM,
   SENTINEL_COLUMNS,
   SENTINEL_TABLE_NAME,
-} from '../../shared/destinations/sentinel-columns.js';
+} from '../../shared/route/destinations/sentinel-columns.js';
 import {
   evaluate,
   loadInfra,
@@ -42,7 +42,7 @@ const resource = (file: BicepFile, type: string) => {
 };
 
 describe('infra/core/sentinel.bicep', () => {
-  it('declares the columns of shared/destinations/sentinel-columns.ts, in order, with their types and descriptions', () => {
+  it('declares the columns of shared/route/destinations/sentinel-columns.ts, in order, with their types and descriptions', () => {
     expect(evaluate(vars(sentinel).get('columns')!, sentinel)).toEqual(
       SENTINEL_COLUMNS.map(({ name, type, description }) => ({ name, type, description })),
     );

@@ -12,7 +12,7 @@ import { createLocalCa } from '../../local/common/tls.js';
  * Stryker runs the tests in worker threads of its own processes, which read NODE_EXTRA_CA_CERTS only
  * when they start: the run's test CA is made here, before them, and handed to the tests' global setup
  * in RELAY_TEST_TLS_DIR (a private temporary folder, removed at the end). Arguments are passed on to
- * `stryker run` (e.g. `-- --mutate shared/redact.ts`, `-- --force` for a full run).
+ * `stryker run` (e.g. `-- --mutate shared/telemetry/redact.ts`, `-- --force` for a full run).
  */
 const MODULE_THRESHOLD = 85;
 const repo = resolve(import.meta.dirname, '..', '..', '..');

@@ -1,9 +1,9 @@
 import { RestError, TableClient } from '@azure/data-tables';
 import { QueueServiceClient } from '@azure/storage-queue';
 import type { StackInfo } from '../../local/stack.js';
-import { DELIVERY_LOG_TABLE } from '../../shared/delivery-log.js';
-import { DEFAULT_ROUTE_NAME, loadRoutingRules } from '../../shared/routing.js';
-import { TenantStatusStore, TENANT_STATUS_TABLE } from '../../shared/tenant-status.js';
+import { DELIVERY_LOG_TABLE } from '../../shared/route/delivery-log.js';
+import { DEFAULT_ROUTE_NAME, loadRoutingRules } from '../../shared/route/routing.js';
+import { TenantStatusStore, TENANT_STATUS_TABLE } from '../../shared/tenants/tenant-status.js';
 import { drainQueue } from './queues.js';
 import { schemaProblems } from './published-schemas.js';
 

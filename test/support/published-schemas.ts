@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
-import type { PublishedSchemaName } from '../../shared/message-schemas.js';
+import type { PublishedSchemaName } from '../../shared/messages/message-schemas.js';
 
 /**
  * The published JSON Schemas in `schema/`, read from the files (what a consumer uses, not the zod

@@ -4,7 +4,7 @@ import type { SecretClient } from '@azure/keyvault-secrets';
 import { RestError as QueueRestError } from '@azure/storage-queue';
 import { describe, expect, it } from 'vitest';
 import { isRetryable, RetryableError } from '../../shared/errors.js';
-import { SecretCache } from '../../shared/secrets.js';
+import { SecretCache } from '../../shared/auth/secrets.js';
 
 /**
  * A 429 from Key Vault or Storage means "later", not "never": the host must retry the message, not

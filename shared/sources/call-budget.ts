@@ -1,9 +1,10 @@
 import { RetryableError } from '../errors.js';
 
 /**
- * A per-tenant budget of Defender API calls that keeps a steady state under the documented limits
- * (50 calls a minute, 1500 an hour, per tenant and app). It is a courtesy of this instance, not a
- * guarantee across instances: 429 answers are still honoured wherever they come from.
+ * A per-tenant budget of API calls that keeps a steady state under the documented limits: the Defender
+ * API's by default (50 calls a minute, 1500 an hour, per tenant and app), or another service's
+ * (`BudgetLimits.service`, e.g. Microsoft Graph's GRAPH_BUDGET). It is a courtesy of this instance, not
+ * a guarantee across instances: 429 answers are still honoured wherever they come from.
  *
  * The budget has three classes of calls, so that no kind of traffic can starve another:
  * - `analyst`: the analyst endpoints, on-behalf-of a signed-in analyst. They have a reservation
@@ -28,9 +29,15 @@ export interface BudgetShares {
   pushCap: BudgetRate;
 }
 
+/** The services whose calls a budget counts, as its messages name them. */
+export const BUDGETED_SERVICES = { defender: 'Defender', graph: 'Microsoft Graph' } as const;
+export type BudgetedService = keyof typeof BUDGETED_SERVICES;
+
 /** The total per tenant; without `shares`, every class takes from it alike (one window, as before the classes). */
 export interface BudgetLimits extends BudgetRate {
   shares?: BudgetShares;
+  /** Whose limits these are (default `defender`): named in the budget's messages, and counted apart from other services' calls. */
+  service?: BudgetedService;
 }
 
 /** An analyst is a person waiting on a page: 10 a minute serves a busy analyst's clicks whatever the poller and pushers do. */
@@ -45,16 +52,26 @@ export const DEFAULT_BUDGET: BudgetLimits = {
   shares: { analystReserve: ANALYST_RESERVE, pushCap: PUSH_CAP },
 };
 
-/** What the Defender client spends its calls from: this instance's budget (`CallBudget`) or the one all instances share (`SharedCallBudget`). */
-export interface DefenderCallBudget {
-  /** Milliseconds until the tenant may make another call of the class (0: now) to `api` (a Defender API, e.g. `listIncidents`), as far as this instance knows. */
+/** What an API client spends its calls from: this instance's budget (`CallBudget`) or the one all instances share (`SharedCallBudget`). */
+export interface ApiCallBudget {
+  /** Milliseconds until the tenant may make another call of the class (0: now) to `api` (e.g. Defender's `listIncidents`), as far as this instance knows. */
   waitTime(tenantId: string, budgetClass?: BudgetClass, api?: string): number;
   /** Waits (at most `maxWaitMs`) for a call of the class to `api`, else throws a `BudgetSpentError`. */
   take(tenantId: string, maxWaitMs?: number, budgetClass?: BudgetClass, api?: string): Promise<void>;
-  /** Defender answered 429 to a call of `api` for the tenant: hold those calls for `retryAfterMs` (the shared budget tells every instance). */
+  /** The service answered 429 to a call of `api` for the tenant: hold those calls for `retryAfterMs` (the shared budget tells every instance). */
   throttled?(tenantId: string, retryAfterMs: number, api: string): Promise<void>;
   /** Per tenant, the share of the per-minute budget used, as far as this instance knows (the budget gauge). */
   minuteShares?(): ReadonlyMap<string, number>;
+}
+
+/** The Defender client's budget (the name it had before there were other services). */
+export type DefenderCallBudget = ApiCallBudget;
+
+/** The start of the message that a class's budget is spent: "The tenant's Defender API call budget for analysts". */
+export function spentBudgetName(service: BudgetedService, budgetClass: BudgetClass): string {
+  const budget = `The tenant's ${BUDGETED_SERVICES[service]} API call budget`;
+  if (budgetClass === 'poll') return budget;
+  return `${budget} for ${budgetClass === 'push' ? 'pushed incidents' : 'analysts'}`;
 }
 
 /** The budget of a class is spent for longer than the caller would wait; `budgetClass` says which. */
@@ -83,7 +100,7 @@ const ALL: ReadonlySet<BudgetClass> = new Set(['poll', 'analyst', 'push']);
 const NOT_ANALYST: ReadonlySet<BudgetClass> = new Set(['poll', 'push']);
 const PUSH: ReadonlySet<BudgetClass> = new Set(['push']);
 
-export class CallBudget implements DefenderCallBudget {
+export class CallBudget implements ApiCallBudget {
   readonly #calls = new Map<string, Recorded[]>();
   /** The windows each class must fit in. */
   readonly #windows: Record<BudgetClass, Window[]>;
@@ -149,10 +166,7 @@ export class CallBudget implements DefenderCallBudget {
       const wait = this.waitTime(tenantId, budgetClass);
       if (wait === 0) return this.#record(tenantId, budgetClass);
       if (wait > maxWaitMs) {
-        const which =
-          budgetClass === 'poll'
-            ? "The tenant's Defender API call budget"
-            : `The tenant's Defender API call budget for ${budgetClass === 'push' ? 'pushed incidents' : 'analysts'}`;
+        const which = spentBudgetName(this.limits.service ?? 'defender', budgetClass);
         throw new BudgetSpentError(`${which} is spent for the next ${Math.ceil(wait / 1000)} s`, budgetClass, {
           tenantId,
           retryAfterMs: wait,

@@ -1,12 +1,22 @@
 import { RestError, type TableClient } from '@azure/data-tables';
 import type { FullOperationResponse } from '@azure/core-client';
-import { BudgetSpentError, CallBudget, DEFAULT_BUDGET, type BudgetClass, type BudgetLimits } from './call-budget.js';
+import {
+  BUDGETED_SERVICES,
+  BudgetSpentError,
+  CallBudget,
+  DEFAULT_BUDGET,
+  spentBudgetName,
+  type BudgetClass,
+  type BudgetedService,
+  type BudgetLimits,
+} from './call-budget.js';
 import { RetryableError } from '../errors.js';
 import { LazyTable } from '../storage/table.js';
 
 /**
- * The per-tenant Defender call budget of `call-budget.ts`, shared by every instance of the app: one
- * Table entity per tenant counts the calls all instances made, in 10-second slots, for the last hour.
+ * The per-tenant call budget of `call-budget.ts`, shared by every instance of the app: one Table
+ * entity per tenant and service counts the calls all instances made, in 10-second slots, for the last
+ * hour (the Defender API's in row `calls`, another service's in a row of its own: their limits differ).
  *
  * - An instance takes calls in grants: it adds a grant to the current slot with an ETag-conditional
  *   write (one storage operation), and spends it without storage until the slot ends. A grant starts
@@ -18,12 +28,13 @@ import { LazyTable } from '../storage/table.js';
  * - Time is the storage service's (its `Date` header), not the instance's clock: instances whose
  *   clocks disagree still agree on slots.
  * - Nothing is held: a crashed instance's grant simply lapses with its slot.
- * - A 429 from Defender (`throttled`) is written for all instances: none calls that API of the
+ * - A 429 from the service (`throttled`) is written for all instances: none calls that API of the
  *   tenant before its Retry-After has passed (each Defender API has limits of its own). An instance
  *   learns of it with its next write, so at most the rest of its grant (one slot) goes out first.
  */
 export const CALL_BUDGET_TABLE = 'callbudget';
-const ROW = 'calls';
+/** Each service's row; Defender's keeps the name it had alone (`budget-usage.ts` reads it). */
+const ROWS: Record<BudgetedService, string> = { defender: 'calls', graph: 'graph-calls' };
 export const SLOT_MS = 10_000;
 const MINUTE_MS = 60_000;
 const HOUR_MS = 3_600_000;
@@ -84,6 +95,8 @@ export interface SharedBudgetStats {
 export class SharedCallBudget {
   readonly #table: LazyTable;
   readonly #limits: BudgetLimits;
+  readonly #service: BudgetedService;
+  readonly #row: string;
   readonly #now: () => number;
   readonly #sleep: (ms: number) => Promise<void>;
   readonly #tenants = new Map<string, TenantState>();
@@ -94,6 +107,8 @@ export class SharedCallBudget {
   constructor(table: TableClient, options: SharedBudgetOptions = {}) {
     this.#table = new LazyTable(table);
     this.#limits = options.limits ?? DEFAULT_BUDGET;
+    this.#service = this.#limits.service ?? 'defender';
+    this.#row = ROWS[this.#service];
     this.#now = options.now ?? Date.now;
     this.#sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
     // Checks the shares once, as the per-instance budget does.
@@ -123,10 +138,7 @@ export class SharedCallBudget {
         return;
       }
       if (wait > maxWaitMs) {
-        const which =
-          budgetClass === 'poll'
-            ? "The tenant's Defender API call budget"
-            : `The tenant's Defender API call budget for ${budgetClass === 'push' ? 'pushed incidents' : 'analysts'}`;
+        const which = spentBudgetName(this.#service, budgetClass);
         throw new BudgetSpentError(
           `${which} is spent for the next ${Math.ceil(wait / 1000)} s (counted across all instances)`,
           budgetClass,
@@ -157,7 +169,7 @@ export class SharedCallBudget {
     return shares;
   }
 
-  /** Defender answered 429 to a call of `api` for the tenant: no instance calls that API of the tenant for `retryAfterMs`. */
+  /** The service answered 429 to a call of `api` for the tenant: no instance calls that API of the tenant for `retryAfterMs`. */
   async throttled(tenantId: string, retryAfterMs: number, api: string): Promise<void> {
     await this.#serially(tenantId, async (state) => {
       if (state.etag === undefined) await this.#read(tenantId, state);
@@ -206,7 +218,7 @@ export class SharedCallBudget {
       }
     }
     throw new RetryableError(
-      `The tenant's Defender call budget is contended by other instances (${MAX_RACES} writes lost in a row)`,
+      `The tenant's ${BUDGETED_SERVICES[this.#service]} call budget is contended by other instances (${MAX_RACES} writes lost in a row)`,
       { tenantId, retryAfterMs: SLOT_MS },
     );
   }
@@ -241,7 +253,7 @@ export class SharedCallBudget {
     const table = await this.#table.ready();
     this.stats.storageOperations += 1;
     try {
-      const entity = await table.getEntity<BudgetEntity>(tenantId, ROW, {
+      const entity = await table.getEntity<BudgetEntity>(tenantId, this.#row, {
         onResponse: (response) => this.#clock(response),
       });
       state.etag = entity.etag;
@@ -275,9 +287,9 @@ export class SharedCallBudget {
     }
     const entity: BudgetEntity = {
       partitionKey: tenantId,
-      rowKey: ROW,
+      rowKey: this.#row,
       slots: JSON.stringify(Object.fromEntries(kept)),
-      // One entry per Defender API, so it stays small; one whose time has passed blocks nothing.
+      // One entry per API (Defender's few, Graph's one), so it stays small; one whose time has passed blocks nothing.
       blocked: JSON.stringify(Object.fromEntries(blocked)),
     };
     this.stats.storageOperations += 1;

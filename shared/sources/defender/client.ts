@@ -1,17 +1,27 @@
+import {
+  ApiCaller,
+  retryAfterHeader,
+  type ApiCallOptions,
+  type ApiService,
+  type ServiceError,
+  type TokenSource,
+} from '../api-call.js';
 import { CallBudget, type BudgetClass, type DefenderCallBudget } from '../call-budget.js';
-import { isRetryable, PermanentError, RetryableError } from '../../errors.js';
+import { RetryableError } from '../../errors.js';
 import { recordDefenderCall } from '../../telemetry/metrics.js';
 import { normalizeTimestamp } from '../../timestamps.js';
 import type { Tenant } from '../../tenants/tenants.js';
 import { traceDefenderCall } from '../../telemetry/tracing.js';
 
+export type { TokenSource } from '../api-call.js';
+
 /**
  * The Defender XDR incidents API, as `defender-api.md` describes it: list with $filter/$top/$skip,
- * get, update, advanced hunting. Retries 5xx and network errors with back-off and jitter, honours
- * 429 (Retry-After header or the time in the body), renews the token once on 401, and spends the
- * tenant's call budget under the client's budget class (see call-budget.ts): `withBudgetClass` gives
- * a view of the same client, sharing budget, tokens and call counters, that spends another class.
- * Every failure names the tenant and the call.
+ * get, update, advanced hunting. Its calls go through `ApiCaller` (api-call.ts): retries of 5xx and
+ * network errors with back-off and jitter, 429 honoured (Retry-After header or the time in the body),
+ * the token renewed once on 401, and the tenant's call budget spent under the client's budget class
+ * (see call-budget.ts): `withBudgetClass` gives a view of the same client, sharing budget, tokens and
+ * call counters, that spends another class. Every failure names the tenant and the call.
  */
 
 /** An incident as Defender returns it; unknown fields are kept as they are. */
@@ -41,35 +51,27 @@ export interface HuntingResult {
   Stats?: unknown;
 }
 
-export interface TokenSource {
-  getToken(tenant: Tenant): Promise<string>;
-  invalidate(tenant: Tenant): void;
-}
-
-export interface DefenderClientOptions {
+export interface DefenderClientOptions extends ApiCallOptions {
   apiUrl: string;
   tokens: TokenSource;
   budget?: DefenderCallBudget;
-  /** Whose share of the budget the calls spend (default `poll`). A `push` call never waits for the budget: it fails at once with a `BudgetSpentError`. */
-  budgetClass?: BudgetClass;
-  /** Attempts after the first for retryable failures. */
-  maxRetries?: number;
-  baseDelayMs?: number;
-  maxDelayMs?: number;
-  timeoutMs?: number;
-  /** The longest wait for a 429 or the budget before giving the work back to the queue. */
-  maxWaitMs?: number;
-  sleep?: (ms: number) => Promise<void>;
-  random?: () => number;
-  now?: () => number;
 }
 
 export const PAGE_SIZE = 100; // the documented maximum of $top
 
-/** Which Defender API a call is to (its operation's first word: `listIncidents`, `getIncident`, …): each has limits of its own. */
-function apiOf(call: { operation: string }): string {
-  return call.operation.split(' ')[0]!;
-}
+/**
+ * Defender as `ApiCaller` calls it. Each Defender API (its operation's first word: `listIncidents`,
+ * `getIncident`, …) has limits of its own, so a 429 holds back that API only.
+ */
+const DEFENDER: ApiService = {
+  name: 'Defender',
+  budgetApi: (api) => api,
+  parseError,
+  retryAfterMs: (headers, error, now) =>
+    retryAfter(headers.get('retry-after'), error.message) ?? cpuQuotaWait(error.message, now),
+  trace: traceDefenderCall,
+  record: recordDefenderCall,
+};
 
 /** One page of a listing, less the versions its earlier pages already held. */
 export interface IncidentPage {
@@ -78,16 +80,6 @@ export interface IncidentPage {
   nextSkip: number;
   /** A short page: the listing is complete. */
   last: boolean;
-}
-
-interface Call {
-  operation: string;
-  method: 'GET' | 'PATCH' | 'POST';
-  path: string;
-  query?: Record<string, string>;
-  body?: unknown;
-  /** false: a call this client timed out on is not sent again (the server may still be running it). */
-  retryTimeouts?: boolean;
 }
 
 /**
@@ -109,9 +101,6 @@ export class HuntingRefusedError extends RetryableError {
   }
 }
 
-/** A call the client gave up waiting for (its own `timeoutMs`). */
-class ClientTimeoutError extends RetryableError {}
-
 interface HuntingRefusal {
   until: number;
   quota: 'cpu' | 'calls';
@@ -121,42 +110,37 @@ interface HuntingRefusal {
 export class DefenderClient {
   readonly budget: DefenderCallBudget;
   readonly budgetClass: BudgetClass;
-  #calls = new Map<string, number>();
+  #caller: ApiCaller;
   /** Per tenant: advanced hunting refused until when, and why (shared by the views). */
   #huntingRefused = new Map<string, HuntingRefusal>();
   /** This client and its views, one per budget class, shared by all of them. */
   #views = new Map<BudgetClass, DefenderClient>();
-  readonly #o: Required<Omit<DefenderClientOptions, 'budget' | 'budgetClass'>>;
+  readonly #options: DefenderClientOptions;
+  readonly #apiUrl: string;
 
   constructor(options: DefenderClientOptions) {
-    this.budget = options.budget ?? new CallBudget();
-    this.budgetClass = options.budgetClass ?? 'poll';
-    this.#views.set(this.budgetClass, this);
-    this.#o = {
-      maxRetries: 4,
-      baseDelayMs: 500,
-      maxDelayMs: 30_000,
-      timeoutMs: 30_000,
-      maxWaitMs: 60_000,
-      sleep: (ms) => new Promise((r) => setTimeout(r, ms)),
-      random: Math.random,
-      now: Date.now,
+    this.#options = options;
+    this.#apiUrl = options.apiUrl.replace(/\/+$/, '');
+    this.#caller = new ApiCaller(DEFENDER, this.#apiUrl, options.tokens, {
       ...options,
-      apiUrl: options.apiUrl.replace(/\/+$/, ''),
-    };
+      budget: options.budget ?? new CallBudget(),
+    });
+    this.budget = this.#caller.budget;
+    this.budgetClass = this.#caller.budgetClass;
+    this.#views.set(this.budgetClass, this);
   }
 
   /** Calls sent (attempts included), by tenant, by this client and its views: the benchmark's Defender calls. */
   get calls(): Map<string, number> {
-    return this.#calls;
+    return this.#caller.calls;
   }
 
   /** This client spending another class of the same budget (same tokens, settings and call counters); views are kept, so this is cheap. */
   withBudgetClass(budgetClass: BudgetClass): DefenderClient {
     let view = this.#views.get(budgetClass);
     if (!view) {
-      view = new DefenderClient({ ...this.#o, budget: this.budget, budgetClass });
-      view.#calls = this.#calls;
+      view = new DefenderClient({ ...this.#options, budget: this.budget, budgetClass });
+      view.#caller = this.#caller.withBudgetClass(budgetClass);
       view.#huntingRefused = this.#huntingRefused;
       view.#views = this.#views;
       this.#views.set(budgetClass, view);
@@ -240,7 +224,7 @@ export class DefenderClient {
    */
   async runHuntingQuery(tenant: Tenant, query: string): Promise<HuntingResult> {
     const operation = 'runHuntingQuery';
-    const now = this.#o.now();
+    const now = this.#caller.settings.now();
     const refused = this.#huntingRefused.get(tenant.tenantId);
     if (refused && refused.until > now) {
       throw new HuntingRefusedError(
@@ -263,16 +247,16 @@ export class DefenderClient {
         retryTimeouts: false,
       });
     } catch (err) {
-      // #send gives a 429 back at once when its wait is longer than the client waits.
+      // The caller gives a 429 back at once when its wait is longer than the client waits.
       if (
         !(err instanceof RetryableError) ||
         err.status !== 429 ||
         err.retryAfterMs === undefined ||
-        err.retryAfterMs <= this.#o.maxWaitMs
+        err.retryAfterMs <= this.#caller.settings.maxWaitMs
       )
         throw err;
       const refusal: HuntingRefusal = {
-        until: this.#o.now() + err.retryAfterMs,
+        until: this.#caller.settings.now() + err.retryAfterMs,
         quota: CPU_QUOTA_SPENT.test(err.message) ? 'cpu' : 'calls',
         said: err.message,
       };
@@ -287,130 +271,31 @@ export class DefenderClient {
     }
   }
 
-  async #send<T>(tenant: Tenant, call: Call): Promise<T> {
-    const context = { tenantId: tenant.tenantId, operation: call.operation };
-    let tokenRenewed = false;
-    for (let attempt = 0; ; attempt++) {
-      // A push-triggered call is optional enrichment: it never waits for the budget (its caller notes what it skipped).
-      await this.budget.take(
-        tenant.tenantId,
-        this.budgetClass === 'push' ? 0 : this.#o.maxWaitMs,
-        this.budgetClass,
-        apiOf(call),
-      );
-      let failure: RetryableError;
-      try {
-        return await traceDefenderCall(tenant.tenantId, apiOf(call), (answered) =>
-          this.#attempt<T>(tenant, call, answered),
-        );
-      } catch (err) {
-        if (err instanceof UnauthorizedOnce && !tokenRenewed) {
-          // The token may have been revoked or the tenant's consent re-granted: one fresh token.
-          tokenRenewed = true;
-          this.#o.tokens.invalidate(tenant);
-          attempt -= 1;
-          continue;
-        }
-        if (err instanceof UnauthorizedOnce)
-          throw new PermanentError(`Defender refused the token (401): ${err.message}`, {
-            ...context,
-            status: 401,
-            code: 'Unauthorized',
-          });
-        if (!(err instanceof RetryableError)) throw err;
-        if (err.status === 429 && err.retryAfterMs !== undefined)
-          await this.#tellBudget(tenant, err.retryAfterMs, apiOf(call));
-        if (err instanceof ClientTimeoutError && call.retryTimeouts === false) throw err;
-        failure = err;
-      }
-      if (attempt >= this.#o.maxRetries) throw failure;
-      const backoff = Math.min(this.#o.maxDelayMs, this.#o.baseDelayMs * 2 ** attempt);
-      const delay = failure.retryAfterMs ?? backoff / 2 + this.#o.random() * (backoff / 2);
-      if (delay > this.#o.maxWaitMs) throw failure;
-      await this.#o.sleep(delay);
-    }
-  }
-
-  /** A 429 holds the tenant's calls on every instance sharing the budget; failing to record it only loses that courtesy. */
-  async #tellBudget(tenant: Tenant, retryAfterMs: number, api: string): Promise<void> {
-    try {
-      await this.budget.throttled?.(tenant.tenantId, retryAfterMs, api);
-    } catch {
-      // The client still waits out the Retry-After itself.
-    }
-  }
-
-  /** One call; `answered` hears the HTTP status of Defender's answer, if one came. */
-  async #attempt<T>(tenant: Tenant, call: Call, answered: (status: number) => void): Promise<T> {
-    const context = { tenantId: tenant.tenantId, operation: call.operation };
-    const token = await this.#o.tokens.getToken(tenant);
-    const url = new URL(this.#o.apiUrl + call.path);
+  /** One call to `path` (with `query`), through the shared caller. */
+  async #send<T>(tenant: Tenant, call: DefenderCall): Promise<T> {
+    const url = new URL(this.#apiUrl + call.path);
     for (const [k, v] of Object.entries(call.query ?? {})) url.searchParams.set(k, v);
-    this.calls.set(tenant.tenantId, (this.calls.get(tenant.tenantId) ?? 0) + 1);
-
-    let response: Response;
-    let text: string;
-    try {
-      response = await fetch(url, {
-        method: call.method,
-        headers: {
-          authorization: `Bearer ${token}`,
-          accept: 'application/json',
-          ...(call.body ? { 'content-type': 'application/json' } : {}),
-        },
-        body: call.body ? JSON.stringify(call.body) : undefined,
-        signal: AbortSignal.timeout(this.#o.timeoutMs),
-      });
-      answered(response.status);
-      recordDefenderCall(tenant.tenantId, response.status);
-      text = await response.text();
-    } catch (err) {
-      if ((err as Error).name === 'TimeoutError') {
-        throw new ClientTimeoutError(`Defender did not answer within ${this.#o.timeoutMs / 1000} s`, context, {
-          cause: err,
-        });
-      }
-      if (isRetryable(err) || (err as Error).name === 'TypeError') {
-        throw new RetryableError(`Defender could not be reached: ${(err as Error).message}`, context, { cause: err });
-      }
-      throw err;
-    }
-
-    if (response.ok) {
-      try {
-        return JSON.parse(text) as T;
-      } catch {
-        throw new RetryableError('Defender answered with a body that is not JSON', {
-          ...context,
-          status: response.status,
-        });
-      }
-    }
-    const error = parseError(text);
-    const detail = { ...context, status: response.status, code: error.code };
-    if (response.status === 401) throw new UnauthorizedOnce(error.message ?? 'Unauthorized');
-    if (response.status === 429) {
-      const retryAfterMs =
-        retryAfter(response.headers.get('retry-after'), error.message) ?? cpuQuotaWait(error.message, this.#o.now());
-      throw new RetryableError(`Defender throttled the call (429): ${error.message ?? 'TooManyRequests'}`, {
-        ...detail,
-        retryAfterMs,
-      });
-    }
-    if (response.status === 408 || response.status >= 500) {
-      throw new RetryableError(`Defender failed (${response.status} ${error.code ?? ''})`.trim(), detail);
-    }
-    const why =
-      response.status === 403
-        ? 'Defender denied the call (403), a permission is missing'
-        : `Defender rejected the call (${response.status})`;
-    throw new PermanentError(`${why}: ${error.code ?? ''} ${error.message ?? ''}`.trim(), detail);
+    return this.#caller.send<T>(tenant, {
+      operation: call.operation,
+      method: call.method,
+      url,
+      body: call.body,
+      retryTimeouts: call.retryTimeouts,
+    });
   }
 }
 
-class UnauthorizedOnce extends Error {}
+interface DefenderCall {
+  operation: string;
+  method: 'GET' | 'PATCH' | 'POST';
+  path: string;
+  query?: Record<string, string>;
+  body?: unknown;
+  retryTimeouts?: boolean;
+}
 
-function parseError(text: string): { code?: string; message?: string } {
+/** Defender's error body: `{"error": {"code", "message"}}`; any other text is its own message. */
+function parseError(text: string): ServiceError {
   try {
     const body = JSON.parse(text) as { error?: { code?: unknown; message?: unknown } };
     return {
@@ -428,12 +313,8 @@ function parseError(text: string): { code?: string; message?: string } {
  * hunting's CPU quota; `[d.]hh:mm:ss[.fffffff]`).
  */
 export function retryAfter(header: string | null, message: string | undefined): number | undefined {
-  if (header) {
-    const seconds = Number(header);
-    if (Number.isFinite(seconds)) return Math.max(0, seconds * 1000);
-    const date = Date.parse(header);
-    if (!Number.isNaN(date)) return Math.max(0, date - Date.now());
-  }
+  const stated = retryAfterHeader(header);
+  if (stated !== undefined) return stated;
   const m = /(\d+)\s*seconds?/i.exec(message ?? '');
   if (m) return Number(m[1]) * 1000;
   const span = /\bin\s+(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})(?:\.\d+)?/i.exec(message ?? '');

@@ -117,6 +117,25 @@ describe('the Defender call budget shared by instances', () => {
     await other.take('99999999-2222-3333-4444-555555555555', 0, 'poll', 'listIncidents');
   });
 
+  it("keeps services apart: Microsoft Graph's calls have a row of their own, its limits and its name", async () => {
+    await atSlotStart();
+    const client = table();
+    const defender = new SharedCallBudget(client, { limits });
+    const graph = new SharedCallBudget(client, { limits: { perMinute: 5, perHour: 50, service: 'graph' } });
+    expect(await takeUntilSpent(graph)).toBe(5);
+    const spent = await refusal(graph.take(TENANT, 0));
+    expect((spent as Error).message).toMatch(
+      /^The tenant's Microsoft Graph API call budget is spent for the next \d+ s \(counted across all instances\)/,
+    );
+    // A 429 from Graph holds Graph's calls only.
+    await graph.throttled(TENANT, 60_000, 'security');
+    expect(await takeUntilSpent(defender)).toBe(12);
+    const rows = [];
+    for await (const entity of client.listEntities({ queryOptions: { filter: `PartitionKey eq '${TENANT}'` } }))
+      rows.push(entity.rowKey);
+    expect(rows.sort()).toEqual(['calls', 'graph-calls']);
+  });
+
   it("keeps tenants apart: one tenant spending its budget leaves another's whole", async () => {
     await atSlotStart();
     const client = table();

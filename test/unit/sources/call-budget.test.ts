@@ -227,6 +227,25 @@ describe('budget classes: poll, analyst and push shares of one tenant budget', (
     expect(error.budgetClass).toBe('analyst');
   });
 
+  it("names the service whose budget is spent: Microsoft Graph's budget is Graph's", async () => {
+    const c = clock();
+    const budget = new CallBudget({ ...DEFAULT_BUDGET, service: 'graph' }, c.now, c.sleep);
+    const refusal = async (cls: BudgetClass) =>
+      ((await budget.take('t1', 0, cls).catch((e: unknown) => e)) as BudgetSpentError).message;
+    takeAll(budget, 'push');
+    expect(await refusal('push')).toBe(
+      "The tenant's Microsoft Graph API call budget for pushed incidents is spent for the next 60 s (tenant t1)",
+    );
+    takeAll(budget, 'poll');
+    expect(await refusal('poll')).toBe(
+      "The tenant's Microsoft Graph API call budget is spent for the next 60 s (tenant t1)",
+    );
+    takeAll(budget, 'analyst');
+    expect(await refusal('analyst')).toBe(
+      "The tenant's Microsoft Graph API call budget for analysts is spent for the next 60 s (tenant t1)",
+    );
+  });
+
   it('with plain limits and no shares, every class takes from one window, as before', () => {
     const c = clock();
     const budget = new CallBudget({ perMinute: 3, perHour: 10 }, c.now, c.sleep);

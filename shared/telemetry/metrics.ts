@@ -29,6 +29,7 @@ interface Instruments {
   eventsPoisoned: Counter;
   eventsSkipped: Counter;
   defenderCalls: Counter;
+  graphCalls: Counter;
   tokenRequests: Counter;
   keyVaultRequests: Counter;
   pollDuration: Histogram;
@@ -79,6 +80,7 @@ function createInstruments(provider: MeterProvider): Instruments {
     }),
     eventsSkipped: meter.createCounter(METRICS.eventsSkipped, { description: 'Events not routed again' }),
     defenderCalls: meter.createCounter(METRICS.defenderCalls, { description: 'Defender API calls answered' }),
+    graphCalls: meter.createCounter(METRICS.graphCalls, { description: 'Microsoft Graph security API calls answered' }),
     tokenRequests: meter.createCounter(METRICS.tokenRequests, { description: 'Token requests to Entra ID' }),
     keyVaultRequests: meter.createCounter(METRICS.keyVaultRequests, { description: 'Secret reads from Key Vault' }),
     pollDuration: meter.createHistogram(METRICS.pollDuration, {
@@ -159,6 +161,14 @@ export function recordEventSkipped(tenantId: string, reason: SkipReason): void {
 /** A Defender API call answered with `status` (429s included). */
 export function recordDefenderCall(tenantId: string, status: number): void {
   instruments().defenderCalls.add(1, {
+    [DIMENSIONS.tenant]: tenantDimension(tenantId),
+    [DIMENSIONS.status]: String(status),
+  });
+}
+
+/** A Microsoft Graph security API call answered with `status` (429s included): counted apart from Defender's, whose limits and alert differ. */
+export function recordGraphCall(tenantId: string, status: number): void {
+  instruments().graphCalls.add(1, {
     [DIMENSIONS.tenant]: tenantDimension(tenantId),
     [DIMENSIONS.status]: String(status),
   });

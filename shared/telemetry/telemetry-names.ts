@@ -19,6 +19,8 @@ export const METRICS = {
   eventsSkipped: 'relay.events.skipped',
   /** Counter: Defender API calls answered. Dimensions: tenant, status (HTTP status, 429 included). */
   defenderCalls: 'relay.defender.calls',
+  /** Counter: Microsoft Graph security API calls answered (tenants read through Graph). Dimensions: tenant, status (HTTP status, 429 included). */
+  graphCalls: 'relay.graph.calls',
   /** Gauge: share of the tenant's per-minute Defender call budget used (0-1). Dimensions: tenant. */
   defenderBudgetUsed: 'relay.defender.budget_used',
   /** Counter: token requests to Entra ID. Dimensions: tenant, outcome (success, failure). */

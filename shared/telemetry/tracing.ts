@@ -24,7 +24,8 @@ import { DIMENSIONS } from './telemetry-names.js';
  *   poll tenant (child of the host's invocation)
  *     ┆ linked from
  *   enqueue incident (a new trace per version) ─ envelope ─► enrich incident ─► deliver <destination>
- *                                                             └─► Defender <api>   (each attempt)
+ *                                                             └─► Defender <api>   (each attempt;
+ *                                                                 Graph <api> for a tenant read through Graph)
  *
  * A retried, poisoned or replayed event keeps its envelope, so its attempts join the same trace. The
  * host's own invocation span (the Functions instrumentation makes it the active context) is linked.
@@ -188,8 +189,26 @@ export function traceDefenderCall<T>(
   api: string,
   call: (answered: (status: number) => void) => Promise<T>,
 ): Promise<T> {
+  return traceApiCall('Defender', tenantId, api, call);
+}
+
+/** One attempt of a Microsoft Graph security API call (span `Graph <api>`: listIncidents, getIncident, …). */
+export function traceGraphCall<T>(
+  tenantId: string,
+  api: string,
+  call: (answered: (status: number) => void) => Promise<T>,
+): Promise<T> {
+  return traceApiCall('Graph', tenantId, api, call);
+}
+
+function traceApiCall<T>(
+  service: string,
+  tenantId: string,
+  api: string,
+  call: (answered: (status: number) => void) => Promise<T>,
+): Promise<T> {
   return inSpan(
-    `Defender ${api}`,
+    `${service} ${api}`,
     { kind: SpanKind.CLIENT, attributes: { [DIMENSIONS.tenant]: tenantId } },
     context.active(),
     (span) => call((status) => span.setAttribute(HTTP_STATUS, status)),

@@ -21,6 +21,7 @@ export function formatTenantList(tenants: TenantView[]): string {
     t.displayName,
     t.tenantId,
     t.context,
+    t.source,
     t.clientId,
     describeCredential(t.credential),
     t.enabled ? 'yes' : 'no',
@@ -28,7 +29,7 @@ export function formatTenantList(tenants: TenantView[]): string {
     String(t.lastPoll.eventsEnqueued),
   ]);
   const table = formatTable(
-    ['NAME', 'TENANT ID', 'CONTEXT', 'CLIENT ID', 'CREDENTIAL', 'ENABLED', 'LAST POLL', 'EVENTS'],
+    ['NAME', 'TENANT ID', 'CONTEXT', 'SOURCE', 'CLIENT ID', 'CREDENTIAL', 'ENABLED', 'LAST POLL', 'EVENTS'],
     rows,
   );
   const errors = tenants
@@ -46,11 +47,12 @@ export function formatDoctorReport(checks: TenantCheck[]): string {
     c.enabled ? c.displayName : `${c.displayName} (disabled)`,
     c.tenantId,
     c.context,
+    c.source,
     ...STEP_ORDER.map((name) => MARKS[c.steps.find((s) => s.name === name)?.status ?? 'skipped']),
     c.ok ? (c.token ? `roles ${c.token.roles.join(', ')}` : 'ok') : (c.cause ?? 'failed'),
   ]);
   const out = [
-    formatTable(['TENANT', 'TENANT ID', 'CONTEXT', 'SECRET', 'TOKEN', 'PERMISSIONS', 'API', 'RESULT'], rows),
+    formatTable(['TENANT', 'TENANT ID', 'CONTEXT', 'SOURCE', 'SECRET', 'TOKEN', 'PERMISSIONS', 'API', 'RESULT'], rows),
   ];
   const warnings = checks.flatMap((c) => c.warnings.map((w) => `  warning: ${c.displayName}: ${w}`));
   if (warnings.length) out.push('', ...warnings);

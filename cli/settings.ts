@@ -111,13 +111,15 @@ function displayPath(file: string, cwd: string): string {
 
 /** Whether the settings point at the local stand-ins (whose HTTPS is signed by the local CA). */
 export function pointsAtLocalStack(values: Record<string, string>): boolean {
-  return [values.ENTRA_AUTHORITY_HOST, values.KEY_VAULT_URL, values.DEFENDER_API_URL].some((url) => {
-    try {
-      return url !== undefined && ['localhost', '127.0.0.1', '[::1]'].includes(new URL(url).hostname);
-    } catch {
-      return false;
-    }
-  });
+  return [values.ENTRA_AUTHORITY_HOST, values.KEY_VAULT_URL, values.DEFENDER_API_URL, values.GRAPH_API_URL].some(
+    (url) => {
+      try {
+        return url !== undefined && ['localhost', '127.0.0.1', '[::1]'].includes(new URL(url).hostname);
+      } catch {
+        return false;
+      }
+    },
+  );
 }
 
 /**

@@ -22,8 +22,10 @@ export const TENANTS_USAGE = `Usage: npm run tenants -- <command> [options]
 Commands:
   add --tenant-id <guid> --name <name> --context application|partner --client-id <guid>
       (--secret-name <kv-secret> | --certificate-secret-name <kv-secret> | --managed-identity)
-      [--lookback-hours <n>] [--disabled]
-                           add a tenant, or replace the one with that tenant id
+      [--source defender|graph] [--lookback-hours <n>] [--disabled]
+                           add a tenant, or replace the one with that tenant id; --source:
+                           the API its incidents are read through (default defender: the
+                           Defender XDR API; graph: the Microsoft Graph security API)
   list [--json]            every tenant with its last poll
   enable <tenantId>        poll the tenant again
   disable <tenantId>       stop polling the tenant (it stays registered)
@@ -49,6 +51,7 @@ const ADD_OPTIONS = {
   'tenant-id': { type: 'string' },
   name: { type: 'string' },
   context: { type: 'string' },
+  source: { type: 'string' },
   'client-id': { type: 'string' },
   'secret-name': { type: 'string' },
   'certificate-secret-name': { type: 'string' },
@@ -126,6 +129,7 @@ function flagFor(path: string, values: Record<string, unknown>): string {
     tenantId: '--tenant-id',
     displayName: '--name',
     context: '--context',
+    source: '--source',
     clientId: '--client-id',
     firstRunLookbackHours: '--lookback-hours',
     enabled: '--disabled',
@@ -164,6 +168,7 @@ function tenantFromFlags(values: Record<string, string | boolean | undefined>): 
     tenantId: values['tenant-id'],
     displayName: values.name,
     context: values.context,
+    ...(values.source !== undefined ? { source: values.source } : {}),
     clientId: values['client-id'],
     credential: values['managed-identity']
       ? { kind: 'managedIdentity' }
@@ -223,7 +228,7 @@ export async function runTenantsCommand(
           : [`Next: check the tenant: npm run doctor -- --tenant ${tenant.tenantId}`];
       return [
         ...warnings.map((w) => `Warning: ${w}`),
-        `${created ? 'Registered' : 'Replaced'} ${tenant.displayName} (${tenant.tenantId}): ${tenant.context} context, client ${tenant.clientId}, ${describeCredential(tenant.credential)}, ` +
+        `${created ? 'Registered' : 'Replaced'} ${tenant.displayName} (${tenant.tenantId}): ${tenant.context} context, read through ${tenant.source === 'graph' ? 'Microsoft Graph' : 'the Defender API'}, client ${tenant.clientId}, ${describeCredential(tenant.credential)}, ` +
           `${tenant.enabled ? 'enabled' : 'disabled'}, first poll looks back ${tenant.firstRunLookbackHours} h.`,
         ...next,
       ].join('\n');

@@ -112,6 +112,9 @@ param routedQueueNames string[] = [
 @description('Optional. DEFENDER_API_URL: base URL of the Defender XDR API (a regional endpoint, or a government cloud\'s).')
 param defenderApiUrl string = 'https://api.security.microsoft.com'
 
+@description('Optional. GRAPH_API_URL: base URL of Microsoft Graph, for tenants read through the Graph security API (a national cloud\'s Graph endpoint).')
+param graphApiUrl string = 'https://graph.microsoft.com'
+
 @description('Optional. POLL_SCHEDULE: when the poll timer fires (NCRONTAB with six fields, seconds first).')
 param pollSchedule string = '0 */5 * * * *'
 
@@ -375,6 +378,7 @@ module api 'app/api.bicep' = {
       KEY_VAULT_URL: keyVault.outputs.uri
       ENTRA_AUTHORITY_HOST: environment().authentication.loginEndpoint
       DEFENDER_API_URL: defenderApiUrl
+      GRAPH_API_URL: graphApiUrl
       AZURE_TENANT_ID: tenant().tenantId
       POLL_SCHEDULE: pollSchedule
       POLL_MAX_PAGES_PER_RUN: string(pollMaxPagesPerRun)

@@ -1,17 +1,21 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 
 /**
- * The demo world `npm start` seeds: an MSSP ("Contoso SOC") whose relay reads two customer tenants,
- * one in the application context (the customer's own app registration, secret in Key Vault) and one in
- * the partner context (the MSSP's multi-tenant app, consented by the customer's admin). Every id and
+ * The demo world `npm start` seeds: an MSSP ("Contoso SOC") whose relay reads three customer tenants,
+ * one in the application context (the customer's own app registration, secret in Key Vault) and two in
+ * the partner context (the MSSP's multi-tenant app, consented by each customer's admin), one of which
+ * grants only Microsoft Graph permissions and is read through the Graph security API. Every id and
  * secret is new on each start: these are throwaway local values.
  */
 export type TenantContext = 'application' | 'partner';
+/** The API a tenant's incidents are read through (the registry's `source`). */
+export type TenantSource = 'defender' | 'graph';
 
 export interface DemoTenant {
   tenantId: string;
   displayName: string;
   context: TenantContext;
+  source: TenantSource;
   /** The app registration that reads this tenant's incidents. */
   clientId: string;
   /** The Key Vault secret holding that app's client secret. */
@@ -29,7 +33,10 @@ export interface DemoApp {
   homeTenantId: string;
   multiTenant: boolean;
   consentedTenants: string[];
+  /** Its Defender API roles, granted where a tenant read through the Defender API consented. */
   roles: string[];
+  /** Its Microsoft Graph roles, granted where a tenant read through Graph consented. */
+  graphRoles: string[];
 }
 
 export interface DemoUser {
@@ -64,6 +71,9 @@ export const WEBHOOK_HMAC_SECRET_NAME = 'webhook-hmac-key';
 export const DEFENDER_RESOURCE = 'https://api.security.microsoft.com';
 export const DEFENDER_APP_ROLES = ['Incident.Read.All', 'Incident.ReadWrite.All', 'AdvancedHunting.Read.All'];
 export const DEFENDER_DELEGATED_SCOPES = ['Incident.Read', 'Incident.ReadWrite', 'AdvancedHunting.Read'];
+export const GRAPH_RESOURCE = 'https://graph.microsoft.com';
+/** Graph's application permissions for incidents (security-list-incidents.md): ReadWrite for the write-back. */
+export const GRAPH_APP_ROLES = ['SecurityIncident.ReadWrite.All'];
 export const RELAY_API_URI = 'api://defender-relay';
 export const RELAY_SUBMIT_ROLE = 'Incidents.Submit';
 export const RELAY_USER_SCOPE = 'access_as_user';
@@ -74,6 +84,7 @@ export function createDemoWorld(): DemoWorld {
   const provider = { tenantId: randomUUID(), displayName: 'Contoso SOC (MSSP)' };
   const fabrikam = { tenantId: randomUUID(), displayName: 'Fabrikam' };
   const northwind = { tenantId: randomUUID(), displayName: 'Northwind Traders' };
+  const woodgrove = { tenantId: randomUUID(), displayName: 'Woodgrove Bank' };
 
   const fabrikamApp: DemoApp = {
     name: 'fabrikam-defender-reader',
@@ -83,6 +94,7 @@ export function createDemoWorld(): DemoWorld {
     multiTenant: false,
     consentedTenants: [fabrikam.tenantId],
     roles: DEFENDER_APP_ROLES,
+    graphRoles: [],
   };
   const partnerApp: DemoApp = {
     name: 'contoso-mssp-relay',
@@ -90,8 +102,9 @@ export function createDemoWorld(): DemoWorld {
     clientSecret: secret(),
     homeTenantId: provider.tenantId,
     multiTenant: true,
-    consentedTenants: [northwind.tenantId],
+    consentedTenants: [northwind.tenantId, woodgrove.tenantId],
     roles: DEFENDER_APP_ROLES,
+    graphRoles: GRAPH_APP_ROLES,
   };
   const appIdentity = { tenantId: provider.tenantId, clientId: randomUUID(), clientSecret: secret() };
   const relayApi = {
@@ -114,6 +127,7 @@ export function createDemoWorld(): DemoWorld {
       {
         ...fabrikam,
         context: 'application',
+        source: 'defender',
         clientId: fabrikamApp.clientId,
         clientSecretName: 'tenant-fabrikam-client-secret',
         pushKey: { secretName: WEBHOOK_HMAC_SECRET_NAME, key: webhookHmacKey },
@@ -123,11 +137,22 @@ export function createDemoWorld(): DemoWorld {
       {
         ...northwind,
         context: 'partner',
+        source: 'defender',
         clientId: partnerApp.clientId,
         clientSecretName: 'partner-app-client-secret',
         pushKey: { secretName: 'northwind-push-hmac-key', key: secret() },
         incidentCount: 40,
         seed: 2,
+      },
+      {
+        ...woodgrove,
+        context: 'partner',
+        source: 'graph',
+        clientId: partnerApp.clientId,
+        clientSecretName: 'partner-app-client-secret',
+        pushKey: { secretName: 'woodgrove-push-hmac-key', key: secret() },
+        incidentCount: 30,
+        seed: 3,
       },
     ],
     appIdentity,

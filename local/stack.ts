@@ -20,11 +20,14 @@ import { FaultBoard } from './common/faults.js';
 import type { KeyAndCert } from './common/tls.js';
 import { startDefender, type DefenderStandIn } from './defender/server.js';
 import { generateIncidents } from './defender/generator.js';
+import { generateGraphIncidents, startGraph, type GraphStandIn } from './graph/server.js';
 import {
   createDemoWorld,
   DEFENDER_APP_ROLES,
   DEFENDER_DELEGATED_SCOPES,
   DEFENDER_RESOURCE,
+  GRAPH_APP_ROLES,
+  GRAPH_RESOURCE,
   RELAY_API_SECRET_NAME,
   RELAY_SUBMIT_ROLE,
   RELAY_USER_SCOPE,
@@ -60,6 +63,8 @@ export interface StackInfo {
   entra: { authorityHost: string; controlUrl: string };
   keyVault: { url: string; tenantId: string };
   defender: { url: string; controlUrl: string };
+  /** The Microsoft Graph security API stand-in, where tenants whose source is `graph` are read. */
+  graph: { url: string; controlUrl: string };
   /** The Application Insights component's ingestion stand-in; `controlUrl` serves what arrived (`/telemetry`, `/summary`). */
   appInsights: { ingestionEndpoint: string; connectionString: string; controlUrl: string };
   /**
@@ -71,6 +76,7 @@ export interface StackInfo {
     tenantId: string;
     displayName: string;
     context: 'application' | 'partner';
+    source: 'defender' | 'graph';
     clientId: string;
     clientSecretName: string;
     /** The tenant's push key (HMAC): signs pushes for this tenant alone. */
@@ -85,6 +91,7 @@ export interface StackInfo {
     multiTenant: boolean;
     consentedTenants: string[];
     roles: string[];
+    graphRoles: string[];
   }[];
   webhookClient: { tenantId: string; clientId: string; clientSecret: string; scope: string };
   /** The HMAC key for signed webhook pushes (throwaway, like every value here). */
@@ -130,6 +137,7 @@ export interface RunningStack {
   entra: EntraStandIn;
   keyVault: KeyVaultStandIn;
   defender: DefenderStandIn;
+  graph: GraphStandIn;
   appInsights: AppInsightsStandIn;
   logsIngestion: LogsIngestionStandIn;
   faults: FaultBoard;
@@ -199,11 +207,12 @@ export function appSettingsFor(
     entra,
     keyVault,
     defender,
+    graph,
     routesFile,
     webhookAccessFile,
     appInsights,
   }: Pick<StandIns, 'entra' | 'keyVault' | 'defender' | 'routesFile'> &
-    Partial<Pick<StandIns, 'webhookAccessFile' | 'appInsights'>>,
+    Partial<Pick<StandIns, 'graph' | 'webhookAccessFile' | 'appInsights'>>,
 ): Record<string, string> {
   return {
     FUNCTIONS_WORKER_RUNTIME: 'node',
@@ -213,6 +222,7 @@ export function appSettingsFor(
     ENTRA_AUTHORITY_HOST: entra.url,
     ENTRA_DISABLE_INSTANCE_DISCOVERY: 'true',
     DEFENDER_API_URL: defender.url,
+    ...(graph ? { GRAPH_API_URL: graph.url } : {}),
     POLL_SCHEDULE: '0 */1 * * * *',
     RELAY_API_CLIENT_ID: world.relayApi.clientId,
     RELAY_API_URI: world.relayApi.identifierUri,
@@ -228,12 +238,13 @@ export function appSettingsFor(
   };
 }
 
-/** Registers the demo world in Entra, Key Vault and Defender. */
+/** Registers the demo world in Entra, Key Vault, Defender and Graph (each tenant's incidents where its source reads them). */
 export async function seedWorld(
   world: DemoWorld,
   entra: EntraStandIn,
   keyVault: KeyVaultStandIn,
   defender: DefenderStandIn,
+  graph?: GraphStandIn,
 ): Promise<void> {
   const { registry } = entra;
   registry.addTenant(world.provider);
@@ -260,12 +271,16 @@ export async function seedWorld(
       multiTenant: app.multiTenant,
       secrets: [app.clientSecret],
     });
-    for (const tenantId of app.consentedTenants)
-      registry.grantAppPermissions(tenantId, app.clientId, DEFENDER_RESOURCE, app.roles);
+    // A customer consents to what the tenant's source needs: Defender API roles, or Graph's alone.
+    for (const tenantId of app.consentedTenants) {
+      const graphOnly = world.tenants.find((t) => t.tenantId === tenantId)?.source === 'graph';
+      if (graphOnly) registry.grantAppPermissions(tenantId, app.clientId, GRAPH_RESOURCE, app.graphRoles);
+      else registry.grantAppPermissions(tenantId, app.clientId, DEFENDER_RESOURCE, app.roles);
+    }
   }
   for (const tenant of world.tenants) {
     const app = world.apps.find((a) => a.clientId === tenant.clientId)!;
-    // Tagged as a tenant credential, as the onboarding steps store them; the relay's own secrets below are not.
+    // Tagged as a tenant credential, as the onboarding steps store them (one secret per app); the relay's own secrets below are not.
     await keyVault.store.setSecret(tenant.clientSecretName, app.clientSecret, {
       contentType: 'client-secret',
       tags: { ...TENANT_CREDENTIAL_TAGS },
@@ -314,11 +329,16 @@ export async function seedWorld(
   registry.grantDelegatedPermissions(analyst.tenantId, relayApi.clientId, DEFENDER_RESOURCE, DEFENDER_DELEGATED_SCOPES);
 
   for (const tenant of world.tenants) {
-    defender.store.provisionTenant(tenant.tenantId, tenant.displayName);
-    defender.store.upsert(
-      tenant.tenantId,
-      generateIncidents({ tenantId: tenant.tenantId, count: tenant.incidentCount, seed: tenant.seed }),
-    );
+    const generate = { tenantId: tenant.tenantId, count: tenant.incidentCount, seed: tenant.seed };
+    if (tenant.source === 'graph') {
+      if (!graph)
+        throw new Error(`${tenant.displayName} is read through Microsoft Graph: seedWorld needs the Graph stand-in`);
+      graph.store.provisionTenant(tenant.tenantId, tenant.displayName);
+      graph.store.upsert(tenant.tenantId, generateGraphIncidents(generate));
+    } else {
+      defender.store.provisionTenant(tenant.tenantId, tenant.displayName);
+      defender.store.upsert(tenant.tenantId, generateIncidents(generate));
+    }
   }
 }
 
@@ -333,6 +353,7 @@ function describeStack(
     entra: EntraStandIn;
     keyVault: KeyVaultStandIn;
     defender: DefenderStandIn;
+    graph: GraphStandIn;
     appInsights: AppInsightsStandIn;
     logsIngestion: StandIns['logsIngestion'];
     sentinelRule: StandIns['sentinelRule'];
@@ -354,6 +375,7 @@ function describeStack(
     entra: { authorityHost: parts.entra.url, controlUrl: `${parts.entra.url}/_control` },
     keyVault: { url: parts.keyVault.url, tenantId: parts.keyVault.tenantId },
     defender: { url: parts.defender.url, controlUrl: parts.defender.controlUrl },
+    graph: { url: parts.graph.url, controlUrl: parts.graph.controlUrl },
     appInsights: {
       ingestionEndpoint: parts.appInsights.url,
       connectionString: parts.appInsights.connectionString,
@@ -364,10 +386,11 @@ function describeStack(
       controlUrl: parts.logsIngestion.controlUrl,
       ...parts.sentinelRule,
     },
-    tenants: world.tenants.map(({ tenantId, displayName, context, clientId, clientSecretName, pushKey }) => ({
+    tenants: world.tenants.map(({ tenantId, displayName, context, source, clientId, clientSecretName, pushKey }) => ({
       tenantId,
       displayName,
       context,
+      source,
       clientId,
       clientSecretName,
       pushKey: pushKey.key,
@@ -399,6 +422,7 @@ export interface StandIns {
   entra: EntraStandIn;
   keyVault: KeyVaultStandIn;
   defender: DefenderStandIn;
+  graph: GraphStandIn;
   /** The Application Insights component the app sends its telemetry to (Entra tokens of the provider's tenant). */
   appInsights: AppInsightsStandIn;
   /** The Logs Ingestion API (a data collection endpoint) the demo routes' Sentinel destination sends rows to. */
@@ -445,6 +469,8 @@ export async function startStandIns(options: {
     started.push(keyVault);
     const defender = await startDefender({ tls, verifier: entra.verifier, faults });
     started.push(defender);
+    const graph = await startGraph({ tls, verifier: entra.verifier, faults, authorityHost: entra.url });
+    started.push(graph);
     const appInsights = await startAppInsights({ tls, verifier: entra.verifier, tenantId: world.provider.tenantId });
     started.push(appInsights);
     const logsIngestion = await startLogsIngestion({
@@ -460,7 +486,7 @@ export async function startStandIns(options: {
       slack: await startReceiver({ tls }),
     };
     started.push(...Object.values(receivers));
-    await seedWorld(world, entra, keyVault, defender);
+    await seedWorld(world, entra, keyVault, defender, graph);
     await keyVault.store.setSecret(SIEM_HMAC_SECRET_NAME, world.siemHmacKey, { contentType: 'hmac-key' });
     // The app's identity publishes telemetry, as infra/app/rbac.bicep grants.
     appInsights.grant(entra.registry.servicePrincipalId(world.appIdentity.tenantId, world.appIdentity.clientId)!);
@@ -479,6 +505,7 @@ export async function startStandIns(options: {
       entra,
       keyVault,
       defender,
+      graph,
       appInsights,
       logsIngestion,
       sentinelRule,
@@ -573,6 +600,7 @@ export async function registerDemoTenants(world: DemoWorld, storageConnectionStr
       tenantId: t.tenantId,
       displayName: t.displayName,
       context: t.context,
+      source: t.source,
       clientId: t.clientId,
       credential: { kind: 'secret', secretName: t.clientSecretName },
       // The generated incidents span the last 30 days: read them all on the first poll.
@@ -585,6 +613,8 @@ export async function registerDemoTenants(world: DemoWorld, storageConnectionStr
 export interface PartnerTenantTargets {
   entra: EntraStandIn;
   defender: DefenderStandIn;
+  /** Where tenants read through Microsoft Graph are provisioned. */
+  graph?: GraphStandIn;
   registry: TenantRegistry;
   /** The multi-tenant app the customer consents to (partner context). */
   partnerApp: { clientId: string };
@@ -594,9 +624,9 @@ export interface PartnerTenantTargets {
 
 /**
  * A customer tenant read in the partner context, as the onboarding steps make one: known to Entra,
- * consented to the partner app, provisioned in the Defender stand-in (with `incidents` updated in the
- * last 12 hours) and registered in the relay (reading back 24 hours on its first poll). The benchmarks
- * and the fault suite onboard many such tenants.
+ * consented to the partner app, provisioned in the Defender stand-in, or with `source: 'graph'` the Graph
+ * one (with `incidents` updated in the last 12 hours), and registered in the relay (reading back 24 hours
+ * on its first poll). The benchmarks and the fault suite onboard many such tenants.
  */
 export async function addPartnerTenant(
   targets: PartnerTenantTargets,
@@ -607,35 +637,42 @@ export async function addPartnerTenant(
     seed: string;
     now?: number;
     redirectedShare?: number;
+    /** The API the relay reads the tenant through (default `defender`). */
+    source?: 'defender' | 'graph';
   },
 ): Promise<void> {
-  const { entra, defender } = targets;
+  const { entra, defender, graph } = targets;
+  const source = options.source ?? 'defender';
   const now = options.now ?? Date.now();
   entra.registry.addTenant({ tenantId: options.tenantId, displayName: options.displayName });
-  entra.registry.grantAppPermissions(
-    options.tenantId,
-    targets.partnerApp.clientId,
-    DEFENDER_RESOURCE,
-    DEFENDER_APP_ROLES,
-  );
-  defender.store.provisionTenant(options.tenantId, options.displayName);
-  if (options.incidents > 0) {
-    defender.store.upsert(
+  const generate = {
+    tenantId: options.tenantId,
+    count: options.incidents,
+    seed: options.seed,
+    since: new Date(now - 12 * 3_600_000),
+    until: new Date(now - 60_000),
+    redirectedShare: options.redirectedShare ?? 0,
+  };
+  if (source === 'graph') {
+    if (!graph) throw new Error(`${options.displayName} is read through Microsoft Graph: give the Graph stand-in`);
+    entra.registry.grantAppPermissions(options.tenantId, targets.partnerApp.clientId, GRAPH_RESOURCE, GRAPH_APP_ROLES);
+    graph.store.provisionTenant(options.tenantId, options.displayName);
+    if (options.incidents > 0) graph.store.upsert(options.tenantId, generateGraphIncidents(generate));
+  } else {
+    entra.registry.grantAppPermissions(
       options.tenantId,
-      generateIncidents({
-        tenantId: options.tenantId,
-        count: options.incidents,
-        seed: options.seed,
-        since: new Date(now - 12 * 3_600_000),
-        until: new Date(now - 60_000),
-        redirectedShare: options.redirectedShare ?? 0,
-      }),
+      targets.partnerApp.clientId,
+      DEFENDER_RESOURCE,
+      DEFENDER_APP_ROLES,
     );
+    defender.store.provisionTenant(options.tenantId, options.displayName);
+    if (options.incidents > 0) defender.store.upsert(options.tenantId, generateIncidents(generate));
   }
   await targets.registry.put({
     tenantId: options.tenantId,
     displayName: options.displayName,
     context: 'partner',
+    source,
     clientId: targets.partnerApp.clientId,
     credential: { kind: 'secret', secretName: targets.partnerSecretName },
     firstRunLookbackHours: 24,
@@ -822,10 +859,11 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
 
     const standIns = await startStandIns({ tls, faults, world, appDir, stateDir, routesFile: options.routesFile });
     cleanups.push(() => standIns.close());
-    const { entra, keyVault, defender, appInsights, logsIngestion } = standIns;
+    const { entra, keyVault, defender, graph, appInsights, logsIngestion } = standIns;
     log(`Entra ID      ${entra.url}  (authority host)`);
     log(`Key Vault     ${keyVault.url}`);
     log(`Defender API  ${defender.url}  (control ${defender.controlUrl})`);
+    log(`Graph API     ${graph.url}  (security incidents; control ${graph.controlUrl})`);
     log(`App Insights  ${appInsights.url}  (ingestion and live endpoint; control ${appInsights.controlUrl})`);
     log(
       `Sentinel      ${logsIngestion.url}  (Logs Ingestion: rule ${standIns.sentinelRule.ruleId}, ${standIns.sentinelRule.streamName}; control ${logsIngestion.controlUrl})`,
@@ -899,6 +937,7 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
       entra,
       keyVault,
       defender,
+      graph,
       appInsights,
       logsIngestion,
       sentinelRule: standIns.sentinelRule,
@@ -912,6 +951,7 @@ export async function startStack(options: StackOptions): Promise<RunningStack> {
       entra,
       keyVault,
       defender,
+      graph,
       appInsights,
       logsIngestion,
       faults,

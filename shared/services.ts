@@ -5,6 +5,8 @@ import { CheckpointStore, CHECKPOINTS_TABLE } from './ingest/checkpoints.js';
 import { getConfig, type AppConfig } from './config/config.js';
 import { DefenderTokenProvider } from './auth/credentials.js';
 import { DefenderClient } from './sources/defender/client.js';
+import { GRAPH_BUDGET, GraphClient } from './sources/graph/client.js';
+import { GraphIncidentApi } from './sources/graph/incident-api.js';
 import { createSecretClient } from './auth/keyvault.js';
 import { MessageSender } from './storage/queues.js';
 import { SecretCache } from './auth/secrets.js';
@@ -27,6 +29,11 @@ export interface Services {
   secretCache: SecretCache;
   tokens: DefenderTokenProvider;
   defender: DefenderClient;
+  /** Tokens for Microsoft Graph, for tenants whose source is `graph`. */
+  graphTokens: DefenderTokenProvider;
+  graph: GraphClient;
+  /** The enricher's and write-back's calls for Graph tenants, in the Defender client's terms. */
+  graphIncidents: GraphIncidentApi;
   registry: TenantRegistry;
   checkpoints: CheckpointStore;
   tenantStatus: TenantStatusStore;
@@ -63,6 +70,19 @@ export function createServices(config: AppConfig, overrides: { appCredential?: T
     tokens,
     budget: new SharedCallBudget(storage.table(CALL_BUDGET_TABLE)),
   });
+  const graphTokens = new DefenderTokenProvider({
+    secrets: secretCache,
+    entra: config.entra,
+    appCredential,
+    scope: config.graph.scope,
+    apiName: 'Microsoft Graph',
+  });
+  // Graph's limits are its own (150 requests a minute per app per tenant): a budget of its own, shared the same way.
+  const graph = new GraphClient({
+    apiUrl: config.graph.apiUrl,
+    tokens: graphTokens,
+    budget: new SharedCallBudget(storage.table(CALL_BUDGET_TABLE), { limits: GRAPH_BUDGET }),
+  });
   const registry = new TenantRegistry(storage.table(TENANTS_TABLE));
   let access: WebhookAccess | undefined;
   // Read when a push first needs it: a broken file fails pushes (and the start-up check), not the pollers.
@@ -75,6 +95,9 @@ export function createServices(config: AppConfig, overrides: { appCredential?: T
     secretCache,
     tokens,
     defender,
+    graphTokens,
+    graph,
+    graphIncidents: new GraphIncidentApi(graph),
     registry,
     checkpoints: new CheckpointStore(storage.table(CHECKPOINTS_TABLE)),
     tenantStatus: new TenantStatusStore(storage.table(TENANT_STATUS_TABLE)),

@@ -19,6 +19,8 @@ export interface DefenderTokenProviderOptions {
   /** The Function App's own identity, for tenants whose credential kind is `managedIdentity`. */
   appCredential: TokenCredential;
   scope: string;
+  /** Whose tokens these are, for messages (default "Defender"). */
+  apiName?: string;
   /** Renew this long before expiry (default TOKEN_REFRESH_MARGIN_MS). */
   refreshMarginMs?: number;
   now?: () => number;
@@ -89,7 +91,7 @@ export class DefenderTokenProvider {
       if (!token)
         throw new PermanentError('The credential returned no token', {
           tenantId: tenant.tenantId,
-          operation: 'acquire Defender token',
+          operation: `acquire ${this.options.apiName ?? 'Defender'} token`,
         });
       recordTokenRequest(tenant.tenantId, true);
       const entry = { token, secretValue, credential, source: sourceOf(tenant) };
@@ -98,6 +100,7 @@ export class DefenderTokenProvider {
     } catch (err) {
       recordTokenRequest(tenant.tenantId, false);
       const code = aadstsCode(err) ?? (await this.#tenantRefusal(err, tenant));
+
       if (
         !afterSecretRefresh &&
         code !== undefined &&
@@ -109,7 +112,7 @@ export class DefenderTokenProvider {
         });
         if (fresh !== secretValue) return this.#acquire(tenant, true);
       }
-      throw toTokenError(err, tenant, code);
+      throw toTokenError(err, tenant, code, this.options.apiName);
     }
   }
 
@@ -208,11 +211,11 @@ export function aadstsCode(err: unknown): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-function toTokenError(err: unknown, tenant: Tenant, code = aadstsCode(err)): Error {
+function toTokenError(err: unknown, tenant: Tenant, code = aadstsCode(err), apiName = 'Defender'): Error {
   if (err instanceof PermanentError || err instanceof RetryableError) return err;
   const context = {
     tenantId: tenant.tenantId,
-    operation: `acquire Defender token for client ${tenant.clientId}`,
+    operation: `acquire ${apiName} token for client ${tenant.clientId}`,
     code: code ? `AADSTS${code}` : undefined,
   };
   if (code !== undefined) {

@@ -78,6 +78,8 @@ export const settingsSchema = z.object({
 
   /** Base URL of the Defender XDR API. */
   DEFENDER_API_URL: httpsUrl.default('https://api.security.microsoft.com'),
+  /** Base URL of Microsoft Graph, for tenants whose source is `graph` (a national cloud has its own). */
+  GRAPH_API_URL: httpsUrl.default('https://graph.microsoft.com'),
 
   /** The app's own identity: the user-assigned managed identity in Azure... */
   AZURE_CLIENT_ID: guid.optional(),
@@ -130,6 +132,7 @@ export interface AppConfig {
   keyVault: { url: string; disableChallengeResourceVerification: boolean };
   entra: { authorityHost: string; disableInstanceDiscovery: boolean };
   defender: { apiUrl: string; resource: string; scope: string };
+  graph: { apiUrl: string; resource: string; scope: string };
   appIdentity: { tenantId?: string; clientId?: string; clientSecret?: string };
   pollSchedule: string;
   pollMaxPagesPerRun: number;
@@ -147,6 +150,8 @@ export interface AppConfig {
 
 /** The Defender API's resource id: tokens carry it as `aud` wherever the API is served from. */
 export const DEFENDER_RESOURCE = 'https://api.security.microsoft.com';
+/** Microsoft Graph's resource id (global service); `/.default` asks for the permissions consented to the app. */
+export const GRAPH_RESOURCE = 'https://graph.microsoft.com';
 
 export class ConfigError extends Error {
   constructor(readonly problems: string[]) {
@@ -231,6 +236,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     entra: { authorityHost: s.ENTRA_AUTHORITY_HOST, disableInstanceDiscovery: s.ENTRA_DISABLE_INSTANCE_DISCOVERY },
     defender: { apiUrl: s.DEFENDER_API_URL, resource: DEFENDER_RESOURCE, scope: `${DEFENDER_RESOURCE}/.default` },
+    graph: { apiUrl: s.GRAPH_API_URL, resource: GRAPH_RESOURCE, scope: `${GRAPH_RESOURCE}/.default` },
     appIdentity: { tenantId: s.AZURE_TENANT_ID, clientId: s.AZURE_CLIENT_ID, clientSecret: s.AZURE_CLIENT_SECRET },
     pollSchedule: s.POLL_SCHEDULE,
     pollMaxPagesPerRun: s.POLL_MAX_PAGES_PER_RUN,

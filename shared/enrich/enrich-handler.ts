@@ -1,6 +1,9 @@
 import { BudgetSpentError, type BudgetClass } from '../sources/call-budget.js';
 import { countIfPoisoned, deadLetter, isLastAttempt, type DeadLetterCategory } from '../messages/dead-letter.js';
 import type { DefenderClient } from '../sources/defender/client.js';
+import type { GraphIncidentApi } from '../sources/graph/incident-api.js';
+import { graphPortalUrl } from '../sources/graph/incident-view.js';
+import { incidentViewOf, type IncidentApiClient } from '../sources/incident-api.js';
 import type { DeliveryLog, EventClaim } from '../route/delivery-log.js';
 import {
   createDeliveryDeps,
@@ -11,7 +14,7 @@ import {
 } from '../route/destinations/index.js';
 import { deriveEnrichment, enrichWithApi, type Enrichment } from './enrichment.js';
 import { failureCategory, isRetryable, PermanentError, RetryableError } from '../errors.js';
-import { envelopeSchema, type IncidentEnvelope } from '../messages/events.js';
+import { apiOf, envelopeSchema, type IncidentEnvelope } from '../messages/events.js';
 import { isRecord } from '../sources/defender/incident-types.js';
 import { describeViolation, findStructureViolation, INCIDENT_LIMITS, MESSAGE_LIMITS } from '../messages/json-limits.js';
 import { redactingLogger, type Logger } from '../telemetry/logging.js';
@@ -44,6 +47,8 @@ import { carriesWriteBack, contentFingerprint, writeBack } from './write-back.js
 export interface EnrichDependencies {
   registry: Pick<TenantRegistry, 'get'>;
   defender: DefenderClient;
+  /** The API calls for tenants whose source is `graph`. */
+  graph?: GraphIncidentApi;
   deliveryLog: DeliveryLog;
   sender: MessageSender;
   blobs: BlobServiceProvider;
@@ -79,6 +84,7 @@ export function enrichDependencies(services: Services): EnrichDependencies {
   return {
     registry: new CachedTenantLookup(services.registry),
     defender: services.defender,
+    graph: services.graphIncidents,
     deliveryLog: services.deliveryLog,
     sender: services.sender,
     blobs: services.storage.blobs,
@@ -182,12 +188,13 @@ async function routeIncidentEvent(
     claim = claimed.claim;
     const tenant = await tenantOf(envelope, deps);
     const incident = await incidentOf(envelope, deps);
+    // What enrichment, the rules and echo detection read: the incident in Defender's shape, whichever API gave it.
+    const view = incidentViewOf(envelope, incident);
     // Only a version holding the relay's tag or comment can be the echo of its write-back.
-    const mayBeEcho = carriesWriteBack(incident);
+    const mayBeEcho = carriesWriteBack(view);
     if (
       mayBeEcho &&
-      (await deps.deliveryLog.lastRoutedFingerprint(tenant.tenantId, envelope.incidentId)) ===
-        contentFingerprint(incident)
+      (await deps.deliveryLog.lastRoutedFingerprint(tenant.tenantId, envelope.incidentId)) === contentFingerprint(view)
     ) {
       await deps.deliveryLog.complete(claim, []);
       claim = undefined;
@@ -196,17 +203,21 @@ async function routeIncidentEvent(
       return { status: 'echo', eventId };
     }
 
-    const defender = deps.defender.withBudgetClass(budgetClassOf(envelope));
-    let enrichment = deriveEnrichment(incident, { tenantId: tenant.tenantId, tenantDisplayName: tenant.displayName });
+    const defender = incidentApiOf(tenant, deps).withBudgetClass(budgetClassOf(envelope));
+    let enrichment = withPortalUrl(
+      deriveEnrichment(view, { tenantId: tenant.tenantId, tenantDisplayName: tenant.displayName }),
+      envelope,
+      incident,
+    );
     let apiCalls = 0;
-    let fullIncident: unknown = incident;
+    let fullIncident: unknown = view;
     if (enrichment.needsFullIncident) {
-      const full = await enrichWithApi({ incident, tenant }, { defender });
-      ({ enrichment } = full);
-      fullIncident = full.fetchedIncident ?? incident;
+      const full = await enrichWithApi({ incident: view, tenant }, { defender });
+      enrichment = withPortalUrl(full.enrichment, envelope, incident);
+      fullIncident = full.fetchedIncident ?? view;
       apiCalls += full.calls;
     }
-    const routes = selectRoutes(table, { tenantId: tenant.tenantId, incident, enrichment });
+    const routes = selectRoutes(table, { tenantId: tenant.tenantId, incident: view, enrichment });
     const hunting = routes.flatMap((r) => r.hunting ?? []);
     if (hunting.length > 0) {
       const hunted = await enrichWithApi({ incident: fullIncident, tenant, hunting }, { defender });
@@ -225,10 +236,10 @@ async function routeIncidentEvent(
       deps,
       writesBack,
     );
-    await writeBackAll(claim, envelope, tenant, incident, routes, deps, log);
+    await writeBackAll(claim, envelope, tenant, view, routes, deps, log);
     // The fingerprint matters only where an echo can follow: after a write-back, or once the incident holds one.
     const fingerprint =
-      writesBack || mayBeEcho ? { incidentId: envelope.incidentId, value: contentFingerprint(incident) } : undefined;
+      writesBack || mayBeEcho ? { incidentId: envelope.incidentId, value: contentFingerprint(view) } : undefined;
     await deps.deliveryLog.complete(
       claim,
       routes.map((r) => r.name),
@@ -278,6 +289,24 @@ async function routeIncidentEvent(
  */
 function budgetClassOf(envelope: IncidentEnvelope): BudgetClass {
   return envelope.source === 'webhook' ? 'push' : 'poll';
+}
+
+/** The tenant's own API, whatever shape the event's incident has (a push brings Defender's shape for any tenant). */
+function incidentApiOf(tenant: Tenant, deps: EnrichDependencies): IncidentApiClient {
+  if (tenant.source !== 'graph') return deps.defender;
+  if (!deps.graph)
+    throw new Error(`Tenant ${tenant.tenantId} is read through Microsoft Graph, and the enricher has no Graph client`);
+  return deps.graph;
+}
+
+/** A Graph incident names its own portal link (incidentWebUrl), taken when it is one of the Defender portal's. */
+function withPortalUrl(
+  enrichment: Enrichment,
+  envelope: IncidentEnvelope,
+  incident: Record<string, unknown>,
+): Enrichment {
+  const portalUrl = apiOf(envelope) === 'graph' ? graphPortalUrl(incident) : undefined;
+  return portalUrl === undefined ? enrichment : { ...enrichment, portalUrl };
 }
 
 async function tenantOf(envelope: IncidentEnvelope, deps: EnrichDependencies): Promise<Tenant> {
@@ -360,7 +389,7 @@ async function deliverAll(
   return { destinations, unrecorded };
 }
 
-/** Tags or comments the incident as routes ask; a missing permission is logged, not fatal. */
+/** Tags or comments the incident (its Defender-shaped view) as routes ask; a missing permission is logged, not fatal. */
 async function writeBackAll(
   claim: EventClaim,
   envelope: IncidentEnvelope,
@@ -375,7 +404,7 @@ async function writeBackAll(
     const marker = `write-back:${route.name}`;
     if (claim.delivered.has(marker)) continue;
     // Write-back is a courtesy to the analysts: it never waits for, or spends the last of, the tenant's budget (the event's share of it).
-    const defender = deps.defender.withBudgetClass(budgetClassOf(envelope));
+    const defender = incidentApiOf(tenant, deps).withBudgetClass(budgetClassOf(envelope));
     if (defender.budget.waitTime(tenant.tenantId, defender.budgetClass, 'updateIncident') > 0) {
       const share = defender.budgetClass === 'push' ? 'budget for pushed incidents' : 'API budget';
       log.warn(

@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import type { DefenderClient, IncidentUpdate } from '../sources/defender/client.js';
+import type { IncidentUpdate } from '../sources/defender/client.js';
+import type { IncidentApiClient } from '../sources/incident-api.js';
 import type { Tenant } from '../tenants/tenants.js';
 
 /**
@@ -56,12 +57,12 @@ function stableStringify(value: unknown): string {
 
 /** Applies one write-back; a tag already present is not written again. Returns whether Defender was called. */
 export async function writeBack(
-  defender: DefenderClient,
+  defender: Pick<IncidentApiClient, 'updateIncident'>,
   tenant: Tenant,
   incident: { incidentId: number; tags?: unknown },
   spec: WriteBackSpec,
 ): Promise<boolean> {
-  let update: IncidentUpdate;
+  let update: Pick<IncidentUpdate, 'tags' | 'comment'>;
   if ('tag' in spec) {
     const tags = Array.isArray(incident.tags) ? incident.tags.filter((t): t is string => typeof t === 'string') : [];
     if (tags.includes(spec.tag)) return false;

@@ -1,13 +1,15 @@
 import * as z from 'zod';
 import { CheckpointConflictError, MAX_BOUNDARY_IDS, type CheckpointStore } from './checkpoints.js';
 import { PAGE_SIZE, type DefenderClient } from '../sources/defender/client.js';
+import type { GraphClient } from '../sources/graph/client.js';
+import { graphIncidentVersion } from '../sources/graph/incident-view.js';
 import { isRetryable, RetryableError } from '../errors.js';
 import { deadLetter } from '../messages/dead-letter.js';
-import { envelopeFor, eventIdOf } from '../messages/events.js';
+import { envelopeFor, eventIdOf, graphEnvelopeFor, type IncidentEnvelope } from '../messages/events.js';
 import { describeViolation, findStructureViolation, INCIDENT_LIMITS } from '../messages/json-limits.js';
 import { recordIncidentsListed } from '../telemetry/metrics.js';
 import { QUEUE_NAMES, type MessageSender } from '../storage/queues.js';
-import type { TenantRegistry } from '../tenants/tenants.js';
+import type { Tenant, TenantRegistry } from '../tenants/tenants.js';
 import { laterOf, minusMilliseconds, normalizeTimestamp } from '../timestamps.js';
 
 /**
@@ -24,6 +26,8 @@ export const pollRequestSchema = z.object({
     .object({
       since: z.string(),
       skip: z.number().int().nonnegative(),
+      /** A Graph tenant's listing goes on from Graph's @odata.nextLink (the client follows only its own API's links). */
+      nextLink: z.string().max(8192).optional(),
       maxSeen: z.string().optional(),
       /**
        * The versions on the last page enqueued. Defender lists newest first, so incidents changed
@@ -42,6 +46,8 @@ export interface IngestDependencies {
   registry: TenantRegistry;
   checkpoints: CheckpointStore;
   defender: DefenderClient;
+  /** Lists the incidents of tenants whose source is `graph`. */
+  graph?: Pick<GraphClient, 'incidentPagesSince'>;
   sender: MessageSender;
   now?: () => Date;
   /** Pages (of 100) per run before handing over to a follow-up request. */
@@ -119,6 +125,7 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
   const freshInWindow: string[] = [...(request.continuation?.fresh ?? [])];
   let maxSeen = request.continuation?.maxSeen;
   let listedTo = request.continuation?.skip ?? 0;
+  let nextLink = request.continuation?.nextLink;
   // Stryker disable next-line ArrayDeclaration: equivalent: the first page listed replaces it, and it is used only once a page was listed
   let lastPage = request.continuation?.lastPage ?? [];
   // Stryker disable next-line BooleanLiteral: equivalent: every listing yields a page (maxPagesPerRun is at least 1), whose last flag replaces it
@@ -126,17 +133,34 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
 
   // One send window across all pages, and the next page downloading while this one is sent.
   const sends = new SendWindow(deps.sendConcurrency ?? 16);
-  const pages = prefetched(
-    deps.defender.incidentPagesSince(tenant, since, { maxPages: deps.maxPagesPerRun ?? 20, skip: listedTo }),
-  );
+  const source = sourceOf(tenant, deps);
+  const pages = prefetched(source.pages(since, { maxPages: deps.maxPagesPerRun ?? 20, skip: listedTo, nextLink }));
   try {
     for await (const page of pages) {
       outcome.pages += 1;
       outcome.fetched += page.incidents.length;
       recordIncidentsListed(tenant.tenantId, page.incidents.length);
+      const listedIds: string[] = [];
       for (const incident of page.incidents) {
-        maxSeen = laterOf(maxSeen, incident.lastUpdateTime);
-        const eventId = eventIdOf(tenant.tenantId, incident.incidentId, incident.lastUpdateTime);
+        const version = source.versionOf(incident);
+        if ('problem' in version) {
+          // No version to key it by: what is kept is the tenant and what the API called it, never the incident.
+          const reason = `the incident as ${source.name} listed it is refused: ${version.problem}`;
+          outcome.refused.push({ eventId: `${tenant.tenantId}:?`, reason });
+          await sends.add(() =>
+            deadLetter(
+              deps.sender,
+              QUEUE_NAMES.incidents,
+              { tenantId: tenant.tenantId, api: source.api, id: String(incident.id).slice(0, 64) },
+              reason,
+              'invalid-message',
+            ),
+          );
+          continue;
+        }
+        maxSeen = laterOf(maxSeen, version.lastUpdateTime);
+        const eventId = eventIdOf(tenant.tenantId, version.incidentId, version.lastUpdateTime);
+        listedIds.push(eventId);
         if (alreadyDelivered.has(eventId)) {
           outcome.duplicates += 1;
           continue;
@@ -145,13 +169,13 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
         // Before anything recursive (the queue message's JSON.stringify, the trigger's conversion) meets it.
         const violation = findStructureViolation(incident, INCIDENT_LIMITS);
         if (violation) {
-          const reason = `the incident as Defender listed it is refused: ${describeViolation(violation)}`;
+          const reason = `the incident as ${source.name} listed it is refused: ${describeViolation(violation)}`;
           outcome.refused.push({ eventId, reason });
           await sends.add(() =>
             deadLetter(
               deps.sender,
               QUEUE_NAMES.incidents,
-              refusedEvent(tenant.tenantId, incident),
+              withoutIncident(source.envelope(incident, version, now)),
               reason,
               'structure-limits',
             ),
@@ -161,16 +185,15 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
         await sends.add(async () => {
           const { claimChecked } = await deps.sender.sendEvent(
             QUEUE_NAMES.incidents,
-            envelopeFor(tenant.tenantId, incident, 'poll', now),
+            source.envelope(incident, version, now),
           );
           outcome.enqueued += 1;
           if (claimChecked) outcome.claimChecked += 1;
         });
       }
       listedTo = page.nextSkip;
-      lastPage = page.incidents.map((incident) =>
-        eventIdOf(tenant.tenantId, incident.incidentId, incident.lastUpdateTime),
-      );
+      nextLink = page.nextLink;
+      lastPage = listedIds;
       complete = page.last;
     }
     await sends.settle();
@@ -181,7 +204,7 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
     const resumeInMs = (err instanceof RetryableError && err.retryAfterMs) || RESUME_AFTER_FAILURE_MS;
     await deps.sender.send(
       QUEUE_NAMES.pollRequests,
-      continuationOf(tenant.tenantId, since, listedTo, maxSeen, lastPage, freshInWindow, now),
+      continuationOf(tenant.tenantId, since, { skip: listedTo, nextLink }, maxSeen, lastPage, freshInWindow, now),
       { visibilityTimeoutSeconds: Math.ceil(resumeInMs / 1000) },
     );
     return { ...outcome, status: 'retrying', failure: err };
@@ -190,7 +213,7 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
   if (!complete) {
     await deps.sender.send(
       QUEUE_NAMES.pollRequests,
-      continuationOf(tenant.tenantId, since, listedTo, maxSeen, lastPage, freshInWindow, now),
+      continuationOf(tenant.tenantId, since, { skip: listedTo, nextLink }, maxSeen, lastPage, freshInWindow, now),
     );
     return { ...outcome, status: 'continued' };
   }
@@ -215,14 +238,49 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
   return { ...outcome, checkpoint: advancedTo };
 }
 
-/** What a dead letter keeps of a refused incident: its identity, not the structure that was refused (Defender still holds it). */
-function refusedEvent(tenantId: string, incident: { incidentId: number; lastUpdateTime: string }) {
-  const { incident: _refused, ...identity } = envelopeFor(
-    tenantId,
-    { incidentId: incident.incidentId, lastUpdateTime: incident.lastUpdateTime },
-    'poll',
-  );
+/** What a dead letter keeps of a refused incident: its identity, not the structure that was refused (the API still holds it). */
+function withoutIncident(envelope: IncidentEnvelope) {
+  const { incident: _refused, ...identity } = envelope;
   return identity;
+}
+
+type Version = { incidentId: number; lastUpdateTime: string };
+
+/** How a tenant's incidents are listed and keyed, by its source. */
+interface IncidentSourceView {
+  api: 'defender' | 'graph';
+  /** For messages: "Defender", "Microsoft Graph". */
+  name: string;
+  pages(
+    since: string,
+    options: { maxPages: number; skip: number; nextLink?: string },
+  ): AsyncIterator<{ incidents: Record<string, unknown>[]; nextSkip: number; nextLink?: string; last: boolean }>;
+  versionOf(incident: Record<string, unknown>): Version | { problem: string };
+  envelope(incident: Record<string, unknown>, version: Version, now: Date): IncidentEnvelope;
+}
+
+function sourceOf(tenant: Tenant, deps: IngestDependencies): IncidentSourceView {
+  if (tenant.source === 'graph') {
+    const graph = deps.graph;
+    if (!graph)
+      throw new Error(`Tenant ${tenant.tenantId} is read through Microsoft Graph, and this poller has no Graph client`);
+    return {
+      api: 'graph',
+      name: 'Microsoft Graph',
+      pages: (since, options) => graph.incidentPagesSince(tenant, since, options),
+      versionOf: graphIncidentVersion,
+      envelope: (incident, version, now) =>
+        graphEnvelopeFor(tenant.tenantId, incident as { id: string; lastUpdateDateTime: string }, version, 'poll', now),
+    };
+  }
+  return {
+    api: 'defender',
+    name: 'Defender',
+    // Defender's listing is resumed by $skip alone.
+    pages: (since, { maxPages, skip }) => deps.defender.incidentPagesSince(tenant, since, { maxPages, skip }),
+    versionOf: (incident) => incident as Version,
+    envelope: (incident, _version, now) => envelopeFor(tenant.tenantId, incident as Version, 'poll', now),
+  };
 }
 
 /** When a run interrupted by a listing failure goes on, if Defender did not say. */
@@ -231,7 +289,7 @@ const RESUME_AFTER_FAILURE_MS = 30_000;
 function continuationOf(
   tenantId: string,
   since: string,
-  skip: number,
+  position: { skip: number; nextLink?: string },
   maxSeen: string | undefined,
   lastPage: string[],
   fresh: string[],
@@ -241,7 +299,7 @@ function continuationOf(
   const newest = [...fresh].sort(byVersionTime).slice(-MAX_BOUNDARY_IDS);
   return {
     ...pollRequest(tenantId, 'continuation', now),
-    continuation: { since, skip, maxSeen, lastPage, fresh: newest },
+    continuation: { since, ...position, maxSeen, lastPage, fresh: newest },
   };
 }
 

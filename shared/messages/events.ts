@@ -1,13 +1,31 @@
 import * as z from 'zod';
 import { normalizeTimestamp } from '../timestamps.js';
 
-/** The envelope of every message on the `incidents` queue (DESIGN.md, schema v1). */
+/**
+ * The envelope of every message on the `incidents` queue (DESIGN.md). v1: the incident as the Defender
+ * XDR API gives it. v2: the incident as Microsoft Graph gives it (`api: 'graph'`). A tenant's source
+ * decides which; consumers written for v1 keep working for every Defender tenant.
+ */
 export const EVENT_SCHEMA = 'defender-relay.incident.v1';
+export const GRAPH_EVENT_SCHEMA = 'defender-relay.incident.v2';
+
+/** The API an incident was read from, and so its shape (`IncidentSource` of the tenant). */
+export type IncidentApi = 'defender' | 'graph';
 
 const incidentSchema = z
   .object({
     incidentId: z.number().int().nonnegative(),
     lastUpdateTime: z.string().min(1),
+  })
+  .passthrough();
+
+/** Graph's incident id is Defender's incident id as a string (`incidentWebUrl` is …/incidents/{id}); the relay takes only decimal ones. */
+export const GRAPH_INCIDENT_ID = /^\d{1,15}$/;
+
+const graphIncidentSchema = z
+  .object({
+    id: z.string().regex(GRAPH_INCIDENT_ID),
+    lastUpdateDateTime: z.string().min(1),
   })
   .passthrough();
 
@@ -42,19 +60,33 @@ export const traceContextSchema = z.object({
 });
 export type TraceContextFields = z.infer<typeof traceContextSchema>;
 
+const envelopeFields = {
+  eventId: z.string().min(1),
+  tenantId: z.string().min(1),
+  incidentId: z.number().int().nonnegative(),
+  lastUpdateTime: z.string().min(1),
+  source: z.enum(['poll', 'webhook']),
+  receivedAt: z.string().min(1),
+  incidentRef: z.object({ blobUrl: z.string().url() }).optional(),
+  ...traceContextSchema.shape,
+};
+
 export const envelopeSchema = z
-  .object({
-    schema: z.literal(EVENT_SCHEMA),
-    eventId: z.string().min(1),
-    tenantId: z.string().min(1),
-    incidentId: z.number().int().nonnegative(),
-    lastUpdateTime: z.string().min(1),
-    source: z.enum(['poll', 'webhook']),
-    receivedAt: z.string().min(1),
-    incident: incidentSchema.optional(),
-    incidentRef: z.object({ blobUrl: z.string().url() }).optional(),
-    ...traceContextSchema.shape,
-  })
+  .discriminatedUnion('schema', [
+    z.object({
+      schema: z.literal(EVENT_SCHEMA),
+      // Absent in messages written before Graph was a source.
+      api: z.literal('defender').optional(),
+      incident: incidentSchema.optional(),
+      ...envelopeFields,
+    }),
+    z.object({
+      schema: z.literal(GRAPH_EVENT_SCHEMA),
+      api: z.literal('graph'),
+      incident: graphIncidentSchema.optional(),
+      ...envelopeFields,
+    }),
+  ])
   .refine(
     (e) => (e.incident === undefined) !== (e.incidentRef === undefined),
     'exactly one of incident and incidentRef',
@@ -65,12 +97,23 @@ export const envelopeSchema = z
     message: 'eventId must be tenantId:incidentId:lastUpdateTime of this envelope',
     path: ['eventId'],
   })
-  .refine((e) => e.incident === undefined || e.incident.incidentId === e.incidentId, {
-    message: "the incident's incidentId must be the envelope's",
-    path: ['incident', 'incidentId'],
+  .refine((e) => e.incident === undefined || incidentIdOf(e) === e.incidentId, {
+    message: "the incident's id must be the envelope's incidentId",
+    path: ['incident'],
   });
 
 export type IncidentEnvelope = z.infer<typeof envelopeSchema>;
+
+/** The incident id the envelope's own incident carries (Defender's `incidentId`, Graph's `id`). */
+function incidentIdOf(envelope: { schema: string; incident?: { id?: unknown; incidentId?: unknown } }): unknown {
+  if (envelope.schema === GRAPH_EVENT_SCHEMA) return envelope.incident && Number(envelope.incident.id);
+  return envelope.incident?.incidentId;
+}
+
+/** Which API an envelope's incident came from. */
+export function apiOf(envelope: Pick<IncidentEnvelope, 'schema'>): IncidentApi {
+  return envelope.schema === GRAPH_EVENT_SCHEMA ? 'graph' : 'defender';
+}
 
 export function eventIdOf(tenantId: string, incidentId: number, lastUpdateTime: string): string {
   return `${tenantId}:${incidentId}:${normalizeTimestamp(lastUpdateTime)}`;
@@ -93,12 +136,37 @@ export function envelopeFor(
 ): IncidentEnvelope {
   return {
     schema: EVENT_SCHEMA,
+    api: 'defender',
     eventId: eventIdOf(tenantId, incident.incidentId, incident.lastUpdateTime),
     tenantId,
     incidentId: incident.incidentId,
     lastUpdateTime: incident.lastUpdateTime,
     source,
     receivedAt: now.toISOString(),
-    incident: incident as IncidentEnvelope['incident'],
+    incident: incident as { incidentId: number; lastUpdateTime: string },
+  };
+}
+
+/**
+ * A Graph incident's envelope: keyed by the same tenantId:incidentId:lastUpdateTime as the same version
+ * read through the Defender API (`version`, from the Graph incident's id and lastUpdateDateTime).
+ */
+export function graphEnvelopeFor(
+  tenantId: string,
+  incident: { id: string; lastUpdateDateTime: string },
+  version: { incidentId: number; lastUpdateTime: string },
+  source: 'poll' | 'webhook',
+  now = new Date(),
+): IncidentEnvelope {
+  return {
+    schema: GRAPH_EVENT_SCHEMA,
+    api: 'graph',
+    eventId: eventIdOf(tenantId, version.incidentId, version.lastUpdateTime),
+    tenantId,
+    incidentId: version.incidentId,
+    lastUpdateTime: version.lastUpdateTime,
+    source,
+    receivedAt: now.toISOString(),
+    incident,
   };
 }

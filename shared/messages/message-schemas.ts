@@ -1,5 +1,5 @@
 import * as z from 'zod';
-import { EVENT_SCHEMA, envelopeSchema, TRACEPARENT } from './events.js';
+import { EVENT_SCHEMA, envelopeSchema, GRAPH_EVENT_SCHEMA, GRAPH_INCIDENT_ID, TRACEPARENT } from './events.js';
 import { SEVERITIES } from '../sources/defender/incident-types.js';
 
 /**
@@ -9,11 +9,12 @@ import { SEVERITIES } from '../sources/defender/incident-types.js';
  * code builds (test/unit/messages/message-schemas.test.ts), so neither can change without the files.
  *
  * Compatibility: consumers must ignore fields they do not know. The relay adds fields only as optional
- * ones; a change that would break a consumer changes `schema` (`defender-relay.incident.v1`).
+ * ones; a change that would break a consumer changes `schema`. `defender-relay.incident.v1` holds an
+ * incident of the Defender XDR API, `defender-relay.incident.v2` one of Microsoft Graph (`api: graph`):
+ * every other field, the enrichment above all, means the same in both.
  */
 
 const incidentFields = {
-  schema: z.literal(EVENT_SCHEMA).describe('The message format and its version.'),
   eventId: z
     .string()
     .min(1)
@@ -21,16 +22,51 @@ const incidentFields = {
       'tenantId:incidentId:lastUpdateTime of this incident version: the key to be idempotent on (the same version may arrive more than once).',
     ),
   tenantId: z.string().min(1).describe("The customer tenant's Entra tenant ID (a GUID, lower case)."),
-  incidentId: z.number().int().nonnegative().describe("Defender's incident id."),
-  lastUpdateTime: z.string().min(1).describe("The incident's lastUpdateTime as Defender gave it (ISO 8601, UTC)."),
+  incidentId: z
+    .number()
+    .int()
+    .nonnegative()
+    .describe("Defender's incident id (a Graph incident's id is the same number, as a string)."),
+  lastUpdateTime: z
+    .string()
+    .min(1)
+    .describe("The incident's lastUpdateTime (Graph: lastUpdateDateTime) as the API gave it (ISO 8601, UTC)."),
   source: z.enum(['poll', 'webhook']).describe('How the relay learnt of this version.'),
   receivedAt: z.string().min(1).describe('When the relay received it (ISO 8601, UTC).'),
 };
 
-const incidentBody = z
-  .object({ incidentId: z.number().int().nonnegative(), lastUpdateTime: z.string().min(1) })
-  .loose()
-  .describe('The incident as Defender returned it (alerts, devices and entities included), unchanged.');
+/** Each version's `schema` and `api`, and the incident it carries. */
+const versions = {
+  defender: {
+    schema: z
+      .literal(EVENT_SCHEMA)
+      .describe('The message format and its version: v1, an incident of the Defender XDR API.'),
+    api: z
+      .literal('defender')
+      .optional()
+      .describe(
+        'The API the incident was read from: the Defender XDR API (absent in messages from relays before v2 existed).',
+      ),
+    incident: z
+      .object({ incidentId: z.number().int().nonnegative(), lastUpdateTime: z.string().min(1) })
+      .loose()
+      .describe(
+        'The incident as the Defender XDR API returned it (GET /api/incidents: alerts, devices and entities included), unchanged.',
+      ),
+  },
+  graph: {
+    schema: z
+      .literal(GRAPH_EVENT_SCHEMA)
+      .describe('The message format and its version: v2, an incident of the Microsoft Graph security API.'),
+    api: z.literal('graph').describe('The API the incident was read from: Microsoft Graph (/v1.0/security/incidents).'),
+    incident: z
+      .object({ id: z.string().regex(GRAPH_INCIDENT_ID), lastUpdateDateTime: z.string().min(1) })
+      .loose()
+      .describe(
+        'The incident as Microsoft Graph returned it (microsoft.graph.security.incident with $expand=alerts: alerts with their typed evidence), unchanged.',
+      ),
+  },
+};
 
 const incidentRef = z
   .object({ blobUrl: z.url().describe("A blob in the relay's storage account holding the incident JSON.") })
@@ -38,7 +74,8 @@ const incidentRef = z
     'Instead of `incident` when the message would exceed a queue message: read the blob with an identity holding Storage Blob Data Reader.',
   );
 
-const exactlyOneOf = { oneOf: [{ required: ['incident'] }, { required: ['incidentRef'] }] };
+/** In `allOf`, beside the `oneOf` of the two versions. */
+const exactlyOneOf = { allOf: [{ oneOf: [{ required: ['incident'] }, { required: ['incidentRef'] }] }] };
 
 export const incidentEventSchema = envelopeSchema.meta({
   $id: 'urn:defender-relay:schema:incident-event',
@@ -134,20 +171,26 @@ const route = z
   .object({ name: z.string(), destination: z.string() })
   .describe('The routing rule that sent the message, and the destination it was sent to.');
 
-export const routedMessageSchema = z
-  .object({
+function routedMessageOf(version: (typeof versions)[keyof typeof versions]) {
+  return z.object({
+    schema: version.schema,
+    api: version.api,
     ...incidentFields,
-    incident: incidentBody.optional(),
+    incident: version.incident.optional(),
     incidentRef: incidentRef.optional(),
     enrichment: enrichmentSchema,
     route,
     ...traceFields,
-  })
+  });
+}
+
+export const routedMessageSchema = z
+  .discriminatedUnion('schema', [routedMessageOf(versions.defender), routedMessageOf(versions.graph)])
   .meta({
     $id: 'urn:defender-relay:schema:routed-message',
     title: 'Routed message',
     description:
-      'What a queue or webhook destination receives for one incident version and route: the event fields, the incident (or, on a queue, a claim-check to it when too large), the enrichment and the route. Webhook bodies always hold `incident`. The same eventId may arrive again (retries, replays): be idempotent on it.',
+      'What a queue or webhook destination receives for one incident version and route: the event fields, the incident (or, on a queue, a claim-check to it when too large), the enrichment and the route. `schema` (and `api`) say whose shape the incident has: v1 Defender XDR, v2 Microsoft Graph; the enrichment is the same for both. Webhook bodies always hold `incident`. The same eventId may arrive again (retries, replays): be idempotent on it.',
     ...exactlyOneOf,
   });
 

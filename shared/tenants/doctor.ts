@@ -2,6 +2,7 @@ import { decodeJwt } from 'jose';
 import type { AppConfig } from '../config/config.js';
 import type { DefenderTokenProvider } from '../auth/credentials.js';
 import { DefenderClient } from '../sources/defender/client.js';
+import { GraphClient } from '../sources/graph/client.js';
 import { NotTenantCredentialError } from '../auth/credential-fence.js';
 import { RelayError } from '../errors.js';
 import { describeError, redact } from '../telemetry/redact.js';
@@ -11,8 +12,8 @@ import { adminConsentLink, type Tenant, type TenantCredential } from './tenants.
 
 /**
  * `doctor`: for each tenant, what the onboarding documents tell a person to check by hand — read the
- * credential from Key Vault, get a Defender token, decode it (tid is the tenant, roles hold the
- * permissions the relay needs), call the API once. One row per tenant; each failed step carries a
+ * credential from Key Vault, get a token for the tenant's source (the Defender API or Microsoft Graph),
+ * decode it (tid is the tenant, roles hold the permissions the relay needs), call the API once. One row per tenant; each failed step carries a
  * one-line cause that says what to do. Never a secret or a token: the token is summarised by its claims.
  */
 
@@ -37,6 +38,7 @@ export interface TenantCheck {
   tenantId: string;
   displayName: string;
   context: Tenant['context'];
+  source: Tenant['source'];
   clientId: string;
   credential: string;
   enabled: boolean;
@@ -54,6 +56,9 @@ export interface DoctorDependencies {
   secretCache: SecretCache;
   tokens: DefenderTokenProvider;
   defender: DefenderClient;
+  /** For tenants whose source is `graph`. */
+  graphTokens?: DefenderTokenProvider;
+  graph?: GraphClient;
 }
 
 /**
@@ -62,22 +67,17 @@ export interface DoctorDependencies {
  * failing API is itself the finding. It shares the app's call budget, so checks count against the limits.
  */
 export function doctorDependencies(
-  services: Pick<Services, 'config' | 'secretCache' | 'tokens' | 'defender'>,
+  services: Pick<Services, 'config' | 'secretCache' | 'tokens' | 'defender' | 'graphTokens' | 'graph'>,
 ): DoctorDependencies {
-  const { config, secretCache, tokens, defender } = services;
+  const { config, secretCache, tokens, defender, graphTokens, graph } = services;
+  const impatient = { maxRetries: 1, baseDelayMs: 500, maxWaitMs: 5_000, timeoutMs: 15_000 };
   return {
     config,
     secretCache,
     tokens,
-    defender: new DefenderClient({
-      apiUrl: config.defender.apiUrl,
-      tokens,
-      budget: defender.budget,
-      maxRetries: 1,
-      baseDelayMs: 500,
-      maxWaitMs: 5_000,
-      timeoutMs: 15_000,
-    }),
+    defender: new DefenderClient({ apiUrl: config.defender.apiUrl, tokens, budget: defender.budget, ...impatient }),
+    graphTokens,
+    graph: new GraphClient({ apiUrl: config.graph.apiUrl, tokens: graphTokens, budget: graph.budget, ...impatient }),
   };
 }
 
@@ -94,6 +94,61 @@ const OPTIONAL_PERMISSIONS: [permission: string, withoutIt: string][] = [
   ],
   ['AdvancedHunting.Read.All', 'no AdvancedHunting.Read.All: hunting enrichment is off for this tenant'],
 ];
+
+/** Microsoft Graph's permissions for security incidents (security-list-incidents.md, "Permissions"). */
+export const GRAPH_READ_PERMISSIONS = ['SecurityIncident.Read.All', 'SecurityIncident.ReadWrite.All'];
+const GRAPH_OPTIONAL_PERMISSIONS: [permission: string, withoutIt: string][] = [
+  ['SecurityIncident.ReadWrite.All', 'no SecurityIncident.ReadWrite.All: write-back (tags, comments) will be refused'],
+];
+
+/** What differs between checking a Defender tenant and a Graph tenant. */
+interface SourceProfile {
+  /** The API, as messages name it. */
+  api: string;
+  urlSetting: string;
+  read: string[];
+  optional: [permission: string, withoutIt: string][];
+  /** Where the read permission is added on the app registration. */
+  grant: string;
+  tokens: DefenderTokenProvider;
+  /** One cheap call that needs the read permission. */
+  call(tenant: Tenant): Promise<string>;
+}
+
+function profileOf(tenant: Tenant, deps: DoctorDependencies): SourceProfile {
+  if (tenant.source === 'graph') {
+    const { graph, graphTokens } = deps;
+    if (!graph || !graphTokens)
+      throw new Error('doctor was given no Microsoft Graph client to check a Graph tenant with');
+    return {
+      api: 'Microsoft Graph',
+      urlSetting: 'GRAPH_API_URL',
+      read: GRAPH_READ_PERMISSIONS,
+      optional: GRAPH_OPTIONAL_PERMISSIONS,
+      grant: 'the Microsoft Graph application permission SecurityIncident.Read.All',
+      tokens: graphTokens,
+      call: async (t) => {
+        // Incidents updated from now on: one page, usually empty, that still needs the permission.
+        const pages = graph.incidentPagesSince(t, new Date().toISOString(), { maxPages: 1 });
+        const first = await pages.next();
+        const listed = first.done ? 0 : first.value.incidents.length;
+        return `Microsoft Graph answered 200 (${listed === 0 ? 'no incident changed just now' : 'incidents readable'})`;
+      },
+    };
+  }
+  return {
+    api: 'Defender',
+    urlSetting: 'DEFENDER_API_URL',
+    read: READ_PERMISSIONS,
+    optional: OPTIONAL_PERMISSIONS,
+    grant: 'the application permission Incident.Read.All (Microsoft Threat Protection)',
+    tokens: deps.tokens,
+    call: async (t) => {
+      const page = await deps.defender.listIncidentsPage(t, { top: 1 });
+      return `Defender answered 200 (${page.length === 0 ? 'no incidents yet' : 'incidents readable'})`;
+    },
+  };
+}
 
 /** Checks every tenant given, a few at a time; one tenant's failure never hides another's result. */
 export async function runDoctor(
@@ -141,14 +196,15 @@ export async function checkTenant(tenant: Tenant, deps: DoctorDependencies): Pro
     (err) => secretCause(err, tenant),
   );
 
+  const profile = profileOf(tenant, deps);
   let accessToken = '';
   await step(
     'token',
     async () => {
       // A fresh token, so the check reflects what Entra says now rather than an hour ago.
-      deps.tokens.invalidate(tenant);
-      accessToken = await deps.tokens.getToken(tenant);
-      return 'token issued by Entra ID (not shown)';
+      profile.tokens.invalidate(tenant);
+      accessToken = await profile.tokens.getToken(tenant);
+      return `${profile.api} token issued by Entra ID (not shown)`;
     },
     (err) => tokenCause(err, tenant, deps.config),
   );
@@ -157,9 +213,9 @@ export async function checkTenant(tenant: Tenant, deps: DoctorDependencies): Pro
     'permissions',
     async () => {
       token = summariseToken(accessToken);
-      const problems = permissionProblems(token, tenant);
+      const problems = permissionProblems(token, tenant, profile);
       if (problems) throw new CheckFailure(problems);
-      for (const [permission, withoutIt] of OPTIONAL_PERMISSIONS)
+      for (const [permission, withoutIt] of profile.optional)
         if (!token.roles.includes(permission)) warnings.push(withoutIt);
       return `tid matches; appid ${token.appid ?? '?'}; roles ${token.roles.join(', ')}; expires ${token.expiresAt ?? '?'}`;
     },
@@ -168,11 +224,8 @@ export async function checkTenant(tenant: Tenant, deps: DoctorDependencies): Pro
 
   await step(
     'api',
-    async () => {
-      const page = await deps.defender.listIncidentsPage(tenant, { top: 1 });
-      return `Defender answered 200 (${page.length === 0 ? 'no incidents yet' : 'incidents readable'})`;
-    },
-    (err) => apiCause(err),
+    () => profile.call(tenant),
+    (err) => apiCause(err, profile),
   );
 
   const firstFailure = steps.find((s) => s.status === 'failed');
@@ -180,6 +233,7 @@ export async function checkTenant(tenant: Tenant, deps: DoctorDependencies): Pro
     tenantId: tenant.tenantId,
     displayName: tenant.displayName,
     context: tenant.context,
+    source: tenant.source,
     clientId: tenant.clientId,
     credential: describeCredential(tenant.credential),
     enabled: tenant.enabled,
@@ -272,38 +326,39 @@ function summariseToken(token: string): TokenSummary {
   };
 }
 
-function permissionProblems(token: TokenSummary, tenant: Tenant): string | undefined {
+function permissionProblems(token: TokenSummary, tenant: Tenant, profile: SourceProfile): string | undefined {
   if (token.tid?.toLowerCase() !== tenant.tenantId) {
     return `the token is for tenant ${token.tid ?? '(no tid)'}, not ${tenant.tenantId} — check the tenant id and the app's sign-in audience`;
   }
-  if (!token.roles.some((r) => READ_PERMISSIONS.includes(r))) {
+  if (!token.roles.some((r) => profile.read.includes(r))) {
     const has = token.roles.length ? `roles: ${token.roles.join(', ')}` : 'no roles';
     const reconsent =
       tenant.context === 'partner' ? 're-consent (send the admin-consent link again)' : 'grant admin consent';
-    return `token lacks Incident.Read.All (${has}) — add the application permission Incident.Read.All (Microsoft Threat Protection) to app ${tenant.clientId} and ${reconsent}`;
+    return `token lacks ${profile.read[0]} (${has}) — add ${profile.grant} to app ${tenant.clientId} and ${reconsent}`;
   }
   return undefined;
 }
 
-function apiCause(err: unknown): string {
+function apiCause(err: unknown, profile: SourceProfile): string {
   const e = err instanceof RelayError ? err : undefined;
   const status = e?.status;
-  const answered = `Defender answered ${status}${e?.code ? ` ${e.code}` : ''}`;
-  // The client's message is "<what the client concluded>: <code> <Defender's message>"; keep Defender's words.
+  const { api, urlSetting } = profile;
+  const answered = `${api} answered ${status}${e?.code ? ` ${e.code}` : ''}`;
+  // The client's message is "<what the client concluded>: <code> <the API's message>"; keep the API's words.
   const said = stripContext(err)
-    .replace(/^Defender [^:]*: /, '')
+    .replace(new RegExp(`^${api} [^:]*: `), '')
     .replace(e?.code ? new RegExp(`^${e.code} `) : /^$/, '');
   if (status === 401)
-    return `${answered} even with a fresh token: ${said} — check DEFENDER_API_URL and that the token's audience is the Defender API`;
+    return `${answered} even with a fresh token: ${said} — check ${urlSetting} and that the token's audience is the ${api} API`;
   if (status === 403) {
     return /not provisioned|no Microsoft Defender XDR data/i.test(said)
       ? `${answered}: ${said} — is Microsoft Defender XDR enabled in this tenant?`
-      : `${answered}: ${said} — grant Incident.Read.All and re-consent`;
+      : `${answered}: ${said} — grant ${profile.read[0]} and re-consent`;
   }
   if (status === 429) return `${answered} (throttled): ${said} — try again in a minute`;
   if (status !== undefined && status >= 500) return `${answered} — the API is failing; try again later`;
-  if (e?.retryable) return `Defender could not be reached: ${said} — check DEFENDER_API_URL and the network`;
-  return `Defender call failed: ${said}`;
+  if (e?.retryable) return `${api} could not be reached: ${said} — check ${urlSetting} and the network`;
+  return `${api} call failed: ${said}`;
 }
 
 /** The message without the "(tenant …, operation)" suffix the app's errors carry: the row already names the tenant. */

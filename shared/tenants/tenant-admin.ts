@@ -31,7 +31,7 @@ import {
 
 export type AdminServices = Pick<
   Services,
-  'config' | 'registry' | 'tenantStatus' | 'secretCache' | 'tokens' | 'defender'
+  'config' | 'registry' | 'tenantStatus' | 'secretCache' | 'tokens' | 'defender' | 'graphTokens' | 'graph'
 >;
 
 export interface LastPoll {
@@ -88,7 +88,8 @@ export function parseTenantId(value: string | undefined): string {
 
 /** What PATCH may change; everything else about a tenant is replaced with POST. */
 const tenantPatchSchema = z
-  .object({ enabled: z.boolean(), displayName: z.string(), firstRunLookbackHours: z.number() })
+  // `source` moves a tenant between the Defender API and Graph: event ids are the same through both, so nothing is routed twice.
+  .object({ enabled: z.boolean(), displayName: z.string(), firstRunLookbackHours: z.number(), source: z.string() })
   .partial()
   .strict();
 const PATCHABLE = Object.keys(tenantPatchSchema.shape).join(', ');
@@ -150,7 +151,11 @@ export function consentInstructions(tenant: Tenant, authorityHost: string): Cons
     consentLink,
     steps: [
       `Send the link to a Global Administrator (or Privileged Role Administrator) of ${tenant.displayName} (${tenant.tenantId}).`,
-      'They open it, sign in with their own account and accept the permissions the app asks for (Incident.Read.All and the others granted on the app).',
+      `They open it, sign in with their own account and accept the permissions the app asks for (${
+        tenant.source === 'graph'
+          ? 'Microsoft Graph SecurityIncident.Read.All, or SecurityIncident.ReadWrite.All for write-back'
+          : 'Incident.Read.All'
+      } and the others granted on the app).`,
       `Then check the tenant: npm run doctor -- --tenant ${tenant.tenantId} (or GET /api/tenants/${tenant.tenantId}/check).`,
     ],
   };

@@ -3,8 +3,8 @@ import * as z from 'zod';
 import { LazyTable } from '../storage/table.js';
 
 /**
- * The tenant registry: which Defender tenants the relay reads, in which context and with which
- * credential. Kept in Azure Table storage (partition `tenant`, row key = tenant id).
+ * The tenant registry: which Defender tenants the relay reads, through which API, in which context and
+ * with which credential. Kept in Azure Table storage (partition `tenant`, row key = tenant id).
  */
 export const TENANTS_TABLE = 'tenants';
 const PARTITION = 'tenant';
@@ -27,10 +27,19 @@ export const credentialSchema = z.discriminatedUnion('kind', [
   z.object({ kind: z.literal('managedIdentity') }),
 ]);
 
+/**
+ * Which API a tenant's incidents are read through: the Defender XDR API (`https://api.security.microsoft.com`,
+ * permission Incident.Read.All) or the Microsoft Graph security API (`/v1.0/security/incidents`,
+ * SecurityIncident.Read.All). The same incidents either way (Graph's id is Defender's incident id).
+ */
+export const INCIDENT_SOURCES = ['defender', 'graph'] as const;
+export type IncidentSource = (typeof INCIDENT_SOURCES)[number];
+
 export const tenantSchema = z.object({
   tenantId: guid,
   displayName: z.string().trim().min(1, 'must not be empty').max(128),
   context: z.enum(['application', 'partner']),
+  source: z.enum(INCIDENT_SOURCES).default('defender'),
   clientId: guid,
   credential: credentialSchema,
   enabled: z.boolean().default(true),
@@ -52,6 +61,8 @@ interface TenantEntity {
   rowKey: string;
   displayName: string;
   context: string;
+  /** Absent in rows written before Graph could be chosen: those tenants read the Defender API. */
+  source?: string;
   clientId: string;
   credentialKind: string;
   credentialSecretName?: string;
@@ -88,6 +99,7 @@ function toEntity(t: Tenant): TenantEntity {
     rowKey: t.tenantId,
     displayName: t.displayName,
     context: t.context,
+    source: t.source,
     clientId: t.clientId,
     credentialKind: t.credential.kind,
     ...('secretName' in t.credential ? { credentialSecretName: t.credential.secretName } : {}),
@@ -101,6 +113,7 @@ function fromEntity(e: TenantEntity): Tenant {
     tenantId: e.rowKey,
     displayName: e.displayName,
     context: e.context,
+    source: e.source,
     clientId: e.clientId,
     credential:
       e.credentialKind === 'managedIdentity'

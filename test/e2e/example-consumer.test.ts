@@ -97,7 +97,7 @@ describe('the example consumer against npm start', () => {
       consumer.stderr!.on('data', onData);
       consumer.once('exit', (code) => fail(new Error(`the consumer's host exited (${code}):\n${output}`)));
     });
-    await waitForFlowSettled(info, 100, 45_000);
+    await waitForFlowSettled(info, 130, 45_000);
   }, 120_000);
 
   afterAll(() => {

@@ -68,7 +68,7 @@ describe('npm start sends Sentinel rows', () => {
   });
 
   it('delivers one row per high-priority incident version, with the documented columns, as the managed identity', async () => {
-    const tally = await waitForFlowSettled(info, 100, 60_000);
+    const tally = await waitForFlowSettled(info, 130, 60_000);
     expect(tally).toMatchObject({ pending: 0, deadLettered: 0 });
     const routesFile = join(stateDir, 'routes.json');
     const { expected } = await expectedDeliveries(info, routesFile);

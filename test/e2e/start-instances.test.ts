@@ -70,8 +70,8 @@ describe('npm start -- --instances 3', () => {
 
   it('routes every incident of both demo tenants exactly once across the instances: each destination gets each event once', async () => {
     const depth = queueDepth(info);
-    const tally = await waitForFlowSettled(info, 100, 60_000);
-    expect(tally.eventsIn).toBeGreaterThanOrEqual(100); // 60 Fabrikam + 40 Northwind on the first poll
+    const tally = await waitForFlowSettled(info, 130, 60_000);
+    expect(tally.eventsIn).toBeGreaterThanOrEqual(130); // 60 Fabrikam + 40 Northwind + 30 Woodgrove (Graph) on the first poll
     expect(tally).toMatchObject({ pending: 0, deadLettered: 0, processed: tally.eventsIn });
     expect(await depth('incidents-poison')).toBe(0);
 

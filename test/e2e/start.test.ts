@@ -102,21 +102,27 @@ describe('npm start', () => {
     console.log(`npm start: ready in ${(readyMs / 1000).toFixed(1)} s`);
   });
 
-  it('writes stack.json with two demo tenants, one per context, and a CA the stand-ins use', () => {
-    expect(info.tenants.map((t) => t.context).sort()).toEqual(['application', 'partner']);
+  it('writes stack.json with three demo tenants, both contexts and both sources, and a CA the stand-ins use', () => {
+    expect(info.tenants.map((t) => `${t.context} ${t.source}`).sort()).toEqual([
+      'application defender',
+      'partner defender',
+      'partner graph',
+    ]);
     // One instance: `hosts` lists it, and `host` (kept for the programs that read it) is that one.
     expect(info.hosts).toEqual([info.host]);
     expect(readFileSync(info.caCertPath, 'utf8')).toMatch(/^-----BEGIN CERTIFICATE-----/);
     expect(info.entra.authorityHost).toMatch(/^https:\/\/localhost:\d+$/);
     expect(info.keyVault.url).toMatch(/^https:/);
     expect(info.defender.url).toMatch(/^https:/);
+    expect(info.graph.url).toMatch(/^https:/);
     expect(info.queues).toMatchObject({
       pollRequests: 'poll-requests',
       incidents: 'incidents',
       poison: 'incidents-poison',
     });
     const partner = info.demoApps.find((a) => a.multiTenant);
-    expect(partner?.consentedTenants).toContain(info.tenants.find((t) => t.context === 'partner')!.tenantId);
+    for (const tenant of info.tenants.filter((t) => t.context === 'partner'))
+      expect(partner?.consentedTenants).toContain(tenant.tenantId);
   });
 
   it('answers GET /api/health with every check healthy', async () => {
@@ -152,8 +158,8 @@ describe('npm start', () => {
 
   it('routes every incident event of both demo tenants: events in = events routed + dead-lettered', async () => {
     const depth = queueDepth(info);
-    const tally = await waitForFlowSettled(info, 100, 45_000);
-    expect(tally.eventsIn).toBeGreaterThanOrEqual(100); // 60 Fabrikam + 40 Northwind on the first poll
+    const tally = await waitForFlowSettled(info, 130, 45_000);
+    expect(tally.eventsIn).toBeGreaterThanOrEqual(130); // 60 Fabrikam + 40 Northwind + 30 Woodgrove (Graph) on the first poll
     expect(tally.processed + tally.deadLettered).toBe(tally.eventsIn);
     expect(await depth('incidents-poison')).toBe(0);
     for (const q of info.queues.routed) expect(await depth(q), q).toBeGreaterThan(0);

@@ -52,7 +52,7 @@ describe.runIf(chromiumPath || browserRequired)('status page in Chromium, agains
     info = JSON.parse(readFileSync(join(stateDir, 'stack.json'), 'utf8')) as StackInfo;
     queues = QueueServiceClient.fromConnectionString(info.storage.connectionString);
     // Both demo tenants polled and every event routed: the figures stand still while the page is read.
-    await waitForFlowSettled(info, 100, 45_000);
+    await waitForFlowSettled(info, 130, 45_000);
     page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
   }, 90_000);
 

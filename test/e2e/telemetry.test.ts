@@ -43,7 +43,7 @@ describe('telemetry from npm start, through the Application Insights stand-in', 
     });
     child = stack.child;
     info = JSON.parse(readFileSync(join(stateDir, 'stack.json'), 'utf8')) as StackInfo;
-    await waitForFlowSettled(info, 100, 45_000);
+    await waitForFlowSettled(info, 130, 45_000);
   }, 90_000);
 
   afterAll(() => {

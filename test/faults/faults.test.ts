@@ -111,7 +111,7 @@ const HUNT_AND_TAG_ROUTES = {
 };
 
 /** Clears a fault after `ms`, while the flow runs. */
-const clearAfter = (flow: Flow, target: 'entra' | 'keyvault' | 'defender', ms: number) =>
+const clearAfter = (flow: Flow, target: 'entra' | 'keyvault' | 'defender' | 'graph', ms: number) =>
   sleep(ms).then(() => flow.faults.clear(target));
 
 /** A Defender client with a short per-call timeout on every instance (polls and enrichment). */
@@ -185,6 +185,39 @@ describe('fault suite: the whole flow under each fault, nothing lost, nothing ro
       flow.faults.add('defender', { kind: 'status', status: 503 }, 6);
       flow.faults.add('defender', { kind: 'status', status: 500 }, 6);
       flow.faults.add('defender', { kind: 'status', status: 502 }, 6, '/api/advancedhunting');
+    });
+  });
+
+  // The demo world reads Woodgrove through Microsoft Graph: the same faults on Graph, the same accounting.
+  it('a 429 storm from Microsoft Graph', async () => {
+    await withFault('429 storm (Graph)', {}, async (flow) => {
+      flow.faults.add('graph', { kind: 'status', status: 429, retryAfterSeconds: 1 }, 12);
+    });
+  });
+
+  it('5xx bursts from Microsoft Graph', async () => {
+    await withFault('5xx bursts (Graph)', {}, async (flow) => {
+      flow.faults.add('graph', { kind: 'status', status: 503 }, 4);
+      flow.faults.add('graph', { kind: 'status', status: 500 }, 4);
+    });
+  });
+
+  it('a Microsoft Graph outage, for a while', async () => {
+    await withFault('Graph outage (6 s)', {}, async (flow) => {
+      flow.faults.add('graph', { kind: 'outage' });
+      const cleared = clearAfter(flow, 'graph', 6_000);
+      await flow.tick();
+      await flow.runUntilQuiet();
+      await cleared;
+    });
+  });
+
+  it('two instances racing on every tenant (pollers and enrichers), with Graph throttling', async () => {
+    await withFault('racing pollers, 2 instances (Graph 429s)', { instances: 2 }, async (flow) => {
+      flow.faults.add('graph', { kind: 'status', status: 429, retryAfterSeconds: 1 }, 4);
+      await flow.tick();
+      await flow.tick();
+      await flow.runUntilQuiet();
     });
   });
 

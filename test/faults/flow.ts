@@ -44,8 +44,8 @@ import { startDurableAzurite, type DurableAzurite } from './durable-azurite.js';
  * lease while a message runs, a failed message made visible again after a short back-off, and
  * `<queue>-poison` once it has failed maxDequeueCount times). The timer is a `tick()`.
  *
- * The accounting at the end is from outside the app: the incident versions Defender held when the
- * run started, against what reached the destinations (routed queues and webhook receivers, counted
+ * The accounting at the end is from outside the app: the incident versions Defender and Graph held when
+ * the run started (the demo world has a tenant read through each), against what reached the destinations (routed queues and webhook receivers, counted
  * per eventId), the dead letters with their reasons, and the poisoned messages.
  */
 
@@ -208,6 +208,10 @@ export class Flow {
       for (const tenantId of [...world.tenants.map((t) => t.tenantId), ...flow.extraTenantIds]) {
         for (const incident of standIns.defender.store.list(tenantId)) {
           flow.seeded.set(eventIdOf(tenantId, incident.incidentId, incident.lastUpdateTime), tenantId);
+        }
+        // A tenant read through Graph: the same version key (Graph's id is Defender's incident id).
+        for (const incident of standIns.graph.store.list(tenantId)) {
+          flow.seeded.set(eventIdOf(tenantId, Number(incident.id), incident.lastUpdateDateTime), tenantId);
         }
       }
     } catch (err) {

@@ -175,7 +175,7 @@ describe('an instance killed mid-batch (npm start -- --instances 3)', () => {
     const invocations = new Invocations(stack);
 
     // Wave 1: the first poll's 100 incidents, routed to the archive without a write-back.
-    const first = await waitForFlowSettled(info, 100, 90_000);
+    const first = await waitForFlowSettled(info, 130, 90_000);
     expect(first).toMatchObject({ pending: 0, deadLettered: 0, processed: first.eventsIn });
 
     // Wave 2: Defender answers write-backs slowly, and every open incident is tagged second-wave (a new
@@ -189,7 +189,8 @@ describe('an instance killed mid-batch (npm start -- --instances 3)', () => {
     type Version = { incidentId: number; status: string; lastUpdateTime: string };
     const firstVersions: string[] = [];
     const secondVersions: string[] = [];
-    for (const { tenantId } of info.tenants) {
+    // The Defender tenants (the Graph tenant's write-backs go to another stand-in, which the fault above does not slow).
+    for (const { tenantId } of info.tenants.filter((t) => t.source === 'defender')) {
       const { value } = (await control(info, 'GET', `/tenants/${tenantId}/incidents`)) as { value: Version[] };
       for (const incident of value) {
         firstVersions.push(eventIdOf(tenantId, incident.incidentId, incident.lastUpdateTime));
@@ -201,7 +202,7 @@ describe('an instance killed mid-batch (npm start -- --instances 3)', () => {
       }
     }
     const changedCount = secondVersions.length;
-    expect(firstVersions).toHaveLength(100);
+    expect(firstVersions).toHaveLength(100); // 60 Fabrikam + 40 Northwind
     expect(changedCount).toBeGreaterThan(20);
     const wave2 = Date.now();
     const sender = new MessageSender(QueueServiceClient.fromConnectionString(info.storage.connectionString), async () =>

@@ -203,7 +203,13 @@ describe('hostile configuration: a routes file that cannot load', () => {
     expect(configuration(body)).toMatchObject({
       ok: false,
       problems: [
-        { setting: 'WEBHOOK_ACCESS_FILE', file, line, field: 'callers[0].mayPushFor[2]', message: 'must be a GUID' },
+        {
+          setting: 'WEBHOOK_ACCESS_FILE',
+          file,
+          line,
+          field: `callers[0].mayPushFor[${access.callers[0]!.mayPushFor.length - 1}]`,
+          message: 'must be a GUID',
+        },
       ],
     });
   });

@@ -255,6 +255,7 @@ describe('app settings', () => {
         entra: { url: 'https://localhost:4' },
         keyVault: { url: 'https://localhost:5' },
         defender: { url: 'https://localhost:6' },
+        graph: { url: 'https://localhost:8' },
         routesFile: 'routes.json',
         webhookAccessFile: 'webhook-access.json',
         appInsights: { connectionString: 'InstrumentationKey=x;IngestionEndpoint=https://localhost:7/' },

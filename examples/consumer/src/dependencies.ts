@@ -20,7 +20,7 @@ export function dependencies(context: InvocationContext): ConsumerDependencies {
       // Your work goes here: open a ticket, page someone, write to your SIEM. It must be idempotent.
       handle: async (message) => {
         context.info(
-          `ticket for ${message.enrichment.tenantDisplayName ?? message.tenantId} incident ${message.incidentId}: ${String(message.incident.incidentName ?? '')} ${message.enrichment.portalUrl ?? ''}`,
+          `ticket for ${message.enrichment.tenantDisplayName ?? message.tenantId} incident ${message.incidentId}: ${String((message.api === 'graph' ? message.incident.displayName : message.incident.incidentName) ?? '')} ${message.enrichment.portalUrl ?? ''}`,
         );
       },
     };

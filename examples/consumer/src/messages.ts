@@ -7,7 +7,9 @@ import addFormats from 'ajv-formats';
  * `schema/` into `schema/` here: copy them again when you update the relay).
  */
 export interface RoutedMessage {
-  schema: 'defender-relay.incident.v1';
+  /** v1: `incident` is as the Defender XDR API gives it; v2: as Microsoft Graph gives it (`api: 'graph'`). */
+  schema: 'defender-relay.incident.v1' | 'defender-relay.incident.v2';
+  api?: 'defender' | 'graph';
   /** tenantId:incidentId:lastUpdateTime: the same version may arrive more than once. */
   eventId: string;
   tenantId: string;
@@ -18,6 +20,7 @@ export interface RoutedMessage {
   incident?: Record<string, unknown>;
   /** Instead of `incident` when the incident was too large for a queue message. */
   incidentRef?: { blobUrl: string };
+  /** The same for both shapes: route and act on it rather than on the incident's own fields. */
   enrichment: {
     priority: number;
     highestSeverity: string | null;

@@ -1,4 +1,5 @@
 import { alertsOf, recordsOf, textOf } from '../../sources/defender/incident-types.js';
+import { incidentViewOf } from '../../sources/incident-api.js';
 import type { RoutedMessage } from './types.js';
 
 /**
@@ -24,8 +25,8 @@ function few(values: string[]): string {
   return unique.length > FEW ? `${shown} and ${unique.length - FEW} more` : shown;
 }
 
-function devicesOf(message: RoutedMessage): string[] {
-  return alertsOf(message.incident).flatMap((alert) =>
+function devicesOf(incident: Record<string, unknown>): string[] {
+  return alertsOf(incident).flatMap((alert) =>
     recordsOf(alert.devices).flatMap((device) => {
       const name = textOf(device.deviceDnsName) ?? textOf(device.mdatpDeviceId);
       return name ? [name] : [];
@@ -33,8 +34,8 @@ function devicesOf(message: RoutedMessage): string[] {
   );
 }
 
-function usersOf(message: RoutedMessage): string[] {
-  return alertsOf(message.incident).flatMap((alert) =>
+function usersOf(incident: Record<string, unknown>): string[] {
+  return alertsOf(incident).flatMap((alert) =>
     recordsOf(alert.entities).flatMap((entity) => {
       if (textOf(entity.entityType)?.toLowerCase() !== 'user') return [];
       const domain = textOf(entity.domainName);
@@ -47,7 +48,9 @@ function usersOf(message: RoutedMessage): string[] {
 
 /** The title and facts both formats show. */
 export function incidentFacts(message: RoutedMessage): IncidentFacts {
-  const { incident, enrichment } = message;
+  const { enrichment } = message;
+  // A Graph incident is read in the Defender shape, so both sources render alike.
+  const incident = incidentViewOf(message, message.incident);
   const severity = textOf(incident.severity) ?? 'UnSpecified';
   const name = textOf(incident.incidentName) ?? `Incident ${message.incidentId}`;
   const tenant = enrichment.tenantDisplayName ?? message.tenantId;
@@ -61,8 +64,8 @@ export function incidentFacts(message: RoutedMessage): IncidentFacts {
       { name: 'Status', value: textOf(incident.status) ?? 'unknown' },
       { name: 'Alerts', value: String(alertCount) },
       { name: 'MITRE techniques', value: few(techniques) },
-      { name: 'Devices', value: few(devicesOf(message)) },
-      { name: 'Users', value: few(usersOf(message)) },
+      { name: 'Devices', value: few(devicesOf(incident)) },
+      { name: 'Users', value: few(usersOf(incident)) },
       { name: 'Incident', value: `${message.incidentId} (route ${message.route.name})` },
     ],
     portalUrl:

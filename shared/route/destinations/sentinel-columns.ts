@@ -70,9 +70,15 @@ export const SENTINEL_COLUMNS = [
   { name: 'ServiceSources', type: 'dynamic', description: 'Distinct service sources of the alerts.' },
   { name: 'Route', type: 'string', description: 'The routing rule that sent the incident here (or default).' },
   {
+    name: 'IncidentApi',
+    type: 'string',
+    description:
+      'The API the incident was read from, and so the shape of Incident: defender (Defender XDR) or graph (Microsoft Graph).',
+  },
+  {
     name: 'Incident',
     type: 'dynamic',
-    description: 'The incident as Defender XDR returned it (reduced when IncidentTruncated is true).',
+    description: 'The incident as its API returned it (reduced when IncidentTruncated is true).',
   },
   {
     name: 'IncidentTruncated',

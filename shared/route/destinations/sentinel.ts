@@ -5,6 +5,8 @@ import type { TokenCredential } from '@azure/identity';
 import type { LogsIngestionClient } from '@azure/monitor-ingestion';
 import { isRetryable, PermanentError, RetryableError, type FailureContext, type RelayError } from '../../errors.js';
 import { isRecord } from '../../sources/defender/incident-types.js';
+import { incidentViewOf } from '../../sources/incident-api.js';
+import { apiOf } from '../../messages/events.js';
 import { redact } from '../../telemetry/redact.js';
 import type { NamedDestination } from '../routing.js';
 import {
@@ -273,10 +275,12 @@ function entityCounts(enrichment: Record<string, unknown>) {
  * when it fits and reduced (`IncidentTruncated: true`) when it does not.
  */
 export function sentinelRow(message: RoutedMessage, now: Date): SentinelRow {
-  const { incident, enrichment } = message;
+  const { enrichment } = message;
+  // The columns read a Graph incident in the Defender shape; the Incident column keeps it as Graph gave it.
+  const incident = incidentViewOf(message, message.incident);
   const mitre = isRecord(enrichment.mitre) ? enrichment.mitre : {};
   const tactics = Array.isArray(mitre.tactics) ? mitre.tactics.filter(isRecord) : [];
-  const fitted = fitIncident(incident);
+  const fitted = fitIncident(message.incident);
   return {
     TimeGenerated: now.toISOString(),
     EventId: message.eventId,
@@ -299,14 +303,18 @@ export function sentinelRow(message: RoutedMessage, now: Date): SentinelRow {
     PortalUrl: text(enrichment.portalUrl),
     ServiceSources: capList(strings(enrichment.serviceSources)),
     Route: message.route.name,
+    IncidentApi: apiOf(message),
     Incident: fitted.value,
     IncidentTruncated: fitted.truncated,
   };
 }
 
-/** What a reduced incident keeps of each alert. */
+/** What a reduced incident keeps of each alert (Defender's names, and Graph's where they differ). */
 const ALERT_SUMMARY_FIELDS = [
   'alertId',
+  'id',
+  'firstActivityDateTime',
+  'lastActivityDateTime',
   'title',
   'severity',
   'status',

@@ -24,6 +24,7 @@ describe('Defender tokens per (tenant, client, scope)', () => {
       clientId: t.clientId,
       credential: { kind: 'secret' as const, secretName: t.clientSecretName },
       enabled: true,
+      source: 'defender' as const,
       firstRunLookbackHours: 24,
     };
   };
@@ -105,6 +106,7 @@ describe('the Defender client and a refused token', () => {
       clientId: t.clientId,
       credential: { kind: 'secret' as const, secretName: t.clientSecretName },
       enabled: true,
+      source: 'defender' as const,
       firstRunLookbackHours: 24,
     };
     await services.defender.listIncidentsPage(tenant, { top: 1 });
@@ -123,6 +125,7 @@ describe('the Defender client and a refused token', () => {
       clientId: t.clientId,
       credential: { kind: 'secret' as const, secretName: t.clientSecretName },
       enabled: true,
+      source: 'defender' as const,
       firstRunLookbackHours: 24,
     };
     stack.faults.add('defender', { kind: 'status', status: 401 }, 2);

@@ -103,7 +103,7 @@ describe('command-line tools: tenants and doctor', () => {
       expect(added.code).toBe(0);
       expect(added.stderr).toContain('Settings: ./settings.json (--settings)');
       expect(added.stdout).toContain(
-        `Registered Adatum (${adatum}): partner context, client ${partner().clientId}, secret '${partner().clientSecretName}', enabled, first poll looks back 48 h.`,
+        `Registered Adatum (${adatum}): partner context, read through the Defender API, client ${partner().clientId}, secret '${partner().clientSecretName}', enabled, first poll looks back 48 h.`,
       );
       expect(added.stdout).toContain(`npm run tenants -- consent-link ${adatum}`);
       expect((await run('tenants', withSettings(...addArgs(adatum)))).stdout).toMatch(/^Replaced Adatum/);
@@ -115,6 +115,7 @@ describe('command-line tools: tenants and doctor', () => {
         'NAME',
         'TENANT ID',
         'CONTEXT',
+        'SOURCE',
         'CLIENT ID',
         'CREDENTIAL',
         'ENABLED',
@@ -126,6 +127,7 @@ describe('command-line tools: tenants and doctor', () => {
         'Adatum',
         adatum,
         'partner',
+        'defender',
         partner().clientId,
         `secret '${partner().clientSecretName}'`,
         'yes',
@@ -167,6 +169,65 @@ describe('command-line tools: tenants and doctor', () => {
       expect(removed).toMatchObject({ code: 0, stdout: expect.stringContaining(`Removed Adatum (${adatum})`) });
       const gone = await run('tenants', withSettings('enable', adatum));
       expect(gone).toMatchObject({ code: 1, stderr: expect.stringContaining(`Tenant ${adatum} is not registered`) });
+    },
+  );
+
+  it(
+    'onboards a tenant read through Microsoft Graph: --source graph, the consent link and doctor name Graph permissions',
+    { timeout: 60_000 },
+    async () => {
+      const litware = randomUUID();
+      stack.entra.registry.addTenant({ tenantId: litware, displayName: 'Litware' });
+      stack.graph.store.provisionTenant(litware, 'Litware');
+      const args = addArgs(litware).map((a) => (a === 'Adatum' ? 'Litware' : a));
+
+      const wrong = await run('tenants', withSettings(...args, '--source', 'sentinel'));
+      expect(wrong).toMatchObject({ code: 2, stdout: '' });
+      expect(wrong.stderr).toContain(
+        'error: --source: Invalid option: expected one of "defender"|"graph" (got \'sentinel\')',
+      );
+
+      const added = await run('tenants', withSettings(...args, '--source', 'graph'));
+      expect(added.code).toBe(0);
+      expect(added.stdout).toContain(`Registered Litware (${litware}): partner context, read through Microsoft Graph,`);
+      const link = await run('tenants', withSettings('consent-link', litware));
+      expect(link.stdout).toContain('Microsoft Graph SecurityIncident.Read.All');
+
+      // Before the customer's admin consents: doctor says so, and which link to send.
+      const before = JSON.parse((await run('doctor', withSettings('--json', '--tenant', litware))).stdout) as {
+        tenants: TenantCheck[];
+      };
+      expect(before.tenants[0]).toMatchObject({
+        ok: false,
+        source: 'graph',
+        cause: expect.stringMatching(/^AADSTS700016/),
+      });
+
+      // Consented to the Defender API only: the token is for Graph and lacks its permission.
+      stack.entra.registry.grantAppPermissions(litware, partner().clientId, 'https://api.security.microsoft.com', [
+        'Incident.Read.All',
+      ]);
+      const defenderOnly = JSON.parse((await run('doctor', withSettings('--json', '--tenant', litware))).stdout) as {
+        tenants: TenantCheck[];
+      };
+      expect(defenderOnly.tenants[0]!.ok).toBe(false);
+      expect(defenderOnly.tenants[0]!.cause).toMatch(
+        /^token lacks SecurityIncident\.Read\.All \(no roles\) — add the Microsoft Graph application permission SecurityIncident\.Read\.All to app .* and re-consent/,
+      );
+
+      // Consented to Graph's read permission: every step passes, with write-back's permission missing as a warning.
+      stack.entra.registry.grantAppPermissions(litware, partner().clientId, 'https://graph.microsoft.com', [
+        'SecurityIncident.Read.All',
+      ]);
+      const ok = await run('doctor', withSettings('--tenant', litware));
+      expect(ok.code).toBe(0);
+      expect(ok.stdout.split('\n').find((l) => l.startsWith('Litware'))).toMatch(
+        /^Litware +\S+ +partner +graph +ok +ok +ok +ok +roles SecurityIncident\.Read\.All$/,
+      );
+      expect(ok.stdout).toContain(
+        'warning: Litware: no SecurityIncident.ReadWrite.All: write-back (tags, comments) will be refused',
+      );
+      expect((await run('tenants', withSettings('remove', litware))).code).toBe(0);
     },
   );
 

@@ -66,6 +66,7 @@ describe('enrichment with the Defender API', () => {
       clientId: demo.clientId,
       credential: { kind: 'secret', secretName: demo.clientSecretName },
       enabled: true,
+      source: 'defender',
       firstRunLookbackHours: 24,
     };
     const window = { since: new Date(Date.now() - 20 * 86_400_000), until: new Date() };

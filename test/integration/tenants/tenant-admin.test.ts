@@ -227,7 +227,7 @@ describe('tenant admin endpoints', () => {
       status: 400,
       jsonBody: {
         problems: [
-          'tenantId: cannot be changed with PATCH, only enabled, displayName, firstRunLookbackHours can (POST /api/tenants replaces a whole tenant)',
+          'tenantId: cannot be changed with PATCH, only enabled, displayName, firstRunLookbackHours, source can (POST /api/tenants replaces a whole tenant)',
         ],
       },
     });
@@ -241,6 +241,14 @@ describe('tenant admin endpoints', () => {
 
     const enabled = await call(tenantUpdate, 'PATCH', '', { ...byId(input.tenantId), body: { enabled: true } });
     expect(enabled).toMatchObject({ status: 200, jsonBody: { enabled: true, displayName: 'Contoso (paused)' } });
+
+    // Moving the tenant to Microsoft Graph (its admin granted Graph's permissions instead), and a source that is none.
+    const moved = await call(tenantUpdate, 'PATCH', '', { ...byId(input.tenantId), body: { source: 'graph' } });
+    expect(moved).toMatchObject({ status: 200, jsonBody: { source: 'graph', displayName: 'Contoso (paused)' } });
+    expect(await getServices().registry.get(input.tenantId)).toMatchObject({ source: 'graph' });
+    expect(
+      await call(tenantUpdate, 'PATCH', '', { ...byId(input.tenantId), body: { source: 'splunk' } }),
+    ).toMatchObject({ status: 400, jsonBody: { problems: [expect.stringMatching(/^source:/)] } });
   });
 
   it('removes a tenant (204), after which it is 404 everywhere', async () => {

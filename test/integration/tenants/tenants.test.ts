@@ -33,10 +33,23 @@ describe('tenant registry (Table storage on Azurite)', () => {
   it('stores a tenant with defaults and reads it back', async () => {
     const input = fabrikam();
     const stored = await registry.put(input);
-    expect(stored).toEqual({ ...input, enabled: true, firstRunLookbackHours: 168 });
+    expect(stored).toEqual({ ...input, source: 'defender', enabled: true, firstRunLookbackHours: 168 });
     expect(await registry.get(input.tenantId)).toEqual(stored);
     const entity = await table.getEntity('tenant', input.tenantId);
     expect(entity).toMatchObject({ credentialKind: 'secret', credentialSecretName: 'tenant-fabrikam-client-secret' });
+  });
+
+  it('reads a tenant stored before sources existed as a Defender tenant, and keeps a Graph one', async () => {
+    const legacy = fabrikam();
+    await registry.put(legacy);
+    // A row as versions before Graph wrote it: no source column.
+    const { source: _source, ...row } = await table.getEntity<Record<string, unknown>>('tenant', legacy.tenantId);
+    await table.upsertEntity({ ...row, partitionKey: 'tenant', rowKey: legacy.tenantId }, 'Replace');
+    expect(await registry.get(legacy.tenantId)).toMatchObject({ source: 'defender' });
+
+    const graph = await registry.put({ ...fabrikam(), source: 'graph' });
+    expect(await registry.get(graph.tenantId)).toMatchObject({ source: 'graph' });
+    await expect(registry.put({ ...fabrikam(), source: 'sentinel' })).rejects.toThrow(/source:/);
   });
 
   it('lists tenants by name and filters disabled ones', async () => {

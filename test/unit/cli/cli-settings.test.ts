@@ -114,6 +114,7 @@ describe('command-line output', () => {
       tenantId: '00000000-0000-0000-0000-000000000001',
       displayName: 'Fabrikam',
       context: 'application',
+      source: 'defender',
       clientId: '00000000-0000-0000-0000-0000000000aa',
       credential: "secret 'x'",
       enabled: true,
@@ -127,6 +128,7 @@ describe('command-line output', () => {
       row({ warnings: ['no AdvancedHunting.Read.All: hunting enrichment is off for this tenant'] }),
       row({
         displayName: 'Adatum',
+        source: 'graph',
         enabled: false,
         ok: false,
         cause: 'AADSTS700016: the app is not consented',
@@ -140,10 +142,10 @@ describe('command-line output', () => {
     ]);
     const lines = text.split('\n');
     expect(lines[2]).toMatch(
-      /^Fabrikam +0{8}-0{4}-0{4}-0{4}-0{11}1 +application +ok +ok +ok +ok +roles Incident.Read.All$/,
+      /^Fabrikam +0{8}-0{4}-0{4}-0{4}-0{11}1 +application +defender +ok +ok +ok +ok +roles Incident.Read.All$/,
     );
     expect(lines[3]).toMatch(
-      /^Adatum \(disabled\) +\S+ +application +ok +FAILED +- +- +AADSTS700016: the app is not consented$/,
+      /^Adatum \(disabled\) +\S+ +application +graph +ok +FAILED +- +- +AADSTS700016: the app is not consented$/,
     );
     expect(text).toContain('warning: Fabrikam: no AdvancedHunting.Read.All');
     expect(lines.at(-1)).toBe('1 tenant(s) ok, 1 failed');

@@ -21,6 +21,7 @@ const tenant: Tenant = {
   clientId: '0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9',
   credential: { kind: 'secret', secretName: 'fabrikam' },
   enabled: true,
+  source: 'defender',
   firstRunLookbackHours: 24,
 };
 

@@ -47,6 +47,7 @@ const tenantOf = (tenantId: string, displayName: string, enabled = true): Tenant
   clientId: '3b5f0c2e-8d4a-4e6f-9b1c-7a2d5e8f0c3b',
   credential: { kind: 'secret', secretName: 'partner-app-client-secret' },
   enabled,
+  source: 'defender',
   firstRunLookbackHours: 24,
 });
 

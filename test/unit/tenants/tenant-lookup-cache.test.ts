@@ -8,6 +8,7 @@ const tenant = (tenantId: string, displayName: string): Tenant => ({
   clientId: '00000000-0000-0000-0000-000000000001',
   credential: { kind: 'secret', secretName: 'x' },
   enabled: true,
+  source: 'defender',
   firstRunLookbackHours: 24,
 });
 

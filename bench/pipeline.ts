@@ -9,6 +9,7 @@ import type { Logger } from '../shared/telemetry/logging.js';
 import { encodeMessage, QUEUE_NAMES } from '../shared/storage/queues.js';
 import { loadConfig } from '../shared/config/config.js';
 import { createServices } from '../shared/services.js';
+import { GRAPH_PAGE_SIZE } from '../shared/sources/graph/client.js';
 import { pollToTheEnd } from './poll-chain.js';
 import { forEachLimited, perSecond } from './stats.js';
 import { addPartnerTenant, BENCH_ROUTED_QUEUE, clearQueue, type BenchWorld } from './world.js';
@@ -33,6 +34,18 @@ export interface IngestRound {
   rawSend: { elapsedMs: number[]; perSecond: number };
   ingest: { elapsedMs: number; perSecond: number; enqueued: number; pages: number; runs: number };
   /** Defender calls the poll made (the client's count, and what the stand-in saw). */
+  calls: { client: number; standIn: number };
+}
+
+/** The Graph list calls of figure 3: one Graph tenant's N new incidents polled to the end. */
+export interface GraphListing {
+  incidents: number;
+  /** The incidents a Graph list page holds (`$top`). */
+  pageSize: number;
+  enqueued: number;
+  pages: number;
+  runs: number;
+  /** Graph calls the poll made (the client's count, and what the stand-in saw). */
   calls: { client: number; standIn: number };
 }
 
@@ -187,6 +200,39 @@ export async function runIngestRound(bench: BenchWorld, round: string, incidents
     ingest: { elapsedMs: ingestMs, perSecond: perSecond(incidents, ingestMs), ...polled },
     calls,
   };
+}
+
+/**
+ * Figure 3's Graph list calls: a new tenant read through Microsoft Graph, its N incidents polled to the
+ * end through the app's queue handler as figure 1 polls a Defender tenant. Only calls are counted, so
+ * nothing is timed and no raw reference is sent.
+ */
+export async function runGraphListing(bench: BenchWorld, incidents: number): Promise<GraphListing> {
+  const { services, graph, partnerApp } = bench;
+  const logger = countingLogger();
+  const tenantId = randomUUID();
+  await addPartnerTenant(bench, {
+    tenantId,
+    displayName: 'Bench Graph',
+    incidents,
+    seed: `graph-${tenantId}`,
+    source: 'graph',
+  });
+  await services.graphTokens.getToken(await services.registry.get(tenantId)); // steady state, as figure 1
+  const queues = services.storage.queues;
+  for (const name of [QUEUE_NAMES.incidents, QUEUE_NAMES.pollRequests]) await clearQueue(queues, name);
+  const standInCalls = () => graph.stats.for(tenantId, partnerApp.clientId).calls;
+  const clientBefore = services.graph.calls.get(tenantId) ?? 0;
+  const standInBefore = standInCalls();
+  const polled = await pollToTheEnd(services, tenantId, logger);
+  if (polled.enqueued !== incidents)
+    throw new Error(`The Graph poll enqueued ${polled.enqueued} events for ${incidents} incidents`);
+  const calls = {
+    client: (services.graph.calls.get(tenantId) ?? 0) - clientBefore,
+    standIn: standInCalls() - standInBefore,
+  };
+  await clearQueue(queues, QUEUE_NAMES.incidents);
+  return { incidents, pageSize: GRAPH_PAGE_SIZE, ...polled, calls };
 }
 
 /**

@@ -51,6 +51,8 @@ export interface BenchReport {
   date: string;
   command: string;
   mode: 'full' | 'quick';
+  /** The figures `--only` asked for, when the run measured no others. */
+  only?: string[];
   durationSeconds: number;
   machine: Machine;
   figures: Figure[];
@@ -73,7 +75,7 @@ export function formatTable(report: BenchReport): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (i === 4 ? 0 : r[i]!.length))));
   const line = (cells: string[]) => cells.map((c, i) => (i === 4 ? c : pad(c, widths[i]!))).join('  ');
   return [
-    `defender-relay benchmark (${report.mode}), ${report.date}, ${report.durationSeconds} s`,
+    `defender-relay benchmark (${report.mode}${report.only ? `, only ${report.only.join(', ')}` : ''}), ${report.date}, ${report.durationSeconds} s`,
     `${m.cpuModel}, ${m.cores} cores, ${m.memoryGiB} GiB, Node ${m.node}, ${m.os}`,
     '',
     line(header),
@@ -92,4 +94,20 @@ export function writeReport(path: string, report: BenchReport): void {
     // No earlier report.
   }
   writeFileSync(path, `${JSON.stringify(mutation === undefined ? report : { ...report, mutation }, null, 2)}\n`);
+}
+
+/**
+ * `--only id,id`: the figures asked for, or undefined for all of them. An id that names no figure is
+ * refused rather than ignored, so that a typo never runs nothing (or everything) silently.
+ */
+export function selectFigures(only: string | undefined, known: readonly string[]): Set<string> | undefined {
+  if (only === undefined) return undefined;
+  const ids = only
+    .split(',')
+    .map((id) => id.trim())
+    .filter((id) => id !== '');
+  if (ids.length === 0) throw new Error('--only needs at least one figure id');
+  const unknown = ids.filter((id) => !known.includes(id));
+  if (unknown.length > 0) throw new Error(`--only: no figure is called ${unknown.join(', ')}`);
+  return new Set(ids);
 }

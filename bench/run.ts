@@ -6,10 +6,10 @@ import { fileURLToPath } from 'node:url';
 import { createLocalCa, writeCaCert } from '../local/common/tls.js';
 
 /**
- * `npm run bench` (node dist/bench/run.js [--quick] [--out FILE]): creates a throwaway CA for the
- * stand-ins, writes its certificate where Node can trust it, and starts the measuring process
- * (bench/main.ts) with NODE_EXTRA_CA_CERTS set, which Node reads only at start-up. The server key
- * travels over IPC and never touches the disk.
+ * `npm run bench` (node dist/bench/run.js [--quick] [--only ID,...] [--out FILE]; `-- --help` lists
+ * the figure ids): creates a throwaway CA for the stand-ins, writes its certificate where Node can
+ * trust it, and starts the measuring process (bench/main.ts) with NODE_EXTRA_CA_CERTS set, which Node
+ * reads only at start-up. The server key travels over IPC and never touches the disk.
  */
 const ca = createLocalCa('defender-relay benchmark CA');
 const dir = mkdtempSync(join(tmpdir(), 'defender-relay-bench-ca-'));

@@ -8,6 +8,7 @@ import type { KeyAndCert } from '../local/common/tls.js';
 import { startDefender, type DefenderStandIn } from '../local/defender/server.js';
 import { createDemoWorld, type DemoApp, type DemoWorld } from '../local/demo.js';
 import { startEntra, type EntraStandIn } from '../local/entra/server.js';
+import { startGraph, type GraphStandIn } from '../local/graph/server.js';
 import { startKeyVault, type KeyVaultStandIn } from '../local/keyvault/server.js';
 import { addPartnerTenant as onboardPartnerTenant, appSettingsFor, seedWorld } from '../local/stack.js';
 import { loadConfig } from '../shared/config/config.js';
@@ -15,15 +16,17 @@ import { createServices, type Services } from '../shared/services.js';
 import { startLatencyProxyThread } from './latency-proxy.js';
 
 /**
- * What every figure runs against: Azurite, the Entra ID, Key Vault and Defender stand-ins (over HTTPS,
- * in this process) with the demo world seeded, and the app's services pointed at them. The Defender
- * stand-in's rate limits are raised so that the throughput figures measure the relay, not the quota;
- * the schedule figure starts a stand-in of its own with the documented limits.
+ * What every figure runs against: Azurite, the Entra ID, Key Vault, Defender and Graph stand-ins (over
+ * HTTPS, in this process) with the demo world seeded, and the app's services pointed at them. The
+ * Defender and Graph stand-ins' rate limits are raised so that the figures measure the relay, not the
+ * quota; the schedule figure starts a Defender stand-in of its own with the documented limits.
  */
 export const BENCH_ROUTED_QUEUE = 'bench-routed';
 
 /** Far above anything a figure sends, so that only the figures that are about the quota meet it. */
 export const UNLIMITED = { perMinute: 1_000_000, perHour: 10_000_000 };
+/** The same for the Graph stand-in, whose limits are per minute per tenant and per second per app. */
+export const GRAPH_UNLIMITED = { perAppPerTenantPerMinute: 1_000_000, perAppPerSecond: 1_000_000 };
 
 export interface BenchWorld {
   tls: KeyAndCert;
@@ -32,6 +35,8 @@ export interface BenchWorld {
   entra: EntraStandIn;
   keyVault: KeyVaultStandIn;
   defender: DefenderStandIn;
+  /** Where tenants whose source is `graph` are read (the demo world's Woodgrove among them). */
+  graph: GraphStandIn;
   faults: FaultBoard;
   /** The multi-tenant app every benchmark tenant has consented to (partner context). */
   partnerApp: DemoApp;
@@ -77,7 +82,15 @@ export async function startBenchWorld(tls: KeyAndCert): Promise<BenchWorld> {
       getIncidentLimits: UNLIMITED,
     });
     cleanups.push(() => defender.close());
-    await seedWorld(world, entra, keyVault, defender);
+    const graph = await startGraph({
+      tls,
+      verifier: entra.verifier,
+      faults,
+      authorityHost: entra.url,
+      limits: GRAPH_UNLIMITED,
+    });
+    cleanups.push(() => graph.close());
+    await seedWorld(world, entra, keyVault, defender, graph);
 
     const dir = mkdtempSync(join(tmpdir(), 'defender-relay-bench-'));
     cleanups.push(async () => rmSync(dir, { recursive: true, force: true }));
@@ -101,7 +114,13 @@ export async function startBenchWorld(tls: KeyAndCert): Promise<BenchWorld> {
       throw new Error('The demo world has no partner-context app and tenant to model benchmark tenants on');
 
     const storageFor = (running: RunningAzurite) => {
-      const appSettings = appSettingsFor(world, running.connectionString, { entra, keyVault, defender, routesFile });
+      const appSettings = appSettingsFor(world, running.connectionString, {
+        entra,
+        keyVault,
+        defender,
+        graph,
+        routesFile,
+      });
       return {
         azurite: running,
         appSettings,
@@ -116,6 +135,7 @@ export async function startBenchWorld(tls: KeyAndCert): Promise<BenchWorld> {
       entra,
       keyVault,
       defender,
+      graph,
       faults,
       partnerApp,
       partnerSecretName: partnerTenant.clientSecretName,
@@ -166,7 +186,8 @@ async function behindLatency(azurite: RunningAzurite, oneWayMs: number): Promise
 
 /**
  * A customer tenant read in the partner context (local/stack.ts `addPartnerTenant`), onboarded in this
- * bench world's stand-ins and registry (or in `defender`, a stand-in of a figure's own).
+ * bench world's stand-ins and registry (or in `defender`, a stand-in of a figure's own); with
+ * `source: 'graph'` in the Graph stand-in.
  */
 export async function addPartnerTenant(
   bench: BenchWorld,
@@ -177,6 +198,7 @@ export async function addPartnerTenant(
     {
       entra: bench.entra,
       defender: defender ?? bench.defender,
+      graph: bench.graph,
       registry: bench.services.registry,
       partnerApp: bench.partnerApp,
       partnerSecretName: bench.partnerSecretName,

@@ -9,7 +9,7 @@ import {
   round,
   verdict,
 } from '../../../bench/stats.js';
-import { figure, formatTable, type BenchReport } from '../../../bench/report.js';
+import { figure, formatTable, selectFigures, type BenchReport } from '../../../bench/report.js';
 
 describe('benchmark statistics', () => {
   it('takes the median of odd and even samples without reordering the input', () => {
@@ -101,5 +101,36 @@ describe('benchmark report', () => {
     expect(table).toContain('Test CPU, 2 cores, 24 GiB, Node v20.19.0');
     expect(table).toMatch(/Ingest throughput vs raw sendMessage +0\.912 × +≥ 0\.85 +PASS +poll 912\/s vs raw 1,000\/s/);
     expect(table).toMatch(/Cold start +19\.2 × +— +INFO +550 ms vs 29 ms/);
+  });
+
+  it('names the figures a partial run (--only) measured in its heading', () => {
+    const report: BenchReport = {
+      date: '2026-12-03T05:00:00.000Z',
+      command: 'npm run bench -- --only graph-calls-per-100-incidents',
+      mode: 'full',
+      only: ['graph-calls-per-100-incidents'],
+      durationSeconds: 20,
+      machine: { cpuModel: 'Test CPU', cores: 2, memoryGiB: 24, freeMemoryGiB: 20, node: 'v20.19.0', os: 'linux' },
+      figures: [],
+      details: {},
+    };
+    expect(formatTable(report)).toMatch(/^defender-relay benchmark \(full, only graph-calls-per-100-incidents\), /);
+  });
+});
+
+describe('benchmark figure selection (--only)', () => {
+  const known = ['calls-per-100-incidents', 'graph-calls-per-100-incidents', 'cold-start'];
+
+  it('takes every figure without --only, and the ids given (spaces and empty entries aside) with it', () => {
+    expect(selectFigures(undefined, known)).toBeUndefined();
+    expect(selectFigures(' graph-calls-per-100-incidents, cold-start,', known)).toEqual(
+      new Set(['graph-calls-per-100-incidents', 'cold-start']),
+    );
+  });
+
+  it('refuses an id that names no figure, and a list that names none, rather than run everything or nothing', () => {
+    expect(() => selectFigures('graph-calls-per-100', known)).toThrow(/no figure is called graph-calls-per-100$/);
+    expect(() => selectFigures(' , ', known)).toThrow(/at least one figure id/);
+    expect(() => selectFigures('', known)).toThrow(/at least one figure id/);
   });
 });

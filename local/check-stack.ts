@@ -90,20 +90,36 @@ async function defenderGet(credential: TokenCredential, path: string): Promise<R
   return fetch(`${info.defender.url}${path}`, { headers: { authorization: `Bearer ${token!.token}` } });
 }
 
+/** What a tenant is read through: its API's scope, the permission its token must carry, and a first page. */
+const SOURCES = {
+  defender: {
+    scope: DEFENDER_SCOPE,
+    role: 'Incident.Read.All',
+    url: () => `${info.defender.url}/api/incidents?$top=100`,
+  },
+  graph: {
+    scope: 'https://graph.microsoft.com/.default',
+    role: 'SecurityIncident.ReadWrite.All',
+    url: () => `${info.graph.url}/v1.0/security/incidents?$top=50`,
+  },
+};
+
 for (const tenant of info.tenants) {
   const app = info.demoApps.find((a) => a.clientId === tenant.clientId)!;
   const credential = new ClientSecretCredential(tenant.tenantId, app.clientId, app.clientSecret, credentialOptions);
-  await check(`${tenant.displayName} (${tenant.context}): token`, async () => {
-    const claims = decodeJwt((await credential.getToken(DEFENDER_SCOPE))!.token);
+  const source = SOURCES[tenant.source];
+  await check(`${tenant.displayName} (${tenant.context}, ${tenant.source}): token`, async () => {
+    const claims = decodeJwt((await credential.getToken(source.scope))!.token);
     if (claims.tid !== tenant.tenantId) throw new Error(`tid is ${String(claims.tid)}, expected ${tenant.tenantId}`);
     const roles = (claims.roles as string[] | undefined) ?? [];
-    if (!roles.includes('Incident.Read.All')) throw new Error(`roles ${JSON.stringify(roles)} lack Incident.Read.All`);
+    if (!roles.includes(source.role)) throw new Error(`roles ${JSON.stringify(roles)} lack ${source.role}`);
     return `tid matches, roles ${roles.join(', ')}`;
   });
-  await check(`${tenant.displayName} (${tenant.context}): list incidents`, async () => {
-    const res = await defenderGet(credential, '/api/incidents?$top=100');
+  await check(`${tenant.displayName} (${tenant.context}, ${tenant.source}): list incidents`, async () => {
+    const token = await credential.getToken(source.scope);
+    const res = await fetch(source.url(), { headers: { authorization: `Bearer ${token!.token}` } });
     if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
-    const body = (await res.json()) as { value: { incidentId: number }[] };
+    const body = (await res.json()) as { value: unknown[] };
     return `HTTP 200, ${body.value.length} incident(s) on the first page`;
   });
   await check(`${tenant.displayName}: secret from Key Vault`, async () => {

@@ -1,11 +1,13 @@
 import type { TableClient } from '@azure/data-tables';
-import { DEFAULT_BUDGET, type BudgetRate } from './call-budget.js';
-import { SLOT_MS } from './shared-budget.js';
+import { DEFAULT_BUDGET, type BudgetedService, type BudgetRate } from './call-budget.js';
+import { GRAPH_BUDGET } from './graph/client.js';
+import { BUDGET_ROWS, SLOT_MS } from './shared-budget.js';
 
 /**
- * How much of each tenant's Defender call budget all instances used in the last minute and hour, read
- * from the shared budget's counts (`shared-budget.ts`: one entity per tenant, `slots` = JSON of
- * slot number → calls per class). For people, not for deciding calls: one query for every tenant.
+ * How much of each tenant's call budgets (Defender's, Graph's) all instances used in the last minute
+ * and hour, read from the shared budget's counts (`shared-budget.ts`: one entity per tenant and
+ * service, `slots` = JSON of slot number → calls per class). For people, not for deciding calls: one
+ * query for every tenant.
  */
 export interface BudgetUsage {
   lastMinute: number;
@@ -16,13 +18,25 @@ export interface BudgetUsage {
 const MINUTE_MS = 60_000;
 const HOUR_MS = 3_600_000;
 
-export async function readBudgetUsage(table: TableClient, now = Date.now()): Promise<Map<string, BudgetUsage>> {
-  const usage = new Map<string, BudgetUsage>();
+/** Per tenant, the usage of each service's budget it has counts for. */
+export type TenantBudgetUsage = Partial<Record<BudgetedService, BudgetUsage>>;
+
+const LIMITS: Record<BudgetedService, BudgetRate> = { defender: DEFAULT_BUDGET, graph: GRAPH_BUDGET };
+const SERVICE_OF_ROW = new Map(Object.entries(BUDGET_ROWS).map(([service, row]) => [row, service as BudgetedService]));
+
+export async function readBudgetUsage(table: TableClient, now = Date.now()): Promise<Map<string, TenantBudgetUsage>> {
+  const usage = new Map<string, TenantBudgetUsage>();
+  const filter = [...SERVICE_OF_ROW.keys()].map((row) => `RowKey eq '${row}'`).join(' or ');
   try {
     for await (const entity of table.listEntities<{ slots?: string }>({
-      queryOptions: { filter: "RowKey eq 'calls'", select: ['PartitionKey', 'slots'] },
-    }))
-      usage.set(entity.partitionKey!, usageOf(entity.slots, now));
+      queryOptions: { filter, select: ['PartitionKey', 'RowKey', 'slots'] },
+    })) {
+      const service = SERVICE_OF_ROW.get(entity.rowKey!)!;
+      usage.set(entity.partitionKey!, {
+        ...usage.get(entity.partitionKey!),
+        [service]: usageOf(entity.slots, now, LIMITS[service]),
+      });
+    }
   } catch (err) {
     // No tenant has made a call yet: the table does not exist.
     if ((err as { statusCode?: number }).statusCode !== 404) throw err;
@@ -31,8 +45,8 @@ export async function readBudgetUsage(table: TableClient, now = Date.now()): Pro
 }
 
 /** Calls counted in slots that end within the window (a call counts at the end of its slot, as the budget counts it). */
-export function usageOf(slotsJson: string | undefined, now: number): BudgetUsage {
-  const usage: BudgetUsage = { lastMinute: 0, lastHour: 0, limits: DEFAULT_BUDGET };
+export function usageOf(slotsJson: string | undefined, now: number, limits: BudgetRate = DEFAULT_BUDGET): BudgetUsage {
+  const usage: BudgetUsage = { lastMinute: 0, lastHour: 0, limits };
   let slots: unknown;
   try {
     slots = JSON.parse(slotsJson ?? '{}');

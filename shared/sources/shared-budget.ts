@@ -34,7 +34,8 @@ import { LazyTable } from '../storage/table.js';
  */
 export const CALL_BUDGET_TABLE = 'callbudget';
 /** Each service's row; Defender's keeps the name it had alone (`budget-usage.ts` reads it). */
-const ROWS: Record<BudgetedService, string> = { defender: 'calls', graph: 'graph-calls' };
+/** Each service's counts are a row of their own in the tenant's partition. */
+export const BUDGET_ROWS: Record<BudgetedService, string> = { defender: 'calls', graph: 'graph-calls' };
 export const SLOT_MS = 10_000;
 const MINUTE_MS = 60_000;
 const HOUR_MS = 3_600_000;
@@ -108,7 +109,7 @@ export class SharedCallBudget {
     this.#table = new LazyTable(table);
     this.#limits = options.limits ?? DEFAULT_BUDGET;
     this.#service = this.#limits.service ?? 'defender';
-    this.#row = ROWS[this.#service];
+    this.#row = BUDGET_ROWS[this.#service];
     this.#now = options.now ?? Date.now;
     this.#sleep = options.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms)));
     // Checks the shares once, as the per-instance budget does.

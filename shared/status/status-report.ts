@@ -1,7 +1,7 @@
 import type { TableClient } from '@azure/data-tables';
 import type { QueueServiceClient } from '@azure/storage-queue';
 import * as z from 'zod';
-import { readBudgetUsage, type BudgetUsage } from '../sources/budget-usage.js';
+import { readBudgetUsage, type BudgetUsage, type TenantBudgetUsage } from '../sources/budget-usage.js';
 import { deadLetterQueueOf } from '../messages/dead-letter.js';
 import { MONITORED_QUEUES, QUEUE_NAMES } from '../storage/queues.js';
 import { describeError } from '../telemetry/redact.js';
@@ -87,7 +87,11 @@ export async function gatherStatus(deps: StatusDependencies): Promise<StatusRepo
   const [tenants, statuses, budgets, queues, deadLetters] = await Promise.all([
     attempt('tenants', () => deps.registry.list(), []),
     attempt('tenant status', () => deps.tenantStatus.list(now), []),
-    attempt('call budget', () => readBudgetUsage(deps.budgetTable, now.getTime()), new Map<string, BudgetUsage>()),
+    attempt(
+      'call budget',
+      () => readBudgetUsage(deps.budgetTable, now.getTime()),
+      new Map<string, TenantBudgetUsage>(),
+    ),
     Promise.all(MONITORED_QUEUES.map((name) => queueDepth(deps.queues, name, problems))),
     attempt('dead letters', () => peekDeadLetters(deps.queues), []),
   ]);
@@ -117,7 +121,8 @@ export async function gatherStatus(deps: StatusDependencies): Promise<StatusRepo
         lagSeconds > 3 * pollIntervalSeconds + OVERLAP_SECONDS,
       eventsLast24h: status?.eventsLast24h ?? 0,
       eventsEnqueued: status?.eventsEnqueued ?? 0,
-      budget: budgets.get(tenant.tenantId),
+      // The budget of the API the tenant is read through.
+      budget: budgets.get(tenant.tenantId)?.[tenant.source],
     };
   });
   rows.sort((a, b) => a.displayName.localeCompare(b.displayName) || a.tenantId.localeCompare(b.tenantId));

@@ -8,6 +8,7 @@ import { stackTlsEnv, writeStackTls } from '../../local/stack-tls.js';
 import type { StackInfo } from '../../local/stack.js';
 import { DEFAULT_SENTINEL_STREAM, SENTINEL_COLUMNS } from '../../shared/route/destinations/sentinel-columns.js';
 import { loadRoutingRules, selectRoutes } from '../../shared/route/routing.js';
+import { defenderViewOf } from '../../shared/sources/graph/incident-view.js';
 import { expectedDeliveries, waitForFlowSettled } from '../support/flow-tally.js';
 import { startLocalStack, type StartedStack } from '../support/start-process.js';
 
@@ -94,7 +95,10 @@ describe('npm start sends Sentinel rows', () => {
       expect(['high-to-soc', 'risky-medium']).toContain(columns.Route);
       expect(columns.Priority as number).toBeGreaterThanOrEqual(60);
       expect(columns.IncidentTruncated).toBe(false);
-      const incident = columns.Incident as Record<string, unknown>;
+      // The Incident column keeps the incident as its API gave it; the other columns read it in Defender's shape.
+      const asGiven = columns.Incident as Record<string, unknown>;
+      const incident = columns.IncidentApi === 'graph' ? defenderViewOf(asGiven) : asGiven;
+      expect(columns.IncidentApi).toBe(asGiven.id === undefined ? 'defender' : 'graph');
       expect(incident.incidentId).toBe(columns.IncidentId);
       expect(columns.Severity).toBe(incident.severity);
       expect(columns.PortalUrl).toBe(

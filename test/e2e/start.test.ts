@@ -149,14 +149,15 @@ describe('npm start', () => {
     }[];
     expect(results.filter((r) => !r.ok)).toEqual([]);
     const names = results.map((r) => r.check).join('\n');
-    expect(names).toMatch(/\(application\): list incidents/);
-    expect(names).toMatch(/\(partner\): list incidents/);
+    expect(names).toMatch(/\(application, defender\): list incidents/);
+    expect(names).toMatch(/\(partner, defender\): list incidents/);
+    expect(names).toMatch(/\(partner, graph\): list incidents/);
     expect(names).toMatch(/user context \(on-behalf-of/);
     expect(names).toMatch(/tenant that did not consent/);
     expect(run.status).toBe(0);
   }, 60_000);
 
-  it('routes every incident event of both demo tenants: events in = events routed + dead-lettered', async () => {
+  it('routes every incident event of every demo tenant: events in = events routed + dead-lettered', async () => {
     const depth = queueDepth(info);
     const tally = await waitForFlowSettled(info, 130, 45_000);
     expect(tally.eventsIn).toBeGreaterThanOrEqual(130); // 60 Fabrikam + 40 Northwind + 30 Woodgrove (Graph) on the first poll

@@ -37,11 +37,7 @@ export async function consumeRoutedMessage(raw: unknown, deps: ConsumerDependenc
     return { status: 'duplicate', eventId: message.eventId };
   }
   const incident = message.incident ?? (await deps.readClaimCheck(message.incidentRef!.blobUrl));
-  if (
-    typeof incident !== 'object' ||
-    incident === null ||
-    (incident as { incidentId?: unknown }).incidentId !== message.incidentId
-  )
+  if (typeof incident !== 'object' || incident === null || idOf(message, incident) !== message.incidentId)
     throw new Error(`${message.eventId}: the claim-checked blob does not hold incident ${message.incidentId}`);
   await deps.handle({ ...message, incident: incident as Record<string, unknown> });
   await deps.events.mark(message.tenantId, message.eventId);
@@ -49,4 +45,13 @@ export async function consumeRoutedMessage(raw: unknown, deps: ConsumerDependenc
     `${message.eventId}: handled (${message.enrichment.highestSeverity ?? 'no'} severity, priority ${message.enrichment.priority}, route ${message.route.name})`,
   );
   return { status: 'handled', eventId: message.eventId };
+}
+
+/** The incident's own id: Defender's `incidentId` (v1), or Graph's `id`, the same number as a string (v2). */
+function idOf(message: RoutedMessage, incident: object): unknown {
+  if (message.api === 'graph') {
+    const id = (incident as { id?: unknown }).id;
+    return typeof id === 'string' ? Number(id) : undefined;
+  }
+  return (incident as { incidentId?: unknown }).incidentId;
 }

@@ -7,7 +7,8 @@ import { consumeRoutedMessage, type ProcessedEvents } from '../../../examples/co
 import { verifyRelaySignature } from '../../../examples/consumer/src/signature.js';
 import { routedMessageFor } from '../../../shared/route/destinations/index.js';
 import { deriveEnrichment } from '../../../shared/enrich/enrichment.js';
-import { envelopeFor } from '../../../shared/messages/events.js';
+import { envelopeFor, graphEnvelopeFor } from '../../../shared/messages/events.js';
+import { defenderViewOf, graphIncidentVersion } from '../../../shared/sources/graph/incident-view.js';
 import { signatureHeader } from '../../../shared/api/webhook-signature.js';
 
 /** examples/consumer's logic, against the relay's own signing and message building. Run against npm start in test/e2e/example-consumer.test.ts. */
@@ -83,6 +84,40 @@ describe('example consumer', () => {
     events.marked.length = 0;
     await expect(
       consumeRoutedMessage(claimChecked, { ...deps, readClaimCheck: async () => ({ ...incident, incidentId: 1 }) }),
+    ).rejects.toThrow(/does not hold incident/);
+  });
+
+  it("handles a message of a tenant read through Microsoft Graph (v2), its incident's id being Graph's string id", async () => {
+    const graphIncident = (
+      JSON.parse(readFileSync(join(root, 'test', 'fixtures', 'incidents', 'graph-docs-example.json'), 'utf8')) as {
+        value: ({ id: string; lastUpdateDateTime: string } & Record<string, unknown>)[];
+      }
+    ).value[0]!;
+    const version = graphIncidentVersion(graphIncident) as { incidentId: number; lastUpdateTime: string };
+    const graphRouted = routedMessageFor(
+      graphEnvelopeFor(tenantId, graphIncident, version, 'poll'),
+      graphIncident,
+      deriveEnrichment(defenderViewOf(graphIncident), { tenantId }),
+      { name: 'high-to-soc' },
+      'soc-queue',
+    );
+    const handled: unknown[] = [];
+    const deps = {
+      events: memoryEvents(),
+      readClaimCheck: async () => graphIncident,
+      handle: async (m: { incident: Record<string, unknown> }) => void handled.push(m.incident.displayName),
+      log: () => undefined,
+    };
+    expect(await consumeRoutedMessage(graphRouted, deps)).toEqual({ status: 'handled', eventId: graphRouted.eventId });
+    expect(handled).toEqual([graphIncident.displayName]);
+    const { incident: _inline, ...rest } = graphRouted;
+    const claimChecked = {
+      ...rest,
+      incidentRef: { blobUrl: 'https://acct.blob.core.windows.net/routed-payloads/g.json' },
+    };
+    deps.events.marked.length = 0;
+    await expect(
+      consumeRoutedMessage(claimChecked, { ...deps, readClaimCheck: async () => ({ ...graphIncident, id: '1' }) }),
     ).rejects.toThrow(/does not hold incident/);
   });
 

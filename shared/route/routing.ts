@@ -34,7 +34,8 @@ const DETERMINATION_SYNONYMS: string[][] = [
   ['confirmeduseractivity', 'confirmedactivity'],
   ['compromiseduser', 'compromisedaccount'],
   ['clean', 'notmalicious'],
-  ['insufficientdata', 'notenoughdatatovalidate'],
+  // NoEnoughDataToValidate is the incident update page's own spelling (Defender's API); Graph's schema says notEnoughDataToValidate.
+  ['insufficientdata', 'notenoughdatatovalidate', 'noenoughdatatovalidate'],
 ];
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,79}$/;

@@ -412,6 +412,9 @@ describe('matching', () => {
     expect(matches({ determination: ['CompromisedUser'] })).toBe(true);
     expect(matches({ determination: ['CompromisedAccount'] })).toBe(true);
     expect(matches({ determination: ['Clean'] }, event({ incident: { determination: 'NotMalicious' } }))).toBe(true);
+    // Defender's update page spells it NoEnoughDataToValidate, Graph's schema notEnoughDataToValidate (read as NotEnough…).
+    for (const determination of ['NotEnoughDataToValidate', 'NoEnoughDataToValidate', 'InsufficientData'])
+      expect(matches({ determination: ['NoEnoughDataToValidate'] }, event({ incident: { determination } }))).toBe(true);
     expect(matches({ determination: ['Malware'] })).toBe(false);
     expect(matches({ determination: ['Malware', 'CompromisedUser'] })).toBe(true);
     expect(matches({ determination: ['CompromisedUser'] }, event({ incident: { determination: undefined } }))).toBe(

@@ -108,7 +108,13 @@ export function createServices(config: AppConfig, overrides: { appCredential?: T
     replayGuard: new ReplayGuard(storage.table(WEBHOOK_REPLAY_TABLE), {
       windowSeconds: config.webhook.hmacToleranceSeconds,
     }),
-    userContext: new UserContext({ config, secrets: secretCache, registry, budget: defender.budget }),
+    userContext: new UserContext({
+      config,
+      secrets: secretCache,
+      registry,
+      budget: defender.budget,
+      graphBudget: graph.budget,
+    }),
   };
 }
 

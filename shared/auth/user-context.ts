@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import type { AccessToken, OnBehalfOfCredential, OnBehalfOfCredentialOptions } from '@azure/identity';
 import { decodeJwt } from 'jose';
-import type { DefenderCallBudget } from '../sources/call-budget.js';
+import { CallBudget, type ApiCallBudget, type DefenderCallBudget } from '../sources/call-budget.js';
 import type { AppConfig } from '../config/config.js';
 import { aadstsCode } from './credentials.js';
 import { DefenderClient, type DefenderClientOptions, type TokenSource } from '../sources/defender/client.js';
+import { GRAPH_BUDGET, GraphClient, type GraphClientOptions } from '../sources/graph/client.js';
 import {
   EntraTokenValidator,
   SIGNING_KEYS_UNAVAILABLE_MESSAGE,
@@ -20,18 +21,42 @@ import { TenantNotFoundError, type Tenant, type TenantRegistry } from '../tenant
 /**
  * The user context: the relay acting for a signed-in analyst. The analyst's token for the relay API
  * is validated (audience, issuer, expiry, `access_as_user`, a registered tenant), exchanged
- * on-behalf-of the analyst for a Defender token, and that token's delegated permissions (`scp`) are
- * checked before Defender is called. Defender then shows the analyst only what the analyst may see.
+ * on-behalf-of the analyst for a token to the API the tenant is read through (Defender, or Microsoft
+ * Graph for a tenant whose source is `graph`), and that token's delegated permissions (`scp`) are
+ * checked before the API is called. The API then shows the analyst only what the analyst may see.
  */
 
 export const USER_SCOPE = 'access_as_user';
-export type DefenderAccess = 'read' | 'write';
+export type IncidentAccess = 'read' | 'write';
+/** The name it had before Graph. */
+export type DefenderAccess = IncidentAccess;
 
 /** The delegated Defender permissions that allow each kind of call (ReadWrite includes reading). */
-export const DELEGATED_PERMISSIONS: Record<DefenderAccess, readonly string[]> = {
+export const DELEGATED_PERMISSIONS: Record<IncidentAccess, readonly string[]> = {
   read: ['Incident.Read', 'Incident.ReadWrite'],
   write: ['Incident.ReadWrite'],
 };
+
+/**
+ * Graph's delegated permissions for incidents: list and get take SecurityIncident.Read.All or
+ * SecurityIncident.ReadWrite.All, update and comment SecurityIncident.ReadWrite.All (the "Permissions" of
+ * microsoftgraph/microsoft-graph-docs-contrib security-list-incidents.md, security-incident-update.md,
+ * security-incident-post-comments.md; the same names as the application permissions).
+ */
+export const GRAPH_DELEGATED_PERMISSIONS: Record<IncidentAccess, readonly string[]> = {
+  read: ['SecurityIncident.Read.All', 'SecurityIncident.ReadWrite.All'],
+  write: ['SecurityIncident.ReadWrite.All'],
+};
+
+/** An API the relay calls on-behalf-of an analyst: its token's scope and the delegated permissions it checks. */
+interface DelegatedApi {
+  /** How messages name it. */
+  name: string;
+  scope: string;
+  permissions: Record<IncidentAccess, readonly string[]>;
+  /** What a message names as missing, per access. */
+  needed: Record<IncidentAccess, string>;
+}
 
 /** A refusal with the HTTP status the endpoint answers; the message is safe to return (no token, no secret). */
 export class UserContextError extends Error {
@@ -60,21 +85,29 @@ export interface Analyst {
 }
 
 export interface UserContextOptions {
-  config: Pick<AppConfig, 'relayApi' | 'entra' | 'defender'>;
+  config: Pick<AppConfig, 'relayApi' | 'entra' | 'defender' | 'graph'>;
   secrets: SecretCache;
   registry: TenantRegistry;
   /** The Defender call budget the pollers use: an analyst's calls count against the same tenant limits, in the analysts' share. */
   budget: DefenderCallBudget;
+  /** The Microsoft Graph call budget the pollers use (GRAPH_BUDGET's limits), likewise; one of this context's own when not given. */
+  graphBudget?: ApiCallBudget;
   /** Users whose on-behalf-of credentials are kept (least recently used dropped first). */
   maxCachedUsers?: number;
   /** Retry tuning for Defender calls; an analyst is waiting, so the defaults are shorter than the pollers'. */
   defender?: Partial<
     Pick<DefenderClientOptions, 'maxRetries' | 'baseDelayMs' | 'maxDelayMs' | 'maxWaitMs' | 'timeoutMs' | 'sleep'>
   >;
+  /** The same for Microsoft Graph calls. */
+  graph?: Partial<
+    Pick<GraphClientOptions, 'maxRetries' | 'baseDelayMs' | 'maxDelayMs' | 'maxWaitMs' | 'timeoutMs' | 'sleep'>
+  >;
   now?: () => number;
 }
 
 interface OboEntry {
+  /** The scope this entry's tokens are for: it is part of the entry's key, and the only scope it is ever asked for. */
+  scope: string;
   credential: OnBehalfOfCredential;
   /** The relay API secret the credential was built with, to tell whether a re-read found a new one. */
   secret: string;
@@ -84,7 +117,7 @@ interface OboEntry {
   pending?: Promise<AccessToken>;
 }
 
-/** Renew a cached Defender token this long before it expires. */
+/** Renew a cached on-behalf-of token this long before it expires. */
 const TOKEN_MARGIN_MS = 2 * 60_000;
 /** AADSTS codes meaning the relay API's own secret was refused: it may have been rotated. */
 const SECRET_REFUSED = new Set([7000215, 7000222]);
@@ -94,12 +127,33 @@ const ASSERTION_REFUSED = new Set([50013, 500133, 50132, 50173, 700082]);
 export class UserContext {
   /** On-behalf-of token requests sent to Entra ID (cache misses); tests and the benchmark count them. */
   exchanges = 0;
+  /** Keyed by the scope and the caller's token together: a token for one API is never handed out for another. */
   readonly #cache = new Map<string, OboEntry>();
   #validator: EntraTokenValidator | undefined;
   readonly #now: () => number;
+  readonly #graphBudget: ApiCallBudget;
+  readonly #defenderApi: DelegatedApi;
+  readonly #graphApi: DelegatedApi;
 
   constructor(private readonly options: UserContextOptions) {
     this.#now = options.now ?? Date.now;
+    // One for the whole context when none is given: a budget per request would count nothing.
+    this.#graphBudget = options.graphBudget ?? new CallBudget(GRAPH_BUDGET);
+    this.#defenderApi = {
+      name: 'Microsoft Defender',
+      scope: options.config.defender.scope,
+      permissions: DELEGATED_PERMISSIONS,
+      needed: { read: 'Incident.Read (or Incident.ReadWrite)', write: 'Incident.ReadWrite' },
+    };
+    this.#graphApi = {
+      name: 'Microsoft Graph',
+      scope: options.config.graph.scope,
+      permissions: GRAPH_DELEGATED_PERMISSIONS,
+      needed: {
+        read: 'SecurityIncident.Read.All (or SecurityIncident.ReadWrite.All)',
+        write: 'SecurityIncident.ReadWrite.All',
+      },
+    };
   }
 
   /**
@@ -155,22 +209,8 @@ export class UserContext {
    * A Defender client acting as the analyst, after checking that the on-behalf-of token carries a
    * delegated permission for the access asked for (403 naming it otherwise).
    */
-  async defenderFor(analyst: Analyst, access: DefenderAccess): Promise<DefenderClient> {
-    const scopes = await this.#delegatedScopes(analyst);
-    const allowed = DELEGATED_PERMISSIONS[access];
-    if (!scopes.some((s) => allowed.includes(s))) {
-      const needed = access === 'write' ? 'Incident.ReadWrite' : 'Incident.Read (or Incident.ReadWrite)';
-      throw new UserContextError(
-        403,
-        `The delegated permission ${needed} to Microsoft Defender is missing: your on-behalf-of token has ${scopes.join(' ') || 'no scopes'}. ` +
-          `A tenant administrator must grant ${needed} to the relay API (client ${this.#relayApi().clientId}) in tenant ${analyst.tenantId}.`,
-      );
-    }
-    const tokens: TokenSource = {
-      getToken: async () => (await this.#defenderToken(analyst)).token,
-      // Defender refused the token (401): forget the credential too, so the next exchange is a fresh one.
-      invalidate: () => this.#cache.delete(cacheKey(analyst.token)),
-    };
+  async defenderFor(analyst: Analyst, access: IncidentAccess): Promise<DefenderClient> {
+    const tokens = await this.#delegatedTokens(analyst, this.#defenderApi, access);
     return new DefenderClient({
       apiUrl: this.options.config.defender.apiUrl,
       tokens,
@@ -183,8 +223,41 @@ export class UserContext {
     });
   }
 
-  async #delegatedScopes(analyst: Analyst): Promise<string[]> {
-    return scopesOf((await this.#defenderToken(analyst)).token);
+  /**
+   * A Microsoft Graph client acting as the analyst (for a tenant read through Graph), with a token
+   * exchanged for Graph's scope alone and checked for Graph's delegated permission for the access asked
+   * for (403 naming it otherwise); its calls spend the analysts' share of the tenant's Graph budget.
+   */
+  async graphFor(analyst: Analyst, access: IncidentAccess): Promise<GraphClient> {
+    const tokens = await this.#delegatedTokens(analyst, this.#graphApi, access);
+    return new GraphClient({
+      apiUrl: this.options.config.graph.apiUrl,
+      tokens,
+      budget: this.#graphBudget,
+      budgetClass: 'analyst',
+      maxRetries: 2,
+      maxWaitMs: 10_000,
+      timeoutMs: 20_000,
+      ...this.options.graph,
+    });
+  }
+
+  /** The token source for `api` as the analyst, once its token is known to carry a permission for `access`. */
+  async #delegatedTokens(analyst: Analyst, api: DelegatedApi, access: IncidentAccess): Promise<TokenSource> {
+    const scopes = scopesOf((await this.#oboToken(analyst, api)).token);
+    if (!scopes.some((s) => api.permissions[access].includes(s))) {
+      const needed = api.needed[access];
+      throw new UserContextError(
+        403,
+        `The delegated permission ${needed} to ${api.name} is missing: your on-behalf-of token has ${scopes.join(' ') || 'no scopes'}. ` +
+          `A tenant administrator must grant ${needed} to the relay API (client ${this.#relayApi().clientId}) in tenant ${analyst.tenantId}.`,
+      );
+    }
+    return {
+      getToken: async () => (await this.#oboToken(analyst, api)).token,
+      // The API refused the token (401): forget the credential too, so the next exchange is a fresh one.
+      invalidate: () => this.#cache.delete(cacheKey(api.scope, analyst.token)),
+    };
   }
 
   #relayApi(): { clientId: string; uri: string; secretName: string } {
@@ -238,14 +311,14 @@ export class UserContext {
     }
   }
 
-  async #defenderToken(analyst: Analyst): Promise<AccessToken> {
-    const key = cacheKey(analyst.token);
+  async #oboToken(analyst: Analyst, api: DelegatedApi): Promise<AccessToken> {
+    const key = cacheKey(api.scope, analyst.token);
     let entry = this.#entry(key);
     if (entry?.token && entry.token.expiresOnTimestamp - this.#now() > TOKEN_MARGIN_MS) return entry.token;
     if (entry?.pending) return entry.pending;
-    entry ??= await this.#newEntry(analyst, false);
+    entry ??= await this.#newEntry(analyst, api.scope, false);
     this.#remember(key, entry);
-    const pending = this.#exchange(analyst, entry);
+    const pending = this.#exchange(analyst, api, entry);
     entry.pending = pending;
     try {
       return await pending;
@@ -254,7 +327,7 @@ export class UserContext {
     }
   }
 
-  async #newEntry(analyst: Analyst, refreshSecret: boolean): Promise<OboEntry> {
+  async #newEntry(analyst: Analyst, scope: string, refreshSecret: boolean): Promise<OboEntry> {
     const { clientId, secretName } = this.#relayApi();
     const secret = await this.#relaySecret(secretName, refreshSecret);
     // The constructor's overloads leave out AuthorityValidationOptions, which it passes on to MSAL all the same.
@@ -268,7 +341,7 @@ export class UserContext {
     } satisfies OnBehalfOfCredentialOptions;
     const { OnBehalfOfCredential } = await loadIdentity();
     const credential = new OnBehalfOfCredential(options);
-    return { credential, secret, expiresAt: analyst.expiresAt };
+    return { scope, credential, secret, expiresAt: analyst.expiresAt };
   }
 
   async #relaySecret(secretName: string, refresh: boolean): Promise<string> {
@@ -287,11 +360,15 @@ export class UserContext {
     }
   }
 
-  async #exchange(analyst: Analyst, entry: OboEntry, afterSecretRefresh = false): Promise<AccessToken> {
-    const scope = this.options.config.defender.scope;
+  async #exchange(
+    analyst: Analyst,
+    api: DelegatedApi,
+    entry: OboEntry,
+    afterSecretRefresh = false,
+  ): Promise<AccessToken> {
     this.exchanges += 1;
     try {
-      const token = await entry.credential.getToken(scope);
+      const token = await entry.credential.getToken(entry.scope);
       if (!token) throw new UserContextError(502, 'Entra ID returned no on-behalf-of token');
       recordTokenRequest(analyst.tenantId, true);
       entry.token = token;
@@ -301,26 +378,26 @@ export class UserContext {
       if (err instanceof UserContextError) throw err;
       const code = aadstsCode(err);
       if (code !== undefined && SECRET_REFUSED.has(code) && !afterSecretRefresh) {
-        const fresh = await this.#newEntry(analyst, true);
+        const fresh = await this.#newEntry(analyst, entry.scope, true);
         if (fresh.secret !== entry.secret) {
           entry.credential = fresh.credential;
           entry.secret = fresh.secret;
-          return this.#exchange(analyst, entry, true);
+          return this.#exchange(analyst, api, entry, true);
         }
       }
-      this.#cache.delete(cacheKey(analyst.token));
-      throw this.#exchangeError(err, code, analyst);
+      this.#cache.delete(cacheKey(entry.scope, analyst.token));
+      throw this.#exchangeError(err, code, analyst, api);
     }
   }
 
-  #exchangeError(err: unknown, code: number | undefined, analyst: Analyst): UserContextError {
+  #exchangeError(err: unknown, code: number | undefined, analyst: Analyst, api: DelegatedApi): UserContextError {
     const { clientId, secretName } = this.#relayApi();
     const tenant = `tenant ${analyst.tenantId}`;
     if (code === 65001 || code === 700016) {
       return new UserContextError(
         403,
-        `The relay API (client ${clientId}) has no delegated consent to Microsoft Defender in ${tenant} (AADSTS${code}): ` +
-          'a tenant administrator must consent to its delegated permissions Incident.Read and Incident.ReadWrite before analysts can use it.',
+        `The relay API (client ${clientId}) has no delegated consent to ${api.name} in ${tenant} (AADSTS${code}): ` +
+          `a tenant administrator must consent to its delegated permissions ${api.permissions.read.join(' and ')} before analysts can use it.`,
       );
     }
     if (code !== undefined && SECRET_REFUSED.has(code)) {
@@ -346,9 +423,12 @@ export class UserContext {
   }
 }
 
-/** The cache key of a caller's token: its hash, so no token is kept as a key (or shown in a heap dump's key list). */
-function cacheKey(token: string): string {
-  return createHash('sha256').update(token).digest('base64url');
+/**
+ * The cache key of a caller's token for a scope: a hash, so no token is kept as a key (or shown in a heap
+ * dump's key list). The scope is in it, so a Defender token is never found for Graph, nor the reverse.
+ */
+function cacheKey(scope: string, token: string): string {
+  return createHash('sha256').update(scope).update('\n').update(token).digest('base64url');
 }
 
 function scopesOf(token: string): string[] {

@@ -215,6 +215,30 @@ export class GraphClient {
     }
   }
 
+  /**
+   * One page of incidents with their alerts, by offset (security-list-incidents.md: `$filter`, `$skip`,
+   * `$top`, `$expand`), as the analyst endpoints page them; the page's nextLink is not followed. A `$top`
+   * over Graph's 50 or a negative `$skip` is refused before anything is sent.
+   */
+  async listIncidentsPage(
+    tenant: Tenant,
+    options: { filter?: string; top?: number; skip?: number },
+  ): Promise<GraphIncident[]> {
+    const top = options.top ?? GRAPH_PAGE_SIZE;
+    const skip = options.skip ?? 0;
+    if (!Number.isSafeInteger(top) || top < 1 || top > GRAPH_PAGE_SIZE || !Number.isSafeInteger(skip) || skip < 0)
+      throw new PermanentError(
+        `A page of Microsoft Graph incidents is 1 to ${GRAPH_PAGE_SIZE} from an offset of 0 or more, not $top=${top} $skip=${skip}: nothing was sent`,
+        { tenantId: tenant.tenantId, operation: 'listIncidents' },
+      );
+    const query: [string, string][] = [['$expand', 'alerts']];
+    if (options.filter) query.push(['$filter', options.filter]);
+    query.push(['$top', String(top)]);
+    if (skip > 0) query.push(['$skip', String(skip)]);
+    const url = new URL(`${this.#collection.href}?${query.map(([k, v]) => `${k}=${encodeURIComponent(v)}`).join('&')}`);
+    return (await this.#listPage(tenant, url)).value;
+  }
+
   /** The incident with its alerts (security-incident-get.md, `$expand=alerts`). */
   async getIncident(tenant: Tenant, incidentId: number | string): Promise<GraphIncident> {
     const id = this.#incidentId(tenant, incidentId, 'getIncident');

@@ -206,11 +206,14 @@ export class Flow {
       for (const name of [QUEUE_NAMES.pollRequests, QUEUE_NAMES.incidents, ...standIns.routedQueues])
         await flow.queues.getQueueClient(name).createIfNotExists();
       for (const tenantId of [...world.tenants.map((t) => t.tenantId), ...flow.extraTenantIds]) {
-        for (const incident of standIns.defender.store.list(tenantId)) {
+        // Each tenant is in the stand-in of its source only.
+        for (const incident of standIns.defender.store.hasTenant(tenantId)
+          ? standIns.defender.store.list(tenantId)
+          : []) {
           flow.seeded.set(eventIdOf(tenantId, incident.incidentId, incident.lastUpdateTime), tenantId);
         }
         // A tenant read through Graph: the same version key (Graph's id is Defender's incident id).
-        for (const incident of standIns.graph.store.list(tenantId)) {
+        for (const incident of standIns.graph.store.hasTenant(tenantId) ? standIns.graph.store.list(tenantId) : []) {
           flow.seeded.set(eventIdOf(tenantId, Number(incident.id), incident.lastUpdateDateTime), tenantId);
         }
       }

@@ -106,6 +106,7 @@ function row(overrides: Record<string, unknown> = {}): Record<string, unknown> {
     PortalUrl: 'https://security.microsoft.com/incidents/924565',
     ServiceSources: ['MicrosoftDefenderForEndpoint'],
     Route: 'high-to-sentinel',
+    IncidentApi: 'defender',
     Incident: { incidentId: 924565, alerts: [] },
     IncidentTruncated: false,
     ...overrides,

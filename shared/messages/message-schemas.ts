@@ -74,8 +74,17 @@ const incidentRef = z
     'Instead of `incident` when the message would exceed a queue message: read the blob with an identity holding Storage Blob Data Reader.',
   );
 
-/** In `allOf`, beside the `oneOf` of the two versions. */
-const exactlyOneOf = { allOf: [{ oneOf: [{ required: ['incident'] }, { required: ['incidentRef'] }] }] };
+/** In `allOf`, beside the `oneOf` of the two versions (each branch says its type, as Ajv's strict mode asks of a `required`). */
+const exactlyOneOf = {
+  allOf: [
+    {
+      oneOf: [
+        { type: 'object', required: ['incident'] },
+        { type: 'object', required: ['incidentRef'] },
+      ],
+    },
+  ],
+};
 
 export const incidentEventSchema = envelopeSchema.meta({
   $id: 'urn:defender-relay:schema:incident-event',

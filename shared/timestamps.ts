@@ -26,3 +26,32 @@ export function laterOf(a: string | undefined, b: string): string {
     ? normalizeTimestamp(b)
     : normalizeTimestamp(a);
 }
+
+const UTC_TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,7})?(?:Z|[+-]00:00)$/;
+
+/**
+ * An ISO 8601 UTC timestamp as Defender and Graph write them (up to seven fractional digits, `Z` or
+ * `±00:00`) naming a real date and time (Date.parse would take 2021-02-30).
+ */
+export function isUtcTimestamp(value: string): boolean {
+  const m = UTC_TIMESTAMP.exec(value);
+  if (!m) return false;
+  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
+  const date = new Date(Date.UTC(year, month - 1, day, hour, minute, second));
+  date.setUTCFullYear(year); // Date.UTC reads years 0-99 as 1900-1999
+  return (
+    date.getUTCFullYear() === year &&
+    date.getUTCMonth() === month - 1 &&
+    date.getUTCDate() === day &&
+    date.getUTCHours() === hour &&
+    date.getUTCMinutes() === minute &&
+    date.getUTCSeconds() === second
+  );
+}

@@ -1,6 +1,7 @@
 import * as z from 'zod';
 import { CLASSIFICATIONS, DETERMINATIONS, SEVERITIES } from '../sources/defender/incident-types.js';
 import { findStructureViolation, INCIDENT_LIMITS } from '../messages/json-limits.js';
+import { isUtcTimestamp } from '../timestamps.js';
 
 /**
  * What a pushed body must hold: one Defender XDR incident, an array of them, or Defender's list
@@ -10,36 +11,12 @@ import { findStructureViolation, INCIDENT_LIMITS } from '../messages/json-limits
 export const MAX_INCIDENTS_PER_REQUEST = 100;
 
 // Defender writes UTC with up to seven fractional digits; other offsets would break eventId equality with polled versions.
-const TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,7})?(?:Z|[+-]00:00)$/;
 const timestamp = z
   .string()
   .refine(
     isUtcTimestamp,
     'must be an ISO 8601 UTC timestamp with up to 7 fractional digits, e.g. 2020-09-06T14:46:57.0733333Z',
   );
-
-/** The form, and a real date and time (Date.parse would take 2020-02-30). */
-function isUtcTimestamp(value: string): boolean {
-  const m = TIMESTAMP.exec(value);
-  if (!m) return false;
-  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-  ];
-  const date = new Date(Date.UTC(year, month - 1, day, hour, minute, second));
-  return (
-    date.getUTCFullYear() === year &&
-    date.getUTCMonth() === month - 1 &&
-    date.getUTCDate() === day &&
-    date.getUTCHours() === hour &&
-    date.getUTCMinutes() === minute &&
-    date.getUTCSeconds() === second
-  );
-}
 
 const INCIDENT_STATUSES = ['Active', 'InProgress', 'Resolved', 'Redirected'] as const;
 const ALERT_STATUSES = ['Unknown', 'New', 'Active', 'InProgress', 'Resolved'] as const;

@@ -15,7 +15,7 @@ import {
   type IncidentDevice,
   type IncidentEntity,
 } from '../defender/incident-types.js';
-import { normalizeTimestamp } from '../../timestamps.js';
+import { isUtcTimestamp, normalizeTimestamp } from '../../timestamps.js';
 
 /**
  * A Microsoft Graph security incident (`microsoft.graph.security.incident`, v1.0, with `$expand=alerts`) seen
@@ -499,32 +499,6 @@ const ENTITY_OF: ReadonlyMap<string, Read> = new Map<string, Read>(
     ] as [string, Read][]
   ).map(([type, read]) => [`microsoft.graph.security.${type}`.toLowerCase(), read]),
 );
-
-/** Graph's DateTimeOffset in UTC, with up to seven fractional digits, and a real date (2021-02-30 is not). */
-const UTC_TIMESTAMP = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,7})?(?:Z|[+-]00:00)$/;
-
-function isUtcTimestamp(value: string): boolean {
-  const m = UTC_TIMESTAMP.exec(value);
-  if (!m) return false;
-  const [year, month, day, hour, minute, second] = m.slice(1, 7).map(Number) as [
-    number,
-    number,
-    number,
-    number,
-    number,
-    number,
-  ];
-  const date = new Date(Date.UTC(year, month - 1, day, hour, minute, second));
-  date.setUTCFullYear(year); // Date.UTC reads years 0-99 as 1900-1999
-  return (
-    date.getUTCFullYear() === year &&
-    date.getUTCMonth() === month - 1 &&
-    date.getUTCDate() === day &&
-    date.getUTCHours() === hour &&
-    date.getUTCMinutes() === minute &&
-    date.getUTCSeconds() === second
-  );
-}
 
 /** A value named in a problem: its type, or a string's first characters quoted. */
 function shown(value: unknown): string {

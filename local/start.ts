@@ -87,14 +87,17 @@ try {
 const { info } = stack;
 if (!values['no-activity'])
   simulateSocActivity(
-    stack.defender.store,
-    info.tenants.map((t) => t.tenantId),
+    { defender: stack.defender.store, graph: stack.graph.store },
+    info.tenants.map(({ tenantId, source }) => ({ tenantId, source })),
   );
 const stackPath = resolve(values['state-dir'] ?? '.local', 'stack.json');
 const stackFile = relative(process.cwd(), stackPath).startsWith('..') ? stackPath : relative(process.cwd(), stackPath);
 print('');
 print('Demo tenants:');
-for (const t of info.tenants) print(`  ${t.displayName.padEnd(20)} ${t.tenantId}  ${t.context}`);
+for (const t of info.tenants)
+  print(
+    `  ${t.displayName.padEnd(20)} ${t.tenantId}  ${t.context}, ${t.source === 'graph' ? 'Microsoft Graph' : 'Defender API'}`,
+  );
 print('');
 const stateDir = resolve(values['state-dir'] ?? '.local');
 const settingsFile =

@@ -175,7 +175,7 @@ param alertWebhookUrls string[] = []
 @maxValue(720)
 param pollIntervalMinutes int = 5
 
-@description('Optional. Defender 429 answers for one tenant in 15 minutes from which the throttling alert fires.')
+@description('Optional. 429 answers of a tenant\'s API (Defender or Graph) in 15 minutes from which the throttling alert fires.')
 @minValue(1)
 param defenderThrottledCallsThreshold int = 10
 

@@ -44,7 +44,7 @@ param pollIntervalMinutes int = 5
 @description('Optional. The poll\'s overlap window in seconds (shared/ingest/ingest.ts: 5 minutes): a checkpoint is never newer than now minus this.')
 param pollOverlapSeconds int = 300
 
-@description('Optional. Defender 429 answers for one tenant in 15 minutes from which the throttling alert fires.')
+@description('Optional. 429 answers of a tenant\'s API (Defender or Graph) in 15 minutes from which the throttling alert fires.')
 @minValue(1)
 param defenderThrottledCallsThreshold int = 10
 
@@ -171,14 +171,14 @@ customMetrics
   }
   {
     key: 'defender-throttling'
-    displayName: 'defender-relay: Defender is throttling a tenant'
-    description: 'Defender answered 429 to many calls for a tenant (dimension tenant) in 15 minutes. The relay waits as told and its budget keeps it under 50 calls a minute per tenant, so the quota is shared: another app with the same registration, a second relay, heavy analyst use, or advanced hunting\'s own limit. Check the tenant\'s budget used in the workbook and who else calls the API with the app; the relay catches up once the 429s stop.'
+    displayName: 'defender-relay: Defender or Graph is throttling a tenant'
+    description: 'The tenant\'s API (Defender, or Microsoft Graph for a tenant read through Graph) answered 429 to many calls for a tenant (dimension tenant) in 15 minutes. The relay waits as told and its budget keeps it under each API\'s limit (45 calls a minute per tenant to Defender, 135 to Graph), so the quota is shared: another app with the same registration, a second relay, heavy analyst use, or advanced hunting\'s own limit. Check the tenant\'s budget used and its Defender and Graph 429s in the workbook, and who else calls the API with the app; the relay catches up once the 429s stop.'
     severity: 3
     evaluationFrequency: 'PT5M'
     windowSize: 'PT15M'
     query: '''
 customMetrics
-| where name == 'relay.defender.calls'
+| where name in ('relay.defender.calls', 'relay.graph.calls')
 | extend tenant = tostring(customDimensions.tenant), status = tostring(customDimensions.status)
 | where status == '429'
 | summarize throttled = sum(valueSum) by tenant

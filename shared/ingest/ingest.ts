@@ -139,7 +139,7 @@ export async function pollTenant(request: PollRequest, deps: IngestDependencies)
     for await (const page of pages) {
       outcome.pages += 1;
       outcome.fetched += page.incidents.length;
-      recordIncidentsListed(tenant.tenantId, page.incidents.length);
+      recordIncidentsListed(tenant.tenantId, page.incidents.length, source.api);
       const listedIds: string[] = [];
       for (const incident of page.incidents) {
         const version = source.versionOf(incident);

@@ -1,5 +1,6 @@
 import { metrics, type Counter, type Gauge, type Histogram, type MeterProvider } from '@opentelemetry/api';
 import { GUID } from '../config/config.js';
+import type { IncidentApi } from '../messages/events.js';
 import { DIMENSIONS, FAILED_POLL_OUTCOME, METRICS } from './telemetry-names.js';
 
 /**
@@ -40,8 +41,8 @@ interface Instruments {
 /** What the observable gauges read when the SDK collects (once per export interval). */
 const observed: {
   queueDepths?: () => Promise<QueueDepths>;
-  budgetUsage?: () => ReadonlyMap<string, number>;
-} = {};
+  budgetUsage: Partial<Record<IncidentApi, () => ReadonlyMap<string, number>>>;
+} = { budgetUsage: {} };
 
 let bound: { provider: MeterProvider; instruments: Instruments } | undefined;
 
@@ -59,15 +60,20 @@ function createInstruments(provider: MeterProvider): Instruments {
       for (const [queue, depth] of (await observed.queueDepths?.()) ?? [])
         result.observe(depth, { [DIMENSIONS.queue]: queue });
     });
-  meter
-    .createObservableGauge(METRICS.defenderBudgetUsed, {
-      description: "Share of the tenant's per-minute Defender call budget used, as this instance last saw it",
-      unit: '1',
-    })
-    .addCallback((result) => {
-      for (const [tenantId, share] of observed.budgetUsage?.() ?? [])
-        result.observe(share, { [DIMENSIONS.tenant]: tenantDimension(tenantId) });
-    });
+  // One gauge per API: their budgets (and limits) are apart, as the tenants read through each.
+  for (const [api, name, title] of [
+    ['defender', METRICS.defenderBudgetUsed, 'Defender'],
+    ['graph', METRICS.graphBudgetUsed, 'Microsoft Graph'],
+  ] as const)
+    meter
+      .createObservableGauge(name, {
+        description: `Share of the tenant's per-minute ${title} call budget used, as this instance last saw it`,
+        unit: '1',
+      })
+      .addCallback((result) => {
+        for (const [tenantId, share] of observed.budgetUsage[api]?.() ?? [])
+          result.observe(share, { [DIMENSIONS.tenant]: tenantDimension(tenantId) });
+      });
   return {
     incidentsListed: meter.createCounter(METRICS.incidentsListed, { description: 'Incidents listed to a poll' }),
     eventsEnqueued: meter.createCounter(METRICS.eventsEnqueued, { description: 'Incident events sent to incidents' }),
@@ -111,11 +117,12 @@ function tenantDimension(tenantId: string): string {
 }
 
 /** Incidents Defender listed to one poll (a page at a time). */
-export function recordIncidentsListed(tenantId: string, count: number): void {
+/** Incidents a poll's page listed, by the API it listed them from. */
+export function recordIncidentsListed(tenantId: string, count: number, api: IncidentApi): void {
   if (count > 0)
     instruments().incidentsListed.add(count, {
       [DIMENSIONS.tenant]: tenantDimension(tenantId),
-      [DIMENSIONS.source]: 'defender',
+      [DIMENSIONS.source]: api,
     });
 }
 
@@ -207,8 +214,8 @@ export function observeQueueDepths(read: () => Promise<QueueDepths>): void {
   instruments();
 }
 
-/** What the budget gauge reports when collected: per tenant, the share of the per-minute budget used. */
-export function observeBudgetUsage(read: () => ReadonlyMap<string, number>): void {
-  observed.budgetUsage = read;
+/** What an API's budget gauge reports when collected: per tenant, the share of its per-minute budget used. */
+export function observeBudgetUsage(api: IncidentApi, read: () => ReadonlyMap<string, number>): void {
+  observed.budgetUsage[api] = read;
   instruments();
 }

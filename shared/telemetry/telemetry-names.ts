@@ -23,6 +23,8 @@ export const METRICS = {
   graphCalls: 'relay.graph.calls',
   /** Gauge: share of the tenant's per-minute Defender call budget used (0-1). Dimensions: tenant. */
   defenderBudgetUsed: 'relay.defender.budget_used',
+  /** Gauge: share of the tenant's per-minute Microsoft Graph call budget used (0-1), for tenants read through Graph. Dimensions: tenant. */
+  graphBudgetUsed: 'relay.graph.budget_used',
   /** Counter: token requests to Entra ID. Dimensions: tenant, outcome (success, failure). */
   tokenRequests: 'relay.token.requests',
   /** Counter: secret reads from Key Vault. Dimensions: outcome (success, failure). */

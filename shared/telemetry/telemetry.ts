@@ -112,7 +112,7 @@ let started: Promise<AzureMonitor> | undefined;
  */
 export async function startTelemetry(
   functionsLibrary: typeof AzureFunctions,
-  services: () => Pick<Services, 'storage' | 'defender'>,
+  services: () => Pick<Services, 'storage' | 'defender' | 'graph'>,
   env: Record<string, string | undefined> = process.env,
 ): Promise<boolean> {
   const settings = telemetrySettings(env);
@@ -130,7 +130,8 @@ export async function startTelemetry(
     readQueueDepths ??= queueDepthReader(services().storage.queues);
     return readQueueDepths();
   });
-  observeBudgetUsage(() => services().defender.budget.minuteShares?.() ?? new Map());
+  observeBudgetUsage('defender', () => services().defender.budget.minuteShares?.() ?? new Map());
+  observeBudgetUsage('graph', () => services().graph.budget.minuteShares?.() ?? new Map());
   return true;
 }
 

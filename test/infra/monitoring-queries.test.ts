@@ -364,7 +364,7 @@ describe('alert rules', () => {
       { what: 'a poison queue not empty', metric: METRICS.queueDepth, split: DIMENSIONS.queue },
       { what: 'three failed polls in a row', metric: METRICS.pollDuration, split: DIMENSIONS.tenant },
       { what: 'checkpoint lag', metric: METRICS.checkpointLag, split: DIMENSIONS.tenant },
-      { what: 'a burst of Defender 429s', metric: METRICS.defenderCalls, split: DIMENSIONS.tenant },
+      { what: 'a burst of Defender or Graph 429s', metric: METRICS.defenderCalls, split: DIMENSIONS.tenant },
       { what: 'dead letters growing', metric: METRICS.eventsDeadLettered, split: DIMENSIONS.queue },
     ];
     expect(rules).toHaveLength(expected.length);
@@ -421,8 +421,10 @@ describe('alert rules', () => {
     expect(evaluate(inModule!.defaultValue!, rule.file)).toBe(inApp);
   });
 
-  it("Defender 429s: the tenant's 429 answers over the window, from a threshold parameter", () => {
+  it("Defender and Graph 429s: the tenant's 429 answers over the window, from a threshold parameter", () => {
     const rule = ruleFor(METRICS.defenderCalls);
+    // A tenant read through Graph is throttled by Graph: the same rule counts its 429s.
+    expect(ruleFor(METRICS.graphCalls)).toBe(rule);
     expect(rule.query).toMatch(/where status == '429'/);
     expect(rule.query).toMatch(/sum\(valueSum\) by tenant/);
     expect(rule.value('criteria.operator')).toBe('GreaterThanOrEqual');
@@ -529,7 +531,9 @@ describe('the workbook', () => {
         METRICS.eventsEnqueued,
         METRICS.eventsRouted,
         METRICS.defenderCalls,
+        METRICS.graphCalls,
         METRICS.defenderBudgetUsed,
+        METRICS.graphBudgetUsed,
       ],
       [DIMENSIONS.tenant, DIMENSIONS.outcome, DIMENSIONS.status],
     );

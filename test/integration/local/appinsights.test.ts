@@ -189,7 +189,9 @@ describe('the real exporters, authenticated by the Entra stand-in', () => {
     const summary = (await (await fetch(`${ai.controlUrl}/summary`)).json()) as TelemetrySummary;
     expect(summary).toMatchObject({ itemsReceived: 2, itemsAccepted: 2, itemsRejected: 0 });
     expect(summary.metrics[METRICS.eventsRouted]?.sum).toBe(8);
-    expect(telemetryHeadline(summary)).toBe('2 items · routed 8 · defender calls 0 (429: 0) · dead-lettered 0');
+    expect(telemetryHeadline(summary)).toBe(
+      '2 items · routed 8 · defender calls 0 (429: 0) · graph calls 0 (429: 0) · dead-lettered 0',
+    );
   });
 
   it('records a parent and child span as a request and a dependency of one operation', async () => {
@@ -237,7 +239,7 @@ describe('the real exporters, authenticated by the Entra stand-in', () => {
     expect(lastRequest()).toMatchObject({ status: 200, oid: identity.principalId });
     expect(ai.telemetry.metricTotals(METRICS.defenderCalls).byDimension['status=429']).toBe(1);
     expect(telemetryHeadline(ai.telemetry.summary())).toBe(
-      '1 items · routed 0 · defender calls 1 (429: 1) · dead-lettered 0',
+      '1 items · routed 0 · defender calls 1 (429: 1) · graph calls 0 (429: 0) · dead-lettered 0',
     );
   });
 });

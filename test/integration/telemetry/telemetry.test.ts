@@ -221,7 +221,7 @@ describe('telemetry: metrics and traces of the relay', () => {
     const tenantId = fabrikam().tenantId;
     const incident = seedHighRiskIncident(tenantId);
     observeQueueDepths(queueDepthReader(app.storage.queues, [QUEUE_NAMES.incidents, 'incidents-deadletter'], 0));
-    observeBudgetUsage(() => app.defender.budget.minuteShares?.() ?? new Map());
+    observeBudgetUsage('defender', () => app.defender.budget.minuteShares?.() ?? new Map());
 
     const outcome = (await handlePollRequest(pollRequest(tenantId, 'manual'), app, log))!;
     expect(outcome.status).toBe('polled');
@@ -303,6 +303,33 @@ describe('telemetry: metrics and traces of the relay', () => {
     expect(pointsOf(points, METRICS.queueDepth)).toHaveLength(2);
     expect(pointsOf(points, METRICS.eventsDeadLettered)).toEqual([]);
     expect(pointsOf(points, METRICS.eventsPoisoned)).toEqual([]);
+  });
+
+  it("records a Graph tenant's poll under Graph's names: listed from graph, Graph's calls and Graph's budget gauge", async () => {
+    const app = createServices(config);
+    observeBudgetUsage('defender', () => app.defender.budget.minuteShares?.() ?? new Map());
+    observeBudgetUsage('graph', () => app.graph.budget.minuteShares?.() ?? new Map());
+    const woodgrove = stack.world.tenants.find((t) => t.source === 'graph')!;
+    const { outcome, events } = await pollAndTakeEvents(woodgrove.tenantId, app);
+    expect(outcome).toMatchObject({ status: 'polled' });
+    expect(events.length).toBeGreaterThan(0);
+
+    const points = await telemetry.collect();
+    const tenant = { [DIMENSIONS.tenant]: woodgrove.tenantId };
+    expect(pointsOf(points, METRICS.incidentsListed).map((p) => p.attributes)).toEqual([
+      { ...tenant, [DIMENSIONS.source]: 'graph' },
+    ]);
+    expect(totalOf(points, METRICS.incidentsListed)).toBe(outcome!.fetched);
+    expect(pointsOf(points, METRICS.graphCalls).map((p) => p.attributes)).toEqual([
+      { ...tenant, [DIMENSIONS.status]: '200' },
+    ]);
+    expect(totalOf(points, METRICS.graphCalls)).toBe(outcome!.pages);
+    expect(pointsOf(points, METRICS.defenderCalls)).toEqual([]);
+    // The share of Graph's per-minute budget (135 calls), not Defender's (45): one call per page listed.
+    const [graphBudget] = pointsOf(points, METRICS.graphBudgetUsed);
+    expect(graphBudget!.attributes).toEqual(tenant);
+    expect(graphBudget!.value).toBeCloseTo(outcome!.pages / 135, 5);
+    expect(pointsOf(points, METRICS.defenderBudgetUsed)).toEqual([]);
   });
 
   it('counts dead letters, poisoned messages and replays by queue and a short reason, and a failed poll as failed', async () => {

@@ -99,6 +99,8 @@ const OPTIONAL_PERMISSIONS: [permission: string, withoutIt: string][] = [
 export const GRAPH_READ_PERMISSIONS = ['SecurityIncident.Read.All', 'SecurityIncident.ReadWrite.All'];
 const GRAPH_OPTIONAL_PERMISSIONS: [permission: string, withoutIt: string][] = [
   ['SecurityIncident.ReadWrite.All', 'no SecurityIncident.ReadWrite.All: write-back (tags, comments) will be refused'],
+  // security-security-runhuntingquery.md, "Permissions".
+  ['ThreatHunting.Read.All', 'no ThreatHunting.Read.All: hunting enrichment is off for this tenant'],
 ];
 
 /** What differs between checking a Defender tenant and a Graph tenant. */

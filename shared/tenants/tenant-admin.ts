@@ -153,7 +153,7 @@ export function consentInstructions(tenant: Tenant, authorityHost: string): Cons
       `Send the link to a Global Administrator (or Privileged Role Administrator) of ${tenant.displayName} (${tenant.tenantId}).`,
       `They open it, sign in with their own account and accept the permissions the app asks for (${
         tenant.source === 'graph'
-          ? 'Microsoft Graph SecurityIncident.Read.All, or SecurityIncident.ReadWrite.All for write-back'
+          ? 'Microsoft Graph SecurityIncident.Read.All, or SecurityIncident.ReadWrite.All for write-back, and ThreatHunting.Read.All for hunting'
           : 'Incident.Read.All'
       } and the others granted on the app).`,
       `Then check the tenant: npm run doctor -- --tenant ${tenant.tenantId} (or GET /api/tenants/${tenant.tenantId}/check).`,

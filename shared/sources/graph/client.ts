@@ -20,12 +20,13 @@ import { recordGraphCall } from '../../telemetry/metrics.js';
 import { traceGraphCall } from '../../telemetry/tracing.js';
 import { normalizeTimestamp } from '../../timestamps.js';
 import type { Tenant } from '../../tenants/tenants.js';
+import type { HuntingResult } from '../defender/client.js';
 
 /**
  * The Microsoft Graph security incidents API (`/v1.0/security/incidents`; microsoftgraph/microsoft-graph-docs-contrib
  * api-reference/v1.0/api/security-list-incidents.md, security-incident-get.md, security-incident-update.md,
  * security-incident-post-comments.md): list with $filter/$top/$expand, following `@odata.nextLink`; get;
- * update; comment. Calls go through `ApiCaller` (api-call.ts), as the Defender client's do: the tenant's
+ * update; comment; and advanced hunting (security-security-runhuntingquery.md). Calls go through `ApiCaller` (api-call.ts), as the Defender client's do: the tenant's
  * budget under the client's class, retries with back-off and jitter, 429 with Retry-After, one token
  * renewal on 401, failures naming the tenant and the call.
  *
@@ -91,6 +92,7 @@ export interface GraphClientOptions extends ApiCallOptions {
 }
 
 const COLLECTION = '/v1.0/security/incidents';
+const RUN_HUNTING_QUERY = '/v1.0/security/runHuntingQuery';
 const INCIDENT_ID = /^[0-9]{1,19}$/;
 
 /**
@@ -126,6 +128,23 @@ const timestamp = z.string().refine((value) => {
 const incidentSchema = z.looseObject({ id: z.string().min(1), lastUpdateDateTime: timestamp });
 const pageSchema = z.looseObject({ value: z.array(incidentSchema), '@odata.nextLink': z.string().optional() });
 const commentsSchema = z.looseObject({ value: z.array(z.unknown()) });
+// microsoft.graph.security.huntingQueryResults: the page's examples write a column `name`/`type`, its last sample `Name`/`Type`.
+const huntingColumnSchema = z
+  .looseObject({
+    name: z.string().optional(),
+    Name: z.string().optional(),
+    type: z.string().optional(),
+    Type: z.string().optional(),
+  })
+  .transform((c) => ({ Name: c.name ?? c.Name, Type: c.type ?? c.Type }))
+  .refine(
+    (c): c is { Name: string; Type: string } => c.Name !== undefined && c.Type !== undefined,
+    'a column without its name or type',
+  );
+const huntingResultsSchema = z.looseObject({
+  schema: z.array(huntingColumnSchema),
+  results: z.array(z.record(z.string(), z.unknown())),
+});
 
 export class GraphClient {
   readonly budget: ApiCallBudget;
@@ -136,11 +155,13 @@ export class GraphClient {
   readonly #options: GraphClientOptions;
   /** {apiUrl}/v1.0/security/incidents: the one collection a nextLink may lead to. */
   readonly #collection: URL;
+  readonly #runHuntingQuery: URL;
 
   constructor(options: GraphClientOptions) {
     const apiUrl = options.apiUrl.replace(/\/+$/, '');
     this.#options = options;
     this.#collection = new URL(apiUrl + COLLECTION);
+    this.#runHuntingQuery = new URL(apiUrl + RUN_HUNTING_QUERY);
     this.#caller = new ApiCaller(GRAPH, apiUrl, options.tokens, {
       ...options,
       budget: options.budget ?? new CallBudget(GRAPH_BUDGET),
@@ -288,6 +309,30 @@ export class GraphClient {
         operation,
       });
     return parsed.data.value;
+  }
+
+  /**
+   * Advanced hunting through Graph (security-security-runhuntingquery.md: POST {"Query"}, application or
+   * delegated ThreatHunting.Read.All, the default 30 days), answered in the Defender API's shape
+   * (`Schema` of `Name`/`Type`, `Results`) so that routes' hunting reads one shape. A query that timed
+   * out is not sent again: it may still be running, and spending the tenant's hunting quota.
+   */
+  async runHuntingQuery(tenant: Tenant, query: string): Promise<HuntingResult> {
+    const operation = 'runHuntingQuery';
+    const body = await this.#caller.send<unknown>(tenant, {
+      operation,
+      method: 'POST',
+      url: this.#runHuntingQuery,
+      body: { Query: query },
+      retryTimeouts: false,
+    });
+    const parsed = huntingResultsSchema.safeParse(body);
+    if (!parsed.success)
+      throw new RetryableError(`Microsoft Graph answered the hunting query with ${describeIssue(parsed.error)}`, {
+        tenantId: tenant.tenantId,
+        operation,
+      });
+    return { Schema: parsed.data.schema, Results: parsed.data.results };
   }
 
   /** `$expand=alerts&$filter=lastUpdateDateTime ge <since>&$top=50`, written as Graph's own nextLinks are (names as they are, values percent-encoded). */

@@ -1,6 +1,5 @@
 import type { BudgetClass } from '../call-budget.js';
 import type { DefenderIncident, HuntingResult, IncidentUpdate } from '../defender/client.js';
-import { PermanentError } from '../../errors.js';
 import type { Tenant } from '../../tenants/tenants.js';
 import type { GraphClient } from './client.js';
 import { defenderViewOf } from './incident-view.js';
@@ -52,13 +51,8 @@ export class GraphIncidentApi {
     if (update.comment !== undefined) await this.graph.addComment(tenant, incidentId, update.comment);
   }
 
-  /** Advanced hunting through Graph (runHuntingQuery, ThreatHunting.Read.All) is not read by the relay yet: the route's query becomes a note. */
-  runHuntingQuery(tenant: Tenant, _query: string): Promise<HuntingResult> {
-    return Promise.reject(
-      new PermanentError('advanced hunting is not available for tenants read through Microsoft Graph yet', {
-        tenantId: tenant.tenantId,
-        operation: 'runHuntingQuery',
-      }),
-    );
+  /** Advanced hunting through Graph (runHuntingQuery, ThreatHunting.Read.All), in the Defender API's shape. */
+  runHuntingQuery(tenant: Tenant, query: string): Promise<HuntingResult> {
+    return this.graph.runHuntingQuery(tenant, query);
   }
 }

@@ -192,6 +192,7 @@ describe('command-line tools: tenants and doctor', () => {
       expect(added.stdout).toContain(`Registered Litware (${litware}): partner context, read through Microsoft Graph,`);
       const link = await run('tenants', withSettings('consent-link', litware));
       expect(link.stdout).toContain('Microsoft Graph SecurityIncident.Read.All');
+      expect(link.stdout).toContain('ThreatHunting.Read.All for hunting');
 
       // Before the customer's admin consents: doctor says so, and which link to send.
       const before = JSON.parse((await run('doctor', withSettings('--json', '--tenant', litware))).stdout) as {
@@ -226,6 +227,9 @@ describe('command-line tools: tenants and doctor', () => {
       );
       expect(ok.stdout).toContain(
         'warning: Litware: no SecurityIncident.ReadWrite.All: write-back (tags, comments) will be refused',
+      );
+      expect(ok.stdout).toContain(
+        'warning: Litware: no ThreatHunting.Read.All: hunting enrichment is off for this tenant',
       );
       expect((await run('tenants', withSettings('remove', litware))).code).toBe(0);
     },

@@ -177,7 +177,7 @@ async function failureOf(work: Promise<unknown> | (() => Promise<unknown>)): Pro
 
 /** A server of the test's own; `answer` decides what it says, every request is recorded. */
 interface RecordingServer extends RunningServer {
-  requests: { method: string; url: string; authorization?: string }[];
+  requests: { method: string; url: string; authorization?: string; body: string }[];
 }
 
 async function startRecordingServer(
@@ -188,8 +188,11 @@ async function startRecordingServer(
   const requests: RecordingServer['requests'] = [];
   // The handler runs only once the server listens, so it always finds the server here.
   const running: { server?: RunningServer } = {};
-  running.server = await startHttpsServer(inject('tls'), (req, res) => {
-    requests.push({ method: req.method ?? '', url: req.url ?? '', authorization: req.headers.authorization });
+  running.server = await startHttpsServer(inject('tls'), async (req, res) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    const body = Buffer.concat(chunks).toString('utf8');
+    requests.push({ method: req.method ?? '', url: req.url ?? '', authorization: req.headers.authorization, body });
     answer(req, res, running.server!);
   });
   return Object.assign(running.server, { requests });
@@ -402,6 +405,40 @@ describe('GraphClient: the tenant token goes to the configured Graph only (hosti
         const err = await failureOf(listAll(client, W));
         expect(err).toBeInstanceOf(RetryableError);
         expect(err.message).toContain(`Microsoft Graph answered the incident list with ${said}`);
+        expect(err.message).not.toContain('evil');
+      }
+    });
+    it("reads a hunting answer in either of the page's column spellings as Defender's shape, and refuses one that is not a result", async () => {
+      const client = clientFor({ apiUrl: rogue.url, maxRetries: 0 });
+      const results = [{ Timestamp: '2024-03-26T09:39:50.7688641Z', FileName: 'cmd.exe' }];
+      for (const column of [
+        { name: 'Timestamp', type: 'DateTime' },
+        { Name: 'Timestamp', Type: 'DateTime' },
+      ]) {
+        listAnswer = (res) =>
+          res
+            .writeHead(200, { 'content-type': 'application/json' })
+            .end(JSON.stringify({ schema: [column, { name: 'FileName', type: 'String' }], results }));
+        expect(await client.runHuntingQuery(W, 'DeviceProcessEvents | limit 1')).toEqual({
+          Schema: [
+            { Name: 'Timestamp', Type: 'DateTime' },
+            { Name: 'FileName', Type: 'String' },
+          ],
+          Results: results,
+        });
+      }
+      const [sent] = rogue.requests.slice(-1);
+      expect(sent).toMatchObject({ method: 'POST', url: '/v1.0/security/runHuntingQuery' });
+      expect(JSON.parse(sent!.body)).toEqual({ Query: 'DeviceProcessEvents | limit 1' });
+      for (const [body, said] of [
+        ['{"schema":[],"results":"evil"}', 'results: '],
+        ['{"schema":[{"name":"A"}],"results":[]}', 'schema.0: a column without its name or type'],
+        ['{"value":[]}', 'schema: '],
+      ] as const) {
+        listAnswer = (res) => res.writeHead(200, { 'content-type': 'application/json' }).end(body);
+        const err = await failureOf(client.runHuntingQuery(W, 'DeviceProcessEvents'));
+        expect(err).toBeInstanceOf(RetryableError);
+        expect(err.message).toContain(`Microsoft Graph answered the hunting query with ${said}`);
         expect(err.message).not.toContain('evil');
       }
     });

@@ -18,25 +18,42 @@ import { stackTlsOrRerun } from './stack-tls.js';
  * writes `.local/stack.json` and shows what flows (and what telemetry the app sent), and with several
  * instances what each one did.
  */
-const { values } = parseArgs({
-  options: {
-    port: { type: 'string', default: process.env.FUNCTIONS_PORT ?? '7071' },
-    // Instances of the app, as Azure scales it out: separate hosts on consecutive ports, one Azurite, one set of stand-ins.
-    instances: { type: 'string', default: '1' },
-    'state-dir': { type: 'string' },
-    quiet: { type: 'boolean', default: false },
-    // Run only Azurite and the stand-ins, e.g. to host the app with `func start` instead.
-    'no-host': { type: 'boolean', default: false },
-    // No simulated SOC activity in the demo tenants after the first poll.
-    'no-activity': { type: 'boolean', default: false },
-    // Your routing rules instead of the demo's, used as they are (the host refuses rules that do not load).
-    routes: { type: 'string' },
-  },
-});
+const { values } = parsedOptions();
+
+function parsedOptions() {
+  try {
+    return parseArgs({
+      options: {
+        port: { type: 'string', default: process.env.FUNCTIONS_PORT ?? '7071' },
+        // Instances of the app, as Azure scales it out: separate hosts on consecutive ports, one Azurite, one set of stand-ins.
+        instances: { type: 'string', default: '1' },
+        'state-dir': { type: 'string' },
+        quiet: { type: 'boolean', default: false },
+        // Run only Azurite and the stand-ins, e.g. to host the app with `func start` instead.
+        'no-host': { type: 'boolean', default: false },
+        // No simulated SOC activity in the demo tenants after the first poll.
+        'no-activity': { type: 'boolean', default: false },
+        // Seconds between the simulated SOC's moves (a new incident, or work on one, in each demo tenant).
+        'activity-every': { type: 'string', default: '20' },
+        // Your routing rules instead of the demo's, used as they are (the host refuses rules that do not load).
+        routes: { type: 'string' },
+      },
+    });
+  } catch (err) {
+    // Node's own words for a bad option (unknown, missing or ambiguous value), without its stack.
+    console.error(err instanceof Error ? err.message : String(err));
+    process.exit(1);
+  }
+}
 
 const instances = Number(values.instances);
 if (!/^\d+$/.test(values.instances!) || instances < 1 || instances > MAX_INSTANCES) {
   console.error(`--instances must be a whole number from 1 to ${MAX_INSTANCES}, not '${values.instances}'.`);
+  process.exit(1);
+}
+const activityEverySeconds = Number(values['activity-every']);
+if (!/^\d+(\.\d+)?$/.test(values['activity-every']!) || activityEverySeconds < 0.5 || activityEverySeconds > 3600) {
+  console.error(`--activity-every is seconds from 0.5 to 3600, not '${values['activity-every']}'.`);
   process.exit(1);
 }
 if (values['no-host'] && instances > 1) {
@@ -89,6 +106,7 @@ if (!values['no-activity'])
   simulateSocActivity(
     { defender: stack.defender.store, graph: stack.graph.store },
     info.tenants.map(({ tenantId, source }) => ({ tenantId, source })),
+    activityEverySeconds * 1000,
   );
 const stackPath = resolve(values['state-dir'] ?? '.local', 'stack.json');
 const stackFile = relative(process.cwd(), stackPath).startsWith('..') ? stackPath : relative(process.cwd(), stackPath);

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -11,7 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
  */
 const repo = resolve(import.meta.dirname, '..', '..');
 
-describe('npm start with a broken routes file', () => {
+describe('npm start refuses what it cannot run', () => {
   const dir = mkdtempSync(join(tmpdir(), 'defender-relay-e2e-routes-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -55,4 +55,31 @@ describe('npm start with a broken routes file', () => {
       ),
     );
   }, 90_000);
+
+  it.each([
+    ['0', "--activity-every is seconds from 0.5 to 3600, not '0'."],
+    ['soon', "--activity-every is seconds from 0.5 to 3600, not 'soon'."],
+    ['-5', "Option '--activity-every' argument is ambiguous."],
+  ])(
+    'refuses --activity-every %s before starting anything, saying why',
+    async (every, said) => {
+      const child = spawn(
+        process.execPath,
+        ['dist/local/start.js', '--activity-every', every, '--state-dir', join(dir, 'never')],
+        {
+          cwd: repo,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let output = '';
+      child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+      const code = await new Promise<number | null>((done) => child.once('exit', (c) => done(c)));
+      expect(code, output).toBe(1);
+      expect(output.split('\n')[0]).toBe(said);
+      expect(output).not.toMatch(/\n\s+at /); // no stack trace
+      expect(existsSync(join(dir, 'never')), 'no state written').toBe(false);
+    },
+    30_000,
+  );
 });

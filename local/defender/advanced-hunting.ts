@@ -21,14 +21,25 @@ export interface HuntingResponse {
 export type ChargeQuery = (rowsScanned: number) => { runSeconds: number; cpuSeconds: number };
 
 /**
+ * A time range (100 ns ticks since the epoch, both ends included) that narrows the rows a query sees, as
+ * Microsoft Graph's runHuntingQuery `Timespan` does. It narrows within the 30 days kept, never beyond them.
+ */
+export interface HuntingWindow {
+  from: bigint;
+  to: bigint;
+}
+
+/**
  * Runs a query over the tables derived from the tenant's incidents; throws KqlError for a bad query
- * (which costs nothing). `charge` prices a query that ran, and may refuse it (the timeout).
+ * (which costs nothing). `charge` prices a query that ran, and may refuse it (the timeout). Without
+ * `window`, the rows are the 30 days kept (the Defender API has no time range of its own).
  */
 export function runAdvancedHunting(
   incidents: readonly Incident[],
   query: string,
   now: number,
   charge: ChargeQuery,
+  window?: HuntingWindow,
 ): HuntingResponse {
   const parsed = parseKql(query, now);
   const build = HUNTING_TABLES[parsed.table];
@@ -39,9 +50,11 @@ export function runAdvancedHunting(
   }
   const table = build(incidents);
   const oldest = ticksFromMs(now - RETENTION_MS);
+  const from = window !== undefined && window.from > oldest ? window.from : oldest;
+  const visible = (ticks: bigint) => ticks >= from && (window === undefined || ticks <= window.to);
   const retained = {
     schema: table.schema,
-    rows: table.rows.filter((row) => (parseTimestamp(String(row.Timestamp)) ?? 0n) >= oldest),
+    rows: table.rows.filter((row) => visible(parseTimestamp(String(row.Timestamp)) ?? 0n)),
   };
   const result = runKql(parsed, retained);
   const rows = result.rows.slice(0, MAX_ROWS);

@@ -197,20 +197,21 @@ const MICROSOFT_RESOURCES: readonly ResourceApi[] = [
     rbacOnly: true,
   },
   {
-    // Microsoft Graph, for the security incidents API only (the stack needs no other Graph permission). Its
-    // well-known app id; its manifest accepts v1 tokens, whose aud is the URI or the app id the scope named.
-    // The permissions are the ones its incident pages name, each both an application permission (roles) and
-    // a delegated one (scp): microsoftgraph/microsoft-graph-docs-contrib api-reference/v1.0/api/
+    // Microsoft Graph, for the security incidents API and advanced hunting only (the stack needs no other Graph
+    // permission). Its well-known app id; its manifest accepts v1 tokens, whose aud is the URI or the app id the
+    // scope named. The permissions are the ones those pages name, each both an application permission (roles)
+    // and a delegated one (scp): microsoftgraph/microsoft-graph-docs-contrib api-reference/v1.0/api/
     // security-list-incidents.md, security-incident-get.md, security-incident-update.md,
-    // security-incident-post-comments.md ("Permissions").
+    // security-incident-post-comments.md ("Permissions"), and ThreatHunting.Read.All for runHuntingQuery
+    // (api-reference/v1.0/includes/permissions/security-security-runhuntingquery-permissions.md).
     id: GRAPH_RESOURCE,
     displayName: 'Microsoft Graph',
     appId: '00000003-0000-0000-c000-000000000000',
     identifierUri: GRAPH_RESOURCE,
     scopePrefix: GRAPH_RESOURCE,
     accessTokenVersion: 1,
-    appRoles: ['SecurityIncident.Read.All', 'SecurityIncident.ReadWrite.All'],
-    delegatedScopes: ['SecurityIncident.Read.All', 'SecurityIncident.ReadWrite.All'],
+    appRoles: ['SecurityIncident.Read.All', 'SecurityIncident.ReadWrite.All', 'ThreatHunting.Read.All'],
+    delegatedScopes: ['SecurityIncident.Read.All', 'SecurityIncident.ReadWrite.All', 'ThreatHunting.Read.All'],
   },
 ];
 

@@ -2,7 +2,9 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import { decodeJwt } from 'jose';
 import { TokenRejectedError, type TokenRejection, type TokenVerifier, type VerifiedToken } from '../common/bearer.js';
 import type { FaultBoard, FaultTarget } from '../common/faults.js';
+import type { HuntingQuota } from '../defender/hunting-quota.js';
 import { GraphApiError, badRequest, codeForStatus, sendGraphError, tooManyRequests } from './errors.js';
+import { HUNTING_RESULTS_CONTEXT, parseHuntingRequest, runHuntingQuery } from './hunting.js';
 import { applyIncidentUpdate, parseCommentBody, parseIncidentUpdate } from './incident-update.js';
 import { matchesFilter } from './odata-filter.js';
 import { parseEntityQuery, parseListQuery, readOptions } from './odata-query.js';
@@ -35,11 +37,13 @@ export const GRAPH_FAULT_TARGET: FaultTarget = 'graph';
  * Application permission (roles) or delegated permission (scp), same names, per operation: list and get take
  * SecurityIncident.Read.All or SecurityIncident.ReadWrite.All, update and comment SecurityIncident.ReadWrite.All
  * (api-reference/v1.0/api/security-list-incidents.md, security-incident-get.md, security-incident-update.md,
- * security-incident-post-comments.md, "Permissions").
+ * security-incident-post-comments.md, "Permissions"); runHuntingQuery ThreatHunting.Read.All, "Higher privileged
+ * permissions: Not available." (api-reference/v1.0/includes/permissions/security-security-runhuntingquery-permissions.md).
  */
 const PERMISSIONS = {
   read: ['SecurityIncident.Read.All', 'SecurityIncident.ReadWrite.All'],
   write: ['SecurityIncident.ReadWrite.All'],
+  hunt: ['ThreatHunting.Read.All'],
 } as const;
 type Permission = keyof typeof PERMISSIONS;
 
@@ -53,6 +57,8 @@ export interface ApiDependencies {
   faults: FaultBoard;
   stats: CallStats;
   throttle: GraphThrottle;
+  /** Per tenant: advanced hunting's CPU quota and query timeout, which runHuntingQuery's queries are charged to. */
+  huntingQuota: HuntingQuota;
   skipTokens: SkipTokens;
   now: () => number;
   /** The public base URL (known once the server listens), for `@odata.context` and `@odata.nextLink`. */
@@ -80,6 +86,10 @@ export function createApiRouter(deps: ApiDependencies): express.Router {
   const collection = '/security/incidents';
   const entity = '/security/incidents/:id';
   const comments = '/security/incidents/:id/comments';
+  // The documented request line, and the namespace-qualified name the Graph SDKs send (they are generated from
+  // the OpenAPI description, which has only that one: msgraph-sdk-python's request builder for it has the URL
+  // template "{+baseurl}/security/microsoft.graph.security.runHuntingQuery").
+  const hunting = ['/security/runHuntingQuery', '/security/microsoft.graph.security.runHuntingQuery'];
 
   router.use(recordCall(deps));
   router.use(applyFault(deps));
@@ -161,7 +171,26 @@ export function createApiRouter(deps: ApiDependencies): express.Router {
     );
   });
 
-  for (const path of [collection, entity, comments]) {
+  // Throttled as any request on /security (throttle.ts); then the body, then the tenant's hunting CPU quota,
+  // the query and its run time (hunting.ts), in the Defender stand-in's order for its advanced hunting API.
+  router.post(hunting, requireTenant(deps), limit(deps), requirePermission('hunt'), readBody, (req, res) => {
+    const caller = callerOf(res);
+    const now = deps.now();
+    const request = parseHuntingRequest(parseJsonBody(req), now);
+    const answer = runHuntingQuery(
+      deps.store.huntingSource(caller.tenantId),
+      deps.huntingQuota,
+      caller.tenantId,
+      request,
+      now,
+    );
+    sendOData(
+      res,
+      JSON.stringify({ '@odata.context': `${deps.baseUrl()}/v1.0/$metadata${HUNTING_RESULTS_CONTEXT}`, ...answer }),
+    );
+  });
+
+  for (const path of [collection, entity, comments, ...hunting]) {
     router.all(path, (req) => {
       throw new GraphApiError(
         405,
@@ -241,6 +270,9 @@ function notFound(id: string): GraphApiError {
   return new GraphApiError(404, 'NotFound', `The incident '${shown}' was not found.`);
 }
 
+/** runHuntingQuery's segment, plain and namespace-qualified, lower-cased (Graph's segments ignore case). */
+const HUNTING_SEGMENTS = ['runhuntingquery', 'microsoft.graph.security.runhuntingquery'];
+
 /** The /security navigation properties of the v1.0 schema (msgraph-metadata cleanMetadata.xml, entity `security`). */
 const SECURITY_NAVIGATION = [
   'alerts',
@@ -272,10 +304,12 @@ function unknownSegment(path: string): GraphApiError {
     new GraphApiError(
       501,
       'NotImplemented',
-      `The Microsoft Graph stand-in does not serve ${what}; it serves /v1.0/security/incidents.`,
+      `The Microsoft Graph stand-in does not serve ${what}; it serves /v1.0/security/incidents and /v1.0/security/runHuntingQuery.`,
     );
   if (segments[0]?.toLowerCase() !== 'security') return notServed(`/v1.0/${segments[0] ?? ''}`);
   const collection = segments[1]?.toLowerCase() ?? '';
+  if (HUNTING_SEGMENTS.includes(collection))
+    return badRequest(`Resource not found for the segment '${segments[2] ?? ''}'.`);
   if (collection !== 'incidents')
     return SECURITY_NAVIGATION.includes(collection)
       ? notServed(`/v1.0/security/${segments[1]}`)
@@ -291,6 +325,8 @@ function endpointOf(method: string, path: string): Endpoint {
   if (/^\/v1\.0\/security\/incidents\/[^/]+$/.test(p))
     return method === 'PATCH' ? 'updateIncident' : method === 'GET' ? 'getIncident' : 'other';
   if (/^\/v1\.0\/security\/incidents\/[^/]+\/comments$/.test(p) && method === 'POST') return 'createComment';
+  if (HUNTING_SEGMENTS.some((segment) => p === `/v1.0/security/${segment}`) && method === 'POST')
+    return 'runHuntingQuery';
   return 'other';
 }
 

@@ -1,10 +1,11 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import * as z from 'zod';
 import type { FaultBoard } from '../common/faults.js';
+import type { HuntingQuota } from '../defender/hunting-quota.js';
 import type { Incident as DefenderIncident } from '../defender/types.js';
 import { formatTimestamp, parseTimestamp, ticksFromMs } from '../defender/timestamps.js';
 import { GRAPH_FAULT_TARGET } from './api.js';
-import { generateGraphIncidents } from './generator.js';
+import { generateGraphTenant } from './generator.js';
 import { toGraphIncident } from './mapping.js';
 import type { CallStats } from './stats.js';
 import type { GraphIncidentStore } from './store.js';
@@ -14,13 +15,16 @@ import { INCIDENT_STATUSES, type GraphIncident } from './types.js';
 /**
  * The control surface (`/_control`, local only, no auth): provision tenants, seed them (generated, in Graph's
  * shape, or Defender-shaped incidents mapped as the Defender → Graph mapping does), change incidents as the
- * portal would, set the throttle, inject faults into this stand-in, read call stats.
+ * portal would, set the throttle and the advanced hunting CPU quota, inject faults into this stand-in, read
+ * call stats. Generated and Defender-shaped seeds are advanced hunting's data as well; Graph-shaped ones are not
+ * (they carry no telemetry to hunt in).
  */
 export interface ControlDependencies {
   store: GraphIncidentStore;
   faults: FaultBoard;
   stats: CallStats;
   throttle: GraphThrottle;
+  hunting: HuntingQuota;
   now: () => number;
 }
 
@@ -98,6 +102,14 @@ const faultBody = z.strictObject({
   times: z.number().int().positive().optional(),
   pathContains: z.string().min(1).optional(),
 });
+/** As the Defender stand-in's (local/defender/control.ts): the quota is the same model. */
+const huntingSettings = z.strictObject({
+  cpuSecondsPerCycle: z.number().positive().max(1_000_000).optional(),
+  quotaSpent: z.literal(true).optional(),
+  nextQueries: z
+    .strictObject({ runSeconds: z.number().min(0).max(86_400), count: z.number().int().min(1).max(10_000).optional() })
+    .optional(),
+});
 const throttleBody = z.strictObject({
   perAppPerTenantPerMinute: z.number().int().min(1).max(1_000_000).optional(),
   perAppPerSecond: z.number().int().min(1).max(1_000_000).optional(),
@@ -145,6 +157,7 @@ export function createControlRouter(deps: ControlDependencies): express.Router {
     const tenantId = tenantOf(req);
     const body = (req.body ?? {}) as Record<string, unknown>;
     let incidents: GraphIncident[];
+    let huntingSource: DefenderIncident[] = [];
     if ('incidents' in body) {
       const { incidents: given } = parse(explicitSeed, body, 'incidents');
       let nextId = Math.max(store.nextIncidentId(tenantId), ...given.map((i) => (i.id ? Number(i.id) + 1 : 0)));
@@ -153,12 +166,11 @@ export function createControlRouter(deps: ControlDependencies): express.Router {
       );
     } else if ('defenderIncidents' in body) {
       const { defenderIncidents } = parse(defenderSeed, body, 'Defender incidents');
-      incidents = defenderIncidents.map((incident) =>
-        toGraphIncident(incident as unknown as DefenderIncident, tenantId),
-      );
+      huntingSource = defenderIncidents as unknown as DefenderIncident[];
+      incidents = huntingSource.map((incident) => toGraphIncident(incident, tenantId));
     } else {
       const options = parse(generatedSeed, body, 'seed request ({count, seed}, {incidents} or {defenderIncidents})');
-      incidents = generateGraphIncidents({
+      ({ incidents, huntingSource } = generateGraphTenant({
         tenantId,
         count: options.count,
         seed: options.seed,
@@ -166,9 +178,11 @@ export function createControlRouter(deps: ControlDependencies): express.Router {
         since: options.since === undefined ? undefined : new Date(options.since),
         until: options.until === undefined ? undefined : new Date(options.until),
         redirectedShare: options.redirectedShare,
-      });
+      }));
     }
-    res.status(201).json({ tenantId, incidentIds: store.upsert(tenantId, incidents) });
+    const incidentIds = store.upsert(tenantId, incidents);
+    store.addHuntingSource(tenantId, huntingSource);
+    res.status(201).json({ tenantId, incidentIds });
   });
 
   router.get('/tenants/:tenantId/incidents', (req, res) => {
@@ -205,8 +219,26 @@ export function createControlRouter(deps: ControlDependencies): express.Router {
     res.json(deps.throttle.configure(parse(throttleBody, req.body, 'throttle settings')));
   });
 
+  // Also every tenant's hunting quota and settings, as the Defender stand-in's /limits/reset.
   router.post('/throttle/reset', (_req, res) => {
     deps.throttle.reset();
+    deps.hunting.reset();
+    res.status(204).end();
+  });
+
+  // Advanced hunting's CPU quota and timeout per tenant (local/defender/hunting-quota.ts): read the cycle's use;
+  // size the quota, mark it spent for this cycle, or make the next queries run long (PATCH); defaults (DELETE).
+  router.get('/tenants/:tenantId/hunting', (req, res) => {
+    res.json(deps.hunting.state(tenantOf(req)));
+  });
+
+  router.patch('/tenants/:tenantId/hunting', (req, res) => {
+    const tenantId = tenantOf(req);
+    res.json(deps.hunting.configure(tenantId, parse(huntingSettings, req.body, 'hunting settings')));
+  });
+
+  router.delete('/tenants/:tenantId/hunting', (req, res) => {
+    deps.hunting.reset(tenantOf(req));
     res.status(204).end();
   });
 

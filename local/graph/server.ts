@@ -3,6 +3,7 @@ import type { TokenVerifier } from '../common/bearer.js';
 import type { FaultBoard } from '../common/faults.js';
 import { startHttpsServer } from '../common/https-server.js';
 import type { KeyAndCert } from '../common/tls.js';
+import { HuntingQuota } from '../defender/hunting-quota.js';
 import { createApiRouter } from './api.js';
 import { createControlRouter } from './control.js';
 import { GraphApiError, assignRequestIds, badRequest, sendGraphError } from './errors.js';
@@ -12,17 +13,19 @@ import { GraphIncidentStore } from './store.js';
 import { DOCUMENTED_LIMITS, GraphThrottle, type ThrottleSettings } from './throttle.js';
 
 export { GRAPH_AUDIENCES, GRAPH_FAULT_TARGET } from './api.js';
-export { generateGraphIncidents } from './generator.js';
+export { generateGraphIncidents, generateGraphTenant, type GraphTenantData } from './generator.js';
 export { toGraphIncident } from './mapping.js';
 export { MAX_PAGE_SIZE } from './odata-query.js';
 export { CallStats } from './stats.js';
 export { GraphIncidentStore } from './store.js';
 export { DOCUMENTED_LIMITS, GraphThrottle, type ThrottleSettings } from './throttle.js';
+export { HuntingQuota, type HuntingSettings, type HuntingState } from '../defender/hunting-quota.js';
 export type { Evidence, GraphAlert, GraphIncident } from './types.js';
 
 /**
- * The Microsoft Graph security API stand-in: `{url}/v1.0/security/incidents…` as a client calls
- * `https://graph.microsoft.com/v1.0/security/incidents…`, and `{controlUrl}` to drive it.
+ * The Microsoft Graph security API stand-in: `{url}/v1.0/security/incidents…` and
+ * `{url}/v1.0/security/runHuntingQuery` as a client calls `https://graph.microsoft.com/v1.0/security/…`, and
+ * `{controlUrl}` to drive it.
  */
 export interface GraphStandIn {
   /** https://localhost:PORT: the Graph base (a client calls {url}/v1.0/security/incidents). */
@@ -32,6 +35,8 @@ export interface GraphStandIn {
   store: GraphIncidentStore;
   stats: CallStats;
   throttle: GraphThrottle;
+  /** Advanced hunting's per-tenant CPU quota and timeout: size it, mark it spent, make the next queries run long. */
+  hunting: HuntingQuota;
   close(): Promise<void>;
 }
 
@@ -57,12 +62,14 @@ export async function startGraph(options: GraphOptions): Promise<GraphStandIn> {
   const stats = new CallStats();
   const throttle = new GraphThrottle({ ...DOCUMENTED_LIMITS, ...options.limits }, now);
   const skipTokens = new SkipTokens();
+  // This stand-in's own: its tenants are not the Defender stand-in's (a tenant is read through one API or the other).
+  const hunting = new HuntingQuota(now);
   let baseUrl = '';
 
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
-  app.use('/_control', createControlRouter({ store, faults: options.faults, stats, throttle, now }));
+  app.use('/_control', createControlRouter({ store, faults: options.faults, stats, throttle, hunting, now }));
   app.use(assignRequestIds());
   app.use(
     '/v1.0',
@@ -72,6 +79,7 @@ export async function startGraph(options: GraphOptions): Promise<GraphStandIn> {
       faults: options.faults,
       stats,
       throttle,
+      huntingQuota: hunting,
       skipTokens,
       now,
       baseUrl: () => baseUrl,
@@ -97,6 +105,7 @@ export async function startGraph(options: GraphOptions): Promise<GraphStandIn> {
     store,
     stats,
     throttle,
+    hunting,
     close: () => server.close(),
   };
 }

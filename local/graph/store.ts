@@ -1,4 +1,5 @@
 import { parseTimestamp, UpdateClock } from '../defender/timestamps.js';
+import type { Incident as DefenderIncident } from '../defender/types.js';
 import type { GraphIncident } from './types.js';
 
 /**
@@ -15,6 +16,13 @@ export interface TenantInfo {
 interface TenantData {
   displayName: string;
   incidents: Map<string, GraphIncident>;
+  /**
+   * What advanced hunting's tables are built from, by Defender incident id. Hunting reads the tenant's
+   * telemetry, not its incidents as the incidents API serves them: Defender-shaped incidents carry the devices,
+   * accounts and evidence the tables hold (local/defender/hunting-tables.ts), and do not change when an analyst
+   * updates the Graph incident.
+   */
+  huntingSource: Map<number, DefenderIncident>;
 }
 
 const byNumericId = (a: GraphIncident, b: GraphIncident): number =>
@@ -34,7 +42,11 @@ export class GraphIncidentStore {
     if (existing) {
       if (displayName !== undefined) existing.displayName = displayName;
     } else {
-      this.#tenants.set(tenantId, { displayName: displayName ?? tenantId, incidents: new Map() });
+      this.#tenants.set(tenantId, {
+        displayName: displayName ?? tenantId,
+        incidents: new Map(),
+        huntingSource: new Map(),
+      });
     }
     return this.tenant(tenantId) as TenantInfo;
   }
@@ -112,6 +124,20 @@ export class GraphIncidentStore {
 
   delete(tenantId: string, id: string): boolean {
     return this.#require(tenantId).incidents.delete(id);
+  }
+
+  /**
+   * Adds (or replaces, by incidentId) Defender-shaped incidents to the tenant's advanced hunting data; give the
+   * ones its Graph incidents were mapped from (generator.ts's generateGraphTenant) so the two agree.
+   */
+  addHuntingSource(tenantId: string, incidents: readonly DefenderIncident[]): void {
+    const source = this.#require(tenantId).huntingSource;
+    for (const incident of incidents) source.set(incident.incidentId, structuredClone(incident));
+  }
+
+  /** The tenant's advanced hunting data, as stored (read it, do not change it), by incident id. */
+  huntingSource(tenantId: string): readonly DefenderIncident[] {
+    return [...this.#require(tenantId).huntingSource.values()].sort((a, b) => a.incidentId - b.incidentId);
   }
 
   #require(tenantId: string): TenantData {

@@ -3,8 +3,10 @@ import { ClientSecretCredential } from '@azure/identity';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, beforeEach, describe, expect, inject, it } from 'vitest';
 import { FaultBoard } from '../../../local/common/faults.js';
-import { generateIncidents } from '../../../local/defender/generator.js';
-import { parseTimestamp } from '../../../local/defender/timestamps.js';
+import { runAdvancedHunting } from '../../../local/defender/advanced-hunting.js';
+import { generateIncidents, type GenerateOptions } from '../../../local/defender/generator.js';
+import { KqlError } from '../../../local/defender/kql.js';
+import { formatTimestamp, parseTimestamp } from '../../../local/defender/timestamps.js';
 import { GRAPH_RESOURCE } from '../../../local/entra/registry.js';
 import { startEntra, type EntraStandIn } from '../../../local/entra/server.js';
 import { createTokenIssuer } from '../../../local/entra/token-issuer.js';
@@ -256,11 +258,18 @@ describe('tokens Entra issues for Microsoft Graph', () => {
       expect((await call('/v1.0/security/incidents?$top=1', { token })).status).toBe(200);
   });
 
-  it('exposes only the security incidents permissions for Graph', () => {
+  it('exposes only the security incidents and advanced hunting permissions for Graph', () => {
     expect(() =>
       entra.registry.grantAppPermissions(tenantA, noRole.clientId, GRAPH_RESOURCE, ['User.Read.All']),
     ).toThrow(
-      /exposes no application permission 'User.Read.All'; it exposes: SecurityIncident.Read.All, SecurityIncident.ReadWrite.All/,
+      "exposes no application permission 'User.Read.All'; it exposes: SecurityIncident.Read.All, SecurityIncident.ReadWrite.All, ThreatHunting.Read.All.",
+    );
+    expect(() =>
+      entra.registry.grantDelegatedPermissions(tenantW, analystRead.clientId, GRAPH_RESOURCE, [
+        'ThreatHunting.ReadWrite.All',
+      ]),
+    ).toThrow(
+      "exposes no delegated permission 'ThreatHunting.ReadWrite.All'; it exposes: SecurityIncident.Read.All, SecurityIncident.ReadWrite.All, ThreatHunting.Read.All.",
     );
   });
 });
@@ -1123,5 +1132,423 @@ describe('control surface', () => {
       errors: 1,
     });
     expect(clients).toContainEqual(expect.objectContaining({ tenantId: '(unauthenticated)', errors: 1 }));
+  });
+});
+
+describe('POST /v1.0/security/runHuntingQuery', () => {
+  /** H: the tenant hunted in; I: another customer of the same partner, with telemetry of its own. */
+  const tenantH = randomUUID();
+  const tenantI = randomUUID();
+  const hunter = { clientId: randomUUID(), secret: `hunter-${randomUUID()}` };
+  const huntingCli = { clientId: randomUUID() };
+  const hana = { userPrincipalName: 'hana@tenant-h.test', password: `pw-${randomUUID()}`, displayName: 'Hana Hunter' };
+  const DAY_MS = 86_400_000;
+  const seededAt = Date.now();
+  const daysAgo = (days: number) => new Date(seededAt - days * DAY_MS);
+  /** Hunting keeps 30 days: these end a day ago, so neither PT1H nor P1D reaches them and the default finds all. */
+  const recent: Record<string, GenerateOptions> = {
+    [tenantH]: { tenantId: tenantH, count: 30, seed: 'hunt-h', startId: 1, since: daysAgo(20), until: daysAgo(1) },
+    [tenantI]: {
+      tenantId: tenantI,
+      count: 30,
+      seed: 'hunt-i',
+      startId: 700_000,
+      since: daysAgo(20),
+      until: daysAgo(1),
+    },
+  };
+  /** Older than the 30 days hunting keeps: no Timespan reaches them. */
+  const stale: GenerateOptions = {
+    tenantId: tenantH,
+    count: 5,
+    seed: 'hunt-h-stale',
+    startId: 500,
+    since: daysAgo(60),
+    until: daysAgo(40),
+  };
+  const expectedAlertIds = (tenantId: string) =>
+    generateIncidents(recent[tenantId]!)
+      .flatMap((incident) => incident.alerts ?? [])
+      .map((alert) => alert.alertId)
+      .sort();
+
+  const hunt = (token: string, body: object | string) =>
+    call('/v1.0/security/runHuntingQuery', { token, method: 'POST', body });
+  const cpuSecondsUsed = async (tenantId: string) =>
+    (await control(`/tenants/${tenantId}/hunting`)).json.cpuSecondsUsed as number;
+  const alertIdsOf = (answer: Answer) =>
+    (answer.json.results as { AlertId: string }[]).map((row) => row.AlertId).sort();
+
+  /** A user token (password grant) for Hana in tenant H, through a client with the delegated scope. */
+  async function hanaToken(): Promise<string> {
+    const res = await fetch(`${entra.url}/${tenantH}/oauth2/v2.0/token`, {
+      method: 'POST',
+      body: new URLSearchParams({
+        grant_type: 'password',
+        client_id: huntingCli.clientId,
+        username: hana.userPrincipalName,
+        password: hana.password,
+        scope: `${GRAPH_RESOURCE}/ThreatHunting.Read.All`,
+      }),
+    });
+    expect(res.status).toBe(200);
+    return ((await res.json()) as { access_token: string }).access_token;
+  }
+
+  beforeAll(async () => {
+    const r = entra.registry;
+    r.addTenant({ tenantId: tenantH, displayName: 'Northwind' });
+    r.addTenant({ tenantId: tenantI, displayName: 'Tailwind' });
+    r.addApp({
+      clientId: hunter.clientId,
+      displayName: 'MSSP hunting app',
+      homeTenantId: tenantA,
+      multiTenant: true,
+      secrets: [hunter.secret],
+    });
+    for (const tenantId of [tenantH, tenantI])
+      r.grantAppPermissions(tenantId, hunter.clientId, GRAPH_RESOURCE, ['ThreatHunting.Read.All']);
+    r.grantAppPermissions(tenantH, partner.clientId, GRAPH_RESOURCE, ['SecurityIncident.ReadWrite.All']);
+    r.addUser({ tenantId: tenantH, ...hana });
+    r.addApp({
+      clientId: huntingCli.clientId,
+      displayName: 'analyst hunting CLI',
+      homeTenantId: tenantH,
+      multiTenant: false,
+    });
+    r.grantDelegatedPermissions(tenantH, huntingCli.clientId, GRAPH_RESOURCE, ['ThreatHunting.Read.All']);
+    // Seeded through the control surface, as generated seeds are: the tenant's incidents and its hunting data.
+    for (const options of [recent[tenantH]!, stale, recent[tenantI]!]) {
+      expect((await control(`/tenants/${options.tenantId}`, 'POST', {})).status).toBe(201);
+      const seeded = await control(`/tenants/${options.tenantId}/incidents`, 'POST', {
+        count: options.count,
+        seed: options.seed,
+        startId: options.startId,
+        since: options.since!.toISOString(),
+        until: options.until!.toISOString(),
+      });
+      expect(seeded.status).toBe(201);
+    }
+  });
+
+  it('refuses a token without ThreatHunting.Read.All 403 in Graph words, for an app or a user, and charges nothing', async () => {
+    const app = await hunt(await appToken(partner, tenantH), { Query: 'AlertInfo' });
+    expectGraphError(
+      app,
+      403,
+      'Forbidden',
+      'Missing application roles. API required roles: ThreatHunting.Read.All, application roles: SecurityIncident.ReadWrite.All.',
+    );
+    const user = await hunt(await userToken(analystRead, 'SecurityIncident.Read.All'), { Query: 'AlertInfo' });
+    expectGraphError(
+      user,
+      403,
+      'Forbidden',
+      "Missing scope permissions on the request. API requires one of 'ThreatHunting.Read.All'. Scopes on the request 'SecurityIncident.Read.All'",
+    );
+    expect(app.text).not.toContain('AlertId');
+    expect(await cpuSecondsUsed(tenantH)).toBe(0);
+    expect(await cpuSecondsUsed(tenantW)).toBe(0);
+  });
+
+  it("answers rows of the caller's tenant only: another tenant's alerts and devices never appear, even asked for by value", async () => {
+    const [tokenH, tokenI] = [await appToken(hunter, tenantH), await appToken(hunter, tenantI)];
+    const alertsH = await hunt(tokenH, { Query: 'AlertInfo' });
+    const alertsI = await hunt(tokenI, { Query: 'AlertInfo' });
+    expect(alertIdsOf(alertsH)).toEqual(expectedAlertIds(tenantH));
+    expect(alertIdsOf(alertsI)).toEqual(expectedAlertIds(tenantI));
+    const idsOfI = new Set(expectedAlertIds(tenantI));
+    expect(idsOfI.size).toBeGreaterThan(0);
+    expect(alertIdsOf(alertsH).filter((id) => idsOfI.has(id))).toEqual([]);
+
+    // Asked for by a value only tenant I has, tenant H's token finds nothing; tenant I's finds it.
+    const alertOfI = [...idsOfI][0]!;
+    const byId = `AlertInfo | where AlertId == "${alertOfI}"`;
+    expect((await hunt(tokenH, { Query: byId })).json.results).toEqual([]);
+    expect(alertIdsOf(await hunt(tokenI, { Query: byId }))).toEqual([alertOfI]);
+    const devicesOf = (options: GenerateOptions) =>
+      new Set(
+        generateIncidents(options).flatMap((i) =>
+          (i.alerts ?? []).flatMap((a) => (a.devices ?? []).map((d) => d.mdatpDeviceId)),
+        ),
+      );
+    const devicesH = devicesOf(recent[tenantH]!);
+    const onlyI = [...devicesOf(recent[tenantI]!)].filter((id) => !devicesH.has(id));
+    expect(onlyI.length).toBeGreaterThan(0);
+    const evidenceH = await hunt(tokenH, { Query: 'AlertEvidence | where EntityType == "Machine"' });
+    expect(evidenceH.status, evidenceH.text).toBe(200);
+    expect(evidenceH.json.results.length).toBeGreaterThan(0);
+    for (const row of evidenceH.json.results as { DeviceId: string }[]) expect(onlyI).not.toContain(row.DeviceId);
+    const byDevice = `AlertEvidence | where DeviceId == "${onlyI[0]}"`;
+    expect((await hunt(tokenH, { Query: byDevice })).json.results).toEqual([]);
+    expect((await hunt(tokenI, { Query: byDevice })).json.results.length).toBeGreaterThan(0);
+  });
+
+  it('answers 200 with the documented huntingQueryResults: @odata.context, schema of {name, type}, results, no Stats', async () => {
+    const token = await appToken(hunter, tenantH);
+    const answer = await hunt(token, { Query: 'AlertInfo | project Timestamp, AlertId, Severity | take 3' });
+    expect(answer.status, answer.text).toBe(200);
+    expect(answer.headers.get('content-type')).toMatch(/^application\/json;odata\.metadata=minimal/);
+    expect(Object.keys(answer.json)).toEqual(['@odata.context', 'schema', 'results']);
+    expect(answer.json['@odata.context']).toBe(
+      `${graph.url}/v1.0/$metadata#microsoft.graph.security.huntingQueryResults`,
+    );
+    expect(answer.json.schema).toEqual([
+      { name: 'Timestamp', type: 'DateTime' },
+      { name: 'AlertId', type: 'String' },
+      { name: 'Severity', type: 'String' },
+    ]);
+    expect(answer.json.results).toHaveLength(3);
+    for (const row of answer.json.results) {
+      expect(Object.keys(row)).toEqual(['Timestamp', 'AlertId', 'Severity']);
+      expect(row.Timestamp).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{7}Z$/);
+      expect(expectedAlertIds(tenantH)).toContain(row.AlertId);
+    }
+    // The namespace-qualified name the Graph SDKs send answers alike; another method is 405.
+    const qualified = await call('/v1.0/security/microsoft.graph.security.runHuntingQuery', {
+      token,
+      method: 'POST',
+      body: { Query: 'AlertInfo | project Timestamp, AlertId, Severity | take 3' },
+    });
+    expect(qualified.status, qualified.text).toBe(200);
+    expect(qualified.json).toEqual(answer.json);
+    expectGraphError(await call('/v1.0/security/runHuntingQuery', { token }), 405, 'MethodNotAllowed');
+    expectGraphError(
+      await call('/v1.0/security/runHuntingQuery/more', { token, method: 'POST', body: { Query: 'AlertInfo' } }),
+      400,
+      'BadRequest',
+      "Resource not found for the segment 'more'.",
+    );
+  });
+
+  it('takes Query and Timespan in any casing (the v1.0 page writes Query, the beta page query), each once', async () => {
+    const token = await appToken(hunter, tenantH);
+    const upper = await hunt(token, { Query: 'AlertInfo | project AlertId' });
+    const lower = await hunt(token, { query: 'AlertInfo | project AlertId' });
+    expect(upper.status, upper.text).toBe(200);
+    expect(lower.status, lower.text).toBe(200);
+    expect(alertIdsOf(upper)).toEqual(expectedAlertIds(tenantH));
+    expect(lower.json).toEqual(upper.json);
+    for (const body of [
+      { query: 'AlertInfo', timespan: 'PT1H' },
+      { QUERY: 'AlertInfo', TimeSpan: 'PT1H' },
+    ]) {
+      const narrowed = await hunt(token, body);
+      expect(narrowed.status, narrowed.text).toBe(200);
+      expect(narrowed.json.results).toEqual([]);
+    }
+    expectGraphError(
+      await hunt(token, { Query: 'AlertInfo', query: 'DeviceInfo' }),
+      400,
+      'BadRequest',
+      "Multiple parameters with the name 'query' were found in the request payload.",
+    );
+    expectGraphError(
+      await hunt(token, { Query: 'AlertInfo', Timespans: 'P1D' }),
+      400,
+      'BadRequest',
+      "The parameter 'Timespans' in the request payload is not a valid parameter for the operation 'runHuntingQuery'.",
+    );
+  });
+
+  it.each([
+    ['no Query', {}, /^The parameter 'Query' is required/],
+    ['only a Timespan', { Timespan: 'P1D' }, /^The parameter 'Query' is required/],
+    ['a null Query', { Query: null }, /^The parameter 'Query' is required/],
+    ['an empty Query', { Query: '' }, "The parameter 'Query' must not be empty."],
+    ['a blank Query', { Query: ' \n\t ' }, "The parameter 'Query' must not be empty."],
+    ['a number', { Query: 42 }, "The parameter 'Query' must be a string."],
+    ['an array', { Query: ['AlertInfo'] }, "The parameter 'Query' must be a string."],
+    ['an object', { Query: { table: 'AlertInfo' } }, "The parameter 'Query' must be a string."],
+    ['a JSON array body', '["AlertInfo"]', /^The request body must be a JSON object/],
+    ['a JSON string body', '"AlertInfo"', /^The request body must be a JSON object/],
+    ['a body that is not JSON', 'AlertInfo | take 1', /^Unable to read JSON request payload/],
+    ['an empty body', '', /^Unable to read JSON request payload/],
+  ] as const)('refuses %s with 400 BadRequest, and charges nothing', async (_what, body, message) => {
+    const answer = await hunt(await appToken(hunter, tenantH), body);
+    expectGraphError(answer, 400, 'BadRequest', message);
+    expect(await cpuSecondsUsed(tenantH)).toBe(0);
+  });
+
+  it.each([
+    'NoSuchTable',
+    'AlertInfo | summarize count() by Severity',
+    'AlertInfo | where',
+    'AlertInfo | where Title == "unterminated',
+    'AlertInfo | take -1',
+  ])('answers %j, which the KQL subset refuses, 400 BadRequest with its reason, and charges nothing', async (query) => {
+    let reason: string | undefined;
+    try {
+      runAdvancedHunting([], query, Date.now(), () => ({ runSeconds: 0, cpuSeconds: 0 }));
+    } catch (err) {
+      expect(err).toBeInstanceOf(KqlError);
+      reason = (err as KqlError).message;
+    }
+    expect(reason).toBeDefined();
+    expectGraphError(await hunt(await appToken(hunter, tenantH), { Query: query }), 400, 'BadRequest', reason);
+    expect(await cpuSecondsUsed(tenantH)).toBe(0);
+  });
+
+  it('narrows the rows to the Timespan: back from now, start/end, duration/end, start/duration or a start alone, within the 30 days kept', async () => {
+    const token = await appToken(hunter, tenantH);
+    const rowsIn = async (timespan?: string) => {
+      const answer = await hunt(token, {
+        Query: 'AlertInfo | project Timestamp, AlertId',
+        ...(timespan === undefined ? {} : { Timespan: timespan }),
+      });
+      expect(answer.status, answer.text).toBe(200);
+      return alertIdsOf(answer);
+    };
+    const all = (await hunt(token, { Query: 'AlertInfo | project Timestamp, AlertId' })).json.results as {
+      Timestamp: string;
+      AlertId: string;
+    }[];
+    // The stale alerts (40-60 days old) are not there, whatever the Timespan asks.
+    expect(all.map((row) => row.AlertId).sort()).toEqual(expectedAlertIds(tenantH));
+    expect(await rowsIn('P30D')).toEqual(expectedAlertIds(tenantH));
+    expect(await rowsIn('P90D')).toEqual(expectedAlertIds(tenantH));
+    expect(await rowsIn(`${daysAgo(90).toISOString()}/${daysAgo(30).toISOString()}`)).toEqual([]);
+    // The recent alerts end a day before the seeding.
+    expect(await rowsIn('PT1H')).toEqual([]);
+    expect(await rowsIn('P1D')).toEqual([]);
+
+    // A boundary between two alerts' times, so that no row sits on it.
+    const times = [...new Set(all.map((row) => parseTimestamp(row.Timestamp)!))].sort((a, b) => (a < b ? -1 : 1));
+    expect(times.length).toBeGreaterThan(4);
+    const half = Math.floor(times.length / 2);
+    const boundary = (times[half - 1]! + times[half]!) / 2n;
+    const at = formatTimestamp(boundary);
+    const twoDays = 2n * BigInt(DAY_MS) * 10_000n;
+    const idsWhere = (keep: (ticks: bigint) => boolean) =>
+      all
+        .filter((row) => keep(parseTimestamp(row.Timestamp)!))
+        .map((row) => row.AlertId)
+        .sort();
+    const before = idsWhere((t) => t <= boundary);
+    const after = idsWhere((t) => t >= boundary);
+    expect(before.length).toBeGreaterThan(0);
+    expect(after.length).toBeGreaterThan(0);
+    expect(await rowsIn(`${formatTimestamp(times[0]!)}/${at}`)).toEqual(before);
+    expect(await rowsIn(`${at}/${new Date(seededAt).toISOString()}`)).toEqual(after);
+    expect(await rowsIn(at)).toEqual(after);
+    expect(await rowsIn(`P2D/${at}`)).toEqual(idsWhere((t) => t >= boundary - twoDays && t <= boundary));
+    expect(await rowsIn(`${at}/P2D`)).toEqual(idsWhere((t) => t >= boundary && t <= boundary + twoDays));
+    expect(await rowsIn(`${at}/PT0S`)).toEqual([]);
+    // A date-time without a zone is UTC; an offset is honoured.
+    expect(await rowsIn(at.slice(0, -1))).toEqual(after);
+    const inParis = new Date(Number(boundary / 10_000n) + 3_600_000).toISOString().replace('Z', '+01:00');
+    expect(await rowsIn(`${formatTimestamp(times[0]!)}/${inParis}`)).toEqual(
+      idsWhere((t) => t <= (boundary / 10_000n) * 10_000n),
+    );
+  });
+
+  it.each([
+    'yesterday',
+    '30d',
+    'P',
+    'PT',
+    'P1H',
+    'P1DT',
+    '-P1D',
+    'P1W2D',
+    ' P1D',
+    '',
+    'P1D/P2D',
+    'P1D/',
+    '/P1D',
+    'a/b/c',
+    '2024-02-30T00:00:00Z',
+    '2024-02-01T00:00:00Z/2024-01-01T00:00:00Z',
+    '2999-01-01T00:00:00Z',
+    `P${'9'.repeat(400)}Y`,
+    42,
+    ['P1D'],
+  ])('refuses the Timespan %j with 400 BadRequest, and charges nothing', async (timespan) => {
+    const answer = await hunt(await appToken(hunter, tenantH), { Query: 'AlertInfo', Timespan: timespan });
+    expectGraphError(answer, 400, 'BadRequest', /^The parameter 'Timespan' (is not valid|must be a string)/);
+    expect(answer.text.length).toBeLessThan(1000);
+    expect(await cpuSecondsUsed(tenantH)).toBe(0);
+  });
+
+  it("takes a user's delegated ThreatHunting.Read.All in scp, and answers the user's tenant's rows", async () => {
+    const token = await hanaToken();
+    expect(decodeJwt(token)).toMatchObject({
+      scp: 'ThreatHunting.Read.All',
+      upn: hana.userPrincipalName,
+      tid: tenantH,
+    });
+    const answer = await hunt(token, { Query: 'AlertInfo | project AlertId' });
+    expect(answer.status, answer.text).toBe(200);
+    expect(alertIdsOf(answer)).toEqual(expectedAlertIds(tenantH));
+  });
+
+  it('blocks the tenant 429 TooManyRequests with Retry-After once its hunting CPU quota is spent, until the next 15-minute cycle', async () => {
+    const token = await appToken(hunter, tenantH);
+    expect((await hunt(token, { Query: 'AlertInfo' })).status).toBe(200);
+    expect(await cpuSecondsUsed(tenantH)).toBeGreaterThan(0);
+    expect((await control(`/tenants/${tenantH}/hunting`, 'PATCH', { quotaSpent: true })).json.blocked).toBe(true);
+
+    const blocked = await hunt(token, { Query: 'AlertInfo' });
+    expectGraphError(
+      blocked,
+      429,
+      'TooManyRequests',
+      /^You have exceeded processing resources allocated to this tenant\. You can run queries again in \d{2}:\d{2}:\d{2}\.$/,
+    );
+    const retryAfter = Number(blocked.headers.get('retry-after'));
+    expect(retryAfter).toBeGreaterThanOrEqual(1);
+    expect(retryAfter).toBeLessThanOrEqual(15 * 60);
+    const [, hh, mm, ss] = /in (\d{2}):(\d{2}):(\d{2})\.$/.exec(blocked.json.error.message)!;
+    expect(Math.abs(Number(hh) * 3600 + Number(mm) * 60 + Number(ss) - retryAfter)).toBeLessThanOrEqual(1);
+    // A bad query is not looked at while the tenant is blocked (the quota comes first, as on the Defender API).
+    expect((await hunt(token, { Query: 'NoSuchTable' })).status).toBe(429);
+
+    // The quota is the tenant's: another tenant hunts on, and the tenant's incidents API is not hunting's.
+    expect((await hunt(await appToken(hunter, tenantI), { Query: 'AlertInfo | take 1' })).status).toBe(200);
+    expect((await call('/v1.0/security/incidents?$top=1', { token: await appToken(partner, tenantH) })).status).toBe(
+      200,
+    );
+    clockOffsetMs += retryAfter * 1000;
+    const next = await hunt(token, { Query: 'AlertInfo | take 1' });
+    expect(next.status, next.text).toBe(200);
+  });
+
+  it('stops a query that would run over three minutes: 400 BadRequest, charged the three minutes it ran', async () => {
+    const token = await appToken(hunter, tenantH);
+    await control(`/tenants/${tenantH}/hunting`, 'PATCH', { nextQueries: { runSeconds: 181 } });
+    expectGraphError(
+      await hunt(token, { Query: 'AlertInfo' }),
+      400,
+      'BadRequest',
+      'Query exceeded the timeout period.',
+    );
+    expect(await cpuSecondsUsed(tenantH)).toBe(180);
+    expect((await hunt(token, { Query: 'AlertInfo | take 1' })).status).toBe(200);
+  });
+
+  it("counts against the security API's budget per app per tenant, throttled before the permission is checked", async () => {
+    await control('/stats', 'DELETE');
+    await control('/throttle', 'PATCH', { perAppPerTenantPerMinute: 2 });
+    try {
+      const token = await appToken(hunter, tenantI);
+      expect((await hunt(token, { Query: 'AlertInfo | take 1' })).status).toBe(200);
+      // The hunting app may not list incidents (403), but the call counts.
+      expect((await call('/v1.0/security/incidents?$top=1', { token })).status).toBe(403);
+      const spent = await cpuSecondsUsed(tenantI);
+      const throttled = await hunt(token, { Query: 'AlertInfo' });
+      expectGraphError(throttled, 429, 'TooManyRequests', 'Please retry again later.');
+      expect(Number(throttled.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      expect(await cpuSecondsUsed(tenantI)).toBe(spent);
+      expect((await control('/stats')).json.clients).toContainEqual({
+        tenantId: tenantI,
+        clientId: hunter.clientId,
+        calls: 3,
+        byEndpoint: { runHuntingQuery: 2, listIncidents: 1 },
+        throttled: 1,
+        errors: 1,
+      });
+    } finally {
+      await control('/throttle', 'PATCH', { perAppPerTenantPerMinute: 150 });
+    }
   });
 });

@@ -1,7 +1,7 @@
 import type { IncidentStore } from './defender/store.js';
 import { generateIncidents } from './defender/generator.js';
 import type { GraphIncidentStore } from './graph/store.js';
-import { generateGraphIncidents } from './graph/generator.js';
+import { generateGraphTenant } from './graph/generator.js';
 
 /**
  * Keeps the demo alive: every few seconds each demo tenant sees what a SOC's portal sees — a new
@@ -72,11 +72,14 @@ function defenderPortal(store: IncidentStore, tenantId: string): Portal {
 
 function graphPortal(store: GraphIncidentStore, tenantId: string): Portal {
   return {
-    addIncident: (tick) =>
-      store.upsert(
-        tenantId,
-        generateGraphIncidents(newIncidentOptions(tenantId, tick, store.nextIncidentId(tenantId))),
-      ),
+    // The new incident's devices and users are in the tenant's hunting data too, as a real one's telemetry is.
+    addIncident: (tick) => {
+      const { incidents, huntingSource } = generateGraphTenant(
+        newIncidentOptions(tenantId, tick, store.nextIncidentId(tenantId)),
+      );
+      store.upsert(tenantId, incidents);
+      store.addHuntingSource(tenantId, huntingSource);
+    },
     workOnOne: (tick) => {
       const open = store.list(tenantId).filter((i) => i.status === 'active' || i.status === 'inProgress');
       const incident = open[tick % Math.max(open.length, 1)];

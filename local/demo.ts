@@ -72,8 +72,11 @@ export const DEFENDER_RESOURCE = 'https://api.security.microsoft.com';
 export const DEFENDER_APP_ROLES = ['Incident.Read.All', 'Incident.ReadWrite.All', 'AdvancedHunting.Read.All'];
 export const DEFENDER_DELEGATED_SCOPES = ['Incident.Read', 'Incident.ReadWrite', 'AdvancedHunting.Read'];
 export const GRAPH_RESOURCE = 'https://graph.microsoft.com';
-/** Graph's application permissions for incidents (security-list-incidents.md): ReadWrite for the write-back. */
-export const GRAPH_APP_ROLES = ['SecurityIncident.ReadWrite.All'];
+/**
+ * Graph's application permissions the demo's Graph tenant grants: incidents (security-list-incidents.md),
+ * ReadWrite for the write-back, and advanced hunting (security-security-runhuntingquery.md).
+ */
+export const GRAPH_APP_ROLES = ['SecurityIncident.ReadWrite.All', 'ThreatHunting.Read.All'];
 export const RELAY_API_URI = 'api://defender-relay';
 export const RELAY_SUBMIT_ROLE = 'Incidents.Submit';
 export const RELAY_USER_SCOPE = 'access_as_user';

@@ -20,7 +20,7 @@ import { FaultBoard } from './common/faults.js';
 import type { KeyAndCert } from './common/tls.js';
 import { startDefender, type DefenderStandIn } from './defender/server.js';
 import { generateIncidents } from './defender/generator.js';
-import { generateGraphIncidents, startGraph, type GraphStandIn } from './graph/server.js';
+import { generateGraphTenant, startGraph, type GraphStandIn } from './graph/server.js';
 import {
   createDemoWorld,
   DEFENDER_APP_ROLES,
@@ -334,7 +334,9 @@ export async function seedWorld(
       if (!graph)
         throw new Error(`${tenant.displayName} is read through Microsoft Graph: seedWorld needs the Graph stand-in`);
       graph.store.provisionTenant(tenant.tenantId, tenant.displayName);
-      graph.store.upsert(tenant.tenantId, generateGraphIncidents(generate));
+      const { incidents, huntingSource } = generateGraphTenant(generate);
+      graph.store.upsert(tenant.tenantId, incidents);
+      graph.store.addHuntingSource(tenant.tenantId, huntingSource);
     } else {
       defender.store.provisionTenant(tenant.tenantId, tenant.displayName);
       defender.store.upsert(tenant.tenantId, generateIncidents(generate));
@@ -657,7 +659,11 @@ export async function addPartnerTenant(
     if (!graph) throw new Error(`${options.displayName} is read through Microsoft Graph: give the Graph stand-in`);
     entra.registry.grantAppPermissions(options.tenantId, targets.partnerApp.clientId, GRAPH_RESOURCE, GRAPH_APP_ROLES);
     graph.store.provisionTenant(options.tenantId, options.displayName);
-    if (options.incidents > 0) graph.store.upsert(options.tenantId, generateGraphIncidents(generate));
+    if (options.incidents > 0) {
+      const { incidents, huntingSource } = generateGraphTenant(generate);
+      graph.store.upsert(options.tenantId, incidents);
+      graph.store.addHuntingSource(options.tenantId, huntingSource);
+    }
   } else {
     entra.registry.grantAppPermissions(
       options.tenantId,

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { QueueServiceClient } from '@azure/storage-queue';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startAzurite, type RunningAzurite } from '../../../local/azurite.js';
-import { generateGraphIncidents, type GraphIncident } from '../../../local/graph/server.js';
+import { generateGraphTenant, type GraphIncident } from '../../../local/graph/server.js';
 import { GRAPH_APP_ROLES, GRAPH_RESOURCE } from '../../../local/demo.js';
 import { appSettingsFor, registerDemoTenants } from '../../../local/stack.js';
 import { loadConfig } from '../../../shared/config/config.js';
@@ -52,17 +52,24 @@ describe('a tenant whose source is Microsoft Graph', () => {
 
   const drainEvents = async () => (await drainQueue(queues, QUEUE_NAMES.incidents)) as IncidentEnvelope[];
 
-  /** A partner-context tenant that granted Graph permissions only, holding `count` incidents of the last day. */
-  async function addGraphTenant(count: number, seed: string): Promise<string> {
+  /**
+   * A partner-context tenant that granted Graph permissions only (`roles`, the demo's by default), holding
+   * `count` incidents of the last day and their hunting data.
+   */
+  async function addGraphTenant(count: number, seed: string, roles = GRAPH_APP_ROLES): Promise<string> {
     const tenantId = randomUUID();
     const partnerApp = stack.world.apps.find((a) => a.multiTenant)!;
     stack.entra.registry.addTenant({ tenantId, displayName: `Graph ${seed}` });
-    stack.entra.registry.grantAppPermissions(tenantId, partnerApp.clientId, GRAPH_RESOURCE, GRAPH_APP_ROLES);
+    stack.entra.registry.grantAppPermissions(tenantId, partnerApp.clientId, GRAPH_RESOURCE, roles);
     stack.graph.store.provisionTenant(tenantId, `Graph ${seed}`);
-    stack.graph.store.upsert(
+    const { incidents, huntingSource } = generateGraphTenant({
       tenantId,
-      generateGraphIncidents({ tenantId, count, seed, since: new Date(Date.now() - 86_400_000) }),
-    );
+      count,
+      seed,
+      since: new Date(Date.now() - 86_400_000),
+    });
+    stack.graph.store.upsert(tenantId, incidents);
+    stack.graph.store.addHuntingSource(tenantId, huntingSource);
     await services.registry.put({
       tenantId,
       displayName: `Graph ${seed}`,
@@ -198,6 +205,57 @@ describe('a tenant whose source is Microsoft Graph', () => {
         'poll',
       );
       expect(await handleIncidentEvent(echo, deps, logger)).toMatchObject({ status: 'echo' });
+      await drainQueue(queues, 'routed-archive');
+    },
+  );
+
+  it.each([
+    { granted: 'with ThreatHunting.Read.All', roles: GRAPH_APP_ROLES, hunts: true },
+    { granted: 'without ThreatHunting.Read.All', roles: ['SecurityIncident.ReadWrite.All'], hunts: false },
+  ])(
+    "runs a route's advanced hunting through Graph $granted: the device's logons in enrichment, or a note and routed all the same",
+    async ({ roles, hunts }) => {
+      const tenantId = await addGraphTenant(12, `hunting-${hunts}`, roles);
+      await pollTenant(pollRequest(tenantId, 'manual'), services);
+      const event = (await drainEvents()).find((e) => {
+        const evidence = ((e.incident as unknown as GraphIncident).alerts ?? []).flatMap(
+          (a) => (a as { evidence?: { '@odata.type'?: string }[] }).evidence ?? [],
+        );
+        return evidence.some((v) => v['@odata.type'] === '#microsoft.graph.security.deviceEvidence');
+      });
+      expect(event, 'an incident with a device').toBeDefined();
+      const table = loadRoutingRules(
+        {
+          destinations: { archive: { type: 'queue', queueName: 'routed-archive' } },
+          rules: [],
+          defaultRoute: {
+            destinations: ['archive'],
+            hunting: [{ name: 'logons', query: 'DeviceLogonEvents | where DeviceName in ({deviceNames}) | take 50' }],
+          },
+        },
+        { allowedHosts: ['localhost'] },
+      );
+      const outcome = await handleIncidentEvent(
+        event!,
+        { ...enrichDependencies(services), routing: () => table },
+        logger,
+      );
+      expect(outcome).toMatchObject({ status: 'routed' });
+      if (outcome.status !== 'routed') return;
+      // One query, sent once (a refusal is not retried).
+      const partnerApp = stack.world.apps.find((a) => a.multiTenant)!;
+      expect(stack.graph.stats.for(tenantId, partnerApp.clientId).byEndpoint.runHuntingQuery).toBe(1);
+      const devices = outcome.enrichment.entities.devices.map((d) => d.deviceDnsName);
+      if (hunts) {
+        const { rows, rowCount } = outcome.enrichment.hunting.logons!;
+        expect(rowCount).toBeGreaterThan(0);
+        for (const row of rows) expect(devices).toContain(row.DeviceName);
+      } else {
+        expect(outcome.enrichment.hunting.logons).toBeUndefined();
+        expect(outcome.enrichment.notes.join('\n')).toMatch(
+          /advanced hunting 'logons' failed: .*ThreatHunting\.Read\.All/,
+        );
+      }
       await drainQueue(queues, 'routed-archive');
     },
   );

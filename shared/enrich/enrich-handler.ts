@@ -405,7 +405,7 @@ async function writeBackAll(
     if (claim.delivered.has(marker)) continue;
     // Write-back is a courtesy to the analysts: it never waits for, or spends the last of, the tenant's budget (the event's share of it).
     const defender = incidentApiOf(tenant, deps).withBudgetClass(budgetClassOf(envelope));
-    if (defender.budget.waitTime(tenant.tenantId, defender.budgetClass, 'updateIncident') > 0) {
+    if (defender.budgetWait(tenant.tenantId, 'updateIncident') > 0) {
       const share = defender.budgetClass === 'push' ? 'budget for pushed incidents' : 'API budget';
       log.warn(
         `enrichIncident ${envelope.eventId}: write-back for route ${route.name} skipped: the tenant's ${share} is spent`,

@@ -1,5 +1,6 @@
 import { BudgetSpentError, type BudgetClass } from '../sources/call-budget.js';
-import { HuntingRefusedError, type DefenderClient, type HuntingResult } from '../sources/defender/client.js';
+import { HuntingRefusedError, type HuntingResult } from '../sources/defender/client.js';
+import type { IncidentApiClient } from '../sources/incident-api.js';
 import { describeError } from '../telemetry/redact.js';
 import { PermanentError, RetryableError } from '../errors.js';
 import {
@@ -591,8 +592,8 @@ export interface ApiEnrichmentInput {
 
 export interface ApiEnrichmentDeps {
   /** Its `budgetClass` (default `poll`) says whose share the calls spend: `push` for a pushed incident. */
-  defender: Pick<DefenderClient, 'getIncident' | 'runHuntingQuery' | 'budget'> &
-    Partial<Pick<DefenderClient, 'budgetClass'>>;
+  defender: Pick<IncidentApiClient, 'getIncident' | 'runHuntingQuery' | 'budgetWait'> &
+    Partial<Pick<IncidentApiClient, 'budgetClass'>>;
 }
 
 /** The note for a call not made because the class's share of the tenant's budget is spent. */
@@ -753,7 +754,7 @@ async function runHunting(
   // The client takes the call from the budget itself (and would wait for it): checking that a call
   // is free now, rather than taking one here, keeps an optional query from waiting or counting twice.
   const budgetClass = deps.defender.budgetClass ?? 'poll';
-  if (deps.defender.budget.waitTime(tenant.tenantId, budgetClass, 'runHuntingQuery') > 0) {
+  if (deps.defender.budgetWait(tenant.tenantId, 'runHuntingQuery') > 0) {
     notes.push(`${label} skipped: ${budgetSpent(budgetClass)}`);
     return { called: false };
   }

@@ -138,6 +138,15 @@ export class ApiCaller {
     return this.#calls;
   }
 
+  /**
+   * How long a call of `operation` would wait now for this caller's share of the tenant's budget (0: it
+   * goes at once), counting a 429 hold on the API the service keeps the call's budget under (Graph holds
+   * every /security call together, Defender each API apart).
+   */
+  budgetWait(tenantId: string, operation: string): number {
+    return this.budget.waitTime(tenantId, this.budgetClass, this.#service.budgetApi(apiOf(operation)));
+  }
+
   /** This caller spending another class of the same budget, with the same service, tokens, settings and call counters. */
   withBudgetClass(budgetClass: BudgetClass): ApiCaller {
     const view = new ApiCaller(this.#service, this.#origin ?? '', this.#tokens, {

@@ -13,6 +13,8 @@ export interface IncidentApiClient {
   readonly budget: DefenderCallBudget;
   readonly budgetClass: BudgetClass;
   withBudgetClass(budgetClass: BudgetClass): IncidentApiClient;
+  /** How long a call of `operation` would wait now for this client's share of the tenant's budget (0: at once). */
+  budgetWait(tenantId: string, operation: string): number;
   getIncident(tenant: Tenant, incidentId: number): Promise<DefenderIncident>;
   updateIncident(
     tenant: Tenant,

@@ -176,6 +176,11 @@ export class GraphClient {
     return this.#caller.calls;
   }
 
+  /** How long a call of `operation` would wait now for this client's share of the tenant's budget (0: at once). */
+  budgetWait(tenantId: string, operation: string): number {
+    return this.#caller.budgetWait(tenantId, operation);
+  }
+
   /** This client spending another class of the same budget (same tokens, settings and call counters); views are kept, so this is cheap. */
   withBudgetClass(budgetClass: BudgetClass): GraphClient {
     let view = this.#views.get(budgetClass);

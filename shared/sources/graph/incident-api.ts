@@ -24,6 +24,10 @@ export class GraphIncidentApi {
     return this.graph.budgetClass;
   }
 
+  budgetWait(tenantId: string, operation: string): number {
+    return this.graph.budgetWait(tenantId, operation);
+  }
+
   withBudgetClass(budgetClass: BudgetClass): GraphIncidentApi {
     let view = this.#views.get(budgetClass);
     if (!view) {

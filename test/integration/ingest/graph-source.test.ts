@@ -7,7 +7,7 @@ import { GRAPH_APP_ROLES, GRAPH_RESOURCE } from '../../../local/demo.js';
 import { appSettingsFor, registerDemoTenants } from '../../../local/stack.js';
 import { loadConfig } from '../../../shared/config/config.js';
 import { enrichDependencies, handleIncidentEvent } from '../../../shared/enrich/enrich-handler.js';
-import { loadRoutingRules } from '../../../shared/route/routing.js';
+import { DEFAULT_ROUTE_NAME, loadRoutingRules } from '../../../shared/route/routing.js';
 import { deadLetterQueueOf } from '../../../shared/messages/dead-letter.js';
 import {
   envelopeSchema,
@@ -259,4 +259,43 @@ describe('a tenant whose source is Microsoft Graph', () => {
       await drainQueue(queues, 'routed-archive');
     },
   );
+
+  it("skips write-back and hunting without waiting while Graph holds the tenant's /security calls after a 429, and routes", async () => {
+    const tenantId = await addGraphTenant(6, 'held');
+    await pollTenant(pollRequest(tenantId, 'manual'), services);
+    const event = (await drainEvents()).find((e) => ((e.incident as { alerts?: unknown[] }).alerts ?? []).length > 0);
+    expect(event, 'an incident that holds its alerts (nothing to fetch)').toBeDefined();
+    // Graph's 429 holds every call on /security (one budget API): write-back's PATCH and hunting alike.
+    await services.graph.budget.throttled!(tenantId, 45_000, 'security'); // shorter than the client would wait
+    const table = loadRoutingRules(
+      {
+        destinations: { archive: { type: 'queue', queueName: 'routed-archive' } },
+        rules: [],
+        defaultRoute: {
+          destinations: ['archive'],
+          writeBack: { tag: 'relayed:held' },
+          hunting: [{ name: 'logons', query: 'DeviceLogonEvents | take 5' }],
+        },
+      },
+      { allowedHosts: ['localhost'] },
+    );
+    const partnerApp = stack.world.apps.find((a) => a.multiTenant)!;
+    const callsBefore = stack.graph.stats.for(tenantId, partnerApp.clientId).calls;
+    const started = Date.now();
+    const outcome = await handleIncidentEvent(
+      event!,
+      { ...enrichDependencies(services), routing: () => table },
+      logger,
+    );
+    expect(outcome).toMatchObject({ status: 'routed' });
+    // The client would wait up to a minute for the hold: both were skipped before it, as courtesies are.
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(stack.graph.stats.for(tenantId, partnerApp.clientId).calls).toBe(callsBefore);
+    if (outcome.status === 'routed')
+      expect(outcome.enrichment.notes).toContain("advanced hunting 'logons' skipped: the tenant's API budget is spent");
+    expect(logs.join('\n')).toContain(
+      `write-back for route ${DEFAULT_ROUTE_NAME} skipped: the tenant's API budget is spent`,
+    );
+    await drainQueue(queues, 'routed-archive');
+  });
 });

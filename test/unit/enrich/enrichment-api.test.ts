@@ -44,8 +44,12 @@ function scriptedDefender(
   options: { incidents?: Record<number, unknown | Error>; hunting?: HuntingResult | Error; budget?: CallBudget } = {},
 ) {
   const log: string[] = [];
+  const budget = options.budget ?? new CallBudget();
   const defender: ApiEnrichmentDeps['defender'] = {
-    budget: options.budget ?? new CallBudget(),
+    // As the clients do: the wait for the share of the budget its class spends (a spread can change the class).
+    budgetWait(tenantId) {
+      return budget.waitTime(tenantId, this.budgetClass ?? 'poll');
+    },
     async getIncident(_tenant, incidentId) {
       log.push(`getIncident ${incidentId}`);
       const answer = options.incidents?.[incidentId];

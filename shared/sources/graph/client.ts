@@ -26,9 +26,10 @@ import type { HuntingResult } from '../defender/client.js';
  * The Microsoft Graph security incidents API (`/v1.0/security/incidents`; microsoftgraph/microsoft-graph-docs-contrib
  * api-reference/v1.0/api/security-list-incidents.md, security-incident-get.md, security-incident-update.md,
  * security-incident-post-comments.md): list with $filter/$top/$expand, following `@odata.nextLink`; get;
- * update; comment; and advanced hunting (security-security-runhuntingquery.md). Calls go through `ApiCaller` (api-call.ts), as the Defender client's do: the tenant's
- * budget under the client's class, retries with back-off and jitter, 429 with Retry-After, one token
- * renewal on 401, failures naming the tenant and the call.
+ * update; comment; and advanced hunting (security-security-runhuntingquery.md). Calls go through
+ * `ApiCaller` (api-call.ts), as the Defender client's do: the tenant's budget under the client's class,
+ * retries with back-off and jitter, 429 with Retry-After, one token renewal on 401, failures naming the
+ * tenant and the call.
  *
  * The tenant's token goes to the configured Graph origin only: a nextLink is followed only to the
  * incidents collection there, redirects are never followed, and an incident id in a path is digits only.

@@ -217,13 +217,20 @@ describe('a tenant whose source is Microsoft Graph', () => {
     async ({ roles, hunts }) => {
       const tenantId = await addGraphTenant(12, `hunting-${hunts}`, roles);
       await pollTenant(pollRequest(tenantId, 'manual'), services);
-      const event = (await drainEvents()).find((e) => {
-        const evidence = ((e.incident as unknown as GraphIncident).alerts ?? []).flatMap(
-          (a) => (a as { evidence?: { '@odata.type'?: string }[] }).evidence ?? [],
+      // DeviceLogonEvents holds a row per device and user of an alert: an incident with an alert that has both.
+      const hasLogons = (alert: unknown) => {
+        const types = ((alert as { evidence?: { '@odata.type'?: string }[] }).evidence ?? []).map(
+          (v) => v['@odata.type'],
         );
-        return evidence.some((v) => v['@odata.type'] === '#microsoft.graph.security.deviceEvidence');
-      });
-      expect(event, 'an incident with a device').toBeDefined();
+        return (
+          types.includes('#microsoft.graph.security.deviceEvidence') &&
+          types.includes('#microsoft.graph.security.userEvidence')
+        );
+      };
+      const event = (await drainEvents()).find((e) =>
+        ((e.incident as { alerts?: unknown[] }).alerts ?? []).some(hasLogons),
+      );
+      expect(event, 'an incident with an alert on a device and a user').toBeDefined();
       const table = loadRoutingRules(
         {
           destinations: { archive: { type: 'queue', queueName: 'routed-archive' } },

@@ -338,9 +338,19 @@ export class SharedCallBudget {
   }
 }
 
-/** How long the API stays blocked for the tenant (0 when no API is named or it is not blocked). */
+/**
+ * How long the API stays blocked for the tenant (0 when no API is named or it is not blocked). An API
+ * named as a path is blocked by a hold on any of its parents too: Graph's `security/runHuntingQuery` by
+ * a hold on all of `security`, while a hold on it alone leaves the rest of `security` free.
+ */
 function blockedFor(state: TenantState, api: string | undefined, now: number): number {
-  return api === undefined ? 0 : Math.max(0, (state.blocked.get(api) ?? 0) - now);
+  if (api === undefined) return 0;
+  let until = 0;
+  for (let end = api.indexOf('/'); ; end = api.indexOf('/', end + 1)) {
+    until = Math.max(until, state.blocked.get(end < 0 ? api : api.slice(0, end)) ?? 0);
+    if (end < 0) break;
+  }
+  return Math.max(0, until - now);
 }
 
 function addTo(slots: Map<number, number[]>, slot: number, budgetClass: BudgetClass, calls: number): void {

@@ -98,7 +98,12 @@ const INCIDENT_ID = /^[0-9]{1,19}$/;
 
 /**
  * Graph as `ApiCaller` calls it. Its limit counts every request on /security together, so a 429 holds
- * back all of the tenant's Graph calls (one budget API, `security`).
+ * back all of the tenant's Graph calls (one budget API, `security`), but for advanced hunting's: its 429
+ * is also the tenant's hunting quota, "blocked ... until after the next 15-minute cycle"
+ * (api-reference/v1.0/resources/security-api-overview.md, "Advanced hunting"), which must not stop the
+ * tenant's incidents being read: hunting's budget API is `security/runHuntingQuery`, held by its own 429s
+ * and by any hold on `security` (shared-budget.ts), while its own holds leave the rest of `security` free.
+ * A hunting 429 that was the request rate after all costs the listing one 429 of its own, which holds it.
  *
  * `Prefer: include-unknown-enum-members`: without it Graph writes the members of an evolvable enum
  * added after `unknownFutureValue` (an incident's `awaitingAction` status, alerts' newer service
@@ -110,7 +115,7 @@ const GRAPH: ApiService = {
   name: 'Microsoft Graph',
   headers: { prefer: 'include-unknown-enum-members' },
   redirect: 'manual',
-  budgetApi: () => 'security',
+  budgetApi: (api) => (api === 'runHuntingQuery' ? 'security/runHuntingQuery' : 'security'),
   parseError,
   // Graph says its wait in Retry-After only (concepts/throttling.md); its body says "Please retry again later."
   retryAfterMs: (headers, _error, now) => retryAfterHeader(headers.get('retry-after'), now),

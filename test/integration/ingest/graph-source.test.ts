@@ -305,4 +305,48 @@ describe('a tenant whose source is Microsoft Graph', () => {
     );
     await drainQueue(queues, 'routed-archive');
   });
+
+  it("holds only hunting when the tenant's hunting CPU quota is spent: the next event's query is skipped unsent, polling goes on", async () => {
+    const tenantId = await addGraphTenant(6, 'hunting-quota');
+    await pollTenant(pollRequest(tenantId, 'manual'), services);
+    const [first, second] = (await drainEvents()).filter(
+      (e) => ((e.incident as { alerts?: unknown[] }).alerts ?? []).length > 0,
+    );
+    expect(second, 'two incidents that hold their alerts').toBeDefined();
+    // Graph answers a spent quota 429 with the wait to the next 15-minute cycle (security-api-overview.md).
+    // Cycles follow the clock: one about to end would free the quota (and give a wait the client waits out).
+    const cycleLeft = Date.parse(stack.graph.hunting.state(tenantId).cycleEndsAt) - Date.now();
+    if (cycleLeft < 75_000) await new Promise((r) => setTimeout(r, cycleLeft + 1_000));
+    stack.graph.hunting.configure(tenantId, { quotaSpent: true });
+    const table = loadRoutingRules(
+      {
+        destinations: { archive: { type: 'queue', queueName: 'routed-archive' } },
+        rules: [],
+        defaultRoute: { destinations: ['archive'], hunting: [{ name: 'logons', query: 'DeviceLogonEvents | take 5' }] },
+      },
+      { allowedHosts: ['localhost'] },
+    );
+    const deps = { ...enrichDependencies(services), routing: () => table };
+    const partnerApp = stack.world.apps.find((a) => a.multiTenant)!;
+    const calls = () => stack.graph.stats.for(tenantId, partnerApp.clientId).byEndpoint;
+
+    const refused = await handleIncidentEvent(first!, deps, logger);
+    expect(refused).toMatchObject({ status: 'routed' });
+    if (refused.status === 'routed')
+      expect(refused.enrichment.notes.join('\n')).toMatch(
+        /advanced hunting 'logons' failed for now .*throttled the call \(429\)/,
+      );
+    const skipped = await handleIncidentEvent(second!, deps, logger);
+    if (skipped.status === 'routed')
+      expect(skipped.enrichment.notes).toContain("advanced hunting 'logons' skipped: the tenant's API budget is spent");
+    expect(calls().runHuntingQuery).toBe(1);
+
+    // The incidents are still read: the hold is hunting's, not every /security call's for fifteen minutes.
+    const listedBefore = calls().listIncidents ?? 0;
+    const started = Date.now();
+    expect(await pollTenant(pollRequest(tenantId, 'manual'), services)).toMatchObject({ status: 'polled' });
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(calls().listIncidents).toBe(listedBefore + 1);
+    await drainQueue(queues, 'routed-archive');
+  }, 120_000);
 });

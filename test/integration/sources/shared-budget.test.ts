@@ -117,6 +117,22 @@ describe('the Defender call budget shared by instances', () => {
     await other.take('99999999-2222-3333-4444-555555555555', 0, 'poll', 'listIncidents');
   });
 
+  it('holds an API named as a path by its own 429s and by a hold on any parent; its own hold leaves the parent free', async () => {
+    const client = table();
+    const one = new SharedCallBudget(client, { limits });
+    const other = new SharedCallBudget(client, { limits });
+    // Graph: advanced hunting's quota 429 holds hunting only; a 429 on /security holds hunting too.
+    await one.throttled(TENANT, 30_000, 'security/runHuntingQuery');
+    expect(await refusal(other.take(TENANT, 0, 'poll', 'security/runHuntingQuery'))).toBeInstanceOf(BudgetSpentError);
+    expect(other.waitTime(TENANT, 'poll', 'security/runHuntingQuery')).toBeGreaterThan(25_000);
+    await other.take(TENANT, 0, 'poll', 'security');
+    const tenant2 = '99999999-2222-3333-4444-555555555556';
+    await one.throttled(tenant2, 30_000, 'security');
+    expect(await refusal(other.take(tenant2, 0, 'poll', 'security/runHuntingQuery'))).toBeInstanceOf(BudgetSpentError);
+    // A name that only begins like another is not its child.
+    await other.take(tenant2, 0, 'poll', 'securityX');
+  });
+
   it("keeps services apart: Microsoft Graph's calls have a row of their own, its limits and its name", async () => {
     await atSlotStart();
     const client = table();

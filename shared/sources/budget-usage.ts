@@ -5,14 +5,19 @@ import { BUDGET_ROWS, SLOT_MS } from './shared-budget.js';
 
 /**
  * How much of each tenant's call budgets (Defender's, Graph's) all instances used in the last minute
- * and hour, read from the shared budget's counts (`shared-budget.ts`: one entity per tenant and
- * service, `slots` = JSON of slot number → calls per class). For people, not for deciding calls: one
- * query for every tenant.
+ * and hour, and which of its calls are held back after a 429, read from the shared budget (`shared-budget.ts`:
+ * one entity per tenant and service, `slots` = JSON of slot number → calls per class, `blocked` = JSON of
+ * budget API → until when). For people, not for deciding calls: one query for every tenant.
  */
 export interface BudgetUsage {
   lastMinute: number;
   lastHour: number;
   limits: BudgetRate;
+  /**
+   * The tenant's calls the service is holding back after a 429, until its Retry-After: the budget API
+   * held (Defender's `listIncidents`…, Graph's `security`, or hunting alone, `security/runHuntingQuery`).
+   */
+  held: { api: string; until: string }[];
 }
 
 const MINUTE_MS = 60_000;
@@ -28,13 +33,13 @@ export async function readBudgetUsage(table: TableClient, now = Date.now()): Pro
   const usage = new Map<string, TenantBudgetUsage>();
   const filter = [...SERVICE_OF_ROW.keys()].map((row) => `RowKey eq '${row}'`).join(' or ');
   try {
-    for await (const entity of table.listEntities<{ slots?: string }>({
-      queryOptions: { filter, select: ['PartitionKey', 'RowKey', 'slots'] },
+    for await (const entity of table.listEntities<{ slots?: string; blocked?: string }>({
+      queryOptions: { filter, select: ['PartitionKey', 'RowKey', 'slots', 'blocked'] },
     })) {
       const service = SERVICE_OF_ROW.get(entity.rowKey!)!;
       usage.set(entity.partitionKey!, {
         ...usage.get(entity.partitionKey!),
-        [service]: usageOf(entity.slots, now, LIMITS[service]),
+        [service]: usageOf(entity.slots, now, LIMITS[service], entity.blocked),
       });
     }
   } catch (err) {
@@ -44,9 +49,17 @@ export async function readBudgetUsage(table: TableClient, now = Date.now()): Pro
   return usage;
 }
 
-/** Calls counted in slots that end within the window (a call counts at the end of its slot, as the budget counts it). */
-export function usageOf(slotsJson: string | undefined, now: number, limits: BudgetRate = DEFAULT_BUDGET): BudgetUsage {
-  const usage: BudgetUsage = { lastMinute: 0, lastHour: 0, limits };
+/**
+ * Calls counted in slots that end within the window (a call counts at the end of its slot, as the budget
+ * counts it), and the holds that have not run out yet.
+ */
+export function usageOf(
+  slotsJson: string | undefined,
+  now: number,
+  limits: BudgetRate = DEFAULT_BUDGET,
+  blockedJson?: string,
+): BudgetUsage {
+  const usage: BudgetUsage = { lastMinute: 0, lastHour: 0, limits, held: heldOf(blockedJson, now) };
   let slots: unknown;
   try {
     slots = JSON.parse(slotsJson ?? '{}');
@@ -62,4 +75,19 @@ export function usageOf(slotsJson: string | undefined, now: number, limits: Budg
     if (endsAt > now - MINUTE_MS) usage.lastMinute += calls;
   }
   return usage;
+}
+
+/** The holds of a `blocked` JSON still running at `now`, soonest end first; anything unreadable holds nothing. */
+function heldOf(blockedJson: string | undefined, now: number): BudgetUsage['held'] {
+  let blocked: unknown;
+  try {
+    blocked = JSON.parse(blockedJson ?? '{}');
+  } catch {
+    return [];
+  }
+  if (typeof blocked !== 'object' || blocked === null) return [];
+  return Object.entries(blocked)
+    .filter((entry): entry is [string, number] => typeof entry[1] === 'number' && entry[1] > now)
+    .sort(([, a], [, b]) => a - b)
+    .map(([api, until]) => ({ api, until: new Date(until).toISOString() }));
 }

@@ -121,7 +121,11 @@ function tenantRow(t: TenantRow): Markup {
 
 function budget(usage?: BudgetUsage): Markup {
   if (!usage) return markup`<span class="muted">no calls</span>`;
-  return markup`${usage.lastMinute}/${usage.limits.perMinute}, ${usage.lastHour}/${usage.limits.perHour}`;
+  // Held after a 429: the API, and until when (UTC), as the shared budget holds every instance.
+  const held = usage.held.map(
+    (h) => markup`<br><span class="bad" data-field="held">held: ${h.api} until ${h.until.slice(11, 19)}Z</span>`,
+  );
+  return markup`${usage.lastMinute}/${usage.limits.perMinute}, ${usage.lastHour}/${usage.limits.perHour}${held}`;
 }
 
 function queuesTable(queues: QueueDepth[]): Markup {

@@ -7,7 +7,8 @@ import { startAzurite, type RunningAzurite } from '../../../local/azurite.js';
 import { appSettingsFor, registerDemoTenants } from '../../../local/stack.js';
 import { usageOf } from '../../../shared/sources/budget-usage.js';
 import { encodeMessage } from '../../../shared/storage/queues.js';
-import { SLOT_MS } from '../../../shared/sources/shared-budget.js';
+import { CALL_BUDGET_TABLE, SharedCallBudget, SLOT_MS } from '../../../shared/sources/shared-budget.js';
+import { GRAPH_BUDGET } from '../../../shared/sources/graph/client.js';
 import { pollIntervalOf } from '../../../shared/status/status-report.js';
 import { TENANT_STATUS_TABLE, TenantStatusStore } from '../../../shared/tenants/tenant-status.js';
 import { startTestStandIns, type TestStandIns } from '../../support/stand-ins.js';
@@ -108,6 +109,29 @@ describe('status page', () => {
     expect(html).not.toMatch(/<script/i);
   });
 
+  it("shows the calls a tenant's API is holding back after a 429, and until when, beside its budget", async () => {
+    const woodgrove = stack.world.tenants.find((t) => t.source === 'graph')!;
+    const budgetTable = TableClient.fromConnectionString(azurite.connectionString, CALL_BUDGET_TABLE, {
+      allowInsecureConnection: true,
+    });
+    await budgetTable.createTable();
+    // Graph's hunting quota spent: hunting is held for ten minutes, the tenant's other calls are not.
+    const until = Date.now() + 600_000;
+    await new SharedCallBudget(budgetTable, { limits: GRAPH_BUDGET }).throttled(
+      woodgrove.tenantId,
+      600_000,
+      'security/runHuntingQuery',
+    );
+    const html = (await call()).body!;
+    const row = html.split(`data-tenant-id="${woodgrove.tenantId}"`)[1]!.split('</tr>')[0]!;
+    const held = /data-field="held">held: security\/runHuntingQuery until (\d\d:\d\d:\d\d)Z</.exec(row);
+    expect(held, row).not.toBeNull();
+    expect(Math.abs(Date.parse(`${new Date(until).toISOString().slice(0, 11)}${held![1]}Z`) - until)).toBeLessThan(
+      5_000,
+    );
+    expect(row).toMatch(/data-field="budget">\d+\/135, \d+\/8000</);
+  });
+
   it('lists queue depths and the dead letters, escaping what came from outside, and never a secret', async () => {
     await deadLetterQueue().createIfNotExists();
     await queues.getQueueClient('incidents-poison').createIfNotExists();
@@ -204,5 +228,17 @@ describe('status page figures', () => {
     });
     expect(usageOf('{"1":"x"}', now)).toMatchObject({ lastMinute: 0, lastHour: 0 });
     expect(usageOf('not json', now)).toMatchObject({ lastMinute: 0, lastHour: 0 });
+    // Holds still running, soonest end first; one that ran out, or is not a time, holds nothing.
+    const blocked = JSON.stringify({
+      listIncidents: now + 90_000,
+      getIncident: now - 1,
+      security: now + 30_000,
+      x: 'y',
+    });
+    expect(usageOf('{}', now, undefined, blocked).held).toEqual([
+      { api: 'security', until: new Date(now + 30_000).toISOString() },
+      { api: 'listIncidents', until: new Date(now + 90_000).toISOString() },
+    ]);
+    expect(usageOf('{}', now, undefined, 'not json').held).toEqual([]);
   });
 });

@@ -12,7 +12,7 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import { deadLetter } from '../../shared/messages/dead-letter.js';
 import { DELIVERY_LOG_TABLE } from '../../shared/route/delivery-log.js';
 import type { RoutedMessage } from '../../shared/route/destinations/types.js';
-import { envelopeFor } from '../../shared/messages/events.js';
+import { envelopeFor, EVENT_SCHEMA } from '../../shared/messages/events.js';
 import { MessageSender } from '../../shared/storage/queues.js';
 import { pushSignatureHeader } from '../../shared/api/webhook-signature.js';
 import { queueDepth, waitForFlowSettled } from '../support/flow-tally.js';
@@ -171,11 +171,15 @@ describe('npm start', () => {
     const queues = QueueServiceClient.fromConnectionString(cs);
     const depth = async (q: string) => (await queues.getQueueClient(q).getProperties()).approximateMessagesCount ?? 0;
     // An event already routed, dead-lettered as a destination outage would have left it.
-    const [peeked] = (await queues.getQueueClient('routed-archive').peekMessages()).peekedMessageItems;
-    const routed = JSON.parse(Buffer.from(peeked!.messageText, 'base64').toString('utf8')) as RoutedMessage;
+    // A routed Defender incident (v1, not claim-checked), whichever tenant's message comes first.
+    const { peekedMessageItems } = await queues.getQueueClient('routed-archive').peekMessages({ numberOfMessages: 32 });
+    const routed = peekedMessageItems
+      .map((m) => JSON.parse(Buffer.from(m.messageText, 'base64').toString('utf8')) as RoutedMessage)
+      .find((m) => m.schema === EVENT_SCHEMA && m.incident !== undefined);
+    expect(routed, 'a routed Defender incident among the first 32').toBeDefined();
     const event = envelopeFor(
-      routed.tenantId,
-      routed.incident as { incidentId: number; lastUpdateTime: string },
+      routed!.tenantId,
+      routed!.incident as { incidentId: number; lastUpdateTime: string },
       'poll',
     );
     await deadLetter(
@@ -189,7 +193,7 @@ describe('npm start', () => {
     const res = await fetch(`${info.host}/api/replay`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ source: 'deadletter', tenantId: routed.tenantId }),
+      body: JSON.stringify({ source: 'deadletter', tenantId: routed!.tenantId }),
     });
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ moved: 1, refused: [] });

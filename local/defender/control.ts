@@ -2,7 +2,7 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import * as z from 'zod';
 import type { FaultBoard } from '../common/faults.js';
 import { generateIncidents } from './generator.js';
-import type { HuntingQuota } from './hunting-quota.js';
+import { huntingSettingsSchema, type HuntingQuota } from './hunting-quota.js';
 import type { RateLimiter } from './rate-limiter.js';
 import type { CallStats } from './stats.js';
 import type { IncidentStore } from './store.js';
@@ -73,13 +73,6 @@ const faultSpec = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('malformed') }),
   z.strictObject({ kind: z.literal('outage') }),
 ]);
-const huntingSettings = z.strictObject({
-  cpuSecondsPerCycle: z.number().positive().max(1_000_000).optional(),
-  quotaSpent: z.literal(true).optional(),
-  nextQueries: z
-    .strictObject({ runSeconds: z.number().min(0).max(86_400), count: z.number().int().min(1).max(10_000).optional() })
-    .optional(),
-});
 const faultTarget = z.enum(['defender', 'entra', 'keyvault']);
 const pagingChurn = z.strictObject({
   perPage: z.number().int().min(1).max(100),
@@ -220,7 +213,7 @@ export function createControlRouter(deps: ControlDependencies): express.Router {
   router.patch('/tenants/:tenantId/hunting', (req, res) => {
     const tenantId = String(req.params.tenantId);
     requireTenant(tenantId);
-    res.json(deps.hunting.configure(tenantId, parse(huntingSettings, req.body, 'hunting settings')));
+    res.json(deps.hunting.configure(tenantId, parse(huntingSettingsSchema, req.body, 'hunting settings')));
   });
 
   router.delete('/tenants/:tenantId/hunting', (req, res) => {

@@ -1,3 +1,4 @@
+import * as z from 'zod';
 import { DefenderApiError } from './errors.js';
 
 /**
@@ -33,6 +34,15 @@ export interface HuntingSettings {
   /** The next `count` (default 1) queries that run take `runSeconds` each; over three minutes they time out. */
   nextQueries?: { runSeconds: number; count?: number };
 }
+
+/** A control surface's body for `configure` (the Defender and Graph stand-ins' `PATCH …/hunting`): bounded, nothing else. */
+export const huntingSettingsSchema = z.strictObject({
+  cpuSecondsPerCycle: z.number().positive().max(1_000_000).optional(),
+  quotaSpent: z.literal(true).optional(),
+  nextQueries: z
+    .strictObject({ runSeconds: z.number().min(0).max(86_400), count: z.number().int().min(1).max(10_000).optional() })
+    .optional(),
+});
 
 export interface HuntingState {
   tenantId: string;

@@ -1,7 +1,7 @@
 import express, { type NextFunction, type Request, type Response } from 'express';
 import * as z from 'zod';
 import type { FaultBoard } from '../common/faults.js';
-import type { HuntingQuota } from '../defender/hunting-quota.js';
+import { huntingSettingsSchema, type HuntingQuota } from '../defender/hunting-quota.js';
 import type { Incident as DefenderIncident } from '../defender/types.js';
 import { formatTimestamp, parseTimestamp, ticksFromMs } from '../defender/timestamps.js';
 import { GRAPH_FAULT_TARGET } from './api.js';
@@ -101,14 +101,6 @@ const faultBody = z.strictObject({
   spec: faultSpec,
   times: z.number().int().positive().optional(),
   pathContains: z.string().min(1).optional(),
-});
-/** As the Defender stand-in's (local/defender/control.ts): the quota is the same model. */
-const huntingSettings = z.strictObject({
-  cpuSecondsPerCycle: z.number().positive().max(1_000_000).optional(),
-  quotaSpent: z.literal(true).optional(),
-  nextQueries: z
-    .strictObject({ runSeconds: z.number().min(0).max(86_400), count: z.number().int().min(1).max(10_000).optional() })
-    .optional(),
 });
 const throttleBody = z.strictObject({
   perAppPerTenantPerMinute: z.number().int().min(1).max(1_000_000).optional(),
@@ -234,7 +226,7 @@ export function createControlRouter(deps: ControlDependencies): express.Router {
 
   router.patch('/tenants/:tenantId/hunting', (req, res) => {
     const tenantId = tenantOf(req);
-    res.json(deps.hunting.configure(tenantId, parse(huntingSettings, req.body, 'hunting settings')));
+    res.json(deps.hunting.configure(tenantId, parse(huntingSettingsSchema, req.body, 'hunting settings')));
   });
 
   router.delete('/tenants/:tenantId/hunting', (req, res) => {

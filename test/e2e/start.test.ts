@@ -11,13 +11,11 @@ import { stackTlsEnv, writeStackTls } from '../../local/stack-tls.js';
 import { BlobServiceClient } from '@azure/storage-blob';
 import { deadLetter } from '../../shared/messages/dead-letter.js';
 import { DELIVERY_LOG_TABLE } from '../../shared/route/delivery-log.js';
-import type { RoutedMessage } from '../../shared/route/destinations/types.js';
-import { envelopeFor, EVENT_SCHEMA } from '../../shared/messages/events.js';
 import { MessageSender } from '../../shared/storage/queues.js';
 import { pushSignatureHeader } from '../../shared/api/webhook-signature.js';
 import { queueDepth, waitForFlowSettled } from '../support/flow-tally.js';
 import { schemaProblems } from '../support/published-schemas.js';
-import { drainQueue } from '../support/queues.js';
+import { drainQueue, routedDefenderEvent } from '../support/queues.js';
 import { startLocalStack, type StartedStack } from '../support/start-process.js';
 import { DEFENDER_DOCS_LIST_EXAMPLE } from '../support/webhook-payloads.js';
 
@@ -171,21 +169,12 @@ describe('npm start', () => {
     const queues = QueueServiceClient.fromConnectionString(cs);
     const depth = async (q: string) => (await queues.getQueueClient(q).getProperties()).approximateMessagesCount ?? 0;
     // An event already routed, dead-lettered as a destination outage would have left it.
-    // A routed Defender incident (v1, not claim-checked), whichever tenant's message comes first.
-    const { peekedMessageItems } = await queues.getQueueClient('routed-archive').peekMessages({ numberOfMessages: 32 });
-    const routed = peekedMessageItems
-      .map((m) => JSON.parse(Buffer.from(m.messageText, 'base64').toString('utf8')) as RoutedMessage)
-      .find((m) => m.schema === EVENT_SCHEMA && m.incident !== undefined);
-    expect(routed, 'a routed Defender incident among the first 32').toBeDefined();
-    const event = envelopeFor(
-      routed!.tenantId,
-      routed!.incident as { incidentId: number; lastUpdateTime: string },
-      'poll',
-    );
+    const event = await routedDefenderEvent(queues, 'routed-archive');
+    expect(event, 'a routed Defender incident among the first 32').toBeDefined();
     await deadLetter(
       new MessageSender(queues, async () => BlobServiceClient.fromConnectionString(cs)),
       'incidents',
-      event,
+      event!,
       'e2e: a destination was down',
     );
     const routedBefore = await Promise.all(info.queues.routed.map(depth));
@@ -193,7 +182,7 @@ describe('npm start', () => {
     const res = await fetch(`${info.host}/api/replay`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ source: 'deadletter', tenantId: routed!.tenantId }),
+      body: JSON.stringify({ source: 'deadletter', tenantId: event!.tenantId }),
     });
     expect(res.status).toBe(200);
     expect(await res.json()).toMatchObject({ moved: 1, refused: [] });

@@ -10,12 +10,11 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import type { StackInfo } from '../../local/stack.js';
 import { stackTlsEnv, writeStackTls } from '../../local/stack-tls.js';
 import { deadLetter } from '../../shared/messages/dead-letter.js';
-import type { RoutedMessage } from '../../shared/route/destinations/types.js';
-import { envelopeFor, EVENT_SCHEMA } from '../../shared/messages/events.js';
 import { MessageSender } from '../../shared/storage/queues.js';
 import { TENANT_STATUS_TABLE } from '../../shared/tenants/tenant-status.js';
 import { browserRequired, chromiumPath, launchChromium } from '../support/browser.js';
 import { waitForFlowSettled } from '../support/flow-tally.js';
+import { routedDefenderEvent } from '../support/queues.js';
 import { startLocalStack } from '../support/start-process.js';
 
 /**
@@ -117,26 +116,17 @@ describe.runIf(chromiumPath || browserRequired)('status page in Chromium, agains
 
   it('lists a dead letter with its reason, and its replay button moves it back onto incidents', async () => {
     const cs = info.storage.connectionString;
-    // A routed Defender incident (v1, not claim-checked): the event it came from is made again from it.
-    const { peekedMessageItems } = await queues.getQueueClient('routed-archive').peekMessages({ numberOfMessages: 32 });
-    const routed = peekedMessageItems
-      .map((m) => JSON.parse(Buffer.from(m.messageText, 'base64').toString('utf8')) as RoutedMessage)
-      .find((m) => m.schema === EVENT_SCHEMA && m.incident !== undefined);
-    expect(routed, 'a routed Defender incident among the first 32').toBeDefined();
-    const event = envelopeFor(
-      routed!.tenantId,
-      routed!.incident as { incidentId: number; lastUpdateTime: string },
-      'poll',
-    );
+    const event = await routedDefenderEvent(queues, 'routed-archive');
+    expect(event, 'a routed Defender incident among the first 32').toBeDefined();
     const sender = new MessageSender(queues, async () => BlobServiceClient.fromConnectionString(cs));
-    await deadLetter(sender, 'incidents', event, 'browser test: the SIEM answered 503 for an hour');
+    await deadLetter(sender, 'incidents', event!, 'browser test: the SIEM answered 503 for an hour');
 
     await page.goto(`${info.host}/api/status`);
     expect(await cell('tr[data-queue="incidents-deadletter"] td.n')).toBe('1');
     const deadLetters = page.locator('#dead-letters tbody tr');
     expect(await deadLetters.count()).toBe(1);
     expect(await deadLetters.first().innerText()).toContain('the SIEM answered 503 for an hour');
-    expect(await deadLetters.first().innerText()).toContain(event.eventId);
+    expect(await deadLetters.first().innerText()).toContain(event!.eventId);
     mkdirSync(join(repo, 'reports'), { recursive: true });
     await page.screenshot({ path: SCREENSHOT, fullPage: true });
 

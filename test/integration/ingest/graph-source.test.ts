@@ -51,6 +51,23 @@ describe('a tenant whose source is Microsoft Graph', () => {
   });
 
   const drainEvents = async () => (await drainQueue(queues, QUEUE_NAMES.incidents)) as IncidentEnvelope[];
+  /** The multi-tenant (partner) app the Graph tenants here consent to. */
+  const partnerApp = () => stack.world.apps.find((a) => a.multiTenant)!;
+  /** What the Graph stand-in counted of the partner app's calls for the tenant. */
+  const graphCalls = (tenantId: string) => stack.graph.stats.for(tenantId, partnerApp().clientId);
+
+  /** The enricher, routing every event to the archive queue with the default route's `writeBack` and `hunting`. */
+  function archivingWith(defaultRoute: { writeBack?: object; hunting?: object[] }) {
+    const table = loadRoutingRules(
+      {
+        destinations: { archive: { type: 'queue', queueName: 'routed-archive' } },
+        rules: [],
+        defaultRoute: { destinations: ['archive'], ...defaultRoute },
+      },
+      { allowedHosts: ['localhost'] },
+    );
+    return { ...enrichDependencies(services), routing: () => table };
+  }
 
   /**
    * A partner-context tenant that granted Graph permissions only (`roles`, the demo's by default), holding
@@ -58,9 +75,8 @@ describe('a tenant whose source is Microsoft Graph', () => {
    */
   async function addGraphTenant(count: number, seed: string, roles = GRAPH_APP_ROLES): Promise<string> {
     const tenantId = randomUUID();
-    const partnerApp = stack.world.apps.find((a) => a.multiTenant)!;
     stack.entra.registry.addTenant({ tenantId, displayName: `Graph ${seed}` });
-    stack.entra.registry.grantAppPermissions(tenantId, partnerApp.clientId, GRAPH_RESOURCE, roles);
+    stack.entra.registry.grantAppPermissions(tenantId, partnerApp().clientId, GRAPH_RESOURCE, roles);
     stack.graph.store.provisionTenant(tenantId, `Graph ${seed}`);
     const { incidents, huntingSource } = generateGraphTenant({
       tenantId,
@@ -75,7 +91,7 @@ describe('a tenant whose source is Microsoft Graph', () => {
       displayName: `Graph ${seed}`,
       context: 'partner',
       source: 'graph',
-      clientId: partnerApp.clientId,
+      clientId: partnerApp().clientId,
       credential: { kind: 'secret', secretName: 'partner-app-client-secret' },
     });
     return tenantId;
@@ -181,15 +197,7 @@ describe('a tenant whose source is Microsoft Graph', () => {
       await pollTenant(pollRequest(tenantId, 'manual'), services);
       const [event] = (await drainEvents()).filter((e) => (e.incident as { status?: string }).status !== 'resolved');
       expect(event).toBeDefined();
-      const table = loadRoutingRules(
-        {
-          destinations: { archive: { type: 'queue', queueName: 'routed-archive' } },
-          rules: [],
-          defaultRoute: { destinations: ['archive'], writeBack },
-        },
-        { allowedHosts: ['localhost'] },
-      );
-      const deps = { ...enrichDependencies(services), routing: () => table };
+      const deps = archivingWith({ writeBack });
       expect(await handleIncidentEvent(event, deps, logger)).toMatchObject({ status: 'routed' });
       const written = stack.graph.store.list(tenantId).find((i) => i.id === String(event!.incidentId))!;
       expect(shows(written).join('\n')).toContain(
@@ -231,27 +239,14 @@ describe('a tenant whose source is Microsoft Graph', () => {
         ((e.incident as { alerts?: unknown[] }).alerts ?? []).some(hasLogons),
       );
       expect(event, 'an incident with an alert on a device and a user').toBeDefined();
-      const table = loadRoutingRules(
-        {
-          destinations: { archive: { type: 'queue', queueName: 'routed-archive' } },
-          rules: [],
-          defaultRoute: {
-            destinations: ['archive'],
-            hunting: [{ name: 'logons', query: 'DeviceLogonEvents | where DeviceName in ({deviceNames}) | take 50' }],
-          },
-        },
-        { allowedHosts: ['localhost'] },
-      );
-      const outcome = await handleIncidentEvent(
-        event!,
-        { ...enrichDependencies(services), routing: () => table },
-        logger,
-      );
+      const deps = archivingWith({
+        hunting: [{ name: 'logons', query: 'DeviceLogonEvents | where DeviceName in ({deviceNames}) | take 50' }],
+      });
+      const outcome = await handleIncidentEvent(event!, deps, logger);
       expect(outcome).toMatchObject({ status: 'routed' });
       if (outcome.status !== 'routed') return;
       // One query, sent once (a refusal is not retried).
-      const partnerApp = stack.world.apps.find((a) => a.multiTenant)!;
-      expect(stack.graph.stats.for(tenantId, partnerApp.clientId).byEndpoint.runHuntingQuery).toBe(1);
+      expect(graphCalls(tenantId).byEndpoint.runHuntingQuery).toBe(1);
       const devices = outcome.enrichment.entities.devices.map((d) => d.deviceDnsName);
       if (hunts) {
         const { rows, rowCount } = outcome.enrichment.hunting.logons!;
@@ -274,30 +269,17 @@ describe('a tenant whose source is Microsoft Graph', () => {
     expect(event, 'an incident that holds its alerts (nothing to fetch)').toBeDefined();
     // Graph's 429 holds every call on /security (one budget API): write-back's PATCH and hunting alike.
     await services.graph.budget.throttled!(tenantId, 45_000, 'security'); // shorter than the client would wait
-    const table = loadRoutingRules(
-      {
-        destinations: { archive: { type: 'queue', queueName: 'routed-archive' } },
-        rules: [],
-        defaultRoute: {
-          destinations: ['archive'],
-          writeBack: { tag: 'relayed:held' },
-          hunting: [{ name: 'logons', query: 'DeviceLogonEvents | take 5' }],
-        },
-      },
-      { allowedHosts: ['localhost'] },
-    );
-    const partnerApp = stack.world.apps.find((a) => a.multiTenant)!;
-    const callsBefore = stack.graph.stats.for(tenantId, partnerApp.clientId).calls;
+    const deps = archivingWith({
+      writeBack: { tag: 'relayed:held' },
+      hunting: [{ name: 'logons', query: 'DeviceLogonEvents | take 5' }],
+    });
+    const callsBefore = graphCalls(tenantId).calls;
     const started = Date.now();
-    const outcome = await handleIncidentEvent(
-      event!,
-      { ...enrichDependencies(services), routing: () => table },
-      logger,
-    );
+    const outcome = await handleIncidentEvent(event!, deps, logger);
     expect(outcome).toMatchObject({ status: 'routed' });
     // The client would wait up to a minute for the hold: both were skipped before it, as courtesies are.
     expect(Date.now() - started).toBeLessThan(10_000);
-    expect(stack.graph.stats.for(tenantId, partnerApp.clientId).calls).toBe(callsBefore);
+    expect(graphCalls(tenantId).calls).toBe(callsBefore);
     if (outcome.status === 'routed')
       expect(outcome.enrichment.notes).toContain("advanced hunting 'logons' skipped: the tenant's API budget is spent");
     expect(logs.join('\n')).toContain(
@@ -318,17 +300,8 @@ describe('a tenant whose source is Microsoft Graph', () => {
     const cycleLeft = Date.parse(stack.graph.hunting.state(tenantId).cycleEndsAt) - Date.now();
     if (cycleLeft < 75_000) await new Promise((r) => setTimeout(r, cycleLeft + 1_000));
     stack.graph.hunting.configure(tenantId, { quotaSpent: true });
-    const table = loadRoutingRules(
-      {
-        destinations: { archive: { type: 'queue', queueName: 'routed-archive' } },
-        rules: [],
-        defaultRoute: { destinations: ['archive'], hunting: [{ name: 'logons', query: 'DeviceLogonEvents | take 5' }] },
-      },
-      { allowedHosts: ['localhost'] },
-    );
-    const deps = { ...enrichDependencies(services), routing: () => table };
-    const partnerApp = stack.world.apps.find((a) => a.multiTenant)!;
-    const calls = () => stack.graph.stats.for(tenantId, partnerApp.clientId).byEndpoint;
+    const deps = archivingWith({ hunting: [{ name: 'logons', query: 'DeviceLogonEvents | take 5' }] });
+    const calls = () => graphCalls(tenantId).byEndpoint;
 
     const refused = await handleIncidentEvent(first!, deps, logger);
     expect(refused).toMatchObject({ status: 'routed' });

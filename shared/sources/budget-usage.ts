@@ -1,7 +1,7 @@
 import type { TableClient } from '@azure/data-tables';
 import { DEFAULT_BUDGET, type BudgetedService, type BudgetRate } from './call-budget.js';
 import { GRAPH_BUDGET } from './graph/client.js';
-import { BUDGET_ROWS, SLOT_MS } from './shared-budget.js';
+import { BUDGET_ROWS, parseBlocked, SLOT_MS } from './shared-budget.js';
 
 /**
  * How much of each tenant's call budgets (Defender's, Graph's) all instances used in the last minute
@@ -77,17 +77,10 @@ export function usageOf(
   return usage;
 }
 
-/** The holds of a `blocked` JSON still running at `now`, soonest end first; anything unreadable holds nothing. */
+/** The holds of a `blocked` column still running at `now`, soonest end first. */
 function heldOf(blockedJson: string | undefined, now: number): BudgetUsage['held'] {
-  let blocked: unknown;
-  try {
-    blocked = JSON.parse(blockedJson ?? '{}');
-  } catch {
-    return [];
-  }
-  if (typeof blocked !== 'object' || blocked === null) return [];
-  return Object.entries(blocked)
-    .filter((entry): entry is [string, number] => typeof entry[1] === 'number' && entry[1] > now)
+  return [...parseBlocked(blockedJson)]
+    .filter(([, until]) => until > now)
     .sort(([, a], [, b]) => a - b)
     .map(([api, until]) => ({ api, until: new Date(until).toISOString() }));
 }

@@ -345,11 +345,9 @@ export class SharedCallBudget {
  */
 function blockedFor(state: TenantState, api: string | undefined, now: number): number {
   if (api === undefined) return 0;
-  let until = 0;
-  for (let end = api.indexOf('/'); ; end = api.indexOf('/', end + 1)) {
-    until = Math.max(until, state.blocked.get(end < 0 ? api : api.slice(0, end)) ?? 0);
-    if (end < 0) break;
-  }
+  // `security/runHuntingQuery` → `security`, `security/runHuntingQuery`.
+  const selfAndParents = api.split('/').map((_, i, parts) => parts.slice(0, i + 1).join('/'));
+  const until = Math.max(...selfAndParents.map((name) => state.blocked.get(name) ?? 0));
   return Math.max(0, until - now);
 }
 
@@ -381,7 +379,8 @@ function parseSlots(json: string | undefined): Map<number, number[]> {
   return slots;
 }
 
-function parseBlocked(json: string | undefined): Map<string, number> {
+/** The `blocked` column: budget API → until when (ms); what is not a number is dropped. */
+export function parseBlocked(json: string | undefined): Map<string, number> {
   const blocked = new Map<string, number>();
   for (const [api, until] of Object.entries(parseObject(json))) {
     if (typeof until === 'number') blocked.set(api, until);

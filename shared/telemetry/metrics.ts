@@ -116,7 +116,6 @@ function tenantDimension(tenantId: string): string {
   return GUID.test(tenantId) ? tenantId.toLowerCase() : 'invalid';
 }
 
-/** Incidents Defender listed to one poll (a page at a time). */
 /** Incidents a poll's page listed, by the API it listed them from. */
 export function recordIncidentsListed(tenantId: string, count: number, api: IncidentApi): void {
   if (count > 0)

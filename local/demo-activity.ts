@@ -73,13 +73,8 @@ function defenderPortal(store: IncidentStore, tenantId: string): Portal {
 function graphPortal(store: GraphIncidentStore, tenantId: string): Portal {
   return {
     // The new incident's devices and users are in the tenant's hunting data too, as a real one's telemetry is.
-    addIncident: (tick) => {
-      const { incidents, huntingSource } = generateGraphTenant(
-        newIncidentOptions(tenantId, tick, store.nextIncidentId(tenantId)),
-      );
-      store.upsert(tenantId, incidents);
-      store.addHuntingSource(tenantId, huntingSource);
-    },
+    addIncident: (tick) =>
+      store.seed(tenantId, generateGraphTenant(newIncidentOptions(tenantId, tick, store.nextIncidentId(tenantId)))),
     workOnOne: (tick) => {
       const open = store.list(tenantId).filter((i) => i.status === 'active' || i.status === 'inProgress');
       const incident = open[tick % Math.max(open.length, 1)];

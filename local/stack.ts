@@ -334,9 +334,7 @@ export async function seedWorld(
       if (!graph)
         throw new Error(`${tenant.displayName} is read through Microsoft Graph: seedWorld needs the Graph stand-in`);
       graph.store.provisionTenant(tenant.tenantId, tenant.displayName);
-      const { incidents, huntingSource } = generateGraphTenant(generate);
-      graph.store.upsert(tenant.tenantId, incidents);
-      graph.store.addHuntingSource(tenant.tenantId, huntingSource);
+      graph.store.seed(tenant.tenantId, generateGraphTenant(generate));
     } else {
       defender.store.provisionTenant(tenant.tenantId, tenant.displayName);
       defender.store.upsert(tenant.tenantId, generateIncidents(generate));
@@ -659,11 +657,7 @@ export async function addPartnerTenant(
     if (!graph) throw new Error(`${options.displayName} is read through Microsoft Graph: give the Graph stand-in`);
     entra.registry.grantAppPermissions(options.tenantId, targets.partnerApp.clientId, GRAPH_RESOURCE, GRAPH_APP_ROLES);
     graph.store.provisionTenant(options.tenantId, options.displayName);
-    if (options.incidents > 0) {
-      const { incidents, huntingSource } = generateGraphTenant(generate);
-      graph.store.upsert(options.tenantId, incidents);
-      graph.store.addHuntingSource(options.tenantId, huntingSource);
-    }
+    if (options.incidents > 0) graph.store.seed(options.tenantId, generateGraphTenant(generate));
   } else {
     entra.registry.grantAppPermissions(
       options.tenantId,

@@ -172,9 +172,7 @@ export function createControlRouter(deps: ControlDependencies): express.Router {
         redirectedShare: options.redirectedShare,
       }));
     }
-    const incidentIds = store.upsert(tenantId, incidents);
-    store.addHuntingSource(tenantId, huntingSource);
-    res.status(201).json({ tenantId, incidentIds });
+    res.status(201).json({ tenantId, incidentIds: store.seed(tenantId, { incidents, huntingSource }) });
   });
 
   router.get('/tenants/:tenantId/incidents', (req, res) => {

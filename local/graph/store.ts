@@ -135,6 +135,19 @@ export class GraphIncidentStore {
     for (const incident of incidents) source.set(incident.incidentId, structuredClone(incident));
   }
 
+  /**
+   * Incidents and the advanced hunting data they came from, together (generator.ts's generateGraphTenant),
+   * so that what hunting finds is what the incidents show; answers the incidents' ids.
+   */
+  seed(
+    tenantId: string,
+    data: { incidents: readonly GraphIncident[]; huntingSource: readonly DefenderIncident[] },
+  ): string[] {
+    const ids = this.upsert(tenantId, data.incidents);
+    this.addHuntingSource(tenantId, data.huntingSource);
+    return ids;
+  }
+
   /** The tenant's advanced hunting data, as stored (read it, do not change it), by incident id. */
   huntingSource(tenantId: string): readonly DefenderIncident[] {
     return [...this.#require(tenantId).huntingSource.values()].sort((a, b) => a.incidentId - b.incidentId);

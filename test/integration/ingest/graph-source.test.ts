@@ -78,14 +78,10 @@ describe('a tenant whose source is Microsoft Graph', () => {
     stack.entra.registry.addTenant({ tenantId, displayName: `Graph ${seed}` });
     stack.entra.registry.grantAppPermissions(tenantId, partnerApp().clientId, GRAPH_RESOURCE, roles);
     stack.graph.store.provisionTenant(tenantId, `Graph ${seed}`);
-    const { incidents, huntingSource } = generateGraphTenant({
+    stack.graph.store.seed(
       tenantId,
-      count,
-      seed,
-      since: new Date(Date.now() - 86_400_000),
-    });
-    stack.graph.store.upsert(tenantId, incidents);
-    stack.graph.store.addHuntingSource(tenantId, huntingSource);
+      generateGraphTenant({ tenantId, count, seed, since: new Date(Date.now() - 86_400_000) }),
+    );
     await services.registry.put({
       tenantId,
       displayName: `Graph ${seed}`,
